@@ -1,0 +1,303 @@
+//! [`GgufWriter`]: writes GGUF v2/v3 files (ggml `docs/gguf.md`) that the
+//! kiln reader, llama.cpp and the `gguf` Python package can read.
+//!
+//! The writer checks what the reader would reject (duplicate keys and
+//! tensor names, mixed-type or too-deep arrays, bad alignment, wrong data
+//! length) so that everything it writes reads back identically.
+
+use super::{
+    align_up, tensor_n_bytes, Value, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
+};
+use crate::{DType, Error, Result};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+const OP: &str = "gguf writer";
+
+struct PendingTensor {
+    name: String,
+    dims: Vec<u64>,
+    dtype: DType,
+    data: Vec<u8>,
+}
+
+/// Builds a GGUF file in memory and writes it out.
+pub struct GgufWriter {
+    version: u32,
+    alignment: Option<u64>,
+    kvs: Vec<(String, Value)>,
+    tensors: Vec<PendingTensor>,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GgufWriter {
+    /// An empty v3 writer with the default alignment.
+    pub fn new() -> Self {
+        GgufWriter {
+            version: 3,
+            alignment: None,
+            kvs: Vec::new(),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Set the format version (2 or 3; checked at write time).
+    pub fn version(mut self, v: u32) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// Set the data alignment (a nonzero power of two, checked at write
+    /// time). Unless a `general.alignment` key was added, one is written.
+    pub fn alignment(&mut self, a: u64) {
+        self.alignment = Some(a);
+    }
+
+    /// Add a metadata pair (written in insertion order; duplicates are an
+    /// error at write time).
+    pub fn add_kv(&mut self, key: impl Into<String>, value: Value) {
+        self.kvs.push((key.into(), value));
+    }
+
+    /// Add a tensor with GGUF-order `dims` (`ne[0]` first); `data` must hold
+    /// exactly `row_bytes(ne[0]) * product(ne[1..])` bytes.
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        dtype: DType,
+        data: Vec<u8>,
+    ) -> Result<()> {
+        let name = name.into();
+        let n_bytes = tensor_n_bytes(&dims, dtype)
+            .map_err(|e| Error::invalid(OP, format!("tensor '{name}': {e}")))?;
+        if data.len() as u64 != n_bytes {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "tensor '{name}' ({dtype}, dims {dims:?}) has {} data bytes, expected {n_bytes}",
+                    data.len()
+                ),
+            ));
+        }
+        if self.tensors.iter().any(|t| t.name == name) {
+            return Err(Error::invalid(
+                OP,
+                format!("duplicate tensor name '{name}'"),
+            ));
+        }
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            dtype,
+            data,
+        });
+        Ok(())
+    }
+
+    /// The alignment to use and whether a `general.alignment` pair must be
+    /// appended to the metadata.
+    fn effective_alignment(&self) -> Result<(u64, bool)> {
+        let from_kv = match self.kvs.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
+            None => None,
+            Some((_, v)) => Some(v.as_u64().ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    format!(
+                        "key '{ALIGNMENT_KEY}' has type {}, expected u32",
+                        v.type_name()
+                    ),
+                )
+            })?),
+        };
+        let (a, append) = match (self.alignment, from_kv) {
+            (Some(a), Some(k)) if a != k => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("alignment {a} differs from key '{ALIGNMENT_KEY}' = {k}"),
+                ))
+            }
+            (_, Some(k)) => (k, false),
+            (Some(a), None) => (a, a != DEFAULT_ALIGNMENT),
+            (None, None) => (DEFAULT_ALIGNMENT, false),
+        };
+        if a == 0 || !a.is_power_of_two() || a > u64::from(u32::MAX) {
+            return Err(Error::invalid(
+                OP,
+                format!("alignment {a} is not a nonzero power of two that fits in u32"),
+            ));
+        }
+        Ok((a, append))
+    }
+
+    /// Header, metadata and tensor infos, unpadded; plus the alignment.
+    fn encode_head(&self) -> Result<(Vec<u8>, u64)> {
+        if !matches!(self.version, 2 | 3) {
+            return Err(Error::invalid(
+                OP,
+                format!("version {} is not 2 or 3", self.version),
+            ));
+        }
+        let (alignment, append_alignment) = self.effective_alignment()?;
+        let mut seen = HashSet::with_capacity(self.kvs.len());
+        for (k, _) in &self.kvs {
+            if !seen.insert(k.as_str()) {
+                return Err(Error::invalid(OP, format!("duplicate key '{k}'")));
+            }
+        }
+        let align_kv = (ALIGNMENT_KEY.to_string(), Value::U32(alignment as u32));
+        let kvs: Vec<&(String, Value)> = self
+            .kvs
+            .iter()
+            .chain(append_alignment.then_some(&align_kv))
+            .collect();
+
+        let mut out = Vec::new();
+        out.extend_from_slice(&GGUF_MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+        for (k, v) in kvs {
+            put_str(&mut out, k);
+            out.extend_from_slice(&v.value_type().id().to_le_bytes());
+            put_value(&mut out, v, 0).map_err(|e| Error::invalid(OP, format!("key '{k}': {e}")))?;
+        }
+        let mut offset = 0u64;
+        for t in &self.tensors {
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset = align_up(offset + t.data.len() as u64, alignment)
+                .ok_or_else(|| Error::invalid(OP, "data section size overflows"))?;
+        }
+        Ok((out, alignment))
+    }
+
+    /// Write the whole file to `w`.
+    pub fn write_to(&self, w: &mut impl Write) -> Result<()> {
+        let io = |source| Error::Io {
+            context: "writing GGUF".to_string(),
+            source,
+        };
+        let (head, alignment) = self.encode_head()?;
+        w.write_all(&head).map_err(io)?;
+        let mut pos = head.len() as u64;
+        // Zero padding up to the next multiple of the alignment, written in
+        // small chunks (the alignment may be as large as 2^31).
+        let pad = |w: &mut dyn Write, pos: &mut u64| -> Result<()> {
+            const ZEROS: [u8; 4096] = [0; 4096];
+            let target = align_up(*pos, alignment)
+                .ok_or_else(|| Error::invalid(OP, "file size overflows"))?;
+            while *pos < target {
+                let n = (target - *pos).min(ZEROS.len() as u64) as usize;
+                w.write_all(&ZEROS[..n]).map_err(io)?;
+                *pos += n as u64;
+            }
+            Ok(())
+        };
+        pad(w, &mut pos)?;
+        for t in &self.tensors {
+            w.write_all(&t.data).map_err(io)?;
+            pos += t.data.len() as u64;
+            pad(w, &mut pos)?;
+        }
+        w.flush().map_err(io)
+    }
+
+    /// The whole file as bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Write to `path` via a temporary file in the same directory, renamed
+    /// into place once complete.
+    pub fn write_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let result = self.write_tmp_then_rename(&tmp, path);
+        if result.is_err() {
+            // Best effort: the temporary may not exist if creation failed.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_tmp_then_rename(&self, tmp: &Path, path: &Path) -> Result<()> {
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        let file = std::fs::File::create(tmp).map_err(|source| Error::Io {
+            context: ctx("creating", tmp),
+            source,
+        })?;
+        let mut w = std::io::BufWriter::new(file);
+        self.write_to(&mut w)?;
+        let file = w.into_inner().map_err(|e| Error::Io {
+            context: ctx("writing", tmp),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|source| Error::Io {
+            context: ctx("syncing", tmp),
+            source,
+        })?;
+        std::fs::rename(tmp, path).map_err(|source| Error::Io {
+            context: format!("renaming {} to {}", tmp.display(), path.display()),
+            source,
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Encode `v`'s payload (without its type id); `depth` counts enclosing arrays.
+fn put_value(out: &mut Vec<u8>, v: &Value, depth: usize) -> std::result::Result<(), String> {
+    match v {
+        Value::U8(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I8(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(u8::from(*x)),
+        Value::String(s) => put_str(out, s),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Array(a) => {
+            if depth + 1 > MAX_ARRAY_DEPTH {
+                return Err(format!(
+                    "arrays nested deeper than {MAX_ARRAY_DEPTH} levels"
+                ));
+            }
+            out.extend_from_slice(&a.elem_type.id().to_le_bytes());
+            out.extend_from_slice(&(a.items.len() as u64).to_le_bytes());
+            for (i, item) in a.items.iter().enumerate() {
+                if item.value_type() != a.elem_type {
+                    return Err(format!(
+                        "array of {} has item {i} of type {}",
+                        a.elem_type,
+                        item.type_name()
+                    ));
+                }
+                put_value(out, item, depth + 1).map_err(|e| format!("item {i}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}

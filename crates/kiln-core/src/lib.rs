@@ -1,0 +1,16 @@
+//! kiln-core: the GPU-free foundation of kiln.
+//!
+//! - [`DType`]: every tensor element / block format kiln knows.
+//! - [`quant`]: GGML block layouts, scalar reference quantize / dequantize / dot.
+//! - [`gguf`]: bounded GGUF v2/v3 reader and a writer.
+//! - [`ops`]: per op family its params struct, `validate()` and the naive
+//!   scalar reference every backend is tested against.
+
+pub mod dtype;
+pub mod error;
+pub mod gguf;
+pub mod ops;
+pub mod quant;
+
+pub use dtype::DType;
+pub use error::{Error, Result};

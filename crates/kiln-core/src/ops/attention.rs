@@ -1,0 +1,277 @@
+//! attention: causal scaled-dot-product attention with grouped-query heads
+//! over a KV cache.
+//!
+//! - `q: [n_tokens, n_heads, head_dim]` — query `t` sits at position `pos0 + t`.
+//! - `k, v: [kv_stride, n_kv_heads, head_dim]` — the cache, of capacity
+//!   `kv_stride` rows; rows `0..pos0 + n_tokens` are valid (the current
+//!   tokens' keys already appended).
+//! - query `t` attends keys `0..=pos0 + t`; query head `h` reads kv head
+//!   `h / (n_heads / n_kv_heads)`.
+//! - `out[t, h] = sum_j softmax_j(scale * q[t,h] . k[j]) * v[j]`,
+//!   `out: [n_tokens, n_heads, head_dim]`.
+
+use crate::error::check_len;
+use crate::{Error, Result};
+
+/// Params of [`attention_ref`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    pub n_tokens: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first query token = cached rows before this batch.
+    pub pos0: usize,
+    /// Capacity (rows) of the K and V caches.
+    pub kv_stride: usize,
+    /// Score multiplier, usually `1/sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+impl AttentionParams {
+    /// Heads non-zero and `n_heads % n_kv_heads == 0`, `head_dim > 0`,
+    /// `pos0 + n_tokens <= kv_stride`, finite scale, buffer lengths.
+    pub fn validate(&self, q_len: usize, k_len: usize, v_len: usize, out_len: usize) -> Result<()> {
+        let op = "attention";
+        if self.n_heads == 0 || self.n_kv_heads == 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "n_heads {} and n_kv_heads {} must be > 0",
+                    self.n_heads, self.n_kv_heads
+                ),
+            ));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "n_heads {} is not a multiple of n_kv_heads {}",
+                    self.n_heads, self.n_kv_heads
+                ),
+            ));
+        }
+        if self.head_dim == 0 {
+            return Err(Error::invalid(op, "head_dim is 0"));
+        }
+        if !self.scale.is_finite() {
+            return Err(Error::invalid(
+                op,
+                format!("scale {} is not finite", self.scale),
+            ));
+        }
+        match self.pos0.checked_add(self.n_tokens) {
+            Some(end) if end <= self.kv_stride => {}
+            _ => {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "pos0 {} + n_tokens {} exceeds kv_stride {}",
+                        self.pos0, self.n_tokens, self.kv_stride
+                    ),
+                ))
+            }
+        }
+        let overflow = || Error::invalid(op, "buffer size overflows");
+        let nq = self
+            .n_tokens
+            .checked_mul(self.n_heads)
+            .and_then(|v| v.checked_mul(self.head_dim))
+            .ok_or_else(overflow)?;
+        let nkv = self
+            .kv_stride
+            .checked_mul(self.n_kv_heads)
+            .and_then(|v| v.checked_mul(self.head_dim))
+            .ok_or_else(overflow)?;
+        check_len(op, "q", q_len, nq)?;
+        check_len(op, "k", k_len, nkv)?;
+        check_len(op, "v", v_len, nkv)?;
+        check_len(op, "out", out_len, nq)
+    }
+
+    /// Query heads per kv head.
+    pub fn group(&self) -> usize {
+        self.n_heads / self.n_kv_heads.max(1)
+    }
+
+    /// The kv head read by query head `h`.
+    pub fn kv_head(&self, h: usize) -> usize {
+        h / self.group().max(1)
+    }
+}
+
+/// Reference: per query and head, scores in f64, max-subtracted softmax,
+/// weighted sum of values in f64.
+pub fn attention_ref(
+    p: &AttentionParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    let d = p.head_dim;
+    let kv_row = |j: usize, kvh: usize| (j * p.n_kv_heads + kvh) * d;
+    let mut scores = Vec::new();
+    let mut acc = vec![0.0f64; d];
+    for t in 0..p.n_tokens {
+        let n_keys = p.pos0 + t + 1;
+        for h in 0..p.n_heads {
+            let kvh = p.kv_head(h);
+            let qo = (t * p.n_heads + h) * d;
+            let qh = &q[qo..qo + d];
+            scores.clear();
+            for j in 0..n_keys {
+                let kj = &k[kv_row(j, kvh)..kv_row(j, kvh) + d];
+                let dot: f64 = qh
+                    .iter()
+                    .zip(kj)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                scores.push(dot * f64::from(p.scale));
+            }
+            let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            acc.fill(0.0);
+            let mut sum = 0.0;
+            for (j, s) in scores.iter().enumerate() {
+                let w = (s - m).exp();
+                sum += w;
+                let vj = &v[kv_row(j, kvh)..kv_row(j, kvh) + d];
+                for (a, &x) in acc.iter_mut().zip(vj) {
+                    *a += w * f64::from(x);
+                }
+            }
+            for (o, a) in out[qo..qo + d].iter_mut().zip(&acc) {
+                *o = (a / sum) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn p(
+        n_tokens: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        kv_stride: usize,
+    ) -> AttentionParams {
+        AttentionParams {
+            n_tokens,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            pos0,
+            kv_stride,
+            scale: 0.5,
+        }
+    }
+
+    #[test]
+    fn one_key_returns_its_value() {
+        let pp = p(1, 1, 1, 3, 0, 4);
+        let q = [0.3, -2.0, 7.0];
+        let mut k = vec![f32::NAN; 12]; // rows past pos0 + n_tokens are never read
+        let mut v = vec![f32::NAN; 12];
+        k[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+        v[..3].copy_from_slice(&[4.0, -5.0, 6.0]);
+        let mut out = [f32::NAN; 3];
+        attention_ref(&pp, &q, &k, &v, &mut out).unwrap();
+        assert_eq!(out, [4.0, -5.0, 6.0]);
+    }
+
+    #[test]
+    fn gqa_maps_heads_to_kv_heads() {
+        // 4 query heads over 2 kv heads: heads 0,1 -> kv 0, heads 2,3 -> kv 1.
+        let pp = p(1, 4, 2, 2, 0, 1);
+        let q = [1.0; 8];
+        let k = [0.0; 4];
+        let v = [10.0, 11.0, 20.0, 21.0];
+        let mut out = [f32::NAN; 8];
+        attention_ref(&pp, &q, &k, &v, &mut out).unwrap();
+        assert_eq!(out, [10.0, 11.0, 10.0, 11.0, 20.0, 21.0, 20.0, 21.0]);
+        assert_eq!(
+            (0..4).map(|h| pp.kv_head(h)).collect::<Vec<_>>(),
+            [0, 0, 1, 1]
+        );
+    }
+
+    #[test]
+    fn causal_mask_and_by_hand_weights() {
+        // Two tokens at positions 1 and 2 after one cached key.
+        // q = [1, 0], keys k0 = [0,0], k1 = [2,0], k2 = [0,0]; scale 0.5.
+        // query 0 (pos 1): scores [0, 1] -> weights [1, e] / (1 + e).
+        // query 1 (pos 2): scores [0, 1, 0] -> weights [1, e, 1] / (2 + e).
+        // out = w0 * [1, 0] + w1 * [0, 1] + w2 * [5, 5].
+        let pp = p(2, 1, 1, 2, 1, 3);
+        let q = [1.0, 0.0, 1.0, 0.0];
+        let k = [0.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+        let v = [1.0, 0.0, 0.0, 1.0, 5.0, 5.0];
+        let mut out = [f32::NAN; 4];
+        attention_ref(&pp, &q, &k, &v, &mut out).unwrap();
+        let e = std::f64::consts::E;
+        let want = [
+            1.0 / (1.0 + e),
+            e / (1.0 + e),
+            6.0 / (2.0 + e),
+            (e + 5.0) / (2.0 + e),
+        ];
+        for (g, w) in out.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{out:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let pp = p(2, 4, 2, 8, 3, 5);
+        assert!(pp.validate(64, 80, 80, 64).is_ok());
+        let e = AttentionParams {
+            n_kv_heads: 3,
+            ..pp
+        }
+        .validate(64, 120, 120, 64)
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("n_heads 4 is not a multiple of n_kv_heads 3"),
+            "{e}"
+        );
+        let e = AttentionParams { pos0: 4, ..pp }
+            .validate(64, 80, 80, 64)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("pos0 4 + n_tokens 2 exceeds kv_stride 5"),
+            "{e}"
+        );
+        assert!(AttentionParams {
+            n_kv_heads: 0,
+            ..pp
+        }
+        .validate(64, 0, 0, 64)
+        .is_err());
+        assert!(AttentionParams { head_dim: 0, ..pp }
+            .validate(0, 0, 0, 0)
+            .is_err());
+        assert!(AttentionParams {
+            scale: f32::INFINITY,
+            ..pp
+        }
+        .validate(64, 80, 80, 64)
+        .is_err());
+        assert!(AttentionParams {
+            pos0: usize::MAX,
+            ..pp
+        }
+        .validate(64, 80, 80, 64)
+        .is_err());
+        assert!(pp.validate(64, 79, 80, 64).is_err());
+        assert!(pp.validate(64, 80, 80, 63).is_err());
+    }
+}

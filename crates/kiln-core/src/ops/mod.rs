@@ -1,0 +1,13 @@
+//! Op families: params struct, `validate()` and the scalar reference, one file
+//! per family. The references are naive on purpose: they are the oracle.
+
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod copy_rows;
+pub mod embedding;
+pub mod matmul;
+pub mod rms_norm;
+pub mod rope;
+pub mod silu_mul;
+pub mod softmax;
