@@ -42,7 +42,7 @@ impl AttentionParams {
                 ),
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::invalid(
                 op,
                 format!(

@@ -38,7 +38,7 @@ impl RopeParams {
     /// `n_rot` even and `<= head_dim`, base finite and `> 0`, scale finite,
     /// `positions.len() == n_tokens`, `x.len() == n_tokens * n_heads * head_dim`.
     pub fn validate(&self, positions_len: usize, x_len: usize) -> Result<()> {
-        if self.n_rot % 2 != 0 {
+        if !self.n_rot.is_multiple_of(2) {
             return Err(Error::invalid(
                 "rope",
                 format!("n_rot {} is odd", self.n_rot),

@@ -1,0 +1,132 @@
+//! `kiln bench`: llama-bench style speed test. `pp N`: N prompt tokens in
+//! one go from an empty cache; `tg N`: N tokens generated one at a time from
+//! an empty cache. Each test repeats `-r` times; mean ± stddev in t/s.
+
+use crate::common::ModelArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use kiln::Stream;
+use kiln_models::Model;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model file (GGUF). Default: the cached SmolLM2-135M-Instruct Q4_1.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<std::path::PathBuf>,
+    /// Prompt lengths to test (comma separated; 0 skips).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (comma separated; 0 skips).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Thread counts to test (comma separated; 0 = all cores).
+    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "0")]
+    pub threads: Vec<usize>,
+    /// Repetitions per test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub reps: usize,
+    /// Prompt-processing batch size.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Row {
+    test: String,
+    threads: usize,
+    samples: Vec<f64>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+/// Deterministic, valid token ids (avoid special tokens at the vocab's start).
+fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (256 + (x % (vocab as u64 - 256).max(1))) as u32
+        })
+        .collect()
+}
+
+fn time_pp(model: &Model, s: &Stream, n: usize, batch: usize) -> Result<f64> {
+    let toks = bench_tokens(n, model.config.n_vocab);
+    let mut st = model.new_state(s, n + 1, batch, false)?;
+    let t = Instant::now();
+    model.feed(s, &mut st, &toks)?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+fn time_tg(model: &Model, s: &Stream, n: usize) -> Result<f64> {
+    let toks = bench_tokens(n, model.config.n_vocab);
+    let mut st = model.new_state(s, n + 1, 1, false)?;
+    let t = Instant::now();
+    for &tok in &toks {
+        model.feed(s, &mut st, &[tok])?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    let mut rows = Vec::new();
+    let mut desc = (String::new(), 0u64, 0u64, String::new());
+    for &t in &a.threads {
+        let margs = ModelArgs { model: a.model.clone(), threads: t };
+        let (stream, model) = margs.load()?;
+        let params: u64 = model.file.tensors().iter().map(|t| t.n_elements()).sum();
+        let bytes: u64 = model.file.tensors().iter().map(|t| t.n_bytes).sum();
+        desc = (model.config.name.clone(), bytes, params, stream.describe());
+        // warm-up: one short pass of each kind
+        time_pp(&model, &stream, 16.min(model.config.n_ctx_train), a.batch)?;
+        time_tg(&model, &stream, 4)?;
+        for &n in a.n_prompt.iter().filter(|&&n| n > 0) {
+            let samples = (0..a.reps).map(|_| time_pp(&model, &stream, n, a.batch)).collect::<Result<Vec<_>>>()?;
+            rows.push(Row { test: format!("pp{n}"), threads: stream.threads(), samples });
+        }
+        for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+            let samples = (0..a.reps).map(|_| time_tg(&model, &stream, n)).collect::<Result<Vec<_>>>()?;
+            rows.push(Row { test: format!("tg{n}"), threads: stream.threads(), samples });
+        }
+    }
+    if a.json {
+        let j: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let (m, sd) = mean_sd(&r.samples);
+                serde_json::json!({"model": desc.0, "size_bytes": desc.1, "params": desc.2, "backend": "cpu",
+                    "threads": r.threads, "test": r.test, "avg_ts": m, "stddev_ts": sd, "samples_ts": r.samples})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("| model | size | params | backend | threads | test | t/s |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+    for r in &rows {
+        let (m, sd) = mean_sd(&r.samples);
+        println!(
+            "| {} | {:.2} MiB | {:.2} M | cpu | {} | {} | {m:.2} ± {sd:.2} |",
+            desc.0,
+            desc.1 as f64 / 1048576.0,
+            desc.2 as f64 / 1e6,
+            r.threads,
+            r.test
+        );
+    }
+    eprintln!("device: {}", desc.3);
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! One file per subcommand.
+pub mod bench;
+pub mod chat;
+pub mod info;
+pub mod perplexity;
+pub mod run;
+pub mod selftest;

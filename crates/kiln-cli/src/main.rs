@@ -1,0 +1,48 @@
+//! `kiln`: run, chat, bench, perplexity and inspect quantized LLMs.
+//! Flags follow llama.cpp's names (`-m`, `-p`, `-n`, `-c`, `-t`, `--temp`, ...).
+
+mod cmd;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Quantized LLM inference on CPU (CUDA next)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt.
+    Run(cmd::run::RunArgs),
+    /// Interactive multi-turn chat using the model's chat template.
+    Chat(cmd::chat::ChatArgs),
+    /// Show a GGUF file's metadata and tensors.
+    Info(cmd::info::InfoArgs),
+    /// Perplexity of a text file (llama.cpp's method).
+    Perplexity(cmd::perplexity::PplArgs),
+    /// Prompt-processing and generation speed, llama-bench style.
+    Bench(cmd::bench::BenchArgs),
+    /// Run the parity case tables on every backend found.
+    Selftest(cmd::selftest::SelftestArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Chat(a) => cmd::chat::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Selftest(a) => cmd::selftest::run(a),
+    };
+    if let Err(e) = r {
+        // One line: the chain of causes joined, no backtrace.
+        let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

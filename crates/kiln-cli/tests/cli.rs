@@ -1,0 +1,127 @@
+//! The `kiln` binary on bad input: one `error:` line, non-zero exit, no panic.
+//! And on good input with the default model (skipped when it is absent).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_core::gguf::{GgufWriter, Value};
+use kiln_core::DType;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env_remove("KILN_MODEL")
+        .env("KILN_CACHE", "/nonexistent-kiln-cache")
+        .output()
+        .expect("spawn kiln")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Assert a clean failure: non-zero exit, stderr has exactly one `error:` line
+/// containing `needle`, and no panic or backtrace.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "want one error line, got: {err}");
+    assert!(lines[0].contains(needle), "error line {:?} lacks {needle:?}", lines[0]);
+}
+
+fn default_model() -> Option<PathBuf> {
+    let p = std::env::var_os("KILN_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: default model not found at {} (run scripts/fetch-model.sh)", p.display());
+        None
+    }
+}
+
+#[test]
+fn missing_model_file() {
+    let out = kiln(&["run", "-m", "/no/such/model.gguf", "-p", "hi"]);
+    assert_clean_error(&out, "/no/such/model.gguf");
+}
+
+#[test]
+fn no_model_and_no_default() {
+    let out = kiln(&["run", "-p", "hi"]);
+    assert_clean_error(&out, "default model");
+}
+
+#[test]
+fn corrupt_and_truncated_gguf() {
+    let p = tmp("garbage.gguf");
+    std::fs::write(&p, b"this is not a gguf file at all, just text").unwrap();
+    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "magic");
+    assert_clean_error(&kiln(&["info", p.to_str().unwrap()]), "magic");
+
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("llama".into()));
+    w.add_tensor("t", vec![64], DType::F32, vec![0u8; 256]).unwrap();
+    let bytes = w.to_bytes().unwrap();
+    let p = tmp("truncated.gguf");
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "GGUF");
+}
+
+#[test]
+fn unsupported_architecture() {
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("mamba".into()));
+    let p = tmp("mamba.gguf");
+    w.write_file(&p).unwrap();
+    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "architecture 'mamba'");
+}
+
+#[test]
+fn bad_flag_values() {
+    // clap rejects non-numbers itself (exit 2, usage on stderr, no panic)
+    let out = kiln(&["run", "-p", "hi", "--temp", "abc"]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // ranges are checked by the sampler before anything loads
+    assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--top-p", "1.5"]), "top");
+    assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--temp", "-1"]), "temp");
+    assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", ""]), "empty prompt");
+}
+
+#[test]
+fn prompt_longer_than_context() {
+    let Some(m) = default_model() else { return };
+    let long = "word ".repeat(100);
+    let out = kiln(&["run", "-m", m.to_str().unwrap(), "-p", &long, "-c", "16", "-n", "4"]);
+    assert_clean_error(&out, "context holds 16");
+}
+
+#[test]
+fn info_lists_tensors_and_types() {
+    let Some(m) = default_model() else { return };
+    let out = kiln(&["info", m.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("272 tensors"), "{s}");
+    assert!(s.contains("token_embd.weight"));
+    assert!(s.contains("Q4_1") && s.contains("Q8_0") && s.contains("bits/weight"));
+}
+
+#[test]
+fn greedy_run_says_paris() {
+    let Some(m) = default_model() else { return };
+    let out = kiln(&["run", "-m", m.to_str().unwrap(), "-p", "The capital of France is", "-n", "12", "--temp", "0", "-t", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("The capital of France is"), "{s}");
+    assert!(s.contains("Paris"), "{s}");
+    assert!(err.contains("t/s"), "no speed report: {err}");
+}

@@ -1,0 +1,292 @@
+//! matmul bench: GB/s (weight bytes read) and GFLOP/s (`2*m*n*k`) for
+//! SmolLM2-135M's shapes, beside a streaming-read ceiling measured in the
+//! same run (sum over a 1 GiB buffer, 1 and 2 threads).
+//!
+//! - decode (m = 1): each call reads a different copy of the weights, rotated
+//!   over >= 128 MiB so neither L2 nor the 32 MiB L3 serves repeats ("cold"),
+//!   and also the same copy again ("hot", cache-resident).
+//! - prefill (m = 512): compute-bound; hot weights.
+//! - model sweeps: every matmul of one decode step (30 layers + the Q8_0
+//!   output, ~96 MiB of weights) and of a 512-token prefill (output for the
+//!   last token only): matmul-only tokens/s, an upper bound for the engine.
+//!
+//! Median of many timed calls after a warm-up. Run:
+//! `cargo bench -p kiln-cpu --bench matmul` (`-- quick` for fewer repeats).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::DType;
+use kiln_cpu::matmul::{matmul, matmul_quantized, quantize_activations};
+use kiln_cpu::quant_dot::Q8Acts;
+use kiln_cpu::CpuContext;
+use kiln_testkit::{rand_f32, rand_rows, rng};
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median seconds of `reps` calls of `f(rep)` after `reps/10 + 1` warm-ups.
+fn time(reps: usize, mut f: impl FnMut(usize)) -> f64 {
+    for r in 0..reps / 10 + 1 {
+        f(r);
+    }
+    median(
+        (0..reps)
+            .map(|r| {
+                let t = Instant::now();
+                f(r);
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Streaming read of a 1 GiB buffer (u64 sum), GB/s.
+fn stream_read(ctx: &CpuContext, buf: &[u64]) -> f64 {
+    let bytes = std::mem::size_of_val(buf) as f64;
+    let chunk = buf.len().div_ceil(ctx.threads() * 16);
+    let t = time(5, |_| {
+        let s: u64 = ctx.pool().install(|| {
+            buf.par_chunks(chunk)
+                .map(|c| c.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        black_box(s);
+    });
+    bytes / t / 1e9
+}
+
+struct Shape {
+    name: &'static str,
+    n: usize,
+    k: usize,
+    wtype: DType,
+}
+
+const SHAPES: [Shape; 4] = [
+    Shape {
+        name: "attn q/o 576x576",
+        n: 576,
+        k: 576,
+        wtype: DType::Q4_1,
+    },
+    Shape {
+        name: "ffn up 1536x576",
+        n: 1536,
+        k: 576,
+        wtype: DType::Q4_1,
+    },
+    Shape {
+        name: "ffn down 576x1536",
+        n: 576,
+        k: 1536,
+        wtype: DType::Q4_1,
+    },
+    Shape {
+        name: "output 49152x576",
+        n: 49152,
+        k: 576,
+        wtype: DType::Q8_0,
+    },
+];
+
+/// Weight copies rotated so that >= 128 MiB is touched between repeats.
+fn weight_copies(s: &Shape) -> Vec<Vec<u8>> {
+    let bytes = s.n * s.wtype.row_bytes("bench", s.k).unwrap();
+    let copies = (128usize << 20).div_ceil(bytes).clamp(1, 64);
+    let mut r = rng(1);
+    (0..copies)
+        .map(|_| rand_rows(&mut r, s.wtype, s.n, s.k))
+        .collect()
+}
+
+/// SmolLM2-135M per layer: q, k, v, o, gate, up, down as (n, k).
+const LAYER: [(usize, usize); 7] = [
+    (576, 576),
+    (192, 576),
+    (192, 576),
+    (576, 576),
+    (1536, 576),
+    (1536, 576),
+    (576, 1536),
+];
+const LAYERS: usize = 30;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let reps_dec = if quick { 50 } else { 300 };
+    let reps_pre = if quick { 3 } else { 11 };
+    let features = kiln_cpu::CpuFeatures::detect();
+    println!("features: {features:?}");
+
+    let stream_buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect(); // 1 GiB
+    let shapes: Vec<(&Shape, Vec<Vec<u8>>)> =
+        SHAPES.iter().map(|s| (s, weight_copies(s))).collect();
+    let mut r = rng(2);
+    let model: Vec<(usize, usize, Vec<u8>)> = (0..LAYERS)
+        .flat_map(|_| LAYER)
+        .map(|(n, k)| (n, k, rand_rows(&mut r, DType::Q4_1, n, k)))
+        .collect();
+    let out_w = rand_rows(&mut r, DType::Q8_0, 49152, 576);
+    let x512 = rand_f32(&mut r, 512 * 1536, -1.0, 1.0);
+    let mut out = vec![0.0f32; 512 * 49152];
+
+    for threads in [1, 2] {
+        let ctx = CpuContext::new(threads).unwrap();
+        let bw = stream_read(&ctx, &stream_buf);
+        println!("\n== {threads} thread(s): streaming read {bw:.1} GB/s ==");
+        println!(
+            "{:<22} {:>4} {:>10} {:>9} {:>8} {:>9} {:>9}",
+            "shape", "m", "us/call", "GB/s", "of BW", "GFLOP/s", "case"
+        );
+        for (s, copies) in &shapes {
+            let wbytes = copies[0].len() as f64;
+            for (label, rotate) in [("cold", true), ("hot", false)] {
+                let p = MatmulParams {
+                    m: 1,
+                    n: s.n,
+                    k: s.k,
+                    wtype: s.wtype,
+                };
+                let t = time(reps_dec, |rep| {
+                    let w = if rotate {
+                        &copies[rep % copies.len()]
+                    } else {
+                        &copies[0]
+                    };
+                    matmul(&ctx, &p, w, &x512[..s.k], &mut out[..s.n]).unwrap();
+                });
+                let gbs = wbytes / t / 1e9;
+                println!(
+                    "{:<22} {:>4} {:>10.1} {:>9.1} {:>7.0}% {:>9.1} {:>9}",
+                    s.name,
+                    1,
+                    t * 1e6,
+                    gbs,
+                    100.0 * gbs / bw,
+                    2.0 * (s.n * s.k) as f64 / t / 1e9,
+                    label
+                );
+            }
+            if s.n > 10_000 {
+                continue; // the output matrix is applied to the last token only
+            }
+            let m = 512;
+            let p = MatmulParams {
+                m,
+                n: s.n,
+                k: s.k,
+                wtype: s.wtype,
+            };
+            let t = time(reps_pre, |_| {
+                matmul(&ctx, &p, &copies[0], &x512[..m * s.k], &mut out[..m * s.n]).unwrap()
+            });
+            println!(
+                "{:<22} {:>4} {:>10.1} {:>9.2} {:>8} {:>9.1} {:>9}",
+                s.name,
+                m,
+                t * 1e6,
+                wbytes / t / 1e9,
+                "",
+                2.0 * (m * s.n * s.k) as f64 / t / 1e9,
+                "prefill"
+            );
+        }
+
+        // Scratch: thread-local reuse (matmul) vs a fresh buffer per call.
+        for (m, n, k) in [(1usize, 576usize, 576usize), (512, 1536, 576)] {
+            let p = MatmulParams {
+                m,
+                n,
+                k,
+                wtype: DType::Q4_1,
+            };
+            let w = &shapes[if n == 576 { 0 } else { 1 }].1[0];
+            let reps = if m == 1 { reps_dec } else { reps_pre };
+            let t_tls = time(reps, |_| {
+                matmul(&ctx, &p, w, &x512[..m * k], &mut out[..m * n]).unwrap()
+            });
+            let t_new = time(reps, |_| {
+                let mut acts = Q8Acts::new();
+                quantize_activations(&ctx, &x512[..m * k], m, k, &mut acts).unwrap();
+                matmul_quantized(&ctx, &p, w, &acts, &mut out[..m * n]).unwrap();
+            });
+            println!(
+                "scratch m={m:<3} {n}x{k}: thread-local {:.1} us, fresh Vec per call {:.1} us",
+                t_tls * 1e6,
+                t_new * 1e6
+            );
+        }
+
+        // Model sweeps (matmuls only).
+        let bytes: usize = model.iter().map(|(_, _, w)| w.len()).sum::<usize>() + out_w.len();
+        let decode_step = |out: &mut [f32]| {
+            for (n, k, w) in &model {
+                let p = MatmulParams {
+                    m: 1,
+                    n: *n,
+                    k: *k,
+                    wtype: DType::Q4_1,
+                };
+                matmul(&ctx, &p, w, &x512[..*k], &mut out[..*n]).unwrap();
+            }
+            let p = MatmulParams {
+                m: 1,
+                n: 49152,
+                k: 576,
+                wtype: DType::Q8_0,
+            };
+            matmul(&ctx, &p, &out_w, &x512[..576], &mut out[..49152]).unwrap();
+        };
+        let reps_sweep = if quick { 5 } else { 31 };
+        // Called from this (non-pool) thread: every matmul wakes the pool.
+        let t_dec = time(reps_sweep, |_| decode_step(&mut out));
+        // Called from inside the pool, as an engine running a whole forward
+        // pass under one `install` would: workers are already awake.
+        let t_dec_in = ctx
+            .pool()
+            .install(|| time(reps_sweep, |_| decode_step(&mut out)));
+        for (label, t) in [("outside pool", t_dec), ("inside pool.install", t_dec_in)] {
+            println!(
+                "decode sweep, {label} (211 matmuls, {:.1} MB): {:.2} ms/token = {:.1} tok/s, {:.1} GB/s ({:.0}% of BW)",
+                bytes as f64 / 1e6,
+                t * 1e3,
+                1.0 / t,
+                bytes as f64 / t / 1e9,
+                100.0 * bytes as f64 / t / 1e9 / bw
+            );
+        }
+        let t_pre = time(if quick { 1 } else { 3 }, |_| {
+            for (n, k, w) in &model {
+                let p = MatmulParams {
+                    m: 512,
+                    n: *n,
+                    k: *k,
+                    wtype: DType::Q4_1,
+                };
+                matmul(&ctx, &p, w, &x512[..512 * k], &mut out[..512 * n]).unwrap();
+            }
+            let p = MatmulParams {
+                m: 1,
+                n: 49152,
+                k: 576,
+                wtype: DType::Q8_0,
+            };
+            matmul(&ctx, &p, &out_w, &x512[..576], &mut out[..49152]).unwrap();
+        });
+        let flops: f64 = model
+            .iter()
+            .map(|(n, k, _)| 2.0 * 512.0 * (*n * *k) as f64)
+            .sum();
+        println!(
+            "prefill sweep (512 tokens): {:.1} ms = {:.1} tok/s, {:.1} GFLOP/s",
+            t_pre * 1e3,
+            512.0 / t_pre,
+            flops / t_pre / 1e9
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! attention on the CPU (spec: [`kiln_core::ops::attention`]): causal GQA
+//! over the f32 KV cache.
+//!
+//! Work item = one query token (all heads) over a range of keys. Keys are
+//! walked in blocks of [`BLOCK`]; each K/V cache row (all kv heads,
+//! contiguous) is loaded once per item and used by every query head while it
+//! sits in L1 — at long contexts the cache does not fit in the last-level
+//! cache, and per-head passes would stream it `n_heads` times. Per block and
+//! head (online softmax, as in flash attention):
+//! 1. `s_j = (scale * q) . k_j` into a small per-task scratch;
+//! 2. new running max `m' = max(m, max_j s_j)`; rescale `acc` and `l` by
+//!    `exp(m - m')`; `p_j = exp(s_j - m')` (vectorised exp, relative error
+//!    < 4e-7), `l += sum p_j` (f64 lanes);
+//! 3. `acc += sum_j p_j v_j` (axpy over head_dim); at the end `out = acc / l`.
+//!
+//! Items run in parallel on the pool (prefill: one per token, uneven causal
+//! lengths balanced by work stealing). When there are fewer tokens than
+//! threads to feed (decode) and the cache is long, each token's keys are
+//! split into chunks whose partial `(m, l, acc)` are merged with the same
+//! rescaling.
+
+use crate::vmath;
+use crate::{CpuContext, CpuFeatures};
+use kiln_core::ops::attention::AttentionParams;
+use kiln_core::Result;
+use rayon::prelude::*;
+
+/// Keys per online-softmax block: the block's K/V rows (BLOCK * n_kv_heads *
+/// head_dim floats each: 24 KiB for SmolLM2) stay in L1 while every head uses them.
+const BLOCK: usize = 32;
+/// Smallest key range worth a task of its own when splitting along keys.
+const MIN_SPLIT_KEYS: usize = 256;
+
+/// Per-task scratch: scaled queries `[n_heads, d]`, block scores `[n_heads, BLOCK]`.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// Running softmax state of one item: `acc` `[n_heads, d]` (unnormalised),
+/// `m` and `l` `[n_heads]`.
+struct State<'s> {
+    acc: &'s mut [f32],
+    m: &'s mut [f32],
+    l: &'s mut [f32],
+}
+
+/// Shared inputs of every item.
+struct Inputs<'a> {
+    p: &'a AttentionParams,
+    f: CpuFeatures,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+impl Inputs<'_> {
+    /// Token `t` over keys `j0..j1`, starting from an empty state.
+    fn run(&self, t: usize, j0: usize, j1: usize, sc: &mut Scratch, st: State<'_>) {
+        let (d, nh) = (self.p.head_dim, self.p.n_heads);
+        sc.q.clear();
+        sc.q.extend(
+            self.q[t * nh * d..][..nh * d]
+                .iter()
+                .map(|&x| x * self.p.scale),
+        );
+        sc.s.clear();
+        sc.s.resize(nh * BLOCK, 0.0);
+        st.acc.fill(0.0);
+        st.m.fill(f32::NEG_INFINITY);
+        st.l.fill(0.0);
+        let mut st = st;
+        let mut b0 = j0;
+        while b0 < j1 {
+            let b1 = (b0 + BLOCK).min(j1);
+            #[cfg(target_arch = "x86_64")]
+            if self.f.has_avx2_fma() {
+                // SAFETY: AVX2+FMA were detected at run time; K/V rows b0..b1 are in
+                // bounds (validate checked the cache lengths and
+                // j1 <= pos0 + n_tokens <= kv_stride).
+                unsafe {
+                    match d {
+                        32 => self.block_avx2_fixed::<4>(b0, b1, sc, &mut st),
+                        64 => self.block_avx2_fixed::<8>(b0, b1, sc, &mut st),
+                        128 => self.block_avx2_fixed::<16>(b0, b1, sc, &mut st),
+                        _ => self.block_avx2(b0, b1, sc, &mut st),
+                    }
+                }
+                b0 = b1;
+                continue;
+            }
+            self.block_scalar(b0, b1, sc, &mut st);
+            b0 = b1;
+        }
+    }
+
+    /// Rescale head `h`'s state to the new max of its block scores `s`.
+    /// Returns the max to subtract from the scores.
+    fn rescale(&self, h: usize, block_max: f32, st: &mut State<'_>) -> f32 {
+        let d = self.p.head_dim;
+        let m_new = st.m[h].max(block_max);
+        if m_new > st.m[h] && st.l[h] > 0.0 {
+            let c = (st.m[h] - m_new).exp();
+            st.l[h] *= c;
+            st.acc[h * d..][..d].iter_mut().for_each(|x| *x *= c);
+        }
+        st.m[h] = m_new;
+        m_new
+    }
+
+    fn block_scalar(&self, b0: usize, b1: usize, sc: &mut Scratch, st: &mut State<'_>) {
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+        let stride = self.p.n_kv_heads * d;
+        for j in 0..n {
+            let krow = &self.k[(b0 + j) * stride..][..stride];
+            for h in 0..nh {
+                let kh = &krow[self.p.kv_head(h) * d..][..d];
+                sc.s[h * BLOCK + j] = vmath::scalar::dot(&sc.q[h * d..][..d], kh);
+            }
+        }
+        for h in 0..nh {
+            let s = &mut sc.s[h * BLOCK..][..n];
+            let m = self.rescale(h, vmath::scalar::max(s), st);
+            st.l[h] += vmath::scalar::exp_sub_sum(s, m);
+        }
+        for j in 0..n {
+            let vrow = &self.v[(b0 + j) * stride..][..stride];
+            for h in 0..nh {
+                let vh = &vrow[self.p.kv_head(h) * d..][..d];
+                vmath::scalar::axpy(sc.s[h * BLOCK + j], vh, &mut st.acc[h * d..][..d]);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2(&self, b0: usize, b1: usize, sc: &mut Scratch, st: &mut State<'_>) {
+        use vmath::avx2;
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+        let stride = self.p.n_kv_heads * d;
+        for j in 0..n {
+            let krow = &self.k[(b0 + j) * stride..][..stride];
+            for h in 0..nh {
+                let kh = &krow[self.p.kv_head(h) * d..][..d];
+                sc.s[h * BLOCK + j] = avx2::dot(&sc.q[h * d..][..d], kh);
+            }
+        }
+        for h in 0..nh {
+            let s = &mut sc.s[h * BLOCK..][..n];
+            let m = self.rescale(h, avx2::max(s), st);
+            st.l[h] += avx2::exp_sub_sum(s, m);
+        }
+        for j in 0..n {
+            let vrow = &self.v[(b0 + j) * stride..][..stride];
+            for h in 0..nh {
+                let vh = &vrow[self.p.kv_head(h) * d..][..d];
+                avx2::axpy(sc.s[h * BLOCK + j], vh, &mut st.acc[h * d..][..d]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Inputs<'_> {
+    /// [`Self::block_avx2`] for `head_dim == 8 * NV`: a query head and its
+    /// accumulator live in `NV` registers across the block, and scores are
+    /// reduced four keys at a time.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2_fixed<const NV: usize>(
+        &self,
+        b0: usize,
+        b1: usize,
+        sc: &mut Scratch,
+        st: &mut State<'_>,
+    ) {
+        use std::arch::x86_64::*;
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+        debug_assert_eq!(d, 8 * NV);
+        let stride = self.p.n_kv_heads * d;
+        let (kp, vp) = (self.k.as_ptr(), self.v.as_ptr());
+        // Every row index below is < b1 <= kv_stride and every column < stride,
+        // so the raw reads stay inside k and v (validated lengths).
+        debug_assert!(b1 * stride <= self.k.len() && b1 * stride <= self.v.len());
+        for h in 0..nh {
+            let kvo = self.p.kv_head(h) * d;
+            let qp = sc.q.as_ptr().add(h * d);
+            let qv: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(qp.add(8 * i)));
+            let dot = |j: usize| -> __m256 {
+                let kr = kp.add((b0 + j) * stride + kvo);
+                // Two accumulator chains (even / odd vectors) to hide FMA latency.
+                let mut ab = [_mm256_setzero_ps(); 2];
+                for (i, qi) in qv.iter().enumerate() {
+                    ab[i % 2] = _mm256_fmadd_ps(*qi, _mm256_loadu_ps(kr.add(8 * i)), ab[i % 2]);
+                }
+                _mm256_add_ps(ab[0], ab[1])
+            };
+            let s = &mut sc.s[h * BLOCK..][..n];
+            let mut j = 0;
+            while j + 4 <= n {
+                let (d0, d1, d2, d3) = (dot(j), dot(j + 1), dot(j + 2), dot(j + 3));
+                // Transpose-reduce: lanes of r = [s0 s1 s2 s3] in each 128-bit half.
+                let r = _mm256_hadd_ps(_mm256_hadd_ps(d0, d1), _mm256_hadd_ps(d2, d3));
+                let r4 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+                _mm_storeu_ps(s.as_mut_ptr().add(j), r4);
+                j += 4;
+            }
+            while j < n {
+                s[j] = vmath::avx2::hsum(dot(j));
+                j += 1;
+            }
+            let m = self.rescale(h, vmath::avx2::max(s), st);
+            st.l[h] += vmath::avx2::exp_sub_sum(s, m);
+            let ap = st.acc.as_mut_ptr().add(h * d);
+            let mut acc: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(ap.add(8 * i)));
+            for (j, &w) in s.iter().enumerate() {
+                let vr = vp.add((b0 + j) * stride + kvo);
+                let pw = _mm256_set1_ps(w);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(pw, _mm256_loadu_ps(vr.add(8 * i)), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(ap.add(8 * i), *a);
+            }
+        }
+    }
+}
+
+/// Causal GQA attention; see the module docs.
+pub fn attention(
+    ctx: &CpuContext,
+    p: &AttentionParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    if p.n_tokens == 0 {
+        return Ok(());
+    }
+    let (d, nh) = (p.head_dim, p.n_heads);
+    let inputs = Inputs {
+        p,
+        f: ctx.features(),
+        q,
+        k,
+        v,
+    };
+    let max_keys = p.pos0 + p.n_tokens;
+    let threads = ctx.threads();
+    let splits = if threads > 1 && p.n_tokens < 2 * threads && max_keys >= 2 * MIN_SPLIT_KEYS {
+        (2 * threads)
+            .div_ceil(p.n_tokens)
+            .min(max_keys / MIN_SPLIT_KEYS)
+    } else {
+        1
+    };
+    let keys_of = |t: usize| p.pos0 + t + 1;
+    ctx.pool().install(|| {
+        if splits == 1 {
+            out.par_chunks_mut(nh * d).enumerate().for_each_init(
+                || (Scratch::default(), vec![0.0f32; 2 * nh]),
+                |(sc, ml), (t, o)| {
+                    let (m, l) = ml.split_at_mut(nh);
+                    inputs.run(
+                        t,
+                        0,
+                        keys_of(t),
+                        sc,
+                        State {
+                            acc: &mut *o,
+                            m,
+                            l: &mut *l,
+                        },
+                    );
+                    for (oh, &lh) in o.chunks_exact_mut(d).zip(l.iter()) {
+                        let inv = 1.0 / lh;
+                        oh.iter_mut().for_each(|x| *x *= inv);
+                    }
+                },
+            );
+        } else {
+            // Partial c of token t at (t * splits + c) * size: [m; nh] [l; nh] [acc; nh * d].
+            let size = nh * (d + 2);
+            let mut part = vec![0.0f32; p.n_tokens * splits * size];
+            part.par_chunks_mut(size).enumerate().for_each_init(
+                Scratch::default,
+                |sc, (tc, pc)| {
+                    let (t, c) = (tc / splits, tc % splits);
+                    let n = keys_of(t);
+                    let per = n.div_ceil(splits);
+                    let (j0, j1) = ((c * per).min(n), ((c + 1) * per).min(n));
+                    let (m, rest) = pc.split_at_mut(nh);
+                    let (l, acc) = rest.split_at_mut(nh);
+                    inputs.run(t, j0, j1, sc, State { acc, m, l });
+                },
+            );
+            out.par_chunks_mut(nh * d)
+                .zip(part.par_chunks(splits * size))
+                .for_each(|(o, parts)| merge(parts, nh, d, o));
+        }
+    });
+    Ok(())
+}
+
+/// Merge the partial `(m, l, acc)` of each head of a token into `out`.
+fn merge(parts: &[f32], nh: usize, d: usize, out: &mut [f32]) {
+    let size = nh * (d + 2);
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
+        let chunks = || {
+            parts
+                .chunks_exact(size)
+                .map(|c| (c[h], c[nh + h], &c[2 * nh + h * d..][..d]))
+        };
+        let big_m = chunks()
+            .map(|(m, _, _)| m)
+            .fold(f32::NEG_INFINITY, f32::max);
+        o.fill(0.0);
+        let mut l = 0.0f32;
+        for (m, lc, acc) in chunks() {
+            if lc == 0.0 {
+                continue; // empty key range
+            }
+            let w = (m - big_m).exp();
+            l += w * lc;
+            for (x, &a) in o.iter_mut().zip(acc) {
+                *x += w * a;
+            }
+        }
+        let inv = 1.0 / l;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}

@@ -1,0 +1,19 @@
+//! kiln-cpu: the fast CPU backend. Same op families and names as
+//! `kiln_core::ops`, multi-threaded with rayon and vectorised with
+//! `std::arch` behind runtime feature detection (scalar fallback always).
+
+pub mod context;
+
+pub use context::{CpuContext, CpuFeatures};
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod copy_rows;
+pub mod embedding;
+pub mod matmul;
+pub mod quant_dot;
+pub mod rms_norm;
+pub mod rope;
+pub mod silu_mul;
+pub mod softmax;
+pub mod vmath;

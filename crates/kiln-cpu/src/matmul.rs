@@ -1,0 +1,293 @@
+//! matmul on the CPU (`kiln_core::ops::matmul`): `out[m, n] = x[m, k] · w[n, k]ᵀ`.
+//!
+//! Validate → quantize activations once → tiles over threads:
+//!
+//! - Quantized weights (Q4_0, Q4_1, Q8_0) stay in their blocks; `x` is
+//!   quantized once per call to 8-bit codes with f32 scales ([`Q8Acts`], the
+//!   Q8_0/Q8_1 codes) into a per-thread scratch that only grows, and every
+//!   output is a sum of integer block dots ([`crate::quant_dot`]).
+//! - The work is cut into column strips (runs of weight rows) × activation
+//!   row blocks; a task computes tiles of `R` weight rows × `C` activation
+//!   rows so each weight block is expanded once and reused for `C` tokens
+//!   while it sits in registers (mat-vec: 4 × 1; mat-mat: 2 × 4).
+//! - Mat-vec (decode, `m` small) uses exactly `threads` strips: these calls
+//!   take microseconds and rayon's per-task overhead would show.
+//! - F32 / F16 / BF16 weights: one f32 FMA dot per output, same split.
+//!
+//! Threading cost: every call enters `ctx.pool()`. From a thread outside the
+//! pool that is a cross-thread wake-up (measured ~13 µs median on the 2-core
+//! VM, comparable to a whole 576×576 mat-vec); an engine should run its
+//! forward pass inside one `ctx.pool().install(..)`, where the split costs a
+//! work-steal between already-running workers.
+//!
+//! Non-finite activations give unspecified (but memory-safe) outputs: the
+//! block scale of a block holding NaN or ±inf is not meaningful.
+
+use crate::quant_dot::{self, dot_float_row, Q8Acts, QFormat, TileSpec, TILE_C, TILE_R};
+use crate::CpuContext;
+use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::quant::QK;
+use kiln_core::{Error, Result};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+const OP: &str = "matmul";
+
+/// Activation rows per task block for mat-mat: 64 rows of k ≤ 2048 codes
+/// (≈ 140 KB with scales) stay in L2 while a strip's weight tiles pass by.
+const ROW_BLOCK: usize = 64;
+
+/// Below this many multiply-adds (`m*n*k`) the call is split into exactly
+/// `threads` tasks; above it, into `STRIPS_PER_THREAD` strips per thread
+/// for load balance.
+const SMALL_WORK: usize = 1 << 22;
+const STRIPS_PER_THREAD: usize = 2;
+
+/// Called from outside the pool, a call below this many multiply-adds runs
+/// on the calling thread: waking a pool worker (~13 µs median measured on
+/// the 2-core VM) costs more than it saves (576×576 Q4_1 takes ~16 µs on one
+/// core). Inside the pool, work is always split.
+const OUTSIDE_POOL_MIN_SPLIT: usize = 1 << 19;
+
+thread_local! {
+    /// Quantized-activation scratch of the calling thread (grows, never shrinks).
+    static ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::new());
+}
+
+/// `out = x · wᵀ` (see the module docs). `w`: `[n, k]` rows of
+/// `p.wtype.row_bytes(k)` bytes; `x`: `[m, k]`; `out`: `[m, n]`.
+pub fn matmul(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate(w.len(), x.len(), out.len())?;
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    if QFormat::of(p.wtype).is_none() {
+        return matmul_float(ctx, p, w, x, out);
+    }
+    ACTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut acts) => quantize_and_run(ctx, p, w, x, &mut acts, out),
+        // Re-entered on this thread (cannot happen through this module, but
+        // stay correct): use a one-off buffer.
+        Err(_) => quantize_and_run(ctx, p, w, x, &mut Q8Acts::new(), out),
+    })
+}
+
+fn quantize_and_run(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    x: &[f32],
+    acts: &mut Q8Acts,
+    out: &mut [f32],
+) -> Result<()> {
+    quantize_activations(ctx, x, p.m, p.k, acts)?;
+    matmul_quantized(ctx, p, w, acts, out)
+}
+
+/// Quantize `x: [m, k]` into `acts`, rows split over the pool when `m` is large.
+pub fn quantize_activations(
+    ctx: &CpuContext,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    acts: &mut Q8Acts,
+) -> Result<()> {
+    let feat = ctx.features();
+    let threads = ctx.threads();
+    if m < 2 * threads || threads == 1 {
+        return acts.quantize(feat, x, m, k);
+    }
+    acts.quantize_with(x, m, k, |x, qs, ds| {
+        let nb = k / QK;
+        let rows = m.div_ceil(threads);
+        ctx.pool().install(|| {
+            x.par_chunks(rows * k.max(1))
+                .zip(qs.par_chunks_mut((rows * nb).max(1)))
+                .zip(ds.par_chunks_mut((rows * nb).max(1)))
+                .for_each(|((x, qs), ds)| quant_dot::quantize_rows(feat, x, qs, ds));
+        });
+    })
+}
+
+/// The matmul over activations already quantized (`acts`: `m` rows of
+/// `k/32` blocks). Public so tests can feed GGML Q8_0/Q8_1 blocks and compare
+/// with the reference dots to f32 rounding.
+pub fn matmul_quantized(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    acts: &Q8Acts,
+    out: &mut [f32],
+) -> Result<()> {
+    let Some(f) = QFormat::of(p.wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.wtype,
+        });
+    };
+    p.validate(w.len(), p.m.saturating_mul(p.k), out.len())?;
+    if acts.m() != p.m || acts.blocks_per_row() * QK != p.k {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "activations are {} x {}, expected {} x {}",
+                acts.m(),
+                acts.blocks_per_row() * QK,
+                p.m,
+                p.k
+            ),
+        ));
+    }
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    let row_bytes = p.w_row_bytes()?;
+    let feat = ctx.features();
+    // Tile shape: mat-vec streams 4 weight rows against one activation row;
+    // mat-mat reuses each pair of weight rows for 4 activation rows.
+    let (tr, tc) = if p.m == 1 { (TILE_R, 1) } else { (2, TILE_C) };
+    let plan = Plan::new(ctx, p, tr);
+    let sink = OutSink::new(out);
+    run_tasks(ctx, &plan, |rows, cols| {
+        for j0 in cols.clone().step_by(tr) {
+            let nr = tr.min(cols.end - j0);
+            let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+            for i0 in rows.clone().step_by(tc) {
+                let nc = tc.min(rows.end - i0);
+                let t = quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0, nc })?;
+                for (r, tr_) in t.iter().enumerate().take(nr) {
+                    for (c, v) in tr_.iter().enumerate().take(nc) {
+                        // SAFETY: (i0+c, j0+r) lies in this task's rows × cols,
+                        // and tasks' column/row ranges are disjoint.
+                        unsafe { sink.write((i0 + c) * p.n + j0 + r, *v) };
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// F32 / F16 / BF16 weights: one FMA dot per output.
+fn matmul_float(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    let row_bytes = p.w_row_bytes()?;
+    let feat = ctx.features();
+    let plan = Plan::new(ctx, p, 1);
+    let sink = OutSink::new(out);
+    run_tasks(ctx, &plan, |rows, cols| {
+        for i in rows {
+            let xi = &x[i * p.k..(i + 1) * p.k];
+            for j in cols.clone() {
+                let v = dot_float_row(feat, p.wtype, &w[j * row_bytes..(j + 1) * row_bytes], xi);
+                // SAFETY: (i, j) lies in this task's disjoint rows × cols.
+                unsafe { sink.write(i * p.n + j, v) };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// How the `m × n` output is cut: `row_blocks` × `strips` tasks.
+struct Plan {
+    m: usize,
+    n: usize,
+    row_block: usize,
+    strip: usize,
+    tasks: usize,
+    work: usize,
+}
+
+impl Plan {
+    fn new(ctx: &CpuContext, p: &MatmulParams, align: usize) -> Plan {
+        let threads = ctx.threads().max(1);
+        let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
+        let strips = if work < SMALL_WORK || p.m <= TILE_C {
+            threads
+        } else {
+            threads * STRIPS_PER_THREAD
+        };
+        // Strip width: a multiple of the tile rows, at least one tile.
+        let strip = p.n.div_ceil(strips).div_ceil(align).max(1) * align;
+        let row_block = if p.m <= TILE_C { p.m } else { ROW_BLOCK };
+        let tasks = p.m.div_ceil(row_block) * p.n.div_ceil(strip);
+        Plan {
+            m: p.m,
+            n: p.n,
+            row_block,
+            strip,
+            tasks,
+            work,
+        }
+    }
+}
+
+/// Run `f(rows, cols)` for every task of the plan on the pool (inline when
+/// there is a single task); the first error wins.
+fn run_tasks<F>(ctx: &CpuContext, plan: &Plan, f: F) -> Result<()>
+where
+    F: Fn(std::ops::Range<usize>, std::ops::Range<usize>) -> Result<()> + Sync,
+{
+    let n_strips = plan.n.div_ceil(plan.strip);
+    let task = |t: usize| {
+        let (ib, js) = (t / n_strips, t % n_strips);
+        let rows = ib * plan.row_block..((ib + 1) * plan.row_block).min(plan.m);
+        let cols = js * plan.strip..((js + 1) * plan.strip).min(plan.n);
+        f(rows, cols)
+    };
+    let outside = ctx.pool().current_thread_index().is_none();
+    if plan.tasks == 1 || ctx.threads() == 1 || (outside && plan.work < OUTSIDE_POOL_MIN_SPLIT) {
+        return (0..plan.tasks).try_for_each(task);
+    }
+    ctx.pool().install(|| {
+        (0..plan.tasks)
+            .into_par_iter()
+            .with_max_len(1)
+            .try_for_each(task)
+    })
+}
+
+/// Shared write access to `out` for tasks that own disjoint index sets.
+struct OutSink<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: OutSink is only handed to tasks that write disjoint indices (see
+// `write`), and the borrow of `out` outlives all of them (rayon joins before
+// `run_tasks` returns).
+unsafe impl Sync for OutSink<'_> {}
+
+impl<'a> OutSink<'a> {
+    fn new(out: &'a mut [f32]) -> Self {
+        OutSink {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Store `v` at `idx` (ignored when out of range).
+    ///
+    /// # Safety
+    /// No other thread may access `idx` during the call's lifetime of the sink.
+    #[inline]
+    unsafe fn write(&self, idx: usize, v: f32) {
+        if idx < self.len {
+            // SAFETY: idx in bounds; exclusive per the caller's contract.
+            unsafe { self.ptr.add(idx).write(v) };
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Parity: every kiln-testkit driver against the kiln-cpu implementation,
+//! with SIMD (when the CPU has AVX2+FMA) and forced scalar, on 1 and 2 threads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_core::ops::rope::{RopeMode, RopeParams};
+use kiln_cpu::{add, argmax, attention, embedding, rms_norm, rope, silu_mul, softmax};
+use kiln_cpu::{CpuContext, CpuFeatures};
+use kiln_testkit::cases as tk;
+use kiln_testkit::{Guarded, Options, Report, Tol};
+
+/// The four contexts every op runs under: (label, context). The SIMD ones
+/// are skipped, with a message, on a CPU without AVX2+FMA.
+fn contexts() -> Vec<(String, CpuContext)> {
+    let mut v = Vec::new();
+    let detected = CpuFeatures::detect();
+    for threads in [1, 2] {
+        if detected.has_avx2_fma() {
+            v.push((
+                format!("simd t={threads}"),
+                CpuContext::with_features(threads, detected).unwrap(),
+            ));
+        } else {
+            eprintln!("simd t={threads}: skipped, this CPU has no AVX2+FMA (or KILN_NO_SIMD=1)");
+        }
+        v.push((
+            format!("scalar t={threads}"),
+            CpuContext::with_features(threads, CpuFeatures::default()).unwrap(),
+        ));
+    }
+    v
+}
+
+fn check(op: &str, run: impl Fn(&CpuContext, &Options) -> Report) {
+    let opts = Options::default();
+    let mut failed = Vec::new();
+    for (label, ctx) in contexts() {
+        let r = run(&ctx, &opts);
+        println!("== {op} [{label}] ==\n{r}");
+        if !r.is_ok() {
+            failed.push(format!("[{label}]\n{r}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{op} parity failed:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn parity_add() {
+    check("add", |ctx, o| {
+        tk::add::check_add_with(&|p, a, b, out| add::add(ctx, p, a, b, out), o)
+    });
+}
+
+#[test]
+fn parity_silu_mul() {
+    check("silu_mul", |ctx, o| {
+        tk::silu_mul::check_silu_mul_with(&|p, g, u, out| silu_mul::silu_mul(ctx, p, g, u, out), o)
+    });
+}
+
+#[test]
+fn parity_rms_norm() {
+    check("rms_norm", |ctx, o| {
+        tk::rms_norm::check_rms_norm_with(&|p, x, w, out| rms_norm::rms_norm(ctx, p, x, w, out), o)
+    });
+}
+
+#[test]
+fn parity_softmax() {
+    check("softmax", |ctx, o| {
+        tk::softmax::check_softmax_with(&|p, x, out| softmax::softmax(ctx, p, x, out), o)
+    });
+}
+
+#[test]
+fn parity_argmax() {
+    check("argmax", |ctx, o| {
+        tk::argmax::check_argmax_with(&|x| argmax::argmax(ctx, x), o)
+    });
+}
+
+#[test]
+fn parity_embedding() {
+    check("embedding", |ctx, o| {
+        tk::embedding::check_embedding_with(
+            &|p, t, ids, out| embedding::embedding(ctx, p, t, ids, out),
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_rope() {
+    check("rope", |ctx, o| {
+        tk::rope::check_rope_with(&|p, pos, x| rope::rope(ctx, p, pos, x), o)
+    });
+}
+
+#[test]
+fn parity_attention() {
+    check("attention", |ctx, o| {
+        tk::attention::check_attention_with(
+            &|p, q, k, v, out| attention::attention(ctx, p, q, k, v, out),
+            o,
+        )
+    });
+}
+
+/// The rope table is capped; positions past it (and negative ones) take the
+/// on-the-fly path. The CPU forms angles in f64 like the reference, so the
+/// result stays tight even at position 100k.
+#[test]
+fn rope_beyond_the_cached_table() {
+    // f64 angles on both sides: only the final f32 rotation differs (~1 ulp of |x| <= 2).
+    const TOL: Tol = Tol {
+        nmse: 1e-12,
+        max_abs: 1e-6,
+    };
+    let mut rng = kiln_testkit::rng(kiln_testkit::test_seed());
+    let positions = [
+        -3,
+        0,
+        rope::MAX_CACHED_POS as i32 - 1,
+        rope::MAX_CACHED_POS as i32,
+        100_000,
+        i32::MAX,
+    ];
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        let p = RopeParams {
+            n_tokens: positions.len(),
+            n_heads: 2,
+            head_dim: 64,
+            n_rot: 64,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            mode,
+        };
+        let x = kiln_testkit::rand_f32(&mut rng, p.n_tokens * 2 * 64, -2.0, 2.0);
+        let mut want = x.clone();
+        kiln_core::ops::rope::rope_ref(&p, &positions, &mut want).unwrap();
+        for (label, ctx) in contexts() {
+            let mut got = Guarded::from_slice(&x);
+            rope::rope(&ctx, &p, &positions, got.as_mut_slice()).unwrap();
+            got.check_guards().unwrap();
+            kiln_testkit::compare(
+                &format!("rope {mode:?} [{label}]"),
+                got.as_slice(),
+                &want,
+                TOL,
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Decode on a long cache with many threads takes the split-keys path even
+/// on this 2-core machine (the pool is oversubscribed on purpose).
+#[test]
+fn attention_split_keys_matches_reference() {
+    let mut rng = kiln_testkit::rng(kiln_testkit::test_seed() ^ 0x5eed);
+    let p = kiln_core::ops::attention::AttentionParams {
+        n_tokens: 1,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        pos0: 3000,
+        kv_stride: 3001,
+        scale: 0.125,
+    };
+    let q = kiln_testkit::rand_f32(&mut rng, 9 * 64, -1.0, 1.0);
+    let k = kiln_testkit::rand_f32(&mut rng, 3001 * 3 * 64, -1.0, 1.0);
+    let v = kiln_testkit::rand_f32(&mut rng, 3001 * 3 * 64, -1.0, 1.0);
+    let mut want = vec![0.0; 9 * 64];
+    kiln_core::ops::attention::attention_ref(&p, &q, &k, &v, &mut want).unwrap();
+    for features in [CpuFeatures::detect(), CpuFeatures::default()] {
+        let ctx = CpuContext::with_features(16, features).unwrap();
+        let mut out = Guarded::new(9 * 64);
+        attention::attention(&ctx, &p, &q, &k, &v, out.as_mut_slice()).unwrap();
+        out.check_guards().unwrap();
+        kiln_testkit::compare("split attention", out.as_slice(), &want, Tol::ATTENTION).unwrap();
+    }
+}

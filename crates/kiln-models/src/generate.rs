@@ -1,0 +1,133 @@
+//! Generation: prompt processing, then sample → feed one token at a time,
+//! streaming text out as complete UTF-8, with timings.
+
+use crate::model::{Model, State};
+use crate::sampler::Sampler;
+use crate::{ModelError, Result};
+use kiln::Stream;
+use std::time::{Duration, Instant};
+
+/// Timings of one generation.
+#[derive(Debug, Clone, Default)]
+pub struct GenStats {
+    pub prompt_tokens: usize,
+    pub prompt_time: Duration,
+    pub generated: usize,
+    pub gen_time: Duration,
+    /// Why generation stopped.
+    pub stop: StopReason,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopReason {
+    #[default]
+    Length,
+    EndOfGeneration,
+    ContextFull,
+}
+
+impl GenStats {
+    pub fn prompt_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_time.as_secs_f64().max(1e-9)
+    }
+    /// Tokens/s of the decode loop (first token's sampling included).
+    pub fn gen_tps(&self) -> f64 {
+        self.generated as f64 / self.gen_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Turns token bytes into text, holding back an incomplete UTF-8 sequence.
+#[derive(Default)]
+pub struct TextStream {
+    pending: Vec<u8>,
+}
+
+impl TextStream {
+    /// Append bytes; return whatever is now complete text.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_some() => {
+                // Invalid (not merely incomplete): emit lossily.
+                let s = String::from_utf8_lossy(&self.pending).into_owned();
+                self.pending.clear();
+                return s;
+            }
+            Err(e) => e.valid_up_to(),
+        };
+        let rest = self.pending.split_off(valid);
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        s
+    }
+    /// Whatever is left at the end.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+/// Process `prompt` (after what `st` holds) and generate up to `n_predict`
+/// tokens, calling `on_text` with each complete piece of text. Stops at an
+/// end-of-generation token unless `ignore_eos`.
+pub fn generate(
+    model: &Model,
+    stream: &Stream,
+    st: &mut State,
+    prompt: &[u32],
+    n_predict: usize,
+    sampler: &mut Sampler,
+    ignore_eos: bool,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(Vec<u32>, GenStats)> {
+    if prompt.is_empty() {
+        return Err(ModelError::Input(
+            "empty prompt: nothing to condition on".into(),
+        ));
+    }
+    let mut stats = GenStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
+    for &t in prompt {
+        sampler.accept(t);
+    }
+    let t0 = Instant::now();
+    let mut logits = model.feed(stream, st, prompt)?;
+    stats.prompt_time = t0.elapsed();
+
+    let mut out = Vec::with_capacity(n_predict);
+    let mut text = TextStream::default();
+    let t1 = Instant::now();
+    while out.len() < n_predict {
+        let tok = sampler.sample(logits)?;
+        sampler.accept(tok);
+        out.push(tok);
+        stats.generated += 1;
+        if !ignore_eos && model.tokenizer.is_eog(tok) {
+            stats.stop = StopReason::EndOfGeneration;
+            break;
+        }
+        let piece = text.push(&model.tokenizer.token_to_piece(tok, false)?);
+        if !piece.is_empty() {
+            on_text(&piece);
+        }
+        if out.len() == n_predict {
+            break;
+        }
+        if st.tokens.len() >= st.n_ctx() {
+            stats.stop = StopReason::ContextFull;
+            break;
+        }
+        logits = model.feed(stream, st, &[tok])?;
+    }
+    stats.gen_time = t1.elapsed();
+    let rest = text.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
+    }
+    Ok((out, stats))
+}

@@ -1,0 +1,20 @@
+//! kiln-models: the inference engine on top of `kiln`.
+//!
+//! GGUF file → [`config::ModelConfig`] + [`weights::LlamaWeights`] (quantized
+//! weights borrowed zero-copy from the mmap) → [`llama`] forward on a
+//! [`kiln::Stream`] → logits → [`sampler`] → token → [`tokenizer`] → text.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod llama;
+pub mod model;
+pub mod perplexity;
+pub mod sampler;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use model::{Model, State};

@@ -1,0 +1,191 @@
+//! The llama-family forward pass (SmolLM2, Llama 2/3, Mistral-style files):
+//! pre-norm blocks of GQA attention with normal-mode RoPE and a SiLU-gated
+//! FFN, RMSNorm, optional tied output. Written as a fixed sequence of
+//! destination-passing ops on preallocated buffers.
+
+use crate::config::ModelConfig;
+use crate::kv_cache::KvCache;
+use crate::weights::LlamaWeights;
+use crate::{ModelError, Result};
+use kiln::ops::{
+    self, AddParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode, RopeParams,
+    SiluMulParams,
+};
+use kiln::{Device, Stream, Tensor};
+
+/// Preallocated activations for up to `n_batch` tokens per forward call.
+pub struct Scratch {
+    pub n_batch: usize,
+    x: Tensor,    // [n_batch, d] residual stream
+    x2: Tensor,   // [n_batch, d] next residual
+    h: Tensor,    // [n_batch, d] normed
+    q: Tensor,    // [n_batch, q_dim]
+    k: Tensor,    // [n_batch, kv_dim]
+    v: Tensor,    // [n_batch, kv_dim]
+    att: Tensor,  // [n_batch, q_dim]
+    o: Tensor,    // [n_batch, d]
+    gate: Tensor, // [n_batch, ff]
+    up: Tensor,   // [n_batch, ff]
+    act: Tensor,  // [n_batch, ff]
+    last: Tensor, // [1, d]
+    /// Logits: `[n_batch, n_vocab]` when all rows are wanted, else row 0.
+    pub logits: Tensor,
+    positions: Vec<i32>,
+}
+
+impl Scratch {
+    pub fn new(
+        device: Device,
+        cfg: &ModelConfig,
+        n_batch: usize,
+        all_logits: bool,
+    ) -> Result<Scratch> {
+        let z = |cols: usize| Tensor::zeros(device, &[n_batch, cols]);
+        Ok(Scratch {
+            n_batch,
+            x: z(cfg.n_embd)?,
+            x2: z(cfg.n_embd)?,
+            h: z(cfg.n_embd)?,
+            q: z(cfg.q_dim())?,
+            k: z(cfg.kv_dim())?,
+            v: z(cfg.kv_dim())?,
+            att: z(cfg.q_dim())?,
+            o: z(cfg.n_embd)?,
+            gate: z(cfg.n_ff)?,
+            up: z(cfg.n_ff)?,
+            act: z(cfg.n_ff)?,
+            last: Tensor::zeros(device, &[1, cfg.n_embd])?,
+            logits: Tensor::zeros(device, &[if all_logits { n_batch } else { 1 }, cfg.n_vocab])?,
+            positions: Vec::with_capacity(n_batch),
+        })
+    }
+}
+
+/// Which logits a forward call computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity); needs a scratch made with `all_logits`.
+    All,
+}
+
+/// Run `tokens` (at most `scratch.n_batch`) at positions `pos0..`, appending
+/// their keys and values to the cache. Logits land in `scratch.logits`.
+pub fn forward(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    tokens: &[u32],
+    pos0: usize,
+    mode: LogitsMode,
+) -> Result<()> {
+    let n = tokens.len();
+    if n == 0 || n > sc.n_batch {
+        return Err(ModelError::Input(format!(
+            "forward: {n} tokens, batch holds 1..={}",
+            sc.n_batch
+        )));
+    }
+    if pos0 + n > cache.n_ctx {
+        return Err(ModelError::ContextFull {
+            needed: pos0 + n,
+            n_ctx: cache.n_ctx,
+        });
+    }
+    if mode == LogitsMode::All && sc.logits.dims()[0] < n {
+        return Err(ModelError::Input(
+            "forward: scratch was not made for all logits".into(),
+        ));
+    }
+    let d = cfg.n_embd;
+    sc.positions.clear();
+    sc.positions.extend((pos0..pos0 + n).map(|p| p as i32));
+
+    ops::embedding(s, &w.token_embd, tokens, &mut sc.x)?;
+
+    let norm = RmsNormParams {
+        rows: n,
+        dim: d,
+        eps: cfg.rms_eps,
+    };
+    let rope = |heads| RopeParams {
+        n_tokens: n,
+        n_heads: heads,
+        head_dim: cfg.head_dim,
+        n_rot: cfg.n_rot,
+        freq_base: cfg.rope_base,
+        freq_scale: cfg.rope_freq_scale,
+        mode: RopeMode::Normal,
+    };
+    let attn = AttentionParams {
+        n_tokens: n,
+        n_heads: cfg.n_head,
+        n_kv_heads: cfg.n_head_kv,
+        head_dim: cfg.head_dim,
+        pos0,
+        kv_stride: cache.n_ctx,
+        scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+    };
+    let append = CopyRowsParams {
+        row_len: cfg.kv_dim(),
+        n_rows: n,
+        src_row: 0,
+        dst_row: pos0,
+    };
+    let add = AddParams { n: n * d };
+
+    for (l, lw) in w.layers.iter().enumerate() {
+        // attention block
+        ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
+        ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
+        ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
+        ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.q)?;
+        ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.k)?;
+        ops::copy_rows(s, &append, &sc.k, &mut cache.k[l])?;
+        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
+        ops::attention(s, &attn, &sc.q, &cache.k[l], &cache.v[l], &mut sc.att)?;
+        ops::matmul(s, &lw.wo, &sc.att, n, &mut sc.o)?;
+        ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        // feed-forward block
+        ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
+        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
+        ops::silu_mul(
+            s,
+            &SiluMulParams { n: n * cfg.n_ff },
+            &sc.gate,
+            &sc.up,
+            &mut sc.act,
+        )?;
+        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
+        ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)?;
+    }
+
+    match mode {
+        LogitsMode::All => {
+            ops::rms_norm(s, &norm, &sc.x, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
+        }
+        LogitsMode::Last => {
+            let pick = CopyRowsParams {
+                row_len: d,
+                n_rows: 1,
+                src_row: n - 1,
+                dst_row: 0,
+            };
+            ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
+            let one = RmsNormParams {
+                rows: 1,
+                dim: d,
+                eps: cfg.rms_eps,
+            };
+            ops::rms_norm(s, &one, &sc.last, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! A loaded model: config, weights, tokenizer and chat template, plus the
+//! per-conversation [`State`] (KV cache, scratch, tokens in the cache).
+
+use crate::chat::ChatTemplate;
+use crate::config::ModelConfig;
+use crate::kv_cache::KvCache;
+use crate::llama::{self, LogitsMode, Scratch};
+use crate::tokenizer::{Tokenizer, VocabSpec};
+use crate::weights::LlamaWeights;
+use crate::{ModelError, Result};
+use kiln::Stream;
+use kiln_core::gguf::GgufFile;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Default tokens per forward call during prompt processing.
+pub const DEFAULT_BATCH: usize = 512;
+
+/// A model ready to run on one stream's device.
+pub struct Model {
+    pub config: ModelConfig,
+    pub weights: LlamaWeights,
+    pub tokenizer: Tokenizer,
+    /// The file's chat template, if it has one.
+    pub chat_template: Option<ChatTemplate>,
+    pub file: Arc<GgufFile>,
+}
+
+fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
+    let tk = |e: kiln_core::Error| ModelError::Config(format!("tokenizer: {e}"));
+    let opt_u32 = |key: &str| f.get(key).and_then(|v| v.as_u32());
+    let opt_bool = |key: &str| f.get(key).and_then(|v| v.as_bool());
+    Ok(VocabSpec {
+        model: f.get_str("tokenizer.ggml.model").map_err(tk)?.to_string(),
+        pre: f
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        tokens: f
+            .get_str_array("tokenizer.ggml.tokens")
+            .map_err(tk)?
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        scores: f
+            .get("tokenizer.ggml.scores")
+            .map(|_| f.get_f32_array("tokenizer.ggml.scores"))
+            .transpose()
+            .map_err(tk)?,
+        token_types: f
+            .get("tokenizer.ggml.token_type")
+            .map(|_| f.get_i32_array("tokenizer.ggml.token_type"))
+            .transpose()
+            .map_err(tk)?,
+        merges: f
+            .get("tokenizer.ggml.merges")
+            .map(|_| {
+                f.get_str_array("tokenizer.ggml.merges")
+                    .map(|v| v.into_iter().map(str::to_string).collect())
+            })
+            .transpose()
+            .map_err(tk)?,
+        bos: opt_u32("tokenizer.ggml.bos_token_id"),
+        eos: opt_u32("tokenizer.ggml.eos_token_id"),
+        unk: opt_u32("tokenizer.ggml.unknown_token_id"),
+        pad: opt_u32("tokenizer.ggml.padding_token_id"),
+        eot: opt_u32("tokenizer.ggml.eot_token_id"),
+        add_bos: opt_bool("tokenizer.ggml.add_bos_token"),
+        add_eos: opt_bool("tokenizer.ggml.add_eos_token"),
+        add_space_prefix: opt_bool("tokenizer.ggml.add_space_prefix"),
+    })
+}
+
+impl Model {
+    /// Open a GGUF file and load it for `stream`'s device.
+    pub fn load(
+        path: &Path,
+        stream: &Stream,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let file = Arc::new(GgufFile::open(path)?);
+        let config = ModelConfig::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_spec(vocab_spec(&file)?)?;
+        if tokenizer.n_vocab() != config.n_vocab {
+            return Err(ModelError::Config(format!(
+                "vocabulary has {} tokens, the model {}",
+                tokenizer.n_vocab(),
+                config.n_vocab
+            )));
+        }
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or("")
+                .to_string()
+        };
+        let chat_template = match file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            Some(src) => Some(ChatTemplate::new(
+                src,
+                &text(tokenizer.bos()),
+                &text(tokenizer.eos()),
+            )?),
+            None => None,
+        };
+        let weights = LlamaWeights::load(&file, &config, stream.device(), progress)?;
+        Ok(Model {
+            config,
+            weights,
+            tokenizer,
+            chat_template,
+            file,
+        })
+    }
+
+    /// A fresh conversation state with a context of `n_ctx` tokens.
+    pub fn new_state(
+        &self,
+        stream: &Stream,
+        n_ctx: usize,
+        n_batch: usize,
+        all_logits: bool,
+    ) -> Result<State> {
+        if n_ctx == 0 || n_batch == 0 {
+            return Err(ModelError::Input(format!(
+                "context ({n_ctx}) and batch ({n_batch}) must be positive"
+            )));
+        }
+        let n_batch = n_batch.min(n_ctx);
+        Ok(State {
+            cache: KvCache::new(stream.device(), &self.config, n_ctx)?,
+            scratch: Scratch::new(stream.device(), &self.config, n_batch, all_logits)?,
+            tokens: Vec::with_capacity(n_ctx),
+        })
+    }
+
+    /// Feed `tokens` after what the state already holds, in batches. Returns
+    /// the logits of the last token.
+    pub fn feed<'s>(
+        &self,
+        stream: &Stream,
+        st: &'s mut State,
+        tokens: &[u32],
+    ) -> Result<&'s [f32]> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input(
+                "nothing to feed: empty token list".into(),
+            ));
+        }
+        let needed = st.tokens.len() + tokens.len();
+        if needed > st.cache.n_ctx {
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: st.cache.n_ctx,
+            });
+        }
+        for chunk in tokens.chunks(st.scratch.n_batch) {
+            let pos0 = st.tokens.len();
+            llama::forward(
+                stream,
+                &self.config,
+                &self.weights,
+                &mut st.cache,
+                &mut st.scratch,
+                chunk,
+                pos0,
+                LogitsMode::Last,
+            )?;
+            st.tokens.extend_from_slice(chunk);
+        }
+        stream.synchronize()?;
+        let v = self.config.n_vocab;
+        Ok(&st.scratch.logits.as_f32()?[..v])
+    }
+
+    /// Run one batch and return every token's logits `[tokens.len(), n_vocab]`
+    /// (the state must come from `new_state(.., all_logits = true)`).
+    pub fn feed_all<'s>(
+        &self,
+        stream: &Stream,
+        st: &'s mut State,
+        tokens: &[u32],
+    ) -> Result<&'s [f32]> {
+        let pos0 = st.tokens.len();
+        llama::forward(
+            stream,
+            &self.config,
+            &self.weights,
+            &mut st.cache,
+            &mut st.scratch,
+            tokens,
+            pos0,
+            LogitsMode::All,
+        )?;
+        st.tokens.extend_from_slice(tokens);
+        stream.synchronize()?;
+        Ok(&st.scratch.logits.as_f32()?[..tokens.len() * self.config.n_vocab])
+    }
+}
+
+/// One conversation: the cache and the tokens it holds.
+pub struct State {
+    pub cache: KvCache,
+    pub scratch: Scratch,
+    /// Tokens whose keys/values are in the cache, in order.
+    pub tokens: Vec<u32>,
+}
+
+impl State {
+    /// Forget everything after the first `n` tokens (the cache rows beyond are
+    /// overwritten by the next feed).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Keep the longest common prefix with `tokens` and return its length, so a
+    /// multi-turn chat only processes what is new.
+    pub fn reuse_prefix(&mut self, tokens: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Always leave at least one token to feed so there are fresh logits.
+        let keep = common.min(tokens.len().saturating_sub(1));
+        self.truncate(keep);
+        keep
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+}

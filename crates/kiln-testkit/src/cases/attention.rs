@@ -1,0 +1,157 @@
+//! Case table and driver for causal GQA `attention` over a KV cache.
+//!
+//! Cache rows past `pos0 + n_tokens` are filled with NaN: an implementation
+//! that reads beyond the causal window poisons its output and fails.
+
+use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
+use crate::{rand_f32, Guarded, Report, Tol};
+use kiln_core::ops::attention::{attention_ref, AttentionParams};
+
+/// Implementation under test: `(params, q, k, v, out)`.
+pub type AttentionFn<'a> =
+    dyn Fn(&AttentionParams, &[f32], &[f32], &[f32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+
+/// One case. `scale: None` means `1/sqrt(head_dim)`; q and k are uniform in
+/// ±`qk_amp`, v in ±1.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionCase {
+    pub n_tokens: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub pos0: usize,
+    pub kv_stride: usize,
+    pub qk_amp: f32,
+    pub scale: Option<f32>,
+    pub big: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn c(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    kv_stride: usize,
+    qk_amp: f32,
+    scale: Option<f32>,
+    big: bool,
+) -> AttentionCase {
+    AttentionCase {
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        pos0,
+        kv_stride,
+        qk_amp,
+        scale,
+        big,
+    }
+}
+
+/// Minimal and odd shapes (head_dim 1, 7, 33), MHA / MQA / GQA, spare cache
+/// capacity, peaked scores (scale 1), head_dim 128, and SmolLM2 (9 heads /
+/// 3 kv heads, head_dim 64): first token, decode at 300 and at the end of an
+/// 8k cache, a short prefill continuing a cache, a 512-token prefill.
+pub const CASES: &[AttentionCase] = &[
+    c(1, 1, 1, 1, 0, 1, 1.0, None, false),
+    c(1, 1, 1, 7, 2, 5, 1.0, None, false),
+    c(3, 2, 1, 8, 0, 5, 1.0, None, false),
+    c(5, 4, 2, 33, 11, 20, 1.0, None, false),
+    c(33, 6, 6, 16, 0, 40, 1.0, None, false),
+    c(2, 8, 1, 128, 3, 9, 1.0, None, false),
+    c(9, 4, 4, 64, 20, 29, 2.0, Some(1.0), false),
+    c(1, 9, 3, 64, 0, 8, 1.0, None, false),
+    c(1, 9, 3, 64, 300, 512, 1.0, None, false),
+    c(7, 9, 3, 64, 100, 128, 1.0, None, false),
+    c(1, 9, 3, 64, 8191, 8192, 1.0, None, false),
+    c(4, 9, 3, 64, 2000, 2100, 1.0, None, false),
+    c(512, 9, 3, 64, 0, 512, 1.0, None, true),
+];
+
+/// Run every `attention` case against `imp`.
+pub fn check_attention(imp: &AttentionFn<'_>) -> Report {
+    check_attention_with(imp, &Options::default())
+}
+
+/// [`check_attention`] with explicit options.
+pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("attention", opts);
+    let tol = run.tol(Tol::ATTENTION);
+    for cs in CASES {
+        let name = format!(
+            "tokens={} heads={}/{} head_dim={} pos0={} kv_stride={} scale={}",
+            cs.n_tokens,
+            cs.n_heads,
+            cs.n_kv_heads,
+            cs.head_dim,
+            cs.pos0,
+            cs.kv_stride,
+            cs.scale.map_or("1/sqrt(d)".to_string(), |s| s.to_string())
+        );
+        run.case(&name, cs.big, |rng| {
+            let p = AttentionParams {
+                n_tokens: cs.n_tokens,
+                n_heads: cs.n_heads,
+                n_kv_heads: cs.n_kv_heads,
+                head_dim: cs.head_dim,
+                pos0: cs.pos0,
+                kv_stride: cs.kv_stride,
+                scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
+            };
+            let nq = cs.n_tokens * cs.n_heads * cs.head_dim;
+            let row = cs.n_kv_heads * cs.head_dim;
+            let valid = (cs.pos0 + cs.n_tokens) * row;
+            let q = rand_f32(rng, nq, -cs.qk_amp, cs.qk_amp);
+            let mut k = rand_f32(rng, cs.kv_stride * row, -cs.qk_amp, cs.qk_amp);
+            let mut v = rand_f32(rng, cs.kv_stride * row, -1.0, 1.0);
+            k[valid..].fill(f32::NAN);
+            v[valid..].fill(f32::NAN);
+            let mut want = vec![0.0; nq];
+            attention_ref(&p, &q, &k, &v, &mut want).map_err(ref_failed)?;
+            let mut out = Guarded::new(nq);
+            imp(&p, &q, &k, &v, out.as_mut_slice()).map_err(impl_failed)?;
+            check_output("out", &out, &want, tol)
+        });
+    }
+    let p = AttentionParams {
+        n_tokens: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        pos0: 1,
+        kv_stride: 4,
+        scale: 0.35,
+    };
+    let rejects = [
+        (
+            "rejects n_heads not a multiple of n_kv_heads",
+            AttentionParams { n_kv_heads: 3, ..p },
+        ),
+        (
+            "rejects pos0 + n_tokens > kv_stride",
+            AttentionParams { pos0: 3, ..p },
+        ),
+        (
+            "rejects n_kv_heads 0",
+            AttentionParams { n_kv_heads: 0, ..p },
+        ),
+    ];
+    for (name, bad) in rejects {
+        run.case(name, false, |rng| {
+            let q = rand_f32(rng, 64, -1.0, 1.0);
+            let kv = rand_f32(rng, 4 * bad.n_kv_heads * 8, -1.0, 1.0);
+            let mut out = Guarded::new(64);
+            expect_reject(imp(&bad, &q, &kv, &kv, out.as_mut_slice()), &out)
+        });
+    }
+    run.case("rejects a short k cache", false, |rng| {
+        let q = rand_f32(rng, 64, -1.0, 1.0);
+        let v = rand_f32(rng, 64, -1.0, 1.0);
+        let mut out = Guarded::new(64);
+        expect_reject(imp(&p, &q, &v[..63], &v, out.as_mut_slice()), &out)
+    });
+    run.finish()
+}

@@ -1,0 +1,120 @@
+//! Case table and driver for `embedding` (row lookup + dequantize).
+
+use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
+use crate::{rand_rows, Guarded, Report, Tol};
+use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
+use kiln_core::DType;
+use rand::Rng;
+
+/// Implementation under test: `(params, table bytes, ids, out)`.
+pub type EmbeddingFn<'a> =
+    dyn Fn(&EmbeddingParams, &[u8], &[u32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+
+/// One case: table shape and format, number of ids, large?
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingCase {
+    pub n_vocab: usize,
+    pub dim: usize,
+    pub dtype: DType,
+    pub n_ids: usize,
+    pub big: bool,
+}
+
+const fn c(n_vocab: usize, dim: usize, dtype: DType, n_ids: usize, big: bool) -> EmbeddingCase {
+    EmbeddingCase {
+        n_vocab,
+        dim,
+        dtype,
+        n_ids,
+        big,
+    }
+}
+
+/// Every dtype; odd dims for the float formats; one to many blocks per row
+/// for the quantized ones; no ids; SmolLM2's Q8_0 `token_embd` (49152 x 576)
+/// for a 7-token prompt and a 512-token prefill.
+pub const CASES: &[EmbeddingCase] = &[
+    c(1, 1, DType::F32, 1, false),
+    c(5, 7, DType::F32, 9, false),
+    c(100, 33, DType::F32, 17, false),
+    c(5, 7, DType::F16, 9, false),
+    c(100, 576, DType::F16, 3, false),
+    c(5, 7, DType::BF16, 9, false),
+    c(100, 33, DType::BF16, 4, false),
+    c(3, 32, DType::Q4_0, 5, false),
+    c(50, 96, DType::Q4_0, 9, false),
+    c(3, 32, DType::Q4_1, 5, false),
+    c(50, 576, DType::Q4_1, 9, false),
+    c(3, 32, DType::Q8_0, 5, false),
+    c(3, 64, DType::Q8_1, 5, false),
+    c(10, 32, DType::Q8_0, 0, false),
+    c(49152, 576, DType::Q8_0, 7, false),
+    c(49152, 576, DType::Q8_0, 512, true),
+];
+
+/// Random ids that include the first and last row and a repeat.
+fn ids(rng: &mut impl Rng, n_vocab: usize, n: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..n_vocab as u32)).collect();
+    if n >= 3 {
+        ids[0] = 0;
+        ids[n - 1] = (n_vocab - 1) as u32;
+        ids[1] = ids[n - 1];
+    }
+    ids
+}
+
+/// Run every `embedding` case against `imp`.
+pub fn check_embedding(imp: &EmbeddingFn<'_>) -> Report {
+    check_embedding_with(imp, &Options::default())
+}
+
+/// [`check_embedding`] with explicit options.
+pub fn check_embedding_with(imp: &EmbeddingFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("embedding", opts);
+    let tol = run.tol(Tol::ELEMENTWISE);
+    for cs in CASES {
+        let name = format!(
+            "{} vocab={} dim={} ids={}",
+            cs.dtype, cs.n_vocab, cs.dim, cs.n_ids
+        );
+        run.case(&name, cs.big, |rng| {
+            let p = EmbeddingParams {
+                n_vocab: cs.n_vocab,
+                dim: cs.dim,
+                dtype: cs.dtype,
+            };
+            let table = rand_rows(rng, cs.dtype, cs.n_vocab, cs.dim);
+            let ids = ids(rng, cs.n_vocab, cs.n_ids);
+            let mut want = vec![0.0; cs.n_ids * cs.dim];
+            embedding_ref(&p, &table, &ids, &mut want).map_err(ref_failed)?;
+            let mut out = Guarded::new(want.len());
+            imp(&p, &table, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+            check_output("out", &out, &want, tol)
+        });
+    }
+    let p = EmbeddingParams {
+        n_vocab: 4,
+        dim: 32,
+        dtype: DType::Q8_0,
+    };
+    run.case("rejects an id == n_vocab", false, |rng| {
+        let table = rand_rows(rng, p.dtype, 4, 32);
+        let mut out = Guarded::new(64);
+        expect_reject(imp(&p, &table, &[1, 4], out.as_mut_slice()), &out)
+    });
+    run.case("rejects a short table", false, |rng| {
+        let table = rand_rows(rng, p.dtype, 4, 32);
+        let mut out = Guarded::new(32);
+        expect_reject(
+            imp(&p, &table[..table.len() - 1], &[0], out.as_mut_slice()),
+            &out,
+        )
+    });
+    run.case("rejects dim not a multiple of the block", false, |rng| {
+        let table = rand_rows(rng, DType::F32, 4, 33);
+        let bad = EmbeddingParams { dim: 33, ..p };
+        let mut out = Guarded::new(33);
+        expect_reject(imp(&bad, &table, &[0], out.as_mut_slice()), &out)
+    });
+    run.finish()
+}

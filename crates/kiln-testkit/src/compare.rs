@@ -1,0 +1,208 @@
+//! Comparing an implementation's output with the reference: NMSE, max
+//! absolute error, and one message that summarises every mismatch at once.
+
+use std::fmt::Write as _;
+
+/// Tolerance of one comparison. A result passes when its NMSE is
+/// `<= nmse` **and** every element is within `max_abs` of the reference
+/// (and is NaN exactly where the reference is NaN).
+///
+/// Inputs in the case tables are sized so outputs stay within about ±10,
+/// which keeps an absolute bound meaningful.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tol {
+    /// Bound on `sum((got - want)^2) / sum(want^2)`.
+    pub nmse: f64,
+    /// Bound on `|got - want|` per element.
+    pub max_abs: f32,
+}
+
+impl Tol {
+    /// Bit-exact (up to ±0): ops with a single f32 rounding per element,
+    /// which every correct backend reproduces (add, argmax-style selection).
+    pub const EXACT: Tol = Tol {
+        nmse: 0.0,
+        max_abs: 0.0,
+    };
+
+    /// Elementwise ops with a few roundings and at most one transcendental
+    /// (silu_mul, dequantizing lookups). A vectorised exp within a few ulp
+    /// (~2e-7 relative) and a fused vs. unfused multiply-add differ by a few
+    /// ulp of outputs bounded by ~10: 1e-5 absolute leaves 10x margin.
+    pub const ELEMENTWISE: Tol = Tol {
+        nmse: 1e-12,
+        max_abs: 1e-5,
+    };
+
+    /// Row reductions over up to ~50k f32 terms (rms_norm, softmax). f32
+    /// accumulation error grows like sqrt(n) * 2^-24 relative (~1e-5 worst
+    /// case at 50k), the f64 reference has none; outputs are O(1).
+    pub const REDUCTION: Tol = Tol {
+        nmse: 1e-10,
+        max_abs: 2e-5,
+    };
+
+    /// rope. A backend that forms `theta = pos * inv_freq` in f32 is off by
+    /// about `pos * 2^-24` rad: ~5e-4 rad at position 9000, on values ~2.
+    /// Wrong pairing or frequencies give NMSE ~1e-2..1, far above this.
+    pub const ROPE: Tol = Tol {
+        nmse: 1e-7,
+        max_abs: 2e-3,
+    };
+
+    /// attention: a head_dim dot, an exp and a weighted sum over up to 8k
+    /// keys, each accumulated in f32 (blocked or online-softmax orders);
+    /// outputs are convex combinations of values in [-1, 1].
+    pub const ATTENTION: Tol = Tol {
+        nmse: 1e-9,
+        max_abs: 1e-4,
+    };
+}
+
+/// Normalised mean squared error `sum((g-w)^2) / sum(w^2)` in f64; when the
+/// reference is all zeros, the plain sum of squared errors. NaN/inf in
+/// `got` where `want` is finite gives `f64::INFINITY`. Lengths must match
+/// (extra elements are ignored).
+pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        if !w.is_finite() {
+            continue;
+        }
+        if !g.is_finite() {
+            return f64::INFINITY;
+        }
+        let d = f64::from(g) - f64::from(w);
+        err += d * d;
+        norm += f64::from(w) * f64::from(w);
+    }
+    if norm == 0.0 {
+        err
+    } else {
+        err / norm
+    }
+}
+
+/// Largest `|got - want|`; `f32::INFINITY` where exactly one side is NaN or
+/// the two differ in an infinity. Equal infinities count as 0.
+pub fn max_abs_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| elem_err(g, w))
+        .fold(0.0, f32::max)
+}
+
+fn elem_err(g: f32, w: f32) -> f32 {
+    if g.is_nan() || w.is_nan() {
+        return if g.is_nan() && w.is_nan() {
+            0.0
+        } else {
+            f32::INFINITY
+        };
+    }
+    if g == w {
+        return 0.0; // also equal infinities
+    }
+    let d = (g - w).abs();
+    if d.is_nan() {
+        f32::INFINITY
+    } else {
+        d
+    }
+}
+
+/// Compare `got` against `want`; `Err` carries one summary of every
+/// problem: length, mismatch count and the first few indices with both
+/// values, NaN count, NMSE and max abs error against the bounds.
+pub fn compare(name: &str, got: &[f32], want: &[f32], tol: Tol) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{name}: output has {} elements, reference {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    const SHOW: usize = 6;
+    let mut bad = 0usize;
+    let mut first = String::new();
+    let mut nan_got = 0usize;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if g.is_nan() && !w.is_nan() {
+            nan_got += 1;
+        }
+        if elem_err(g, w) > tol.max_abs {
+            if bad < SHOW {
+                let _ = write!(first, " [{i}] got {g:e} want {w:e};");
+            }
+            bad += 1;
+        }
+    }
+    let e_nmse = nmse(got, want);
+    let e_max = max_abs_err(got, want);
+    if bad == 0 && e_nmse <= tol.nmse {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "{name}: {bad}/{} elements over max_abs {:e}; nmse {e_nmse:.3e} (bound {:.1e}); max abs err {e_max:e}",
+        got.len(),
+        tol.max_abs,
+        tol.nmse
+    );
+    if nan_got > 0 {
+        let _ = write!(
+            msg,
+            "; {nan_got} NaN where the reference is not (unwritten or bad math)"
+        );
+    }
+    if bad > 0 {
+        let _ = write!(msg, "; first:{}", first.trim_end_matches(';'));
+    }
+    Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn metrics() {
+        assert_eq!(nmse(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        assert!((nmse(&[1.0, 1.0], &[1.0, 2.0]) - 0.2).abs() < 1e-12);
+        assert_eq!(nmse(&[0.5], &[0.0]), 0.25);
+        assert_eq!(nmse(&[f32::NAN], &[1.0]), f64::INFINITY);
+        assert_eq!(max_abs_err(&[1.0, 5.0], &[1.5, 4.0]), 1.0);
+        assert_eq!(max_abs_err(&[f32::NAN], &[1.0]), f32::INFINITY);
+        assert_eq!(max_abs_err(&[f32::INFINITY], &[f32::INFINITY]), 0.0);
+        assert_eq!(
+            max_abs_err(&[f32::INFINITY], &[f32::NEG_INFINITY]),
+            f32::INFINITY
+        );
+    }
+
+    #[test]
+    fn compare_reports_everything() {
+        assert!(compare("x", &[1.0, 2.0], &[1.0, 2.0], Tol::EXACT).is_ok());
+        assert!(compare("x", &[0.0, -0.0], &[-0.0, 0.0], Tol::EXACT).is_ok());
+        assert!(compare("x", &[1.0], &[1.0, 2.0], Tol::EXACT)
+            .unwrap_err()
+            .contains("1 elements"));
+        let got = [1.0, f32::NAN, 3.5, 4.0];
+        let want = [1.0, 2.0, 3.0, 4.0];
+        let e = compare("op case", &got, &want, Tol::ELEMENTWISE).unwrap_err();
+        assert!(e.starts_with("op case: 2/4 elements"), "{e}");
+        assert!(
+            e.contains("1 NaN") && e.contains("[1] got NaN") && e.contains("[2] got 3.5e0"),
+            "{e}"
+        );
+        assert!(e.contains("nmse inf"), "{e}");
+        // NMSE alone can fail a comparison whose elements are each within max_abs.
+        let tol = Tol {
+            nmse: 1e-6,
+            max_abs: 1.0,
+        };
+        assert!(compare("n", &[1.1], &[1.0], tol)
+            .unwrap_err()
+            .contains("0/1 elements"));
+    }
+}

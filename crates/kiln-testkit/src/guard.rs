@@ -1,0 +1,137 @@
+//! Guarded output buffers: an interior of `n` f32 poisoned with NaN, between
+//! two guard zones filled with a sentinel bit pattern. After an op writes the
+//! interior, [`Guarded::check_guards`] catches out-of-bounds writes and the
+//! comparison catches elements left unwritten (still NaN).
+
+/// Guard elements on each side; wider than any SIMD tail or 32-wide block.
+pub const GUARD: usize = 64;
+
+/// Bit pattern of the guard sentinel: a finite, distinctive value
+/// (-6.2598534e18) that no op produces by accident.
+pub const SENTINEL_BITS: u32 = 0xDEAD_BEEF;
+
+/// The sentinel as an f32.
+pub fn sentinel() -> f32 {
+    f32::from_bits(SENTINEL_BITS)
+}
+
+/// An output buffer with guard zones; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Guarded {
+    buf: Vec<f32>,
+    n: usize,
+}
+
+impl Guarded {
+    /// `n` NaN-poisoned elements between two guard zones.
+    pub fn new(n: usize) -> Self {
+        let mut buf = vec![sentinel(); n + 2 * GUARD];
+        buf[GUARD..GUARD + n].fill(f32::NAN);
+        Guarded { buf, n }
+    }
+
+    /// Guarded buffer whose interior starts as a copy of `init` (for in-place ops).
+    pub fn from_slice(init: &[f32]) -> Self {
+        let mut g = Guarded::new(init.len());
+        g.as_mut_slice().copy_from_slice(init);
+        g
+    }
+
+    /// Interior length.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.buf[GUARD..GUARD + self.n]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[GUARD..GUARD + self.n]
+    }
+
+    /// Err naming every overwritten guard element (first few listed) and side.
+    pub fn check_guards(&self) -> Result<(), String> {
+        let bad = |zone: &[f32]| -> Vec<usize> {
+            zone.iter()
+                .enumerate()
+                .filter(|(_, v)| v.to_bits() != SENTINEL_BITS)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let before = bad(&self.buf[..GUARD]);
+        let after = bad(&self.buf[GUARD + self.n..]);
+        if before.is_empty() && after.is_empty() {
+            return Ok(());
+        }
+        let mut msg = String::from("guard zone overwritten:");
+        if !before.is_empty() {
+            let idx: Vec<String> = before
+                .iter()
+                .take(8)
+                .map(|&i| format!("{}", i as isize - GUARD as isize))
+                .collect();
+            msg += &format!(
+                " {} element(s) before the output (offsets {})",
+                before.len(),
+                idx.join(", ")
+            );
+        }
+        if !after.is_empty() {
+            let idx: Vec<String> = after
+                .iter()
+                .take(8)
+                .map(|&i| format!("{}", self.n + i))
+                .collect();
+            msg += &format!(
+                " {} element(s) after the output (indices {})",
+                after.len(),
+                idx.join(", ")
+            );
+        }
+        Err(msg)
+    }
+
+    /// True when the interior is still entirely poison (an op that returned
+    /// an error must not have written anything).
+    pub fn untouched(&self) -> bool {
+        self.as_slice()
+            .iter()
+            .all(|v| v.to_bits() == f32::NAN.to_bits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn detects_overruns_and_poison() {
+        let mut g = Guarded::new(5);
+        assert!(g.as_slice().iter().all(|v| v.is_nan()));
+        assert!(g.untouched());
+        g.as_mut_slice().fill(1.0);
+        assert!(g.check_guards().is_ok());
+        assert!(!g.untouched());
+        g.buf[GUARD + 5] = 0.0;
+        g.buf[GUARD - 1] = 0.0;
+        let e = g.check_guards().unwrap_err();
+        assert!(
+            e.contains("before the output (offsets -1)") && e.contains("indices 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_and_from_slice() {
+        let g = Guarded::new(0);
+        assert!(g.is_empty() && g.check_guards().is_ok());
+        let g = Guarded::from_slice(&[1.0, 2.0]);
+        assert_eq!(g.as_slice(), &[1.0, 2.0]);
+    }
+}

@@ -1,0 +1,56 @@
+//! kiln-testkit: the parity harness every kiln backend runs.
+//!
+//! - [`rng`]: one seed per run (`KILN_TEST_SEED` or the clock), per-case streams.
+//! - [`Guarded`]: output buffers with NaN-poisoned interiors and sentinel guards.
+//! - [`compare`] / [`Tol`]: NMSE plus max-abs checks that summarise every mismatch.
+//! - [`Report`]: per-case `op case: ok/FAIL` lines and an `N passed, M failed` line.
+//! - [`cases`]: per op family a case table (odd shapes + SmolLM2 shapes) and a
+//!   driver `check_<op>(&impl)` that runs it against the kiln-core reference.
+//!
+//! A backend plugs in with a closure over plain slices, e.g.
+//! `check_add(&|p, a, b, out| kiln_cpu::add::add(&ctx, p, a, b, out))`, and
+//! asserts with `report.into_result()` (which prints every failure and the seed).
+
+pub mod cases;
+pub mod compare;
+pub mod guard;
+pub mod quant_data;
+pub mod report;
+pub mod rng;
+
+pub use cases::Options;
+pub use compare::{compare, max_abs_err, nmse, Tol};
+pub use guard::Guarded;
+pub use quant_data::rand_rows;
+pub use report::{CaseResult, Report};
+pub use rng::{case_rng, rand_f32, rng, test_seed};
+
+/// Every driver of this crate, merged into one report, with `imps` supplying
+/// each op's implementation. Convenient for `kiln selftest`.
+pub struct AllOps<'a> {
+    pub add: &'a cases::add::AddFn<'a>,
+    pub argmax: &'a cases::argmax::ArgmaxFn<'a>,
+    pub attention: &'a cases::attention::AttentionFn<'a>,
+    pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
+    pub matmul: &'a cases::matmul::MatmulFn<'a>,
+    pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
+    pub rope: &'a cases::rope::RopeFn<'a>,
+    pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
+    pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
+}
+
+/// Run every op family's driver with `opts`; one merged [`Report`].
+pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
+    use cases::*;
+    let mut r = Report::new(opts.seed);
+    r.merge(add::check_add_with(imps.add, opts));
+    r.merge(argmax::check_argmax_with(imps.argmax, opts));
+    r.merge(attention::check_attention_with(imps.attention, opts));
+    r.merge(embedding::check_embedding_with(imps.embedding, opts));
+    r.merge(matmul::check_matmul_with(imps.matmul, opts));
+    r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
+    r.merge(rope::check_rope_with(imps.rope, opts));
+    r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
+    r.merge(softmax::check_softmax_with(imps.softmax, opts));
+    r
+}

@@ -1,0 +1,206 @@
+//! The harness checks itself: every driver passes with the kiln-core
+//! reference as the implementation, and catches deliberately broken ones
+//! (wrong math, unwritten output, out-of-bounds writes, missing validation).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_core::ops as k;
+use kiln_testkit::cases as tk;
+use kiln_testkit::{check_all, AllOps, Options, Report};
+
+fn quick() -> Options {
+    Options {
+        quick: true,
+        ..Options::default()
+    }
+}
+
+fn assert_all_fail(r: &Report, what: &str) {
+    let runs = r
+        .results
+        .iter()
+        .filter(|c| !c.case.starts_with("rejects"))
+        .collect::<Vec<_>>();
+    let passed: Vec<_> = runs
+        .iter()
+        .filter(|c| c.outcome.is_ok())
+        .map(|c| c.case.clone())
+        .collect();
+    // Empty outputs cannot show a wrong value; everything else must fail.
+    assert!(
+        passed
+            .iter()
+            .all(|c| c.contains("n=0") || c.contains("rows=0") || c.contains("ids=0")),
+        "{what}: broken impl passed {passed:?}"
+    );
+}
+
+#[test]
+fn references_pass_every_driver() {
+    let imps = AllOps {
+        add: &k::add::add_ref,
+        argmax: &k::argmax::argmax_ref,
+        attention: &k::attention::attention_ref,
+        embedding: &k::embedding::embedding_ref,
+        matmul: &k::matmul::matmul_ref,
+        rms_norm: &k::rms_norm::rms_norm_ref,
+        rope: &k::rope::rope_ref,
+        silu_mul: &k::silu_mul::silu_mul_ref,
+        softmax: &k::softmax::softmax_ref,
+    };
+    let r = check_all(&imps, &quick());
+    println!("{r}");
+    assert!(r.passed() > 150, "{}", r.summary());
+    assert!(r.skipped > 0);
+    r.into_result().unwrap();
+}
+
+#[test]
+fn catches_wrong_math() {
+    let r = tk::add::check_add_with(
+        &|p, a, b, out| {
+            k::add::add_ref(p, a, b, out)?;
+            if let Some(o) = out.last_mut() {
+                *o += 1e-3;
+            }
+            Ok(())
+        },
+        &quick(),
+    );
+    assert_all_fail(&r, "add off by 1e-3 at the end");
+    let text = r.to_string();
+    assert!(
+        text.contains("FAIL") && text.contains("KILN_TEST_SEED="),
+        "{text}"
+    );
+
+    // rope with the pair layout of the other mode.
+    let r = tk::rope::check_rope_with(
+        &|p, pos, x| {
+            let other = match p.mode {
+                kiln_core::ops::rope::RopeMode::Normal => kiln_core::ops::rope::RopeMode::Neox,
+                kiln_core::ops::rope::RopeMode::Neox => kiln_core::ops::rope::RopeMode::Normal,
+            };
+            k::rope::rope_ref(
+                &kiln_core::ops::rope::RopeParams { mode: other, ..*p },
+                pos,
+                x,
+            )
+        },
+        &quick(),
+    );
+    let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
+    // Only cases with at least 2 pairs (n_rot >= 4) and a non-zero position can tell.
+    assert!(failed.len() >= 14, "{failed:?}");
+
+    // attention mapping heads to kv heads round-robin instead of grouped.
+    let r = tk::attention::check_attention_with(
+        &|p, q, k, v, out| {
+            let d = p.head_dim;
+            for h in 0..p.n_heads {
+                let kvh = h % p.n_kv_heads;
+                let one = kiln_core::ops::attention::AttentionParams {
+                    n_heads: 1,
+                    n_kv_heads: 1,
+                    ..*p
+                };
+                let sel = |src: &[f32]| -> Vec<f32> {
+                    src.chunks(d)
+                        .skip(kvh)
+                        .step_by(p.n_kv_heads)
+                        .flatten()
+                        .copied()
+                        .collect()
+                };
+                let qh: Vec<f32> = q
+                    .chunks(d)
+                    .skip(h)
+                    .step_by(p.n_heads)
+                    .flatten()
+                    .copied()
+                    .collect();
+                let mut oh = vec![0.0; qh.len()];
+                k::attention::attention_ref(&one, &qh, &sel(k), &sel(v), &mut oh)?;
+                for (t, row) in oh.chunks(d).enumerate() {
+                    out[(t * p.n_heads + h) * d..][..d].copy_from_slice(row);
+                }
+            }
+            Ok(())
+        },
+        &quick(),
+    );
+    let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
+    assert!(failed.iter().any(|c| c.contains("heads=9/3")), "{failed:?}");
+    assert!(
+        failed.iter().all(|c| !c.contains("heads=6/6")),
+        "MHA cannot tell: {failed:?}"
+    );
+}
+
+#[test]
+fn catches_unwritten_and_out_of_bounds() {
+    let r = tk::silu_mul::check_silu_mul_with(
+        &|p, g, u, out| {
+            p.validate(g.len(), u.len(), out.len())?;
+            let n = out.len();
+            k::silu_mul::silu_mul_ref(
+                &kiln_core::ops::silu_mul::SiluMulParams { n: n / 2 },
+                &g[..n / 2],
+                &u[..n / 2],
+                &mut out[..n / 2],
+            )
+        },
+        &quick(),
+    );
+    assert!(r.failures().any(|c| c
+        .outcome
+        .as_ref()
+        .unwrap_err()
+        .contains("NaN where the reference is not")));
+
+    // Writing past the end is impossible through a slice, so simulate a
+    // kernel overrun with raw pointers (like an FFI/GPU copy would).
+    let r = tk::softmax::check_softmax_with(
+        &|p, x, out| {
+            k::softmax::softmax_ref(p, x, out)?;
+            // SAFETY: test only — deliberately writes one element past `out`,
+            // which Guarded backs with its guard zone.
+            unsafe { *out.as_mut_ptr().add(out.len()) = 0.0 };
+            Ok(())
+        },
+        &quick(),
+    );
+    assert!(r.failures().any(|c| c
+        .outcome
+        .as_ref()
+        .unwrap_err()
+        .contains("guard zone overwritten")));
+}
+
+#[test]
+fn catches_missing_validation() {
+    let r = tk::rms_norm::check_rms_norm_with(
+        &|p, x, w, out| {
+            // "Validates" nothing and writes before failing.
+            out.fill(0.0);
+            k::rms_norm::rms_norm_ref(p, x, w, out)
+        },
+        &quick(),
+    );
+    let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
+    assert!(
+        failed.iter().any(|c| c.starts_with("rejects")),
+        "{failed:?}"
+    );
+    let r = tk::argmax::check_argmax_with(&|x| Ok(x.len() as u32 / 2), &quick());
+    assert!(r.failures().any(|c| c.case == "rejects empty input"));
+    assert!(r.failed() > 30);
+}
+
+#[test]
+fn panics_are_reported_not_propagated() {
+    let r = tk::embedding::check_embedding_with(&|_, _, _, _| panic!("boom"), &quick());
+    assert_eq!(r.passed(), 0);
+    assert!(r
+        .failures()
+        .all(|c| c.outcome.as_ref().unwrap_err().contains("boom")));
+}

@@ -1,0 +1,22 @@
+//! Causal GQA attention of `p.n_tokens` queries over a KV cache.
+use crate::{ops::AttentionParams, Device, Result, Stream, Tensor};
+
+pub fn attention(
+    s: &Stream,
+    p: &AttentionParams,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
+    const OP: &str = "attention";
+    let q_len = p.n_tokens * p.n_heads * p.head_dim;
+    let kv_len = p.kv_stride * p.n_kv_heads * p.head_dim;
+    let q = q.f32_prefix(OP, "q", q_len)?;
+    let k = k_cache.f32_prefix(OP, "k_cache", kv_len)?;
+    let v = v_cache.f32_prefix(OP, "v_cache", kv_len)?;
+    let out = out.f32_prefix_mut(OP, "out", q_len)?;
+    match s.device() {
+        Device::Cpu => Ok(kiln_cpu::attention::attention(s.cpu_ctx(), p, q, k, v, out)?),
+    }
+}

@@ -1,0 +1,36 @@
+//! Destination-passing ops. Each entry point validates the tensors against the
+//! op's `kiln_core` params once (dtype, device, sizes), takes the prefixes of
+//! preallocated buffers the params ask for, then dispatches to the backend.
+//! Dispatch code holds no math.
+
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod copy_rows;
+pub mod embedding;
+pub mod matmul;
+pub mod rms_norm;
+pub mod rope;
+pub mod silu_mul;
+pub mod softmax;
+
+pub use add::add;
+pub use argmax::argmax;
+pub use attention::attention;
+pub use copy_rows::copy_rows;
+pub use embedding::embedding;
+pub use matmul::matmul;
+pub use rms_norm::rms_norm;
+pub use rope::rope;
+pub use silu_mul::silu_mul;
+pub use softmax::softmax;
+
+pub use kiln_core::ops::add::AddParams;
+pub use kiln_core::ops::attention::AttentionParams;
+pub use kiln_core::ops::copy_rows::CopyRowsParams;
+pub use kiln_core::ops::embedding::EmbeddingParams;
+pub use kiln_core::ops::matmul::MatmulParams;
+pub use kiln_core::ops::rms_norm::RmsNormParams;
+pub use kiln_core::ops::rope::{RopeMode, RopeParams};
+pub use kiln_core::ops::silu_mul::SiluMulParams;
+pub use kiln_core::ops::softmax::SoftmaxParams;
