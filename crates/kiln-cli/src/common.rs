@@ -20,7 +20,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("kiln");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("kiln")
 }
 
@@ -58,7 +60,10 @@ impl ModelArgs {
     pub fn load(&self) -> Result<(Stream, Model)> {
         let path = model_path(&self.model)?;
         if !path.is_file() {
-            bail!("model file {} does not exist or is not a file", path.display());
+            bail!(
+                "model file {} does not exist or is not a file",
+                path.display()
+            );
         }
         let stream = Stream::cpu(self.threads)?;
         let bar = ProgressBar::new(0);
@@ -66,7 +71,11 @@ impl ModelArgs {
             ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        bar.set_message(
+            path.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         let model = Model::load(&path, &stream, &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);

@@ -7,7 +7,11 @@ mod common;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Quantized LLM inference on CPU (CUDA next)")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Quantized LLM inference on CPU (CUDA next)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,11 @@ fn main() {
     };
     if let Err(e) = r {
         // One line: the chain of causes joined, no backtrace.
-        let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+        let msg = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
         eprintln!("error: {msg}");
         std::process::exit(1);
     }

@@ -26,22 +26,34 @@ fn tmp(name: &str) -> PathBuf {
 /// containing `needle`, and no panic or backtrace.
 fn assert_clean_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "want one error line, got: {err}");
-    assert!(lines[0].contains(needle), "error line {:?} lacks {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "error line {:?} lacks {needle:?}",
+        lines[0]
+    );
 }
 
 fn default_model() -> Option<PathBuf> {
-    let p = std::env::var_os("KILN_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default())
-            .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let p = std::env::var_os("KILN_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: default model not found at {} (run scripts/fetch-model.sh)", p.display());
+        eprintln!(
+            "SKIPPED: default model not found at {} (run scripts/fetch-model.sh)",
+            p.display()
+        );
         None
     }
 }
@@ -62,16 +74,23 @@ fn no_model_and_no_default() {
 fn corrupt_and_truncated_gguf() {
     let p = tmp("garbage.gguf");
     std::fs::write(&p, b"this is not a gguf file at all, just text").unwrap();
-    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "magic");
+    assert_clean_error(
+        &kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]),
+        "magic",
+    );
     assert_clean_error(&kiln(&["info", p.to_str().unwrap()]), "magic");
 
     let mut w = GgufWriter::new();
     w.add_kv("general.architecture", Value::String("llama".into()));
-    w.add_tensor("t", vec![64], DType::F32, vec![0u8; 256]).unwrap();
+    w.add_tensor("t", vec![64], DType::F32, vec![0u8; 256])
+        .unwrap();
     let bytes = w.to_bytes().unwrap();
     let p = tmp("truncated.gguf");
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
-    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "GGUF");
+    assert_clean_error(
+        &kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]),
+        "GGUF",
+    );
 }
 
 #[test]
@@ -80,7 +99,10 @@ fn unsupported_architecture() {
     w.add_kv("general.architecture", Value::String("mamba".into()));
     let p = tmp("mamba.gguf");
     w.write_file(&p).unwrap();
-    assert_clean_error(&kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]), "architecture 'mamba'");
+    assert_clean_error(
+        &kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]),
+        "architecture 'mamba'",
+    );
 }
 
 #[test]
@@ -90,8 +112,14 @@ fn bad_flag_values() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     // ranges are checked by the sampler before anything loads
-    assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--top-p", "1.5"]), "top");
-    assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--temp", "-1"]), "temp");
+    assert_clean_error(
+        &kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--top-p", "1.5"]),
+        "top",
+    );
+    assert_clean_error(
+        &kiln(&["run", "-m", "/x.gguf", "-p", "hi", "--temp", "-1"]),
+        "temp",
+    );
     assert_clean_error(&kiln(&["run", "-m", "/x.gguf", "-p", ""]), "empty prompt");
 }
 
@@ -99,7 +127,17 @@ fn bad_flag_values() {
 fn prompt_longer_than_context() {
     let Some(m) = default_model() else { return };
     let long = "word ".repeat(100);
-    let out = kiln(&["run", "-m", m.to_str().unwrap(), "-p", &long, "-c", "16", "-n", "4"]);
+    let out = kiln(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        &long,
+        "-c",
+        "16",
+        "-n",
+        "4",
+    ]);
     assert_clean_error(&out, "context holds 16");
 }
 
@@ -107,7 +145,11 @@ fn prompt_longer_than_context() {
 fn info_lists_tensors_and_types() {
     let Some(m) = default_model() else { return };
     let out = kiln(&["info", m.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("272 tensors"), "{s}");
     assert!(s.contains("token_embd.weight"));
@@ -117,11 +159,58 @@ fn info_lists_tensors_and_types() {
 #[test]
 fn greedy_run_says_paris() {
     let Some(m) = default_model() else { return };
-    let out = kiln(&["run", "-m", m.to_str().unwrap(), "-p", "The capital of France is", "-n", "12", "--temp", "0", "-t", "2"]);
+    let out = kiln(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.starts_with("The capital of France is"), "{s}");
     assert!(s.contains("Paris"), "{s}");
     assert!(err.contains("t/s"), "no speed report: {err}");
+}
+
+#[test]
+fn chat_two_turns_from_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Some(m) = default_model() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "24", "-t", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is 2+2?\nAnd 3+3?\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    // Greedy first reply, as transformers gives it (tests/fixtures/model/greedy.json).
+    assert!(s.contains("The answer to this classic math problem is 4."), "first answer: {s}");
+    // The second turn reuses the cached conversation: it feeds only the new
+    // tokens (end of reply + the new user turn), fewer than the first turn's 37.
+    let fed: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(fed.len(), 2, "{err}");
+    assert_eq!(fed[0], 37, "{err}");
+    assert!(fed[1] < 37, "second turn re-fed the whole conversation: {err}");
 }

@@ -80,7 +80,7 @@ impl DType {
     /// Bytes of a row of `n` elements; `n` must be a multiple of the block size.
     pub fn row_bytes(self, op: &'static str, n: usize) -> Result<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(Error::BadRowLength {
                 op,
                 dtype: self,

@@ -10,6 +10,9 @@
 //!   output, ~96 MiB of weights) and of a 512-token prefill (output for the
 //!   last token only): matmul-only tokens/s, an upper bound for the engine.
 //!
+//! The streaming-read ceiling is a plain (hardware-prefetched) read; the
+//! mat-vec kernels issue software prefetches and can exceed it on one thread.
+//!
 //! Median of many timed calls after a warm-up. Run:
 //! `cargo bench -p kiln-cpu --bench matmul` (`-- quick` for fewer repeats).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

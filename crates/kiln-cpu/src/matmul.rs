@@ -15,8 +15,9 @@
 //! - F32 / F16 / BF16 weights: one f32 FMA dot per output, same split.
 //!
 //! Threading cost: every call enters `ctx.pool()`. From a thread outside the
-//! pool that is a cross-thread wake-up (measured ~13 µs median on the 2-core
-//! VM, comparable to a whole 576×576 mat-vec); an engine should run its
+//! pool that is a cross-thread wake-up (measured ~10 µs median on the idle
+//! 2-core VM, ~13 µs under load: comparable to a whole 576×576 mat-vec, so
+//! such small calls run on the calling thread instead); an engine should run its
 //! forward pass inside one `ctx.pool().install(..)`, where the split costs a
 //! work-steal between already-running workers.
 //!
@@ -44,8 +45,8 @@ const SMALL_WORK: usize = 1 << 22;
 const STRIPS_PER_THREAD: usize = 2;
 
 /// Called from outside the pool, a call below this many multiply-adds runs
-/// on the calling thread: waking a pool worker (~13 µs median measured on
-/// the 2-core VM) costs more than it saves (576×576 Q4_1 takes ~16 µs on one
+/// on the calling thread: waking a pool worker (~10 µs median measured on
+/// the idle 2-core VM) costs more than it saves (576×576 Q4_1 takes ~16 µs on one
 /// core). Inside the pool, work is always split.
 const OUTSIDE_POOL_MIN_SPLIT: usize = 1 << 19;
 

@@ -143,9 +143,8 @@ impl ModelConfig {
                 "degenerate model shape {cfg:?}"
             )));
         }
-        if !(cfg.rope_base.is_finite() && cfg.rope_base > 0.0)
-            || !(cfg.rms_eps.is_finite() && cfg.rms_eps > 0.0)
-        {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if !positive(cfg.rope_base) || !positive(cfg.rms_eps) {
             return Err(ModelError::Config(format!(
                 "rope.freq_base {} and rms epsilon {} must be finite and positive",
                 cfg.rope_base, cfg.rms_eps

@@ -70,19 +70,31 @@ impl TextStream {
     }
 }
 
-/// Process `prompt` (after what `st` holds) and generate up to `n_predict`
-/// tokens, calling `on_text` with each complete piece of text. Stops at an
-/// end-of-generation token unless `ignore_eos`.
+/// How much to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct GenParams {
+    /// Most tokens to generate.
+    pub n_predict: usize,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+/// Process `prompt` (after what `st` holds) and generate up to
+/// `p.n_predict` tokens, calling `on_text` with each complete piece of text.
+/// Stops at an end-of-generation token unless `p.ignore_eos`.
 pub fn generate(
     model: &Model,
     stream: &Stream,
     st: &mut State,
     prompt: &[u32],
-    n_predict: usize,
+    p: GenParams,
     sampler: &mut Sampler,
-    ignore_eos: bool,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(Vec<u32>, GenStats)> {
+    let GenParams {
+        n_predict,
+        ignore_eos,
+    } = p;
     if prompt.is_empty() {
         return Err(ModelError::Input(
             "empty prompt: nothing to condition on".into(),

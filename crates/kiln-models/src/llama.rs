@@ -70,18 +70,26 @@ pub enum LogitsMode {
     All,
 }
 
-/// Run `tokens` (at most `scratch.n_batch`) at positions `pos0..`, appending
-/// their keys and values to the cache. Logits land in `scratch.logits`.
+/// One forward call's input: tokens at positions `pos0..`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub tokens: &'a [u32],
+    pub pos0: usize,
+    pub mode: LogitsMode,
+}
+
+/// Run `b.tokens` (at most `scratch.n_batch`) at positions `b.pos0..`,
+/// appending their keys and values to the cache. Logits land in
+/// `scratch.logits`.
 pub fn forward(
     s: &Stream,
     cfg: &ModelConfig,
     w: &LlamaWeights,
     cache: &mut KvCache,
     sc: &mut Scratch,
-    tokens: &[u32],
-    pos0: usize,
-    mode: LogitsMode,
+    b: &Batch<'_>,
 ) -> Result<()> {
+    let Batch { tokens, pos0, mode } = *b;
     let n = tokens.len();
     if n == 0 || n > sc.n_batch {
         return Err(ModelError::Input(format!(

@@ -4,7 +4,7 @@
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::llama::{self, LogitsMode, Scratch};
+use crate::llama::{self, Batch, LogitsMode, Scratch};
 use crate::tokenizer::{Tokenizer, VocabSpec};
 use crate::weights::LlamaWeights;
 use crate::{ModelError, Result};
@@ -160,9 +160,11 @@ impl Model {
                 &self.weights,
                 &mut st.cache,
                 &mut st.scratch,
-                chunk,
-                pos0,
-                LogitsMode::Last,
+                &Batch {
+                    tokens: chunk,
+                    pos0,
+                    mode: LogitsMode::Last,
+                },
             )?;
             st.tokens.extend_from_slice(chunk);
         }
@@ -186,9 +188,11 @@ impl Model {
             &self.weights,
             &mut st.cache,
             &mut st.scratch,
-            tokens,
-            pos0,
-            LogitsMode::All,
+            &Batch {
+                tokens,
+                pos0,
+                mode: LogitsMode::All,
+            },
         )?;
         st.tokens.extend_from_slice(tokens);
         stream.synchronize()?;

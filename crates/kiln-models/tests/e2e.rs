@@ -33,14 +33,19 @@ fn fixtures() -> PathBuf {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let p = std::env::var_os("KILN_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default())
-            .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let p = std::env::var_os("KILN_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: default model not found at {} (run scripts/fetch-model.sh)", p.display());
+        eprintln!(
+            "SKIPPED: default model not found at {} (run scripts/fetch-model.sh)",
+            p.display()
+        );
         None
     }
 }
@@ -58,7 +63,11 @@ fn json(name: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn argmax(x: &[f32]) -> u32 {
@@ -94,7 +103,11 @@ fn greedy_matches_transformers() {
             let (id, want) = (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap());
             let d = (logits[id] as f64 - want).abs();
             max_diff = max_diff.max(d);
-            assert!(d <= TOP10_LOGIT_TOL, "{name}: logit of token {id}: kiln {} vs reference {want}", logits[id]);
+            assert!(
+                d <= TOP10_LOGIT_TOL,
+                "{name}: logit of token {id}: kiln {} vs reference {want}",
+                logits[id]
+            );
         }
 
         eprintln!("{name}: max |logit diff| over the reference top-10: {max_diff:.4}");
@@ -102,11 +115,20 @@ fn greedy_matches_transformers() {
         // Teacher-forced: feed the reference's tokens, and wherever the
         // reference was decisive, kiln's argmax must be the reference's token.
         let gen = ids(&case["generated_ids"]);
-        let margins: Vec<f64> = case["step_margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = case["step_margin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let mut next = argmax(&logits);
         for (step, &tok) in gen.iter().enumerate() {
             if margins[step] >= MIN_MARGIN {
-                assert_eq!(next, tok, "{name}: step {step} (reference margin {:.3})", margins[step]);
+                assert_eq!(
+                    next, tok,
+                    "{name}: step {step} (reference margin {:.3})",
+                    margins[step]
+                );
                 compared += 1;
             }
             let l = model.feed(&s, &mut st, &[tok]).unwrap();
@@ -114,7 +136,10 @@ fn greedy_matches_transformers() {
         }
     }
     eprintln!("greedy: {compared} decisive steps compared");
-    assert!(compared > 100, "too few decisive steps compared: {compared}");
+    assert!(
+        compared > 100,
+        "too few decisive steps compared: {compared}"
+    );
 }
 
 #[test]
@@ -122,7 +147,7 @@ fn free_running_greedy_text() {
     // Free-running greedy generation (kiln's own tokens fed back) through the
     // public generate() loop: the text matches the reference until the
     // reference's first near-tie.
-    use kiln_models::generate::generate;
+    use kiln_models::generate::{generate, GenParams};
     use kiln_models::sampler::{Sampler, SamplerParams};
     let Some((s, model)) = load() else { return };
     let g = json("model/greedy.json");
@@ -130,12 +155,37 @@ fn free_running_greedy_text() {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["generated_ids"]);
-        let margins: Vec<f64> = case["step_margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = case["step_margin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let sure = margins.iter().take_while(|&&m| m >= MIN_MARGIN).count();
         let mut st = model.new_state(&s, 256, 64, false).unwrap();
-        let mut sampler = Sampler::new(SamplerParams { temperature: 0.0, ..Default::default() }).unwrap();
-        let (got, _) = generate(&model, &s, &mut st, &prompt, want.len(), &mut sampler, true, &mut |_| {}).unwrap();
-        assert_eq!(&got[..sure], &want[..sure], "{name}: first {sure} greedy tokens");
+        let mut sampler = Sampler::new(SamplerParams {
+            temperature: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        let (got, _) = generate(
+            &model,
+            &s,
+            &mut st,
+            &prompt,
+            GenParams {
+                n_predict: want.len(),
+                ignore_eos: true,
+            },
+            &mut sampler,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            &got[..sure],
+            &want[..sure],
+            "{name}: first {sure} greedy tokens"
+        );
         if name == "capital_france" {
             let text = model.tokenizer.decode(&got[..sure.max(2)]).unwrap();
             assert!(text.starts_with(" Paris"), "{text}");
@@ -150,12 +200,20 @@ fn perplexity_matches_transformers() {
     let text = std::fs::read_to_string(fixtures().join("text/ppl.txt")).unwrap();
     let tokens = model.tokenizer.encode(&text, true, false).unwrap();
     assert_eq!(tokens, ids(&p["token_ids"]), "perplexity text token ids");
-    let run = p["runs"].as_array().unwrap().iter().find(|r| r["n_ctx"] == 128).unwrap();
+    let run = p["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["n_ctx"] == 128)
+        .unwrap();
     let want = run["ppl"].as_f64().unwrap();
     let r = perplexity(&model, &s, &tokens, 128, 0, &mut |_, _| {}).unwrap();
     assert_eq!(r.chunks as u64, run["n_chunk"].as_u64().unwrap());
     assert_eq!(r.scored_tokens as u64, run["count"].as_u64().unwrap());
     let rel = (r.ppl - want).abs() / want;
-    eprintln!("perplexity n_ctx=128: kiln {:.4}, transformers {want:.4} (rel {rel:.2e})", r.ppl);
+    eprintln!(
+        "perplexity n_ctx=128: kiln {:.4}, transformers {want:.4} (rel {rel:.2e})",
+        r.ppl
+    );
     assert!(rel <= PPL_REL_TOL, "kiln PPL {} vs reference {want}", r.ppl);
 }

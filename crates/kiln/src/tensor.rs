@@ -109,9 +109,19 @@ impl Tensor {
     }
 
     /// Upload raw bytes of any dtype (quantized blocks along the last dim).
-    pub fn from_bytes(device: Device, dtype: DType, shape: &[usize], data: Vec<u8>) -> Result<Tensor> {
+    pub fn from_bytes(
+        device: Device,
+        dtype: DType,
+        shape: &[usize],
+        data: Vec<u8>,
+    ) -> Result<Tensor> {
         let shape = Shape(shape.to_vec());
-        kiln_core::error::check_len("tensor", "bytes", data.len(), byte_len("tensor", dtype, &shape)?)?;
+        kiln_core::error::check_len(
+            "tensor",
+            "bytes",
+            data.len(),
+            byte_len("tensor", dtype, &shape)?,
+        )?;
         match device {
             Device::Cpu => Ok(Tensor {
                 dtype,
@@ -193,7 +203,11 @@ impl Tensor {
         let mut out = vec![0f32; self.numel()];
         let last = self.shape.last();
         let rb = self.dtype.row_bytes("download", last)?;
-        for (row, dst) in self.bytes().chunks_exact(rb.max(1)).zip(out.chunks_exact_mut(last.max(1))) {
+        for (row, dst) in self
+            .bytes()
+            .chunks_exact(rb.max(1))
+            .zip(out.chunks_exact_mut(last.max(1)))
+        {
             kiln_core::quant::dequantize_row(self.dtype, row, dst)?;
         }
         Ok(out)
@@ -201,7 +215,12 @@ impl Tensor {
 
     /// The first `n` f32 elements, for ops whose params use a prefix of a
     /// preallocated buffer.
-    pub(crate) fn f32_prefix(&self, op: &'static str, what: &'static str, n: usize) -> Result<&[f32]> {
+    pub(crate) fn f32_prefix(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<&[f32]> {
         if self.dtype != DType::F32 {
             return Err(Error::DType {
                 op,
@@ -252,6 +271,12 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({} {:?} on {})", self.dtype, self.shape, self.device())
+        write!(
+            f,
+            "Tensor({} {:?} on {})",
+            self.dtype,
+            self.shape,
+            self.device()
+        )
     }
 }

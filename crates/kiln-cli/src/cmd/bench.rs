@@ -15,13 +15,28 @@ pub struct BenchArgs {
     #[arg(short = 'm', long = "model")]
     pub model: Option<std::path::PathBuf>,
     /// Prompt lengths to test (comma separated; 0 skips).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     pub n_prompt: Vec<usize>,
     /// Generation lengths to test (comma separated; 0 skips).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_gen: Vec<usize>,
     /// Thread counts to test (comma separated; 0 = all cores).
-    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "0")]
+    #[arg(
+        short = 't',
+        long = "threads",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
     pub threads: Vec<usize>,
     /// Repetitions per test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
@@ -43,7 +58,11 @@ struct Row {
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
@@ -85,7 +104,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut desc = (String::new(), 0u64, 0u64, String::new());
     for &t in &a.threads {
-        let margs = ModelArgs { model: a.model.clone(), threads: t };
+        let margs = ModelArgs {
+            model: a.model.clone(),
+            threads: t,
+        };
         let (stream, model) = margs.load()?;
         let params: u64 = model.file.tensors().iter().map(|t| t.n_elements()).sum();
         let bytes: u64 = model.file.tensors().iter().map(|t| t.n_bytes).sum();
@@ -94,12 +116,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
         time_pp(&model, &stream, 16.min(model.config.n_ctx_train), a.batch)?;
         time_tg(&model, &stream, 4)?;
         for &n in a.n_prompt.iter().filter(|&&n| n > 0) {
-            let samples = (0..a.reps).map(|_| time_pp(&model, &stream, n, a.batch)).collect::<Result<Vec<_>>>()?;
-            rows.push(Row { test: format!("pp{n}"), threads: stream.threads(), samples });
+            let samples = (0..a.reps)
+                .map(|_| time_pp(&model, &stream, n, a.batch))
+                .collect::<Result<Vec<_>>>()?;
+            rows.push(Row {
+                test: format!("pp{n}"),
+                threads: stream.threads(),
+                samples,
+            });
         }
         for &n in a.n_gen.iter().filter(|&&n| n > 0) {
-            let samples = (0..a.reps).map(|_| time_tg(&model, &stream, n)).collect::<Result<Vec<_>>>()?;
-            rows.push(Row { test: format!("tg{n}"), threads: stream.threads(), samples });
+            let samples = (0..a.reps)
+                .map(|_| time_tg(&model, &stream, n))
+                .collect::<Result<Vec<_>>>()?;
+            rows.push(Row {
+                test: format!("tg{n}"),
+                threads: stream.threads(),
+                samples,
+            });
         }
     }
     if a.json {

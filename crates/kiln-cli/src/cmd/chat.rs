@@ -6,7 +6,7 @@ use crate::common::{context_size, ModelArgs, SampleArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use kiln_models::chat::{chatml, ChatMessage};
-use kiln_models::generate::generate;
+use kiln_models::generate::{generate, GenParams};
 use kiln_models::model::DEFAULT_BATCH;
 use kiln_models::sampler::Sampler;
 use std::io::{BufRead, Write};
@@ -43,9 +43,16 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let mut st = model.new_state(&stream, n_ctx, DEFAULT_BATCH, false)?;
     let mut msgs: Vec<ChatMessage> = Vec::new();
     if let Some(s) = &a.system {
-        msgs.push(ChatMessage { role: "system".into(), content: s.clone() });
+        msgs.push(ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
-    eprintln!("kiln chat: {} on {}. Type a message; /exit or end of input quits.", model.config.name, stream.describe());
+    eprintln!(
+        "kiln chat: {} on {}. Type a message; /exit or end of input quits.",
+        model.config.name,
+        stream.describe()
+    );
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut out = std::io::stdout();
@@ -61,24 +68,49 @@ pub fn run(a: ChatArgs) -> Result<()> {
         if line.is_empty() {
             continue;
         }
-        msgs.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        msgs.push(ChatMessage {
+            role: "user".into(),
+            content: line.to_string(),
+        });
         let text = template.render(&msgs, true)?;
         let tokens = model.tokenizer.encode(&text, true, true)?;
         if tokens.len() >= n_ctx {
-            bail!("the conversation is {} tokens, the context holds {n_ctx} (raise -c)", tokens.len());
+            bail!(
+                "the conversation is {} tokens, the context holds {n_ctx} (raise -c)",
+                tokens.len()
+            );
         }
         let keep = st.reuse_prefix(&tokens);
         sampler.reset();
         let n_predict = a.n_predict.min(n_ctx - tokens.len());
         let mut reply = String::new();
-        let (_, stats) = generate(&model, &stream, &mut st, &tokens[keep..], n_predict, &mut sampler, false, &mut |s| {
-            reply.push_str(s);
-            print!("{s}");
-            let _ = std::io::stdout().flush();
-        })?;
+        let (_, stats) = generate(
+            &model,
+            &stream,
+            &mut st,
+            &tokens[keep..],
+            GenParams {
+                n_predict,
+                ignore_eos: false,
+            },
+            &mut sampler,
+            &mut |s| {
+                reply.push_str(s);
+                print!("{s}");
+                let _ = std::io::stdout().flush();
+            },
+        )?;
         println!();
-        eprintln!("[{} new prompt tokens, {} generated, {:.1} t/s]", stats.prompt_tokens, stats.generated, stats.gen_tps());
-        msgs.push(ChatMessage { role: "assistant".into(), content: reply.trim().to_string() });
+        eprintln!(
+            "[{} new prompt tokens, {} generated, {:.1} t/s]",
+            stats.prompt_tokens,
+            stats.generated,
+            stats.gen_tps()
+        );
+        msgs.push(ChatMessage {
+            role: "assistant".into(),
+            content: reply.trim().to_string(),
+        });
     }
     Ok(())
 }

@@ -28,7 +28,12 @@ fn show(v: &Value) -> String {
         Value::Array(a) => {
             let head: Vec<String> = a.items.iter().take(6).map(show).collect();
             let more = if a.items.len() > 6 { ", ..." } else { "" };
-            format!("[{}{more}] ({} x {:?})", head.join(", "), a.items.len(), a.elem_type)
+            format!(
+                "[{}{more}] ({} x {:?})",
+                head.join(", "),
+                a.items.len(),
+                a.elem_type
+            )
         }
         other => format!("{}", other),
     }
@@ -38,18 +43,33 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let path = crate::common::model_path(&a.file)?;
     let f = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
     println!("file: {}", path.display());
-    println!("GGUF v{}, alignment {}, {} metadata keys, {} tensors", f.version(), f.alignment(), f.metadata().len(), f.tensors().len());
+    println!(
+        "GGUF v{}, alignment {}, {} metadata keys, {} tensors",
+        f.version(),
+        f.alignment(),
+        f.metadata().len(),
+        f.tensors().len()
+    );
     println!("\nmetadata:");
     for (k, v) in f.metadata() {
         println!("  {k:<44} {}", show(v));
     }
     println!("\ntensors:");
-    println!("  {:<36} {:<6} {:>18} {:>12}", "name", "type", "shape", "bytes");
+    println!(
+        "  {:<36} {:<6} {:>18} {:>12}",
+        "name", "type", "shape", "bytes"
+    );
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     let (mut total_b, mut total_n) = (0u64, 0u64);
     for (i, t) in f.tensors().iter().enumerate() {
         if a.all || i < 40 {
-            println!("  {:<36} {:<6} {:>18} {:>12}", t.name, t.dtype.name(), format!("{:?}", t.shape()), t.n_bytes);
+            println!(
+                "  {:<36} {:<6} {:>18} {:>12}",
+                t.name,
+                t.dtype.name(),
+                format!("{:?}", t.shape()),
+                t.n_bytes
+            );
         }
         let e = by_type.entry(t.dtype.name()).or_default();
         e.0 += 1;
@@ -59,12 +79,24 @@ pub fn run(a: InfoArgs) -> Result<()> {
         total_n += t.n_elements();
     }
     if !a.all && f.tensors().len() > 40 {
-        println!("  ... {} more (--all shows every tensor)", f.tensors().len() - 40);
+        println!(
+            "  ... {} more (--all shows every tensor)",
+            f.tensors().len() - 40
+        );
     }
     println!("\ntypes:");
     for (name, (count, n, b)) in &by_type {
-        println!("  {name:<6} {count:>5} tensors {n:>12} weights {:>8.2} MiB {:>6.2} bits/weight", *b as f64 / 1048576.0, *b as f64 * 8.0 / (*n).max(1) as f64);
+        println!(
+            "  {name:<6} {count:>5} tensors {n:>12} weights {:>8.2} MiB {:>6.2} bits/weight",
+            *b as f64 / 1048576.0,
+            *b as f64 * 8.0 / (*n).max(1) as f64
+        );
     }
-    println!("  total  {:>5} tensors {total_n:>12} weights {:>8.2} MiB {:>6.2} bits/weight", f.tensors().len(), total_b as f64 / 1048576.0, total_b as f64 * 8.0 / total_n.max(1) as f64);
+    println!(
+        "  total  {:>5} tensors {total_n:>12} weights {:>8.2} MiB {:>6.2} bits/weight",
+        f.tensors().len(),
+        total_b as f64 / 1048576.0,
+        total_b as f64 * 8.0 / total_n.max(1) as f64
+    );
     Ok(())
 }

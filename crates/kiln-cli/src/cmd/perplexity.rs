@@ -26,7 +26,8 @@ pub struct PplArgs {
 }
 
 pub fn run(a: PplArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     if text.trim().is_empty() {
         bail!("{} is empty", a.file.display());
     }
@@ -35,7 +36,12 @@ pub fn run(a: PplArgs) -> Result<()> {
     }
     let (stream, model) = a.model.load()?;
     let tokens = model.tokenizer.encode(&text, true, false)?;
-    eprintln!("perplexity: {} tokens, chunks of {}, device {}", tokens.len(), a.ctx, stream.describe());
+    eprintln!(
+        "perplexity: {} tokens, chunks of {}, device {}",
+        tokens.len(),
+        a.ctx,
+        stream.describe()
+    );
     let t0 = Instant::now();
     let r = perplexity(&model, &stream, &tokens, a.ctx, a.chunks, &mut |i, ppl| {
         eprint!("[{}]{ppl:.4} ", i + 1);

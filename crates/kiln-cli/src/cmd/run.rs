@@ -4,7 +4,7 @@ use crate::common::{context_size, ModelArgs, SampleArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_models::chat::{chatml, ChatMessage};
-use kiln_models::generate::{generate, StopReason};
+use kiln_models::generate::{generate, GenParams, StopReason};
 use kiln_models::model::DEFAULT_BATCH;
 use kiln_models::sampler::Sampler;
 use std::io::Write;
@@ -48,7 +48,8 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     let prompt = match (&a.prompt, &a.file) {
         (Some(p), None) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading prompt file {}", f.display()))?,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading prompt file {}", f.display()))?,
         (Some(_), Some(_)) => bail!("give the prompt with -p or -f, not both"),
         (None, None) => bail!("no prompt: pass -p TEXT or -f FILE"),
     };
@@ -66,9 +67,15 @@ pub fn run(a: RunArgs) -> Result<()> {
     let (text, parse_special) = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
-            msgs.push(ChatMessage { role: "system".into(), content: s.clone() });
+            msgs.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
-        msgs.push(ChatMessage { role: "user".into(), content: prompt.clone() });
+        msgs.push(ChatMessage {
+            role: "user".into(),
+            content: prompt.clone(),
+        });
         let rendered = match &model.chat_template {
             Some(t) => t.render(&msgs, true)?,
             None => chatml().render(&msgs, true)?,
@@ -82,13 +89,21 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("the prompt tokenized to nothing");
     }
     if tokens.len() >= n_ctx {
-        bail!("prompt is {} tokens, the context holds {n_ctx} (raise -c)", tokens.len());
+        bail!(
+            "prompt is {} tokens, the context holds {n_ctx} (raise -c)",
+            tokens.len()
+        );
     }
     eprintln!(
         "kiln: {} ({} layers, {}), device {}, context {n_ctx}, prompt {} tokens",
         model.config.name,
         model.config.n_layer,
-        model.file.tensors().first().map(|t| t.dtype.name()).unwrap_or("?"),
+        model
+            .file
+            .tensors()
+            .first()
+            .map(|t| t.dtype.name())
+            .unwrap_or("?"),
         stream.describe(),
         tokens.len()
     );
@@ -100,11 +115,22 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let n_predict = a.n_predict.min(n_ctx - tokens.len());
     let mut write_err = None;
-    let (_, stats) = generate(&model, &stream, &mut st, &tokens, n_predict, &mut sampler, a.ignore_eos, &mut |s| {
-        if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
-            write_err.get_or_insert(e);
-        }
-    })?;
+    let (_, stats) = generate(
+        &model,
+        &stream,
+        &mut st,
+        &tokens,
+        GenParams {
+            n_predict,
+            ignore_eos: a.ignore_eos,
+        },
+        &mut sampler,
+        &mut |s| {
+            if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+                write_err.get_or_insert(e);
+            }
+        },
+    )?;
     if let Some(e) = write_err {
         return Err(e).context("writing to stdout");
     }

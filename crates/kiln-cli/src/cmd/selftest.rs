@@ -39,11 +39,17 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
 }
 
 pub fn run(a: SelftestArgs) -> Result<()> {
-    let opts = Options { quick: a.quick, ..Options::default() };
+    let opts = Options {
+        quick: a.quick,
+        ..Options::default()
+    };
     let detected = CpuFeatures::detect();
     let mut backends = vec![("cpu", CpuContext::with_features(a.threads, detected)?)];
     if detected.has_avx2_fma() {
-        backends.push(("cpu-scalar", CpuContext::with_features(a.threads, CpuFeatures::default())?));
+        backends.push((
+            "cpu-scalar",
+            CpuContext::with_features(a.threads, CpuFeatures::default())?,
+        ));
     }
     let (mut passed, mut failed) = (0, 0);
     for (name, ctx) in &backends {
@@ -56,11 +62,19 @@ pub fn run(a: SelftestArgs) -> Result<()> {
                 }
             }
         }
-        println!("{name} ({} threads): {} passed, {} failed", ctx.threads(), r.passed(), r.failed());
+        println!(
+            "{name} ({} threads): {} passed, {} failed",
+            ctx.threads(),
+            r.passed(),
+            r.failed()
+        );
         passed += r.passed();
         failed += r.failed();
     }
-    println!("selftest seed {:#x} (replay with KILN_TEST_SEED)", opts.seed);
+    println!(
+        "selftest seed {:#x} (replay with KILN_TEST_SEED)",
+        opts.seed
+    );
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} parity cases failed");

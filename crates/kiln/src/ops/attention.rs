@@ -17,6 +17,13 @@ pub fn attention(
     let v = v_cache.f32_prefix(OP, "v_cache", kv_len)?;
     let out = out.f32_prefix_mut(OP, "out", q_len)?;
     match s.device() {
-        Device::Cpu => Ok(kiln_cpu::attention::attention(s.cpu_ctx(), p, q, k, v, out)?),
+        Device::Cpu => Ok(kiln_cpu::attention::attention(
+            s.cpu_ctx(),
+            p,
+            q,
+            k,
+            v,
+            out,
+        )?),
     }
 }

@@ -1,7 +1,13 @@
 //! RMSNorm of `p.rows` rows, scaled by `w`.
 use crate::{ops::RmsNormParams, Device, Result, Stream, Tensor};
 
-pub fn rms_norm(s: &Stream, p: &RmsNormParams, x: &Tensor, w: &Tensor, out: &mut Tensor) -> Result<()> {
+pub fn rms_norm(
+    s: &Stream,
+    p: &RmsNormParams,
+    x: &Tensor,
+    w: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
     const OP: &str = "rms_norm";
     let n = p.rows * p.dim;
     let x = x.f32_prefix(OP, "x", n)?;

@@ -1,7 +1,13 @@
 //! `out = silu(gate) * up` over the first `p.n` elements.
 use crate::{ops::SiluMulParams, Device, Result, Stream, Tensor};
 
-pub fn silu_mul(s: &Stream, p: &SiluMulParams, gate: &Tensor, up: &Tensor, out: &mut Tensor) -> Result<()> {
+pub fn silu_mul(
+    s: &Stream,
+    p: &SiluMulParams,
+    gate: &Tensor,
+    up: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
     const OP: &str = "silu_mul";
     let gate = gate.f32_prefix(OP, "gate", p.n)?;
     let up = up.f32_prefix(OP, "up", p.n)?;
