@@ -34,6 +34,17 @@ enum Command {
 }
 
 fn main() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE action at start-up, before any
+    // thread exists, so `kiln info | head` ends quietly like other Unix tools
+    // instead of failing a write.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error (please report): {info}");
+    }));
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Run(a) => cmd::run::run(a),

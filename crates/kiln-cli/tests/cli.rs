@@ -186,7 +186,17 @@ fn chat_two_turns_from_stdin() {
     use std::process::Stdio;
     let Some(m) = default_model() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "24", "-t", "2"])
+        .args([
+            "chat",
+            "-m",
+            m.to_str().unwrap(),
+            "--temp",
+            "0",
+            "-n",
+            "24",
+            "-t",
+            "2",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,7 +213,10 @@ fn chat_two_turns_from_stdin() {
     assert!(out.status.success(), "{err}");
     let s = String::from_utf8_lossy(&out.stdout);
     // Greedy first reply, as transformers gives it (tests/fixtures/model/greedy.json).
-    assert!(s.contains("The answer to this classic math problem is 4."), "first answer: {s}");
+    assert!(
+        s.contains("The answer to this classic math problem is 4."),
+        "first answer: {s}"
+    );
     // The second turn reuses the cached conversation: it feeds only the new
     // tokens (end of reply + the new user turn), fewer than the first turn's 37.
     let fed: Vec<usize> = err
@@ -212,5 +225,8 @@ fn chat_two_turns_from_stdin() {
         .collect();
     assert_eq!(fed.len(), 2, "{err}");
     assert_eq!(fed[0], 37, "{err}");
-    assert!(fed[1] < 37, "second turn re-fed the whole conversation: {err}");
+    assert!(
+        fed[1] < 37,
+        "second turn re-fed the whole conversation: {err}"
+    );
 }

@@ -14,7 +14,7 @@
 //!   take microseconds and rayon's per-task overhead would show.
 //! - F32 / F16 / BF16 weights: one f32 FMA dot per output, same split.
 //!
-//! Threading cost: every call enters `ctx.pool()`. From a thread outside the
+//! Threading cost: a split call enters `ctx.pool()`. From a thread outside the
 //! pool that is a cross-thread wake-up (measured ~10 µs median on the idle
 //! 2-core VM, ~13 µs under load: comparable to a whole 576×576 mat-vec, so
 //! such small calls run on the calling thread instead); an engine should run its

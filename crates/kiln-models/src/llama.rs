@@ -89,6 +89,18 @@ pub fn forward(
     sc: &mut Scratch,
     b: &Batch<'_>,
 ) -> Result<()> {
+    // One trip into the stream's workers for the whole pass (see Stream::install).
+    s.install(|| forward_ops(s, cfg, w, cache, sc, b))
+}
+
+fn forward_ops(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
     let Batch { tokens, pos0, mode } = *b;
     let n = tokens.len();
     if n == 0 || n > sc.n_batch {

@@ -1,0 +1,469 @@
+//! Test-only: small synthetic llama models written with kiln's own GGUF
+//! writer, and a naive reference forward pass for them built from the
+//! `kiln_core::ops::*_ref` scalar references (the oracle of every op).
+//!
+//! A [`SynthModel`] holds the stored weights (raw GGML bytes for matrices,
+//! f32 for norms) and the hyper-parameters. [`SynthModel::write_gguf`] turns
+//! it into a llama GGUF with the SentencePiece vocabulary of
+//! `tests/fixtures/tokenizer/spm_tiny.json`; [`SynthModel::reference_logits`]
+//! runs the llama forward on the same stored weights with f32 activations
+//! (the references' dots accumulate in f64), full sequence, no KV cache.
+
+use kiln_core::gguf::{ArrayValue, GgufWriter, Value, ValueType};
+use kiln_core::ops::add::{add_ref, AddParams};
+use kiln_core::ops::attention::{attention_ref, AttentionParams};
+use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
+use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
+use kiln_core::ops::rms_norm::{rms_norm_ref, RmsNormParams};
+use kiln_core::ops::rope::{rope_ref, RopeMode, RopeParams};
+use kiln_core::ops::silu_mul::{silu_mul_ref, SiluMulParams};
+use kiln_core::quant::quantize_row;
+use kiln_core::DType;
+use rand::Rng;
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The SentencePiece vocabulary fixture (pieces, scores, types, specials,
+/// and encode cases checked against the `sentencepiece` library).
+pub struct SpmVocab {
+    pub tokens: Vec<String>,
+    pub scores: Vec<f32>,
+    pub types: Vec<i32>,
+    pub bos: u32,
+    pub eos: u32,
+    pub unk: u32,
+    pub json: Json,
+}
+
+impl SpmVocab {
+    pub fn load() -> SpmVocab {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/tokenizer/spm_tiny.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let json: Json = serde_json::from_str(&text).unwrap();
+        let arr = |k: &str| json[k].as_array().unwrap().clone();
+        SpmVocab {
+            tokens: arr("tokens")
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect(),
+            scores: arr("scores")
+                .iter()
+                .map(|s| s.as_f64().unwrap() as f32)
+                .collect(),
+            types: arr("token_types")
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect(),
+            bos: json["bos"].as_u64().unwrap() as u32,
+            eos: json["eos"].as_u64().unwrap() as u32,
+            unk: json["unk"].as_u64().unwrap() as u32,
+            json,
+        }
+    }
+
+    /// The fixture's expected ids (no BOS) for `text`, if it has that case.
+    pub fn case_ids(&self, text: &str) -> Option<Vec<u32>> {
+        self.json["cases"]
+            .as_array()?
+            .iter()
+            .find(|c| c["text"].as_str() == Some(text))
+            .map(|c| {
+                c["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_u64().unwrap() as u32)
+                    .collect()
+            })
+    }
+}
+
+/// Shape and formats of one synthetic model.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    /// Format of every matrix, `token_embd` (and `output`) included.
+    pub dtype: DType,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Rotated dims per head (`llama.rope.dimension_count`).
+    pub n_rot: usize,
+    /// A separate `output.weight` (else tied to `token_embd`).
+    pub untied: bool,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+impl Spec {
+    /// 2 layers, n_embd 64, n_ff 96, 4 heads of 16, full rotation.
+    pub fn small(name: &'static str, dtype: DType, n_head_kv: usize, untied: bool) -> Spec {
+        Spec {
+            name,
+            dtype,
+            n_layer: 2,
+            n_embd: 64,
+            n_ff: 96,
+            n_head: 4,
+            n_head_kv,
+            n_rot: 16,
+            untied,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+        }
+    }
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim()
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim()
+    }
+}
+
+/// A matrix as stored: `rows` (outputs) rows of `cols` (inputs) in `dtype`.
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+}
+
+/// A synthetic model: spec plus stored weights.
+pub struct SynthModel {
+    pub spec: Spec,
+    pub n_vocab: usize,
+    pub token_embd: Matrix,
+    pub output: Option<Matrix>,
+    pub output_norm: Vec<f32>,
+    pub layers: Vec<Layer>,
+}
+
+/// One tensor on its way into the GGUF (editable by the bad-file tests).
+pub struct TensorEntry {
+    pub name: String,
+    /// GGUF order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+    pub dtype: DType,
+    pub data: Vec<u8>,
+}
+
+/// Uniform in `[-a, a]` with standard deviation `std` (a = std·√3).
+fn uniform(rng: &mut impl Rng, n: usize, std: f32) -> Vec<f32> {
+    let a = std * 3f32.sqrt();
+    (0..n).map(|_| rng.gen_range(-a..=a)).collect()
+}
+
+/// Quantize `rows x cols` values with standard deviation `std` into `dtype`.
+fn matrix(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize, std: f32) -> Matrix {
+    let rb = dtype.row_bytes("synthetic", cols).unwrap();
+    let x = uniform(rng, rows * cols, std);
+    let mut bytes = vec![0u8; rows * rb];
+    for (xr, br) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
+        quantize_row(dtype, xr, br).unwrap();
+    }
+    Matrix { rows, cols, bytes }
+}
+
+/// A linear layer with N(0, 1/fan_in)-like weights keeps activations O(1).
+fn linear(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> Matrix {
+    matrix(rng, dtype, rows, cols, 1.0 / (cols as f32).sqrt())
+}
+
+/// Norm weights around 1 (not all ones, so a skipped multiply shows).
+fn norm(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    uniform(rng, n, 0.2).into_iter().map(|v| 1.0 + v).collect()
+}
+
+/// Embedding entries' standard deviation: the residual stream starts O(0.5)
+/// and tied logits (embedding · normed state) come out O(4).
+const EMBD_STD: f32 = 0.5;
+
+impl SynthModel {
+    pub fn random(spec: Spec, n_vocab: usize, rng: &mut impl Rng) -> SynthModel {
+        let (d, t) = (spec.n_embd, spec.dtype);
+        let token_embd = matrix(rng, t, n_vocab, d, EMBD_STD);
+        let layers = (0..spec.n_layer)
+            .map(|_| Layer {
+                attn_norm: norm(rng, d),
+                wq: linear(rng, t, spec.q_dim(), d),
+                wk: linear(rng, t, spec.kv_dim(), d),
+                wv: linear(rng, t, spec.kv_dim(), d),
+                wo: linear(rng, t, d, spec.q_dim()),
+                ffn_norm: norm(rng, d),
+                w_gate: linear(rng, t, spec.n_ff, d),
+                w_up: linear(rng, t, spec.n_ff, d),
+                w_down: linear(rng, t, d, spec.n_ff),
+            })
+            .collect();
+        let output_norm = norm(rng, d);
+        let output = spec.untied.then(|| linear(rng, t, n_vocab, d));
+        SynthModel {
+            spec,
+            n_vocab,
+            token_embd,
+            output,
+            output_norm,
+            layers,
+        }
+    }
+
+    /// Metadata pairs of the GGUF, in order.
+    pub fn metadata(&self, vocab: &SpmVocab) -> Vec<(String, Value)> {
+        let s = &self.spec;
+        let u = |v: usize| Value::U32(v as u32);
+        let array = |t, items| Value::Array(ArrayValue::new(t, items));
+        vec![
+            ("general.architecture".into(), Value::String("llama".into())),
+            ("general.name".into(), Value::String(s.name.into())),
+            ("llama.block_count".into(), u(s.n_layer)),
+            ("llama.context_length".into(), u(256)),
+            ("llama.embedding_length".into(), u(s.n_embd)),
+            ("llama.feed_forward_length".into(), u(s.n_ff)),
+            ("llama.attention.head_count".into(), u(s.n_head)),
+            ("llama.attention.head_count_kv".into(), u(s.n_head_kv)),
+            ("llama.rope.freq_base".into(), Value::F32(s.rope_base)),
+            ("llama.rope.dimension_count".into(), u(s.n_rot)),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(s.rms_eps),
+            ),
+            ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                array(
+                    ValueType::String,
+                    vocab.tokens.iter().cloned().map(Value::String).collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.scores".into(),
+                array(
+                    ValueType::F32,
+                    vocab.scores.iter().copied().map(Value::F32).collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                array(
+                    ValueType::I32,
+                    vocab.types.iter().copied().map(Value::I32).collect(),
+                ),
+            ),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.bos)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.eos)),
+            (
+                "tokenizer.ggml.unknown_token_id".into(),
+                Value::U32(vocab.unk),
+            ),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+            ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
+        ]
+    }
+
+    /// Every tensor, norms in F32 and matrices in the spec's dtype.
+    pub fn tensors(&self) -> Vec<TensorEntry> {
+        let t = self.spec.dtype;
+        let mat = |name: String, m: &Matrix| TensorEntry {
+            name,
+            dims: vec![m.cols as u64, m.rows as u64],
+            dtype: t,
+            data: m.bytes.clone(),
+        };
+        let vec = |name: String, v: &[f32]| TensorEntry {
+            name,
+            dims: vec![v.len() as u64],
+            dtype: DType::F32,
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        let mut out = vec![mat("token_embd.weight".into(), &self.token_embd)];
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            out.push(vec(n("attn_norm"), &l.attn_norm));
+            out.push(mat(n("attn_q"), &l.wq));
+            out.push(mat(n("attn_k"), &l.wk));
+            out.push(mat(n("attn_v"), &l.wv));
+            out.push(mat(n("attn_output"), &l.wo));
+            out.push(vec(n("ffn_norm"), &l.ffn_norm));
+            out.push(mat(n("ffn_gate"), &l.w_gate));
+            out.push(mat(n("ffn_up"), &l.w_up));
+            out.push(mat(n("ffn_down"), &l.w_down));
+        }
+        out.push(vec("output_norm.weight".into(), &self.output_norm));
+        if let Some(o) = &self.output {
+            out.push(mat("output.weight".into(), o));
+        }
+        out
+    }
+
+    /// Write the model as GGUF to a fresh temporary file, after `edit` has
+    /// had its way with the metadata and tensors (bad-file tests).
+    pub fn write_gguf_with(
+        &self,
+        vocab: &SpmVocab,
+        edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<TensorEntry>),
+    ) -> TempFile {
+        let mut kvs = self.metadata(vocab);
+        let mut tensors = self.tensors();
+        edit(&mut kvs, &mut tensors);
+        let mut w = GgufWriter::new();
+        for (k, v) in kvs {
+            w.add_kv(k, v);
+        }
+        for t in tensors {
+            w.add_tensor(t.name, t.dims, t.dtype, t.data).unwrap();
+        }
+        let file = TempFile::new(self.spec.name);
+        w.write_file(&file.path).unwrap();
+        file
+    }
+
+    pub fn write_gguf(&self, vocab: &SpmVocab) -> TempFile {
+        self.write_gguf_with(vocab, |_, _| {})
+    }
+
+    /// `out = x · Wᵀ` for `m` rows with the reference matmul (stored weights,
+    /// f32 activations, f64 accumulation).
+    fn matmul(&self, w: &Matrix, x: &[f32], m: usize) -> Vec<f32> {
+        let p = MatmulParams {
+            m,
+            n: w.rows,
+            k: w.cols,
+            wtype: self.spec.dtype,
+        };
+        let mut out = vec![f32::NAN; m * w.rows];
+        matmul_ref(&p, &w.bytes, x, &mut out).unwrap();
+        out
+    }
+
+    fn rms_norm(&self, x: &[f32], w: &[f32], rows: usize) -> Vec<f32> {
+        let p = RmsNormParams {
+            rows,
+            dim: self.spec.n_embd,
+            eps: self.spec.rms_eps,
+        };
+        let mut out = vec![f32::NAN; x.len()];
+        rms_norm_ref(&p, x, w, &mut out).unwrap();
+        out
+    }
+
+    fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut out = vec![f32::NAN; a.len()];
+        add_ref(&AddParams { n: a.len() }, a, b, &mut out).unwrap();
+        out
+    }
+
+    /// Every position's logits `[tokens.len(), n_vocab]` for the whole
+    /// sequence at positions `0..`, from the scalar references.
+    pub fn reference_logits(&self, tokens: &[u32]) -> Vec<f32> {
+        let s = &self.spec;
+        let (n, d) = (tokens.len(), s.n_embd);
+        let mut x = vec![f32::NAN; n * d];
+        let ep = EmbeddingParams {
+            n_vocab: self.n_vocab,
+            dim: d,
+            dtype: s.dtype,
+        };
+        embedding_ref(&ep, &self.token_embd.bytes, tokens, &mut x).unwrap();
+        let positions: Vec<i32> = (0..n as i32).collect();
+        let rope = |heads| RopeParams {
+            n_tokens: n,
+            n_heads: heads,
+            head_dim: s.head_dim(),
+            n_rot: s.n_rot,
+            freq_base: s.rope_base,
+            freq_scale: 1.0,
+            mode: RopeMode::Normal,
+        };
+        let attn = AttentionParams {
+            n_tokens: n,
+            n_heads: s.n_head,
+            n_kv_heads: s.n_head_kv,
+            head_dim: s.head_dim(),
+            pos0: 0,
+            kv_stride: n,
+            scale: 1.0 / (s.head_dim() as f32).sqrt(),
+        };
+        for l in &self.layers {
+            let h = self.rms_norm(&x, &l.attn_norm, n);
+            let mut q = self.matmul(&l.wq, &h, n);
+            let mut k = self.matmul(&l.wk, &h, n);
+            let v = self.matmul(&l.wv, &h, n);
+            rope_ref(&rope(s.n_head), &positions, &mut q).unwrap();
+            rope_ref(&rope(s.n_head_kv), &positions, &mut k).unwrap();
+            let mut att = vec![f32::NAN; n * s.q_dim()];
+            attention_ref(&attn, &q, &k, &v, &mut att).unwrap();
+            let x2 = Self::add(&x, &self.matmul(&l.wo, &att, n));
+            let h = self.rms_norm(&x2, &l.ffn_norm, n);
+            let gate = self.matmul(&l.w_gate, &h, n);
+            let up = self.matmul(&l.w_up, &h, n);
+            let mut act = vec![f32::NAN; gate.len()];
+            silu_mul_ref(&SiluMulParams { n: gate.len() }, &gate, &up, &mut act).unwrap();
+            x = Self::add(&x2, &self.matmul(&l.w_down, &act, n));
+        }
+        let h = self.rms_norm(&x, &self.output_norm, n);
+        self.matmul(self.output.as_ref().unwrap_or(&self.token_embd), &h, n)
+    }
+}
+
+/// A temporary GGUF path, removed on drop.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    fn new(tag: &str) -> TempFile {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let i = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("kiln-synth-{}-{i}-{tag}.gguf", std::process::id());
+        TempFile {
+            path: std::env::temp_dir().join(name),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Best effort: a leftover file in the temp dir is harmless.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Max |got - want| and the logit scale max |want|.
+pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "logit counts differ");
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| {
+            if g.is_finite() {
+                (g - w).abs()
+            } else {
+                f32::INFINITY
+            }
+        })
+        .fold(0f32, f32::max);
+    let scale = want.iter().map(|w| w.abs()).fold(0f32, f32::max);
+    (err, scale)
+}
