@@ -1,0 +1,170 @@
+//! Opening a CUDA device: probe the libraries first (cudarc panics when a
+//! library or symbol is missing), then context, stream and kernel registry.
+
+use crate::registry::Registry;
+use crate::{CudaError, Result};
+use cudarc::driver::sys::CUdevice_attribute as Attr;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+use std::sync::Arc;
+
+/// What kiln reports about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// Compute capability (major, minor), e.g. (9, 0) on Hopper.
+    pub cc: (i32, i32),
+    pub total_mem: usize,
+    pub sm_count: i32,
+    pub l2_bytes: i32,
+}
+
+impl DeviceInfo {
+    /// NVRTC architecture flag for this device, e.g. `sm_90`.
+    pub fn arch(&self) -> String {
+        format!("sm_{}{}", self.cc.0, self.cc.1)
+    }
+}
+
+/// Whether libcuda and libnvrtc can be loaded (no symbol is called).
+pub fn libraries_present() -> Result<()> {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(CudaError::NoDriver);
+    }
+    // SAFETY: as above.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
+    }
+    Ok(())
+}
+
+/// One CUDA device with its context, its stream and the kernel registry.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    info: DeviceInfo,
+    registry: Registry,
+}
+
+impl CudaBackend {
+    /// Open device `ordinal`, or say precisely why not.
+    pub fn new(ordinal: usize) -> Result<CudaBackend> {
+        libraries_present()?;
+        let count =
+            CudaContext::device_count().map_err(|e| CudaError::driver("device count", e))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(CudaError::NoDevice {
+                ordinal,
+                count: count.max(0) as usize,
+            });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::driver("context", e))?;
+        // SAFETY: kiln orders work on one stream per backend (and events it
+        // records itself), so cudarc's per-launch event tracking is not needed;
+        // it must be off for CUDA graph capture.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| CudaError::driver("stream", e))?;
+        let attr = |a: Attr| {
+            ctx.attribute(a)
+                .map_err(|e| CudaError::driver("device attribute", e))
+        };
+        let info = DeviceInfo {
+            ordinal,
+            name: ctx
+                .name()
+                .map_err(|e| CudaError::driver("device name", e))?,
+            cc: ctx
+                .compute_capability()
+                .map_err(|e| CudaError::driver("compute capability", e))?,
+            total_mem: ctx
+                .total_mem()
+                .map_err(|e| CudaError::driver("memory size", e))?,
+            sm_count: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            l2_bytes: attr(Attr::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+        };
+        let registry = Registry::new(info.arch());
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            info,
+            registry,
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The kernel `name` of family `family` (compiled from `src` at first use).
+    pub fn function(
+        &self,
+        family: &'static str,
+        src: &'static str,
+        name: &str,
+    ) -> Result<CudaFunction> {
+        self.registry.function(&self.ctx, family, src, name)
+    }
+
+    /// A zeroed device buffer of `n` elements.
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>());
+        self.check_free(bytes, "buffer")?;
+        self.stream
+            .alloc_zeros::<T>(n)
+            .map_err(|e| CudaError::driver("alloc", e))
+    }
+
+    /// Copy host data to a new device buffer.
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.check_free(std::mem::size_of_val(data), "upload")?;
+        self.stream
+            .clone_htod(data)
+            .map_err(|e| CudaError::driver("upload", e))
+    }
+
+    /// Copy a device buffer to a new host vector (synchronizes the stream).
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, src: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream
+            .clone_dtoh(src)
+            .map_err(|e| CudaError::driver("download", e))
+    }
+
+    /// Wait for everything enqueued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| CudaError::driver("synchronize", e))
+    }
+
+    fn check_free(&self, needed: usize, what: &str) -> Result<()> {
+        let (free, _) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| CudaError::driver("memory info", e))?;
+        if needed > free {
+            return Err(CudaError::OutOfMemory {
+                what: what.to_string(),
+                needed,
+                free,
+            });
+        }
+        Ok(())
+    }
+}

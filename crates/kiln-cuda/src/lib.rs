@@ -1,0 +1,22 @@
+//! kiln-cuda: the CUDA backend.
+//!
+//! - [`CudaBackend`]: one device, its context and stream, the kernel
+//!   registry and (later) cuBLAS handles. Opening it first checks that the
+//!   CUDA driver and NVRTC libraries exist, so a machine without CUDA gets a
+//!   typed error (and the caller falls back to the CPU) instead of a panic.
+//! - [`registry`]: CUDA C++ sources in `kernels/`, embedded with
+//!   `include_str!`, compiled at first use by NVRTC for the device's own
+//!   architecture to CUBIN, cached on disk.
+//! - One launcher file per op family (validate → select → launch), the same
+//!   names as `kiln_core::ops` and `kiln_cpu`.
+
+pub mod device;
+pub mod error;
+pub mod kernels;
+pub mod registry;
+
+pub mod add;
+
+pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
+pub use device::{CudaBackend, DeviceInfo};
+pub use error::{CudaError, Result};
