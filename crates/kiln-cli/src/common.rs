@@ -53,6 +53,28 @@ pub struct ModelArgs {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
+    /// Device: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long = "device", default_value = "auto")]
+    pub device: String,
+}
+
+/// Open the stream `--device` asks for. `auto` falls back to the CPU and says why.
+pub fn open_stream(device: &str, threads: usize) -> Result<Stream> {
+    match device {
+        "auto" => {
+            let (s, why) = Stream::best(threads)?;
+            if let Some(why) = why {
+                eprintln!("kiln: no usable GPU ({why}); running on the CPU");
+            }
+            Ok(s)
+        }
+        "cpu" => Ok(Stream::cpu(threads)?),
+        "cuda" => Ok(Stream::cuda(0)?),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Ok(Stream::cuda(i)?),
+            _ => bail!("--device {other:?}: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
 }
 
 impl ModelArgs {
@@ -65,7 +87,7 @@ impl ModelArgs {
                 path.display()
             );
         }
-        let stream = Stream::cpu(self.threads)?;
+        let stream = open_stream(&self.device, self.threads)?;
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")

@@ -11,7 +11,7 @@ use kiln::ops::{
     self, AddParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode, RopeParams,
     SiluMulParams,
 };
-use kiln::{Device, Stream, Tensor};
+use kiln::{Stream, Tensor};
 
 /// Preallocated activations for up to `n_batch` tokens per forward call.
 pub struct Scratch {
@@ -35,7 +35,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(
-        device: Device,
+        device: &Stream,
         cfg: &ModelConfig,
         n_batch: usize,
         all_logits: bool,

@@ -101,7 +101,7 @@ impl Model {
             )?),
             None => None,
         };
-        let weights = LlamaWeights::load(&file, &config, stream.device(), progress)?;
+        let weights = LlamaWeights::load(&file, &config, stream, progress)?;
         Ok(Model {
             config,
             weights,
@@ -126,9 +126,10 @@ impl Model {
         }
         let n_batch = n_batch.min(n_ctx);
         Ok(State {
-            cache: KvCache::new(stream.device(), &self.config, n_ctx)?,
-            scratch: Scratch::new(stream.device(), &self.config, n_batch, all_logits)?,
+            cache: KvCache::new(stream, &self.config, n_ctx)?,
+            scratch: Scratch::new(stream, &self.config, n_batch, all_logits)?,
             tokens: Vec::with_capacity(n_ctx),
+            logits: Vec::new(),
         })
     }
 
@@ -170,7 +171,8 @@ impl Model {
         }
         stream.synchronize()?;
         let v = self.config.n_vocab;
-        Ok(&st.scratch.logits.as_f32()?[..v])
+        st.scratch.logits.read_f32(stream, v, &mut st.logits)?;
+        Ok(&st.logits)
     }
 
     /// Run one batch and return every token's logits `[tokens.len(), n_vocab]`
@@ -196,7 +198,9 @@ impl Model {
         )?;
         st.tokens.extend_from_slice(tokens);
         stream.synchronize()?;
-        Ok(&st.scratch.logits.as_f32()?[..tokens.len() * self.config.n_vocab])
+        let n = tokens.len() * self.config.n_vocab;
+        st.scratch.logits.read_f32(stream, n, &mut st.logits)?;
+        Ok(&st.logits)
     }
 }
 
@@ -206,6 +210,8 @@ pub struct State {
     pub scratch: Scratch,
     /// Tokens whose keys/values are in the cache, in order.
     pub tokens: Vec<u32>,
+    /// Host copy of the last call's logits.
+    pub logits: Vec<f32>,
 }
 
 impl State {

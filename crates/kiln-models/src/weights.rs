@@ -4,7 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::{ModelError, Result};
-use kiln::{Device, HostBytes, Tensor};
+use kiln::{HostBytes, Stream, Tensor};
 use kiln_core::gguf::GgufFile;
 use kiln_core::DType;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl LlamaWeights {
 
 struct Loader<'a> {
     file: &'a Arc<GgufFile>,
-    device: Device,
+    device: &'a Stream,
 }
 
 impl Loader<'_> {
@@ -108,7 +108,7 @@ impl LlamaWeights {
     pub fn load(
         file: &Arc<GgufFile>,
         cfg: &ModelConfig,
-        device: Device,
+        device: &Stream,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<LlamaWeights> {
         let l = Loader { file, device };

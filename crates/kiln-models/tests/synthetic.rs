@@ -12,37 +12,53 @@
 
 mod synthetic_support;
 
-use kiln::Stream;
+use kiln::{Stream, Tensor};
 use kiln_core::gguf::Value;
 use kiln_core::DType;
-use kiln_models::{Model, ModelError};
+use kiln_models::{Model, ModelError, State};
 use kiln_testkit::rng::{case_rng, test_seed};
-use synthetic_support::{max_err, Spec, SpmVocab, SynthModel, TempFile};
+use synthetic_support::{is_block_quantized, max_err, Spec, SpmVocab, SynthModel, TempFile};
 
 /// Float weights (F32 / F16 / BF16): the engine's dots are f32 FMA sums of
 /// the exact stored weights against f32 activations, the reference's are
-/// f64; with rope/attention/rms_norm also in f32, two layers give errors of
-/// a few 1e-6 of the logit scale (measured: see the report printed by
-/// `forward_matches_reference`). 1e-4 leaves ~10x margin yet catches any
-/// real mistake (a wrong rope pairing or a missing norm weight is O(1)).
-const FLOAT_REL_TOL: f32 = 1e-4;
+/// f64; with rope / attention / rms_norm also in f32, two layers give
+/// errors below 1e-6 of the logit scale (measured over 60 seeds: at most
+/// 8.6e-7 on the scalar path, 5.1e-7 with AVX2). 1e-5 leaves >10x margin yet catches any real
+/// mistake (a wrong rope pairing or a missing norm weight is O(1)).
+const FLOAT_REL_TOL: f32 = 1e-5;
 
 /// Quantized weights (Q4_0 / Q4_1 / Q8_0): the engine quantizes every
-/// matmul's activations to 8-bit blocks (Q8_0, or Q8_1 for Q4_1) as
-/// llama.cpp does, the reference keeps them f32. Each activation carries up
-/// to half a step of a 127-level block scale (~0.4% relative), propagated
-/// through 2 layers and 7 matmuls per layer. Measured max error over every
-/// position (relative to max |logit|) ~0.006; bound set to ~3x that.
-const QUANT_REL_TOL: f32 = 0.02;
+/// matmul's activations to 8-bit blocks (Q8_0 codes, Q8_1 for Q4_1) as
+/// llama.cpp does; the f32 reference does not. Max error relative to max
+/// |logit|, measured over 60 seeds: Q4_0 0.025, Q4_1 0.030, Q8_0 0.023
+/// (max |logit| is ~4 untied, ~20 tied). That error is the 8-bit rounding:
+/// against a reference that rounds its matmul inputs the same way
+/// (`act_quant`), the engine agrees to ~1e-7 of max |logit| unless a
+/// rounding flip occurs (see SAME_ENGINE_QUANT_REL_TOL). Bound: 3x the
+/// measured max.
+const QUANT_REL_TOL: f32 = 3.0 * QUANT_MEASURED;
+const QUANT_MEASURED: f32 = 0.03;
 
-/// Incremental decoding vs one full-sequence batch, same weights: only the
-/// summation order of attention (one query vs many) and of tiles in the
-/// matmul differs, both f32. For quantized weights a last-bit change in an
-/// activation can move one 8-bit code by one step, hence the larger bound.
+/// Same engine, same float weights, different schedule (incremental vs
+/// one batch, n_batch 3 vs 64, scalar vs SIMD): only f32 summation orders
+/// differ (measured over 60 seeds: exactly 0 for incremental and n_batch
+/// 3 vs 64, at most 8.7e-7 scalar vs SIMD).
 const SAME_ENGINE_FLOAT_REL_TOL: f32 = 1e-5;
-const SAME_ENGINE_QUANT_REL_TOL: f32 = 2e-3;
 
-/// The prompt: SPM pieces, multi-byte UTF-8, ~25 tokens.
+/// Same engine, quantized weights, different schedule. The 8-bit activation
+/// rounding is discontinuous: when a last-bit difference moves one value
+/// across a rounding boundary (seen in about one model in three between
+/// the scalar and the AVX2 path, and for Q4_* between incremental and
+/// batched runs, whose mat-vec and mat-mat tiles sum in different orders),
+/// that code moves by a step, the next layers' inputs differ by ~1e-3,
+/// many more codes flip, and the logits (of that position and, through the
+/// KV cache, later ones) differ by up to the activation-quantization noise
+/// itself (measured over 60 seeds: up to 0.011 of max |logit|). Both paths
+/// still agree with the f32 reference within QUANT_REL_TOL, so that is the
+/// bound here too; the float cases run the same schedules tightly.
+const SAME_ENGINE_QUANT_REL_TOL: f32 = QUANT_REL_TOL;
+
+/// The prompt: SPM pieces and multi-byte UTF-8; 17 tokens + BOS.
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. Café crème brûlée, naïve résumé.";
 
 fn cases() -> Vec<Spec> {
@@ -67,12 +83,8 @@ fn cases() -> Vec<Spec> {
     ]
 }
 
-fn is_quantized(t: DType) -> bool {
-    matches!(t, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
-}
-
 fn ref_tol(t: DType) -> f32 {
-    if is_quantized(t) {
+    if is_block_quantized(t) {
         QUANT_REL_TOL
     } else {
         FLOAT_REL_TOL
@@ -80,11 +92,16 @@ fn ref_tol(t: DType) -> f32 {
 }
 
 fn same_engine_tol(t: DType) -> f32 {
-    if is_quantized(t) {
+    if is_block_quantized(t) {
         SAME_ENGINE_QUANT_REL_TOL
     } else {
         SAME_ENGINE_FLOAT_REL_TOL
     }
+}
+
+/// `rel <= tol`, false for NaN.
+fn within(rel: f32, tol: f32) -> bool {
+    rel <= tol
 }
 
 /// A synthetic model, its GGUF and the engine's load of it.
@@ -115,9 +132,30 @@ fn encode(model: &Model, vocab: &SpmVocab) -> Vec<u32> {
     ids
 }
 
+/// A fresh state whose KV cache and logits are NaN: attention that reads a
+/// cache row not yet written (or weights a masked one by 0 · NaN), or a
+/// logits row the forward forgot, shows up as NaN in the output.
+fn poisoned_state(
+    model: &Model,
+    stream: &Stream,
+    n_ctx: usize,
+    n_batch: usize,
+    all_logits: bool,
+) -> State {
+    let mut st = model.new_state(stream, n_ctx, n_batch, all_logits).unwrap();
+    let nan = |t: &mut Tensor| {
+        let dims = t.dims().to_vec();
+        *t = Tensor::from_f32(stream, &dims, vec![f32::NAN; t.numel()]).unwrap();
+    };
+    st.cache.k.iter_mut().for_each(nan);
+    st.cache.v.iter_mut().for_each(nan);
+    nan(&mut st.scratch.logits);
+    st
+}
+
 /// Every row of logits for `tokens` in one `feed_all`.
 fn engine_all(model: &Model, stream: &Stream, tokens: &[u32]) -> Vec<f32> {
-    let mut st = model.new_state(stream, 64, 64, true).unwrap();
+    let mut st = poisoned_state(model, stream, 64, 64, true);
     model.feed_all(stream, &mut st, tokens).unwrap().to_vec()
 }
 
@@ -172,13 +210,22 @@ fn forward_matches_reference() {
         let want = b.synth.reference_logits(&tokens);
         let (err, scale) = max_err(&got, &want);
         let rel = err / scale;
+        // Diagnostic only: the reference with the engine's 8-bit activation
+        // rounding (see SAME_ENGINE_QUANT_REL_TOL for why it is not asserted).
+        let mut aq = String::new();
+        if is_block_quantized(spec.dtype) {
+            let mut synth = b.synth;
+            synth.act_quant = true;
+            let (e, _) = max_err(&got, &synth.reference_logits(&tokens));
+            aq = format!(", vs 8-bit-activation reference {:.3e}", e / scale);
+        }
         eprintln!(
-            "{:5}: {} tokens, max |logit| {scale:.3}, max abs err {err:.3e}, relative {rel:.3e} (tol {:.0e})",
+            "{:5}: {} tokens, max |logit| {scale:.3}, max abs err {err:.3e}, relative {rel:.3e} (tol {:.1e}){aq}",
             spec.name,
             tokens.len(),
             ref_tol(spec.dtype)
         );
-        if !(rel <= ref_tol(spec.dtype)) {
+        if !within(rel, ref_tol(spec.dtype)) {
             failures.push(format!("{}: relative error {rel:.3e}", spec.name));
         }
     }
@@ -199,7 +246,7 @@ fn incremental_decoding_equals_full_sequence() {
         let nv = m.config.n_vocab;
         let full = engine_all(m, &stream, &tokens);
         let scale = full.iter().map(|v| v.abs()).fold(0f32, f32::max);
-        let mut st = m.new_state(&stream, 64, 64, false).unwrap();
+        let mut st = poisoned_state(m, &stream, 64, 64, false);
         let prompt = 5;
         let mut worst = 0f32;
         let got = m.feed(&stream, &mut st, &tokens[..prompt]).unwrap();
@@ -211,7 +258,7 @@ fn incremental_decoding_equals_full_sequence() {
         assert_eq!(st.tokens, tokens);
         let rel = worst / scale;
         eprintln!("{:5}: incremental vs full: relative {rel:.3e}", spec.name);
-        if !(rel <= same_engine_tol(spec.dtype)) {
+        if !within(rel, same_engine_tol(spec.dtype)) {
             failures.push(format!("{}: relative {rel:.3e}", spec.name));
         }
     }
@@ -233,19 +280,19 @@ fn batch_splitting_does_not_change_logits() {
         let full = engine_all(m, &stream, &tokens);
         let scale = full.iter().map(|v| v.abs()).fold(0f32, f32::max);
         // Every row, three tokens per forward call.
-        let mut st = m.new_state(&stream, 64, 3, true).unwrap();
+        let mut st = poisoned_state(m, &stream, 64, 3, true);
         let mut split = Vec::with_capacity(full.len());
         for chunk in tokens.chunks(3) {
             split.extend_from_slice(m.feed_all(&stream, &mut st, chunk).unwrap());
         }
         let (e_all, _) = max_err(&split, &full);
         // `feed` cuts the prompt into n_batch pieces itself.
-        let mut small = m.new_state(&stream, 64, 3, false).unwrap();
+        let mut small = poisoned_state(m, &stream, 64, 3, false);
         let last = m.feed(&stream, &mut small, &tokens).unwrap().to_vec();
         let (e_last, _) = max_err(&last, &full[full.len() - nv..]);
         let rel = e_all.max(e_last) / scale;
         eprintln!("{:5}: n_batch 3 vs 64: relative {rel:.3e}", spec.name);
-        if !(rel <= same_engine_tol(spec.dtype)) {
+        if !within(rel, same_engine_tol(spec.dtype)) {
             failures.push(format!(
                 "{}: feed_all chunks {:.3e}, feed {:.3e}",
                 spec.name,
@@ -289,7 +336,7 @@ fn scalar_path_matches_simd_path_and_reference() {
         );
         // Scalar and SIMD quantize activations the same way up to rounding of
         // the block scale's reciprocal, so the same-engine bound applies.
-        if !(rel_ss <= same_engine_tol(spec.dtype)) || !(rel_ref <= ref_tol(spec.dtype)) {
+        if !within(rel_ss, same_engine_tol(spec.dtype)) || !within(rel_ref, ref_tol(spec.dtype)) {
             failures.push(format!(
                 "{}: scalar vs simd {rel_ss:.3e}, scalar vs reference {rel_ref:.3e}",
                 spec.name
@@ -419,4 +466,41 @@ fn out_of_range_token_is_an_error_not_a_panic() {
             assert!(!s.contains('\n') && s.contains(&bad.to_string()), "{s}");
         }
     }
+}
+
+#[test]
+fn optional_metadata_keys_take_llama_defaults() {
+    // MHA, eps 1e-5, base 10000, full rotation, context 2048: every optional
+    // key below has exactly its default, so the file loads and runs the same
+    // without them.
+    let seed = test_seed();
+    let vocab = SpmVocab::load();
+    let stream = Stream::cpu(2).unwrap();
+    let spec = Spec::small("defaults", DType::F16, 4, true);
+    let mut rng = case_rng(seed, "defaults", 0);
+    let synth = SynthModel::random(spec, vocab.tokens.len(), &mut rng);
+    let optional = [
+        "llama.attention.head_count_kv",
+        "llama.rope.dimension_count",
+        "llama.rope.freq_base",
+        "llama.attention.layer_norm_rms_epsilon",
+        "llama.context_length",
+    ];
+    let file = synth.write_gguf_with(&vocab, |kv, _| {
+        kv.retain(|(k, _)| !optional.contains(&k.as_str()));
+    });
+    let model = Model::load(file.path(), &stream, &mut |_, _| {}).unwrap();
+    let c = &model.config;
+    assert_eq!(
+        (c.n_head_kv, c.n_rot, c.rope_base, c.rms_eps, c.n_ctx_train),
+        (4, 16, 10000.0, 1e-5, 2048)
+    );
+    let tokens = encode(&model, &vocab);
+    let got = engine_all(&model, &stream, &tokens);
+    let (err, scale) = max_err(&got, &synth.reference_logits(&tokens));
+    assert!(
+        err / scale <= FLOAT_REL_TOL,
+        "seed {seed}: relative {}",
+        err / scale
+    );
 }

@@ -10,35 +10,44 @@ use std::sync::Arc;
 pub enum Device {
     /// Host memory, ops run on the kiln-cpu backend.
     Cpu,
+    /// CUDA device by ordinal, ops run on the kiln-cuda backend.
+    Cuda(usize),
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
+}
+
+/// The backend a stream runs ops on.
+pub(crate) enum Backend<'a> {
+    Cpu(&'a CpuContext),
+    #[cfg(feature = "cuda")]
+    Cuda(&'a kiln_cuda::CudaBackend),
 }
 
 /// An ordered queue of work on one device.
 ///
 /// On the CPU, work runs when enqueued on the stream's thread pool, so
-/// [`Stream::synchronize`] is a no-op; callers still call it where a CUDA
-/// stream would need it, so code is backend-agnostic.
+/// [`Stream::synchronize`] is a no-op; on CUDA, ops are enqueued on one CUDA
+/// stream and only downloads and `synchronize` wait.
 #[derive(Clone)]
 pub struct Stream {
     device: Device,
     cpu: Arc<CpuContext>,
+    #[cfg(feature = "cuda")]
+    cuda: Option<Arc<kiln_cuda::CudaBackend>>,
 }
 
 impl Stream {
     /// A CPU stream with `threads` worker threads (0 = all cores).
     pub fn cpu(threads: usize) -> Result<Stream> {
         let ctx = CpuContext::new(threads).map_err(|e| Error::Device(e.to_string()))?;
-        Ok(Stream {
-            device: Device::Cpu,
-            cpu: Arc::new(ctx),
-        })
+        Ok(Self::from_cpu_context(ctx))
     }
 
     /// A CPU stream over an existing context (tests force the scalar path this way).
@@ -46,6 +55,39 @@ impl Stream {
         Stream {
             device: Device::Cpu,
             cpu: Arc::new(ctx),
+            #[cfg(feature = "cuda")]
+            cuda: None,
+        }
+    }
+
+    /// A stream on CUDA device `ordinal`; a typed error says why not (no
+    /// driver, no device, no NVRTC, or a build without the `cuda` feature).
+    pub fn cuda(ordinal: usize) -> Result<Stream> {
+        #[cfg(feature = "cuda")]
+        {
+            let be =
+                kiln_cuda::CudaBackend::new(ordinal).map_err(|e| Error::Device(e.to_string()))?;
+            let cpu = CpuContext::new(1).map_err(|e| Error::Device(e.to_string()))?;
+            Ok(Stream {
+                device: Device::Cuda(ordinal),
+                cpu: Arc::new(cpu),
+                cuda: Some(Arc::new(be)),
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(Error::Device(format!(
+                "cuda:{ordinal} requested but kiln was built without the `cuda` feature"
+            )))
+        }
+    }
+
+    /// The GPU when there is one, else the CPU with `threads` threads. The
+    /// second value says why the CPU was chosen (for the user), if it was.
+    pub fn best(threads: usize) -> Result<(Stream, Option<String>)> {
+        match Stream::cuda(0) {
+            Ok(s) => Ok((s, None)),
+            Err(e) => Ok((Stream::cpu(threads)?, Some(e.to_string()))),
         }
     }
 
@@ -58,8 +100,20 @@ impl Stream {
         self.cpu.threads()
     }
 
-    /// A one-line description, e.g. `cpu (2 threads, avx2+fma)`.
+    /// A one-line description, e.g. `cpu (2 threads, avx2+fma)` or
+    /// `cuda:0 (NVIDIA H100 80GB HBM3, sm_90, 79 GiB)`.
     pub fn describe(&self) -> String {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            let i = be.info();
+            return format!(
+                "{} ({}, {}, {} GiB)",
+                self.device,
+                i.name,
+                i.arch(),
+                i.total_mem >> 30
+            );
+        }
         let f = self.cpu.features();
         let simd = if f.has_avx2_fma() {
             "avx2+fma"
@@ -74,15 +128,31 @@ impl Stream {
     /// waking the pool from outside on every op (about 10 µs each, as long as
     /// a whole 576×576 mat-vec). Wrap a whole forward pass in it.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.cpu.pool().install(f)
+        match self.device {
+            Device::Cpu => self.cpu.pool().install(f),
+            Device::Cuda(_) => f(),
+        }
     }
 
     /// Wait for all enqueued work (a no-op on the CPU).
     pub fn synchronize(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            be.synchronize().map_err(|e| Error::Device(e.to_string()))?;
+        }
         Ok(())
     }
 
-    pub(crate) fn cpu_ctx(&self) -> &CpuContext {
-        &self.cpu
+    pub(crate) fn backend(&self) -> Backend<'_> {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            return Backend::Cuda(be);
+        }
+        Backend::Cpu(&self.cpu)
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_backend(&self) -> Option<&kiln_cuda::CudaBackend> {
+        self.cuda.as_deref()
     }
 }

@@ -4,7 +4,8 @@
 //! `ne = [k, n]` becomes shape `[n, k]`. Quantized tensors store whole GGML
 //! blocks along the last dimension.
 
-use crate::{Device, Error, Result};
+use crate::device::Backend;
+use crate::{Device, Error, Result, Stream};
 use kiln_core::DType;
 use std::fmt;
 use std::sync::Arc;
@@ -61,11 +62,23 @@ enum CpuStorage {
     },
 }
 
+#[cfg(feature = "cuda")]
+enum CudaStorage {
+    F32(kiln_cuda::CudaSlice<f32>),
+    Bytes(kiln_cuda::CudaSlice<u8>),
+}
+
+enum Storage {
+    Cpu(CpuStorage),
+    #[cfg(feature = "cuda")]
+    Cuda(usize, CudaStorage),
+}
+
 /// A tensor on a device.
 pub struct Tensor {
     dtype: DType,
     shape: Shape,
-    storage: CpuStorage,
+    storage: Storage,
 }
 
 fn byte_len(op: &'static str, dtype: DType, shape: &Shape) -> Result<usize> {
@@ -78,43 +91,58 @@ fn byte_len(op: &'static str, dtype: DType, shape: &Shape) -> Result<usize> {
     Ok(rows * rb)
 }
 
+fn numel(shape: &Shape) -> Result<usize> {
+    shape.numel().ok_or_else(|| {
+        kiln_core::Error::invalid("tensor", format!("shape {shape:?} overflows")).into()
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_err(e: kiln_cuda::CudaError) -> Error {
+    Error::Device(e.to_string())
+}
+
 impl Tensor {
-    /// A zero-filled f32 tensor on `device`.
-    pub fn zeros(device: Device, shape: &[usize]) -> Result<Tensor> {
+    /// A zero-filled f32 tensor on the stream's device.
+    pub fn zeros(s: &Stream, shape: &[usize]) -> Result<Tensor> {
         let shape = Shape(shape.to_vec());
-        let n = shape.numel().ok_or_else(|| {
-            kiln_core::Error::invalid("tensor", format!("shape {shape:?} overflows"))
-        })?;
-        match device {
-            Device::Cpu => Ok(Tensor {
-                dtype: DType::F32,
-                shape,
-                storage: CpuStorage::F32(vec![0.0; n]),
-            }),
-        }
+        let n = numel(&shape)?;
+        let storage = match s.backend() {
+            Backend::Cpu(_) => Storage::Cpu(CpuStorage::F32(vec![0.0; n])),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(be) => Storage::Cuda(
+                be.info().ordinal,
+                CudaStorage::F32(be.alloc_zeros::<f32>(n.max(1)).map_err(cuda_err)?),
+            ),
+        };
+        Ok(Tensor {
+            dtype: DType::F32,
+            shape,
+            storage,
+        })
     }
 
     /// Upload f32 data.
-    pub fn from_f32(device: Device, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    pub fn from_f32(s: &Stream, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         let shape = Shape(shape.to_vec());
-        let n = shape.numel().unwrap_or(usize::MAX);
-        kiln_core::error::check_len("tensor", "data", data.len(), n)?;
-        match device {
-            Device::Cpu => Ok(Tensor {
-                dtype: DType::F32,
-                shape,
-                storage: CpuStorage::F32(data),
-            }),
-        }
+        kiln_core::error::check_len("tensor", "data", data.len(), numel(&shape)?)?;
+        let storage = match s.backend() {
+            Backend::Cpu(_) => Storage::Cpu(CpuStorage::F32(data)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(be) => Storage::Cuda(
+                be.info().ordinal,
+                CudaStorage::F32(be.upload(&data).map_err(cuda_err)?),
+            ),
+        };
+        Ok(Tensor {
+            dtype: DType::F32,
+            shape,
+            storage,
+        })
     }
 
     /// Upload raw bytes of any dtype (quantized blocks along the last dim).
-    pub fn from_bytes(
-        device: Device,
-        dtype: DType,
-        shape: &[usize],
-        data: Vec<u8>,
-    ) -> Result<Tensor> {
+    pub fn from_bytes(s: &Stream, dtype: DType, shape: &[usize], data: Vec<u8>) -> Result<Tensor> {
         let shape = Shape(shape.to_vec());
         kiln_core::error::check_len(
             "tensor",
@@ -122,18 +150,25 @@ impl Tensor {
             data.len(),
             byte_len("tensor", dtype, &shape)?,
         )?;
-        match device {
-            Device::Cpu => Ok(Tensor {
-                dtype,
-                shape,
-                storage: CpuStorage::Bytes(data),
-            }),
-        }
+        let storage = match s.backend() {
+            Backend::Cpu(_) => Storage::Cpu(CpuStorage::Bytes(data)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(be) => Storage::Cuda(
+                be.info().ordinal,
+                CudaStorage::Bytes(be.upload(&data).map_err(cuda_err)?),
+            ),
+        };
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage,
+        })
     }
 
-    /// Borrow `len` bytes at `offset` of a host byte source (zero copy on the CPU).
+    /// Borrow the bytes at `offset` of a host byte source: zero copy on the
+    /// CPU, one upload on a GPU.
     pub fn from_shared(
-        device: Device,
+        s: &Stream,
         dtype: DType,
         shape: &[usize],
         src: Arc<dyn HostBytes>,
@@ -149,13 +184,22 @@ impl Tensor {
             )
             .into());
         }
-        match device {
-            Device::Cpu => Ok(Tensor {
-                dtype,
-                shape,
-                storage: CpuStorage::Shared { src, offset, len },
-            }),
-        }
+        let storage = match s.backend() {
+            Backend::Cpu(_) => Storage::Cpu(CpuStorage::Shared { src, offset, len }),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(be) => Storage::Cuda(
+                be.info().ordinal,
+                CudaStorage::Bytes(
+                    be.upload(&src.host_bytes()[offset..offset + len])
+                        .map_err(cuda_err)?,
+                ),
+            ),
+        };
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage,
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -168,43 +212,83 @@ impl Tensor {
         &self.shape.0
     }
     pub fn device(&self) -> Device {
-        Device::Cpu
+        match &self.storage {
+            Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(i, _) => Device::Cuda(*i),
+        }
     }
     /// Elements (not blocks).
     pub fn numel(&self) -> usize {
         self.shape.numel().unwrap_or(0)
     }
 
-    /// Raw bytes (any dtype).
-    pub fn bytes(&self) -> &[u8] {
+    /// Size of the data in bytes.
+    pub fn byte_len(&self) -> usize {
+        byte_len("tensor", self.dtype, &self.shape).unwrap_or(0)
+    }
+
+    /// Raw bytes of a host tensor.
+    pub fn host_bytes(&self) -> Result<&[u8]> {
         match &self.storage {
-            CpuStorage::F32(v) => bytemuck::cast_slice(v),
-            CpuStorage::Bytes(v) => v,
-            CpuStorage::Shared { src, offset, len } => &src.host_bytes()[*offset..*offset + *len],
+            Storage::Cpu(c) => Ok(cpu_bytes(c)),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => Err(self.not_here("host_bytes", "tensor", Device::Cpu)),
         }
     }
 
-    /// The whole tensor as f32 (must be an F32 tensor).
+    /// The whole tensor as f32 (a host F32 tensor).
     pub fn as_f32(&self) -> Result<&[f32]> {
         self.f32_prefix("tensor", "tensor", self.numel())
     }
 
-    /// Mutable f32 view (must be an owned F32 tensor).
-    pub fn as_f32_mut(&mut self) -> Result<&mut [f32]> {
-        let n = self.numel();
-        self.f32_prefix_mut("tensor", "tensor", n)
+    /// Copy the first `n` f32 elements to `out` (downloading from a GPU).
+    pub fn read_f32(&self, s: &Stream, n: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        match &self.storage {
+            Storage::Cpu(_) => out.extend_from_slice(self.f32_prefix("read", "tensor", n)?),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => {
+                let be = s
+                    .cuda_backend()
+                    .ok_or_else(|| self.not_here("read", "tensor", s.device()))?;
+                let v = self.cuda_f32("read", "tensor", n)?;
+                out.resize(n, 0.0);
+                be.stream()
+                    .memcpy_dtoh(&v, out.as_mut_slice())
+                    .map_err(|e| Error::Device(format!("download: {e:?}")))?;
+                be.synchronize().map_err(cuda_err)?;
+            }
+        }
+        let _ = s;
+        Ok(())
     }
 
     /// Download to a host vector of f32 (dequantizing if needed).
-    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+    pub fn to_f32_vec(&self, s: &Stream) -> Result<Vec<f32>> {
         if self.dtype == DType::F32 {
-            return Ok(self.as_f32()?.to_vec());
+            let mut v = Vec::new();
+            self.read_f32(s, self.numel(), &mut v)?;
+            return Ok(v);
         }
+        let bytes: Vec<u8> = match &self.storage {
+            Storage::Cpu(c) => cpu_bytes(c).to_vec(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_, CudaStorage::Bytes(b)) => {
+                let be = s
+                    .cuda_backend()
+                    .ok_or_else(|| self.not_here("download", "tensor", s.device()))?;
+                be.download(b).map_err(cuda_err)?
+            }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_, CudaStorage::F32(_)) => {
+                return Err(self.not_here("download", "tensor", s.device()))
+            }
+        };
         let mut out = vec![0f32; self.numel()];
         let last = self.shape.last();
         let rb = self.dtype.row_bytes("download", last)?;
-        for (row, dst) in self
-            .bytes()
+        for (row, dst) in bytes
             .chunks_exact(rb.max(1))
             .zip(out.chunks_exact_mut(last.max(1)))
         {
@@ -213,8 +297,17 @@ impl Tensor {
         Ok(out)
     }
 
-    /// The first `n` f32 elements, for ops whose params use a prefix of a
-    /// preallocated buffer.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn not_here(&self, op: &'static str, what: &'static str, want: Device) -> Error {
+        Error::DeviceMismatch {
+            op,
+            a: format!("{what} on {}", self.device()),
+            b: format!("stream on {want}"),
+        }
+    }
+
+    /// The first `n` f32 elements of a host tensor, for ops whose params use
+    /// a prefix of a preallocated buffer.
     pub(crate) fn f32_prefix(
         &self,
         op: &'static str,
@@ -230,10 +323,12 @@ impl Tensor {
             });
         }
         let all: &[f32] = match &self.storage {
-            CpuStorage::F32(v) => v,
-            _ => bytemuck::try_cast_slice(self.bytes()).map_err(|e| {
+            Storage::Cpu(CpuStorage::F32(v)) => v,
+            Storage::Cpu(c) => bytemuck::try_cast_slice(cpu_bytes(c)).map_err(|e| {
                 kiln_core::Error::invalid(op, format!("{what} is not f32-aligned: {e}"))
             })?,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => return Err(self.not_here(op, what, Device::Cpu)),
         };
         all.get(..n).ok_or(Error::TooSmall {
             op,
@@ -249,8 +344,10 @@ impl Tensor {
         what: &'static str,
         n: usize,
     ) -> Result<&mut [f32]> {
+        #[cfg(feature = "cuda")]
+        let dev = self.device();
         match &mut self.storage {
-            CpuStorage::F32(v) => {
+            Storage::Cpu(CpuStorage::F32(v)) => {
                 let got = v.len();
                 v.get_mut(..n).ok_or(Error::TooSmall {
                     op,
@@ -259,13 +356,129 @@ impl Tensor {
                     needed: n,
                 })
             }
-            _ => Err(Error::DType {
+            Storage::Cpu(_) => Err(Error::DType {
                 op,
                 what,
                 got: self.dtype,
                 expected: "an owned F32 tensor",
             }),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on {dev}"),
+                b: "a cpu stream".into(),
+            }),
         }
+    }
+
+    /// Raw bytes of a host tensor, for ops.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn cpu_bytes_for(&self, op: &'static str, what: &'static str) -> Result<&[u8]> {
+        match &self.storage {
+            Storage::Cpu(c) => Ok(cpu_bytes(c)),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => Err(self.not_here(op, what, Device::Cpu)),
+        }
+    }
+
+    /// A device view of the first `n` f32 elements of a GPU tensor.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_f32(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<kiln_cuda::CudaView<'_, f32>> {
+        match &self.storage {
+            Storage::Cuda(_, CudaStorage::F32(v)) => {
+                if n > v.len() {
+                    return Err(Error::TooSmall {
+                        op,
+                        what,
+                        got: v.len(),
+                        needed: n,
+                    });
+                }
+                Ok(v.slice(0..n))
+            }
+            Storage::Cuda(_, CudaStorage::Bytes(_)) => Err(Error::DType {
+                op,
+                what,
+                got: self.dtype,
+                expected: "F32",
+            }),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on cpu"),
+                b: "a cuda stream".into(),
+            }),
+        }
+    }
+
+    /// A mutable device view of the first `n` f32 elements of a GPU tensor.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_f32_mut(
+        &mut self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<kiln_cuda::CudaViewMut<'_, f32>> {
+        let dtype = self.dtype;
+        match &mut self.storage {
+            Storage::Cuda(_, CudaStorage::F32(v)) => {
+                if n > v.len() {
+                    return Err(Error::TooSmall {
+                        op,
+                        what,
+                        got: v.len(),
+                        needed: n,
+                    });
+                }
+                Ok(v.slice_mut(0..n))
+            }
+            Storage::Cuda(_, CudaStorage::Bytes(_)) => Err(Error::DType {
+                op,
+                what,
+                got: dtype,
+                expected: "F32",
+            }),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on cpu"),
+                b: "a cuda stream".into(),
+            }),
+        }
+    }
+
+    /// A device view of a GPU tensor's raw bytes (quantized weights).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_bytes(
+        &self,
+        op: &'static str,
+        what: &'static str,
+    ) -> Result<kiln_cuda::CudaView<'_, u8>> {
+        match &self.storage {
+            Storage::Cuda(_, CudaStorage::Bytes(b)) => Ok(b.slice(0..b.len())),
+            Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
+                op,
+                what,
+                got: self.dtype,
+                expected: "a byte (weight) tensor",
+            }),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on cpu"),
+                b: "a cuda stream".into(),
+            }),
+        }
+    }
+}
+
+fn cpu_bytes(c: &CpuStorage) -> &[u8] {
+    match c {
+        CpuStorage::F32(v) => bytemuck::cast_slice(v),
+        CpuStorage::Bytes(v) => v,
+        CpuStorage::Shared { src, offset, len } => &src.host_bytes()[*offset..*offset + *len],
     }
 }
 

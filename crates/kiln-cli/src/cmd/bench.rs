@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Prompt-processing batch size.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long = "device", default_value = "auto")]
+    pub device: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -102,16 +105,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("-r must be at least 1");
     }
     let mut rows = Vec::new();
-    let mut desc = (String::new(), 0u64, 0u64, String::new());
+    let mut desc = (String::new(), 0u64, 0u64, String::new(), String::new());
     for &t in &a.threads {
         let margs = ModelArgs {
             model: a.model.clone(),
             threads: t,
+            device: a.device.clone(),
         };
         let (stream, model) = margs.load()?;
         let params: u64 = model.file.tensors().iter().map(|t| t.n_elements()).sum();
         let bytes: u64 = model.file.tensors().iter().map(|t| t.n_bytes).sum();
-        desc = (model.config.name.clone(), bytes, params, stream.describe());
+        desc = (
+            model.config.name.clone(),
+            bytes,
+            params,
+            stream.describe(),
+            stream.device().to_string(),
+        );
         // warm-up: one short pass of each kind
         time_pp(&model, &stream, 16.min(model.config.n_ctx_train), a.batch)?;
         time_tg(&model, &stream, 4)?;
@@ -141,7 +151,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .iter()
             .map(|r| {
                 let (m, sd) = mean_sd(&r.samples);
-                serde_json::json!({"model": desc.0, "size_bytes": desc.1, "params": desc.2, "backend": "cpu",
+                serde_json::json!({"model": desc.0, "size_bytes": desc.1, "params": desc.2, "backend": desc.4.clone(),
                     "threads": r.threads, "test": r.test, "avg_ts": m, "stddev_ts": sd, "samples_ts": r.samples})
             })
             .collect();
@@ -153,10 +163,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for r in &rows {
         let (m, sd) = mean_sd(&r.samples);
         println!(
-            "| {} | {:.2} MiB | {:.2} M | cpu | {} | {} | {m:.2} ± {sd:.2} |",
+            "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {m:.2} ± {sd:.2} |",
             desc.0,
             desc.1 as f64 / 1048576.0,
             desc.2 as f64 / 1e6,
+            desc.4,
             r.threads,
             r.test
         );

@@ -150,6 +150,9 @@ pub struct Layer {
 /// A synthetic model: spec plus stored weights.
 pub struct SynthModel {
     pub spec: Spec,
+    /// Reference only: round matmul inputs to 8-bit blocks as the engine
+    /// does for quantized weights (see [`fake_quant_q8`]).
+    pub act_quant: bool,
     pub n_vocab: usize,
     pub token_embd: Matrix,
     pub output: Option<Matrix>,
@@ -218,6 +221,7 @@ impl SynthModel {
         let output = spec.untied.then(|| linear(rng, t, n_vocab, d));
         SynthModel {
             spec,
+            act_quant: false,
             n_vocab,
             token_embd,
             output,
@@ -343,6 +347,13 @@ impl SynthModel {
     /// `out = x · Wᵀ` for `m` rows with the reference matmul (stored weights,
     /// f32 activations, f64 accumulation).
     fn matmul(&self, w: &Matrix, x: &[f32], m: usize) -> Vec<f32> {
+        let fq;
+        let x = if self.act_quant && is_block_quantized(self.spec.dtype) {
+            fq = fake_quant_q8(x);
+            &fq[..]
+        } else {
+            x
+        };
         let p = MatmulParams {
             m,
             n: w.rows,
@@ -466,4 +477,22 @@ pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
         .fold(0f32, f32::max);
     let scale = want.iter().map(|w| w.abs()).fold(0f32, f32::max);
     (err, scale)
+}
+
+pub fn is_block_quantized(t: DType) -> bool {
+    matches!(t, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+}
+
+/// Activation quantization as llama.cpp's Q8_0 / Q8_1 codes (and kiln-cpu's
+/// `Q8Acts`): per 32-element block `d = amax/127` (kept in f32),
+/// `q = round_half_away(x * (1/d))`, value `q * d`.
+pub fn fake_quant_q8(x: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for b in x.chunks(kiln_core::quant::QK) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(b.iter().map(|v| (v * id).round() * d));
+    }
+    out
 }

@@ -1,5 +1,6 @@
 //! Rows of a (possibly quantized) embedding table, dequantized to f32.
-use crate::{ops::EmbeddingParams, Device, Error, Result, Stream, Tensor};
+use crate::device::Backend;
+use crate::{ops::EmbeddingParams, Error, Result, Stream, Tensor};
 
 pub fn embedding(s: &Stream, table: &Tensor, ids: &[u32], out: &mut Tensor) -> Result<()> {
     const OP: &str = "embedding";
@@ -21,14 +22,33 @@ pub fn embedding(s: &Stream, table: &Tensor, ids: &[u32], out: &mut Tensor) -> R
         got: 0,
         needed: usize::MAX,
     })?;
-    let out = out.f32_prefix_mut(OP, "out", need)?;
-    match s.device() {
-        Device::Cpu => Ok(kiln_cpu::embedding::embedding(
-            s.cpu_ctx(),
-            &p,
-            table.bytes(),
-            ids,
-            out,
-        )?),
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let out = out.f32_prefix_mut(OP, "out", need)?;
+            Ok(kiln_cpu::embedding::embedding(
+                ctx,
+                &p,
+                table.cpu_bytes_for(OP, "table")?,
+                ids,
+                out,
+            )?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            // Host ids are checked here, where they are cheap to see.
+            p.validate(table.byte_len(), ids, need)?;
+            let ids_dev = be.upload(ids).map_err(super::cuda_err)?;
+            let t = table.cuda_bytes(OP, "table")?;
+            let mut out = out.cuda_f32_mut(OP, "out", need)?;
+            kiln_cuda::embedding::embedding(
+                be,
+                &p,
+                &t,
+                &ids_dev.slice(0..ids.len()),
+                ids.len(),
+                &mut out,
+            )
+            .map_err(super::cuda_err)
+        }
     }
 }

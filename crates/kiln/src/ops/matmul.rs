@@ -1,5 +1,6 @@
 //! `out[m, n] = x[m, k] · w[n, k]ᵀ` with w in any supported weight format.
-use crate::{ops::MatmulParams, Device, Result, Stream, Tensor};
+use crate::device::Backend;
+use crate::{ops::MatmulParams, Result, Stream, Tensor};
 
 /// `m` = rows of `x` used (a prefix of the buffer); `w` must be `[n, k]`.
 pub fn matmul(s: &Stream, w: &Tensor, x: &Tensor, m: usize, out: &mut Tensor) -> Result<()> {
@@ -17,15 +18,24 @@ pub fn matmul(s: &Stream, w: &Tensor, x: &Tensor, m: usize, out: &mut Tensor) ->
         k: *k,
         wtype: w.dtype(),
     };
-    let x = x.f32_prefix(OP, "x", m * p.k)?;
-    let out = out.f32_prefix_mut(OP, "out", m * p.n)?;
-    match s.device() {
-        Device::Cpu => Ok(kiln_cpu::matmul::matmul(
-            s.cpu_ctx(),
-            &p,
-            w.bytes(),
-            x,
-            out,
-        )?),
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let x = x.f32_prefix(OP, "x", m * p.k)?;
+            let out = out.f32_prefix_mut(OP, "out", m * p.n)?;
+            Ok(kiln_cpu::matmul::matmul(
+                ctx,
+                &p,
+                w.cpu_bytes_for(OP, "w")?,
+                x,
+                out,
+            )?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            let wb = w.cuda_bytes(OP, "w")?;
+            let x = x.cuda_f32(OP, "x", m * p.k)?;
+            let mut out = out.cuda_f32_mut(OP, "out", m * p.n)?;
+            kiln_cuda::matmul::matmul(be, &p, &wb, &x, &mut out).map_err(super::cuda_err)
+        }
     }
 }

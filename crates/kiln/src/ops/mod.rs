@@ -34,3 +34,12 @@ pub use kiln_core::ops::rms_norm::RmsNormParams;
 pub use kiln_core::ops::rope::{RopeMode, RopeParams};
 pub use kiln_core::ops::silu_mul::SiluMulParams;
 pub use kiln_core::ops::softmax::SoftmaxParams;
+
+/// A CUDA backend error as a `kiln::Error`.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_err(e: kiln_cuda::CudaError) -> crate::Error {
+    match e {
+        kiln_cuda::CudaError::Core(c) => crate::Error::Core(c),
+        other => crate::Error::Device(other.to_string()),
+    }
+}

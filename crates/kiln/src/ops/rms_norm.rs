@@ -1,5 +1,6 @@
 //! RMSNorm of `p.rows` rows, scaled by `w`.
-use crate::{ops::RmsNormParams, Device, Result, Stream, Tensor};
+use crate::device::Backend;
+use crate::{ops::RmsNormParams, Result, Stream, Tensor};
 
 pub fn rms_norm(
     s: &Stream,
@@ -10,10 +11,19 @@ pub fn rms_norm(
 ) -> Result<()> {
     const OP: &str = "rms_norm";
     let n = p.rows * p.dim;
-    let x = x.f32_prefix(OP, "x", n)?;
-    let w = w.f32_prefix(OP, "w", p.dim)?;
-    let out = out.f32_prefix_mut(OP, "out", n)?;
-    match s.device() {
-        Device::Cpu => Ok(kiln_cpu::rms_norm::rms_norm(s.cpu_ctx(), p, x, w, out)?),
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let x = x.f32_prefix(OP, "x", n)?;
+            let w = w.f32_prefix(OP, "w", p.dim)?;
+            let out = out.f32_prefix_mut(OP, "out", n)?;
+            Ok(kiln_cpu::rms_norm::rms_norm(ctx, p, x, w, out)?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            let x = x.cuda_f32(OP, "x", n)?;
+            let w = w.cuda_f32(OP, "w", p.dim)?;
+            let mut out = out.cuda_f32_mut(OP, "out", n)?;
+            kiln_cuda::rms_norm::rms_norm(be, p, &x, &w, &mut out).map_err(super::cuda_err)
+        }
     }
 }

@@ -1,9 +1,24 @@
 //! Rotary position embedding, in place on `x: [n_tokens, n_heads, head_dim]`.
-use crate::{ops::RopeParams, Device, Result, Stream, Tensor};
+use crate::device::Backend;
+use crate::{ops::RopeParams, Result, Stream, Tensor};
 
 pub fn rope(s: &Stream, p: &RopeParams, positions: &[i32], x: &mut Tensor) -> Result<()> {
-    let x = x.f32_prefix_mut("rope", "x", p.n_tokens * p.n_heads * p.head_dim)?;
-    match s.device() {
-        Device::Cpu => Ok(kiln_cpu::rope::rope(s.cpu_ctx(), p, positions, x)?),
+    const OP: &str = "rope";
+    let n = p.n_tokens * p.n_heads * p.head_dim;
+    match s.backend() {
+        Backend::Cpu(ctx) => Ok(kiln_cpu::rope::rope(
+            ctx,
+            p,
+            positions,
+            x.f32_prefix_mut(OP, "x", n)?,
+        )?),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            p.validate(positions.len(), n)?;
+            let pos = be.upload(positions).map_err(super::cuda_err)?;
+            let mut x = x.cuda_f32_mut(OP, "x", n)?;
+            kiln_cuda::rope::rope(be, p, &pos.slice(0..positions.len()), &mut x)
+                .map_err(super::cuda_err)
+        }
     }
 }

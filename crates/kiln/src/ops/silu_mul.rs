@@ -1,5 +1,6 @@
 //! `out = silu(gate) * up` over the first `p.n` elements.
-use crate::{ops::SiluMulParams, Device, Result, Stream, Tensor};
+use crate::device::Backend;
+use crate::{ops::SiluMulParams, Result, Stream, Tensor};
 
 pub fn silu_mul(
     s: &Stream,
@@ -9,10 +10,19 @@ pub fn silu_mul(
     out: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "silu_mul";
-    let gate = gate.f32_prefix(OP, "gate", p.n)?;
-    let up = up.f32_prefix(OP, "up", p.n)?;
-    let out = out.f32_prefix_mut(OP, "out", p.n)?;
-    match s.device() {
-        Device::Cpu => Ok(kiln_cpu::silu_mul::silu_mul(s.cpu_ctx(), p, gate, up, out)?),
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let gate = gate.f32_prefix(OP, "gate", p.n)?;
+            let up = up.f32_prefix(OP, "up", p.n)?;
+            let out = out.f32_prefix_mut(OP, "out", p.n)?;
+            Ok(kiln_cpu::silu_mul::silu_mul(ctx, p, gate, up, out)?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            let gate = gate.cuda_f32(OP, "gate", p.n)?;
+            let up = up.cuda_f32(OP, "up", p.n)?;
+            let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
+            kiln_cuda::silu_mul::silu_mul(be, p, &gate, &up, &mut out).map_err(super::cuda_err)
+        }
     }
 }
