@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build the GPU-check bundle: the kiln binary and the CUDA test binaries,
+# stripped, in gpu-bundle/ (git-ignored), plus the default model split in two
+# parts (gpu-model/) because one device call carries at most 64 MiB.
+# The GPU machine has no Rust toolchain: everything is built here.
+#
+# Then, on the GPU machine (two back-to-back calls of the device tool, the
+# first only to leave the model's first half in /tmp while the machine is
+# warm):
+#   1) carry ["gpu-model/a"], command: cp gpu-model/a/part /tmp/kiln-model.a
+#   2) carry ["gpu-bundle", "gpu-model/b"], command: bash gpu-bundle/gpu-run.sh
+# A contributor with a local GPU just runs: bash gpu-bundle/gpu-run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf gpu-bundle && mkdir -p gpu-bundle gpu-model/a gpu-model/b
+cargo build --release -p kiln-cli --features cuda
+cp target/release/kiln gpu-bundle/kiln
+# CUDA test binaries (each skips by itself where there is no GPU).
+cargo test -p kiln-cuda --release --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        shutil.copy(m["executable"], "gpu-bundle/" + m["target"]["name"])
+        print("bundled", m["target"]["name"])
+'
+strip gpu-bundle/* 2>/dev/null || true
+cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
+model=$(bash scripts/fetch-model.sh)
+size=$(stat -c %s "$model")
+half=$(( (size + 1) / 2 ))
+head -c "$half" "$model" > gpu-model/a/part
+tail -c +"$((half + 1))" "$model" > gpu-model/b/part
+du -sh gpu-bundle gpu-model/a gpu-model/b
+echo "bundle ready; see the header of scripts/gpu-check.sh for the two device calls"

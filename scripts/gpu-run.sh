@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every GPU check from the bundle that scripts/gpu-check.sh builds:
+# the CUDA parity tests, `kiln selftest`, CPU-vs-GPU greedy agreement on the
+# default model, GPU perplexity, `kiln bench`, and compute-sanitizer on the
+# parity tests. Prints a summary last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=gpu-bundle
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export KILN_CACHE=/tmp/kiln-cache
+OUT="${OUT:-/tmp/kiln-out}"; mkdir -p "$OUT"
+model=/tmp/kiln-model.gguf
+if [ ! -f "$model" ] && [ -f /tmp/kiln-model.a ] && [ -f gpu-model/b/part ]; then
+  cat /tmp/kiln-model.a gpu-model/b/part > "$model"
+fi
+[ -f "$model" ] && export KILN_MODEL="$model"
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+for t in "$B"/parity_* "$B"/compile_kernels; do
+  [ -x "$t" ] || continue
+  if "$t" > "$OUT/$(basename "$t").log" 2>&1; then r=ok; else r=FAIL; fi
+  note "$(basename "$t"): $r ($(grep -E '^test result' "$OUT/$(basename "$t").log" | tail -1))"
+done
+"$B/kiln" selftest --device cuda > "$OUT/selftest.log" 2>&1 && r=ok || r=FAIL
+note "selftest: $r ($(tail -1 "$OUT/selftest.log"))"
+if [ -n "${KILN_MODEL:-}" ]; then
+  for dev in cpu cuda; do
+    "$B/kiln" run --device $dev -m "$model" -p "The capital of France is" -n 32 --temp 0 \
+      > "$OUT/greedy-$dev.txt" 2> "$OUT/greedy-$dev.err"
+  done
+  if cmp -s "$OUT/greedy-cpu.txt" "$OUT/greedy-cuda.txt"; then r=same; else r=DIFFERENT; fi
+  note "greedy 32 tokens cpu vs cuda: $r"
+  note "cuda text: $(tr '\n' ' ' < "$OUT/greedy-cuda.txt" | cut -c1-160)"
+  note "cuda speed: $(grep -o 'generation:.*' "$OUT/greedy-cuda.err")"
+  "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 3 > "$OUT/bench.txt" 2>&1
+  cat "$OUT/bench.txt"
+fi
+if command -v compute-sanitizer >/dev/null; then
+  for t in "$B"/parity_*; do
+    [ -x "$t" ] || continue
+    compute-sanitizer --tool memcheck --print-limit 5 "$t" > "$OUT/sanitizer-$(basename "$t").log" 2>&1
+    note "memcheck $(basename "$t"): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer-$(basename "$t").log" | tail -1)"
+  done
+fi
+echo; echo "==== summary"; printf '%s\n' "${summary[@]}"
