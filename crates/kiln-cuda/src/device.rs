@@ -5,9 +5,9 @@ use crate::registry::Registry;
 use crate::{CudaError, Result};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DeviceRepr, ValidAsZeroBits,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What kiln reports about a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,10 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     registry: Registry,
+    /// matmul's cuBLAS handle and grow-only prefill scratch (see matmul.rs).
+    pub(crate) matmul: crate::matmul::MatmulState,
+    /// Launcher scratch (f32), see [`CudaBackend::with_scratch_f32`].
+    scratch: Mutex<Option<CudaSlice<f32>>>,
 }
 
 impl CudaBackend {
@@ -93,6 +97,8 @@ impl CudaBackend {
             stream,
             info,
             registry,
+            matmul: Default::default(),
+            scratch: Mutex::new(None),
         })
     }
 
@@ -151,6 +157,34 @@ impl CudaBackend {
         self.stream
             .synchronize()
             .map_err(|e| CudaError::driver("synchronize", e))
+    }
+
+    // --- launcher scratch (added for split-KV attention) ---
+
+    /// Run `f` with the first `n` floats of the backend's scratch buffer:
+    /// temporaries of a launch (e.g. split-KV attention partials) that are
+    /// written and consumed by kernels on this backend's stream. The buffer
+    /// grows (to the next power of two) when `n` exceeds it and never
+    /// shrinks; the old one is freed in stream order, so earlier launches
+    /// still using it are safe. Contents are unspecified on entry. Growing
+    /// allocates: warm up before capturing a CUDA graph.
+    pub fn with_scratch_f32<R>(
+        &self,
+        n: usize,
+        f: impl FnOnce(&mut CudaViewMut<'_, f32>) -> Result<R>,
+    ) -> Result<R> {
+        let mut guard = self
+            .scratch
+            .lock()
+            .map_err(|_| CudaError::driver("scratch", "lock poisoned"))?;
+        if guard.as_ref().map_or(0, |s| s.len()) < n.max(1) {
+            *guard = None;
+            *guard = Some(self.alloc_zeros::<f32>(n.max(1).next_power_of_two())?);
+        }
+        match guard.as_mut() {
+            Some(buf) => f(&mut buf.slice_mut(0..n)),
+            None => Err(CudaError::driver("scratch", "not allocated")),
+        }
     }
 
     fn check_free(&self, needed: usize, what: &str) -> Result<()> {

@@ -8,6 +8,27 @@ pub const INCLUDE_MARKER: &str = "#include";
 pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("../kernels/common.cuh"))];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
+pub const MATMUL: &str = include_str!("../kernels/matmul.cu");
+pub const ATTENTION: &str = include_str!("../kernels/attention.cu");
+
+pub const ARGMAX: &str = include_str!("../kernels/argmax.cu");
+pub const COPY_ROWS: &str = include_str!("../kernels/copy_rows.cu");
+pub const EMBEDDING: &str = include_str!("../kernels/embedding.cu");
+pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
+pub const ROPE: &str = include_str!("../kernels/rope.cu");
+pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
+pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
-pub const FAMILIES: &[(&str, &str)] = &[("add", ADD)];
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("argmax", ARGMAX),
+    ("copy_rows", COPY_ROWS),
+    ("embedding", EMBEDDING),
+    ("rms_norm", RMS_NORM),
+    ("rope", ROPE),
+    ("silu_mul", SILU_MUL),
+    ("softmax", SOFTMAX),
+    ("add", ADD),
+    ("attention", ATTENTION),
+    ("matmul", MATMUL),
+];

@@ -12,10 +12,20 @@
 
 pub mod device;
 pub mod error;
+pub mod harness;
 pub mod kernels;
 pub mod registry;
 
 pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod copy_rows;
+pub mod embedding;
+pub mod matmul;
+pub mod rms_norm;
+pub mod rope;
+pub mod silu_mul;
+pub mod softmax;
 
 pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
 pub use device::{CudaBackend, DeviceInfo};

@@ -18,6 +18,9 @@ pub struct SelftestArgs {
     /// Print every case, not only failures.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Backends to test: all (every backend found), cpu, or cuda.
+    #[arg(long = "device", default_value = "all")]
+    pub device: String,
 }
 
 fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
@@ -38,43 +41,60 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     )
 }
 
-pub fn run(a: SelftestArgs) -> Result<()> {
-    let opts = Options {
-        quick: a.quick,
-        ..Options::default()
-    };
-    let detected = CpuFeatures::detect();
-    let mut backends = vec![("cpu", CpuContext::with_features(a.threads, detected)?)];
-    if detected.has_avx2_fma() {
-        backends.push((
-            "cpu-scalar",
-            CpuContext::with_features(a.threads, CpuFeatures::default())?,
-        ));
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, ctx) in &backends {
-        let r = run_cpu(ctx, &opts);
-        for c in &r.results {
-            if a.verbose || c.outcome.is_err() {
-                match &c.outcome {
-                    Ok(()) => println!("{name} {} {}: ok", c.op, c.case),
-                    Err(e) => println!("{name} {} {}: FAIL {e}", c.op, c.case),
-                }
+fn print(name: &str, r: &Report, verbose: bool) {
+    for c in &r.results {
+        if verbose || c.outcome.is_err() {
+            match &c.outcome {
+                Ok(()) => println!("{name} {} {}: ok", c.op, c.case),
+                Err(e) => println!("{name} {} {}: FAIL {e}", c.op, c.case),
             }
         }
-        println!(
-            "{name} ({} threads): {} passed, {} failed",
-            ctx.threads(),
-            r.passed(),
-            r.failed()
-        );
+    }
+}
+
+pub fn run(a: SelftestArgs) -> Result<()> {
+    if !matches!(a.device.as_str(), "all" | "cpu" | "cuda") {
+        bail!("--device {:?}: expected all, cpu or cuda", a.device);
+    }
+    let opts = Options { quick: a.quick, ..Options::default() };
+    let (mut passed, mut failed) = (0, 0);
+    if a.device != "cpu" {
+        #[cfg(feature = "cuda")]
+        match kiln_cuda::CudaBackend::new(0) {
+            Ok(be) => {
+                let r = kiln_cuda::harness::check_all_cuda(&be, &opts);
+                print("cuda", &r, a.verbose);
+                println!("cuda ({}): {} passed, {} failed", be.info().name, r.passed(), r.failed());
+                passed += r.passed();
+                failed += r.failed();
+            }
+            Err(e) if a.device == "cuda" => bail!("{e}"),
+            Err(e) => println!("cuda: skipped ({e})"),
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            if a.device == "cuda" {
+                bail!("this kiln was built without the cuda feature");
+            }
+            println!("cuda: skipped (built without the cuda feature)");
+        }
+    }
+    let detected = CpuFeatures::detect();
+    let mut backends = Vec::new();
+    if a.device != "cuda" {
+        backends.push(("cpu", CpuContext::with_features(a.threads, detected)?));
+        if detected.has_avx2_fma() {
+            backends.push(("cpu-scalar", CpuContext::with_features(a.threads, CpuFeatures::default())?));
+        }
+    }
+    for (name, ctx) in &backends {
+        let r = run_cpu(ctx, &opts);
+        print(name, &r, a.verbose);
+        println!("{name} ({} threads): {} passed, {} failed", ctx.threads(), r.passed(), r.failed());
         passed += r.passed();
         failed += r.failed();
     }
-    println!(
-        "selftest seed {:#x} (replay with KILN_TEST_SEED)",
-        opts.seed
-    );
+    println!("selftest seed {:#x} (replay with KILN_TEST_SEED)", opts.seed);
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} parity cases failed");

@@ -1,0 +1,424 @@
+// attention: causal scaled-dot-product attention with grouped-query heads over
+// an f32 KV cache, the semantics of kiln_core::ops::attention::attention_ref:
+// query t (position pos0 + t) attends keys 0..=pos0 + t; query head h reads
+// kv head h / group. Scores are kept in base 2 (q is pre-multiplied by
+// scale * log2(e)), so every exponential is one exp2.
+//
+// Two kernels:
+// - split-KV ("flash decoding"): grid (split, kv head x head chunk, token);
+//   each block streams keys [split * chunk, min((split + 1) * chunk, n_keys))
+//   through shared memory with an online softmax for up to 8 query heads of
+//   one kv head (K/V rows are loaded once for the whole group), and writes
+//   the unnormalised partial (acc, max, sum) per split; attention_combine_f32
+//   merges the splits. With one split the block writes the output directly.
+//   Any head_dim up to 256; used for decode and for head dims the tiled
+//   kernel has no instance for.
+// - tiled (prefill): one block per (32-query tile, head), key tiles of 32 in
+//   shared memory, online softmax per query row, causal mask; head_dim is a
+//   template parameter (64, 80, 96, 128).
+//
+// No kernel reads a cache row at or past pos0 + n_tokens.
+#include "common.cuh"
+
+// Mirrored by `AttnK` in src/attention.rs.
+struct AttnParams {
+    u32 n_tokens;
+    u32 n_heads;
+    u32 n_kv_heads;
+    u32 head_dim;
+    u32 pos0;
+    u32 group;            // n_heads / n_kv_heads
+    u32 n_splits;         // split-KV: splits over the key range
+    u32 chunk;            // split-KV: keys per split (a multiple of key_tile)
+    u32 heads_per_block;  // split-KV: query heads per block (<= 8)
+    u32 key_tile;         // split-KV: keys per shared-memory tile (16 or 32)
+    float scale_log2;     // scale * log2(e)
+    u32 pad;
+};
+
+#define KILN_NEG_INF __int_as_float(0xff800000)
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
+    return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
+    return x;
+}
+
+// ---------------------------------------------------------------------------
+// split-KV
+
+// Dynamic shared memory (floats), laid out as in attention_split below:
+// qs [hb][d], acc [hb][d], ks [bk][d+1], vs [bk][d], ps [hb][bk], m/l/alpha [hb].
+// src/attention.rs computes the same size.
+
+#define SPLIT_THREADS 128
+// K/V elements of one tile per thread: key_tile * head_dim <= 4096 (the
+// launcher checks), held in registers so the next tile's loads are in flight
+// while the current tile is computed.
+#define SPLIT_STAGE 32
+
+// Element r of thread tid in a tile is tid + r * SPLIT_THREADS, i.e. key row
+// j, column c; (j0, c0) is element 0 and each step adds (dj, dc), dc < d.
+struct TileMap {
+    u32 j0, c0, dj, dc;
+};
+
+// Load keys k0 .. k0 + nk (all below the split's end) of K and V into registers.
+__device__ __forceinline__ void split_load(const TileMap& tm, u32 d, u64 row, u64 kv_off,
+                                           const float* __restrict__ k,
+                                           const float* __restrict__ v, u32 k0, u32 nk,
+                                           float (&kr)[SPLIT_STAGE], float (&vr)[SPLIT_STAGE]) {
+    u32 j = tm.j0, c = tm.c0;
+#pragma unroll
+    for (int r = 0; r < SPLIT_STAGE; ++r) {
+        if (j < nk) {
+            const u64 src = (u64)(k0 + j) * row + kv_off + c;
+            kr[r] = k[src];
+            vr[r] = v[src];
+        }
+        c += tm.dc;
+        j += tm.dj;
+        if (c >= d) {
+            c -= d;
+            ++j;
+        }
+    }
+}
+
+// Store the registers of split_load into ks [bk][d+1] and vs [bk][d].
+__device__ __forceinline__ void split_store(const TileMap& tm, u32 d, u32 nk, float* ks, float* vs,
+                                            const float (&kr)[SPLIT_STAGE],
+                                            const float (&vr)[SPLIT_STAGE]) {
+    u32 j = tm.j0, c = tm.c0;
+#pragma unroll
+    for (int r = 0; r < SPLIT_STAGE; ++r) {
+        if (j < nk) {
+            ks[j * (d + 1) + c] = kr[r];
+            vs[j * d + c] = vr[r];
+        }
+        c += tm.dc;
+        j += tm.dj;
+        if (c >= d) {
+            c -= d;
+            ++j;
+        }
+    }
+}
+
+// q: [n_tokens, n_heads, d]; k, v: [kv_stride, n_kv_heads, d]
+// DIRECT: out: [n_tokens, n_heads, d]
+// else:   part: acc [n_tokens, n_heads, n_splits, d] then (m, l) [n_tokens, n_heads, n_splits, 2]
+template <bool DIRECT>
+__device__ __forceinline__ void attention_split(const AttnParams& p, const float* __restrict__ q,
+                                                const float* __restrict__ k,
+                                                const float* __restrict__ v,
+                                                float* __restrict__ dst) {
+    extern __shared__ float smem[];
+    const u32 d = p.head_dim, hb = p.heads_per_block, bk = p.key_tile;
+    const u32 split = blockIdx.x;
+    const u32 n_chunks = (p.group + hb - 1) / hb;
+    const u32 kvh = blockIdx.y / n_chunks;
+    const u32 g0 = (blockIdx.y % n_chunks) * hb;
+    const u32 nh = min(hb, p.group - g0);  // query heads in this block
+    const u32 h0 = kvh * p.group + g0;     // the first of them
+    float* qs = smem;
+    float* acc = qs + hb * d;
+    float* ks = acc + hb * d;
+    float* vs = ks + bk * (d + 1);
+    float* ps = vs + bk * d;
+    float* ms = ps + hb * bk;  // running max (base 2)
+    float* ls = ms + hb;       // running sum of exp2(s - m)
+    float* al = ls + hb;       // this tile's rescale factor
+    const u32 tid = threadIdx.x, nthr = blockDim.x;
+    const u32 warp = tid / 32, lane = tid % 32, nwarps = nthr / 32;
+    const u64 row = (u64)p.n_kv_heads * d;  // floats per cache row
+    const u64 kv_off = (u64)kvh * d;
+    const TileMap tm = {tid / d, tid % d, SPLIT_THREADS / d, SPLIT_THREADS % d};
+    float kr[SPLIT_STAGE], vr[SPLIT_STAGE];
+
+    for (u32 t = blockIdx.z; t < p.n_tokens; t += gridDim.z) {
+        const u32 n_keys = p.pos0 + t + 1;
+        const u32 k_begin = split * p.chunk;
+        const u32 k_end = min(k_begin + p.chunk, n_keys);
+        const u64 q_base = ((u64)t * p.n_heads + h0) * d;  // heads h0.. are contiguous
+        for (u32 i = tid; i < nh * d; i += nthr) {
+            qs[i] = q[q_base + i] * p.scale_log2;
+            acc[i] = 0.f;
+        }
+        for (u32 g = tid; g < nh; g += nthr) {
+            ms[g] = KILN_NEG_INF;
+            ls[g] = 0.f;
+        }
+        if (k_begin < k_end) split_load(tm, d, row, kv_off, k, v, k_begin, min(bk, k_end - k_begin), kr, vr);
+        __syncthreads();
+        for (u32 k0 = k_begin; k0 < k_end; k0 += bk) {
+            const u32 nk = min(bk, k_end - k0);  // >= 1
+            // Stage K and V rows k0 .. k0 + nk (all < n_keys), then start
+            // loading the next tile.
+            split_store(tm, d, nk, ks, vs, kr, vr);
+            __syncthreads();
+            const u32 k1 = k0 + bk;
+            if (k1 < k_end) split_load(tm, d, row, kv_off, k, v, k1, min(bk, k_end - k1), kr, vr);
+            // Scores, one (head, key) pair per thread.
+            for (u32 i = tid; i < nh * bk; i += nthr) {
+                const u32 g = i / bk, j = i - g * bk;
+                float s = KILN_NEG_INF;
+                if (j < nk) {
+                    const float* qr = qs + g * d;
+                    const float* krow = ks + j * (d + 1);
+                    float a0 = 0.f, a1 = 0.f;
+                    u32 c = 0;
+                    for (; c + 1 < d; c += 2) {
+                        a0 = fmaf(qr[c], krow[c], a0);
+                        a1 = fmaf(qr[c + 1], krow[c + 1], a1);
+                    }
+                    if (c < d) a0 = fmaf(qr[c], krow[c], a0);
+                    s = a0 + a1;
+                }
+                ps[i] = s;
+            }
+            __syncthreads();
+            // Online softmax, one warp per head. The tile holds >= 1 key, so
+            // m_new is finite; masked slots become exp2(-inf) = 0.
+            for (u32 g = warp; g < nh; g += nwarps) {
+                float* pr = ps + g * bk;
+                float mx = KILN_NEG_INF;
+                for (u32 j = lane; j < bk; j += 32) mx = fmaxf(mx, pr[j]);
+                mx = warp_max(mx);
+                const float m_old = ms[g];
+                const float m_new = fmaxf(m_old, mx);
+                float sum = 0.f;
+                for (u32 j = lane; j < bk; j += 32) {
+                    const float e = exp2f(pr[j] - m_new);
+                    pr[j] = e;
+                    sum += e;
+                }
+                sum = warp_sum(sum);
+                if (lane == 0) {
+                    const float a = exp2f(m_old - m_new);
+                    al[g] = a;
+                    ls[g] = ls[g] * a + sum;
+                    ms[g] = m_new;
+                }
+            }
+            __syncthreads();
+            // acc = acc * alpha + P V
+            for (u32 i = tid; i < nh * d; i += nthr) {
+                const u32 g = i / d, c = i - g * d;
+                const float* pr = ps + g * bk;
+                float a = 0.f;
+                for (u32 j = 0; j < nk; ++j) a = fmaf(pr[j], vs[j * d + c], a);
+                acc[i] = acc[i] * al[g] + a;
+            }
+            __syncthreads();
+        }
+        const u64 qh0 = (u64)t * p.n_heads + h0;
+        if (DIRECT) {
+            // One split covers every key: ls > 0.
+            for (u32 i = tid; i < nh * d; i += nthr) {
+                const u32 g = i / d;
+                dst[q_base + i] = acc[i] / ls[g];
+            }
+        } else {
+            // An empty split (k_begin >= n_keys) writes m = -inf, l = 0, acc = 0.
+            const u64 n_qh = (u64)p.n_tokens * p.n_heads;
+            for (u32 i = tid; i < nh * d; i += nthr) {
+                const u32 g = i / d, c = i - g * d;
+                dst[((qh0 + g) * p.n_splits + split) * d + c] = acc[i];
+            }
+            float* ml = dst + n_qh * p.n_splits * d;
+            for (u32 g = tid; g < nh; g += nthr) {
+                const u64 o = ((qh0 + g) * p.n_splits + split) * 2;
+                ml[o] = ms[g];
+                ml[o + 1] = ls[g];
+            }
+        }
+        __syncthreads();  // shared memory is reused by the next token
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+    attention_split_f32(AttnParams p, const float* __restrict__ q, const float* __restrict__ k,
+                        const float* __restrict__ v, float* __restrict__ part) {
+    attention_split<false>(p, q, k, v, part);
+}
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+    attention_split_direct_f32(AttnParams p, const float* __restrict__ q,
+                               const float* __restrict__ k, const float* __restrict__ v,
+                               float* __restrict__ out) {
+    attention_split<true>(p, q, k, v, out);
+}
+
+// Merge the splits of one (token, head) per block (grid.x = n_tokens * n_heads):
+// out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
+// Split 0 always holds key 0, so M is finite and the denominator > 0.
+// 256 threads: groups of d threads each sum every G-th split, G = 256 / d.
+// part: as written by attention_split_f32; out: [n_tokens, n_heads, d]
+#define COMBINE_MAX_SPLITS 256
+#define COMBINE_THREADS 256
+extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
+    attention_combine_f32(AttnParams p, const float* __restrict__ part, float* __restrict__ out) {
+    __shared__ float w[COMBINE_MAX_SPLITS];
+    __shared__ float red[COMBINE_THREADS];
+    __shared__ float mx_s, inv_s;
+    const u64 qh = blockIdx.x;
+    const u32 ns = p.n_splits, d = p.head_dim, tid = threadIdx.x;
+    const float* ml = part + (u64)p.n_tokens * p.n_heads * ns * d + qh * ns * 2;
+    const float* pa = part + qh * ns * d;
+    for (u32 s = tid; s < ns; s += COMBINE_THREADS) w[s] = ml[2 * s];
+    __syncthreads();
+    if (tid < 32) {
+        float mx = KILN_NEG_INF;
+        for (u32 s = tid; s < ns; s += 32) mx = fmaxf(mx, w[s]);
+        mx = warp_max(mx);
+        if (tid == 0) mx_s = mx;
+    }
+    __syncthreads();
+    for (u32 s = tid; s < ns; s += COMBINE_THREADS) w[s] = exp2f(w[s] - mx_s);
+    __syncthreads();
+    if (tid < 32) {
+        float den = 0.f;
+        for (u32 s = tid; s < ns; s += 32) den += ml[2 * s + 1] * w[s];
+        den = warp_sum(den);
+        if (tid == 0) inv_s = 1.f / den;
+    }
+    const u32 groups = max(1u, COMBINE_THREADS / d);
+    const u32 grp = tid / d, c = tid % d;
+    float num = 0.f;
+    if (grp < groups) {
+#pragma unroll 4
+        for (u32 s = grp; s < ns; s += groups) num = fmaf(pa[(u64)s * d + c], w[s], num);
+    }
+    red[tid] = num;
+    __syncthreads();
+    for (u32 cc = tid; cc < d; cc += COMBINE_THREADS) {
+        float sum = 0.f;
+        for (u32 g = 0; g < groups; ++g) sum += red[g * d + cc];
+        out[qh * d + cc] = sum * inv_s;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tiled prefill
+
+#define TILE_Q 32
+#define TILE_K 32
+#define TILE_THREADS 128
+
+// 128 threads: thread (r = tid / 4, cg = tid % 4) owns query row r of the tile,
+// scores of keys cg + 4 m (m < 8) of each key tile, and output columns
+// cg + 4 i (i < D / 4). The 4 threads of a row are adjacent lanes of one warp.
+// q: [n_tokens, n_heads, D]; k, v: [kv_stride, n_kv_heads, D]; out: [n_tokens, n_heads, D]
+template <int D>
+__device__ __forceinline__ void attention_tiled(const AttnParams& p, const float* __restrict__ q,
+                                                const float* __restrict__ k,
+                                                const float* __restrict__ v,
+                                                float* __restrict__ out) {
+    constexpr int DP = D + 1;  // odd row stride: conflict-free column reads
+    __shared__ float qs[TILE_Q * DP];
+    __shared__ float kv[TILE_K * DP];  // the K tile, then the V tile
+    const u32 tid = threadIdx.x, lane = tid % 32;
+    const u32 r = tid / 4, cg = tid % 4;
+    const u32 h = blockIdx.y, kvh = h / p.group;
+    const u32 t0 = blockIdx.x * TILE_Q;
+    const u32 nq = min((u32)TILE_Q, p.n_tokens - t0);
+    const u64 row = (u64)p.n_kv_heads * D;
+    const u64 kv_off = (u64)kvh * D;
+
+#pragma unroll
+    for (u32 i = tid; i < TILE_Q * D; i += TILE_THREADS) {
+        const u32 rr = i / D, c = i % D;
+        qs[rr * DP + c] = rr < nq ? q[((u64)(t0 + rr) * p.n_heads + h) * D + c] * p.scale_log2 : 0.f;
+    }
+    // Rows past the last token copy the last token's window (never written).
+    const u32 my_last = p.pos0 + t0 + min(r, nq - 1);  // last key this row sees
+    const u32 k_end = p.pos0 + t0 + nq;                 // keys any row sees: [0, k_end)
+    float o[D / 4];
+#pragma unroll
+    for (int i = 0; i < D / 4; ++i) o[i] = 0.f;
+    float m = KILN_NEG_INF, l = 0.f;
+
+    for (u32 k0 = 0; k0 < k_end; k0 += TILE_K) {
+        const u32 nk = min((u32)TILE_K, k_end - k0);
+        __syncthreads();  // Q is loaded / the previous V tile is consumed
+#pragma unroll
+        for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
+            const u32 j = i / D, c = i % D;
+            kv[j * DP + c] = j < nk ? k[(u64)(k0 + j) * row + kv_off + c] : 0.f;
+        }
+        __syncthreads();
+        float s[TILE_K / 4];
+#pragma unroll
+        for (int mm = 0; mm < TILE_K / 4; ++mm) s[mm] = 0.f;
+        const float* qr = qs + r * DP;
+#pragma unroll 4
+        for (int c = 0; c < D; ++c) {
+            const float qc = qr[c];
+#pragma unroll
+            for (int mm = 0; mm < TILE_K / 4; ++mm) s[mm] = fmaf(qc, kv[(cg + 4 * mm) * DP + c], s[mm]);
+        }
+        // Causal mask (also masks the keys past the tile's end: my_last < k_end).
+        float mx = KILN_NEG_INF;
+#pragma unroll
+        for (int mm = 0; mm < TILE_K / 4; ++mm) {
+            if (k0 + cg + 4 * mm > my_last) s[mm] = KILN_NEG_INF;
+            mx = fmaxf(mx, s[mm]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        // Key 0 is in the first tile and visible to every row: m_new is finite.
+        const float m_new = fmaxf(m, mx);
+        const float alpha = exp2f(m - m_new);
+        float sum = 0.f;
+#pragma unroll
+        for (int mm = 0; mm < TILE_K / 4; ++mm) {
+            s[mm] = exp2f(s[mm] - m_new);
+            sum += s[mm];
+        }
+        sum += __shfl_xor_sync(FULL_MASK, sum, 1);
+        sum += __shfl_xor_sync(FULL_MASK, sum, 2);
+        l = l * alpha + sum;
+        m = m_new;
+#pragma unroll
+        for (int i = 0; i < D / 4; ++i) o[i] *= alpha;
+        __syncthreads();  // every thread is done with the K tile
+#pragma unroll
+        for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
+            const u32 j = i / D, c = i % D;
+            kv[j * DP + c] = j < nk ? v[(u64)(k0 + j) * row + kv_off + c] : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int src = 0; src < 4; ++src) {
+#pragma unroll
+            for (int mm = 0; mm < TILE_K / 4; ++mm) {
+                const float pj = __shfl_sync(FULL_MASK, s[mm], (lane & ~3u) | src);
+                const float* vr = kv + (src + 4 * mm) * DP + cg;
+#pragma unroll
+                for (int i = 0; i < D / 4; ++i) o[i] = fmaf(pj, vr[4 * i], o[i]);
+            }
+        }
+    }
+    if (r < nq) {
+        const float inv = 1.f / l;
+        float* dst = out + ((u64)(t0 + r) * p.n_heads + h) * D + cg;
+#pragma unroll
+        for (int i = 0; i < D / 4; ++i) dst[4 * i] = o[i] * inv;
+    }
+}
+
+#define KILN_ATTN_TILED(D)                                                                      \
+    extern "C" __global__ void __launch_bounds__(TILE_THREADS) attention_tiled_d##D##_f32(      \
+        AttnParams p, const float* __restrict__ q, const float* __restrict__ k,                 \
+        const float* __restrict__ v, float* __restrict__ out) {                                 \
+        attention_tiled<D>(p, q, k, v, out);                                                    \
+    }
+KILN_ATTN_TILED(64)
+KILN_ATTN_TILED(80)
+KILN_ATTN_TILED(96)
+KILN_ATTN_TILED(128)

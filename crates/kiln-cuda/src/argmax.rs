@@ -1,0 +1,66 @@
+//! argmax on CUDA: validate → launch (`kernels/argmax.cu`). Implements
+//! `kiln_core::ops::argmax`: index of the largest finite value, lowest index
+//! on ties, NaN/inf ignored. [`argmax`] writes the index to device memory
+//! without syncing (u32::MAX when no value is finite, [`NO_FINITE`]);
+//! [`argmax_host`] downloads it and maps that sentinel to the CPU's error.
+
+use crate::kernels::ARGMAX;
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::error::check_len;
+use kiln_core::ops::argmax::validate;
+use kiln_core::Error;
+
+/// Written by [`argmax`] when `x` holds no finite value.
+pub const NO_FINITE: u32 = u32::MAX;
+
+/// Mirrors `struct ArgmaxParams` in argmax.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ArgmaxK {
+    n: u64,
+}
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for ArgmaxK {}
+
+/// `out[0] = argmax(x)` (or [`NO_FINITE`]) on the backend's stream; `out: [1]`.
+pub fn argmax(
+    be: &CudaBackend,
+    x: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, u32>,
+) -> Result<()> {
+    validate(x.len())?;
+    check_len("argmax", "out", out.len(), 1)?;
+    let f = be.function("argmax", ARGMAX, "argmax_f32")?;
+    // One block: about four values (one float4) per thread, up to 1024 threads.
+    let threads = crate::rms_norm::row_threads(x.len());
+    let cfg = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let k = ArgmaxK { n: x.len() as u64 };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&k).arg(x).arg(out);
+    // SAFETY: argument list matches argmax_f32(ArgmaxParams, const float*, u32*);
+    // x holds n floats, out one u32 (validated above); blockDim % 32 == 0.
+    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch argmax_f32", e))?;
+    Ok(())
+}
+
+/// [`argmax`] into a scratch value, downloaded (syncs the stream). No finite
+/// value is the same error as `kiln_core::ops::argmax::argmax_ref`'s.
+pub fn argmax_host(be: &CudaBackend, x: &CudaView<'_, f32>) -> Result<u32> {
+    validate(x.len())?;
+    let mut idx = be.alloc_zeros::<u32>(1)?;
+    argmax(be, x, &mut idx.as_view_mut())?;
+    let host = be.download(&idx)?;
+    match host.first() {
+        Some(&i) if i != NO_FINITE => Ok(i),
+        _ => Err(Error::invalid(
+            "argmax",
+            format!("no finite value among {} inputs", x.len()),
+        )
+        .into()),
+    }
+}

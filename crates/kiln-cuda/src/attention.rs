@@ -1,0 +1,381 @@
+//! attention on CUDA: causal GQA attention over an f32 KV cache, the
+//! semantics of `kiln_core::ops::attention::attention_ref` (see there for
+//! shapes). Validate → select → launch (`kernels/attention.cu`).
+//!
+//! Kernels ([`select_attention`] picks one):
+//! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
+//!   kv head × head chunk, token) stream their keys with an online softmax;
+//!   a combine kernel merges the splits' partials, which live in the
+//!   backend's scratch buffer ([`CudaBackend::with_scratch_f32`]). The split
+//!   count grows with the key count until the grid fills the GPU. Used for
+//!   decode (`n_tokens <= DECODE_MAX_TOKENS`) and for any head_dim ≤ 256 the
+//!   tiled kernel has no instance for.
+//! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
+//!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128.
+
+use crate::kernels::ATTENTION;
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::ops::attention::AttentionParams;
+use kiln_core::Error;
+
+/// Queries per call up to which the split-KV (decode) kernel is used.
+pub const DECODE_MAX_TOKENS: usize = 4;
+/// Head dims with a tiled (prefill) kernel instance.
+pub const TILED_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
+/// Largest head_dim of the split-KV kernel (its shared-memory budget).
+pub const SPLIT_MAX_HEAD_DIM: usize = 256;
+/// Most key splits per query (the combine kernel's shared array).
+pub const MAX_SPLITS: usize = 256;
+/// Fewest keys per split: below this the combine step costs more than the
+/// extra parallelism gains.
+pub const MIN_KEYS_PER_SPLIT: usize = 32;
+/// Most query heads per split-KV block (shared memory for q and acc).
+pub const MAX_HEADS_PER_BLOCK: usize = 8;
+/// Split-KV blocks aimed for per SM (enough loads in flight to stream the cache).
+const BLOCKS_PER_SM: usize = 4;
+const SPLIT_THREADS: u32 = 128;
+/// Registers per thread holding one K/V tile: key_tile * head_dim <= 128 * 32.
+const SPLIT_TILE_ELEMS: usize = 128 * 32;
+const COMBINE_THREADS: u32 = 256;
+const TILE_Q: usize = 32;
+const TILE_THREADS: u32 = 128;
+/// Grid y/z limit of a launch.
+const GRID_YZ_MAX: usize = 65_535;
+
+/// How the split-KV kernel divides the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitKvPlan {
+    /// Splits over the key range (1 = no combine step).
+    pub splits: usize,
+    /// Keys per split, a multiple of `key_tile`.
+    pub chunk: usize,
+    /// Query heads of one kv head handled by one block.
+    pub heads_per_block: usize,
+    /// Keys per shared-memory tile (32, or 16 for head_dim > 128).
+    pub key_tile: usize,
+}
+
+/// The attention kernel for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// Split-KV flash decoding (+ combine when `splits > 1`).
+    SplitKv(SplitKvPlan),
+    /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
+    Tiled { head_dim: usize },
+}
+
+/// Mirrors `struct AttnParams` in attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AttnK {
+    n_tokens: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    pos0: u32,
+    group: u32,
+    n_splits: u32,
+    chunk: u32,
+    heads_per_block: u32,
+    key_tile: u32,
+    scale_log2: f32,
+    pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<AttnK>() == 48);
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for AttnK {}
+
+fn unsupported(msg: String) -> Error {
+    Error::invalid("attention", msg)
+}
+
+/// The split-KV plan for `p` on a GPU with `sm_count` SMs.
+pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
+    let d = p.head_dim.max(1);
+    let group = p.group().max(1);
+    let key_tile = if d <= 128 { 32 } else { 16 };
+    let heads_per_block = group.min((1024 / d).max(1)).min(MAX_HEADS_PER_BLOCK);
+    let head_chunks = group.div_ceil(heads_per_block);
+    let base_blocks = p.n_tokens.clamp(1, GRID_YZ_MAX) * p.n_kv_heads.max(1) * head_chunks;
+    let max_keys = (p.pos0 + p.n_tokens).max(1);
+    let target = BLOCKS_PER_SM * sm_count.max(1);
+    let splits = target
+        .div_ceil(base_blocks)
+        .min(max_keys.div_ceil(MIN_KEYS_PER_SPLIT))
+        .clamp(1, MAX_SPLITS);
+    let chunk = max_keys.div_ceil(splits).div_ceil(key_tile) * key_tile;
+    SplitKvPlan {
+        splits: max_keys.div_ceil(chunk),
+        chunk,
+        heads_per_block,
+        key_tile,
+    }
+}
+
+/// Pick the kernel for `p` on a GPU with `sm_count` SMs, or say why none fits.
+/// Pure: also answers "is this supported".
+pub fn select_attention(
+    p: &AttentionParams,
+    sm_count: usize,
+) -> std::result::Result<AttentionKernel, Error> {
+    let d = p.head_dim;
+    if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
+        return Ok(AttentionKernel::Tiled { head_dim: d });
+    }
+    if d == 0 || d > SPLIT_MAX_HEAD_DIM {
+        return Err(unsupported(format!(
+            "head_dim {d} is not supported on CUDA (tiled prefill: {TILED_HEAD_DIMS:?}; \
+             split-KV: 1..={SPLIT_MAX_HEAD_DIM})"
+        )));
+    }
+    Ok(AttentionKernel::SplitKv(split_kv_plan(p, sm_count)))
+}
+
+/// Dynamic shared memory (bytes) of the split-KV kernel; the layout in attention.cu.
+fn split_smem_bytes(d: usize, plan: &SplitKvPlan) -> usize {
+    let (hb, bk) = (plan.heads_per_block, plan.key_tile);
+    let floats = 2 * hb * d + bk * (d + 1) + bk * d + hb * bk + 3 * hb;
+    floats * std::mem::size_of::<f32>()
+}
+
+/// Scratch floats the split-KV plan needs (0 for one split).
+pub fn split_scratch_len(p: &AttentionParams, plan: &SplitKvPlan) -> usize {
+    if plan.splits <= 1 {
+        return 0;
+    }
+    p.n_tokens * p.n_heads * plan.splits * (p.head_dim + 2)
+}
+
+/// Reject a plan the kernels cannot run correctly.
+fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<(), Error> {
+    let max_keys = p.pos0 + p.n_tokens;
+    let bad = |what: &str| unsupported(format!("split-KV plan {plan:?}: {what}"));
+    if plan.key_tile != 16 && plan.key_tile != 32 {
+        return Err(bad("key_tile must be 16 or 32"));
+    }
+    if plan.chunk == 0 || !plan.chunk.is_multiple_of(plan.key_tile) {
+        return Err(bad("chunk must be a positive multiple of key_tile"));
+    }
+    if plan.splits == 0 || plan.splits > MAX_SPLITS || plan.splits * plan.chunk < max_keys {
+        return Err(bad("splits must be in 1..=256 and cover every key"));
+    }
+    if plan.heads_per_block == 0 || plan.heads_per_block > MAX_HEADS_PER_BLOCK {
+        return Err(bad("heads_per_block must be in 1..=8"));
+    }
+    if p.head_dim > SPLIT_MAX_HEAD_DIM
+        || plan.key_tile * p.head_dim > SPLIT_TILE_ELEMS
+        || split_smem_bytes(p.head_dim, plan) > 48 * 1024
+    {
+        return Err(bad("shared memory exceeds 48 KiB"));
+    }
+    if p.n_kv_heads * p.group().div_ceil(plan.heads_per_block) > GRID_YZ_MAX {
+        return Err(bad("too many heads for one grid"));
+    }
+    Ok(())
+}
+
+/// `out = attention(q, k, v)` on the backend's stream; see the module docs.
+pub fn attention(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
+    attention_with_kernel(be, p, &kernel, q, k, v, out)
+}
+
+/// [`attention`] with an explicit kernel choice (benches, tuning). Validates
+/// `p` and the choice.
+pub fn attention_with_kernel(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    kernel: &AttentionKernel,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    if p.n_tokens == 0 {
+        return Ok(());
+    }
+    // The kernels index with u32 counts (positions + one chunk of slack).
+    let fits = |x: usize| x <= (i32::MAX as usize) / 2;
+    if !fits(p.pos0 + p.n_tokens) || !fits(p.n_heads) || !fits(p.head_dim) {
+        return Err(unsupported(format!(
+            "sizes too large for the CUDA kernels: pos0 {} + n_tokens {}, n_heads {}, head_dim {}",
+            p.pos0, p.n_tokens, p.n_heads, p.head_dim
+        ))
+        .into());
+    }
+    let mut params = AttnK {
+        n_tokens: p.n_tokens as u32,
+        n_heads: p.n_heads as u32,
+        n_kv_heads: p.n_kv_heads as u32,
+        head_dim: p.head_dim as u32,
+        pos0: p.pos0 as u32,
+        group: p.group() as u32,
+        n_splits: 1,
+        chunk: 0,
+        heads_per_block: 0,
+        key_tile: 0,
+        scale_log2: p.scale * std::f32::consts::LOG2_E,
+        pad: 0,
+    };
+    match *kernel {
+        AttentionKernel::Tiled { head_dim } => {
+            if head_dim != p.head_dim || !TILED_HEAD_DIMS.contains(&head_dim) {
+                return Err(unsupported(format!(
+                    "tiled kernel for head_dim {head_dim} cannot run head_dim {} \
+                     (instances: {TILED_HEAD_DIMS:?})",
+                    p.head_dim
+                ))
+                .into());
+            }
+            if p.n_heads > GRID_YZ_MAX {
+                return Err(unsupported(format!("n_heads {} exceeds the grid", p.n_heads)).into());
+            }
+            let name = format!("attention_tiled_d{head_dim}_f32");
+            let f = be.function("attention", ATTENTION, &name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (p.n_tokens.div_ceil(TILE_Q) as u32, p.n_heads as u32, 1),
+                block_dim: (TILE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = be.stream().launch_builder(&f);
+            l.arg(&params).arg(q).arg(k).arg(v).arg(out);
+            // SAFETY: arguments match attention_tiled_d*_f32(AttnParams, const float*,
+            // const float*, const float*, float*); lengths were validated and the
+            // kernel reads q/k/v rows below pos0 + n_tokens and writes out's
+            // n_tokens * n_heads * head_dim elements.
+            unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_tiled", e))?;
+        }
+        AttentionKernel::SplitKv(plan) => {
+            check_plan(p, &plan)?;
+            params.n_splits = plan.splits as u32;
+            params.chunk = plan.chunk as u32;
+            params.heads_per_block = plan.heads_per_block as u32;
+            params.key_tile = plan.key_tile as u32;
+            let head_chunks = p.group().div_ceil(plan.heads_per_block);
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    plan.splits as u32,
+                    (p.n_kv_heads * head_chunks) as u32,
+                    p.n_tokens.min(GRID_YZ_MAX) as u32,
+                ),
+                block_dim: (SPLIT_THREADS, 1, 1),
+                shared_mem_bytes: split_smem_bytes(p.head_dim, &plan) as u32,
+            };
+            if plan.splits == 1 {
+                let f = be.function("attention", ATTENTION, "attention_split_direct_f32")?;
+                let mut l = be.stream().launch_builder(&f);
+                l.arg(&params).arg(q).arg(k).arg(v).arg(out);
+                // SAFETY: arguments match attention_split_direct_f32(AttnParams,
+                // const float*, const float*, const float*, float*); lengths were
+                // validated, the plan checked (shared memory as computed), and
+                // the kernel writes each (token, head) row of out once.
+                unsafe { l.launch(cfg) }
+                    .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
+                return Ok(());
+            }
+            let need = split_scratch_len(p, &plan);
+            be.with_scratch_f32(need, |part| {
+                let f = be.function("attention", ATTENTION, "attention_split_f32")?;
+                let mut l = be.stream().launch_builder(&f);
+                l.arg(&params).arg(q).arg(k).arg(v).arg(&mut *part);
+                // SAFETY: arguments match attention_split_f32(AttnParams, const float*,
+                // const float*, const float*, float*); `part` holds
+                // n_tokens * n_heads * splits * (head_dim + 2) floats, the
+                // partial layout the kernel writes.
+                unsafe { l.launch(cfg) }
+                    .map_err(|e| CudaError::driver("launch attention_split", e))?;
+                let f = be.function("attention", ATTENTION, "attention_combine_f32")?;
+                let blocks = p.n_tokens * p.n_heads;
+                if blocks > u32::MAX as usize / 2 {
+                    return Err(unsupported(format!(
+                        "n_tokens {} * n_heads {} exceeds the grid",
+                        p.n_tokens, p.n_heads
+                    ))
+                    .into());
+                }
+                let cfg = LaunchConfig {
+                    grid_dim: (blocks as u32, 1, 1),
+                    block_dim: (COMBINE_THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut l = be.stream().launch_builder(&f);
+                l.arg(&params).arg(&mut *part).arg(&mut *out);
+                // SAFETY: arguments match attention_combine_f32(AttnParams, const
+                // float*, float*); `part` was written by the launch above on the
+                // same stream, splits <= 256 (the kernel's shared array), and
+                // each block writes one head_dim row of out.
+                unsafe { l.launch(cfg) }
+                    .map_err(|e| CudaError::driver("launch attention_combine", e))?;
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn p(n_tokens: usize, n_heads: usize, n_kv: usize, d: usize, pos0: usize) -> AttentionParams {
+        AttentionParams {
+            n_tokens,
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim: d,
+            pos0,
+            kv_stride: pos0 + n_tokens,
+            scale: 0.125,
+        }
+    }
+
+    #[test]
+    fn selection() {
+        assert_eq!(
+            select_attention(&p(512, 9, 3, 64, 0), 132).unwrap(),
+            AttentionKernel::Tiled { head_dim: 64 }
+        );
+        // Prefill with a head_dim the tiled kernel lacks falls back to split-KV.
+        assert!(matches!(
+            select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
+            AttentionKernel::SplitKv(_)
+        ));
+        let e = select_attention(&p(1, 1, 1, 300, 0), 132).unwrap_err();
+        assert!(e.to_string().contains("head_dim 300"), "{e}");
+        let e = select_attention(&p(64, 1, 1, 512, 0), 132).unwrap_err();
+        assert!(e.to_string().contains("head_dim 512"), "{e}");
+    }
+
+    #[test]
+    fn split_plans_cover_the_keys_and_fill_the_gpu() {
+        for kv in [1usize, 31, 33, 1000, 1024, 4096, 8192, 100_000] {
+            for (h, hk, d) in [(9, 3, 64), (32, 8, 128), (8, 1, 256), (64, 4, 80)] {
+                let pp = p(1, h, hk, d, kv - 1);
+                let AttentionKernel::SplitKv(plan) = select_attention(&pp, 132).unwrap() else {
+                    panic!("decode must be split-KV");
+                };
+                check_plan(&pp, &plan).unwrap();
+                assert!(plan.splits * plan.chunk >= kv);
+                assert!(
+                    (plan.splits - 1) * plan.chunk < kv,
+                    "{plan:?}: an empty split"
+                );
+                if kv >= 8192 {
+                    let blocks = plan.splits * hk * h.div_ceil(hk).div_ceil(plan.heads_per_block);
+                    assert!(blocks >= 132, "kv {kv}: {plan:?} gives {blocks} blocks");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! copy_rows on CUDA: validate → launch (`kernels/copy_rows.cu`). Implements
+//! `kiln_core::ops::copy_rows` (KV-cache append, last-token pick): rows are
+//! contiguous, so the copy is one range of `n_rows * row_len` floats.
+
+use crate::kernels::COPY_ROWS;
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::ops::copy_rows::CopyRowsParams;
+
+/// Mirrors `struct CopyRowsParams` in copy_rows.cu (element counts).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyRowsK {
+    n: u64,
+    src_off: u64,
+    dst_off: u64,
+}
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for CopyRowsK {}
+
+/// `dst[dst_row + r, :] = src[src_row + r, :]` for `r < n_rows`, rows of
+/// `row_len` floats; the rest of `dst` is untouched.
+pub fn copy_rows(
+    be: &CudaBackend,
+    p: &CopyRowsParams,
+    src: &CudaView<'_, f32>,
+    dst: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    // validate() bounds (first + n_rows) * row_len by the buffer lengths, so
+    // none of the products below overflows.
+    p.validate(src.len(), dst.len())?;
+    let n = p.n_rows * p.row_len;
+    if n == 0 {
+        return Ok(());
+    }
+    let f = be.function("copy_rows", COPY_ROWS, "copy_rows_f32")?;
+    let threads = 256u32;
+    let blocks = n.div_ceil(4 * threads as usize).min(65_535) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let k = CopyRowsK {
+        n: n as u64,
+        src_off: (p.src_row * p.row_len) as u64,
+        dst_off: (p.dst_row * p.row_len) as u64,
+    };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&k).arg(src).arg(dst);
+    // SAFETY: argument list matches copy_rows_f32(CopyRowsParams, const float*,
+    // float*); src_off + n <= src.len() and dst_off + n <= dst.len() (validated).
+    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch copy_rows_f32", e))?;
+    Ok(())
+}

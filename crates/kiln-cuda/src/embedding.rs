@@ -1,0 +1,142 @@
+//! embedding on CUDA: validate → select → launch (`kernels/embedding.cu`).
+//! Implements `kiln_core::ops::embedding` (row lookup + GGML dequantize) for
+//! every [`DType`].
+//!
+//! The ids live on the device, so the launcher cannot check them without a
+//! sync: it validates the table and output sizes, and the kernel checks each
+//! id. A row whose id is `>= n_vocab` is **filled with NaN** (never read out
+//! of bounds). Callers that hold the ids on the host should also run
+//! [`EmbeddingParams::validate`] with them to get a proper error.
+
+use crate::kernels::EMBEDDING;
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::error::check_len;
+use kiln_core::ops::embedding::EmbeddingParams;
+use kiln_core::{DType, Error};
+
+/// Mirrors `struct EmbeddingParams` in embedding.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EmbeddingK {
+    n_ids: u64,
+    n_vocab: u64,
+    dim: u64,
+    row_bytes: u64,
+}
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for EmbeddingK {}
+
+/// The kernel for a table format (one per [`DType`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingKernel {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q8_1,
+}
+
+impl EmbeddingKernel {
+    /// Entry point in embedding.cu.
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingKernel::F32 => "embedding_f32_f32",
+            EmbeddingKernel::F16 => "embedding_f16_f32",
+            EmbeddingKernel::BF16 => "embedding_bf16_f32",
+            EmbeddingKernel::Q4_0 => "embedding_q4_0_f32",
+            EmbeddingKernel::Q4_1 => "embedding_q4_1_f32",
+            EmbeddingKernel::Q8_0 => "embedding_q8_0_f32",
+            EmbeddingKernel::Q8_1 => "embedding_q8_1_f32",
+        }
+    }
+
+    /// Alignment the kernel needs of the table's device address (its widest
+    /// scalar load: f32 values, or the f16 fields of the rows and blocks).
+    pub fn table_align(self) -> u64 {
+        match self {
+            EmbeddingKernel::F32 => 4,
+            _ => 2,
+        }
+    }
+}
+
+/// Kernel choice: one per table format.
+pub fn select_embedding(p: &EmbeddingParams) -> EmbeddingKernel {
+    match p.dtype {
+        DType::F32 => EmbeddingKernel::F32,
+        DType::F16 => EmbeddingKernel::F16,
+        DType::BF16 => EmbeddingKernel::BF16,
+        DType::Q4_0 => EmbeddingKernel::Q4_0,
+        DType::Q4_1 => EmbeddingKernel::Q4_1,
+        DType::Q8_0 => EmbeddingKernel::Q8_0,
+        DType::Q8_1 => EmbeddingKernel::Q8_1,
+    }
+}
+
+/// `out[t, :] = dequantize(table[ids[t], :])` for `t < n_ids` on the backend's
+/// stream. `table: [n_vocab, row_bytes]` raw GGML bytes, `ids: [n_ids]`,
+/// `out: [n_ids, dim]`. Ids are checked on the device: an out-of-range id
+/// yields a NaN row (see the module docs).
+pub fn embedding(
+    be: &CudaBackend,
+    p: &EmbeddingParams,
+    table: &CudaView<'_, u8>,
+    ids: &CudaView<'_, u32>,
+    n_ids: usize,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    // Validate: dim, block multiple and table size (no host ids to check here).
+    p.validate(table.len(), &[], 0)?;
+    check_len("embedding", "ids", ids.len(), n_ids)?;
+    let n = n_ids
+        .checked_mul(p.dim)
+        .ok_or_else(|| Error::invalid("embedding", "n_ids * dim overflows"))?;
+    check_len("embedding", "out", out.len(), n)?;
+    let row_bytes = p.row_bytes()?;
+    // Select.
+    let kernel = select_embedding(p);
+    let (ptr, _sync) = table.device_ptr(be.stream());
+    if ptr % kernel.table_align() != 0 {
+        return Err(Error::invalid(
+            "embedding",
+            format!(
+                "{} table at device address {ptr:#x} is not {}-byte aligned",
+                p.dtype,
+                kernel.table_align()
+            ),
+        )
+        .into());
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // Launch: grid.x over ids, grid.y over chunks of a row.
+    let f = be.function("embedding", EMBEDDING, kernel.name())?;
+    let threads = p.dim.div_ceil(32).clamp(1, 8) as u32 * 32;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            n_ids.min(65_535) as u32,
+            p.dim.div_ceil(threads as usize).min(65_535) as u32,
+            1,
+        ),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let k = EmbeddingK {
+        n_ids: n_ids as u64,
+        n_vocab: p.n_vocab as u64,
+        dim: p.dim as u64,
+        row_bytes: row_bytes as u64,
+    };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&k).arg(table).arg(ids).arg(out);
+    // SAFETY: argument list matches embedding_*_f32(EmbeddingParams, const u8*,
+    // const u32*, float*); the table holds n_vocab * row_bytes bytes at the
+    // checked alignment, ids n_ids values, out n_ids * dim floats (validated
+    // above); the kernel reads a row only for an id < n_vocab.
+    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch embedding", e))?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The testkit's parity case tables on a CUDA device: each case's host inputs
+//! are uploaded, the output lives in a device buffer with sentinel guard zones
+//! on both sides and a NaN-poisoned interior, and after the launch the guards
+//! are checked on the downloaded buffer. Used by `kiln selftest` and the GPU
+//! parity test, so users and CI run the same tables.
+
+use crate::{CudaBackend, CudaError};
+use kiln_testkit::{check_all, AllOps, Options, Report};
+
+/// Floats of guard on each side of a device output.
+const GUARD: usize = 64;
+/// Bit pattern written into the guards (a NaN no kernel produces).
+const SENTINEL: u32 = 0x7fc0_dead;
+
+fn err(e: CudaError) -> kiln_core::Error {
+    match e {
+        CudaError::Core(c) => c,
+        other => kiln_core::Error::invalid("cuda", other.to_string()),
+    }
+}
+
+/// Upload `init` (the host output's current contents, i.e. the testkit's
+/// poison) between two guard zones, run `launch` on the interior view, check
+/// the guards and copy the interior back into `out`.
+fn guarded(
+    be: &CudaBackend,
+    out: &mut [f32],
+    launch: impl FnOnce(&mut crate::CudaViewMut<'_, f32>) -> crate::Result<()>,
+) -> kiln_core::Result<()> {
+    let n = out.len();
+    let mut host = vec![f32::from_bits(SENTINEL); n + 2 * GUARD];
+    host[GUARD..GUARD + n].copy_from_slice(out);
+    let mut dev = be.upload(&host).map_err(err)?;
+    {
+        let mut view = dev.slice_mut(GUARD..GUARD + n);
+        launch(&mut view).map_err(err)?;
+    }
+    let back = be.download(&dev).map_err(err)?;
+    let bad = back[..GUARD]
+        .iter()
+        .chain(&back[GUARD + n..])
+        .filter(|v| v.to_bits() != SENTINEL)
+        .count();
+    if bad > 0 {
+        return Err(kiln_core::Error::invalid(
+            "cuda",
+            format!("{bad} guard values around an output of {n} were overwritten"),
+        ));
+    }
+    out.copy_from_slice(&back[GUARD..GUARD + n]);
+    Ok(())
+}
+
+/// Run every op family's case table on `be`.
+pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
+    let up_f32 = |x: &[f32]| be.upload(if x.is_empty() { &[0.0f32][..] } else { x }).map_err(err);
+    check_all(
+        &AllOps {
+            add: &|p, a, b, out| {
+                p.validate(a.len(), b.len(), out.len())?;
+                let (a, b) = (up_f32(a)?, up_f32(b)?);
+                guarded(be, out, |o| crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o))
+            },
+            argmax: &|x| {
+                kiln_core::ops::argmax::validate(x.len())?;
+                let d = up_f32(x)?;
+                crate::argmax::argmax_host(be, &d.slice(0..x.len())).map_err(err)
+            },
+            attention: &|p, q, k, v, out| {
+                p.validate(q.len(), k.len(), v.len(), out.len())?;
+                let (q, k, v) = (up_f32(q)?, up_f32(k)?, up_f32(v)?);
+                let (nq, nk) = (out.len(), p.kv_stride * p.n_kv_heads * p.head_dim);
+                guarded(be, out, |o| {
+                    crate::attention::attention(be, p, &q.slice(0..nq), &k.slice(0..nk), &v.slice(0..nk), o)
+                })
+            },
+            embedding: &|p, table, ids, out| {
+                p.validate(table.len(), ids, out.len())?;
+                let t = be.upload(table).map_err(err)?;
+                let i = be.upload(if ids.is_empty() { &[0u32][..] } else { ids }).map_err(err)?;
+                guarded(be, out, |o| {
+                    crate::embedding::embedding(be, p, &t.slice(0..table.len()), &i.slice(0..ids.len()), ids.len(), o)
+                })
+            },
+            matmul: &|p, w, x, out| {
+                p.validate(w.len(), x.len(), out.len())?;
+                let wd = be.upload(if w.is_empty() { &[0u8][..] } else { w }).map_err(err)?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| crate::matmul::matmul(be, p, &wd.slice(0..w.len()), &xd.slice(0..x.len()), o))
+            },
+            rms_norm: &|p, x, w, out| {
+                p.validate(x.len(), w.len(), out.len())?;
+                let (xd, wd) = (up_f32(x)?, up_f32(w)?);
+                guarded(be, out, |o| crate::rms_norm::rms_norm(be, p, &xd.slice(0..x.len()), &wd.slice(0..w.len()), o))
+            },
+            rope: &|p, pos, x| {
+                p.validate(pos.len(), x.len())?;
+                let pd = be.upload(if pos.is_empty() { &[0i32][..] } else { pos }).map_err(err)?;
+                guarded(be, x, |o| crate::rope::rope(be, p, &pd.slice(0..pos.len()), o))
+            },
+            silu_mul: &|p, g, u, out| {
+                p.validate(g.len(), u.len(), out.len())?;
+                let (gd, ud) = (up_f32(g)?, up_f32(u)?);
+                guarded(be, out, |o| crate::silu_mul::silu_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o))
+            },
+            softmax: &|p, x, out| {
+                p.validate(x.len(), out.len())?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| crate::softmax::softmax(be, p, &xd.slice(0..x.len()), o))
+            },
+        },
+        opts,
+    )
+}

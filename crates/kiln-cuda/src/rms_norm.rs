@@ -1,0 +1,58 @@
+//! rms_norm on CUDA: validate → launch (`kernels/rms_norm.cu`). Implements
+//! `kiln_core::ops::rms_norm`: one block per row, f32 accumulation.
+
+use crate::kernels::RMS_NORM;
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::ops::rms_norm::RmsNormParams;
+
+/// Mirrors `struct RmsNormParams` in rms_norm.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RmsNormK {
+    rows: u64,
+    dim: u64,
+    eps: f32,
+    pad: u32,
+}
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for RmsNormK {}
+
+/// Threads for one block reducing a row of `len` values: about four values
+/// per thread (one float4), a multiple of 32, at most 1024.
+pub(crate) fn row_threads(len: usize) -> u32 {
+    (len.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
+}
+
+/// `out = x * rsqrt(mean(x^2) + eps) * w` per row of `x: [rows, dim]`, `w: [dim]`.
+pub fn rms_norm(
+    be: &CudaBackend,
+    p: &RmsNormParams,
+    x: &CudaView<'_, f32>,
+    w: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate(x.len(), w.len(), out.len())?;
+    if p.rows == 0 {
+        return Ok(());
+    }
+    let f = be.function("rms_norm", RMS_NORM, "rms_norm_f32")?;
+    let cfg = LaunchConfig {
+        grid_dim: (p.rows.min(65_535) as u32, 1, 1),
+        block_dim: (row_threads(p.dim), 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let k = RmsNormK {
+        rows: p.rows as u64,
+        dim: p.dim as u64,
+        eps: p.eps,
+        pad: 0,
+    };
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&k).arg(x).arg(w).arg(out);
+    // SAFETY: argument list matches rms_norm_f32(RmsNormParams, const float*,
+    // const float*, float*); x and out hold rows * dim floats and w dim
+    // (validated above); blockDim is a multiple of 32 as the kernel requires.
+    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch rms_norm_f32", e))?;
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! GPU parity of `kiln_cuda::attention` against `attention_ref`: the
+//! testkit's case table, plus long-context decode, prefill continuing a
+//! cache, every tiled head_dim, wide GQA groups and forced kernel plans.
+//! Device outputs sit between sentinel guard zones and start NaN-poisoned;
+//! cache rows past the causal window are NaN. `KILN_BENCH=1` also times
+//! decode and prefill (CUDA events, median of 20). Skips without a GPU.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaSlice;
+use kiln_core::ops::attention::{attention_ref, AttentionParams};
+use kiln_cuda::attention::{
+    attention, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
+};
+use kiln_cuda::{CudaBackend, CudaError};
+use kiln_testkit::cases::attention::check_attention_with;
+use kiln_testkit::guard::sentinel;
+use kiln_testkit::{case_rng, compare, rand_f32, test_seed, Options, Tol};
+
+/// Device guard elements on each side of an output.
+const GUARD: usize = 64;
+
+fn backend() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(be) => Some(be),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn to_core(e: CudaError) -> kiln_core::Error {
+    match e {
+        CudaError::Core(e) => e,
+        other => kiln_core::Error::invalid("attention (cuda)", other.to_string()),
+    }
+}
+
+/// Run attention on the GPU (`kernel: None` = the launcher's own choice) into
+/// a NaN-poisoned device output between sentinel guards; check the guards and
+/// copy the interior into `out`.
+fn run_gpu(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    kernel: Option<&AttentionKernel>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> Result<(), CudaError> {
+    let n = out.len();
+    let (dq, dk, dv) = (be.upload(q)?, be.upload(k)?, be.upload(v)?);
+    let mut host = vec![sentinel(); n + 2 * GUARD];
+    host[GUARD..GUARD + n].fill(f32::NAN);
+    let mut dout = be.upload(&host)?;
+    {
+        let mut view = dout.slice_mut(GUARD..GUARD + n);
+        let (q, k, v) = (dq.slice(..), dk.slice(..), dv.slice(..));
+        match kernel {
+            None => attention(be, p, &q, &k, &v, &mut view)?,
+            Some(kern) => attention_with_kernel(be, p, kern, &q, &k, &v, &mut view)?,
+        }
+    }
+    let got = be.download(&dout)?;
+    let bad = got[..GUARD]
+        .iter()
+        .chain(&got[GUARD + n..])
+        .filter(|x| x.to_bits() != sentinel().to_bits())
+        .count();
+    if bad > 0 {
+        return Err(kiln_core::Error::invalid(
+            "attention (cuda)",
+            format!("{bad} device guard element(s) overwritten"),
+        )
+        .into());
+    }
+    out.copy_from_slice(&got[GUARD..GUARD + n]);
+    Ok(())
+}
+
+#[test]
+fn testkit_attention_cases() {
+    let Some(be) = backend() else { return };
+    let report = check_attention_with(
+        &|p, q, k, v, out| run_gpu(&be, p, None, q, k, v, out).map_err(to_core),
+        &Options::default(),
+    );
+    report.into_result().unwrap();
+}
+
+/// One of our own cases: shape, and an optional forced kernel.
+struct Case {
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    /// Spare cache rows past pos0 + n_tokens (NaN-filled).
+    spare: usize,
+}
+
+const fn c(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    spare: usize,
+) -> Case {
+    Case {
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        pos0,
+        spare,
+    }
+}
+
+/// Long-context decode (every split-KV branch: head_dim > 128 uses 16-key
+/// tiles, groups wider than 8 heads take several blocks), prefill continuing
+/// a cache at odd offsets for every tiled head_dim, split-KV fallback prefill.
+const CASES: &[Case] = &[
+    c(1, 9, 3, 64, 4095, 100),
+    c(1, 9, 3, 64, 8191, 0),
+    c(1, 9, 3, 64, 16_383, 7),
+    c(4, 9, 3, 64, 4200, 3),
+    c(3, 32, 8, 128, 5000, 0),
+    c(1, 32, 2, 128, 4100, 50),
+    c(2, 8, 1, 256, 4097, 0),
+    c(1, 12, 4, 200, 999, 1),
+    c(1, 16, 16, 80, 2047, 1),
+    c(77, 9, 3, 64, 1000, 13),
+    c(100, 32, 8, 128, 3001, 0),
+    c(45, 10, 2, 80, 517, 5),
+    c(70, 12, 4, 96, 33, 2),
+    c(33, 4, 4, 96, 0, 0),
+    c(300, 9, 3, 64, 4000, 0),
+    c(40, 6, 3, 48, 200, 9),
+];
+
+fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = AttentionParams {
+        n_tokens: cs.n_tokens,
+        n_heads: cs.n_heads,
+        n_kv_heads: cs.n_kv_heads,
+        head_dim: cs.head_dim,
+        pos0: cs.pos0,
+        kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
+        scale: 1.0 / (cs.head_dim as f32).sqrt(),
+    };
+    let mut rng = case_rng(test_seed(), "attention-cuda", index);
+    let row = p.n_kv_heads * p.head_dim;
+    let valid = (p.pos0 + p.n_tokens) * row;
+    let q = rand_f32(&mut rng, p.n_tokens * p.n_heads * p.head_dim, -1.0, 1.0);
+    let mut k = rand_f32(&mut rng, p.kv_stride * row, -1.0, 1.0);
+    let mut v = rand_f32(&mut rng, p.kv_stride * row, -1.0, 1.0);
+    k[valid..].fill(f32::NAN);
+    v[valid..].fill(f32::NAN);
+    let mut want = vec![0.0; q.len()];
+    attention_ref(&p, &q, &k, &v, &mut want).unwrap();
+    (p, q, k, v, want)
+}
+
+#[test]
+fn long_context_and_continued_prefill() {
+    let Some(be) = backend() else { return };
+    let sm = be.info().sm_count as usize;
+    eprintln!("seed {:#x} (KILN_TEST_SEED)", test_seed());
+    let mut failures = Vec::new();
+    for (i, cs) in CASES.iter().enumerate() {
+        let (p, q, k, v, want) = inputs(cs, i);
+        let kernel = select_attention(&p, sm).unwrap();
+        let mut out = vec![f32::NAN; want.len()];
+        let name = format!("{p:?} via {kernel:?}");
+        match run_gpu(&be, &p, None, &q, &k, &v, &mut out) {
+            Ok(()) => match compare("out", &out, &want, Tol::ATTENTION) {
+                Ok(()) => eprintln!("ok   {name}"),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            },
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same inputs through forced plans: one split (direct write), the
+/// most splits, heads one per block, and split-KV against tiled for prefill.
+#[test]
+fn forced_kernels_agree() {
+    let Some(be) = backend() else { return };
+    let mut failures = Vec::new();
+    let mut check = |cs: &Case, i: usize, kernel: AttentionKernel| {
+        let (p, q, k, v, want) = inputs(cs, 100 + i);
+        let mut out = vec![f32::NAN; want.len()];
+        let name = format!("{p:?} forced {kernel:?}");
+        let r = run_gpu(&be, &p, Some(&kernel), &q, &k, &v, &mut out)
+            .map_err(|e| e.to_string())
+            .and_then(|()| compare("out", &out, &want, Tol::ATTENTION));
+        match r {
+            Ok(()) => eprintln!("ok   {name}"),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    };
+    let decode = c(2, 9, 3, 64, 3000, 4);
+    let AttentionKernel::SplitKv(base) = select_attention(
+        &AttentionParams {
+            n_tokens: 2,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            pos0: 3000,
+            kv_stride: 3006,
+            scale: 0.125,
+        },
+        132,
+    )
+    .unwrap() else {
+        panic!("decode must select split-KV")
+    };
+    let one = kiln_cuda::attention::SplitKvPlan {
+        splits: 1,
+        chunk: 3008,
+        ..base
+    };
+    let most = kiln_cuda::attention::SplitKvPlan {
+        splits: 95,
+        chunk: 32,
+        ..base
+    };
+    let narrow = kiln_cuda::attention::SplitKvPlan {
+        heads_per_block: 1,
+        key_tile: 16,
+        chunk: 96,
+        splits: 32,
+    };
+    check(&decode, 0, AttentionKernel::SplitKv(one));
+    check(&decode, 1, AttentionKernel::SplitKv(most));
+    check(&decode, 2, AttentionKernel::SplitKv(narrow));
+    let prefill = c(50, 8, 2, 128, 70, 3);
+    let p50 = AttentionParams {
+        n_tokens: 50,
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 128,
+        pos0: 70,
+        kv_stride: 123,
+        scale: 0.1,
+    };
+    check(
+        &prefill,
+        3,
+        AttentionKernel::SplitKv(split_kv_plan(&p50, 132)),
+    );
+    check(&prefill, 4, AttentionKernel::Tiled { head_dim: 128 });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Unsupported head dims and mismatched forced kernels are errors that name
+/// the value and leave the output untouched.
+#[test]
+fn rejects_unsupported() {
+    let Some(be) = backend() else { return };
+    let p = AttentionParams {
+        n_tokens: 8,
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 512,
+        pos0: 0,
+        kv_stride: 8,
+        scale: 0.05,
+    };
+    let q = vec![0.5; 8 * 2 * 512];
+    let kv = vec![0.5; 8 * 512];
+    let mut out = vec![f32::NAN; q.len()];
+    let e = run_gpu(&be, &p, None, &q, &kv, &kv, &mut out).unwrap_err();
+    assert!(e.to_string().contains("head_dim 512"), "{e}");
+    assert!(out.iter().all(|x| x.is_nan()));
+    let p = AttentionParams { head_dim: 64, ..p };
+    let q = vec![0.5; 8 * 2 * 64];
+    let kv = vec![0.5; 8 * 64];
+    let mut out = vec![f32::NAN; q.len()];
+    let e = run_gpu(
+        &be,
+        &p,
+        Some(&AttentionKernel::Tiled { head_dim: 96 }),
+        &q,
+        &kv,
+        &kv,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("head_dim 64"), "{e}");
+}
+
+/// Median of 20 event-timed runs (each `inner` back-to-back calls, inputs
+/// rotated over copies so the KV cache is not served from L2), in µs per call.
+fn time_us(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    kernel: &AttentionKernel,
+    copies: &[(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)],
+    out: &mut CudaSlice<f32>,
+) -> f64 {
+    let inner = 10;
+    let mut run = |i: usize| {
+        let (q, k, v) = &copies[i % copies.len()];
+        let mut o = out.slice_mut(..);
+        attention_with_kernel(
+            be,
+            p,
+            kernel,
+            &q.slice(..),
+            &k.slice(..),
+            &v.slice(..),
+            &mut o,
+        )
+        .unwrap();
+    };
+    for i in 0..5 {
+        run(i);
+    }
+    be.synchronize().unwrap();
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..20 {
+        let start = be
+            .stream()
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .unwrap();
+        for _ in 0..inner {
+            run(n);
+            n += 1;
+        }
+        let end = be
+            .stream()
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .unwrap();
+        times.push(f64::from(start.elapsed_ms(&end).unwrap()) * 1000.0 / inner as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+#[test]
+fn bench_attention() {
+    if std::env::var_os("KILN_BENCH").is_none() {
+        eprintln!("SKIPPED: set KILN_BENCH=1 to time attention");
+        return;
+    }
+    let Some(be) = backend() else { return };
+    let sm = be.info().sm_count as usize;
+    eprintln!("device {} ({sm} SMs)", be.info().name);
+    let shapes = [(1usize, 1024usize), (1, 4096), (1, 8192), (512, 512)];
+    for (n_tokens, kv) in shapes {
+        let p = AttentionParams {
+            n_tokens,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            pos0: kv - n_tokens,
+            kv_stride: kv,
+            scale: 0.125,
+        };
+        let kv_len = kv * 3 * 64;
+        let kv_bytes = 2 * kv_len * 4;
+        let n_copies = (128usize << 20).div_ceil(kv_bytes).clamp(1, 16);
+        let mut rng = case_rng(1, "attention-bench", kv);
+        let copies: Vec<_> = (0..n_copies)
+            .map(|_| {
+                (
+                    be.upload(&rand_f32(&mut rng, n_tokens * 9 * 64, -1.0, 1.0))
+                        .unwrap(),
+                    be.upload(&rand_f32(&mut rng, kv_len, -1.0, 1.0)).unwrap(),
+                    be.upload(&rand_f32(&mut rng, kv_len, -1.0, 1.0)).unwrap(),
+                )
+            })
+            .collect();
+        let mut out = be.alloc_zeros::<f32>(n_tokens * 9 * 64).unwrap();
+        let chosen = select_attention(&p, sm).unwrap();
+        let mut kernels = vec![chosen];
+        if let AttentionKernel::SplitKv(plan) = chosen {
+            for splits in [8usize, 16, 32, 64, 128, 256] {
+                let chunk = kv.div_ceil(splits).div_ceil(plan.key_tile) * plan.key_tile;
+                let alt = kiln_cuda::attention::SplitKvPlan {
+                    splits: kv.div_ceil(chunk),
+                    chunk,
+                    ..plan
+                };
+                if alt != plan {
+                    kernels.push(AttentionKernel::SplitKv(alt));
+                }
+            }
+        }
+        for (i, kernel) in kernels.iter().enumerate() {
+            let us = time_us(&be, &p, kernel, &copies, &mut out);
+            // Keys seen, summed over queries; bytes of K and V read once.
+            let keys: usize = (0..n_tokens).map(|t| p.pos0 + t + 1).sum();
+            let flops = 4.0 * 9.0 * 64.0 * keys as f64;
+            let gbs = kv_bytes as f64 / us / 1e3;
+            eprintln!(
+                "{} tokens={n_tokens} kv={kv} heads=9/3 d=64: {us:.2} µs  ({gbs:.0} GB/s KV, {:.2} TFLOP/s)  {kernel:?}",
+                if i == 0 { "BENCH" } else { "  alt" },
+                flops / us / 1e6
+            );
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! GPU parity of `kiln_cuda::matmul` against `matmul_ref`: the testkit's case
+//! table (every format, m in 1..64, odd n, SmolLM2 shapes), plus m = 9 and
+//! m = 512 (the prefill path) for every format with odd n and odd block
+//! counts, odd k for float formats, and the alignment rules. Device outputs
+//! sit between sentinel guard zones and start NaN-poisoned. `KILN_BENCH=1`
+//! also times mat-vec and prefill against a streaming-read ceiling. Skips
+//! without a GPU.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaSlice;
+use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
+use kiln_core::DType;
+use kiln_cuda::matmul::{bench_read_sum, matmul, select_matmul, MatmulKernel};
+use kiln_cuda::{CudaBackend, CudaError};
+use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
+use kiln_testkit::guard::sentinel;
+use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed, Options};
+
+/// Device guard elements on each side of an output.
+const GUARD: usize = 64;
+
+fn backend() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(be) => Some(be),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn to_core(e: CudaError) -> kiln_core::Error {
+    match e {
+        CudaError::Core(e) => e,
+        other => kiln_core::Error::invalid("matmul (cuda)", other.to_string()),
+    }
+}
+
+/// Upload `data` (at least one element is allocated, so empty inputs work).
+fn upload<T: cudarc::driver::DeviceRepr + Copy + Default>(
+    be: &CudaBackend,
+    data: &[T],
+) -> Result<CudaSlice<T>, CudaError> {
+    if data.is_empty() {
+        be.upload(&[T::default()])
+    } else {
+        be.upload(data)
+    }
+}
+
+/// matmul on the GPU into a NaN-poisoned device output between sentinel
+/// guards; check the guards and copy the interior into `out`. `x_offset`
+/// shifts x inside its device buffer (alignment tests).
+fn run_gpu(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    w: &[u8],
+    x: &[f32],
+    x_offset: usize,
+    out: &mut [f32],
+) -> Result<(), CudaError> {
+    let n = out.len();
+    let dw = upload(be, w)?;
+    let mut xs = vec![0.0f32; x_offset];
+    xs.extend_from_slice(x);
+    let dx = upload(be, &xs)?;
+    let mut host = vec![sentinel(); n + 2 * GUARD];
+    host[GUARD..GUARD + n].fill(f32::NAN);
+    let mut dout = be.upload(&host)?;
+    {
+        let mut view = dout.slice_mut(GUARD..GUARD + n);
+        let wv = dw.slice(0..w.len());
+        let xv = dx.slice(x_offset..x_offset + x.len());
+        matmul(be, p, &wv, &xv, &mut view)?;
+    }
+    let got = be.download(&dout)?;
+    let bad = got[..GUARD]
+        .iter()
+        .chain(&got[GUARD + n..])
+        .filter(|v| v.to_bits() != sentinel().to_bits())
+        .count();
+    if bad > 0 {
+        return Err(kiln_core::Error::invalid(
+            "matmul (cuda)",
+            format!("{bad} device guard element(s) overwritten"),
+        )
+        .into());
+    }
+    out.copy_from_slice(&got[GUARD..GUARD + n]);
+    Ok(())
+}
+
+#[test]
+fn matmul_matches_reference() {
+    let Some(be) = backend() else { return };
+    // The testkit's default bounds (8-bit activation quantization, f32
+    // accumulation) apply unchanged: the mat-vec path keeps f32 activations
+    // and the f16 prefill path rounds each operand by at most 2^-11
+    // relative, well inside the 8-bit bound (see src/matmul.rs).
+    let imp = |p: &MatmulParams, w: &[u8], x: &[f32], out: &mut [f32]| {
+        run_gpu(&be, p, w, x, 0, out).map_err(to_core)
+    };
+    let report = check_matmul_with(&imp, &Options::default());
+    eprintln!("{}", report.summary());
+    report.into_result().unwrap();
+}
+
+/// Shapes the testkit table lacks: m = 9 (smallest prefill) and 512 for
+/// every format, odd n, odd block counts; odd k for the float formats.
+#[test]
+fn prefill_and_odd_shapes() {
+    let Some(be) = backend() else { return };
+    let seed = test_seed();
+    eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (ci, &wtype) in WTYPES.iter().enumerate() {
+        let mut shapes = vec![(9, 1, 32), (9, 33, 96), (9, 257, 544), (512, 33, 96)];
+        shapes.push((512, 257, 544));
+        if !wtype.is_quantized() {
+            shapes.extend([(9, 7, 1), (17, 33, 33), (512, 65, 999), (5, 31, 77)]);
+        }
+        for (si, &(m, n, k)) in shapes.iter().enumerate() {
+            count += 1;
+            let mut rng = case_rng(seed, "cumatmul", ci * 100 + si);
+            let p = MatmulParams { m, n, k, wtype };
+            let w = rand_rows(&mut rng, wtype, n, k);
+            let mut x = rand_f32(&mut rng, m * k, -4.0, 4.0);
+            x[k..2 * k].fill(0.0); // a zero row
+            let mut want = vec![0.0f32; m * n];
+            matmul_ref(&p, &w, &x, &mut want).unwrap();
+            let bound = error_bounds(&p, &w, &x).unwrap();
+            let mut got = vec![f32::NAN; m * n];
+            if let Err(e) = run_gpu(&be, &p, &w, &x, 0, &mut got) {
+                failures.push(format!("{wtype} m={m} n={n} k={k}: error {e}"));
+                continue;
+            }
+            let mut bad = 0;
+            let mut worst = 0.0f64;
+            for (idx, ((&g, &r), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
+                let err = (f64::from(g) - f64::from(r)).abs();
+                if err.is_nan() || err > b {
+                    if bad < 3 {
+                        failures.push(format!(
+                            "{wtype} m={m} n={n} k={k} [{idx}]: got {g:e} want {r:e} bound {b:.3e}"
+                        ));
+                    }
+                    bad += 1;
+                }
+                if b > 0.0 {
+                    worst = worst.max(err / b);
+                }
+            }
+            eprintln!(
+                "{wtype} m={m} n={n} k={k} ({:?}): {} over bound, worst err/bound {worst:.3}",
+                select_matmul(&p),
+                bad
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn alignment_rules() {
+    let Some(be) = backend() else { return };
+    let mut rng = case_rng(test_seed(), "cumatmul-align", 0);
+    let (m, n, k) = (2, 5, 64);
+    let x = rand_f32(&mut rng, m * k, -1.0, 1.0);
+    // Quantized weights read x as float4: an x view 4 bytes off is refused.
+    let p = MatmulParams {
+        m,
+        n,
+        k,
+        wtype: DType::Q4_1,
+    };
+    let w = rand_rows(&mut rng, p.wtype, n, k);
+    let mut out = vec![f32::NAN; m * n];
+    let err = run_gpu(&be, &p, &w, &x, 1, &mut out).unwrap_err();
+    assert!(err.to_string().contains("aligned"), "{err}");
+    assert!(out.iter().all(|v| v.is_nan()), "wrote after an error");
+    // Float weights take any 4-byte aligned x.
+    let p = MatmulParams {
+        wtype: DType::F32,
+        ..p
+    };
+    let w = rand_rows(&mut rng, p.wtype, n, k);
+    let mut want = vec![0.0; m * n];
+    matmul_ref(&p, &w, &x, &mut want).unwrap();
+    run_gpu(&be, &p, &w, &x, 1, &mut out).unwrap();
+    for (g, r) in out.iter().zip(&want) {
+        assert!((g - r).abs() <= 1e-4, "{g} vs {r}");
+    }
+}
+
+/// Median GPU time (ms) of `iters` calls of `f(i)`, each bracketed by events.
+fn time_ms(
+    be: &CudaBackend,
+    iters: usize,
+    mut f: impl FnMut(usize) -> Result<(), CudaError>,
+) -> f64 {
+    for i in 0..3 {
+        f(i).unwrap(); // warm-up: kernel load, cuBLAS heuristics, scratch growth
+    }
+    be.synchronize().unwrap();
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    let mut t = Vec::with_capacity(iters);
+    for i in 0..iters {
+        let a = be.stream().record_event(flags).unwrap();
+        f(i).unwrap();
+        let b = be.stream().record_event(flags).unwrap();
+        t.push(f64::from(a.elapsed_ms(&b).unwrap()));
+    }
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[iters / 2]
+}
+
+#[test]
+fn bench_matmul() {
+    if std::env::var_os("KILN_BENCH").is_none() {
+        eprintln!("SKIPPED: set KILN_BENCH=1 to time matmul");
+        return;
+    }
+    let Some(be) = backend() else { return };
+    eprintln!("device: {:?}", be.info());
+    // Streaming-read ceiling: 2 GiB summed with uint4 loads.
+    let words = 512usize << 20;
+    let src = be.alloc_zeros::<u32>(words).unwrap();
+    let mut sum = be.alloc_zeros::<u32>(1).unwrap();
+    let ms = time_ms(&be, 10, |_| {
+        bench_read_sum(&be, &src.slice(..), &mut sum.slice_mut(..))
+    });
+    let ceiling = (words * 4) as f64 / ms / 1e6;
+    eprintln!("read ceiling: 2 GiB in {ms:.3} ms = {ceiling:.0} GB/s");
+    drop(src);
+
+    let mut rng = case_rng(1, "cumatmul-bench", 0);
+    eprintln!("| shape (n×k) | wtype | m | kernel | median µs | weight GB/s | % of ceiling |");
+    eprintln!("|---|---|---|---|---|---|---|");
+    let shapes = [
+        (576, 576, DType::Q4_1, 1),
+        (1536, 576, DType::Q4_1, 1),
+        (576, 1536, DType::Q4_1, 1),
+        (49152, 576, DType::Q8_0, 1),
+        (4096, 4096, DType::Q4_1, 1),
+        (4096, 4096, DType::Q4_1, 4),
+        (4096, 4096, DType::Q4_1, 8),
+        (1536, 576, DType::Q4_1, 512),
+        (576, 1536, DType::Q4_1, 512),
+    ];
+    for (n, k, wtype, m) in shapes {
+        let p = MatmulParams { m, n, k, wtype };
+        let wbytes = n * p.w_row_bytes().unwrap();
+        // Enough weight copies that the set is ≥ 3× L2 (50 MB), at least 4.
+        let copies = ((150usize << 20).div_ceil(wbytes)).max(4);
+        let w = rand_rows(&mut rng, wtype, n, k);
+        let mut flat = Vec::with_capacity(copies * wbytes);
+        for _ in 0..copies {
+            flat.extend_from_slice(&w);
+        }
+        let dw = be.upload(&flat).unwrap();
+        let dx = be.upload(&rand_f32(&mut rng, m * k, -1.0, 1.0)).unwrap();
+        let mut dout = be.alloc_zeros::<f32>(m * n).unwrap();
+        let ms = time_ms(&be, 50, |i| {
+            let c = i % copies;
+            matmul(
+                &be,
+                &p,
+                &dw.slice(c * wbytes..(c + 1) * wbytes),
+                &dx.slice(..),
+                &mut dout.slice_mut(..),
+            )
+        });
+        let gbs = wbytes as f64 / ms / 1e6;
+        let kern = match select_matmul(&p) {
+            MatmulKernel::MatVec { rows } => format!("mat-vec m{rows}"),
+            MatmulKernel::Gemm { operand } => format!("dequant+gemm {operand:?}"),
+            MatmulKernel::Empty => "empty".into(),
+        };
+        let extra = if m > 8 {
+            format!(" ({:.1} TFLOP/s)", 2.0 * (m * n * k) as f64 / ms / 1e9)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "| {n}×{k} | {wtype} | {m} | {kern} | {:.2}{extra} | {gbs:.0} | {:.0}% |",
+            ms * 1e3,
+            100.0 * gbs / ceiling
+        );
+    }
+}

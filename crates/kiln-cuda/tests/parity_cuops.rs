@@ -1,0 +1,459 @@
+//! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
+//! silu_mul, softmax, argmax) against their kiln-core references: the
+//! kiln-testkit drivers (copy_rows: a table here), each run twice — with
+//! every device view at the start of its buffer (16-byte aligned, the float4
+//! paths) and shifted by one element (the scalar paths). Outputs live in
+//! device buffers with sentinel guards on both sides around the testkit's
+//! poisoned interior. Skipped, with the reason, where no CUDA device opens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
+use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
+use kiln_core::DType;
+use kiln_cuda::{argmax, copy_rows, embedding, rms_norm, rope, silu_mul, softmax};
+use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
+use kiln_testkit::cases as tk;
+use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
+
+/// Guard elements on each side of a device output.
+const GUARD: usize = 64;
+/// Guard pattern of f32 outputs: a NaN payload no kernel writes.
+const SENTINEL_F32: u32 = 0x7fc0_beef;
+/// Guard pattern of u32 outputs (argmax): not a plausible index nor u32::MAX.
+const SENTINEL_U32: u32 = 0xdead_beef;
+/// Element offsets every driver runs with: aligned, then misaligned by one.
+const SHIFTS: [usize; 2] = [0, 1];
+
+fn backend() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(be) => {
+            eprintln!(
+                "device: {} (sm_{}{}), seed {}",
+                be.info().name,
+                be.info().cc.0,
+                be.info().cc.1,
+                kiln_testkit::test_seed()
+            );
+            Some(be)
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn core(e: CudaError) -> kiln_core::Error {
+    match e {
+        CudaError::Core(c) => c,
+        other => kiln_core::Error::invalid("cuda", other.to_string()),
+    }
+}
+
+/// `x` on the device, `shift` elements into its buffer (one spare element
+/// after it, so even an empty `x` is a valid allocation).
+struct Dev<T> {
+    buf: CudaSlice<T>,
+    shift: usize,
+    n: usize,
+}
+
+impl<T> Dev<T> {
+    fn view(&self) -> CudaView<'_, T> {
+        self.buf.slice(self.shift..self.shift + self.n)
+    }
+}
+
+fn up<T: DeviceRepr + Copy + Default>(
+    be: &CudaBackend,
+    x: &[T],
+    shift: usize,
+) -> kiln_core::Result<Dev<T>> {
+    let mut h = vec![T::default(); shift];
+    h.extend_from_slice(x);
+    h.push(T::default());
+    Ok(Dev {
+        buf: be.upload(&h).map_err(core)?,
+        shift,
+        n: x.len(),
+    })
+}
+
+/// Upload `out`'s current contents (the testkit's poison, or the input of an
+/// in-place op) between guards of `sentinel`, the front one `shift` longer;
+/// run `launch` on the interior; check both guards; copy the interior back.
+fn guarded<T>(
+    be: &CudaBackend,
+    out: &mut [T],
+    sentinel: T,
+    shift: usize,
+    launch: impl FnOnce(&mut CudaViewMut<'_, T>) -> kiln_cuda::Result<()>,
+) -> kiln_core::Result<()>
+where
+    T: DeviceRepr + ValidAsZeroBits + Default + Clone + Copy + bytemuck::Pod,
+{
+    let n = out.len();
+    let front = GUARD + shift;
+    let mut host = vec![sentinel; front + n + GUARD];
+    host[front..front + n].copy_from_slice(out);
+    let mut dev = be.upload(&host).map_err(core)?;
+    {
+        let mut view = dev.slice_mut(front..front + n);
+        launch(&mut view).map_err(core)?;
+    }
+    let back = be.download(&dev).map_err(core)?;
+    let same = |a: &T| bytemuck::bytes_of(a) == bytemuck::bytes_of(&sentinel);
+    let before = back[..front].iter().filter(|v| !same(v)).count();
+    let after = back[front + n..].iter().filter(|v| !same(v)).count();
+    if before + after > 0 {
+        return Err(kiln_core::Error::invalid(
+            "cuda",
+            format!("guards overwritten around an output of {n}: {before} before, {after} after"),
+        ));
+    }
+    out.copy_from_slice(&back[front..front + n]);
+    Ok(())
+}
+
+fn f32_guarded(
+    be: &CudaBackend,
+    out: &mut [f32],
+    shift: usize,
+    launch: impl FnOnce(&mut CudaViewMut<'_, f32>) -> kiln_cuda::Result<()>,
+) -> kiln_core::Result<()> {
+    guarded(be, out, f32::from_bits(SENTINEL_F32), shift, launch)
+}
+
+/// Run `driver` once per shift; print each report; fail with every failure.
+fn check(op: &str, driver: impl Fn(usize, &Options) -> Report) {
+    let opts = Options::default();
+    let mut failed = Vec::new();
+    for shift in SHIFTS {
+        let r = driver(shift, &opts);
+        println!("== {op} [shift {shift}] ==\n{r}");
+        eprintln!("{op} [shift {shift}]: {}", r.summary());
+        if !r.is_ok() {
+            failed.push(format!("[shift {shift}]\n{r}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{op} parity failed:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn parity_embedding() {
+    let Some(be) = backend() else { return };
+    check("embedding", |shift, o| {
+        tk::embedding::check_embedding_with(
+            &|p, table, ids, out| {
+                // The host has the ids here: full validation, as a caller with host ids does.
+                p.validate(table.len(), ids, out.len())?;
+                // Tables shift by whole f32s: the launcher requires 4-byte alignment for F32.
+                let mut padded = vec![0u8; 4 * shift];
+                padded.extend_from_slice(table);
+                let t = up(&be, &padded, 0)?;
+                let t_view = t.buf.slice(4 * shift..4 * shift + table.len());
+                let i = up(&be, ids, shift)?;
+                f32_guarded(&be, out, shift, |o| {
+                    embedding::embedding(&be, p, &t_view, &i.view(), ids.len(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_rms_norm() {
+    let Some(be) = backend() else { return };
+    check("rms_norm", |shift, o| {
+        tk::rms_norm::check_rms_norm_with(
+            &|p, x, w, out| {
+                let (xd, wd) = (up(&be, x, shift)?, up(&be, w, shift)?);
+                f32_guarded(&be, out, shift, |o| {
+                    rms_norm::rms_norm(&be, p, &xd.view(), &wd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_rope() {
+    let Some(be) = backend() else { return };
+    check("rope", |shift, o| {
+        tk::rope::check_rope_with(
+            &|p, pos, x| {
+                let pd = up(&be, pos, shift)?;
+                f32_guarded(&be, x, shift, |o| rope::rope(&be, p, &pd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_silu_mul() {
+    let Some(be) = backend() else { return };
+    check("silu_mul", |shift, o| {
+        tk::silu_mul::check_silu_mul_with(
+            &|p, g, u, out| {
+                let (gd, ud) = (up(&be, g, shift)?, up(&be, u, shift)?);
+                f32_guarded(&be, out, shift, |o| {
+                    silu_mul::silu_mul(&be, p, &gd.view(), &ud.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_softmax() {
+    let Some(be) = backend() else { return };
+    check("softmax", |shift, o| {
+        tk::softmax::check_softmax_with(
+            &|p, x, out| {
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| softmax::softmax(&be, p, &xd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_argmax() {
+    let Some(be) = backend() else { return };
+    check("argmax", |shift, o| {
+        tk::argmax::check_argmax_with(
+            &|x| {
+                let xd = up(&be, x, shift)?;
+                if shift == 0 {
+                    // Device-side entry: guarded u32 output, sentinel mapped here.
+                    let mut idx = [0u32];
+                    guarded(&be, &mut idx, SENTINEL_U32, 0, |o| {
+                        argmax::argmax(&be, &xd.view(), o)
+                    })?;
+                    if idx[0] == argmax::NO_FINITE {
+                        return Err(kiln_core::Error::invalid("argmax", "no finite value"));
+                    }
+                    Ok(idx[0])
+                } else {
+                    argmax::argmax_host(&be, &xd.view()).map_err(core)
+                }
+            },
+            o,
+        )
+    });
+}
+
+/// copy_rows has no testkit table yet: (row_len, n_rows, src rows, src_row,
+/// dst rows, dst_row, large?). Decode append into a KV cache, last-token pick,
+/// odd lengths, zero rows, a prefill-sized append.
+const COPY_ROWS_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 1, 0, 1, 0),
+    (7, 3, 5, 2, 4, 1),
+    (33, 2, 2, 0, 9, 7),
+    (576, 1, 7, 6, 1, 0),
+    (192, 1, 1, 0, 2048, 37),
+    (64, 9, 9, 0, 100, 91),
+    (5, 0, 3, 3, 2, 2),
+    (1000, 257, 300, 40, 600, 111),
+    (576, 512, 512, 0, 2048, 1000),
+];
+
+/// copy_rows cases against copy_rows_ref; `dst` starts random (the rows
+/// outside the copy must survive exactly), `Tol::EXACT` (a copy).
+fn check_copy_rows(be: &CudaBackend, shift: usize, o: &Options) -> Report {
+    let mut report = Report::new(o.seed);
+    let run = |p: &CopyRowsParams, src: &[f32], dst: &mut [f32]| -> kiln_core::Result<()> {
+        let sd = up(be, src, shift)?;
+        f32_guarded(be, dst, shift, |d| {
+            copy_rows::copy_rows(be, p, &sd.view(), d)
+        })
+    };
+    for (index, &(row_len, n_rows, src_rows, src_row, dst_rows, dst_row)) in
+        COPY_ROWS_CASES.iter().enumerate()
+    {
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row,
+            dst_row,
+        };
+        let mut rng = case_rng(o.seed, "copy_rows", index);
+        let src = rand_f32(&mut rng, row_len * src_rows, -4.0, 4.0);
+        let init = rand_f32(&mut rng, row_len * dst_rows, -4.0, 4.0);
+        let mut want = init.clone();
+        let outcome = copy_rows_ref(&p, &src, &mut want)
+            .map_err(|e| format!("reference: {e}"))
+            .and_then(|()| {
+                let mut got = init.clone();
+                run(&p, &src, &mut got).map_err(|e| format!("implementation: {e}"))?;
+                compare("dst", &got, &want, Tol::EXACT)
+            });
+        report.push(
+            "copy_rows",
+            &format!("{p:?} src_len={}", src.len()),
+            outcome,
+        );
+    }
+    let rejects = [
+        ("rejects source rows past the end", 4, 2, 3, 0, 12, 12),
+        ("rejects destination rows past the end", 4, 2, 0, 3, 12, 12),
+        (
+            "rejects an overflowing dst_row",
+            4,
+            2,
+            0,
+            usize::MAX,
+            12,
+            12,
+        ),
+    ];
+    for (name, row_len, n_rows, src_row, dst_row, src_len, dst_len) in rejects {
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row,
+            dst_row,
+        };
+        let src = vec![1.0f32; src_len];
+        let init = vec![-1.0f32; dst_len];
+        let mut got = init.clone();
+        let outcome = match run(&p, &src, &mut got) {
+            Ok(()) => Err("accepted an invalid call".to_string()),
+            Err(_) if got != init => Err("returned an error but wrote dst".to_string()),
+            Err(_) => Ok(()),
+        };
+        report.push("copy_rows", name, outcome);
+    }
+    report
+}
+
+#[test]
+fn parity_copy_rows() {
+    let Some(be) = backend() else { return };
+    check("copy_rows", |shift, o| check_copy_rows(&be, shift, o));
+}
+
+/// Ids the host did not check: rows of out-of-range ids come back NaN, the
+/// others as the reference; nothing outside the output is written.
+#[test]
+fn embedding_out_of_range_ids_give_nan_rows() {
+    let Some(be) = backend() else { return };
+    let mut rng = case_rng(kiln_testkit::test_seed(), "embedding-bad-ids", 0);
+    for dtype in [DType::F32, DType::Q4_1, DType::Q8_0] {
+        let p = EmbeddingParams {
+            n_vocab: 5,
+            dim: 64,
+            dtype,
+        };
+        let table = rand_rows(&mut rng, dtype, p.n_vocab, p.dim);
+        let ids = [0u32, 5, 4, u32::MAX, 2];
+        let t = up(&be, &table, 0).unwrap();
+        let i = up(&be, &ids, 0).unwrap();
+        let mut out = vec![0.0f32; ids.len() * p.dim];
+        f32_guarded(&be, &mut out, 0, |o| {
+            embedding::embedding(&be, &p, &t.view(), &i.view(), ids.len(), o)
+        })
+        .unwrap();
+        for (row, (&id, got)) in ids.iter().zip(out.chunks(p.dim)).enumerate() {
+            if id as usize >= p.n_vocab {
+                assert!(
+                    got.iter().all(|v| v.is_nan()),
+                    "{dtype} row {row} (id {id}) not NaN"
+                );
+            } else {
+                let mut want = vec![0.0f32; p.dim];
+                embedding_ref(&p, &table, &[id], &mut want).unwrap();
+                compare("row", got, &want, Tol::ELEMENTWISE)
+                    .unwrap_or_else(|e| panic!("{dtype} row {row}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_rejects_misaligned_tables_and_bad_lengths() {
+    let Some(be) = backend() else { return };
+    let p = EmbeddingParams {
+        n_vocab: 2,
+        dim: 32,
+        dtype: DType::Q8_0,
+    };
+    let rb = p.row_bytes().unwrap();
+    let bytes = vec![0u8; 2 * rb + 1];
+    let t = be.upload(&bytes).unwrap();
+    let ids = be.upload(&[0u32, 1]).unwrap();
+    let mut out = be.alloc_zeros::<f32>(64).unwrap();
+    let e = embedding::embedding(
+        &be,
+        &p,
+        &t.slice(1..1 + 2 * rb),
+        &ids.slice(..),
+        2,
+        &mut out.slice_mut(..),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("aligned"), "{e}");
+    let e = embedding::embedding(
+        &be,
+        &p,
+        &t.slice(..2 * rb),
+        &ids.slice(..),
+        1,
+        &mut out.slice_mut(..32),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ids"), "{e}");
+    let e = embedding::embedding(
+        &be,
+        &p,
+        &t.slice(..2 * rb),
+        &ids.slice(..),
+        2,
+        &mut out.slice_mut(..63),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("out"), "{e}");
+    embedding::embedding(
+        &be,
+        &p,
+        &t.slice(..2 * rb),
+        &ids.slice(..),
+        2,
+        &mut out.slice_mut(..),
+    )
+    .unwrap();
+}
+
+#[test]
+fn argmax_without_finite_values() {
+    let Some(be) = backend() else { return };
+    let x = be
+        .upload(&[
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::NAN,
+        ])
+        .unwrap();
+    let mut idx = [0u32];
+    guarded(&be, &mut idx, SENTINEL_U32, 0, |o| {
+        argmax::argmax(&be, &x.slice(..), o)
+    })
+    .unwrap();
+    assert_eq!(idx[0], argmax::NO_FINITE);
+    let e = argmax::argmax_host(&be, &x.slice(..)).unwrap_err();
+    assert!(e.to_string().contains("no finite value among 5"), "{e}");
+    let empty = be.upload(&[0.0f32]).unwrap();
+    assert!(argmax::argmax_host(&be, &empty.slice(0..0)).is_err());
+}
