@@ -26,6 +26,16 @@ for line in sys.stdin:
         shutil.copy(m["executable"], "gpu-bundle/" + m["target"]["name"])
         print("bundled", m["target"]["name"])
 '
+cargo test -p kiln-models --features cuda --release --test gpu_e2e --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_e2e":
+        shutil.copy(m["executable"], "gpu-bundle/parity_gpu_e2e")
+        print("bundled gpu_e2e")
+'
 strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 model=$(bash scripts/fetch-model.sh)
