@@ -6,6 +6,8 @@
 // the largest value and, among equals, the lowest index. Key 0 = none.
 #include "common.cuh"
 
+#define ARGMAX_UNROLL 4
+
 struct ArgmaxParams {
     u64 n;
 };
@@ -28,11 +30,23 @@ extern "C" __global__ void argmax_f32(ArgmaxParams p, const float* __restrict__ 
     u64 done = 0;
     if (((u64)x & 15) == 0) {
         const u64 n4 = p.n / 4;
-        for (u64 i = threadIdx.x; i < n4; i += blockDim.x) {
-            const float4 v = ((const float4*)x)[i];
-            const u32 j = (u32)(4 * i);
-            best = argmax_max(best, argmax_max(argmax_max(argmax_key(v.x, j), argmax_key(v.y, j + 1)),
-                                               argmax_max(argmax_key(v.z, j + 2), argmax_key(v.w, j + 3))));
+        // ARGMAX_UNROLL independent float4 loads in flight per thread: one
+        // block streams the whole vector, so load latency, not bandwidth, rules.
+        for (u64 base = threadIdx.x; base < n4; base += ARGMAX_UNROLL * (u64)blockDim.x) {
+            float4 v[ARGMAX_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+                const u64 i = base + (u64)u * blockDim.x;
+                v[u] = i < n4 ? ((const float4*)x)[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+                const u64 i = base + (u64)u * blockDim.x;
+                if (i >= n4) break;
+                const u32 j = (u32)(4 * i);
+                best = argmax_max(best, argmax_max(argmax_max(argmax_key(v[u].x, j), argmax_key(v[u].y, j + 1)),
+                                                   argmax_max(argmax_key(v[u].z, j + 2), argmax_key(v[u].w, j + 3))));
+            }
         }
         done = n4 * 4;
     }

@@ -330,7 +330,6 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     const u64 row = (u64)p.n_kv_heads * D;
     const u64 kv_off = (u64)kvh * D;
 
-#pragma unroll
     for (u32 i = tid; i < TILE_Q * D; i += TILE_THREADS) {
         const u32 rr = i / D, c = i % D;
         qs[rr * DP + c] = rr < nq ? q[((u64)(t0 + rr) * p.n_heads + h) * D + c] * p.scale_log2 : 0.f;
@@ -346,7 +345,6 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     for (u32 k0 = 0; k0 < k_end; k0 += TILE_K) {
         const u32 nk = min((u32)TILE_K, k_end - k0);
         __syncthreads();  // Q is loaded / the previous V tile is consumed
-#pragma unroll
         for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
             const u32 j = i / D, c = i % D;
             kv[j * DP + c] = j < nk ? k[(u64)(k0 + j) * row + kv_off + c] : 0.f;
@@ -387,7 +385,6 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 #pragma unroll
         for (int i = 0; i < D / 4; ++i) o[i] *= alpha;
         __syncthreads();  // every thread is done with the K tile
-#pragma unroll
         for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
             const u32 j = i / D, c = i % D;
             kv[j * DP + c] = j < nk ? v[(u64)(k0 + j) * row + kv_off + c] : 0.f;

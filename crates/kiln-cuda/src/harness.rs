@@ -53,13 +53,18 @@ fn guarded(
 
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
-    let up_f32 = |x: &[f32]| be.upload(if x.is_empty() { &[0.0f32][..] } else { x }).map_err(err);
+    let up_f32 = |x: &[f32]| {
+        be.upload(if x.is_empty() { &[0.0f32][..] } else { x })
+            .map_err(err)
+    };
     check_all(
         &AllOps {
             add: &|p, a, b, out| {
                 p.validate(a.len(), b.len(), out.len())?;
                 let (a, b) = (up_f32(a)?, up_f32(b)?);
-                guarded(be, out, |o| crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o))
+                guarded(be, out, |o| {
+                    crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
+                })
             },
             argmax: &|x| {
                 kiln_core::ops::argmax::validate(x.len())?;
@@ -71,42 +76,78 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                 let (q, k, v) = (up_f32(q)?, up_f32(k)?, up_f32(v)?);
                 let (nq, nk) = (out.len(), p.kv_stride * p.n_kv_heads * p.head_dim);
                 guarded(be, out, |o| {
-                    crate::attention::attention(be, p, &q.slice(0..nq), &k.slice(0..nk), &v.slice(0..nk), o)
+                    crate::attention::attention(
+                        be,
+                        p,
+                        &q.slice(0..nq),
+                        &k.slice(0..nk),
+                        &v.slice(0..nk),
+                        o,
+                    )
                 })
             },
             embedding: &|p, table, ids, out| {
                 p.validate(table.len(), ids, out.len())?;
                 let t = be.upload(table).map_err(err)?;
-                let i = be.upload(if ids.is_empty() { &[0u32][..] } else { ids }).map_err(err)?;
+                let i = be
+                    .upload(if ids.is_empty() { &[0u32][..] } else { ids })
+                    .map_err(err)?;
                 guarded(be, out, |o| {
-                    crate::embedding::embedding(be, p, &t.slice(0..table.len()), &i.slice(0..ids.len()), ids.len(), o)
+                    crate::embedding::embedding(
+                        be,
+                        p,
+                        &t.slice(0..table.len()),
+                        &i.slice(0..ids.len()),
+                        ids.len(),
+                        o,
+                    )
                 })
             },
             matmul: &|p, w, x, out| {
                 p.validate(w.len(), x.len(), out.len())?;
-                let wd = be.upload(if w.is_empty() { &[0u8][..] } else { w }).map_err(err)?;
+                let wd = be
+                    .upload(if w.is_empty() { &[0u8][..] } else { w })
+                    .map_err(err)?;
                 let xd = up_f32(x)?;
-                guarded(be, out, |o| crate::matmul::matmul(be, p, &wd.slice(0..w.len()), &xd.slice(0..x.len()), o))
+                guarded(be, out, |o| {
+                    crate::matmul::matmul(be, p, &wd.slice(0..w.len()), &xd.slice(0..x.len()), o)
+                })
             },
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
                 let (xd, wd) = (up_f32(x)?, up_f32(w)?);
-                guarded(be, out, |o| crate::rms_norm::rms_norm(be, p, &xd.slice(0..x.len()), &wd.slice(0..w.len()), o))
+                guarded(be, out, |o| {
+                    crate::rms_norm::rms_norm(
+                        be,
+                        p,
+                        &xd.slice(0..x.len()),
+                        &wd.slice(0..w.len()),
+                        o,
+                    )
+                })
             },
             rope: &|p, pos, x| {
                 p.validate(pos.len(), x.len())?;
-                let pd = be.upload(if pos.is_empty() { &[0i32][..] } else { pos }).map_err(err)?;
-                guarded(be, x, |o| crate::rope::rope(be, p, &pd.slice(0..pos.len()), o))
+                let pd = be
+                    .upload(if pos.is_empty() { &[0i32][..] } else { pos })
+                    .map_err(err)?;
+                guarded(be, x, |o| {
+                    crate::rope::rope(be, p, &pd.slice(0..pos.len()), o)
+                })
             },
             silu_mul: &|p, g, u, out| {
                 p.validate(g.len(), u.len(), out.len())?;
                 let (gd, ud) = (up_f32(g)?, up_f32(u)?);
-                guarded(be, out, |o| crate::silu_mul::silu_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o))
+                guarded(be, out, |o| {
+                    crate::silu_mul::silu_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o)
+                })
             },
             softmax: &|p, x, out| {
                 p.validate(x.len(), out.len())?;
                 let xd = up_f32(x)?;
-                guarded(be, out, |o| crate::softmax::softmax(be, p, &xd.slice(0..x.len()), o))
+                guarded(be, out, |o| {
+                    crate::softmax::softmax(be, p, &xd.slice(0..x.len()), o)
+                })
             },
         },
         opts,

@@ -28,8 +28,8 @@ use crate::kernels::MATMUL;
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
 use cudarc::driver::{
-    CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits,
+    CudaFunction, CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
@@ -40,9 +40,17 @@ const OP: &str = "matmul";
 
 /// Most activation rows one mat-vec pass applies to each weight row.
 pub const MV_MAX_ROWS: usize = 8;
-/// Weight rows per mat-vec CTA and its threads (`MV_ROWS`, `MV_THREADS` in matmul.cu).
-const MV_ROWS_PER_CTA: usize = 2;
+/// Weight rows per mat-vec row pair, warps and threads per CTA (`MV_ROWS`,
+/// `MV_WARPS`, `MV_THREADS` in matmul.cu).
+const MV_ROWS: usize = 2;
+const MV_WARPS: usize = 4;
 const MV_THREADS: u32 = 128;
+/// Blocks one mat-vec warp covers per step (`MV_BLOCKS_PER_WARP`).
+const MV_BLOCKS_PER_WARP: usize = 8;
+/// Warps a mat-vec grid aims for before it stops splitting k across warps:
+/// about a quarter of an H100's resident warps (132 SMs × 64), enough to
+/// cover memory latency; beyond that one warp per row pair wastes least.
+const MV_TARGET_WARPS: usize = 4096;
 /// cuBLAS workspace (NVIDIA recommends 32 MiB on Hopper).
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 /// Scratch grows in steps of this many elements, so slowly growing shapes
@@ -57,6 +65,7 @@ struct MatmulK {
     n: u64,
     k: u64,
     row_bytes: u64,
+    kw: u64,
 }
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for MatmulK {}
@@ -84,8 +93,9 @@ pub enum GemmOperand {
 pub enum MatmulKernel {
     /// Nothing to compute (m = 0 or n = 0).
     Empty,
-    /// `mul_mv_<w>_f32_m<rows>` over `ceil(m / rows)` chunks of x.
-    MatVec { rows: usize },
+    /// `mul_mv_<w>_f32_m<rows>` over `ceil(m / rows)` chunks of x, with
+    /// `kw` warps (1, 2 or 4) splitting k for each pair of weight rows.
+    MatVec { rows: usize, kw: usize },
     /// Expand the weight, then cuBLAS GEMM.
     Gemm { operand: GemmOperand },
 }
@@ -95,9 +105,7 @@ pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
     if p.m == 0 || p.n == 0 {
         MatmulKernel::Empty
     } else if p.m <= MV_MAX_ROWS || p.k == 0 {
-        MatmulKernel::MatVec {
-            rows: p.m.min(MV_MAX_ROWS),
-        }
+        matvec_plan(p, p.m.min(MV_MAX_ROWS))
     } else if p.wtype.is_quantized() {
         MatmulKernel::Gemm {
             operand: GemmOperand::F16,
@@ -109,12 +117,84 @@ pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
     }
 }
 
+/// The mat-vec plan for `rows` x rows per pass: float weights split k over
+/// the whole CTA; quantized ones double `kw` while the grid is short of
+/// [`MV_TARGET_WARPS`] and every warp still gets a step of blocks.
+fn matvec_plan(p: &MatmulParams, rows: usize) -> MatmulKernel {
+    if !p.wtype.is_quantized() {
+        return MatmulKernel::MatVec { rows, kw: MV_WARPS };
+    }
+    let pairs = p.n.div_ceil(MV_ROWS);
+    let steps = (p.k / 32).div_ceil(MV_BLOCKS_PER_WARP).max(1);
+    let mut kw = 1;
+    while kw < MV_WARPS && pairs * kw < MV_TARGET_WARPS && kw * 2 <= steps {
+        kw *= 2;
+    }
+    MatmulKernel::MatVec { rows, kw }
+}
+
 /// cuBLAS handle and grow-only scratch for the prefill path, owned by the
 /// backend (`CudaBackend::matmul`).
 #[derive(Default)]
 pub struct MatmulState {
     cublas_present: OnceLock<bool>,
+    /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
+    functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
+}
+
+/// The weight formats, in the order of the function table.
+const WTYPES: [DType; 6] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+];
+
+/// One kernel of matmul.cu.
+#[derive(Clone, Copy)]
+enum Kern {
+    MatVec(DType, usize),
+    DequantF16(DType),
+    ToF32(DType),
+    F32ToF16,
+}
+
+impl Kern {
+    /// Kernel names, in table order: mat-vec (format × rows), dequant (3),
+    /// to-f32 (F16, BF16), x to f16.
+    fn names() -> Vec<String> {
+        let mut v = Vec::new();
+        for t in WTYPES {
+            for rows in 1..=MV_MAX_ROWS {
+                v.push(format!("mul_mv_{}_f32_m{rows}", wname_of(t)));
+            }
+        }
+        for t in &WTYPES[..3] {
+            v.push(format!("dequant_{}_f16", wname_of(*t)));
+        }
+        v.push("convert_f16_f32".into());
+        v.push("convert_bf16_f32".into());
+        v.push("convert_f32_f16".into());
+        v
+    }
+
+    fn index(self) -> Option<usize> {
+        let t = |d: DType| WTYPES.iter().position(|&w| w == d);
+        let n = WTYPES.len() * MV_MAX_ROWS;
+        match self {
+            Kern::MatVec(d, rows) if (1..=MV_MAX_ROWS).contains(&rows) => {
+                Some(t(d)? * MV_MAX_ROWS + rows - 1)
+            }
+            Kern::DequantF16(d) => t(d).filter(|&i| i < 3).map(|i| n + i),
+            Kern::ToF32(DType::F16) => Some(n + 3),
+            Kern::ToF32(DType::BF16) => Some(n + 4),
+            Kern::F32ToF16 => Some(n + 5),
+            _ => None,
+        }
+    }
 }
 
 struct GemmScratch {
@@ -126,6 +206,21 @@ struct GemmScratch {
 }
 
 impl MatmulState {
+    /// The kernel `k`, from the table filled on first use (no lookup, lock
+    /// or string formatting per launch).
+    fn function(&self, be: &CudaBackend, k: Kern) -> Result<&CudaFunction> {
+        if self.functions.get().is_none() {
+            let table = Kern::names()
+                .iter()
+                .map(|name| be.function("matmul", MATMUL, name))
+                .collect::<Result<Vec<_>>>()?;
+            let _ = self.functions.set(table);
+        }
+        k.index()
+            .and_then(|i| self.functions.get()?.get(i))
+            .ok_or_else(|| CudaError::driver("matmul", "no such kernel"))
+    }
+
     fn cublas_present(&self) -> bool {
         // SAFETY: only tries to dlopen libcublas.
         *self
@@ -161,20 +256,57 @@ pub fn matmul(
     x: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
+    matmul_with_kernel(be, p, select_matmul(p), w, x, out)
+}
+
+/// [`matmul`] with a given plan instead of [`select_matmul`]'s (tests and
+/// benchmarks: e.g. the chunked mat-vec that replaces cuBLAS when it is
+/// missing, or another `kw`). Any `MatVec { rows: 1..=8, kw: 1 | 2 | 4 }` is
+/// correct for any shape (float weights always use `kw = 4`); `Gemm` needs
+/// `F16` for quantized and `F32` for float weights; `Empty` only when
+/// `m * n == 0`.
+pub fn matmul_with_kernel(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    kernel: MatmulKernel,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
     p.validate(w.len(), x.len(), out.len())?;
-    let kernel = select_matmul(p);
-    if kernel == MatmulKernel::Empty {
+    let bad = |what: &str| -> CudaError {
+        Error::invalid(OP, format!("plan {kernel:?} {what} ({})", p.wtype)).into()
+    };
+    match kernel {
+        MatmulKernel::Empty if p.m * p.n != 0 => return Err(bad("skips a non-empty product")),
+        MatmulKernel::Empty => return Ok(()),
+        MatmulKernel::MatVec { rows, kw }
+            if !(1..=MV_MAX_ROWS).contains(&rows) || !matches!(kw, 1 | 2 | 4) =>
+        {
+            return Err(bad("is not a mat-vec plan"))
+        }
+        MatmulKernel::Gemm { operand }
+            if (operand == GemmOperand::F16) != p.wtype.is_quantized() =>
+        {
+            return Err(bad("does not fit the weight format"))
+        }
+        _ => {}
+    }
+    if p.m == 0 || p.n == 0 {
         return Ok(());
     }
     check_alignment(be, p, w, x)?;
     match kernel {
         MatmulKernel::Empty => Ok(()),
-        MatmulKernel::MatVec { rows } => matvec(be, p, rows, w, x, out),
+        MatmulKernel::MatVec { rows, kw } => matvec(be, p, rows, kw, w, x, out),
         MatmulKernel::Gemm { operand } => {
             if be.matmul.cublas_present() {
                 gemm(be, p, operand, w, x, out)
             } else {
-                matvec(be, p, MV_MAX_ROWS, w, x, out)
+                match matvec_plan(p, MV_MAX_ROWS) {
+                    MatmulKernel::MatVec { rows, kw } => matvec(be, p, rows, kw, w, x, out),
+                    _ => Err(CudaError::driver("matmul", "no mat-vec plan")),
+                }
             }
         }
     }
@@ -213,43 +345,45 @@ fn check_alignment(
     Ok(())
 }
 
-fn kparams(p: &MatmulParams) -> Result<MatmulK> {
+fn kparams(p: &MatmulParams, kw: usize) -> Result<MatmulK> {
     Ok(MatmulK {
         m: p.m as u64,
         n: p.n as u64,
         k: p.k as u64,
         row_bytes: p.w_row_bytes()? as u64,
+        kw: kw as u64,
     })
 }
 
-fn wname(t: DType) -> Result<&'static str> {
-    Ok(match t {
+/// Kernel-name spelling of a supported weight format.
+fn wname_of(t: DType) -> &'static str {
+    match t {
         DType::Q4_0 => "q4_0",
         DType::Q4_1 => "q4_1",
         DType::Q8_0 => "q8_0",
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
-        other => {
-            return Err(Error::UnsupportedDType {
-                op: OP,
-                dtype: other,
-            }
-            .into())
-        }
-    })
+        _ => "unsupported",
+    }
 }
 
 fn matvec(
     be: &CudaBackend,
     p: &MatmulParams,
     rows: usize,
+    kw: usize,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     let rows = rows.clamp(1, MV_MAX_ROWS);
-    let gx = p.n.div_ceil(MV_ROWS_PER_CTA);
+    let kw = if p.wtype.is_quantized() && matches!(kw, 1 | 2 | 4) {
+        kw
+    } else {
+        MV_WARPS
+    };
+    let gx = p.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
     let gy = p.m.div_ceil(rows);
     if gx > i32::MAX as usize || gy > 65_535 {
         return Err(Error::invalid(
@@ -261,15 +395,14 @@ fn matvec(
         )
         .into());
     }
-    let name = format!("mul_mv_{}_f32_m{rows}", wname(p.wtype)?);
-    let f = be.function("matmul", MATMUL, &name)?;
-    let k = kparams(p)?;
+    let f = be.matmul.function(be, Kern::MatVec(p.wtype, rows))?;
+    let k = kparams(p, kw)?;
     let cfg = LaunchConfig {
         grid_dim: (gx as u32, gy as u32, 1),
         block_dim: (MV_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut l = be.stream().launch_builder(&f);
+    let mut l = be.stream().launch_builder(f);
     l.arg(&k).arg(w).arg(x).arg(out);
     // SAFETY: arguments match `name(MatmulParams, const u8*, const float*, float*)`;
     // lengths were validated (w = n rows of row_bytes, x = m*k, out = m*n),
@@ -347,7 +480,7 @@ fn gemm(
     let Some(st) = guard.as_mut() else {
         return Err(CudaError::driver("matmul scratch", "not initialised"));
     };
-    let kp = kparams(p)?;
+    let kp = kparams(p, MV_WARPS)?;
     let stream = be.stream();
     let handle = *st.blas.handle();
     let (alpha, beta) = (1.0f32, 0.0f32);
@@ -363,22 +496,18 @@ fn gemm(
             let (Some(w16), Some(x16)) = (st.w16.as_mut(), st.x16.as_mut()) else {
                 return Err(CudaError::driver("matmul scratch", "not allocated"));
             };
-            let f = be.function(
-                "matmul",
-                MATMUL,
-                &format!("dequant_{}_f16", wname(p.wtype)?),
-            )?;
-            let mut l = stream.launch_builder(&f);
+            let f = be.matmul.function(be, Kern::DequantF16(p.wtype))?;
+            let mut l = stream.launch_builder(f);
             l.arg(&kp).arg(w).arg(&mut *w16);
             // SAFETY: dequant_<w>_f16(MatmulParams, const u8*, u16*): reads n
             // validated rows, writes n*k ≤ len(w16) halves.
             unsafe { l.launch(grid_for(p.n * (p.k / 32))) }
                 .map_err(|e| CudaError::driver("launch dequant", e))?;
-            let f = be.function("matmul", MATMUL, "convert_f32_f16")?;
+            let f = be.matmul.function(be, Kern::F32ToF16)?;
             let ck = ConvK {
                 n: (p.m * p.k) as u64,
             };
-            let mut l = stream.launch_builder(&f);
+            let mut l = stream.launch_builder(f);
             l.arg(&ck).arg(x).arg(&mut *x16);
             // SAFETY: convert_f32_f16(ConvParams, const float*, u16*): m*k
             // elements, within both buffers.
@@ -423,13 +552,9 @@ fn gemm(
                 let Some(w32) = st.w32.as_mut() else {
                     return Err(CudaError::driver("matmul scratch", "not allocated"));
                 };
-                let f = be.function(
-                    "matmul",
-                    MATMUL,
-                    &format!("convert_{}_f32", wname(p.wtype)?),
-                )?;
+                let f = be.matmul.function(be, Kern::ToF32(p.wtype))?;
                 let ck = ConvK { n: wn as u64 };
-                let mut l = stream.launch_builder(&f);
+                let mut l = stream.launch_builder(f);
                 l.arg(&ck).arg(w).arg(&mut *w32);
                 // SAFETY: convert_<w>_f32(ConvParams, const u8*, float*): n*k
                 // 2-byte elements = len(w), n*k ≤ len(w32) outputs.
@@ -501,6 +626,7 @@ pub fn bench_read_sum(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     fn p(m: usize, wtype: DType) -> MatmulParams {
@@ -517,11 +643,11 @@ mod tests {
         assert_eq!(select_matmul(&p(0, DType::Q4_1)), MatmulKernel::Empty);
         assert_eq!(
             select_matmul(&p(1, DType::Q4_1)),
-            MatmulKernel::MatVec { rows: 1 }
+            MatmulKernel::MatVec { rows: 1, kw: 1 }
         );
         assert_eq!(
             select_matmul(&p(8, DType::F16)),
-            MatmulKernel::MatVec { rows: 8 }
+            MatmulKernel::MatVec { rows: 8, kw: 4 }
         );
         assert_eq!(
             select_matmul(&p(9, DType::Q8_0)),
@@ -535,5 +661,19 @@ mod tests {
                 operand: GemmOperand::F32
             }
         );
+        let q = |n, k| MatmulParams {
+            m: 1,
+            n,
+            k,
+            wtype: DType::Q4_1,
+        };
+        let kw = |p: MatmulParams| match select_matmul(&p) {
+            MatmulKernel::MatVec { kw, .. } => kw,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kw(q(576, 576)), 2);
+        assert_eq!(kw(q(576, 1536)), 4);
+        assert_eq!(kw(q(49152, 576)), 1);
+        assert_eq!(kw(q(4096, 4096)), 2);
     }
 }

@@ -11,7 +11,9 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::DType;
-use kiln_cuda::matmul::{bench_read_sum, matmul, select_matmul, MatmulKernel};
+use kiln_cuda::matmul::{
+    bench_read_sum, matmul, matmul_with_kernel, select_matmul, GemmOperand, MatmulKernel,
+};
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
 use kiln_testkit::guard::sentinel;
@@ -51,10 +53,12 @@ fn upload<T: cudarc::driver::DeviceRepr + Copy + Default>(
 
 /// matmul on the GPU into a NaN-poisoned device output between sentinel
 /// guards; check the guards and copy the interior into `out`. `x_offset`
-/// shifts x inside its device buffer (alignment tests).
+/// shifts x inside its device buffer (alignment tests); `kernel` forces a
+/// plan (`None`: the launcher's own).
 fn run_gpu(
     be: &CudaBackend,
     p: &MatmulParams,
+    kernel: Option<MatmulKernel>,
     w: &[u8],
     x: &[f32],
     x_offset: usize,
@@ -72,7 +76,10 @@ fn run_gpu(
         let mut view = dout.slice_mut(GUARD..GUARD + n);
         let wv = dw.slice(0..w.len());
         let xv = dx.slice(x_offset..x_offset + x.len());
-        matmul(be, p, &wv, &xv, &mut view)?;
+        match kernel {
+            None => matmul(be, p, &wv, &xv, &mut view)?,
+            Some(kern) => matmul_with_kernel(be, p, kern, &wv, &xv, &mut view)?,
+        }
     }
     let got = be.download(&dout)?;
     let bad = got[..GUARD]
@@ -99,11 +106,50 @@ fn matmul_matches_reference() {
     // and the f16 prefill path rounds each operand by at most 2^-11
     // relative, well inside the 8-bit bound (see src/matmul.rs).
     let imp = |p: &MatmulParams, w: &[u8], x: &[f32], out: &mut [f32]| {
-        run_gpu(&be, p, w, x, 0, out).map_err(to_core)
+        run_gpu(&be, p, None, w, x, 0, out).map_err(to_core)
     };
     let report = check_matmul_with(&imp, &Options::default());
     eprintln!("{}", report.summary());
     report.into_result().unwrap();
+}
+
+/// One random case on the GPU (plan `kernel`, or the launcher's), held to
+/// the testkit's per-element bound; returns the worst err/bound or a message.
+fn bounded_case(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    kernel: Option<MatmulKernel>,
+    (seed, tag, index): (u64, &str, usize),
+) -> Result<f64, String> {
+    let mut rng = case_rng(seed, tag, index);
+    let (m, n, k) = (p.m, p.n, p.k);
+    let w = rand_rows(&mut rng, p.wtype, n, k);
+    let mut x = rand_f32(&mut rng, m * k, -4.0, 4.0);
+    if m >= 2 {
+        x[k..2 * k].fill(0.0); // a zero row
+    }
+    let mut want = vec![0.0f32; m * n];
+    matmul_ref(p, &w, &x, &mut want).unwrap();
+    let bound = error_bounds(p, &w, &x).unwrap();
+    let mut got = vec![f32::NAN; m * n];
+    run_gpu(be, p, kernel, &w, &x, 0, &mut got).map_err(|e| format!("error {e}"))?;
+    let mut msgs = Vec::new();
+    let mut worst = 0.0f64;
+    for (idx, ((&g, &r), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
+        let err = (f64::from(g) - f64::from(r)).abs();
+        if err.is_nan() || err > b {
+            if msgs.len() < 3 {
+                msgs.push(format!("[{idx}] got {g:e} want {r:e} bound {b:.3e}"));
+            }
+        } else if b > 0.0 {
+            worst = worst.max(err / b);
+        }
+    }
+    if msgs.is_empty() {
+        Ok(worst)
+    } else {
+        Err(msgs.join("; "))
+    }
 }
 
 /// Shapes the testkit table lacks: m = 9 (smallest prefill) and 512 for
@@ -123,40 +169,14 @@ fn prefill_and_odd_shapes() {
         }
         for (si, &(m, n, k)) in shapes.iter().enumerate() {
             count += 1;
-            let mut rng = case_rng(seed, "cumatmul", ci * 100 + si);
             let p = MatmulParams { m, n, k, wtype };
-            let w = rand_rows(&mut rng, wtype, n, k);
-            let mut x = rand_f32(&mut rng, m * k, -4.0, 4.0);
-            x[k..2 * k].fill(0.0); // a zero row
-            let mut want = vec![0.0f32; m * n];
-            matmul_ref(&p, &w, &x, &mut want).unwrap();
-            let bound = error_bounds(&p, &w, &x).unwrap();
-            let mut got = vec![f32::NAN; m * n];
-            if let Err(e) = run_gpu(&be, &p, &w, &x, 0, &mut got) {
-                failures.push(format!("{wtype} m={m} n={n} k={k}: error {e}"));
-                continue;
+            match bounded_case(&be, &p, None, (seed, "cumatmul", ci * 100 + si)) {
+                Ok(worst) => eprintln!(
+                    "{wtype} m={m} n={n} k={k} ({:?}): ok, worst err/bound {worst:.3}",
+                    select_matmul(&p)
+                ),
+                Err(e) => failures.push(format!("{wtype} m={m} n={n} k={k}: {e}")),
             }
-            let mut bad = 0;
-            let mut worst = 0.0f64;
-            for (idx, ((&g, &r), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
-                let err = (f64::from(g) - f64::from(r)).abs();
-                if err.is_nan() || err > b {
-                    if bad < 3 {
-                        failures.push(format!(
-                            "{wtype} m={m} n={n} k={k} [{idx}]: got {g:e} want {r:e} bound {b:.3e}"
-                        ));
-                    }
-                    bad += 1;
-                }
-                if b > 0.0 {
-                    worst = worst.max(err / b);
-                }
-            }
-            eprintln!(
-                "{wtype} m={m} n={n} k={k} ({:?}): {} over bound, worst err/bound {worst:.3}",
-                select_matmul(&p),
-                bad
-            );
         }
     }
     assert!(
@@ -165,6 +185,62 @@ fn prefill_and_odd_shapes() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every forced plan is correct for every shape: chunked mat-vec (the
+/// no-cuBLAS fallback) at prefill sizes, each kw, and GEMM at decode sizes.
+#[test]
+fn forced_plans() {
+    let Some(be) = backend() else { return };
+    let seed = test_seed();
+    eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (ci, &wtype) in WTYPES.iter().enumerate() {
+        let operand = if wtype.is_quantized() {
+            GemmOperand::F16
+        } else {
+            GemmOperand::F32
+        };
+        let mut plans = vec![MatmulKernel::Gemm { operand }];
+        for rows in [1, 3, 8] {
+            for kw in [1, 2, 4] {
+                plans.push(MatmulKernel::MatVec { rows, kw });
+            }
+        }
+        let shapes = [(1, 33, 96), (5, 257, 544), (17, 7, 32), (64, 65, 1536)];
+        for (pi, &plan) in plans.iter().enumerate() {
+            for (si, &(m, n, k)) in shapes.iter().enumerate() {
+                count += 1;
+                let p = MatmulParams { m, n, k, wtype };
+                let idx = (ci * 100 + pi) * 10 + si;
+                if let Err(e) = bounded_case(&be, &p, Some(plan), (seed, "cumatmul-forced", idx)) {
+                    failures.push(format!("{wtype} m={m} n={n} k={k} {plan:?}: {e}"));
+                }
+            }
+        }
+    }
+    // Plans that do not fit are refused.
+    let p = MatmulParams {
+        m: 2,
+        n: 3,
+        k: 64,
+        wtype: DType::Q4_1,
+    };
+    for bad in [
+        MatmulKernel::MatVec { rows: 9, kw: 1 },
+        MatmulKernel::MatVec { rows: 2, kw: 3 },
+        MatmulKernel::Gemm {
+            operand: GemmOperand::F32,
+        },
+        MatmulKernel::Empty,
+    ] {
+        if bounded_case(&be, &p, Some(bad), (seed, "cumatmul-forced-bad", 0)).is_ok() {
+            failures.push(format!("accepted {bad:?}"));
+        }
+    }
+    eprintln!("forced plans: {count} cases, {} failures", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -182,7 +258,7 @@ fn alignment_rules() {
     };
     let w = rand_rows(&mut rng, p.wtype, n, k);
     let mut out = vec![f32::NAN; m * n];
-    let err = run_gpu(&be, &p, &w, &x, 1, &mut out).unwrap_err();
+    let err = run_gpu(&be, &p, None, &w, &x, 1, &mut out).unwrap_err();
     assert!(err.to_string().contains("aligned"), "{err}");
     assert!(out.iter().all(|v| v.is_nan()), "wrote after an error");
     // Float weights take any 4-byte aligned x.
@@ -193,32 +269,49 @@ fn alignment_rules() {
     let w = rand_rows(&mut rng, p.wtype, n, k);
     let mut want = vec![0.0; m * n];
     matmul_ref(&p, &w, &x, &mut want).unwrap();
-    run_gpu(&be, &p, &w, &x, 1, &mut out).unwrap();
+    run_gpu(&be, &p, None, &w, &x, 1, &mut out).unwrap();
     for (g, r) in out.iter().zip(&want) {
         assert!((g - r).abs() <= 1e-4, "{g} vs {r}");
     }
 }
 
-/// Median GPU time (ms) of `iters` calls of `f(i)`, each bracketed by events.
+/// GPU time (ms) of calls of `f(i)`: (median of `iters` event-bracketed
+/// calls, mean of `iters` back-to-back calls). Before the bracketed calls a
+/// `busy` kernel keeps the GPU occupied while the host enqueues them all, so
+/// each bracket holds the kernels' own time, not the host's launch gaps; the
+/// back-to-back mean (no busy kernel) includes any host-side bottleneck.
 fn time_ms(
     be: &CudaBackend,
     iters: usize,
+    mut busy: impl FnMut() -> Result<(), CudaError>,
     mut f: impl FnMut(usize) -> Result<(), CudaError>,
-) -> f64 {
+) -> (f64, f64) {
     for i in 0..3 {
         f(i).unwrap(); // warm-up: kernel load, cuBLAS heuristics, scratch growth
     }
     be.synchronize().unwrap();
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-    let mut t = Vec::with_capacity(iters);
+    busy().unwrap();
+    let mut ev = Vec::with_capacity(iters);
     for i in 0..iters {
         let a = be.stream().record_event(flags).unwrap();
         f(i).unwrap();
         let b = be.stream().record_event(flags).unwrap();
-        t.push(f64::from(a.elapsed_ms(&b).unwrap()));
+        ev.push((a, b));
     }
+    be.synchronize().unwrap();
+    let mut t: Vec<f64> = ev
+        .iter()
+        .map(|(a, b)| f64::from(a.elapsed_ms(b).unwrap()))
+        .collect();
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[iters / 2]
+    let a = be.stream().record_event(flags).unwrap();
+    for i in 0..iters {
+        f(i).unwrap();
+    }
+    let b = be.stream().record_event(flags).unwrap();
+    let mean = f64::from(a.elapsed_ms(&b).unwrap()) / iters as f64;
+    (t[iters / 2], mean)
 }
 
 #[test]
@@ -233,28 +326,40 @@ fn bench_matmul() {
     let words = 512usize << 20;
     let src = be.alloc_zeros::<u32>(words).unwrap();
     let mut sum = be.alloc_zeros::<u32>(1).unwrap();
-    let ms = time_ms(&be, 10, |_| {
-        bench_read_sum(&be, &src.slice(..), &mut sum.slice_mut(..))
+    let mut busy = || -> Result<(), CudaError> {
+        for _ in 0..3 {
+            bench_read_sum(&be, &src.slice(..), &mut sum.slice_mut(..))?;
+        }
+        Ok(())
+    };
+    let mut sum2 = be.alloc_zeros::<u32>(1).unwrap();
+    let (ms, _) = time_ms(&be, 10, &mut busy, |_| {
+        bench_read_sum(&be, &src.slice(..), &mut sum2.slice_mut(..))
     });
     let ceiling = (words * 4) as f64 / ms / 1e6;
     eprintln!("read ceiling: 2 GiB in {ms:.3} ms = {ceiling:.0} GB/s");
-    drop(src);
 
     let mut rng = case_rng(1, "cumatmul-bench", 0);
-    eprintln!("| shape (n×k) | wtype | m | kernel | median µs | weight GB/s | % of ceiling |");
-    eprintln!("|---|---|---|---|---|---|---|");
+    eprintln!("| shape (n×k) | wtype | m | kernel | median µs | weight GB/s | % of ceiling | back-to-back µs |");
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    // (n, k, wtype, m, forced kw): the launcher's plan, then other kw.
     let shapes = [
-        (576, 576, DType::Q4_1, 1),
-        (1536, 576, DType::Q4_1, 1),
-        (576, 1536, DType::Q4_1, 1),
-        (49152, 576, DType::Q8_0, 1),
-        (4096, 4096, DType::Q4_1, 1),
-        (4096, 4096, DType::Q4_1, 4),
-        (4096, 4096, DType::Q4_1, 8),
-        (1536, 576, DType::Q4_1, 512),
-        (576, 1536, DType::Q4_1, 512),
+        (576, 576, DType::Q4_1, 1, None),
+        (1536, 576, DType::Q4_1, 1, None),
+        (576, 1536, DType::Q4_1, 1, None),
+        (49152, 576, DType::Q8_0, 1, None),
+        (49152, 576, DType::Q8_0, 1, Some(2)),
+        (4096, 4096, DType::Q4_1, 1, None),
+        (4096, 4096, DType::Q4_1, 1, Some(1)),
+        (4096, 4096, DType::Q4_1, 1, Some(4)),
+        (4096, 4096, DType::Q8_0, 1, None),
+        (4096, 4096, DType::Q4_0, 1, None),
+        (4096, 4096, DType::Q4_1, 4, None),
+        (4096, 4096, DType::Q4_1, 8, None),
+        (1536, 576, DType::Q4_1, 512, None),
+        (576, 1536, DType::Q4_1, 512, None),
     ];
-    for (n, k, wtype, m) in shapes {
+    for (n, k, wtype, m, force_kw) in shapes {
         let p = MatmulParams { m, n, k, wtype };
         let wbytes = n * p.w_row_bytes().unwrap();
         // Enough weight copies that the set is ≥ 3× L2 (50 MB), at least 4.
@@ -267,19 +372,24 @@ fn bench_matmul() {
         let dw = be.upload(&flat).unwrap();
         let dx = be.upload(&rand_f32(&mut rng, m * k, -1.0, 1.0)).unwrap();
         let mut dout = be.alloc_zeros::<f32>(m * n).unwrap();
-        let ms = time_ms(&be, 50, |i| {
+        let plan = match (select_matmul(&p), force_kw) {
+            (MatmulKernel::MatVec { rows, .. }, Some(kw)) => MatmulKernel::MatVec { rows, kw },
+            (plan, _) => plan,
+        };
+        let (ms, b2b) = time_ms(&be, 50, &mut busy, |i| {
             let c = i % copies;
-            matmul(
+            matmul_with_kernel(
                 &be,
                 &p,
+                plan,
                 &dw.slice(c * wbytes..(c + 1) * wbytes),
                 &dx.slice(..),
                 &mut dout.slice_mut(..),
             )
         });
         let gbs = wbytes as f64 / ms / 1e6;
-        let kern = match select_matmul(&p) {
-            MatmulKernel::MatVec { rows } => format!("mat-vec m{rows}"),
+        let kern = match plan {
+            MatmulKernel::MatVec { rows, kw } => format!("mat-vec m{rows} kw{kw}"),
             MatmulKernel::Gemm { operand } => format!("dequant+gemm {operand:?}"),
             MatmulKernel::Empty => "empty".into(),
         };
@@ -289,9 +399,10 @@ fn bench_matmul() {
             String::new()
         };
         eprintln!(
-            "| {n}×{k} | {wtype} | {m} | {kern} | {:.2}{extra} | {gbs:.0} | {:.0}% |",
+            "| {n}×{k} | {wtype} | {m} | {kern} | {:.2}{extra} | {gbs:.0} | {:.0}% | {:.2} |",
             ms * 1e3,
-            100.0 * gbs / ceiling
+            100.0 * gbs / ceiling,
+            b2b * 1e3
         );
     }
 }

@@ -457,3 +457,137 @@ fn argmax_without_finite_values() {
     let empty = be.upload(&[0.0f32]).unwrap();
     assert!(argmax::argmax_host(&be, &empty.slice(0..0)).is_err());
 }
+
+/// Mean time per call over `iters` enqueued launches (after a warm-up), in µs.
+fn time_us(be: &CudaBackend, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..10 {
+        f();
+    }
+    be.synchronize().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    be.synchronize().unwrap();
+    t.elapsed().as_secs_f64() * 1e6 / iters as f64
+}
+
+/// Not a parity check: µs per call at SmolLM2 shapes (decode and a 512-token
+/// prefill), eager launches, launch overhead included. Run with `--ignored`.
+#[test]
+#[ignore]
+fn timing_smollm2_shapes() {
+    let Some(be) = backend() else { return };
+    let mut rng = case_rng(1, "timing", 0);
+    let (dim, ffn, vocab, heads, hd) = (576usize, 1536usize, 49152usize, 9usize, 64usize);
+    let table = rand_rows(&mut rng, DType::Q8_0, vocab, dim);
+    let t = be.upload(&table).unwrap();
+    let big = be
+        .upload(&rand_f32(&mut rng, 512 * ffn, -2.0, 2.0))
+        .unwrap();
+    let big2 = be
+        .upload(&rand_f32(&mut rng, 512 * ffn, -2.0, 2.0))
+        .unwrap();
+    let mut out = be.alloc_zeros::<f32>(512 * ffn).unwrap();
+    let mut idx = be.alloc_zeros::<u32>(1).unwrap();
+    let ids = be
+        .upload(&(0..512u32).map(|i| i * 90).collect::<Vec<_>>())
+        .unwrap();
+    let pos = be.upload(&(0..512i32).collect::<Vec<_>>()).unwrap();
+    let w = be.upload(&rand_f32(&mut rng, dim, -1.0, 1.0)).unwrap();
+    for n in [1usize, 512] {
+        let ep = EmbeddingParams {
+            n_vocab: vocab,
+            dim,
+            dtype: DType::Q8_0,
+        };
+        let us = time_us(&be, 200, || {
+            embedding::embedding(
+                &be,
+                &ep,
+                &t.slice(..),
+                &ids.slice(..n),
+                n,
+                &mut out.slice_mut(..n * dim),
+            )
+            .unwrap()
+        });
+        println!("embedding q8_0 n={n}: {us:.2} us");
+        let rp = kiln_core::ops::rms_norm::RmsNormParams {
+            rows: n,
+            dim,
+            eps: 1e-5,
+        };
+        let us = time_us(&be, 200, || {
+            rms_norm::rms_norm(
+                &be,
+                &rp,
+                &big.slice(..n * dim),
+                &w.slice(..),
+                &mut out.slice_mut(..n * dim),
+            )
+            .unwrap()
+        });
+        println!("rms_norm rows={n} dim={dim}: {us:.2} us");
+        let pp = kiln_core::ops::rope::RopeParams {
+            n_tokens: n,
+            n_heads: heads,
+            head_dim: hd,
+            n_rot: hd,
+            freq_base: 100000.0,
+            freq_scale: 1.0,
+            mode: kiln_core::ops::rope::RopeMode::Normal,
+        };
+        let us = time_us(&be, 200, || {
+            rope::rope(
+                &be,
+                &pp,
+                &pos.slice(..n),
+                &mut out.slice_mut(..n * heads * hd),
+            )
+            .unwrap()
+        });
+        println!("rope tokens={n} heads={heads}x{hd}: {us:.2} us");
+        let sp = kiln_core::ops::silu_mul::SiluMulParams { n: n * ffn };
+        let us = time_us(&be, 200, || {
+            silu_mul::silu_mul(
+                &be,
+                &sp,
+                &big.slice(..n * ffn),
+                &big2.slice(..n * ffn),
+                &mut out.slice_mut(..n * ffn),
+            )
+            .unwrap()
+        });
+        println!("silu_mul n={}: {us:.2} us", n * ffn);
+        let smp = kiln_core::ops::softmax::SoftmaxParams {
+            rows: heads,
+            cols: n,
+            scale: 0.125,
+        };
+        let us = time_us(&be, 200, || {
+            softmax::softmax(
+                &be,
+                &smp,
+                &big.slice(..heads * n),
+                &mut out.slice_mut(..heads * n),
+            )
+            .unwrap()
+        });
+        println!("softmax rows={heads} cols={n}: {us:.2} us");
+        let cp = CopyRowsParams {
+            row_len: 3 * 64,
+            n_rows: n,
+            src_row: 0,
+            dst_row: 7,
+        };
+        let us = time_us(&be, 200, || {
+            copy_rows::copy_rows(&be, &cp, &big.slice(..n * 192), &mut out.slice_mut(..)).unwrap()
+        });
+        println!("copy_rows rows={n} x 192: {us:.2} us");
+    }
+    let us = time_us(&be, 200, || {
+        argmax::argmax(&be, &big.slice(..vocab), &mut idx.slice_mut(..)).unwrap()
+    });
+    println!("argmax n={vocab}: {us:.2} us");
+}

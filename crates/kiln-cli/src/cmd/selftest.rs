@@ -56,7 +56,10 @@ pub fn run(a: SelftestArgs) -> Result<()> {
     if !matches!(a.device.as_str(), "all" | "cpu" | "cuda") {
         bail!("--device {:?}: expected all, cpu or cuda", a.device);
     }
-    let opts = Options { quick: a.quick, ..Options::default() };
+    let opts = Options {
+        quick: a.quick,
+        ..Options::default()
+    };
     let (mut passed, mut failed) = (0, 0);
     if a.device != "cpu" {
         #[cfg(feature = "cuda")]
@@ -64,7 +67,12 @@ pub fn run(a: SelftestArgs) -> Result<()> {
             Ok(be) => {
                 let r = kiln_cuda::harness::check_all_cuda(&be, &opts);
                 print("cuda", &r, a.verbose);
-                println!("cuda ({}): {} passed, {} failed", be.info().name, r.passed(), r.failed());
+                println!(
+                    "cuda ({}): {} passed, {} failed",
+                    be.info().name,
+                    r.passed(),
+                    r.failed()
+                );
                 passed += r.passed();
                 failed += r.failed();
             }
@@ -84,17 +92,28 @@ pub fn run(a: SelftestArgs) -> Result<()> {
     if a.device != "cuda" {
         backends.push(("cpu", CpuContext::with_features(a.threads, detected)?));
         if detected.has_avx2_fma() {
-            backends.push(("cpu-scalar", CpuContext::with_features(a.threads, CpuFeatures::default())?));
+            backends.push((
+                "cpu-scalar",
+                CpuContext::with_features(a.threads, CpuFeatures::default())?,
+            ));
         }
     }
     for (name, ctx) in &backends {
         let r = run_cpu(ctx, &opts);
         print(name, &r, a.verbose);
-        println!("{name} ({} threads): {} passed, {} failed", ctx.threads(), r.passed(), r.failed());
+        println!(
+            "{name} ({} threads): {} passed, {} failed",
+            ctx.threads(),
+            r.passed(),
+            r.failed()
+        );
         passed += r.passed();
         failed += r.failed();
     }
-    println!("selftest seed {:#x} (replay with KILN_TEST_SEED)", opts.seed);
+    println!(
+        "selftest seed {:#x} (replay with KILN_TEST_SEED)",
+        opts.seed
+    );
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} parity cases failed");
