@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf gpu-bundle && mkdir -p gpu-bundle gpu-model/a gpu-model/b
 cargo build --release -p kiln-cli --features cuda
-cp target/release/kiln gpu-bundle/kiln
+cp "${CARGO_TARGET_DIR:-target}/release/kiln" gpu-bundle/kiln
 # CUDA test binaries (each skips by itself where there is no GPU).
 cargo test -p kiln-cuda --release --no-run --message-format=json 2>/dev/null \
   | python3 -c '
@@ -40,7 +40,8 @@ strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 model=$(bash scripts/fetch-model.sh)
 size=$(stat -c %s "$model")
-half=$(( (size + 1) / 2 ))
+# The first call carries only part a, so it takes the larger share.
+half=$(( size * 3 / 5 ))
 head -c "$half" "$model" > gpu-model/a/part
 tail -c +"$((half + 1))" "$model" > gpu-model/b/part
 du -sh gpu-bundle gpu-model/a gpu-model/b

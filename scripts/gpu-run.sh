@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 B=gpu-bundle
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export KILN_CACHE=/tmp/kiln-cache
-OUT="${OUT:-/tmp/kiln-out}"; mkdir -p "$OUT"
+FINAL="${OUT:-}"
+OUT=/tmp/kiln-logs; rm -rf "$OUT"; mkdir -p "$OUT"
 model=/tmp/kiln-model.gguf
 if [ ! -f "$model" ] && [ -f /tmp/kiln-model.a ] && [ -f gpu-model/b/part ]; then
   cat /tmp/kiln-model.a gpu-model/b/part > "$model"
@@ -44,3 +45,5 @@ if command -v compute-sanitizer >/dev/null; then
   done
 fi
 echo; echo "==== summary"; printf '%s\n' "${summary[@]}"
+# One archive of every log for the caller (the device tool returns few files).
+[ -n "$FINAL" ] && tar -czf "$FINAL/logs.tar.gz" -C "$OUT" . 2>/dev/null

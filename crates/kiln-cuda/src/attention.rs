@@ -242,8 +242,13 @@ pub fn attention_with_kernel(
             if p.n_heads > GRID_YZ_MAX {
                 return Err(unsupported(format!("n_heads {} exceeds the grid", p.n_heads)).into());
             }
-            let name = format!("attention_tiled_d{head_dim}_f32");
-            let f = be.function("attention", ATTENTION, &name)?;
+            let name = match head_dim {
+                64 => "attention_tiled_d64_f32",
+                80 => "attention_tiled_d80_f32",
+                96 => "attention_tiled_d96_f32",
+                _ => "attention_tiled_d128_f32",
+            };
+            let f = be.function("attention", ATTENTION, name)?;
             let cfg = LaunchConfig {
                 grid_dim: (p.n_tokens.div_ceil(TILE_Q) as u32, p.n_heads as u32, 1),
                 block_dim: (TILE_THREADS, 1, 1),

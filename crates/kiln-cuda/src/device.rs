@@ -123,9 +123,21 @@ impl CudaBackend {
         &self,
         family: &'static str,
         src: &'static str,
-        name: &str,
+        name: &'static str,
     ) -> Result<CudaFunction> {
         self.registry.function(&self.ctx, family, src, name)
+    }
+
+    /// Like [`CudaBackend::function`] for a name built at run time: looked up
+    /// in the module each call (for set-up code that keeps the handle).
+    pub fn function_named(
+        &self,
+        family: &'static str,
+        src: &'static str,
+        name: &str,
+    ) -> Result<CudaFunction> {
+        self.registry
+            .function_uncached(&self.ctx, family, src, name)
     }
 
     /// A zeroed device buffer of `n` elements.

@@ -27,6 +27,8 @@ pub mod rope;
 pub mod silu_mul;
 pub mod softmax;
 
-pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
+pub use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits,
+};
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};

@@ -212,7 +212,7 @@ impl MatmulState {
         if self.functions.get().is_none() {
             let table = Kern::names()
                 .iter()
-                .map(|name| be.function("matmul", MATMUL, name))
+                .map(|name| be.function_named("matmul", MATMUL, name))
                 .collect::<Result<Vec<_>>>()?;
             let _ = self.functions.set(table);
         }

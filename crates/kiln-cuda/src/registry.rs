@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 pub struct Registry {
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Functions already looked up, so a launch costs one hash lookup instead
+    /// of a driver call (`cuModuleGetFunction`).
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
 
 /// FNV-1a 64: a stable hash for cache keys (std's hasher is not stable across releases).
@@ -155,6 +158,7 @@ impl Registry {
         Registry {
             arch,
             modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,6 +202,31 @@ impl Registry {
 
     /// Load (once) the family's module and return the named function.
     pub fn function(
+        &self,
+        ctx: &Arc<CudaContext>,
+        family: &'static str,
+        src: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
+        let key = (family, name);
+        if let Some(f) = self
+            .functions
+            .lock()
+            .map_err(|_| CudaError::driver("registry", "lock poisoned"))?
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let f = self.function_uncached(ctx, family, src, name)?;
+        self.functions
+            .lock()
+            .map_err(|_| CudaError::driver("registry", "lock poisoned"))?
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Load (once) the family's module and look `name` up in it.
+    pub fn function_uncached(
         &self,
         ctx: &Arc<CudaContext>,
         family: &'static str,

@@ -41,6 +41,64 @@ pub struct Stream {
     cpu: Arc<CpuContext>,
     #[cfg(feature = "cuda")]
     cuda: Option<Arc<kiln_cuda::CudaBackend>>,
+    #[cfg(feature = "cuda")]
+    ints: Arc<DeviceInts>,
+}
+
+/// Device copies of the small host integer arrays ops take (token ids,
+/// positions): uploaded when they change, reused while they don't, so a
+/// forward pass uploads its positions once, not once per RoPE call.
+#[cfg(feature = "cuda")]
+#[derive(Default)]
+struct DeviceInts {
+    ids: std::sync::Mutex<(Vec<u32>, Option<kiln_cuda::CudaSlice<u32>>)>,
+    positions: std::sync::Mutex<(Vec<i32>, Option<kiln_cuda::CudaSlice<i32>>)>,
+}
+
+#[cfg(feature = "cuda")]
+fn cached_upload<T, R>(
+    be: &kiln_cuda::CudaBackend,
+    slot: &std::sync::Mutex<(Vec<T>, Option<kiln_cuda::CudaSlice<T>>)>,
+    host: &[T],
+    f: impl FnOnce(&kiln_cuda::CudaView<'_, T>) -> Result<R>,
+) -> Result<R>
+where
+    T: cudarc_repr::Repr + PartialEq + Copy + Default,
+{
+    let mut g = slot
+        .lock()
+        .map_err(|_| Error::Device("upload cache lock poisoned".into()))?;
+    let (cached, buf) = &mut *g;
+    let n = host.len();
+    let stale = cached.as_slice() != host;
+    if buf.as_ref().is_none_or(|b| b.len() < n.max(1)) {
+        *buf = Some(
+            be.alloc_zeros::<T>(n.max(64).next_power_of_two())
+                .map_err(|e| Error::Device(e.to_string()))?,
+        );
+        cached.clear();
+    }
+    let Some(b) = buf.as_mut() else {
+        return Err(Error::Device("upload cache is empty".into()));
+    };
+    if stale || cached.len() != n {
+        if n > 0 {
+            be.stream()
+                .memcpy_htod(host, &mut b.slice_mut(0..n))
+                .map_err(|e| Error::Device(format!("upload: {e:?}")))?;
+        }
+        cached.clear();
+        cached.extend_from_slice(host);
+    }
+    f(&b.slice(0..n))
+}
+
+#[cfg(feature = "cuda")]
+mod cudarc_repr {
+    /// The element types `cached_upload` handles.
+    pub trait Repr: kiln_cuda::DeviceRepr + kiln_cuda::ValidAsZeroBits {}
+    impl Repr for u32 {}
+    impl Repr for i32 {}
 }
 
 impl Stream {
@@ -57,6 +115,8 @@ impl Stream {
             cpu: Arc::new(ctx),
             #[cfg(feature = "cuda")]
             cuda: None,
+            #[cfg(feature = "cuda")]
+            ints: Arc::new(DeviceInts::default()),
         }
     }
 
@@ -72,6 +132,7 @@ impl Stream {
                 device: Device::Cuda(ordinal),
                 cpu: Arc::new(cpu),
                 cuda: Some(Arc::new(be)),
+                ints: Arc::new(DeviceInts::default()),
             })
         }
         #[cfg(not(feature = "cuda"))]
@@ -149,6 +210,28 @@ impl Stream {
             return Backend::Cuda(be);
         }
         Backend::Cpu(&self.cpu)
+    }
+
+    /// Run `f` with a device copy of token ids (re-uploaded only on change).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn with_device_ids<R>(
+        &self,
+        be: &kiln_cuda::CudaBackend,
+        ids: &[u32],
+        f: impl FnOnce(&kiln_cuda::CudaView<'_, u32>) -> Result<R>,
+    ) -> Result<R> {
+        cached_upload(be, &self.ints.ids, ids, f)
+    }
+
+    /// Run `f` with a device copy of positions (re-uploaded only on change).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn with_device_positions<R>(
+        &self,
+        be: &kiln_cuda::CudaBackend,
+        positions: &[i32],
+        f: impl FnOnce(&kiln_cuda::CudaView<'_, i32>) -> Result<R>,
+    ) -> Result<R> {
+        cached_upload(be, &self.ints.positions, positions, f)
     }
 
     #[cfg(feature = "cuda")]

@@ -37,18 +37,12 @@ pub fn embedding(s: &Stream, table: &Tensor, ids: &[u32], out: &mut Tensor) -> R
         Backend::Cuda(be) => {
             // Host ids are checked here, where they are cheap to see.
             p.validate(table.byte_len(), ids, need)?;
-            let ids_dev = be.upload(ids).map_err(super::cuda_err)?;
             let t = table.cuda_bytes(OP, "table")?;
             let mut out = out.cuda_f32_mut(OP, "out", need)?;
-            kiln_cuda::embedding::embedding(
-                be,
-                &p,
-                &t,
-                &ids_dev.slice(0..ids.len()),
-                ids.len(),
-                &mut out,
-            )
-            .map_err(super::cuda_err)
+            s.with_device_ids(be, ids, |d| {
+                kiln_cuda::embedding::embedding(be, &p, &t, d, ids.len(), &mut out)
+                    .map_err(super::cuda_err)
+            })
         }
     }
 }

@@ -15,10 +15,10 @@ pub fn rope(s: &Stream, p: &RopeParams, positions: &[i32], x: &mut Tensor) -> Re
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
             p.validate(positions.len(), n)?;
-            let pos = be.upload(positions).map_err(super::cuda_err)?;
             let mut x = x.cuda_f32_mut(OP, "x", n)?;
-            kiln_cuda::rope::rope(be, p, &pos.slice(0..positions.len()), &mut x)
-                .map_err(super::cuda_err)
+            s.with_device_positions(be, positions, |pos| {
+                kiln_cuda::rope::rope(be, p, pos, &mut x).map_err(super::cuda_err)
+            })
         }
     }
 }
