@@ -41,21 +41,7 @@ fn assert_clean_error(out: &Output, needle: &str) {
 }
 
 fn default_model() -> Option<PathBuf> {
-    let p = std::env::var_os("KILN_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: default model not found at {} (run scripts/fetch-model.sh)",
-            p.display()
-        );
-        None
-    }
+    kiln_testkit::default_model()
 }
 
 #[test]

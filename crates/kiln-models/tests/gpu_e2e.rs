@@ -17,7 +17,6 @@ mod gpu {
     use kiln::Stream;
     use kiln_models::perplexity::perplexity;
     use kiln_models::Model;
-    use std::path::PathBuf;
 
     /// Cosine of CPU and GPU logits at every step. The CPU's 8-bit
     /// activations move logits by up to ~0.5 of 13..38 (tests/e2e.rs);
@@ -36,16 +35,7 @@ mod gpu {
     const PPL_REL_TOL: f64 = 0.002;
 
     fn setup() -> Option<(Stream, Model, Stream, Model)> {
-        let p = std::env::var_os("KILN_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-        if !p.is_file() {
-            eprintln!("SKIPPED: model not found at {}", p.display());
-            return None;
-        }
+        let p = kiln_testkit::default_model()?;
         let gs = match Stream::cuda(0) {
             Ok(s) => s,
             Err(e) => {

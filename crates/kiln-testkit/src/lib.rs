@@ -54,3 +54,30 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
     r
 }
+
+/// The default model (SmolLM2-135M-Instruct Q4_1) for end-to-end tests:
+/// `$KILN_MODEL`, else `$KILN_CACHE/models/…`, else `~/.cache/kiln/models/…`.
+/// `None` (after printing why the caller skips) when the file is absent.
+pub fn default_model() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    let p = std::env::var_os("KILN_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("KILN_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kiln")
+                });
+            cache.join("models").join(FILE)
+        });
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: default model not found at {} (run scripts/fetch-model.sh)",
+            p.display()
+        );
+        None
+    }
+}
