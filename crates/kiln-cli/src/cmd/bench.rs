@@ -122,9 +122,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             stream.describe(),
             stream.device().to_string(),
         );
-        // warm-up: one short pass of each kind
-        time_pp(&model, &stream, 16.min(model.config.n_ctx_train), a.batch)?;
-        time_tg(&model, &stream, 4)?;
+        // Warm-up, untimed: one pass of every prompt size (kernel compile or
+        // cache load, cuBLAS set-up, scratch growth happen here) and a few
+        // decode steps.
+        for &n in a.n_prompt.iter().filter(|&&n| n > 0) {
+            time_pp(&model, &stream, n, a.batch)?;
+        }
+        time_tg(&model, &stream, 8)?;
         for &n in a.n_prompt.iter().filter(|&&n| n > 0) {
             let samples = (0..a.reps)
                 .map(|_| time_pp(&model, &stream, n, a.batch))
