@@ -39,6 +39,7 @@ pub(crate) enum Backend<'a> {
 pub struct Stream {
     device: Device,
     cpu: Arc<CpuContext>,
+    profile: Arc<Profile>,
     #[cfg(feature = "cuda")]
     cuda: Option<Arc<kiln_cuda::CudaBackend>>,
     #[cfg(feature = "cuda")]
@@ -113,6 +114,7 @@ impl Stream {
         Stream {
             device: Device::Cpu,
             cpu: Arc::new(ctx),
+            profile: Arc::new(Profile::default()),
             #[cfg(feature = "cuda")]
             cuda: None,
             #[cfg(feature = "cuda")]
@@ -131,6 +133,7 @@ impl Stream {
             Ok(Stream {
                 device: Device::Cuda(ordinal),
                 cpu: Arc::new(cpu),
+                profile: Arc::new(Profile::default()),
                 cuda: Some(Arc::new(be)),
                 ints: Arc::new(DeviceInts::default()),
             })
@@ -195,6 +198,44 @@ impl Stream {
         }
     }
 
+    /// Turn per-op-family timing on or off (see [`Stream::profile`]).
+    pub fn set_profiling(&self, on: bool) {
+        self.profile
+            .on
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut t) = self.profile.totals.lock() {
+            t.clear();
+        }
+    }
+
+    /// Per op family: calls and total seconds since profiling was turned on.
+    /// While profiling, every op synchronizes the stream when it ends, so the
+    /// figures are each family's own time plus its launch cost, and the total
+    /// is slower than an unprofiled run.
+    pub fn profile(&self) -> Vec<(&'static str, u64, f64)> {
+        let mut v: Vec<_> = self
+            .profile
+            .totals
+            .lock()
+            .map(|t| t.iter().map(|(k, (n, s))| (*k, *n, *s)).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    /// A guard that times one op when profiling is on.
+    pub(crate) fn scope(&self, op: &'static str) -> Option<ProfileScope<'_>> {
+        if self.profile.on.load(std::sync::atomic::Ordering::Relaxed) {
+            Some(ProfileScope {
+                s: self,
+                op,
+                t0: std::time::Instant::now(),
+            })
+        } else {
+            None
+        }
+    }
+
     /// Wait for all enqueued work (a no-op on the CPU).
     pub fn synchronize(&self) -> Result<()> {
         #[cfg(feature = "cuda")]
@@ -237,5 +278,31 @@ impl Stream {
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_backend(&self) -> Option<&kiln_cuda::CudaBackend> {
         self.cuda.as_deref()
+    }
+}
+
+/// Per-op-family timing totals.
+#[derive(Default)]
+struct Profile {
+    on: std::sync::atomic::AtomicBool,
+    totals: std::sync::Mutex<std::collections::HashMap<&'static str, (u64, f64)>>,
+}
+
+/// Times one op: on drop, waits for the stream and adds the elapsed time.
+pub(crate) struct ProfileScope<'a> {
+    s: &'a Stream,
+    op: &'static str,
+    t0: std::time::Instant,
+}
+
+impl Drop for ProfileScope<'_> {
+    fn drop(&mut self) {
+        let _ = self.s.synchronize();
+        let dt = self.t0.elapsed().as_secs_f64();
+        if let Ok(mut t) = self.s.profile.totals.lock() {
+            let e = t.entry(self.op).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += dt;
+        }
     }
 }

@@ -47,9 +47,31 @@ pub struct BenchArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long = "device", default_value = "auto")]
     pub device: String,
+    /// After the timed runs, one profiled pass of each test: time per op
+    /// family (the stream synchronizes after every op while profiling).
+    #[arg(long)]
+    pub profile: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn print_profile(test: &str, s: &Stream) {
+    let p = s.profile();
+    let total: f64 = p.iter().map(|r| r.2).sum();
+    eprintln!("profile {test} on {} (synchronized per op):", s.device());
+    eprintln!(
+        "  {:<12} {:>8} {:>10} {:>10} {:>6}",
+        "op", "calls", "total ms", "us/call", "share"
+    );
+    for (op, n, t) in p {
+        eprintln!(
+            "  {op:<12} {n:>8} {:>10.3} {:>10.2} {:>5.1}%",
+            t * 1e3,
+            t * 1e6 / n.max(1) as f64,
+            100.0 * t / total.max(1e-12)
+        );
+    }
 }
 
 struct Row {
@@ -138,6 +160,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads: stream.threads(),
                 samples,
             });
+            if a.profile {
+                stream.set_profiling(true);
+                time_pp(&model, &stream, n, a.batch)?;
+                print_profile(&format!("pp{n}"), &stream);
+                stream.set_profiling(false);
+            }
         }
         for &n in a.n_gen.iter().filter(|&&n| n > 0) {
             let samples = (0..a.reps)
@@ -148,6 +176,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads: stream.threads(),
                 samples,
             });
+            if a.profile {
+                stream.set_profiling(true);
+                time_tg(&model, &stream, n)?;
+                print_profile(&format!("tg{n}"), &stream);
+                stream.set_profiling(false);
+            }
         }
     }
     if a.json {

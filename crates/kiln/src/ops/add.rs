@@ -4,6 +4,7 @@ use crate::{ops::AddParams, Result, Stream, Tensor};
 
 pub fn add(s: &Stream, p: &AddParams, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
     const OP: &str = "add";
+    let _timer = s.scope(OP);
     match s.backend() {
         Backend::Cpu(ctx) => {
             let a = a.f32_prefix(OP, "a", p.n)?;

@@ -4,6 +4,7 @@ use crate::{Result, Stream, Tensor};
 
 pub fn argmax(s: &Stream, x: &Tensor, n: usize) -> Result<u32> {
     const OP: &str = "argmax";
+    let _timer = s.scope(OP);
     match s.backend() {
         Backend::Cpu(ctx) => Ok(kiln_cpu::argmax::argmax(ctx, x.f32_prefix(OP, "x", n)?)?),
         #[cfg(feature = "cuda")]

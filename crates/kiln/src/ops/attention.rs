@@ -11,6 +11,7 @@ pub fn attention(
     out: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "attention";
+    let _timer = s.scope(OP);
     let q_len = p.n_tokens * p.n_heads * p.head_dim;
     let kv_len = p.kv_stride * p.n_kv_heads * p.head_dim;
     match s.backend() {

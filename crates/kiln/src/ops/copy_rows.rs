@@ -4,6 +4,7 @@ use crate::{ops::CopyRowsParams, Result, Stream, Tensor};
 
 pub fn copy_rows(s: &Stream, p: &CopyRowsParams, src: &Tensor, dst: &mut Tensor) -> Result<()> {
     const OP: &str = "copy_rows";
+    let _timer = s.scope(OP);
     let (ns, nd) = (src.numel(), dst.numel());
     match s.backend() {
         Backend::Cpu(ctx) => {

@@ -4,6 +4,7 @@ use crate::{ops::EmbeddingParams, Error, Result, Stream, Tensor};
 
 pub fn embedding(s: &Stream, table: &Tensor, ids: &[u32], out: &mut Tensor) -> Result<()> {
     const OP: &str = "embedding";
+    let _timer = s.scope(OP);
     let [n_vocab, dim] = table.dims() else {
         return Err(kiln_core::Error::invalid(
             OP,

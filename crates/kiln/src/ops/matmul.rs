@@ -5,6 +5,7 @@ use crate::{ops::MatmulParams, Result, Stream, Tensor};
 /// `m` = rows of `x` used (a prefix of the buffer); `w` must be `[n, k]`.
 pub fn matmul(s: &Stream, w: &Tensor, x: &Tensor, m: usize, out: &mut Tensor) -> Result<()> {
     const OP: &str = "matmul";
+    let _timer = s.scope(OP);
     let [n, k] = w.dims() else {
         return Err(kiln_core::Error::invalid(
             OP,

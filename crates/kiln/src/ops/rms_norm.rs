@@ -10,6 +10,7 @@ pub fn rms_norm(
     out: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "rms_norm";
+    let _timer = s.scope(OP);
     let n = p.rows * p.dim;
     match s.backend() {
         Backend::Cpu(ctx) => {

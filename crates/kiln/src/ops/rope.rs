@@ -4,6 +4,7 @@ use crate::{ops::RopeParams, Result, Stream, Tensor};
 
 pub fn rope(s: &Stream, p: &RopeParams, positions: &[i32], x: &mut Tensor) -> Result<()> {
     const OP: &str = "rope";
+    let _timer = s.scope(OP);
     let n = p.n_tokens * p.n_heads * p.head_dim;
     match s.backend() {
         Backend::Cpu(ctx) => Ok(kiln_cpu::rope::rope(

@@ -10,6 +10,7 @@ pub fn silu_mul(
     out: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "silu_mul";
+    let _timer = s.scope(OP);
     match s.backend() {
         Backend::Cpu(ctx) => {
             let gate = gate.f32_prefix(OP, "gate", p.n)?;

@@ -4,6 +4,7 @@ use crate::{ops::SoftmaxParams, Result, Stream, Tensor};
 
 pub fn softmax(s: &Stream, p: &SoftmaxParams, x: &Tensor, out: &mut Tensor) -> Result<()> {
     const OP: &str = "softmax";
+    let _timer = s.scope(OP);
     let n = p.rows * p.cols;
     match s.backend() {
         Backend::Cpu(ctx) => {
