@@ -34,7 +34,7 @@ if [ -n "${KILN_MODEL:-}" ]; then
   note "greedy 32 tokens cpu vs cuda: $r"
   note "cuda text: $(tr '\n' ' ' < "$OUT/greedy-cuda.txt" | cut -c1-160)"
   note "cuda speed: $(grep -o 'generation:.*' "$OUT/greedy-cuda.err")"
-  "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 3 > "$OUT/bench.txt" 2>&1
+  "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 5 --profile > "$OUT/bench.txt" 2>&1
   cat "$OUT/bench.txt"
 fi
 if command -v compute-sanitizer >/dev/null; then
