@@ -475,7 +475,7 @@ fn time_us(be: &CudaBackend, iters: usize, mut f: impl FnMut()) -> f64 {
 /// Not a parity check: µs per call at SmolLM2 shapes (decode and a 512-token
 /// prefill), eager launches, launch overhead included. Run with `--ignored`.
 #[test]
-#[ignore]
+#[ignore = "timing report for docs/perf.md, not a parity check: run with --ignored on a GPU"]
 fn timing_smollm2_shapes() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(1, "timing", 0);
