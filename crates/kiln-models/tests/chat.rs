@@ -134,12 +134,9 @@ fn chatml_fallback_matches_jinja2() {
 
 #[test]
 fn smollm2_fixture_template_is_the_gguf_one() {
-    let path = std::env::var("KILN_MODEL")
-        .unwrap_or_else(|_| "/root/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
-    if !std::path::Path::new(&path).exists() {
-        eprintln!("skipped: model {path} not found (set KILN_MODEL)");
+    let Some(path) = kiln_testkit::default_model() else {
         return;
-    }
+    };
     let file = kiln_core::gguf::GgufFile::open(&path).unwrap();
     let src = file.get_str("tokenizer.chat_template").unwrap();
     assert_eq!(src, load("smollm2").template);
