@@ -9,8 +9,6 @@ use kiln_testkit::{check_all, AllOps, Options, Report};
 
 /// Floats of guard on each side of a device output.
 const GUARD: usize = 64;
-/// Bit pattern written into the guards (a NaN no kernel produces).
-const SENTINEL: u32 = 0x7fc0_dead;
 
 fn err(e: CudaError) -> kiln_core::Error {
     match e {
@@ -19,16 +17,17 @@ fn err(e: CudaError) -> kiln_core::Error {
     }
 }
 
-/// Upload `init` (the host output's current contents, i.e. the testkit's
-/// poison) between two guard zones, run `launch` on the interior view, check
-/// the guards and copy the interior back into `out`.
-fn guarded(
+/// Upload `out`'s current contents (the caller's poison) between two
+/// sentinel guard zones, run `launch` on the interior view, check the guards
+/// and copy the interior back into `out`. The GPU tests use it too.
+pub fn guarded(
     be: &CudaBackend,
     out: &mut [f32],
     launch: impl FnOnce(&mut crate::CudaViewMut<'_, f32>) -> crate::Result<()>,
 ) -> kiln_core::Result<()> {
     let n = out.len();
-    let mut host = vec![f32::from_bits(SENTINEL); n + 2 * GUARD];
+    let sentinel = kiln_testkit::guard::sentinel();
+    let mut host = vec![sentinel; n + 2 * GUARD];
     host[GUARD..GUARD + n].copy_from_slice(out);
     let mut dev = be.upload(&host).map_err(err)?;
     {
@@ -39,7 +38,7 @@ fn guarded(
     let bad = back[..GUARD]
         .iter()
         .chain(&back[GUARD + n..])
-        .filter(|v| v.to_bits() != SENTINEL)
+        .filter(|v| v.to_bits() != sentinel.to_bits())
         .count();
     if bad > 0 {
         return Err(kiln_core::Error::invalid(

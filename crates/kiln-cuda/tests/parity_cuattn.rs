@@ -14,11 +14,7 @@ use kiln_cuda::attention::{
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::attention::check_attention_with;
-use kiln_testkit::guard::sentinel;
 use kiln_testkit::{case_rng, compare, rand_f32, test_seed, Options, Tol};
-
-/// Device guard elements on each side of an output.
-const GUARD: usize = 64;
 
 fn backend() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -49,34 +45,16 @@ fn run_gpu(
     v: &[f32],
     out: &mut [f32],
 ) -> Result<(), CudaError> {
-    let n = out.len();
     let (dq, dk, dv) = (be.upload(q)?, be.upload(k)?, be.upload(v)?);
-    let mut host = vec![sentinel(); n + 2 * GUARD];
-    host[GUARD..GUARD + n].fill(f32::NAN);
-    let mut dout = be.upload(&host)?;
-    {
-        let mut view = dout.slice_mut(GUARD..GUARD + n);
+    out.fill(f32::NAN);
+    kiln_cuda::harness::guarded(be, out, |view| {
         let (q, k, v) = (dq.slice(..), dk.slice(..), dv.slice(..));
         match kernel {
-            None => attention(be, p, &q, &k, &v, &mut view)?,
-            Some(kern) => attention_with_kernel(be, p, kern, &q, &k, &v, &mut view)?,
+            None => attention(be, p, &q, &k, &v, view),
+            Some(kern) => attention_with_kernel(be, p, kern, &q, &k, &v, view),
         }
-    }
-    let got = be.download(&dout)?;
-    let bad = got[..GUARD]
-        .iter()
-        .chain(&got[GUARD + n..])
-        .filter(|x| x.to_bits() != sentinel().to_bits())
-        .count();
-    if bad > 0 {
-        return Err(kiln_core::Error::invalid(
-            "attention (cuda)",
-            format!("{bad} device guard element(s) overwritten"),
-        )
-        .into());
-    }
-    out.copy_from_slice(&got[GUARD..GUARD + n]);
-    Ok(())
+    })
+    .map_err(CudaError::Core)
 }
 
 #[test]

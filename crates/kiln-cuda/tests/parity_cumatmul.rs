@@ -16,11 +16,7 @@ use kiln_cuda::matmul::{
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
-use kiln_testkit::guard::sentinel;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed, Options};
-
-/// Device guard elements on each side of an output.
-const GUARD: usize = 64;
 
 fn backend() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -64,38 +60,20 @@ fn run_gpu(
     x_offset: usize,
     out: &mut [f32],
 ) -> Result<(), CudaError> {
-    let n = out.len();
     let dw = upload(be, w)?;
     let mut xs = vec![0.0f32; x_offset];
     xs.extend_from_slice(x);
     let dx = upload(be, &xs)?;
-    let mut host = vec![sentinel(); n + 2 * GUARD];
-    host[GUARD..GUARD + n].fill(f32::NAN);
-    let mut dout = be.upload(&host)?;
-    {
-        let mut view = dout.slice_mut(GUARD..GUARD + n);
+    out.fill(f32::NAN);
+    kiln_cuda::harness::guarded(be, out, |view| {
         let wv = dw.slice(0..w.len());
         let xv = dx.slice(x_offset..x_offset + x.len());
         match kernel {
-            None => matmul(be, p, &wv, &xv, &mut view)?,
-            Some(kern) => matmul_with_kernel(be, p, kern, &wv, &xv, &mut view)?,
+            None => matmul(be, p, &wv, &xv, view),
+            Some(kern) => matmul_with_kernel(be, p, kern, &wv, &xv, view),
         }
-    }
-    let got = be.download(&dout)?;
-    let bad = got[..GUARD]
-        .iter()
-        .chain(&got[GUARD + n..])
-        .filter(|v| v.to_bits() != sentinel().to_bits())
-        .count();
-    if bad > 0 {
-        return Err(kiln_core::Error::invalid(
-            "matmul (cuda)",
-            format!("{bad} device guard element(s) overwritten"),
-        )
-        .into());
-    }
-    out.copy_from_slice(&got[GUARD..GUARD + n]);
-    Ok(())
+    })
+    .map_err(CudaError::Core)
 }
 
 #[test]
