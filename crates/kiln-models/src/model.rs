@@ -194,6 +194,14 @@ impl Model {
         pos0: usize,
     ) -> Result<()> {
         let positions = [pos0 as i32];
+        // A replay skips the ops' host checks: check the token here (the
+        // embedding kernel would read past the table otherwise).
+        if let Some(&t) = tok.iter().find(|&&t| t as usize >= self.config.n_vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {t} is out of range (vocabulary of {})",
+                self.config.n_vocab
+            )));
+        }
         if let Some(g) = &st.graph {
             if g.epoch() == stream.graph_epoch() {
                 stream.stage_inputs(tok, &positions)?;
