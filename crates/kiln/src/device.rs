@@ -292,6 +292,12 @@ impl Stream {
             && !self.profile.on.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Allow or forbid CUDA-graph decode on this handle (e.g. to compare
+    /// with eager decode; clones made afterwards inherit the setting).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.graphs = on;
+    }
+
     /// Changes whenever a device buffer that a recorded graph may point
     /// into is reallocated (launcher scratch, the token id and position
     /// copies): a graph recorded under another value must be recorded again.
