@@ -36,6 +36,9 @@ if [ -n "${KILN_MODEL:-}" ]; then
   note "cuda speed: $(grep -o 'generation:.*' "$OUT/greedy-cuda.err")"
   "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 5 --profile > "$OUT/bench.txt" 2>&1
   cat "$OUT/bench.txt"
+  # The same without CUDA graphs (every decode op launched from the host).
+  KILN_NO_GRAPH=1 "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 5 > "$OUT/bench-nograph.txt" 2>&1
+  echo "== KILN_NO_GRAPH=1:"; cat "$OUT/bench-nograph.txt"
 fi
 if command -v compute-sanitizer >/dev/null; then
   for t in "$B"/parity_*; do

@@ -254,6 +254,30 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split<true>(p, q, k, v, out);
 }
 
+// The same kernels with pos0 read from device memory (CUDA-graph decode: the
+// launch is recorded once, the position changes every token). The launcher
+// plans the splits for p.pos0 = the largest position it allows; pos[0] is
+// clamped to it, and splits past the current keys write empty partials
+// (m = -inf, l = 0, acc = 0) that the combine step weighs by zero.
+// pos: [1]
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+    attention_split_at_f32(AttnParams p, const i32* __restrict__ pos, const float* __restrict__ q,
+                           const float* __restrict__ k, const float* __restrict__ v,
+                           float* __restrict__ part) {
+    const i32 p0 = pos[0];
+    p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
+    attention_split<false>(p, q, k, v, part);
+}
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+    attention_split_direct_at_f32(AttnParams p, const i32* __restrict__ pos,
+                                  const float* __restrict__ q, const float* __restrict__ k,
+                                  const float* __restrict__ v, float* __restrict__ out) {
+    const i32 p0 = pos[0];
+    p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
+    attention_split<true>(p, q, k, v, out);
+}
+
 // Merge the splits of one (token, head) per block (grid.x = n_tokens * n_heads):
 // out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
 // Split 0 always holds key 0, so M is finite and the denominator > 0.

@@ -215,7 +215,7 @@ pub fn attention_with_kernel(
         ))
         .into());
     }
-    let mut params = AttnK {
+    let params = AttnK {
         n_tokens: p.n_tokens as u32,
         n_heads: p.n_heads as u32,
         n_kv_heads: p.n_kv_heads as u32,
@@ -263,71 +263,161 @@ pub fn attention_with_kernel(
             unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
         AttentionKernel::SplitKv(plan) => {
-            check_plan(p, &plan)?;
-            params.n_splits = plan.splits as u32;
-            params.chunk = plan.chunk as u32;
-            params.heads_per_block = plan.heads_per_block as u32;
-            params.key_tile = plan.key_tile as u32;
-            let head_chunks = p.group().div_ceil(plan.heads_per_block);
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    plan.splits as u32,
-                    (p.n_kv_heads * head_chunks) as u32,
-                    p.n_tokens.min(GRID_YZ_MAX) as u32,
-                ),
-                block_dim: (SPLIT_THREADS, 1, 1),
-                shared_mem_bytes: split_smem_bytes(p.head_dim, &plan) as u32,
-            };
-            if plan.splits == 1 {
-                let f = be.function("attention", ATTENTION, "attention_split_direct_f32")?;
-                let mut l = be.stream().launch_builder(&f);
-                l.arg(&params).arg(q).arg(k).arg(v).arg(out);
-                // SAFETY: arguments match attention_split_direct_f32(AttnParams,
-                // const float*, const float*, const float*, float*); lengths were
-                // validated, the plan checked (shared memory as computed), and
-                // the kernel writes each (token, head) row of out once.
-                unsafe { l.launch(cfg) }
-                    .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
-                return Ok(());
-            }
-            let need = split_scratch_len(p, &plan);
-            be.with_scratch_f32(need, |part| {
-                let f = be.function("attention", ATTENTION, "attention_split_f32")?;
-                let mut l = be.stream().launch_builder(&f);
-                l.arg(&params).arg(q).arg(k).arg(v).arg(&mut *part);
-                // SAFETY: arguments match attention_split_f32(AttnParams, const float*,
-                // const float*, const float*, float*); `part` holds
-                // n_tokens * n_heads * splits * (head_dim + 2) floats, the
-                // partial layout the kernel writes.
-                unsafe { l.launch(cfg) }
-                    .map_err(|e| CudaError::driver("launch attention_split", e))?;
-                let f = be.function("attention", ATTENTION, "attention_combine_f32")?;
-                let blocks = p.n_tokens * p.n_heads;
-                if blocks > u32::MAX as usize / 2 {
-                    return Err(unsupported(format!(
-                        "n_tokens {} * n_heads {} exceeds the grid",
-                        p.n_tokens, p.n_heads
-                    ))
-                    .into());
-                }
-                let cfg = LaunchConfig {
-                    grid_dim: (blocks as u32, 1, 1),
-                    block_dim: (COMBINE_THREADS, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut l = be.stream().launch_builder(&f);
-                l.arg(&params).arg(&mut *part).arg(&mut *out);
-                // SAFETY: arguments match attention_combine_f32(AttnParams, const
-                // float*, float*); `part` was written by the launch above on the
-                // same stream, splits <= 256 (the kernel's shared array), and
-                // each block writes one head_dim row of out.
-                unsafe { l.launch(cfg) }
-                    .map_err(|e| CudaError::driver("launch attention_combine", e))?;
-                Ok(())
-            })?;
+            launch_split(be, p, &plan, params, None, q, k, v, out)?;
         }
     }
     Ok(())
+}
+
+/// [`attention`] for a CUDA-graph decode step: the position of query 0 is
+/// read from `pos[0]` on the device when the kernel runs, not from `p`.
+/// `p.pos0` is the largest position the call may see (e.g. `kv_stride -
+/// n_tokens`): the split-KV plan and the bounds are made for it, and the
+/// device value is clamped to it. Always runs the split-KV kernel (decode);
+/// the launch arguments do not depend on the device position, so a graph
+/// recorded once replays for every position.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_at(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    pos: &CudaView<'_, i32>,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    if p.n_tokens == 0 {
+        return Ok(());
+    }
+    if pos.is_empty() {
+        return Err(unsupported("attention_at: the device position buffer is empty".into()).into());
+    }
+    let d = p.head_dim;
+    if d == 0 || d > SPLIT_MAX_HEAD_DIM {
+        return Err(unsupported(format!(
+            "head_dim {d} is not supported by the split-KV kernel (1..={SPLIT_MAX_HEAD_DIM})"
+        ))
+        .into());
+    }
+    let fits = |x: usize| x <= (i32::MAX as usize) / 2;
+    if !fits(p.pos0 + p.n_tokens) || !fits(p.n_heads) || !fits(p.head_dim) {
+        return Err(unsupported(format!(
+            "sizes too large for the CUDA kernels: pos0 {} + n_tokens {}, n_heads {}, head_dim {}",
+            p.pos0, p.n_tokens, p.n_heads, p.head_dim
+        ))
+        .into());
+    }
+    let plan = split_kv_plan(p, be.info().sm_count.max(1) as usize);
+    let params = AttnK {
+        n_tokens: p.n_tokens as u32,
+        n_heads: p.n_heads as u32,
+        n_kv_heads: p.n_kv_heads as u32,
+        head_dim: p.head_dim as u32,
+        pos0: p.pos0 as u32,
+        group: p.group() as u32,
+        n_splits: 1,
+        chunk: 0,
+        heads_per_block: 0,
+        key_tile: 0,
+        scale_log2: p.scale * std::f32::consts::LOG2_E,
+        pad: 0,
+    };
+    launch_split(be, p, &plan, params, Some(pos), q, k, v, out)
+}
+
+/// The split-KV launches (+ combine); with `pos`, the `_at` kernels that
+/// read pos0 from the device.
+#[allow(clippy::too_many_arguments)]
+fn launch_split(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    plan: &SplitKvPlan,
+    mut params: AttnK,
+    pos: Option<&CudaView<'_, i32>>,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let plan = *plan;
+    check_plan(p, &plan)?;
+    params.n_splits = plan.splits as u32;
+    params.chunk = plan.chunk as u32;
+    params.heads_per_block = plan.heads_per_block as u32;
+    params.key_tile = plan.key_tile as u32;
+    let head_chunks = p.group().div_ceil(plan.heads_per_block);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            plan.splits as u32,
+            (p.n_kv_heads * head_chunks) as u32,
+            p.n_tokens.min(GRID_YZ_MAX) as u32,
+        ),
+        block_dim: (SPLIT_THREADS, 1, 1),
+        shared_mem_bytes: split_smem_bytes(p.head_dim, &plan) as u32,
+    };
+    if plan.splits == 1 {
+        let name = match pos {
+            Some(_) => "attention_split_direct_at_f32",
+            None => "attention_split_direct_f32",
+        };
+        let f = be.function("attention", ATTENTION, name)?;
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&params);
+        if let Some(pos) = pos {
+            l.arg(pos);
+        }
+        l.arg(q).arg(k).arg(v).arg(out);
+        // SAFETY: arguments match attention_split_direct[_at]_f32(AttnParams,
+        // [const i32* pos,] const float*, const float*, const float*, float*);
+        // lengths were validated for pos0 = params.pos0 (the device position is
+        // clamped to it), the plan checked (shared memory as computed), and
+        // the kernel writes each (token, head) row of out once.
+        unsafe { l.launch(cfg) }
+            .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
+        return Ok(());
+    }
+    let need = split_scratch_len(p, &plan);
+    be.with_scratch_f32(need, |part| {
+        let name = match pos {
+            Some(_) => "attention_split_at_f32",
+            None => "attention_split_f32",
+        };
+        let f = be.function("attention", ATTENTION, name)?;
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&params);
+        if let Some(pos) = pos {
+            l.arg(pos);
+        }
+        l.arg(q).arg(k).arg(v).arg(&mut *part);
+        // SAFETY: arguments match attention_split[_at]_f32(AttnParams, [const
+        // i32* pos,] const float*, const float*, const float*, float*); `part`
+        // holds n_tokens * n_heads * splits * (head_dim + 2) floats, the
+        // partial layout the kernel writes.
+        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_split", e))?;
+        let f = be.function("attention", ATTENTION, "attention_combine_f32")?;
+        let blocks = p.n_tokens * p.n_heads;
+        if blocks > u32::MAX as usize / 2 {
+            return Err(unsupported(format!(
+                "n_tokens {} * n_heads {} exceeds the grid",
+                p.n_tokens, p.n_heads
+            ))
+            .into());
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (COMBINE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&params).arg(&mut *part).arg(&mut *out);
+        // SAFETY: arguments match attention_combine_f32(AttnParams, const
+        // float*, float*); `part` was written by the launch above on the
+        // same stream, splits <= 256 (the kernel's shared array), and
+        // each block writes one head_dim row of out.
+        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_combine", e))?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub struct CudaBackend {
     pub(crate) matmul: crate::matmul::MatmulState,
     /// Launcher scratch (f32), see [`CudaBackend::with_scratch_f32`].
     scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// Bumped whenever a backend-owned buffer is reallocated (see
+    /// [`CudaBackend::buffers_epoch`]).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl CudaBackend {
@@ -99,6 +102,7 @@ impl CudaBackend {
             registry,
             matmul: Default::default(),
             scratch: Mutex::new(None),
+            epoch: Default::default(),
         })
     }
 
@@ -192,11 +196,43 @@ impl CudaBackend {
         if guard.as_ref().map_or(0, |s| s.len()) < n.max(1) {
             *guard = None;
             *guard = Some(self.alloc_zeros::<f32>(n.max(1).next_power_of_two())?);
+            self.bump_epoch();
         }
         match guard.as_mut() {
             Some(buf) => f(&mut buf.slice_mut(0..n)),
             None => Err(CudaError::driver("scratch", "not allocated")),
         }
+    }
+
+    // --- CUDA graphs ---
+
+    /// A counter that changes whenever a buffer the backend owns (launcher
+    /// scratch, matmul scratch) is reallocated: a CUDA graph recorded under
+    /// one value holds stale pointers under another.
+    pub fn buffers_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Start recording the stream's launches into a graph (nothing runs
+    /// until the graph is launched). Nothing may allocate, synchronize or
+    /// copy from the host until [`CudaBackend::end_capture`].
+    pub fn begin_capture(&self) -> Result<()> {
+        self.stream
+            .begin_capture(
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+            .map_err(|e| CudaError::driver("begin graph capture", e))
+    }
+
+    /// Stop recording and instantiate the graph (None if nothing was recorded).
+    pub fn end_capture(&self) -> Result<Option<cudarc::driver::CudaGraph>> {
+        self.stream
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(|e| CudaError::driver("end graph capture", e))
     }
 
     fn check_free(&self, needed: usize, what: &str) -> Result<()> {

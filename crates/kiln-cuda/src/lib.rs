@@ -28,7 +28,7 @@ pub mod silu_mul;
 pub mod softmax;
 
 pub use cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits,
+    CudaGraph, CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits,
 };
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};

@@ -241,6 +241,7 @@ fn grow<T: DeviceRepr + ValidAsZeroBits>(
     // Free the old buffer first (stream-ordered) so its memory can be reused.
     *slot = None;
     *slot = Some(be.alloc_zeros::<T>(n.div_ceil(SCRATCH_GRAIN) * SCRATCH_GRAIN)?);
+    be.bump_epoch();
     Ok(())
 }
 

@@ -76,6 +76,12 @@ pub struct Batch<'a> {
     pub tokens: &'a [u32],
     pub pos0: usize,
     pub mode: LogitsMode,
+    /// Read the position from the stream's device copy of the positions when
+    /// the kernels run (KV append row, attention length) instead of baking
+    /// `pos0` into the launches, and plan attention for the whole context:
+    /// the launches are then the same at every position, so a CUDA graph
+    /// recorded once replays for every decode step. Same results.
+    pub device_pos: bool,
 }
 
 /// Run `b.tokens` (at most `scratch.n_batch`) at positions `b.pos0..`,
@@ -101,7 +107,12 @@ fn forward_ops(
     sc: &mut Scratch,
     b: &Batch<'_>,
 ) -> Result<()> {
-    let Batch { tokens, pos0, mode } = *b;
+    let Batch {
+        tokens,
+        pos0,
+        mode,
+        device_pos,
+    } = *b;
     let n = tokens.len();
     if n == 0 || n > sc.n_batch {
         return Err(ModelError::Input(format!(
@@ -156,6 +167,17 @@ fn forward_ops(
         dst_row: pos0,
     };
     let add = AddParams { n: n * d };
+    // device_pos: the bounds (and the split-KV plan) for the last position
+    // the cache holds; the actual one comes from `sc.positions[0]`.
+    let last_pos0 = cache.n_ctx - n;
+    let attn_at = AttentionParams {
+        pos0: last_pos0,
+        ..attn
+    };
+    let append_at = CopyRowsParams {
+        dst_row: last_pos0,
+        ..append
+    };
 
     for (l, lw) in w.layers.iter().enumerate() {
         // attention block
@@ -165,9 +187,24 @@ fn forward_ops(
         ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
         ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.q)?;
         ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.k)?;
-        ops::copy_rows(s, &append, &sc.k, &mut cache.k[l])?;
-        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
-        ops::attention(s, &attn, &sc.q, &cache.k[l], &cache.v[l], &mut sc.att)?;
+        if device_pos {
+            let pos = &sc.positions;
+            ops::copy_rows_at(s, &append_at, pos, &sc.k, &mut cache.k[l])?;
+            ops::copy_rows_at(s, &append_at, pos, &sc.v, &mut cache.v[l])?;
+            ops::attention_at(
+                s,
+                &attn_at,
+                pos,
+                &sc.q,
+                &cache.k[l],
+                &cache.v[l],
+                &mut sc.att,
+            )?;
+        } else {
+            ops::copy_rows(s, &append, &sc.k, &mut cache.k[l])?;
+            ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
+            ops::attention(s, &attn, &sc.q, &cache.k[l], &cache.v[l], &mut sc.att)?;
+        }
         ops::matmul(s, &lw.wo, &sc.att, n, &mut sc.o)?;
         ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
         // feed-forward block

@@ -130,6 +130,7 @@ impl Model {
             scratch: Scratch::new(stream, &self.config, n_batch, all_logits)?,
             tokens: Vec::with_capacity(n_ctx),
             logits: Vec::new(),
+            graph: None,
         })
     }
 
@@ -155,24 +156,78 @@ impl Model {
         }
         for chunk in tokens.chunks(st.scratch.n_batch) {
             let pos0 = st.tokens.len();
-            llama::forward(
-                stream,
-                &self.config,
-                &self.weights,
-                &mut st.cache,
-                &mut st.scratch,
-                &Batch {
-                    tokens: chunk,
-                    pos0,
-                    mode: LogitsMode::Last,
-                },
-            )?;
+            if chunk.len() == 1 && stream.graphs_enabled() {
+                self.decode_graph(stream, st, chunk, pos0)?;
+            } else {
+                llama::forward(
+                    stream,
+                    &self.config,
+                    &self.weights,
+                    &mut st.cache,
+                    &mut st.scratch,
+                    &Batch {
+                        tokens: chunk,
+                        pos0,
+                        mode: LogitsMode::Last,
+                        device_pos: false,
+                    },
+                )?;
+            }
             st.tokens.extend_from_slice(chunk);
         }
         stream.synchronize()?;
         let v = self.config.n_vocab;
         st.scratch.logits.read_f32(stream, v, &mut st.logits)?;
         Ok(&st.logits)
+    }
+
+    /// One decode step as a CUDA graph: replay the state's recorded step
+    /// after staging the token id and position on the device; or, the first
+    /// time (or after a device buffer moved), run the step eagerly with
+    /// device-read positions (which also grows every scratch buffer to its
+    /// final size) and record the same step for the next tokens.
+    fn decode_graph(
+        &self,
+        stream: &Stream,
+        st: &mut State,
+        tok: &[u32],
+        pos0: usize,
+    ) -> Result<()> {
+        let positions = [pos0 as i32];
+        // A replay skips the ops' host checks: check the token here (the
+        // embedding kernel would read past the table otherwise).
+        if let Some(&t) = tok.iter().find(|&&t| t as usize >= self.config.n_vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {t} is out of range (vocabulary of {})",
+                self.config.n_vocab
+            )));
+        }
+        if let Some(g) = &st.graph {
+            if g.epoch() == stream.graph_epoch() {
+                stream.stage_inputs(tok, &positions)?;
+                // Staging reallocates nothing once the buffers hold one token,
+                // but check: a stale graph must never run.
+                if g.epoch() == stream.graph_epoch() {
+                    g.launch()?;
+                    return Ok(());
+                }
+            }
+        }
+        st.graph = None;
+        let batch = Batch {
+            tokens: tok,
+            pos0,
+            mode: LogitsMode::Last,
+            device_pos: true,
+        };
+        let (cfg, w) = (&self.config, &self.weights);
+        llama::forward(stream, cfg, w, &mut st.cache, &mut st.scratch, &batch)?;
+        // The inputs are already on the device (the eager step put them
+        // there), so recording copies nothing from the host.
+        let (cache, scratch) = (&mut st.cache, &mut st.scratch);
+        let g = stream.capture(|| llama::forward(stream, cfg, w, cache, scratch, &batch))?;
+        st.graph = Some(g);
+        Ok(())
     }
 
     /// Run one batch and return every token's logits `[tokens.len(), n_vocab]`
@@ -194,6 +249,7 @@ impl Model {
                 tokens,
                 pos0,
                 mode: LogitsMode::All,
+                device_pos: false,
             },
         )?;
         st.tokens.extend_from_slice(tokens);
@@ -212,6 +268,8 @@ pub struct State {
     pub tokens: Vec<u32>,
     /// Host copy of the last call's logits.
     pub logits: Vec<f32>,
+    /// The recorded CUDA decode step (see `Model::feed`), made on first use.
+    pub graph: Option<kiln::Graph>,
 }
 
 impl State {

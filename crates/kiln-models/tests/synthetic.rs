@@ -504,3 +504,53 @@ fn optional_metadata_keys_take_llama_defaults() {
         err / scale
     );
 }
+
+/// Decode with positions read from the positions array when the ops run
+/// (`device_pos`, the form a CUDA graph records once) gives exactly the
+/// logits of decode with `pos0` baked into every op.
+#[test]
+fn device_position_decode_matches_baked_positions() {
+    use kiln_models::llama::{self, Batch, LogitsMode};
+    let vocab = SpmVocab::load();
+    let stream = Stream::cpu(2).unwrap();
+    let b = build(
+        "devpos",
+        0,
+        Spec::small("devpos", DType::F32, 2, true),
+        &vocab,
+        &stream,
+    );
+    let m = &b.model;
+    let toks: Vec<u32> = (3..14).collect();
+    let run = |device_pos: bool| {
+        let mut st = poisoned_state(m, &stream, 16, 1, false);
+        let mut out = Vec::new();
+        for (i, &t) in toks.iter().enumerate() {
+            let batch = Batch {
+                tokens: &[t],
+                pos0: i,
+                mode: LogitsMode::Last,
+                device_pos,
+            };
+            llama::forward(
+                &stream,
+                &m.config,
+                &m.weights,
+                &mut st.cache,
+                &mut st.scratch,
+                &batch,
+            )
+            .unwrap();
+            let mut l = Vec::new();
+            st.scratch
+                .logits
+                .read_f32(&stream, m.config.n_vocab, &mut l)
+                .unwrap();
+            out.extend(l);
+        }
+        out
+    };
+    let (baked, dynamic) = (run(false), run(true));
+    assert!(baked.iter().all(|x| x.is_finite()));
+    assert_eq!(baked, dynamic);
+}

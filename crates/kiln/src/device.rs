@@ -44,6 +44,8 @@ pub struct Stream {
     cuda: Option<Arc<kiln_cuda::CudaBackend>>,
     #[cfg(feature = "cuda")]
     ints: Arc<DeviceInts>,
+    /// CUDA decode steps may run as one recorded graph (off with KILN_NO_GRAPH=1).
+    graphs: bool,
 }
 
 /// Device copies of the small host integer arrays ops take (token ids,
@@ -54,12 +56,15 @@ pub struct Stream {
 struct DeviceInts {
     ids: std::sync::Mutex<(Vec<u32>, Option<kiln_cuda::CudaSlice<u32>>)>,
     positions: std::sync::Mutex<(Vec<i32>, Option<kiln_cuda::CudaSlice<i32>>)>,
+    /// Bumped when either buffer is reallocated (a recorded graph holds its address).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(feature = "cuda")]
 fn cached_upload<T, R>(
     be: &kiln_cuda::CudaBackend,
     slot: &std::sync::Mutex<(Vec<T>, Option<kiln_cuda::CudaSlice<T>>)>,
+    epoch: &std::sync::atomic::AtomicU64,
     host: &[T],
     f: impl FnOnce(&kiln_cuda::CudaView<'_, T>) -> Result<R>,
 ) -> Result<R>
@@ -78,6 +83,7 @@ where
                 .map_err(|e| Error::Device(e.to_string()))?,
         );
         cached.clear();
+        epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
     let Some(b) = buf.as_mut() else {
         return Err(Error::Device("upload cache is empty".into()));
@@ -119,6 +125,7 @@ impl Stream {
             cuda: None,
             #[cfg(feature = "cuda")]
             ints: Arc::new(DeviceInts::default()),
+            graphs: false,
         }
     }
 
@@ -136,6 +143,7 @@ impl Stream {
                 profile: Arc::new(Profile::default()),
                 cuda: Some(Arc::new(be)),
                 ints: Arc::new(DeviceInts::default()),
+                graphs: std::env::var("KILN_NO_GRAPH").map_or(true, |v| v.is_empty() || v == "0"),
             })
         }
         #[cfg(not(feature = "cuda"))]
@@ -261,7 +269,7 @@ impl Stream {
         ids: &[u32],
         f: impl FnOnce(&kiln_cuda::CudaView<'_, u32>) -> Result<R>,
     ) -> Result<R> {
-        cached_upload(be, &self.ints.ids, ids, f)
+        cached_upload(be, &self.ints.ids, &self.ints.epoch, ids, f)
     }
 
     /// Run `f` with a device copy of positions (re-uploaded only on change).
@@ -272,12 +280,128 @@ impl Stream {
         positions: &[i32],
         f: impl FnOnce(&kiln_cuda::CudaView<'_, i32>) -> Result<R>,
     ) -> Result<R> {
-        cached_upload(be, &self.ints.positions, positions, f)
+        cached_upload(be, &self.ints.positions, &self.ints.epoch, positions, f)
+    }
+
+    /// Whether a decode step may run as a recorded CUDA graph: a CUDA
+    /// stream, profiling off (it synchronizes after every op), and
+    /// KILN_NO_GRAPH unset or 0 when the stream was opened.
+    pub fn graphs_enabled(&self) -> bool {
+        self.graphs
+            && self.device != Device::Cpu
+            && !self.profile.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Allow or forbid CUDA-graph decode on this handle (e.g. to compare
+    /// with eager decode; clones made afterwards inherit the setting).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.graphs = on;
+    }
+
+    /// Changes whenever a device buffer that a recorded graph may point
+    /// into is reallocated (launcher scratch, the token id and position
+    /// copies): a graph recorded under another value must be recorded again.
+    pub fn graph_epoch(&self) -> u64 {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            return be
+                .buffers_epoch()
+                .wrapping_add(self.ints.epoch.load(std::sync::atomic::Ordering::Acquire));
+        }
+        0
+    }
+
+    /// Put `ids` and `positions` in the stream's device copies (a copy on
+    /// the stream when they changed), where ops and recorded graphs read
+    /// them. Call before launching a graph, never while recording one.
+    pub fn stage_inputs(&self, ids: &[u32], positions: &[i32]) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            self.with_device_ids(be, ids, |_| Ok(()))?;
+            self.with_device_positions(be, positions, |_| Ok(()))?;
+        }
+        let _ = (ids, positions);
+        Ok(())
+    }
+
+    /// Record the launches `f` enqueues on this CUDA stream as a graph,
+    /// without running them. `f` must not allocate, synchronize or upload
+    /// (warm up with one identical eager call first; stage inputs with
+    /// [`Stream::stage_inputs`] before it). Errors on the CPU.
+    pub fn capture<E: From<Error>>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Graph, E> {
+        #[cfg(feature = "cuda")]
+        if let Some(be) = &self.cuda {
+            let epoch = self.graph_epoch();
+            be.begin_capture()
+                .map_err(|e| E::from(Error::Device(e.to_string())))?;
+            let r = f();
+            // Always end the capture, so the stream is usable after an error.
+            let g = be
+                .end_capture()
+                .map_err(|e| E::from(Error::Device(e.to_string())));
+            r?;
+            let Some(inner) = g? else {
+                return Err(Error::Device("graph capture recorded nothing".into()).into());
+            };
+            if self.graph_epoch() != epoch {
+                return Err(Error::Device(
+                    "a device buffer was reallocated while recording a graph".into(),
+                )
+                .into());
+            }
+            return Ok(Graph { inner, epoch });
+        }
+        let _ = f;
+        Err(Error::Device(format!(
+            "CUDA graphs need a CUDA stream, not {}",
+            self.device
+        ))
+        .into())
     }
 
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_backend(&self) -> Option<&kiln_cuda::CudaBackend> {
         self.cuda.as_deref()
+    }
+}
+
+/// A recorded sequence of launches on one CUDA stream (see
+/// [`Stream::capture`]), replayed with [`Graph::launch`]. It holds the device
+/// addresses of every buffer its launches touched: those must outlive it and
+/// stay where they are (check [`Graph::epoch`] against
+/// [`Stream::graph_epoch`] before launching).
+pub struct Graph {
+    #[cfg(feature = "cuda")]
+    inner: kiln_cuda::CudaGraph,
+    epoch: u64,
+}
+
+// SAFETY: a CUDA graph exec may be used from any thread as long as uses are
+// serialized; `Graph` is not `Sync` and `launch` takes `&self` on the thread
+// that owns it, so moving it between threads is sound.
+unsafe impl Send for Graph {}
+
+impl Graph {
+    /// [`Stream::graph_epoch`] when the graph was recorded.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Enqueue the recorded launches on the stream they were recorded on.
+    pub fn launch(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        {
+            self.inner
+                .launch()
+                .map_err(|e| Error::Device(format!("graph launch: {e:?}")))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(Error::Device("kiln was built without CUDA".into()))
+        }
     }
 }
 

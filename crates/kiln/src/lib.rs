@@ -14,7 +14,7 @@ pub mod error;
 pub mod ops;
 pub mod tensor;
 
-pub use device::{Device, Stream};
+pub use device::{Device, Graph, Stream};
 pub use error::{Error, Result};
 pub use kiln_core::DType;
 pub use tensor::{HostBytes, Shape, Tensor};

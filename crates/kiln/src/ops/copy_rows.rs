@@ -20,3 +20,42 @@ pub fn copy_rows(s: &Stream, p: &CopyRowsParams, src: &Tensor, dst: &mut Tensor)
         }
     }
 }
+
+/// [`copy_rows`] to row `positions[0]` (the KV-cache append of a decode step
+/// that a CUDA graph records once): on CUDA the row is read from the
+/// stream's device copy of `positions` when the kernel runs. `p.dst_row` is
+/// the largest row allowed (the bounds are checked for it); `positions[0]`
+/// must be in `0..=p.dst_row`.
+pub fn copy_rows_at(
+    s: &Stream,
+    p: &CopyRowsParams,
+    positions: &[i32],
+    src: &Tensor,
+    dst: &mut Tensor,
+) -> Result<()> {
+    const OP: &str = "copy_rows_at";
+    let row = match positions.first() {
+        Some(&r) if r >= 0 && (r as usize) <= p.dst_row => r as usize,
+        other => {
+            return Err(kiln_core::Error::invalid(
+                OP,
+                format!("row {other:?} is not in 0..={}", p.dst_row),
+            )
+            .into())
+        }
+    };
+    match s.backend() {
+        Backend::Cpu(_) => copy_rows(s, &CopyRowsParams { dst_row: row, ..*p }, src, dst),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            let _timer = s.scope("copy_rows");
+            let (ns, nd) = (src.numel(), dst.numel());
+            let src = src.cuda_f32(OP, "src", ns)?;
+            let mut dst = dst.cuda_f32_mut(OP, "dst", nd)?;
+            s.with_device_positions(be, positions, |pos| {
+                kiln_cuda::copy_rows::copy_rows_at(be, p, pos, &src, &mut dst)
+                    .map_err(super::cuda_err)
+            })
+        }
+    }
+}

@@ -16,8 +16,8 @@ pub mod softmax;
 
 pub use add::add;
 pub use argmax::argmax;
-pub use attention::attention;
-pub use copy_rows::copy_rows;
+pub use attention::{attention, attention_at};
+pub use copy_rows::{copy_rows, copy_rows_at};
 pub use embedding::embedding;
 pub use matmul::matmul;
 pub use rms_norm::rms_norm;

@@ -1,0 +1,275 @@
+//! GPU parity of the device-position variants used by CUDA-graph decode
+//! (`copy_rows::copy_rows_at`, `attention::attention_at`) against the
+//! kiln-core references at the position the device buffer holds, and the
+//! same launches recorded once as a CUDA graph and replayed at several
+//! positions (the position staged with a copy before each replay). Outputs
+//! live between sentinel guards; interiors are NaN-poisoned before each call.
+//! Skipped, with the reason, where no CUDA device opens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_core::ops::attention::{attention_ref, AttentionParams};
+use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
+use kiln_cuda::{attention, copy_rows, CudaBackend, CudaSlice};
+use kiln_testkit::{case_rng, compare, rand_f32, Tol};
+
+/// Guard elements on each side of a device output.
+const GUARD: usize = 64;
+/// Guard pattern: a NaN payload no kernel writes.
+const SENTINEL: u32 = 0x7fc0_beef;
+
+fn backend() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(be) => {
+            eprintln!(
+                "device: {}, seed {}",
+                be.info().name,
+                kiln_testkit::test_seed()
+            );
+            Some(be)
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+/// A device buffer of `n` elements between guards, interior NaN-poisoned.
+fn guarded(be: &CudaBackend, interior: &[f32]) -> CudaSlice<f32> {
+    let mut h = vec![f32::from_bits(SENTINEL); interior.len() + 2 * GUARD];
+    h[GUARD..GUARD + interior.len()].copy_from_slice(interior);
+    be.upload(&h).unwrap()
+}
+
+/// Interior of a guarded buffer; panics if a guard was touched.
+fn interior(be: &CudaBackend, buf: &CudaSlice<f32>, what: &str) -> Vec<f32> {
+    let h = be.download(buf).unwrap();
+    let n = h.len() - 2 * GUARD;
+    for (i, g) in h[..GUARD].iter().chain(&h[GUARD + n..]).enumerate() {
+        assert_eq!(g.to_bits(), SENTINEL, "{what}: guard {i} overwritten");
+    }
+    h[GUARD..GUARD + n].to_vec()
+}
+
+#[test]
+fn copy_rows_at_matches_reference() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    // (row_len, n_rows, rows in dst, device rows to try (the last beyond max))
+    for (ci, &(row_len, n_rows, dst_rows)) in
+        [(192usize, 1usize, 37usize), (7, 2, 11), (576, 1, 300)]
+            .iter()
+            .enumerate()
+    {
+        let mut rng = case_rng(seed, "copy_rows_at", ci);
+        let src = rand_f32(&mut rng, n_rows * row_len, -4.0, 4.0);
+        let dst0 = rand_f32(&mut rng, dst_rows * row_len, -4.0, 4.0);
+        let max_row = dst_rows - n_rows;
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row: 0,
+            dst_row: max_row,
+        };
+        let ds = be.upload(&src).unwrap();
+        for row in [0, 1, max_row / 2, max_row] {
+            let mut dd = guarded(&be, &dst0);
+            let dr = be.upload(&[row as i32]).unwrap();
+            {
+                let mut out = dd.slice_mut(GUARD..GUARD + dst0.len());
+                copy_rows::copy_rows_at(
+                    &be,
+                    &p,
+                    &dr.slice(0..1),
+                    &ds.slice(0..src.len()),
+                    &mut out,
+                )
+                .unwrap();
+            }
+            let got = interior(&be, &dd, "copy_rows_at");
+            let mut want = dst0.clone();
+            copy_rows_ref(&CopyRowsParams { dst_row: row, ..p }, &src, &mut want).unwrap();
+            compare(
+                &format!("copy_rows_at case {ci} row {row}"),
+                &got,
+                &want,
+                Tol::EXACT,
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// attention_at at position `pos` (plan for `p.pos0`) vs the reference at `pos`.
+#[test]
+fn attention_at_matches_reference() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    // (n_tokens, n_heads, n_kv_heads, head_dim, kv_stride)
+    let cases = [
+        (1usize, 9usize, 3usize, 64usize, 1000usize),
+        (1, 9, 3, 64, 24),
+        (2, 4, 2, 40, 333),
+        (1, 32, 8, 128, 4096),
+    ];
+    for (ci, &(n, h, hkv, d, stride)) in cases.iter().enumerate() {
+        let mut rng = case_rng(seed, "attention_at", ci);
+        let p = AttentionParams {
+            n_tokens: n,
+            n_heads: h,
+            n_kv_heads: hkv,
+            head_dim: d,
+            pos0: stride - n,
+            kv_stride: stride,
+            scale: 1.0 / (d as f32).sqrt(),
+        };
+        let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
+        let k = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
+        let v = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
+        let (dq, dk, dv) = (
+            be.upload(&q).unwrap(),
+            be.upload(&k).unwrap(),
+            be.upload(&v).unwrap(),
+        );
+        let out_len = n * h * d;
+        for pos in [0, 1, 31, 32, 33, (stride - n) / 2, stride - n] {
+            if pos > stride - n {
+                continue;
+            }
+            let mut dout = guarded(&be, &vec![f32::NAN; out_len]);
+            let dp = be.upload(&[pos as i32]).unwrap();
+            {
+                let mut out = dout.slice_mut(GUARD..GUARD + out_len);
+                attention::attention_at(
+                    &be,
+                    &p,
+                    &dp.slice(0..1),
+                    &dq.slice(0..q.len()),
+                    &dk.slice(0..k.len()),
+                    &dv.slice(0..v.len()),
+                    &mut out,
+                )
+                .unwrap();
+            }
+            let got = interior(&be, &dout, "attention_at");
+            let mut want = vec![0.0; out_len];
+            attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &k, &v, &mut want).unwrap();
+            compare(
+                &format!("attention_at case {ci} pos {pos}"),
+                &got,
+                &want,
+                Tol::ATTENTION,
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// One decode-like step (append k/v at the device row, attend) recorded as a
+/// graph once, replayed at positions 0..steps with the position copied in
+/// before each replay; checked against the reference after every step.
+#[test]
+fn recorded_step_replays_at_every_position() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    let (h, hkv, d, stride) = (9usize, 3usize, 64usize, 200usize);
+    let row = hkv * d;
+    let mut rng = case_rng(seed, "graph_step", 0);
+    let p = AttentionParams {
+        n_tokens: 1,
+        n_heads: h,
+        n_kv_heads: hkv,
+        head_dim: d,
+        pos0: stride - 1,
+        kv_stride: stride,
+        scale: 0.125,
+    };
+    let append = CopyRowsParams {
+        row_len: row,
+        n_rows: 1,
+        src_row: 0,
+        dst_row: stride - 1,
+    };
+    let mut kc = be.alloc_zeros::<f32>(stride * row).unwrap();
+    let mut vc = be.alloc_zeros::<f32>(stride * row).unwrap();
+    let mut dq = be.alloc_zeros::<f32>(h * d).unwrap();
+    let mut dk = be.alloc_zeros::<f32>(row).unwrap();
+    let mut dv = be.alloc_zeros::<f32>(row).unwrap();
+    let mut dpos = be.alloc_zeros::<i32>(1).unwrap();
+    let mut dout = be.alloc_zeros::<f32>(h * d).unwrap();
+    let (mut hk, mut hv) = (vec![0.0f32; stride * row], vec![0.0f32; stride * row]);
+    let step = |be: &CudaBackend,
+                kc: &mut CudaSlice<f32>,
+                vc: &mut CudaSlice<f32>,
+                dq: &CudaSlice<f32>,
+                dk: &CudaSlice<f32>,
+                dv: &CudaSlice<f32>,
+                dpos: &CudaSlice<i32>,
+                dout: &mut CudaSlice<f32>| {
+        let pos = dpos.slice(0..1);
+        copy_rows::copy_rows_at(
+            be,
+            &append,
+            &pos,
+            &dk.slice(0..row),
+            &mut kc.slice_mut(0..stride * row),
+        )?;
+        copy_rows::copy_rows_at(
+            be,
+            &append,
+            &pos,
+            &dv.slice(0..row),
+            &mut vc.slice_mut(0..stride * row),
+        )?;
+        attention::attention_at(
+            be,
+            &p,
+            &pos,
+            &dq.slice(0..h * d),
+            &kc.slice(0..stride * row),
+            &vc.slice(0..stride * row),
+            &mut dout.slice_mut(0..h * d),
+        )
+    };
+    // Warm up eagerly (loads the kernels, grows the split scratch), then record.
+    step(&be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout).unwrap();
+    be.synchronize().unwrap();
+    be.begin_capture().unwrap();
+    let r = step(&be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout);
+    let g = be.end_capture().unwrap();
+    r.unwrap();
+    let g = g.expect("the capture recorded launches");
+    for pos in 0..70usize {
+        let q = rand_f32(&mut rng, h * d, -1.0, 1.0);
+        let k = rand_f32(&mut rng, row, -1.0, 1.0);
+        let v = rand_f32(&mut rng, row, -1.0, 1.0);
+        let s = be.stream();
+        s.memcpy_htod(&q, &mut dq).unwrap();
+        s.memcpy_htod(&k, &mut dk).unwrap();
+        s.memcpy_htod(&v, &mut dv).unwrap();
+        s.memcpy_htod(&[pos as i32], &mut dpos).unwrap();
+        s.memcpy_htod(&vec![f32::NAN; h * d], &mut dout).unwrap();
+        g.launch().unwrap();
+        let got = be.download(&dout).unwrap();
+        hk[pos * row..(pos + 1) * row].copy_from_slice(&k);
+        hv[pos * row..(pos + 1) * row].copy_from_slice(&v);
+        let mut want = vec![0.0; h * d];
+        attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &hk, &hv, &mut want).unwrap();
+        compare(
+            &format!("graph step pos {pos}"),
+            &got,
+            &want,
+            Tol::ATTENTION,
+        )
+        .unwrap();
+    }
+    // The cache rows the replays appended are the ones the reference holds.
+    let got_k = be.download(&kc).unwrap();
+    compare(
+        "graph k cache",
+        &got_k[..70 * row],
+        &hk[..70 * row],
+        Tol::EXACT,
+    )
+    .unwrap();
+}
