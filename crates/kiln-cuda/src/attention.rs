@@ -206,29 +206,7 @@ pub fn attention_with_kernel(
     if p.n_tokens == 0 {
         return Ok(());
     }
-    // The kernels index with u32 counts (positions + one chunk of slack).
-    let fits = |x: usize| x <= (i32::MAX as usize) / 2;
-    if !fits(p.pos0 + p.n_tokens) || !fits(p.n_heads) || !fits(p.head_dim) {
-        return Err(unsupported(format!(
-            "sizes too large for the CUDA kernels: pos0 {} + n_tokens {}, n_heads {}, head_dim {}",
-            p.pos0, p.n_tokens, p.n_heads, p.head_dim
-        ))
-        .into());
-    }
-    let params = AttnK {
-        n_tokens: p.n_tokens as u32,
-        n_heads: p.n_heads as u32,
-        n_kv_heads: p.n_kv_heads as u32,
-        head_dim: p.head_dim as u32,
-        pos0: p.pos0 as u32,
-        group: p.group() as u32,
-        n_splits: 1,
-        chunk: 0,
-        heads_per_block: 0,
-        key_tile: 0,
-        scale_log2: p.scale * std::f32::consts::LOG2_E,
-        pad: 0,
-    };
+    let params = base_params(p)?;
     match *kernel {
         AttentionKernel::Tiled { head_dim } => {
             if head_dim != p.head_dim || !TILED_HEAD_DIMS.contains(&head_dim) {
@@ -300,6 +278,15 @@ pub fn attention_at(
         ))
         .into());
     }
+    let params = base_params(p)?;
+    let plan = split_kv_plan(p, be.info().sm_count.max(1) as usize);
+    launch_split(be, p, &plan, params, Some(pos), q, k, v, out)
+}
+
+/// The kernel params every attention launch starts from (split fields are
+/// filled by the split-KV launch), after checking the sizes fit the kernels'
+/// u32 indexing (positions + one chunk of slack).
+fn base_params(p: &AttentionParams) -> Result<AttnK> {
     let fits = |x: usize| x <= (i32::MAX as usize) / 2;
     if !fits(p.pos0 + p.n_tokens) || !fits(p.n_heads) || !fits(p.head_dim) {
         return Err(unsupported(format!(
@@ -308,8 +295,7 @@ pub fn attention_at(
         ))
         .into());
     }
-    let plan = split_kv_plan(p, be.info().sm_count.max(1) as usize);
-    let params = AttnK {
+    Ok(AttnK {
         n_tokens: p.n_tokens as u32,
         n_heads: p.n_heads as u32,
         n_kv_heads: p.n_kv_heads as u32,
@@ -322,8 +308,7 @@ pub fn attention_at(
         key_tile: 0,
         scale_log2: p.scale * std::f32::consts::LOG2_E,
         pad: 0,
-    };
-    launch_split(be, p, &plan, params, Some(pos), q, k, v, out)
+    })
 }
 
 /// The split-KV launches (+ combine); with `pos`, the `_at` kernels that
