@@ -9,8 +9,10 @@
 //   each block streams keys [split * chunk, min((split + 1) * chunk, n_keys))
 //   through shared memory with an online softmax for up to 8 query heads of
 //   one kv head (K/V rows are loaded once for the whole group), and writes
-//   the unnormalised partial (acc, max, sum) per split; attention_combine_f32
-//   merges the splits. With one split the block writes the output directly.
+//   the unnormalised partial (acc, max, sum) per split; the last block of a
+//   (token, head chunk) to finish (a ticket counter, reset by that block)
+//   merges the splits, so decode attention is one kernel. With one split the
+//   block writes the output directly.
 //   Any head_dim up to 256; used for decode and for head dims the tiled
 //   kernel has no instance for.
 // - tiled (prefill): one block per (32-query tile, head), key tiles of 32 in
@@ -56,6 +58,8 @@ __device__ __forceinline__ float warp_sum(float x) {
 // src/attention.rs computes the same size.
 
 #define SPLIT_THREADS 128
+// Most splits one merge handles (MAX_SPLITS in src/attention.rs).
+#define COMBINE_MAX_SPLITS 256
 // K/V elements of one tile per thread: key_tile * head_dim <= 4096 (the
 // launcher checks), held in registers so the next tile's loads are in flight
 // while the current tile is computed.
@@ -109,14 +113,55 @@ __device__ __forceinline__ void split_store(const TileMap& tm, u32 d, u32 nk, fl
     }
 }
 
+// Merge the n_splits partials of query head qh (one (token, head) row):
+// out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
+// Split 0 always holds key 0, so M is finite and the denominator > 0. The
+// partials were written by other blocks of this grid: read them through L2
+// (ld.global.cg), never a stale L1 line. w: >= n_splits floats of shared memory.
+__device__ __forceinline__ void combine_head(const AttnParams& p, const float* part, u64 qh,
+                                             float* __restrict__ out, float* w) {
+    __shared__ float mx_s, inv_s;
+    const u32 ns = p.n_splits, d = p.head_dim, tid = threadIdx.x, nthr = blockDim.x;
+    const float* ml = part + (u64)p.n_tokens * p.n_heads * ns * d + qh * ns * 2;
+    const float* pa = part + qh * ns * d;
+    for (u32 s = tid; s < ns; s += nthr) w[s] = __ldcg(ml + 2 * s);
+    __syncthreads();
+    if (tid < 32) {
+        float mx = KILN_NEG_INF;
+        for (u32 s = tid; s < ns; s += 32) mx = fmaxf(mx, w[s]);
+        mx = warp_max(mx);
+        float den = 0.f;
+        for (u32 s = tid; s < ns; s += 32) den += __ldcg(ml + 2 * s + 1) * exp2f(w[s] - mx);
+        den = warp_sum(den);
+        if (tid == 0) {
+            mx_s = mx;
+            inv_s = 1.f / den;
+        }
+    }
+    __syncthreads();
+    for (u32 s = tid; s < ns; s += nthr) w[s] = exp2f(w[s] - mx_s);
+    __syncthreads();
+    for (u32 c = tid; c < d; c += nthr) {
+        float num = 0.f;
+#pragma unroll 4
+        for (u32 s = 0; s < ns; ++s) num = fmaf(__ldcg(pa + (u64)s * d + c), w[s], num);
+        out[qh * d + c] = num * inv_s;
+    }
+    __syncthreads();  // w, mx_s and inv_s are reused by the next head
+}
+
 // q: [n_tokens, n_heads, d]; k, v: [kv_stride, n_kv_heads, d]
-// DIRECT: out: [n_tokens, n_heads, d]
-// else:   part: acc [n_tokens, n_heads, n_splits, d] then (m, l) [n_tokens, n_heads, n_splits, 2]
+// DIRECT: out: [n_tokens, n_heads, d] (one split)
+// else:   part: acc [n_tokens, n_heads, n_splits, d] then (m, l) [n_tokens, n_heads, n_splits, 2],
+//         tickets: [n_tokens, gridDim.y] zeros (left zero), out as above.
 template <bool DIRECT>
 __device__ __forceinline__ void attention_split(const AttnParams& p, const float* __restrict__ q,
                                                 const float* __restrict__ k,
                                                 const float* __restrict__ v,
-                                                float* __restrict__ dst) {
+                                                float* __restrict__ dst, u32* __restrict__ tickets,
+                                                float* __restrict__ out) {
+    __shared__ float wsplit[COMBINE_MAX_SPLITS];
+    __shared__ u32 ticket;
     extern __shared__ float smem[];
     const u32 d = p.head_dim, hb = p.heads_per_block, bk = p.key_tile;
     const u32 split = blockIdx.x;
@@ -236,6 +281,18 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
                 ml[o] = ms[g];
                 ml[o + 1] = ls[g];
             }
+            // Publish the partials, then take a ticket; the block that takes
+            // the last one merges every split of these heads.
+            __threadfence();
+            __syncthreads();
+            u32* tk = tickets + (u64)t * gridDim.y + blockIdx.y;
+            if (tid == 0) ticket = atomicAdd(tk, 1u);
+            __syncthreads();
+            if (ticket == p.n_splits - 1) {
+                __threadfence();
+                for (u32 g = 0; g < nh; ++g) combine_head(p, dst, qh0 + g, out, wsplit);
+                if (tid == 0) *tk = 0u;  // ready for the next launch (graph replay)
+            }
         }
         __syncthreads();  // shared memory is reused by the next token
     }
@@ -243,30 +300,32 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split_f32(AttnParams p, const float* __restrict__ q, const float* __restrict__ k,
-                        const float* __restrict__ v, float* __restrict__ part) {
-    attention_split<false>(p, q, k, v, part);
+                        const float* __restrict__ v, float* __restrict__ part,
+                        u32* __restrict__ tickets, float* __restrict__ out) {
+    attention_split<false>(p, q, k, v, part, tickets, out);
 }
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split_direct_f32(AttnParams p, const float* __restrict__ q,
                                const float* __restrict__ k, const float* __restrict__ v,
                                float* __restrict__ out) {
-    attention_split<true>(p, q, k, v, out);
+    attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
 
 // The same kernels with pos0 read from device memory (CUDA-graph decode: the
 // launch is recorded once, the position changes every token). The launcher
 // plans the splits for p.pos0 = the largest position it allows; pos[0] is
 // clamped to it, and splits past the current keys write empty partials
-// (m = -inf, l = 0, acc = 0) that the combine step weighs by zero.
+// (m = -inf, l = 0, acc = 0) that the merge weighs by zero.
 // pos: [1]
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split_at_f32(AttnParams p, const i32* __restrict__ pos, const float* __restrict__ q,
                            const float* __restrict__ k, const float* __restrict__ v,
-                           float* __restrict__ part) {
+                           float* __restrict__ part, u32* __restrict__ tickets,
+                           float* __restrict__ out) {
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
-    attention_split<false>(p, q, k, v, part);
+    attention_split<false>(p, q, k, v, part, tickets, out);
 }
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
@@ -275,56 +334,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
                                   const float* __restrict__ v, float* __restrict__ out) {
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
-    attention_split<true>(p, q, k, v, out);
-}
-
-// Merge the splits of one (token, head) per block (grid.x = n_tokens * n_heads):
-// out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
-// Split 0 always holds key 0, so M is finite and the denominator > 0.
-// 256 threads: groups of d threads each sum every G-th split, G = 256 / d.
-// part: as written by attention_split_f32; out: [n_tokens, n_heads, d]
-#define COMBINE_MAX_SPLITS 256
-#define COMBINE_THREADS 256
-extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
-    attention_combine_f32(AttnParams p, const float* __restrict__ part, float* __restrict__ out) {
-    __shared__ float w[COMBINE_MAX_SPLITS];
-    __shared__ float red[COMBINE_THREADS];
-    __shared__ float mx_s, inv_s;
-    const u64 qh = blockIdx.x;
-    const u32 ns = p.n_splits, d = p.head_dim, tid = threadIdx.x;
-    const float* ml = part + (u64)p.n_tokens * p.n_heads * ns * d + qh * ns * 2;
-    const float* pa = part + qh * ns * d;
-    for (u32 s = tid; s < ns; s += COMBINE_THREADS) w[s] = ml[2 * s];
-    __syncthreads();
-    if (tid < 32) {
-        float mx = KILN_NEG_INF;
-        for (u32 s = tid; s < ns; s += 32) mx = fmaxf(mx, w[s]);
-        mx = warp_max(mx);
-        if (tid == 0) mx_s = mx;
-    }
-    __syncthreads();
-    for (u32 s = tid; s < ns; s += COMBINE_THREADS) w[s] = exp2f(w[s] - mx_s);
-    __syncthreads();
-    if (tid < 32) {
-        float den = 0.f;
-        for (u32 s = tid; s < ns; s += 32) den += ml[2 * s + 1] * w[s];
-        den = warp_sum(den);
-        if (tid == 0) inv_s = 1.f / den;
-    }
-    const u32 groups = max(1u, COMBINE_THREADS / d);
-    const u32 grp = tid / d, c = tid % d;
-    float num = 0.f;
-    if (grp < groups) {
-#pragma unroll 4
-        for (u32 s = grp; s < ns; s += groups) num = fmaf(pa[(u64)s * d + c], w[s], num);
-    }
-    red[tid] = num;
-    __syncthreads();
-    for (u32 cc = tid; cc < d; cc += COMBINE_THREADS) {
-        float sum = 0.f;
-        for (u32 g = 0; g < groups; ++g) sum += red[g * d + cc];
-        out[qh * d + cc] = sum * inv_s;
-    }
+    attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
 
 // ---------------------------------------------------------------------------

@@ -48,13 +48,16 @@ pub fn argmax(
     Ok(())
 }
 
-/// [`argmax`] into a scratch value, downloaded (syncs the stream). No finite
+/// [`argmax`] into the backend's result word, downloaded (syncs the stream). No finite
 /// value is the same error as `kiln_core::ops::argmax::argmax_ref`'s.
 pub fn argmax_host(be: &CudaBackend, x: &CudaView<'_, f32>) -> Result<u32> {
     validate(x.len())?;
-    let mut idx = be.alloc_zeros::<u32>(1)?;
-    argmax(be, x, &mut idx.as_view_mut())?;
-    let host = be.download(&idx)?;
+    // The index lands in the backend's one-word result buffer (allocated
+    // once: no allocation per sampled token).
+    let host = be.with_result_u32(|idx| {
+        argmax(be, x, idx)?;
+        be.download(&*idx)
+    })?;
     match host.first() {
         Some(&i) if i != NO_FINITE => Ok(i),
         _ => Err(Error::invalid(

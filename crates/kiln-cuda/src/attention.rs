@@ -4,9 +4,11 @@
 //!
 //! Kernels ([`select_attention`] picks one):
 //! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
-//!   kv head × head chunk, token) stream their keys with an online softmax;
-//!   a combine kernel merges the splits' partials, which live in the
-//!   backend's scratch buffer ([`CudaBackend::with_scratch_f32`]). The split
+//!   kv head × head chunk, token) stream their keys with an online softmax
+//!   and write partials to the backend's scratch buffer
+//!   ([`CudaBackend::with_scratch_f32`]); the last block of each group (a
+//!   ticket counter, [`CudaBackend::with_tickets`]) merges them, so the
+//!   whole attention is one launch. The split
 //!   count grows with the key count until the grid fills the GPU. Used for
 //!   decode (`n_tokens <= DECODE_MAX_TOKENS`) and for any head_dim ≤ 256 the
 //!   tiled kernel has no instance for.
@@ -25,21 +27,20 @@ pub const DECODE_MAX_TOKENS: usize = 4;
 pub const TILED_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
 /// Largest head_dim of the split-KV kernel (its shared-memory budget).
 pub const SPLIT_MAX_HEAD_DIM: usize = 256;
-/// Most key splits per query (the combine kernel's shared array).
+/// Most key splits per query (the merge's shared array).
 pub const MAX_SPLITS: usize = 256;
-/// Fewest keys per split: below this the combine step costs more than the
+/// Fewest keys per split: below this the merge costs more than the
 /// extra parallelism gains.
 pub const MIN_KEYS_PER_SPLIT: usize = 32;
 /// Most query heads per split-KV block (shared memory for q and acc).
 pub const MAX_HEADS_PER_BLOCK: usize = 8;
 /// Split-KV blocks aimed for, in percent of the SM count: fewer, longer
-/// splits overlap their tile loads (register prefetch) and make the combine
+/// splits overlap their tile loads (register prefetch) and make the merge
 /// cheaper; 1.5 blocks per SM measured best on an H100 at kv 1k-8k, d 64.
 const SPLIT_BLOCKS_PERCENT_OF_SMS: usize = 150;
 const SPLIT_THREADS: u32 = 128;
 /// Registers per thread holding one K/V tile: key_tile * head_dim <= 128 * 32.
 const SPLIT_TILE_ELEMS: usize = 128 * 32;
-const COMBINE_THREADS: u32 = 256;
 const TILE_Q: usize = 32;
 const TILE_THREADS: u32 = 128;
 /// Grid y/z limit of a launch.
@@ -48,7 +49,7 @@ const GRID_YZ_MAX: usize = 65_535;
 /// How the split-KV kernel divides the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitKvPlan {
-    /// Splits over the key range (1 = no combine step).
+    /// Splits over the key range (1 = no merge).
     pub splits: usize,
     /// Keys per split, a multiple of `key_tile`.
     pub chunk: usize,
@@ -61,7 +62,7 @@ pub struct SplitKvPlan {
 /// The attention kernel for a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// Split-KV flash decoding (+ combine when `splits > 1`).
+    /// Split-KV flash decoding (the last block merges when `splits > 1`).
     SplitKv(SplitKvPlan),
     /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
     Tiled { head_dim: usize },
@@ -311,7 +312,7 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
     })
 }
 
-/// The split-KV launches (+ combine); with `pos`, the `_at` kernels that
+/// The split-KV launch (one kernel, merge included); with `pos`, the `_at` kernels that
 /// read pos0 from the device.
 #[allow(clippy::too_many_arguments)]
 fn launch_split(
@@ -363,45 +364,36 @@ fn launch_split(
         return Ok(());
     }
     let need = split_scratch_len(p, &plan);
+    let n_tickets = p.n_tokens.min(GRID_YZ_MAX) * p.n_kv_heads * head_chunks;
     be.with_scratch_f32(need, |part| {
-        let name = match pos {
-            Some(_) => "attention_split_at_f32",
-            None => "attention_split_f32",
-        };
-        let f = be.function("attention", ATTENTION, name)?;
-        let mut l = be.stream().launch_builder(&f);
-        l.arg(&params);
-        if let Some(pos) = pos {
-            l.arg(pos);
-        }
-        l.arg(q).arg(k).arg(v).arg(&mut *part);
-        // SAFETY: arguments match attention_split[_at]_f32(AttnParams, [const
-        // i32* pos,] const float*, const float*, const float*, float*); `part`
-        // holds n_tokens * n_heads * splits * (head_dim + 2) floats, the
-        // partial layout the kernel writes.
-        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_split", e))?;
-        let f = be.function("attention", ATTENTION, "attention_combine_f32")?;
-        let blocks = p.n_tokens * p.n_heads;
-        if blocks > u32::MAX as usize / 2 {
-            return Err(unsupported(format!(
-                "n_tokens {} * n_heads {} exceeds the grid",
-                p.n_tokens, p.n_heads
-            ))
-            .into());
-        }
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (COMBINE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = be.stream().launch_builder(&f);
-        l.arg(&params).arg(&mut *part).arg(&mut *out);
-        // SAFETY: arguments match attention_combine_f32(AttnParams, const
-        // float*, float*); `part` was written by the launch above on the
-        // same stream, splits <= 256 (the kernel's shared array), and
-        // each block writes one head_dim row of out.
-        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_combine", e))?;
-        Ok(())
+        be.with_tickets(n_tickets, |tickets| {
+            let name = match pos {
+                Some(_) => "attention_split_at_f32",
+                None => "attention_split_f32",
+            };
+            let f = be.function("attention", ATTENTION, name)?;
+            let mut l = be.stream().launch_builder(&f);
+            l.arg(&params);
+            if let Some(pos) = pos {
+                l.arg(pos);
+            }
+            l.arg(q)
+                .arg(k)
+                .arg(v)
+                .arg(&mut *part)
+                .arg(&mut *tickets)
+                .arg(&mut *out);
+            // SAFETY: arguments match attention_split[_at]_f32(AttnParams,
+            // [const i32* pos,] const float*, const float*, const float*,
+            // float* part, u32* tickets, float* out); `part` holds n_tokens *
+            // n_heads * splits * (head_dim + 2) floats, the partial layout the
+            // kernel writes; `tickets` holds one zeroed counter per (token,
+            // grid row) that the merging block resets; splits <= 256 (the
+            // merge's shared array); each (token, head) row of out is written
+            // once, by the last block of its group.
+            unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_split", e))?;
+            Ok(())
+        })
     })
 }
 

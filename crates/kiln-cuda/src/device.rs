@@ -49,8 +49,14 @@ pub struct CudaBackend {
     registry: Registry,
     /// matmul's cuBLAS handle and grow-only prefill scratch (see matmul.rs).
     pub(crate) matmul: crate::matmul::MatmulState,
+    /// matvec_fused's kernels, looked up once (see matvec_fused.rs).
+    pub(crate) fused_fns: std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>,
     /// Launcher scratch (f32), see [`CudaBackend::with_scratch_f32`].
     scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// Launcher tickets (u32, zero between launches), see [`CudaBackend::with_tickets`].
+    tickets: Mutex<Option<CudaSlice<u32>>>,
+    /// One word for results read back by the host (argmax).
+    result_u32: Mutex<Option<CudaSlice<u32>>>,
     /// Bumped whenever a backend-owned buffer is reallocated (see
     /// [`CudaBackend::buffers_epoch`]).
     epoch: std::sync::atomic::AtomicU64,
@@ -101,7 +107,10 @@ impl CudaBackend {
             info,
             registry,
             matmul: Default::default(),
+            fused_fns: Default::default(),
             scratch: Mutex::new(None),
+            tickets: Mutex::new(None),
+            result_u32: Mutex::new(None),
             epoch: Default::default(),
         })
     }
@@ -162,7 +171,10 @@ impl CudaBackend {
     }
 
     /// Copy a device buffer to a new host vector (synchronizes the stream).
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, src: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone, S: cudarc::driver::DevicePtr<T>>(
+        &self,
+        src: &S,
+    ) -> Result<Vec<T>> {
         self.stream
             .clone_dtoh(src)
             .map_err(|e| CudaError::driver("download", e))
@@ -201,6 +213,50 @@ impl CudaBackend {
         match guard.as_mut() {
             Some(buf) => f(&mut buf.slice_mut(0..n)),
             None => Err(CudaError::driver("scratch", "not allocated")),
+        }
+    }
+
+    /// Run `f` with the first `n` words of the backend's ticket counters:
+    /// zeros that a kernel may count up in, provided the kernel leaves them
+    /// zero again when it finishes (e.g. "last block merges" reductions).
+    /// Grows (zero-filled, next power of two) like the scratch buffer;
+    /// growing allocates: warm up before capturing a CUDA graph.
+    pub fn with_tickets<R>(
+        &self,
+        n: usize,
+        f: impl FnOnce(&mut CudaViewMut<'_, u32>) -> Result<R>,
+    ) -> Result<R> {
+        let mut guard = self
+            .tickets
+            .lock()
+            .map_err(|_| CudaError::driver("tickets", "lock poisoned"))?;
+        if guard.as_ref().map_or(0, |s| s.len()) < n.max(1) {
+            *guard = None;
+            *guard = Some(self.alloc_zeros::<u32>(n.max(1).next_power_of_two())?);
+            self.bump_epoch();
+        }
+        match guard.as_mut() {
+            Some(buf) => f(&mut buf.slice_mut(0..n)),
+            None => Err(CudaError::driver("tickets", "not allocated")),
+        }
+    }
+
+    /// Run `f` with the backend's one-word result buffer (allocated on
+    /// first use), e.g. a device argmax that the host reads back.
+    pub fn with_result_u32<R>(
+        &self,
+        f: impl FnOnce(&mut CudaViewMut<'_, u32>) -> Result<R>,
+    ) -> Result<R> {
+        let mut guard = self
+            .result_u32
+            .lock()
+            .map_err(|_| CudaError::driver("result buffer", "lock poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(self.alloc_zeros::<u32>(1)?);
+        }
+        match guard.as_mut() {
+            Some(buf) => f(&mut buf.slice_mut(0..1)),
+            None => Err(CudaError::driver("result buffer", "not allocated")),
         }
     }
 

@@ -5,10 +5,14 @@
 pub const INCLUDE_MARKER: &str = "#include";
 
 /// kiln's own headers, by the name the sources include them with.
-pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("../kernels/common.cuh"))];
+pub const HEADERS: &[(&str, &str)] = &[
+    ("common.cuh", include_str!("../kernels/common.cuh")),
+    ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
+];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
 pub const MATMUL: &str = include_str!("../kernels/matmul.cu");
+pub const MATVEC_FUSED: &str = include_str!("../kernels/matvec_fused.cu");
 pub const ATTENTION: &str = include_str!("../kernels/attention.cu");
 
 pub const ARGMAX: &str = include_str!("../kernels/argmax.cu");
@@ -31,4 +35,5 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("add", ADD),
     ("attention", ATTENTION),
     ("matmul", MATMUL),
+    ("matvec_fused", MATVEC_FUSED),
 ];

@@ -22,6 +22,7 @@ pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
 pub mod matmul;
+pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;
 pub mod silu_mul;

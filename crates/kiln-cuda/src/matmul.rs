@@ -42,9 +42,9 @@ const OP: &str = "matmul";
 pub const MV_MAX_ROWS: usize = 8;
 /// Weight rows per mat-vec row pair, warps and threads per CTA (`MV_ROWS`,
 /// `MV_WARPS`, `MV_THREADS` in matmul.cu).
-const MV_ROWS: usize = 2;
-const MV_WARPS: usize = 4;
-const MV_THREADS: u32 = 128;
+pub(crate) const MV_ROWS: usize = 2;
+pub(crate) const MV_WARPS: usize = 4;
+pub(crate) const MV_THREADS: u32 = 128;
 /// Blocks one mat-vec warp covers per step (`MV_BLOCKS_PER_WARP`).
 const MV_BLOCKS_PER_WARP: usize = 8;
 /// Warps a mat-vec grid aims for before it stops splitting k across warps:
@@ -120,7 +120,7 @@ pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
 /// The mat-vec plan for `rows` x rows per pass: float weights split k over
 /// the whole CTA; quantized ones double `kw` while the grid is short of
 /// [`MV_TARGET_WARPS`] and every warp still gets a step of blocks.
-fn matvec_plan(p: &MatmulParams, rows: usize) -> MatmulKernel {
+pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize) -> MatmulKernel {
     if !p.wtype.is_quantized() {
         return MatmulKernel::MatVec { rows, kw: MV_WARPS };
     }
@@ -313,7 +313,7 @@ pub fn matmul_with_kernel(
     }
 }
 
-fn check_alignment(
+pub(crate) fn check_alignment(
     be: &CudaBackend,
     p: &MatmulParams,
     w: &CudaView<'_, u8>,
@@ -357,7 +357,7 @@ fn kparams(p: &MatmulParams, kw: usize) -> Result<MatmulK> {
 }
 
 /// Kernel-name spelling of a supported weight format.
-fn wname_of(t: DType) -> &'static str {
+pub(crate) fn wname_of(t: DType) -> &'static str {
     match t {
         DType::Q4_0 => "q4_0",
         DType::Q4_1 => "q4_1",

@@ -107,15 +107,25 @@ pub fn generate(
     for &t in prompt {
         sampler.accept(t);
     }
+    // Greedy decoding picks the token on the device (one word comes back);
+    // anything else samples on the host from the downloaded logits.
+    let on_device = sampler.is_plain_greedy();
+    let next = |st: &mut State, sampler: &mut Sampler, toks: &[u32]| -> Result<u32> {
+        if on_device {
+            model.feed_greedy(stream, st, toks)
+        } else {
+            let logits = model.feed(stream, st, toks)?;
+            Ok(sampler.sample(logits)?)
+        }
+    };
     let t0 = Instant::now();
-    let mut logits = model.feed(stream, st, prompt)?;
+    let mut tok = next(st, sampler, prompt)?;
     stats.prompt_time = t0.elapsed();
 
     let mut out = Vec::with_capacity(n_predict);
     let mut text = TextStream::default();
     let t1 = Instant::now();
     while out.len() < n_predict {
-        let tok = sampler.sample(logits)?;
         sampler.accept(tok);
         out.push(tok);
         stats.generated += 1;
@@ -134,7 +144,7 @@ pub fn generate(
             stats.stop = StopReason::ContextFull;
             break;
         }
-        logits = model.feed(stream, st, &[tok])?;
+        tok = next(st, sampler, &[tok])?;
     }
     stats.gen_time = t1.elapsed();
     let rest = text.finish();

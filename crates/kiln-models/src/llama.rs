@@ -5,13 +5,14 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::weights::LlamaWeights;
+use crate::weights::{LayerWeights, LlamaWeights};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode, RopeParams,
-    SiluMulParams,
+    self, AddParams, AttentionParams, CopyRowsParams, FusedEpilogue, FusedInputs, FusedOutputs,
+    MatvecFusedParams, QkvRope, RmsNormParams, RopeMode, RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
+use kiln_core::ops::matvec_fused::FUSED_MAX_ROWS;
 
 /// Preallocated activations for up to `n_batch` tokens per forward call.
 pub struct Scratch {
@@ -179,7 +180,46 @@ fn forward_ops(
         ..append
     };
 
+    let fused = FusedPlan {
+        n,
+        eps: cfg.rms_eps,
+        qkv: QkvRope {
+            q_dim: cfg.q_dim(),
+            kv_dim: cfg.kv_dim(),
+            head_dim: cfg.head_dim,
+            n_rot: cfg.n_rot,
+            freq_base: cfg.rope_base,
+            freq_scale: cfg.rope_freq_scale,
+            n_ctx: cache.n_ctx,
+        },
+    };
     for (l, lw) in w.layers.iter().enumerate() {
+        if let Some(fp) = fused.layer(s, lw)? {
+            // The decode layer in five launches (see FusedPlan).
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            let pos = &sc.positions;
+            ops::matvec_fused(
+                s,
+                &fp.qkv,
+                fin(fp.wqkv, &sc.x, Some(&lw.attn_norm), None, pos),
+                FusedOutputs {
+                    out: &mut sc.q,
+                    kv: Some((&mut *kc, &mut *vc)),
+                },
+            )?;
+            if device_pos {
+                ops::attention_at(s, &attn_at, pos, &sc.q, kc, vc, &mut sc.att)?;
+            } else {
+                ops::attention(s, &attn, &sc.q, kc, vc, &mut sc.att)?;
+            }
+            let i_o = fin(&lw.wo, &sc.att, None, Some(&sc.x), pos);
+            ops::matvec_fused(s, &fp.o, i_o, fout(&mut sc.x2))?;
+            let i_gu = fin(fp.w_gate_up, &sc.x2, Some(&lw.ffn_norm), None, pos);
+            ops::matvec_fused(s, &fp.gate_up, i_gu, fout(&mut sc.act))?;
+            let i_d = fin(&lw.w_down, &sc.act, None, Some(&sc.x2), pos);
+            ops::matvec_fused(s, &fp.down, i_d, fout(&mut sc.x))?;
+            continue;
+        }
         // attention block
         ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
         ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
@@ -228,21 +268,122 @@ fn forward_ops(
             ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
         }
         LogitsMode::Last => {
-            let pick = CopyRowsParams {
-                row_len: d,
-                n_rows: 1,
-                src_row: n - 1,
-                dst_row: 0,
+            let head = fused.head(s, w)?;
+            let x_last = if n == 1 {
+                &sc.x
+            } else {
+                let pick = CopyRowsParams {
+                    row_len: d,
+                    n_rows: 1,
+                    src_row: n - 1,
+                    dst_row: 0,
+                };
+                ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
+                &sc.last
             };
-            ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
-            let one = RmsNormParams {
-                rows: 1,
-                dim: d,
-                eps: cfg.rms_eps,
-            };
-            ops::rms_norm(s, &one, &sc.last, &w.output_norm, &mut sc.h)?;
-            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
+            if let Some(hp) = head {
+                let i = FusedInputs {
+                    w: w.output(),
+                    x: x_last,
+                    norm_w: Some(&w.output_norm),
+                    residual: None,
+                    positions: &[],
+                };
+                let o = FusedOutputs {
+                    out: &mut sc.logits,
+                    kv: None,
+                };
+                ops::matvec_fused(s, &hp, i, o)?;
+            } else {
+                let one = RmsNormParams {
+                    rows: 1,
+                    dim: d,
+                    eps: cfg.rms_eps,
+                };
+                ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
+                ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
+            }
         }
     }
     Ok(())
+}
+
+/// When and how a forward call runs its layers as fused mat-vecs (CUDA,
+/// at most `FUSED_MAX_ROWS` tokens, stacked weights): per layer
+/// 1. norm + `[wq; wk; wv]` + RoPE + KV append,
+/// 2. attention,
+/// 3. `wo` + residual,
+/// 4. norm + `[w_gate; w_up]` + SiLU·up,
+/// 5. `w_down` + residual;
+///
+/// the same math as the unfused ops (each fused op's reference is their
+/// composition), in five launches instead of seventeen.
+struct FusedPlan {
+    n: usize,
+    eps: f32,
+    qkv: QkvRope,
+}
+
+/// A layer's fused-op params and stacked weights.
+struct LayerPlan<'w> {
+    wqkv: &'w Tensor,
+    w_gate_up: &'w Tensor,
+    qkv: MatvecFusedParams,
+    o: MatvecFusedParams,
+    gate_up: MatvecFusedParams,
+    down: MatvecFusedParams,
+}
+
+impl FusedPlan {
+    fn layer<'w>(&self, s: &Stream, lw: &'w LayerWeights) -> Result<Option<LayerPlan<'w>>> {
+        let (Some(wqkv), Some(w_gate_up)) = (&lw.wqkv, &lw.w_gate_up) else {
+            return Ok(None);
+        };
+        if self.n > FUSED_MAX_ROWS || s.device() == kiln::Device::Cpu {
+            return Ok(None);
+        }
+        let eps = Some(self.eps);
+        let plan = LayerPlan {
+            wqkv,
+            w_gate_up,
+            qkv: ops::fused_params(wqkv, self.n, eps, FusedEpilogue::Qkv(self.qkv))?,
+            o: ops::fused_params(&lw.wo, self.n, None, FusedEpilogue::Residual)?,
+            gate_up: ops::fused_params(w_gate_up, self.n, eps, FusedEpilogue::SwiGlu)?,
+            down: ops::fused_params(&lw.w_down, self.n, None, FusedEpilogue::Residual)?,
+        };
+        let all = [&plan.qkv, &plan.o, &plan.gate_up, &plan.down];
+        Ok(all
+            .iter()
+            .all(|p| ops::fused_available(s, p).is_ok())
+            .then_some(plan))
+    }
+
+    /// Output norm + projection of the last row as one fused mat-vec.
+    fn head(&self, s: &Stream, w: &LlamaWeights) -> Result<Option<MatvecFusedParams>> {
+        if s.device() == kiln::Device::Cpu {
+            return Ok(None);
+        }
+        let p = ops::fused_params(w.output(), 1, Some(self.eps), FusedEpilogue::Store)?;
+        Ok(ops::fused_available(s, &p).is_ok().then_some(p))
+    }
+}
+
+fn fin<'a>(
+    w: &'a Tensor,
+    x: &'a Tensor,
+    norm_w: Option<&'a Tensor>,
+    residual: Option<&'a Tensor>,
+    positions: &'a [i32],
+) -> FusedInputs<'a> {
+    FusedInputs {
+        w,
+        x,
+        norm_w,
+        residual,
+        positions,
+    }
+}
+
+fn fout(out: &mut Tensor) -> FusedOutputs<'_> {
+    FusedOutputs { out, kv: None }
 }

@@ -142,6 +142,30 @@ impl Model {
         st: &'s mut State,
         tokens: &[u32],
     ) -> Result<&'s [f32]> {
+        self.eval(stream, st, tokens)?;
+        stream.synchronize()?;
+        let v = self.config.n_vocab;
+        st.scratch.logits.read_f32(stream, v, &mut st.logits)?;
+        Ok(&st.logits)
+    }
+
+    /// [`Model::feed`] that returns only the most likely next token (greedy
+    /// decoding), chosen on the device: one word comes back instead of the
+    /// logits.
+    pub fn feed_greedy(&self, stream: &Stream, st: &mut State, tokens: &[u32]) -> Result<u32> {
+        self.eval(stream, st, tokens)?;
+        Ok(kiln::ops::argmax(
+            stream,
+            &st.scratch.logits,
+            self.config.n_vocab,
+        )?)
+    }
+
+    /// Enqueue the forward passes for `tokens` (batches of the state's
+    /// size; single tokens as the recorded decode graph where enabled). The
+    /// last token's logits are left in `st.scratch.logits`; nothing is
+    /// synchronized.
+    pub fn eval(&self, stream: &Stream, st: &mut State, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(ModelError::Input(
                 "nothing to feed: empty token list".into(),
@@ -175,10 +199,7 @@ impl Model {
             }
             st.tokens.extend_from_slice(chunk);
         }
-        stream.synchronize()?;
-        let v = self.config.n_vocab;
-        st.scratch.logits.read_f32(stream, v, &mut st.logits)?;
-        Ok(&st.logits)
+        Ok(())
     }
 
     /// One decode step as a CUDA graph: replay the state's recorded step

@@ -194,6 +194,14 @@ impl Sampler {
         self.rng = ChaCha20Rng::seed_from_u64(self.params.seed);
     }
 
+    /// True when [`Sampler::sample`] reduces to the argmax of the raw
+    /// logits (temperature 0, no repetition penalty), so the engine may pick
+    /// the token on the device ([`crate::Model::feed_greedy`]).
+    pub fn is_plain_greedy(&self) -> bool {
+        let p = &self.params;
+        p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
+    }
+
     /// Pick the next token id from `logits` (one value per vocabulary entry).
     ///
     /// Does not record the token: call [`Sampler::accept`] with the token the

@@ -30,6 +30,12 @@ pub struct LayerWeights {
     pub w_gate: Tensor,
     pub w_up: Tensor,
     pub w_down: Tensor,
+    /// On GPUs: `[wq; wk; wv]` in one tensor (wq, wk and wv are row views of
+    /// it), for the fused decode mat-vec; `None` on the CPU or when the three
+    /// differ in type.
+    pub wqkv: Option<Tensor>,
+    /// On GPUs: `[w_gate; w_up]` in one tensor (both are row views of it).
+    pub w_gate_up: Option<Tensor>,
 }
 
 /// All weights of a llama-family model.
@@ -84,6 +90,59 @@ impl Loader<'_> {
         )?)
     }
 
+    /// Matrices `names` (rows each, `cols` columns, one type) stacked into
+    /// one tensor, plus a row view of it per part: one upload, no copies.
+    fn stacked(&self, names: &[(&str, usize)], cols: usize) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut dtype = None;
+        let mut bytes = Vec::new();
+        for &(name, rows) in names {
+            let info = self
+                .file
+                .tensor(name)
+                .ok_or_else(|| ModelError::Weights(format!("missing tensor {name}")))?;
+            if info.shape() != [rows, cols] {
+                return Err(ModelError::Weights(format!(
+                    "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
+                    info.shape()
+                )));
+            }
+            if !MATRIX_DTYPES.contains(&info.dtype) || dtype.is_some_and(|d| d != info.dtype) {
+                return Err(ModelError::Unsupported(format!(
+                    "tensor {name} has type {} (stacking {names:?})",
+                    info.dtype
+                )));
+            }
+            dtype = Some(info.dtype);
+            bytes.extend_from_slice(self.file.tensor_data(info)?);
+        }
+        let dtype = dtype.ok_or_else(|| ModelError::Weights("nothing to stack".into()))?;
+        let total: usize = names.iter().map(|&(_, r)| r).sum();
+        let all = Tensor::from_bytes(self.device, dtype, &[total, cols], bytes)?;
+        let mut views = Vec::with_capacity(names.len());
+        let mut r0 = 0;
+        for &(_, rows) in names {
+            views.push(all.row_view(r0, rows)?);
+            r0 += rows;
+        }
+        Ok((all, views))
+    }
+
+    /// Like [`Loader::stacked`] when the parts share a type, else `None`.
+    fn try_stacked(
+        &self,
+        names: &[(&str, usize)],
+        cols: usize,
+    ) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+        let types: Vec<_> = names
+            .iter()
+            .map(|(n, _)| self.file.tensor(n).map(|t| t.dtype))
+            .collect();
+        if types.windows(2).any(|w| w[0] != w[1]) {
+            return Ok(None);
+        }
+        self.stacked(names, cols).map(Some)
+    }
+
     /// A 1-D vector of length `n`, converted to f32.
     fn vector(&self, name: &str, n: usize) -> Result<Tensor> {
         let info = self
@@ -122,16 +181,51 @@ impl LlamaWeights {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let (qd, kvd, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+            // GPUs run the decode step with fused mat-vecs over stacked weights.
+            let (qkv, gate_up) = if device.device() == kiln::Device::Cpu {
+                (None, None)
+            } else {
+                let (q, k, v) = (n("attn_q"), n("attn_k"), n("attn_v"));
+                let (g, u) = (n("ffn_gate"), n("ffn_up"));
+                (
+                    l.try_stacked(&[(&q, qd), (&k, kvd), (&v, kvd)], d)?,
+                    l.try_stacked(&[(&g, ff), (&u, ff)], d)?,
+                )
+            };
+            let (wqkv, [wq, wk, wv]) = match qkv {
+                Some((all, views)) => (Some(all), take3(views)?),
+                None => (
+                    None,
+                    [
+                        l.matrix(&n("attn_q"), qd, d)?,
+                        l.matrix(&n("attn_k"), kvd, d)?,
+                        l.matrix(&n("attn_v"), kvd, d)?,
+                    ],
+                ),
+            };
+            let (w_gate_up, [w_gate, w_up]) = match gate_up {
+                Some((all, views)) => (Some(all), take2(views)?),
+                None => (
+                    None,
+                    [
+                        l.matrix(&n("ffn_gate"), ff, d)?,
+                        l.matrix(&n("ffn_up"), ff, d)?,
+                    ],
+                ),
+            };
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm"), d)?,
-                wq: l.matrix(&n("attn_q"), cfg.q_dim(), d)?,
-                wk: l.matrix(&n("attn_k"), cfg.kv_dim(), d)?,
-                wv: l.matrix(&n("attn_v"), cfg.kv_dim(), d)?,
-                wo: l.matrix(&n("attn_output"), d, cfg.q_dim())?,
+                wq,
+                wk,
+                wv,
+                wo: l.matrix(&n("attn_output"), d, qd)?,
                 ffn_norm: l.vector(&n("ffn_norm"), d)?,
-                w_gate: l.matrix(&n("ffn_gate"), cfg.n_ff, d)?,
-                w_up: l.matrix(&n("ffn_up"), cfg.n_ff, d)?,
-                w_down: l.matrix(&n("ffn_down"), d, cfg.n_ff)?,
+                w_gate,
+                w_up,
+                w_down: l.matrix(&n("ffn_down"), d, ff)?,
+                wqkv,
+                w_gate_up,
             });
             progress(i + 1, cfg.n_layer);
         }
@@ -147,4 +241,12 @@ impl LlamaWeights {
             output,
         })
     }
+}
+
+fn take3(v: Vec<Tensor>) -> Result<[Tensor; 3]> {
+    <[Tensor; 3]>::try_from(v).map_err(|_| ModelError::Weights("expected 3 stacked parts".into()))
+}
+
+fn take2(v: Vec<Tensor>) -> Result<[Tensor; 2]> {
+    <[Tensor; 2]>::try_from(v).map_err(|_| ModelError::Weights("expected 2 stacked parts".into()))
 }

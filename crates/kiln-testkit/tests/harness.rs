@@ -204,3 +204,69 @@ fn panics_are_reported_not_propagated() {
         .failures()
         .all(|c| c.outcome.as_ref().unwrap_err().contains("boom")));
 }
+
+#[test]
+fn matvec_fused_driver_passes_the_reference_and_catches_bugs() {
+    use kiln_core::ops::matvec_fused::{
+        matvec_fused_ref, FusedEpilogue, FusedRefIo, MatvecFusedParams,
+    };
+    let r = tk::matvec_fused::check_matvec_fused_with(&matvec_fused_ref, &quick());
+    eprintln!("{}", r.summary());
+    r.into_result().unwrap();
+    // 1% off on every output (the worst-case bounds sit near 0.1% of
+    // these outputs for k = 576): must fail.
+    let nudged = |p: &MatvecFusedParams, io: FusedRefIo<'_>| {
+        let out_ptr = io.out.as_ptr() as usize;
+        let len = io.out.len();
+        matvec_fused_ref(p, io)?;
+        // SAFETY: test-only: re-borrow of the output the reference just wrote.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut f32, len) };
+        for v in out {
+            *v = *v * 1.01 + 1e-3;
+        }
+        Ok(())
+    };
+    let r = tk::matvec_fused::check_matvec_fused_with(&nudged, &quick());
+    // A single SwiGLU output near zero (silu(g) ~ 0 with a large up value)
+    // may legitimately sit inside its bound (|u| times the error of g):
+    // require all but those few to fail.
+    let runs: Vec<_> = r
+        .results
+        .iter()
+        .filter(|c| !c.case.starts_with("rejects"))
+        .collect();
+    let passed: Vec<_> = runs
+        .iter()
+        .filter(|c| c.outcome.is_ok())
+        .map(|c| &c.case)
+        .collect();
+    assert!(
+        passed
+            .iter()
+            .all(|c| c.contains("n=2 ") && c.contains("SwiGlu"))
+            && passed.len() * 10 < runs.len(),
+        "nudged matvec_fused passed {passed:?}"
+    );
+    // Forgetting the rotation of k (q still rotated) must fail the QKV cases.
+    let no_k_rope = |p: &MatvecFusedParams, io: FusedRefIo<'_>| {
+        let FusedEpilogue::Qkv(mut q) = p.epilogue else {
+            return matvec_fused_ref(p, io);
+        };
+        q.freq_scale = 0.0; // theta = 0 everywhere: no rotation at all
+        matvec_fused_ref(
+            &MatvecFusedParams {
+                epilogue: FusedEpilogue::Qkv(q),
+                ..*p
+            },
+            io,
+        )
+    };
+    let r = tk::matvec_fused::check_matvec_fused_with(&no_k_rope, &quick());
+    assert!(
+        r.results
+            .iter()
+            .filter(|c| c.case.contains("Qkv"))
+            .all(|c| c.outcome.is_err()),
+        "unrotated qkv passed"
+    );
+}

@@ -65,7 +65,15 @@ enum CpuStorage {
 #[cfg(feature = "cuda")]
 enum CudaStorage {
     F32(kiln_cuda::CudaSlice<f32>),
-    Bytes(kiln_cuda::CudaSlice<u8>),
+    /// Raw bytes `range` of a shared buffer (several weight tensors may be
+    /// row ranges of one upload, see [`Tensor::row_view`]).
+    Bytes(Arc<kiln_cuda::CudaSlice<u8>>, std::ops::Range<usize>),
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_bytes_storage(b: kiln_cuda::CudaSlice<u8>) -> CudaStorage {
+    let n = b.len();
+    CudaStorage::Bytes(Arc::new(b), 0..n)
 }
 
 enum Storage {
@@ -155,7 +163,7 @@ impl Tensor {
             #[cfg(feature = "cuda")]
             Backend::Cuda(be) => Storage::Cuda(
                 be.info().ordinal,
-                CudaStorage::Bytes(be.upload(&data).map_err(cuda_err)?),
+                cuda_bytes_storage(be.upload(&data).map_err(cuda_err)?),
             ),
         };
         Ok(Tensor {
@@ -189,7 +197,7 @@ impl Tensor {
             #[cfg(feature = "cuda")]
             Backend::Cuda(be) => Storage::Cuda(
                 be.info().ordinal,
-                CudaStorage::Bytes(
+                cuda_bytes_storage(
                     be.upload(&src.host_bytes()[offset..offset + len])
                         .map_err(cuda_err)?,
                 ),
@@ -198,6 +206,55 @@ impl Tensor {
         Ok(Tensor {
             dtype,
             shape,
+            storage,
+        })
+    }
+
+    /// Rows `r0..r0 + n` of a 2-D raw-byte tensor (weights) as a tensor that
+    /// shares the storage: no copy. File-backed CPU tensors and all GPU
+    /// byte tensors support it.
+    pub fn row_view(&self, r0: usize, n: usize) -> Result<Tensor> {
+        const OP: &str = "row_view";
+        let [rows, cols] = self.dims() else {
+            return Err(kiln_core::Error::invalid(
+                OP,
+                format!("needs a 2-D tensor, got {:?}", self.shape),
+            )
+            .into());
+        };
+        if r0.checked_add(n).is_none_or(|end| end > *rows) {
+            return Err(kiln_core::Error::invalid(
+                OP,
+                format!("rows {r0}..{r0}+{n} of a tensor with {rows} rows"),
+            )
+            .into());
+        }
+        let rb = self.dtype.row_bytes(OP, *cols)?;
+        let (off, len) = (r0 * rb, n * rb);
+        let storage = match &self.storage {
+            Storage::Cpu(CpuStorage::Shared { src, offset, .. }) => {
+                Storage::Cpu(CpuStorage::Shared {
+                    src: src.clone(),
+                    offset: offset + off,
+                    len,
+                })
+            }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(ord, CudaStorage::Bytes(b, r)) => Storage::Cuda(
+                *ord,
+                CudaStorage::Bytes(b.clone(), r.start + off..r.start + off + len),
+            ),
+            _ => {
+                return Err(kiln_core::Error::invalid(
+                    OP,
+                    "needs a file-backed or GPU weight tensor".to_string(),
+                )
+                .into())
+            }
+        };
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape: Shape(vec![n, *cols]),
             storage,
         })
     }
@@ -274,11 +331,11 @@ impl Tensor {
         let bytes: Vec<u8> = match &self.storage {
             Storage::Cpu(c) => cpu_bytes(c).to_vec(),
             #[cfg(feature = "cuda")]
-            Storage::Cuda(_, CudaStorage::Bytes(b)) => {
+            Storage::Cuda(_, CudaStorage::Bytes(b, r)) => {
                 let be = s
                     .cuda_backend()
                     .ok_or_else(|| self.not_here("download", "tensor", s.device()))?;
-                be.download(b).map_err(cuda_err)?
+                be.download(&b.slice(r.clone())).map_err(cuda_err)?
             }
             #[cfg(feature = "cuda")]
             Storage::Cuda(_, CudaStorage::F32(_)) => {
@@ -401,7 +458,7 @@ impl Tensor {
                 }
                 Ok(v.slice(0..n))
             }
-            Storage::Cuda(_, CudaStorage::Bytes(_)) => Err(Error::DType {
+            Storage::Cuda(_, CudaStorage::Bytes(..)) => Err(Error::DType {
                 op,
                 what,
                 got: self.dtype,
@@ -436,7 +493,7 @@ impl Tensor {
                 }
                 Ok(v.slice_mut(0..n))
             }
-            Storage::Cuda(_, CudaStorage::Bytes(_)) => Err(Error::DType {
+            Storage::Cuda(_, CudaStorage::Bytes(..)) => Err(Error::DType {
                 op,
                 what,
                 got: dtype,
@@ -458,7 +515,7 @@ impl Tensor {
         what: &'static str,
     ) -> Result<kiln_cuda::CudaView<'_, u8>> {
         match &self.storage {
-            Storage::Cuda(_, CudaStorage::Bytes(b)) => Ok(b.slice(0..b.len())),
+            Storage::Cuda(_, CudaStorage::Bytes(b, r)) => Ok(b.slice(r.clone())),
             Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
                 op,
                 what,

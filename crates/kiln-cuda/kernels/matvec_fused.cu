@@ -1,0 +1,176 @@
+// matvec_fused: the decode mat-vec with its neighbours folded in
+// (reference kiln-core ops/matvec_fused.rs): an optional RMSNorm of the
+// input rows before the product and one epilogue on each pair of output
+// columns (2j, 2j + 1), which one thread of the CTA owns after the
+// reduction:
+// - EPI_STORE:    out[i, j] = y[i, j]
+// - EPI_RESIDUAL: out[i, j] = res[i, j] + y[i, j]
+// - EPI_SWIGLU:   w = [gate; up] (n / 2 rows each): out[i, j] =
+//                 silu(y[i, j]) * y[i, j + n / 2], out: [m, n / 2]; the CTA's
+//                 row pairs are (j, j + n / 2) instead of (2j, 2j + 1)
+// - EPI_QKV:      y = [q | k | v] (n = q_dim + 2 kv_dim); normal-mode RoPE at
+//                 position pos[i] on q and k pairs (2p, 2p + 1) below n_rot
+//                 of each head; q -> out[i, :q_dim], k and v -> row pos[i] of
+//                 the caches kc, vc: [n_ctx, kv_dim] (rows past n_ctx are
+//                 dropped; the host checks positions before launching).
+// Tiling, block decoding and accumulation are matmul.cu's (matvec.cuh).
+#include "common.cuh"
+#include "matvec.cuh"
+
+#define EPI_STORE 0
+#define EPI_RESIDUAL 1
+#define EPI_SWIGLU 2
+#define EPI_QKV 3
+
+// Mirrored by `FusedK` in src/matvec_fused.rs.
+struct FusedParams {
+    u64 m;          // rows of x
+    u64 n;          // weight rows
+    u64 k;          // row length
+    u64 row_bytes;  // bytes of one weight row
+    u64 kw;         // warps per row pair
+    u32 norm;       // 1: x rows are RMS-normalized with norm_w first
+    float eps;
+    u32 epi;        // EPI_*
+    u32 q_dim;      // EPI_QKV
+    u32 kv_dim;
+    u32 head_dim;
+    u32 n_rot;
+    u32 n_ctx;
+    float freq_base;
+    float freq_scale;
+};
+
+__device__ __forceinline__ float fused_block_sum(float v, float* sh) {
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < (blockDim.x >> 5) ? sh[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+// Rotate the pair (a, b) at pair index ip of a head by pos, in f64 like the
+// rope kernel and the reference.
+__device__ __forceinline__ void fused_rope(const FusedParams& p, i32 pos, u64 ip, float& a, float& b) {
+    const double inv_freq = pow((double)p.freq_base, -2.0 * (double)ip / (double)p.n_rot);
+    double sn, cs;
+    sincos((double)pos * (double)p.freq_scale * inv_freq, &sn, &cs);
+    const double x = a, y = b;
+    a = (float)(x * cs - y * sn);
+    b = (float)(x * sn + y * cs);
+}
+
+__device__ __forceinline__ float fused_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
+
+// One output column pair (j0, j0 + 1) of row i.
+__device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 j0, float y0, float y1,
+                                               const float* __restrict__ res,
+                                               const i32* __restrict__ pos,
+                                               float* __restrict__ out, float* __restrict__ kc,
+                                               float* __restrict__ vc) {
+    switch (p.epi) {
+    case EPI_SWIGLU:
+        out[i * (p.n / 2) + j0 / 2] = fused_silu(y0) * y1;
+        return;
+    case EPI_QKV: {
+        const u64 qd = p.q_dim, kvd = p.kv_dim;
+        const u64 seg = j0 < qd ? 0 : (j0 < qd + kvd ? 1 : 2);
+        const u64 c = j0 - (seg == 0 ? 0 : (seg == 1 ? qd : qd + kvd));
+        const i32 ps = pos[i];
+        if (seg < 2 && c % p.head_dim < p.n_rot) fused_rope(p, ps, (c % p.head_dim) / 2, y0, y1);
+        float* dst;
+        if (seg == 0) {
+            dst = out + i * qd + c;
+        } else {
+            if (ps < 0 || (u32)ps >= p.n_ctx) return;
+            dst = (seg == 1 ? kc : vc) + (u64)ps * kvd + c;
+        }
+        dst[0] = y0;
+        dst[1] = y1;
+        return;
+    }
+    default: {
+        const bool add = p.epi == EPI_RESIDUAL;
+        out[i * p.n + j0] = add ? res[i * p.n + j0] + y0 : y0;
+        if (j0 + 1 < p.n) out[i * p.n + j0 + 1] = add ? res[i * p.n + j0 + 1] + y1 : y1;
+    }
+    }
+}
+
+// w: [n, row_bytes], x: [m, k] (16-byte aligned rows), norm_w: [k] or null,
+// res: [m, n] or null, pos: [m] or null; dynamic shared memory: M * k floats
+// when p.norm.
+template <class Q, bool QUANT, int M>
+__device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __restrict__ w,
+                                             const float* __restrict__ x,
+                                             const float* __restrict__ norm_w,
+                                             const float* __restrict__ res,
+                                             const i32* __restrict__ pos, float* __restrict__ out,
+                                             float* __restrict__ kc, float* __restrict__ vc) {
+    extern __shared__ float xs[];
+    __shared__ float red[32];
+    const u64 i0 = (u64)blockIdx.y * M;
+    const float* xr[M];
+#pragma unroll
+    for (int r = 0; r < M; r++) {
+        const float* row = x + min(i0 + (u64)r, p.m - 1) * p.k;
+        if (p.norm) {
+            float ss = 0.0f;
+            for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) ss += row[e] * row[e];
+            ss = fused_block_sum(ss, red);
+            const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
+            float* dst = xs + (u64)r * p.k;
+            for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) dst[e] = row[e] * inv * norm_w[e];
+            xr[r] = dst;
+        } else {
+            xr[r] = row;
+        }
+    }
+    if (p.norm) __syncthreads();
+    float acc[M][MV_ROWS];
+    const MvShape sh = {p.n, p.k, p.row_bytes, QUANT ? (int)p.kw : MV_WARPS, p.epi == EPI_SWIGLU};
+    if constexpr (QUANT) {
+        mv_quant_acc<Q, M>(sh, w, xr, acc);
+    } else {
+        mv_float_acc<Q, M>(sh, w, xr, acc);
+    }
+    __shared__ float part[MV_WARPS][M * MV_ROWS];
+    mv_reduce<M>(acc, sh.kw, part);
+    const int t = threadIdx.x, pairs = MV_WARPS / sh.kw;
+    if (t < pairs * M) {
+        const int pair = t / M, r = t % M;
+        const u64 i = i0 + (u64)r;
+        const u64 j0 = ((u64)blockIdx.x * pairs + pair) * MV_ROWS;
+        if (i < p.m && j0 < p.n)
+            fused_epilogue(p, i, j0, part[pair][r * MV_ROWS], part[pair][r * MV_ROWS + 1], res, pos,
+                           out, kc, vc);
+    }
+}
+
+#define MVF_ENTRY(name, T, QUANT, M)                                                           \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                  \
+        name(FusedParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
+             const float* __restrict__ norm_w, const float* __restrict__ res,                 \
+             const i32* __restrict__ pos, float* __restrict__ out, float* __restrict__ kc,    \
+             float* __restrict__ vc) {                                                        \
+        matvec_fused<T, QUANT, M>(p, w, x, norm_w, res, pos, out, kc, vc);                    \
+    }
+#define MVF_ALL_M(prefix, T, QUANT)                                                           \
+    MVF_ENTRY(prefix##_m1, T, QUANT, 1)                                                       \
+    MVF_ENTRY(prefix##_m2, T, QUANT, 2)                                                       \
+    MVF_ENTRY(prefix##_m3, T, QUANT, 3)                                                       \
+    MVF_ENTRY(prefix##_m4, T, QUANT, 4)                                                       \
+    MVF_ENTRY(prefix##_m5, T, QUANT, 5)                                                       \
+    MVF_ENTRY(prefix##_m6, T, QUANT, 6)                                                       \
+    MVF_ENTRY(prefix##_m7, T, QUANT, 7)                                                       \
+    MVF_ENTRY(prefix##_m8, T, QUANT, 8)
+
+MVF_ALL_M(matvec_fused_q4_0_f32, Q4_0T, true)
+MVF_ALL_M(matvec_fused_q4_1_f32, Q4_1T, true)
+MVF_ALL_M(matvec_fused_q8_0_f32, Q8_0T, true)
+MVF_ALL_M(matvec_fused_f32_f32, F32T, false)
+MVF_ALL_M(matvec_fused_f16_f32, F16T, false)
+MVF_ALL_M(matvec_fused_bf16_f32, BF16T, false)

@@ -1,0 +1,205 @@
+//! matvec_fused on CUDA: the decode mat-vec with RMSNorm before and one
+//! epilogue after, the semantics of
+//! `kiln_core::ops::matvec_fused::matvec_fused_ref` (`kernels/matvec_fused.cu`).
+//!
+//! Same tiling and block decoding as matmul's mat-vec (`matvec.cuh`, the
+//! `kw` plan of [`crate::matmul::select_matmul`]); the normalized input rows
+//! are staged in shared memory, so `m * k` floats must fit in 48 KiB
+//! ([`fused_supported`]).
+
+use crate::kernels::MATVEC_FUSED;
+use crate::matmul::{
+    check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
+};
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::ops::matvec_fused::{FusedEpilogue, FusedLens, MatvecFusedParams, FUSED_MAX_ROWS};
+use kiln_core::{DType, Error};
+
+const OP: &str = "matvec_fused";
+/// Shared memory a launch may use without opting in.
+const SMEM_LIMIT: usize = 48 * 1024;
+/// Weight formats with a kernel, in the order of the function table.
+const WTYPES: [DType; 6] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+];
+
+/// Mirrors `struct FusedParams` in matvec_fused.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct FusedK {
+    m: u64,
+    n: u64,
+    k: u64,
+    row_bytes: u64,
+    kw: u64,
+    norm: u32,
+    eps: f32,
+    epi: u32,
+    q_dim: u32,
+    kv_dim: u32,
+    head_dim: u32,
+    n_rot: u32,
+    n_ctx: u32,
+    freq_base: f32,
+    freq_scale: f32,
+}
+const _: () = assert!(std::mem::size_of::<FusedK>() == 80);
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for FusedK {}
+
+/// Why `p` has no fused kernel, or `None` when it has one (pure).
+pub fn fused_supported(p: &MatvecFusedParams) -> Option<String> {
+    let mm = &p.mm;
+    if !WTYPES.contains(&mm.wtype) {
+        return Some(format!("no fused mat-vec for {} weights", mm.wtype));
+    }
+    if mm.m == 0 || mm.m > FUSED_MAX_ROWS {
+        return Some(format!(
+            "m = {} (fused mat-vec takes 1..={FUSED_MAX_ROWS})",
+            mm.m
+        ));
+    }
+    if p.norm_eps.is_some() && mm.m * mm.k * 4 > SMEM_LIMIT {
+        return Some(format!(
+            "normalized rows m {} x k {} exceed {SMEM_LIMIT} bytes of shared memory",
+            mm.m, mm.k
+        ));
+    }
+    let too_big = |v: usize| v > u32::MAX as usize;
+    if let FusedEpilogue::Qkv(q) = p.epilogue {
+        if too_big(q.q_dim) || too_big(q.kv_dim) || too_big(q.n_ctx) {
+            return Some("qkv dims exceed 32 bits".into());
+        }
+    }
+    None
+}
+
+/// Device buffers of one fused launch (`None` for the absent ones).
+pub struct FusedArgs<'a, 'b> {
+    pub w: &'a CudaView<'b, u8>,
+    pub x: &'a CudaView<'b, f32>,
+    pub norm_w: Option<&'a CudaView<'b, f32>>,
+    pub residual: Option<&'a CudaView<'b, f32>>,
+    pub out: &'a mut CudaViewMut<'b, f32>,
+    pub k_cache: Option<&'a mut CudaViewMut<'b, f32>>,
+    pub v_cache: Option<&'a mut CudaViewMut<'b, f32>>,
+}
+
+fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver::CudaFunction> {
+    if be.fused_fns.get().is_none() {
+        let mut table = Vec::new();
+        for t in WTYPES {
+            for rows in 1..=FUSED_MAX_ROWS {
+                let name = format!("matvec_fused_{}_f32_m{rows}", wname_of(t));
+                table.push(be.function_named("matvec_fused", MATVEC_FUSED, &name)?);
+            }
+        }
+        let _ = be.fused_fns.set(table);
+    }
+    WTYPES
+        .iter()
+        .position(|&t| t == wtype)
+        .and_then(|i| be.fused_fns.get()?.get(i * FUSED_MAX_ROWS + m - 1))
+        .ok_or_else(|| CudaError::driver(OP, "no such kernel"))
+}
+
+/// Run one fused mat-vec on the backend's stream. `positions`: `[m]` cache
+/// rows for the QKV epilogue, already checked against the cache.
+pub fn matvec_fused(
+    be: &CudaBackend,
+    p: &MatvecFusedParams,
+    a: FusedArgs<'_, '_>,
+    positions: Option<&CudaView<'_, i32>>,
+) -> Result<()> {
+    let len = |v: Option<usize>| v.unwrap_or(0);
+    p.validate(&FusedLens {
+        w: a.w.len(),
+        x: a.x.len(),
+        norm_w: len(a.norm_w.map(|v| v.len())),
+        residual: len(a.residual.map(|v| v.len())),
+        positions: len(positions.map(|v| v.len())),
+        out: a.out.len(),
+        k_cache: len(a.k_cache.as_ref().map(|v| v.len())),
+        v_cache: len(a.v_cache.as_ref().map(|v| v.len())),
+    })?;
+    if let Some(why) = fused_supported(p) {
+        return Err(Error::invalid(OP, why).into());
+    }
+    let mm = &p.mm;
+    check_alignment(be, mm, a.w, a.x)?;
+    let kw = match matvec_plan(mm, mm.m) {
+        MatmulKernel::MatVec { kw, .. } if mm.wtype.is_quantized() => kw,
+        _ => MV_WARPS,
+    };
+    let mut k = FusedK {
+        m: mm.m as u64,
+        n: mm.n as u64,
+        k: mm.k as u64,
+        row_bytes: mm.w_row_bytes()? as u64,
+        kw: kw as u64,
+        norm: p.norm_eps.is_some() as u32,
+        eps: p.norm_eps.unwrap_or(0.0),
+        ..Default::default()
+    };
+    k.epi = match p.epilogue {
+        FusedEpilogue::Store => 0,
+        FusedEpilogue::Residual => 1,
+        FusedEpilogue::SwiGlu => 2,
+        FusedEpilogue::Qkv(q) => {
+            k.q_dim = q.q_dim as u32;
+            k.kv_dim = q.kv_dim as u32;
+            k.head_dim = q.head_dim as u32;
+            k.n_rot = q.n_rot as u32;
+            k.n_ctx = q.n_ctx as u32;
+            k.freq_base = q.freq_base;
+            k.freq_scale = q.freq_scale;
+            3
+        }
+    };
+    let gx = mm.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    if gx > i32::MAX as usize {
+        return Err(Error::invalid(OP, format!("n = {} is too large for the grid", mm.n)).into());
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (gx as u32, 1, 1),
+        block_dim: (MV_THREADS, 1, 1),
+        shared_mem_bytes: if p.norm_eps.is_some() {
+            (mm.m * mm.k * 4) as u32
+        } else {
+            0
+        },
+    };
+    // Absent buffers are passed as x (never dereferenced: the params say so).
+    let f = function(be, mm.wtype, mm.m)?;
+    let mut l = be.stream().launch_builder(f);
+    l.arg(&k).arg(a.w).arg(a.x);
+    l.arg(a.norm_w.unwrap_or(a.x));
+    l.arg(a.residual.unwrap_or(a.x));
+    match positions {
+        Some(pv) => l.arg(pv),
+        None => l.arg(a.x),
+    };
+    l.arg(&mut *a.out);
+    match (a.k_cache, a.v_cache) {
+        (Some(kc), Some(vc)) => l.arg(kc).arg(vc),
+        _ if matches!(p.epilogue, FusedEpilogue::Qkv(_)) => {
+            return Err(Error::invalid(OP, "qkv epilogue without both caches").into())
+        }
+        _ => l.arg(a.x).arg(a.x),
+    };
+    // SAFETY: arguments match matvec_fused_<w>_f32_m<M>(FusedParams, const
+    // u8* w, const float* x, const float* norm_w, const float* res, const
+    // i32* pos, float* out, float* kc, float* vc); every length was validated
+    // for the stages the params enable, absent buffers are never read or
+    // written (their stage is off), dynamic shared memory holds the m
+    // normalized rows, alignment was checked, and the kernel writes out and
+    // cache rows only inside their bounds.
+    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch matvec_fused", e))?;
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Case table and driver for `matvec_fused` (norm → mat-vec → epilogue; see
+//! `kiln_core::ops::matvec_fused`).
+//!
+//! Fused kernels keep activations in f32, so every output is held to a bound
+//! derived element by element from the f32 arithmetic, not a flat tolerance:
+//!
+//! - product `y = x'·wᵀ`: `(k + PRODUCT_SLACK) · 2⁻²⁴ · Σ_e |w_e x'_e|` — one
+//!   rounding per accumulated term in any order, plus the f32 (not f64)
+//!   normalization of `x'` (a few ulp per element, in `PRODUCT_SLACK`);
+//! - residual: `+ 2⁻²⁴ |out|` for the final add;
+//! - SwiGLU `silu(g)·u`: `|silu'(g)·u|·e_g + |silu(g)|·e_u` (silu' ≤ 1.1)
+//!   plus `FAST_EXP_REL · |out|` for a fast `exp` and the products;
+//! - RoPE: a rotation keeps the error vector's length, so a rotated pair's
+//!   elements are off by at most `e_a + e_b`, plus `2⁻²³ · |value|`.
+//!
+//! Caches start NaN-poisoned on both sides: rows other than the positions
+//! must stay NaN.
+
+use super::{expect_reject, impl_failed, ref_failed, Options, Runner};
+use crate::{rand_f32, rand_rows, Guarded, Report};
+use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::ops::matvec_fused::{
+    matvec_fused_ref, FusedEpilogue, FusedRefIo, MatvecFusedParams, QkvRope,
+};
+use kiln_core::ops::rms_norm::{rms_norm_ref, RmsNormParams};
+use kiln_core::quant::dequantize_row;
+use kiln_core::DType;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Implementation under test: params and plain slices (as the reference).
+pub type MatvecFusedFn<'a> =
+    dyn Fn(&MatvecFusedParams, FusedRefIo<'_>) -> kiln_core::Result<()> + 'a;
+
+/// Extra roundings per product output beyond one per term: lane and warp
+/// reductions, block-scale products, and the f32 normalization of x (its
+/// sum of squares and rsqrt are a few ulp off the f64 reference's).
+pub const PRODUCT_SLACK: f64 = 32.0;
+/// Relative error allowed on a SwiGLU output for a fast `exp` (CUDA's
+/// `__expf`: 2 + 1.16·|g| ulp, ~1e-6 relative for |g| ≤ 8) and two products.
+pub const FAST_EXP_REL: f64 = 4e-6;
+const U32: f64 = 1.0 / (1u64 << 24) as f64;
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    m: usize,
+    k: usize,
+    wtype: DType,
+    norm: bool,
+    epi: FusedEpilogue,
+    /// Weight rows.
+    n: usize,
+    big: bool,
+}
+
+fn qkv(
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    n_rot: usize,
+    n_ctx: usize,
+) -> FusedEpilogue {
+    FusedEpilogue::Qkv(QkvRope {
+        q_dim: q_heads * head_dim,
+        kv_dim: kv_heads * head_dim,
+        head_dim,
+        n_rot,
+        freq_base: 10000.0,
+        freq_scale: 1.0,
+        n_ctx,
+    })
+}
+
+fn rows_of(epi: &FusedEpilogue, n: usize) -> usize {
+    match epi {
+        FusedEpilogue::Qkv(q) => q.q_dim + 2 * q.kv_dim,
+        _ => n,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let wtypes = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+    ];
+    let epis = [
+        (FusedEpilogue::Store, 7),
+        (FusedEpilogue::Store, 257),
+        (FusedEpilogue::Residual, 33),
+        (FusedEpilogue::SwiGlu, 2),
+        (FusedEpilogue::SwiGlu, 66),
+        (qkv(3, 1, 8, 8, 37), 0),
+        (qkv(4, 2, 16, 8, 19), 0),
+    ];
+    for (wi, &wtype) in wtypes.iter().enumerate() {
+        let ks: &[usize] = if wtype.is_quantized() {
+            &[32, 96, 576]
+        } else {
+            &[45, 96]
+        };
+        for (ei, &(epi, n)) in epis.iter().enumerate() {
+            for (ki, &k) in ks.iter().enumerate() {
+                let m = [1, 2, 3, 8][(wi + ei + ki) % 4];
+                let norm = (wi + ei + ki) % 2 == 0;
+                v.push(Case {
+                    m,
+                    k,
+                    wtype,
+                    norm,
+                    epi,
+                    n: rows_of(&epi, n),
+                    big: false,
+                });
+            }
+        }
+    }
+    // SmolLM2-135M's decode layer and head.
+    let smol = [
+        (qkv(9, 3, 64, 64, 300), 0, 576, true),
+        (FusedEpilogue::Residual, 576, 576, false),
+        (FusedEpilogue::SwiGlu, 3072, 576, true),
+        (FusedEpilogue::Residual, 576, 1536, false),
+    ];
+    for (epi, n, k, norm) in smol {
+        v.push(Case {
+            m: 1,
+            k,
+            wtype: DType::Q4_1,
+            norm,
+            epi,
+            n: rows_of(&epi, n),
+            big: false,
+        });
+    }
+    v.push(Case {
+        m: 1,
+        k: 576,
+        wtype: DType::Q8_0,
+        norm: true,
+        epi: FusedEpilogue::Store,
+        n: 49152,
+        big: true,
+    });
+    v
+}
+
+/// Dequantized weights `[n, k]`.
+fn weights_f32(p: &MatmulParams, w: &[u8]) -> kiln_core::Result<Vec<f32>> {
+    let row = p.w_row_bytes()?;
+    let mut wf = vec![0.0f32; p.n * p.k];
+    for j in 0..p.n {
+        dequantize_row(
+            p.wtype,
+            &w[j * row..(j + 1) * row],
+            &mut wf[j * p.k..(j + 1) * p.k],
+        )?;
+    }
+    Ok(wf)
+}
+
+/// Per-element bounds of `y` (`[m, n]`), see the module docs.
+fn product_bounds(p: &MatmulParams, wf: &[f32], xn: &[f32]) -> Vec<f64> {
+    let terms = (p.k as f64 + PRODUCT_SLACK) * U32;
+    let mut b = vec![0.0; p.m * p.n];
+    for i in 0..p.m {
+        for j in 0..p.n {
+            let s: f64 = wf[j * p.k..(j + 1) * p.k]
+                .iter()
+                .zip(&xn[i * p.k..(i + 1) * p.k])
+                .map(|(a, c)| f64::from(a.abs()) * f64::from(c.abs()))
+                .sum();
+            b[i * p.n + j] = terms * s;
+        }
+    }
+    b
+}
+
+fn within(what: &str, got: &[f32], want: &[f32], bound: &[f64]) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else {
+            (f64::from(g) - f64::from(w)).abs() <= b
+        };
+        if !ok && bad.len() < 4 {
+            bad.push(format!("[{i}] got {g:e} want {w:e} bound {b:.2e}"));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{what}: {}", bad.join("; ")))
+    }
+}
+
+/// Run every case against `imp`.
+pub fn check_matvec_fused_with(imp: &MatvecFusedFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("matvec_fused", opts);
+    for cs in cases() {
+        let name = format!(
+            "{} m={} n={} k={} norm={} {:?}",
+            cs.wtype, cs.m, cs.n, cs.k, cs.norm, cs.epi
+        );
+        run.case(&name, cs.big, |rng| one_case(imp, &cs, rng));
+    }
+    rejects(&mut run, imp);
+    run.finish()
+}
+
+fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<(), String> {
+    let mm = MatmulParams {
+        m: cs.m,
+        n: cs.n,
+        k: cs.k,
+        wtype: cs.wtype,
+    };
+    let eps = 1e-5;
+    let p = MatvecFusedParams {
+        mm,
+        norm_eps: cs.norm.then_some(eps),
+        epilogue: cs.epi,
+    };
+    let w = rand_rows(rng, cs.wtype, cs.n, cs.k);
+    let x = rand_f32(rng, cs.m * cs.k, -2.0, 2.0);
+    let norm_w = if cs.norm {
+        rand_f32(rng, cs.k, 0.5, 1.5)
+    } else {
+        Vec::new()
+    };
+    let residual = if cs.epi == FusedEpilogue::Residual {
+        rand_f32(rng, cs.m * cs.n, -4.0, 4.0)
+    } else {
+        Vec::new()
+    };
+    let (positions, cache_len) = match cs.epi {
+        FusedEpilogue::Qkv(q) => {
+            // Distinct rows; never 0 (no rotation there: a missing RoPE
+            // would pass), which the engine tests cover.
+            let mut rows: Vec<i32> = (1..q.n_ctx as i32).collect();
+            rows.shuffle(rng);
+            (rows[..cs.m].to_vec(), q.n_ctx * q.kv_dim)
+        }
+        _ => (Vec::new(), 0),
+    };
+    let out_len = cs.m * p.out_cols();
+    let mut want = vec![0.0f32; out_len];
+    let (mut want_k, mut want_v) = (vec![f32::NAN; cache_len], vec![f32::NAN; cache_len]);
+    matvec_fused_ref(
+        &p,
+        FusedRefIo {
+            w: &w,
+            x: &x,
+            norm_w: &norm_w,
+            residual: &residual,
+            positions: &positions,
+            out: &mut want,
+            k_cache: &mut want_k,
+            v_cache: &mut want_v,
+        },
+    )
+    .map_err(ref_failed)?;
+    let mut out = Guarded::new(out_len);
+    let (mut kc, mut vc) = (Guarded::new(cache_len), Guarded::new(cache_len));
+    imp(
+        &p,
+        FusedRefIo {
+            w: &w,
+            x: &x,
+            norm_w: &norm_w,
+            residual: &residual,
+            positions: &positions,
+            out: out.as_mut_slice(),
+            k_cache: kc.as_mut_slice(),
+            v_cache: vc.as_mut_slice(),
+        },
+    )
+    .map_err(impl_failed)?;
+    out.check_guards()?;
+    kc.check_guards()?;
+    vc.check_guards()?;
+
+    // Bounds.
+    let wf = weights_f32(&mm, &w).map_err(ref_failed)?;
+    let xn = if cs.norm {
+        let mut v = vec![0.0; x.len()];
+        let np = RmsNormParams {
+            rows: cs.m,
+            dim: cs.k,
+            eps,
+        };
+        rms_norm_ref(&np, &x, &norm_w, &mut v).map_err(ref_failed)?;
+        v
+    } else {
+        x.clone()
+    };
+    let yb = product_bounds(&mm, &wf, &xn);
+    let n = cs.n;
+    match cs.epi {
+        FusedEpilogue::Store => within("out", out.as_slice(), &want, &yb),
+        FusedEpilogue::Residual => {
+            let b: Vec<f64> = yb
+                .iter()
+                .zip(&want)
+                .map(|(e, o)| e + U32 * f64::from(o.abs()))
+                .collect();
+            within("out", out.as_slice(), &want, &b)
+        }
+        FusedEpilogue::SwiGlu => {
+            // y itself, for silu(g) and u.
+            let mut y = vec![0.0f32; cs.m * n];
+            kiln_core::ops::matmul::matmul_ref(&mm, &w, &xn, &mut y).map_err(ref_failed)?;
+            let h = n / 2;
+            let mut b = vec![0.0; cs.m * h];
+            for i in 0..cs.m {
+                for j in 0..h {
+                    let (g, u) = (f64::from(y[i * n + j]), f64::from(y[i * n + h + j]));
+                    let silu = g / (1.0 + (-g).exp());
+                    b[i * h + j] = 1.1 * u.abs() * yb[i * n + j]
+                        + silu.abs() * yb[i * n + h + j]
+                        + FAST_EXP_REL * (silu * u).abs()
+                        + 1e-30;
+                }
+            }
+            within("out", out.as_slice(), &want, &b)
+        }
+        FusedEpilogue::Qkv(q) => {
+            let (qd, kvd, hd) = (q.q_dim, q.kv_dim, q.head_dim);
+            // Bound of a (possibly rotated) column c of segment seg.
+            let col_bound = |i: usize, c: usize, rotated: bool, val: f32| -> f64 {
+                let e = if rotated {
+                    let base = c - c % 2;
+                    yb[i * n + base] + yb[i * n + base + 1]
+                } else {
+                    yb[i * n + c]
+                };
+                e + 2.0 * U32 * f64::from(val.abs())
+            };
+            let mut bq = vec![0.0; cs.m * qd];
+            for i in 0..cs.m {
+                for c in 0..qd {
+                    bq[i * qd + c] = col_bound(i, c, c % hd < q.n_rot, want[i * qd + c]);
+                }
+            }
+            within("q", out.as_slice(), &want, &bq)?;
+            let mut bk = vec![f64::INFINITY; cache_len];
+            let mut bv = vec![f64::INFINITY; cache_len];
+            for (i, &pos) in positions.iter().enumerate() {
+                let r = pos as usize * kvd;
+                for c in 0..kvd {
+                    bk[r + c] = col_bound(i, qd + c, c % hd < q.n_rot, want_k[r + c]);
+                    bv[r + c] = col_bound(i, qd + kvd + c, false, want_v[r + c]);
+                }
+            }
+            within("k_cache", kc.as_slice(), &want_k, &bk)?;
+            within("v_cache", vc.as_slice(), &want_v, &bv)
+        }
+    }
+}
+
+fn rejects(run: &mut Runner<'_>, imp: &MatvecFusedFn<'_>) {
+    let base = MatvecFusedParams {
+        mm: MatmulParams {
+            m: 1,
+            n: 6,
+            k: 32,
+            wtype: DType::Q4_1,
+        },
+        norm_eps: None,
+        epilogue: FusedEpilogue::Store,
+    };
+    let call = |p: &MatvecFusedParams,
+                w: &[u8],
+                x: &[f32],
+                res: &[f32],
+                pos: &[i32],
+                out: &mut Guarded,
+                kc: &mut Guarded| {
+        let mut vc = Guarded::new(kc.len());
+        let r = imp(
+            p,
+            FusedRefIo {
+                w,
+                x,
+                norm_w: &[1.0; 32],
+                residual: res,
+                positions: pos,
+                out: out.as_mut_slice(),
+                k_cache: kc.as_mut_slice(),
+                v_cache: vc.as_mut_slice(),
+            },
+        );
+        if !vc.untouched() {
+            return Err(kiln_core::Error::invalid("test", "v cache written"));
+        }
+        r
+    };
+    run.case("rejects m = 9", false, |rng| {
+        let p = MatvecFusedParams {
+            mm: MatmulParams { m: 9, ..base.mm },
+            ..base
+        };
+        let w = rand_rows(rng, DType::Q4_1, 6, 32);
+        let mut out = Guarded::new(54);
+        let mut kc = Guarded::new(0);
+        expect_reject(call(&p, &w, &[0.5; 288], &[], &[], &mut out, &mut kc), &out)
+    });
+    run.case("rejects swiglu with odd n", false, |rng| {
+        let p = MatvecFusedParams {
+            mm: MatmulParams { n: 5, ..base.mm },
+            epilogue: FusedEpilogue::SwiGlu,
+            ..base
+        };
+        let w = rand_rows(rng, DType::Q4_1, 5, 32);
+        let mut out = Guarded::new(2);
+        let mut kc = Guarded::new(0);
+        expect_reject(call(&p, &w, &[0.5; 32], &[], &[], &mut out, &mut kc), &out)
+    });
+    run.case("rejects a short residual", false, |rng| {
+        let p = MatvecFusedParams {
+            epilogue: FusedEpilogue::Residual,
+            ..base
+        };
+        let w = rand_rows(rng, DType::Q4_1, 6, 32);
+        let mut out = Guarded::new(6);
+        let mut kc = Guarded::new(0);
+        expect_reject(
+            call(&p, &w, &[0.5; 32], &[0.0; 5], &[], &mut out, &mut kc),
+            &out,
+        )
+    });
+    run.case("rejects a position past the cache", false, |rng| {
+        let epi = qkv(1, 1, 2, 2, 4);
+        let p = MatvecFusedParams {
+            epilogue: epi,
+            ..base
+        };
+        let w = rand_rows(rng, DType::Q4_1, 6, 32);
+        let mut out = Guarded::new(2);
+        let mut kc = Guarded::new(8);
+        let r = call(&p, &w, &[0.5; 32], &[], &[4], &mut out, &mut kc);
+        if !kc.untouched() {
+            return Err("k cache written".into());
+        }
+        expect_reject(r, &out)
+    });
+}
