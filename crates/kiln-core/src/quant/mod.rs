@@ -19,9 +19,15 @@ use crate::{DType, Error, Result};
 use half::f16;
 
 pub mod float;
+pub mod mlx;
 pub mod q4;
 pub mod q8;
 
+pub use mlx::{
+    dequantize_row_mlx_affine_ref, pack_codes_row, quantize_row_mlx_affine_ref, unpack_codes_row,
+    MlxAffine, MlxRow, MlxRowBytes, MlxRowMut, MLX_AFFINE_BITS, MLX_AFFINE_EPS,
+    MLX_AFFINE_GROUP_SIZES,
+};
 pub use q4::{BlockQ4_0, BlockQ4_1};
 pub use q8::{BlockQ8_0, BlockQ8_1};
 
