@@ -252,12 +252,12 @@ impl BlockFormat for BlockQ2K {
             }
             dmin = f16::from_f32(max_min / 15.0);
         }
-        for j in 0..16 {
-            let dl = d.to_f32() * f32::from(sc[j] & 0x0f);
+        for (j, &s) in sc.iter().enumerate() {
+            let dl = d.to_f32() * f32::from(s & 0x0f);
             if dl == 0.0 {
                 continue;
             }
-            let dm = dmin.to_f32() * f32::from(sc[j] >> 4);
+            let dm = dmin.to_f32() * f32::from(s >> 4);
             for i in 16 * j..16 * j + 16 {
                 l[i] = nearest_int((x[i] + dm) / dl).clamp(0, 3) as u8;
             }
@@ -317,8 +317,8 @@ impl BlockFormat for BlockQ3K {
         }
         let packed = pack_scales_q3k(&codes);
         let sc = unpack_scales_q3k(&packed);
-        for j in 0..16 {
-            let dl = d.to_f32() * f32::from(i16::from(sc[j]) - 32);
+        for (j, &s) in sc.iter().enumerate() {
+            let dl = d.to_f32() * f32::from(i16::from(s) - 32);
             if dl == 0.0 {
                 continue;
             }

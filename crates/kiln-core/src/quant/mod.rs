@@ -295,3 +295,6 @@ pub fn vec_dot_q8_0_q8_0_ref(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> Result<f32> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_k;

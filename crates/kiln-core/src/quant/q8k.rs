@@ -5,8 +5,9 @@
 //!
 //! Quantizer: ggml's `quantize_row_q8_K_ref` as described there: `max` = the
 //! element of largest |x| (first on ties, sign kept); an all-zero block is
-//! all zero; else `iscale = -127 / max`, `q = min(127, round_half_even(iscale
-//! * x))`, `d = 1 / iscale` (f32, not rounded to f16). gguf.quants has no
+//! all zero; else `iscale = -127 / max`,
+//! `q = min(127, round_half_even(iscale * x))`, `d = 1 / iscale` (f32, not
+//! rounded to f16). gguf.quants has no
 //! Q8_K, so the fixture script derives it from this definition in numpy.
 
 use super::k_search::{load, nearest_int, signed_amax};

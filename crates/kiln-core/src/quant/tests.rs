@@ -396,7 +396,7 @@ fn error_cases_no_panic() {
     for dtype in DType::ALL {
         // two blocks (64 elements for the 32-wide formats, 512 for K-quants)
         let n = 2 * dtype.block_size().max(QK);
-        let x = &x[..n];
+        let x = x[..n].to_vec();
         let rb = dtype.row_bytes("t", n).unwrap();
         let mut out = vec![0u8; rb + 1];
         assert!(
