@@ -320,7 +320,7 @@ fn bad_alignment_values() {
 #[test]
 fn unknown_or_unsupported_tensor_types() {
     for (id, needle) in [
-        (12u32, "12 (Q4_K)"),
+        (16u32, "16 (IQ2_XXS)"),
         (4, "unknown GGML type id 4"),
         (1000, "id 1000"),
     ] {

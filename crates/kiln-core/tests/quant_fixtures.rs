@@ -137,7 +137,17 @@ fn first_f32_mismatch(dtype: DType, got: &[f32], want: &[f32]) -> Option<String>
 #[test]
 fn fixtures_cover_every_dtype() {
     let entries = load();
-    for dtype in DType::ALL {
+    // The formats of this fixture file; the newer ones (Q5_*, K-quants,
+    // Q8_K, IQ4_*) are covered by tests/quant_fixtures_ggml.rs.
+    for dtype in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q8_1,
+    ] {
         let quantized = entries
             .iter()
             .filter(|e| e.input.is_some())

@@ -63,9 +63,10 @@ impl EmbeddingKernel {
     }
 }
 
-/// Kernel choice: one per table format.
-pub fn select_embedding(p: &EmbeddingParams) -> EmbeddingKernel {
-    match p.dtype {
+/// Kernel choice: one per table format; formats without a kernel yet
+/// (Q5_*, K-quants, Q8_K, IQ4_*) are [`Error::UnsupportedDType`].
+pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
+    Ok(match p.dtype {
         DType::F32 => EmbeddingKernel::F32,
         DType::F16 => EmbeddingKernel::F16,
         DType::BF16 => EmbeddingKernel::BF16,
@@ -73,7 +74,22 @@ pub fn select_embedding(p: &EmbeddingParams) -> EmbeddingKernel {
         DType::Q4_1 => EmbeddingKernel::Q4_1,
         DType::Q8_0 => EmbeddingKernel::Q8_0,
         DType::Q8_1 => EmbeddingKernel::Q8_1,
-    }
+        DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::Q8_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => {
+            return Err(CudaError::Core(Error::UnsupportedDType {
+                op: "embedding",
+                dtype: p.dtype,
+            }))
+        }
+    })
 }
 
 /// `out[t, :] = dequantize(table[ids[t], :])` for `t < n_ids` on the backend's
@@ -97,7 +113,7 @@ pub fn embedding(
     check_len("embedding", "out", out.len(), n)?;
     let row_bytes = p.row_bytes()?;
     // Select.
-    let kernel = select_embedding(p);
+    let kernel = select_embedding(p)?;
     let (ptr, _sync) = table.device_ptr(be.stream());
     if ptr % kernel.table_align() != 0 {
         return Err(Error::invalid(

@@ -11,6 +11,13 @@
 //! GGUF; the block structs are read with native layout, so kiln supports
 //! little-endian hosts only.
 //!
+//! Formats: Q4_0/Q4_1 (`q4.rs`), Q5_0/Q5_1 (`q5.rs`), Q8_0/Q8_1 (`q8.rs`),
+//! Q2_K..Q6_K (`k_quants.rs`, scale searches in `k_search.rs`), Q8_K
+//! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), F32/F16/BF16 (`float.rs`).
+//! gguf.quants quantizes only Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 of these; the
+//! other quantizers are checked through gguf's dequantizer and by error
+//! bounds (`tests/quant_fixtures_ggml.rs`, `tests.rs`, `tests_k.rs`).
+//!
 //! Adding a format = one new file implementing [`BlockFormat`] + one arm in
 //! the dispatch functions below.
 
@@ -19,17 +26,29 @@ use crate::{DType, Error, Result};
 use half::f16;
 
 pub mod float;
+pub mod iq4;
+pub mod k_quants;
+mod k_search;
 pub mod mlx;
 pub mod q4;
+pub mod q5;
 pub mod q8;
+pub mod q8k;
 
+pub use crate::dtype::QK_K;
+pub use iq4::{BlockIQ4NL, BlockIQ4XS, KVALUES_IQ4NL};
+pub use k_quants::{
+    pack_scale_min_k4, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K,
+};
 pub use mlx::{
     dequantize_row_mlx_affine_ref, pack_codes_row, quantize_row_mlx_affine_ref, unpack_codes_row,
     MlxAffine, MlxRow, MlxRowBytes, MlxRowMut, MLX_AFFINE_BITS, MLX_AFFINE_EPS,
     MLX_AFFINE_GROUP_SIZES,
 };
 pub use q4::{BlockQ4_0, BlockQ4_1};
+pub use q5::{BlockQ5_0, BlockQ5_1};
 pub use q8::{BlockQ8_0, BlockQ8_1};
+pub use q8k::BlockQ8K;
 
 /// Block elements for the 32-wide legacy formats.
 pub const QK: usize = 32;
@@ -116,6 +135,16 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) -> Result<()> {
         DType::Q4_1 => dequantize_blocks::<BlockQ4_1>(src, out),
         DType::Q8_0 => dequantize_blocks::<BlockQ8_0>(src, out),
         DType::Q8_1 => dequantize_blocks::<BlockQ8_1>(src, out),
+        DType::Q5_0 => dequantize_blocks::<BlockQ5_0>(src, out),
+        DType::Q5_1 => dequantize_blocks::<BlockQ5_1>(src, out),
+        DType::Q2_K => dequantize_blocks::<BlockQ2K>(src, out),
+        DType::Q3_K => dequantize_blocks::<BlockQ3K>(src, out),
+        DType::Q4_K => dequantize_blocks::<BlockQ4K>(src, out),
+        DType::Q5_K => dequantize_blocks::<BlockQ5K>(src, out),
+        DType::Q6_K => dequantize_blocks::<BlockQ6K>(src, out),
+        DType::Q8_K => dequantize_blocks::<BlockQ8K>(src, out),
+        DType::IQ4_NL => dequantize_blocks::<BlockIQ4NL>(src, out),
+        DType::IQ4_XS => dequantize_blocks::<BlockIQ4XS>(src, out),
     }
     Ok(())
 }
@@ -134,6 +163,16 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
         DType::Q4_1 => quantize_blocks::<BlockQ4_1>(x, out),
         DType::Q8_0 => quantize_blocks::<BlockQ8_0>(x, out),
         DType::Q8_1 => quantize_blocks::<BlockQ8_1>(x, out),
+        DType::Q5_0 => quantize_blocks::<BlockQ5_0>(x, out),
+        DType::Q5_1 => quantize_blocks::<BlockQ5_1>(x, out),
+        DType::Q2_K => quantize_blocks::<BlockQ2K>(x, out),
+        DType::Q3_K => quantize_blocks::<BlockQ3K>(x, out),
+        DType::Q4_K => quantize_blocks::<BlockQ4K>(x, out),
+        DType::Q5_K => quantize_blocks::<BlockQ5K>(x, out),
+        DType::Q6_K => quantize_blocks::<BlockQ6K>(x, out),
+        DType::Q8_K => quantize_blocks::<BlockQ8K>(x, out),
+        DType::IQ4_NL => quantize_blocks::<BlockIQ4NL>(x, out),
+        DType::IQ4_XS => quantize_blocks::<BlockIQ4XS>(x, out),
     }
     Ok(())
 }
@@ -163,13 +202,17 @@ pub fn vec_dot_ref(dtype: DType, w_row: &[u8], x: &[f32]) -> Result<f32> {
     const OP: &str = "quant::vec_dot_ref";
     let need = dtype.row_bytes(OP, x.len())?;
     check_len(OP, "w_row", w_row.len(), need)?;
-    // Chunk = one block for quantized formats, 64 elements for plain floats.
+    // Chunk = one block for quantized formats (at most QK_K = 256
+    // elements), 64 elements for plain floats.
     let chunk = if dtype.is_quantized() {
         dtype.block_size()
     } else {
         64
     };
-    let mut buf = [0.0f32; 64];
+    let mut buf = [0.0f32; QK_K];
+    if chunk > buf.len() {
+        return Err(Error::UnsupportedDType { op: OP, dtype });
+    }
     let mut acc = 0.0f64;
     let mut off = 0usize;
     for xs in x.chunks(chunk) {
@@ -258,3 +301,6 @@ pub fn vec_dot_q8_0_q8_0_ref(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> Result<f32> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_k;

@@ -313,7 +313,9 @@ fn dot_refs_match_dequantized_f64_dot() {
 fn vec_dot_ref_all_dtypes() {
     let mut r = rng(7);
     for dtype in DType::ALL {
-        for n in [32usize, 96, 320] {
+        // whole blocks: 32-element formats and QK_K = 256 K-quants alike
+        let unit = dtype.block_size().max(QK);
+        for n in [unit, 3 * unit, 10 * unit] {
             let w = random_row(&mut r, n);
             let x = random_row(&mut r, n);
             let wq = quant(dtype, &w);
@@ -390,9 +392,12 @@ fn sentinels_and_poisoned_outputs() {
 
 #[test]
 fn error_cases_no_panic() {
-    let x = vec![1.0f32; 64];
+    let x = vec![1.0f32; 2 * QK_K];
     for dtype in DType::ALL {
-        let rb = dtype.row_bytes("t", 64).unwrap();
+        // two blocks (64 elements for the 32-wide formats, 512 for K-quants)
+        let n = 2 * dtype.block_size().max(QK);
+        let x = x[..n].to_vec();
+        let rb = dtype.row_bytes("t", n).unwrap();
         let mut out = vec![0u8; rb + 1];
         assert!(
             quantize_row(dtype, &x, &mut out).is_err(),
@@ -402,7 +407,7 @@ fn error_cases_no_panic() {
             quantize_row(dtype, &x, &mut out[..rb - 1]).is_err(),
             "{dtype}: short out"
         );
-        let mut f = vec![0f32; 64];
+        let mut f = vec![0f32; n];
         assert!(
             dequantize_row(dtype, &out[..rb - 1], &mut f).is_err(),
             "{dtype}: short src"
@@ -423,7 +428,17 @@ fn error_cases_no_panic() {
             // length not a multiple of the block size
             let e = quantize_row(dtype, &x[..33], &mut out).unwrap_err();
             assert!(matches!(e, Error::BadRowLength { .. }), "{e}");
-            assert!(dequantize_row(dtype, &out, &mut f[..40]).is_err());
+            let msg = e.to_string();
+            assert!(
+                msg.contains("quant::quantize_row") && msg.contains("33"),
+                "{msg}"
+            );
+            let e = dequantize_row(dtype, &out, &mut f[..40]).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("quant::dequantize_row") && msg.contains("40"),
+                "{msg}"
+            );
             assert!(vec_dot_ref(dtype, &out, &x[..33]).is_err());
         }
     }
@@ -471,14 +486,14 @@ fn error_cases_no_panic() {
         0.0,
         1.0,
     ];
-    let mut row = [0f32; 32];
+    let mut row = [0f32; QK_K];
     for (i, v) in row.iter_mut().enumerate() {
         *v = weird[i % weird.len()];
     }
     for dtype in DType::ALL {
-        let mut out = vec![0u8; dtype.row_bytes("t", 32).unwrap()];
+        let mut out = vec![0u8; dtype.row_bytes("t", QK_K).unwrap()];
         quantize_row(dtype, &row, &mut out).unwrap();
-        let mut back = [0f32; 32];
+        let mut back = [0f32; QK_K];
         dequantize_row(dtype, &out, &mut back).unwrap();
     }
 }
