@@ -58,8 +58,8 @@ __device__ __forceinline__ float warp_sum(float x) {
 // src/attention.rs computes the same size.
 
 #define SPLIT_THREADS 128
-// Most splits one merge handles (MAX_SPLITS in src/attention.rs).
-#define COMBINE_MAX_SPLITS 256
+// Most query heads per block (MAX_HEADS_PER_BLOCK in src/attention.rs).
+#define MAX_DEC_HEADS 8
 // K/V elements of one tile per thread: key_tile * head_dim <= 4096 (the
 // launcher checks), held in registers so the next tile's loads are in flight
 // while the current tile is computed.
@@ -113,41 +113,44 @@ __device__ __forceinline__ void split_store(const TileMap& tm, u32 d, u32 nk, fl
     }
 }
 
-// Merge the n_splits partials of query head qh (one (token, head) row):
-// out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
-// Split 0 always holds key 0, so M is finite and the denominator > 0. The
-// partials were written by other blocks of this grid: read them through L2
-// (ld.global.cg), never a stale L1 line. w: >= n_splits floats of shared memory.
-__device__ __forceinline__ void combine_head(const AttnParams& p, const float* part, u64 qh,
-                                             float* __restrict__ out, float* w) {
-    __shared__ float mx_s, inv_s;
-    const u32 ns = p.n_splits, d = p.head_dim, tid = threadIdx.x, nthr = blockDim.x;
-    const float* ml = part + (u64)p.n_tokens * p.n_heads * ns * d + qh * ns * 2;
-    const float* pa = part + qh * ns * d;
-    for (u32 s = tid; s < ns; s += nthr) w[s] = __ldcg(ml + 2 * s);
-    __syncthreads();
-    if (tid < 32) {
+// Merge the n_splits partials of query heads qh0 .. qh0 + nh (rows of one
+// token): out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
+// Split 0 always holds key 0, so M is finite and the denominator > 0. One
+// warp per head, no block-wide step: lanes hold the splits' (m, l) 32 at a
+// time and broadcast the weights by shuffle. The partials were written by
+// other blocks of this grid: read them through L2 (ld.global.cg), never a
+// stale L1 line.
+__device__ __forceinline__ void combine_heads(const AttnParams& p, const float* part, u64 qh0,
+                                              u32 nh, float* __restrict__ out) {
+    const u32 ns = p.n_splits, d = p.head_dim;
+    const u32 warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+    const u64 n_qh = (u64)p.n_tokens * p.n_heads;
+    for (u32 g = warp; g < nh; g += nwarps) {
+        const u64 qh = qh0 + g;
+        const float* ml = part + n_qh * ns * d + qh * ns * 2;
+        const float* pa = part + qh * ns * d;
         float mx = KILN_NEG_INF;
-        for (u32 s = tid; s < ns; s += 32) mx = fmaxf(mx, w[s]);
+        for (u32 s = lane; s < ns; s += 32) mx = fmaxf(mx, __ldcg(ml + 2 * s));
         mx = warp_max(mx);
         float den = 0.f;
-        for (u32 s = tid; s < ns; s += 32) den += __ldcg(ml + 2 * s + 1) * exp2f(w[s] - mx);
-        den = warp_sum(den);
-        if (tid == 0) {
-            mx_s = mx;
-            inv_s = 1.f / den;
+        for (u32 s = lane; s < ns; s += 32) den += __ldcg(ml + 2 * s + 1) * exp2f(__ldcg(ml + 2 * s) - mx);
+        const float inv = 1.f / warp_sum(den);
+        for (u32 c0 = 0; c0 < d; c0 += 32) {
+            const u32 c = c0 + lane;
+            float num = 0.f;
+            for (u32 s0 = 0; s0 < ns; s0 += 32) {
+                const u32 sl = s0 + lane;
+                const float wl = sl < ns ? exp2f(__ldcg(ml + 2 * sl) - mx) : 0.f;
+                const u32 cnt = min(32u, ns - s0);
+#pragma unroll 8
+                for (u32 s = 0; s < cnt; ++s) {
+                    const float w = __shfl_sync(FULL_MASK, wl, s);
+                    if (c < d) num = fmaf(__ldcg(pa + (u64)(s0 + s) * d + c), w, num);
+                }
+            }
+            if (c < d) out[qh * d + c] = num * inv;
         }
     }
-    __syncthreads();
-    for (u32 s = tid; s < ns; s += nthr) w[s] = exp2f(w[s] - mx_s);
-    __syncthreads();
-    for (u32 c = tid; c < d; c += nthr) {
-        float num = 0.f;
-#pragma unroll 4
-        for (u32 s = 0; s < ns; ++s) num = fmaf(__ldcg(pa + (u64)s * d + c), w[s], num);
-        out[qh * d + c] = num * inv_s;
-    }
-    __syncthreads();  // w, mx_s and inv_s are reused by the next head
 }
 
 // q: [n_tokens, n_heads, d]; k, v: [kv_stride, n_kv_heads, d]
@@ -160,8 +163,10 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
                                                 const float* __restrict__ v,
                                                 float* __restrict__ dst, u32* __restrict__ tickets,
                                                 float* __restrict__ out) {
-    __shared__ float wsplit[COMBINE_MAX_SPLITS];
     __shared__ u32 ticket;
+    // q and the cache rows come from the previous kernel (PDL: wait first).
+    kiln_grid_launch_dependents();
+    kiln_grid_wait();
     extern __shared__ float smem[];
     const u32 d = p.head_dim, hb = p.heads_per_block, bk = p.key_tile;
     const u32 split = blockIdx.x;
@@ -290,7 +295,7 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
             __syncthreads();
             if (ticket == p.n_splits - 1) {
                 __threadfence();
-                for (u32 g = 0; g < nh; ++g) combine_head(p, dst, qh0 + g, out, wsplit);
+                combine_heads(p, dst, qh0, nh, out);
                 if (tid == 0) *tk = 0u;  // ready for the next launch (graph replay)
             }
         }
@@ -323,6 +328,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
                            const float* __restrict__ k, const float* __restrict__ v,
                            float* __restrict__ part, u32* __restrict__ tickets,
                            float* __restrict__ out) {
+    kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
     attention_split<false>(p, q, k, v, part, tickets, out);
@@ -332,10 +338,195 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split_direct_at_f32(AttnParams p, const i32* __restrict__ pos,
                                   const float* __restrict__ q, const float* __restrict__ k,
                                   const float* __restrict__ v, float* __restrict__ out) {
+    kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
     attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
+
+// ---------------------------------------------------------------------------
+// warp decode: the split-KV work split for few queries (decode), with no
+// block-wide step per key. Grid and partial layout as attention_split; each
+// of the DEC_WARPS warps of a block takes every DEC_WARPS-th key of the
+// block's range and keeps, per query head, an online softmax (m, l) and its
+// share of acc in registers: lane l holds dims l * DPL .. l * DPL + DPL - 1
+// (d <= 32 * DPL), a score is a lane-partial dot plus one warp all-reduce.
+// The next key's K/V row is loaded while the current one is used. The
+// warps then merge through shared memory; with several splits the block
+// writes its partial and the last block of the group merges the splits.
+
+#define DEC_WARPS 4
+#define DEC_THREADS (DEC_WARPS * 32)
+
+template <int DPL>
+__device__ __forceinline__ void dec_load(const float* __restrict__ src, u32 lane, u32 d, float (&r)[DPL]) {
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+        const u32 c = lane * DPL + i;
+        r[i] = c < d ? src[c] : 0.f;
+    }
+}
+
+// Dynamic shared memory: DEC_WARPS * hb * (d + 2) floats.
+template <int DPL>
+__device__ __forceinline__ void attention_decode(const AttnParams& p, const float* __restrict__ q,
+                                                 const float* __restrict__ k,
+                                                 const float* __restrict__ v,
+                                                 float* __restrict__ part,
+                                                 u32* __restrict__ tickets,
+                                                 float* __restrict__ out) {
+    extern __shared__ float smem[];
+    __shared__ u32 ticket;
+    kiln_grid_launch_dependents();
+    kiln_grid_wait();  // q and the cache rows come from the previous kernel
+    const u32 d = p.head_dim, hb = p.heads_per_block;
+    const u32 split = blockIdx.x;
+    const u32 n_chunks = (p.group + hb - 1) / hb;
+    const u32 kvh = blockIdx.y / n_chunks;
+    const u32 g0 = (blockIdx.y % n_chunks) * hb;
+    const u32 nh = min(hb, p.group - g0);
+    const u32 h0 = kvh * p.group + g0;
+    const u32 warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const u64 row = (u64)p.n_kv_heads * d;
+    const float* kb = k + (u64)kvh * d;
+    const float* vb = v + (u64)kvh * d;
+    for (u32 t = blockIdx.z; t < p.n_tokens; t += gridDim.z) {
+        const u32 n_keys = p.pos0 + t + 1;
+        const u32 k_begin = split * p.chunk;
+        const u32 k_end = min(k_begin + p.chunk, n_keys);
+        const u64 qh0 = (u64)t * p.n_heads + h0;
+        float qr[MAX_DEC_HEADS][DPL], acc[MAX_DEC_HEADS][DPL], m[MAX_DEC_HEADS], l[MAX_DEC_HEADS];
+#pragma unroll
+        for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+            m[g] = KILN_NEG_INF;
+            l[g] = 0.f;
+#pragma unroll
+            for (int i = 0; i < DPL; ++i) acc[g][i] = 0.f;
+            if (g < nh) {
+                dec_load<DPL>(q + (qh0 + g) * d, lane, d, qr[g]);
+#pragma unroll
+                for (int i = 0; i < DPL; ++i) qr[g][i] *= p.scale_log2;
+            }
+        }
+        u32 j = k_begin + warp;
+        float kn[DPL], vn[DPL];
+        if (j < k_end) {
+            dec_load<DPL>(kb + (u64)j * row, lane, d, kn);
+            dec_load<DPL>(vb + (u64)j * row, lane, d, vn);
+        }
+        while (j < k_end) {
+            float kc[DPL], vc[DPL];
+#pragma unroll
+            for (int i = 0; i < DPL; ++i) {
+                kc[i] = kn[i];
+                vc[i] = vn[i];
+            }
+            const u32 jn = j + DEC_WARPS;
+            if (jn < k_end) {
+                dec_load<DPL>(kb + (u64)jn * row, lane, d, kn);
+                dec_load<DPL>(vb + (u64)jn * row, lane, d, vn);
+            }
+#pragma unroll
+            for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+                if (g < nh) {
+                    float sp = 0.f;
+#pragma unroll
+                    for (int i = 0; i < DPL; ++i) sp = fmaf(qr[g][i], kc[i], sp);
+                    const float sc = warp_sum(sp);
+                    const float mn = fmaxf(m[g], sc);
+                    const float a = exp2f(m[g] - mn), e = exp2f(sc - mn);
+                    l[g] = fmaf(l[g], a, e);
+#pragma unroll
+                    for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(acc[g][i], a, e * vc[i]);
+                    m[g] = mn;
+                }
+            }
+            j = jn;
+        }
+        // Merge the warps: smem [warp][g] = (m, l, acc[d]).
+        const u32 stride = d + 2;
+#pragma unroll
+        for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+            if (g < nh) {
+                float* slot = smem + ((u64)warp * hb + g) * stride;
+#pragma unroll
+                for (int i = 0; i < DPL; ++i) {
+                    const u32 c = lane * DPL + i;
+                    if (c < d) slot[2 + c] = acc[g][i];
+                }
+                if (lane == 0) {
+                    slot[0] = m[g];
+                    slot[1] = l[g];
+                }
+            }
+        }
+        __syncthreads();
+        const bool direct = p.n_splits == 1;
+        const u64 n_qh = (u64)p.n_tokens * p.n_heads;
+        for (u32 i = threadIdx.x; i < nh * d; i += blockDim.x) {
+            const u32 g = i / d, c = i - g * d;
+            float mx = KILN_NEG_INF;
+            for (u32 w = 0; w < DEC_WARPS; ++w) mx = fmaxf(mx, smem[((u64)w * hb + g) * stride]);
+            float num = 0.f, den = 0.f;
+            if (mx != KILN_NEG_INF) {
+                for (u32 w = 0; w < DEC_WARPS; ++w) {
+                    const float* slot = smem + ((u64)w * hb + g) * stride;
+                    const float wt = exp2f(slot[0] - mx);
+                    num = fmaf(slot[2 + c], wt, num);
+                    den = fmaf(slot[1], wt, den);
+                }
+            }
+            if (direct) {
+                out[(qh0 + g) * d + c] = num / den;  // one split holds key 0: den > 0
+            } else {
+                part[((qh0 + g) * p.n_splits + split) * d + c] = num;
+                if (c == 0) {
+                    float* ml = part + n_qh * p.n_splits * d + ((qh0 + g) * p.n_splits + split) * 2;
+                    ml[0] = mx;
+                    ml[1] = den;
+                }
+            }
+        }
+        if (!direct) {
+            __threadfence();
+            __syncthreads();
+            u32* tk = tickets + (u64)t * gridDim.y + blockIdx.y;
+            if (threadIdx.x == 0) ticket = atomicAdd(tk, 1u);
+            __syncthreads();
+            if (ticket == p.n_splits - 1) {
+                __threadfence();
+                combine_heads(p, part, qh0, nh, out);
+                if (threadIdx.x == 0) *tk = 0u;
+            }
+        }
+        __syncthreads();  // shared memory is reused by the next token
+    }
+}
+
+#define DEC_ENTRY(DPL)                                                                           \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_l##DPL##_f32(      \
+        AttnParams p, const float* __restrict__ q, const float* __restrict__ k,                  \
+        const float* __restrict__ v, float* __restrict__ part, u32* __restrict__ tickets,         \
+        float* __restrict__ out) {                                                               \
+        attention_decode<DPL>(p, q, k, v, part, tickets, out);                                   \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_l##DPL##_at_f32(   \
+        AttnParams p, const i32* __restrict__ pos, const float* __restrict__ q,                  \
+        const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ part,       \
+        u32* __restrict__ tickets, float* __restrict__ out) {                                    \
+        kiln_grid_wait();                                                                        \
+        const i32 p0 = pos[0];                                                                   \
+        p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \
+        attention_decode<DPL>(p, q, k, v, part, tickets, out);                                   \
+    }
+DEC_ENTRY(1)
+DEC_ENTRY(2)
+DEC_ENTRY(3)
+DEC_ENTRY(4)
+DEC_ENTRY(5)
+DEC_ENTRY(6)
+DEC_ENTRY(7)
+DEC_ENTRY(8)
 
 // ---------------------------------------------------------------------------
 // tiled prefill

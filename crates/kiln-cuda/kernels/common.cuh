@@ -31,3 +31,20 @@ __device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
 __device__ __forceinline__ float kiln_bf16_to_f32(u16 h) {
     return __uint_as_float(((u32)h) << 16);
 }
+
+// Programmatic dependent launch (Hopper+; no-ops elsewhere and for kernels
+// launched without the attribute). A kernel launched with it may start while
+// the previous kernel on the stream still runs: before kiln_grid_wait() it
+// may only touch what no earlier kernel writes or reads (weights, params);
+// after it, every earlier kernel has finished and its writes are visible.
+// kiln_grid_launch_dependents() lets the next such kernel start early.
+__device__ __forceinline__ void kiln_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void kiln_grid_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}

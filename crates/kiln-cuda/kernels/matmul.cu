@@ -52,11 +52,9 @@ template <class Q, int M>
 __device__ __forceinline__ void mv_quant(const MatmulParams& p, const u8* __restrict__ w,
                                          const float* __restrict__ x, float* __restrict__ out) {
     const u64 i0 = (u64)blockIdx.y * M;
-    const float* xr[M];
-    mv_rows<M>(p, x, i0, xr);
     float acc[M][MV_ROWS];
     const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false};
-    mv_quant_acc<Q, M>(sh, w, xr, acc);
+    mv_quant_acc<Q, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
     mv_store<M>(p, acc, i0, (int)p.kw, out);
 }
 
@@ -65,11 +63,9 @@ template <class F, int M>
 __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __restrict__ w,
                                          const float* __restrict__ x, float* __restrict__ out) {
     const u64 i0 = (u64)blockIdx.y * M;
-    const float* xr[M];
-    mv_rows<M>(p, x, i0, xr);
     float acc[M][MV_ROWS];
     const MvShape sh = {p.n, p.k, p.row_bytes, MV_WARPS, false};
-    mv_float_acc<F, M>(sh, w, xr, acc);
+    mv_float_acc<F, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
     mv_store<M>(p, acc, i0, MV_WARPS, out);
 }
 

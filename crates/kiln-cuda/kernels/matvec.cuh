@@ -173,13 +173,15 @@ __device__ __forceinline__ u64 mv_row0(int kw) {
     return ((u64)blockIdx.x * pairs + warp / kw) * MV_ROWS;
 }
 
-// acc[r][j] = this thread's share of dot(w row j0 + j, xr[r]) for quantized
-// w: [n, row_bytes] blocks; xr rows 16-byte aligned.
+// acc[r][j] = this thread's share of dot(weight row j of the warp's pair,
+// xr[r]) for quantized w: [n, row_bytes] blocks; xr rows 16-byte aligned.
 // Warp w of the CTA works on row pair w / kw, blocks (w % kw) * 8 + lane / 4
-// + t * kw * 8; two steps are fetched before either is used.
-template <class Q, int M>
-__device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restrict__ w,
-                                             const float* const (&xr)[M],
+// + t * kw * 8; each loop step handles two strides of blocks, fetched one
+// step ahead. The first step's weights are fetched before `pro(xr)` runs:
+// pro may wait for the previous kernel (kiln_grid_wait) and stage x, so the
+// weight reads overlap both. pro is called once by every thread.
+template <class Q, int M, class Pro>
+__device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
                                              float (&acc)[M][MV_ROWS]) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, s = lane & 3;
     const int kw = p.kw, ks = warp % kw;
@@ -194,27 +196,50 @@ __device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restr
         acc[r][1] = 0.0f;
     }
     const u64 stride = (u64)kw * MV_BLOCKS_PER_WARP;
-    for (u64 b = (u64)ks * MV_BLOCKS_PER_WARP + (u64)(lane >> 2); b < nb; b += 2 * stride) {
-        const u64 b2 = b + stride;
-        const bool two = b2 < nb;
-        const typename Q::Raw ra = Q::fetch(w0 + b * Q::TS, s);
-        const typename Q::Raw rb = Q::fetch(w1 + b * Q::TS, s);
-        typename Q::Raw rc = ra, rd = rb;
+    u64 b = (u64)ks * MV_BLOCKS_PER_WARP + (u64)(lane >> 2);
+    typename Q::Raw ra, rb, rc, rd;
+    bool two = false;
+    if (b < nb) {
+        ra = Q::fetch(w0 + b * Q::TS, s);
+        rb = Q::fetch(w1 + b * Q::TS, s);
+        rc = ra;
+        rd = rb;
+        two = b + stride < nb;
         if (two) {
-            rc = Q::fetch(w0 + b2 * Q::TS, s);
-            rd = Q::fetch(w1 + b2 * Q::TS, s);
+            rc = Q::fetch(w0 + (b + stride) * Q::TS, s);
+            rd = Q::fetch(w1 + (b + stride) * Q::TS, s);
         }
-        mv_step<Q, M>(ra, rb, xr, b, s, acc);
-        if (two) mv_step<Q, M>(rc, rd, xr, b2, s, acc);
+    }
+    const float* xr[M];
+    pro(xr);
+    while (b < nb) {
+        const typename Q::Raw ca = ra, cb = rb, cc = rc, cd = rd;
+        const bool ctwo = two;
+        const u64 cur = b;
+        b += 2 * stride;
+        if (b < nb) {
+            ra = Q::fetch(w0 + b * Q::TS, s);
+            rb = Q::fetch(w1 + b * Q::TS, s);
+            rc = ra;
+            rd = rb;
+            two = b + stride < nb;
+            if (two) {
+                rc = Q::fetch(w0 + (b + stride) * Q::TS, s);
+                rd = Q::fetch(w1 + (b + stride) * Q::TS, s);
+            }
+        }
+        mv_step<Q, M>(ca, cb, xr, cur, s, acc);
+        if (ctwo) mv_step<Q, M>(cc, cd, xr, cur + stride, s, acc);
     }
 }
 
 // The same for float weights w: [n, k] (row_bytes = k * element size): the
 // whole CTA (kw = MV_WARPS) splits k over one row pair.
-template <class F, int M>
-__device__ __forceinline__ void mv_float_acc(const MvShape& p, const u8* __restrict__ w,
-                                             const float* const (&xr)[M],
+template <class F, int M, class Pro>
+__device__ __forceinline__ void mv_float_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
                                              float (&acc)[M][MV_ROWS]) {
+    const float* xr[M];
+    pro(xr);
     u64 ja, jb;
     mv_pair_rows(p, min((u64)blockIdx.x * MV_ROWS, p.n - 1), ja, jb);
     const u8* w0 = w + ja * p.row_bytes;

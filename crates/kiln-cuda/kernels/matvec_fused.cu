@@ -76,11 +76,14 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
         out[i * (p.n / 2) + j0 / 2] = fused_silu(y0) * y1;
         return;
     case EPI_QKV: {
-        const u64 qd = p.q_dim, kvd = p.kv_dim;
-        const u64 seg = j0 < qd ? 0 : (j0 < qd + kvd ? 1 : 2);
-        const u64 c = j0 - (seg == 0 ? 0 : (seg == 1 ? qd : qd + kvd));
+        // 32-bit index math (the launcher checks the dims fit): 64-bit
+        // division costs ~70 instructions on the critical path.
+        const u32 qd = p.q_dim, kvd = p.kv_dim, jj = (u32)j0;
+        const u32 seg = jj < qd ? 0u : (jj < qd + kvd ? 1u : 2u);
+        const u32 c = jj - (seg == 0 ? 0u : (seg == 1 ? qd : qd + kvd));
         const i32 ps = pos[i];
-        if (seg < 2 && c % p.head_dim < p.n_rot) fused_rope(p, ps, (c % p.head_dim) / 2, y0, y1);
+        const u32 in_head = c % p.head_dim;
+        if (seg < 2 && in_head < p.n_rot) fused_rope(p, ps, in_head / 2, y0, y1);
         float* dst;
         if (seg == 0) {
             dst = out + i * qd + c;
@@ -100,9 +103,12 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
     }
 }
 
+// float4 chunks per thread a normalized row is held in (k <= 4 * 8 * 128).
+#define NORM_CHUNKS 8
+
 // w: [n, row_bytes], x: [m, k] (16-byte aligned rows), norm_w: [k] or null,
-// res: [m, n] or null, pos: [m] or null; dynamic shared memory: M * k floats
-// when p.norm.
+// res: [m, n] or null, pos: [m] or null; dynamic shared memory: (M + 1) * k
+// floats when p.norm (the normalized rows, then the staged norm weight).
 template <class Q, bool QUANT, int M>
 __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __restrict__ w,
                                              const float* __restrict__ x,
@@ -112,30 +118,67 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
                                              float* __restrict__ kc, float* __restrict__ vc) {
     extern __shared__ float xs[];
     __shared__ float red[32];
+    kiln_grid_launch_dependents();
     const u64 i0 = (u64)blockIdx.y * M;
-    const float* xr[M];
-#pragma unroll
-    for (int r = 0; r < M; r++) {
-        const float* row = x + min(i0 + (u64)r, p.m - 1) * p.k;
+    // Runs after the first weight fetch. The norm weight (a weight: no
+    // earlier kernel writes it) is staged in shared memory before waiting
+    // for the previous kernel (PDL); then each x row is loaded in one pass
+    // of float4s held in registers (one memory round trip), reduced, and
+    // written normalized to shared memory.
+    auto pro = [&](const float* (&xr)[M]) {
+        float* nws = xs + (u64)M * p.k;
         if (p.norm) {
-            float ss = 0.0f;
-            for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) ss += row[e] * row[e];
-            ss = fused_block_sum(ss, red);
-            const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
-            float* dst = xs + (u64)r * p.k;
-            for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) dst[e] = row[e] * inv * norm_w[e];
-            xr[r] = dst;
-        } else {
-            xr[r] = row;
+#pragma unroll 4
+            for (u32 e = threadIdx.x; e < (u32)p.k; e += blockDim.x) nws[e] = norm_w[e];
         }
-    }
-    if (p.norm) __syncthreads();
+        kiln_grid_wait();
+        const u64 k4 = p.k / 4;
+        const bool vec = p.k % 4 == 0 && ((u64)x & 15) == 0 && k4 <= (u64)NORM_CHUNKS * blockDim.x;
+#pragma unroll
+        for (int r = 0; r < M; r++) {
+            const float* row = x + min(i0 + (u64)r, p.m - 1) * p.k;
+            xr[r] = row;
+            if (!p.norm) continue;
+            float* dst = xs + (u64)r * p.k;
+            xr[r] = dst;
+            if (vec) {
+                float4 v[NORM_CHUNKS];
+                float ss = 0.0f;
+#pragma unroll
+                for (int c = 0; c < NORM_CHUNKS; c++) {
+                    const u64 i = threadIdx.x + (u64)c * blockDim.x;
+                    v[c] = i < k4 ? ((const float4*)row)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+#pragma unroll
+                for (int c = 0; c < NORM_CHUNKS; c++)
+                    ss += v[c].x * v[c].x + v[c].y * v[c].y + v[c].z * v[c].z + v[c].w * v[c].w;
+                ss = fused_block_sum(ss, red);  // also orders the nws writes
+                const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
+#pragma unroll
+                for (int c = 0; c < NORM_CHUNKS; c++) {
+                    const u64 i = threadIdx.x + (u64)c * blockDim.x;
+                    if (i < k4) {
+                        const float4 g = ((const float4*)nws)[i];
+                        ((float4*)dst)[i] = make_float4(v[c].x * inv * g.x, v[c].y * inv * g.y,
+                                                        v[c].z * inv * g.z, v[c].w * inv * g.w);
+                    }
+                }
+            } else {
+                float ss = 0.0f;
+                for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) ss += row[e] * row[e];
+                ss = fused_block_sum(ss, red);
+                const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
+                for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) dst[e] = row[e] * inv * nws[e];
+            }
+        }
+        if (p.norm) __syncthreads();
+    };
     float acc[M][MV_ROWS];
     const MvShape sh = {p.n, p.k, p.row_bytes, QUANT ? (int)p.kw : MV_WARPS, p.epi == EPI_SWIGLU};
     if constexpr (QUANT) {
-        mv_quant_acc<Q, M>(sh, w, xr, acc);
+        mv_quant_acc<Q, M>(sh, w, pro, acc);
     } else {
-        mv_float_acc<Q, M>(sh, w, xr, acc);
+        mv_float_acc<Q, M>(sh, w, pro, acc);
     }
     __shared__ float part[MV_WARPS][M * MV_ROWS];
     mv_reduce<M>(acc, sh.kw, part);

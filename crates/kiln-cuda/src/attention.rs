@@ -16,8 +16,11 @@
 //!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128.
 
 use crate::kernels::ATTENTION;
+use crate::launch::{arg, launch_ex};
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::Error;
 
@@ -27,11 +30,16 @@ pub const DECODE_MAX_TOKENS: usize = 4;
 pub const TILED_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
 /// Largest head_dim of the split-KV kernel (its shared-memory budget).
 pub const SPLIT_MAX_HEAD_DIM: usize = 256;
-/// Most key splits per query (the merge's shared array).
+/// Most key splits per query (a bound on the partials' scratch).
 pub const MAX_SPLITS: usize = 256;
 /// Fewest keys per split: below this the merge costs more than the
 /// extra parallelism gains.
 pub const MIN_KEYS_PER_SPLIT: usize = 32;
+/// Fewest keys per split of the warp decode kernel (n_tokens <=
+/// DECODE_MAX_TOKENS): 4 warps stream 64 keys in about the time a merge
+/// takes (at 129 keys, 5 splits + a block-synchronous merge measured 15.6 us
+/// per call on an H100, one split of 9 keys 5.8 us).
+pub const DEC_MIN_KEYS_PER_SPLIT: usize = 64;
 /// Most query heads per split-KV block (shared memory for q and acc).
 pub const MAX_HEADS_PER_BLOCK: usize = 8;
 /// Split-KV blocks aimed for, in percent of the SM count: fewer, longer
@@ -103,9 +111,17 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     let base_blocks = p.n_tokens.clamp(1, GRID_YZ_MAX) * p.n_kv_heads.max(1) * head_chunks;
     let max_keys = (p.pos0 + p.n_tokens).max(1);
     let target = (SPLIT_BLOCKS_PERCENT_OF_SMS * sm_count.max(1)).div_ceil(100);
+    // The warp decode kernel streams keys with no block-wide step per tile;
+    // its splits pay a merge (the last block of a group reads every split's
+    // partial), so they start later.
+    let min_keys = if p.n_tokens <= DECODE_MAX_TOKENS {
+        DEC_MIN_KEYS_PER_SPLIT
+    } else {
+        MIN_KEYS_PER_SPLIT
+    };
     let splits = target
         .div_ceil(base_blocks)
-        .min(max_keys.div_ceil(MIN_KEYS_PER_SPLIT))
+        .min(max_keys.div_ceil(min_keys))
         .clamp(1, MAX_SPLITS);
     let chunk = max_keys.div_ceil(splits).div_ceil(key_tile) * key_tile;
     SplitKvPlan {
@@ -333,6 +349,9 @@ fn launch_split(
     params.heads_per_block = plan.heads_per_block as u32;
     params.key_tile = plan.key_tile as u32;
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
+    if p.n_tokens <= DECODE_MAX_TOKENS {
+        return launch_decode(be, p, &plan, params, pos, q, k, v, out);
+    }
     let cfg = LaunchConfig {
         grid_dim: (
             plan.splits as u32,
@@ -348,18 +367,27 @@ fn launch_split(
             None => "attention_split_direct_f32",
         };
         let f = be.function("attention", ATTENTION, name)?;
-        let mut l = be.stream().launch_builder(&f);
-        l.arg(&params);
-        if let Some(pos) = pos {
-            l.arg(pos);
+        let st = be.stream();
+        let (mut pq, _g1) = q.device_ptr(st);
+        let (mut pk, _g2) = k.device_ptr(st);
+        let (mut pv, _g3) = v.device_ptr(st);
+        let (mut po, _g4) = out.device_ptr_mut(st);
+        let (mut pp, _g5) = match pos {
+            Some(p) => p.device_ptr(st),
+            None => q.device_ptr(st),
+        };
+        let mut args = vec![arg(&mut params)];
+        if pos.is_some() {
+            args.push(arg(&mut pp));
         }
-        l.arg(q).arg(k).arg(v).arg(out);
+        args.extend([arg(&mut pq), arg(&mut pk), arg(&mut pv), arg(&mut po)]);
         // SAFETY: arguments match attention_split_direct[_at]_f32(AttnParams,
         // [const i32* pos,] const float*, const float*, const float*, float*);
         // lengths were validated for pos0 = params.pos0 (the device position is
-        // clamped to it), the plan checked (shared memory as computed), and
-        // the kernel writes each (token, head) row of out once.
-        unsafe { l.launch(cfg) }
+        // clamped to it), the plan checked (shared memory as computed), the
+        // kernel writes each (token, head) row of out once, and it waits for
+        // the previous kernel before reading anything (PDL).
+        unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
             .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
         return Ok(());
     }
@@ -372,26 +400,137 @@ fn launch_split(
                 None => "attention_split_f32",
             };
             let f = be.function("attention", ATTENTION, name)?;
-            let mut l = be.stream().launch_builder(&f);
-            l.arg(&params);
-            if let Some(pos) = pos {
-                l.arg(pos);
+            let st = be.stream();
+            let (mut pq, _g1) = q.device_ptr(st);
+            let (mut pk, _g2) = k.device_ptr(st);
+            let (mut pv, _g3) = v.device_ptr(st);
+            let (mut ppart, _g4) = part.device_ptr_mut(st);
+            let (mut pt, _g5) = tickets.device_ptr_mut(st);
+            let (mut po, _g6) = out.device_ptr_mut(st);
+            let (mut pp, _g7) = match pos {
+                Some(p) => p.device_ptr(st),
+                None => q.device_ptr(st),
+            };
+            let mut args = vec![arg(&mut params)];
+            if pos.is_some() {
+                args.push(arg(&mut pp));
             }
-            l.arg(q)
-                .arg(k)
-                .arg(v)
-                .arg(&mut *part)
-                .arg(&mut *tickets)
-                .arg(&mut *out);
+            args.extend([
+                arg(&mut pq),
+                arg(&mut pk),
+                arg(&mut pv),
+                arg(&mut ppart),
+                arg(&mut pt),
+                arg(&mut po),
+            ]);
             // SAFETY: arguments match attention_split[_at]_f32(AttnParams,
             // [const i32* pos,] const float*, const float*, const float*,
             // float* part, u32* tickets, float* out); `part` holds n_tokens *
             // n_heads * splits * (head_dim + 2) floats, the partial layout the
             // kernel writes; `tickets` holds one zeroed counter per (token,
-            // grid row) that the merging block resets; splits <= 256 (the
-            // merge's shared array); each (token, head) row of out is written
-            // once, by the last block of its group.
-            unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_split", e))?;
+            // grid row) that the merging block resets; each (token, head) row of out is written
+            // once, by the last block of its group; the kernel waits for the
+            // previous kernel before reading anything (PDL).
+            unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
+                .map_err(|e| CudaError::driver("launch attention_split", e))?;
+            Ok(())
+        })
+    })
+}
+
+/// Warps per block of the warp decode kernel (`DEC_WARPS` in attention.cu).
+const DEC_WARPS: usize = 4;
+const DEC_NAMES: [&str; 8] = [
+    "attention_decode_l1_f32",
+    "attention_decode_l2_f32",
+    "attention_decode_l3_f32",
+    "attention_decode_l4_f32",
+    "attention_decode_l5_f32",
+    "attention_decode_l6_f32",
+    "attention_decode_l7_f32",
+    "attention_decode_l8_f32",
+];
+const DEC_AT_NAMES: [&str; 8] = [
+    "attention_decode_l1_at_f32",
+    "attention_decode_l2_at_f32",
+    "attention_decode_l3_at_f32",
+    "attention_decode_l4_at_f32",
+    "attention_decode_l5_at_f32",
+    "attention_decode_l6_at_f32",
+    "attention_decode_l7_at_f32",
+    "attention_decode_l8_at_f32",
+];
+
+/// The warp decode kernel (few queries): the split plan's grid, one launch
+/// whatever the split count (the last block of a group merges).
+#[allow(clippy::too_many_arguments)]
+fn launch_decode(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    plan: &SplitKvPlan,
+    mut params: AttnK,
+    pos: Option<&CudaView<'_, i32>>,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let d = p.head_dim;
+    let lanes = d.div_ceil(32).clamp(1, 8);
+    let head_chunks = p.group().div_ceil(plan.heads_per_block);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            plan.splits as u32,
+            (p.n_kv_heads * head_chunks) as u32,
+            p.n_tokens.min(GRID_YZ_MAX) as u32,
+        ),
+        block_dim: ((DEC_WARPS * 32) as u32, 1, 1),
+        shared_mem_bytes: (DEC_WARPS * plan.heads_per_block * (d + 2) * 4) as u32,
+    };
+    let name = match pos {
+        Some(_) => DEC_AT_NAMES[lanes - 1],
+        None => DEC_NAMES[lanes - 1],
+    };
+    let need = split_scratch_len(p, plan).max(1);
+    let n_tickets = p.n_tokens.min(GRID_YZ_MAX) * p.n_kv_heads * head_chunks;
+    be.with_scratch_f32(need, |part| {
+        be.with_tickets(n_tickets, |tickets| {
+            let f = be.function("attention", ATTENTION, name)?;
+            let st = be.stream();
+            let (mut pq, _g1) = q.device_ptr(st);
+            let (mut pk, _g2) = k.device_ptr(st);
+            let (mut pv, _g3) = v.device_ptr(st);
+            let (mut ppart, _g4) = part.device_ptr_mut(st);
+            let (mut pt, _g5) = tickets.device_ptr_mut(st);
+            let (mut po, _g6) = out.device_ptr_mut(st);
+            let (mut pp, _g7) = match pos {
+                Some(p) => p.device_ptr(st),
+                None => q.device_ptr(st),
+            };
+            let mut args = vec![arg(&mut params)];
+            if pos.is_some() {
+                args.push(arg(&mut pp));
+            }
+            args.extend([
+                arg(&mut pq),
+                arg(&mut pk),
+                arg(&mut pv),
+                arg(&mut ppart),
+                arg(&mut pt),
+                arg(&mut po),
+            ]);
+            // SAFETY: arguments match attention_decode_l<L>[_at]_f32(AttnParams,
+            // [const i32* pos,] const float* q, const float* k, const float* v,
+            // float* part, u32* tickets, float* out); head_dim <= 32 * L;
+            // lengths were validated for pos0 = params.pos0 (a device position
+            // is clamped to it); `part` holds the split partials (unused with
+            // one split), `tickets` one zeroed counter per (token, grid row)
+            // that the merging block resets; shared memory as
+            // the kernel lays it out (4 * heads_per_block * (d + 2) floats,
+            // <= 33 KiB for d 256); the kernel waits for the previous kernel
+            // before reading anything (PDL).
+            unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
+                .map_err(|e| CudaError::driver("launch attention_decode", e))?;
             Ok(())
         })
     })

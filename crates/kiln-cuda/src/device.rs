@@ -60,6 +60,8 @@ pub struct CudaBackend {
     /// Bumped whenever a backend-owned buffer is reallocated (see
     /// [`CudaBackend::buffers_epoch`]).
     epoch: std::sync::atomic::AtomicU64,
+    /// Launch the decode kernels with programmatic dependent launch.
+    pdl: bool,
 }
 
 impl CudaBackend {
@@ -101,7 +103,10 @@ impl CudaBackend {
             l2_bytes: attr(Attr::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
         };
         let registry = Registry::new(info.arch());
+        // PDL needs Hopper (sm_90+); KILN_NO_PDL=1 turns it off (comparisons).
+        let pdl = info.cc.0 >= 9 && std::env::var_os("KILN_NO_PDL").is_none_or(|v| v != "1");
         Ok(CudaBackend {
+            pdl,
             ctx,
             stream,
             info,
@@ -117,6 +122,12 @@ impl CudaBackend {
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Whether kernels that support it are launched with programmatic
+    /// dependent launch (see `launch.rs`).
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod harness;
 pub mod kernels;
+mod launch;
 pub mod registry;
 
 pub mod add;
