@@ -36,7 +36,7 @@ pub(crate) unsafe fn launch_ex(
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
     attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
     attr.value.programmaticStreamSerializationAllowed = 1;
-    let mut conf = sys::CUlaunchConfig {
+    let conf = sys::CUlaunchConfig {
         gridDimX: cfg.grid_dim.0,
         gridDimY: cfg.grid_dim.1,
         gridDimZ: cfg.grid_dim.2,
@@ -52,7 +52,7 @@ pub(crate) unsafe fn launch_ex(
     // live attribute; the function belongs to the backend's context.
     let r = unsafe {
         sys::cuLaunchKernelEx(
-            &mut conf,
+            &conf,
             f.cu_function(),
             params.as_mut_ptr(),
             std::ptr::null_mut(),
