@@ -11,7 +11,9 @@
 //! through the activation's `bsums`, so each lane holds an exact signed
 //! sum. The lanes are converted to f32 once per block and accumulated with
 //! one FMA by `d_w * d_x`; the min term `d_x * dmin_w * msum` (Q2_K, Q4_K,
-//! Q5_K) is accumulated separately in f32.
+//! Q5_K: mins times `bsums` pairs, 8 i32 lanes) is accumulated the same way
+//! in a second vector. Sub-block scales are widened to i16 once per block
+//! and broadcast per sub-block with one `vpshufb`.
 //!
 //! Every function here is `unsafe`: callers (`kquant.rs::dot_tile_k`)
 //! guarantee that the CPU has AVX2/FMA/F16C and that all bounds hold.
@@ -50,22 +52,62 @@ const fn header(f: u8) -> (usize, usize) {
     }
 }
 
-/// Horizontal sum of 8 i32 lanes.
+/// `vpshufb` controls broadcasting i16 lane `j` of a 128-bit half to all
+/// 8 lanes of both halves (`SHUF_ONE[j]`).
+static SHUF_ONE: [[u8; 32]; 8] = {
+    let mut t = [[0u8; 32]; 8];
+    let mut j = 0;
+    while j < 8 {
+        let mut b = 0;
+        while b < 32 {
+            t[j][b] = (2 * j + b % 2) as u8;
+            b += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
+/// `vpshufb` controls giving i16 lane `2g` in the low half and `2g + 1` in
+/// the high half (`SHUF_PAIR[g]`, g < 4): the scales of the two 16-element
+/// sub-blocks of a 32-element group.
+static SHUF_PAIR: [[u8; 32]; 4] = {
+    let mut t = [[0u8; 32]; 4];
+    let mut g = 0;
+    while g < 4 {
+        let mut b = 0;
+        while b < 32 {
+            let lane = 2 * g + b / 16;
+            t[g][b] = (2 * lane + b % 2) as u8;
+            b += 1;
+        }
+        g += 1;
+    }
+    t
+};
+
+/// Eight i16 scales (from 8 bytes, sign- or zero-extended by the caller)
+/// in both 128-bit halves.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32(v: __m256i) -> i32 {
-    let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
-    let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b10_11_00_01>(s2));
-    _mm_cvtsi128_si32(s1)
+fn bcast8(v: __m128i) -> __m256i {
+    _mm256_broadcastsi128_si256(v)
 }
 
-/// i16 scales: `lo` in the low 128-bit half, `hi` in the high half (the
-/// two 16-element sub-blocks of a 32-element group).
+/// `v` shuffled by the 32-byte control `c`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scale_pair(lo: i16, hi: i16) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+fn shuf(v: __m256i, c: &[u8; 32]) -> __m256i {
+    // SAFETY: c is 32 bytes; unaligned load.
+    _mm256_shuffle_epi8(v, unsafe { _mm256_loadu_si256(c.as_ptr().cast()) })
+}
+
+/// The i16 scales of 32-element group `g` (sub-blocks `2g`, `2g + 1`)
+/// from `lo` / `hi` = sub-block scales 0..8 / 8..16 in both halves.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_scales(lo: __m256i, hi: __m256i, g: usize) -> __m256i {
+    shuf(if g < 4 { lo } else { hi }, &SHUF_PAIR[g % 4])
 }
 
 /// `sum_pairs(codes * x) * scales`, to i32 lanes.
@@ -94,26 +136,50 @@ fn scales_k4(s: &[u8; 12]) -> (u64, u64) {
     )
 }
 
-/// `sum_s m_s * (bsums[2s] + bsums[2s+1])` for 8 mins packed in `mins`.
-///
-/// # Safety
-/// AVX2 present.
+/// 8 i32 lanes summing to `sum_s m_s * (bsums[2s] + bsums[2s+1])` for
+/// 8 mins packed in `mins`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn msum_8(mins: u64, bsums: __m256i) -> i32 {
+fn msum_8(mins: u64, bsums: __m256i) -> __m256i {
     let m = _mm_cvtsi64_si128(mins as i64);
     let dup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-    hsum_i32(_mm256_madd_epi16(bsums, dup))
+    _mm256_madd_epi16(bsums, dup)
+}
+
+/// Q3_K's 16 scales minus 32 (i8), from its 12 packed bytes via three
+/// 32-bit words: low nibbles of scales 0..8 / 8..16 are the low / high
+/// nibbles of bytes 0..8, the top 2 bits come from bytes 8..12, shifted
+/// by 2 per group of 4 scales (as `kiln_core`'s Q3_K unpacking).
+#[inline]
+fn scales_q3k(s: &[u8; 12]) -> [u8; 16] {
+    let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a0, a1, a2) = (w(0), w(1), w(2));
+    let (lo, hi) = (0x0f0f_0f0fu32, 0x0303_0303u32);
+    let words = [
+        (a0 & lo) | ((a2 & hi) << 4),
+        (a1 & lo) | (((a2 >> 2) & hi) << 4),
+        ((a0 >> 4) & lo) | (((a2 >> 4) & hi) << 4),
+        ((a1 >> 4) & lo) | (((a2 >> 6) & hi) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, wd) in out.chunks_exact_mut(4).zip(words) {
+        // Each byte is 0..=63; subtracting 32 bytewise cannot borrow across
+        // bytes when done per byte (wrapping to the i8 value).
+        for (b, v) in o.iter_mut().zip(wd.to_le_bytes()) {
+            *b = v.wrapping_sub(32);
+        }
+    }
+    out
 }
 
 /// Integer sums of one weight super-block at `p` against `x`: 8 i32 lanes
-/// summing to `isum`, and `msum` (0 for formats without mins).
+/// summing to `isum`, and 8 summing to `msum` (zero for formats without mins).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `p` readable for one block of format `F`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
+unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, __m256i) {
     let xq = x.qs.as_ptr();
     let m4 = _mm256_set1_epi8(0x0f);
     // SAFETY (whole body): `p` is readable for the block (caller) and every
@@ -125,6 +191,7 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
             F_Q4_K | F_Q5_K => {
                 let sc: [u8; 12] = std::ptr::read_unaligned(p.add(4).cast());
                 let (sc, mins) = scales_k4(&sc);
+                let scv = bcast8(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
                 let (qs, hbits) = if F == F_Q5_K {
                     (48, load(p, 16))
                 } else {
@@ -143,22 +210,21 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
                         lo = _mm256_or_si256(lo, _mm256_and_si256(set0, h16));
                         hi = _mm256_or_si256(hi, _mm256_and_si256(set1, h16));
                     }
-                    let s0 = ((sc >> (16 * c)) & 0xff) as i16;
-                    let s1 = ((sc >> (16 * c + 8)) & 0xff) as i16;
-                    acc = _mm256_add_epi32(
-                        acc,
-                        mul_scaled(lo, load(xq.cast(), 64 * c), _mm256_set1_epi16(s0)),
-                    );
-                    acc = _mm256_add_epi32(
-                        acc,
-                        mul_scaled(hi, load(xq.cast(), 64 * c + 32), _mm256_set1_epi16(s1)),
-                    );
+                    let s0 = shuf(scv, &SHUF_ONE[2 * c]);
+                    let s1 = shuf(scv, &SHUF_ONE[2 * c + 1]);
+                    acc = _mm256_add_epi32(acc, mul_scaled(lo, load(xq.cast(), 64 * c), s0));
+                    acc = _mm256_add_epi32(acc, mul_scaled(hi, load(xq.cast(), 64 * c + 32), s1));
                 }
                 (acc, msum_8(mins, bsums))
             }
             F_Q6_K => {
                 let sc: [i8; 16] = std::ptr::read_unaligned(p.add(192).cast());
-                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr().cast()));
+                let sc8 = _mm_loadu_si128(sc.as_ptr().cast());
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let (slo, shi) = (
+                    bcast8(_mm_cvtepi8_epi16(sc8)),
+                    bcast8(_mm_cvtepi8_epi16(_mm_unpackhi_epi64(sc8, sc8))),
+                );
                 let m3 = _mm256_set1_epi8(3);
                 for h in 0..2 {
                     let a = load(p, 64 * h);
@@ -175,20 +241,26 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
                         let hi = _mm256_and_si256(_mm256_srl_epi16(qh, cnt), m3);
                         let q = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi));
                         let g = 4 * h + s;
-                        let scv = scale_pair(i16::from(sc[2 * g]), i16::from(sc[2 * g + 1]));
+                        let scv = group_scales(slo, shi, g);
                         acc = _mm256_add_epi32(acc, mul_scaled(q, load(xq.cast(), 32 * g), scv));
                     }
                 }
                 // Codes were unsigned (q + 32): subtract 32 * sum_s sc_s * bsum_s.
                 let corr = _mm256_madd_epi16(bsums, sc16);
-                (_mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(corr)), 0)
+                (
+                    _mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(corr)),
+                    _mm256_setzero_si256(),
+                )
             }
             F_Q2_K => {
                 let sm = _mm_loadu_si128(p.cast());
                 let m4x = _mm_set1_epi8(0x0f);
                 let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), m4x));
-                let mut sc = [0u8; 16];
-                _mm_storeu_si128(sc.as_mut_ptr().cast(), _mm_and_si128(sm, m4x));
+                let sc8 = _mm_and_si128(sm, m4x);
+                let (slo, shi) = (
+                    bcast8(_mm_cvtepu8_epi16(sc8)),
+                    bcast8(_mm_cvtepu8_epi16(_mm_unpackhi_epi64(sc8, sc8))),
+                );
                 let m3 = _mm256_set1_epi8(3);
                 for h in 0..2 {
                     let q = load(p, 16 + 32 * h);
@@ -196,25 +268,21 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
                         let cnt = _mm_cvtsi32_si128(2 * s as i32);
                         let c = _mm256_and_si256(_mm256_srl_epi16(q, cnt), m3);
                         let g = 4 * h + s;
-                        let scv = scale_pair(i16::from(sc[2 * g]), i16::from(sc[2 * g + 1]));
+                        let scv = group_scales(slo, shi, g);
                         acc = _mm256_add_epi32(acc, mul_scaled(c, load(xq.cast(), 32 * g), scv));
                     }
                 }
-                (acc, hsum_i32(_mm256_madd_epi16(bsums, mins16)))
+                (acc, _mm256_madd_epi16(bsums, mins16))
             }
             F_Q3_K => {
                 let packed: [u8; 12] = std::ptr::read_unaligned(p.add(96).cast());
-                let mut sc = [0i8; 16];
-                for (j, o) in sc.iter_mut().enumerate() {
-                    let low = if j < 8 {
-                        packed[j] & 0x0f
-                    } else {
-                        packed[j - 8] >> 4
-                    };
-                    let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-                    *o = (low | (high << 4)) as i8 - 32;
-                }
-                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr().cast()));
+                let sc = scales_q3k(&packed);
+                let sc8 = _mm_loadu_si128(sc.as_ptr().cast());
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let (slo, shi) = (
+                    bcast8(_mm_cvtepi8_epi16(sc8)),
+                    bcast8(_mm_cvtepi8_epi16(_mm_unpackhi_epi64(sc8, sc8))),
+                );
                 let hm = load(p, 0);
                 let m3 = _mm256_set1_epi8(3);
                 let four = _mm256_set1_epi8(4);
@@ -228,12 +296,15 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
                         let set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
                         // u = code + 4*hbit in 0..=7 (the value is u - 4).
                         let u = _mm256_or_si256(c, _mm256_and_si256(set, four));
-                        let scv = scale_pair(i16::from(sc[2 * g]), i16::from(sc[2 * g + 1]));
+                        let scv = group_scales(slo, shi, g);
                         acc = _mm256_add_epi32(acc, mul_scaled(u, load(xq.cast(), 32 * g), scv));
                     }
                 }
                 let corr = _mm256_madd_epi16(bsums, sc16);
-                (_mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(corr)), 0)
+                (
+                    _mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(corr)),
+                    _mm256_setzero_si256(),
+                )
             }
             _ => {
                 // IQ4_XS: signed grid values, |v| <= 127.
@@ -248,7 +319,7 @@ unsafe fn block<const F: u8>(p: *const u8, x: &BlockQ8K) -> (__m256i, i32) {
                         | ((((sh >> (2 * g)) & 3) as i16) << 4);
                     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(ls - 32)));
                 }
-                (acc, 0)
+                (acc, _mm256_setzero_si256())
             }
         }
     }
@@ -295,7 +366,7 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
     let bs = block_bytes(F);
     let (hd, hm) = header(F);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut accm = [[0.0f32; C]; R];
+    let mut accm = [[_mm256_setzero_ps(); C]; R];
     let xp = x.as_ptr();
     // Software prefetch of the next tile's rows (R rows further on), one
     // block per step: mat-vec streams weights from DRAM. Prefetches never
@@ -330,11 +401,12 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
                 // SAFETY: row i0+c < m and b < nb: inside x (caller's bound).
                 let xb = unsafe { &*xp.add((i0 + c) * nb + b) };
                 // SAFETY: forwarded caller contract (block readable, features).
-                let (iv, msum) = unsafe { block::<F>(p, xb) };
+                let (iv, mv) = unsafe { block::<F>(p, xb) };
                 acc[r][c] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dw * xb.d), acc[r][c]);
                 if hm != usize::MAX {
-                    accm[r][c] += xb.d * (dmin * msum as f32);
+                    let dm = _mm256_set1_ps(dmin * xb.d);
+                    accm[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mv), dm, accm[r][c]);
                 }
             }
         }
@@ -342,7 +414,7 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
     let mut out = [[0.0f32; TILE_C]; TILE_R];
     for r in 0..R {
         for c in 0..C {
-            out[r][c] = hsum(acc[r][c]) - accm[r][c];
+            out[r][c] = hsum(acc[r][c]) - hsum(accm[r][c]);
         }
     }
     out
