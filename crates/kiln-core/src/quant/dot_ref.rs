@@ -316,7 +316,8 @@ mod tests {
 
     #[test]
     fn q8_k_dots_match_dequantized_dot() {
-        let mut r = ChaCha8Rng::seed_from_u64(0x6b5f_646f_74);
+        let mut r = ChaCha8Rng::seed_from_u64(0x006b_5f64_6f74);
+        eprintln!("seed {:#x}", 0x006b_5f64_6f74u64);
         for dt in [
             DType::Q2_K,
             DType::Q3_K,
@@ -363,7 +364,8 @@ mod tests {
 
     #[test]
     fn q8_0_and_q8_1_dots_match_dequantized_dot() {
-        let mut r = ChaCha8Rng::seed_from_u64(0x7135_646f_74);
+        let mut r = ChaCha8Rng::seed_from_u64(0x0071_3564_6f74);
+        eprintln!("seed {:#x}", 0x0071_3564_6f74u64);
         for dt in [DType::Q5_0, DType::Q5_1, DType::IQ4_NL] {
             for nb in [1usize, 3, 8, 1, 3, 8] {
                 let w = random_blocks(&mut r, dt, nb);
