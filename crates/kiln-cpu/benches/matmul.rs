@@ -13,8 +13,15 @@
 //! The streaming-read ceiling is a plain (hardware-prefetched) read; the
 //! mat-vec kernels issue software prefetches and can exceed it on one thread.
 //!
+//! - format table: mat-vec (m = 1) for every weight format at 4096x4096 and
+//!   11008x4096 (llama-7B-like attention and FFN rows; 14336x4096 scaled to
+//!   this machine), cold weights rotated over >= 256 MiB, effective GB/s =
+//!   (weight + activation bytes) / time, and its % of the streaming read
+//!   measured with the same thread count in the same run.
+//!
 //! Median of many timed calls after a warm-up. Run:
-//! `cargo bench -p kiln-cpu --bench matmul` (`-- quick` for fewer repeats).
+//! `cargo bench -p kiln-cpu --bench matmul` (`-- quick` for fewer repeats,
+//! `-- formats` for the format table only, `-- smollm` for the rest only).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::matmul::MatmulParams;
@@ -119,8 +126,92 @@ const LAYER: [(usize, usize); 7] = [
 ];
 const LAYERS: usize = 30;
 
+/// Weight formats of the format table (every format matmul supports).
+const FORMATS: [DType; 15] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_XS,
+];
+
+/// Format table shapes `(n, k)`.
+const FORMAT_SHAPES: [(usize, usize); 2] = [(4096, 4096), (11008, 4096)];
+
+/// Mat-vec GB/s of every format and shape against `bw[threads - 1]`, one
+/// table for all thread counts.
+fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
+    println!(
+        "\n== mat-vec by format (m = 1, cold weights; % of the streaming read with the same threads) =="
+    );
+    println!(
+        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8}",
+        "format", "shape", "threads", "MB", "us/call", "GB/s", "of read"
+    );
+    let mut r = rng(3);
+    let x = rand_f32(&mut r, 4096, -1.0, 1.0);
+    let mut out = vec![0.0f32; 11008];
+    for wtype in FORMATS {
+        for (n, k) in FORMAT_SHAPES {
+            let one = rand_rows(&mut r, wtype, n, k);
+            // Distinct copies (contents need not differ) so >= 256 MiB pass
+            // between repeats of one copy: the 32 MiB L3 cannot serve them.
+            let copies = (256usize << 20).div_ceil(one.len()).clamp(1, 64);
+            let ws: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
+            drop(one);
+            let bytes = (ws[0].len() + 4 * k) as f64;
+            let reps = if quick { 10 } else { 2 * copies.max(20) };
+            let p = MatmulParams { m: 1, n, k, wtype };
+            for (ctx, bw) in ctxs.iter().zip(bw) {
+                let t = time(reps, |rep| {
+                    matmul(ctx, &p, &ws[rep % ws.len()], &x[..k], &mut out[..n]).unwrap();
+                });
+                let gbs = bytes / t / 1e9;
+                println!(
+                    "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>7.0}%",
+                    wtype.to_string(),
+                    format!("{n}x{k}"),
+                    ctx.threads(),
+                    bytes / 1e6,
+                    t * 1e6,
+                    gbs,
+                    100.0 * gbs / bw
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let only_formats = std::env::args().any(|a| a == "formats");
+    let only_smollm = std::env::args().any(|a| a == "smollm");
+    if !only_smollm {
+        let stream_buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect(); // 1 GiB
+        let ctxs = [CpuContext::new(1).unwrap(), CpuContext::new(2).unwrap()];
+        let bw: Vec<f64> = ctxs.iter().map(|c| stream_read(c, &stream_buf)).collect();
+        drop(stream_buf);
+        println!(
+            "features: {:?}; streaming read: {:.2} GB/s (1 thread), {:.2} GB/s (2 threads)",
+            kiln_cpu::CpuFeatures::detect(),
+            bw[0],
+            bw[1]
+        );
+        format_table(&ctxs, &bw, quick);
+        if only_formats {
+            return;
+        }
+    }
     let reps_dec = if quick { 50 } else { 300 };
     let reps_pre = if quick { 3 } else { 11 };
     let features = kiln_cpu::CpuFeatures::detect();

@@ -2,10 +2,12 @@
 //!
 //! Validate → quantize activations once → tiles over threads:
 //!
-//! - Quantized weights (Q4_0, Q4_1, Q8_0) stay in their blocks; `x` is
-//!   quantized once per call to 8-bit codes with f32 scales ([`Q8Acts`], the
-//!   Q8_0/Q8_1 codes) into a per-thread scratch that only grows, and every
-//!   output is a sum of integer block dots ([`crate::quant_dot`]).
+//! - Quantized weights stay in their blocks; `x` is quantized once per call
+//!   into a per-thread scratch that only grows, and every output is a sum
+//!   of integer block dots ([`crate::quant_dot`]): 8-bit codes with f32
+//!   scales per 32 elements ([`Q8Acts`], the Q8_0/Q8_1 codes) for Q4_0,
+//!   Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL; GGML Q8_K blocks per 256 elements
+//!   ([`Q8KActs`]) for Q2_K..Q6_K and IQ4_XS.
 //! - The work is cut into column strips (runs of weight rows) × activation
 //!   row blocks; a task computes tiles of `R` weight rows × `C` activation
 //!   rows so each weight block is expanded once and reused for `C` tokens
@@ -24,10 +26,12 @@
 //! Non-finite activations give unspecified (but memory-safe) outputs: the
 //! block scale of a block holding NaN or ±inf is not meaningful.
 
-use crate::quant_dot::{self, dot_float_row, Q8Acts, QFormat, TileSpec, TILE_C, TILE_R};
+use crate::quant_dot::{
+    self, dot_float_row, Q8Acts, Q8KActs, QFormat, Tile, TileSpec, TILE_C, TILE_R,
+};
 use crate::CpuContext;
 use kiln_core::ops::matmul::MatmulParams;
-use kiln_core::quant::QK;
+use kiln_core::quant::{QK, QK_K};
 use kiln_core::{Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -53,6 +57,8 @@ const OUTSIDE_POOL_MIN_SPLIT: usize = 1 << 19;
 thread_local! {
     /// Quantized-activation scratch of the calling thread (grows, never shrinks).
     static ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::new());
+    /// The same for the Q8_K activations of the super-block formats.
+    static ACTS_K: RefCell<Q8KActs> = RefCell::new(Q8KActs::new());
 }
 
 /// `out = x · wᵀ` (see the module docs). `w`: `[n, k]` rows of
@@ -68,8 +74,14 @@ pub fn matmul(
     if p.m == 0 || p.n == 0 {
         return Ok(());
     }
-    if QFormat::of(p.wtype).is_none() {
+    let Some(f) = QFormat::of(p.wtype) else {
         return matmul_float(ctx, p, w, x, out);
+    };
+    if f.uses_q8k() {
+        return ACTS_K.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut acts) => quantize_and_run_k(ctx, p, w, x, &mut acts, out),
+            Err(_) => quantize_and_run_k(ctx, p, w, x, &mut Q8KActs::new(), out),
+        });
     }
     ACTS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut acts) => quantize_and_run(ctx, p, w, x, &mut acts, out),
@@ -89,6 +101,43 @@ fn quantize_and_run(
 ) -> Result<()> {
     quantize_activations(ctx, x, p.m, p.k, acts)?;
     matmul_quantized(ctx, p, w, acts, out)
+}
+
+fn quantize_and_run_k(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    x: &[f32],
+    acts: &mut Q8KActs,
+    out: &mut [f32],
+) -> Result<()> {
+    quantize_activations_k(ctx, x, p.m, p.k, acts)?;
+    matmul_quantized_k(ctx, p, w, acts, out)
+}
+
+/// Quantize `x: [m, k]` to Q8_K blocks (`k` a multiple of 256), rows split
+/// over the pool when `m` is large.
+pub fn quantize_activations_k(
+    ctx: &CpuContext,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    acts: &mut Q8KActs,
+) -> Result<()> {
+    let feat = ctx.features();
+    let threads = ctx.threads();
+    if m < 2 * threads || threads == 1 {
+        return acts.quantize(feat, x, m, k);
+    }
+    acts.quantize_with(x, m, k, |x, blocks| {
+        let nb = k / QK_K;
+        let rows = m.div_ceil(threads);
+        ctx.pool().install(|| {
+            x.par_chunks(rows * k.max(1))
+                .zip(blocks.par_chunks_mut((rows * nb).max(1)))
+                .for_each(|(x, b)| quant_dot::quantize_rows_k(feat, x, b));
+        });
+    })
 }
 
 /// Quantize `x: [m, k]` into `acts`, rows split over the pool when `m` is large.
@@ -148,8 +197,67 @@ pub fn matmul_quantized(
     if p.m == 0 || p.n == 0 {
         return Ok(());
     }
-    let row_bytes = p.w_row_bytes()?;
     let feat = ctx.features();
+    run_tiles(ctx, p, w, out, |wt, spec| {
+        quant_dot::dot_tile(feat, f, wt, acts, spec)
+    })
+}
+
+/// The matmul over Q8_K activations already quantized (`acts`: `m` rows of
+/// `k/256` blocks) for the super-block formats (Q2_K..Q6_K, IQ4_XS).
+/// Public so tests can feed GGML Q8_K blocks and compare with the reference
+/// dots to f32 rounding.
+pub fn matmul_quantized_k(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    acts: &Q8KActs,
+    out: &mut [f32],
+) -> Result<()> {
+    let f = match QFormat::of(p.wtype) {
+        Some(f) if f.uses_q8k() => f,
+        _ => {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: p.wtype,
+            })
+        }
+    };
+    p.validate(w.len(), p.m.saturating_mul(p.k), out.len())?;
+    if acts.m() != p.m || acts.blocks_per_row() * QK_K != p.k {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "Q8_K activations are {} x {}, expected {} x {}",
+                acts.m(),
+                acts.blocks_per_row() * QK_K,
+                p.m,
+                p.k
+            ),
+        ));
+    }
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    let feat = ctx.features();
+    run_tiles(ctx, p, w, out, |wt, spec| {
+        quant_dot::dot_tile_k(feat, f, wt, acts, spec)
+    })
+}
+
+/// Cut `out` into tasks (see [`Plan`]) and tiles, computing each tile with
+/// `tile(weight rows, spec)`.
+fn run_tiles<F>(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    w: &[u8],
+    out: &mut [f32],
+    tile: F,
+) -> Result<()>
+where
+    F: Fn(&[u8], TileSpec) -> Result<Tile> + Sync,
+{
+    let row_bytes = p.w_row_bytes()?;
     // Tile shape: mat-vec streams 4 weight rows against one activation row;
     // mat-mat reuses each pair of weight rows for 4 activation rows.
     let (tr, tc) = if p.m == 1 { (TILE_R, 1) } else { (2, TILE_C) };
@@ -161,7 +269,7 @@ pub fn matmul_quantized(
             let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
             for i0 in rows.clone().step_by(tc) {
                 let nc = tc.min(rows.end - i0);
-                let t = quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0, nc })?;
+                let t = tile(wt, TileSpec { nr, i0, nc })?;
                 for (r, tr_) in t.iter().enumerate().take(nr) {
                     for (c, v) in tr_.iter().enumerate().take(nc) {
                         // SAFETY: (i0+c, j0+r) lies in this task's rows × cols,

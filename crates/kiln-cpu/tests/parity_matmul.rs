@@ -6,19 +6,24 @@
 //! 3. `matmul_quantized` on GGML Q8 activations (every tile shape) against
 //!    the reference dots per output, to f32 rounding; 1 vs 2 threads bit-identical.
 //! 4. `matmul` against `matmul_ref` through the testkit case table (odd
-//!    shapes, poisoned outputs, guards, validation errors), SIMD and forced
-//!    scalar, 1 and 2 threads.
+//!    shapes, every weight format, poisoned outputs, guards, validation
+//!    errors), SIMD and forced scalar, 1 and 2 threads.
+//!
+//! 1 and 3 also run for the super-block formats (Q2_K..Q6_K, IQ4_XS)
+//! against Q8_K activations (`k_*` tests); 3 covers Q5_0, Q5_1 and IQ4_NL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use half::f16;
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::quant::{
-    quantize_row, vec_dot_q4_0_q8_0_ref, vec_dot_q4_1_q8_1_ref, vec_dot_q8_0_q8_0_ref, BlockFormat,
-    BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1,
+    quantize_row, vec_dot_iq4_nl_q8_0_ref, vec_dot_q4_0_q8_0_ref, vec_dot_q4_1_q8_1_ref,
+    vec_dot_q5_0_q8_0_ref, vec_dot_q5_1_q8_1_ref, vec_dot_q8_0_q8_0_ref, vec_dot_q8_K_ref,
+    BlockFormat, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use kiln_core::DType;
-use kiln_cpu::matmul::{matmul, matmul_quantized};
-use kiln_cpu::quant_dot::{self, Q8Acts};
+use kiln_cpu::matmul::{matmul, matmul_quantized, matmul_quantized_k};
+use kiln_cpu::quant_dot::{self, Q8Acts, Q8KActs, QFormat};
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases::matmul::{block_term_bound, check_matmul};
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
@@ -210,7 +215,14 @@ fn tiles_match_reference_dots() {
             CpuContext::with_features(1, feat).unwrap(),
             CpuContext::with_features(2, feat).unwrap(),
         ];
-        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        for wtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::IQ4_NL,
+        ] {
             for (ci, (m, n, k)) in [1usize, 2, 3, 4, 5, 8, 17]
                 .iter()
                 .flat_map(|&m| [1usize, 2, 7, 33].map(|n| (m, n)))
@@ -223,7 +235,7 @@ fn tiles_match_reference_dots() {
                 let row = wtype.row_bytes("t", k).unwrap();
                 let p = MatmulParams { m, n, k, wtype };
                 // Per activation row: GGML blocks and the reference dots.
-                let (acts, want, bound) = if wtype == DType::Q4_1 {
+                let (acts, want, bound) = if matches!(wtype, DType::Q4_1 | DType::Q5_1) {
                     let x: Vec<BlockQ8_1> = q8_blocks(&mut rng, m * nb);
                     let mut want = vec![0.0f32; m * n];
                     let mut bound = vec![0.0f64; m * n];
@@ -232,8 +244,12 @@ fn tiles_match_reference_dots() {
                         let (xd, xq): (Vec<f32>, Vec<[i8; 32]>) =
                             xi.iter().map(|b| (b.d.to_f32(), b.qs)).unzip();
                         for j in 0..n {
-                            let wj: Vec<BlockQ4_1> = blocks_of(&w[j * row..(j + 1) * row]);
-                            want[i * n + j] = vec_dot_q4_1_q8_1_ref(&wj, xi).unwrap();
+                            let wr = &w[j * row..(j + 1) * row];
+                            want[i * n + j] = if wtype == DType::Q4_1 {
+                                vec_dot_q4_1_q8_1_ref(&blocks_of::<BlockQ4_1>(wr), xi).unwrap()
+                            } else {
+                                vec_dot_q5_1_q8_1_ref(&blocks_of::<BlockQ5_1>(wr), xi).unwrap()
+                            };
                             bound[i * n + j] =
                                 f32_bound(wtype, &w[j * row..(j + 1) * row], &xd, &xq);
                         }
@@ -249,11 +265,19 @@ fn tiles_match_reference_dots() {
                             xi.iter().map(|b| (b.d.to_f32(), b.qs)).unzip();
                         for j in 0..n {
                             let wr = &w[j * row..(j + 1) * row];
-                            want[i * n + j] = if wtype == DType::Q4_0 {
-                                vec_dot_q4_0_q8_0_ref(&blocks_of::<BlockQ4_0>(wr), xi).unwrap()
-                            } else {
-                                vec_dot_q8_0_q8_0_ref(&blocks_of::<BlockQ8_0>(wr), xi).unwrap()
-                            };
+                            want[i * n + j] = match wtype {
+                                DType::Q4_0 => {
+                                    vec_dot_q4_0_q8_0_ref(&blocks_of::<BlockQ4_0>(wr), xi)
+                                }
+                                DType::Q5_0 => {
+                                    vec_dot_q5_0_q8_0_ref(&blocks_of::<BlockQ5_0>(wr), xi)
+                                }
+                                DType::IQ4_NL => {
+                                    vec_dot_iq4_nl_q8_0_ref(&blocks_of::<BlockIQ4NL>(wr), xi)
+                                }
+                                _ => vec_dot_q8_0_q8_0_ref(&blocks_of::<BlockQ8_0>(wr), xi),
+                            }
+                            .unwrap();
                             bound[i * n + j] = f32_bound(wtype, wr, &xd, &xq);
                         }
                     }
@@ -283,6 +307,169 @@ fn tiles_match_reference_dots() {
         }
     }
     eprintln!("{n_cases} tile cases checked");
+}
+
+/// `f32_bound` for Q8_K activations (256-element blocks).
+fn f32_bound_k(wtype: DType, w: &[u8], x: &[BlockQ8K]) -> f64 {
+    let ts = wtype.type_size();
+    let mut s = 0.0;
+    for (b, xb) in x.iter().enumerate() {
+        let ax: f64 =
+            xb.qs.iter().map(|&q| f64::from(q).abs()).sum::<f64>() * f64::from(xb.d).abs();
+        s += block_term_bound(wtype, &w[b * ts..(b + 1) * ts]) * ax;
+    }
+    (x.len() as f64 + KERNEL_SLACK) * U32 * s
+}
+
+/// The super-block formats with Q8_K activations.
+const K_TYPES: [DType; 6] = [
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_XS,
+];
+
+/// kiln-core's reference `W × Q8_K` dot of one weight row.
+fn ref_dot_k(wtype: DType, w: &[u8], x: &[BlockQ8K]) -> f32 {
+    match wtype {
+        DType::Q2_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ2K>(w), x),
+        DType::Q3_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ3K>(w), x),
+        DType::Q4_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ4K>(w), x),
+        DType::Q5_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ5K>(w), x),
+        DType::Q6_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ6K>(w), x),
+        _ => vec_dot_q8_K_ref(&blocks_of::<BlockIQ4XS>(w), x),
+    }
+    .unwrap()
+}
+
+/// Q8_K activation blocks: reference-quantized random rows, with a few
+/// hand-set extremes (codes ±127 everywhere, so bsums reach ±2032).
+fn q8k_blocks(rng: &mut impl Rng, nb: usize) -> Vec<BlockQ8K> {
+    let x = rand_f32(rng, nb * 256, -3.0, 3.0);
+    let mut v: Vec<BlockQ8K> = x.chunks(256).map(BlockQ8K::quantize).collect();
+    if nb >= 2 {
+        let b = &mut v[1];
+        let sign = if rng.gen_bool(0.5) { 1i8 } else { -1 };
+        b.qs = [127 * sign; 256];
+        b.bsums = [2032 * i16::from(sign); 16];
+    }
+    v
+}
+
+#[test]
+fn k_kernels_match_reference_dots() {
+    let seed = test_seed();
+    eprintln!("seed {seed} (KILN_TEST_SEED)");
+    let mut checked = 0;
+    for (fname, feat) in feature_sets() {
+        for &wtype in &K_TYPES {
+            let f = QFormat::of(wtype).unwrap();
+            for nb in [1usize, 2, 3, 7, 16] {
+                for rep in 0..20 {
+                    let mut rng = case_rng(seed, "vec_dot_k", nb * 1000 + rep);
+                    let w = rand_rows(&mut rng, wtype, 1, nb * 256);
+                    let x = q8k_blocks(&mut rng, nb);
+                    let want = ref_dot_k(wtype, &w, &x);
+                    let got = quant_dot::vec_dot_q8_k(feat, f, &w, &x).unwrap();
+                    let tol = f32_bound_k(wtype, &w, &x);
+                    assert!(
+                        (f64::from(got) - f64::from(want)).abs() <= tol,
+                        "{fname} {wtype} nb={nb} rep={rep}: {got} vs {want} (tol {tol:e}), seed {seed}"
+                    );
+                    checked += 1;
+                }
+            }
+            // Mismatched lengths and a 32-block format are refused.
+            let w = rand_rows(&mut case_rng(seed, "k_bad", 0), wtype, 1, 512);
+            let x = q8k_blocks(&mut case_rng(seed, "k_bad", 1), 1);
+            assert!(quant_dot::vec_dot_q8_k(feat, f, &w, &x).is_err());
+        }
+        assert!(quant_dot::vec_dot_q8_k(feat, QFormat::Q4_0, &[0; 18], &[]).is_err());
+    }
+    eprintln!("{checked} Q8_K kernel dots checked");
+}
+
+#[test]
+fn k_tiles_match_reference_dots() {
+    let seed = test_seed();
+    eprintln!("seed {seed} (KILN_TEST_SEED)");
+    let mut n_cases = 0;
+    for (fname, feat) in feature_sets() {
+        let ctxs = [
+            CpuContext::with_features(1, feat).unwrap(),
+            CpuContext::with_features(2, feat).unwrap(),
+        ];
+        for &wtype in &K_TYPES {
+            for (ci, (m, n, k)) in [1usize, 2, 3, 4, 5, 8, 17]
+                .iter()
+                .flat_map(|&m| [1usize, 2, 7, 33].map(|n| (m, n)))
+                .flat_map(|(m, n)| [256usize, 768].map(|k| (m, n, k)))
+                .enumerate()
+            {
+                let mut rng = case_rng(seed, "tiles_k", ci);
+                let nb = k / 256;
+                let w = rand_rows(&mut rng, wtype, n, k);
+                let row = wtype.row_bytes("t", k).unwrap();
+                let p = MatmulParams { m, n, k, wtype };
+                let x = q8k_blocks(&mut rng, m * nb);
+                let mut want = vec![0.0f32; m * n];
+                let mut bound = vec![0.0f64; m * n];
+                for i in 0..m {
+                    let xi = &x[i * nb..(i + 1) * nb];
+                    for j in 0..n {
+                        let wr = &w[j * row..(j + 1) * row];
+                        want[i * n + j] = ref_dot_k(wtype, wr, xi);
+                        bound[i * n + j] = f32_bound_k(wtype, wr, xi);
+                    }
+                }
+                let acts = Q8KActs::from_blocks(&x, m, nb).unwrap();
+                let mut outs = Vec::new();
+                for ctx in &ctxs {
+                    let mut out = vec![f32::NAN; m * n];
+                    matmul_quantized_k(ctx, &p, &w, &acts, &mut out).unwrap();
+                    for (idx, ((&g, &r), &b)) in out.iter().zip(&want).zip(&bound).enumerate() {
+                        assert!(
+                            (f64::from(g) - f64::from(r)).abs() <= b,
+                            "{fname} {wtype} m={m} n={n} k={k} threads={}: out[{idx}] = {g} vs {r} (bound {b:e}), seed {seed}",
+                            ctx.threads()
+                        );
+                    }
+                    outs.push(out);
+                }
+                let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&outs[0]),
+                    bits(&outs[1]),
+                    "{fname} {wtype} m={m} n={n} k={k}: 1 vs 2 threads differ"
+                );
+                n_cases += 1;
+            }
+        }
+        // Wrong activation shape or a 32-block format are refused.
+        let ctx = &ctxs[0];
+        let acts = Q8KActs::from_blocks(&q8k_blocks(&mut rng_for(seed), 2), 1, 2).unwrap();
+        let p = MatmulParams {
+            m: 1,
+            n: 1,
+            k: 256,
+            wtype: DType::Q4_K,
+        };
+        let w = vec![0u8; 144];
+        assert!(matmul_quantized_k(ctx, &p, &w, &acts, &mut [0.0]).is_err());
+        let p = MatmulParams {
+            k: 512,
+            wtype: DType::Q4_0,
+            ..p
+        };
+        assert!(matmul_quantized_k(ctx, &p, &[0u8; 288], &acts, &mut [0.0]).is_err());
+    }
+    eprintln!("{n_cases} Q8_K tile cases checked");
+}
+
+fn rng_for(seed: u64) -> impl Rng {
+    case_rng(seed, "k_misc", 0)
 }
 
 #[test]
@@ -332,14 +519,7 @@ fn matmul_matches_reference_case_table() {
 fn empty_shapes() {
     for (fname, feat) in feature_sets() {
         let ctx = CpuContext::with_features(2, feat).unwrap();
-        for wtype in [
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q8_0,
-            DType::F32,
-            DType::F16,
-            DType::BF16,
-        ] {
+        for wtype in kiln_testkit::cases::matmul::WTYPES {
             let p = MatmulParams {
                 m: 2,
                 n: 3,
@@ -349,21 +529,22 @@ fn empty_shapes() {
             let mut out = [f32::NAN; 6];
             matmul(&ctx, &p, &[], &[], &mut out).unwrap();
             assert_eq!(out, [0.0; 6], "{fname} {wtype} k=0");
+            let k = wtype.block_size().max(32);
             let p = MatmulParams {
                 m: 0,
                 n: 3,
-                k: 32,
+                k,
                 wtype,
             };
-            let w = vec![0u8; 3 * wtype.row_bytes("t", 32).unwrap()];
+            let w = vec![0u8; 3 * wtype.row_bytes("t", k).unwrap()];
             matmul(&ctx, &p, &w, &[], &mut []).unwrap();
             let p = MatmulParams {
                 m: 2,
                 n: 0,
-                k: 32,
+                k,
                 wtype,
             };
-            matmul(&ctx, &p, &[], &[0.5; 64], &mut []).unwrap();
+            matmul(&ctx, &p, &[], &vec![0.5; 2 * k], &mut []).unwrap();
         }
     }
 }

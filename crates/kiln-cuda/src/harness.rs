@@ -52,6 +52,11 @@ pub fn guarded(
 
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
+    // matmul runs only the weight formats this backend has kernels for.
+    let opts = &Options {
+        matmul_wtypes: crate::matmul::supports,
+        ..*opts
+    };
     let up_f32 = |x: &[f32]| {
         be.upload(if x.is_empty() { &[0.0f32][..] } else { x })
             .map_err(err)

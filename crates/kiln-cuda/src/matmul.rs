@@ -100,6 +100,13 @@ pub enum MatmulKernel {
     Gemm { operand: GemmOperand },
 }
 
+/// True for the weight formats this backend's matmul has kernels for
+/// (a subset of `MatmulParams::supports`; the others are refused with
+/// `Error::UnsupportedDType`).
+pub fn supports(wtype: DType) -> bool {
+    WTYPES.contains(&wtype)
+}
+
 /// The kernel for `p` (pure: shapes and format only).
 pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
     if p.m == 0 || p.n == 0 {
@@ -275,6 +282,13 @@ pub fn matmul_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(w.len(), x.len(), out.len())?;
+    if !supports(p.wtype) {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.wtype,
+        }
+        .into());
+    }
     let bad = |what: &str| -> CudaError {
         Error::invalid(OP, format!("plan {kernel:?} {what} ({})", p.wtype)).into()
     };

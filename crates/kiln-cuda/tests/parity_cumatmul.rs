@@ -1,7 +1,9 @@
 //! GPU parity of `kiln_cuda::matmul` against `matmul_ref`: the testkit's case
 //! table (every format, m in 1..64, odd n, SmolLM2 shapes), plus m = 9 and
 //! m = 512 (the prefill path) for every format with odd n and odd block
-//! counts, odd k for float formats, and the alignment rules. Device outputs
+//! counts, odd k for float formats, and the alignment rules. Only the
+//! weight formats with CUDA kernels (`kiln_cuda::matmul::supports`) run; the
+//! others must be refused with `UnsupportedDType`. Device outputs
 //! sit between sentinel guard zones and start NaN-poisoned. `KILN_BENCH=1`
 //! also times mat-vec and prefill against a streaming-read ceiling. Skips
 //! without a GPU.
@@ -12,7 +14,7 @@ use cudarc::driver::CudaSlice;
 use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::DType;
 use kiln_cuda::matmul::{
-    bench_read_sum, matmul, matmul_with_kernel, select_matmul, GemmOperand, MatmulKernel,
+    bench_read_sum, matmul, matmul_with_kernel, select_matmul, supports, GemmOperand, MatmulKernel,
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
@@ -86,9 +88,35 @@ fn matmul_matches_reference() {
     let imp = |p: &MatmulParams, w: &[u8], x: &[f32], out: &mut [f32]| {
         run_gpu(&be, p, None, w, x, 0, out).map_err(to_core)
     };
-    let report = check_matmul_with(&imp, &Options::default());
+    // Formats without CUDA kernels are skipped by the table (counted in the
+    // summary) and must be refused with the typed error, not a panic.
+    let opts = Options {
+        matmul_wtypes: supports,
+        ..Options::default()
+    };
+    let report = check_matmul_with(&imp, &opts);
     eprintln!("{}", report.summary());
     report.into_result().unwrap();
+    for wtype in WTYPES.into_iter().filter(|&t| !supports(t)) {
+        eprintln!("{wtype}: no CUDA matmul kernel; checking it is refused");
+        let p = MatmulParams {
+            m: 1,
+            n: 3,
+            k: 256,
+            wtype,
+        };
+        let w = rand_rows(
+            &mut case_rng(test_seed(), "cumatmul-unsupported", 0),
+            wtype,
+            3,
+            256,
+        );
+        let mut out = vec![f32::NAN; 3];
+        match run_gpu(&be, &p, None, &w, &[0.5; 256], 0, &mut out) {
+            Err(CudaError::Core(kiln_core::Error::UnsupportedDType { .. })) => {}
+            other => panic!("{wtype}: expected UnsupportedDType, got {other:?}"),
+        }
+    }
 }
 
 /// One random case on the GPU (plan `kernel`, or the launcher's), held to
@@ -139,7 +167,7 @@ fn prefill_and_odd_shapes() {
     eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
     let mut failures = Vec::new();
     let mut count = 0;
-    for (ci, &wtype) in WTYPES.iter().enumerate() {
+    for (ci, &wtype) in WTYPES.iter().enumerate().filter(|(_, &t)| supports(t)) {
         let mut shapes = vec![(9, 1, 32), (9, 33, 96), (9, 257, 544), (512, 33, 96)];
         shapes.push((512, 257, 544));
         if !wtype.is_quantized() {
@@ -174,7 +202,7 @@ fn forced_plans() {
     eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
     let mut failures = Vec::new();
     let mut count = 0;
-    for (ci, &wtype) in WTYPES.iter().enumerate() {
+    for (ci, &wtype) in WTYPES.iter().enumerate().filter(|(_, &t)| supports(t)) {
         let operand = if wtype.is_quantized() {
             GemmOperand::F16
         } else {

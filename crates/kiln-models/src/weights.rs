@@ -9,14 +9,25 @@ use kiln_core::gguf::GgufFile;
 use kiln_core::DType;
 use std::sync::Arc;
 
-/// The weight formats the llama forward accepts for its matrices.
+/// The weight formats the llama forward accepts for its matrices (every
+/// format the CPU matmul implements; a device may support fewer, checked by
+/// `kiln::ops::matmul::supports` when a tensor is loaded).
 pub const MATRIX_DTYPES: &[DType] = &[
     DType::F32,
     DType::F16,
     DType::BF16,
     DType::Q4_0,
     DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
     DType::Q8_0,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_NL,
+    DType::IQ4_XS,
 ];
 
 /// One transformer block.
@@ -60,6 +71,19 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// The device's matmul must implement `dtype` (CUDA has kernels for
+    /// fewer formats than the CPU).
+    fn check_device(&self, name: &str, dtype: DType) -> Result<()> {
+        let dev = self.device.device();
+        if kiln::ops::matmul::supports(dev, dtype) {
+            return Ok(());
+        }
+        Err(ModelError::Unsupported(format!(
+            "tensor {name} has type {dtype}, which matmul on {dev} does not support yet \
+             (run on the CPU instead)"
+        )))
+    }
+
     /// A matrix with row-major shape `[rows, cols]` (GGUF ne = [cols, rows]).
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
         let info = self
@@ -78,6 +102,7 @@ impl Loader<'_> {
                 info.dtype
             )));
         }
+        self.check_device(name, info.dtype)?;
         let offset = usize::try_from(self.file.data_offset() + info.offset)
             .map_err(|_| ModelError::Weights(format!("tensor {name} offset overflows")))?;
         let src: Arc<dyn HostBytes> = self.file.clone();
@@ -112,6 +137,7 @@ impl Loader<'_> {
                     info.dtype
                 )));
             }
+            self.check_device(name, info.dtype)?;
             dtype = Some(info.dtype);
             bytes.extend_from_slice(self.file.tensor_data(info)?);
         }

@@ -1,13 +1,11 @@
 //! Random rows in any [`DType`], built block by block from random codes and
-//! sane random scales (not through a quantizer), so a dequantizing op sees
-//! every code value. Element magnitudes stay below about 2.6.
-//!
-//! Formats without a hand-built generator yet (Q5_*, K-quants, Q8_K, IQ4_*;
-//! no backend runs them so far) are made by kiln-core's reference quantizer
-//! from uniform values in [-1.5, 1.5).
+//! sane random scales (not through a quantizer), so a dequantizing op or a
+//! dot kernel sees every code value and every sub-block scale / min code
+//! (random bytes), with f16 scales chosen so element magnitudes stay below
+//! about 2.6.
 
 use half::{bf16, f16};
-use kiln_core::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use kiln_core::quant::{BlockQ4_0, BlockQ4_1, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use kiln_core::DType;
 use rand::Rng;
 
@@ -62,24 +60,68 @@ pub fn rand_rows(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> 
                 out.extend_from_slice(bytemuck::bytes_of(&BlockQ8_1 { d, s, qs }));
             }
         }
-        DType::Q5_0
-        | DType::Q5_1
-        | DType::Q2_K
-        | DType::Q3_K
-        | DType::Q4_K
-        | DType::Q5_K
-        | DType::Q6_K
-        | DType::Q8_K
-        | DType::IQ4_NL
-        | DType::IQ4_XS => {
-            let x: Vec<f32> = (0..blocks * dtype.block_size())
-                .map(|_| rng.gen_range(-1.5f32..1.5))
-                .collect();
-            out.resize(blocks * dtype.type_size(), 0);
-            // Lengths are whole blocks by construction, so this cannot fail;
-            // if it ever did, the short (empty) output shows it.
-            if kiln_core::quant::quantize_row(dtype, &x, &mut out).is_err() {
-                out.clear();
+        DType::Q8_K => {
+            for _ in 0..blocks {
+                let mut b = BlockQ8K {
+                    d: rng.gen_range(0.001f32..0.02),
+                    qs: [0; 256],
+                    bsums: [0; 16],
+                };
+                for q in b.qs.iter_mut() {
+                    *q = rng.gen_range(-127..=127);
+                }
+                for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                    *s = q.iter().map(|&v| i16::from(v)).sum();
+                }
+                out.extend_from_slice(bytemuck::bytes_of(&b));
+            }
+        }
+        _ => {
+            // Random bytes (codes, packed sub-block scales and mins), then
+            // the f16 header fields at `fields` set to sane values. Bounds
+            // on |x| per format: largest |code| × largest sub-block scale ×
+            // the f16 range given here, plus the largest min.
+            let (fields, ranges): (&[usize], [(f32, f32); 2]) = match dtype {
+                // d * (q - 16), |q - 16| <= 16
+                DType::Q5_0 => (&[0], [(0.01, 0.15), (0.0, 0.0)]),
+                // d * q + m, q <= 31; m is signed below
+                DType::Q5_1 => (&[0, 2], [(0.005, 0.05), (0.0, 1.0)]),
+                // d * grid, |grid| <= 127
+                DType::IQ4_NL => (&[0], [(0.001, 0.02), (0.0, 0.0)]),
+                // d*sc*q - dmin*mn, sc, mn <= 15, q <= 3
+                DType::Q2_K => (&[80, 82], [(0.002, 0.028), (0.002, 0.08)]),
+                // d*(sc-32)*q, |sc-32| <= 32, |q| <= 4
+                DType::Q3_K => (&[108], [(0.001, 0.02), (0.0, 0.0)]),
+                // sc, mn <= 63, q <= 15
+                DType::Q4_K => (&[0, 2], [(0.0002, 0.0013), (0.0002, 0.02)]),
+                // q <= 31
+                DType::Q5_K => (&[0, 2], [(0.0001, 0.00066), (0.0002, 0.02)]),
+                // d*sc*(q-32), |sc| <= 128, |q-32| <= 32
+                DType::Q6_K => (&[208], [(0.0001, 0.0006), (0.0, 0.0)]),
+                // d*(ls-32)*grid, |ls-32| <= 32, |grid| <= 127
+                _ => (&[0], [(0.0001, 0.0006), (0.0, 0.0)]),
+            };
+            let ts = dtype.type_size();
+            for _ in 0..blocks {
+                let start = out.len();
+                out.extend((0..ts).map(|_| rng.gen::<u8>()));
+                for (i, &off) in fields.iter().enumerate() {
+                    let (lo, hi) = ranges[i];
+                    let v = if dtype == DType::Q5_1 && i == 1 {
+                        // Q5_1's min: signed, |m| < 1.
+                        f16::from_f32(rng.gen_range(-hi..hi))
+                    } else if matches!(
+                        dtype,
+                        DType::Q5_0 | DType::IQ4_NL | DType::Q3_K | DType::Q6_K | DType::IQ4_XS
+                    ) {
+                        // Symmetric formats: a scale of either sign.
+                        scale(rng, lo, hi)
+                    } else {
+                        // K-quant d / dmin are non-negative in real files.
+                        f16::from_f32(rng.gen_range(lo..hi))
+                    };
+                    out[start + off..start + off + 2].copy_from_slice(&v.to_le_bytes());
+                }
             }
         }
     }

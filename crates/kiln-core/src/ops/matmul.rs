@@ -10,8 +10,9 @@
 //! The reference keeps activations in f32 (no activation quantization): it is
 //! the exact product of the stored weights with `x`, computed by
 //! [`crate::quant::vec_dot_ref`] (dequantize, then an f64 dot). Fast backends
-//! quantize `x` to Q8_0 / Q8_1 and are held to a bound derived from that
-//! quantization error (see `kiln-cpu/tests/parity_matmul.rs`).
+//! quantize `x` to Q8_0 / Q8_1 / Q8_K (as the weight format's fast path
+//! needs) and are held to a bound derived from that quantization error (see
+//! `kiln-testkit/src/cases/matmul.rs`).
 
 use crate::{error::check_len, DType, Error, Result};
 
@@ -31,11 +32,28 @@ pub struct MatmulParams {
 }
 
 impl MatmulParams {
-    /// True for the weight formats matmul implements.
+    /// True for the weight formats matmul is defined for (the reference and
+    /// the CPU backend implement all of them; a backend may support fewer
+    /// and says so with its own check, e.g. `kiln_cuda::matmul::supports`).
+    /// Not the activation-only formats Q8_1 and Q8_K.
     pub fn supports(wtype: DType) -> bool {
         matches!(
             wtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0
+            DType::F32
+                | DType::F16
+                | DType::BF16
+                | DType::Q4_0
+                | DType::Q4_1
+                | DType::Q5_0
+                | DType::Q5_1
+                | DType::Q8_0
+                | DType::Q2_K
+                | DType::Q3_K
+                | DType::Q4_K
+                | DType::Q5_K
+                | DType::Q6_K
+                | DType::IQ4_NL
+                | DType::IQ4_XS
         )
     }
 

@@ -130,7 +130,7 @@ pub fn unpack_scale_min_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 }
 
 /// Q3_K's sixteen 6-bit scale codes (0..=63, stored value = scale + 32).
-fn unpack_scales_q3k(s: &[u8; 12]) -> [u8; 16] {
+pub(crate) fn unpack_scales_q3k(s: &[u8; 12]) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (j, o) in out.iter_mut().enumerate() {
         let low = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
@@ -171,12 +171,12 @@ fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
 }
 
 #[inline]
-fn code_2bit(qs: &[u8; 64], i: usize) -> u8 {
+pub(crate) fn code_2bit(qs: &[u8; 64], i: usize) -> u8 {
     (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3
 }
 
 #[inline]
-fn nibble_k4(qs: &[u8; 128], i: usize) -> u8 {
+pub(crate) fn nibble_k4(qs: &[u8; 128], i: usize) -> u8 {
     (qs[32 * (i / 64) + i % 32] >> (4 * ((i % 64) / 32))) & 0x0f
 }
 

@@ -14,6 +14,8 @@
 //! Formats: Q4_0/Q4_1 (`q4.rs`), Q5_0/Q5_1 (`q5.rs`), Q8_0/Q8_1 (`q8.rs`),
 //! Q2_K..Q6_K (`k_quants.rs`, scale searches in `k_search.rs`), Q8_K
 //! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), F32/F16/BF16 (`float.rs`).
+//! Quantized-activation reference dots: Q4_0/Q4_1/Q8_0 below, the other
+//! formats (against Q8_0 / Q8_1 / Q8_K, [`Q8KDot`]) in `dot_ref.rs`.
 //! gguf.quants quantizes only Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 of these; the
 //! other quantizers are checked through gguf's dequantizer and by error
 //! bounds (`tests/quant_fixtures_ggml.rs`, `tests.rs`, `tests_k.rs`).
@@ -25,6 +27,7 @@ use crate::error::check_len;
 use crate::{DType, Error, Result};
 use half::f16;
 
+mod dot_ref;
 pub mod float;
 pub mod iq4;
 pub mod k_quants;
@@ -36,6 +39,11 @@ pub mod q8;
 pub mod q8k;
 
 pub use crate::dtype::QK_K;
+pub use dot_ref::{
+    vec_dot_iq4_nl_q8_0_ref, vec_dot_iq4_xs_q8_K_ref, vec_dot_q2_K_q8_K_ref, vec_dot_q3_K_q8_K_ref,
+    vec_dot_q4_K_q8_K_ref, vec_dot_q5_0_q8_0_ref, vec_dot_q5_1_q8_1_ref, vec_dot_q5_K_q8_K_ref,
+    vec_dot_q6_K_q8_K_ref, vec_dot_q8_K_ref, Q8KDot,
+};
 pub use iq4::{BlockIQ4NL, BlockIQ4XS, KVALUES_IQ4NL};
 pub use k_quants::{
     pack_scale_min_k4, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K,

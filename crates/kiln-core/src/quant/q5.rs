@@ -35,7 +35,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 
 /// Unpack the 32 five-bit codes (0..=31).
 #[inline]
-fn unpack5(qh: [u8; 4], qs: &[u8; 16]) -> [u8; QK] {
+pub(crate) fn unpack5(qh: [u8; 4], qs: &[u8; 16]) -> [u8; QK] {
     let h = u32::from_le_bytes(qh);
     let mut q = [0u8; QK];
     for j in 0..QK / 2 {

@@ -15,6 +15,100 @@ use std::arch::x86_64::*;
 const F_Q4_0: u8 = 0;
 const F_Q4_1: u8 = 1;
 const F_Q8_0: u8 = 2;
+const F_Q5_0: u8 = 3;
+const F_Q5_1: u8 = 4;
+const F_IQ4_NL: u8 = 5;
+
+/// Formats whose codes are signed (product via the `vpsignb` trick, no
+/// m-term); the others keep unsigned codes and add `m_w * s_x`.
+const fn signed_codes(f: u8) -> bool {
+    f == F_Q8_0 || f == F_IQ4_NL
+}
+
+/// Block bytes of format `f`.
+const fn block_bytes(f: u8) -> usize {
+    match f {
+        F_Q4_0 | F_IQ4_NL => 18,
+        F_Q4_1 => 20,
+        F_Q5_0 => 22,
+        F_Q5_1 => 24,
+        _ => 34,
+    }
+}
+
+/// The 32 bits at `p` (little-endian) as 32 bytes, `0xff` where the bit
+/// of that element is set: byte `j` takes source byte `j / 8` (a shuffle
+/// within each 128-bit half of the broadcast word), then tests bit `j % 8`.
+///
+/// # Safety
+/// `p` must be readable for 4 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 4 readable bytes; unaligned read.
+    let bits = unsafe { std::ptr::read_unaligned(p.cast::<i32>()) };
+    let v = _mm256_set1_epi32(bits);
+    let shuf = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let b = _mm256_and_si256(_mm256_shuffle_epi8(v, shuf), sel);
+    _mm256_cmpeq_epi8(b, sel)
+}
+
+/// The IQ4 grid in both 128-bit halves (a `vpshufb` table).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn iq4_grid() -> __m256i {
+    let g = kiln_core::quant::KVALUES_IQ4NL;
+    // SAFETY: g is 16 bytes; unaligned load.
+    let t = unsafe { _mm_loadu_si128(g.as_ptr().cast()) };
+    _mm256_broadcastsi128_si256(t)
+}
+
+/// 32 codes of one weight block of format `F` at `p` (element order):
+/// unsigned 4/5-bit codes, signed 8-bit ones (Q8_0) or signed grid values
+/// (IQ4_NL).
+///
+/// # Safety
+/// `p` must be readable for one whole block of format `F`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes<const F: u8>(p: *const u8) -> __m256i {
+    // SAFETY: every offset below lies inside the block (caller's bound).
+    unsafe {
+        match F {
+            F_Q4_0 => nibbles(p.add(2)),
+            F_Q4_1 => nibbles(p.add(4)),
+            F_Q5_0 => _mm256_or_si256(
+                nibbles(p.add(6)),
+                _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
+            ),
+            F_Q5_1 => _mm256_or_si256(
+                nibbles(p.add(8)),
+                _mm256_and_si256(bits_to_bytes(p.add(4)), _mm256_set1_epi8(0x10)),
+            ),
+            F_IQ4_NL => _mm256_shuffle_epi8(iq4_grid(), nibbles(p.add(2))),
+            _ => _mm256_loadu_si256(p.add(2).cast()),
+        }
+    }
+}
+
+/// Offset added to unsigned codes (`m_w = -OFFSET * d_w`), for the
+/// formats without a stored min (Q4_0: 8, Q5_0: 16).
+const fn code_offset(f: u8) -> f32 {
+    match f {
+        F_Q4_0 => 8.0,
+        F_Q5_0 => 16.0,
+        _ => 0.0,
+    }
+}
+
+/// Whether the second f16 of the header is a stored min.
+const fn stored_min(f: u8) -> bool {
+    f == F_Q4_1 || f == F_Q5_1
+}
 
 /// Quantize rows of 32-element blocks to codes + `[d, s]` (GGML Q8_1 codes,
 /// f32 scale). Rounds half away from zero exactly like C `roundf`.
@@ -81,7 +175,7 @@ pub(super) unsafe fn quantize_rows(x: &[f32], qs: &mut [[i8; QK]], ds: &mut [[f3
 /// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
@@ -97,7 +191,7 @@ fn hsum(v: __m256) -> f32 {
 /// `p` must be readable for 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees 16 readable bytes; unaligned load.
     let q = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
     let shifted = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
@@ -110,7 +204,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// `p` must be readable for 4 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half2(p: *const u8) -> __m128 {
+pub(super) unsafe fn half2(p: *const u8) -> __m128 {
     // SAFETY: caller guarantees 4 readable bytes; unaligned read.
     let bits = unsafe { std::ptr::read_unaligned(p.cast::<i32>()) };
     _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
@@ -134,14 +228,10 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
     a: &ActsView<'_>,
     i0: usize,
 ) -> Tile {
-    let bs = match F {
-        F_Q4_0 => 18,
-        F_Q4_1 => 20,
-        _ => 34,
-    };
+    let bs = block_bytes(F);
     let nb = a.nb;
     let ones = _mm256_set1_epi16(1);
-    let neg8 = _mm_set1_ps(-8.0);
+    let neg_off = _mm_set1_ps(-code_offset(F));
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut accm = [_mm_setzero_ps(); R];
     let qs = a.qs.as_ptr();
@@ -153,10 +243,11 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
         // one multiply; lane 1 accumulates the m-term in `accm`.
         let row = qs.wrapping_add(i0 * nb);
         let rds = ds.wrapping_add(i0 * nb);
-        // Q4_0: header lanes are [d_w, d_w]; scale the activation pair to
-        // [d_x, -8 s_x]. Q4_1: [d_w, m_w] · [d_x, s_x]. Q8_0: lane 0 only.
-        let xmul = if F == F_Q4_0 {
-            _mm_setr_ps(1.0, -8.0, 0.0, 0.0)
+        // Q4_0/Q5_0: header lanes are [d_w, d_w]; scale the activation
+        // pair to [d_x, -offset s_x]. Q4_1/Q5_1: [d_w, m_w] · [d_x, s_x].
+        // Q8_0/IQ4_NL: lane 0 only.
+        let xmul = if code_offset(F) != 0.0 {
+            _mm_setr_ps(1.0, -code_offset(F), 0.0, 0.0)
         } else {
             _mm_setr_ps(1.0, 1.0, 0.0, 0.0)
         };
@@ -187,20 +278,18 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
                 // block holds >= 4 header bytes and its codes after them.
                 let (h, wv) = unsafe {
                     let p = w.add(r * row_bytes + b * bs);
-                    match F {
-                        F_Q4_1 => (half2(p), nibbles(p.add(4))),
-                        F_Q4_0 => (
-                            _mm_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p.cast::<i16>()))),
-                            nibbles(p.add(2)),
-                        ),
-                        _ => (half2(p), _mm256_loadu_si256(p.add(2).cast())),
-                    }
+                    let h = if stored_min(F) {
+                        half2(p)
+                    } else {
+                        _mm_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p.cast::<i16>())))
+                    };
+                    (h, codes::<F>(p))
                 };
                 let prod = _mm_mul_ps(h, xds);
-                if F != F_Q8_0 {
+                if !signed_codes(F) {
                     accm[r] = _mm_add_ps(accm[r], prod);
                 }
-                let p16 = if F == F_Q8_0 {
+                let p16 = if signed_codes(F) {
                     _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xq, wv))
                 } else {
                     _mm256_maddubs_epi16(wv, xq)
@@ -218,7 +307,7 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
             let mut m = [0.0f32; 4];
             // SAFETY: m is 4 f32.
             unsafe { _mm_storeu_ps(m.as_mut_ptr(), accm[r]) };
-            out[r][0] = hsum(acc[r][0]) + if F != F_Q8_0 { m[1] } else { 0.0 };
+            out[r][0] = hsum(acc[r][0]) + if signed_codes(F) { 0.0 } else { m[1] };
         }
         return out;
     }
@@ -233,20 +322,15 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
             unsafe {
                 let h = half2(p);
                 dw[r] = _mm256_broadcastss_ps(h);
-                match F {
-                    F_Q4_1 => {
-                        mw[r] = _mm_permute_ps::<0b01_01_01_01>(h);
-                        wq[r] = nibbles(p.add(4));
-                    }
-                    F_Q4_0 => {
-                        mw[r] = _mm_mul_ps(neg8, _mm_broadcastss_ps(h));
-                        wq[r] = nibbles(p.add(2));
-                    }
-                    _ => wq[r] = _mm256_loadu_si256(p.add(2).cast()),
-                }
+                mw[r] = if stored_min(F) {
+                    _mm_permute_ps::<0b01_01_01_01>(h)
+                } else {
+                    _mm_mul_ps(neg_off, _mm_broadcastss_ps(h))
+                };
+                wq[r] = codes::<F>(p);
             }
         }
-        if F != F_Q8_0 {
+        if !signed_codes(F) {
             // SAFETY: b*m4 + i0 + 4 <= nb*m4 because i0 + 4 <= m4 (i0 % 4 == 0, i0 < m).
             let s4 = unsafe { _mm_loadu_ps(st.add(b * a.m4 + i0)) };
             for r in 0..R {
@@ -263,7 +347,7 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
                 )
             };
             for r in 0..R {
-                let p16 = if F == F_Q8_0 {
+                let p16 = if signed_codes(F) {
                     _mm256_maddubs_epi16(
                         _mm256_sign_epi8(wq[r], wq[r]),
                         _mm256_sign_epi8(xq, wq[r]),
@@ -339,6 +423,12 @@ pub(super) unsafe fn dot_tile(
             QFormat::Q4_0 => tile_f::<F_Q4_0>(p, row_bytes, &a, t),
             QFormat::Q4_1 => tile_f::<F_Q4_1>(p, row_bytes, &a, t),
             QFormat::Q8_0 => tile_f::<F_Q8_0>(p, row_bytes, &a, t),
+            QFormat::Q5_0 => tile_f::<F_Q5_0>(p, row_bytes, &a, t),
+            QFormat::Q5_1 => tile_f::<F_Q5_1>(p, row_bytes, &a, t),
+            QFormat::IQ4_NL => tile_f::<F_IQ4_NL>(p, row_bytes, &a, t),
+            // Q8_K formats never reach this kernel (mod.rs routes them to
+            // `avx2_k`); an empty tile keeps this total.
+            _ => [[0.0; TILE_C]; TILE_R],
         }
     }
 }

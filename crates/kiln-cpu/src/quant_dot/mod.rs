@@ -1,20 +1,29 @@
 //! Quantized dot-product kernels for the CPU matmul: weights stay in their
-//! GGML block format (Q4_0, Q4_1, Q8_0), activations are quantized once per
-//! matmul to 8-bit codes ([`Q8Acts`]) and every block pair is an integer dot
-//! product scaled in f32:
+//! GGML block format, activations are quantized once per matmul to 8-bit
+//! codes and every block pair is an integer dot product scaled in f32.
 //!
-//! - Q4_1 × Q8_1: `sum_b d_w*d_x*sum_j q_w[j]*q_x[j] + m_w*s_x`, `s_x = d_x*sum_j q_x[j]`.
-//! - Q4_0 × Q8_0: the same with `m_w = -8*d_w` (`q_w - 8` is the signed code).
-//! - Q8_0 × Q8_0: `sum_b d_w*d_x*sum_j q_w[j]*q_x[j]`.
+//! 32-element blocks, activations [`Q8Acts`] (Q8_0/Q8_1 codes, f32 scales):
+//!
+//! - Q4_1 / Q5_1 × Q8_1: `sum_b d_w*d_x*sum_j q_w[j]*q_x[j] + m_w*s_x`, `s_x = d_x*sum_j q_x[j]`.
+//! - Q4_0 / Q5_0 × Q8_0: the same with `m_w = -8*d_w` / `-16*d_w` (the
+//!   codes stay unsigned; `q_w - 8` / `q_w - 16` is the signed value).
+//! - Q8_0 / IQ4_NL × Q8_0: `sum_b d_w*d_x*sum_j c_w[j]*q_x[j]` with the
+//!   signed code (IQ4_NL: the grid value `KVALUES_IQ4NL[q]`).
+//!
+//! 256-element super-blocks (Q2_K..Q6_K, IQ4_XS), activations [`Q8KActs`]
+//! (GGML Q8_K blocks): `sum_b d_x*(d_w*isum - dmin_w*msum)` with the integer
+//! sums of `kiln_core::quant::Q8KDot` (`kquant.rs`, `avx2_k.rs`).
 //!
 //! These are the formulas of `kiln_core::quant::vec_dot_*_ref`; the kernels
 //! differ from those references only in summation order and f32 rounding.
 //!
 //! Layout: `scalar.rs` holds the portable reference-shaped kernels, `avx2.rs`
-//! the AVX2+FMA+F16C ones; this file holds the activation format, the
-//! dispatch (by [`CpuFeatures`]) and the bounds checks that make the unsafe
-//! kernels sound. The unit of work is a *tile*: `R` weight rows × `C`
-//! activation rows, all `k` columns, results kept in registers.
+//! the AVX2+FMA+F16C ones (32-element blocks); `kquant.rs` the Q8_K
+//! activations, their dispatch and scalar kernel, `avx2_k.rs` their AVX2
+//! kernels. This file holds the Q8 activation format, the dispatch (by
+//! [`CpuFeatures`]) and the bounds checks that make the unsafe kernels
+//! sound. The unit of work is a *tile*: `R` weight rows × `C` activation
+//! rows, all `k` columns, results kept in registers.
 
 use crate::CpuFeatures;
 use kiln_core::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
@@ -22,10 +31,14 @@ use kiln_core::{DType, Error, Result};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 mod float;
+mod kquant;
 mod scalar;
 
 pub use float::dot_float_row;
+pub use kquant::{dot_tile_k, quantize_rows_k, vec_dot_q8_k, Q8KActs};
 
 /// Most weight rows per tile.
 pub const TILE_R: usize = 4;
@@ -39,31 +52,81 @@ pub enum QFormat {
     Q4_0,
     Q4_1,
     Q8_0,
+    Q5_0,
+    Q5_1,
+    IQ4_NL,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    IQ4_XS,
 }
 
 impl QFormat {
     /// The integer-kernel format for a weight dtype (None for float weights).
     pub fn of(dtype: DType) -> Option<QFormat> {
-        match dtype {
-            DType::Q4_0 => Some(QFormat::Q4_0),
-            DType::Q4_1 => Some(QFormat::Q4_1),
-            DType::Q8_0 => Some(QFormat::Q8_0),
-            _ => None,
+        Some(match dtype {
+            DType::Q4_0 => QFormat::Q4_0,
+            DType::Q4_1 => QFormat::Q4_1,
+            DType::Q8_0 => QFormat::Q8_0,
+            DType::Q5_0 => QFormat::Q5_0,
+            DType::Q5_1 => QFormat::Q5_1,
+            DType::IQ4_NL => QFormat::IQ4_NL,
+            DType::Q2_K => QFormat::Q2_K,
+            DType::Q3_K => QFormat::Q3_K,
+            DType::Q4_K => QFormat::Q4_K,
+            DType::Q5_K => QFormat::Q5_K,
+            DType::Q6_K => QFormat::Q6_K,
+            DType::IQ4_XS => QFormat::IQ4_XS,
+            _ => return None,
+        })
+    }
+
+    /// The weight dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            QFormat::Q4_0 => DType::Q4_0,
+            QFormat::Q4_1 => DType::Q4_1,
+            QFormat::Q8_0 => DType::Q8_0,
+            QFormat::Q5_0 => DType::Q5_0,
+            QFormat::Q5_1 => DType::Q5_1,
+            QFormat::IQ4_NL => DType::IQ4_NL,
+            QFormat::Q2_K => DType::Q2_K,
+            QFormat::Q3_K => DType::Q3_K,
+            QFormat::Q4_K => DType::Q4_K,
+            QFormat::Q5_K => DType::Q5_K,
+            QFormat::Q6_K => DType::Q6_K,
+            QFormat::IQ4_XS => DType::IQ4_XS,
         }
     }
 
     /// Bytes per weight block.
     pub fn block_bytes(self) -> usize {
-        match self {
-            QFormat::Q4_0 => 18,
-            QFormat::Q4_1 => 20,
-            QFormat::Q8_0 => 34,
-        }
+        self.dtype().type_size()
+    }
+
+    /// True for the super-block formats whose activations are Q8_K
+    /// ([`Q8KActs`], 256 per block); false for the 32-block formats, whose
+    /// activations are [`Q8Acts`] (Q8_0 / Q8_1 codes).
+    pub fn uses_q8k(self) -> bool {
+        matches!(
+            self,
+            QFormat::Q2_K
+                | QFormat::Q3_K
+                | QFormat::Q4_K
+                | QFormat::Q5_K
+                | QFormat::Q6_K
+                | QFormat::IQ4_XS
+        )
     }
 
     /// True when the dot needs the activation block sums `s`.
     pub fn needs_sums(self) -> bool {
-        !matches!(self, QFormat::Q8_0)
+        matches!(
+            self,
+            QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1
+        )
     }
 }
 
@@ -260,7 +323,8 @@ pub fn dot_tile(
     const OP: &str = "quant_dot::dot_tile";
     let nb = acts.nb;
     let row_bytes = nb * f.block_bytes();
-    let ok = (1..=TILE_R).contains(&t.nr)
+    let ok = !f.uses_q8k()
+        && (1..=TILE_R).contains(&t.nr)
         && (1..=TILE_C).contains(&t.nc)
         && t.i0.is_multiple_of(TILE_C)
         && t.i0 + t.nc <= acts.m
@@ -269,7 +333,8 @@ pub fn dot_tile(
         return Err(Error::invalid(
             OP,
             format!(
-                "bad tile: {} weight rows of {row_bytes} bytes in {} bytes, activation rows {}..{} of {}",
+                "bad tile: {:?} weights, {} weight rows of {row_bytes} bytes in {} bytes, activation rows {}..{} of {}",
+                f,
                 t.nr,
                 w.len(),
                 t.i0,

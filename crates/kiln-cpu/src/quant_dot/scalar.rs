@@ -4,7 +4,7 @@
 
 use super::{Q8Acts, QFormat, Tile, TileSpec, TILE_C, TILE_R};
 use half::f16;
-use kiln_core::quant::QK;
+use kiln_core::quant::{KVALUES_IQ4NL, QK};
 
 /// Quantize rows of 32-element blocks (GGML `quantize_row_q8_1_ref` codes,
 /// f32 scale): `d = amax/127`, `q = round_half_away(x * (1/d))`, `s = d*sum(q)`.
@@ -38,11 +38,48 @@ fn isum(wq: &[i32; QK], xq: &[i8; QK]) -> i32 {
     wq.iter().zip(xq).map(|(&a, &b)| a * i32::from(b)).sum()
 }
 
+/// Unpack 16 bytes of nibbles (low = elements 0..16, high = 16..32).
+fn nibbles(qs: &[u8], wq: &mut [i32; QK]) {
+    for (j, &byte) in qs.iter().take(QK / 2).enumerate() {
+        wq[j] = i32::from(byte & 0x0f);
+        wq[j + QK / 2] = i32::from(byte >> 4);
+    }
+}
+
+/// Add the fifth bits (bit `j` of the little-endian u32 at `qh`) as 16.
+fn high_bits(qh: &[u8], wq: &mut [i32; QK]) {
+    let h = match qh.get(..4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    };
+    for (j, q) in wq.iter_mut().enumerate() {
+        *q |= (((h >> j) & 1) as i32) << 4;
+    }
+}
+
 /// Decode one weight block: codes in element order, `d_w`, `m_w`
-/// (`m_w = -8 d_w` for Q4_0 so the codes stay unsigned, 0 for Q8_0).
+/// (`m_w = -8 d_w` for Q4_0 and `-16 d_w` for Q5_0 so the codes stay
+/// unsigned; 0 for the signed-code formats Q8_0 and IQ4_NL).
 fn decode(f: QFormat, blk: &[u8], wq: &mut [i32; QK]) -> (f32, f32) {
     let d = f16_at(blk, 0);
     match f {
+        QFormat::Q5_0 => {
+            nibbles(blk.get(6..).unwrap_or(&[]), wq);
+            high_bits(blk.get(2..).unwrap_or(&[]), wq);
+            (d, -16.0 * d)
+        }
+        QFormat::Q5_1 => {
+            nibbles(blk.get(8..).unwrap_or(&[]), wq);
+            high_bits(blk.get(4..).unwrap_or(&[]), wq);
+            (d, f16_at(blk, 2))
+        }
+        QFormat::IQ4_NL => {
+            nibbles(blk.get(2..).unwrap_or(&[]), wq);
+            for q in wq.iter_mut() {
+                *q = i32::from(KVALUES_IQ4NL[(*q & 0x0f) as usize]);
+            }
+            (d, 0.0)
+        }
         QFormat::Q4_0 | QFormat::Q4_1 => {
             let (m, off) = if f == QFormat::Q4_1 {
                 (f16_at(blk, 2), 4)
@@ -61,6 +98,8 @@ fn decode(f: QFormat, blk: &[u8], wq: &mut [i32; QK]) -> (f32, f32) {
             }
             (d, 0.0)
         }
+        // Q8_K formats are computed by `kquant.rs`, never decoded here.
+        _ => (0.0, 0.0),
     }
 }
 

@@ -2,15 +2,17 @@
 //!
 //! The reference (`matmul_ref`) multiplies the stored weights with f32
 //! activations. Fast backends quantize the activations to 8 bits per element
-//! (GGML Q8_0 / Q8_1: 32 per block, `d = amax/127`), so each output is held
-//! to a bound derived from that quantization, element by element:
+//! in blocks as long as the weight's (GGML Q8_0 / Q8_1: 32 per block, Q8_K:
+//! 256 per block for the K-quants and IQ4_XS; `d = amax/127` either way), so
+//! each output is held to a bound derived from that quantization, element by
+//! element:
 //!
 //! - activation codes: `|x_e - d q_e| <= d * ACT_Q8_ERR` for every element of
 //!   a block with scale `d = amax_b / 127`, so the error of one output is at
 //!   most `sum_b d_b * ACT_Q8_ERR * sum_{e in b} |w_e|`;
-//! - f32 accumulation: at most `(k/32 + F32_TERMS_SLACK) * 2^-24` times the sum
-//!   of the magnitudes of the block terms a kernel adds (bounded from the
-//!   weight block headers, see [`block_term_bound`]).
+//! - f32 accumulation: at most `(nb + F32_TERMS_SLACK) * 2^-24` times the sum
+//!   of the magnitudes of the block terms a kernel adds, `nb = k / block`
+//!   (bounded from the weight block headers, see [`block_term_bound`]).
 //!
 //! Float weights (F32/F16/BF16) are not quantized: only the f32 bound applies,
 //! `(k + F32_TERMS_SLACK) * 2^-24 * sum_e |w_e x_e|` (any summation order).
@@ -51,14 +53,23 @@ pub struct MatmulCase {
     pub big: bool,
 }
 
-/// Every supported weight format.
-pub const WTYPES: [DType; 6] = [
+/// Every weight format matmul is defined for.
+pub const WTYPES: [DType; 15] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
     DType::F32,
     DType::F16,
     DType::BF16,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_XS,
 ];
 /// Token counts: decode (1), tile remainders (2, 3, 5, 17), whole tiles (8, 64).
 pub const MS: [usize; 7] = [1, 2, 3, 5, 8, 17, 64];
@@ -66,16 +77,30 @@ pub const MS: [usize; 7] = [1, 2, 3, 5, 8, 17, 64];
 pub const NS: [usize; 4] = [1, 7, 33, 257];
 /// Input features: 1..3 blocks, SmolLM2's 576 (dim) and 1536 (ffn).
 pub const KS: [usize; 5] = [32, 64, 96, 576, 1536];
+/// Input features for the 256-element super-block formats (K-quants,
+/// IQ4_XS): one and two super-blocks, and 7 (1536 + 256).
+pub const KS_K: [usize; 3] = [256, 512, 1792];
 
-/// The odd-shape cross product `WTYPES × MS × NS × KS`, then SmolLM2-135M's
-/// shapes (q/o 576×576, ffn up 1536×576, ffn down 576×1536, the Q8_0 tied
-/// output 49152×576) for decode and a 512-token prefill (large).
+/// The input-feature list for a weight format (its block size must divide k).
+pub fn ks_for(wtype: DType) -> &'static [usize] {
+    if wtype.block_size() == 256 {
+        &KS_K
+    } else {
+        &KS
+    }
+}
+
+/// The odd-shape cross product `WTYPES × MS × NS × ks_for(wtype)`, then
+/// SmolLM2-135M's shapes (q/o 576×576, ffn up 1536×576, ffn down 576×1536,
+/// the Q8_0 tied output 49152×576) for decode and a 512-token prefill
+/// (large), and a decode / prefill pair for the K-quants a Q4_K_M file
+/// mixes (Q4_K, Q6_K) at 576×1536.
 pub fn cases() -> Vec<MatmulCase> {
     let mut v = Vec::new();
     for &wtype in &WTYPES {
         for &m in &MS {
             for &n in &NS {
-                for &k in &KS {
+                for &k in ks_for(wtype) {
                     v.push(MatmulCase {
                         m,
                         n,
@@ -110,6 +135,17 @@ pub fn cases() -> Vec<MatmulCase> {
         wtype: DType::Q8_0,
         big: true,
     });
+    for wtype in [DType::Q4_K, DType::Q6_K] {
+        for (m, big) in [(1, false), (512, true)] {
+            v.push(MatmulCase {
+                m,
+                n: 576,
+                k: 1536,
+                wtype,
+                big,
+            });
+        }
+    }
     v.push(MatmulCase {
         m: 0,
         n: 7,
@@ -139,15 +175,81 @@ fn f16_at(b: &[u8], off: usize) -> f64 {
     f64::from(f16::from_le_bytes([b[off], b[off + 1]]).to_f32())
 }
 
-/// Largest magnitude of one block's contribution per unit of `sum |d_x q_x|`,
-/// for kernels that split a block term into `d_w*d_x*isum + m_w*s_x`:
-/// Q4_1 `15|d| + |m|`, Q4_0 `15|d| + 8|d|` (codes kept unsigned, `m = -8d`),
-/// Q8_0 `128|d|`.
+/// Largest magnitude of one block's contribution per unit of
+/// `sum |d_x q_x|` over the block, i.e. a bound `T` with
+/// `|term| <= T * sum_j |d_x q_x[j]|` for every f32 quantity a kernel forms
+/// from this block (so its f32 roundings are at most `2^-24 T sum|d_x q_x|`
+/// each). Per format, from the block layout (`d`, `dmin`, `m` the f16
+/// header fields; `sc`, `mn` the integer sub-block scales and mins):
+///
+/// - Q4_0 `15|d| + 8|d|`, Q5_0 `31|d| + 16|d|`: kernels keep the codes
+///   unsigned and add the offset as a separate term `m = -8d` / `-16d`.
+/// - Q4_1 `15|d| + |m|`, Q5_1 `31|d| + |m|`: unsigned code term + min term.
+/// - Q8_0 `128|d|`; IQ4_NL `127|d|` (largest |grid value|).
+/// - Q2_K `3|d| max sc + |dmin| max mn`, Q4_K `15|d| max sc + |dmin| max mn`,
+///   Q5_K `31|d| max sc + |dmin| max mn`: the scaled code sum
+///   `d * sum_s sc_s sum q q_x` and the min sum `dmin * sum_s mn_s bsum_s`
+///   are separate f32 terms (codes unsigned: 0..3, 0..15, 0..31).
+/// - Q3_K `4|d| max|sc - 32|`, Q6_K `32|d| max|sc|`, IQ4_XS
+///   `127|d| max|ls - 32|`: one signed term (|code| <= 4, 32, 127); code
+///   offsets are removed in integer arithmetic before any rounding.
+///
+/// Taking the maximum over the sub-blocks bounds every sub-block's share.
 pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
+    let h = |off: usize| f16_at(block, off).abs();
     match wtype {
-        DType::Q4_0 => 23.0 * f16_at(block, 0).abs(),
-        DType::Q4_1 => 15.0 * f16_at(block, 0).abs() + f16_at(block, 2).abs(),
-        DType::Q8_0 => 128.0 * f16_at(block, 0).abs(),
+        DType::Q4_0 => 23.0 * h(0),
+        DType::Q4_1 => 15.0 * h(0) + h(2),
+        DType::Q5_0 => 47.0 * h(0),
+        DType::Q5_1 => 31.0 * h(0) + h(2),
+        DType::Q8_0 => 128.0 * h(0),
+        DType::IQ4_NL => 127.0 * h(0),
+        DType::Q2_K => {
+            let sc = block[..16].iter().map(|&b| b & 0x0f).max().unwrap_or(0);
+            let mn = block[..16].iter().map(|&b| b >> 4).max().unwrap_or(0);
+            3.0 * h(80) * f64::from(sc) + h(82) * f64::from(mn)
+        }
+        DType::Q4_K | DType::Q5_K => {
+            let mut s = [0u8; 12];
+            s.copy_from_slice(&block[4..16]);
+            let (sc, mn) = kiln_core::quant::unpack_scale_min_k4(&s);
+            let qmax = if wtype == DType::Q4_K { 15.0 } else { 31.0 };
+            let (sc, mn) = (sc.iter().max(), mn.iter().max());
+            qmax * h(0) * f64::from(*sc.unwrap_or(&0)) + h(2) * f64::from(*mn.unwrap_or(&0))
+        }
+        DType::Q3_K => {
+            // 6-bit codes (value + 32), as kiln_core's Q3_K unpacking.
+            let s = &block[96..108];
+            let amax = (0..16)
+                .map(|j| {
+                    let low = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+                    let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+                    (i32::from(low | (high << 4)) - 32).abs()
+                })
+                .max()
+                .unwrap_or(0);
+            4.0 * h(108) * f64::from(amax)
+        }
+        DType::Q6_K => {
+            let amax = block[192..208]
+                .iter()
+                .map(|&b| i32::from(b as i8).abs())
+                .max()
+                .unwrap_or(0);
+            32.0 * h(208) * f64::from(amax)
+        }
+        DType::IQ4_XS => {
+            let sh = u16::from_le_bytes([block[2], block[3]]);
+            let amax = (0..8)
+                .map(|g| {
+                    let lo = (block[4 + g / 2] >> (4 * (g % 2))) & 0x0f;
+                    let hi = ((sh >> (2 * g)) & 3) as u8;
+                    (i32::from(lo | (hi << 4)) - 32).abs()
+                })
+                .max()
+                .unwrap_or(0);
+            127.0 * h(0) * f64::from(amax)
+        }
         _ => 0.0,
     }
 }
@@ -251,7 +353,8 @@ fn check_bounded(out: &Guarded, want: &[f32], bound: &[f64]) -> Result<(), Strin
     ))
 }
 
-/// Run every `matmul` case against `imp`.
+/// Run every `matmul` case against `imp` (cases of formats outside
+/// `opts.matmul_wtypes` are skipped).
 pub fn check_matmul(imp: &MatmulFn<'_>) -> Report {
     check_matmul_with(imp, &Options::default())
 }
@@ -261,6 +364,10 @@ pub fn check_matmul_with(imp: &MatmulFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("matmul", opts);
     let tol = opts.tol;
     for cs in cases() {
+        if !(opts.matmul_wtypes)(cs.wtype) {
+            run.skip();
+            continue;
+        }
         let name = format!("{} m={} n={} k={}", cs.wtype, cs.m, cs.n, cs.k);
         run.case(&name, cs.big, |rng| {
             let p = MatmulParams {
@@ -316,6 +423,28 @@ pub fn check_matmul_with(imp: &MatmulFn<'_>, opts: &Options) -> Report {
         let w = rand_rows(rng, p.wtype, 3, 64);
         let mut out = Guarded::new(7);
         expect_reject(imp(&p, &w, &[0.5; 128], out.as_mut_slice()), &out)
+    });
+    if (opts.matmul_wtypes)(DType::Q4_K) {
+        run.case("rejects k not a multiple of 256 for Q4_K", false, |rng| {
+            let bad = MatmulParams {
+                k: 64,
+                wtype: DType::Q4_K,
+                ..p
+            };
+            let w = rand_rows(rng, DType::F32, 3, 64);
+            let mut out = Guarded::new(6);
+            expect_reject(imp(&bad, &w, &[0.5; 128], out.as_mut_slice()), &out)
+        });
+    }
+    run.case("rejects Q8_K weights", false, |rng| {
+        let bad = MatmulParams {
+            k: 256,
+            wtype: DType::Q8_K,
+            ..p
+        };
+        let w = rand_rows(rng, DType::Q8_K, 3, 256);
+        let mut out = Guarded::new(6);
+        expect_reject(imp(&bad, &w, &[0.5; 512], out.as_mut_slice()), &out)
     });
     run.case("rejects Q8_1 weights", false, |rng| {
         let bad = MatmulParams {

@@ -35,6 +35,9 @@ pub struct Options {
     pub tol: Option<Tol>,
     /// Skip the large cases (prefill-sized, long KV) — for a quick selftest.
     pub quick: bool,
+    /// The matmul weight formats the backend implements; cases of other
+    /// formats are counted as skipped (e.g. `kiln_cuda::matmul::supports`).
+    pub matmul_wtypes: fn(kiln_core::DType) -> bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             seed: test_seed(),
             tol: None,
             quick: false,
+            matmul_wtypes: kiln_core::ops::matmul::MatmulParams::supports,
         }
     }
 }
@@ -97,6 +101,12 @@ impl<'o> Runner<'o> {
             }
         };
         self.report.push(self.op, name, outcome);
+    }
+
+    /// Count a case as skipped without running it (the backend lacks it).
+    pub(crate) fn skip(&mut self) {
+        self.index += 1;
+        self.report.skipped += 1;
     }
 
     pub(crate) fn finish(self) -> Report {

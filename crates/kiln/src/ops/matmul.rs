@@ -2,6 +2,20 @@
 use crate::device::Backend;
 use crate::{ops::MatmulParams, Result, Stream, Tensor};
 
+/// True when `device`'s backend implements matmul for `wtype` weights: every
+/// format of `MatmulParams::supports` on the CPU, the formats with kernels
+/// (`kiln_cuda::matmul::supports`) on CUDA. Loaders check this up front so
+/// an unsupported file fails with a clear error instead of at the first op.
+pub fn supports(device: crate::Device, wtype: kiln_core::DType) -> bool {
+    match device {
+        crate::Device::Cpu => MatmulParams::supports(wtype),
+        #[cfg(feature = "cuda")]
+        crate::Device::Cuda(_) => kiln_cuda::matmul::supports(wtype),
+        #[cfg(not(feature = "cuda"))]
+        crate::Device::Cuda(_) => false,
+    }
+}
+
 /// `m` = rows of `x` used (a prefix of the buffer); `w` must be `[n, k]`.
 pub fn matmul(s: &Stream, w: &Tensor, x: &Tensor, m: usize, out: &mut Tensor) -> Result<()> {
     const OP: &str = "matmul";
