@@ -22,6 +22,10 @@ use std::path::Path;
 
 const OP: &str = "gguf writer";
 
+/// The callback that supplies streamed tensor data: `(index, name)` of a
+/// tensor declared with [`GgufWriter::add_tensor_info`] → its bytes.
+pub type TensorDataFn<'f, 'd> = dyn FnMut(usize, &str) -> Result<Cow<'d, [u8]>> + 'f;
+
 struct PendingTensor {
     name: String,
     dims: Vec<u64>,
@@ -233,7 +237,7 @@ impl GgufWriter {
     pub fn write_to_with<'d>(
         &self,
         w: &mut impl Write,
-        data: &mut dyn FnMut(usize, &str) -> Result<Cow<'d, [u8]>>,
+        data: &mut TensorDataFn<'_, 'd>,
     ) -> Result<()> {
         let io = |source| Error::Io {
             context: "writing GGUF".to_string(),
@@ -300,7 +304,7 @@ impl GgufWriter {
     pub fn write_file_with<'d>(
         &self,
         path: impl AsRef<Path>,
-        data: &mut dyn FnMut(usize, &str) -> Result<Cow<'d, [u8]>>,
+        data: &mut TensorDataFn<'_, 'd>,
     ) -> Result<()> {
         let path = path.as_ref();
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -318,7 +322,7 @@ impl GgufWriter {
         &self,
         tmp: &Path,
         path: &Path,
-        data: &mut dyn FnMut(usize, &str) -> Result<Cow<'d, [u8]>>,
+        data: &mut TensorDataFn<'_, 'd>,
     ) -> Result<()> {
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
         let file = std::fs::File::create(tmp).map_err(|source| Error::Io {
