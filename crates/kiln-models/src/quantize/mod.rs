@@ -357,6 +357,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Refuse an output path that names the input file (also through another
+/// spelling of the path, or a link to it).
+pub fn check_paths(input: &Path, output: &Path) -> Result<()> {
+    if same_file(input, output) {
+        return Err(ModelError::Input(format!(
+            "output {} is the input file; choose another output path",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Quantize `input` into `output` (see the module docs). `progress(i, t)` is
 /// called before tensor `i` is converted or copied. Returns the plan that
 /// was carried out. On error nothing is left at `output`.
@@ -367,12 +379,7 @@ pub fn quantize_file(
     progress: &mut dyn FnMut(usize, &TensorPlan),
 ) -> Result<QuantizePlan> {
     params.validate()?;
-    if same_file(input, output) {
-        return Err(ModelError::Input(format!(
-            "output {} is the input file; choose another output path",
-            output.display()
-        )));
-    }
+    check_paths(input, output)?;
     let f = GgufFile::open(input)?;
     let plan = plan(&f, params)?;
     let mut w = GgufWriter::new().version(f.version());

@@ -390,8 +390,9 @@ pub struct TypeChoice {
 }
 
 fn use_more_bits(i: usize, n: usize) -> bool {
-    // `(i - n/8) % 3 == 2` in C ints: negative left sides never equal 2.
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    // The last term is only reached when i >= n/8, so it cannot underflow
+    // (in C ints a negative left side would never equal 2 either).
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// The type tensor `t` gets (rules 1-6 of the module docs). Pure: the same
