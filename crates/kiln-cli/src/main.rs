@@ -1,4 +1,4 @@
-//! `kiln`: run, chat, bench, perplexity and inspect quantized LLMs.
+//! `kiln`: run, chat, bench, perplexity, inspect and quantize quantized LLMs.
 //! Flags follow llama.cpp's names (`-m`, `-p`, `-n`, `-c`, `-t`, `--temp`, ...).
 
 mod cmd;
@@ -31,6 +31,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Run the parity case tables on every backend found.
     Selftest(cmd::selftest::SelftestArgs),
+    /// Convert a GGUF file to another quantization type (llama-quantize's job).
+    Quantize(cmd::quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -53,6 +55,7 @@ fn main() {
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Selftest(a) => cmd::selftest::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
     };
     if let Err(e) = r {
         // One line: the chain of causes joined, no backtrace.

@@ -424,3 +424,82 @@ fn value_display_and_types() {
     );
     assert_eq!(Value::String("q".into()).to_string(), "\"q\"");
 }
+
+/// Streamed tensors (`add_tensor_info` + `write_to_with` / `write_file_with`)
+/// give the same bytes as held ones; a wrong length or a callback error is an
+/// error, and `write_file_with` then leaves neither the file nor a temporary.
+#[test]
+fn streamed_tensor_data() {
+    let mut r = rng("streamed_tensor_data");
+    let dtypes = [DType::F32, DType::Q4_0, DType::Q6_K, DType::BF16];
+    let mut held = GgufWriter::new();
+    let mut streamed = GgufWriter::new();
+    held.alignment(64);
+    streamed.alignment(64);
+    held.add_kv("k", Value::U32(7));
+    streamed.add_kv("k", Value::U32(7));
+    let mut datas = Vec::new();
+    for (i, &dt) in dtypes.iter().enumerate() {
+        let dims = random_dims(&mut r, dt);
+        let data: Vec<u8> = (0..n_bytes(&dims, dt)).map(|_| r.gen()).collect();
+        held.add_tensor(format!("t{i}"), dims.clone(), dt, data.clone())
+            .unwrap();
+        // Mix held and streamed tensors in one writer.
+        if i % 2 == 0 {
+            let n = streamed.add_tensor_info(format!("t{i}"), dims, dt).unwrap();
+            assert_eq!(n as usize, data.len());
+        } else {
+            streamed
+                .add_tensor(format!("t{i}"), dims, dt, data.clone())
+                .unwrap();
+        }
+        datas.push(data);
+    }
+    let want = held.to_bytes().unwrap();
+    let mut got = Vec::new();
+    let mut asked = Vec::new();
+    streamed
+        .write_to_with(&mut got, &mut |i, name| {
+            asked.push((i, name.to_string()));
+            Ok(std::borrow::Cow::Borrowed(datas[i].as_slice()))
+        })
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(asked, vec![(0, "t0".to_string()), (2, "t2".to_string())]);
+
+    // Without a callback, a declared-only tensor is an error, not a panic.
+    let e = streamed.to_bytes().unwrap_err().to_string();
+    assert!(e.contains("t0"), "{e}");
+
+    let dir = std::env::temp_dir().join(format!("kiln-gguf-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.gguf");
+    // Wrong length from the callback.
+    let e = streamed
+        .write_file_with(&path, &mut |_, _| Ok(std::borrow::Cow::Owned(vec![0u8; 3])))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected"), "{e}");
+    // The callback's own error.
+    let e = streamed
+        .write_file_with(&path, &mut |_, name| {
+            Err(Error::invalid("test", format!("no data for {name}")))
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no data for t0"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    // And a good streamed file reads back.
+    streamed
+        .write_file_with(&path, &mut |i, _| {
+            Ok(std::borrow::Cow::Borrowed(datas[i].as_slice()))
+        })
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    let f = GgufFile::open(&path).unwrap();
+    for (i, t) in f.tensors().iter().enumerate() {
+        assert_eq!(f.tensor_data(t).unwrap(), datas[i].as_slice());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod model;
 pub mod perplexity;
+pub mod quantize;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;

@@ -1,8 +1,11 @@
-//! `kiln info FILE`: metadata, tensor table and type summary of a GGUF file.
+//! `kiln info FILE`: metadata, tensor table and per-type summary (tensor
+//! count, weights, bytes, share of the file, bits per weight) of a GGUF file,
+//! with `general.file_type` named as llama.cpp names it.
 
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_core::gguf::{GgufFile, Value};
+use kiln_models::quantize::FileType;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -50,6 +53,13 @@ pub fn run(a: InfoArgs) -> Result<()> {
         f.metadata().len(),
         f.tensors().len()
     );
+    if let Some(v) = f.get("general.file_type") {
+        let id = v.as_u32();
+        let name = id
+            .and_then(FileType::from_id)
+            .map_or("unknown to kiln", FileType::name);
+        println!("file type: {name} ({v})");
+    }
     println!("\nmetadata:");
     for (k, v) in f.metadata() {
         println!("  {k:<44} {}", show(v));
@@ -85,18 +95,21 @@ pub fn run(a: InfoArgs) -> Result<()> {
         );
     }
     println!("\ntypes:");
-    for (name, (count, n, b)) in &by_type {
-        println!(
-            "  {name:<6} {count:>5} tensors {n:>12} weights {:>8.2} MiB {:>6.2} bits/weight",
-            *b as f64 / 1048576.0,
-            *b as f64 * 8.0 / (*n).max(1) as f64
-        );
-    }
     println!(
-        "  total  {:>5} tensors {total_n:>12} weights {:>8.2} MiB {:>6.2} bits/weight",
-        f.tensors().len(),
-        total_b as f64 / 1048576.0,
-        total_b as f64 * 8.0 / total_n.max(1) as f64
+        "  {:<6} {:>7} {:>12} {:>14} {:>10} {:>6} {:>11}",
+        "type", "tensors", "weights", "bytes", "MiB", "%", "bits/weight"
     );
+    let row = |name: &str, count: usize, n: u64, b: u64| {
+        println!(
+            "  {name:<6} {count:>7} {n:>12} {b:>14} {:>10.2} {:>5.1}% {:>11.3}",
+            b as f64 / 1048576.0,
+            100.0 * b as f64 / total_b.max(1) as f64,
+            b as f64 * 8.0 / n.max(1) as f64
+        );
+    };
+    for (name, (count, n, b)) in &by_type {
+        row(name, *count, *n, *b);
+    }
+    row("total", f.tensors().len(), total_n, total_b);
     Ok(())
 }

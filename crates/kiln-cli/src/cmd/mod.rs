@@ -3,5 +3,6 @@ pub mod bench;
 pub mod chat;
 pub mod info;
 pub mod perplexity;
+pub mod quantize;
 pub mod run;
 pub mod selftest;

@@ -26,7 +26,7 @@ mod writer;
 
 pub use reader::GgufFile;
 pub use value::{ArrayValue, Value, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorDataFn};
 
 use crate::DType;
 

@@ -4,22 +4,35 @@
 //! The writer checks what the reader would reject (duplicate keys and
 //! tensor names, mixed-type or too-deep arrays, bad alignment, wrong data
 //! length) so that everything it writes reads back identically.
+//!
+//! Tensor data is either held by the writer ([`GgufWriter::add_tensor`]) or
+//! declared up front and streamed at write time
+//! ([`GgufWriter::add_tensor_info`] + [`GgufWriter::write_file_with`]): the
+//! header only needs each tensor's type and shape, so a converter can write a
+//! model tensor by tensor without holding the whole output in memory.
 
 use super::{
     align_up, tensor_n_bytes, Value, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
 };
 use crate::{DType, Error, Result};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
 const OP: &str = "gguf writer";
 
+/// The callback that supplies streamed tensor data: `(index, name)` of a
+/// tensor declared with [`GgufWriter::add_tensor_info`] → its bytes.
+pub type TensorDataFn<'f, 'd> = dyn FnMut(usize, &str) -> Result<Cow<'d, [u8]>> + 'f;
+
 struct PendingTensor {
     name: String,
     dims: Vec<u64>,
     dtype: DType,
-    data: Vec<u8>,
+    n_bytes: u64,
+    /// `None`: declared with [`GgufWriter::add_tensor_info`], data streamed.
+    data: Option<Vec<u8>>,
 }
 
 /// Builds a GGUF file in memory and writes it out.
@@ -75,8 +88,7 @@ impl GgufWriter {
         data: Vec<u8>,
     ) -> Result<()> {
         let name = name.into();
-        let n_bytes = tensor_n_bytes(&dims, dtype)
-            .map_err(|e| Error::invalid(OP, format!("tensor '{name}': {e}")))?;
+        let n_bytes = self.check_new_tensor(&name, &dims, dtype)?;
         if data.len() as u64 != n_bytes {
             return Err(Error::invalid(
                 OP,
@@ -86,19 +98,48 @@ impl GgufWriter {
                 ),
             ));
         }
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            dtype,
+            n_bytes,
+            data: Some(data),
+        });
+        Ok(())
+    }
+
+    /// Declare a tensor whose data is supplied at write time by the callback
+    /// of [`GgufWriter::write_to_with`] / [`GgufWriter::write_file_with`].
+    /// Returns the byte count the callback must then supply.
+    pub fn add_tensor_info(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        dtype: DType,
+    ) -> Result<u64> {
+        let name = name.into();
+        let n_bytes = self.check_new_tensor(&name, &dims, dtype)?;
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            dtype,
+            n_bytes,
+            data: None,
+        });
+        Ok(n_bytes)
+    }
+
+    /// Byte size of a new tensor; errors on bad dims or a duplicate name.
+    fn check_new_tensor(&self, name: &str, dims: &[u64], dtype: DType) -> Result<u64> {
+        let n_bytes = tensor_n_bytes(dims, dtype)
+            .map_err(|e| Error::invalid(OP, format!("tensor '{name}': {e}")))?;
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(Error::invalid(
                 OP,
                 format!("duplicate tensor name '{name}'"),
             ));
         }
-        self.tensors.push(PendingTensor {
-            name,
-            dims,
-            dtype,
-            data,
-        });
-        Ok(())
+        Ok(n_bytes)
     }
 
     /// The alignment to use and whether a `general.alignment` pair must be
@@ -177,14 +218,27 @@ impl GgufWriter {
             }
             out.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
-            offset = align_up(offset + t.data.len() as u64, alignment)
+            offset = align_up(offset + t.n_bytes, alignment)
                 .ok_or_else(|| Error::invalid(OP, "data section size overflows"))?;
         }
         Ok((out, alignment))
     }
 
-    /// Write the whole file to `w`.
+    /// Write the whole file to `w`. Every tensor must have been added with
+    /// its data ([`GgufWriter::add_tensor`]).
     pub fn write_to(&self, w: &mut impl Write) -> Result<()> {
+        self.write_to_with(w, &mut no_streamed_data)
+    }
+
+    /// Write the whole file to `w`, asking `data(index, name)` for the bytes
+    /// of each tensor declared with [`GgufWriter::add_tensor_info`], in file
+    /// order, one at a time (so at most one streamed tensor is alive). The
+    /// bytes must number exactly what `add_tensor_info` returned.
+    pub fn write_to_with<'d>(
+        &self,
+        w: &mut impl Write,
+        data: &mut TensorDataFn<'_, 'd>,
+    ) -> Result<()> {
         let io = |source| Error::Io {
             context: "writing GGUF".to_string(),
             source,
@@ -206,9 +260,26 @@ impl GgufWriter {
             Ok(())
         };
         pad(w, &mut pos)?;
-        for t in &self.tensors {
-            w.write_all(&t.data).map_err(io)?;
-            pos += t.data.len() as u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            let bytes = match &t.data {
+                Some(d) => Cow::Borrowed(d.as_slice()),
+                None => data(i, &t.name)?,
+            };
+            if bytes.len() as u64 != t.n_bytes {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "tensor '{}' ({}, dims {:?}) was given {} data bytes, expected {}",
+                        t.name,
+                        t.dtype,
+                        t.dims,
+                        bytes.len(),
+                        t.n_bytes
+                    ),
+                ));
+            }
+            w.write_all(&bytes).map_err(io)?;
+            pos += t.n_bytes;
             pad(w, &mut pos)?;
         }
         w.flush().map_err(io)
@@ -224,11 +295,22 @@ impl GgufWriter {
     /// Write to `path` via a temporary file in the same directory, renamed
     /// into place once complete.
     pub fn write_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.write_file_with(path, &mut no_streamed_data)
+    }
+
+    /// [`GgufWriter::write_file`] with streamed tensor data, as in
+    /// [`GgufWriter::write_to_with`]. On any error (including one returned by
+    /// `data`) the temporary file is removed and `path` is left untouched.
+    pub fn write_file_with<'d>(
+        &self,
+        path: impl AsRef<Path>,
+        data: &mut TensorDataFn<'_, 'd>,
+    ) -> Result<()> {
         let path = path.as_ref();
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".tmp.{}", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
-        let result = self.write_tmp_then_rename(&tmp, path);
+        let result = self.write_tmp_then_rename(&tmp, path, data);
         if result.is_err() {
             // Best effort: the temporary may not exist if creation failed.
             let _ = std::fs::remove_file(&tmp);
@@ -236,14 +318,19 @@ impl GgufWriter {
         result
     }
 
-    fn write_tmp_then_rename(&self, tmp: &Path, path: &Path) -> Result<()> {
+    fn write_tmp_then_rename<'d>(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        data: &mut TensorDataFn<'_, 'd>,
+    ) -> Result<()> {
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
         let file = std::fs::File::create(tmp).map_err(|source| Error::Io {
             context: ctx("creating", tmp),
             source,
         })?;
         let mut w = std::io::BufWriter::new(file);
-        self.write_to(&mut w)?;
+        self.write_to_with(&mut w, data)?;
         let file = w.into_inner().map_err(|e| Error::Io {
             context: ctx("writing", tmp),
             source: e.into_error(),
@@ -257,6 +344,14 @@ impl GgufWriter {
             source,
         })
     }
+}
+
+/// The data callback of the non-streaming writers: every tensor has its data.
+fn no_streamed_data<'d>(_: usize, name: &str) -> Result<Cow<'d, [u8]>> {
+    Err(Error::invalid(
+        OP,
+        format!("tensor '{name}' was declared with add_tensor_info but no data callback was given"),
+    ))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
