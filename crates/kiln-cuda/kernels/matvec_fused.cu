@@ -39,6 +39,7 @@ struct FusedParams {
     u32 n_ctx;
     float freq_base;
     float freq_scale;
+    double log2_base;  // log2(freq_base), from the host
 };
 
 __device__ __forceinline__ float fused_block_sum(float v, float* sh) {
@@ -55,7 +56,9 @@ __device__ __forceinline__ float fused_block_sum(float v, float* sh) {
 // Rotate the pair (a, b) at pair index ip of a head by pos, in f64 like the
 // rope kernel and the reference.
 __device__ __forceinline__ void fused_rope(const FusedParams& p, i32 pos, u64 ip, float& a, float& b) {
-    const double inv_freq = pow((double)p.freq_base, -2.0 * (double)ip / (double)p.n_rot);
+    // base^(-2 ip / n_rot) as exp2 of a product with the host's log2(base):
+    // within an ulp or two of pow in f64, at a fraction of its cost.
+    const double inv_freq = exp2(-2.0 * (double)ip / (double)p.n_rot * p.log2_base);
     double sn, cs;
     sincos((double)pos * (double)p.freq_scale * inv_freq, &sn, &cs);
     const double x = a, y = b;
@@ -103,9 +106,6 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
     }
 }
 
-// float4 chunks per thread a normalized row is held in (k <= 4 * 8 * 128).
-#define NORM_CHUNKS 8
-
 // w: [n, row_bytes], x: [m, k] (16-byte aligned rows), norm_w: [k] or null,
 // res: [m, n] or null, pos: [m] or null; dynamic shared memory: (M + 1) * k
 // floats when p.norm (the normalized rows, then the staged norm weight).
@@ -122,53 +122,56 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
     const u64 i0 = (u64)blockIdx.y * M;
     // Runs after the first weight fetch. The norm weight (a weight: no
     // earlier kernel writes it) is staged in shared memory before waiting
-    // for the previous kernel (PDL); then each x row is loaded in one pass
-    // of float4s held in registers (one memory round trip), reduced, and
-    // written normalized to shared memory.
+    // for the previous kernel (PDL); then each x row is loaded once (two
+    // float4 per thread held in registers when k <= 8 * blockDim.x: one
+    // memory round trip), reduced, and written normalized to shared memory.
+    // 32-bit indices (the launcher checks k fits): the prologue is on every
+    // CTA's critical path.
     auto pro = [&](const float* (&xr)[M]) {
-        float* nws = xs + (u64)M * p.k;
+        const u32 k = (u32)p.k, tid = threadIdx.x, nt = blockDim.x;
+        float* nws = xs + M * k;
         if (p.norm) {
 #pragma unroll 4
-            for (u32 e = threadIdx.x; e < (u32)p.k; e += blockDim.x) nws[e] = norm_w[e];
+            for (u32 e = tid; e < k; e += nt) nws[e] = norm_w[e];
         }
         kiln_grid_wait();
-        const u64 k4 = p.k / 4;
-        const bool vec = p.k % 4 == 0 && ((u64)x & 15) == 0 && k4 <= (u64)NORM_CHUNKS * blockDim.x;
+        const u32 k4 = k / 4;
+        const bool vec = k % 4 == 0 && ((u64)x & 15) == 0 && k4 <= 2 * nt;
 #pragma unroll
         for (int r = 0; r < M; r++) {
             const float* row = x + min(i0 + (u64)r, p.m - 1) * p.k;
             xr[r] = row;
             if (!p.norm) continue;
-            float* dst = xs + (u64)r * p.k;
+            float* dst = xs + (u32)r * k;
             xr[r] = dst;
             if (vec) {
-                float4 v[NORM_CHUNKS];
-                float ss = 0.0f;
-#pragma unroll
-                for (int c = 0; c < NORM_CHUNKS; c++) {
-                    const u64 i = threadIdx.x + (u64)c * blockDim.x;
-                    v[c] = i < k4 ? ((const float4*)row)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-                }
-#pragma unroll
-                for (int c = 0; c < NORM_CHUNKS; c++)
-                    ss += v[c].x * v[c].x + v[c].y * v[c].y + v[c].z * v[c].z + v[c].w * v[c].w;
+                const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+                const float4* r4 = (const float4*)row;
+                const bool ha = tid < k4, hb = tid + nt < k4;
+                const float4 a = ha ? r4[tid] : z;
+                const float4 b = hb ? r4[tid + nt] : z;
+                float ss = a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+                ss += b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
                 ss = fused_block_sum(ss, red);  // also orders the nws writes
-                const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
-#pragma unroll
-                for (int c = 0; c < NORM_CHUNKS; c++) {
-                    const u64 i = threadIdx.x + (u64)c * blockDim.x;
-                    if (i < k4) {
-                        const float4 g = ((const float4*)nws)[i];
-                        ((float4*)dst)[i] = make_float4(v[c].x * inv * g.x, v[c].y * inv * g.y,
-                                                        v[c].z * inv * g.z, v[c].w * inv * g.w);
-                    }
+                const float inv = rsqrtf(__fdiv_rn(ss, (float)k) + p.eps);
+                const float4* g4 = (const float4*)nws;
+                float4* d4 = (float4*)dst;
+                if (ha) {
+                    const float4 g = g4[tid];
+                    d4[tid] = make_float4(a.x * inv * g.x, a.y * inv * g.y, a.z * inv * g.z, a.w * inv * g.w);
+                }
+                if (hb) {
+                    const float4 g = g4[tid + nt];
+                    d4[tid + nt] = make_float4(b.x * inv * g.x, b.y * inv * g.y, b.z * inv * g.z, b.w * inv * g.w);
                 }
             } else {
                 float ss = 0.0f;
-                for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) ss += row[e] * row[e];
+#pragma unroll 4
+                for (u32 e = tid; e < k; e += nt) ss += row[e] * row[e];
                 ss = fused_block_sum(ss, red);
-                const float inv = rsqrtf(__fdiv_rn(ss, (float)p.k) + p.eps);
-                for (u64 e = threadIdx.x; e < p.k; e += blockDim.x) dst[e] = row[e] * inv * nws[e];
+                const float inv = rsqrtf(__fdiv_rn(ss, (float)k) + p.eps);
+#pragma unroll 4
+                for (u32 e = tid; e < k; e += nt) dst[e] = row[e] * inv * nws[e];
             }
         }
         if (p.norm) __syncthreads();

@@ -50,8 +50,9 @@ struct FusedK {
     n_ctx: u32,
     freq_base: f32,
     freq_scale: f32,
+    log2_base: f64,
 }
-const _: () = assert!(std::mem::size_of::<FusedK>() == 80);
+const _: () = assert!(std::mem::size_of::<FusedK>() == 88);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for FusedK {}
 
@@ -74,6 +75,9 @@ pub fn fused_supported(p: &MatvecFusedParams) -> Option<String> {
         ));
     }
     let too_big = |v: usize| v > u32::MAX as usize;
+    if too_big(mm.k) {
+        return Some(format!("k = {} exceeds 32 bits", mm.k));
+    }
     if let FusedEpilogue::Qkv(q) = p.epilogue {
         if too_big(mm.n) || too_big(q.n_ctx) {
             return Some("qkv dims exceed 32 bits".into());
@@ -166,6 +170,7 @@ pub fn matvec_fused(
             k.n_ctx = q.n_ctx as u32;
             k.freq_base = q.freq_base;
             k.freq_scale = q.freq_scale;
+            k.log2_base = f64::from(q.freq_base).log2();
             3
         }
     };
