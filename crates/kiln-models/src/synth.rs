@@ -16,7 +16,7 @@
 //! quantized with [`kiln_core::quant::quantize_row`]: linear layers with
 //! `std = 1/√fan_in` (like an initialized model: ≈ 0.022 at 2048 inputs),
 //! so activations stay O(1) through every layer; embeddings with std
-//! [`EMBD_STD`]; norm weights `1 ± U(0.2·√3)`, around 1 but not all ones, so
+//! `4/√n_embd` ([`EMBD_LOGIT_STD`]); norm weights `1 ± U(0.2·√3)`, around 1 but not all ones, so
 //! a skipped multiply shows. [`write_synthetic`] streams the file tensor by
 //! tensor (at most one tensor in memory), quantizing rows in parallel.
 
@@ -29,9 +29,11 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::path::Path;
 
-/// Embedding entries' standard deviation: the residual stream starts O(0.5)
-/// and tied logits (embedding · normed state) come out O(4) at small widths.
-pub const EMBD_STD: f32 = 0.5;
+/// Tied logits' standard deviation: embedding entries get std
+/// `EMBD_LOGIT_STD / √n_embd` (0.5 at n_embd 64, 0.088 at 2048), so the
+/// logits (embedding · normed state, entries ~1) come out O(4) at any width
+/// instead of growing with √n_embd into a softmax of one-hot spikes.
+pub const EMBD_LOGIT_STD: f32 = 4.0;
 
 /// Standard deviation of the norm weights' spread around 1.
 const NORM_STD: f32 = 0.2;
@@ -209,7 +211,7 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
         p.embd_dtype,
         n_vocab,
         d,
-        EMBD_STD,
+        EMBD_LOGIT_STD / (d as f32).sqrt(),
     )];
     for i in 0..p.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
