@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the GPU-check bundle: the kiln binary and the CUDA test binaries,
-# stripped, in gpu-bundle/ (git-ignored), plus the default model split in two
-# parts (gpu-model/) because one device call carries at most 64 MiB.
+# Build the GPU-check bundle: the kiln binary, the CUDA test binaries and the
+# CUDA bench binaries (bench_*), stripped, in gpu-bundle/ (git-ignored), plus
+# the default model split in two parts (gpu-model/) because one device call
+# carries at most 64 MiB.
 # The GPU machine has no Rust toolchain: everything is built here.
 #
 # Then, on the GPU machine (two back-to-back calls of the device tool, the
@@ -25,6 +26,18 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         shutil.copy(m["executable"], "gpu-bundle/" + m["target"]["name"])
         print("bundled", m["target"]["name"])
+'
+# CUDA bench binaries (harness = false; each prints its table beside the
+# same-run read ceiling, or skips where there is no GPU).
+cargo bench -p kiln-cuda --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
+        shutil.copy(m["executable"], "gpu-bundle/bench_" + m["target"]["name"])
+        print("bundled bench_" + m["target"]["name"])
 '
 cargo test -p kiln-models --features cuda --release --test gpu_e2e --no-run --message-format=json 2>/dev/null \
   | python3 -c '

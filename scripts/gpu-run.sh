@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every GPU check from the bundle that scripts/gpu-check.sh builds:
-# the CUDA parity tests, `kiln selftest`, CPU-vs-GPU greedy agreement on the
-# default model, GPU perplexity, `kiln bench`, and compute-sanitizer on the
-# parity tests. Prints a summary last.
+# the CUDA parity tests, the CUDA kernel benches (bench_*: one table each
+# beside the same-run read ceiling), `kiln selftest`, CPU-vs-GPU greedy
+# agreement on the default model, `kiln bench` on it, `kiln synth` of a
+# 1B-parameter-shaped model (its tokenizer from the default model) and
+# `kiln bench` on that, and compute-sanitizer on the parity tests. Prints a
+# summary last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=gpu-bundle
@@ -22,6 +25,13 @@ for t in "$B"/parity_* "$B"/compile_kernels; do
   [ -x "$t" ] || continue
   if "$t" > "$OUT/$(basename "$t").log" 2>&1; then r=ok; else r=FAIL; fi
   note "$(basename "$t"): $r ($(grep -E '^test result' "$OUT/$(basename "$t").log" | tail -1))"
+done
+for b in "$B"/bench_*; do
+  [ -x "$b" ] || continue
+  n=$(basename "$b")
+  if "$b" > "$OUT/$n.txt" 2>&1; then r=ok; else r=FAIL; fi
+  echo "== $n:"; cat "$OUT/$n.txt"
+  note "$n: $r ($(grep -m1 -E 'read ceiling|SKIPPED' "$OUT/$n.txt"))"
 done
 "$B/kiln" selftest --device cuda > "$OUT/selftest.log" 2>&1 && r=ok || r=FAIL
 note "selftest: $r ($(tail -1 "$OUT/selftest.log"))"
@@ -62,6 +72,23 @@ for n, v in sorted(t.items(), key=lambda x: -sum(x[1])):
 print(f"  total {sum(map(len, t.values()))} kernels, {tot/1e3:.1f} us")
 PY
   fi
+  # A bigger model made here: Llama-3.2-1B-like shape (16 layers, d 2048,
+  # 32/8 heads of 64, ff 8192), Q4_1 layers, Q8_0 tied embeddings (the
+  # default model's layout), SmolLM2's 49152-token vocab: ~1.07 B params,
+  # ~0.7 GB, written in seconds. Random weights: speed only, not text.
+  synth=/tmp/kiln-synth-1b.gguf
+  "$B/kiln" synth "$synth" --layers 16 --embd 2048 --heads 32 --kv-heads 8 --ff 8192 \
+    --ctx 4096 --type Q4_1 --embd-type Q8_0 --vocab-from "$model" --seed 1 \
+    > "$OUT/synth.txt" 2>&1 && r=ok || r=FAIL
+  note "synth 1B-shaped: $r ($(tail -1 "$OUT/synth.txt"))"
+  if [ "$r" = ok ]; then
+    "$B/kiln" bench --device cuda -m "$synth" -p 512 -n 128 -r 3 > "$OUT/bench-synth-1b.txt" 2>&1 \
+      && r=ok || r=FAIL
+    echo "== kiln bench, synthetic 1B-shaped Q4_1:"; cat "$OUT/bench-synth-1b.txt"
+    note "bench synth 1B: $r $(grep -E '\| (pp|tg)[0-9]+ \|' "$OUT/bench-synth-1b.txt" \
+      | awk -F'|' '{gsub(/ /, "", $7); gsub(/^ +| +$/, "", $8); printf "%s %s t/s; ", $7, $8}')"
+  fi
+  rm -f "$synth"
 fi
 if command -v compute-sanitizer >/dev/null; then
   for t in "$B"/parity_*; do

@@ -1,4 +1,5 @@
-//! `kiln`: run, chat, bench, perplexity, inspect and quantize quantized LLMs.
+//! `kiln`: run, chat, bench, perplexity, inspect, quantize and synthesize
+//! quantized LLMs.
 //! Flags follow llama.cpp's names (`-m`, `-p`, `-n`, `-c`, `-t`, `--temp`, ...).
 
 mod cmd;
@@ -33,6 +34,8 @@ enum Command {
     Selftest(cmd::selftest::SelftestArgs),
     /// Convert a GGUF file to another quantization type (llama-quantize's job).
     Quantize(cmd::quantize::QuantizeArgs),
+    /// Write a llama GGUF of a given shape and type with random weights.
+    Synth(cmd::synth::SynthArgs),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Selftest(a) => cmd::selftest::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
     };
     if let Err(e) = r {
         // One line: the chain of causes joined, no backtrace.

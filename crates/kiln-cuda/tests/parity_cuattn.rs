@@ -2,12 +2,10 @@
 //! testkit's case table, plus long-context decode, prefill continuing a
 //! cache, every tiled head_dim, wide GQA groups and forced kernel plans.
 //! Device outputs sit between sentinel guard zones and start NaN-poisoned;
-//! cache rows past the causal window are NaN. `KILN_BENCH=1` also times
-//! decode and prefill (CUDA events, median of 20). Skips without a GPU.
+//! cache rows past the causal window are NaN. Skips without a GPU. Timing
+//! lives in `benches/attention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::CudaSlice;
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_cuda::attention::{
     attention, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
@@ -270,118 +268,4 @@ fn rejects_unsupported() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("head_dim 64"), "{e}");
-}
-
-/// Median of 20 event-timed runs (each `inner` back-to-back calls, inputs
-/// rotated over copies so the KV cache is not served from L2), in µs per call.
-fn time_us(
-    be: &CudaBackend,
-    p: &AttentionParams,
-    kernel: &AttentionKernel,
-    copies: &[(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)],
-    out: &mut CudaSlice<f32>,
-) -> f64 {
-    let inner = 10;
-    let mut run = |i: usize| {
-        let (q, k, v) = &copies[i % copies.len()];
-        let mut o = out.slice_mut(..);
-        attention_with_kernel(
-            be,
-            p,
-            kernel,
-            &q.slice(..),
-            &k.slice(..),
-            &v.slice(..),
-            &mut o,
-        )
-        .unwrap();
-    };
-    for i in 0..5 {
-        run(i);
-    }
-    be.synchronize().unwrap();
-    let mut times = Vec::new();
-    let mut n = 0;
-    for _ in 0..20 {
-        let start = be
-            .stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .unwrap();
-        for _ in 0..inner {
-            run(n);
-            n += 1;
-        }
-        let end = be
-            .stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .unwrap();
-        times.push(f64::from(start.elapsed_ms(&end).unwrap()) * 1000.0 / inner as f64);
-    }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-#[test]
-fn bench_attention() {
-    if std::env::var_os("KILN_BENCH").is_none() {
-        eprintln!("SKIPPED: set KILN_BENCH=1 to time attention");
-        return;
-    }
-    let Some(be) = backend() else { return };
-    let sm = be.info().sm_count as usize;
-    eprintln!("device {} ({sm} SMs)", be.info().name);
-    let shapes = [(1usize, 1024usize), (1, 4096), (1, 8192), (512, 512)];
-    for (n_tokens, kv) in shapes {
-        let p = AttentionParams {
-            n_tokens,
-            n_heads: 9,
-            n_kv_heads: 3,
-            head_dim: 64,
-            pos0: kv - n_tokens,
-            kv_stride: kv,
-            scale: 0.125,
-        };
-        let kv_len = kv * 3 * 64;
-        let kv_bytes = 2 * kv_len * 4;
-        let n_copies = (128usize << 20).div_ceil(kv_bytes).clamp(1, 16);
-        let mut rng = case_rng(1, "attention-bench", kv);
-        let copies: Vec<_> = (0..n_copies)
-            .map(|_| {
-                (
-                    be.upload(&rand_f32(&mut rng, n_tokens * 9 * 64, -1.0, 1.0))
-                        .unwrap(),
-                    be.upload(&rand_f32(&mut rng, kv_len, -1.0, 1.0)).unwrap(),
-                    be.upload(&rand_f32(&mut rng, kv_len, -1.0, 1.0)).unwrap(),
-                )
-            })
-            .collect();
-        let mut out = be.alloc_zeros::<f32>(n_tokens * 9 * 64).unwrap();
-        let chosen = select_attention(&p, sm).unwrap();
-        let mut kernels = vec![chosen];
-        if let AttentionKernel::SplitKv(plan) = chosen {
-            for splits in [8usize, 16, 32, 64, 128, 256] {
-                let chunk = kv.div_ceil(splits).div_ceil(plan.key_tile) * plan.key_tile;
-                let alt = kiln_cuda::attention::SplitKvPlan {
-                    splits: kv.div_ceil(chunk),
-                    chunk,
-                    ..plan
-                };
-                if alt != plan {
-                    kernels.push(AttentionKernel::SplitKv(alt));
-                }
-            }
-        }
-        for (i, kernel) in kernels.iter().enumerate() {
-            let us = time_us(&be, &p, kernel, &copies, &mut out);
-            // Keys seen, summed over queries; bytes of K and V read once.
-            let keys: usize = (0..n_tokens).map(|t| p.pos0 + t + 1).sum();
-            let flops = 4.0 * 9.0 * 64.0 * keys as f64;
-            let gbs = kv_bytes as f64 / us / 1e3;
-            eprintln!(
-                "{} tokens={n_tokens} kv={kv} heads=9/3 d=64: {us:.2} µs  ({gbs:.0} GB/s KV, {:.2} TFLOP/s)  {kernel:?}",
-                if i == 0 { "BENCH" } else { "  alt" },
-                flops / us / 1e6
-            );
-        }
-    }
 }

@@ -4,17 +4,15 @@
 //! counts, odd k for float formats, and the alignment rules. Only the
 //! weight formats with CUDA kernels (`kiln_cuda::matmul::supports`) run; the
 //! others must be refused with `UnsupportedDType`. Device outputs
-//! sit between sentinel guard zones and start NaN-poisoned. `KILN_BENCH=1`
-//! also times mat-vec and prefill against a streaming-read ceiling. Skips
-//! without a GPU.
+//! sit between sentinel guard zones and start NaN-poisoned. Skips without a
+//! GPU. Timing lives in `benches/matmul.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::DType;
 use kiln_cuda::matmul::{
-    bench_read_sum, matmul, matmul_with_kernel, select_matmul, supports, GemmOperand, MatmulKernel,
+    matmul, matmul_with_kernel, select_matmul, supports, GemmOperand, MatmulKernel,
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
@@ -278,137 +276,5 @@ fn alignment_rules() {
     run_gpu(&be, &p, None, &w, &x, 1, &mut out).unwrap();
     for (g, r) in out.iter().zip(&want) {
         assert!((g - r).abs() <= 1e-4, "{g} vs {r}");
-    }
-}
-
-/// GPU time (ms) of calls of `f(i)`: (median of `iters` event-bracketed
-/// calls, mean of `iters` back-to-back calls). Before the bracketed calls a
-/// `busy` kernel keeps the GPU occupied while the host enqueues them all, so
-/// each bracket holds the kernels' own time, not the host's launch gaps; the
-/// back-to-back mean (no busy kernel) includes any host-side bottleneck.
-fn time_ms(
-    be: &CudaBackend,
-    iters: usize,
-    mut busy: impl FnMut() -> Result<(), CudaError>,
-    mut f: impl FnMut(usize) -> Result<(), CudaError>,
-) -> (f64, f64) {
-    for i in 0..3 {
-        f(i).unwrap(); // warm-up: kernel load, cuBLAS heuristics, scratch growth
-    }
-    be.synchronize().unwrap();
-    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-    busy().unwrap();
-    let mut ev = Vec::with_capacity(iters);
-    for i in 0..iters {
-        let a = be.stream().record_event(flags).unwrap();
-        f(i).unwrap();
-        let b = be.stream().record_event(flags).unwrap();
-        ev.push((a, b));
-    }
-    be.synchronize().unwrap();
-    let mut t: Vec<f64> = ev
-        .iter()
-        .map(|(a, b)| f64::from(a.elapsed_ms(b).unwrap()))
-        .collect();
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let a = be.stream().record_event(flags).unwrap();
-    for i in 0..iters {
-        f(i).unwrap();
-    }
-    let b = be.stream().record_event(flags).unwrap();
-    let mean = f64::from(a.elapsed_ms(&b).unwrap()) / iters as f64;
-    (t[iters / 2], mean)
-}
-
-#[test]
-fn bench_matmul() {
-    if std::env::var_os("KILN_BENCH").is_none() {
-        eprintln!("SKIPPED: set KILN_BENCH=1 to time matmul");
-        return;
-    }
-    let Some(be) = backend() else { return };
-    eprintln!("device: {:?}", be.info());
-    // Streaming-read ceiling: 2 GiB summed with uint4 loads.
-    let words = 512usize << 20;
-    let src = be.alloc_zeros::<u32>(words).unwrap();
-    let mut sum = be.alloc_zeros::<u32>(1).unwrap();
-    let mut busy = || -> Result<(), CudaError> {
-        for _ in 0..3 {
-            bench_read_sum(&be, &src.slice(..), &mut sum.slice_mut(..))?;
-        }
-        Ok(())
-    };
-    let mut sum2 = be.alloc_zeros::<u32>(1).unwrap();
-    let (ms, _) = time_ms(&be, 10, &mut busy, |_| {
-        bench_read_sum(&be, &src.slice(..), &mut sum2.slice_mut(..))
-    });
-    let ceiling = (words * 4) as f64 / ms / 1e6;
-    eprintln!("read ceiling: 2 GiB in {ms:.3} ms = {ceiling:.0} GB/s");
-
-    let mut rng = case_rng(1, "cumatmul-bench", 0);
-    eprintln!("| shape (n×k) | wtype | m | kernel | median µs | weight GB/s | % of ceiling | back-to-back µs |");
-    eprintln!("|---|---|---|---|---|---|---|---|");
-    // (n, k, wtype, m, forced kw): the launcher's plan, then other kw.
-    let shapes = [
-        (576, 576, DType::Q4_1, 1, None),
-        (1536, 576, DType::Q4_1, 1, None),
-        (576, 1536, DType::Q4_1, 1, None),
-        (49152, 576, DType::Q8_0, 1, None),
-        (49152, 576, DType::Q8_0, 1, Some(2)),
-        (4096, 4096, DType::Q4_1, 1, None),
-        (4096, 4096, DType::Q4_1, 1, Some(1)),
-        (4096, 4096, DType::Q4_1, 1, Some(4)),
-        (4096, 4096, DType::Q8_0, 1, None),
-        (4096, 4096, DType::Q4_0, 1, None),
-        (4096, 4096, DType::Q4_1, 4, None),
-        (4096, 4096, DType::Q4_1, 8, None),
-        (1536, 576, DType::Q4_1, 512, None),
-        (576, 1536, DType::Q4_1, 512, None),
-    ];
-    for (n, k, wtype, m, force_kw) in shapes {
-        let p = MatmulParams { m, n, k, wtype };
-        let wbytes = n * p.w_row_bytes().unwrap();
-        // Enough weight copies that the set is ≥ 3× L2 (50 MB), at least 4.
-        let copies = ((150usize << 20).div_ceil(wbytes)).max(4);
-        let w = rand_rows(&mut rng, wtype, n, k);
-        let mut flat = Vec::with_capacity(copies * wbytes);
-        for _ in 0..copies {
-            flat.extend_from_slice(&w);
-        }
-        let dw = be.upload(&flat).unwrap();
-        let dx = be.upload(&rand_f32(&mut rng, m * k, -1.0, 1.0)).unwrap();
-        let mut dout = be.alloc_zeros::<f32>(m * n).unwrap();
-        let plan = match (select_matmul(&p), force_kw) {
-            (MatmulKernel::MatVec { rows, .. }, Some(kw)) => MatmulKernel::MatVec { rows, kw },
-            (plan, _) => plan,
-        };
-        let (ms, b2b) = time_ms(&be, 50, &mut busy, |i| {
-            let c = i % copies;
-            matmul_with_kernel(
-                &be,
-                &p,
-                plan,
-                &dw.slice(c * wbytes..(c + 1) * wbytes),
-                &dx.slice(..),
-                &mut dout.slice_mut(..),
-            )
-        });
-        let gbs = wbytes as f64 / ms / 1e6;
-        let kern = match plan {
-            MatmulKernel::MatVec { rows, kw } => format!("mat-vec m{rows} kw{kw}"),
-            MatmulKernel::Gemm { operand } => format!("dequant+gemm {operand:?}"),
-            MatmulKernel::Empty => "empty".into(),
-        };
-        let extra = if m > 8 {
-            format!(" ({:.1} TFLOP/s)", 2.0 * (m * n * k) as f64 / ms / 1e9)
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "| {n}×{k} | {wtype} | {m} | {kern} | {:.2}{extra} | {gbs:.0} | {:.0}% | {:.2} |",
-            ms * 1e3,
-            100.0 * gbs / ceiling,
-            b2b * 1e3
-        );
     }
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;
+pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 

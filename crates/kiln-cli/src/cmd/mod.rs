@@ -6,3 +6,4 @@ pub mod perplexity;
 pub mod quantize;
 pub mod run;
 pub mod selftest;
+pub mod synth;

@@ -2,7 +2,9 @@
 //! writer, and a naive reference forward pass for them built from the
 //! `kiln_core::ops::*_ref` scalar references (the oracle of every op).
 //!
-//! A [`SynthModel`] holds the stored weights (raw GGML bytes for matrices,
+//! The weights, tensor names and metadata come from the library's
+//! generator (`kiln_models::synth`, also behind `kiln synth`); this file
+//! keeps them in memory for the reference. A [`SynthModel`] holds the stored weights (raw GGML bytes for matrices,
 //! f32 for norms) and the hyper-parameters. [`SynthModel::write_gguf`] turns
 //! it into a llama GGUF with the SentencePiece vocabulary of
 //! `tests/fixtures/tokenizer/spm_tiny.json`; [`SynthModel::reference_logits`]
@@ -17,10 +19,11 @@ use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::ops::rms_norm::{rms_norm_ref, RmsNormParams};
 use kiln_core::ops::rope::{rope_ref, RopeMode, RopeParams};
 use kiln_core::ops::silu_mul::{silu_mul_ref, SiluMulParams};
-use kiln_core::quant::quantize_row;
 use kiln_core::DType;
+use kiln_models::synth::{self, SynthParams, SynthVocab, TensorSpec};
 use rand::Rng;
 use serde_json::Value as Json;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -62,6 +65,43 @@ impl SpmVocab {
             unk: json["unk"].as_u64().unwrap() as u32,
             json,
         }
+    }
+
+    /// The `tokenizer.*` metadata pairs of this vocabulary.
+    pub fn kvs(&self) -> Vec<(String, Value)> {
+        let array = |t, items| Value::Array(ArrayValue::new(t, items));
+        vec![
+            ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                array(
+                    ValueType::String,
+                    self.tokens.iter().cloned().map(Value::String).collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.scores".into(),
+                array(
+                    ValueType::F32,
+                    self.scores.iter().copied().map(Value::F32).collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                array(
+                    ValueType::I32,
+                    self.types.iter().copied().map(Value::I32).collect(),
+                ),
+            ),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(self.bos)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(self.eos)),
+            (
+                "tokenizer.ggml.unknown_token_id".into(),
+                Value::U32(self.unk),
+            ),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+            ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
+        ]
     }
 
     /// The fixture's expected ids (no BOS) for `text`, if it has that case.
@@ -123,8 +163,25 @@ impl Spec {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim()
     }
-    pub fn kv_dim(&self) -> usize {
-        self.n_head_kv * self.head_dim()
+    /// The library's description of this shape (context 256, every matrix
+    /// in `dtype`, token_embd included).
+    pub fn params(&self) -> SynthParams {
+        SynthParams {
+            name: self.name.into(),
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            n_rot: self.n_rot,
+            n_ctx: 256,
+            dtype: self.dtype,
+            embd_dtype: self.dtype,
+            untied: self.untied,
+            rope_base: self.rope_base,
+            rms_eps: self.rms_eps,
+            seed: 0,
+        }
     }
 }
 
@@ -169,56 +226,55 @@ pub struct TensorEntry {
     pub data: Vec<u8>,
 }
 
-/// Uniform in `[-a, a]` with standard deviation `std` (a = std·√3).
-fn uniform(rng: &mut impl Rng, n: usize, std: f32) -> Vec<f32> {
-    let a = std * 3f32.sqrt();
-    (0..n).map(|_| rng.gen_range(-a..=a)).collect()
-}
-
-/// Quantize `rows x cols` values with standard deviation `std` into `dtype`.
-fn matrix(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize, std: f32) -> Matrix {
-    let rb = dtype.row_bytes("synthetic", cols).unwrap();
-    let x = uniform(rng, rows * cols, std);
-    let mut bytes = vec![0u8; rows * rb];
-    for (xr, br) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
-        quantize_row(dtype, xr, br).unwrap();
-    }
+fn take_matrix(data: &mut HashMap<String, (TensorSpec, Vec<u8>)>, name: &str) -> Matrix {
+    let (t, bytes) = data
+        .remove(name)
+        .unwrap_or_else(|| panic!("no tensor {name}"));
+    let (rows, cols) = t.rows_cols();
     Matrix { rows, cols, bytes }
 }
 
-/// A linear layer with N(0, 1/fan_in)-like weights keeps activations O(1).
-fn linear(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> Matrix {
-    matrix(rng, dtype, rows, cols, 1.0 / (cols as f32).sqrt())
+fn take_vector(data: &mut HashMap<String, (TensorSpec, Vec<u8>)>, name: &str) -> Vec<f32> {
+    let (_, bytes) = data
+        .remove(name)
+        .unwrap_or_else(|| panic!("no tensor {name}"));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
-
-/// Norm weights around 1 (not all ones, so a skipped multiply shows).
-fn norm(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    uniform(rng, n, 0.2).into_iter().map(|v| 1.0 + v).collect()
-}
-
-/// Embedding entries' standard deviation: the residual stream starts O(0.5)
-/// and tied logits (embedding · normed state) come out O(4).
-const EMBD_STD: f32 = 0.5;
 
 impl SynthModel {
+    /// Weights drawn by the library's generator (`kiln_models::synth`), in
+    /// file order from `rng`, kept in memory for the reference forward.
     pub fn random(spec: Spec, n_vocab: usize, rng: &mut impl Rng) -> SynthModel {
-        let (d, t) = (spec.n_embd, spec.dtype);
-        let token_embd = matrix(rng, t, n_vocab, d, EMBD_STD);
+        let params = spec.params();
+        let mut data = HashMap::new();
+        for t in synth::tensor_specs(&params, n_vocab) {
+            let bytes = synth::generate_tensor(&t, &mut *rng).unwrap();
+            data.insert(t.name.clone(), (t, bytes));
+        }
+        let d = &mut data;
+        let token_embd = take_matrix(d, "token_embd.weight");
         let layers = (0..spec.n_layer)
-            .map(|_| Layer {
-                attn_norm: norm(rng, d),
-                wq: linear(rng, t, spec.q_dim(), d),
-                wk: linear(rng, t, spec.kv_dim(), d),
-                wv: linear(rng, t, spec.kv_dim(), d),
-                wo: linear(rng, t, d, spec.q_dim()),
-                ffn_norm: norm(rng, d),
-                w_gate: linear(rng, t, spec.n_ff, d),
-                w_up: linear(rng, t, spec.n_ff, d),
-                w_down: linear(rng, t, d, spec.n_ff),
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Layer {
+                    attn_norm: take_vector(d, &n("attn_norm")),
+                    wq: take_matrix(d, &n("attn_q")),
+                    wk: take_matrix(d, &n("attn_k")),
+                    wv: take_matrix(d, &n("attn_v")),
+                    wo: take_matrix(d, &n("attn_output")),
+                    ffn_norm: take_vector(d, &n("ffn_norm")),
+                    w_gate: take_matrix(d, &n("ffn_gate")),
+                    w_up: take_matrix(d, &n("ffn_up")),
+                    w_down: take_matrix(d, &n("ffn_down")),
+                }
             })
             .collect();
-        let output_norm = norm(rng, d);
-        let output = spec.untied.then(|| linear(rng, t, n_vocab, d));
+        let output_norm = take_vector(d, "output_norm.weight");
+        let output = spec.untied.then(|| take_matrix(d, "output.weight"));
+        assert!(data.is_empty(), "unused tensors");
         SynthModel {
             spec,
             act_quant: false,
@@ -230,57 +286,11 @@ impl SynthModel {
         }
     }
 
-    /// Metadata pairs of the GGUF, in order.
+    /// Metadata pairs of the GGUF, in order (the library's, with the SPM
+    /// fixture's tokenizer).
     pub fn metadata(&self, vocab: &SpmVocab) -> Vec<(String, Value)> {
-        let s = &self.spec;
-        let u = |v: usize| Value::U32(v as u32);
-        let array = |t, items| Value::Array(ArrayValue::new(t, items));
-        vec![
-            ("general.architecture".into(), Value::String("llama".into())),
-            ("general.name".into(), Value::String(s.name.into())),
-            ("llama.block_count".into(), u(s.n_layer)),
-            ("llama.context_length".into(), u(256)),
-            ("llama.embedding_length".into(), u(s.n_embd)),
-            ("llama.feed_forward_length".into(), u(s.n_ff)),
-            ("llama.attention.head_count".into(), u(s.n_head)),
-            ("llama.attention.head_count_kv".into(), u(s.n_head_kv)),
-            ("llama.rope.freq_base".into(), Value::F32(s.rope_base)),
-            ("llama.rope.dimension_count".into(), u(s.n_rot)),
-            (
-                "llama.attention.layer_norm_rms_epsilon".into(),
-                Value::F32(s.rms_eps),
-            ),
-            ("tokenizer.ggml.model".into(), Value::String("llama".into())),
-            (
-                "tokenizer.ggml.tokens".into(),
-                array(
-                    ValueType::String,
-                    vocab.tokens.iter().cloned().map(Value::String).collect(),
-                ),
-            ),
-            (
-                "tokenizer.ggml.scores".into(),
-                array(
-                    ValueType::F32,
-                    vocab.scores.iter().copied().map(Value::F32).collect(),
-                ),
-            ),
-            (
-                "tokenizer.ggml.token_type".into(),
-                array(
-                    ValueType::I32,
-                    vocab.types.iter().copied().map(Value::I32).collect(),
-                ),
-            ),
-            ("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.bos)),
-            ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.eos)),
-            (
-                "tokenizer.ggml.unknown_token_id".into(),
-                Value::U32(vocab.unk),
-            ),
-            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
-            ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
-        ]
+        let v = SynthVocab::from_kvs(vocab.kvs()).unwrap();
+        synth::metadata(&self.spec.params(), &v)
     }
 
     /// Every tensor, norms in F32 and matrices in the spec's dtype.

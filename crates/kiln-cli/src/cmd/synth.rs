@@ -1,0 +1,147 @@
+//! `kiln synth OUT.gguf`: write a llama-family GGUF of a given shape and
+//! weight type with random weights and a real tokenizer (copied from an
+//! existing GGUF), so a benchmark can make its own model. The generator
+//! lives in `kiln_models::synth`; this file parses flags and reports.
+
+use crate::common::{cache_dir, DEFAULT_MODEL_FILE};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_core::DType;
+use kiln_models::synth::{write_synthetic, SynthParams, SynthVocab};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output GGUF file (written via a temporary file, renamed at the end).
+    pub output: PathBuf,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 30)]
+    pub layers: usize,
+    /// Embedding width (n_embd).
+    #[arg(long, default_value_t = 576)]
+    pub embd: usize,
+    /// Query heads (head dim = embd / heads).
+    #[arg(long, default_value_t = 9)]
+    pub heads: usize,
+    /// Key/value heads (heads must be a multiple).
+    #[arg(long = "kv-heads", default_value_t = 3)]
+    pub kv_heads: usize,
+    /// Feed-forward width (n_ff).
+    #[arg(long, default_value_t = 1536)]
+    pub ff: usize,
+    /// Training context length written to the metadata.
+    #[arg(long, default_value_t = 8192)]
+    pub ctx: usize,
+    /// Rotated dims per head (default: the whole head).
+    #[arg(long = "rope-dims")]
+    pub rope_dims: Option<usize>,
+    /// RoPE frequency base.
+    #[arg(long = "rope-base", default_value_t = 100000.0)]
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    #[arg(long = "rms-eps", default_value_t = 1e-5)]
+    pub rms_eps: f32,
+    /// Type of every layer matrix: a GGML type name (F32, F16, BF16, Q4_0,
+    /// Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, ...).
+    #[arg(long = "type", short = 'T', default_value = "Q4_1")]
+    pub wtype: String,
+    /// Type of token_embd (and output when untied); default: --type.
+    #[arg(long = "embd-type")]
+    pub embd_type: Option<String>,
+    /// Write a separate output.weight instead of tying it to token_embd.
+    #[arg(long)]
+    pub untied: bool,
+    /// Copy the tokenizer (tokenizer.* keys) and vocabulary size from this
+    /// GGUF. Default: $KILN_MODEL, else the cached default model.
+    #[arg(long = "vocab-from")]
+    pub vocab_from: Option<PathBuf>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// general.name of the model (default: a name made from the shape).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+fn ggml_type(flag: &str, s: &str) -> Result<DType> {
+    match DType::from_name(s) {
+        Some(t) => Ok(t),
+        None => bail!("{flag} {s:?}: unknown GGML type"),
+    }
+}
+
+/// `--vocab-from`, else `$KILN_MODEL`, else the default model in the cache.
+fn vocab_path(a: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = a {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("KILN_MODEL") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = cache_dir().join("models").join(DEFAULT_MODEL_FILE);
+    if !p.is_file() {
+        bail!(
+            "no --vocab-from given and the default model is not at {} (fetch it with scripts/fetch-model.sh, or pass --vocab-from FILE)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+pub fn run(a: SynthArgs) -> Result<()> {
+    let dtype = ggml_type("--type", &a.wtype)?;
+    let embd_dtype = match &a.embd_type {
+        Some(s) => ggml_type("--embd-type", s)?,
+        None => dtype,
+    };
+    let head_dim = a.embd.checked_div(a.heads).unwrap_or(0);
+    let name = a.name.clone().unwrap_or_else(|| {
+        format!(
+            "synthetic-{}L-{}d-{}h{}kv-{}ff-{}",
+            a.layers, a.embd, a.heads, a.kv_heads, a.ff, dtype
+        )
+    });
+    let params = SynthParams {
+        name,
+        n_layer: a.layers,
+        n_embd: a.embd,
+        n_ff: a.ff,
+        n_head: a.heads,
+        n_head_kv: a.kv_heads,
+        n_rot: a.rope_dims.unwrap_or(head_dim),
+        n_ctx: a.ctx,
+        dtype,
+        embd_dtype,
+        untied: a.untied,
+        rope_base: a.rope_base,
+        rms_eps: a.rms_eps,
+        seed: a.seed,
+    };
+    // Check the shape before reading the donor file, so bad flags fail fast.
+    params.validate(1)?;
+    let vocab_file = vocab_path(&a.vocab_from)?;
+    if !vocab_file.is_file() {
+        bail!(
+            "vocabulary file {} does not exist or is not a file",
+            vocab_file.display()
+        );
+    }
+    let vocab = SynthVocab::from_gguf(&vocab_file)
+        .with_context(|| format!("reading the vocabulary of {}", vocab_file.display()))?;
+    let t0 = Instant::now();
+    let s = write_synthetic(&params, &vocab, &a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "synth: wrote {} ({}): {} tensors, {:.1} M params, {:.1} MiB of weights, vocab {} from {}, in {:.1} s",
+        a.output.display(),
+        params.name,
+        s.n_tensors,
+        s.n_params as f64 / 1e6,
+        s.data_bytes as f64 / (1024.0 * 1024.0),
+        vocab.n_vocab,
+        vocab_file.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

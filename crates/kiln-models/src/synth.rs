@@ -1,0 +1,379 @@
+//! Synthetic llama-family models: a GGUF of a chosen shape and weight type
+//! with random weights and a real tokenizer, for benchmarks (`kiln synth`)
+//! and tests (`tests/synthetic.rs`), so neither has to ship a model.
+//!
+//! The file follows the llama GGUF layout llama.cpp writes and
+//! [`crate::config`] / [`crate::weights`] read: `general.architecture =
+//! llama`, the `llama.*` hyper-parameter keys, the `tokenizer.*` keys copied
+//! from a donor vocabulary ([`SynthVocab`]), and the tensors
+//! `token_embd.weight`, `blk.{i}.{attn_norm,attn_q,attn_k,attn_v,
+//! attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}.weight`,
+//! `output_norm.weight` and (untied) `output.weight`, matrices stored
+//! `[rows = outputs, cols = inputs]` (GGUF dims `[cols, rows]`).
+//!
+//! Weights are drawn uniformly with a chosen standard deviation (uniform in
+//! `[-a, a]`, `a = std·√3`), in file order from one generator, then
+//! quantized with [`kiln_core::quant::quantize_row`]: linear layers with
+//! `std = 1/√fan_in` (like an initialized model: ≈ 0.022 at 2048 inputs),
+//! so activations stay O(1) through every layer; embeddings with std
+//! `4/√n_embd` ([`EMBD_LOGIT_STD`]); norm weights `1 ± U(0.2·√3)`, around 1 but not all ones, so
+//! a skipped multiply shows. [`write_synthetic`] streams the file tensor by
+//! tensor (at most one tensor in memory), quantizing rows in parallel.
+
+use crate::{ModelError, Result};
+use kiln_core::gguf::{GgufFile, GgufWriter, Value};
+use kiln_core::quant::quantize_row;
+use kiln_core::DType;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::path::Path;
+
+/// Tied logits' standard deviation: embedding entries get std
+/// `EMBD_LOGIT_STD / √n_embd` (0.5 at n_embd 64, 0.088 at 2048), so the
+/// logits (embedding · normed state, entries ~1) come out O(4) at any width
+/// instead of growing with √n_embd into a softmax of one-hot spikes.
+pub const EMBD_LOGIT_STD: f32 = 4.0;
+
+/// Standard deviation of the norm weights' spread around 1.
+const NORM_STD: f32 = 0.2;
+
+/// Values generated and quantized per chunk of a streamed tensor (bounds the
+/// f32 staging buffer at 16 MiB).
+const CHUNK_VALUES: usize = 4 << 20;
+
+/// Shape, formats and seed of a synthetic llama model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthParams {
+    /// `general.name`.
+    pub name: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Rotated dims per head (`llama.rope.dimension_count`); even, at most
+    /// the head dim.
+    pub n_rot: usize,
+    /// `llama.context_length`.
+    pub n_ctx: usize,
+    /// Format of every layer matrix (attention and FFN).
+    pub dtype: DType,
+    /// Format of `token_embd.weight` (and `output.weight` when untied).
+    pub embd_dtype: DType,
+    /// A separate `output.weight` (else tied to `token_embd`).
+    pub untied: bool,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    /// Seed of the weights' generator ([`write_synthetic`]).
+    pub seed: u64,
+}
+
+impl SynthParams {
+    /// A tiny model: 2 layers, n_embd 64, n_ff 96, 4 heads of 16 (2 kv
+    /// heads), full rotation, tied output, every matrix in `dtype`.
+    pub fn tiny(dtype: DType) -> SynthParams {
+        SynthParams {
+            name: "synthetic".into(),
+            n_layer: 2,
+            n_embd: 64,
+            n_ff: 96,
+            n_head: 4,
+            n_head_kv: 2,
+            n_rot: 16,
+            n_ctx: 256,
+            dtype,
+            embd_dtype: dtype,
+            untied: false,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+            seed: 0,
+        }
+    }
+    /// `n_embd / n_head` (checked by [`SynthParams::validate`]).
+    pub fn head_dim(&self) -> usize {
+        self.n_embd.checked_div(self.n_head).unwrap_or(0)
+    }
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim()
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim()
+    }
+
+    /// Check the shape describes a llama model the loader accepts and every
+    /// matrix row fits its type's block size.
+    pub fn validate(&self, n_vocab: usize) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Input(format!("synth: {m}")));
+        for (what, v) in [
+            ("layers", self.n_layer),
+            ("embd", self.n_embd),
+            ("ff", self.n_ff),
+            ("heads", self.n_head),
+            ("kv-heads", self.n_head_kv),
+            ("ctx", self.n_ctx),
+            ("vocab size", n_vocab),
+        ] {
+            if v == 0 {
+                return bad(format!("{what} must be positive"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(format!(
+                "embd {} is not a multiple of heads {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return bad(format!(
+                "heads {} is not a multiple of kv-heads {}",
+                self.n_head, self.n_head_kv
+            ));
+        }
+        let hd = self.head_dim();
+        if self.n_rot > hd || !self.n_rot.is_multiple_of(2) {
+            return bad(format!(
+                "rope dims {} must be even and at most the head dim {hd}",
+                self.n_rot
+            ));
+        }
+        if !(self.rope_base > 0.0 && self.rope_base.is_finite()) {
+            return bad(format!("rope base {} must be positive", self.rope_base));
+        }
+        if !(self.rms_eps > 0.0 && self.rms_eps.is_finite()) {
+            return bad(format!("rms eps {} must be positive", self.rms_eps));
+        }
+        // Row lengths: n_embd (q/k/v/gate/up, embeddings), q_dim (wo), n_ff (down).
+        for (dtype, what, k) in [
+            (self.dtype, "embd", self.n_embd),
+            (self.dtype, "ff", self.n_ff),
+            (self.embd_dtype, "embd", self.n_embd),
+        ] {
+            if !k.is_multiple_of(dtype.block_size()) {
+                return bad(format!(
+                    "type {dtype} packs rows in blocks of {} values; {what} {k} is not a multiple",
+                    dtype.block_size()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a tensor's values are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Uniform with this standard deviation around 0.
+    Uniform { std: f32 },
+    /// Norm weights: `1 + U` with U of standard deviation `NORM_STD`.
+    Norm,
+}
+
+/// One tensor of the synthetic model, before its data is drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// GGUF order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+    pub dtype: DType,
+    pub init: Init,
+}
+
+impl TensorSpec {
+    /// Row length and row count (a vector is one row).
+    pub fn rows_cols(&self) -> (usize, usize) {
+        let cols = self.dims.first().copied().unwrap_or(0) as usize;
+        let rows = self.dims.get(1).copied().unwrap_or(1) as usize;
+        (rows, cols)
+    }
+}
+
+/// Every tensor of the model, in file (and generation) order.
+pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
+    let d = p.n_embd;
+    let mat = |name: String, dtype, rows: usize, cols: usize, std: f32| TensorSpec {
+        name,
+        dims: vec![cols as u64, rows as u64],
+        dtype,
+        init: Init::Uniform { std },
+    };
+    let linear = |name: String, rows, cols: usize| {
+        mat(name, p.dtype, rows, cols, 1.0 / (cols as f32).sqrt())
+    };
+    let norm = |name: String| TensorSpec {
+        name,
+        dims: vec![d as u64],
+        dtype: DType::F32,
+        init: Init::Norm,
+    };
+    let mut out = vec![mat(
+        "token_embd.weight".into(),
+        p.embd_dtype,
+        n_vocab,
+        d,
+        EMBD_LOGIT_STD / (d as f32).sqrt(),
+    )];
+    for i in 0..p.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        out.push(norm(n("attn_norm")));
+        out.push(linear(n("attn_q"), p.q_dim(), d));
+        out.push(linear(n("attn_k"), p.kv_dim(), d));
+        out.push(linear(n("attn_v"), p.kv_dim(), d));
+        out.push(linear(n("attn_output"), d, p.q_dim()));
+        out.push(norm(n("ffn_norm")));
+        out.push(linear(n("ffn_gate"), p.n_ff, d));
+        out.push(linear(n("ffn_up"), p.n_ff, d));
+        out.push(linear(n("ffn_down"), d, p.n_ff));
+    }
+    out.push(norm("output_norm.weight".into()));
+    if p.untied {
+        let std = 1.0 / (d as f32).sqrt();
+        out.push(mat("output.weight".into(), p.embd_dtype, n_vocab, d, std));
+    }
+    out
+}
+
+/// Draw `n` values of `init` (uniform draws in order, so a tensor drawn in
+/// chunks equals one drawn whole).
+fn draw(rng: &mut impl Rng, init: Init, n: usize, out: &mut Vec<f32>) {
+    out.clear();
+    match init {
+        Init::Uniform { std } => {
+            let a = std * 3f32.sqrt();
+            out.extend((0..n).map(|_| rng.gen_range(-a..=a)));
+        }
+        Init::Norm => {
+            let a = NORM_STD * 3f32.sqrt();
+            out.extend((0..n).map(|_| 1.0 + rng.gen_range(-a..=a)));
+        }
+    }
+}
+
+/// Draw and quantize one tensor's data from `rng` (rows quantized in
+/// parallel; the draws stay sequential, so the bytes depend only on the
+/// generator's state).
+pub fn generate_tensor(t: &TensorSpec, rng: &mut impl Rng) -> Result<Vec<u8>> {
+    const OP: &str = "synth";
+    let (rows, cols) = t.rows_cols();
+    let rb = t.dtype.row_bytes(OP, cols)?;
+    let total = rows
+        .checked_mul(rb)
+        .ok_or_else(|| ModelError::Input(format!("synth: tensor {} is too large", t.name)))?;
+    let mut bytes = vec![0u8; total];
+    let rows_per_chunk = (CHUNK_VALUES / cols.max(1)).max(1);
+    let mut vals = Vec::new();
+    for chunk in bytes.chunks_mut(rows_per_chunk * rb.max(1)) {
+        let n_rows = chunk.len() / rb.max(1);
+        draw(rng, t.init, n_rows * cols, &mut vals);
+        vals.par_chunks(cols.max(1))
+            .zip(chunk.par_chunks_mut(rb.max(1)))
+            .try_for_each(|(x, b)| quantize_row(t.dtype, x, b))?;
+    }
+    Ok(bytes)
+}
+
+/// The tokenizer of a synthetic model: the donor's `tokenizer.*` metadata
+/// pairs and its vocabulary size.
+#[derive(Debug, Clone)]
+pub struct SynthVocab {
+    pub n_vocab: usize,
+    pub kvs: Vec<(String, Value)>,
+}
+
+impl SynthVocab {
+    /// From `tokenizer.*` pairs; the vocabulary size is the length of
+    /// `tokenizer.ggml.tokens`, which must be there.
+    pub fn from_kvs(kvs: Vec<(String, Value)>) -> Result<SynthVocab> {
+        let n_vocab = kvs
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .and_then(|(_, v)| v.as_array())
+            .map(<[Value]>::len)
+            .ok_or_else(|| {
+                ModelError::Input("synth: vocabulary has no tokenizer.ggml.tokens array".into())
+            })?;
+        Ok(SynthVocab { n_vocab, kvs })
+    }
+
+    /// Every `tokenizer.*` pair of an existing GGUF file.
+    pub fn from_gguf(path: &Path) -> Result<SynthVocab> {
+        let f = GgufFile::open(path)?;
+        let kvs = f
+            .metadata()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .cloned()
+            .collect();
+        SynthVocab::from_kvs(kvs).map_err(|e| {
+            ModelError::Input(format!("{e} (in {}: no tokenizer to copy)", path.display()))
+        })
+    }
+}
+
+/// The file's metadata pairs, in order: general, llama hyper-parameters,
+/// then the vocabulary's tokenizer pairs.
+pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
+    let u = |v: usize| Value::U32(v as u32);
+    let mut kvs: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.name".into(), Value::String(p.name.clone())),
+        ("llama.block_count".into(), u(p.n_layer)),
+        ("llama.context_length".into(), u(p.n_ctx)),
+        ("llama.embedding_length".into(), u(p.n_embd)),
+        ("llama.feed_forward_length".into(), u(p.n_ff)),
+        ("llama.attention.head_count".into(), u(p.n_head)),
+        ("llama.attention.head_count_kv".into(), u(p.n_head_kv)),
+        ("llama.rope.freq_base".into(), Value::F32(p.rope_base)),
+        ("llama.rope.dimension_count".into(), u(p.n_rot)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(p.rms_eps),
+        ),
+    ];
+    kvs.extend(vocab.kvs.iter().cloned());
+    kvs
+}
+
+/// What [`write_synthetic`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynthSummary {
+    pub n_tensors: usize,
+    /// Weights, embeddings and norms included.
+    pub n_params: u64,
+    /// Tensor data bytes (the file adds metadata and padding).
+    pub data_bytes: u64,
+}
+
+/// Write the synthetic model `p` with `vocab`'s tokenizer to `out` (via a
+/// temporary file renamed into place), weights drawn from a ChaCha8
+/// generator seeded with `p.seed`, one tensor at a time.
+pub fn write_synthetic(p: &SynthParams, vocab: &SynthVocab, out: &Path) -> Result<SynthSummary> {
+    p.validate(vocab.n_vocab)?;
+    let specs = tensor_specs(p, vocab.n_vocab);
+    let mut w = GgufWriter::new();
+    for (k, v) in metadata(p, vocab) {
+        w.add_kv(k, v);
+    }
+    let mut summary = SynthSummary {
+        n_tensors: specs.len(),
+        n_params: 0,
+        data_bytes: 0,
+    };
+    for t in &specs {
+        summary.data_bytes += w.add_tensor_info(t.name.clone(), t.dims.clone(), t.dtype)?;
+        summary.n_params += t.dims.iter().product::<u64>();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed);
+    w.write_file_with(out, &mut |i, _name| {
+        let t = specs
+            .get(i)
+            .ok_or_else(|| kiln_core::Error::invalid("synth", format!("no tensor {i}")))?;
+        generate_tensor(t, &mut rng)
+            .map(Cow::Owned)
+            .map_err(|e| match e {
+                ModelError::Core(c) => c,
+                other => kiln_core::Error::invalid("synth", other.to_string()),
+            })
+    })?;
+    Ok(summary)
+}
