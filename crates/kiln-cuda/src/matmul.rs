@@ -675,7 +675,7 @@ pub fn bench_read_sum(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::panic)]
+    #![allow(clippy::panic, clippy::unwrap_used)]
     use super::*;
 
     fn p(m: usize, wtype: DType) -> MatmulParams {
