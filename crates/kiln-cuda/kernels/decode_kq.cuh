@@ -21,6 +21,9 @@
 // are removed in that step, exactly. Formats whose super-blocks are not a
 // multiple of 4 bytes (Q5_0 22, IQ4_NL 18, Q3_K 110, Q6_K 210) load 16-bit
 // halves; the others load aligned 32-bit words.
+//
+// scripts/check-cuda-decoders.py builds these decoders as host C++ and
+// checks every decoded weight against gguf.quants' dequantizer (no GPU).
 #pragma once
 
 __device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
