@@ -39,6 +39,19 @@ fn main() {
         (1536, 576, DType::Q4_1, 512, None),
         (576, 1536, DType::Q4_1, 512, None),
     ];
+    // Issue 4's shapes for every weight format CUDA runs: decode both ways
+    // round and a 512-token prefill.
+    let mut shapes = shapes.to_vec();
+    for wtype in DType::ALL {
+        if !kiln_cuda::matmul::supports(wtype) {
+            continue;
+        }
+        shapes.extend([
+            (14336, 4096, wtype, 1, None),
+            (4096, 14336, wtype, 1, None),
+            (4096, 14336, wtype, 512, None),
+        ]);
+    }
     for (n, k, wtype, m, force_kw) in shapes {
         let p = MatmulParams { m, n, k, wtype };
         let wbytes = n * p.w_row_bytes().unwrap();

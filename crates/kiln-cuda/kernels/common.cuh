@@ -22,6 +22,29 @@ static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
 static_assert(sizeof(block_q8_1) == 36, "block_q8_1 size");
 
+// 32-element blocks with a fifth bit / a non-linear grid (kiln-core quant/q5.rs, iq4.rs).
+struct block_q5_0 { u16 d; u8 qh[4]; u8 qs[16]; };
+struct block_q5_1 { u16 d; u16 m; u8 qh[4]; u8 qs[16]; };
+struct block_iq4_nl { u16 d; u8 qs[16]; };
+static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
+static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl size");
+
+// 256-element super-blocks (kiln-core quant/k_quants.rs, iq4.rs).
+#define QK_K 256
+struct block_q2_K { u8 scales[16]; u8 qs[64]; u16 d; u16 dmin; };
+struct block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; u16 d; };
+struct block_q4_K { u16 d; u16 dmin; u8 scales[12]; u8 qs[128]; };
+struct block_q5_K { u16 d; u16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; };
+struct block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; u16 d; };
+struct block_iq4_xs { u16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]; };
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
+static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
+static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
+
 // f16 / bf16 bits -> f32 without cuda_fp16.h.
 __device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
     float f;

@@ -1,5 +1,6 @@
 // matmul: out[m, n] = x[m, k] · w[n, k]^T with w in GGML blocks (Q4_0, Q4_1,
-// Q8_0) or floats (F32, F16, BF16), x and out f32 (kiln_core::ops::matmul).
+// Q8_0, Q5_0, Q5_1, IQ4_NL; super-blocks Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+// IQ4_XS) or floats (F32, F16, BF16), x and out f32 (kiln_core::ops::matmul).
 //
 // - mul_mv_<w>_f32_m<M>: mat-vec for M = 1..8 rows of x. One CTA = 4 warps
 //   on 2 weight rows; the warps split k, so each row is read once while all M
@@ -8,9 +9,12 @@
 //   lane decodes 8 codes to floats with a byte-permute (no int->float
 //   conversion instructions) and reads its 8 activations as two float4.
 //   gridDim.y > 1 runs the same kernel over consecutive chunks of M rows.
+//   256-element super-blocks are walked as 8 virtual 32-element blocks
+//   (decode_kq.cuh): the same tiling, each lane group on one sub-block.
 // - dequant_<w>_f16 / convert_*: operands for the cuBLAS prefill path.
 #include "common.cuh"
 #include "matvec.cuh"
+#include "decode_kq.cuh"
 
 struct MatmulParams {
     u64 m;          // rows of x and out
@@ -58,6 +62,17 @@ __device__ __forceinline__ void mv_quant(const MatmulParams& p, const u8* __rest
     mv_store<M>(p, acc, i0, (int)p.kw, out);
 }
 
+// The same for the sub-block formats of decode_kq.cuh.
+template <class Q, int M>
+__device__ __forceinline__ void mv_sub(const MatmulParams& p, const u8* __restrict__ w,
+                                       const float* __restrict__ x, float* __restrict__ out) {
+    const u64 i0 = (u64)blockIdx.y * M;
+    float acc[M][MV_ROWS];
+    const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false};
+    mv_sub_acc<Q, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
+    mv_store<M>(p, acc, i0, (int)p.kw, out);
+}
+
 // w: [n, k] floats, x: [m, k], out: [m, n].
 template <class F, int M>
 __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __restrict__ w,
@@ -88,24 +103,34 @@ __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __rest
 MV_ALL_M(mul_mv_q4_0_f32, mv_quant, Q4_0T)
 MV_ALL_M(mul_mv_q4_1_f32, mv_quant, Q4_1T)
 MV_ALL_M(mul_mv_q8_0_f32, mv_quant, Q8_0T)
+MV_ALL_M(mul_mv_q5_0_f32, mv_sub, Q5_0T)
+MV_ALL_M(mul_mv_q5_1_f32, mv_sub, Q5_1T)
+MV_ALL_M(mul_mv_iq4_nl_f32, mv_sub, IQ4_NLT)
+MV_ALL_M(mul_mv_q4_K_f32, mv_sub, Q4_KT)
+MV_ALL_M(mul_mv_q5_K_f32, mv_sub, Q5_KT)
+MV_ALL_M(mul_mv_q6_K_f32, mv_sub, Q6_KT)
+MV_ALL_M(mul_mv_iq4_xs_f32, mv_sub, IQ4_XST)
+MV_ALL_M(mul_mv_q3_K_f32, mv_sub, Q3_KT)
+MV_ALL_M(mul_mv_q2_K_f32, mv_sub, Q2_KT)
 MV_ALL_M(mul_mv_f32_f32, mv_float, F32T)
 MV_ALL_M(mul_mv_f16_f32, mv_float, F16T)
 MV_ALL_M(mul_mv_bf16_f32, mv_float, BF16T)
 
-// w: [n, row_bytes] blocks -> dst: [n, k] f16 (one thread per block).
-template <class Q>
+// w: [n, row_bytes] blocks -> dst: [n, k] f16 (one thread per virtual
+// 32-element block; B as in mv_blocks_acc).
+template <class Q, class B = FlatBlocks<Q>>
 __device__ __forceinline__ void dequant_f16(const MatmulParams& p, const u8* __restrict__ w,
                                             u16* __restrict__ dst) {
     const u64 nb = p.k / QK, total = p.n * nb;
     for (u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x; g < total;
          g += (u64)gridDim.x * blockDim.x) {
         const u64 row = g / nb, b = g - row * nb;
-        const u8* blk = w + row * p.row_bytes + b * Q::TS;
+        const u8* wrow = w + row * p.row_bytes;
         u32 h[QK / 2];
 #pragma unroll
         for (int s = 0; s < 4; s++) {
             float d, mo, c[8];
-            Q::decode(Q::fetch(blk, s), d, mo, c);
+            Q::decode(B::at(wrow, b, s), d, mo, c);
 #pragma unroll
             for (int e = 0; e < 8; e += 2) {
                 const int at = (e < 4 ? Q::xoff0(s) + e : Q::xoff1(s) + e - 4) / 2;
@@ -128,6 +153,21 @@ extern "C" __global__ void dequant_q4_1_f16(MatmulParams p, const u8* __restrict
 extern "C" __global__ void dequant_q8_0_f16(MatmulParams p, const u8* __restrict__ w, u16* __restrict__ dst) {
     dequant_f16<Q8_0T>(p, w, dst);
 }
+
+#define DEQUANT_SUB(name, T)                                                                   \
+    extern "C" __global__ void name(MatmulParams p, const u8* __restrict__ w,                  \
+                                    u16* __restrict__ dst) {                                   \
+        dequant_f16<T, SubBlocks<T>>(p, w, dst);                                               \
+    }
+DEQUANT_SUB(dequant_q5_0_f16, Q5_0T)
+DEQUANT_SUB(dequant_q5_1_f16, Q5_1T)
+DEQUANT_SUB(dequant_iq4_nl_f16, IQ4_NLT)
+DEQUANT_SUB(dequant_q4_K_f16, Q4_KT)
+DEQUANT_SUB(dequant_q5_K_f16, Q5_KT)
+DEQUANT_SUB(dequant_q6_K_f16, Q6_KT)
+DEQUANT_SUB(dequant_iq4_xs_f16, IQ4_XST)
+DEQUANT_SUB(dequant_q3_K_f16, Q3_KT)
+DEQUANT_SUB(dequant_q2_K_f16, Q2_KT)
 
 // src: [n] -> dst: [n]
 extern "C" __global__ void convert_f32_f16(ConvParams p, const float* __restrict__ src, u16* __restrict__ dst) {

@@ -173,16 +173,37 @@ __device__ __forceinline__ u64 mv_row0(int kw) {
     return ((u64)blockIdx.x * pairs + warp / kw) * MV_ROWS;
 }
 
+// Where virtual block b (32 elements) of a weight row lies. FlatBlocks: the
+// format's own 32-element blocks of TS bytes (Q4_0T, Q4_1T, Q8_0T:
+// fetch(blk, s)). SubBlocks: sub-block b % SUB of super-block b / SUB, TS
+// bytes per super-block (decode_kq.cuh: fetch(sblk, sub, s)); SUB = 1 for
+// the 32-element formats there.
+template <class Q>
+struct FlatBlocks {
+    __device__ static typename Q::Raw at(const u8* row, u64 b, int s) {
+        return Q::fetch(row + b * Q::TS, s);
+    }
+};
+template <class Q>
+struct SubBlocks {
+    __device__ static typename Q::Raw at(const u8* row, u64 b, int s) {
+        return Q::fetch(row + (b / Q::SUB) * Q::TS, (int)(b % Q::SUB), s);
+    }
+};
+
 // acc[r][j] = this thread's share of dot(weight row j of the warp's pair,
 // xr[r]) for quantized w: [n, row_bytes] blocks; xr rows 16-byte aligned.
-// Warp w of the CTA works on row pair w / kw, blocks (w % kw) * 8 + lane / 4
-// + t * kw * 8; each loop step handles two strides of blocks, fetched one
-// step ahead. The first step's weights are fetched before `pro(xr)` runs:
-// pro may wait for the previous kernel (kiln_grid_wait) and stage x, so the
-// weight reads overlap both. pro is called once by every thread.
-template <class Q, int M, class Pro>
-__device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
-                                             float (&acc)[M][MV_ROWS]) {
+// Warp w of the CTA works on row pair w / kw, virtual blocks (w % kw) * 8 +
+// lane / 4 + t * kw * 8; each loop step handles two strides of blocks,
+// fetched one step ahead. The first step's weights are fetched before
+// `pro(xr)` runs: pro may wait for the previous kernel (kiln_grid_wait) and
+// stage x, so the weight reads overlap both. pro is called once by every
+// thread. B (FlatBlocks / SubBlocks) locates a virtual block. With 8-block
+// super-blocks every stride is a multiple of 8, so lane group lane / 4 always
+// decodes sub-block lane / 4 and a warp step covers whole super-blocks.
+template <class Q, class B, int M, class Pro>
+__device__ __forceinline__ void mv_blocks_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
+                                              float (&acc)[M][MV_ROWS]) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, s = lane & 3;
     const int kw = p.kw, ks = warp % kw;
     u64 ja, jb;
@@ -200,14 +221,14 @@ __device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restr
     typename Q::Raw ra, rb, rc, rd;
     bool two = false;
     if (b < nb) {
-        ra = Q::fetch(w0 + b * Q::TS, s);
-        rb = Q::fetch(w1 + b * Q::TS, s);
+        ra = B::at(w0, b, s);
+        rb = B::at(w1, b, s);
         rc = ra;
         rd = rb;
         two = b + stride < nb;
         if (two) {
-            rc = Q::fetch(w0 + (b + stride) * Q::TS, s);
-            rd = Q::fetch(w1 + (b + stride) * Q::TS, s);
+            rc = B::at(w0, b + stride, s);
+            rd = B::at(w1, b + stride, s);
         }
     }
     const float* xr[M];
@@ -218,19 +239,33 @@ __device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restr
         const u64 cur = b;
         b += 2 * stride;
         if (b < nb) {
-            ra = Q::fetch(w0 + b * Q::TS, s);
-            rb = Q::fetch(w1 + b * Q::TS, s);
+            ra = B::at(w0, b, s);
+            rb = B::at(w1, b, s);
             rc = ra;
             rd = rb;
             two = b + stride < nb;
             if (two) {
-                rc = Q::fetch(w0 + (b + stride) * Q::TS, s);
-                rd = Q::fetch(w1 + (b + stride) * Q::TS, s);
+                rc = B::at(w0, b + stride, s);
+                rd = B::at(w1, b + stride, s);
             }
         }
         mv_step<Q, M>(ca, cb, xr, cur, s, acc);
         if (ctwo) mv_step<Q, M>(cc, cd, xr, cur + stride, s, acc);
     }
+}
+
+// The accumulation loop for the 32-element block formats of this file.
+template <class Q, int M, class Pro>
+__device__ __forceinline__ void mv_quant_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
+                                             float (&acc)[M][MV_ROWS]) {
+    mv_blocks_acc<Q, FlatBlocks<Q>, M>(p, w, pro, acc);
+}
+
+// The same for the sub-block formats of decode_kq.cuh.
+template <class Q, int M, class Pro>
+__device__ __forceinline__ void mv_sub_acc(const MvShape& p, const u8* __restrict__ w, Pro pro,
+                                           float (&acc)[M][MV_ROWS]) {
+    mv_blocks_acc<Q, SubBlocks<Q>, M>(p, w, pro, acc);
 }
 
 // The same for float weights w: [n, k] (row_bytes = k * element size): the

@@ -8,6 +8,7 @@ pub const INCLUDE_MARKER: &str = "#include";
 pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
+    ("decode_kq.cuh", include_str!("../kernels/decode_kq.cuh")),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");

@@ -9,7 +9,8 @@
 //!   scratch buffer and multiplied by cuBLAS with f32 accumulation.
 //!   Quantized weights become **f16** and x is rounded to f16 too
 //!   (`gemm_ex`, tensor cores): f16 keeps 11 significant bits, bf16 only 8,
-//!   and both the dequantized weights (|w| < 16·d + |m|) and the activations
+//!   and both the dequantized weights (|w| ≤ 128·|d·sc| + |m|: at most 8
+//!   code bits times the block or sub-block scale) and the activations
 //!   (O(1–100)) fit f16's range, so f16 is 8x closer; the rounding (≤ 2^-11
 //!   relative per operand) stays well inside the 8-bit-activation bound the
 //!   parity tests hold fast kernels to. Activations beyond ±65504 would
@@ -150,15 +151,28 @@ pub struct MatmulState {
     inner: Mutex<Option<GemmScratch>>,
 }
 
-/// The weight formats, in the order of the function table.
-const WTYPES: [DType; 6] = [
+/// The weight formats, in the order of the function table: the
+/// [`N_QUANT`] quantized ones (each with a mat-vec and a dequantize kernel)
+/// first, then the float ones.
+const WTYPES: [DType; 15] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_XS,
+    DType::Q3_K,
+    DType::Q2_K,
     DType::F32,
     DType::F16,
     DType::BF16,
 ];
+/// How many of [`WTYPES`] are quantized (they come first).
+const N_QUANT: usize = 12;
 
 /// One kernel of matmul.cu.
 #[derive(Clone, Copy)]
@@ -170,8 +184,8 @@ enum Kern {
 }
 
 impl Kern {
-    /// Kernel names, in table order: mat-vec (format × rows), dequant (3),
-    /// to-f32 (F16, BF16), x to f16.
+    /// Kernel names, in table order: mat-vec (format × rows), dequant
+    /// ([`N_QUANT`]), to-f32 (F16, BF16), x to f16.
     fn names() -> Vec<String> {
         let mut v = Vec::new();
         for t in WTYPES {
@@ -179,7 +193,7 @@ impl Kern {
                 v.push(format!("mul_mv_{}_f32_m{rows}", wname_of(t)));
             }
         }
-        for t in &WTYPES[..3] {
+        for t in &WTYPES[..N_QUANT] {
             v.push(format!("dequant_{}_f16", wname_of(*t)));
         }
         v.push("convert_f16_f32".into());
@@ -191,14 +205,15 @@ impl Kern {
     fn index(self) -> Option<usize> {
         let t = |d: DType| WTYPES.iter().position(|&w| w == d);
         let n = WTYPES.len() * MV_MAX_ROWS;
+        let c = n + N_QUANT;
         match self {
             Kern::MatVec(d, rows) if (1..=MV_MAX_ROWS).contains(&rows) => {
                 Some(t(d)? * MV_MAX_ROWS + rows - 1)
             }
-            Kern::DequantF16(d) => t(d).filter(|&i| i < 3).map(|i| n + i),
-            Kern::ToF32(DType::F16) => Some(n + 3),
-            Kern::ToF32(DType::BF16) => Some(n + 4),
-            Kern::F32ToF16 => Some(n + 5),
+            Kern::DequantF16(d) => t(d).filter(|&i| i < N_QUANT).map(|i| n + i),
+            Kern::ToF32(DType::F16) => Some(c),
+            Kern::ToF32(DType::BF16) => Some(c + 1),
+            Kern::F32ToF16 => Some(c + 2),
             _ => None,
         }
     }
@@ -255,7 +270,9 @@ fn grow<T: DeviceRepr + ValidAsZeroBits>(
 /// `out = x · wᵀ` on the backend's stream (see the module docs).
 ///
 /// `w`: `[n, k]` rows of `p.wtype` (`p.w_row_bytes()` bytes each; the view
-/// must start 4-byte aligned for F32/Q4_1, 2-byte otherwise); `x`: `[m, k]`
+/// must start 4-byte aligned for F32 and the formats whose blocks are a
+/// multiple of 4 bytes (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, IQ4_XS), 2-byte
+/// otherwise); `x`: `[m, k]`
 /// (16-byte aligned for quantized weights); `out`: `[m, n]`.
 pub fn matmul(
     be: &CudaBackend,
@@ -333,8 +350,16 @@ pub(crate) fn check_alignment(
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
 ) -> Result<()> {
+    // The kernels load 32-bit words from blocks whose size is a multiple of
+    // 4 bytes, 16-bit halves from the others.
     let w_align: u64 = match p.wtype {
-        DType::F32 | DType::Q4_1 => 4,
+        DType::F32
+        | DType::Q4_1
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::IQ4_XS => 4,
         _ => 2,
     };
     let x_align: u64 = if p.wtype.is_quantized() { 16 } else { 4 };
@@ -376,6 +401,15 @@ pub(crate) fn wname_of(t: DType) -> &'static str {
         DType::Q4_0 => "q4_0",
         DType::Q4_1 => "q4_1",
         DType::Q8_0 => "q8_0",
+        DType::Q5_0 => "q5_0",
+        DType::Q5_1 => "q5_1",
+        DType::IQ4_NL => "iq4_nl",
+        DType::Q2_K => "q2_K",
+        DType::Q3_K => "q3_K",
+        DType::Q4_K => "q4_K",
+        DType::Q5_K => "q5_K",
+        DType::Q6_K => "q6_K",
+        DType::IQ4_XS => "iq4_xs",
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
@@ -641,7 +675,7 @@ pub fn bench_read_sum(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::panic)]
+    #![allow(clippy::panic, clippy::unwrap_used)]
     use super::*;
 
     fn p(m: usize, wtype: DType) -> MatmulParams {
@@ -651,6 +685,37 @@ mod tests {
             k: 64,
             wtype,
         }
+    }
+
+    /// Every kernel the launcher can ask for has a table slot holding its name.
+    #[test]
+    fn kernel_table() {
+        let names = Kern::names();
+        for t in WTYPES {
+            for rows in 1..=MV_MAX_ROWS {
+                let i = Kern::MatVec(t, rows).index().unwrap();
+                assert_eq!(names[i], format!("mul_mv_{}_f32_m{rows}", wname_of(t)));
+            }
+            let dq = Kern::DequantF16(t).index();
+            if t.is_quantized() {
+                assert_eq!(names[dq.unwrap()], format!("dequant_{}_f16", wname_of(t)));
+            } else {
+                assert!(dq.is_none(), "{t}");
+            }
+            assert_ne!(wname_of(t), "unsupported");
+        }
+        assert_eq!(
+            names[Kern::ToF32(DType::F16).index().unwrap()],
+            "convert_f16_f32"
+        );
+        assert_eq!(
+            names[Kern::ToF32(DType::BF16).index().unwrap()],
+            "convert_bf16_f32"
+        );
+        assert_eq!(names[Kern::F32ToF16.index().unwrap()], "convert_f32_f16");
+        assert_eq!(names.len(), WTYPES.len() * MV_MAX_ROWS + N_QUANT + 3);
+        assert_eq!(WTYPES.iter().filter(|t| t.is_quantized()).count(), N_QUANT);
+        assert!(WTYPES[..N_QUANT].iter().all(|t| t.is_quantized()));
     }
 
     #[test]

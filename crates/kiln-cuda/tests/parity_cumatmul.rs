@@ -1,7 +1,8 @@
 //! GPU parity of `kiln_cuda::matmul` against `matmul_ref`: the testkit's case
 //! table (every format, m in 1..64, odd n, SmolLM2 shapes), plus m = 9 and
 //! m = 512 (the prefill path) for every format with odd n and odd block
-//! counts, odd k for float formats, and the alignment rules. Only the
+//! counts, large k (14336), odd k for float formats, and the alignment
+//! rules. Failures name the format, shape and plan. Only the
 //! weight formats with CUDA kernels (`kiln_cuda::matmul::supports`) run; the
 //! others must be refused with `UnsupportedDType`. Device outputs
 //! sit between sentinel guard zones and start NaN-poisoned. Skips without a
@@ -166,8 +167,19 @@ fn prefill_and_odd_shapes() {
     let mut failures = Vec::new();
     let mut count = 0;
     for (ci, &wtype) in WTYPES.iter().enumerate().filter(|(_, &t)| supports(t)) {
-        let mut shapes = vec![(9, 1, 32), (9, 33, 96), (9, 257, 544), (512, 33, 96)];
-        shapes.push((512, 257, 544));
+        let mut shapes = if wtype.block_size() == 256 {
+            // k: one super-block, 3 and 9 (k not a multiple of 512).
+            vec![(9, 1, 256), (9, 33, 768), (9, 257, 2304), (512, 33, 768)]
+        } else {
+            vec![(9, 1, 32), (9, 33, 96), (9, 257, 544), (512, 33, 96)]
+        };
+        shapes.push(if wtype.block_size() == 256 {
+            (512, 257, 2304)
+        } else {
+            (512, 257, 544)
+        });
+        // Large k (Llama-3-8B's FFN width) for decode, a partial m chunk and prefill.
+        shapes.extend([(1, 33, 14336), (6, 7, 14336), (9, 7, 14336)]);
         if !wtype.is_quantized() {
             shapes.extend([(9, 7, 1), (17, 33, 33), (512, 65, 999), (5, 31, 77)]);
         }
@@ -212,7 +224,11 @@ fn forced_plans() {
                 plans.push(MatmulKernel::MatVec { rows, kw });
             }
         }
-        let shapes = [(1, 33, 96), (5, 257, 544), (17, 7, 32), (64, 65, 1536)];
+        let shapes = if wtype.block_size() == 256 {
+            [(1, 33, 768), (5, 257, 2304), (17, 7, 256), (64, 65, 1536)]
+        } else {
+            [(1, 33, 96), (5, 257, 544), (17, 7, 32), (64, 65, 1536)]
+        };
         for (pi, &plan) in plans.iter().enumerate() {
             for (si, &(m, n, k)) in shapes.iter().enumerate() {
                 count += 1;
