@@ -20,22 +20,31 @@ fi
 [ -f "$model" ] && export KILN_MODEL="$model"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
+# KILN_GPU_PART=checks (parity, selftest, greedy text, sanitizer) or perf
+# (kernel benches, kiln bench, ncu, the synthetic 1B model); default all.
+# The two halves each fit one 10-minute device call.
+PART="${KILN_GPU_PART:-all}"
+want() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for t in "$B"/parity_* "$B"/compile_kernels; do
+  want checks || break
   [ -x "$t" ] || continue
   if "$t" > "$OUT/$(basename "$t").log" 2>&1; then r=ok; else r=FAIL; fi
   note "$(basename "$t"): $r ($(grep -E '^test result' "$OUT/$(basename "$t").log" | tail -1))"
 done
 for b in "$B"/bench_*; do
+  want perf || break
   [ -x "$b" ] || continue
   n=$(basename "$b")
   if "$b" > "$OUT/$n.txt" 2>&1; then r=ok; else r=FAIL; fi
   echo "== $n:"; cat "$OUT/$n.txt"
   note "$n: $r ($(grep -m1 -E 'read ceiling|SKIPPED' "$OUT/$n.txt"))"
 done
-"$B/kiln" selftest --device cuda > "$OUT/selftest.log" 2>&1 && r=ok || r=FAIL
-note "selftest: $r ($(tail -1 "$OUT/selftest.log"))"
-if [ -n "${KILN_MODEL:-}" ]; then
+if want checks; then
+  "$B/kiln" selftest --device cuda > "$OUT/selftest.log" 2>&1 && r=ok || r=FAIL
+  note "selftest: $r ($(tail -1 "$OUT/selftest.log"))"
+fi
+if [ -n "${KILN_MODEL:-}" ] && want checks; then
   for dev in cpu cuda; do
     "$B/kiln" run --device $dev -m "$model" -p "The capital of France is" -n 32 --temp 0 \
       > "$OUT/greedy-$dev.txt" 2> "$OUT/greedy-$dev.err"
@@ -44,6 +53,8 @@ if [ -n "${KILN_MODEL:-}" ]; then
   note "greedy 32 tokens cpu vs cuda: $r"
   note "cuda text: $(tr '\n' ' ' < "$OUT/greedy-cuda.txt" | cut -c1-160)"
   note "cuda speed: $(grep -o 'generation:.*' "$OUT/greedy-cuda.err")"
+fi
+if [ -n "${KILN_MODEL:-}" ] && want perf; then
   "$B/kiln" bench --device cuda -m "$model" -p 512 -n 128 -r 5 --profile > "$OUT/bench.txt" 2>&1
   cat "$OUT/bench.txt"
   # The same without CUDA graphs (every decode op launched from the host).
@@ -90,7 +101,7 @@ PY
   fi
   rm -f "$synth"
 fi
-if command -v compute-sanitizer >/dev/null; then
+if command -v compute-sanitizer >/dev/null && want checks; then
   for t in "$B"/parity_*; do
     [ -x "$t" ] || continue
     compute-sanitizer --tool memcheck --print-limit 5 "$t" > "$OUT/sanitizer-$(basename "$t").log" 2>&1

@@ -4,14 +4,18 @@
 # that compiles every kiln kernel runs on machines with no GPU (CI).
 # Sets LD_LIBRARY_PATH and KILN_NVRTC_INCLUDE. Failure to fetch is not fatal:
 # the compile test then says it was skipped.
-KILN_NVRTC_DIR="${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/nvrtc"
+# The version is the GPU machine's toolkit (CUDA 13.0): a newer NVRTC accepts
+# code 13.0 rejects (e.g. __builtin_offsetof in static_assert), which then
+# fails only on the GPU.
+KILN_NVRTC_VERSION=13.0.88
+KILN_NVRTC_DIR="${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/nvrtc-$KILN_NVRTC_VERSION"
 if [ ! -f "$KILN_NVRTC_DIR/ok" ]; then
   (
     set -e
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$tmp" \
-      "nvidia-cuda-nvrtc==13.5.37" "nvidia-cuda-runtime==13.5.37" >&2
+      "nvidia-cuda-nvrtc==$KILN_NVRTC_VERSION" "nvidia-cuda-runtime==$KILN_NVRTC_VERSION" >&2
     mkdir -p "$KILN_NVRTC_DIR"
     for w in "$tmp"/*.whl; do python3 -m zipfile -e "$w" "$KILN_NVRTC_DIR"; done
     touch "$KILN_NVRTC_DIR/ok"

@@ -22,6 +22,8 @@
 // multiple of 4 bytes (Q5_0 22, IQ4_NL 18, Q3_K 110, Q6_K 210) load 16-bit
 // halves; the others load aligned 32-bit words.
 //
+// Field offsets are not static_asserted here (NVRTC 13.0 has no
+// __builtin_offsetof); the struct sizes are, in common.cuh, and
 // scripts/check-cuda-decoders.py builds these decoders as host C++ and
 // checks every decoded weight against gguf.quants' dequantizer (no GPU).
 #pragma once
@@ -79,8 +81,6 @@ struct Q5_0T {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q5_0, qh) == 2 && __builtin_offsetof(block_q5_0, qs) == 6,
-              "Q5_0T offsets");
 
 // Q5_1: x = d * q + m, q as Q5_0.
 struct Q5_1T {
@@ -110,8 +110,6 @@ struct Q5_1T {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q5_1, qh) == 4 && __builtin_offsetof(block_q5_1, qs) == 8,
-              "Q5_1T offsets");
 
 // IQ4_NL: x = d * grid[q], nibbles packed as Q4_0.
 struct IQ4_NLT {
@@ -138,7 +136,6 @@ struct IQ4_NLT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_iq4_nl, qs) == 2, "IQ4_NLT offsets");
 
 // The 6-bit scale and min of sub-block `sub` (0..7) from the 12 packed
 // bytes of Q4_K / Q5_K, given as words s0 (bytes 0..3), s1 (4..7), s2 (8..11):
@@ -188,8 +185,6 @@ struct Q4_KT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q4_K, scales) == 4 && __builtin_offsetof(block_q4_K, qs) == 16,
-              "Q4_KT offsets");
 
 // Q5_K: Q4_K's nibbles plus bit `sub` of qh[t] as bit 4.
 struct Q5_KT {
@@ -228,8 +223,6 @@ struct Q5_KT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q5_K, qh) == 16 && __builtin_offsetof(block_q5_K, qs) == 48,
-              "Q5_KT offsets");
 
 // Q6_K: x = (d * sc) * (q - 32) per 16-element sub-block (sc: i8); sub-block
 // j's element t: low nibble (j / 2) % 2 of ql[64 * (j / 4) + 32 * (j % 2) + t],
@@ -270,9 +263,6 @@ struct Q6_KT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q6_K, qh) == 128 && __builtin_offsetof(block_q6_K, scales) == 192 &&
-                  __builtin_offsetof(block_q6_K, d) == 208,
-              "Q6_KT offsets");
 
 // IQ4_XS: x = (d * (ls - 32)) * grid[q] per 32-element sub-block; ls = low
 // nibble sub % 2 of scales_l[sub / 2] | bits 2 * sub of scales_h << 4; the
@@ -304,9 +294,6 @@ struct IQ4_XST {
         }
     }
 };
-static_assert(__builtin_offsetof(block_iq4_xs, scales_h) == 2 && __builtin_offsetof(block_iq4_xs, scales_l) == 4 &&
-                  __builtin_offsetof(block_iq4_xs, qs) == 8,
-              "IQ4_XST offsets");
 
 // Q3_K: x = (d * (sc - 32)) * (q - 4 + 4 * hbit) per 16-element sub-block;
 // sub-block j's element t: 2 bits at bit 2 * (j % 4) of qs[32 * (j / 4) + t],
@@ -350,9 +337,6 @@ struct Q3_KT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q3_K, qs) == 32 && __builtin_offsetof(block_q3_K, scales) == 96 &&
-                  __builtin_offsetof(block_q3_K, d) == 108,
-              "Q3_KT offsets");
 
 // Q2_K: x = (d * sc) * q - dmin * mn per 16-element sub-block; byte
 // scales[2j + t / 16] holds sc (low nibble) and mn (high); sub-block j's
@@ -388,5 +372,3 @@ struct Q2_KT {
         }
     }
 };
-static_assert(__builtin_offsetof(block_q2_K, qs) == 16 && __builtin_offsetof(block_q2_K, d) == 80,
-              "Q2_KT offsets");
