@@ -391,14 +391,33 @@ fn launch_split(
             .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
         return Ok(());
     }
-    let need = split_scratch_len(p, &plan);
+    let name = match pos {
+        Some(_) => "attention_split_at_f32",
+        None => "attention_split_f32",
+    };
+    launch_merging(be, p, &plan, name, cfg, params, pos, (q, k, v), out)
+}
+
+/// Launch a split kernel that writes partials to the backend scratch and
+/// merges them in the last block of each group (`attention_split[_at]_f32`,
+/// `attention_decode_l<L>[_at]_f32`: the same parameter list).
+#[allow(clippy::too_many_arguments)]
+fn launch_merging(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    plan: &SplitKvPlan,
+    name: &'static str,
+    cfg: LaunchConfig,
+    mut params: AttnK,
+    pos: Option<&CudaView<'_, i32>>,
+    (q, k, v): (&CudaView<'_, f32>, &CudaView<'_, f32>, &CudaView<'_, f32>),
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let head_chunks = p.group().div_ceil(plan.heads_per_block);
+    let need = split_scratch_len(p, plan).max(1);
     let n_tickets = p.n_tokens.min(GRID_YZ_MAX) * p.n_kv_heads * head_chunks;
     be.with_scratch_f32(need, |part| {
         be.with_tickets(n_tickets, |tickets| {
-            let name = match pos {
-                Some(_) => "attention_split_at_f32",
-                None => "attention_split_f32",
-            };
             let f = be.function("attention", ATTENTION, name)?;
             let st = be.stream();
             let (mut pq, _g1) = q.device_ptr(st);
@@ -423,16 +442,18 @@ fn launch_split(
                 arg(&mut pt),
                 arg(&mut po),
             ]);
-            // SAFETY: arguments match attention_split[_at]_f32(AttnParams,
-            // [const i32* pos,] const float*, const float*, const float*,
-            // float* part, u32* tickets, float* out); `part` holds n_tokens *
-            // n_heads * splits * (head_dim + 2) floats, the partial layout the
-            // kernel writes; `tickets` holds one zeroed counter per (token,
-            // grid row) that the merging block resets; each (token, head) row of out is written
-            // once, by the last block of its group; the kernel waits for the
-            // previous kernel before reading anything (PDL).
+            // SAFETY: arguments match <name>(AttnParams, [const i32* pos,]
+            // const float* q, const float* k, const float* v, float* part,
+            // u32* tickets, float* out) for both kernel families; lengths
+            // were validated for pos0 = params.pos0 (a device position is
+            // clamped to it) and the plan checked (grid and shared memory as
+            // the caller computed); `part` holds n_tokens * n_heads * splits *
+            // (head_dim + 2) floats (unused with one split), `tickets` one
+            // zeroed counter per (token, grid row) that the merging block
+            // resets; each (token, head) row of out is written once; the
+            // kernels wait for the previous kernel before reading (PDL).
             unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
-                .map_err(|e| CudaError::driver("launch attention_split", e))?;
+                .map_err(|e| CudaError::driver("launch attention (merging)", e))?;
             Ok(())
         })
     })
@@ -468,7 +489,7 @@ fn launch_decode(
     be: &CudaBackend,
     p: &AttentionParams,
     plan: &SplitKvPlan,
-    mut params: AttnK,
+    params: AttnK,
     pos: Option<&CudaView<'_, i32>>,
     q: &CudaView<'_, f32>,
     k: &CudaView<'_, f32>,
@@ -491,49 +512,7 @@ fn launch_decode(
         Some(_) => DEC_AT_NAMES[lanes - 1],
         None => DEC_NAMES[lanes - 1],
     };
-    let need = split_scratch_len(p, plan).max(1);
-    let n_tickets = p.n_tokens.min(GRID_YZ_MAX) * p.n_kv_heads * head_chunks;
-    be.with_scratch_f32(need, |part| {
-        be.with_tickets(n_tickets, |tickets| {
-            let f = be.function("attention", ATTENTION, name)?;
-            let st = be.stream();
-            let (mut pq, _g1) = q.device_ptr(st);
-            let (mut pk, _g2) = k.device_ptr(st);
-            let (mut pv, _g3) = v.device_ptr(st);
-            let (mut ppart, _g4) = part.device_ptr_mut(st);
-            let (mut pt, _g5) = tickets.device_ptr_mut(st);
-            let (mut po, _g6) = out.device_ptr_mut(st);
-            let (mut pp, _g7) = match pos {
-                Some(p) => p.device_ptr(st),
-                None => q.device_ptr(st),
-            };
-            let mut args = vec![arg(&mut params)];
-            if pos.is_some() {
-                args.push(arg(&mut pp));
-            }
-            args.extend([
-                arg(&mut pq),
-                arg(&mut pk),
-                arg(&mut pv),
-                arg(&mut ppart),
-                arg(&mut pt),
-                arg(&mut po),
-            ]);
-            // SAFETY: arguments match attention_decode_l<L>[_at]_f32(AttnParams,
-            // [const i32* pos,] const float* q, const float* k, const float* v,
-            // float* part, u32* tickets, float* out); head_dim <= 32 * L;
-            // lengths were validated for pos0 = params.pos0 (a device position
-            // is clamped to it); `part` holds the split partials (unused with
-            // one split), `tickets` one zeroed counter per (token, grid row)
-            // that the merging block resets; shared memory as
-            // the kernel lays it out (4 * heads_per_block * (d + 2) floats,
-            // <= 33 KiB for d 256); the kernel waits for the previous kernel
-            // before reading anything (PDL).
-            unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
-                .map_err(|e| CudaError::driver("launch attention_decode", e))?;
-            Ok(())
-        })
-    })
+    launch_merging(be, p, plan, name, cfg, params, pos, (q, k, v), out)
 }
 
 #[cfg(test)]
