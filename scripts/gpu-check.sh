@@ -10,6 +10,9 @@
 # warm):
 #   1) carry ["gpu-model/a"], command: cp gpu-model/a/part /tmp/kiln-model.a
 #   2) carry ["gpu-bundle", "gpu-model/b"], command: bash gpu-bundle/gpu-run.sh
+#      (a device call is limited to 10 minutes: run it as two calls,
+#      KILN_GPU_PART=checks then KILN_GPU_PART=perf, re-sending part a first
+#      if the machine went cold in between)
 # A contributor with a local GPU just runs: bash gpu-bundle/gpu-run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
