@@ -5,6 +5,9 @@
 //! not serve repeats. Median of 50 event-bracketed calls behind a busy
 //! kernel (kernel time), and the back-to-back mean (host bottlenecks too).
 //! Run: `cargo bench -p kiln-cuda --bench matmul`; skips without a GPU.
+//! `KILN_BENCH_ONLY=decode|prefill` runs one half. Mat-vec rows are timed
+//! with the direct-load kernels and again with staged weights
+//! (`kiln_cuda::matmul::set_staged`), in the same run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,7 +15,7 @@ mod common;
 use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::DType;
-use kiln_cuda::matmul::{matmul_with_kernel, select_matmul, MatmulKernel};
+use kiln_cuda::matmul::{matmul_with_kernel, select_matmul_for, set_staged, MatmulKernel};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
 fn main() {
@@ -52,7 +55,18 @@ fn main() {
             (4096, 14336, wtype, 512, None),
         ]);
     }
-    for (n, k, wtype, m, force_kw) in shapes {
+    let mut bf16_peer = std::collections::HashMap::new();
+    // KILN_BENCH_ONLY=decode (m ≤ 8) or prefill (m > 8) runs half the table.
+    let only = std::env::var("KILN_BENCH_ONLY").unwrap_or_default();
+    let runs = shapes.iter().flat_map(|&(n, k, wtype, m, force_kw)| {
+        let modes: &[bool] = if m <= 8 { &[false, true] } else { &[false] };
+        modes.iter().map(move |&st| (n, k, wtype, m, force_kw, st))
+    });
+    for (n, k, wtype, m, force_kw, staged) in runs {
+        if (only == "decode" && m > 8) || (only == "prefill" && m <= 8) {
+            continue;
+        }
+        set_staged(&be, staged);
         let p = MatmulParams { m, n, k, wtype };
         let wbytes = n * p.w_row_bytes().unwrap();
         // Enough weight copies that the set is ≥ 3× L2 (50 MB), at least 4.
@@ -65,7 +79,7 @@ fn main() {
         let dw = be.upload(&flat).unwrap();
         let dx = be.upload(&rand_f32(&mut rng, m * k, -1.0, 1.0)).unwrap();
         let mut dout = be.alloc_zeros::<f32>(m * n).unwrap();
-        let plan = match (select_matmul(&p), force_kw) {
+        let plan = match (select_matmul_for(&p, staged), force_kw) {
             (MatmulKernel::MatVec { rows, .. }, Some(kw)) => MatmulKernel::MatVec { rows, kw },
             (plan, _) => plan,
         };
@@ -87,12 +101,22 @@ fn main() {
         );
         let gbs = wbytes as f64 / ms / 1e6;
         let kern = match plan {
-            MatmulKernel::MatVec { rows, kw } => format!("mat-vec m{rows} kw{kw}"),
+            MatmulKernel::MatVec { rows, kw } => format!(
+                "mat-vec m{rows} kw{kw} {}",
+                if staged { "staged" } else { "direct" }
+            ),
             MatmulKernel::Gemm { operand } => format!("dequant+gemm {operand:?}"),
             MatmulKernel::Empty => "empty".into(),
         };
         let extra = if m > 8 {
-            format!(" ({:.1} TFLOP/s)", 2.0 * (m * n * k) as f64 / ms / 1e9)
+            let tf = 2.0 * (m * n * k) as f64 / ms / 1e9;
+            let peer = *bf16_peer
+                .entry((n, k, m))
+                .or_insert_with(|| cublas_bf16_tflops(&be, n, k, m));
+            format!(
+                " ({tf:.1} TFLOP/s; cuBLAS bf16 {peer:.0} same run: {:.0}%)",
+                100.0 * tf / peer
+            )
         } else {
             String::new()
         };
@@ -103,4 +127,61 @@ fn main() {
             b2b * 1e3
         );
     }
+}
+
+/// The peer for prefill: cuBLAS bf16 × bf16 → bf16 GEMM (f32 accumulation)
+/// of the same shape, random operands, median TFLOP/s of 50 calls.
+fn cublas_bf16_tflops(be: &kiln_cuda::CudaBackend, n: usize, k: usize, m: usize) -> f64 {
+    use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use std::ffi::c_void;
+    let mut rng = case_rng(2, "cublas-bf16", n * 7 + k);
+    let bits = |len: usize, rng: &mut _| -> Vec<u16> {
+        rand_f32(rng, len, -1.0, 1.0)
+            .into_iter()
+            .map(|v| (v.to_bits() >> 16) as u16)
+            .collect()
+    };
+    let a = be.upload(&bits(n * k, &mut rng)).unwrap();
+    let b = be.upload(&bits(k * m, &mut rng)).unwrap();
+    let mut c = be.alloc_zeros::<u16>(n * m).unwrap();
+    let blas = CudaBlas::new(be.stream().clone()).unwrap();
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let mut ceil_busy = || Ok(());
+    let (ms, _) = time_ms(be, 50, &mut ceil_busy, |_| {
+        let st = be.stream();
+        let (ap, _g1) = a.device_ptr(st);
+        let (bp, _g2) = b.device_ptr(st);
+        let (cp, _g3) = c.device_ptr_mut(st);
+        // SAFETY: A [n, k] row-major = k×n col-major (op T), B k×m, C n×m,
+        // all within their buffers; host scalars.
+        unsafe {
+            blas::gemm_ex(
+                *blas.handle(),
+                bsys::cublasOperation_t::CUBLAS_OP_T,
+                bsys::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha as *const f32).cast(),
+                ap as *const c_void,
+                bsys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                bp as *const c_void,
+                bsys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                (&beta as *const f32).cast(),
+                cp as *mut c_void,
+                bsys::cudaDataType_t::CUDA_R_16BF,
+                n as i32,
+                bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| kiln_cuda::CudaError::Driver {
+            op: "cublas bf16 gemm",
+            msg: format!("{e:?}"),
+        })
+    });
+    2.0 * (m * n * k) as f64 / ms / 1e9
 }

@@ -11,10 +11,14 @@
 //   gridDim.y > 1 runs the same kernel over consecutive chunks of M rows.
 //   256-element super-blocks are walked as 8 virtual 32-element blocks
 //   (decode_kq.cuh): the same tiling, each lane group on one sub-block.
+//   Where the row length allows (p.cw != 0), the weight bytes are staged
+//   through shared memory with cp.async first (matvec_staged.cuh), and float
+//   weights are read 16 bytes per thread.
 // - dequant_<w>_f16 / convert_*: operands for the cuBLAS prefill path.
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "matvec_staged.cuh"
 
 struct MatmulParams {
     u64 m;          // rows of x and out
@@ -22,6 +26,8 @@ struct MatmulParams {
     u64 k;          // row length of w and x
     u64 row_bytes;  // bytes of one weight row
     u64 kw;         // mat-vec: warps per row pair (1, 2 or 4; float weights: 4)
+    u64 cw;         // mat-vec: 0 = direct loads; quantized: staged copy width (16, 8, 4);
+                    // float: 16 = 16-byte loads (k a multiple of 16 bytes, rows aligned)
 };
 
 struct ConvParams { u64 n; };
@@ -57,8 +63,14 @@ __device__ __forceinline__ void mv_quant(const MatmulParams& p, const u8* __rest
                                          const float* __restrict__ x, float* __restrict__ out) {
     const u64 i0 = (u64)blockIdx.y * M;
     float acc[M][MV_ROWS];
-    const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false};
-    mv_quant_acc<Q, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
+    const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false, (int)p.cw};
+    auto pro = [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); };
+    if (p.cw != 0) {
+        __shared__ __align__(16) u8 stage[StagePlan<Q, FlatBlocks<Q>>::BYTES];
+        mv_staged_acc<Q, FlatBlocks<Q>, M>(sh, w, pro, acc, stage);
+    } else {
+        mv_quant_acc<Q, M>(sh, w, pro, acc);
+    }
     mv_store<M>(p, acc, i0, (int)p.kw, out);
 }
 
@@ -68,8 +80,14 @@ __device__ __forceinline__ void mv_sub(const MatmulParams& p, const u8* __restri
                                        const float* __restrict__ x, float* __restrict__ out) {
     const u64 i0 = (u64)blockIdx.y * M;
     float acc[M][MV_ROWS];
-    const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false};
-    mv_sub_acc<Q, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
+    const MvShape sh = {p.n, p.k, p.row_bytes, (int)p.kw, false, (int)p.cw};
+    auto pro = [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); };
+    if (p.cw != 0) {
+        __shared__ __align__(16) u8 stage[StagePlan<Q, SubBlocks<Q>>::BYTES];
+        mv_staged_acc<Q, SubBlocks<Q>, M>(sh, w, pro, acc, stage);
+    } else {
+        mv_sub_acc<Q, M>(sh, w, pro, acc);
+    }
     mv_store<M>(p, acc, i0, (int)p.kw, out);
 }
 
@@ -79,8 +97,13 @@ __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __rest
                                          const float* __restrict__ x, float* __restrict__ out) {
     const u64 i0 = (u64)blockIdx.y * M;
     float acc[M][MV_ROWS];
-    const MvShape sh = {p.n, p.k, p.row_bytes, MV_WARPS, false};
-    mv_float_acc<F, M>(sh, w, [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); }, acc);
+    const MvShape sh = {p.n, p.k, p.row_bytes, MV_WARPS, false, (int)p.cw};
+    auto pro = [&](const float* (&xr)[M]) { mv_rows<M>(p, x, i0, xr); };
+    if (p.cw != 0) {
+        mv_float_vec_acc<F, M>(sh, w, pro, acc);
+    } else {
+        mv_float_acc<F, M>(sh, w, pro, acc);
+    }
     mv_store<M>(p, acc, i0, MV_WARPS, out);
 }
 
@@ -116,31 +139,30 @@ MV_ALL_M(mul_mv_f32_f32, mv_float, F32T)
 MV_ALL_M(mul_mv_f16_f32, mv_float, F16T)
 MV_ALL_M(mul_mv_bf16_f32, mv_float, BF16T)
 
-// w: [n, row_bytes] blocks -> dst: [n, k] f16 (one thread per virtual
-// 32-element block; B as in mv_blocks_acc).
+// w: [n, row_bytes] blocks -> dst: [n, k] f16. Four threads per virtual
+// 32-element block, as in the mat-vec: thread part s fetches and decodes its
+// 8 codes (the same small loads, 4x the threads in flight of one thread per
+// block) and writes them as two 8-byte pieces; a warp writes 8 consecutive
+// blocks (512 contiguous bytes). B as in mv_blocks_acc.
 template <class Q, class B = FlatBlocks<Q>>
 __device__ __forceinline__ void dequant_f16(const MatmulParams& p, const u8* __restrict__ w,
                                             u16* __restrict__ dst) {
-    const u64 nb = p.k / QK, total = p.n * nb;
-    for (u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x; g < total;
-         g += (u64)gridDim.x * blockDim.x) {
-        const u64 row = g / nb, b = g - row * nb;
-        const u8* wrow = w + row * p.row_bytes;
-        u32 h[QK / 2];
+    const u64 nb = p.k / QK, total = p.n * nb * 4;
+    for (u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+         t += (u64)gridDim.x * blockDim.x) {
+        const u64 g = t >> 2, row = g / nb, b = g - row * nb;
+        const int s = (int)(t & 3);
+        float d, mo, c[8];
+        Q::decode(B::at(w + row * p.row_bytes, b, s), d, mo, c);
+        u32 h[4];
 #pragma unroll
-        for (int s = 0; s < 4; s++) {
-            float d, mo, c[8];
-            Q::decode(B::at(wrow, b, s), d, mo, c);
-#pragma unroll
-            for (int e = 0; e < 8; e += 2) {
-                const int at = (e < 4 ? Q::xoff0(s) + e : Q::xoff1(s) + e - 4) / 2;
-                h[at] = (u32)kiln_f32_to_f16(fmaf(d, c[e], mo)) |
-                        ((u32)kiln_f32_to_f16(fmaf(d, c[e + 1], mo)) << 16);
-            }
+        for (int e = 0; e < 8; e += 2) {
+            h[e / 2] = (u32)kiln_f32_to_f16(fmaf(d, c[e], mo)) |
+                       ((u32)kiln_f32_to_f16(fmaf(d, c[e + 1], mo)) << 16);
         }
-        uint4* o = (uint4*)(dst + g * QK);
-#pragma unroll
-        for (int v = 0; v < 4; v++) o[v] = make_uint4(h[4 * v], h[4 * v + 1], h[4 * v + 2], h[4 * v + 3]);
+        u16* o = dst + g * QK;
+        *(uint2*)(o + Q::xoff0(s)) = make_uint2(h[0], h[1]);
+        *(uint2*)(o + Q::xoff1(s)) = make_uint2(h[2], h[3]);
     }
 }
 

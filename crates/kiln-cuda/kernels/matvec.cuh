@@ -104,14 +104,41 @@ struct Q8_0T {
     }
 };
 
+// Float weights: ld reads element e of a row; unpack turns 16 bytes into
+// 16 / SIZE floats (matvec_staged.cuh).
 struct F32T {
+    static constexpr int SIZE = 4;
     __device__ static float ld(const u8* row, u64 e) { return ((const float*)row)[e]; }
+    __device__ static void unpack(const uint4& v, float f[4]) {
+        f[0] = __uint_as_float(v.x);
+        f[1] = __uint_as_float(v.y);
+        f[2] = __uint_as_float(v.z);
+        f[3] = __uint_as_float(v.w);
+    }
 };
 struct F16T {
+    static constexpr int SIZE = 2;
     __device__ static float ld(const u8* row, u64 e) { return kiln_f16_to_f32(((const u16*)row)[e]); }
+    __device__ static void unpack(const uint4& v, float f[8]) {
+        const u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            f[2 * i] = kiln_f16_to_f32((u16)(u[i] & 0xFFFFu));
+            f[2 * i + 1] = kiln_f16_to_f32((u16)(u[i] >> 16));
+        }
+    }
 };
 struct BF16T {
+    static constexpr int SIZE = 2;
     __device__ static float ld(const u8* row, u64 e) { return kiln_bf16_to_f32(((const u16*)row)[e]); }
+    __device__ static void unpack(const uint4& v, float f[8]) {
+        const u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            f[2 * i] = __uint_as_float(u[i] << 16);
+            f[2 * i + 1] = __uint_as_float(u[i] & 0xFFFF0000u);
+        }
+    }
 };
 
 // acc[r][0..2] += the block-part's contribution of weight rows (a, b) to x row r.
@@ -152,6 +179,7 @@ struct MvShape {
     u64 row_bytes;  // bytes of one weight row
     int kw;         // warps per row pair (quantized: 1, 2 or 4; float: MV_WARPS)
     bool halves;    // pair j (columns 2j, 2j + 1) reads rows j and j + n / 2, not 2j and 2j + 1
+    int cw = 0;     // matvec_staged.cuh: copy width in bytes (16, 8, 4); 0 = direct loads
 };
 
 // The two weight rows of the pair that starts at output column j0 (missing
@@ -180,12 +208,14 @@ __device__ __forceinline__ u64 mv_row0(int kw) {
 // the 32-element formats there.
 template <class Q>
 struct FlatBlocks {
+    static constexpr int SUB = 1;
     __device__ static typename Q::Raw at(const u8* row, u64 b, int s) {
         return Q::fetch(row + b * Q::TS, s);
     }
 };
 template <class Q>
 struct SubBlocks {
+    static constexpr int SUB = Q::SUB;
     __device__ static typename Q::Raw at(const u8* row, u64 b, int s) {
         return Q::fetch(row + (b / Q::SUB) * Q::TS, (int)(b % Q::SUB), s);
     }

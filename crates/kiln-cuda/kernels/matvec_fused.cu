@@ -16,6 +16,7 @@
 // Tiling, block decoding and accumulation are matmul.cu's (matvec.cuh).
 #include "common.cuh"
 #include "matvec.cuh"
+#include "matvec_staged.cuh"
 
 #define EPI_STORE 0
 #define EPI_RESIDUAL 1
@@ -40,6 +41,8 @@ struct FusedParams {
     float freq_base;
     float freq_scale;
     double log2_base;  // log2(freq_base), from the host
+    u64 cw;            // matmul.cu's MatmulParams::cw (staged copy width / 16-byte float loads)
+    u64 stage_off;     // staged: byte offset of the staging area in dynamic shared memory
 };
 
 __device__ __forceinline__ float fused_block_sum(float v, float* sh) {
@@ -108,7 +111,9 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
 
 // w: [n, row_bytes], x: [m, k] (16-byte aligned rows), norm_w: [k] or null,
 // res: [m, n] or null, pos: [m] or null; dynamic shared memory: (M + 1) * k
-// floats when p.norm (the normalized rows, then the staged norm weight).
+// floats when p.norm (the normalized rows, then the staged norm weight),
+// then, from byte p.stage_off (16-byte aligned), the staging area of
+// matvec_staged.cuh when p.cw != 0 (quantized weights).
 template <class Q, bool QUANT, int M>
 __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __restrict__ w,
                                              const float* __restrict__ x,
@@ -177,11 +182,20 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
         if (p.norm) __syncthreads();
     };
     float acc[M][MV_ROWS];
-    const MvShape sh = {p.n, p.k, p.row_bytes, QUANT ? (int)p.kw : MV_WARPS, p.epi == EPI_SWIGLU};
+    const MvShape sh = {p.n, p.k, p.row_bytes, QUANT ? (int)p.kw : MV_WARPS, p.epi == EPI_SWIGLU,
+                        (int)p.cw};
     if constexpr (QUANT) {
-        mv_quant_acc<Q, M>(sh, w, pro, acc);
+        if (p.cw != 0) {
+            mv_staged_acc<Q, FlatBlocks<Q>, M>(sh, w, pro, acc, (u8*)xs + p.stage_off);
+        } else {
+            mv_quant_acc<Q, M>(sh, w, pro, acc);
+        }
     } else {
-        mv_float_acc<Q, M>(sh, w, pro, acc);
+        if (p.cw != 0) {
+            mv_float_vec_acc<Q, M>(sh, w, pro, acc);
+        } else {
+            mv_float_acc<Q, M>(sh, w, pro, acc);
+        }
     }
     __shared__ float part[MV_WARPS][M * MV_ROWS];
     mv_reduce<M>(acc, sh.kw, part);

@@ -9,6 +9,10 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
     ("decode_kq.cuh", include_str!("../kernels/decode_kq.cuh")),
+    (
+        "matvec_staged.cuh",
+        include_str!("../kernels/matvec_staged.cuh"),
+    ),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");

@@ -4,7 +4,11 @@
 //! Two paths, chosen by [`select_matmul`]:
 //! - [`MatmulKernel::MatVec`] (m ≤ 8, decode): `mul_mv_<w>_f32_m<M>` reads
 //!   each weight row once for all m activation rows; activations stay f32,
-//!   so the result is the exact product up to f32 summation.
+//!   so the result is the exact product up to f32 summation. Quantized rows
+//!   whose length is a multiple of 4 bytes are staged through shared memory
+//!   by cp.async (`kernels/matvec_staged.cuh`, [`stage_copy_width`]); float
+//!   rows are read 16 bytes per thread where aligned. Both are off by
+//!   default until measured on a GPU ([`staged`], `KILN_MV_STAGED=1`).
 //! - [`MatmulKernel::Gemm`] (m ≥ 9, prefill): the weight is expanded into a
 //!   scratch buffer and multiplied by cuBLAS with f32 accumulation.
 //!   Quantized weights become **f16** and x is rounded to f16 too
@@ -35,6 +39,7 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 const OP: &str = "matmul";
@@ -67,6 +72,7 @@ struct MatmulK {
     k: u64,
     row_bytes: u64,
     kw: u64,
+    cw: u64,
 }
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for MatmulK {}
@@ -108,12 +114,18 @@ pub fn supports(wtype: DType) -> bool {
     WTYPES.contains(&wtype)
 }
 
-/// The kernel for `p` (pure: shapes and format only).
+/// The kernel for `p` with staging off (pure: shapes and format only).
 pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
+    select_matmul_for(p, false)
+}
+
+/// The kernel for `p` when mat-vecs do (`staged`) or do not stage their
+/// weights ([`staged`]); pure.
+pub fn select_matmul_for(p: &MatmulParams, staged: bool) -> MatmulKernel {
     if p.m == 0 || p.n == 0 {
         MatmulKernel::Empty
     } else if p.m <= MV_MAX_ROWS || p.k == 0 {
-        matvec_plan(p, p.m.min(MV_MAX_ROWS))
+        matvec_plan(p, p.m.min(MV_MAX_ROWS), staged)
     } else if p.wtype.is_quantized() {
         MatmulKernel::Gemm {
             operand: GemmOperand::F16,
@@ -127,13 +139,22 @@ pub fn select_matmul(p: &MatmulParams) -> MatmulKernel {
 
 /// The mat-vec plan for `rows` x rows per pass: float weights split k over
 /// the whole CTA; quantized ones double `kw` while the grid is short of
-/// [`MV_TARGET_WARPS`] and every warp still gets a step of blocks.
-pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize) -> MatmulKernel {
+/// [`MV_TARGET_WARPS`] and every warp still gets a step of blocks (with
+/// `staged`, a staged chunk where the rows can be staged, see
+/// [`stage_copy_width`]).
+pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize, staged: bool) -> MatmulKernel {
     if !p.wtype.is_quantized() {
         return MatmulKernel::MatVec { rows, kw: MV_WARPS };
     }
     let pairs = p.n.div_ceil(MV_ROWS);
-    let steps = (p.k / 32).div_ceil(MV_BLOCKS_PER_WARP).max(1);
+    let ts = p.wtype.type_size();
+    let sub = p.wtype.block_size() / 32;
+    let row_bytes = p.k / p.wtype.block_size() * ts;
+    let steps = if staged && row_bytes.is_multiple_of(4) {
+        (row_bytes / ts).div_ceil(stage_sblocks(ts, sub)).max(1)
+    } else {
+        (p.k / 32).div_ceil(MV_BLOCKS_PER_WARP).max(1)
+    };
     let mut kw = 1;
     while kw < MV_WARPS && pairs * kw < MV_TARGET_WARPS && kw * 2 <= steps {
         kw *= 2;
@@ -141,11 +162,75 @@ pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize) -> MatmulKernel {
     MatmulKernel::MatVec { rows, kw }
 }
 
+/// Target bytes of one staged chunk (`STAGE_TARGET_BYTES`, matvec_staged.cuh).
+const STAGE_TARGET_BYTES: usize = 768;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Super-blocks of `ts` bytes (`sub` virtual 32-element blocks each) per
+/// staged chunk: mirrors `stage_sblocks` in matvec_staged.cuh (the smallest
+/// count whose bytes are a multiple of 16 and whose virtual blocks a multiple
+/// of 8, times as many as fit [`STAGE_TARGET_BYTES`]). Used only to plan
+/// `kw`; the kernel uses its own copy.
+pub(crate) fn stage_sblocks(ts: usize, sub: usize) -> usize {
+    let (a, b) = (16 / gcd(ts, 16), 8 / gcd(sub, 8));
+    let base = a / gcd(a, b) * b;
+    base * (STAGE_TARGET_BYTES / (base * ts)).max(1)
+}
+
+/// Staged chunks in flight per warp plus the one being decoded (`STAGE_N`).
+const STAGE_N: usize = 3;
+
+/// Shared memory one CTA's staging area takes for `wtype` (`StagePlan::BYTES`).
+pub(crate) fn stage_bytes(wtype: DType) -> usize {
+    let ts = wtype.type_size();
+    let sub = (wtype.block_size() / 32).max(1);
+    MV_WARPS * STAGE_N * MV_ROWS * stage_sblocks(ts, sub) * ts
+}
+
+/// The mat-vec copy width (`MatmulParams::cw` in matmul.cu) for weights of
+/// `row_bytes` per row starting at device address `wp` (x at `xp`): quantized
+/// rows are staged through shared memory in the widest of 16/8/4-byte pieces
+/// that divides both; float rows use 16-byte loads when rows and x are
+/// 16-byte aligned. 0: the direct-load kernel.
+pub(crate) fn stage_copy_width(quantized: bool, row_bytes: usize, wp: u64, xp: u64) -> u64 {
+    let fits = |a: u64| (row_bytes as u64).is_multiple_of(a) && wp.is_multiple_of(a);
+    if quantized {
+        [16, 8, 4].into_iter().find(|&a| fits(a)).unwrap_or(0)
+    } else if fits(16) && xp.is_multiple_of(16) {
+        16
+    } else {
+        0
+    }
+}
+
+/// Whether the mat-vecs of `be` (plain and fused) stage quantized weights
+/// through shared memory and read float weights 16 bytes per thread
+/// ([`stage_copy_width`]). Off by default: the staged kernels compile for
+/// sm_80/sm_90 and their parity tests and benches exist, but they have not
+/// yet run on a GPU; `KILN_MV_STAGED=1` turns them on for a process.
+pub fn staged(be: &CudaBackend) -> bool {
+    be.matmul.staged_flag().load(Ordering::Relaxed)
+}
+
+/// Turn staging on or off for `be` (parity tests and A/B benches).
+pub fn set_staged(be: &CudaBackend, on: bool) {
+    be.matmul.staged_flag().store(on, Ordering::Relaxed);
+}
+
 /// cuBLAS handle and grow-only scratch for the prefill path, owned by the
 /// backend (`CudaBackend::matmul`).
 #[derive(Default)]
 pub struct MatmulState {
     cublas_present: OnceLock<bool>,
+    /// See [`staged`]; initialised from `KILN_MV_STAGED` on first use.
+    staged: OnceLock<AtomicBool>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -243,6 +328,12 @@ impl MatmulState {
             .ok_or_else(|| CudaError::driver("matmul", "no such kernel"))
     }
 
+    fn staged_flag(&self) -> &AtomicBool {
+        self.staged.get_or_init(|| {
+            AtomicBool::new(std::env::var_os("KILN_MV_STAGED").is_some_and(|v| v == "1"))
+        })
+    }
+
     fn cublas_present(&self) -> bool {
         // SAFETY: only tries to dlopen libcublas.
         *self
@@ -281,7 +372,7 @@ pub fn matmul(
     x: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    matmul_with_kernel(be, p, select_matmul(p), w, x, out)
+    matmul_with_kernel(be, p, select_matmul_for(p, staged(be)), w, x, out)
 }
 
 /// [`matmul`] with a given plan instead of [`select_matmul`]'s (tests and
@@ -335,7 +426,7 @@ pub fn matmul_with_kernel(
             if be.matmul.cublas_present() {
                 gemm(be, p, operand, w, x, out)
             } else {
-                match matvec_plan(p, MV_MAX_ROWS) {
+                match matvec_plan(p, MV_MAX_ROWS, staged(be)) {
                     MatmulKernel::MatVec { rows, kw } => matvec(be, p, rows, kw, w, x, out),
                     _ => Err(CudaError::driver("matmul", "no mat-vec plan")),
                 }
@@ -392,6 +483,7 @@ fn kparams(p: &MatmulParams, kw: usize) -> Result<MatmulK> {
         k: p.k as u64,
         row_bytes: p.w_row_bytes()? as u64,
         kw: kw as u64,
+        cw: 0,
     })
 }
 
@@ -445,7 +537,14 @@ fn matvec(
         .into());
     }
     let f = be.matmul.function(be, Kern::MatVec(p.wtype, rows))?;
-    let k = kparams(p, kw)?;
+    let mut k = kparams(p, kw)?;
+    {
+        let (wp, _gw) = w.device_ptr(be.stream());
+        let (xp, _gx) = x.device_ptr(be.stream());
+        if staged(be) {
+            k.cw = stage_copy_width(p.wtype.is_quantized(), k.row_bytes as usize, wp, xp);
+        }
+    }
     let cfg = LaunchConfig {
         grid_dim: (gx as u32, gy as u32, 1),
         block_dim: (MV_THREADS, 1, 1),
@@ -550,7 +649,7 @@ fn gemm(
             l.arg(&kp).arg(w).arg(&mut *w16);
             // SAFETY: dequant_<w>_f16(MatmulParams, const u8*, u16*): reads n
             // validated rows, writes n*k ≤ len(w16) halves.
-            unsafe { l.launch(grid_for(p.n * (p.k / 32))) }
+            unsafe { l.launch(grid_for(p.n * (p.k / 32) * 4)) }
                 .map_err(|e| CudaError::driver("launch dequant", e))?;
             let f = be.matmul.function(be, Kern::F32ToF16)?;
             let ck = ConvK {
@@ -747,13 +846,59 @@ mod tests {
             k,
             wtype: DType::Q4_1,
         };
-        let kw = |p: MatmulParams| match select_matmul(&p) {
+        let kw = |p: MatmulParams, staged: bool| match select_matmul_for(&p, staged) {
             MatmulKernel::MatVec { kw, .. } => kw,
             other => panic!("{other:?}"),
         };
-        assert_eq!(kw(q(576, 576)), 2);
-        assert_eq!(kw(q(576, 1536)), 4);
-        assert_eq!(kw(q(49152, 576)), 1);
-        assert_eq!(kw(q(4096, 4096)), 2);
+        // Direct loads: warps split 8-block steps.
+        assert_eq!(kw(q(576, 576), false), 2);
+        assert_eq!(kw(q(576, 1536), false), 4);
+        assert_eq!(kw(q(49152, 576), false), 1);
+        assert_eq!(kw(q(4096, 4096), false), 2);
+        // Staged rows (row bytes a multiple of 4): warps split 640-byte chunks.
+        assert_eq!(kw(q(576, 576), true), 1);
+        assert_eq!(kw(q(576, 1536), true), 2);
+        assert_eq!(kw(q(49152, 576), true), 1);
+        assert_eq!(kw(q(4096, 4096), true), 2);
+        // Rows that cannot be staged (9 Q4_0 blocks = 162 bytes, not a
+        // multiple of 4) plan as direct.
+        let q0 = MatmulParams {
+            wtype: DType::Q4_0,
+            ..q(576, 288)
+        };
+        assert_eq!(kw(q0, true), kw(q0, false));
+    }
+
+    #[test]
+    fn staged_chunks() {
+        // (format, super-blocks per chunk): bytes a multiple of 16, virtual
+        // blocks a multiple of 8, about STAGE_TARGET_BYTES.
+        let want = [
+            (DType::Q4_0, 40),
+            (DType::Q4_1, 32),
+            (DType::Q8_0, 16),
+            (DType::Q5_0, 32),
+            (DType::Q5_1, 32),
+            (DType::IQ4_NL, 40),
+            (DType::Q4_K, 5),
+            (DType::Q5_K, 4),
+            (DType::Q6_K, 8),
+            (DType::IQ4_XS, 4),
+            (DType::Q3_K, 8),
+            (DType::Q2_K, 8),
+        ];
+        for (t, sb) in want {
+            let (ts, sub) = (t.type_size(), t.block_size() / 32);
+            assert_eq!(stage_sblocks(ts, sub), sb, "{t}");
+            assert_eq!(sb * ts % 16, 0, "{t}");
+            assert_eq!(sb * sub % 8, 0, "{t}");
+        }
+        assert_eq!(stage_copy_width(true, 2304, 0x1000, 0), 16);
+        assert_eq!(stage_copy_width(true, 360, 0x1000, 0), 8);
+        assert_eq!(stage_copy_width(true, 324, 0x1000, 0), 4);
+        assert_eq!(stage_copy_width(true, 2304, 0x1002, 0), 0);
+        assert_eq!(stage_copy_width(false, 8192, 0x1000, 0x2000), 16);
+        assert_eq!(stage_copy_width(false, 8192, 0x1000, 0x2004), 0);
+        assert_eq!(stage_copy_width(false, 8194, 0x1000, 0x2000), 0);
     }
 }

@@ -11,7 +11,8 @@
 use crate::kernels::MATVEC_FUSED;
 use crate::launch::{arg, launch_ex};
 use crate::matmul::{
-    check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
+    check_alignment, matvec_plan, stage_bytes, stage_copy_width, staged, wname_of, MatmulKernel,
+    MV_ROWS, MV_THREADS, MV_WARPS,
 };
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
@@ -51,8 +52,10 @@ struct FusedK {
     freq_base: f32,
     freq_scale: f32,
     log2_base: f64,
+    cw: u64,
+    stage_off: u64,
 }
-const _: () = assert!(std::mem::size_of::<FusedK>() == 88);
+const _: () = assert!(std::mem::size_of::<FusedK>() == 104);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for FusedK {}
 
@@ -144,7 +147,7 @@ pub fn matvec_fused(
     // halves each warp's serial work against matmul's bandwidth plan.
     // matmul's plan (kw warps per row pair): measured against kw = 4 for
     // every shape, it is faster on SmolLM2's decode (1212 vs 1037 t/s).
-    let kw = match matvec_plan(mm, mm.m) {
+    let kw = match matvec_plan(mm, mm.m, staged(be)) {
         MatmulKernel::MatVec { kw, .. } if mm.wtype.is_quantized() => kw,
         _ => MV_WARPS,
     };
@@ -178,14 +181,35 @@ pub fn matvec_fused(
     if gx > i32::MAX as usize {
         return Err(Error::invalid(OP, format!("n = {} is too large for the grid", mm.n)).into());
     }
+    // Dynamic shared memory: the normalized rows and norm weight, then the
+    // staging area (quantized rows staged by cp.async, matvec_staged.cuh)
+    // where it fits the limit; otherwise the direct-load loop runs.
+    let norm_bytes = if p.norm_eps.is_some() {
+        (mm.m + 1) * mm.k * 4
+    } else {
+        0
+    };
+    let mut shared = norm_bytes;
+    if staged(be) {
+        let (wp, _gw) = a.w.device_ptr(be.stream());
+        let (xp, _gx) = a.x.device_ptr(be.stream());
+        let cw = stage_copy_width(mm.wtype.is_quantized(), k.row_bytes as usize, wp, xp);
+        if mm.wtype.is_quantized() && cw != 0 {
+            let off = norm_bytes.next_multiple_of(16);
+            let bytes = stage_bytes(mm.wtype);
+            if off + bytes <= SMEM_LIMIT {
+                k.cw = cw;
+                k.stage_off = off as u64;
+                shared = off + bytes;
+            }
+        } else {
+            k.cw = cw;
+        }
+    }
     let cfg = LaunchConfig {
         grid_dim: (gx as u32, 1, 1),
         block_dim: (MV_THREADS, 1, 1),
-        shared_mem_bytes: if p.norm_eps.is_some() {
-            ((mm.m + 1) * mm.k * 4) as u32
-        } else {
-            0
-        },
+        shared_mem_bytes: shared as u32,
     };
     if matches!(p.epilogue, FusedEpilogue::Qkv(_)) && (a.k_cache.is_none() || a.v_cache.is_none()) {
         return Err(Error::invalid(OP, "qkv epilogue without both caches").into());

@@ -114,7 +114,11 @@ fn matvec_fused_matches_reference() {
         }
     };
     let imp = |p: &MatvecFusedParams, io: FusedRefIo<'_>| run(&be, p, io);
-    let report = check_matvec_fused_with(&imp, &Options::default());
-    eprintln!("{}", report.summary());
-    report.into_result().unwrap();
+    // Direct-load and staged weights (kiln_cuda::matmul::staged).
+    for on in [false, true] {
+        kiln_cuda::matmul::set_staged(&be, on);
+        let report = check_matvec_fused_with(&imp, &Options::default());
+        eprintln!("staged {on}: {}", report.summary());
+        report.into_result().unwrap();
+    }
 }

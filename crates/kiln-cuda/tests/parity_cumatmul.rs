@@ -13,7 +13,7 @@ use cudarc::driver::CudaSlice;
 use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::DType;
 use kiln_cuda::matmul::{
-    matmul, matmul_with_kernel, select_matmul, supports, GemmOperand, MatmulKernel,
+    matmul, matmul_with_kernel, select_matmul, set_staged, supports, GemmOperand, MatmulKernel,
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
@@ -93,9 +93,14 @@ fn matmul_matches_reference() {
         matmul_wtypes: supports,
         ..Options::default()
     };
-    let report = check_matmul_with(&imp, &opts);
-    eprintln!("{}", report.summary());
-    report.into_result().unwrap();
+    // Direct-load and staged mat-vecs (kiln_cuda::matmul::staged).
+    for on in [false, true] {
+        set_staged(&be, on);
+        let report = check_matmul_with(&imp, &opts);
+        eprintln!("staged {on}: {}", report.summary());
+        report.into_result().unwrap();
+    }
+    set_staged(&be, false);
     for wtype in WTYPES.into_iter().filter(|&t| !supports(t)) {
         eprintln!("{wtype}: no CUDA matmul kernel; checking it is refused");
         let p = MatmulParams {
@@ -260,6 +265,61 @@ fn forced_plans() {
         }
     }
     eprintln!("forced plans: {count} cases, {} failures", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The staged mat-vec (weights copied through shared memory in 16-, 8- or
+/// 4-byte pieces, chosen by the row length) and the direct one (rows whose
+/// length is not a multiple of 4 bytes): every quantized format at block
+/// counts that hit each copy width, one chunk, several chunks and a
+/// partial last chunk, each kw and several m.
+#[test]
+fn staged_copy_widths() {
+    let Some(be) = backend() else { return };
+    let seed = test_seed();
+    eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    let mut widths = std::collections::BTreeMap::new();
+    set_staged(&be, true);
+    for (ci, &wtype) in WTYPES.iter().enumerate() {
+        if !supports(wtype) || !wtype.is_quantized() {
+            continue;
+        }
+        for (bi, nb) in [1usize, 2, 3, 4, 5, 8, 16, 41, 97, 130]
+            .into_iter()
+            .enumerate()
+        {
+            let k = nb * wtype.block_size();
+            let rb = nb * wtype.type_size();
+            let cw = [16, 8, 4].into_iter().find(|a| rb % a == 0).unwrap_or(0);
+            *widths.entry((wtype.to_string(), cw)).or_insert(0) += 1;
+            for rows in [1, 3, 8] {
+                for kw in [1, 2, 4] {
+                    count += 1;
+                    let plan = MatmulKernel::MatVec { rows, kw };
+                    let p = MatmulParams {
+                        m: rows,
+                        n: 7,
+                        k,
+                        wtype,
+                    };
+                    let idx = (ci * 100 + bi) * 100 + rows * 10 + kw;
+                    if let Err(e) =
+                        bounded_case(&be, &p, Some(plan), (seed, "cumatmul-staged", idx))
+                    {
+                        failures.push(format!("{wtype} nb={nb} (cw {cw}) m={rows} kw={kw}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    set_staged(&be, false);
+    eprintln!("copy widths hit (format, width): {widths:?}");
+    eprintln!(
+        "staged copy widths: {count} cases, {} failures",
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

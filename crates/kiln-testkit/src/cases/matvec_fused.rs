@@ -98,10 +98,15 @@ fn cases() -> Vec<Case> {
         (qkv(4, 2, 16, 8, 19), 0),
     ];
     for (wi, &wtype) in wtypes.iter().enumerate() {
+        // Quantized: rows loaded directly (row bytes not a multiple of 4)
+        // and staged with 4-, 8- and 16-byte copies over one or several
+        // chunks; 2560 with the norm also tests the fallback to direct loads
+        // when normalized rows plus staging exceed 48 KB of shared memory.
+        // Float: odd k (4-byte loads) and 16-byte loads.
         let ks: &[usize] = if wtype.is_quantized() {
-            &[32, 96, 576]
+            &[32, 96, 576, 1536, 2560]
         } else {
-            &[45, 96]
+            &[45, 96, 1024]
         };
         for (ei, &(epi, n)) in epis.iter().enumerate() {
             for (ki, &k) in ks.iter().enumerate() {
