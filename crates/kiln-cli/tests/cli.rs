@@ -91,6 +91,19 @@ fn unsupported_architecture() {
     );
 }
 
+/// An architecture kiln parses but cannot run yet (Gemma 3) says so.
+#[test]
+fn architecture_not_supported_yet() {
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("gemma3".into()));
+    let p = tmp("gemma3.gguf");
+    w.write_file(&p).unwrap();
+    assert_clean_error(
+        &kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]),
+        "architecture 'gemma3' is not supported yet",
+    );
+}
+
 #[test]
 fn bad_flag_values() {
     // clap rejects non-numbers itself (exit 2, usage on stderr, no panic)
