@@ -12,6 +12,9 @@
 //! are cut out of the input before pre-tokenization, longest text first, as
 //! llama.cpp's `tokenizer_st_partition` does. User-defined tokens are always
 //! recognised; control and unknown ones only when `parse_special` is set.
+//! For SPM vocabs the text is escaped (space → `▁`) first and token texts are
+//! matched in escaped form, as SentencePiece matches user-defined pieces after
+//! normalization (Gemma's whitespace-run tokens then also match a literal `▁`).
 //!
 //! Detokenization renders control tokens only when asked, maps byte-level
 //! characters (BPE) or `▁` and `<0xAB>` tokens (SPM) back to bytes, and drops
@@ -21,6 +24,7 @@ mod bpe;
 mod pretok;
 mod spm;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bpe::{Bpe, BpeParams};
@@ -444,10 +448,9 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        let fragments = self.partition(text, parse_special);
         match &self.model {
             Model::Bpe { bpe, pre } => {
-                for frag in fragments {
+                for frag in self.partition(text, parse_special, false) {
                     match frag {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(a, b) => {
@@ -464,27 +467,28 @@ impl Tokenizer {
                 }
             }
             Model::Spm(spm) => {
+                // Escape first, then cut specials out of the escaped text
+                // (SentencePiece matches user-defined pieces after
+                // normalization: a literal "▁" in the text is a space).
+                let escaped = text.replace(' ', SPM_SPACE);
                 let mut prev_special = true;
                 let mut buf = String::new();
-                for frag in fragments {
+                for frag in self.partition(&escaped, parse_special, true) {
                     match frag {
                         Fragment::Token(id) => {
                             out.push(id);
                             prev_special = true;
                         }
                         Fragment::Text(a, b) => {
-                            buf.clear();
+                            let piece = &escaped[a..b];
                             if self.add_space_prefix && prev_special {
+                                buf.clear();
                                 buf.push_str(SPM_SPACE);
+                                buf.push_str(piece);
+                                spm.encode(&buf, &self.token_to_id, &mut out)?;
+                            } else {
+                                spm.encode(piece, &self.token_to_id, &mut out)?;
                             }
-                            for c in text[a..b].chars() {
-                                if c == ' ' {
-                                    buf.push_str(SPM_SPACE);
-                                } else {
-                                    buf.push(c);
-                                }
-                            }
-                            spm.encode(&buf, &self.token_to_id, &mut out)?;
                             prev_special = false;
                         }
                     }
@@ -498,7 +502,9 @@ impl Tokenizer {
     }
 
     /// Cut special-token texts out of `text`, longest token first.
-    fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
+    /// `escaped`: `text` has its spaces as U+2581 (SPM), so token texts are
+    /// matched in that form too.
+    fn partition(&self, text: &str, parse_special: bool, escaped: bool) -> Vec<Fragment> {
         if text.is_empty() {
             return Vec::new();
         }
@@ -508,7 +514,13 @@ impl Tokenizer {
             if !parse_special && ty != TokenType::UserDefined {
                 continue;
             }
-            let pat = self.tokens[id as usize].as_str();
+            let raw = self.tokens[id as usize].as_str();
+            let pat = if escaped && raw.contains(' ') {
+                Cow::Owned(raw.replace(' ', SPM_SPACE))
+            } else {
+                Cow::Borrowed(raw)
+            };
+            let pat = pat.as_ref();
             if !text.contains(pat) {
                 continue;
             }
