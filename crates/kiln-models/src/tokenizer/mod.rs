@@ -21,6 +21,7 @@
 //! the one leading space an SPM vocab's `add_space_prefix` put there.
 
 mod bpe;
+mod partition;
 mod pretok;
 mod spm;
 
@@ -28,6 +29,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bpe::{Bpe, BpeParams};
+use partition::Fragment;
 use pretok::{PreKind, PreTokenizer};
 use spm::Spm;
 
@@ -175,15 +177,6 @@ const SPM_SPACE: &str = "\u{2581}";
 enum Model {
     Bpe { bpe: Bpe, pre: PreTokenizer },
     Spm(Spm),
-}
-
-/// A piece of input after special-token partitioning.
-#[derive(Debug, Clone, Copy)]
-enum Fragment {
-    /// Byte range of plain text.
-    Text(usize, usize),
-    /// A special token found in the text.
-    Token(u32),
 }
 
 /// A tokenizer for one vocabulary: encode text to ids, decode ids to text.
@@ -505,47 +498,20 @@ impl Tokenizer {
     /// `escaped`: `text` has its spaces as U+2581 (SPM), so token texts are
     /// matched in that form too.
     fn partition(&self, text: &str, parse_special: bool, escaped: bool) -> Vec<Fragment> {
-        if text.is_empty() {
-            return Vec::new();
-        }
-        let mut frags = vec![Fragment::Text(0, text.len())];
-        for &id in &self.specials {
-            let ty = self.types[id as usize];
-            if !parse_special && ty != TokenType::UserDefined {
-                continue;
-            }
-            let raw = self.tokens[id as usize].as_str();
-            let pat = if escaped && raw.contains(' ') {
-                Cow::Owned(raw.replace(' ', SPM_SPACE))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            let pat = pat.as_ref();
-            if !text.contains(pat) {
-                continue;
-            }
-            let mut next = Vec::with_capacity(frags.len() + 2);
-            for frag in frags {
-                let Fragment::Text(start, end) = frag else {
-                    next.push(frag);
-                    continue;
+        let specials = self
+            .specials
+            .iter()
+            .filter(|&&id| parse_special || self.types[id as usize] == TokenType::UserDefined)
+            .map(|&id| {
+                let raw = self.tokens[id as usize].as_str();
+                let pat = if escaped && raw.contains(' ') {
+                    Cow::Owned(raw.replace(' ', SPM_SPACE))
+                } else {
+                    Cow::Borrowed(raw)
                 };
-                let mut pos = start;
-                for (off, _) in text[start..end].match_indices(pat) {
-                    let at = start + off;
-                    if at > pos {
-                        next.push(Fragment::Text(pos, at));
-                    }
-                    next.push(Fragment::Token(id));
-                    pos = at + pat.len();
-                }
-                if pos < end {
-                    next.push(Fragment::Text(pos, end));
-                }
-            }
-            frags = next;
-        }
-        frags
+                (id, pat)
+            });
+        partition::partition(text, specials)
     }
 
     /// Decode ids to text, not rendering control tokens. Bytes that do not
