@@ -20,8 +20,6 @@ use kiln_models::tokenizer::{TokenType, Tokenizer};
 use kiln_models::{Model, ModelError};
 use serde_json::Value;
 
-const MODEL_NAME: &str = "gemma-3-270m-q4_k_m.gguf";
-
 fn fixture() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/tokenizer/gemma3_spm.json");
@@ -38,30 +36,12 @@ fn ids_of(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// `$KILN_GEMMA`, else where scripts/fetch-gemma.sh puts the file.
-fn gemma_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_GEMMA") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("KILN_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("kiln")))
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kiln")
-        });
-    cache.join("models").join(MODEL_NAME)
-}
-
 /// Gemma's tokenizer and its build time, or `None` (SKIPPED printed) without the file.
 fn gemma(test: &str) -> Option<(Tokenizer, f64)> {
-    let path = gemma_path();
-    if !path.exists() {
-        eprintln!(
-            "SKIPPED {test}: {} not found (run scripts/fetch-gemma.sh or set KILN_GEMMA)",
-            path.display()
-        );
+    let Some(path) = kiln_testkit::gemma_model() else {
+        eprintln!("SKIPPED {test}: no Gemma file");
         return None;
-    }
+    };
     let spec = gguf_vocab::read_vocab_spec(&path).unwrap();
     let t0 = Instant::now();
     let tok = Tokenizer::from_spec(spec).unwrap();
@@ -161,14 +141,9 @@ fn gemma3_config_from_metadata() {
 /// typed error, not a panic.
 #[test]
 fn gemma_file_config_and_load_error() {
-    let path = gemma_path();
-    if !path.exists() {
-        eprintln!(
-            "SKIPPED gemma_file_config_and_load_error: {} not found",
-            path.display()
-        );
+    let Some(path) = kiln_testkit::gemma_model() else {
         return;
-    }
+    };
     let f = GgufFile::open(&path).unwrap();
     let cfg = ModelConfig::parse(&f).unwrap();
     assert_eq!(cfg.n_vocab, 262144);
