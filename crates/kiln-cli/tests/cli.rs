@@ -91,6 +91,19 @@ fn unsupported_architecture() {
     );
 }
 
+/// An architecture kiln parses but cannot run yet (Gemma 3) says so.
+#[test]
+fn architecture_not_supported_yet() {
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("gemma3".into()));
+    let p = tmp("gemma3.gguf");
+    w.write_file(&p).unwrap();
+    assert_clean_error(
+        &kiln(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]),
+        "architecture 'gemma3' is not supported yet",
+    );
+}
+
 #[test]
 fn bad_flag_values() {
     // clap rejects non-numbers itself (exit 2, usage on stderr, no panic)
@@ -140,6 +153,45 @@ fn info_lists_tensors_and_types() {
     assert!(s.contains("272 tensors"), "{s}");
     assert!(s.contains("token_embd.weight"));
     assert!(s.contains("Q4_1") && s.contains("Q8_0") && s.contains("bits/weight"));
+}
+
+/// Gemma 3 270M: `kiln info` shows its gemma3.* metadata and K-quant /
+/// legacy-quant mix; `kiln run` refuses it with one typed error line.
+#[test]
+fn gemma_info_and_run_refused() {
+    let Some(m) = kiln_testkit::gemma_model() else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let out = kiln(&["info", m]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s.contains("236 tensors") && s.contains("file type: Q4_K_M (15)"),
+        "{s}"
+    );
+    for want in [
+        "gemma3.attention.sliding_window",
+        "gemma3.attention.key_length",
+        "(262144 x String)",
+        "blk.0.attn_q_norm.weight",
+    ] {
+        assert!(s.contains(want), "info lacks {want}: {s}");
+    }
+    for t in ["Q4_K", "Q5_0", "Q6_K", "Q8_0"] {
+        assert!(
+            s.lines().any(|l| l.trim_start().starts_with(t)),
+            "types lack {t}: {s}"
+        );
+    }
+    assert_clean_error(
+        &kiln(&["run", "-m", m, "-p", "hi", "-n", "1"]),
+        "architecture 'gemma3' is not supported yet",
+    );
 }
 
 #[test]

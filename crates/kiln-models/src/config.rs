@@ -1,5 +1,10 @@
 //! Hyper-parameters read from GGUF metadata (`{arch}.*` keys, as llama.cpp
 //! names them), with llama.cpp's defaults where a key is optional.
+//!
+//! [`ModelConfig::parse`] reads every architecture in [`PARSED_ARCHS`];
+//! [`ModelConfig::from_gguf`] also requires one kiln can run
+//! ([`SUPPORTED_ARCHS`]). Gemma 3 is parsed (its extra keys in
+//! [`Gemma3Params`]) but has no forward pass yet.
 
 use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
@@ -7,7 +12,59 @@ use kiln_core::gguf::GgufFile;
 /// The architectures kiln runs.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama"];
 
-/// A llama-family model's shape.
+/// The architectures whose hyper-parameters kiln reads.
+pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3"];
+
+/// Architecture-specific hyper-parameters beyond the llama-family shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchParams {
+    /// Llama family: nothing beyond [`ModelConfig`]'s fields.
+    Llama,
+    /// Gemma 3 (`gemma3.*`).
+    Gemma3(Gemma3Params),
+}
+
+/// Gemma 3's hyper-parameters beyond the llama-family shape, with
+/// llama.cpp's values where the GGUF has no key.
+///
+/// Facts of the architecture that are not parameters (for the forward pass):
+/// token embeddings are scaled by sqrt(n_embd); q and k get their own RMSNorm
+/// (`attn_q_norm` / `attn_k_norm`, over head_dim) before RoPE; attention and
+/// FFN outputs pass a norm (`post_attention_norm` / `post_ffw_norm`) before
+/// the residual add; the FFN is GELU(tanh)(gate) * up; the output matrix is
+/// tied to `token_embd` (the 270M file has no `output.weight`); llama.cpp's
+/// converter is understood to store the RMSNorm weights with Gemma's `1 + w`
+/// applied (to be confirmed against a reference forward pass).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma3Params {
+    /// `gemma3.attention.value_length` (v head dim; 256 for every Gemma 3).
+    pub head_dim_v: usize,
+    /// `gemma3.attention.sliding_window`: tokens a local layer attends to.
+    pub sliding_window: usize,
+    /// Every `swa_period`-th layer (1-based) attends globally, the others
+    /// through the sliding window (Gemma 3: 5 local : 1 global, so 6; the
+    /// GGUF has no key for it).
+    pub swa_period: usize,
+    /// RoPE base of the local (sliding-window) layers: 10 000 (no GGUF key;
+    /// the global layers use [`ModelConfig::rope_base`]).
+    pub rope_base_local: f32,
+    /// Query scale before q·k: 1/sqrt(query_pre_attn_scalar), which is the
+    /// head dim except for the 27B model (62 layers: n_embd / n_head).
+    pub attn_scale: f32,
+    /// `gemma3.final_logit_softcapping` (Gemma 2 style), absent in Gemma 3 files.
+    pub final_logit_softcap: Option<f32>,
+    /// `gemma3.attn_logit_softcapping` (Gemma 2 style), absent in Gemma 3 files.
+    pub attn_logit_softcap: Option<f32>,
+}
+
+impl Gemma3Params {
+    /// Whether layer `il` (0-based) attends through the sliding window.
+    pub fn is_local(&self, il: usize) -> bool {
+        !(il + 1).is_multiple_of(self.swa_period)
+    }
+}
+
+/// A model's shape: the llama-family fields plus [`ArchParams`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub arch: String,
@@ -25,6 +82,8 @@ pub struct ModelConfig {
     /// 1 / linear scaling factor (`{arch}.rope.scaling.factor`), 1.0 when absent.
     pub rope_freq_scale: f32,
     pub rms_eps: f32,
+    /// Architecture-specific hyper-parameters.
+    pub arch_params: ArchParams,
 }
 
 fn opt_u32(f: &GgufFile, key: &str) -> Result<Option<usize>> {
@@ -55,14 +114,77 @@ fn req_u32(f: &GgufFile, key: &str) -> Result<usize> {
     opt_u32(f, key)?.ok_or_else(|| ModelError::Config(format!("missing metadata key {key}")))
 }
 
+fn arch_of(f: &GgufFile) -> Result<&str> {
+    f.get_str("general.architecture")
+        .map_err(|e| ModelError::Config(e.to_string()))
+}
+
+/// Gemma 3's keys (see [`Gemma3Params`] for the defaults' sources).
+fn gemma3_params(
+    f: &GgufFile,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    head_dim: usize,
+) -> Result<Gemma3Params> {
+    const GEMMA3_27B_LAYERS: usize = 62;
+    const SWA_PERIOD: usize = 6;
+    const ROPE_BASE_LOCAL: f32 = 10_000.0;
+    let head_dim_v = opt_u32(f, "gemma3.attention.value_length")?.unwrap_or(head_dim);
+    let sliding_window = req_u32(f, "gemma3.attention.sliding_window")?;
+    if head_dim_v == 0 || sliding_window == 0 {
+        return Err(ModelError::Config(format!(
+            "gemma3: attention.value_length {head_dim_v} and attention.sliding_window \
+             {sliding_window} must be positive"
+        )));
+    }
+    let query_pre_attn_scalar = if n_layer == GEMMA3_27B_LAYERS {
+        n_embd / n_head
+    } else {
+        head_dim
+    };
+    let softcap = |key: &str| -> Result<Option<f32>> {
+        match opt_f32(f, key)? {
+            Some(c) if !(c.is_finite() && c > 0.0) => Err(ModelError::Config(format!(
+                "{key} {c} must be finite and positive"
+            ))),
+            c => Ok(c),
+        }
+    };
+    Ok(Gemma3Params {
+        head_dim_v,
+        sliding_window,
+        swa_period: SWA_PERIOD,
+        rope_base_local: ROPE_BASE_LOCAL,
+        attn_scale: 1.0 / (query_pre_attn_scalar as f32).sqrt(),
+        final_logit_softcap: softcap("gemma3.final_logit_softcapping")?,
+        attn_logit_softcap: softcap("gemma3.attn_logit_softcapping")?,
+    })
+}
+
 impl ModelConfig {
-    /// Read and check the config of a GGUF file.
+    /// Read and check the config of a GGUF file kiln can run.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
-        let arch = f
-            .get_str("general.architecture")
-            .map_err(|e| ModelError::Config(e.to_string()))?
-            .to_string();
-        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+        let arch = arch_of(f)?;
+        if !SUPPORTED_ARCHS.contains(&arch) {
+            let not_yet = if PARSED_ARCHS.contains(&arch) {
+                " is not supported yet"
+            } else {
+                ""
+            };
+            return Err(ModelError::Unsupported(format!(
+                "architecture '{arch}'{not_yet} (supported: {})",
+                SUPPORTED_ARCHS.join(", ")
+            )));
+        }
+        Self::parse(f)
+    }
+
+    /// Read and check the config of a GGUF file of any architecture in
+    /// [`PARSED_ARCHS`], whether kiln can run it or not.
+    pub fn parse(f: &GgufFile) -> Result<ModelConfig> {
+        let arch = arch_of(f)?.to_string();
+        if !PARSED_ARCHS.contains(&arch.as_str()) {
             return Err(ModelError::Unsupported(format!(
                 "architecture '{arch}' (supported: {})",
                 SUPPORTED_ARCHS.join(", ")
@@ -118,7 +240,12 @@ impl ModelConfig {
                 "rope frequency factors (rope_freqs.weight, Llama 3.1 style) are not implemented yet".into(),
             ));
         }
+        let arch_params = match arch.as_str() {
+            "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
+            _ => ArchParams::Llama,
+        };
         let cfg = ModelConfig {
+            arch_params,
             name: f
                 .get("general.name")
                 .and_then(|v| v.as_str())

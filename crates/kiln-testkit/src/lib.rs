@@ -56,26 +56,47 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
 }
 
 /// The default model (SmolLM2-135M-Instruct Q4_1) for end-to-end tests:
-/// `$KILN_MODEL`, else `$KILN_CACHE/models/…`, else `~/.cache/kiln/models/…`.
+/// `$KILN_MODEL`, else `$KILN_CACHE/models/…`, else
+/// `$XDG_CACHE_HOME/kiln/models/…`, else `~/.cache/kiln/models/…` (the rules
+/// of scripts/fetch-model.sh).
 /// `None` (after printing why the caller skips) when the file is absent.
 pub fn default_model() -> Option<std::path::PathBuf> {
+    cached_model(
+        "KILN_MODEL",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "default model",
+        "scripts/fetch-model.sh",
+    )
+}
+
+/// The second real model (Gemma 3 270M Q4_K_M): `$KILN_GEMMA`, else the
+/// cache as for [`default_model`] (scripts/fetch-gemma.sh). `None` (after
+/// printing why the caller skips) when absent.
+pub fn gemma_model() -> Option<std::path::PathBuf> {
+    cached_model(
+        "KILN_GEMMA",
+        "gemma-3-270m-q4_k_m.gguf",
+        "Gemma 3 model",
+        "scripts/fetch-gemma.sh",
+    )
+}
+
+fn cached_model(env: &str, file: &str, what: &str, fetch: &str) -> Option<std::path::PathBuf> {
     use std::path::PathBuf;
-    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let p = std::env::var_os("KILN_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("KILN_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kiln")
-                });
-            cache.join("models").join(FILE)
-        });
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("KILN_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("kiln")))
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kiln")
+            });
+        cache.join("models").join(file)
+    });
     if p.is_file() {
         Some(p)
     } else {
         eprintln!(
-            "SKIPPED: default model not found at {} (run scripts/fetch-model.sh)",
+            "SKIPPED: {what} not found at {} (run {fetch} or set {env})",
             p.display()
         );
         None

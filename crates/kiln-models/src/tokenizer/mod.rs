@@ -12,18 +12,24 @@
 //! are cut out of the input before pre-tokenization, longest text first, as
 //! llama.cpp's `tokenizer_st_partition` does. User-defined tokens are always
 //! recognised; control and unknown ones only when `parse_special` is set.
+//! For SPM vocabs the text is escaped (space → `▁`) first and token texts are
+//! matched in escaped form, as SentencePiece matches user-defined pieces after
+//! normalization (Gemma's whitespace-run tokens then also match a literal `▁`).
 //!
 //! Detokenization renders control tokens only when asked, maps byte-level
 //! characters (BPE) or `▁` and `<0xAB>` tokens (SPM) back to bytes, and drops
 //! the one leading space an SPM vocab's `add_space_prefix` put there.
 
 mod bpe;
+mod partition;
 mod pretok;
 mod spm;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bpe::{Bpe, BpeParams};
+use partition::Fragment;
 use pretok::{PreKind, PreTokenizer};
 use spm::Spm;
 
@@ -171,15 +177,6 @@ const SPM_SPACE: &str = "\u{2581}";
 enum Model {
     Bpe { bpe: Bpe, pre: PreTokenizer },
     Spm(Spm),
-}
-
-/// A piece of input after special-token partitioning.
-#[derive(Debug, Clone, Copy)]
-enum Fragment {
-    /// Byte range of plain text.
-    Text(usize, usize),
-    /// A special token found in the text.
-    Token(u32),
 }
 
 /// A tokenizer for one vocabulary: encode text to ids, decode ids to text.
@@ -444,10 +441,9 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        let fragments = self.partition(text, parse_special);
         match &self.model {
             Model::Bpe { bpe, pre } => {
-                for frag in fragments {
+                for frag in self.partition(text, parse_special, false) {
                     match frag {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(a, b) => {
@@ -464,27 +460,28 @@ impl Tokenizer {
                 }
             }
             Model::Spm(spm) => {
+                // Escape first, then cut specials out of the escaped text
+                // (SentencePiece matches user-defined pieces after
+                // normalization: a literal "▁" in the text is a space).
+                let escaped = text.replace(' ', SPM_SPACE);
                 let mut prev_special = true;
                 let mut buf = String::new();
-                for frag in fragments {
+                for frag in self.partition(&escaped, parse_special, true) {
                     match frag {
                         Fragment::Token(id) => {
                             out.push(id);
                             prev_special = true;
                         }
                         Fragment::Text(a, b) => {
-                            buf.clear();
+                            let piece = &escaped[a..b];
                             if self.add_space_prefix && prev_special {
+                                buf.clear();
                                 buf.push_str(SPM_SPACE);
+                                buf.push_str(piece);
+                                spm.encode(&buf, &self.token_to_id, &mut out)?;
+                            } else {
+                                spm.encode(piece, &self.token_to_id, &mut out)?;
                             }
-                            for c in text[a..b].chars() {
-                                if c == ' ' {
-                                    buf.push_str(SPM_SPACE);
-                                } else {
-                                    buf.push(c);
-                                }
-                            }
-                            spm.encode(&buf, &self.token_to_id, &mut out)?;
                             prev_special = false;
                         }
                     }
@@ -498,42 +495,23 @@ impl Tokenizer {
     }
 
     /// Cut special-token texts out of `text`, longest token first.
-    fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
-        if text.is_empty() {
-            return Vec::new();
-        }
-        let mut frags = vec![Fragment::Text(0, text.len())];
-        for &id in &self.specials {
-            let ty = self.types[id as usize];
-            if !parse_special && ty != TokenType::UserDefined {
-                continue;
-            }
-            let pat = self.tokens[id as usize].as_str();
-            if !text.contains(pat) {
-                continue;
-            }
-            let mut next = Vec::with_capacity(frags.len() + 2);
-            for frag in frags {
-                let Fragment::Text(start, end) = frag else {
-                    next.push(frag);
-                    continue;
+    /// `escaped`: `text` has its spaces as U+2581 (SPM), so token texts are
+    /// matched in that form too.
+    fn partition(&self, text: &str, parse_special: bool, escaped: bool) -> Vec<Fragment> {
+        let specials = self
+            .specials
+            .iter()
+            .filter(|&&id| parse_special || self.types[id as usize] == TokenType::UserDefined)
+            .map(|&id| {
+                let raw = self.tokens[id as usize].as_str();
+                let pat = if escaped && raw.contains(' ') {
+                    Cow::Owned(raw.replace(' ', SPM_SPACE))
+                } else {
+                    Cow::Borrowed(raw)
                 };
-                let mut pos = start;
-                for (off, _) in text[start..end].match_indices(pat) {
-                    let at = start + off;
-                    if at > pos {
-                        next.push(Fragment::Text(pos, at));
-                    }
-                    next.push(Fragment::Token(id));
-                    pos = at + pat.len();
-                }
-                if pos < end {
-                    next.push(Fragment::Text(pos, end));
-                }
-            }
-            frags = next;
-        }
-        frags
+                (id, pat)
+            });
+        partition::partition(text, specials)
     }
 
     /// Decode ids to text, not rendering control tokens. Bytes that do not
