@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod quant_dot;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_multi;
 pub mod silu_mul;
 pub mod softmax;
 pub mod vmath;

@@ -50,6 +50,15 @@ impl Tol {
         max_abs: 2e-3,
     };
 
+    /// rope_multi on bf16 tensors: the backend rounds its f32 result once to
+    /// bf16, the reference rounds the f64 result (to f32, then bf16): the two
+    /// may differ by one bf16 ulp, 2^-7 at values in [1, 2) and 2^-6 in
+    /// [2, 4) (inputs are in [-2, 2], outputs within 2·sqrt 2).
+    pub const ROPE_BF16: Tol = Tol {
+        nmse: 1e-5,
+        max_abs: 1.6e-2,
+    };
+
     /// attention: a head_dim dot, an exp and a weighted sum over up to 8k
     /// keys, each accumulated in f32 (blocked or online-softmax orders);
     /// outputs are convex combinations of values in [-1, 1].

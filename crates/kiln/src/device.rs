@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Where tensors live and ops run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Device {
     /// Host memory, ops run on the kiln-cpu backend.
     Cpu,
@@ -46,6 +46,8 @@ pub struct Stream {
     ints: Arc<DeviceInts>,
     /// CUDA decode steps may run as one recorded graph (off with KILN_NO_GRAPH=1).
     graphs: bool,
+    /// rope_multi parameter packs of this stream's device (`ops::rope_multi_cached`).
+    rope_packs: Arc<crate::ops::rope_multi::RopeMultiPacks>,
 }
 
 /// Device copies of the small host integer arrays ops take (token ids,
@@ -109,6 +111,12 @@ mod cudarc_repr {
 }
 
 impl Stream {
+    /// The cache of rope_multi parameter packs this stream's ops use
+    /// ([`crate::ops::rope_multi_cached`]).
+    pub fn rope_multi_packs(&self) -> &crate::ops::rope_multi::RopeMultiPacks {
+        &self.rope_packs
+    }
+
     /// A CPU stream with `threads` worker threads (0 = all cores).
     pub fn cpu(threads: usize) -> Result<Stream> {
         let ctx = CpuContext::new(threads).map_err(|e| Error::Device(e.to_string()))?;
@@ -126,6 +134,7 @@ impl Stream {
             #[cfg(feature = "cuda")]
             ints: Arc::new(DeviceInts::default()),
             graphs: false,
+            rope_packs: Arc::default(),
         }
     }
 
@@ -144,6 +153,7 @@ impl Stream {
                 cuda: Some(Arc::new(be)),
                 ints: Arc::new(DeviceInts::default()),
                 graphs: std::env::var("KILN_NO_GRAPH").map_or(true, |v| v.is_empty() || v == "0"),
+                rope_packs: Arc::default(),
             })
         }
         #[cfg(not(feature = "cuda"))]

@@ -428,6 +428,33 @@ impl Tensor {
         }
     }
 
+    /// Raw bytes of an owned host tensor, for ops that write non-f32 data.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn cpu_bytes_mut(
+        &mut self,
+        op: &'static str,
+        what: &'static str,
+    ) -> Result<&mut [u8]> {
+        #[cfg(feature = "cuda")]
+        let dev = self.device();
+        match &mut self.storage {
+            Storage::Cpu(CpuStorage::F32(v)) => Ok(bytemuck::cast_slice_mut(v)),
+            Storage::Cpu(CpuStorage::Bytes(v)) => Ok(v),
+            Storage::Cpu(CpuStorage::Shared { .. }) => Err(Error::DType {
+                op,
+                what,
+                got: self.dtype,
+                expected: "an owned tensor (not a view of a file)",
+            }),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(..) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on {dev}"),
+                b: "a cpu stream".into(),
+            }),
+        }
+    }
+
     /// Raw bytes of a host tensor, for ops.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn cpu_bytes_for(&self, op: &'static str, what: &'static str) -> Result<&[u8]> {

@@ -23,6 +23,7 @@ pub mod matmul;
 pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_multi;
 pub mod silu_mul;
 pub mod softmax;
 

@@ -27,6 +27,7 @@ pub struct FusedOutputs<'a> {
 }
 
 /// Whether `s` runs [`matvec_fused`] for `p` (and if not, why).
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 pub fn fused_available(s: &Stream, p: &MatvecFusedParams) -> std::result::Result<(), String> {
     match s.backend() {
         Backend::Cpu(_) => Err("matvec_fused runs on CUDA only".into()),
@@ -65,6 +66,7 @@ pub fn fused_params(
 }
 
 /// Run one fused mat-vec; see the module docs.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 pub fn matvec_fused(
     s: &Stream,
     p: &MatvecFusedParams,

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_multi;
 pub mod silu_mul;
 pub mod softmax;
 
@@ -24,6 +25,7 @@ pub use matmul::matmul;
 pub use matvec_fused::{fused_available, fused_params, matvec_fused, FusedInputs, FusedOutputs};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
+pub use rope_multi::{rope_multi, rope_multi_cached, RopeMultiPacks};
 pub use silu_mul::silu_mul;
 pub use softmax::softmax;
 
@@ -35,6 +37,7 @@ pub use kiln_core::ops::matmul::MatmulParams;
 pub use kiln_core::ops::matvec_fused::{FusedEpilogue, MatvecFusedParams, QkvRope};
 pub use kiln_core::ops::rms_norm::RmsNormParams;
 pub use kiln_core::ops::rope::{RopeMode, RopeParams};
+pub use kiln_core::ops::rope_multi::{RopeMultiMode, RopeMultiParams, RopePairing, RopePositions};
 pub use kiln_core::ops::silu_mul::SiluMulParams;
 pub use kiln_core::ops::softmax::SoftmaxParams;
 

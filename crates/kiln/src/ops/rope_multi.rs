@@ -1,0 +1,187 @@
+//! Multi-section RoPE (MROPE / IMROPE / Vision) from `x` into `out`, both
+//! `[seq_len, n_heads, head_dim]` of one dtype, F32 or BF16
+//! (spec: [`kiln_core::ops::rope_multi`]).
+//!
+//! [`rope_multi`] builds the per-pair parameter pack for each call;
+//! [`rope_multi_cached`] takes it from the stream's [`RopeMultiPacks`],
+//! keyed by the device and every parameter, so a decode loop builds it once.
+//! Both give bit-identical results. CUDA has no kernel yet: a CUDA stream
+//! gets a typed error before any work.
+use crate::device::Backend;
+use crate::{Device, Error, Result, Stream, Tensor};
+use kiln_core::ops::rope_multi::{RopeMultiPack, RopeMultiParams, RopePairing, RopePositions};
+use kiln_core::DType;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const OP: &str = "rope_multi";
+
+/// Everything a pack depends on, plus the device it serves and the shape
+/// (n_heads, seq_len) it was asked for (the seed keys every parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PackKey {
+    device: Device,
+    head_dim: usize,
+    rope_dim: usize,
+    n_heads: usize,
+    seq_len: usize,
+    freq_base_bits: u32,
+    mode: u32,
+    sections: [u32; 4],
+    pairing: RopePairing,
+}
+
+impl PackKey {
+    fn new(device: Device, p: &RopeMultiParams) -> PackKey {
+        PackKey {
+            device,
+            head_dim: p.head_dim,
+            rope_dim: p.rope_dim,
+            n_heads: p.n_heads,
+            seq_len: p.seq_len,
+            freq_base_bits: p.freq_base.to_bits(),
+            mode: p.mode as u32,
+            sections: p.sections,
+            pairing: p.pairing,
+        }
+    }
+}
+
+/// A cache of rope_multi parameter packs (one per stream,
+/// [`Stream::rope_multi_packs`]).
+#[derive(Default)]
+pub struct RopeMultiPacks {
+    map: Mutex<HashMap<PackKey, Arc<RopeMultiPack>>>,
+}
+
+impl RopeMultiPacks {
+    /// The pack of `p` on `device`, built on first use.
+    pub fn get(&self, device: Device, p: &RopeMultiParams) -> Arc<RopeMultiPack> {
+        // A poisoned lock only means another thread panicked mid-insert; the
+        // map of finished packs is still consistent.
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            map.entry(PackKey::new(device, p))
+                .or_insert_with(|| Arc::new(p.pack())),
+        )
+    }
+
+    /// Packs held.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop every pack (e.g. when a model is unloaded).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// `out = rope_multi(x)`, the parameter pack built for this call.
+pub fn rope_multi(
+    s: &Stream,
+    p: &RopeMultiParams,
+    positions: &RopePositions<'_>,
+    x: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
+    let n = p.elements()?;
+    p.validate(positions, n, n)?;
+    dispatch(s, p, &p.pack(), positions, x, out)
+}
+
+/// [`rope_multi`] with the pack from the stream's cache.
+pub fn rope_multi_cached(
+    s: &Stream,
+    p: &RopeMultiParams,
+    positions: &RopePositions<'_>,
+    x: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
+    let n = p.elements()?;
+    p.validate(positions, n, n)?;
+    let pack = s.rope_multi_packs().get(s.device(), p);
+    dispatch(s, p, &pack, positions, x, out)
+}
+
+fn dispatch(
+    s: &Stream,
+    p: &RopeMultiParams,
+    pack: &RopeMultiPack,
+    positions: &RopePositions<'_>,
+    x: &Tensor,
+    out: &mut Tensor,
+) -> Result<()> {
+    let _timer = s.scope(OP);
+    let n = p.elements()?;
+    let dtype = x.dtype();
+    if !matches!(dtype, DType::F32 | DType::BF16) {
+        return Err(Error::DType {
+            op: OP,
+            what: "input",
+            got: dtype,
+            expected: "F32 or BF16",
+        });
+    }
+    if out.dtype() != dtype {
+        return Err(Error::DType {
+            op: OP,
+            what: "output",
+            got: out.dtype(),
+            expected: if dtype == DType::F32 {
+                "F32 (the input's dtype)"
+            } else {
+                "BF16 (the input's dtype)"
+            },
+        });
+    }
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            if dtype == DType::F32 {
+                let xs = x.f32_prefix(OP, "input", n)?;
+                let os = out.f32_prefix_mut(OP, "output", n)?;
+                Ok(kiln_cpu::rope_multi::rope_multi(
+                    ctx, p, pack, positions, xs, os,
+                )?)
+            } else {
+                let xs = bf16_prefix(x.cpu_bytes_for(OP, "input")?, "input", n)?;
+                let ob = out.cpu_bytes_mut(OP, "output")?;
+                let got = ob.len() / 2;
+                let os: &mut [u16] = bytemuck::try_cast_slice_mut(ob).map_err(|e| {
+                    kiln_core::Error::invalid(OP, format!("output is not 2-byte aligned: {e}"))
+                })?;
+                let os = os.get_mut(..n).ok_or(Error::TooSmall {
+                    op: OP,
+                    what: "output",
+                    got,
+                    needed: n,
+                })?;
+                Ok(kiln_cpu::rope_multi::rope_multi_bf16(
+                    ctx, p, pack, positions, xs, os,
+                )?)
+            }
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
+            OP,
+            "no CUDA kernel yet: run rope_multi on a CPU stream",
+        )
+        .into()),
+    }
+}
+
+/// The first `n` bf16 elements (bits) of a host tensor's bytes.
+fn bf16_prefix<'a>(bytes: &'a [u8], what: &'static str, n: usize) -> Result<&'a [u16]> {
+    let all: &[u16] = bytemuck::try_cast_slice(bytes)
+        .map_err(|e| kiln_core::Error::invalid(OP, format!("{what} is not 2-byte aligned: {e}")))?;
+    all.get(..n).ok_or(Error::TooSmall {
+        op: OP,
+        what,
+        got: all.len(),
+        needed: n,
+    })
+}
