@@ -11,6 +11,8 @@ pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
 pub mod matmul;
+pub mod matmul_id;
+pub mod moe_route;
 pub mod quant_dot;
 pub mod rms_norm;
 pub mod rope;

@@ -319,7 +319,7 @@ pub fn error_bounds(p: &MatmulParams, w: &[u8], x: &[f32]) -> kiln_core::Result<
 }
 
 /// Guards, unwritten (NaN) outputs, then every element within its bound.
-fn check_bounded(out: &Guarded, want: &[f32], bound: &[f64]) -> Result<(), String> {
+pub(crate) fn check_bounded(out: &Guarded, want: &[f32], bound: &[f64]) -> Result<(), String> {
     out.check_guards()?;
     let got = out.as_slice();
     let mut bad = 0usize;

@@ -1,0 +1,140 @@
+//! Case table and driver for `matmul_id` (expert-routed matmul, spec:
+//! kiln_core::ops::matmul_id): every weight format, the seed's mv_id and
+//! mm_id shapes (shared/seeds/002: 1 token × 4 experts top-1 up to 32
+//! tokens × 16 experts top-8 at k = 2048, with its id pattern
+//! `(3t + 7s + 1) % n_experts`), odd row counts, one-block rows, padded
+//! expert strides, per-slot activations and random ids (unused and repeated
+//! experts), and the rejection of an out-of-range id. Each output row is
+//! held to the matmul table's per-element bound for its expert and row.
+
+use super::matmul::{check_bounded, error_bounds, WTYPES};
+use super::{impl_failed, ref_failed, Options, Runner};
+use crate::{rand_f32, rand_rows, Guarded, Report};
+use kiln_core::ops::matmul_id::{matmul_id_ref, MatmulIdParams};
+use kiln_core::DType;
+use rand::Rng;
+
+/// Implementation under test: `(params, w, x, ids, out)`.
+pub type MatmulIdFn<'a> =
+    dyn Fn(&MatmulIdParams, &[u8], &[f32], &[u32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+
+/// (n_tokens, n_experts, top_k, n, k in blocks of 256 or 32·bs, seed ids,
+/// x per slot, stride padding bytes, big).
+type Case = (usize, usize, usize, usize, usize, bool, bool, usize, bool);
+
+/// k is given in 256-element units (every format's block divides 256).
+pub const CASES: &[Case] = &[
+    // The seed's mv_id cases.
+    (1, 4, 1, 2, 1, true, false, 0, false),
+    (1, 8, 8, 4, 1, true, false, 0, false),
+    (4, 8, 2, 4, 2, true, false, 0, false),
+    (8, 16, 4, 16, 4, true, false, 0, false),
+    // The seed's mm_id cases.
+    (16, 8, 8, 16, 2, true, false, 0, false),
+    (64, 4, 1, 16, 4, true, false, 0, false),
+    (32, 16, 8, 16, 8, true, false, 0, true),
+    // Odd rows, random ids (repeats, unused experts), per-slot x, padding.
+    (3, 5, 2, 7, 1, false, false, 0, false),
+    (5, 9, 3, 33, 1, false, true, 64, false),
+    (1, 128, 8, 7, 2, false, false, 0, false),
+];
+
+/// Run every case for every format `opts.matmul_wtypes` accepts.
+pub fn check_matmul_id(imp: &MatmulIdFn<'_>) -> Report {
+    check_matmul_id_with(imp, &Options::default())
+}
+
+/// [`check_matmul_id`] with explicit options.
+pub fn check_matmul_id_with(imp: &MatmulIdFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("matmul_id", opts);
+    for wtype in WTYPES {
+        for c in CASES {
+            if !(opts.matmul_wtypes)(wtype) {
+                run.skip();
+                continue;
+            }
+            let &(n_tokens, n_experts, top_k, n, k256, _, per_slot, pad, big) = c;
+            let k = k256 * 256;
+            let name = format!(
+                "{wtype} tokens={n_tokens} experts={n_experts} top_k={top_k} n={n} k={k} per_slot={per_slot} pad={pad}"
+            );
+            run.case(&name, big, |rng| one_case(imp, wtype, c, k, rng));
+        }
+    }
+    // An id past the last expert: a typed error, output untouched.
+    run.case("out-of-range id", false, |rng| {
+        let p = MatmulIdParams {
+            n_tokens: 2,
+            top_k: 2,
+            n: 3,
+            k: 32,
+            n_experts: 4,
+            expert_stride: DType::Q8_0.row_bytes("t", 32).map_err(ref_failed)? * 3,
+            wtype: DType::Q8_0,
+            x_per_slot: false,
+        };
+        let w = rand_rows(rng, DType::Q8_0, 12, 32);
+        let x = rand_f32(rng, 64, -1.0, 1.0);
+        let mut out = Guarded::new(12);
+        match imp(&p, &w, &x, &[0, 1, 4, 2], out.as_mut_slice()) {
+            Ok(()) => Err("accepted ids[2] = 4 with 4 experts".into()),
+            Err(e) if !e.to_string().contains("ids[2] = 4") => {
+                Err(format!("error does not name the id: {e}"))
+            }
+            Err(_) if out.as_slice().iter().all(|v| v.is_nan()) => out.check_guards(),
+            Err(_) => Err("wrote output before refusing".into()),
+        }
+    });
+    run.finish()
+}
+
+fn one_case(
+    imp: &MatmulIdFn<'_>,
+    wtype: DType,
+    c: &Case,
+    k: usize,
+    rng: &mut impl Rng,
+) -> Result<(), String> {
+    let &(n_tokens, n_experts, top_k, n, _, seed_ids, x_per_slot, pad, _) = c;
+    let row = wtype.row_bytes("matmul_id", k).map_err(ref_failed)?;
+    let expert_stride = n * row + pad;
+    let p = MatmulIdParams {
+        n_tokens,
+        top_k,
+        n,
+        k,
+        n_experts,
+        expert_stride,
+        wtype,
+        x_per_slot,
+    };
+    let mut w = Vec::with_capacity(n_experts * expert_stride);
+    for _ in 0..n_experts {
+        w.extend(rand_rows(rng, wtype, n, k));
+        w.extend((0..pad).map(|_| rng.gen::<u8>()));
+    }
+    let rows = n_tokens * top_k;
+    let ids: Vec<u32> = (0..rows)
+        .map(|r| {
+            let (t, s) = (r / top_k, r % top_k);
+            if seed_ids {
+                ((t * 3 + s * 7 + 1) % n_experts) as u32
+            } else {
+                rng.gen_range(0..n_experts as u32)
+            }
+        })
+        .collect();
+    let x_rows = if x_per_slot { rows } else { n_tokens };
+    let x = rand_f32(rng, x_rows * k, -2.0, 2.0);
+    let mut want = vec![0.0f32; rows * n];
+    matmul_id_ref(&p, &w, &x, &ids, &mut want).map_err(ref_failed)?;
+    let mut bound = Vec::with_capacity(rows * n);
+    for (r, &e) in ids.iter().enumerate() {
+        let we = p.expert(&w, e as usize).map_err(ref_failed)?;
+        let xr = &x[p.x_row(r) * k..][..k];
+        bound.extend(error_bounds(&p.expert_matmul(1), we, xr).map_err(ref_failed)?);
+    }
+    let mut out = Guarded::new(rows * n);
+    imp(&p, &w, &x, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+    check_bounded(&out, &want, &bound)
+}
