@@ -12,18 +12,19 @@ use kiln_core::ops::moe_route::moe_route_ref;
 use kiln_core::DType;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-fn tensors(
-    s: &Stream,
-) -> (
-    MoeRouteParams,
-    MatmulIdParams,
-    Tensor,
-    Tensor,
-    Tensor,
-    Vec<u8>,
-    Vec<f32>,
-    Vec<f32>,
-) {
+/// Routing and expert-matmul params, their tensors on `s`, and the host data.
+struct Fixture {
+    rp: MoeRouteParams,
+    mp: MatmulIdParams,
+    lt: Tensor,
+    wt: Tensor,
+    xt: Tensor,
+    w: Vec<u8>,
+    x: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+fn tensors(s: &Stream) -> Fixture {
     let mut rng = case_rng(test_seed(), "kiln-moe", 0);
     let (n_tokens, n_experts, top_k, n, k) = (3, 16, 4, 24, 512);
     let rp = MoeRouteParams::softmax_topk(n_tokens, n_experts, top_k, true);
@@ -43,13 +44,31 @@ fn tensors(
     let lt = Tensor::from_f32(s, &[n_tokens, n_experts], logits.clone()).unwrap();
     let wt = Tensor::from_bytes(s, DType::Q4_K, &[n_experts * n, k], w.clone()).unwrap();
     let xt = Tensor::from_f32(s, &[n_tokens, k], x.clone()).unwrap();
-    (rp, mp, lt, wt, xt, w, x, logits)
+    Fixture {
+        rp,
+        mp,
+        lt,
+        wt,
+        xt,
+        w,
+        x,
+        logits,
+    }
 }
 
 #[test]
 fn route_then_matmul_id_on_cpu() {
     let s = Stream::cpu(2).unwrap();
-    let (rp, mp, lt, wt, xt, w, x, logits) = tensors(&s);
+    let Fixture {
+        rp,
+        mp,
+        lt,
+        wt,
+        xt,
+        w,
+        x,
+        logits,
+    } = tensors(&s);
     let rows = rp.n_tokens * rp.top_k;
     let mut ids = vec![u32::MAX; rows];
     let mut wts = Tensor::from_f32(&s, &[rows], vec![f32::NAN; rows]).unwrap();
@@ -92,7 +111,9 @@ fn cuda_stream_refuses_moe_ops() {
             return;
         }
     };
-    let (rp, mp, lt, wt, xt, ..) = tensors(&s);
+    let Fixture {
+        rp, mp, lt, wt, xt, ..
+    } = tensors(&s);
     let rows = rp.n_tokens * rp.top_k;
     let mut ids = vec![0u32; rows];
     let mut wts = Tensor::zeros(&s, &[rows]).unwrap();
