@@ -1,4 +1,5 @@
-//! Synthetic llama-family models: a GGUF of a chosen shape and weight type
+//! Synthetic llama-family models (`llama`, `qwen3`, `qwen3moe`, see
+//! [`SynthArch`]): a GGUF of a chosen shape and weight type
 //! with random weights and a real tokenizer, for benchmarks (`kiln synth`)
 //! and tests (`tests/synthetic.rs`), so neither has to ship a model.
 //!
@@ -42,9 +43,40 @@ const NORM_STD: f32 = 0.2;
 /// f32 staging buffer at 16 MiB).
 const CHUNK_VALUES: usize = 4 << 20;
 
-/// Shape, formats and seed of a synthetic llama model.
+/// The architecture a synthetic model is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynthArch {
+    /// `llama`: head dim `n_embd / n_head`, dense SwiGLU FFN.
+    Llama,
+    /// `qwen3`: per-head q/k RMSNorm weights (`attn_q_norm`, `attn_k_norm`),
+    /// an explicit head dim (`attention.key_length`), dense FFN.
+    Qwen3 { head_dim: usize },
+    /// `qwen3moe`: Qwen3 attention; every FFN a routed mixture of
+    /// `n_expert` SwiGLU experts of width `n_ff_exp`, `n_expert_used` per
+    /// token (`ffn_gate_inp` router, stacked `ffn_{gate,up,down}_exps`).
+    Qwen3Moe {
+        head_dim: usize,
+        n_expert: usize,
+        n_expert_used: usize,
+        n_ff_exp: usize,
+    },
+}
+
+impl SynthArch {
+    /// `general.architecture` and the metadata key prefix.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SynthArch::Llama => "llama",
+            SynthArch::Qwen3 { .. } => "qwen3",
+            SynthArch::Qwen3Moe { .. } => "qwen3moe",
+        }
+    }
+}
+
+/// Shape, formats and seed of a synthetic llama-family model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthParams {
+    pub arch: SynthArch,
     /// `general.name`.
     pub name: String,
     pub n_layer: usize,
@@ -74,6 +106,7 @@ impl SynthParams {
     /// heads), full rotation, tied output, every matrix in `dtype`.
     pub fn tiny(dtype: DType) -> SynthParams {
         SynthParams {
+            arch: SynthArch::Llama,
             name: "synthetic".into(),
             n_layer: 2,
             n_embd: 64,
@@ -90,9 +123,13 @@ impl SynthParams {
             seed: 0,
         }
     }
-    /// `n_embd / n_head` (checked by [`SynthParams::validate`]).
+    /// `n_embd / n_head` for llama (checked by [`SynthParams::validate`]),
+    /// the explicit head dim for the Qwen architectures.
     pub fn head_dim(&self) -> usize {
-        self.n_embd.checked_div(self.n_head).unwrap_or(0)
+        match self.arch {
+            SynthArch::Llama => self.n_embd.checked_div(self.n_head).unwrap_or(0),
+            SynthArch::Qwen3 { head_dim } | SynthArch::Qwen3Moe { head_dim, .. } => head_dim,
+        }
     }
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim()
@@ -118,11 +155,37 @@ impl SynthParams {
                 return bad(format!("{what} must be positive"));
             }
         }
-        if !self.n_embd.is_multiple_of(self.n_head) {
+        if self.arch == SynthArch::Llama && !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "embd {} is not a multiple of heads {}",
                 self.n_embd, self.n_head
             ));
+        }
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
+            return bad(format!(
+                "head dim {} must be even and positive",
+                self.head_dim()
+            ));
+        }
+        if let SynthArch::Qwen3Moe {
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
+            ..
+        } = self.arch
+        {
+            if n_expert == 0 || n_expert > 512 || n_expert_used == 0 || n_expert_used > n_expert {
+                return bad(format!(
+                    "experts {n_expert} (1..=512) and experts used {n_expert_used} (1..=experts)"
+                ));
+            }
+            if n_ff_exp == 0 || !n_ff_exp.is_multiple_of(self.dtype.block_size()) {
+                return bad(format!(
+                    "expert ff {n_ff_exp} must be a positive multiple of {}'s block of {}",
+                    self.dtype,
+                    self.dtype.block_size()
+                ));
+            }
         }
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
@@ -147,6 +210,7 @@ impl SynthParams {
         for (dtype, what, k) in [
             (self.dtype, "embd", self.n_embd),
             (self.dtype, "ff", self.n_ff),
+            (self.dtype, "heads x head dim", self.q_dim()),
             (self.embd_dtype, "embd", self.n_embd),
         ] {
             if !k.is_multiple_of(dtype.block_size()) {
@@ -180,10 +244,11 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    /// Row length and row count (a vector is one row).
+    /// Row length and row count (a vector is one row; a stack of expert
+    /// matrices is all their rows).
     pub fn rows_cols(&self) -> (usize, usize) {
         let cols = self.dims.first().copied().unwrap_or(0) as usize;
-        let rows = self.dims.get(1).copied().unwrap_or(1) as usize;
+        let rows = self.dims.iter().skip(1).product::<u64>() as usize;
         (rows, cols)
     }
 }
@@ -213,6 +278,21 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
         d,
         EMBD_LOGIT_STD / (d as f32).sqrt(),
     )];
+    let head_norm = |name: String| TensorSpec {
+        name,
+        dims: vec![p.head_dim() as u64],
+        dtype: DType::F32,
+        init: Init::Norm,
+    };
+    // A stack of `n_expert` matrices `[rows, cols]`: GGUF dims [cols, rows, n_expert].
+    let experts = |name: String, n_expert: usize, rows: usize, cols: usize| TensorSpec {
+        name,
+        dims: vec![cols as u64, rows as u64, n_expert as u64],
+        dtype: p.dtype,
+        init: Init::Uniform {
+            std: 1.0 / (cols as f32).sqrt(),
+        },
+    };
     for i in 0..p.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         out.push(norm(n("attn_norm")));
@@ -220,10 +300,31 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
         out.push(linear(n("attn_k"), p.kv_dim(), d));
         out.push(linear(n("attn_v"), p.kv_dim(), d));
         out.push(linear(n("attn_output"), d, p.q_dim()));
+        if p.arch != SynthArch::Llama {
+            out.push(head_norm(n("attn_q_norm")));
+            out.push(head_norm(n("attn_k_norm")));
+        }
         out.push(norm(n("ffn_norm")));
-        out.push(linear(n("ffn_gate"), p.n_ff, d));
-        out.push(linear(n("ffn_up"), p.n_ff, d));
-        out.push(linear(n("ffn_down"), d, p.n_ff));
+        if let SynthArch::Qwen3Moe {
+            n_expert, n_ff_exp, ..
+        } = p.arch
+        {
+            // The router stays f32 (llama.cpp keeps ffn_gate_inp unquantized).
+            out.push(mat(
+                n("ffn_gate_inp"),
+                DType::F32,
+                n_expert,
+                d,
+                1.0 / (d as f32).sqrt(),
+            ));
+            out.push(experts(n("ffn_gate_exps"), n_expert, n_ff_exp, d));
+            out.push(experts(n("ffn_up_exps"), n_expert, n_ff_exp, d));
+            out.push(experts(n("ffn_down_exps"), n_expert, d, n_ff_exp));
+        } else {
+            out.push(linear(n("ffn_gate"), p.n_ff, d));
+            out.push(linear(n("ffn_up"), p.n_ff, d));
+            out.push(linear(n("ffn_down"), d, p.n_ff));
+        }
     }
     out.push(norm("output_norm.weight".into()));
     if p.untied {
@@ -310,26 +411,40 @@ impl SynthVocab {
     }
 }
 
-/// The file's metadata pairs, in order: general, llama hyper-parameters,
-/// then the vocabulary's tokenizer pairs.
+/// The file's metadata pairs, in order: general, the architecture's
+/// hyper-parameters (`{arch}.*`), then the vocabulary's tokenizer pairs.
 pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
     let u = |v: usize| Value::U32(v as u32);
+    let a = p.arch.name();
+    let k = |s: &str| format!("{a}.{s}");
     let mut kvs: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.architecture".into(), Value::String(a.into())),
         ("general.name".into(), Value::String(p.name.clone())),
-        ("llama.block_count".into(), u(p.n_layer)),
-        ("llama.context_length".into(), u(p.n_ctx)),
-        ("llama.embedding_length".into(), u(p.n_embd)),
-        ("llama.feed_forward_length".into(), u(p.n_ff)),
-        ("llama.attention.head_count".into(), u(p.n_head)),
-        ("llama.attention.head_count_kv".into(), u(p.n_head_kv)),
-        ("llama.rope.freq_base".into(), Value::F32(p.rope_base)),
-        ("llama.rope.dimension_count".into(), u(p.n_rot)),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(p.rms_eps),
-        ),
+        (k("block_count"), u(p.n_layer)),
+        (k("context_length"), u(p.n_ctx)),
+        (k("embedding_length"), u(p.n_embd)),
+        (k("feed_forward_length"), u(p.n_ff)),
+        (k("attention.head_count"), u(p.n_head)),
+        (k("attention.head_count_kv"), u(p.n_head_kv)),
+        (k("rope.freq_base"), Value::F32(p.rope_base)),
+        (k("rope.dimension_count"), u(p.n_rot)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(p.rms_eps)),
     ];
+    if p.arch != SynthArch::Llama {
+        kvs.push((k("attention.key_length"), u(p.head_dim())));
+        kvs.push((k("attention.value_length"), u(p.head_dim())));
+    }
+    if let SynthArch::Qwen3Moe {
+        n_expert,
+        n_expert_used,
+        n_ff_exp,
+        ..
+    } = p.arch
+    {
+        kvs.push((k("expert_count"), u(n_expert)));
+        kvs.push((k("expert_used_count"), u(n_expert_used)));
+        kvs.push((k("expert_feed_forward_length"), u(n_ff_exp)));
+    }
     kvs.extend(vocab.kvs.iter().cloned());
     kvs
 }

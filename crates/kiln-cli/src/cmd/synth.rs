@@ -1,4 +1,5 @@
-//! `kiln synth OUT.gguf`: write a llama-family GGUF of a given shape and
+//! `kiln synth OUT.gguf`: write a llama-family GGUF (llama, qwen3,
+//! qwen3moe; shapes by flag or `--preset`) of a given shape and
 //! weight type with random weights and a real tokenizer (copied from an
 //! existing GGUF), so a benchmark can make its own model. The generator
 //! lives in `kiln_models::synth`; this file parses flags and reports.
@@ -7,7 +8,7 @@ use crate::common::{cache_dir, DEFAULT_MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_core::DType;
-use kiln_models::synth::{write_synthetic, SynthParams, SynthVocab};
+use kiln_models::synth::{write_synthetic, SynthArch, SynthParams, SynthVocab};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -15,6 +16,28 @@ use std::time::Instant;
 pub struct SynthArgs {
     /// Output GGUF file (written via a temporary file, renamed at the end).
     pub output: PathBuf,
+    /// Architecture: llama, qwen3 (q/k norms, explicit head dim) or qwen3moe
+    /// (qwen3 attention, routed expert FFNs).
+    #[arg(long, default_value = "llama")]
+    pub arch: String,
+    /// A named shape that replaces every shape flag (layers, embd, heads,
+    /// kv-heads, head-dim, ff, experts, ctx, rope base, rms eps):
+    /// qwen3moe-30b-a3b, qwen3-0.6b, llama-1b, qwen3moe-tiny.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Head dim for qwen3 / qwen3moe (default: embd / heads; llama always
+    /// uses embd / heads).
+    #[arg(long = "head-dim")]
+    pub head_dim: Option<usize>,
+    /// qwen3moe: experts per layer.
+    #[arg(long, default_value_t = 8)]
+    pub experts: usize,
+    /// qwen3moe: experts each token uses.
+    #[arg(long = "experts-used", default_value_t = 2)]
+    pub experts_used: usize,
+    /// qwen3moe: each expert's feed-forward width.
+    #[arg(long = "expert-ff", default_value_t = 768)]
+    pub expert_ff: usize,
     /// Transformer blocks.
     #[arg(long, default_value_t = 30)]
     pub layers: usize,
@@ -89,20 +112,68 @@ fn vocab_path(a: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(p)
 }
 
-pub fn run(a: SynthArgs) -> Result<()> {
+/// Apply `--preset` to the shape flags (real models' shapes; the
+/// vocabulary still comes from the donor file).
+fn apply_preset(a: &mut SynthArgs) -> Result<()> {
+    let Some(name) = a.preset.clone() else {
+        return Ok(());
+    };
+    // (arch, layers, embd, heads, kv, head_dim, ff, experts, used, expert_ff, ctx, base, eps)
+    let (arch, l, e, h, kv, hd, ff, ex, used, eff, ctx, base, eps) = match name.as_str() {
+        "qwen3moe-30b-a3b" => (
+            "qwen3moe", 48, 2048, 32, 4, 128, 6144, 128, 8, 768, 40960, 1e6, 1e-6,
+        ),
+        "qwen3-0.6b" => (
+            "qwen3", 28, 1024, 16, 8, 128, 3072, 0, 0, 0, 40960, 1e6, 1e-6,
+        ),
+        "llama-1b" => (
+            "llama", 16, 2048, 32, 8, 64, 8192, 0, 0, 0, 4096, 500000.0, 1e-5,
+        ),
+        "qwen3moe-tiny" => ("qwen3moe", 2, 64, 4, 2, 32, 128, 8, 2, 64, 256, 1e6, 1e-6),
+        other => bail!(
+            "--preset {other:?}: unknown (qwen3moe-30b-a3b, qwen3-0.6b, llama-1b, qwen3moe-tiny)"
+        ),
+    };
+    a.arch = arch.into();
+    (a.layers, a.embd, a.heads, a.kv_heads, a.head_dim, a.ff) = (l, e, h, kv, Some(hd), ff);
+    (a.experts, a.experts_used, a.expert_ff) = (ex, used, eff);
+    (a.ctx, a.rope_base, a.rms_eps, a.rope_dims) = (ctx, base, eps, None);
+    Ok(())
+}
+
+pub fn run(mut a: SynthArgs) -> Result<()> {
+    apply_preset(&mut a)?;
     let dtype = ggml_type("--type", &a.wtype)?;
     let embd_dtype = match &a.embd_type {
         Some(s) => ggml_type("--embd-type", s)?,
         None => dtype,
     };
-    let head_dim = a.embd.checked_div(a.heads).unwrap_or(0);
-    let name = a.name.clone().unwrap_or_else(|| {
-        format!(
-            "synthetic-{}L-{}d-{}h{}kv-{}ff-{}",
-            a.layers, a.embd, a.heads, a.kv_heads, a.ff, dtype
-        )
+    let head_dim = match a.arch.as_str() {
+        "llama" => a.embd.checked_div(a.heads).unwrap_or(0),
+        _ => a
+            .head_dim
+            .unwrap_or_else(|| a.embd.checked_div(a.heads).unwrap_or(0)),
+    };
+    let arch = match a.arch.as_str() {
+        "llama" => SynthArch::Llama,
+        "qwen3" => SynthArch::Qwen3 { head_dim },
+        "qwen3moe" => SynthArch::Qwen3Moe {
+            head_dim,
+            n_expert: a.experts,
+            n_expert_used: a.experts_used,
+            n_ff_exp: a.expert_ff,
+        },
+        other => bail!("--arch {other:?}: unknown (llama, qwen3, qwen3moe)"),
+    };
+    let name = a.name.clone().unwrap_or_else(|| match &a.preset {
+        Some(p) => format!("synthetic-{p}-{dtype}"),
+        None => format!(
+            "synthetic-{}-{}L-{}d-{}h{}kv-{}ff-{}",
+            a.arch, a.layers, a.embd, a.heads, a.kv_heads, a.ff, dtype
+        ),
     });
     let params = SynthParams {
+        arch,
         name,
         n_layer: a.layers,
         n_embd: a.embd,

@@ -167,6 +167,7 @@ impl Spec {
     /// in `dtype`, token_embd included).
     pub fn params(&self) -> SynthParams {
         SynthParams {
+            arch: kiln_models::synth::SynthArch::Llama,
             name: self.name.into(),
             n_layer: self.n_layer,
             n_embd: self.n_embd,
