@@ -160,6 +160,7 @@ fn forward_ops(
         pos0,
         kv_stride: cache.n_ctx,
         scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        window: None,
     };
     let append = CopyRowsParams {
         row_len: cfg.kv_dim(),

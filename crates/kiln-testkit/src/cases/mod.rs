@@ -19,10 +19,12 @@ pub mod add;
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod gelu_mul;
 pub mod matmul;
 pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;
+pub mod scale;
 pub mod silu_mul;
 pub mod softmax;
 

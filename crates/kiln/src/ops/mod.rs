@@ -8,10 +8,12 @@ pub mod argmax;
 pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
+pub mod gelu_mul;
 pub mod matmul;
 pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;
+pub mod scale;
 pub mod silu_mul;
 pub mod softmax;
 
@@ -20,10 +22,12 @@ pub use argmax::argmax;
 pub use attention::{attention, attention_at};
 pub use copy_rows::{copy_rows, copy_rows_at};
 pub use embedding::embedding;
+pub use gelu_mul::gelu_mul;
 pub use matmul::matmul;
 pub use matvec_fused::{fused_available, fused_params, matvec_fused, FusedInputs, FusedOutputs};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
+pub use scale::scale;
 pub use silu_mul::silu_mul;
 pub use softmax::softmax;
 
@@ -31,10 +35,12 @@ pub use kiln_core::ops::add::AddParams;
 pub use kiln_core::ops::attention::AttentionParams;
 pub use kiln_core::ops::copy_rows::CopyRowsParams;
 pub use kiln_core::ops::embedding::EmbeddingParams;
+pub use kiln_core::ops::gelu_mul::GeluMulParams;
 pub use kiln_core::ops::matmul::MatmulParams;
 pub use kiln_core::ops::matvec_fused::{FusedEpilogue, MatvecFusedParams, QkvRope};
 pub use kiln_core::ops::rms_norm::RmsNormParams;
 pub use kiln_core::ops::rope::{RopeMode, RopeParams};
+pub use kiln_core::ops::scale::ScaleParams;
 pub use kiln_core::ops::silu_mul::SiluMulParams;
 pub use kiln_core::ops::softmax::SoftmaxParams;
 
