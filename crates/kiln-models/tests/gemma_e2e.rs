@@ -17,16 +17,21 @@ use std::sync::OnceLock;
 /// kiln's CPU quantizes activations to 8 bits (Q8_0/Q8_1 blocks) before
 /// every quantized matmul, as llama.cpp does; the reference runs float32
 /// activations. Where the reference's top-1/top-2 margin is below this, either
-/// token is a legitimate greedy choice and the step is not compared.
+/// token is a legitimate greedy choice and the step is not compared (the
+/// last-position logits move by up to ~0.3, see below).
 const MIN_MARGIN: f64 = 0.5;
 /// Max |logit difference| over the reference's top-10 at the last prompt
-/// position. Measured here: see `TOP10_MEASURED` in the commit / README; the
-/// bound covers activation quantization through 18 layers with per-head
-/// norms (logits of this model are O(10..40)).
+/// position. Measured (2026-12-06): 0.14..0.31 per prompt with kiln's 8-bit
+/// activations; with the reference matmul (f32 activations) swapped in, the
+/// four short prompts give <= 2e-5, so the forward itself is exact and this
+/// bound covers activation quantization only (logits here are O(10..40)).
+/// A full-causal forward on the 600-token prompt is off by up to 8.3
+/// (fixture `checks.window_effect`), so the window is tested too.
 const TOP10_LOGIT_TOL: f64 = 1.0;
-/// Relative perplexity tolerance vs the float32 reference (activation
-/// quantization moves it by a fraction of a percent).
-const PPL_REL_TOL: f64 = 0.02;
+/// Relative perplexity tolerance vs the float32 reference. Measured: kiln
+/// 32.096 vs 31.713 (1.2%; activation quantization, as the exactness check
+/// above shows; more than SmolLM2's few tenths of a percent).
+const PPL_REL_TOL: f64 = 0.025;
 
 fn fixture() -> &'static Value {
     static F: OnceLock<Value> = OnceLock::new();
