@@ -132,10 +132,10 @@ fn gemma3_config_from_metadata() {
     assert!(e.contains("missing metadata key gemma3.block_count"), "{e}");
 }
 
-/// The real file: its config parses, and loading it to run fails with one
-/// typed error, not a panic.
+/// The real file: its config parses and it loads to run, with its extra
+/// norms and Gemma's turn format as the chat template (the file has none).
 #[test]
-fn gemma_file_config_and_load_error() {
+fn gemma_file_config_and_load() {
     let Some(path) = kiln_testkit::gemma_model() else {
         return;
     };
@@ -145,11 +145,13 @@ fn gemma_file_config_and_load_error() {
     assert_eq!(cfg.name, "Gemma 3 270m");
     check_gemma_270m(&cfg);
     let stream = kiln::Stream::cpu(1).unwrap();
-    let err = Model::load(&path, &stream, &mut |_, _| {}).err().unwrap();
-    assert_eq!(
-        err.to_string(),
-        "unsupported model: architecture 'gemma3' is not supported yet (supported: llama)"
-    );
+    let m = Model::load(&path, &stream, &mut |_, _| {}).unwrap();
+    let kiln_models::model::ArchWeights::Gemma3(g) = &m.arch_weights else {
+        panic!("gemma3 file loaded without its extra weights")
+    };
+    assert_eq!(g.layers.len(), 18);
+    let chat = m.chat_template.as_ref().unwrap();
+    assert_eq!(chat.eos_token(), "<end_of_turn>");
 }
 
 #[test]
