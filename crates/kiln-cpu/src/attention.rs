@@ -1,5 +1,6 @@
 //! attention on the CPU (spec: [`kiln_core::ops::attention`]): causal GQA
-//! over the f32 KV cache.
+//! over the f32 KV cache, optionally through a sliding window (each query
+//! walks only its key range `AttentionParams::key_range`).
 //!
 //! Work item = one query token (all heads) over a range of keys. Keys are
 //! walked in blocks of [`BLOCK`]; each K/V cache row (all kv heads,
@@ -248,7 +249,9 @@ pub fn attention(
         k,
         v,
     };
-    let max_keys = p.pos0 + p.n_tokens;
+    let max_keys = p
+        .window
+        .map_or(p.pos0 + p.n_tokens, |w| w.min(p.pos0 + p.n_tokens));
     let threads = ctx.threads();
     let splits = if threads > 1 && p.n_tokens < 2 * threads && max_keys >= 2 * MIN_SPLIT_KEYS {
         (2 * threads)
@@ -257,17 +260,18 @@ pub fn attention(
     } else {
         1
     };
-    let keys_of = |t: usize| p.pos0 + t + 1;
+
     ctx.pool().install(|| {
         if splits == 1 {
             out.par_chunks_mut(nh * d).enumerate().for_each_init(
                 || (Scratch::default(), vec![0.0f32; 2 * nh]),
                 |(sc, ml), (t, o)| {
                     let (m, l) = ml.split_at_mut(nh);
+                    let (first, end) = p.key_range(t);
                     inputs.run(
                         t,
-                        0,
-                        keys_of(t),
+                        first,
+                        end,
                         sc,
                         State {
                             acc: &mut *o,
@@ -289,9 +293,10 @@ pub fn attention(
                 Scratch::default,
                 |sc, (tc, pc)| {
                     let (t, c) = (tc / splits, tc % splits);
-                    let n = keys_of(t);
+                    let (first, end) = p.key_range(t);
+                    let n = end - first;
                     let per = n.div_ceil(splits);
-                    let (j0, j1) = ((c * per).min(n), ((c + 1) * per).min(n));
+                    let (j0, j1) = (first + (c * per).min(n), first + ((c + 1) * per).min(n));
                     let (m, rest) = pc.split_at_mut(nh);
                     let (l, acc) = rest.split_at_mut(nh);
                     inputs.run(t, j0, j1, sc, State { acc, m, l });

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
-use kiln_cpu::{add, argmax, attention, embedding, rms_norm, rope, silu_mul, softmax};
+use kiln_cpu::{
+    add, argmax, attention, embedding, gelu_mul, rms_norm, rope, scale, silu_mul, softmax,
+};
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{Guarded, Options, Report, Tol};
@@ -62,6 +64,20 @@ fn parity_silu_mul() {
 }
 
 #[test]
+fn parity_gelu_mul() {
+    check("gelu_mul", |ctx, o| {
+        tk::gelu_mul::check_gelu_mul_with(&|p, g, u, out| gelu_mul::gelu_mul(ctx, p, g, u, out), o)
+    });
+}
+
+#[test]
+fn parity_scale() {
+    check("scale", |ctx, o| {
+        tk::scale::check_scale_with(&|p, x, out| scale::scale(ctx, p, x, out), o)
+    });
+}
+
+#[test]
 fn parity_rms_norm() {
     check("rms_norm", |ctx, o| {
         tk::rms_norm::check_rms_norm_with(&|p, x, w, out| rms_norm::rms_norm(ctx, p, x, w, out), o)
@@ -103,6 +119,16 @@ fn parity_rope() {
 fn parity_attention() {
     check("attention", |ctx, o| {
         tk::attention::check_attention_with(
+            &|p, q, k, v, out| attention::attention(ctx, p, q, k, v, out),
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_attention_window() {
+    check("attention_window", |ctx, o| {
+        tk::attention::check_attention_window_with(
             &|p, q, k, v, out| attention::attention(ctx, p, q, k, v, out),
             o,
         )
@@ -169,6 +195,7 @@ fn attention_split_keys_matches_reference() {
         pos0: 3000,
         kv_stride: 3001,
         scale: 0.125,
+        window: None,
     };
     let q = kiln_testkit::rand_f32(&mut rng, 9 * 64, -1.0, 1.0);
     let k = kiln_testkit::rand_f32(&mut rng, 3001 * 3 * 64, -1.0, 1.0);

@@ -101,6 +101,17 @@ fn unsupported(msg: String) -> Error {
     Error::invalid("attention", msg)
 }
 
+/// The kernels implement full causal attention only: a sliding window is a
+/// typed error, never a silently unmasked result.
+fn check_window(p: &AttentionParams) -> std::result::Result<(), Error> {
+    match p.window {
+        None => Ok(()),
+        Some(w) => Err(unsupported(format!(
+            "sliding window {w} is not supported on CUDA yet"
+        ))),
+    }
+}
+
 /// The split-KV plan for `p` on a GPU with `sm_count` SMs.
 pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     let d = p.head_dim.max(1);
@@ -138,6 +149,7 @@ pub fn select_attention(
     p: &AttentionParams,
     sm_count: usize,
 ) -> std::result::Result<AttentionKernel, Error> {
+    check_window(p)?;
     let d = p.head_dim;
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
@@ -204,6 +216,7 @@ pub fn attention(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    check_window(p)?;
     let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
@@ -220,6 +233,7 @@ pub fn attention_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    check_window(p)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
@@ -282,6 +296,7 @@ pub fn attention_at(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    check_window(p)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
@@ -529,6 +544,7 @@ mod tests {
             pos0,
             kv_stride: pos0 + n_tokens,
             scale: 0.125,
+            window: None,
         }
     }
 
@@ -543,6 +559,12 @@ mod tests {
             select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
             AttentionKernel::SplitKv(_)
         ));
+        let windowed = AttentionParams {
+            window: Some(512),
+            ..p(1, 4, 1, 256, 0)
+        };
+        let e = select_attention(&windowed, 132).unwrap_err();
+        assert!(e.to_string().contains("sliding window 512"), "{e}");
         let e = select_attention(&p(1, 1, 1, 300, 0), 132).unwrap_err();
         assert!(e.to_string().contains("head_dim 300"), "{e}");
         let e = select_attention(&p(64, 1, 1, 512, 0), 132).unwrap_err();

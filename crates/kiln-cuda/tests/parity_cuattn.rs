@@ -125,6 +125,7 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
         pos0: cs.pos0,
         kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
         scale: 1.0 / (cs.head_dim as f32).sqrt(),
+        window: None,
     };
     let mut rng = case_rng(test_seed(), "attention-cuda", index);
     let row = p.n_kv_heads * p.head_dim;
@@ -189,6 +190,7 @@ fn forced_kernels_agree() {
             pos0: 3000,
             kv_stride: 3006,
             scale: 0.125,
+            window: None,
         },
         132,
     )
@@ -223,6 +225,7 @@ fn forced_kernels_agree() {
         pos0: 70,
         kv_stride: 123,
         scale: 0.1,
+        window: None,
     };
     check(
         &prefill,
@@ -246,6 +249,7 @@ fn rejects_unsupported() {
         pos0: 0,
         kv_stride: 8,
         scale: 0.05,
+        window: None,
     };
     let q = vec![0.5; 8 * 2 * 512];
     let kv = vec![0.5; 8 * 512];

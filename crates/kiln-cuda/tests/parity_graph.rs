@@ -122,6 +122,7 @@ fn attention_at_matches_reference() {
             pos0: stride - n,
             kv_stride: stride,
             scale: 1.0 / (d as f32).sqrt(),
+            window: None,
         };
         let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
         let k = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
@@ -183,6 +184,7 @@ fn recorded_step_replays_at_every_position() {
         pos0: stride - 1,
         kv_stride: stride,
         scale: 0.125,
+        window: None,
     };
     let append = CopyRowsParams {
         row_len: row,

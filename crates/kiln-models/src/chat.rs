@@ -85,6 +85,28 @@ pub fn chatml() -> ChatTemplate {
     }
 }
 
+/// Gemma's turn format, for Gemma files without a template (the Gemma 3
+/// 270M GGUF has none), written from Google's published prompt format:
+/// each turn is `<start_of_turn>{role}\n{content}<end_of_turn>\n` with the
+/// roles `user` and `model` (`assistant` is written as `model`); Gemma has
+/// no system role, so system text goes at the start of the next user turn
+/// followed by a blank line; the generation prompt is
+/// `<start_of_turn>model\n`. No BOS: the tokenizer adds it (the file says
+/// `add_bos_token`).
+pub const GEMMA_TEMPLATE: &str = "{% set ns = namespace(system='') %}\
+{% for message in messages %}\
+{% if message['role'] == 'system' %}{% set ns.system = ns.system + message['content'] + '\n\n' %}\
+{% else %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}\
+{{ '<start_of_turn>' + role + '\n' }}{% if role == 'user' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}\
+{{ message['content'] }}{{ '<end_of_turn>\n' }}{% endif %}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// [`GEMMA_TEMPLATE`] compiled (bos empty, eos `<end_of_turn>`).
+pub fn gemma_turns() -> Result<ChatTemplate, ChatError> {
+    ChatTemplate::new(GEMMA_TEMPLATE, "", "<end_of_turn>")
+}
+
 impl ChatTemplate {
     /// Compile `source` (a Jinja chat template) with HF's settings.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatError> {

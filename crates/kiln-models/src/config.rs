@@ -3,14 +3,14 @@
 //!
 //! [`ModelConfig::parse`] reads every architecture in [`PARSED_ARCHS`];
 //! [`ModelConfig::from_gguf`] also requires one kiln can run
-//! ([`SUPPORTED_ARCHS`]). Gemma 3 is parsed (its extra keys in
-//! [`Gemma3Params`]) but has no forward pass yet.
+//! ([`SUPPORTED_ARCHS`]). Gemma 3's extra keys land in [`Gemma3Params`]
+//! (its forward: `crate::gemma3`, CPU only for now).
 
 use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
 
 /// The architectures kiln runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3"];
 
 /// The architectures whose hyper-parameters kiln reads.
 pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3"];
@@ -33,8 +33,8 @@ pub enum ArchParams {
 /// FFN outputs pass a norm (`post_attention_norm` / `post_ffw_norm`) before
 /// the residual add; the FFN is GELU(tanh)(gate) * up; the output matrix is
 /// tied to `token_embd` (the 270M file has no `output.weight`); llama.cpp's
-/// converter is understood to store the RMSNorm weights with Gemma's `1 + w`
-/// applied (to be confirmed against a reference forward pass).
+/// converter stores the RMSNorm weights with Gemma's `1 + w` applied
+/// (confirmed against transformers: `crate::gemma3` uses them as read).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gemma3Params {
     /// `gemma3.attention.value_length` (v head dim; 256 for every Gemma 3).

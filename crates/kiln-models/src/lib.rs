@@ -3,10 +3,13 @@
 //! GGUF file → [`config::ModelConfig`] + [`weights::LlamaWeights`] (quantized
 //! weights borrowed zero-copy from the mmap) → [`llama`] forward on a
 //! [`kiln::Stream`] → logits → [`sampler`] → token → [`tokenizer`] → text.
+//! Gemma 3 files run [`gemma3`]'s forward over the same weights plus its
+//! extra norms (CPU only for now).
 
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod gemma3;
 pub mod generate;
 pub mod kv_cache;
 pub mod llama;

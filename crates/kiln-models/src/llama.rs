@@ -17,21 +17,21 @@ use kiln_core::ops::matvec_fused::FUSED_MAX_ROWS;
 /// Preallocated activations for up to `n_batch` tokens per forward call.
 pub struct Scratch {
     pub n_batch: usize,
-    x: Tensor,    // [n_batch, d] residual stream
-    x2: Tensor,   // [n_batch, d] next residual
-    h: Tensor,    // [n_batch, d] normed
-    q: Tensor,    // [n_batch, q_dim]
-    k: Tensor,    // [n_batch, kv_dim]
-    v: Tensor,    // [n_batch, kv_dim]
-    att: Tensor,  // [n_batch, q_dim]
-    o: Tensor,    // [n_batch, d]
-    gate: Tensor, // [n_batch, ff]
-    up: Tensor,   // [n_batch, ff]
-    act: Tensor,  // [n_batch, ff]
-    last: Tensor, // [1, d]
+    pub(crate) x: Tensor,    // [n_batch, d] residual stream
+    pub(crate) x2: Tensor,   // [n_batch, d] next residual
+    pub(crate) h: Tensor,    // [n_batch, d] normed
+    pub(crate) q: Tensor,    // [n_batch, q_dim]
+    pub(crate) k: Tensor,    // [n_batch, kv_dim]
+    pub(crate) v: Tensor,    // [n_batch, kv_dim]
+    pub(crate) att: Tensor,  // [n_batch, q_dim]
+    pub(crate) o: Tensor,    // [n_batch, d]
+    pub(crate) gate: Tensor, // [n_batch, ff]
+    pub(crate) up: Tensor,   // [n_batch, ff]
+    pub(crate) act: Tensor,  // [n_batch, ff]
+    pub(crate) last: Tensor, // [1, d]
     /// Logits: `[n_batch, n_vocab]` when all rows are wanted, else row 0.
     pub logits: Tensor,
-    positions: Vec<i32>,
+    pub(crate) positions: Vec<i32>,
 }
 
 impl Scratch {
@@ -160,6 +160,7 @@ fn forward_ops(
         pos0,
         kv_stride: cache.n_ctx,
         scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        window: None,
     };
     let append = CopyRowsParams {
         row_len: cfg.kv_dim(),

@@ -2,7 +2,8 @@
 //! per-conversation [`State`] (KV cache, scratch, tokens in the cache).
 
 use crate::chat::ChatTemplate;
-use crate::config::ModelConfig;
+use crate::config::{ArchParams, ModelConfig};
+use crate::gemma3::{self, Gemma3Weights};
 use crate::kv_cache::KvCache;
 use crate::llama::{self, Batch, LogitsMode, Scratch};
 use crate::tokenizer::{Tokenizer, VocabSpec};
@@ -20,10 +21,21 @@ pub const DEFAULT_BATCH: usize = 512;
 pub struct Model {
     pub config: ModelConfig,
     pub weights: LlamaWeights,
+    /// What the architecture needs beyond the llama-shaped weights.
+    pub arch_weights: ArchWeights,
     pub tokenizer: Tokenizer,
     /// The file's chat template, if it has one.
     pub chat_template: Option<ChatTemplate>,
     pub file: Arc<GgufFile>,
+}
+
+/// Per-architecture weights beyond [`LlamaWeights`], and so which forward
+/// pass runs.
+pub enum ArchWeights {
+    /// `llama::forward`.
+    Llama,
+    /// `gemma3::forward` with Gemma 3's extra norms.
+    Gemma3(Gemma3Weights),
 }
 
 fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
@@ -99,12 +111,23 @@ impl Model {
                 &text(tokenizer.bos()),
                 &text(tokenizer.eos()),
             )?),
+            // Gemma files may carry no template; Gemma's own turn format then.
+            None if matches!(config.arch_params, ArchParams::Gemma3(_)) => {
+                Some(crate::chat::gemma_turns()?)
+            }
             None => None,
+        };
+        let arch_weights = match config.arch_params {
+            ArchParams::Llama => ArchWeights::Llama,
+            ArchParams::Gemma3(_) => {
+                ArchWeights::Gemma3(Gemma3Weights::load(&file, &config, stream)?)
+            }
         };
         let weights = LlamaWeights::load(&file, &config, stream, progress)?;
         Ok(Model {
             config,
             weights,
+            arch_weights,
             tokenizer,
             chat_template,
             file,
@@ -183,10 +206,8 @@ impl Model {
             if chunk.len() == 1 && stream.graphs_enabled() {
                 self.decode_graph(stream, st, chunk, pos0)?;
             } else {
-                llama::forward(
+                self.forward(
                     stream,
-                    &self.config,
-                    &self.weights,
                     &mut st.cache,
                     &mut st.scratch,
                     &Batch {
@@ -241,14 +262,28 @@ impl Model {
             mode: LogitsMode::Last,
             device_pos: true,
         };
-        let (cfg, w) = (&self.config, &self.weights);
-        llama::forward(stream, cfg, w, &mut st.cache, &mut st.scratch, &batch)?;
+        self.forward(stream, &mut st.cache, &mut st.scratch, &batch)?;
         // The inputs are already on the device (the eager step put them
         // there), so recording copies nothing from the host.
         let (cache, scratch) = (&mut st.cache, &mut st.scratch);
-        let g = stream.capture(|| llama::forward(stream, cfg, w, cache, scratch, &batch))?;
+        let g = stream.capture(|| self.forward(stream, cache, scratch, &batch))?;
         st.graph = Some(g);
         Ok(())
+    }
+
+    /// The forward pass of the model's architecture (see `llama::forward`).
+    fn forward(
+        &self,
+        stream: &Stream,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        batch: &Batch<'_>,
+    ) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights);
+        match &self.arch_weights {
+            ArchWeights::Llama => llama::forward(stream, cfg, w, cache, scratch, batch),
+            ArchWeights::Gemma3(g) => gemma3::forward(stream, cfg, w, g, cache, scratch, batch),
+        }
     }
 
     /// Run one batch and return every token's logits `[tokens.len(), n_vocab]`
@@ -260,10 +295,8 @@ impl Model {
         tokens: &[u32],
     ) -> Result<&'s [f32]> {
         let pos0 = st.tokens.len();
-        llama::forward(
+        self.forward(
             stream,
-            &self.config,
-            &self.weights,
             &mut st.cache,
             &mut st.scratch,
             &Batch {

@@ -65,9 +65,17 @@ impl LlamaWeights {
     }
 }
 
-struct Loader<'a> {
+/// Reads tensors of one file for one stream (shared with the other
+/// architectures' loaders, e.g. `gemma3`).
+pub(crate) struct Loader<'a> {
     file: &'a Arc<GgufFile>,
     device: &'a Stream,
+}
+
+impl<'a> Loader<'a> {
+    pub(crate) fn new(file: &'a Arc<GgufFile>, device: &'a Stream) -> Self {
+        Loader { file, device }
+    }
 }
 
 impl Loader<'_> {
@@ -170,7 +178,7 @@ impl Loader<'_> {
     }
 
     /// A 1-D vector of length `n`, converted to f32.
-    fn vector(&self, name: &str, n: usize) -> Result<Tensor> {
+    pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Tensor> {
         let info = self
             .file
             .tensor(name)

@@ -281,3 +281,31 @@ fn strftime_now_and_utc_formatting() {
     let year: i32 = out[7..].parse().unwrap();
     assert!(year >= 2024, "{out}");
 }
+
+/// Gemma's turn format (the fallback for Gemma files without a template),
+/// checked against the published format by hand: user/model turns closed by
+/// `<end_of_turn>\n`, `assistant` written as `model`, system text prefixed to
+/// the next user turn, no BOS (the tokenizer adds it).
+#[test]
+fn gemma_turn_format() {
+    use kiln_models::chat::{gemma_turns, ChatMessage};
+    let t = gemma_turns().unwrap();
+    let msgs = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi!"),
+        ChatMessage::new("assistant", "Hello."),
+        ChatMessage::new("user", "2+2?"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+         <start_of_turn>model\nHello.<end_of_turn>\n\
+         <start_of_turn>user\n2+2?<end_of_turn>\n\
+         <start_of_turn>model\n"
+    );
+    assert_eq!(
+        t.render(&msgs[1..2], false).unwrap(),
+        "<start_of_turn>user\nHi!<end_of_turn>\n"
+    );
+    assert_eq!(t.eos_token(), "<end_of_turn>");
+}

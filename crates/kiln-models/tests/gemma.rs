@@ -17,7 +17,7 @@ use std::time::Instant;
 use kiln_core::gguf::{GgufFile, GgufWriter, Value as Gv};
 use kiln_models::config::{ArchParams, ModelConfig};
 use kiln_models::tokenizer::{TokenType, Tokenizer};
-use kiln_models::{Model, ModelError};
+use kiln_models::Model;
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -97,7 +97,7 @@ fn check_gemma_270m(cfg: &ModelConfig) {
 }
 
 /// `gemma3.*` keys parse into the config; a missing sliding window or a bad
-/// softcap is a typed error naming the key; running it is refused cleanly.
+/// softcap is a typed error naming the key.
 #[test]
 fn gemma3_config_from_metadata() {
     let mut w = GgufWriter::new();
@@ -107,12 +107,7 @@ fn gemma3_config_from_metadata() {
     assert_eq!(cfg.n_vocab, 1000);
     cfg.n_vocab = 262144;
     check_gemma_270m(&cfg);
-    let e = ModelConfig::from_gguf(&f).unwrap_err();
-    assert!(matches!(e, ModelError::Unsupported(_)), "{e:?}");
-    assert_eq!(
-        e.to_string(),
-        "unsupported model: architecture 'gemma3' is not supported yet (supported: llama)"
-    );
+    assert!(ModelConfig::from_gguf(&f).is_ok());
 
     // 27B (62 layers) scales queries by 1/sqrt(n_embd / n_head).
     let mut w = GgufWriter::new();
@@ -137,10 +132,10 @@ fn gemma3_config_from_metadata() {
     assert!(e.contains("missing metadata key gemma3.block_count"), "{e}");
 }
 
-/// The real file: its config parses, and loading it to run fails with one
-/// typed error, not a panic.
+/// The real file: its config parses and it loads to run, with its extra
+/// norms and Gemma's turn format as the chat template (the file has none).
 #[test]
-fn gemma_file_config_and_load_error() {
+fn gemma_file_config_and_load() {
     let Some(path) = kiln_testkit::gemma_model() else {
         return;
     };
@@ -150,11 +145,13 @@ fn gemma_file_config_and_load_error() {
     assert_eq!(cfg.name, "Gemma 3 270m");
     check_gemma_270m(&cfg);
     let stream = kiln::Stream::cpu(1).unwrap();
-    let err = Model::load(&path, &stream, &mut |_, _| {}).err().unwrap();
-    assert_eq!(
-        err.to_string(),
-        "unsupported model: architecture 'gemma3' is not supported yet (supported: llama)"
-    );
+    let m = Model::load(&path, &stream, &mut |_, _| {}).unwrap();
+    let kiln_models::model::ArchWeights::Gemma3(g) = &m.arch_weights else {
+        panic!("gemma3 file loaded without its extra weights")
+    };
+    assert_eq!(g.layers.len(), 18);
+    let chat = m.chat_template.as_ref().unwrap();
+    assert_eq!(chat.eos_token(), "<end_of_turn>");
 }
 
 #[test]

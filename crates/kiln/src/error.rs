@@ -33,6 +33,11 @@ pub enum Error {
         b: String,
     },
 
+    /// The op has no implementation on this backend yet (e.g. Gemma's
+    /// `gelu_mul` on CUDA): the caller should run on another device.
+    #[error("{op} is not supported on {device} yet (run on the CPU instead)")]
+    NotSupported { op: &'static str, device: String },
+
     /// A device could not be opened.
     #[error("device: {0}")]
     Device(String),

@@ -5,8 +5,11 @@
 //! - `k, v: [kv_stride, n_kv_heads, head_dim]` — the cache, of capacity
 //!   `kv_stride` rows; rows `0..pos0 + n_tokens` are valid (the current
 //!   tokens' keys already appended).
-//! - query `t` attends keys `0..=pos0 + t`; query head `h` reads kv head
-//!   `h / (n_heads / n_kv_heads)`.
+//! - query `t` (position `i = pos0 + t`) attends keys `0..=i`, or with a
+//!   sliding window `w` the last `w` of them: key `j` is visible iff
+//!   `i - w < j <= i` (Gemma 2/3's local layers, as their reference mask
+//!   `q_idx - kv_idx < sliding_window` has it; `w = 1` sees only itself);
+//!   query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
 //! - `out[t, h] = sum_j softmax_j(scale * q[t,h] . k[j]) * v[j]`,
 //!   `out: [n_tokens, n_heads, head_dim]`.
 
@@ -26,6 +29,9 @@ pub struct AttentionParams {
     pub kv_stride: usize,
     /// Score multiplier, usually `1/sqrt(head_dim)`.
     pub scale: f32,
+    /// Sliding window: each query sees at most this many keys, itself
+    /// included (see the module docs); `None` = full causal attention.
+    pub window: Option<usize>,
 }
 
 impl AttentionParams {
@@ -53,6 +59,9 @@ impl AttentionParams {
         }
         if self.head_dim == 0 {
             return Err(Error::invalid(op, "head_dim is 0"));
+        }
+        if self.window == Some(0) {
+            return Err(Error::invalid(op, "window 0 would hide every key"));
         }
         if !self.scale.is_finite() {
             return Err(Error::invalid(
@@ -98,6 +107,16 @@ impl AttentionParams {
     pub fn kv_head(&self, h: usize) -> usize {
         h / self.group().max(1)
     }
+
+    /// The keys query `t` attends: `first..end` (see the module docs).
+    pub fn key_range(&self, t: usize) -> (usize, usize) {
+        let end = self.pos0 + t + 1;
+        let first = match self.window {
+            Some(w) => end.saturating_sub(w),
+            None => 0,
+        };
+        (first, end)
+    }
 }
 
 /// Reference: per query and head, scores in f64, max-subtracted softmax,
@@ -115,13 +134,13 @@ pub fn attention_ref(
     let mut scores = Vec::new();
     let mut acc = vec![0.0f64; d];
     for t in 0..p.n_tokens {
-        let n_keys = p.pos0 + t + 1;
+        let (first, end) = p.key_range(t);
         for h in 0..p.n_heads {
             let kvh = p.kv_head(h);
             let qo = (t * p.n_heads + h) * d;
             let qh = &q[qo..qo + d];
             scores.clear();
-            for j in 0..n_keys {
+            for j in first..end {
                 let kj = &k[kv_row(j, kvh)..kv_row(j, kvh) + d];
                 let dot: f64 = qh
                     .iter()
@@ -133,7 +152,7 @@ pub fn attention_ref(
             let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             acc.fill(0.0);
             let mut sum = 0.0;
-            for (j, s) in scores.iter().enumerate() {
+            for (j, s) in (first..end).zip(&scores) {
                 let w = (s - m).exp();
                 sum += w;
                 let vj = &v[kv_row(j, kvh)..kv_row(j, kvh) + d];
@@ -170,6 +189,7 @@ mod tests {
             pos0,
             kv_stride,
             scale: 0.5,
+            window: None,
         }
     }
 
@@ -225,6 +245,32 @@ mod tests {
         for (g, w) in out.iter().zip(want) {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{out:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn window_hides_old_keys() {
+        // Keys 0..4 with values 0, 1, 2, 3 (d = 1, q = 0: uniform weights).
+        // Query at position 3 with window 2 sees keys 2 and 3 only: mean 2.5;
+        // window 1 sees only itself (3); window 4 or more sees all: 1.5.
+        let k = [0.0; 4];
+        let v = [0.0, 1.0, 2.0, 3.0];
+        for (w, want) in [(1, 3.0), (2, 2.5), (3, 2.0), (4, 1.5), (100, 1.5)] {
+            let pp = AttentionParams {
+                window: Some(w),
+                ..p(1, 1, 1, 1, 3, 4)
+            };
+            assert_eq!(pp.key_range(0), (4usize.saturating_sub(w), 4));
+            let mut out = [f32::NAN];
+            attention_ref(&pp, &[0.0], &k, &v, &mut out).unwrap();
+            assert!((out[0] - want).abs() < 1e-6, "window {w}: {out:?}");
+        }
+        let e = AttentionParams {
+            window: Some(0),
+            ..p(1, 1, 1, 1, 3, 4)
+        }
+        .validate(1, 4, 4, 1)
+        .unwrap_err();
+        assert!(e.to_string().contains("window 0"), "{e}");
     }
 
     #[test]

@@ -423,6 +423,7 @@ impl SynthModel {
             pos0: 0,
             kv_stride: n,
             scale: 1.0 / (s.head_dim() as f32).sqrt(),
+            window: None,
         };
         for l in &self.layers {
             let h = self.rms_norm(&x, &l.attn_norm, n);

@@ -1,7 +1,11 @@
 //! Case table and driver for causal GQA `attention` over a KV cache.
 //!
 //! Cache rows past `pos0 + n_tokens` are filled with NaN: an implementation
-//! that reads beyond the causal window poisons its output and fails.
+//! that reads beyond the causal window poisons its output and fails. The
+//! sliding-window cases ([`check_attention_window`], a driver of its own
+//! because only the CPU implements windows so far) also poison the rows
+//! before the first query's window, so an off-by-one at the window's start
+//! fails too.
 
 use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
 use crate::{rand_f32, Guarded, Report, Tol};
@@ -100,20 +104,9 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
                 pos0: cs.pos0,
                 kv_stride: cs.kv_stride,
                 scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
+                window: None,
             };
-            let nq = cs.n_tokens * cs.n_heads * cs.head_dim;
-            let row = cs.n_kv_heads * cs.head_dim;
-            let valid = (cs.pos0 + cs.n_tokens) * row;
-            let q = rand_f32(rng, nq, -cs.qk_amp, cs.qk_amp);
-            let mut k = rand_f32(rng, cs.kv_stride * row, -cs.qk_amp, cs.qk_amp);
-            let mut v = rand_f32(rng, cs.kv_stride * row, -1.0, 1.0);
-            k[valid..].fill(f32::NAN);
-            v[valid..].fill(f32::NAN);
-            let mut want = vec![0.0; nq];
-            attention_ref(&p, &q, &k, &v, &mut want).map_err(ref_failed)?;
-            let mut out = Guarded::new(nq);
-            imp(&p, &q, &k, &v, out.as_mut_slice()).map_err(impl_failed)?;
-            check_output("out", &out, &want, tol)
+            run_case(rng, &p, cs.qk_amp, imp, tol)
         });
     }
     let p = AttentionParams {
@@ -124,6 +117,7 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
         pos0: 1,
         kv_stride: 4,
         scale: 0.35,
+        window: None,
     };
     let rejects = [
         (
@@ -152,6 +146,145 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
         let v = rand_f32(rng, 64, -1.0, 1.0);
         let mut out = Guarded::new(64);
         expect_reject(imp(&p, &q, &v[..63], &v, out.as_mut_slice()), &out)
+    });
+    run.finish()
+}
+
+/// Random q/k/v for `p`, NaN in every cache row no query may read, the
+/// reference, the implementation, the comparison.
+fn run_case(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    p: &AttentionParams,
+    qk_amp: f32,
+    imp: &AttentionFn<'_>,
+    tol: Tol,
+) -> Result<(), String> {
+    let nq = p.n_tokens * p.n_heads * p.head_dim;
+    let row = p.n_kv_heads * p.head_dim;
+    let valid = (p.pos0 + p.n_tokens) * row;
+    let q = rand_f32(rng, nq, -qk_amp, qk_amp);
+    let mut k = rand_f32(rng, p.kv_stride * row, -qk_amp, qk_amp);
+    let mut v = rand_f32(rng, p.kv_stride * row, -1.0, 1.0);
+    k[valid..].fill(f32::NAN);
+    v[valid..].fill(f32::NAN);
+    // Rows before query 0's first visible key are visible to no query.
+    let hidden = p.key_range(0).0 * row;
+    k[..hidden].fill(f32::NAN);
+    v[..hidden].fill(f32::NAN);
+    let mut want = vec![0.0; nq];
+    attention_ref(p, &q, &k, &v, &mut want).map_err(ref_failed)?;
+    let mut out = Guarded::new(nq);
+    imp(p, &q, &k, &v, out.as_mut_slice()).map_err(impl_failed)?;
+    check_output("out", &out, &want, tol)
+}
+
+/// A sliding-window case: the shape as in [`AttentionCase`] (scale
+/// `1/sqrt(head_dim)`, |q|, |k| <= 1) plus the window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowCase {
+    pub n_tokens: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub pos0: usize,
+    pub kv_stride: usize,
+    pub window: usize,
+    pub big: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn w(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    kv_stride: usize,
+    window: usize,
+    big: bool,
+) -> WindowCase {
+    WindowCase {
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        pos0,
+        kv_stride,
+        window,
+        big,
+    }
+}
+
+/// Sliding-window cases. The window's edges (1: only the query's own
+/// key; exactly the keys there are; one fewer), odd head dims, and Gemma 3
+/// 270M's local layers (4 q heads / 1 kv head, head_dim 256, window 512):
+/// decode past the window, a prefill straddling it, a long decode that
+/// takes the CPU's split-keys path, a prefill longer than the window.
+pub const WINDOW_CASES: &[WindowCase] = &[
+    w(1, 1, 1, 7, 5, 6, 1, false),
+    w(1, 1, 1, 8, 5, 6, 6, false),
+    w(1, 1, 1, 8, 5, 6, 5, false),
+    w(3, 2, 1, 8, 0, 5, 2, false),
+    w(5, 4, 2, 33, 11, 20, 3, false),
+    w(9, 4, 1, 256, 20, 40, 8, false),
+    w(1, 4, 1, 256, 600, 700, 512, false),
+    w(64, 4, 1, 256, 480, 600, 512, false),
+    w(1, 4, 1, 256, 3000, 3001, 512, false),
+    w(600, 4, 1, 64, 0, 600, 512, true),
+];
+
+/// Run every sliding-window case against `imp`.
+pub fn check_attention_window(imp: &AttentionFn<'_>) -> Report {
+    check_attention_window_with(imp, &Options::default())
+}
+
+/// [`check_attention_window`] with explicit options.
+pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("attention_window", opts);
+    let tol = run.tol(Tol::ATTENTION);
+    for &WindowCase {
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        pos0,
+        kv_stride,
+        window,
+        big,
+    } in WINDOW_CASES
+    {
+        let name = format!(
+            "tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \
+             pos0={pos0} kv_stride={kv_stride} window={window}"
+        );
+        run.case(&name, big, |rng| {
+            let p = AttentionParams {
+                n_tokens,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                pos0,
+                kv_stride,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                window: Some(window),
+            };
+            run_case(rng, &p, 1.0, imp, tol)
+        });
+    }
+    run.case("rejects window 0", false, |rng| {
+        let p = AttentionParams {
+            n_tokens: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 8,
+            pos0: 0,
+            kv_stride: 1,
+            scale: 0.35,
+            window: Some(0),
+        };
+        let x = rand_f32(rng, 8, -1.0, 1.0);
+        let mut out = Guarded::new(8);
+        expect_reject(imp(&p, &x, &x, &x, out.as_mut_slice()), &out)
     });
     run.finish()
 }

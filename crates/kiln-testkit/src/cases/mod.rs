@@ -19,6 +19,7 @@ pub mod add;
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod gelu_mul;
 pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
@@ -26,6 +27,7 @@ pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;
+pub mod scale;
 pub mod silu_mul;
 pub mod softmax;
 

@@ -29,7 +29,9 @@ const fn c(rows: usize, dim: usize, eps: f32, amp: f32, big: bool) -> RmsNormCas
 }
 
 /// Odd shapes; SmolLM2 (dim 576, eps 1e-5) for decode, 7 tokens and a
-/// 512-token prefill; tiny inputs where eps dominates; large inputs.
+/// 512-token prefill; tiny inputs where eps dominates; large inputs; Gemma 3
+/// 270M (eps 1e-6): the model dim 640, and the per-head q/k norms as rows of
+/// head_dim 256 (7 tokens x 4 q heads) with one shared weight vector.
 pub const CASES: &[RmsNormCase] = &[
     c(1, 1, 1e-5, 3.0, false),
     c(1, 7, 1e-5, 3.0, false),
@@ -42,6 +44,8 @@ pub const CASES: &[RmsNormCase] = &[
     c(3, 576, 1e-5, 1e-3, false),
     c(3, 577, 0.0, 1e3, false),
     c(2, 8193, 1e-5, 3.0, false),
+    c(3, 640, 1e-6, 3.0, false),
+    c(7 * 4, 256, 1e-6, 3.0, false),
     c(512, 576, 1e-5, 3.0, true),
 ];
 

@@ -1,0 +1,284 @@
+//! The Gemma 3 forward pass (text decoder; Gemma 3 270M, 1B, 4B, 12B, 27B
+//! GGUF files as llama.cpp's converter writes them), on the CPU.
+//!
+//! Spec: the Gemma 3 technical report and the published model configs, with
+//! the GGUF conventions checked against an independent implementation
+//! (transformers on the dequantized file; `tests/fixtures/gemma/model.json`,
+//! `scripts/fixtures/make_gemma_model_fixtures.py`):
+//!
+//! - `x = embed(tokens) * √n_embd` (the tied `token_embd` is also the output);
+//! - per layer, with `N_*` RMSNorms (eps from the file) whose weights the
+//!   converter stored as `1 + w` already (measured: the perplexity of the
+//!   file's weights as they are is the fluent one; adding 1 again breaks the
+//!   model), so they are used as read:
+//!   `h = N_attn(x)`; `q, k, v = Wq h, Wk h, Wv h`; q and k each get a
+//!   per-head RMSNorm (`attn_q_norm` / `attn_k_norm`, one `[head_dim]`
+//!   weight shared by the heads) and then NeoX-style RoPE (pairs `(i, i +
+//!   d/2)`); attention with GQA, queries scaled by `1/√query_pre_attn_scalar`;
+//!   `x = x + N_post_attn(Wo att)`;
+//!   `h = N_ffn(x)`; `x = x + N_post_ffw(W_down(gelu_tanh(W_gate h) · W_up h))`;
+//! - local layers (all but every `swa_period`-th, 1-based) attend through a
+//!   sliding window of `sliding_window` keys (itself included) with RoPE
+//!   base 10 000 and no RoPE scaling; global layers attend causally with the
+//!   file's `rope.freq_base` (1e6) and scaling;
+//! - logits = `token_embd · N_out(x)`; no final soft-capping in Gemma 3
+//!   (a file with `final_logit_softcapping` or `attn_logit_softcapping`, i.e.
+//!   Gemma 2 style, is refused at load).
+//!
+//! The KV cache keeps every position for the local layers too (the window is
+//! a mask, not a ring buffer): memory is `n_ctx` rows per layer, 5/6 of
+//! which a ring of `sliding_window` rows would save at long contexts.
+//!
+//! CUDA: not yet. [`Gemma3Weights::load`] refuses a non-CPU stream, and the
+//! Gemma-only ops (`gelu_mul`, `scale`, windowed attention) return typed
+//! errors on CUDA.
+
+use crate::config::{ArchParams, Gemma3Params, ModelConfig};
+use crate::kv_cache::KvCache;
+use crate::llama::{Batch, LogitsMode, Scratch};
+use crate::weights::{LlamaWeights, Loader};
+use crate::{ModelError, Result};
+use kiln::ops::{
+    self, AddParams, AttentionParams, CopyRowsParams, GeluMulParams, RmsNormParams, RopeMode,
+    RopeParams, ScaleParams,
+};
+use kiln::{Stream, Tensor};
+use kiln_core::gguf::GgufFile;
+use std::sync::Arc;
+
+/// Gemma 3's weights beyond the llama-shaped ones ([`LlamaWeights`] holds
+/// the embeddings, projections, `attn_norm`, `ffn_norm` and `output_norm`
+/// under the same tensor names).
+pub struct Gemma3Weights {
+    pub params: Gemma3Params,
+    pub layers: Vec<Gemma3LayerNorms>,
+}
+
+/// One layer's extra norms (f32).
+pub struct Gemma3LayerNorms {
+    /// `post_attention_norm`, `[n_embd]`.
+    pub post_attn_norm: Tensor,
+    /// `post_ffw_norm`, `[n_embd]`.
+    pub post_ffw_norm: Tensor,
+    /// `attn_q_norm`, `[head_dim]`.
+    pub q_norm: Tensor,
+    /// `attn_k_norm`, `[head_dim]`.
+    pub k_norm: Tensor,
+}
+
+impl Gemma3Weights {
+    /// Load the extra norms; refuse what this forward does not implement.
+    pub fn load(file: &Arc<GgufFile>, cfg: &ModelConfig, device: &Stream) -> Result<Gemma3Weights> {
+        let ArchParams::Gemma3(params) = &cfg.arch_params else {
+            return Err(ModelError::Config(format!(
+                "gemma3 weights for a '{}' config",
+                cfg.arch
+            )));
+        };
+        if device.device() != kiln::Device::Cpu {
+            return Err(ModelError::Unsupported(format!(
+                "gemma3 on {} (it runs on the CPU only for now: --device cpu)",
+                device.device()
+            )));
+        }
+        if let Some(c) = params.final_logit_softcap.or(params.attn_logit_softcap) {
+            return Err(ModelError::Unsupported(format!(
+                "gemma3 file with logit soft-capping {c} (Gemma 2 style)"
+            )));
+        }
+        // The normed k is staged in a [n, n_embd] buffer (see `forward`).
+        if cfg.kv_dim() > cfg.n_embd || params.head_dim_v != cfg.head_dim {
+            return Err(ModelError::Unsupported(format!(
+                "gemma3 with kv width {} > n_embd {} or value head dim {} != key head dim {}",
+                cfg.kv_dim(),
+                cfg.n_embd,
+                params.head_dim_v,
+                cfg.head_dim
+            )));
+        }
+        let l = Loader::new(file, device);
+        let (d, hd) = (cfg.n_embd, cfg.head_dim);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Gemma3LayerNorms {
+                post_attn_norm: l.vector(&n("post_attention_norm"), d)?,
+                post_ffw_norm: l.vector(&n("post_ffw_norm"), d)?,
+                q_norm: l.vector(&n("attn_q_norm"), hd)?,
+                k_norm: l.vector(&n("attn_k_norm"), hd)?,
+            });
+        }
+        Ok(Gemma3Weights {
+            params: params.clone(),
+            layers,
+        })
+    }
+}
+
+/// Run `b.tokens` at positions `b.pos0..`, appending their keys and values
+/// to the cache; logits land in `sc.logits` (as [`crate::llama::forward`]).
+/// `b.device_pos` is ignored: the CPU reads positions from the host.
+pub fn forward(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    g: &Gemma3Weights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
+    s.install(|| forward_ops(s, cfg, w, g, cache, sc, b))
+}
+
+fn forward_ops(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    g: &Gemma3Weights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
+    let Batch {
+        tokens, pos0, mode, ..
+    } = *b;
+    let n = tokens.len();
+    if n == 0 || n > sc.n_batch {
+        return Err(ModelError::Input(format!(
+            "forward: {n} tokens, batch holds 1..={}",
+            sc.n_batch
+        )));
+    }
+    if pos0 + n > cache.n_ctx {
+        return Err(ModelError::ContextFull {
+            needed: pos0 + n,
+            n_ctx: cache.n_ctx,
+        });
+    }
+    if mode == LogitsMode::All && sc.logits.dims()[0] < n {
+        return Err(ModelError::Input(
+            "forward: scratch was not made for all logits".into(),
+        ));
+    }
+    if g.layers.len() != w.layers.len() {
+        return Err(ModelError::Weights(format!(
+            "gemma3: {} layers of extra norms for {} layers",
+            g.layers.len(),
+            w.layers.len()
+        )));
+    }
+    let (d, hd, gp) = (cfg.n_embd, cfg.head_dim, &g.params);
+    sc.positions.clear();
+    sc.positions.extend((pos0..pos0 + n).map(|p| p as i32));
+
+    // x = embed(tokens) * sqrt(n_embd)
+    ops::embedding(s, &w.token_embd, tokens, &mut sc.h)?;
+    let embed_scale = ScaleParams {
+        n: n * d,
+        alpha: (d as f32).sqrt(),
+    };
+    ops::scale(s, &embed_scale, &sc.h, &mut sc.x)?;
+
+    let norm = RmsNormParams {
+        rows: n,
+        dim: d,
+        eps: cfg.rms_eps,
+    };
+    // Per-head norms: the [n, heads * head_dim] rows as [n * heads, head_dim].
+    let head_norm = |heads: usize| RmsNormParams {
+        rows: n * heads,
+        dim: hd,
+        eps: cfg.rms_eps,
+    };
+    let rope = |heads: usize, local: bool| RopeParams {
+        n_tokens: n,
+        n_heads: heads,
+        head_dim: hd,
+        n_rot: cfg.n_rot,
+        freq_base: if local {
+            gp.rope_base_local
+        } else {
+            cfg.rope_base
+        },
+        freq_scale: if local { 1.0 } else { cfg.rope_freq_scale },
+        mode: RopeMode::Neox,
+    };
+    let attn = |local: bool| AttentionParams {
+        n_tokens: n,
+        n_heads: cfg.n_head,
+        n_kv_heads: cfg.n_head_kv,
+        head_dim: hd,
+        pos0,
+        kv_stride: cache.n_ctx,
+        scale: gp.attn_scale,
+        window: local.then_some(gp.sliding_window),
+    };
+    let append = CopyRowsParams {
+        row_len: cfg.kv_dim(),
+        n_rows: n,
+        src_row: 0,
+        dst_row: pos0,
+    };
+    let add = AddParams { n: n * d };
+    let geglu = GeluMulParams { n: n * cfg.n_ff };
+
+    for (l, (lw, ln)) in w.layers.iter().zip(&g.layers).enumerate() {
+        let local = gp.is_local(l);
+        // attention block; buffers: q -> att (normed, roped), k -> o (normed,
+        // roped; kv_dim <= n_embd was checked at load), attention -> q.
+        ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
+        ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
+        ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
+        ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, &ln.q_norm, &mut sc.att)?;
+        ops::rms_norm(s, &head_norm(cfg.n_head_kv), &sc.k, &ln.k_norm, &mut sc.o)?;
+        ops::rope(s, &rope(cfg.n_head, local), &sc.positions, &mut sc.att)?;
+        ops::rope(s, &rope(cfg.n_head_kv, local), &sc.positions, &mut sc.o)?;
+        ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
+        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
+        ops::attention(
+            s,
+            &attn(local),
+            &sc.att,
+            &cache.k[l],
+            &cache.v[l],
+            &mut sc.q,
+        )?;
+        ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
+        ops::rms_norm(s, &norm, &sc.o, &ln.post_attn_norm, &mut sc.h)?;
+        ops::add(s, &add, &sc.x, &sc.h, &mut sc.x2)?;
+        // feed-forward block
+        ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
+        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
+        ops::gelu_mul(s, &geglu, &sc.gate, &sc.up, &mut sc.act)?;
+        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
+        ops::rms_norm(s, &norm, &sc.o, &ln.post_ffw_norm, &mut sc.h)?;
+        ops::add(s, &add, &sc.x2, &sc.h, &mut sc.x)?;
+    }
+
+    match mode {
+        LogitsMode::All => {
+            ops::rms_norm(s, &norm, &sc.x, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
+        }
+        LogitsMode::Last => {
+            let x_last = if n == 1 {
+                &sc.x
+            } else {
+                let pick = CopyRowsParams {
+                    row_len: d,
+                    n_rows: 1,
+                    src_row: n - 1,
+                    dst_row: 0,
+                };
+                ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
+                &sc.last
+            };
+            let one = RmsNormParams { rows: 1, ..norm };
+            ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
+        }
+    }
+    Ok(())
+}
