@@ -10,10 +10,10 @@ use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
 
 /// The architectures kiln runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3"];
 
 /// The architectures whose hyper-parameters kiln reads.
-pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3"];
+pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3"];
 
 /// Architecture-specific hyper-parameters beyond the llama-family shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,8 @@ pub enum ArchParams {
     Llama,
     /// Gemma 3 (`gemma3.*`).
     Gemma3(Gemma3Params),
+    /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`).
+    Qwen3,
 }
 
 /// Gemma 3's hyper-parameters beyond the llama-family shape, with
@@ -242,6 +244,7 @@ impl ModelConfig {
         }
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
+            "qwen3" => ArchParams::Qwen3,
             _ => ArchParams::Llama,
         };
         let cfg = ModelConfig {

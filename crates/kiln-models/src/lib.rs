@@ -16,6 +16,7 @@ pub mod llama;
 pub mod model;
 pub mod perplexity;
 pub mod quantize;
+pub mod qwen3;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;

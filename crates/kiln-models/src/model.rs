@@ -36,6 +36,8 @@ pub enum ArchWeights {
     Llama,
     /// `gemma3::forward` with Gemma 3's extra norms.
     Gemma3(Gemma3Weights),
+    /// `qwen3::forward` with the per-head q/k norms.
+    Qwen3(crate::qwen3::Qwen3Weights),
 }
 
 fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
@@ -121,6 +123,9 @@ impl Model {
             ArchParams::Llama => ArchWeights::Llama,
             ArchParams::Gemma3(_) => {
                 ArchWeights::Gemma3(Gemma3Weights::load(&file, &config, stream)?)
+            }
+            ArchParams::Qwen3 => {
+                ArchWeights::Qwen3(crate::qwen3::Qwen3Weights::load(&file, &config, stream)?)
             }
         };
         let weights = LlamaWeights::load(&file, &config, stream, progress)?;
@@ -283,6 +288,9 @@ impl Model {
         match &self.arch_weights {
             ArchWeights::Llama => llama::forward(stream, cfg, w, cache, scratch, batch),
             ArchWeights::Gemma3(g) => gemma3::forward(stream, cfg, w, g, cache, scratch, batch),
+            ArchWeights::Qwen3(q) => {
+                crate::qwen3::forward(stream, cfg, w, q, cache, scratch, batch)
+            }
         }
     }
 

@@ -1,0 +1,222 @@
+//! The Qwen3 forward pass (dense `qwen3` GGUF files as llama.cpp's
+//! converter writes them), on the CPU.
+//!
+//! Spec: the published Qwen3 architecture, checked against transformers
+//! (`Qwen3ForCausalLM` loading the GGUF) on kiln-synth'd models
+//! (`tests/fixtures/synth/qwen3_tiny.json`, made by
+//! scripts/fixtures/make_synth_arch_fixtures.py):
+//!
+//! - `x = embed(tokens)`; per layer `h = N_attn(x)`; `q, k, v = Wq h, Wk h,
+//!   Wv h` (head dim from `attention.key_length`, so `q_dim` may differ from
+//!   `n_embd`); q and k each get a per-head RMSNorm (`attn_q_norm` /
+//!   `attn_k_norm`, one `[head_dim]` weight shared by the heads), then
+//!   NeoX-style RoPE (pairs `(i, i + n_rot/2)`; converters keep Qwen's q/k
+//!   rows in their original order); causal GQA attention scaled by
+//!   `1/√head_dim`; `x = x + Wo att`; `h = N_ffn(x)`;
+//!   `x = x + W_down(silu(W_gate h) · W_up h)`;
+//! - logits = `W_out N_out(x)` (`output.weight`, or the tied `token_embd`).
+//!
+//! CUDA: not yet ([`Qwen3Weights::load`] refuses a non-CPU stream: every op
+//! here exists on CUDA, but this composition has not run on a GPU).
+
+use crate::config::ModelConfig;
+use crate::kv_cache::KvCache;
+use crate::llama::{Batch, LogitsMode, Scratch};
+use crate::weights::{LlamaWeights, Loader};
+use crate::{ModelError, Result};
+use kiln::ops::{
+    self, AddParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode, RopeParams,
+    SiluMulParams,
+};
+use kiln::{Stream, Tensor};
+use kiln_core::gguf::GgufFile;
+use std::sync::Arc;
+
+/// Qwen3's weights beyond the llama-shaped ones: one layer's q/k norms (f32,
+/// `[head_dim]`).
+pub struct Qwen3Weights {
+    pub q_norm: Vec<Tensor>,
+    pub k_norm: Vec<Tensor>,
+}
+
+impl Qwen3Weights {
+    /// Load the per-head norms; refuse what this forward does not implement.
+    pub fn load(file: &Arc<GgufFile>, cfg: &ModelConfig, device: &Stream) -> Result<Qwen3Weights> {
+        if device.device() != kiln::Device::Cpu {
+            return Err(ModelError::Unsupported(format!(
+                "{} on {} (it runs on the CPU only for now: --device cpu)",
+                cfg.arch,
+                device.device()
+            )));
+        }
+        // The normed k is staged in a [n, n_embd] buffer (see `forward`).
+        if cfg.kv_dim() > cfg.n_embd {
+            return Err(ModelError::Unsupported(format!(
+                "{} with kv width {} > n_embd {}",
+                cfg.arch,
+                cfg.kv_dim(),
+                cfg.n_embd
+            )));
+        }
+        let l = Loader::new(file, device);
+        let hd = cfg.head_dim;
+        let (mut q_norm, mut k_norm) = (Vec::new(), Vec::new());
+        for i in 0..cfg.n_layer {
+            q_norm.push(l.vector(&format!("blk.{i}.attn_q_norm.weight"), hd)?);
+            k_norm.push(l.vector(&format!("blk.{i}.attn_k_norm.weight"), hd)?);
+        }
+        Ok(Qwen3Weights { q_norm, k_norm })
+    }
+}
+
+/// Run `b.tokens` at positions `b.pos0..`, appending their keys and values
+/// to the cache; logits land in `sc.logits` (as [`crate::llama::forward`]).
+pub fn forward(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    q: &Qwen3Weights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
+    s.install(|| forward_ops(s, cfg, w, q, cache, sc, b))
+}
+
+fn forward_ops(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    qw: &Qwen3Weights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
+    let Batch {
+        tokens, pos0, mode, ..
+    } = *b;
+    let n = tokens.len();
+    if n == 0 || n > sc.n_batch {
+        return Err(ModelError::Input(format!(
+            "forward: {n} tokens, batch holds 1..={}",
+            sc.n_batch
+        )));
+    }
+    if pos0 + n > cache.n_ctx {
+        return Err(ModelError::ContextFull {
+            needed: pos0 + n,
+            n_ctx: cache.n_ctx,
+        });
+    }
+    if mode == LogitsMode::All && sc.logits.dims()[0] < n {
+        return Err(ModelError::Input(
+            "forward: scratch was not made for all logits".into(),
+        ));
+    }
+    if qw.q_norm.len() != w.layers.len() || qw.k_norm.len() != w.layers.len() {
+        return Err(ModelError::Weights(format!(
+            "qwen3: {} layers of q/k norms for {} layers",
+            qw.q_norm.len(),
+            w.layers.len()
+        )));
+    }
+    let (d, hd) = (cfg.n_embd, cfg.head_dim);
+    sc.positions.clear();
+    sc.positions.extend((pos0..pos0 + n).map(|p| p as i32));
+    ops::embedding(s, &w.token_embd, tokens, &mut sc.x)?;
+
+    let norm = RmsNormParams {
+        rows: n,
+        dim: d,
+        eps: cfg.rms_eps,
+    };
+    // Per-head norms: the [n, heads * head_dim] rows as [n * heads, head_dim].
+    let head_norm = |heads: usize| RmsNormParams {
+        rows: n * heads,
+        dim: hd,
+        eps: cfg.rms_eps,
+    };
+    let rope = |heads: usize| RopeParams {
+        n_tokens: n,
+        n_heads: heads,
+        head_dim: hd,
+        n_rot: cfg.n_rot,
+        freq_base: cfg.rope_base,
+        freq_scale: cfg.rope_freq_scale,
+        mode: RopeMode::Neox,
+    };
+    let attn = AttentionParams {
+        n_tokens: n,
+        n_heads: cfg.n_head,
+        n_kv_heads: cfg.n_head_kv,
+        head_dim: hd,
+        pos0,
+        kv_stride: cache.n_ctx,
+        scale: 1.0 / (hd as f32).sqrt(),
+        window: None,
+    };
+    let append = CopyRowsParams {
+        row_len: cfg.kv_dim(),
+        n_rows: n,
+        src_row: 0,
+        dst_row: pos0,
+    };
+    let add = AddParams { n: n * d };
+    let swiglu = SiluMulParams { n: n * cfg.n_ff };
+
+    for (l, lw) in w.layers.iter().enumerate() {
+        // attention block; buffers: q -> att (normed, roped), k -> o (normed,
+        // roped; kv_dim <= n_embd was checked at load), attention -> q.
+        ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
+        ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
+        ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
+        ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, &qw.q_norm[l], &mut sc.att)?;
+        ops::rms_norm(
+            s,
+            &head_norm(cfg.n_head_kv),
+            &sc.k,
+            &qw.k_norm[l],
+            &mut sc.o,
+        )?;
+        ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.att)?;
+        ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.o)?;
+        ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
+        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
+        ops::attention(s, &attn, &sc.att, &cache.k[l], &cache.v[l], &mut sc.q)?;
+        ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
+        ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        // feed-forward block
+        ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
+        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
+        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
+        ops::silu_mul(s, &swiglu, &sc.gate, &sc.up, &mut sc.act)?;
+        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
+        ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)?;
+    }
+
+    match mode {
+        LogitsMode::All => {
+            ops::rms_norm(s, &norm, &sc.x, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
+        }
+        LogitsMode::Last => {
+            let x_last = if n == 1 {
+                &sc.x
+            } else {
+                let pick = CopyRowsParams {
+                    row_len: d,
+                    n_rows: 1,
+                    src_row: n - 1,
+                    dst_row: 0,
+                };
+                ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
+                &sc.last
+            };
+            let one = RmsNormParams { rows: 1, ..norm };
+            ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
+        }
+    }
+    Ok(())
+}
