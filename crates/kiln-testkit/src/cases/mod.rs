@@ -20,6 +20,7 @@ pub mod argmax;
 pub mod attention;
 pub mod embedding;
 pub mod matmul;
+pub mod matmul_mlx;
 pub mod matvec_fused;
 pub mod rms_norm;
 pub mod rope;

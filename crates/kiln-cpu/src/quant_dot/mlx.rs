@@ -1,0 +1,199 @@
+//! Dots of MLX affine weight rows (kiln's [`DType::Mlx`] blocks:
+//! `[scale][bias][codes]` per group, see `kiln_core::quant::mlx_block`) with
+//! f32 activations. Activations are not quantized: per group
+//!
+//! ```text
+//! dot += scale * sum_j q_j * x_j + bias * sum_j x_j
+//! ```
+//!
+//! with `sum_j x_j` (the group sums) computed once per activation row and
+//! shared by every weight row. The reference is `kiln_core::quant::vec_dot_ref`
+//! (dequantize `w = scale*q + bias` in f32, then an f64 dot); these kernels
+//! differ from it only in f32 rounding and summation order.
+//!
+//! Codes are unpacked 8 at a time: 8 codes of `bits <= 8` bits are exactly
+//! `bits` bytes (byte-aligned, since every group starts on a word), read as
+//! one little-endian u64 `v`; codes 0..3 are `v >> (j*bits)` and codes 4..7
+//! `(v >> 4*bits) >> ((j-4)*bits)`, each masked, so both halves fit a 32-bit
+//! lane for every supported width (4 * 8 = 32 bits at most). On AVX2 that is
+//! one variable shift of two broadcast halves per 8 codes.
+
+use crate::CpuFeatures;
+use kiln_core::quant::MlxFormat;
+
+/// Group sums of one activation row: `gsum[g] = sum of x[g*group..(g+1)*group]`.
+pub fn mlx_group_sums(group: usize, x: &[f32], gsum: &mut [f32]) {
+    for (s, xg) in gsum.iter_mut().zip(x.chunks_exact(group.max(1))) {
+        *s = xg.iter().sum();
+    }
+}
+
+/// The `bits` bytes of codes `8c..8c+8` of a block's code bytes, as a u64
+/// (zero-padded when the 8-byte read would leave `codes`).
+#[inline(always)]
+fn load_codes8(codes: &[u8], c: usize, bits: usize) -> u64 {
+    let off = c * bits;
+    match codes.get(off..off + 8) {
+        Some(&[a, b, c2, d, e, f, g, h]) => u64::from_le_bytes([a, b, c2, d, e, f, g, h]),
+        _ => {
+            let mut buf = [0u8; 8];
+            let tail = codes.get(off..).unwrap_or(&[]);
+            let n = tail.len().min(8);
+            buf[..n].copy_from_slice(&tail[..n]);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// `dot(w_row, x)` for one row of MLX blocks. `w_row` holds `x.len() /
+/// group` blocks and `gsum` the group sums of `x` ([`mlx_group_sums`]);
+/// a shorter row or `gsum` only contributes its prefix.
+pub fn dot_mlx_row(
+    features: CpuFeatures,
+    f: MlxFormat,
+    w_row: &[u8],
+    x: &[f32],
+    gsum: &[f32],
+) -> f32 {
+    let (g, bb) = (f.group_size(), f.block_bytes());
+    let nb = (x.len() / g).min(w_row.len() / bb).min(gsum.len());
+    let (w_row, x, gsum) = (&w_row[..nb * bb], &x[..nb * g], &gsum[..nb]);
+    #[cfg(target_arch = "x86_64")]
+    if features.has_avx2_fma() {
+        // SAFETY: features detected at run time; w_row holds exactly nb
+        // blocks, x exactly nb groups and gsum nb sums (sliced above).
+        return unsafe { avx2::dot(f, w_row, x, gsum) };
+    }
+    let _ = features;
+    dot_mlx_row_scalar(f, w_row, x, gsum)
+}
+
+/// Portable kernel (same lengths as [`dot_mlx_row`] after slicing).
+pub fn dot_mlx_row_scalar(f: MlxFormat, w_row: &[u8], x: &[f32], gsum: &[f32]) -> f32 {
+    let (g, bits, sb) = (f.group_size(), f.bits() as usize, f.scale_bytes());
+    let mask = (1u32 << bits) - 1;
+    let half = 4 * bits;
+    let mut total = 0.0f32;
+    for ((block, xg), &sx) in w_row
+        .chunks_exact(f.block_bytes())
+        .zip(x.chunks_exact(g))
+        .zip(gsum)
+    {
+        let scale = f.read_scale(block);
+        let bias = f.read_scale(&block[sb..]);
+        let codes = &block[2 * sb..];
+        let mut acc = [0.0f32; 8];
+        for (c, x8) in xg.chunks_exact(8).enumerate() {
+            let v = load_codes8(codes, c, bits);
+            let (lo, hi) = (v as u32, (v >> half) as u32);
+            for j in 0..4 {
+                acc[j] += ((lo >> (j * bits)) & mask) as f32 * x8[j];
+                acc[j + 4] += ((hi >> (j * bits)) & mask) as f32 * x8[j + 4];
+            }
+        }
+        let qx: f32 = acc.iter().sum();
+        total += scale * qx + bias * sx;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::load_codes8;
+    use kiln_core::quant::MlxFormat;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2/FMA present; `w` holds exactly `x.len() / group` blocks and
+    /// `gsum` that many sums.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(f: MlxFormat, w: &[u8], x: &[f32], gsum: &[f32]) -> f32 {
+        let (g, bits, sb) = (f.group_size(), f.bits() as usize, f.scale_bytes());
+        let b = bits as i32;
+        let shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 0, b, 2 * b, 3 * b);
+        let mask = _mm256_set1_epi32((1i32 << bits) - 1);
+        let half = 4 * bits;
+        let mut total = _mm256_setzero_ps();
+        let mut bias_total = 0.0f32;
+        for ((block, xg), &sx) in w
+            .chunks_exact(f.block_bytes())
+            .zip(x.chunks_exact(g))
+            .zip(gsum)
+        {
+            let scale = f.read_scale(block);
+            let bias = f.read_scale(&block[sb..]);
+            let codes = &block[2 * sb..];
+            // Two accumulators hide the FMA latency (group >= 32: 4+ steps).
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            let xp = xg.as_ptr();
+            let steps = g / 8;
+            let mut c = 0;
+            while c < steps {
+                let v = load_codes8(codes, c, bits);
+                let lo = v as u32 as i32;
+                let hi = (v >> half) as u32 as i32;
+                let q = _mm256_and_si256(
+                    _mm256_srlv_epi32(_mm256_setr_epi32(lo, lo, lo, lo, hi, hi, hi, hi), shifts),
+                    mask,
+                );
+                // SAFETY: x holds g elements for this group; c*8+8 <= g.
+                let xv = unsafe { _mm256_loadu_ps(xp.add(c * 8)) };
+                if c % 2 == 0 {
+                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), xv, acc0);
+                } else {
+                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), xv, acc1);
+                }
+                c += 1;
+            }
+            total = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_add_ps(acc0, acc1), total);
+            bias_total += bias * sx;
+        }
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(total),
+            _mm256_extractf128_ps::<1>(total),
+        );
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s) + bias_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use kiln_core::quant::{vec_dot_ref, MlxAffine, MLX_AFFINE_BITS, MLX_AFFINE_GROUP_SIZES};
+    use kiln_core::DType;
+
+    /// Scalar and AVX2 kernels against the f64 reference, every format.
+    #[test]
+    fn kernels_match_the_reference() {
+        let mut seed = 99u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for bits in MLX_AFFINE_BITS {
+            for g in MLX_AFFINE_GROUP_SIZES {
+                for sd in [DType::F16, DType::BF16, DType::F32] {
+                    let dt = MlxAffine::new(bits, g, sd).unwrap().dtype().unwrap();
+                    let DType::Mlx(f) = dt else { unreachable!() };
+                    let k = 5 * g;
+                    let w: Vec<f32> = (0..k).map(|_| rnd()).collect();
+                    let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
+                    let mut row = vec![0u8; dt.row_bytes("t", k).unwrap()];
+                    kiln_core::quant::quantize_row(dt, &w, &mut row).unwrap();
+                    let want = vec_dot_ref(dt, &row, &x).unwrap();
+                    let mut gs = vec![0.0; k / g];
+                    mlx_group_sums(g, &x, &mut gs);
+                    let tol = 1e-4 * (1.0 + want.abs());
+                    let s = dot_mlx_row_scalar(f, &row, &x, &gs);
+                    assert!((s - want).abs() < tol, "{dt}: scalar {s} want {want}");
+                    let v = dot_mlx_row(CpuFeatures::detect(), f, &row, &x, &gs);
+                    assert!((v - want).abs() < tol, "{dt}: simd {v} want {want}");
+                }
+            }
+        }
+    }
+}
