@@ -10,6 +10,7 @@ pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod llama;
+pub mod mlx;
 pub mod model;
 pub mod perplexity;
 pub mod quantize;
