@@ -21,7 +21,7 @@ pub struct MlxDir {
     pub vocab: crate::tokenizer::VocabSpec,
     pub chat_template: Option<String>,
     pub weights: crate::weights::LlamaWeights,
-    /// Elements and bytes of every stored tensor.
+    /// Parameters (logical weights, not packed words) and stored bytes.
     pub totals: (u64, u64),
 }
 
@@ -113,11 +113,39 @@ pub fn load_dir(
     let shards = weights::Shards::new(shards)?;
     let tied = config::tied_embeddings(&cfg_json);
     let weights = weights::load_weights(&shards, &quant, &config, tied, stream, progress)?;
+    let params = n_params(&weights);
     Ok(MlxDir {
         config,
         vocab,
         chat_template,
         weights,
-        totals: shards.totals(),
+        totals: (params, shards.totals().1),
     })
+}
+
+/// Logical parameter count of the loaded weights (a quantized matrix
+/// counts its `rows * cols` values).
+fn n_params(w: &crate::weights::LlamaWeights) -> u64 {
+    let n = |t: &kiln::Tensor| t.dims().iter().product::<usize>() as u64;
+    let layers: u64 = w
+        .layers
+        .iter()
+        .map(|l| {
+            [
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_norm,
+                &l.w_gate,
+                &l.w_up,
+                &l.w_down,
+            ]
+            .into_iter()
+            .map(n)
+            .sum::<u64>()
+        })
+        .sum();
+    layers + n(&w.token_embd) + n(&w.output_norm) + w.output.as_ref().map_or(0, n)
 }
