@@ -253,3 +253,63 @@ fn mlx_dir_errors_are_typed() {
     assert!(e.contains("config.json says bits 8"), "{e}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// The tiny q4 directory split into two shards (index.json listing both)
+/// gives bit-identical logits to the single file.
+#[test]
+fn sharded_dir_loads_the_same() {
+    use kiln_core::safetensors::{write_safetensors, SafetensorsFile};
+    let src = fixtures().join("tiny_q4_g32_f16");
+    let tmp = std::env::temp_dir().join(format!("kiln-mlx-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), tmp.join(f)).unwrap();
+    }
+    let st = SafetensorsFile::open(src.join("model.safetensors")).unwrap();
+    let mut map = serde_json::Map::new();
+    let (a, b): (Vec<_>, Vec<_>) = st
+        .tensors()
+        .iter()
+        .partition(|t| t.name.contains("layers.1"));
+    for (i, part) in [a, b].iter().enumerate() {
+        let name = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let tensors: Vec<_> = part
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dtype,
+                    t.shape.as_slice(),
+                    st.data(t).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(tmp.join(&name), write_safetensors(&tensors).unwrap()).unwrap();
+        for t in part.iter() {
+            map.insert(t.name.clone(), Value::String(name.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(tmp.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let s = Stream::cpu(1).unwrap();
+    let logits = |dir: &Path| {
+        let m = Model::load(dir, &s, &mut |_, _| {}).unwrap();
+        let mut st = m.new_state(&s, 64, 16, false).unwrap();
+        m.feed(&s, &mut st, &[504, 3575, 282]).unwrap().to_vec()
+    };
+    assert_eq!(logits(&tmp), logits(&src));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// CUDA has no MLX kernels: the loader's up-front check
+/// (`kiln::ops::matmul::supports`, as for GGUF formats CUDA lacks) rejects
+/// MLX-quantized matrices on a CUDA device with a typed `Unsupported`
+/// error naming the tensor and the format, before any upload.
+#[test]
+fn mlx_weights_are_cpu_only() {
+    use kiln_core::quant::MlxAffine;
+    use kiln_core::DType;
+    let dt = MlxAffine::new(4, 64, DType::BF16).unwrap().dtype().unwrap();
+    assert!(kiln::ops::matmul::supports(kiln::Device::Cpu, dt));
+    assert!(!kiln::ops::matmul::supports(kiln::Device::Cuda(0), dt));
+}
