@@ -99,6 +99,74 @@ pub fn dot_mlx_row_scalar(f: MlxFormat, w_row: &[u8], x: &[f32], gsum: &[f32]) -
     total
 }
 
+/// Dequantize one row of MLX blocks into `out` (`out.len() / group`
+/// blocks of `w_row`): `scale * q + bias`, the product rounded first as in
+/// the reference (`kiln_core::quant::dequantize_row`), so the values are
+/// bit-identical to it; codes unpacked 8 at a time (AVX2: one variable
+/// shift per 8).
+pub fn dequantize_mlx_row(features: CpuFeatures, f: MlxFormat, w_row: &[u8], out: &mut [f32]) {
+    let (g, bb, sb) = (f.group_size(), f.block_bytes(), f.scale_bytes());
+    let bits = f.bits() as usize;
+    let mask = (1u32 << bits) - 1;
+    let half = 4 * bits;
+    let nb = (out.len() / g).min(w_row.len() / bb);
+    for (blk, og) in out.chunks_exact_mut(g).take(nb).enumerate() {
+        let block = w_row.get(blk * bb..).unwrap_or(&[]);
+        let scale = f.read_scale(block);
+        let bias = f.read_scale(block.get(sb..).unwrap_or(&[]));
+        let codes = block.get(2 * sb..).unwrap_or(&[]);
+        #[cfg(target_arch = "x86_64")]
+        if features.has_avx2_fma() {
+            // SAFETY: features detected at run time; og holds g values.
+            unsafe { avx2::dequant_group(bits, codes, scale, bias, og) };
+            continue;
+        }
+        let _ = features;
+        for (c, o8) in og.chunks_exact_mut(8).enumerate() {
+            let v = load_codes8(codes, c, bits);
+            let (lo, hi) = (v as u32, (v >> half) as u32);
+            for j in 0..4 {
+                let t = ((lo >> (j * bits)) & mask) as f32 * scale;
+                o8[j] = t + bias;
+                let t = ((hi >> (j * bits)) & mask) as f32 * scale;
+                o8[j + 4] = t + bias;
+            }
+        }
+    }
+}
+
+/// Weight rows × activation rows of [`dot_f32_tile`].
+pub const F32_TILE_R: usize = 4;
+/// Activation rows of [`dot_f32_tile`].
+pub const F32_TILE_C: usize = 2;
+
+/// The mat-mat tile for dequantized weights: `out[c][r] = dot(w[r], x[c])`
+/// for 4 f32 weight rows × 2 activation rows, each weight and activation
+/// vector loaded once per 8 elements (6 loads for 8 FMAs). All slices must
+/// have the same length (a shorter one limits every dot to its length).
+pub fn dot_f32_tile(
+    features: CpuFeatures,
+    w: [&[f32]; F32_TILE_R],
+    x: [&[f32]; F32_TILE_C],
+) -> [[f32; F32_TILE_R]; F32_TILE_C] {
+    let n = w.iter().chain(&x).map(|v| v.len()).min().unwrap_or(0);
+    let w = w.map(|v| &v[..n]);
+    let x = x.map(|v| &v[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if features.has_avx2_fma() {
+        // SAFETY: features detected at run time; every slice has n elements.
+        return unsafe { avx2::tile(w, x) };
+    }
+    let _ = features;
+    let mut out = [[0.0f32; F32_TILE_R]; F32_TILE_C];
+    for (oc, xc) in out.iter_mut().zip(&x) {
+        for (o, wr) in oc.iter_mut().zip(&w) {
+            *o = wr.iter().zip(*xc).map(|(a, b)| a * b).sum();
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::load_codes8;
@@ -211,6 +279,67 @@ mod avx2 {
         (acc0, acc1)
     }
 
+    /// One group: `out = scale * q + bias` (product rounded first, no FMA).
+    ///
+    /// # Safety
+    /// AVX2 present. `out.len()` is a multiple of 8 (the group size).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dequant_group(
+        bits: usize,
+        codes: &[u8],
+        scale: f32,
+        bias: f32,
+        out: &mut [f32],
+    ) {
+        let b = bits as i32;
+        let shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 0, b, 2 * b, 3 * b);
+        let mask = _mm256_set1_epi32((1i32 << bits) - 1);
+        let (vs, vb) = (_mm256_set1_ps(scale), _mm256_set1_ps(bias));
+        let half = 4 * bits;
+        for (c, o8) in out.chunks_exact_mut(8).enumerate() {
+            let v = load_codes8(codes, c, bits);
+            let lo = v as u32 as i32;
+            let hi = (v >> half) as u32 as i32;
+            let q = _mm256_and_si256(
+                _mm256_srlv_epi32(_mm256_setr_epi32(lo, lo, lo, lo, hi, hi, hi, hi), shifts),
+                mask,
+            );
+            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(q), vs);
+            // SAFETY: o8 holds exactly 8 f32.
+            unsafe { _mm256_storeu_ps(o8.as_mut_ptr(), _mm256_add_ps(t, vb)) };
+        }
+    }
+
+    /// # Safety
+    /// AVX2/FMA present; every slice has the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(w: [&[f32]; 4], x: [&[f32]; 2]) -> [[f32; 4]; 2] {
+        let n = x[0].len();
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let mut e = 0;
+        while e + 8 <= n {
+            // SAFETY: e + 8 <= n, the length of every slice.
+            unsafe {
+                let x0 = _mm256_loadu_ps(x[0].as_ptr().add(e));
+                let x1 = _mm256_loadu_ps(x[1].as_ptr().add(e));
+                for r in 0..4 {
+                    let wv = _mm256_loadu_ps(w[r].as_ptr().add(e));
+                    acc[0][r] = _mm256_fmadd_ps(wv, x0, acc[0][r]);
+                    acc[1][r] = _mm256_fmadd_ps(wv, x1, acc[1][r]);
+                }
+            }
+            e += 8;
+        }
+        let mut out = [[0.0f32; 4]; 2];
+        for c in 0..2 {
+            for r in 0..4 {
+                let tail: f32 = (e..n).map(|i| w[r][i] * x[c][i]).sum();
+                out[c][r] = hsum(acc[c][r]) + tail;
+            }
+        }
+        out
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn hsum(total: __m256) -> f32 {
@@ -257,6 +386,13 @@ mod tests {
                     assert!((s - want).abs() < tol, "{dt}: scalar {s} want {want}");
                     let v = dot_mlx_row(CpuFeatures::detect(), f, &row, &x, &gs);
                     assert!((v - want).abs() < tol, "{dt}: simd {v} want {want}");
+                    let mut deq = vec![0.0; k];
+                    kiln_core::quant::dequantize_row(dt, &row, &mut deq).unwrap();
+                    for feat in [CpuFeatures::default(), CpuFeatures::detect()] {
+                        let mut got = vec![f32::NAN; k];
+                        dequantize_mlx_row(feat, f, &row, &mut got);
+                        assert_eq!(got, deq, "{dt}: dequantize {feat:?}");
+                    }
                 }
             }
         }
