@@ -81,9 +81,9 @@ impl ModelArgs {
     /// Open the stream and load the model, with a progress bar on a terminal.
     pub fn load(&self) -> Result<(Stream, Model)> {
         let path = model_path(&self.model)?;
-        if !path.is_file() {
+        if !path.is_file() && !kiln_models::mlx::is_model_dir(&path) {
             bail!(
-                "model file {} does not exist or is not a file",
+                "model {} is neither a GGUF file nor a model directory with config.json",
                 path.display()
             );
         }

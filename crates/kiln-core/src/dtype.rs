@@ -1,6 +1,7 @@
 //! Element and block formats. Ids follow GGML's `ggml_type` numbering so a
 //! GGUF tensor type maps one to one.
 
+use crate::quant::mlx_block::MlxFormat;
 use crate::{Error, Result};
 use std::fmt;
 
@@ -28,13 +29,16 @@ pub enum DType {
     Q8_K,
     IQ4_NL,
     IQ4_XS,
+    /// MLX affine quantization, repacked by kiln into one block per group
+    /// (`[scale][bias][codes]`, see [`crate::quant::mlx`]). Not a GGML type.
+    Mlx(MlxFormat),
 }
 
 /// Elements per K-quant super-block (ggml `QK_K`).
 pub const QK_K: usize = 256;
 
 impl DType {
-    /// Every dtype, in GGML id order.
+    /// Every GGML dtype, in GGML id order (not the MLX formats).
     pub const ALL: [DType; 17] = [
         DType::F32,
         DType::F16,
@@ -55,9 +59,9 @@ impl DType {
         DType::BF16,
     ];
 
-    /// GGML `ggml_type` id.
-    pub fn ggml_id(self) -> u32 {
-        match self {
+    /// GGML `ggml_type` id; `None` for the MLX formats (GGUF cannot hold them).
+    pub fn ggml_id(self) -> Option<u32> {
+        Some(match self {
             DType::F32 => 0,
             DType::F16 => 1,
             DType::Q4_0 => 2,
@@ -75,7 +79,8 @@ impl DType {
             DType::IQ4_NL => 20,
             DType::IQ4_XS => 23,
             DType::BF16 => 30,
-        }
+            DType::Mlx(_) => return None,
+        })
     }
 
     /// Map a GGML type id to a dtype; unknown or unsupported ids are an error.
@@ -83,7 +88,7 @@ impl DType {
         DType::ALL
             .iter()
             .copied()
-            .find(|d| d.ggml_id() == id)
+            .find(|d| d.ggml_id() == Some(id))
             .ok_or(Error::UnknownGgmlType(id))
     }
 
@@ -105,6 +110,7 @@ impl DType {
             | DType::Q6_K
             | DType::Q8_K
             | DType::IQ4_XS => QK_K,
+            DType::Mlx(f) => f.group_size(),
         }
     }
 
@@ -127,6 +133,7 @@ impl DType {
             DType::Q8_K => 292,
             DType::IQ4_NL => 18,
             DType::IQ4_XS => 136,
+            DType::Mlx(f) => f.block_bytes(),
         }
     }
 
@@ -156,7 +163,8 @@ impl DType {
         (self.type_size() * 8) as f64 / self.block_size() as f64
     }
 
-    /// The GGML name, e.g. `Q4_1`.
+    /// The GGML name, e.g. `Q4_1` (`MLX` for every MLX format; `Display`
+    /// spells those out, e.g. `MLX_Q4_G64_F16`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
@@ -176,6 +184,7 @@ impl DType {
             DType::Q8_K => "Q8_K",
             DType::IQ4_NL => "IQ4_NL",
             DType::IQ4_XS => "IQ4_XS",
+            DType::Mlx(_) => "MLX",
         }
     }
 
@@ -190,6 +199,9 @@ impl DType {
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            DType::Mlx(m) => write!(f, "{m}"),
+            _ => f.write_str(self.name()),
+        }
     }
 }

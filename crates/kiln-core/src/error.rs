@@ -40,6 +40,10 @@ pub enum Error {
     #[error("GGUF: {0}")]
     Gguf(String),
 
+    /// Malformed, truncated or inconsistent safetensors file.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+
     /// I/O error, with the path or action that failed.
     #[error("{context}: {source}")]
     Io {

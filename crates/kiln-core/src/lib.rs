@@ -3,6 +3,7 @@
 //! - [`DType`]: every tensor element / block format kiln knows.
 //! - [`quant`]: GGML block layouts, scalar reference quantize / dequantize / dot.
 //! - [`gguf`]: bounded GGUF v2/v3 reader and a writer.
+//! - [`safetensors`]: bounded safetensors reader (MLX / Hugging Face weights).
 //! - [`ops`]: per op family its params struct, `validate()` and the naive
 //!   scalar reference every backend is tested against.
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod gguf;
 pub mod ops;
 pub mod quant;
+pub mod safetensors;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -124,7 +124,7 @@ fn reads_gguf_py_fixture_identically() {
             .collect();
         assert_eq!(info.dims, dims, "{name}");
         assert_eq!(
-            info.dtype.ggml_id() as u64,
+            u64::from(info.dtype.ggml_id().unwrap()),
             j["ggml_type"].as_u64().unwrap(),
             "{name}"
         );

@@ -15,6 +15,12 @@
 //! - Mat-vec (decode, `m` small) uses exactly `threads` strips: these calls
 //!   take microseconds and rayon's per-task overhead would show.
 //! - F32 / F16 / BF16 weights: one f32 FMA dot per output, same split.
+//! - MLX affine weights ([`DType::Mlx`]): activations stay f32. Mat-vec:
+//!   per group `scale * sum q*x + bias * sum x` ([`quant_dot::dot_mlx_row`],
+//!   group sums of `x` once per call). Mat-mat (a task with 2+ activation
+//!   rows): weight rows are dequantized to f32 once per task, 4 at a time,
+//!   and multiplied with the task's activation rows in 4 × 2 register tiles
+//!   ([`quant_dot::dot_f32_tile`]).
 //!
 //! Threading cost: a split call enters `ctx.pool()`. From a thread outside the
 //! pool that is a cross-thread wake-up (measured ~10 µs median on the idle
@@ -31,8 +37,9 @@ use crate::quant_dot::{
 };
 use crate::CpuContext;
 use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::quant::MlxFormat;
 use kiln_core::quant::{QK, QK_K};
-use kiln_core::{Error, Result};
+use kiln_core::{DType, Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -59,6 +66,10 @@ thread_local! {
     static ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::new());
     /// The same for the Q8_K activations of the super-block formats.
     static ACTS_K: RefCell<Q8KActs> = RefCell::new(Q8KActs::new());
+    /// MLX: group sums of the activations (calling thread) and one
+    /// dequantized weight row (each worker); grow, never shrink.
+    static MLX_GSUM: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static MLX_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out = x · wᵀ` (see the module docs). `w`: `[n, k]` rows of
@@ -73,6 +84,9 @@ pub fn matmul(
     p.validate(w.len(), x.len(), out.len())?;
     if p.m == 0 || p.n == 0 {
         return Ok(());
+    }
+    if let DType::Mlx(f) = p.wtype {
+        return matmul_mlx(ctx, p, f, w, x, out);
     }
     let Some(f) = QFormat::of(p.wtype) else {
         return matmul_float(ctx, p, w, x, out);
@@ -306,6 +320,98 @@ fn matmul_float(
         }
         Ok(())
     })
+}
+
+/// MLX affine weights (see the module docs).
+fn matmul_mlx(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    f: MlxFormat,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    if p.k == 0 {
+        out.fill(0.0); // empty dots
+        return Ok(());
+    }
+    MLX_GSUM.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut gsum) => matmul_mlx_with(ctx, p, f, w, x, out, &mut gsum),
+        Err(_) => matmul_mlx_with(ctx, p, f, w, x, out, &mut Vec::new()),
+    })
+}
+
+fn matmul_mlx_with(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    f: MlxFormat,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+    gsum: &mut Vec<f32>,
+) -> Result<()> {
+    let row_bytes = p.w_row_bytes()?;
+    let (g, feat) = (f.group_size(), ctx.features());
+    let ng = p.k / g;
+    {
+        gsum.clear();
+        gsum.resize(p.m * ng, 0.0);
+        for (xi, gi) in x.chunks_exact(p.k).zip(gsum.chunks_exact_mut(ng.max(1))) {
+            quant_dot::mlx_group_sums(g, xi, gi);
+        }
+        let gsum: &[f32] = gsum;
+        let plan = Plan::new(ctx, p, 1);
+        let sink = OutSink::new(out);
+        run_tasks(ctx, &plan, |rows, cols| {
+            if rows.len() == 1 {
+                let i = rows.start;
+                let (xi, gi) = (&x[i * p.k..(i + 1) * p.k], &gsum[i * ng..(i + 1) * ng]);
+                for j in cols {
+                    let wj = &w[j * row_bytes..(j + 1) * row_bytes];
+                    let v = quant_dot::dot_mlx_row(feat, f, wj, xi, gi);
+                    // SAFETY: (i, j) lies in this task's disjoint rows × cols.
+                    unsafe { sink.write(i * p.n + j, v) };
+                }
+                return Ok(());
+            }
+            // Tiles of 4 weight rows (dequantized once per task) × 2
+            // activation rows; missing rows of a remainder tile repeat
+            // row 0 and their results are dropped.
+            let (tr, tc) = (quant_dot::F32_TILE_R, quant_dot::F32_TILE_C);
+            let run = |buf: &mut Vec<f32>| -> Result<()> {
+                buf.resize(tr * p.k, 0.0);
+                for j0 in cols.clone().step_by(tr) {
+                    let nr = tr.min(cols.end - j0);
+                    for (r, wb) in buf.chunks_exact_mut(p.k).take(nr).enumerate() {
+                        let wj = &w[(j0 + r) * row_bytes..(j0 + r + 1) * row_bytes];
+                        quant_dot::dequantize_mlx_row(feat, f, wj, wb);
+                    }
+                    let wrow = |r: usize| &buf[if r < nr { r } else { 0 } * p.k..][..p.k];
+                    let ws = [wrow(0), wrow(1), wrow(2), wrow(3)];
+                    for i0 in rows.clone().step_by(tc) {
+                        let nc = tc.min(rows.end - i0);
+                        let xrow = |c: usize| {
+                            let i = if c < nc { i0 + c } else { i0 };
+                            &x[i * p.k..(i + 1) * p.k]
+                        };
+                        let t = quant_dot::dot_f32_tile(feat, ws, [xrow(0), xrow(1)]);
+                        for (c, tcol) in t.iter().enumerate().take(nc) {
+                            for (r, v) in tcol.iter().enumerate().take(nr) {
+                                // SAFETY: (i0+c, j0+r) lies in this task's
+                                // disjoint rows × cols.
+                                unsafe { sink.write((i0 + c) * p.n + j0 + r, *v) };
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            MLX_ROW.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => run(&mut buf),
+                Err(_) => run(&mut Vec::new()),
+            })
+        })
+    }
 }
 
 /// How the `m × n` output is cut: `row_blocks` × `strips` tasks.

@@ -64,7 +64,7 @@ impl EmbeddingKernel {
 }
 
 /// Kernel choice: one per table format; formats without a kernel yet
-/// (Q5_*, K-quants, Q8_K, IQ4_*) are [`Error::UnsupportedDType`].
+/// (Q5_*, K-quants, Q8_K, IQ4_*, MLX) are [`Error::UnsupportedDType`].
 pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
     Ok(match p.dtype {
         DType::F32 => EmbeddingKernel::F32,
@@ -83,7 +83,8 @@ pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
         | DType::Q6_K
         | DType::Q8_K
         | DType::IQ4_NL
-        | DType::IQ4_XS => {
+        | DType::IQ4_XS
+        | DType::Mlx(_) => {
             return Err(CudaError::Core(Error::UnsupportedDType {
                 op: "embedding",
                 dtype: p.dtype,

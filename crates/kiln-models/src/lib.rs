@@ -13,6 +13,7 @@ pub mod gemma3;
 pub mod generate;
 pub mod kv_cache;
 pub mod llama;
+pub mod mlx;
 pub mod model;
 pub mod perplexity;
 pub mod quantize;

@@ -26,7 +26,10 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// The file's chat template, if it has one.
     pub chat_template: Option<ChatTemplate>,
-    pub file: Arc<GgufFile>,
+    /// The GGUF file (`None` for an MLX / Hugging Face directory).
+    pub file: Option<Arc<GgufFile>>,
+    /// Elements and bytes of every stored tensor (for reports).
+    pub totals: (u64, u64),
 }
 
 /// Per-architecture weights beyond [`LlamaWeights`], and so which forward
@@ -86,15 +89,64 @@ fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
 }
 
 impl Model {
-    /// Open a GGUF file and load it for `stream`'s device.
+    /// Open a GGUF file, or an MLX / Hugging Face model directory (see
+    /// [`crate::mlx`]), and load it for `stream`'s device.
     pub fn load(
         path: &Path,
         stream: &Stream,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
+        if path.is_dir() {
+            let d = crate::mlx::load_dir(path, stream, progress)?;
+            return Self::assemble(
+                d.config,
+                d.vocab,
+                d.chat_template,
+                (d.weights, ArchWeights::Llama),
+                None,
+                d.totals,
+            );
+        }
         let file = Arc::new(GgufFile::open(path)?);
         let config = ModelConfig::from_gguf(&file)?;
-        let tokenizer = Tokenizer::from_spec(vocab_spec(&file)?)?;
+        let vocab = vocab_spec(&file)?;
+        let template = file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let arch_weights = match config.arch_params {
+            ArchParams::Llama => ArchWeights::Llama,
+            ArchParams::Gemma3(_) => {
+                ArchWeights::Gemma3(Gemma3Weights::load(&file, &config, stream)?)
+            }
+            ArchParams::Qwen3 => {
+                ArchWeights::Qwen3(crate::qwen3::Qwen3Weights::load(&file, &config, stream)?)
+            }
+        };
+        let weights = LlamaWeights::load(&file, &config, stream, progress)?;
+        let totals = file
+            .tensors()
+            .iter()
+            .fold((0, 0), |(p, b), t| (p + t.n_elements(), b + t.n_bytes));
+        Self::assemble(
+            config,
+            vocab,
+            template,
+            (weights, arch_weights),
+            Some(file),
+            totals,
+        )
+    }
+
+    fn assemble(
+        config: ModelConfig,
+        vocab: VocabSpec,
+        template: Option<String>,
+        (weights, arch_weights): (LlamaWeights, ArchWeights),
+        file: Option<Arc<GgufFile>>,
+        totals: (u64, u64),
+    ) -> Result<Model> {
+        let tokenizer = Tokenizer::from_spec(vocab)?;
         if tokenizer.n_vocab() != config.n_vocab {
             return Err(ModelError::Config(format!(
                 "vocabulary has {} tokens, the model {}",
@@ -107,9 +159,9 @@ impl Model {
                 .unwrap_or("")
                 .to_string()
         };
-        let chat_template = match file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+        let chat_template = match template {
             Some(src) => Some(ChatTemplate::new(
-                src,
+                &src,
                 &text(tokenizer.bos()),
                 &text(tokenizer.eos()),
             )?),
@@ -119,16 +171,6 @@ impl Model {
             }
             None => None,
         };
-        let arch_weights = match config.arch_params {
-            ArchParams::Llama => ArchWeights::Llama,
-            ArchParams::Gemma3(_) => {
-                ArchWeights::Gemma3(Gemma3Weights::load(&file, &config, stream)?)
-            }
-            ArchParams::Qwen3 => {
-                ArchWeights::Qwen3(crate::qwen3::Qwen3Weights::load(&file, &config, stream)?)
-            }
-        };
-        let weights = LlamaWeights::load(&file, &config, stream, progress)?;
         Ok(Model {
             config,
             weights,
@@ -136,6 +178,7 @@ impl Model {
             tokenizer,
             chat_template,
             file,
+            totals,
         })
     }
 

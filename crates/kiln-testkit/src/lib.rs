@@ -48,6 +48,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(attention::check_attention_with(imps.attention, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
+    r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));

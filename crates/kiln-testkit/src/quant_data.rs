@@ -76,6 +76,24 @@ pub fn rand_rows(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> 
                 out.extend_from_slice(bytemuck::bytes_of(&b));
             }
         }
+        DType::Mlx(f) => {
+            // Random code words; scale of either sign with |scale * max code|
+            // in [0.1, 1), bias in (-1, 1), stored in the scale dtype.
+            let qmax = ((1u32 << f.bits()) - 1) as f32;
+            for _ in 0..blocks {
+                let s = rng.gen_range(0.1f32..1.0) / qmax;
+                let s = if rng.gen_bool(0.5) { -s } else { s };
+                let b = rng.gen_range(-1.0f32..1.0);
+                for v in [s, b] {
+                    match f.scale_dtype() {
+                        DType::F32 => out.extend(v.to_le_bytes()),
+                        DType::BF16 => out.extend(bf16::from_f32(v).to_le_bytes()),
+                        _ => out.extend(f16::from_f32(v).to_le_bytes()),
+                    }
+                }
+                out.extend((0..4 * f.words_per_block()).map(|_| rng.gen::<u8>()));
+            }
+        }
         _ => {
             // Random bytes (codes, packed sub-block scales and mins), then
             // the f16 header fields at `fields` set to sane values. Bounds

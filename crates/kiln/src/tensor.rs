@@ -22,6 +22,13 @@ impl HostBytes for kiln_core::gguf::GgufFile {
     }
 }
 
+/// The whole file: tensor offsets are [`kiln_core::safetensors::StTensorInfo::range`].
+impl HostBytes for kiln_core::safetensors::SafetensorsFile {
+    fn host_bytes(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 /// A row-major shape, outermost dimension first.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Shape(pub Vec<usize>);

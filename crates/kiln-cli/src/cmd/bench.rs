@@ -138,8 +138,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             device: a.device.clone(),
         };
         let (stream, model) = margs.load()?;
-        let params: u64 = model.file.tensors().iter().map(|t| t.n_elements()).sum();
-        let bytes: u64 = model.file.tensors().iter().map(|t| t.n_bytes).sum();
+        let (params, bytes) = model.totals;
         desc = (
             model.config.name.clone(),
             bytes,

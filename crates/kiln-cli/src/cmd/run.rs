@@ -99,11 +99,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         model.config.name,
         model.config.n_layer,
         model
-            .file
-            .tensors()
+            .weights
+            .layers
             .first()
-            .map(|t| t.dtype.name())
-            .unwrap_or("?"),
+            .map(|l| l.wq.dtype().to_string())
+            .unwrap_or_else(|| "?".into()),
         stream.describe(),
         tokens.len()
     );

@@ -216,7 +216,13 @@ impl GgufWriter {
             for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
+            let id = t.dtype.ggml_id().ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    format!("tensor '{}': {} is not a GGML type", t.name, t.dtype),
+                )
+            })?;
+            out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offset = align_up(offset + t.n_bytes, alignment)
                 .ok_or_else(|| Error::invalid(OP, "data section size overflows"))?;

@@ -54,6 +54,7 @@ impl MatmulParams {
                 | DType::Q6_K
                 | DType::IQ4_NL
                 | DType::IQ4_XS
+                | DType::Mlx(_)
         )
     }
 

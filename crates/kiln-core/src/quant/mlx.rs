@@ -285,7 +285,7 @@ fn write_scale(dtype: DType, bytes: &mut [u8], i: usize, v: f32) {
 /// Code `i` of a little-endian bit stream of `bits`-bit codes. Missing
 /// words read as 0 (callers check lengths).
 #[inline]
-fn get_code(packed: &[u32], bits: u32, i: usize) -> u32 {
+pub(crate) fn get_code(packed: &[u32], bits: u32, i: usize) -> u32 {
     let bit = i * bits as usize;
     let (w, shift) = (bit / 32, (bit % 32) as u32);
     let lo = u64::from(packed.get(w).copied().unwrap_or(0));

@@ -13,7 +13,9 @@
 //!
 //! Formats: Q4_0/Q4_1 (`q4.rs`), Q5_0/Q5_1 (`q5.rs`), Q8_0/Q8_1 (`q8.rs`),
 //! Q2_K..Q6_K (`k_quants.rs`, scale searches in `k_search.rs`), Q8_K
-//! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), F32/F16/BF16 (`float.rs`).
+//! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), F32/F16/BF16 (`float.rs`), MLX
+//! affine (`mlx.rs`: mlx's own layout; `mlx_block.rs`: kiln's block repack,
+//! [`DType::Mlx`]).
 //! Quantized-activation reference dots: Q4_0/Q4_1/Q8_0 below, the other
 //! formats (against Q8_0 / Q8_1 / Q8_K, [`Q8KDot`]) in `dot_ref.rs`.
 //! gguf.quants quantizes only Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 of these; the
@@ -33,6 +35,7 @@ pub mod iq4;
 pub mod k_quants;
 mod k_search;
 pub mod mlx;
+pub mod mlx_block;
 pub mod q4;
 pub mod q5;
 pub mod q8;
@@ -53,6 +56,7 @@ pub use mlx::{
     MlxAffine, MlxRow, MlxRowBytes, MlxRowMut, MLX_AFFINE_BITS, MLX_AFFINE_EPS,
     MLX_AFFINE_GROUP_SIZES,
 };
+pub use mlx_block::{repack_mlx_matrix, MlxArrays, MlxFormat};
 pub use q4::{BlockQ4_0, BlockQ4_1};
 pub use q5::{BlockQ5_0, BlockQ5_1};
 pub use q8::{BlockQ8_0, BlockQ8_1};
@@ -153,6 +157,7 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) -> Result<()> {
         DType::Q8_K => dequantize_blocks::<BlockQ8K>(src, out),
         DType::IQ4_NL => dequantize_blocks::<BlockIQ4NL>(src, out),
         DType::IQ4_XS => dequantize_blocks::<BlockIQ4XS>(src, out),
+        DType::Mlx(f) => mlx_block::dequantize_blocks_mlx(f, src, out),
     }
     Ok(())
 }
@@ -181,6 +186,7 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
         DType::Q8_K => quantize_blocks::<BlockQ8K>(x, out),
         DType::IQ4_NL => quantize_blocks::<BlockIQ4NL>(x, out),
         DType::IQ4_XS => quantize_blocks::<BlockIQ4XS>(x, out),
+        DType::Mlx(f) => mlx_block::quantize_blocks_mlx(f, x, out)?,
     }
     Ok(())
 }

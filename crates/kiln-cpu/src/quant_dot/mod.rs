@@ -35,10 +35,15 @@ mod avx2;
 mod avx2_k;
 mod float;
 mod kquant;
+mod mlx;
 mod scalar;
 
 pub use float::dot_float_row;
 pub use kquant::{dot_tile_k, quantize_rows_k, vec_dot_q8_k, Q8KActs};
+pub use mlx::{
+    dequantize_mlx_row, dot_f32_tile, dot_mlx_row, dot_mlx_row_scalar, mlx_group_sums, F32_TILE_C,
+    F32_TILE_R,
+};
 
 /// Most weight rows per tile.
 pub const TILE_R: usize = 4;

@@ -22,6 +22,7 @@ pub mod embedding;
 pub mod gelu_mul;
 pub mod matmul;
 pub mod matmul_id;
+pub mod matmul_mlx;
 pub mod matvec_fused;
 pub mod moe_route;
 pub mod rms_norm;
