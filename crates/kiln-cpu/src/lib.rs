@@ -13,6 +13,7 @@ pub mod embedding;
 pub mod gelu_mul;
 pub mod matmul;
 pub mod matmul_id;
+pub mod moe_combine;
 pub mod moe_route;
 pub mod quant_dot;
 pub mod rms_norm;

@@ -10,10 +10,10 @@ use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
 
 /// The architectures kiln runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3", "qwen3moe"];
 
 /// The architectures whose hyper-parameters kiln reads.
-pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3"];
+pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3", "qwen3moe"];
 
 /// Architecture-specific hyper-parameters beyond the llama-family shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,54 @@ pub enum ArchParams {
     Gemma3(Gemma3Params),
     /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`).
     Qwen3,
+    /// Qwen3-MoE: Qwen3 attention, routed expert FFNs (`crate::qwen3moe`).
+    Qwen3Moe(MoeParams),
+}
+
+/// A mixture-of-experts FFN's shape (`{arch}.expert_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeParams {
+    /// `expert_count`.
+    pub n_expert: usize,
+    /// `expert_used_count`: experts per token.
+    pub n_expert_used: usize,
+    /// `expert_feed_forward_length`: each expert's hidden width.
+    pub n_ff_exp: usize,
+    /// Renormalise the chosen experts' softmax weights (Qwen3-MoE: yes).
+    pub norm_topk: bool,
+}
+
+impl ArchParams {
+    /// The MoE shape, for architectures whose FFNs are experts.
+    pub fn moe(&self) -> Option<&MoeParams> {
+        match self {
+            ArchParams::Qwen3Moe(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+fn moe_params(f: &GgufFile, arch: &str) -> Result<MoeParams> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let m = MoeParams {
+        n_expert: req_u32(f, &k("expert_count"))?,
+        n_expert_used: req_u32(f, &k("expert_used_count"))?,
+        n_ff_exp: req_u32(f, &k("expert_feed_forward_length"))?,
+        norm_topk: true,
+    };
+    if m.n_expert == 0
+        || m.n_expert > kiln_core::ops::moe_route::MAX_EXPERTS
+        || m.n_expert_used == 0
+        || m.n_expert_used > m.n_expert.min(kiln_core::ops::moe_route::MAX_TOP_K)
+        || m.n_ff_exp == 0
+    {
+        return Err(ModelError::Config(format!(
+            "{arch}: expert_count {} (1..=512), expert_used_count {} (1..=min(experts, 16)) and \
+             expert_feed_forward_length {} must fit",
+            m.n_expert, m.n_expert_used, m.n_ff_exp
+        )));
+    }
+    Ok(m)
 }
 
 /// Gemma 3's hyper-parameters beyond the llama-family shape, with
@@ -245,6 +293,7 @@ impl ModelConfig {
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
             "qwen3" => ArchParams::Qwen3,
+            "qwen3moe" => ArchParams::Qwen3Moe(moe_params(f, &arch)?),
             _ => ArchParams::Llama,
         };
         let cfg = ModelConfig {

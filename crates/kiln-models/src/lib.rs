@@ -18,6 +18,7 @@ pub mod model;
 pub mod perplexity;
 pub mod quantize;
 pub mod qwen3;
+pub mod qwen3moe;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;

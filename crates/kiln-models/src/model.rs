@@ -41,6 +41,8 @@ pub enum ArchWeights {
     Gemma3(Gemma3Weights),
     /// `qwen3::forward` with the per-head q/k norms.
     Qwen3(crate::qwen3::Qwen3Weights),
+    /// `qwen3moe::forward`: q/k norms and the experts.
+    Qwen3Moe(crate::qwen3moe::Qwen3MoeWeights),
 }
 
 fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
@@ -122,6 +124,9 @@ impl Model {
             ArchParams::Qwen3 => {
                 ArchWeights::Qwen3(crate::qwen3::Qwen3Weights::load(&file, &config, stream)?)
             }
+            ArchParams::Qwen3Moe(_) => ArchWeights::Qwen3Moe(
+                crate::qwen3moe::Qwen3MoeWeights::load(&file, &config, stream)?,
+            ),
         };
         let weights = LlamaWeights::load(&file, &config, stream, progress)?;
         let totals = file
@@ -333,6 +338,9 @@ impl Model {
             ArchWeights::Gemma3(g) => gemma3::forward(stream, cfg, w, g, cache, scratch, batch),
             ArchWeights::Qwen3(q) => {
                 crate::qwen3::forward(stream, cfg, w, q, cache, scratch, batch)
+            }
+            ArchWeights::Qwen3Moe(m) => {
+                crate::qwen3moe::forward(stream, cfg, w, m, cache, scratch, batch)
             }
         }
     }

@@ -80,9 +80,38 @@ pub fn forward(
     sc: &mut Scratch,
     b: &Batch<'_>,
 ) -> Result<()> {
-    s.install(|| forward_ops(s, cfg, w, q, cache, sc, b))
+    let n = b.tokens.len();
+    let dense = |s: &Stream, l: usize, sc: &mut Scratch| -> kiln::Result<()> {
+        let lw = &w.layers[l];
+        let swiglu = SiluMulParams { n: n * cfg.n_ff };
+        let add = AddParams { n: n * cfg.n_embd };
+        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
+        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
+        ops::silu_mul(s, &swiglu, &sc.gate, &sc.up, &mut sc.act)?;
+        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
+        ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)
+    };
+    forward_with(s, cfg, w, q, cache, sc, b, dense)
 }
 
+/// Qwen3's forward with the feed-forward block supplied: `ffn(s, layer,
+/// sc)` must set `sc.x = sc.x2 + FFN(sc.h)` (`sc.h` holds the FFN-normed
+/// rows). Dense Qwen3 passes SwiGLU; Qwen3-MoE its expert mixture.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_with(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    q: &Qwen3Weights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+    ffn: impl FnMut(&Stream, usize, &mut Scratch) -> kiln::Result<()> + Send,
+) -> Result<()> {
+    s.install(|| forward_ops(s, cfg, w, q, cache, sc, b, ffn))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn forward_ops(
     s: &Stream,
     cfg: &ModelConfig,
@@ -91,6 +120,7 @@ fn forward_ops(
     cache: &mut KvCache,
     sc: &mut Scratch,
     b: &Batch<'_>,
+    mut ffn: impl FnMut(&Stream, usize, &mut Scratch) -> kiln::Result<()>,
 ) -> Result<()> {
     let Batch {
         tokens, pos0, mode, ..
@@ -162,7 +192,6 @@ fn forward_ops(
         dst_row: pos0,
     };
     let add = AddParams { n: n * d };
-    let swiglu = SiluMulParams { n: n * cfg.n_ff };
 
     for (l, lw) in w.layers.iter().enumerate() {
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
@@ -186,13 +215,9 @@ fn forward_ops(
         ops::attention(s, &attn, &sc.att, &cache.k[l], &cache.v[l], &mut sc.q)?;
         ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
         ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
-        // feed-forward block
+        // feed-forward block: sc.x = sc.x2 + FFN(N_ffn(sc.x2))
         ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
-        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
-        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
-        ops::silu_mul(s, &swiglu, &sc.gate, &sc.up, &mut sc.act)?;
-        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
-        ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)?;
+        ffn(s, l, sc)?;
     }
 
     match mode {

@@ -93,17 +93,30 @@ impl Loader<'_> {
     }
 
     /// A matrix with row-major shape `[rows, cols]` (GGUF ne = [cols, rows]).
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+    pub(crate) fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+        self.shaped(name, &[rows, cols], rows, cols)
+    }
+
+    /// A stack of `n` expert matrices `[rows, cols]` (GGUF shape `[n, rows,
+    /// cols]`) as one `[n * rows, cols]` tensor: expert `e` is rows
+    /// `e * rows..(e + 1) * rows`.
+    pub(crate) fn experts(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Tensor> {
+        self.shaped(name, &[n, rows, cols], n * rows, cols)
+    }
+
+    /// Tensor `name` of GGUF shape `want`, as a `[rows, cols]` tensor.
+    fn shaped(&self, name: &str, want: &[usize], rows: usize, cols: usize) -> Result<Tensor> {
         let info = self
             .file
             .tensor(name)
             .ok_or_else(|| ModelError::Weights(format!("missing tensor {name}")))?;
         let shape = info.shape();
-        if shape != [rows, cols] {
+        if shape != want {
             return Err(ModelError::Weights(format!(
-                "tensor {name} has shape {shape:?}, expected [{rows}, {cols}]"
+                "tensor {name} has shape {shape:?}, expected {want:?}"
             )));
         }
+        let shape = [rows, cols];
         if !MATRIX_DTYPES.contains(&info.dtype) {
             return Err(ModelError::Unsupported(format!(
                 "tensor {name} has type {}",
@@ -216,8 +229,12 @@ impl LlamaWeights {
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             let (qd, kvd, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+            // Mixture-of-experts layers have no dense FFN: its three fields
+            // are empty placeholders (the experts live in the arch weights,
+            // e.g. `crate::qwen3moe::Qwen3MoeWeights`).
+            let moe = cfg.arch_params.moe().is_some();
             // GPUs run the decode step with fused mat-vecs over stacked weights.
-            let (qkv, gate_up) = if device.device() == kiln::Device::Cpu {
+            let (qkv, gate_up) = if device.device() == kiln::Device::Cpu || moe {
                 (None, None)
             } else {
                 let (q, k, v) = (n("attn_q"), n("attn_k"), n("attn_v"));
@@ -240,6 +257,10 @@ impl LlamaWeights {
             };
             let (w_gate_up, [w_gate, w_up]) = match gate_up {
                 Some((all, views)) => (Some(all), take2(views)?),
+                None if moe => (
+                    None,
+                    [Tensor::zeros(device, &[0])?, Tensor::zeros(device, &[0])?],
+                ),
                 None => (
                     None,
                     [
@@ -247,6 +268,11 @@ impl LlamaWeights {
                         l.matrix(&n("ffn_up"), ff, d)?,
                     ],
                 ),
+            };
+            let w_down = if moe {
+                Tensor::zeros(device, &[0])?
+            } else {
+                l.matrix(&n("ffn_down"), d, ff)?
             };
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm"), d)?,
@@ -257,13 +283,13 @@ impl LlamaWeights {
                 ffn_norm: l.vector(&n("ffn_norm"), d)?,
                 w_gate,
                 w_up,
-                w_down: l.matrix(&n("ffn_down"), d, ff)?,
+                w_down,
                 wqkv,
                 w_gate_up,
             });
             progress(i + 1, cfg.n_layer);
         }
-        if file.tensor("blk.0.ffn_gate_inp.weight").is_some() {
+        if cfg.arch_params.moe().is_none() && file.tensor("blk.0.ffn_gate_inp.weight").is_some() {
             return Err(ModelError::Unsupported(
                 "mixture-of-experts llama files (ffn_gate_inp) are not supported yet".into(),
             ));

@@ -10,6 +10,7 @@ pub mod gelu_mul;
 pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
+pub mod moe_combine;
 pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;

@@ -1,0 +1,177 @@
+//! The Qwen3-MoE forward pass (`qwen3moe` GGUF files), on the CPU.
+//!
+//! Attention is Qwen3's ([`crate::qwen3`]: per-head q/k RMSNorm, NeoX RoPE);
+//! every FFN is a routed mixture: with `h = N_ffn(x)`,
+//! `logits = W_router h` (`ffn_gate_inp`, `[n_expert, n_embd]`), softmax over
+//! the experts, the `n_expert_used` largest kept and renormalised
+//! ([`kiln::ops::moe_route`]); each chosen expert `e` computes
+//! `W_down_e(silu(W_gate_e h) · W_up_e h)` (`ffn_{gate,up,down}_exps`, one
+//! stack of matrices each, [`kiln::ops::matmul_id`]), and
+//! `x = x + Σ_slots weight · expert output` ([`kiln::ops::moe_combine`]).
+//! Checked against transformers (`Qwen3MoeForCausalLM` loading the GGUF) on
+//! a kiln-synth'd model (`tests/fixtures/synth/qwen3moe_tiny.json`).
+//!
+//! The MoE intermediates are allocated per forward call (routing ids live
+//! on the host, as token ids do); CUDA: not yet (refused at load).
+
+use crate::config::{ModelConfig, MoeParams};
+use crate::kv_cache::KvCache;
+use crate::llama::{Batch, Scratch};
+use crate::qwen3::{self, Qwen3Weights};
+use crate::weights::{LlamaWeights, Loader};
+use crate::{ModelError, Result};
+use kiln::ops::{self, MatmulIdParams, MoeCombineParams, MoeRouteParams, SiluMulParams};
+use kiln::{Stream, Tensor};
+use kiln_core::gguf::GgufFile;
+use std::sync::Arc;
+
+/// One layer's experts.
+pub struct MoeLayer {
+    /// `ffn_gate_inp`: `[n_expert, n_embd]`.
+    pub router: Tensor,
+    /// `ffn_gate_exps`, `ffn_up_exps`: `[n_expert * n_ff_exp, n_embd]`.
+    pub gate: Tensor,
+    pub up: Tensor,
+    /// `ffn_down_exps`: `[n_expert * n_embd, n_ff_exp]`.
+    pub down: Tensor,
+}
+
+/// Qwen3-MoE's weights beyond the llama-shaped ones.
+pub struct Qwen3MoeWeights {
+    pub moe: MoeParams,
+    pub qk: Qwen3Weights,
+    pub layers: Vec<MoeLayer>,
+}
+
+impl Qwen3MoeWeights {
+    pub fn load(
+        file: &Arc<GgufFile>,
+        cfg: &ModelConfig,
+        device: &Stream,
+    ) -> Result<Qwen3MoeWeights> {
+        let Some(&moe) = cfg.arch_params.moe() else {
+            return Err(ModelError::Config(format!(
+                "qwen3moe weights for a '{}' config",
+                cfg.arch
+            )));
+        };
+        let qk = Qwen3Weights::load(file, cfg, device)?;
+        let l = Loader::new(file, device);
+        let (d, e, f) = (cfg.n_embd, moe.n_expert, moe.n_ff_exp);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(MoeLayer {
+                router: l.matrix(&n("ffn_gate_inp"), e, d)?,
+                gate: l.experts(&n("ffn_gate_exps"), e, f, d)?,
+                up: l.experts(&n("ffn_up_exps"), e, f, d)?,
+                down: l.experts(&n("ffn_down_exps"), e, d, f)?,
+            });
+        }
+        Ok(Qwen3MoeWeights { moe, qk, layers })
+    }
+}
+
+/// Run `b.tokens` (see [`crate::llama::forward`]).
+pub fn forward(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    m: &Qwen3MoeWeights,
+    cache: &mut KvCache,
+    sc: &mut Scratch,
+    b: &Batch<'_>,
+) -> Result<()> {
+    if m.layers.len() != w.layers.len() {
+        return Err(ModelError::Weights(format!(
+            "qwen3moe: {} expert layers for {} layers",
+            m.layers.len(),
+            w.layers.len()
+        )));
+    }
+    let n = b.tokens.len();
+    let mp = m.moe;
+    let (d, k) = (cfg.n_embd, mp.n_expert_used);
+    let rows = n * k;
+    let mut bufs = MoeBuffers {
+        logits: Tensor::zeros(s, &[n, mp.n_expert])?,
+        weights: Tensor::zeros(s, &[rows])?,
+        ids: vec![0u32; rows],
+        gate: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+        up: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+        act: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+        y: Tensor::zeros(s, &[rows, d])?,
+    };
+    let ffn = |s: &Stream, l: usize, sc: &mut Scratch| {
+        moe_ffn(s, cfg, &mp, &m.layers[l], n, sc, &mut bufs)
+    };
+    qwen3::forward_with(s, cfg, w, &m.qk, cache, sc, b, ffn)
+}
+
+struct MoeBuffers {
+    logits: Tensor,
+    weights: Tensor,
+    ids: Vec<u32>,
+    gate: Tensor,
+    up: Tensor,
+    act: Tensor,
+    y: Tensor,
+}
+
+/// `x = x2 + MoE(h)` for `n` tokens.
+#[allow(clippy::too_many_arguments)]
+fn moe_ffn(
+    s: &Stream,
+    cfg: &ModelConfig,
+    mp: &MoeParams,
+    ml: &MoeLayer,
+    n: usize,
+    sc: &mut Scratch,
+    b: &mut MoeBuffers,
+) -> kiln::Result<()> {
+    let h = &sc.h;
+    let (d, k, f) = (cfg.n_embd, mp.n_expert_used, mp.n_ff_exp);
+    ops::matmul(s, &ml.router, h, n, &mut b.logits)?;
+    let route = MoeRouteParams::softmax_topk(n, mp.n_expert, k, mp.norm_topk);
+    ops::moe_route(s, &route, &b.logits, None, &mut b.ids, &mut b.weights)?;
+    let id = |rows: usize, cols: usize, per_slot: bool, wt: &Tensor| MatmulIdParams {
+        n_tokens: n,
+        top_k: k,
+        n: rows,
+        k: cols,
+        n_experts: mp.n_expert,
+        expert_stride: wt.byte_len() / mp.n_expert,
+        wtype: wt.dtype(),
+        x_per_slot: per_slot,
+    };
+    ops::matmul_id(
+        s,
+        &id(f, d, false, &ml.gate),
+        &ml.gate,
+        h,
+        &b.ids,
+        &mut b.gate,
+    )?;
+    ops::matmul_id(s, &id(f, d, false, &ml.up), &ml.up, h, &b.ids, &mut b.up)?;
+    ops::silu_mul(
+        s,
+        &SiluMulParams { n: n * k * f },
+        &b.gate,
+        &b.up,
+        &mut b.act,
+    )?;
+    ops::matmul_id(
+        s,
+        &id(d, f, true, &ml.down),
+        &ml.down,
+        &b.act,
+        &b.ids,
+        &mut b.y,
+    )?;
+    let comb = MoeCombineParams {
+        n_tokens: n,
+        top_k: k,
+        dim: d,
+    };
+    ops::moe_combine(s, &comb, &b.y, &b.weights, &sc.x2, &mut sc.x)
+}
