@@ -26,6 +26,8 @@ struct Key {
     n_rot: usize,
     base_bits: u32,
     scale_bits: u32,
+    /// FNV-1a of the frequency factors' bits (0: none).
+    factors: u64,
 }
 
 /// `cs[pos * n_rot ..][..n_rot]` = `cos(theta_0..half) ++ sin(theta_0..half)`.
@@ -37,18 +39,30 @@ struct Table {
 
 static TABLES: Mutex<Vec<Arc<Table>>> = Mutex::new(Vec::new());
 
+fn factors_key(factors: Option<&[f32]>) -> u64 {
+    factors.map_or(0, |f| {
+        f.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, v| {
+            v.to_bits()
+                .to_le_bytes()
+                .iter()
+                .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3))
+        })
+    })
+}
+
 /// Fill `row` (`n_rot` floats) with the cos/sin of every pair at `pos`.
-fn fill_row(p: &RopeParams, pos: i32, row: &mut [f32]) {
+fn fill_row(p: &RopeParams, factors: Option<&[f32]>, pos: i32, row: &mut [f32]) {
     let half = p.n_rot / 2;
     for i in 0..half {
-        let (s, c) = p.theta(pos, i).sin_cos();
+        let div = factors.map_or(1.0, |f| f64::from(f[i]));
+        let (s, c) = (p.theta(pos, i) / div).sin_cos();
         row[i] = c as f32;
         row[half + i] = s as f32;
     }
 }
 
 /// A table covering positions `0..need`, or `None` when `need` exceeds the cap.
-fn table_for(p: &RopeParams, need: usize) -> Option<Arc<Table>> {
+fn table_for(p: &RopeParams, factors: Option<&[f32]>, need: usize) -> Option<Arc<Table>> {
     if need > MAX_CACHED_POS || p.n_rot == 0 {
         return None;
     }
@@ -56,6 +70,7 @@ fn table_for(p: &RopeParams, need: usize) -> Option<Arc<Table>> {
         n_rot: p.n_rot,
         base_bits: p.freq_base.to_bits(),
         scale_bits: p.freq_scale.to_bits(),
+        factors: factors_key(factors),
     };
     // A poisoned lock only means another thread panicked mid-build; the Vec
     // of finished Arcs is still consistent.
@@ -66,7 +81,7 @@ fn table_for(p: &RopeParams, need: usize) -> Option<Arc<Table>> {
     let n_pos = need.next_power_of_two().clamp(1024, MAX_CACHED_POS);
     let mut cs = vec![0.0f32; n_pos * p.n_rot];
     for (pos, row) in cs.chunks_exact_mut(p.n_rot).enumerate() {
-        fill_row(p, pos as i32, row);
+        fill_row(p, factors, pos as i32, row);
     }
     let t = Arc::new(Table { key, n_pos, cs });
     tables.retain(|t| t.key != key);
@@ -77,7 +92,20 @@ fn table_for(p: &RopeParams, need: usize) -> Option<Arc<Table>> {
 
 /// Rotate `x: [n_tokens, n_heads, head_dim]` in place.
 pub fn rope(ctx: &CpuContext, p: &RopeParams, positions: &[i32], x: &mut [f32]) -> Result<()> {
+    rope_with_factors(ctx, p, None, positions, x)
+}
+
+/// [`rope`] with optional per-pair frequency factors
+/// ([`kiln_core::ops::rope`]'s docs); the cached tables are keyed by them too.
+pub fn rope_with_factors(
+    ctx: &CpuContext,
+    p: &RopeParams,
+    factors: Option<&[f32]>,
+    positions: &[i32],
+    x: &mut [f32],
+) -> Result<()> {
     p.validate(positions.len(), x.len())?;
+    kiln_core::ops::rope::check_factors(p, factors)?;
     let tok_len = p.n_heads * p.head_dim;
     if p.n_rot == 0 || tok_len == 0 {
         return Ok(());
@@ -88,7 +116,7 @@ pub fn rope(ctx: &CpuContext, p: &RopeParams, positions: &[i32], x: &mut [f32]) 
         .map(|&q| q as usize + 1)
         .max()
         .unwrap_or(0);
-    let table = table_for(p, need);
+    let table = table_for(p, factors, need);
     let f = ctx.features();
     let token = |pos: i32, xt: &mut [f32], scratch: &mut Vec<f32>| {
         let cs: &[f32] = match &table {
@@ -97,7 +125,7 @@ pub fn rope(ctx: &CpuContext, p: &RopeParams, positions: &[i32], x: &mut [f32]) 
             }
             _ => {
                 scratch.resize(p.n_rot, 0.0);
-                fill_row(p, pos, scratch);
+                fill_row(p, factors, pos, scratch);
                 scratch
             }
         };

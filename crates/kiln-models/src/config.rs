@@ -285,10 +285,10 @@ impl ModelConfig {
                 )))
             }
         };
-        if f.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::Unsupported(
-                "rope frequency factors (rope_freqs.weight, Llama 3.1 style) are not implemented yet".into(),
-            ));
+        if f.tensor("rope_freqs.weight").is_some() && arch != "llama" {
+            return Err(ModelError::Unsupported(format!(
+                "rope frequency factors (rope_freqs.weight) in a '{arch}' file"
+            )));
         }
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),

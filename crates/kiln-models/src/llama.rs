@@ -226,8 +226,9 @@ fn forward_ops(
         ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
         ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
         ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
-        ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.q)?;
-        ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.k)?;
+        let ff = w.rope_freqs.as_ref();
+        ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.q)?;
+        ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.k)?;
         if device_pos {
             let pos = &sc.positions;
             ops::copy_rows_at(s, &append_at, pos, &sc.k, &mut cache.k[l])?;

@@ -56,6 +56,9 @@ pub struct LlamaWeights {
     pub output_norm: Tensor,
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<Tensor>,
+    /// `rope_freqs.weight` (Llama 3.1 / 3.2): per-pair RoPE frequency
+    /// factors, f32 `[n_rot / 2]`; CPU only for now (refused on CUDA).
+    pub rope_freqs: Option<Tensor>,
 }
 
 impl LlamaWeights {
@@ -294,11 +297,23 @@ impl LlamaWeights {
                 "mixture-of-experts llama files (ffn_gate_inp) are not supported yet".into(),
             ));
         }
+        let rope_freqs = if file.tensor("rope_freqs.weight").is_some() {
+            if device.device() != kiln::Device::Cpu {
+                return Err(ModelError::Unsupported(format!(
+                    "RoPE frequency factors (rope_freqs.weight, Llama 3.1 style) on {}: CPU only for now (--device cpu)",
+                    device.device()
+                )));
+            }
+            Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?)
+        } else {
+            None
+        };
         Ok(LlamaWeights {
             token_embd,
             layers,
             output_norm: l.vector("output_norm.weight", d)?,
             output,
+            rope_freqs,
         })
     }
 }

@@ -426,3 +426,68 @@ fn cuda_stream_is_refused() {
     let e = rope_multi(&s, &p, &RopePositions::I32(&[0; 4]), &xt, &mut out).unwrap_err();
     assert!(e.to_string().contains("CUDA"), "{e}");
 }
+
+/// Llama 3.1-style frequency factors (`rope_freqs`) against Hugging Face
+/// transformers' `llama3` rope (tests/fixtures/rope/llama3.json, made by
+/// scripts/fixtures/make_rope_llama3_fixture.py): NeoX pairing (HF layout),
+/// positions up to 8191, bound Tol::ROPE's 2e-3 (transformers forms angles
+/// in f32). Without the factors the same rows are far off (checked too), so
+/// the factors are what is being tested; a CUDA stream refuses them.
+#[test]
+fn rope_frequency_factors_match_transformers_llama3() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/rope/llama3.json");
+    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let f32s = |k: &str| -> Vec<f32> {
+        fx[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let positions: Vec<i32> = fx["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    let (head_dim, n_heads) = (
+        fx["head_dim"].as_u64().unwrap() as usize,
+        fx["n_heads"].as_u64().unwrap() as usize,
+    );
+    let rp = RopeParams {
+        n_tokens: positions.len(),
+        n_heads,
+        head_dim,
+        n_rot: head_dim,
+        freq_base: fx["freq_base"].as_f64().unwrap() as f32,
+        freq_scale: 1.0,
+        mode: RopeMode::Neox,
+    };
+    let s = cpu();
+    let (x, want) = (f32s("x"), f32s("out"));
+    let factors = Tensor::from_f32(&s, &[head_dim / 2], f32s("factors")).unwrap();
+    let mut t = Tensor::from_f32(&s, &[x.len()], x.clone()).unwrap();
+    kiln::ops::rope_with_factors(&s, &rp, Some(&factors), &positions, &mut t).unwrap();
+    let got = t.to_f32_vec(&s).unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+    assert!(worst <= 2e-3, "max |diff| {worst}");
+    let mut plain = Tensor::from_f32(&s, &[x.len()], x).unwrap();
+    rope(&s, &rp, &positions, &mut plain).unwrap();
+    let off = plain
+        .to_f32_vec(&s)
+        .unwrap()
+        .iter()
+        .zip(&want)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+    assert!(off > 0.1, "factors made no difference ({off})");
+    eprintln!("llama3 rope: max |diff| {worst:.2e} vs transformers (without factors: {off:.2})");
+    let bad = Tensor::from_f32(&s, &[head_dim / 2], vec![0.0; head_dim / 2]).unwrap();
+    let mut t2 = Tensor::from_f32(&s, &[got.len()], got).unwrap();
+    let e = kiln::ops::rope_with_factors(&s, &rp, Some(&bad), &positions, &mut t2).unwrap_err();
+    assert!(e.to_string().contains("frequency factor 0"), "{e}");
+}

@@ -6,6 +6,11 @@
 //! `(2i, 2i+1)` in [`RopeMode::Normal`] (llama in GGUF, whose Q/K rows are
 //! permuted by the converter) and `(i, i + n_rot/2)` in [`RopeMode::Neox`].
 //! Dims `n_rot..head_dim` of each head pass through unchanged.
+//!
+//! Frequency factors (Llama 3.1 / 3.2's `rope_freqs.weight`, `[n_rot/2]`
+//! f32, what llama.cpp's converter derives from the `llama3` rope scaling):
+//! pair `i`'s angle is divided by `factors[i]` ([`rope_ref_with_factors`];
+//! factors must be finite and positive).
 
 use crate::error::check_len;
 use crate::{Error, Result};
@@ -90,9 +95,33 @@ impl RopeParams {
     }
 }
 
+/// `factors` (when given) hold one finite positive value per rotated pair.
+pub fn check_factors(p: &RopeParams, factors: Option<&[f32]>) -> Result<()> {
+    let Some(f) = factors else { return Ok(()) };
+    check_len("rope", "frequency factors", f.len(), p.n_rot / 2)?;
+    match f.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
+        Some(i) => Err(Error::invalid(
+            "rope",
+            format!("frequency factor {i} is {} (must be finite and > 0)", f[i]),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reference: every rotation in f64.
 pub fn rope_ref(p: &RopeParams, positions: &[i32], x: &mut [f32]) -> Result<()> {
+    rope_ref_with_factors(p, None, positions, x)
+}
+
+/// Reference with optional per-pair frequency factors (see the module docs).
+pub fn rope_ref_with_factors(
+    p: &RopeParams,
+    factors: Option<&[f32]>,
+    positions: &[i32],
+    x: &mut [f32],
+) -> Result<()> {
     p.validate(positions.len(), x.len())?;
+    check_factors(p, factors)?;
     if p.head_dim == 0 {
         return Ok(());
     }
@@ -102,7 +131,8 @@ pub fn rope_ref(p: &RopeParams, positions: &[i32], x: &mut [f32]) -> Result<()> 
             let head = &mut x[base..base + p.head_dim];
             for i in 0..p.n_rot / 2 {
                 let (ia, ib) = p.pair(i);
-                let (s, c) = p.theta(pos, i).sin_cos();
+                let div = factors.map_or(1.0, |f| f64::from(f[i]));
+                let (s, c) = (p.theta(pos, i) / div).sin_cos();
                 let (a, b) = (f64::from(head[ia]), f64::from(head[ib]));
                 head[ia] = (a * c - b * s) as f32;
                 head[ib] = (a * s + b * c) as f32;

@@ -280,6 +280,7 @@ pub fn load_weights(
         layers,
         output_norm: l.vector("model.norm.weight", d)?,
         output,
+        rope_freqs: None,
     })
 }
 

@@ -33,7 +33,7 @@ pub use matvec_fused::{fused_available, fused_params, matvec_fused, FusedInputs,
 pub use moe_combine::moe_combine;
 pub use moe_route::moe_route;
 pub use rms_norm::rms_norm;
-pub use rope::rope;
+pub use rope::{rope, rope_with_factors};
 pub use rope_multi::{rope_multi, rope_multi_cached, RopeMultiPacks};
 pub use scale::scale;
 pub use silu_mul::silu_mul;

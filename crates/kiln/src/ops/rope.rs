@@ -23,3 +23,39 @@ pub fn rope(s: &Stream, p: &RopeParams, positions: &[i32], x: &mut Tensor) -> Re
         }
     }
 }
+
+/// [`rope`] with per-pair frequency factors (Llama 3.1's `rope_freqs`, an
+/// f32 tensor of `n_rot / 2`; spec: `kiln_core::ops::rope`). CPU only for
+/// now: a CUDA stream gets a typed error before any work.
+pub fn rope_with_factors(
+    s: &Stream,
+    p: &RopeParams,
+    factors: Option<&Tensor>,
+    positions: &[i32],
+    x: &mut Tensor,
+) -> Result<()> {
+    const OP: &str = "rope";
+    let Some(factors) = factors else {
+        return rope(s, p, positions, x);
+    };
+    let _timer = s.scope(OP);
+    let n = p.n_tokens * p.n_heads * p.head_dim;
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let f = factors.f32_prefix(OP, "frequency factors", p.n_rot / 2)?;
+            Ok(kiln_cpu::rope::rope_with_factors(
+                ctx,
+                p,
+                Some(f),
+                positions,
+                x.f32_prefix_mut(OP, "x", n)?,
+            )?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
+            OP,
+            "frequency factors (rope_freqs) have no CUDA kernel yet: run on a CPU stream",
+        )
+        .into()),
+    }
+}
