@@ -35,7 +35,7 @@
 
 use crate::config::{ArchParams, Gemma3Params, ModelConfig};
 use crate::kv_cache::KvCache;
-use crate::llama::{Batch, LogitsMode, Scratch};
+use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
@@ -142,24 +142,7 @@ fn forward_ops(
     let Batch {
         tokens, pos0, mode, ..
     } = *b;
-    let n = tokens.len();
-    if n == 0 || n > sc.n_batch {
-        return Err(ModelError::Input(format!(
-            "forward: {n} tokens, batch holds 1..={}",
-            sc.n_batch
-        )));
-    }
-    if pos0 + n > cache.n_ctx {
-        return Err(ModelError::ContextFull {
-            needed: pos0 + n,
-            n_ctx: cache.n_ctx,
-        });
-    }
-    if mode == LogitsMode::All && sc.logits.dims()[0] < n {
-        return Err(ModelError::Input(
-            "forward: scratch was not made for all logits".into(),
-        ));
-    }
+    let n = crate::llama::start_batch(cache, sc, b)?;
     if g.layers.len() != w.layers.len() {
         return Err(ModelError::Weights(format!(
             "gemma3: {} layers of extra norms for {} layers",
@@ -168,8 +151,6 @@ fn forward_ops(
         )));
     }
     let (d, hd, gp) = (cfg.n_embd, cfg.head_dim, &g.params);
-    sc.positions.clear();
-    sc.positions.extend((pos0..pos0 + n).map(|p| p as i32));
 
     // x = embed(tokens) * sqrt(n_embd)
     ops::embedding(s, &w.token_embd, tokens, &mut sc.h)?;
@@ -257,28 +238,5 @@ fn forward_ops(
         ops::add(s, &add, &sc.x2, &sc.h, &mut sc.x)?;
     }
 
-    match mode {
-        LogitsMode::All => {
-            ops::rms_norm(s, &norm, &sc.x, &w.output_norm, &mut sc.h)?;
-            ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
-        }
-        LogitsMode::Last => {
-            let x_last = if n == 1 {
-                &sc.x
-            } else {
-                let pick = CopyRowsParams {
-                    row_len: d,
-                    n_rows: 1,
-                    src_row: n - 1,
-                    dst_row: 0,
-                };
-                ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
-                &sc.last
-            };
-            let one = RmsNormParams { rows: 1, ..norm };
-            ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
-            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
-        }
-    }
-    Ok(())
+    crate::llama::unfused_head(s, cfg, w, sc, n, mode)
 }

@@ -114,27 +114,8 @@ fn forward_ops(
         mode,
         device_pos,
     } = *b;
-    let n = tokens.len();
-    if n == 0 || n > sc.n_batch {
-        return Err(ModelError::Input(format!(
-            "forward: {n} tokens, batch holds 1..={}",
-            sc.n_batch
-        )));
-    }
-    if pos0 + n > cache.n_ctx {
-        return Err(ModelError::ContextFull {
-            needed: pos0 + n,
-            n_ctx: cache.n_ctx,
-        });
-    }
-    if mode == LogitsMode::All && sc.logits.dims()[0] < n {
-        return Err(ModelError::Input(
-            "forward: scratch was not made for all logits".into(),
-        ));
-    }
+    let n = start_batch(cache, sc, b)?;
     let d = cfg.n_embd;
-    sc.positions.clear();
-    sc.positions.extend((pos0..pos0 + n).map(|p| p as i32));
 
     ops::embedding(s, &w.token_embd, tokens, &mut sc.x)?;
 
@@ -305,6 +286,76 @@ fn forward_ops(
                 ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
                 ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Check a batch against the scratch and the cache and fill
+/// `sc.positions`; the batch's token count. Shared by every architecture's
+/// forward.
+pub(crate) fn start_batch(cache: &KvCache, sc: &mut Scratch, b: &Batch<'_>) -> Result<usize> {
+    let n = b.tokens.len();
+    if n == 0 || n > sc.n_batch {
+        return Err(ModelError::Input(format!(
+            "forward: {n} tokens, batch holds 1..={}",
+            sc.n_batch
+        )));
+    }
+    if b.pos0 + n > cache.n_ctx {
+        return Err(ModelError::ContextFull {
+            needed: b.pos0 + n,
+            n_ctx: cache.n_ctx,
+        });
+    }
+    if b.mode == LogitsMode::All && sc.logits.dims()[0] < n {
+        return Err(ModelError::Input(
+            "forward: scratch was not made for all logits".into(),
+        ));
+    }
+    sc.positions.clear();
+    sc.positions.extend((b.pos0..b.pos0 + n).map(|p| p as i32));
+    Ok(n)
+}
+
+/// The output norm and projection, unfused: every row's logits
+/// ([`LogitsMode::All`]) or the last row's (`sc.x` holds the `n` final
+/// hidden rows).
+pub(crate) fn unfused_head(
+    s: &Stream,
+    cfg: &ModelConfig,
+    w: &LlamaWeights,
+    sc: &mut Scratch,
+    n: usize,
+    mode: LogitsMode,
+) -> Result<()> {
+    let d = cfg.n_embd;
+    let norm = RmsNormParams {
+        rows: n,
+        dim: d,
+        eps: cfg.rms_eps,
+    };
+    match mode {
+        LogitsMode::All => {
+            ops::rms_norm(s, &norm, &sc.x, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, n, &mut sc.logits)?;
+        }
+        LogitsMode::Last => {
+            let x_last = if n == 1 {
+                &sc.x
+            } else {
+                let pick = CopyRowsParams {
+                    row_len: d,
+                    n_rows: 1,
+                    src_row: n - 1,
+                    dst_row: 0,
+                };
+                ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
+                &sc.last
+            };
+            let one = RmsNormParams { rows: 1, ..norm };
+            ops::rms_norm(s, &one, x_last, &w.output_norm, &mut sc.h)?;
+            ops::matmul(s, w.output(), &sc.h, 1, &mut sc.logits)?;
         }
     }
     Ok(())
