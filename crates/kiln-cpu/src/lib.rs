@@ -6,6 +6,7 @@ pub mod context;
 
 pub use context::{CpuContext, CpuFeatures};
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod copy_rows;

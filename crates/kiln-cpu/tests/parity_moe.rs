@@ -69,3 +69,26 @@ fn moe_combine_matches_reference() {
         }
     }
 }
+
+/// add_rows against its reference (bit-identical: one f32 add each), both
+/// sides of the threading threshold, plus a wrong bias length.
+#[test]
+fn add_rows_matches_reference() {
+    use kiln_core::ops::add_rows::{add_rows_ref, AddRowsParams};
+    use kiln_testkit::{case_rng, rand_f32, test_seed};
+    let ctx = CpuContext::new(2).unwrap();
+    let mut rng = case_rng(test_seed(), "add_rows", 0);
+    for (rows, dim) in [(1, 1), (3, 7), (17, 896), (64, 2048)] {
+        let p = AddRowsParams { rows, dim };
+        let x = rand_f32(&mut rng, rows * dim, -3.0, 3.0);
+        let b = rand_f32(&mut rng, dim, -1.0, 1.0);
+        let (mut want, mut got) = (x.clone(), x);
+        add_rows_ref(&p, &mut want, &b).unwrap();
+        kiln_cpu::add_rows::add_rows(&ctx, &p, &mut got, &b).unwrap();
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits()));
+        assert!(kiln_cpu::add_rows::add_rows(&ctx, &p, &mut got, &b[1..]).is_err());
+    }
+}

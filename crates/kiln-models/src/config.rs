@@ -10,10 +10,10 @@ use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
 
 /// The architectures kiln runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3", "qwen3moe"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "qwen3moe"];
 
 /// The architectures whose hyper-parameters kiln reads.
-pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen3", "qwen3moe"];
+pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "qwen3moe"];
 
 /// Architecture-specific hyper-parameters beyond the llama-family shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,8 @@ pub enum ArchParams {
     Llama,
     /// Gemma 3 (`gemma3.*`).
     Gemma3(Gemma3Params),
-    /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`).
+    /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`); also
+    /// Qwen2 (q/k/v biases instead of the norms; `ModelConfig::arch` tells).
     Qwen3,
     /// Qwen3-MoE: Qwen3 attention, routed expert FFNs (`crate::qwen3moe`).
     Qwen3Moe(MoeParams),
@@ -292,7 +293,7 @@ impl ModelConfig {
         }
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
-            "qwen3" => ArchParams::Qwen3,
+            "qwen2" | "qwen3" => ArchParams::Qwen3,
             "qwen3moe" => ArchParams::Qwen3Moe(moe_params(f, &arch)?),
             _ => ArchParams::Llama,
         };

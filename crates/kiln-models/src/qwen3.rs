@@ -1,5 +1,7 @@
 //! The Qwen3 forward pass (dense `qwen3` GGUF files as llama.cpp's
-//! converter writes them), on the CPU.
+//! converter writes them), on the CPU; Qwen2 / Qwen2.5 (`qwen2`) use it too,
+//! with q/k/v projection biases (`attn_{q,k,v}.bias`, [`ops::add_rows`])
+//! instead of the q/k norms.
 //!
 //! Spec: the published Qwen3 architecture, checked against transformers
 //! (`Qwen3ForCausalLM` loading the GGUF) on kiln-synth'd models
@@ -25,18 +27,21 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode, RopeParams,
-    SiluMulParams,
+    self, AddParams, AddRowsParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode,
+    RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
 use std::sync::Arc;
 
 /// Qwen3's weights beyond the llama-shaped ones: one layer's q/k norms (f32,
-/// `[head_dim]`).
+/// `[head_dim]`) for Qwen3, or one layer's q/k/v projection biases for
+/// Qwen2 (the other list empty).
 pub struct Qwen3Weights {
     pub q_norm: Vec<Tensor>,
     pub k_norm: Vec<Tensor>,
+    /// Qwen2: `attn_q.bias` `[q_dim]`, `attn_k.bias`, `attn_v.bias` `[kv_dim]`.
+    pub qkv_bias: Vec<[Tensor; 3]>,
 }
 
 impl Qwen3Weights {
@@ -60,12 +65,25 @@ impl Qwen3Weights {
         }
         let l = Loader::new(file, device);
         let hd = cfg.head_dim;
-        let (mut q_norm, mut k_norm) = (Vec::new(), Vec::new());
+        let (mut q_norm, mut k_norm, mut qkv_bias) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..cfg.n_layer {
-            q_norm.push(l.vector(&format!("blk.{i}.attn_q_norm.weight"), hd)?);
-            k_norm.push(l.vector(&format!("blk.{i}.attn_k_norm.weight"), hd)?);
+            if cfg.arch == "qwen2" {
+                let b = |s: &str, n| l.vector(&format!("blk.{i}.{s}.bias"), n);
+                qkv_bias.push([
+                    b("attn_q", cfg.q_dim())?,
+                    b("attn_k", cfg.kv_dim())?,
+                    b("attn_v", cfg.kv_dim())?,
+                ]);
+            } else {
+                q_norm.push(l.vector(&format!("blk.{i}.attn_q_norm.weight"), hd)?);
+                k_norm.push(l.vector(&format!("blk.{i}.attn_k_norm.weight"), hd)?);
+            }
         }
-        Ok(Qwen3Weights { q_norm, k_norm })
+        Ok(Qwen3Weights {
+            q_norm,
+            k_norm,
+            qkv_bias,
+        })
     }
 }
 
@@ -126,7 +144,13 @@ fn forward_ops(
         tokens, pos0, mode, ..
     } = *b;
     let n = crate::llama::start_batch(cache, sc, b)?;
-    if qw.q_norm.len() != w.layers.len() || qw.k_norm.len() != w.layers.len() {
+    let norms = !qw.q_norm.is_empty();
+    let per_layer = if norms {
+        qw.q_norm.len().min(qw.k_norm.len())
+    } else {
+        qw.qkv_bias.len()
+    };
+    if per_layer != w.layers.len() {
         return Err(ModelError::Weights(format!(
             "qwen3: {} layers of q/k norms for {} layers",
             qw.q_norm.len(),
@@ -173,6 +197,13 @@ fn forward_ops(
         dst_row: pos0,
     };
     let add = AddParams { n: n * d };
+    let rows = |dim: usize| AddRowsParams { rows: n, dim };
+    let take = |row_len: usize| CopyRowsParams {
+        row_len,
+        n_rows: n,
+        src_row: 0,
+        dst_row: 0,
+    };
 
     for (l, lw) in w.layers.iter().enumerate() {
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
@@ -181,14 +212,20 @@ fn forward_ops(
         ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
         ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
         ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
-        ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, &qw.q_norm[l], &mut sc.att)?;
-        ops::rms_norm(
-            s,
-            &head_norm(cfg.n_head_kv),
-            &sc.k,
-            &qw.k_norm[l],
-            &mut sc.o,
-        )?;
+        if let Some([bq, bk, bv]) = qw.qkv_bias.get(l) {
+            // Qwen2: projection biases.
+            ops::add_rows(s, &rows(cfg.q_dim()), &mut sc.q, bq)?;
+            ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.k, bk)?;
+            ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.v, bv)?;
+        }
+        if norms {
+            let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
+            ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, qn, &mut sc.att)?;
+            ops::rms_norm(s, &head_norm(cfg.n_head_kv), &sc.k, kn, &mut sc.o)?;
+        } else {
+            ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
+            ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
+        }
         ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.att)?;
         ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.o)?;
         ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;

@@ -36,6 +36,10 @@ use std::path::Path;
 /// instead of growing with √n_embd into a softmax of one-hot spikes.
 pub const EMBD_LOGIT_STD: f32 = 4.0;
 
+/// Standard deviation of Qwen2's q/k/v projection biases (real ones are of
+/// the order of the projected values, so a skipped add shows).
+const BIAS_STD: f32 = 0.3;
+
 /// Standard deviation of the norm weights' spread around 1.
 const NORM_STD: f32 = 0.2;
 
@@ -48,6 +52,9 @@ const CHUNK_VALUES: usize = 4 << 20;
 pub enum SynthArch {
     /// `llama`: head dim `n_embd / n_head`, dense SwiGLU FFN.
     Llama,
+    /// `qwen2`: llama's shape plus q/k/v projection biases
+    /// (`attn_{q,k,v}.bias`).
+    Qwen2,
     /// `qwen3`: per-head q/k RMSNorm weights (`attn_q_norm`, `attn_k_norm`),
     /// an explicit head dim (`attention.key_length`), dense FFN.
     Qwen3 { head_dim: usize },
@@ -67,6 +74,7 @@ impl SynthArch {
     pub fn name(&self) -> &'static str {
         match self {
             SynthArch::Llama => "llama",
+            SynthArch::Qwen2 => "qwen2",
             SynthArch::Qwen3 { .. } => "qwen3",
             SynthArch::Qwen3Moe { .. } => "qwen3moe",
         }
@@ -127,7 +135,9 @@ impl SynthParams {
     /// the explicit head dim for the Qwen architectures.
     pub fn head_dim(&self) -> usize {
         match self.arch {
-            SynthArch::Llama => self.n_embd.checked_div(self.n_head).unwrap_or(0),
+            SynthArch::Llama | SynthArch::Qwen2 => {
+                self.n_embd.checked_div(self.n_head).unwrap_or(0)
+            }
             SynthArch::Qwen3 { head_dim } | SynthArch::Qwen3Moe { head_dim, .. } => head_dim,
         }
     }
@@ -155,7 +165,8 @@ impl SynthParams {
                 return bad(format!("{what} must be positive"));
             }
         }
-        if self.arch == SynthArch::Llama && !self.n_embd.is_multiple_of(self.n_head) {
+        let plain = matches!(self.arch, SynthArch::Llama | SynthArch::Qwen2);
+        if plain && !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "embd {} is not a multiple of heads {}",
                 self.n_embd, self.n_head
@@ -300,7 +311,18 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
         out.push(linear(n("attn_k"), p.kv_dim(), d));
         out.push(linear(n("attn_v"), p.kv_dim(), d));
         out.push(linear(n("attn_output"), d, p.q_dim()));
-        if p.arch != SynthArch::Llama {
+        if p.arch == SynthArch::Qwen2 {
+            let bias = |name: String, len: usize| TensorSpec {
+                name,
+                dims: vec![len as u64],
+                dtype: DType::F32,
+                init: Init::Uniform { std: BIAS_STD },
+            };
+            out.push(bias(format!("blk.{i}.attn_q.bias"), p.q_dim()));
+            out.push(bias(format!("blk.{i}.attn_k.bias"), p.kv_dim()));
+            out.push(bias(format!("blk.{i}.attn_v.bias"), p.kv_dim()));
+        }
+        if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
             out.push(head_norm(n("attn_q_norm")));
             out.push(head_norm(n("attn_k_norm")));
         }
@@ -430,7 +452,7 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
         (k("rope.dimension_count"), u(p.n_rot)),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(p.rms_eps)),
     ];
-    if p.arch != SynthArch::Llama {
+    if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
     }

@@ -16,8 +16,8 @@ use std::time::Instant;
 pub struct SynthArgs {
     /// Output GGUF file (written via a temporary file, renamed at the end).
     pub output: PathBuf,
-    /// Architecture: llama, qwen3 (q/k norms, explicit head dim) or qwen3moe
-    /// (qwen3 attention, routed expert FFNs).
+    /// Architecture: llama, qwen2 (q/k/v biases), qwen3 (q/k norms, explicit
+    /// head dim) or qwen3moe (qwen3 attention, routed expert FFNs).
     #[arg(long, default_value = "llama")]
     pub arch: String,
     /// A named shape that replaces every shape flag (layers, embd, heads,
@@ -149,13 +149,14 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         None => dtype,
     };
     let head_dim = match a.arch.as_str() {
-        "llama" => a.embd.checked_div(a.heads).unwrap_or(0),
+        "llama" | "qwen2" => a.embd.checked_div(a.heads).unwrap_or(0),
         _ => a
             .head_dim
             .unwrap_or_else(|| a.embd.checked_div(a.heads).unwrap_or(0)),
     };
     let arch = match a.arch.as_str() {
         "llama" => SynthArch::Llama,
+        "qwen2" => SynthArch::Qwen2,
         "qwen3" => SynthArch::Qwen3 { head_dim },
         "qwen3moe" => SynthArch::Qwen3Moe {
             head_dim,
@@ -163,7 +164,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
             n_expert_used: a.experts_used,
             n_ff_exp: a.expert_ff,
         },
-        other => bail!("--arch {other:?}: unknown (llama, qwen3, qwen3moe)"),
+        other => bail!("--arch {other:?}: unknown (llama, qwen2, qwen3, qwen3moe)"),
     };
     let name = a.name.clone().unwrap_or_else(|| match &a.preset {
         Some(p) => format!("synthetic-{p}-{dtype}"),

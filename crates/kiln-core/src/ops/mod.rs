@@ -2,6 +2,7 @@
 //! per family. The references are naive on purpose: they are the oracle.
 
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod copy_rows;

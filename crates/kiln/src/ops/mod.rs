@@ -4,6 +4,7 @@
 //! Dispatch code holds no math.
 
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod copy_rows;
@@ -22,6 +23,7 @@ pub mod silu_mul;
 pub mod softmax;
 
 pub use add::add;
+pub use add_rows::add_rows;
 pub use argmax::argmax;
 pub use attention::{attention, attention_at};
 pub use copy_rows::{copy_rows, copy_rows_at};
@@ -40,6 +42,7 @@ pub use silu_mul::silu_mul;
 pub use softmax::softmax;
 
 pub use kiln_core::ops::add::AddParams;
+pub use kiln_core::ops::add_rows::AddRowsParams;
 pub use kiln_core::ops::attention::AttentionParams;
 pub use kiln_core::ops::copy_rows::CopyRowsParams;
 pub use kiln_core::ops::embedding::EmbeddingParams;
