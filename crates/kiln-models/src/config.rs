@@ -10,10 +10,10 @@ use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
 
 /// The architectures kiln runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "qwen3moe"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen2moe", "qwen3", "qwen3moe"];
 
 /// The architectures whose hyper-parameters kiln reads.
-pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "qwen3moe"];
+pub const PARSED_ARCHS: &[&str] = &["llama", "gemma3", "qwen2", "qwen2moe", "qwen3", "qwen3moe"];
 
 /// Architecture-specific hyper-parameters beyond the llama-family shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,9 @@ pub enum ArchParams {
     /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`); also
     /// Qwen2 (q/k/v biases instead of the norms; `ModelConfig::arch` tells).
     Qwen3,
-    /// Qwen3-MoE: Qwen3 attention, routed expert FFNs (`crate::qwen3moe`).
+    /// Qwen3-MoE: Qwen3 attention, routed expert FFNs (`crate::qwen3moe`);
+    /// also Qwen2-MoE (Qwen2 attention, a gated shared expert, no
+    /// renormalisation; `ModelConfig::arch` tells).
     Qwen3Moe(MoeParams),
 }
 
@@ -38,8 +40,12 @@ pub struct MoeParams {
     pub n_expert_used: usize,
     /// `expert_feed_forward_length`: each expert's hidden width.
     pub n_ff_exp: usize,
-    /// Renormalise the chosen experts' softmax weights (Qwen3-MoE: yes).
+    /// Renormalise the chosen experts' softmax weights (Qwen3-MoE: yes;
+    /// Qwen2-MoE: no).
     pub norm_topk: bool,
+    /// `expert_shared_feed_forward_length`: Qwen2-MoE's always-on shared
+    /// expert (gated by a sigmoid of `ffn_gate_inp_shexp · h`), if any.
+    pub n_ff_shexp: Option<usize>,
 }
 
 impl ArchParams {
@@ -58,13 +64,15 @@ fn moe_params(f: &GgufFile, arch: &str) -> Result<MoeParams> {
         n_expert: req_u32(f, &k("expert_count"))?,
         n_expert_used: req_u32(f, &k("expert_used_count"))?,
         n_ff_exp: req_u32(f, &k("expert_feed_forward_length"))?,
-        norm_topk: true,
+        norm_topk: arch == "qwen3moe",
+        n_ff_shexp: opt_u32(f, &k("expert_shared_feed_forward_length"))?,
     };
     if m.n_expert == 0
         || m.n_expert > kiln_core::ops::moe_route::MAX_EXPERTS
         || m.n_expert_used == 0
         || m.n_expert_used > m.n_expert.min(kiln_core::ops::moe_route::MAX_TOP_K)
         || m.n_ff_exp == 0
+        || m.n_ff_shexp == Some(0)
     {
         return Err(ModelError::Config(format!(
             "{arch}: expert_count {} (1..=512), expert_used_count {} (1..=min(experts, 16)) and \
@@ -294,7 +302,7 @@ impl ModelConfig {
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
             "qwen2" | "qwen3" => ArchParams::Qwen3,
-            "qwen3moe" => ArchParams::Qwen3Moe(moe_params(f, &arch)?),
+            "qwen2moe" | "qwen3moe" => ArchParams::Qwen3Moe(moe_params(f, &arch)?),
             _ => ArchParams::Llama,
         };
         let cfg = ModelConfig {

@@ -67,7 +67,7 @@ impl Qwen3Weights {
         let hd = cfg.head_dim;
         let (mut q_norm, mut k_norm, mut qkv_bias) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..cfg.n_layer {
-            if cfg.arch == "qwen2" {
+            if cfg.arch.starts_with("qwen2") {
                 let b = |s: &str, n| l.vector(&format!("blk.{i}.{s}.bias"), n);
                 qkv_bias.push([
                     b("attn_q", cfg.q_dim())?,

@@ -1,4 +1,7 @@
-//! The Qwen3-MoE forward pass (`qwen3moe` GGUF files), on the CPU.
+//! The Qwen3-MoE forward pass (`qwen3moe` GGUF files), on the CPU; also
+//! Qwen2-MoE (`qwen2moe`: Qwen2 attention with q/k/v biases, softmax top-k
+//! without renormalisation, plus a shared expert whose output is scaled
+//! per token by `sigmoid(ffn_gate_inp_shexp · h)`).
 //!
 //! Attention is Qwen3's ([`crate::qwen3`]: per-head q/k RMSNorm, NeoX RoPE);
 //! every FFN is a routed mixture: with `h = N_ffn(x)`,
@@ -20,10 +23,24 @@ use crate::llama::{Batch, Scratch};
 use crate::qwen3::{self, Qwen3Weights};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
-use kiln::ops::{self, MatmulIdParams, MoeCombineParams, MoeRouteParams, SiluMulParams};
+use kiln::ops::{
+    self, MatmulIdParams, MoeCombineParams, MoeRouteParams, MoeScoring, SiluMulParams,
+};
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
 use std::sync::Arc;
+
+/// Qwen2-MoE's shared expert of one layer: a dense SwiGLU FFN whose output
+/// is scaled per token by `sigmoid(gate_inp · h)`.
+pub struct SharedExpert {
+    /// `ffn_gate_inp_shexp`: `[1, n_embd]`.
+    pub gate_inp: Tensor,
+    /// `ffn_gate_shexp`, `ffn_up_shexp`: `[n_ff_shexp, n_embd]`.
+    pub gate: Tensor,
+    pub up: Tensor,
+    /// `ffn_down_shexp`: `[n_embd, n_ff_shexp]`.
+    pub down: Tensor,
+}
 
 /// One layer's experts.
 pub struct MoeLayer {
@@ -34,6 +51,7 @@ pub struct MoeLayer {
     pub up: Tensor,
     /// `ffn_down_exps`: `[n_expert * n_embd, n_ff_exp]`.
     pub down: Tensor,
+    pub shared: Option<SharedExpert>,
 }
 
 /// Qwen3-MoE's weights beyond the llama-shaped ones.
@@ -61,11 +79,21 @@ impl Qwen3MoeWeights {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let shared = match moe.n_ff_shexp {
+                Some(fs) => Some(SharedExpert {
+                    gate_inp: l.row(&n("ffn_gate_inp_shexp"), d)?,
+                    gate: l.matrix(&n("ffn_gate_shexp"), fs, d)?,
+                    up: l.matrix(&n("ffn_up_shexp"), fs, d)?,
+                    down: l.matrix(&n("ffn_down_shexp"), d, fs)?,
+                }),
+                None => None,
+            };
             layers.push(MoeLayer {
                 router: l.matrix(&n("ffn_gate_inp"), e, d)?,
                 gate: l.experts(&n("ffn_gate_exps"), e, f, d)?,
                 up: l.experts(&n("ffn_up_exps"), e, f, d)?,
                 down: l.experts(&n("ffn_down_exps"), e, d, f)?,
+                shared,
             });
         }
         Ok(Qwen3MoeWeights { moe, qk, layers })
@@ -101,6 +129,19 @@ pub fn forward(
         up: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
         act: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
         y: Tensor::zeros(s, &[rows, d])?,
+        shared: match mp.n_ff_shexp {
+            Some(fs) => Some(SharedBuffers {
+                logit: Tensor::zeros(s, &[n])?,
+                weight: Tensor::zeros(s, &[n])?,
+                ids: vec![0u32; n],
+                gate: Tensor::zeros(s, &[n, fs])?,
+                up: Tensor::zeros(s, &[n, fs])?,
+                act: Tensor::zeros(s, &[n, fs])?,
+                out: Tensor::zeros(s, &[n, d])?,
+                routed: Tensor::zeros(s, &[n, d])?,
+            }),
+            None => None,
+        },
     };
     let ffn = |s: &Stream, l: usize, sc: &mut Scratch| {
         moe_ffn(s, cfg, &mp, &m.layers[l], n, sc, &mut bufs)
@@ -116,6 +157,19 @@ struct MoeBuffers {
     up: Tensor,
     act: Tensor,
     y: Tensor,
+    shared: Option<SharedBuffers>,
+}
+
+/// The shared expert's intermediates (`routed`: x2 plus the routed sum).
+struct SharedBuffers {
+    logit: Tensor,
+    weight: Tensor,
+    ids: Vec<u32>,
+    gate: Tensor,
+    up: Tensor,
+    act: Tensor,
+    out: Tensor,
+    routed: Tensor,
 }
 
 /// `x = x2 + MoE(h)` for `n` tokens.
@@ -173,5 +227,35 @@ fn moe_ffn(
         top_k: k,
         dim: d,
     };
-    ops::moe_combine(s, &comb, &b.y, &b.weights, &sc.x2, &mut sc.x)
+    let (Some(sh), Some(sb)) = (&ml.shared, b.shared.as_mut()) else {
+        return ops::moe_combine(s, &comb, &b.y, &b.weights, &sc.x2, &mut sc.x);
+    };
+    // Qwen2-MoE: x = (x2 + routed sum) + sigmoid(gate_inp · h) · shared(h).
+    ops::moe_combine(s, &comb, &b.y, &b.weights, &sc.x2, &mut sb.routed)?;
+    let fs = mp.n_ff_shexp.unwrap_or(0);
+    ops::matmul(s, &sh.gate, h, n, &mut sb.gate)?;
+    ops::matmul(s, &sh.up, h, n, &mut sb.up)?;
+    ops::silu_mul(
+        s,
+        &SiluMulParams { n: n * fs },
+        &sb.gate,
+        &sb.up,
+        &mut sb.act,
+    )?;
+    ops::matmul(s, &sh.down, &sb.act, n, &mut sb.out)?;
+    // The per-token gate: a one-expert sigmoid "route" is exactly sigmoid(logit).
+    ops::matmul(s, &sh.gate_inp, h, n, &mut sb.logit)?;
+    let gate = MoeRouteParams {
+        n_tokens: n,
+        n_experts: 1,
+        top_k: 1,
+        scoring: MoeScoring::Sigmoid,
+        norm_topk: false,
+        n_group: 1,
+        topk_group: 1,
+        routed_scaling: 1.0,
+    };
+    ops::moe_route(s, &gate, &sb.logit, None, &mut sb.ids, &mut sb.weight)?;
+    let one = MoeCombineParams { top_k: 1, ..comb };
+    ops::moe_combine(s, &one, &sb.out, &sb.weight, &sb.routed, &mut sc.x)
 }

@@ -55,6 +55,15 @@ pub enum SynthArch {
     /// `qwen2`: llama's shape plus q/k/v projection biases
     /// (`attn_{q,k,v}.bias`).
     Qwen2,
+    /// `qwen2moe`: qwen2 attention; routed experts as in `qwen3moe` plus a
+    /// shared expert of width `n_ff_shexp` (`ffn_{gate,up,down}_shexp`)
+    /// gated by `ffn_gate_inp_shexp`.
+    Qwen2Moe {
+        n_expert: usize,
+        n_expert_used: usize,
+        n_ff_exp: usize,
+        n_ff_shexp: usize,
+    },
     /// `qwen3`: per-head q/k RMSNorm weights (`attn_q_norm`, `attn_k_norm`),
     /// an explicit head dim (`attention.key_length`), dense FFN.
     Qwen3 { head_dim: usize },
@@ -70,11 +79,32 @@ pub enum SynthArch {
 }
 
 impl SynthArch {
+    /// (experts, experts used, expert width, shared-expert width) of the
+    /// MoE architectures.
+    pub fn moe(&self) -> Option<(usize, usize, usize, Option<usize>)> {
+        match *self {
+            SynthArch::Qwen3Moe {
+                n_expert,
+                n_expert_used,
+                n_ff_exp,
+                ..
+            } => Some((n_expert, n_expert_used, n_ff_exp, None)),
+            SynthArch::Qwen2Moe {
+                n_expert,
+                n_expert_used,
+                n_ff_exp,
+                n_ff_shexp,
+            } => Some((n_expert, n_expert_used, n_ff_exp, Some(n_ff_shexp))),
+            _ => None,
+        }
+    }
+
     /// `general.architecture` and the metadata key prefix.
     pub fn name(&self) -> &'static str {
         match self {
             SynthArch::Llama => "llama",
             SynthArch::Qwen2 => "qwen2",
+            SynthArch::Qwen2Moe { .. } => "qwen2moe",
             SynthArch::Qwen3 { .. } => "qwen3",
             SynthArch::Qwen3Moe { .. } => "qwen3moe",
         }
@@ -135,7 +165,7 @@ impl SynthParams {
     /// the explicit head dim for the Qwen architectures.
     pub fn head_dim(&self) -> usize {
         match self.arch {
-            SynthArch::Llama | SynthArch::Qwen2 => {
+            SynthArch::Llama | SynthArch::Qwen2 | SynthArch::Qwen2Moe { .. } => {
                 self.n_embd.checked_div(self.n_head).unwrap_or(0)
             }
             SynthArch::Qwen3 { head_dim } | SynthArch::Qwen3Moe { head_dim, .. } => head_dim,
@@ -165,7 +195,10 @@ impl SynthParams {
                 return bad(format!("{what} must be positive"));
             }
         }
-        let plain = matches!(self.arch, SynthArch::Llama | SynthArch::Qwen2);
+        let plain = matches!(
+            self.arch,
+            SynthArch::Llama | SynthArch::Qwen2 | SynthArch::Qwen2Moe { .. }
+        );
         if plain && !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "embd {} is not a multiple of heads {}",
@@ -178,13 +211,7 @@ impl SynthParams {
                 self.head_dim()
             ));
         }
-        if let SynthArch::Qwen3Moe {
-            n_expert,
-            n_expert_used,
-            n_ff_exp,
-            ..
-        } = self.arch
-        {
+        if let Some((n_expert, n_expert_used, n_ff_exp, _)) = self.arch.moe() {
             if n_expert == 0 || n_expert > 512 || n_expert_used == 0 || n_expert_used > n_expert {
                 return bad(format!(
                     "experts {n_expert} (1..=512) and experts used {n_expert_used} (1..=experts)"
@@ -311,7 +338,7 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
         out.push(linear(n("attn_k"), p.kv_dim(), d));
         out.push(linear(n("attn_v"), p.kv_dim(), d));
         out.push(linear(n("attn_output"), d, p.q_dim()));
-        if p.arch == SynthArch::Qwen2 {
+        if matches!(p.arch, SynthArch::Qwen2 | SynthArch::Qwen2Moe { .. }) {
             let bias = |name: String, len: usize| TensorSpec {
                 name,
                 dims: vec![len as u64],
@@ -327,10 +354,7 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
             out.push(head_norm(n("attn_k_norm")));
         }
         out.push(norm(n("ffn_norm")));
-        if let SynthArch::Qwen3Moe {
-            n_expert, n_ff_exp, ..
-        } = p.arch
-        {
+        if let Some((n_expert, _, n_ff_exp, shexp)) = p.arch.moe() {
             // The router stays f32 (llama.cpp keeps ffn_gate_inp unquantized).
             out.push(mat(
                 n("ffn_gate_inp"),
@@ -342,6 +366,19 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
             out.push(experts(n("ffn_gate_exps"), n_expert, n_ff_exp, d));
             out.push(experts(n("ffn_up_exps"), n_expert, n_ff_exp, d));
             out.push(experts(n("ffn_down_exps"), n_expert, d, n_ff_exp));
+            if let Some(fs) = shexp {
+                out.push(TensorSpec {
+                    name: n("ffn_gate_inp_shexp"),
+                    dims: vec![d as u64],
+                    dtype: DType::F32,
+                    init: Init::Uniform {
+                        std: 1.0 / (d as f32).sqrt(),
+                    },
+                });
+                out.push(linear(n("ffn_gate_shexp"), fs, d));
+                out.push(linear(n("ffn_up_shexp"), fs, d));
+                out.push(linear(n("ffn_down_shexp"), d, fs));
+            }
         } else {
             out.push(linear(n("ffn_gate"), p.n_ff, d));
             out.push(linear(n("ffn_up"), p.n_ff, d));
@@ -456,16 +493,13 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
     }
-    if let SynthArch::Qwen3Moe {
-        n_expert,
-        n_expert_used,
-        n_ff_exp,
-        ..
-    } = p.arch
-    {
+    if let Some((n_expert, n_expert_used, n_ff_exp, shexp)) = p.arch.moe() {
         kvs.push((k("expert_count"), u(n_expert)));
         kvs.push((k("expert_used_count"), u(n_expert_used)));
         kvs.push((k("expert_feed_forward_length"), u(n_ff_exp)));
+        if let Some(fs) = shexp {
+            kvs.push((k("expert_shared_feed_forward_length"), u(fs)));
+        }
     }
     kvs.extend(vocab.kvs.iter().cloned());
     kvs

@@ -100,6 +100,11 @@ impl Loader<'_> {
         self.shaped(name, &[rows, cols], rows, cols)
     }
 
+    /// A vector `[cols]` (GGUF shape `[cols]`) as a one-row matrix `[1, cols]`.
+    pub(crate) fn row(&self, name: &str, cols: usize) -> Result<Tensor> {
+        self.shaped(name, &[cols], 1, cols)
+    }
+
     /// A stack of `n` expert matrices `[rows, cols]` (GGUF shape `[n, rows,
     /// cols]`) as one `[n * rows, cols]` tensor: expert `e` is rows
     /// `e * rows..(e + 1) * rows`.

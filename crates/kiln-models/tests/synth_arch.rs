@@ -1,10 +1,10 @@
-//! `kiln synth` for the qwen2, qwen3 and qwen3moe architectures: the tiny models of
+//! `kiln synth` for the qwen2, qwen2moe, qwen3 and qwen3moe architectures: the tiny models of
 //! tests/fixtures/synth are rebuilt here with the library and must be the
 //! very bytes the fixture script hashed (scripts/fixtures/
 //! make_synth_arch_fixtures.py, which made them with the `kiln synth` CLI
 //! and had Hugging Face transformers load and run them — the independent
 //! check that they are valid GGUFs of those architectures). kiln's qwen2,
-//! qwen3 and qwen3moe forwards (CPU) are held to transformers' logits and
+//! qwen2moe, qwen3 and qwen3moe forwards (CPU) are held to transformers' logits and
 //! greedy tokens there.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,7 +16,7 @@ use kiln_models::Model;
 /// f32 weights and f32 activations on both sides (kiln's CPU matmul keeps
 /// float weights' activations in f32): the logits differ by summation
 /// order only. Measured (2026-12-06): max |diff| over the top-20 of three
-/// prompts 7.5e-6 (qwen2), 7.1e-6 (qwen3) and 6.1e-6 (qwen3moe) on logits of O(5); 1e-4 leaves room for other
+/// prompts 7.5e-6 (qwen2, qwen2moe), 7.1e-6 (qwen3) and 6.1e-6 (qwen3moe) on logits of O(5); 1e-4 leaves room for other
 /// summation orders (threads, SIMD width) and would still catch a wrong
 /// norm, pairing or scale (those move logits by O(0.1..1)).
 const QWEN3_LOGIT_TOL: f64 = 1e-4;
@@ -55,6 +55,17 @@ fn params(name: &str) -> SynthParams {
     };
     match name {
         "qwen3_tiny" => base,
+        "qwen2moe_tiny" => SynthParams {
+            arch: SynthArch::Qwen2Moe {
+                n_expert: 8,
+                n_expert_used: 2,
+                n_ff_exp: 64,
+                n_ff_shexp: 96,
+            },
+            name: "synthetic-qwen2moe-2L-64d-4h2kv-128ff-F32".into(),
+            n_rot: 16,
+            ..base.clone()
+        },
         "qwen2_tiny" => SynthParams {
             arch: SynthArch::Qwen2,
             name: "synthetic-qwen2-2L-64d-4h2kv-128ff-F32".into(),
@@ -82,7 +93,7 @@ fn tiny_qwen_models_match_their_fixtures() {
     };
     let vocab = SynthVocab::from_gguf(&donor).unwrap();
     let dir = tempfile_dir();
-    for name in ["qwen2_tiny", "qwen3_tiny", "qwen3moe_tiny"] {
+    for name in ["qwen2_tiny", "qwen2moe_tiny", "qwen3_tiny", "qwen3moe_tiny"] {
         let fx = fixture(name);
         let out = dir.join(format!("{name}.gguf"));
         write_synthetic(&params(name), &vocab, &out).unwrap();
@@ -95,7 +106,7 @@ fn tiny_qwen_models_match_their_fixtures() {
         let f = GgufFile::open(&out).unwrap();
         let arch = name.split('_').next().unwrap();
         assert_eq!(f.get_str("general.architecture").unwrap(), arch);
-        if arch == "qwen2" {
+        if arch.starts_with("qwen2") {
             assert_eq!(
                 f.tensor("blk.1.attn_k.bias").expect("k bias").dims,
                 vec![32]

@@ -16,7 +16,8 @@ use std::time::Instant;
 pub struct SynthArgs {
     /// Output GGUF file (written via a temporary file, renamed at the end).
     pub output: PathBuf,
-    /// Architecture: llama, qwen2 (q/k/v biases), qwen3 (q/k norms, explicit
+    /// Architecture: llama, qwen2 (q/k/v biases), qwen2moe (qwen2 attention,
+    /// routed experts plus a gated shared expert), qwen3 (q/k norms, explicit
     /// head dim) or qwen3moe (qwen3 attention, routed expert FFNs).
     #[arg(long, default_value = "llama")]
     pub arch: String,
@@ -35,9 +36,12 @@ pub struct SynthArgs {
     /// qwen3moe: experts each token uses.
     #[arg(long = "experts-used", default_value_t = 2)]
     pub experts_used: usize,
-    /// qwen3moe: each expert's feed-forward width.
+    /// qwen3moe / qwen2moe: each expert's feed-forward width.
     #[arg(long = "expert-ff", default_value_t = 768)]
     pub expert_ff: usize,
+    /// qwen2moe: the shared expert's feed-forward width.
+    #[arg(long = "shared-ff", default_value_t = 1024)]
+    pub shared_ff: usize,
     /// Transformer blocks.
     #[arg(long, default_value_t = 30)]
     pub layers: usize,
@@ -149,7 +153,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         None => dtype,
     };
     let head_dim = match a.arch.as_str() {
-        "llama" | "qwen2" => a.embd.checked_div(a.heads).unwrap_or(0),
+        "llama" | "qwen2" | "qwen2moe" => a.embd.checked_div(a.heads).unwrap_or(0),
         _ => a
             .head_dim
             .unwrap_or_else(|| a.embd.checked_div(a.heads).unwrap_or(0)),
@@ -157,6 +161,12 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
     let arch = match a.arch.as_str() {
         "llama" => SynthArch::Llama,
         "qwen2" => SynthArch::Qwen2,
+        "qwen2moe" => SynthArch::Qwen2Moe {
+            n_expert: a.experts,
+            n_expert_used: a.experts_used,
+            n_ff_exp: a.expert_ff,
+            n_ff_shexp: a.shared_ff,
+        },
         "qwen3" => SynthArch::Qwen3 { head_dim },
         "qwen3moe" => SynthArch::Qwen3Moe {
             head_dim,
@@ -164,7 +174,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
             n_expert_used: a.experts_used,
             n_ff_exp: a.expert_ff,
         },
-        other => bail!("--arch {other:?}: unknown (llama, qwen2, qwen3, qwen3moe)"),
+        other => bail!("--arch {other:?}: unknown (llama, qwen2, qwen2moe, qwen3, qwen3moe)"),
     };
     let name = a.name.clone().unwrap_or_else(|| match &a.preset {
         Some(p) => format!("synthetic-{p}-{dtype}"),
