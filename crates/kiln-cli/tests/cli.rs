@@ -286,3 +286,29 @@ fn chat_two_turns_from_stdin() {
         "second turn re-fed the whole conversation: {err}"
     );
 }
+
+/// `kiln selftest --device cpu --quick` runs every case table, the
+/// CPU-only families included (gelu_mul, scale, windowed attention,
+/// rope_multi, matmul_id, moe_route), SIMD and scalar, and passes.
+#[test]
+fn selftest_cpu_passes_every_table() {
+    let out = kiln(&["selftest", "--device", "cpu", "--quick"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(" 0 failed"), "{text}");
+    let v = kiln(&["selftest", "--device", "cpu", "--quick", "-v"]);
+    let verbose = String::from_utf8_lossy(&v.stdout);
+    for op in [
+        "rope_multi",
+        "matmul_id",
+        "moe_route",
+        "gelu_mul",
+        "attention_window",
+    ] {
+        assert!(verbose.contains(op), "{op} not run");
+    }
+}

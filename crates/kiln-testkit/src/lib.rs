@@ -56,6 +56,44 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r
 }
 
+/// The op families that exist on the CPU backend only so far (no CUDA
+/// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
+/// backend skips them.
+pub struct CpuOnlyOps<'a> {
+    pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
+    pub scale: &'a cases::scale::ScaleFn<'a>,
+    /// Attention with a sliding window (the plain cases are in [`AllOps`]).
+    pub attention_window: &'a cases::attention::AttentionFn<'a>,
+    pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
+    pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
+    pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
+    pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
+}
+
+/// Names of the [`CpuOnlyOps`] families, for reports.
+pub const CPU_ONLY_OPS: &str =
+    "gelu_mul, scale, windowed attention, rope_multi, matmul_id, moe_route";
+
+/// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
+pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
+    use cases::*;
+    let mut r = Report::new(opts.seed);
+    r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
+    r.merge(scale::check_scale_with(imps.scale, opts));
+    r.merge(attention::check_attention_window_with(
+        imps.attention_window,
+        opts,
+    ));
+    r.merge(rope_multi::check_rope_multi_with(
+        imps.rope_multi,
+        imps.rope_multi_bf16,
+        opts,
+    ));
+    r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
+    r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
+    r
+}
+
 /// The default model (SmolLM2-135M-Instruct Q4_1) for end-to-end tests:
 /// `$KILN_MODEL`, else `$KILN_CACHE/models/…`, else
 /// `$XDG_CACHE_HOME/kiln/models/…`, else `~/.cache/kiln/models/…` (the rules
