@@ -24,6 +24,7 @@ pub mod copy_rows;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec_fused;
+pub mod matvec_staged;
 pub mod rms_norm;
 pub mod rope;
 pub mod silu_mul;

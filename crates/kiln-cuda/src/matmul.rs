@@ -30,6 +30,7 @@
 //! launch path synchronizes with the host.
 
 use crate::kernels::MATMUL;
+use crate::matvec_staged::{stage_copy_width, stage_sblocks};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
 use cudarc::driver::{
@@ -39,8 +40,10 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
+
+pub use crate::matvec_staged::{set_staged, staged};
 
 const OP: &str = "matmul";
 
@@ -162,68 +165,6 @@ pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize, staged: bool) -> Matmul
     MatmulKernel::MatVec { rows, kw }
 }
 
-/// Target bytes of one staged chunk (`STAGE_TARGET_BYTES`, matvec_staged.cuh).
-const STAGE_TARGET_BYTES: usize = 768;
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Super-blocks of `ts` bytes (`sub` virtual 32-element blocks each) per
-/// staged chunk: mirrors `stage_sblocks` in matvec_staged.cuh (the smallest
-/// count whose bytes are a multiple of 16 and whose virtual blocks a multiple
-/// of 8, times as many as fit [`STAGE_TARGET_BYTES`]). Used only to plan
-/// `kw`; the kernel uses its own copy.
-pub(crate) fn stage_sblocks(ts: usize, sub: usize) -> usize {
-    let (a, b) = (16 / gcd(ts, 16), 8 / gcd(sub, 8));
-    let base = a / gcd(a, b) * b;
-    base * (STAGE_TARGET_BYTES / (base * ts)).max(1)
-}
-
-/// Staged chunks in flight per warp plus the one being decoded (`STAGE_N`).
-const STAGE_N: usize = 3;
-
-/// Shared memory one CTA's staging area takes for `wtype` (`StagePlan::BYTES`).
-pub(crate) fn stage_bytes(wtype: DType) -> usize {
-    let ts = wtype.type_size();
-    let sub = (wtype.block_size() / 32).max(1);
-    MV_WARPS * STAGE_N * MV_ROWS * stage_sblocks(ts, sub) * ts
-}
-
-/// The mat-vec copy width (`MatmulParams::cw` in matmul.cu) for weights of
-/// `row_bytes` per row starting at device address `wp` (x at `xp`): quantized
-/// rows are staged through shared memory in the widest of 16/8/4-byte pieces
-/// that divides both; float rows use 16-byte loads when rows and x are
-/// 16-byte aligned. 0: the direct-load kernel.
-pub(crate) fn stage_copy_width(quantized: bool, row_bytes: usize, wp: u64, xp: u64) -> u64 {
-    let fits = |a: u64| (row_bytes as u64).is_multiple_of(a) && wp.is_multiple_of(a);
-    if quantized {
-        [16, 8, 4].into_iter().find(|&a| fits(a)).unwrap_or(0)
-    } else if fits(16) && xp.is_multiple_of(16) {
-        16
-    } else {
-        0
-    }
-}
-
-/// Whether the mat-vecs of `be` (plain and fused) stage quantized weights
-/// through shared memory and read float weights 16 bytes per thread
-/// ([`stage_copy_width`]). Off by default: the staged kernels compile for
-/// sm_80/sm_90 and their parity tests and benches exist, but they have not
-/// yet run on a GPU; `KILN_MV_STAGED=1` turns them on for a process.
-pub fn staged(be: &CudaBackend) -> bool {
-    be.matmul.staged_flag().load(Ordering::Relaxed)
-}
-
-/// Turn staging on or off for `be` (parity tests and A/B benches).
-pub fn set_staged(be: &CudaBackend, on: bool) {
-    be.matmul.staged_flag().store(on, Ordering::Relaxed);
-}
-
 /// cuBLAS handle and grow-only scratch for the prefill path, owned by the
 /// backend (`CudaBackend::matmul`).
 #[derive(Default)]
@@ -328,7 +269,7 @@ impl MatmulState {
             .ok_or_else(|| CudaError::driver("matmul", "no such kernel"))
     }
 
-    fn staged_flag(&self) -> &AtomicBool {
+    pub(crate) fn staged_flag(&self) -> &AtomicBool {
         self.staged.get_or_init(|| {
             AtomicBool::new(std::env::var_os("KILN_MV_STAGED").is_some_and(|v| v == "1"))
         })
@@ -773,132 +714,5 @@ pub fn bench_read_sum(
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::panic, clippy::unwrap_used)]
-    use super::*;
-
-    fn p(m: usize, wtype: DType) -> MatmulParams {
-        MatmulParams {
-            m,
-            n: 7,
-            k: 64,
-            wtype,
-        }
-    }
-
-    /// Every kernel the launcher can ask for has a table slot holding its name.
-    #[test]
-    fn kernel_table() {
-        let names = Kern::names();
-        for t in WTYPES {
-            for rows in 1..=MV_MAX_ROWS {
-                let i = Kern::MatVec(t, rows).index().unwrap();
-                assert_eq!(names[i], format!("mul_mv_{}_f32_m{rows}", wname_of(t)));
-            }
-            let dq = Kern::DequantF16(t).index();
-            if t.is_quantized() {
-                assert_eq!(names[dq.unwrap()], format!("dequant_{}_f16", wname_of(t)));
-            } else {
-                assert!(dq.is_none(), "{t}");
-            }
-            assert_ne!(wname_of(t), "unsupported");
-        }
-        assert_eq!(
-            names[Kern::ToF32(DType::F16).index().unwrap()],
-            "convert_f16_f32"
-        );
-        assert_eq!(
-            names[Kern::ToF32(DType::BF16).index().unwrap()],
-            "convert_bf16_f32"
-        );
-        assert_eq!(names[Kern::F32ToF16.index().unwrap()], "convert_f32_f16");
-        assert_eq!(names.len(), WTYPES.len() * MV_MAX_ROWS + N_QUANT + 3);
-        assert_eq!(WTYPES.iter().filter(|t| t.is_quantized()).count(), N_QUANT);
-        assert!(WTYPES[..N_QUANT].iter().all(|t| t.is_quantized()));
-    }
-
-    #[test]
-    fn selection() {
-        assert_eq!(select_matmul(&p(0, DType::Q4_1)), MatmulKernel::Empty);
-        assert_eq!(
-            select_matmul(&p(1, DType::Q4_1)),
-            MatmulKernel::MatVec { rows: 1, kw: 1 }
-        );
-        assert_eq!(
-            select_matmul(&p(8, DType::F16)),
-            MatmulKernel::MatVec { rows: 8, kw: 4 }
-        );
-        assert_eq!(
-            select_matmul(&p(9, DType::Q8_0)),
-            MatmulKernel::Gemm {
-                operand: GemmOperand::F16
-            }
-        );
-        assert_eq!(
-            select_matmul(&p(512, DType::BF16)),
-            MatmulKernel::Gemm {
-                operand: GemmOperand::F32
-            }
-        );
-        let q = |n, k| MatmulParams {
-            m: 1,
-            n,
-            k,
-            wtype: DType::Q4_1,
-        };
-        let kw = |p: MatmulParams, staged: bool| match select_matmul_for(&p, staged) {
-            MatmulKernel::MatVec { kw, .. } => kw,
-            other => panic!("{other:?}"),
-        };
-        // Direct loads: warps split 8-block steps.
-        assert_eq!(kw(q(576, 576), false), 2);
-        assert_eq!(kw(q(576, 1536), false), 4);
-        assert_eq!(kw(q(49152, 576), false), 1);
-        assert_eq!(kw(q(4096, 4096), false), 2);
-        // Staged rows (row bytes a multiple of 4): warps split 640-byte chunks.
-        assert_eq!(kw(q(576, 576), true), 1);
-        assert_eq!(kw(q(576, 1536), true), 2);
-        assert_eq!(kw(q(49152, 576), true), 1);
-        assert_eq!(kw(q(4096, 4096), true), 2);
-        // Rows that cannot be staged (9 Q4_0 blocks = 162 bytes, not a
-        // multiple of 4) plan as direct.
-        let q0 = MatmulParams {
-            wtype: DType::Q4_0,
-            ..q(576, 288)
-        };
-        assert_eq!(kw(q0, true), kw(q0, false));
-    }
-
-    #[test]
-    fn staged_chunks() {
-        // (format, super-blocks per chunk): bytes a multiple of 16, virtual
-        // blocks a multiple of 8, about STAGE_TARGET_BYTES.
-        let want = [
-            (DType::Q4_0, 40),
-            (DType::Q4_1, 32),
-            (DType::Q8_0, 16),
-            (DType::Q5_0, 32),
-            (DType::Q5_1, 32),
-            (DType::IQ4_NL, 40),
-            (DType::Q4_K, 5),
-            (DType::Q5_K, 4),
-            (DType::Q6_K, 8),
-            (DType::IQ4_XS, 4),
-            (DType::Q3_K, 8),
-            (DType::Q2_K, 8),
-        ];
-        for (t, sb) in want {
-            let (ts, sub) = (t.type_size(), t.block_size() / 32);
-            assert_eq!(stage_sblocks(ts, sub), sb, "{t}");
-            assert_eq!(sb * ts % 16, 0, "{t}");
-            assert_eq!(sb * sub % 8, 0, "{t}");
-        }
-        assert_eq!(stage_copy_width(true, 2304, 0x1000, 0), 16);
-        assert_eq!(stage_copy_width(true, 360, 0x1000, 0), 8);
-        assert_eq!(stage_copy_width(true, 324, 0x1000, 0), 4);
-        assert_eq!(stage_copy_width(true, 2304, 0x1002, 0), 0);
-        assert_eq!(stage_copy_width(false, 8192, 0x1000, 0x2000), 16);
-        assert_eq!(stage_copy_width(false, 8192, 0x1000, 0x2004), 0);
-        assert_eq!(stage_copy_width(false, 8194, 0x1000, 0x2000), 0);
-    }
-}
+#[path = "matmul_tests.rs"]
+mod tests;

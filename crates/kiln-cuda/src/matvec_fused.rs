@@ -11,9 +11,9 @@
 use crate::kernels::MATVEC_FUSED;
 use crate::launch::{arg, launch_ex};
 use crate::matmul::{
-    check_alignment, matvec_plan, stage_bytes, stage_copy_width, staged, wname_of, MatmulKernel,
-    MV_ROWS, MV_THREADS, MV_WARPS,
+    check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
 };
+use crate::matvec_staged::{stage_bytes, stage_copy_width, staged};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::matvec_fused::{FusedEpilogue, FusedLens, MatvecFusedParams, FUSED_MAX_ROWS};
