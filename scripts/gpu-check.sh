@@ -2,16 +2,17 @@
 # Build the GPU-check bundle: the kiln binary, the CUDA test binaries and the
 # CUDA bench binaries (bench_*), stripped, in gpu-bundle/ (git-ignored), plus
 # the default model split in two parts (gpu-model/) because one device call
-# carries at most 64 MiB.
+# carries at most 64 MiB, the tracked tree (~10 MB) included.
 # The GPU machine has no Rust toolchain: everything is built here.
 #
 # Then, on the GPU machine (two back-to-back calls of the device tool, the
 # first only to leave the model's first half in /tmp while the machine is
 # warm):
 #   1) carry ["gpu-model/a"], command: cp gpu-model/a/part /tmp/kiln-model.a
-#   2) carry ["gpu-bundle", "gpu-model/b"], command: bash gpu-bundle/gpu-run.sh
+#   2) carry ["gpu-model/b"], command: cp gpu-model/b/part /tmp/kiln-model.b
+#   3) carry ["gpu-bundle"], command: bash gpu-bundle/gpu-run.sh
 #      (a device call is limited to 10 minutes: run it as two calls,
-#      KILN_GPU_PART=checks then KILN_GPU_PART=perf, re-sending part a first
+#      KILN_GPU_PART=checks then KILN_GPU_PART=perf, re-sending parts a and b first
 #      if the machine went cold in between)
 # A contributor with a local GPU just runs: bash gpu-bundle/gpu-run.sh
 set -euo pipefail
@@ -56,8 +57,8 @@ strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 model=$(bash scripts/fetch-model.sh)
 size=$(stat -c %s "$model")
-# The first call carries only part a, so it takes the larger share.
-half=$(( size * 3 / 5 ))
+# Each part travels alone beside the tracked tree: two near-equal halves.
+half=$(( size / 2 ))
 head -c "$half" "$model" > gpu-model/a/part
 tail -c +"$((half + 1))" "$model" > gpu-model/b/part
 du -sh gpu-bundle gpu-model/a gpu-model/b

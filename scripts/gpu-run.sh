@@ -14,8 +14,11 @@ export KILN_CACHE=/tmp/kiln-cache
 FINAL="${OUT:-}"
 OUT=/tmp/kiln-logs; rm -rf "$OUT"; mkdir -p "$OUT"
 model=/tmp/kiln-model.gguf
-if [ ! -f "$model" ] && [ -f /tmp/kiln-model.a ] && [ -f gpu-model/b/part ]; then
-  cat /tmp/kiln-model.a gpu-model/b/part > "$model"
+# The model arrives in two halves (scripts/gpu-check.sh): part a, then part b
+# in /tmp from earlier calls, or part b beside this bundle.
+partb=/tmp/kiln-model.b; [ -f "$partb" ] || partb=gpu-model/b/part
+if [ ! -f "$model" ] && [ -f /tmp/kiln-model.a ] && [ -f "$partb" ]; then
+  cat /tmp/kiln-model.a "$partb" > "$model"
 fi
 [ -f "$model" ] && export KILN_MODEL="$model"
 summary=()
