@@ -25,10 +25,11 @@ pub enum ArchParams {
     /// Qwen3 (dense): per-head q/k norms, NeoX RoPE (`crate::qwen3`); also
     /// Qwen2 (q/k/v biases instead of the norms; `ModelConfig::arch` tells).
     Qwen3,
-    /// Qwen3-MoE: Qwen3 attention, routed expert FFNs (`crate::qwen3moe`);
-    /// also Qwen2-MoE (Qwen2 attention, a gated shared expert, no
-    /// renormalisation; `ModelConfig::arch` tells).
-    Qwen3Moe(MoeParams),
+    /// Routed expert FFNs (`crate::qwen3moe`): Qwen3-MoE (Qwen3 attention);
+    /// Qwen2-MoE (Qwen2 attention, a gated shared expert, no
+    /// renormalisation); Mixtral-style `llama` files with `llama.expert_count`
+    /// (llama attention, normal RoPE). `ModelConfig::arch` tells which.
+    Moe(MoeParams),
 }
 
 /// A mixture-of-experts FFN's shape (`{arch}.expert_*` keys).
@@ -52,19 +53,29 @@ impl ArchParams {
     /// The MoE shape, for architectures whose FFNs are experts.
     pub fn moe(&self) -> Option<&MoeParams> {
         match self {
-            ArchParams::Qwen3Moe(m) => Some(m),
+            ArchParams::Moe(m) => Some(m),
             _ => None,
         }
     }
 }
 
-fn moe_params(f: &GgufFile, arch: &str) -> Result<MoeParams> {
+/// `n_ff`: `feed_forward_length`, the expert width of Mixtral-style llama
+/// files (llama.cpp's converter writes no `expert_feed_forward_length` for
+/// them).
+fn moe_params(f: &GgufFile, arch: &str, n_ff: usize) -> Result<MoeParams> {
     let k = |s: &str| format!("{arch}.{s}");
+    let n_ff_exp = if arch == "llama" {
+        opt_u32(f, &k("expert_feed_forward_length"))?.unwrap_or(n_ff)
+    } else {
+        req_u32(f, &k("expert_feed_forward_length"))?
+    };
     let m = MoeParams {
         n_expert: req_u32(f, &k("expert_count"))?,
         n_expert_used: req_u32(f, &k("expert_used_count"))?,
-        n_ff_exp: req_u32(f, &k("expert_feed_forward_length"))?,
-        norm_topk: arch == "qwen3moe",
+        n_ff_exp,
+        // Qwen3-MoE and Mixtral renormalise the chosen experts' weights;
+        // Qwen2-MoE does not.
+        norm_topk: arch == "qwen3moe" || arch == "llama",
         n_ff_shexp: opt_u32(f, &k("expert_shared_feed_forward_length"))?,
     };
     if m.n_expert == 0
@@ -302,7 +313,10 @@ impl ModelConfig {
         let arch_params = match arch.as_str() {
             "gemma3" => ArchParams::Gemma3(gemma3_params(f, n_layer, n_embd, n_head, head_dim)?),
             "qwen2" | "qwen3" => ArchParams::Qwen3,
-            "qwen2moe" | "qwen3moe" => ArchParams::Qwen3Moe(moe_params(f, &arch)?),
+            "qwen2moe" | "qwen3moe" => ArchParams::Moe(moe_params(f, &arch, n_ff)?),
+            "llama" if f.get("llama.expert_count").is_some() => {
+                ArchParams::Moe(moe_params(f, &arch, n_ff)?)
+            }
             _ => ArchParams::Llama,
         };
         let cfg = ModelConfig {

@@ -124,9 +124,9 @@ impl Model {
             ArchParams::Qwen3 => {
                 ArchWeights::Qwen3(crate::qwen3::Qwen3Weights::load(&file, &config, stream)?)
             }
-            ArchParams::Qwen3Moe(_) => ArchWeights::Qwen3Moe(
-                crate::qwen3moe::Qwen3MoeWeights::load(&file, &config, stream)?,
-            ),
+            ArchParams::Moe(_) => ArchWeights::Qwen3Moe(crate::qwen3moe::Qwen3MoeWeights::load(
+                &file, &config, stream,
+            )?),
         };
         let weights = LlamaWeights::load(&file, &config, stream, progress)?;
         let totals = file

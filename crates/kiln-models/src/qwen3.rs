@@ -1,7 +1,9 @@
 //! The Qwen3 forward pass (dense `qwen3` GGUF files as llama.cpp's
 //! converter writes them), on the CPU; Qwen2 / Qwen2.5 (`qwen2`) use it too,
 //! with q/k/v projection biases (`attn_{q,k,v}.bias`, [`ops::add_rows`])
-//! instead of the q/k norms.
+//! instead of the q/k norms; and the attention of Mixtral-style `llama`
+//! files with experts (neither norms nor biases, normal RoPE: llama.cpp's
+//! converter permutes llama's q/k rows into adjacent pairs).
 //!
 //! Spec: the published Qwen3 architecture, checked against transformers
 //! (`Qwen3ForCausalLM` loading the GGUF) on kiln-synth'd models
@@ -36,12 +38,14 @@ use std::sync::Arc;
 
 /// Qwen3's weights beyond the llama-shaped ones: one layer's q/k norms (f32,
 /// `[head_dim]`) for Qwen3, or one layer's q/k/v projection biases for
-/// Qwen2 (the other list empty).
+/// Qwen2 (the other list empty), or neither for llama.
 pub struct Qwen3Weights {
     pub q_norm: Vec<Tensor>,
     pub k_norm: Vec<Tensor>,
     /// Qwen2: `attn_q.bias` `[q_dim]`, `attn_k.bias`, `attn_v.bias` `[kv_dim]`.
     pub qkv_bias: Vec<[Tensor; 3]>,
+    /// NeoX for the Qwen files, normal (adjacent pairs) for llama.
+    pub rope_mode: RopeMode,
 }
 
 impl Qwen3Weights {
@@ -66,7 +70,16 @@ impl Qwen3Weights {
         let l = Loader::new(file, device);
         let hd = cfg.head_dim;
         let (mut q_norm, mut k_norm, mut qkv_bias) = (Vec::new(), Vec::new(), Vec::new());
+        let llama = cfg.arch == "llama";
+        if llama && file.tensor("rope_freqs.weight").is_some() {
+            return Err(ModelError::Unsupported(
+                "rope frequency factors (rope_freqs.weight) in a llama file with experts".into(),
+            ));
+        }
         for i in 0..cfg.n_layer {
+            if llama {
+                continue;
+            }
             if cfg.arch.starts_with("qwen2") {
                 let b = |s: &str, n| l.vector(&format!("blk.{i}.{s}.bias"), n);
                 qkv_bias.push([
@@ -83,6 +96,11 @@ impl Qwen3Weights {
             q_norm,
             k_norm,
             qkv_bias,
+            rope_mode: if llama {
+                RopeMode::Normal
+            } else {
+                RopeMode::Neox
+            },
         })
     }
 }
@@ -145,15 +163,17 @@ fn forward_ops(
     } = *b;
     let n = crate::llama::start_batch(cache, sc, b)?;
     let norms = !qw.q_norm.is_empty();
+    let biases = !qw.qkv_bias.is_empty();
     let per_layer = if norms {
         qw.q_norm.len().min(qw.k_norm.len())
-    } else {
+    } else if biases {
         qw.qkv_bias.len()
+    } else {
+        w.layers.len()
     };
     if per_layer != w.layers.len() {
         return Err(ModelError::Weights(format!(
-            "qwen3: {} layers of q/k norms for {} layers",
-            qw.q_norm.len(),
+            "qwen3: {per_layer} layers of q/k norms or biases for {} layers",
             w.layers.len()
         )));
     }
@@ -178,7 +198,7 @@ fn forward_ops(
         n_rot: cfg.n_rot,
         freq_base: cfg.rope_base,
         freq_scale: cfg.rope_freq_scale,
-        mode: RopeMode::Neox,
+        mode: qw.rope_mode,
     };
     let attn = AttentionParams {
         n_tokens: n,

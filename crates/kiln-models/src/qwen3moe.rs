@@ -1,7 +1,9 @@
 //! The Qwen3-MoE forward pass (`qwen3moe` GGUF files), on the CPU; also
 //! Qwen2-MoE (`qwen2moe`: Qwen2 attention with q/k/v biases, softmax top-k
 //! without renormalisation, plus a shared expert whose output is scaled
-//! per token by `sigmoid(ffn_gate_inp_shexp · h)`).
+//! per token by `sigmoid(ffn_gate_inp_shexp · h)`); also Mixtral-style
+//! `llama` files with experts (llama attention with normal RoPE, softmax
+//! top-k renormalised, expert width `feed_forward_length`).
 //!
 //! Attention is Qwen3's ([`crate::qwen3`]: per-head q/k RMSNorm, NeoX RoPE);
 //! every FFN is a routed mixture: with `h = N_ffn(x)`,
@@ -73,6 +75,17 @@ impl Qwen3MoeWeights {
                 cfg.arch
             )));
         };
+        // llama.cpp once wrote Mixtral's experts as one tensor each
+        // (`ffn_gate.E`); its converter now stacks them (`ffn_gate_exps`).
+        if file.tensor("blk.0.ffn_gate_exps.weight").is_none()
+            && file.tensor("blk.0.ffn_gate.0.weight").is_some()
+        {
+            return Err(ModelError::Unsupported(format!(
+                "{}: experts stored one tensor each (blk.0.ffn_gate.0.weight, the old \
+                 Mixtral GGUF layout); re-convert with a current llama.cpp (stacked ffn_gate_exps)",
+                cfg.arch
+            )));
+        }
         let qk = Qwen3Weights::load(file, cfg, device)?;
         let l = Loader::new(file, device);
         let (d, e, f) = (cfg.n_embd, moe.n_expert, moe.n_ff_exp);

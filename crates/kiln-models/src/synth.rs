@@ -52,6 +52,14 @@ const CHUNK_VALUES: usize = 4 << 20;
 pub enum SynthArch {
     /// `llama`: head dim `n_embd / n_head`, dense SwiGLU FFN.
     Llama,
+    /// `llama` with experts, as llama.cpp's converter writes Mixtral:
+    /// llama attention; every FFN a routed mixture of `n_expert` SwiGLU
+    /// experts of width `n_ff` (`feed_forward_length`: no
+    /// `expert_feed_forward_length` key), `n_expert_used` per token.
+    LlamaMoe {
+        n_expert: usize,
+        n_expert_used: usize,
+    },
     /// `qwen2`: llama's shape plus q/k/v projection biases
     /// (`attn_{q,k,v}.bias`).
     Qwen2,
@@ -80,9 +88,13 @@ pub enum SynthArch {
 
 impl SynthArch {
     /// (experts, experts used, expert width, shared-expert width) of the
-    /// MoE architectures.
-    pub fn moe(&self) -> Option<(usize, usize, usize, Option<usize>)> {
+    /// MoE architectures; `n_ff` is the expert width of [`SynthArch::LlamaMoe`].
+    pub fn moe(&self, n_ff: usize) -> Option<(usize, usize, usize, Option<usize>)> {
         match *self {
+            SynthArch::LlamaMoe {
+                n_expert,
+                n_expert_used,
+            } => Some((n_expert, n_expert_used, n_ff, None)),
             SynthArch::Qwen3Moe {
                 n_expert,
                 n_expert_used,
@@ -102,7 +114,7 @@ impl SynthArch {
     /// `general.architecture` and the metadata key prefix.
     pub fn name(&self) -> &'static str {
         match self {
-            SynthArch::Llama => "llama",
+            SynthArch::Llama | SynthArch::LlamaMoe { .. } => "llama",
             SynthArch::Qwen2 => "qwen2",
             SynthArch::Qwen2Moe { .. } => "qwen2moe",
             SynthArch::Qwen3 { .. } => "qwen3",
@@ -165,9 +177,10 @@ impl SynthParams {
     /// the explicit head dim for the Qwen architectures.
     pub fn head_dim(&self) -> usize {
         match self.arch {
-            SynthArch::Llama | SynthArch::Qwen2 | SynthArch::Qwen2Moe { .. } => {
-                self.n_embd.checked_div(self.n_head).unwrap_or(0)
-            }
+            SynthArch::Llama
+            | SynthArch::LlamaMoe { .. }
+            | SynthArch::Qwen2
+            | SynthArch::Qwen2Moe { .. } => self.n_embd.checked_div(self.n_head).unwrap_or(0),
             SynthArch::Qwen3 { head_dim } | SynthArch::Qwen3Moe { head_dim, .. } => head_dim,
         }
     }
@@ -197,7 +210,10 @@ impl SynthParams {
         }
         let plain = matches!(
             self.arch,
-            SynthArch::Llama | SynthArch::Qwen2 | SynthArch::Qwen2Moe { .. }
+            SynthArch::Llama
+                | SynthArch::LlamaMoe { .. }
+                | SynthArch::Qwen2
+                | SynthArch::Qwen2Moe { .. }
         );
         if plain && !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
@@ -211,7 +227,7 @@ impl SynthParams {
                 self.head_dim()
             ));
         }
-        if let Some((n_expert, n_expert_used, n_ff_exp, _)) = self.arch.moe() {
+        if let Some((n_expert, n_expert_used, n_ff_exp, _)) = self.arch.moe(self.n_ff) {
             if n_expert == 0 || n_expert > 512 || n_expert_used == 0 || n_expert_used > n_expert {
                 return bad(format!(
                     "experts {n_expert} (1..=512) and experts used {n_expert_used} (1..=experts)"
@@ -354,7 +370,7 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
             out.push(head_norm(n("attn_k_norm")));
         }
         out.push(norm(n("ffn_norm")));
-        if let Some((n_expert, _, n_ff_exp, shexp)) = p.arch.moe() {
+        if let Some((n_expert, _, n_ff_exp, shexp)) = p.arch.moe(p.n_ff) {
             // The router stays f32 (llama.cpp keeps ffn_gate_inp unquantized).
             out.push(mat(
                 n("ffn_gate_inp"),
@@ -493,10 +509,12 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
     }
-    if let Some((n_expert, n_expert_used, n_ff_exp, shexp)) = p.arch.moe() {
+    if let Some((n_expert, n_expert_used, n_ff_exp, shexp)) = p.arch.moe(p.n_ff) {
         kvs.push((k("expert_count"), u(n_expert)));
         kvs.push((k("expert_used_count"), u(n_expert_used)));
-        kvs.push((k("expert_feed_forward_length"), u(n_ff_exp)));
+        if !matches!(p.arch, SynthArch::LlamaMoe { .. }) {
+            kvs.push((k("expert_feed_forward_length"), u(n_ff_exp)));
+        }
         if let Some(fs) = shexp {
             kvs.push((k("expert_shared_feed_forward_length"), u(fs)));
         }

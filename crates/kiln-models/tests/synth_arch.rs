@@ -1,11 +1,13 @@
-//! `kiln synth` for the qwen2, qwen2moe, qwen3 and qwen3moe architectures: the tiny models of
+//! `kiln synth` for the qwen2, qwen2moe, qwen3, qwen3moe and mixtral (llama with experts)
+//! architectures: the tiny models of
 //! tests/fixtures/synth are rebuilt here with the library and must be the
 //! very bytes the fixture script hashed (scripts/fixtures/
 //! make_synth_arch_fixtures.py, which made them with the `kiln synth` CLI
 //! and had Hugging Face transformers load and run them — the independent
 //! check that they are valid GGUFs of those architectures). kiln's qwen2,
-//! qwen2moe, qwen3 and qwen3moe forwards (CPU) are held to transformers' logits and
-//! greedy tokens there.
+//! qwen2moe, qwen3, qwen3moe and Mixtral-style llama forwards (CPU) are held to
+//! transformers' logits and greedy tokens there (Mixtral: `MixtralForCausalLM`
+//! holding the file's tensors, as transformers has no GGUF mapping for it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::gguf::GgufFile;
@@ -16,7 +18,8 @@ use kiln_models::Model;
 /// f32 weights and f32 activations on both sides (kiln's CPU matmul keeps
 /// float weights' activations in f32): the logits differ by summation
 /// order only. Measured (2026-12-06): max |diff| over the top-20 of three
-/// prompts 7.5e-6 (qwen2, qwen2moe), 7.1e-6 (qwen3) and 6.1e-6 (qwen3moe) on logits of O(5); 1e-4 leaves room for other
+/// prompts 7.5e-6 (qwen2, qwen2moe), 7.1e-6 (qwen3), 6.1e-6 (qwen3moe) and 6.1e-6
+/// (mixtral) on logits of O(5); 1e-4 leaves room for other
 /// summation orders (threads, SIMD width) and would still catch a wrong
 /// norm, pairing or scale (those move logits by O(0.1..1)).
 const QWEN3_LOGIT_TOL: f64 = 1e-4;
@@ -82,18 +85,35 @@ fn params(name: &str) -> SynthParams {
             name: "synthetic-qwen3moe-tiny-F32".into(),
             ..base
         },
+        "mixtral_tiny" => SynthParams {
+            arch: SynthArch::LlamaMoe {
+                n_expert: 8,
+                n_expert_used: 2,
+            },
+            name: "synthetic-mixtral-2L-64d-4h2kv-96ff-F32".into(),
+            n_ff: 96,
+            n_rot: 16,
+            rms_eps: 1e-5,
+            ..base
+        },
         other => panic!("{other}"),
     }
 }
 
 #[test]
-fn tiny_qwen_models_match_their_fixtures() {
+fn tiny_synth_models_match_their_fixtures() {
     let Some(donor) = kiln_testkit::default_model() else {
         return;
     };
     let vocab = SynthVocab::from_gguf(&donor).unwrap();
     let dir = tempfile_dir();
-    for name in ["qwen2_tiny", "qwen2moe_tiny", "qwen3_tiny", "qwen3moe_tiny"] {
+    for name in [
+        "qwen2_tiny",
+        "qwen2moe_tiny",
+        "qwen3_tiny",
+        "qwen3moe_tiny",
+        "mixtral_tiny",
+    ] {
         let fx = fixture(name);
         let out = dir.join(format!("{name}.gguf"));
         write_synthetic(&params(name), &vocab, &out).unwrap();
@@ -104,9 +124,19 @@ fn tiny_qwen_models_match_their_fixtures() {
             "{name}: not the bytes transformers read (re-run the fixture script if synth changed on purpose)"
         );
         let f = GgufFile::open(&out).unwrap();
-        let arch = name.split('_').next().unwrap();
+        let arch = match name.split('_').next().unwrap() {
+            "mixtral" => "llama",
+            a => a,
+        };
         assert_eq!(f.get_str("general.architecture").unwrap(), arch);
-        if arch.starts_with("qwen2") {
+        if arch == "llama" {
+            assert_eq!(f.get_u32("llama.expert_count").unwrap(), 8);
+            assert!(f.get("llama.expert_feed_forward_length").is_none());
+            assert_eq!(
+                f.tensor("blk.1.ffn_up_exps.weight").expect("experts").dims,
+                vec![64, 96, 8]
+            );
+        } else if arch.starts_with("qwen2") {
             assert_eq!(
                 f.tensor("blk.1.attn_k.bias").expect("k bias").dims,
                 vec![32]

@@ -1,5 +1,5 @@
-//! `kiln synth OUT.gguf`: write a llama-family GGUF (llama, qwen3,
-//! qwen3moe; shapes by flag or `--preset`) of a given shape and
+//! `kiln synth OUT.gguf`: write a llama-family GGUF (llama, mixtral,
+//! qwen2, qwen2moe, qwen3, qwen3moe; shapes by flag or `--preset`) of a given shape and
 //! weight type with random weights and a real tokenizer (copied from an
 //! existing GGUF), so a benchmark can make its own model. The generator
 //! lives in `kiln_models::synth`; this file parses flags and reports.
@@ -16,7 +16,8 @@ use std::time::Instant;
 pub struct SynthArgs {
     /// Output GGUF file (written via a temporary file, renamed at the end).
     pub output: PathBuf,
-    /// Architecture: llama, qwen2 (q/k/v biases), qwen2moe (qwen2 attention,
+    /// Architecture: llama, mixtral (a `llama` file with routed experts of
+    /// width --ff, as llama.cpp writes Mixtral), qwen2 (q/k/v biases), qwen2moe (qwen2 attention,
     /// routed experts plus a gated shared expert), qwen3 (q/k norms, explicit
     /// head dim) or qwen3moe (qwen3 attention, routed expert FFNs).
     #[arg(long, default_value = "llama")]
@@ -30,10 +31,10 @@ pub struct SynthArgs {
     /// uses embd / heads).
     #[arg(long = "head-dim")]
     pub head_dim: Option<usize>,
-    /// qwen3moe: experts per layer.
+    /// mixtral / qwen2moe / qwen3moe: experts per layer.
     #[arg(long, default_value_t = 8)]
     pub experts: usize,
-    /// qwen3moe: experts each token uses.
+    /// mixtral / qwen2moe / qwen3moe: experts each token uses.
     #[arg(long = "experts-used", default_value_t = 2)]
     pub experts_used: usize,
     /// qwen3moe / qwen2moe: each expert's feed-forward width.
@@ -153,13 +154,17 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         None => dtype,
     };
     let head_dim = match a.arch.as_str() {
-        "llama" | "qwen2" | "qwen2moe" => a.embd.checked_div(a.heads).unwrap_or(0),
+        "llama" | "mixtral" | "qwen2" | "qwen2moe" => a.embd.checked_div(a.heads).unwrap_or(0),
         _ => a
             .head_dim
             .unwrap_or_else(|| a.embd.checked_div(a.heads).unwrap_or(0)),
     };
     let arch = match a.arch.as_str() {
         "llama" => SynthArch::Llama,
+        "mixtral" => SynthArch::LlamaMoe {
+            n_expert: a.experts,
+            n_expert_used: a.experts_used,
+        },
         "qwen2" => SynthArch::Qwen2,
         "qwen2moe" => SynthArch::Qwen2Moe {
             n_expert: a.experts,
@@ -174,7 +179,9 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
             n_expert_used: a.experts_used,
             n_ff_exp: a.expert_ff,
         },
-        other => bail!("--arch {other:?}: unknown (llama, qwen2, qwen2moe, qwen3, qwen3moe)"),
+        other => {
+            bail!("--arch {other:?}: unknown (llama, mixtral, qwen2, qwen2moe, qwen3, qwen3moe)")
+        }
     };
     let name = a.name.clone().unwrap_or_else(|| match &a.preset {
         Some(p) => format!("synthetic-{p}-{dtype}"),
