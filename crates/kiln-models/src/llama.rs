@@ -32,6 +32,8 @@ pub struct Scratch {
     /// Logits: `[n_batch, n_vocab]` when all rows are wanted, else row 0.
     pub logits: Tensor,
     pub(crate) positions: Vec<i32>,
+    /// Mixture-of-experts architectures' FFN intermediates.
+    pub(crate) moe: Option<crate::qwen3moe::MoeBuffers>,
 }
 
 impl Scratch {
@@ -58,6 +60,10 @@ impl Scratch {
             last: Tensor::zeros(device, &[1, cfg.n_embd])?,
             logits: Tensor::zeros(device, &[if all_logits { n_batch } else { 1 }, cfg.n_vocab])?,
             positions: Vec::with_capacity(n_batch),
+            moe: match cfg.arch_params.moe() {
+                Some(mp) => Some(crate::qwen3moe::MoeBuffers::new(device, cfg, mp, n_batch)?),
+                None => None,
+            },
         })
     }
 }

@@ -16,8 +16,9 @@
 //! Checked against transformers (`Qwen3MoeForCausalLM` loading the GGUF) on
 //! a kiln-synth'd model (`tests/fixtures/synth/qwen3moe_tiny.json`).
 //!
-//! The MoE intermediates are allocated per forward call (routing ids live
-//! on the host, as token ids do); CUDA: not yet (refused at load).
+//! The MoE intermediates are allocated once per state ([`MoeBuffers`] in
+//! the scratch; routing ids live on the host, as token ids do); CUDA: not
+//! yet (refused at load).
 
 use crate::config::{ModelConfig, MoeParams};
 use crate::kv_cache::KvCache;
@@ -132,37 +133,29 @@ pub fn forward(
     }
     let n = b.tokens.len();
     let mp = m.moe;
-    let (d, k) = (cfg.n_embd, mp.n_expert_used);
-    let rows = n * k;
-    let mut bufs = MoeBuffers {
-        logits: Tensor::zeros(s, &[n, mp.n_expert])?,
-        weights: Tensor::zeros(s, &[rows])?,
-        ids: vec![0u32; rows],
-        gate: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
-        up: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
-        act: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
-        y: Tensor::zeros(s, &[rows, d])?,
-        shared: match mp.n_ff_shexp {
-            Some(fs) => Some(SharedBuffers {
-                logit: Tensor::zeros(s, &[n])?,
-                weight: Tensor::zeros(s, &[n])?,
-                ids: vec![0u32; n],
-                gate: Tensor::zeros(s, &[n, fs])?,
-                up: Tensor::zeros(s, &[n, fs])?,
-                act: Tensor::zeros(s, &[n, fs])?,
-                out: Tensor::zeros(s, &[n, d])?,
-                routed: Tensor::zeros(s, &[n, d])?,
-            }),
-            None => None,
-        },
-    };
+    // The intermediates live in the state's scratch (allocated once, sized
+    // for its batch; each op takes the prefix it needs): moved out for the
+    // pass so the FFN closure can borrow them beside the scratch.
+    let mut bufs = sc.moe.take().ok_or_else(|| {
+        ModelError::Config("qwen3moe: the state's scratch has no MoE buffers".into())
+    })?;
+    if n * mp.n_expert_used > bufs.ids.len() {
+        sc.moe = Some(bufs);
+        return Err(ModelError::Input(format!(
+            "qwen3moe: {n} tokens exceed the state's batch of {}",
+            sc.n_batch
+        )));
+    }
     let ffn = |s: &Stream, l: usize, sc: &mut Scratch| {
         moe_ffn(s, cfg, &mp, &m.layers[l], n, sc, &mut bufs)
     };
-    qwen3::forward_with(s, cfg, w, &m.qk, cache, sc, b, ffn)
+    let r = qwen3::forward_with(s, cfg, w, &m.qk, cache, sc, b, ffn);
+    sc.moe = Some(bufs);
+    r
 }
 
-struct MoeBuffers {
+/// A state's MoE intermediates, for up to `n_batch` tokens.
+pub(crate) struct MoeBuffers {
     logits: Tensor,
     weights: Tensor,
     ids: Vec<u32>,
@@ -171,6 +164,40 @@ struct MoeBuffers {
     act: Tensor,
     y: Tensor,
     shared: Option<SharedBuffers>,
+}
+
+impl MoeBuffers {
+    pub(crate) fn new(
+        s: &Stream,
+        cfg: &ModelConfig,
+        mp: &MoeParams,
+        n_batch: usize,
+    ) -> Result<Self> {
+        let (n, d) = (n_batch, cfg.n_embd);
+        let rows = n * mp.n_expert_used;
+        Ok(MoeBuffers {
+            logits: Tensor::zeros(s, &[n, mp.n_expert])?,
+            weights: Tensor::zeros(s, &[rows])?,
+            ids: vec![0u32; rows],
+            gate: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+            up: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+            act: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
+            y: Tensor::zeros(s, &[rows, d])?,
+            shared: match mp.n_ff_shexp {
+                Some(fs) => Some(SharedBuffers {
+                    logit: Tensor::zeros(s, &[n])?,
+                    weight: Tensor::zeros(s, &[n])?,
+                    ids: vec![0u32; n],
+                    gate: Tensor::zeros(s, &[n, fs])?,
+                    up: Tensor::zeros(s, &[n, fs])?,
+                    act: Tensor::zeros(s, &[n, fs])?,
+                    out: Tensor::zeros(s, &[n, d])?,
+                    routed: Tensor::zeros(s, &[n, d])?,
+                }),
+                None => None,
+            },
+        })
+    }
 }
 
 /// The shared expert's intermediates (`routed`: x2 plus the routed sum).
@@ -201,6 +228,8 @@ fn moe_ffn(
     ops::matmul(s, &ml.router, h, n, &mut b.logits)?;
     let route = MoeRouteParams::softmax_topk(n, mp.n_expert, k, mp.norm_topk);
     ops::moe_route(s, &route, &b.logits, None, &mut b.ids, &mut b.weights)?;
+    // This pass's ids (the buffer holds the state's whole batch).
+    let ids = b.ids.get(..n * k).unwrap_or(&b.ids);
     let id = |rows: usize, cols: usize, per_slot: bool, wt: &Tensor| MatmulIdParams {
         n_tokens: n,
         top_k: k,
@@ -211,15 +240,8 @@ fn moe_ffn(
         wtype: wt.dtype(),
         x_per_slot: per_slot,
     };
-    ops::matmul_id(
-        s,
-        &id(f, d, false, &ml.gate),
-        &ml.gate,
-        h,
-        &b.ids,
-        &mut b.gate,
-    )?;
-    ops::matmul_id(s, &id(f, d, false, &ml.up), &ml.up, h, &b.ids, &mut b.up)?;
+    ops::matmul_id(s, &id(f, d, false, &ml.gate), &ml.gate, h, ids, &mut b.gate)?;
+    ops::matmul_id(s, &id(f, d, false, &ml.up), &ml.up, h, ids, &mut b.up)?;
     ops::silu_mul(
         s,
         &SiluMulParams { n: n * k * f },
@@ -232,7 +254,7 @@ fn moe_ffn(
         &id(d, f, true, &ml.down),
         &ml.down,
         &b.act,
-        &b.ids,
+        ids,
         &mut b.y,
     )?;
     let comb = MoeCombineParams {
