@@ -4,7 +4,8 @@
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
-    add, argmax, attention, embedding, gelu_mul, rms_norm, rope, scale, silu_mul, softmax,
+    add, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope, scale,
+    silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -74,6 +75,30 @@ fn parity_gelu_mul() {
 fn parity_scale() {
     check("scale", |ctx, o| {
         tk::scale::check_scale_with(&|p, x, out| scale::scale(ctx, p, x, out), o)
+    });
+}
+
+#[test]
+fn parity_softcap() {
+    check("softcap", |ctx, o| {
+        tk::softcap::check_softcap_with(&|p, x, out| softcap::softcap(ctx, p, x, out), o)
+    });
+}
+
+#[test]
+fn parity_layer_norm() {
+    check("layer_norm", |ctx, o| {
+        tk::layer_norm::check_layer_norm_with(
+            &|p, x, w, b, out| layer_norm::layer_norm(ctx, p, x, w, b, out),
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_l2_norm() {
+    check("l2_norm", |ctx, o| {
+        tk::l2_norm::check_l2_norm_with(&|p, x, out| l2_norm::l2_norm(ctx, p, x, out), o)
     });
 }
 

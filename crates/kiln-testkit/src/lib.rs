@@ -68,11 +68,14 @@ pub struct CpuOnlyOps<'a> {
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
+    pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
+    pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
+    pub softcap: &'a cases::softcap::SoftcapFn<'a>,
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str =
-    "gelu_mul, scale, windowed attention, rope_multi, matmul_id, moe_route";
+pub const CPU_ONLY_OPS: &str = "gelu_mul, scale, windowed attention, rope_multi, matmul_id, \
+     moe_route, layer_norm, l2_norm, softcap";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
@@ -91,6 +94,9 @@ pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
     ));
     r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
+    r.merge(layer_norm::check_layer_norm_with(imps.layer_norm, opts));
+    r.merge(l2_norm::check_l2_norm_with(imps.l2_norm, opts));
+    r.merge(softcap::check_softcap_with(imps.softcap, opts));
     r
 }
 

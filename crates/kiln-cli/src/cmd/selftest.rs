@@ -52,6 +52,9 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             },
             matmul_id: &|p, w, x, ids, o| k::matmul_id::matmul_id(ctx, p, w, x, ids, o),
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
+            layer_norm: &|p, x, w, b, o| k::layer_norm::layer_norm(ctx, p, x, w, b, o),
+            l2_norm: &|p, x, o| k::l2_norm::l2_norm(ctx, p, x, o),
+            softcap: &|p, x, o| k::softcap::softcap(ctx, p, x, o),
         },
         opts,
     ));

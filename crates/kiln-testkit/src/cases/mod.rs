@@ -20,6 +20,8 @@ pub mod argmax;
 pub mod attention;
 pub mod embedding;
 pub mod gelu_mul;
+pub mod l2_norm;
+pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_id;
 pub mod matmul_mlx;
@@ -30,6 +32,7 @@ pub mod rope;
 pub mod rope_multi;
 pub mod scale;
 pub mod silu_mul;
+pub mod softcap;
 pub mod softmax;
 
 /// How a driver runs.
