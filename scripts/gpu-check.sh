@@ -14,6 +14,9 @@
 #      (a device call is limited to 10 minutes: run it as two calls,
 #      KILN_GPU_PART=checks then KILN_GPU_PART=perf, re-sending parts a and b first
 #      if the machine went cold in between)
+# Shorter, one call with no model transfer: carry ["gpu-bundle"], command:
+#   bash gpu-bundle/gpu-quick.sh (parity, kernel benches, kiln bench on a
+#   synthetic model of the default model's shape)
 # A contributor with a local GPU just runs: bash gpu-bundle/gpu-run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +58,11 @@ for line in sys.stdin:
 '
 strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
+cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh
 model=$(bash scripts/fetch-model.sh)
+# The default model's tokenizer alone (~2 MB): lets the GPU machine make
+# models of any shape with `kiln synth` without carrying the 98 MB file.
+gpu-bundle/kiln synth gpu-bundle/vocab.gguf --vocab-only --vocab-from "$model" > /dev/null
 size=$(stat -c %s "$model")
 # Each part travels alone beside the tracked tree: two near-equal halves.
 half=$(( size / 2 ))

@@ -536,6 +536,24 @@ pub struct SynthSummary {
 /// Write the synthetic model `p` with `vocab`'s tokenizer to `out` (via a
 /// temporary file renamed into place), weights drawn from a ChaCha8
 /// generator seeded with `p.seed`, one tensor at a time.
+/// Write a GGUF holding only `vocab`'s tokenizer pairs (no tensors): a
+/// small `--vocab-from` donor (~2 MB for the default model's vocabulary)
+/// where the donor model itself is too big to carry (the GPU tier).
+pub fn write_vocab(vocab: &SynthVocab, out: &Path) -> Result<()> {
+    let mut w = GgufWriter::new();
+    w.add_kv("general.type", Value::String("vocab".into()));
+    for (k, v) in &vocab.kvs {
+        w.add_kv(k.as_str(), v.clone());
+    }
+    w.write_file_with(out, &mut |i, _name| {
+        Err(kiln_core::Error::invalid(
+            "synth",
+            format!("a vocabulary file has no tensor {i}"),
+        ))
+    })?;
+    Ok(())
+}
+
 pub fn write_synthetic(p: &SynthParams, vocab: &SynthVocab, out: &Path) -> Result<SynthSummary> {
     p.validate(vocab.n_vocab)?;
     let specs = tensor_specs(p, vocab.n_vocab);

@@ -106,7 +106,7 @@ fn tiny_synth_models_match_their_fixtures() {
         return;
     };
     let vocab = SynthVocab::from_gguf(&donor).unwrap();
-    let dir = tempfile_dir();
+    let dir = tempfile_dir("fixtures");
     for name in [
         "qwen2_tiny",
         "qwen2moe_tiny",
@@ -195,8 +195,9 @@ fn check_against_transformers(path: &Path, fx: &serde_json::Value, name: &str) {
     eprintln!("{name}: top-20 logits within {worst:.2e} of transformers; greedy identical");
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-synth-arch-{}", std::process::id()));
+/// A directory of this process and `test` (tests run in parallel).
+fn tempfile_dir(test: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-synth-arch-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -228,4 +229,27 @@ fn bad_moe_shapes_are_refused() {
         let q = SynthParams { arch, ..p.clone() };
         assert!(q.validate(100).is_err(), "{arch:?}");
     }
+}
+
+#[test]
+fn a_vocab_only_file_is_a_donor_for_the_same_model() {
+    let Some(donor) = kiln_testkit::default_model() else {
+        return;
+    };
+    let vocab = SynthVocab::from_gguf(&donor).unwrap();
+    let dir = tempfile_dir("vocab");
+    let small = dir.join("vocab.gguf");
+    kiln_models::synth::write_vocab(&vocab, &small).unwrap();
+    let f = GgufFile::open(&small).unwrap();
+    assert_eq!(f.tensors().len(), 0);
+    let again = SynthVocab::from_gguf(&small).unwrap();
+    assert_eq!(again.n_vocab, vocab.n_vocab);
+    assert_eq!(again.kvs, vocab.kvs);
+    // The same model bytes from either donor.
+    let p = params("qwen3_tiny");
+    let (a, b) = (dir.join("a.gguf"), dir.join("b.gguf"));
+    write_synthetic(&p, &vocab, &a).unwrap();
+    write_synthetic(&p, &again, &b).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -8,7 +8,7 @@ use crate::common::{cache_dir, DEFAULT_MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_core::DType;
-use kiln_models::synth::{write_synthetic, SynthArch, SynthParams, SynthVocab};
+use kiln_models::synth::{write_synthetic, write_vocab, SynthArch, SynthParams, SynthVocab};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -90,6 +90,10 @@ pub struct SynthArgs {
     /// general.name of the model (default: a name made from the shape).
     #[arg(long)]
     pub name: Option<String>,
+    /// Write only the donor's tokenizer (no tensors, ~2 MB for the default
+    /// model): a small --vocab-from file to carry where the donor is too big.
+    #[arg(long = "vocab-only")]
+    pub vocab_only: bool,
 }
 
 fn ggml_type(flag: &str, s: &str) -> Result<DType> {
@@ -218,6 +222,17 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
     }
     let vocab = SynthVocab::from_gguf(&vocab_file)
         .with_context(|| format!("reading the vocabulary of {}", vocab_file.display()))?;
+    if a.vocab_only {
+        write_vocab(&vocab, &a.output)
+            .with_context(|| format!("writing {}", a.output.display()))?;
+        println!(
+            "synth: wrote the vocabulary of {} ({} tokens) to {}",
+            vocab_file.display(),
+            vocab.n_vocab,
+            a.output.display()
+        );
+        return Ok(());
+    }
     let t0 = Instant::now();
     let s = write_synthetic(&params, &vocab, &a.output)
         .with_context(|| format!("writing {}", a.output.display()))?;
