@@ -7,10 +7,13 @@ moe_combine.cu are compiled with g++ behind small shims: one std::thread
 per CUDA thread of a block, __syncthreads / __syncthreads_or a block-wide
 std::barrier, __shfl_xor_sync an exchange through memory between two
 per-warp barriers, __shared__ arrays function statics (blocks run one after
-another). So the indexing, the rank-based top-k and its tie rule, grouped
-selection, grid-stride loops, the matmul_id row chunks (r0), expert
-offsets, per-slot / per-token x rows, the NaN rows of bad ids and the
-reduction layout run as written. What this cannot check is timing and the
+another; the grouped mat-vec's blocks last row first, so a block writing
+another's rows is caught). So the indexing, the rank-based top-k and its
+tie rule, grouped selection, grid-stride loops, the per-row matmul_id's row
+chunks (r0), the grouped matmul_id's plan (buckets, chunks, several bucket
+passes and id tiles) and gathered x rows, expert offsets, per-slot /
+per-token x rows, the NaN rows of bad ids and the reduction layout run as
+written. What this cannot check is timing and the
 fast-math intrinsics' precision on the GPU (the GPU parity tests do:
 crates/kiln-cuda/tests/parity_cumoe.rs).
 
@@ -108,13 +111,16 @@ static inline float kiln_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) <<
 
 # Run `body(block)` for every block of a grid as blockDim.x std::threads.
 RUNNER = r"""
+// Blocks run one at a time, in order, or with `reverse` last row first (so
+// a block writing rows that belong to another is caught in either order).
 template <class F>
-void launch(unsigned gx, unsigned gy, unsigned threads, F body) {
+void launch(unsigned gx, unsigned gy, unsigned threads, F body, bool reverse = false) {
     blockDim.x = threads;
     gridDim.x = gx;
     gridDim.y = gy;
-    for (unsigned by = 0; by < gy; by++)
+    for (unsigned yy = 0; yy < gy; yy++)
         for (unsigned bx = 0; bx < gx; bx++) {
+            const unsigned by = reverse ? gy - 1 - yy : yy;
             std::barrier<> bar(threads);
             block_bar = &bar;
             warp_bars.clear();
@@ -207,6 +213,19 @@ int main(int argc, char** argv) {
             });
         }
         spit(b + ".out", out);
+        // The grouped path: plan (one block of 32 threads, so several bucket
+        // passes), then one CTA row per chunk slot (the bound the host uses).
+        std::vector<float> out2(p.rows * p.n + 64, 12345.0f);
+        const u64 max_chunks = (p.rows + 7) / 8 + p.n_experts + 1;
+        std::vector<u32> plan(1 + (p.n_experts + 2) + p.rows + 2 * max_chunks, 0xABABABABu);
+        launch(1, 1, 32, [&] { mm_id_plan(p, ids.data(), plan.data()); });
+        launch(gx, (unsigned)max_chunks, MV_THREADS, [&] {
+            if (pv[9] == 0)
+                mul_mm_id_f32_f32(p, w.data(), x, plan.data(), out2.data());
+            else
+                mul_mm_id_q8_0_f32(p, w.data(), x, plan.data(), out2.data());
+        }, true);
+        spit(b + ".out2", out2);
     }
     // moe_combine cases: params u64 (n_tokens, top_k, dim), y, w, res.
     for (int c = 0;; c++) {
@@ -319,6 +338,8 @@ def main() -> int:
         (1, 3, 2, 9, 256, 4, 34, True, 2, 5),
         (1, 1, 4, 16, 512, 5, 0, False, 4, 3),
         (1, 4, 2, 3, 32, 2, 0, False, 1, 65535),
+        (1, 20, 3, 5, 64, 40, 0, False, 4, 65535),
+        (0, 2100, 2, 2, 8, 40, 4, True, 4, 65535),
     ]
     comb_cases = [(1, 1, 1), (3, 2, 7), (5, 8, 300), (0, 2, 4), (2, 16, 33)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -418,27 +439,29 @@ def main() -> int:
                     bad += 1
                     print(f"route case {c} token {tok}: ids {list(got_i[tok])} want {want_i[tok]}, w {got_w[tok]} want {want_w[tok]}")
         print(f"moe_route: {len(route_data)} cases")
-        for c, (wf, x, ids, nt, top_k, n, per_slot) in enumerate(mid_data):
+        for c, (wf, x, ids, nt, top_k, n, per_slot), suffix in [
+            (c, d, suf) for c, d in enumerate(mid_data) for suf in ("out", "out2")
+        ]:
             rows = nt * top_k
-            out = np.fromfile(t / f"mid{c}.out", dtype=np.float32)
+            out = np.fromfile(t / f"mid{c}.{suffix}", dtype=np.float32)
             if not (out[rows * n :] == 12345.0).all():
                 bad += 1
-                print(f"matmul_id case {c}: guard overwritten")
+                print(f"matmul_id case {c} {suffix}: guard overwritten")
             out = out[: rows * n].reshape(rows, n)
             for r in range(rows):
                 e = int(ids[r])
                 if e >= wf.shape[0]:
                     if not np.isnan(out[r]).all():
                         bad += 1
-                        print(f"matmul_id case {c} row {r}: bad id {e} not NaN: {out[r]}")
+                        print(f"matmul_id case {c} {suffix} row {r}: bad id {e} not NaN: {out[r]}")
                     continue
                 xr = x[r if per_slot else r // top_k].astype(np.float64)
                 want = wf[e].astype(np.float64) @ xr
                 tol = 1e-5 * (np.abs(wf[e]) @ np.abs(xr)) + 1e-30
                 if not (np.abs(out[r] - want) <= tol).all():
                     bad += 1
-                    print(f"matmul_id case {c} row {r}: got {out[r]} want {want}")
-        print(f"matmul_id: {len(mid_data)} cases")
+                    print(f"matmul_id case {c} {suffix} row {r}: got {out[r]} want {want}")
+        print(f"matmul_id: {len(mid_data)} cases, mv_id and mm_id")
         for c, (nt, tk, dim, y, w, r) in enumerate(comb_data):
             out = np.fromfile(t / f"comb{c}.out", dtype=np.float32)
             if not (out[nt * dim :] == 12345.0).all():

@@ -6,6 +6,7 @@
 //! what only the device sees: out-of-range expert ids (NaN rows, no reads
 //! past the weights), non-finite router logits (`BAD_ID` ids, NaN weights),
 //! more than 65535 output rows (several launches), and the alignment rules.
+//! matmul_id runs its table through both kernels (per-row and grouped).
 //! Skips without a GPU.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +14,7 @@ use kiln_core::ops::matmul_id::{matmul_id_ref, MatmulIdParams};
 use kiln_core::ops::moe_route::{moe_route_ref, MoeRouteParams, MoeScoring};
 use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
+use kiln_cuda::matmul_id::MatmulIdKernel;
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
 use kiln_testkit::cases::matmul_id::check_matmul_id_with;
 use kiln_testkit::cases::moe_combine::check_moe_combine_with;
@@ -114,14 +116,53 @@ fn run_id(
     ids: &[u32],
     out: &mut [f32],
 ) -> kiln_core::Result<()> {
+    run_id_with(be, p, None, w, x, ids, out)
+}
+
+/// [`run_id`] with a forced kernel (`None`: the launcher's choice).
+fn run_id_with(
+    be: &CudaBackend,
+    p: &MatmulIdParams,
+    kernel: Option<MatmulIdKernel>,
+    w: &[u8],
+    x: &[f32],
+    ids: &[u32],
+    out: &mut [f32],
+) -> kiln_core::Result<()> {
+    let up = |v: &[u8]| be.upload(if v.is_empty() { &[0u8][..] } else { v });
     let (wd, xd, idd) = (
-        be.upload(w).unwrap(),
-        be.upload(x).unwrap(),
-        be.upload(ids).unwrap(),
+        up(w).unwrap(),
+        be.upload(if x.is_empty() { &[0.0f32][..] } else { x })
+            .unwrap(),
+        be.upload(if ids.is_empty() { &[0u32][..] } else { ids })
+            .unwrap(),
     );
-    guarded(be, out, |o| {
-        matmul_id::matmul_id(be, p, &wd.slice(..), &xd.slice(..), &idd.slice(..), o)
+    let (wv, xv, iv) = (
+        wd.slice(0..w.len()),
+        xd.slice(0..x.len()),
+        idd.slice(0..ids.len()),
+    );
+    guarded(be, out, |o| match kernel {
+        None => matmul_id::matmul_id(be, p, &wv, &xv, &iv, o),
+        Some(kern) => matmul_id::matmul_id_with_kernel(be, p, kern, &wv, &xv, &iv, o),
     })
+}
+
+/// The testkit table once per kernel (each shape through both paths).
+#[test]
+fn parity_matmul_id_both_kernels() {
+    let Some(be) = backend() else { return };
+    for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
+        let imp = |p: &MatmulIdParams, w: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
+            p.validate(w.len(), x.len(), ids.len(), out.len())?;
+            p.check_ids(ids)?;
+            run_id_with(&be, p, Some(kern), w, x, ids, out)
+        };
+        check(
+            &format!("matmul_id {kern:?}"),
+            check_matmul_id_with(&imp, &opts()),
+        );
+    }
 }
 
 /// Ids the host did not check: rows of out-of-range ids come back NaN, the
@@ -135,29 +176,32 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
         let w = rand_rows(&mut rng, wtype, 3 * p.n, p.k);
         let x = rand_f32(&mut rng, 3 * p.k, -1.0, 1.0);
         let ids = [0u32, 3, 2, u32::MAX, 1, 1];
-        let mut out = vec![f32::NAN; 6 * p.n];
-        run_id(&be, &p, &w, &x, &ids, &mut out).unwrap();
-        let one = MatmulIdParams {
-            n_tokens: 1,
-            top_k: 1,
-            ..p
-        };
-        for (r, (&e, got)) in ids.iter().zip(out.chunks(p.n)).enumerate() {
-            if e >= 3 {
-                assert!(got.iter().all(|v| v.is_nan()), "{wtype} row {r} not NaN");
-            } else {
-                let mut want = vec![0.0f32; p.n];
-                let xr = &x[(r / 2) * p.k..][..p.k];
-                matmul_id_ref(&one, &w, xr, &[e], &mut want).unwrap();
-                compare("row", got, &want, ROW_TOL)
-                    .unwrap_or_else(|m| panic!("{wtype} row {r}: {m}"));
+        for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
+            let mut out = vec![f32::NAN; 6 * p.n];
+            run_id_with(&be, &p, Some(kern), &w, &x, &ids, &mut out).unwrap();
+            let one = MatmulIdParams {
+                n_tokens: 1,
+                top_k: 1,
+                ..p
+            };
+            for (r, (&e, got)) in ids.iter().zip(out.chunks(p.n)).enumerate() {
+                if e >= 3 {
+                    assert!(got.iter().all(|v| v.is_nan()), "{wtype} row {r} not NaN");
+                } else {
+                    let mut want = vec![0.0f32; p.n];
+                    let xr = &x[(r / 2) * p.k..][..p.k];
+                    matmul_id_ref(&one, &w, xr, &[e], &mut want).unwrap();
+                    compare("row", got, &want, ROW_TOL)
+                        .unwrap_or_else(|m| panic!("{wtype} {kern:?} row {r}: {m}"));
+                }
             }
         }
     }
 }
 
 /// More output rows than one launch's grid holds (65535): every row is
-/// computed, the launches chained by row offset.
+/// computed, the per-row launches chained by row offset, the grouped plan
+/// scanning its ids in several shared-memory tiles.
 #[test]
 fn matmul_id_many_rows() {
     let Some(be) = backend() else { return };
@@ -174,9 +218,11 @@ fn matmul_id_many_rows() {
     let ids: Vec<u32> = (0..rows as u32).map(|r| r % 3).collect();
     let mut want = vec![0.0f32; rows * p.n];
     matmul_id_ref(&p, &w, &x, &ids, &mut want).unwrap();
-    let mut out = vec![f32::NAN; rows * p.n];
-    run_id(&be, &p, &w, &x, &ids, &mut out).unwrap();
-    compare("out", &out, &want, ROW_TOL).unwrap();
+    for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
+        let mut out = vec![f32::NAN; rows * p.n];
+        run_id_with(&be, &p, Some(kern), &w, &x, &ids, &mut out).unwrap();
+        compare("out", &out, &want, ROW_TOL).unwrap_or_else(|m| panic!("{kern:?}: {m}"));
+    }
 }
 
 #[test]
