@@ -49,7 +49,12 @@ pub fn matmul_id(
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
             let wb = w.cuda_bytes(OP, "w")?;
-            p.validate(wb.len(), x_rows * p.k, ids.len(), rows * p.n)?;
+            p.validate(
+                wb.len(),
+                x_rows.saturating_mul(p.k),
+                ids.len(),
+                rows.saturating_mul(p.n),
+            )?;
             // Host ids are checked here, where they are cheap to see.
             p.check_ids(ids)?;
             let xs = x.cuda_f32(OP, "x", x_rows * p.k)?;

@@ -20,6 +20,13 @@ pub fn moe_route(
 ) -> Result<()> {
     const OP: &str = "moe_route";
     let _timer = s.scope(OP);
+    // Sizes checked here so the prefixes below cannot overflow.
+    p.validate(
+        p.n_tokens.saturating_mul(p.n_experts),
+        bias.map_or(0, |_| p.n_experts),
+        p.n_tokens.saturating_mul(p.top_k),
+        p.n_tokens.saturating_mul(p.top_k),
+    )?;
     let n = p.n_tokens * p.top_k;
     match s.backend() {
         Backend::Cpu(ctx) => {
