@@ -56,6 +56,18 @@ for line in sys.stdin:
         shutil.copy(m["executable"], "gpu-bundle/parity_gpu_e2e")
         print("bundled gpu_e2e")
 '
+# The kiln crate's MoE dispatch test (route -> matmul_id -> combine through
+# the stream's device copy of expert ids).
+cargo test -p kiln --features cuda --release --test moe --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "moe":
+        shutil.copy(m["executable"], "gpu-bundle/parity_kiln_moe")
+        print("bundled kiln moe")
+'
 strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh

@@ -289,7 +289,7 @@ fn chat_two_turns_from_stdin() {
 
 /// `kiln selftest --device cpu --quick` runs every case table, the
 /// CPU-only families included (gelu_mul, scale, windowed attention,
-/// rope_multi, matmul_id, moe_route), SIMD and scalar, and passes.
+/// rope_multi), SIMD and scalar, and passes.
 #[test]
 fn selftest_cpu_passes_every_table() {
     let out = kiln(&["selftest", "--device", "cpu", "--quick"]);
@@ -306,6 +306,7 @@ fn selftest_cpu_passes_every_table() {
         "rope_multi",
         "matmul_id",
         "moe_route",
+        "moe_combine",
         "gelu_mul",
         "attention_window",
     ] {

@@ -92,3 +92,13 @@ fn add_rows_matches_reference() {
         assert!(kiln_cpu::add_rows::add_rows(&ctx, &p, &mut got, &b[1..]).is_err());
     }
 }
+
+/// The testkit's moe_combine table (what `kiln selftest` runs).
+#[test]
+fn moe_combine_table() {
+    let ctx = CpuContext::new(2).unwrap();
+    let report = kiln_testkit::cases::moe_combine::check_moe_combine(&|p, y, w, res, out| {
+        kiln_cpu::moe_combine::moe_combine(&ctx, p, y, w, res, out)
+    });
+    report.into_result().unwrap();
+}

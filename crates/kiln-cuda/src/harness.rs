@@ -25,8 +25,20 @@ pub fn guarded(
     out: &mut [f32],
     launch: impl FnOnce(&mut crate::CudaViewMut<'_, f32>) -> crate::Result<()>,
 ) -> kiln_core::Result<()> {
+    guarded_with(be, out, kiln_testkit::guard::sentinel(), launch)
+}
+
+/// [`guarded`] for any element type, with guards of `sentinel`.
+pub fn guarded_with<T>(
+    be: &CudaBackend,
+    out: &mut [T],
+    sentinel: T,
+    launch: impl FnOnce(&mut crate::CudaViewMut<'_, T>) -> crate::Result<()>,
+) -> kiln_core::Result<()>
+where
+    T: crate::DeviceRepr + crate::ValidAsZeroBits + bytemuck::Pod + Default,
+{
     let n = out.len();
-    let sentinel = kiln_testkit::guard::sentinel();
     let mut host = vec![sentinel; n + 2 * GUARD];
     host[GUARD..GUARD + n].copy_from_slice(out);
     let mut dev = be.upload(&host).map_err(err)?;
@@ -35,10 +47,11 @@ pub fn guarded(
         launch(&mut view).map_err(err)?;
     }
     let back = be.download(&dev).map_err(err)?;
+    let same = |v: &T| bytemuck::bytes_of(v) == bytemuck::bytes_of(&sentinel);
     let bad = back[..GUARD]
         .iter()
         .chain(&back[GUARD + n..])
-        .filter(|v| v.to_bits() != sentinel.to_bits())
+        .filter(|v| !same(v))
         .count();
     if bad > 0 {
         return Err(kiln_core::Error::invalid(
@@ -52,11 +65,13 @@ pub fn guarded(
 
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
-    // matmul runs only the weight formats this backend has kernels for.
+    // matmul (and matmul_id) run only the weight formats this backend has
+    // kernels for.
     let opts = &Options {
         matmul_wtypes: crate::matmul::supports,
         ..*opts
     };
+
     let up_f32 = |x: &[f32]| {
         be.upload(if x.is_empty() { &[0.0f32][..] } else { x })
             .map_err(err)
@@ -117,6 +132,9 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::matmul::matmul(be, p, &wd.slice(0..w.len()), &xd.slice(0..x.len()), o)
                 })
             },
+            matmul_id: &|p, w, x, ids, out| matmul_id_host(be, p, w, x, ids, out),
+            moe_combine: &|p, y, w, res, out| moe_combine_host(be, p, y, w, res, out),
+            moe_route: &|p, logits, bias, ids, w| moe_route_host(be, p, logits, bias, ids, w),
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
                 let (xd, wd) = (up_f32(x)?, up_f32(w)?);
@@ -156,4 +174,92 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
         },
         opts,
     )
+}
+
+/// `x` on the device (one element where `x` is empty, so the allocation is valid).
+fn up<T: crate::DeviceRepr + Copy + Default>(
+    be: &CudaBackend,
+    x: &[T],
+) -> kiln_core::Result<crate::CudaSlice<T>> {
+    let one = [T::default()];
+    be.upload(if x.is_empty() { &one[..] } else { x })
+        .map_err(err)
+}
+
+/// `kiln_cuda::matmul_id` on host slices (the testkit signature): the host
+/// checks the ids, as the kiln op does, then uploads and launches.
+pub fn matmul_id_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::matmul_id::MatmulIdParams,
+    w: &[u8],
+    x: &[f32],
+    ids: &[u32],
+    out: &mut [f32],
+) -> kiln_core::Result<()> {
+    p.validate(w.len(), x.len(), ids.len(), out.len())?;
+    p.check_ids(ids)?;
+    let (wd, xd, idd) = (up(be, w)?, up(be, x)?, up(be, ids)?);
+    guarded(be, out, |o| {
+        crate::matmul_id::matmul_id(
+            be,
+            p,
+            &wd.slice(0..w.len()),
+            &xd.slice(0..x.len()),
+            &idd.slice(0..ids.len()),
+            o,
+        )
+    })
+}
+
+/// `kiln_cuda::moe_combine` on host slices (the testkit signature).
+pub fn moe_combine_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::moe_combine::MoeCombineParams,
+    y: &[f32],
+    w: &[f32],
+    res: &[f32],
+    out: &mut [f32],
+) -> kiln_core::Result<()> {
+    p.validate(y.len(), w.len(), res.len(), out.len())?;
+    let (yd, wd, rd) = (up(be, y)?, up(be, w)?, up(be, res)?);
+    guarded(be, out, |o| {
+        crate::moe_combine::moe_combine(
+            be,
+            p,
+            &yd.slice(0..y.len()),
+            &wd.slice(0..w.len()),
+            &rd.slice(0..res.len()),
+            o,
+        )
+    })
+}
+
+/// `kiln_cuda::moe_route` on host slices (the testkit signature): the host
+/// reports non-finite logits as the reference does (the kernel's own
+/// marking of them is tested in tests/parity_cumoe.rs); ids and weights
+/// are both guarded.
+pub fn moe_route_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::moe_route::MoeRouteParams,
+    logits: &[f32],
+    bias: Option<&[f32]>,
+    ids: &mut [u32],
+    weights: &mut [f32],
+) -> kiln_core::Result<()> {
+    p.validate(
+        logits.len(),
+        bias.map_or(0, <[f32]>::len),
+        ids.len(),
+        weights.len(),
+    )?;
+    p.check_finite(logits, bias)?;
+    let ld = up(be, logits)?;
+    let bd = bias.map(|b| up(be, b)).transpose()?;
+    let bview = bd.as_ref().zip(bias).map(|(d, b)| d.slice(0..b.len()));
+    guarded_with(be, ids, kiln_testkit::guard::SENTINEL_BITS, |iv| {
+        guarded(be, weights, |wv| {
+            crate::moe_route::moe_route(be, p, &ld.slice(0..logits.len()), bview.as_ref(), iv, wv)
+        })
+        .map_err(CudaError::from)
+    })
 }

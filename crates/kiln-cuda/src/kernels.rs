@@ -27,6 +27,9 @@ pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
 pub const ROPE: &str = include_str!("../kernels/rope.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
 pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
+pub const MOE_ROUTE: &str = include_str!("../kernels/moe_route.cu");
+pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
+pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
 pub const FAMILIES: &[(&str, &str)] = &[
@@ -41,4 +44,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("attention", ATTENTION),
     ("matmul", MATMUL),
     ("matvec_fused", MATVEC_FUSED),
+    ("moe_route", MOE_ROUTE),
+    ("matmul_id", MATMUL_ID),
+    ("moe_combine", MOE_COMBINE),
 ];

@@ -33,6 +33,9 @@ pub struct AllOps<'a> {
     pub attention: &'a cases::attention::AttentionFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
+    pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
+    pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
+    pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
@@ -49,6 +52,9 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
     r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
+    r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
+    r.merge(moe_combine::check_moe_combine_with(imps.moe_combine, opts));
+    r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
@@ -66,16 +72,14 @@ pub struct CpuOnlyOps<'a> {
     pub attention_window: &'a cases::attention::AttentionFn<'a>,
     pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
-    pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
-    pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
     pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
     pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
     pub softcap: &'a cases::softcap::SoftcapFn<'a>,
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str = "gelu_mul, scale, windowed attention, rope_multi, matmul_id, \
-     moe_route, layer_norm, l2_norm, softcap";
+pub const CPU_ONLY_OPS: &str =
+    "gelu_mul, scale, windowed attention, rope_multi, layer_norm, l2_norm, softcap";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
@@ -92,8 +96,6 @@ pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
         imps.rope_multi_bf16,
         opts,
     ));
-    r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
-    r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r.merge(layer_norm::check_layer_norm_with(imps.layer_norm, opts));
     r.merge(l2_norm::check_l2_norm_with(imps.l2_norm, opts));
     r.merge(softcap::check_softcap_with(imps.softcap, opts));

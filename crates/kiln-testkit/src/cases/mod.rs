@@ -26,6 +26,7 @@ pub mod matmul;
 pub mod matmul_id;
 pub mod matmul_mlx;
 pub mod matvec_fused;
+pub mod moe_combine;
 pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;

@@ -1,10 +1,23 @@
 //! Expert-routed matmul (spec: [`kiln_core::ops::matmul_id`]):
 //! `out[t * top_k + s] = w[ids[t * top_k + s]] · x_row(t, s)`. `w` holds the
 //! stacked expert matrices (raw blocks of `p.wtype`), `ids` the routing
-//! (host memory, as token ids are). CUDA has no kernel yet: a CUDA stream
-//! gets a typed error before any work.
+//! (host memory, as token ids are; checked here, then read on CUDA from the
+//! stream's device copy, uploaded only when they differ from what
+//! `moe_route` left there). CUDA covers the weight formats of its dense
+//! mat-vec ([`supports`]).
 use crate::device::Backend;
 use crate::{ops::MatmulIdParams, Result, Stream, Tensor};
+
+/// True when `device`'s backend implements matmul_id for `wtype` experts.
+pub fn supports(device: crate::Device, wtype: kiln_core::DType) -> bool {
+    match device {
+        crate::Device::Cpu => crate::ops::MatmulParams::supports(wtype),
+        #[cfg(feature = "cuda")]
+        crate::Device::Cuda(_) => kiln_cuda::matmul_id::supports(wtype),
+        #[cfg(not(feature = "cuda"))]
+        crate::Device::Cuda(_) => false,
+    }
+}
 
 pub fn matmul_id(
     s: &Stream,
@@ -34,10 +47,22 @@ pub fn matmul_id(
             Ok(kiln_cpu::matmul_id::matmul_id(ctx, p, wb, xs, ids, os)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
-            OP,
-            "no CUDA kernel yet: run matmul_id on a CPU stream",
-        )
-        .into()),
+        Backend::Cuda(be) => {
+            let wb = w.cuda_bytes(OP, "w")?;
+            p.validate(
+                wb.len(),
+                x_rows.saturating_mul(p.k),
+                ids.len(),
+                rows.saturating_mul(p.n),
+            )?;
+            // Host ids are checked here, where they are cheap to see.
+            p.check_ids(ids)?;
+            let xs = x.cuda_f32(OP, "x", x_rows * p.k)?;
+            let mut os = out.cuda_f32_mut(OP, "out", rows * p.n)?;
+            s.with_device_expert_ids(be, ids, |d| {
+                kiln_cuda::matmul_id::matmul_id(be, p, &wb, &xs, d, &mut os)
+                    .map_err(super::cuda_err)
+            })
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! Weighted sum of expert outputs plus the residual (spec:
-//! [`kiln_core::ops::moe_combine`]). CUDA has no kernel yet: a CUDA stream
-//! gets a typed error before any work.
+//! [`kiln_core::ops::moe_combine`]).
 use crate::device::Backend;
 use crate::{ops::MoeCombineParams, Result, Stream, Tensor};
 
@@ -24,10 +23,13 @@ pub fn moe_combine(
             Ok(kiln_cpu::moe_combine::moe_combine(ctx, p, ys, ws, rs, os)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
-            OP,
-            "no CUDA kernel yet: run moe_combine on a CPU stream",
-        )
-        .into()),
+        Backend::Cuda(be) => {
+            let ys = y.cuda_f32(OP, "y", rows * p.dim)?;
+            let ws = weights.cuda_f32(OP, "weights", rows)?;
+            let rs = residual.cuda_f32(OP, "residual", p.n_tokens * p.dim)?;
+            let mut os = out.cuda_f32_mut(OP, "out", p.n_tokens * p.dim)?;
+            kiln_cuda::moe_combine::moe_combine(be, p, &ys, &ws, &rs, &mut os)
+                .map_err(super::cuda_err)
+        }
     }
 }

@@ -1,0 +1,259 @@
+// matmul_id: the expert-routed mat-vec of mixture-of-experts layers
+// (reference kiln-core ops/matmul_id.rs): for output row r = t * top_k + s,
+// e = ids[r], out[r, j] = dot(w_e[j], x_row(r)), x_row(r) = r (x per slot)
+// or r / top_k (x per token); expert e's rows start e * expert_stride bytes
+// into w. Both paths use the dense mat-vec's tiling and block decoders
+// (matvec.cuh, decode_kq.cuh): one CTA = 4 warps on pairs of weight rows of
+// one expert, blockIdx.x the pair group.
+//
+// - mul_mv_id_<w>_f32 (decode): every output row is its own mat-vec
+//   (M = 1): blockIdx.y = output row r0 + blockIdx.y (the host launches
+//   chunks of at most 65535 rows).
+// - mm_id_plan + mul_mm_id_<w>_f32 (prefill): the plan kernel (one block)
+//   buckets the output rows by expert, in row order (ids >= n_experts into
+//   one extra bucket), and cuts each bucket into chunks of up to 8 rows;
+//   blockIdx.y of the mat-vec is a chunk, whose rows share each weight read
+//   (M = 8, the dense mat-vec's m8 loop with gathered x rows). CTAs past
+//   the plan's chunk count exit.
+//
+// An id >= n_experts, which the host did not check, turns the CTA's part of
+// its row into NaN and reads no weights.
+#include "common.cuh"
+#include "matvec.cuh"
+#include "decode_kq.cuh"
+
+// Rows per mm_id chunk.
+#define MM_ID_ROWS 8
+
+struct MatmulIdParams {
+    u64 n;              // rows of each expert matrix = columns of out
+    u64 k;              // row length
+    u64 row_bytes;      // bytes of one weight row
+    u64 kw;             // warps per row pair (quantized 1, 2 or 4; float 4)
+    u64 expert_stride;  // bytes from one expert matrix to the next
+    u64 n_experts;
+    u64 top_k;
+    u64 rows;           // n_tokens * top_k
+    u64 r0;             // mv_id: first output row of this launch
+    u64 x_per_slot;     // 1: x has one row per output row, 0: one per token
+};
+
+__device__ __forceinline__ u64 id_x_row(const MatmulIdParams& p, u64 r) {
+    return p.x_per_slot ? r : r / p.top_k;
+}
+
+// The mm_id plan in one u32 buffer: [0] chunk count, then off[n_experts + 2]
+// (bucket b's rows are list[off[b] .. off[b + 1]]), list[rows], and per
+// chunk (bucket, first list index).
+struct IdPlan {
+    u32* count;
+    u32* off;
+    u32* list;
+    u32* table;
+};
+__device__ __forceinline__ IdPlan id_plan(const MatmulIdParams& p, u32* plan) {
+    IdPlan q;
+    q.count = plan;
+    q.off = plan + 1;
+    q.list = q.off + p.n_experts + 2;
+    q.table = q.list + p.rows;
+    return q;
+}
+
+// Column j of out that thread t stores (t < pairs * MV_ROWS), as in mv_reduce's layout.
+__device__ __forceinline__ u64 mv_id_col(int pairs, int t) {
+    return ((u64)blockIdx.x * pairs + t / MV_ROWS) * MV_ROWS + (u64)(t % MV_ROWS);
+}
+
+// One output row: expert and x row from ids, the accumulation loop `acc_fn`
+// (a matvec.cuh mv_*_acc over one expert matrix), reduce, store. Every test
+// below is block-uniform, so the early returns keep __syncthreads safe.
+template <class AccFn>
+__device__ __forceinline__ void mv_id(const MatmulIdParams& p, const u8* __restrict__ w,
+                                      const float* __restrict__ x, const u32* __restrict__ ids,
+                                      float* __restrict__ out, int kw, AccFn acc_fn) {
+    const u64 r = p.r0 + blockIdx.y;
+    if (r >= p.rows) return;
+    const int t = threadIdx.x, pairs = MV_WARPS / kw;
+    float* orow = out + r * p.n;
+    const u64 e = ids[r];
+    if (e >= p.n_experts) {
+        if (t < pairs * MV_ROWS) {
+            const u64 j = mv_id_col(pairs, t);
+            if (j < p.n) orow[j] = __int_as_float(0x7fc00000);
+        }
+        return;
+    }
+    const u8* we = w + e * p.expert_stride;
+    const float* xrow = x + id_x_row(p, r) * p.k;
+    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
+    float acc[1][MV_ROWS];
+    auto pro = [&](const float* (&xr)[1]) { xr[0] = xrow; };
+    acc_fn.template operator()<1>(sh, we, pro, acc);
+    __shared__ float part[MV_WARPS][MV_ROWS];
+    mv_reduce<1>(acc, kw, part);
+    if (t < pairs * MV_ROWS) {
+        const u64 j = mv_id_col(pairs, t);
+        if (j < p.n) orow[j] = part[t / MV_ROWS][t % MV_ROWS];
+    }
+}
+
+// One chunk of up to MM_ID_ROWS rows of one bucket (see the header).
+// Block-uniform tests only, as in mv_id.
+template <class AccFn>
+__device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restrict__ w,
+                                      const float* __restrict__ x, const u32* __restrict__ plan,
+                                      float* __restrict__ out, int kw, AccFn acc_fn) {
+    const IdPlan q = id_plan(p, (u32*)plan);
+    const u64 c = blockIdx.y;
+    if (c >= *q.count) return;
+    const u64 b = q.table[2 * c], s = q.table[2 * c + 1];
+    const int len = (int)min((u64)MM_ID_ROWS, (u64)q.off[b + 1] - s);
+    const int t = threadIdx.x, pairs = MV_WARPS / kw;
+    const u32* rows = q.list + s;
+    if (b >= p.n_experts) {
+        for (int i = t; i < pairs * MV_ROWS * len; i += blockDim.x) {
+            const u64 j = mv_id_col(pairs, i % (pairs * MV_ROWS));
+            if (j < p.n) out[(u64)rows[i / (pairs * MV_ROWS)] * p.n + j] = __int_as_float(0x7fc00000);
+        }
+        return;
+    }
+    const u8* we = w + b * p.expert_stride;
+    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
+    float acc[MM_ID_ROWS][MV_ROWS];
+    auto pro = [&](const float* (&xr)[MM_ID_ROWS]) {
+#pragma unroll
+        for (int r = 0; r < MM_ID_ROWS; r++) xr[r] = x + id_x_row(p, rows[min(r, len - 1)]) * p.k;
+    };
+    acc_fn.template operator()<MM_ID_ROWS>(sh, we, pro, acc);
+    __shared__ float part[MV_WARPS][MM_ID_ROWS * MV_ROWS];
+    mv_reduce<MM_ID_ROWS>(acc, kw, part);
+    if (t < pairs * MM_ID_ROWS * MV_ROWS) {
+        const int pair = t / (MM_ID_ROWS * MV_ROWS), idx = t % (MM_ID_ROWS * MV_ROWS);
+        const int r = idx / MV_ROWS;
+        const u64 j = ((u64)blockIdx.x * pairs + pair) * MV_ROWS + (u64)(idx % MV_ROWS);
+        if (r < len && j < p.n) out[(u64)rows[r] * p.n + j] = part[pair][idx];
+    }
+}
+
+// Bucket of every row of ids tile [r0, r0 + n) into tile (shared).
+#define MM_PLAN_TILE 4096
+__device__ __forceinline__ void mm_plan_tile(const MatmulIdParams& p, const u32* __restrict__ ids,
+                                             u64 r0, u64 n, u32* tile) {
+    for (u64 i = threadIdx.x; i < n; i += blockDim.x)
+        tile[i] = (u32)min((u64)ids[r0 + i], p.n_experts);
+}
+
+// ids: [rows]; plan: see IdPlan, room for 1 + (n_experts + 2) + rows +
+// 2 * (ceil(rows / 8) + n_experts + 1) words. One block; thread b of a pass
+// counts, then lists, bucket b's rows, scanning the ids through shared
+// memory a tile at a time (rows in order, so the plan is deterministic).
+extern "C" __global__ void mm_id_plan(MatmulIdParams p, const u32* __restrict__ ids,
+                                      u32* __restrict__ plan) {
+    __shared__ u32 tile[MM_PLAN_TILE];
+    const IdPlan q = id_plan(p, plan);
+    const u64 nb = p.n_experts + 1;  // the last bucket holds bad ids
+    for (u64 b0 = 0; b0 < nb; b0 += blockDim.x) {
+        const u64 b = b0 + threadIdx.x;
+        u32 n = 0;
+        for (u64 r0 = 0; r0 < p.rows; r0 += MM_PLAN_TILE) {
+            const u64 len = min((u64)MM_PLAN_TILE, p.rows - r0);
+            mm_plan_tile(p, ids, r0, len, tile);
+            __syncthreads();
+            if (b < nb)
+                for (u64 i = 0; i < len; i++) n += tile[i] == b;
+            __syncthreads();
+        }
+        if (b < nb) q.off[b + 1] = n;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        q.off[0] = 0;
+        u32 c = 0;
+        for (u64 b = 0; b < nb; b++) {
+            q.off[b + 1] += q.off[b];
+            for (u32 s = q.off[b]; s < q.off[b + 1]; s += MM_ID_ROWS) {
+                q.table[2 * c] = (u32)b;
+                q.table[2 * c + 1] = s;
+                c++;
+            }
+        }
+        *q.count = c;
+    }
+    __syncthreads();
+    for (u64 b0 = 0; b0 < nb; b0 += blockDim.x) {
+        const u64 b = b0 + threadIdx.x;
+        u32 at = b < nb ? q.off[b] : 0;
+        for (u64 r0 = 0; r0 < p.rows; r0 += MM_PLAN_TILE) {
+            const u64 len = min((u64)MM_PLAN_TILE, p.rows - r0);
+            mm_plan_tile(p, ids, r0, len, tile);
+            __syncthreads();
+            if (b < nb)
+                for (u64 i = 0; i < len; i++)
+                    if (tile[i] == b) q.list[at++] = (u32)(r0 + i);
+            __syncthreads();
+        }
+    }
+}
+
+// The accumulation loops of matvec.cuh as functors (the template argument
+// of mv_id): quantized 32-element blocks, sub-block formats, floats.
+template <class Q>
+struct IdQuant {
+    template <int M, class Pro>
+    __device__ void operator()(const MvShape& sh, const u8* w, Pro pro,
+                               float (&acc)[M][MV_ROWS]) const {
+        mv_quant_acc<Q, M>(sh, w, pro, acc);
+    }
+};
+template <class Q>
+struct IdSub {
+    template <int M, class Pro>
+    __device__ void operator()(const MvShape& sh, const u8* w, Pro pro,
+                               float (&acc)[M][MV_ROWS]) const {
+        mv_sub_acc<Q, M>(sh, w, pro, acc);
+    }
+};
+template <class F>
+struct IdFloat {
+    template <int M, class Pro>
+    __device__ void operator()(const MvShape& sh, const u8* w, Pro pro,
+                               float (&acc)[M][MV_ROWS]) const {
+        mv_float_acc<F, M>(sh, w, pro, acc);
+    }
+};
+
+// w: n_experts matrices [n, row_bytes] at expert_stride; x: [rows or
+// n_tokens, k] (16-byte aligned for quantized w); ids: [rows]; out: [rows, n].
+// Quantized: the host's kw (1, 2 or 4; anything else runs as 4).
+#define MV_ID_KW (p.kw == 1 || p.kw == 2 ? (int)p.kw : MV_WARPS)
+// plan: mm_id_plan's output for these ids.
+#define MV_ID_ENTRY(fmt, acc, KW)                                                              \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
+        mul_mv_id_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                      \
+                              const float* __restrict__ x, const u32* __restrict__ ids,        \
+                              float* __restrict__ out) {                                       \
+        mv_id(p, w, x, ids, out, KW, acc());                                                   \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
+        mul_mm_id_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                      \
+                              const float* __restrict__ x, const u32* __restrict__ plan,       \
+                              float* __restrict__ out) {                                       \
+        mm_id(p, w, x, plan, out, KW, acc());                                                  \
+    }
+
+MV_ID_ENTRY(q4_0, IdQuant<Q4_0T>, MV_ID_KW)
+MV_ID_ENTRY(q4_1, IdQuant<Q4_1T>, MV_ID_KW)
+MV_ID_ENTRY(q8_0, IdQuant<Q8_0T>, MV_ID_KW)
+MV_ID_ENTRY(q5_0, IdSub<Q5_0T>, MV_ID_KW)
+MV_ID_ENTRY(q5_1, IdSub<Q5_1T>, MV_ID_KW)
+MV_ID_ENTRY(iq4_nl, IdSub<IQ4_NLT>, MV_ID_KW)
+MV_ID_ENTRY(q4_K, IdSub<Q4_KT>, MV_ID_KW)
+MV_ID_ENTRY(q5_K, IdSub<Q5_KT>, MV_ID_KW)
+MV_ID_ENTRY(q6_K, IdSub<Q6_KT>, MV_ID_KW)
+MV_ID_ENTRY(iq4_xs, IdSub<IQ4_XST>, MV_ID_KW)
+MV_ID_ENTRY(q3_K, IdSub<Q3_KT>, MV_ID_KW)
+MV_ID_ENTRY(q2_K, IdSub<Q2_KT>, MV_ID_KW)
+MV_ID_ENTRY(f32, IdFloat<F32T>, MV_WARPS)
+MV_ID_ENTRY(f16, IdFloat<F16T>, MV_WARPS)
+MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)

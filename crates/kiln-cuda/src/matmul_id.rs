@@ -1,0 +1,308 @@
+//! matmul_id on CUDA: validate → launch (`kernels/matmul_id.cu`). Implements
+//! `kiln_core::ops::matmul_id` (GGML `mul_mat_id`): output row
+//! `r = t·top_k + s` is expert `ids[r]`'s matrix times x row `r` (per slot)
+//! or `t` (per token).
+//!
+//! Two paths, chosen by [`select_matmul_id`], both with the dense mat-vec's
+//! tiling and block decoders and f32 activations:
+//! - [`MatmulIdKernel::PerRow`] (decode): every output row is its own
+//!   mat-vec (`mul_mv_id_<w>_f32`), reading its expert's rows once.
+//! - [`MatmulIdKernel::Grouped`] (prefill, at least [`GROUP_MIN_ROWS_PER_EXPERT`]
+//!   rows per expert on average): `mm_id_plan` buckets the rows by expert
+//!   on the device (in row order: deterministic) into the backend's scratch,
+//!   then `mul_mm_id_<w>_f32` runs chunks of up to 8 rows of one expert, so
+//!   each weight read serves 8 rows (the dense m8 mat-vec with gathered x
+//!   rows). Not a tensor-core GEMM: large prefills still read each expert's
+//!   weights `rows / 8` times.
+//!
+//! The formats are those of the dense CUDA mat-vec
+//! ([`crate::matmul::supports`]); the others (MLX) are refused with
+//! `Error::UnsupportedDType`.
+//!
+//! The ids are read on the device and not checked by the host: an id
+//! `>= n_experts` makes its output row NaN and reads no weights. Callers
+//! holding the ids on the host check them first
+//! (`MatmulIdParams::check_ids`), as the reference does.
+
+use crate::kernels::MATMUL_ID;
+use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
+use crate::{CudaBackend, CudaError, Result};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use kiln_core::ops::matmul_id::MatmulIdParams;
+use kiln_core::{DType, Error};
+
+const OP: &str = "matmul_id";
+
+/// Output rows per launch (the grid's y dimension).
+const MAX_ROWS_PER_LAUNCH: usize = 65_535;
+/// Rows per grouped chunk (`MM_ID_ROWS` in matmul_id.cu).
+const MM_ID_ROWS: usize = 8;
+/// The grouped path pays off once experts get this many rows on average.
+pub const GROUP_MIN_ROWS_PER_EXPERT: usize = 2;
+
+/// Which kernel a matmul_id runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulIdKernel {
+    /// Nothing to compute (no rows or n = 0).
+    Empty,
+    /// `mul_mv_id_<w>_f32`: one mat-vec per output row.
+    PerRow,
+    /// `mm_id_plan` + `mul_mm_id_<w>_f32`: rows grouped by expert, 8 per CTA.
+    Grouped,
+}
+
+/// The kernel for `p` (pure: shapes only).
+pub fn select_matmul_id(p: &MatmulIdParams) -> MatmulIdKernel {
+    let rows = p.n_tokens.saturating_mul(p.top_k);
+    if rows == 0 || p.n == 0 {
+        MatmulIdKernel::Empty
+    } else if p.n_tokens > 1
+        && rows >= GROUP_MIN_ROWS_PER_EXPERT.saturating_mul(p.n_experts)
+        && grouped_chunks(p.n_experts, rows) <= MAX_ROWS_PER_LAUNCH
+    {
+        MatmulIdKernel::Grouped
+    } else {
+        MatmulIdKernel::PerRow
+    }
+}
+
+/// Upper bound on the grouped path's chunks: each of the `n_experts + 1`
+/// buckets (the last one for bad ids) adds at most one partial chunk.
+fn grouped_chunks(n_experts: usize, rows: usize) -> usize {
+    rows.div_ceil(MM_ID_ROWS)
+        .saturating_add(n_experts)
+        .saturating_add(1)
+}
+
+/// u32 words of the grouped path's plan (`IdPlan` in matmul_id.cu).
+fn plan_words(n_experts: usize, rows: usize) -> usize {
+    1 + (n_experts + 2) + rows + 2 * grouped_chunks(n_experts, rows)
+}
+
+/// Mirrors `struct MatmulIdParams` in matmul_id.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MatmulIdK {
+    n: u64,
+    k: u64,
+    row_bytes: u64,
+    kw: u64,
+    expert_stride: u64,
+    n_experts: u64,
+    top_k: u64,
+    rows: u64,
+    r0: u64,
+    x_per_slot: u64,
+}
+// SAFETY: plain-old-data with the same layout as the .cu struct.
+unsafe impl DeviceRepr for MatmulIdK {}
+
+/// True for the weight formats matmul_id has kernels for on CUDA (those of
+/// the dense mat-vec).
+pub fn supports(wtype: DType) -> bool {
+    kernel_names(wtype).is_some()
+}
+
+/// The per-row and grouped kernels of a format.
+fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str)> {
+    macro_rules! k {
+        ($w:literal) => {
+            (
+                concat!("mul_mv_id_", $w, "_f32"),
+                concat!("mul_mm_id_", $w, "_f32"),
+            )
+        };
+    }
+    Some(match wtype {
+        DType::Q4_0 => k!("q4_0"),
+        DType::Q4_1 => k!("q4_1"),
+        DType::Q8_0 => k!("q8_0"),
+        DType::Q5_0 => k!("q5_0"),
+        DType::Q5_1 => k!("q5_1"),
+        DType::IQ4_NL => k!("iq4_nl"),
+        DType::Q4_K => k!("q4_K"),
+        DType::Q5_K => k!("q5_K"),
+        DType::Q6_K => k!("q6_K"),
+        DType::IQ4_XS => k!("iq4_xs"),
+        DType::Q3_K => k!("q3_K"),
+        DType::Q2_K => k!("q2_K"),
+        DType::F32 => k!("f32"),
+        DType::F16 => k!("f16"),
+        DType::BF16 => k!("bf16"),
+        _ => return None,
+    })
+}
+
+/// `out[r] = w[ids[r]] · x_row(r)` for every output row (module docs).
+///
+/// `w`: the stacked experts (alignment as for [`crate::matmul::matmul`]'s
+/// weights, and `expert_stride` a multiple of it); `x`: `[n_tokens or
+/// n_tokens·top_k, k]` (16-byte aligned for quantized weights); `ids`:
+/// `[n_tokens·top_k]` on the device; `out`: `[n_tokens·top_k, n]`.
+pub fn matmul_id(
+    be: &CudaBackend,
+    p: &MatmulIdParams,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    ids: &CudaView<'_, u32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    matmul_id_with_kernel(be, p, select_matmul_id(p), w, x, ids, out)
+}
+
+/// [`matmul_id`] with a given kernel instead of [`select_matmul_id`]'s
+/// (tests: both paths on every shape). `PerRow` and `Grouped` are correct
+/// for any shape (`Grouped` needs at most 65535 chunks); `Empty` only when
+/// there is nothing to compute.
+pub fn matmul_id_with_kernel(
+    be: &CudaBackend,
+    p: &MatmulIdParams,
+    kernel: MatmulIdKernel,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    ids: &CudaView<'_, u32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate(w.len(), x.len(), ids.len(), out.len())?;
+    let Some((mv_name, mm_name)) = kernel_names(p.wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.wtype,
+        }
+        .into());
+    };
+    let rows = p.rows()?;
+    let bad =
+        |what: &str| -> CudaError { Error::invalid(OP, format!("plan {kernel:?} {what}")).into() };
+    if rows == 0 || p.n == 0 {
+        return Ok(());
+    }
+    match kernel {
+        MatmulIdKernel::Empty => return Err(bad("skips a non-empty product")),
+        MatmulIdKernel::Grouped if grouped_chunks(p.n_experts, rows) > MAX_ROWS_PER_LAUNCH => {
+            return Err(bad("needs more than 65535 chunks"))
+        }
+        _ => {}
+    }
+    // Expert 0 starts where w does; the others keep its alignment.
+    check_alignment(be, &p.expert_matmul(1), w, x)?;
+    let w_align = if p.wtype.type_size().is_multiple_of(4) {
+        4
+    } else {
+        2
+    };
+    if !p.expert_stride.is_multiple_of(w_align) {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "expert_stride {} must be a multiple of {w_align} bytes for {} weights",
+                p.expert_stride, p.wtype
+            ),
+        )
+        .into());
+    }
+    let kw = match matvec_plan(&p.expert_matmul(1), 1, false) {
+        MatmulKernel::MatVec { kw, .. } if p.wtype.is_quantized() => kw,
+        _ => MV_WARPS,
+    };
+    let gx = p.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    if gx > i32::MAX as usize {
+        return Err(Error::invalid(OP, format!("n = {} is too large for the grid", p.n)).into());
+    }
+    let k = MatmulIdK {
+        n: p.n as u64,
+        k: p.k as u64,
+        row_bytes: p.wtype.row_bytes(OP, p.k)? as u64,
+        kw: kw as u64,
+        expert_stride: p.expert_stride as u64,
+        n_experts: p.n_experts as u64,
+        top_k: p.top_k as u64,
+        rows: rows as u64,
+        r0: 0,
+        x_per_slot: u64::from(p.x_per_slot),
+    };
+    if kernel == MatmulIdKernel::Grouped {
+        grouped(be, &k, mm_name, gx, w, x, ids, out)
+    } else {
+        per_row(be, k, mv_name, gx, w, x, ids, out)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn per_row(
+    be: &CudaBackend,
+    mut k: MatmulIdK,
+    name: &'static str,
+    gx: usize,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    ids: &CudaView<'_, u32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let f = be.function(OP, MATMUL_ID, name)?;
+    let rows = k.rows as usize;
+    for r0 in (0..rows).step_by(MAX_ROWS_PER_LAUNCH) {
+        k.r0 = r0 as u64;
+        let gy = (rows - r0).min(MAX_ROWS_PER_LAUNCH);
+        let cfg = LaunchConfig {
+            grid_dim: (gx as u32, gy as u32, 1),
+            block_dim: (MV_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&k).arg(w).arg(x).arg(ids).arg(&mut *out);
+        // SAFETY: arguments match mul_mv_id_<w>_f32(MatmulIdParams, const
+        // u8*, const float*, const u32*, float*). Validated by the caller:
+        // w holds n_experts matrices of n rows at expert_stride, x the rows
+        // x_row reads, ids and out `rows` entries / rows; the kernel reads
+        // ids[r] for r < rows, weights only of experts < n_experts, x rows
+        // < its row count, and writes out[r * n + j] for r < rows, j < n.
+        // Alignment of w, expert_stride and x checked by the caller.
+        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mul_mv_id", e))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grouped(
+    be: &CudaBackend,
+    k: &MatmulIdK,
+    name: &'static str,
+    gx: usize,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    ids: &CudaView<'_, u32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let (ne, rows) = (k.n_experts as usize, k.rows as usize);
+    let plan_fn = be.function(OP, MATMUL_ID, "mm_id_plan")?;
+    let f = be.function(OP, MATMUL_ID, name)?;
+    // The plan lives in the backend's scratch (f32 words used as u32: the
+    // kernels only store and load them).
+    be.with_scratch_f32(plan_words(ne, rows), |plan| {
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = be.stream().launch_builder(&plan_fn);
+        l.arg(k).arg(ids).arg(&mut *plan);
+        // SAFETY: mm_id_plan(MatmulIdParams, const u32*, u32*): reads
+        // ids[0..rows], writes within plan_words(n_experts, rows) words of
+        // plan (a 4-byte-element buffer of that length).
+        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mm_id_plan", e))?;
+        let cfg = LaunchConfig {
+            grid_dim: (gx as u32, grouped_chunks(ne, rows) as u32, 1),
+            block_dim: (MV_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(k).arg(w).arg(x).arg(&mut *plan).arg(&mut *out);
+        // SAFETY: mul_mm_id_<w>_f32(MatmulIdParams, const u8*, const
+        // float*, const u32*, float*): the plan just written (chunk count
+        // <= the grid's y, every listed row < rows, buckets <= n_experts);
+        // weights, x and out as for the per-row kernel (see per_row).
+        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mul_mm_id", e))?;
+        Ok(())
+    })
+}
