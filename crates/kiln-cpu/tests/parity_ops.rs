@@ -4,7 +4,7 @@
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
-    add, argmax, attention, embedding, gelu_mul, rms_norm, rope, scale, silu_mul, softmax,
+    add, add_rows, argmax, attention, embedding, gelu_mul, rms_norm, rope, scale, silu_mul, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -53,6 +53,13 @@ fn check(op: &str, run: impl Fn(&CpuContext, &Options) -> Report) {
 fn parity_add() {
     check("add", |ctx, o| {
         tk::add::check_add_with(&|p, a, b, out| add::add(ctx, p, a, b, out), o)
+    });
+}
+
+#[test]
+fn parity_add_rows() {
+    check("add_rows", |ctx, o| {
+        tk::add_rows::check_add_rows_with(&|p, x, b| add_rows::add_rows(ctx, p, x, b), o)
     });
 }
 

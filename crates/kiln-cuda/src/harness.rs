@@ -70,6 +70,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
                 })
             },
+            add_rows: &|p, x, b| {
+                p.validate(x.len(), b.len())?;
+                let bd = up_f32(b)?;
+                guarded(be, x, |o| {
+                    crate::add_rows::add_rows(be, p, o, &bd.slice(0..b.len()))
+                })
+            },
             argmax: &|x| {
                 kiln_core::ops::argmax::validate(x.len())?;
                 let d = up_f32(x)?;
@@ -107,6 +114,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     )
                 })
             },
+            gelu_mul: &|p, g, u, out| {
+                p.validate(g.len(), u.len(), out.len())?;
+                let (gd, ud) = (up_f32(g)?, up_f32(u)?);
+                guarded(be, out, |o| {
+                    crate::gelu_mul::gelu_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o)
+                })
+            },
             matmul: &|p, w, x, out| {
                 p.validate(w.len(), x.len(), out.len())?;
                 let wd = be
@@ -137,6 +151,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     .map_err(err)?;
                 guarded(be, x, |o| {
                     crate::rope::rope(be, p, &pd.slice(0..pos.len()), o)
+                })
+            },
+            scale: &|p, x, out| {
+                p.validate(x.len(), out.len())?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::scale::scale(be, p, &xd.slice(0..p.n), o)
                 })
             },
             silu_mul: &|p, g, u, out| {

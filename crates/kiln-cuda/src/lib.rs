@@ -18,15 +18,18 @@ mod launch;
 pub mod registry;
 
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
+pub mod gelu_mul;
 pub mod matmul;
 pub mod matvec_fused;
 pub mod matvec_staged;
 pub mod rms_norm;
 pub mod rope;
+pub mod scale;
 pub mod silu_mul;
 pub mod softmax;
 

@@ -29,12 +29,15 @@ pub use rng::{case_rng, rand_f32, rng, test_seed};
 /// each op's implementation. Convenient for `kiln selftest`.
 pub struct AllOps<'a> {
     pub add: &'a cases::add::AddFn<'a>,
+    pub add_rows: &'a cases::add_rows::AddRowsFn<'a>,
     pub argmax: &'a cases::argmax::ArgmaxFn<'a>,
     pub attention: &'a cases::attention::AttentionFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
+    pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
+    pub scale: &'a cases::scale::ScaleFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
 }
@@ -44,13 +47,16 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
     r.merge(add::check_add_with(imps.add, opts));
+    r.merge(add_rows::check_add_rows_with(imps.add_rows, opts));
     r.merge(argmax::check_argmax_with(imps.argmax, opts));
     r.merge(attention::check_attention_with(imps.attention, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
+    r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
     r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
+    r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
     r
@@ -60,8 +66,6 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
 /// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
 /// backend skips them.
 pub struct CpuOnlyOps<'a> {
-    pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
-    pub scale: &'a cases::scale::ScaleFn<'a>,
     /// Attention with a sliding window (the plain cases are in [`AllOps`]).
     pub attention_window: &'a cases::attention::AttentionFn<'a>,
     pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
@@ -71,15 +75,12 @@ pub struct CpuOnlyOps<'a> {
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str =
-    "gelu_mul, scale, windowed attention, rope_multi, matmul_id, moe_route";
+pub const CPU_ONLY_OPS: &str = "windowed attention, rope_multi, matmul_id, moe_route";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
-    r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
-    r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(attention::check_attention_window_with(
         imps.attention_window,
         opts,

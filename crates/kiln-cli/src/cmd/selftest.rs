@@ -30,12 +30,15 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     let mut r = check_all(
         &AllOps {
             add: &|p, a, b, o| k::add::add(ctx, p, a, b, o),
+            add_rows: &|p, x, b| k::add_rows::add_rows(ctx, p, x, b),
             argmax: &|x| k::argmax::argmax(ctx, x),
             attention: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
             embedding: &|p, t, ids, o| k::embedding::embedding(ctx, p, t, ids, o),
+            gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
             matmul: &|p, w, x, o| k::matmul::matmul(ctx, p, w, x, o),
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
+            scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
         },
@@ -43,8 +46,6 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     );
     r.merge(check_cpu_only(
         &CpuOnlyOps {
-            gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
-            scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             attention_window: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
             rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
             rope_multi_bf16: &|p, pos, x, o| {
