@@ -106,6 +106,16 @@ fn parity_argmax() {
 }
 
 #[test]
+fn parity_rope_factors() {
+    check("rope_factors", |ctx, o| {
+        tk::rope::check_rope_factors_with(
+            &|p, f, pos, x| rope::rope_with_factors(ctx, p, Some(f), pos, x),
+            o,
+        )
+    });
+}
+
+#[test]
 fn parity_embedding() {
     check("embedding", |ctx, o| {
         tk::embedding::check_embedding_with(

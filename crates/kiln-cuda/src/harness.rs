@@ -160,6 +160,25 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::scale::scale(be, p, &xd.slice(0..p.n), o)
                 })
             },
+            rope_factors: &|p, f, pos, x| {
+                p.validate(pos.len(), x.len())?;
+                // The factors are on the host here: full validation, as a
+                // caller checks them once where it loads them.
+                kiln_core::ops::rope::check_factors(p, Some(f))?;
+                let pd = be
+                    .upload(if pos.is_empty() { &[0i32][..] } else { pos })
+                    .map_err(err)?;
+                let fd = up_f32(f)?;
+                guarded(be, x, |o| {
+                    crate::rope::rope_with_factors(
+                        be,
+                        p,
+                        Some(&fd.slice(0..f.len())),
+                        &pd.slice(0..pos.len()),
+                        o,
+                    )
+                })
+            },
             silu_mul: &|p, g, u, out| {
                 p.validate(g.len(), u.len(), out.len())?;
                 let (gd, ud) = (up_f32(g)?, up_f32(u)?);

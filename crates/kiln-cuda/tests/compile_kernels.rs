@@ -17,22 +17,21 @@ fn every_kernel_family_compiles() {
     let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
     let wanted = |f: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == f));
     let mut failures = Vec::new();
+    let mut compiled = 0;
     for arch in ["sm_90", "sm_80"] {
         for (family, src) in FAMILIES.iter().filter(|(f, _)| wanted(f)) {
             match compile(&format!("{family}.cu"), src, arch) {
                 Ok((cubin, ptx)) => {
                     assert!(!cubin.is_empty(), "{family}: empty CUBIN");
                     assert!(ptx.contains(".entry"), "{family}: PTX has no entry point");
+                    compiled += 1;
                 }
                 Err(e) => failures.push(format!("{arch} {family}: {e}")),
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    eprintln!(
-        "compiled {} kernel families for sm_90 and sm_80",
-        FAMILIES.len()
-    );
+    eprintln!("compiled {} kernel families for sm_90 and sm_80", compiled / 2);
 }
 
 #[test]

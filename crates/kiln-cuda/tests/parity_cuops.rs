@@ -200,6 +200,27 @@ fn parity_rope() {
 }
 
 #[test]
+fn parity_rope_factors() {
+    let Some(be) = backend() else { return };
+    check("rope_factors", |shift, o| {
+        tk::rope::check_rope_factors_with(
+            &|p, f, pos, x| {
+                // Host factors: their values are checked here, as by a
+                // loader; a wrong length is left to the launcher to reject.
+                if f.len() == p.n_rot / 2 {
+                    kiln_core::ops::rope::check_factors(p, Some(f))?;
+                }
+                let (pd, fd) = (up(&be, pos, shift)?, up(&be, f, shift)?);
+                f32_guarded(&be, x, shift, |o| {
+                    rope::rope_with_factors(&be, p, Some(&fd.view()), &pd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
 fn parity_silu_mul() {
     let Some(be) = backend() else { return };
     check("silu_mul", |shift, o| {

@@ -37,6 +37,7 @@ pub struct AllOps<'a> {
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
+    pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
     pub scale: &'a cases::scale::ScaleFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
@@ -56,6 +57,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
+    r.merge(rope::check_rope_factors_with(imps.rope_factors, opts));
     r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));

@@ -46,6 +46,7 @@ fn references_pass_every_driver() {
         matmul: &k::matmul::matmul_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
+        rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),
         scale: &k::scale::scale_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
         softmax: &k::softmax::softmax_ref,
@@ -94,6 +95,12 @@ fn catches_wrong_math() {
     let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
     // Only cases with at least 2 pairs (n_rot >= 4) and a non-zero position can tell.
     assert!(failed.len() >= 14, "{failed:?}");
+
+    // rope that ignores its frequency factors: every rotating case fails
+    // (no case has all factors 1), and the reject cases catch the missing check.
+    let r =
+        tk::rope::check_rope_factors_with(&|p, _f, pos, x| k::rope::rope_ref(p, pos, x), &quick());
+    assert_eq!(r.passed(), 0, "{r}");
 
     // attention mapping heads to kv heads round-robin instead of grouped.
     let r = tk::attention::check_attention_with(

@@ -38,6 +38,7 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             matmul: &|p, w, x, o| k::matmul::matmul(ctx, p, w, x, o),
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
+            rope_factors: &|p, f, pos, x| k::rope::rope_with_factors(ctx, p, Some(f), pos, x),
             scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
