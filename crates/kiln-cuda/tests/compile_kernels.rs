@@ -31,7 +31,10 @@ fn every_kernel_family_compiles() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    eprintln!("compiled {} kernel families for sm_90 and sm_80", compiled / 2);
+    eprintln!(
+        "compiled {} kernel families for sm_90 and sm_80",
+        compiled / 2
+    );
 }
 
 #[test]

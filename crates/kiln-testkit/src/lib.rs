@@ -51,6 +51,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(add_rows::check_add_rows_with(imps.add_rows, opts));
     r.merge(argmax::check_argmax_with(imps.argmax, opts));
     r.merge(attention::check_attention_with(imps.attention, opts));
+    r.merge(attention::check_attention_window_with(imps.attention, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
     r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
@@ -68,8 +69,6 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
 /// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
 /// backend skips them.
 pub struct CpuOnlyOps<'a> {
-    /// Attention with a sliding window (the plain cases are in [`AllOps`]).
-    pub attention_window: &'a cases::attention::AttentionFn<'a>,
     pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
@@ -77,16 +76,12 @@ pub struct CpuOnlyOps<'a> {
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str = "windowed attention, rope_multi, matmul_id, moe_route";
+pub const CPU_ONLY_OPS: &str = "rope_multi, matmul_id, moe_route";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
-    r.merge(attention::check_attention_window_with(
-        imps.attention_window,
-        opts,
-    ));
     r.merge(rope_multi::check_rope_multi_with(
         imps.rope_multi,
         imps.rope_multi_bf16,

@@ -47,7 +47,6 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     );
     r.merge(check_cpu_only(
         &CpuOnlyOps {
-            attention_window: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
             rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
             rope_multi_bf16: &|p, pos, x, o| {
                 k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
