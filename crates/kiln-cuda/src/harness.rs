@@ -25,8 +25,28 @@ pub fn guarded(
     out: &mut [f32],
     launch: impl FnOnce(&mut crate::CudaViewMut<'_, f32>) -> crate::Result<()>,
 ) -> kiln_core::Result<()> {
+    guarded_with(be, out, kiln_testkit::guard::sentinel(), launch)
+}
+
+/// [`guarded`] for bf16 outputs (bits), guards of a pattern no rounding makes.
+pub fn guarded_bf16(
+    be: &CudaBackend,
+    out: &mut [u16],
+    launch: impl FnOnce(&mut crate::CudaViewMut<'_, u16>) -> crate::Result<()>,
+) -> kiln_core::Result<()> {
+    guarded_with(be, out, 0xDEAD_u16, launch)
+}
+
+fn guarded_with<T>(
+    be: &CudaBackend,
+    out: &mut [T],
+    sentinel: T,
+    launch: impl FnOnce(&mut crate::CudaViewMut<'_, T>) -> crate::Result<()>,
+) -> kiln_core::Result<()>
+where
+    T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + bytemuck::Pod + Default,
+{
     let n = out.len();
-    let sentinel = kiln_testkit::guard::sentinel();
     let mut host = vec![sentinel; n + 2 * GUARD];
     host[GUARD..GUARD + n].copy_from_slice(out);
     let mut dev = be.upload(&host).map_err(err)?;
@@ -38,7 +58,7 @@ pub fn guarded(
     let bad = back[..GUARD]
         .iter()
         .chain(&back[GUARD + n..])
-        .filter(|v| v.to_bits() != sentinel.to_bits())
+        .filter(|v| bytemuck::bytes_of(*v) != bytemuck::bytes_of(&sentinel))
         .count();
     if bad > 0 {
         return Err(kiln_core::Error::invalid(
@@ -48,6 +68,21 @@ pub fn guarded(
     }
     out.copy_from_slice(&back[GUARD..GUARD + n]);
     Ok(())
+}
+
+/// rope_multi's device inputs: the (validated) positions as i32 and the pack.
+fn rope_multi_inputs(
+    be: &CudaBackend,
+    p: &kiln_core::ops::rope_multi::RopeMultiParams,
+    pos: &kiln_core::ops::rope_multi::RopePositions<'_>,
+) -> kiln_core::Result<(
+    crate::CudaSlice<i32>,
+    crate::rope_multi::RopeMultiDevicePack,
+)> {
+    let host: Vec<i32> = (0..pos.len()).map(|i| pos.get(i)).collect();
+    let pd = be.upload(&host).map_err(err)?;
+    let pack = crate::rope_multi::RopeMultiDevicePack::upload(be, &p.pack()).map_err(err)?;
+    Ok((pd, pack))
 }
 
 /// Run every op family's case table on `be`.
@@ -175,6 +210,36 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                         p,
                         Some(&fd.slice(0..f.len())),
                         &pd.slice(0..pos.len()),
+                        o,
+                    )
+                })
+            },
+            rope_multi: &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = rope_multi_inputs(be, p, pos)?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::rope_multi::rope_multi(
+                        be,
+                        p,
+                        &pack,
+                        &pd.slice(..),
+                        &xd.slice(0..x.len()),
+                        o,
+                    )
+                })
+            },
+            rope_multi_bf16: &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = rope_multi_inputs(be, p, pos)?;
+                let xd = be.upload(x).map_err(err)?;
+                guarded_bf16(be, out, |o| {
+                    crate::rope_multi::rope_multi_bf16(
+                        be,
+                        p,
+                        &pack,
+                        &pd.slice(..),
+                        &xd.slice(..),
                         o,
                     )
                 })

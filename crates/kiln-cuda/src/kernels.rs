@@ -27,6 +27,7 @@ pub const EMBEDDING: &str = include_str!("../kernels/embedding.cu");
 pub const GELU_MUL: &str = include_str!("../kernels/gelu_mul.cu");
 pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
 pub const ROPE: &str = include_str!("../kernels/rope.cu");
+pub const ROPE_MULTI: &str = include_str!("../kernels/rope_multi.cu");
 pub const SCALE: &str = include_str!("../kernels/scale.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
 pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
@@ -39,6 +40,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("gelu_mul", GELU_MUL),
     ("rms_norm", RMS_NORM),
     ("rope", ROPE),
+    ("rope_multi", ROPE_MULTI),
     ("scale", SCALE),
     ("silu_mul", SILU_MUL),
     ("softmax", SOFTMAX),

@@ -29,6 +29,7 @@ pub mod matvec_fused;
 pub mod matvec_staged;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_multi;
 pub mod scale;
 pub mod silu_mul;
 pub mod softmax;

@@ -1,5 +1,5 @@
 //! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
-//! silu_mul, gelu_mul, scale, add_rows, softmax, argmax) against their kiln-core references: the
+//! silu_mul, gelu_mul, scale, add_rows, rope_multi, softmax, argmax) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -13,7 +13,7 @@ use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
 use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
-use kiln_cuda::{silu_mul, softmax};
+use kiln_cuda::{rope_multi, silu_mul, softmax};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -213,6 +213,40 @@ fn parity_rope_factors() {
                 let (pd, fd) = (up(&be, pos, shift)?, up(&be, f, shift)?);
                 f32_guarded(&be, x, shift, |o| {
                     rope::rope_with_factors(&be, p, Some(&fd.view()), &pd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_rope_multi() {
+    let Some(be) = backend() else { return };
+    check("rope_multi", |shift, o| {
+        // Host positions (validated by the caller, as kiln::ops does) as i32.
+        let inputs = |p: &kiln_core::ops::rope_multi::RopeMultiParams,
+                      pos: &kiln_core::ops::rope_multi::RopePositions<'_>|
+         -> kiln_core::Result<(Dev<i32>, rope_multi::RopeMultiDevicePack)> {
+            let host: Vec<i32> = (0..pos.len()).map(|i| pos.get(i)).collect();
+            let pack = rope_multi::RopeMultiDevicePack::upload(&be, &p.pack()).map_err(core)?;
+            Ok((up(&be, &host, shift)?, pack))
+        };
+        tk::rope_multi::check_rope_multi_with(
+            &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = inputs(p, pos)?;
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| {
+                    rope_multi::rope_multi(&be, p, &pack, &pd.view(), &xd.view(), o)
+                })
+            },
+            &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = inputs(p, pos)?;
+                let xd = up(&be, x, shift)?;
+                guarded(&be, out, 0xDEAD_u16, shift, |o| {
+                    rope_multi::rope_multi_bf16(&be, p, &pack, &pd.view(), &xd.view(), o)
                 })
             },
             o,

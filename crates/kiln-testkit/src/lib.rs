@@ -38,6 +38,8 @@ pub struct AllOps<'a> {
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
     pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
+    pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
+    pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub scale: &'a cases::scale::ScaleFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
@@ -59,6 +61,11 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
     r.merge(rope::check_rope_factors_with(imps.rope_factors, opts));
+    r.merge(rope_multi::check_rope_multi_with(
+        imps.rope_multi,
+        imps.rope_multi_bf16,
+        opts,
+    ));
     r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
@@ -69,24 +76,17 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
 /// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
 /// backend skips them.
 pub struct CpuOnlyOps<'a> {
-    pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
-    pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str = "rope_multi, matmul_id, moe_route";
+pub const CPU_ONLY_OPS: &str = "matmul_id, moe_route";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
-    r.merge(rope_multi::check_rope_multi_with(
-        imps.rope_multi,
-        imps.rope_multi_bf16,
-        opts,
-    ));
     r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r

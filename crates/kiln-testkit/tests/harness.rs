@@ -47,6 +47,8 @@ fn references_pass_every_driver() {
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
         rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),
+        rope_multi: &k::rope_multi::rope_multi_ref,
+        rope_multi_bf16: &k::rope_multi::rope_multi_ref_bf16,
         scale: &k::scale::scale_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
         softmax: &k::softmax::softmax_ref,

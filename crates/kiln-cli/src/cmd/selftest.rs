@@ -39,6 +39,10 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
             rope_factors: &|p, f, pos, x| k::rope::rope_with_factors(ctx, p, Some(f), pos, x),
+            rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
+            rope_multi_bf16: &|p, pos, x, o| {
+                k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
+            },
             scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
@@ -47,10 +51,6 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     );
     r.merge(check_cpu_only(
         &CpuOnlyOps {
-            rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
-            rope_multi_bf16: &|p, pos, x, o| {
-                k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
-            },
             matmul_id: &|p, w, x, ids, o| k::matmul_id::matmul_id(ctx, p, w, x, ids, o),
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
         },
