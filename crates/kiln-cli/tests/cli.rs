@@ -288,8 +288,8 @@ fn chat_two_turns_from_stdin() {
 }
 
 /// `kiln selftest --device cpu --quick` runs every case table, the
-/// CPU-only families included (gelu_mul, scale, windowed attention,
-/// rope_multi), SIMD and scalar, and passes.
+/// CPU-only families included (layer_norm, l2_norm, softcap), SIMD and
+/// scalar, and passes.
 #[test]
 fn selftest_cpu_passes_every_table() {
     let out = kiln(&["selftest", "--device", "cpu", "--quick"]);
@@ -308,6 +308,9 @@ fn selftest_cpu_passes_every_table() {
         "moe_route",
         "moe_combine",
         "gelu_mul",
+        "scale",
+        "add_rows",
+        "rope_factors",
         "attention_window",
     ] {
         assert!(verbose.contains(op), "{op} not run");

@@ -4,8 +4,8 @@
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
-    add, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope, scale,
-    silu_mul, softcap, softmax,
+    add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope,
+    scale, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -54,6 +54,13 @@ fn check(op: &str, run: impl Fn(&CpuContext, &Options) -> Report) {
 fn parity_add() {
     check("add", |ctx, o| {
         tk::add::check_add_with(&|p, a, b, out| add::add(ctx, p, a, b, out), o)
+    });
+}
+
+#[test]
+fn parity_add_rows() {
+    check("add_rows", |ctx, o| {
+        tk::add_rows::check_add_rows_with(&|p, x, b| add_rows::add_rows(ctx, p, x, b), o)
     });
 }
 
@@ -120,6 +127,16 @@ fn parity_softmax() {
 fn parity_argmax() {
     check("argmax", |ctx, o| {
         tk::argmax::check_argmax_with(&|x| argmax::argmax(ctx, x), o)
+    });
+}
+
+#[test]
+fn parity_rope_factors() {
+    check("rope_factors", |ctx, o| {
+        tk::rope::check_rope_factors_with(
+            &|p, f, pos, x| rope::rope_with_factors(ctx, p, Some(f), pos, x),
+            o,
+        )
     });
 }
 

@@ -1,12 +1,16 @@
 // attention: causal scaled-dot-product attention with grouped-query heads over
 // an f32 KV cache, the semantics of kiln_core::ops::attention::attention_ref:
-// query t (position pos0 + t) attends keys 0..=pos0 + t; query head h reads
-// kv head h / group. Scores are kept in base 2 (q is pre-multiplied by
+// query t (position i = pos0 + t) attends keys 0..=i, or with a sliding
+// window w keys i - w < j <= i (first_key below); query head h reads kv head
+// h / group. Scores are kept in base 2 (q is pre-multiplied by
 // scale * log2(e)), so every exponential is one exp2.
 //
 // Two kernels:
 // - split-KV ("flash decoding"): grid (split, kv head x head chunk, token);
-//   each block streams keys [split * chunk, min((split + 1) * chunk, n_keys))
+//   each block streams the keys of [k_lo + split * chunk, k_lo + (split + 1) *
+//   chunk) that its query sees (k_lo: the first key of token 0, so the
+//   splits cover only the keys some query sees; a split with none of them
+//   writes an empty partial)
 //   through shared memory with an online softmax for up to 8 query heads of
 //   one kv head (K/V rows are loaded once for the whole group), and writes
 //   the unnormalised partial (acc, max, sum) per split; the last block of a
@@ -16,10 +20,12 @@
 //   Any head_dim up to 256; used for decode and for head dims the tiled
 //   kernel has no instance for.
 // - tiled (prefill): one block per (32-query tile, head), key tiles of 32 in
-//   shared memory, online softmax per query row, causal mask; head_dim is a
-//   template parameter (64, 80, 96, 128).
+//   shared memory, online softmax per query row, causal (and window) mask;
+//   key tiles start at the first key of the block's first row; head_dim is
+//   a template parameter (64, 80, 96, 128).
 //
-// No kernel reads a cache row at or past pos0 + n_tokens.
+// No kernel reads a cache row at or past pos0 + n_tokens, nor one before the
+// first query's window.
 #include "common.cuh"
 
 // Mirrored by `AttnK` in src/attention.rs.
@@ -35,11 +41,16 @@ struct AttnParams {
     u32 heads_per_block;  // split-KV: query heads per block (<= 8)
     u32 key_tile;         // split-KV: keys per shared-memory tile (16 or 32)
     float scale_log2;     // scale * log2(e)
-    u32 pad;
+    u32 window;           // sliding window (keys per query); 0 = none
 };
 
 #define KILN_NEG_INF __int_as_float(0xff800000)
 #define FULL_MASK 0xffffffffu
+
+// The first key a query sees when it sees n_keys = position + 1 keys causally.
+__device__ __forceinline__ u32 first_key(const AttnParams& p, u32 n_keys) {
+    return (p.window != 0u && n_keys > p.window) ? n_keys - p.window : 0u;
+}
 
 __device__ __forceinline__ float warp_max(float x) {
     for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
@@ -115,7 +126,8 @@ __device__ __forceinline__ void split_store(const TileMap& tm, u32 d, u32 nk, fl
 
 // Merge the n_splits partials of query heads qh0 .. qh0 + nh (rows of one
 // token): out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M = max_s m_s.
-// Split 0 always holds key 0, so M is finite and the denominator > 0. One
+// Some split holds the query's own key, so M is finite and the denominator
+// > 0; an empty split (m = -inf, l = 0, acc = 0) weighs exactly 0. One
 // warp per head, no block-wide step: lanes hold the splits' (m, l) 32 at a
 // time and broadcast the weights by shuffle. The partials were written by
 // other blocks of this grid: read them through L2 (ld.global.cg), never a
@@ -190,10 +202,11 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
     const TileMap tm = {tid / d, tid % d, SPLIT_THREADS / d, SPLIT_THREADS % d};
     float kr[SPLIT_STAGE], vr[SPLIT_STAGE];
 
+    const u32 s_begin = first_key(p, p.pos0 + 1) + split * p.chunk;  // this split's keys
     for (u32 t = blockIdx.z; t < p.n_tokens; t += gridDim.z) {
         const u32 n_keys = p.pos0 + t + 1;
-        const u32 k_begin = split * p.chunk;
-        const u32 k_end = min(k_begin + p.chunk, n_keys);
+        const u32 k_begin = max(s_begin, first_key(p, n_keys));
+        const u32 k_end = min(s_begin + p.chunk, n_keys);  // empty when <= k_begin
         const u64 q_base = ((u64)t * p.n_heads + h0) * d;  // heads h0.. are contiguous
         for (u32 i = tid; i < nh * d; i += nthr) {
             qs[i] = q[q_base + i] * p.scale_log2;
@@ -274,7 +287,7 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
                 dst[q_base + i] = acc[i] / ls[g];
             }
         } else {
-            // An empty split (k_begin >= n_keys) writes m = -inf, l = 0, acc = 0.
+            // An empty split (k_begin >= k_end) writes m = -inf, l = 0, acc = 0.
             const u64 n_qh = (u64)p.n_tokens * p.n_heads;
             for (u32 i = tid; i < nh * d; i += nthr) {
                 const u32 g = i / d, c = i - g * d;
@@ -390,10 +403,11 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
     const u64 row = (u64)p.n_kv_heads * d;
     const float* kb = k + (u64)kvh * d;
     const float* vb = v + (u64)kvh * d;
+    const u32 s_begin = first_key(p, p.pos0 + 1) + split * p.chunk;  // this split's keys
     for (u32 t = blockIdx.z; t < p.n_tokens; t += gridDim.z) {
         const u32 n_keys = p.pos0 + t + 1;
-        const u32 k_begin = split * p.chunk;
-        const u32 k_end = min(k_begin + p.chunk, n_keys);
+        const u32 k_begin = max(s_begin, first_key(p, n_keys));
+        const u32 k_end = min(s_begin + p.chunk, n_keys);  // empty when <= k_begin
         const u64 qh0 = (u64)t * p.n_heads + h0;
         float qr[MAX_DEC_HEADS][DPL], acc[MAX_DEC_HEADS][DPL], m[MAX_DEC_HEADS], l[MAX_DEC_HEADS];
 #pragma unroll
@@ -477,7 +491,7 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                 }
             }
             if (direct) {
-                out[(qh0 + g) * d + c] = num / den;  // one split holds key 0: den > 0
+                out[(qh0 + g) * d + c] = num / den;  // one split holds every key: den > 0
             } else {
                 part[((qh0 + g) * p.n_splits + split) * d + c] = num;
                 if (c == 0) {
@@ -561,13 +575,18 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     }
     // Rows past the last token copy the last token's window (never written).
     const u32 my_last = p.pos0 + t0 + min(r, nq - 1);  // last key this row sees
-    const u32 k_end = p.pos0 + t0 + nq;                 // keys any row sees: [0, k_end)
+    const u32 my_first = first_key(p, my_last + 1);     // first key this row sees
+    const u32 k_end = p.pos0 + t0 + nq;                 // keys any row sees: [k_start, k_end)
+    // Row 0's first key: the rows' windows [my_first, my_last] move up by one
+    // per row, so their union is [k_start, k_end) and no tile of it is
+    // masked for the whole block.
+    const u32 k_start = first_key(p, p.pos0 + t0 + 1);
     float o[D / 4];
 #pragma unroll
     for (int i = 0; i < D / 4; ++i) o[i] = 0.f;
     float m = KILN_NEG_INF, l = 0.f;
 
-    for (u32 k0 = 0; k0 < k_end; k0 += TILE_K) {
+    for (u32 k0 = k_start; k0 < k_end; k0 += TILE_K) {
         const u32 nk = min((u32)TILE_K, k_end - k0);
         __syncthreads();  // Q is loaded / the previous V tile is consumed
         for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
@@ -585,22 +604,28 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 #pragma unroll
             for (int mm = 0; mm < TILE_K / 4; ++mm) s[mm] = fmaf(qc, kv[(cg + 4 * mm) * DP + c], s[mm]);
         }
-        // Causal mask (also masks the keys past the tile's end: my_last < k_end).
+        // Causal and window mask (also masks the keys past the tile's end:
+        // my_last < k_end).
         float mx = KILN_NEG_INF;
 #pragma unroll
         for (int mm = 0; mm < TILE_K / 4; ++mm) {
-            if (k0 + cg + 4 * mm > my_last) s[mm] = KILN_NEG_INF;
+            const u32 key = k0 + cg + 4 * mm;
+            if (key > my_last || key < my_first) s[mm] = KILN_NEG_INF;
             mx = fmaxf(mx, s[mm]);
         }
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-        // Key 0 is in the first tile and visible to every row: m_new is finite.
+        // The first tile holds every row's first key (my_first - k_start <= r
+        // < 32), so m_new is finite from then on; should a row ever see no
+        // key of a tile before its first, exponentiate against 0 instead of
+        // -inf so the tile adds exactly 0 (never NaN).
         const float m_new = fmaxf(m, mx);
-        const float alpha = exp2f(m - m_new);
+        const float m_ref = m_new == KILN_NEG_INF ? 0.f : m_new;
+        const float alpha = exp2f(m - m_ref);
         float sum = 0.f;
 #pragma unroll
         for (int mm = 0; mm < TILE_K / 4; ++mm) {
-            s[mm] = exp2f(s[mm] - m_new);
+            s[mm] = exp2f(s[mm] - m_ref);
             sum += s[mm];
         }
         sum += __shfl_xor_sync(FULL_MASK, sum, 1);

@@ -17,16 +17,19 @@ struct RopeParams {
 };
 
 // grid.x walks tokens, (grid.y, threadIdx.x) walk pairs, threadIdx.y walks heads.
-template <bool NEOX>
+template <bool NEOX, bool FF>
 __device__ __forceinline__ void rope_rows(const RopeParams& p, const i32* __restrict__ pos,
+                                          const float* __restrict__ factors,
                                           float* __restrict__ x) {
     const u64 half = p.n_rot / 2;
     for (u64 t = blockIdx.x; t < p.n_tokens; t += gridDim.x) {
         const double pt = (double)pos[t] * (double)p.freq_scale;
         for (u64 i = (u64)blockIdx.y * blockDim.x + threadIdx.x; i < half; i += (u64)gridDim.y * blockDim.x) {
             const double inv_freq = pow((double)p.freq_base, -2.0 * (double)i / (double)p.n_rot);
+            double theta = pt * inv_freq;
+            if (FF) theta /= (double)factors[i];
             double sn, cs;
-            sincos(pt * inv_freq, &sn, &cs);
+            sincos(theta, &sn, &cs);
             const u64 ia = NEOX ? i : 2 * i;
             const u64 ib = NEOX ? i + half : 2 * i + 1;
             for (u64 h = threadIdx.y; h < p.n_heads; h += blockDim.y) {
@@ -39,9 +42,18 @@ __device__ __forceinline__ void rope_rows(const RopeParams& p, const i32* __rest
     }
 }
 
+// pos: [n_tokens], x: [n_tokens, n_heads, head_dim] (in place), factors: [n_rot/2]
 extern "C" __global__ void rope_normal_f32(RopeParams p, const i32* __restrict__ pos, float* __restrict__ x) {
-    rope_rows<false>(p, pos, x);
+    rope_rows<false, false>(p, pos, nullptr, x);
 }
 extern "C" __global__ void rope_neox_f32(RopeParams p, const i32* __restrict__ pos, float* __restrict__ x) {
-    rope_rows<true>(p, pos, x);
+    rope_rows<true, false>(p, pos, nullptr, x);
+}
+extern "C" __global__ void rope_normal_ff_f32(RopeParams p, const i32* __restrict__ pos,
+                                              const float* __restrict__ factors, float* __restrict__ x) {
+    rope_rows<false, true>(p, pos, factors, x);
+}
+extern "C" __global__ void rope_neox_ff_f32(RopeParams p, const i32* __restrict__ pos,
+                                            const float* __restrict__ factors, float* __restrict__ x) {
+    rope_rows<true, true>(p, pos, factors, x);
 }

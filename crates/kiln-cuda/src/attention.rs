@@ -1,6 +1,15 @@
-//! attention on CUDA: causal GQA attention over an f32 KV cache, the
-//! semantics of `kiln_core::ops::attention::attention_ref` (see there for
-//! shapes). Validate → select → launch (`kernels/attention.cu`).
+//! attention on CUDA: causal GQA attention over an f32 KV cache, with an
+//! optional sliding window, the semantics of
+//! `kiln_core::ops::attention::attention_ref` (see there for shapes and the
+//! window). Validate → select → launch (`kernels/attention.cu`).
+//!
+//! Windows: every kernel masks keys before `i - w + 1` for the query at
+//! position `i`; the split-KV kernels split only the keys some query of the
+//! call sees ([`key_span`] of them, starting at the first query's first
+//! key), so a long context with a short window does not launch splits of
+//! invisible keys, and a split that still has none for its query (later
+//! queries of a batch, or a graph replay at an earlier position) writes an
+//! empty partial that the merge weighs by exactly zero.
 //!
 //! Kernels ([`select_attention`] picks one):
 //! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
@@ -91,7 +100,8 @@ struct AttnK {
     heads_per_block: u32,
     key_tile: u32,
     scale_log2: f32,
-    pad: u32,
+    /// Sliding window (0 = none); see [`kernel_window`].
+    window: u32,
 }
 const _: () = assert!(std::mem::size_of::<AttnK>() == 48);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
@@ -101,14 +111,25 @@ fn unsupported(msg: String) -> Error {
     Error::invalid("attention", msg)
 }
 
-/// The kernels implement full causal attention only: a sliding window is a
-/// typed error, never a silently unmasked result.
-fn check_window(p: &AttentionParams) -> std::result::Result<(), Error> {
+/// Keys that some query of `p` sees: `pos0 + n_tokens` causally; with a
+/// window `w`, the first query's `w` keys and one more per further query
+/// (`w + n_tokens - 1`), whichever is fewer. At least 1. The split-KV
+/// kernels split this many keys, starting at the first query's first key.
+pub fn key_span(p: &AttentionParams) -> usize {
+    let all = (p.pos0 + p.n_tokens).max(1);
     match p.window {
-        None => Ok(()),
-        Some(w) => Err(unsupported(format!(
-            "sliding window {w} is not supported on CUDA yet"
-        ))),
+        Some(w) => all.min(w.saturating_add(p.n_tokens.saturating_sub(1)).max(1)),
+        None => all,
+    }
+}
+
+/// The window the kernels get: 0 (none) when absent or when it covers
+/// every key of the call (then it masks nothing), else `w < pos0 +
+/// n_tokens`, which fits a u32 once [`base_params`] has checked the sizes.
+fn kernel_window(p: &AttentionParams) -> u32 {
+    match p.window {
+        Some(w) if w < p.pos0 + p.n_tokens => w as u32,
+        _ => 0,
     }
 }
 
@@ -120,7 +141,7 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     let heads_per_block = group.min((1024 / d).max(1)).min(MAX_HEADS_PER_BLOCK);
     let head_chunks = group.div_ceil(heads_per_block);
     let base_blocks = p.n_tokens.clamp(1, GRID_YZ_MAX) * p.n_kv_heads.max(1) * head_chunks;
-    let max_keys = (p.pos0 + p.n_tokens).max(1);
+    let max_keys = key_span(p);
     let target = (SPLIT_BLOCKS_PERCENT_OF_SMS * sm_count.max(1)).div_ceil(100);
     // The warp decode kernel streams keys with no block-wide step per tile;
     // its splits pay a merge (the last block of a group reads every split's
@@ -149,7 +170,6 @@ pub fn select_attention(
     p: &AttentionParams,
     sm_count: usize,
 ) -> std::result::Result<AttentionKernel, Error> {
-    check_window(p)?;
     let d = p.head_dim;
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
@@ -180,7 +200,7 @@ pub fn split_scratch_len(p: &AttentionParams, plan: &SplitKvPlan) -> usize {
 
 /// Reject a plan the kernels cannot run correctly.
 fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<(), Error> {
-    let max_keys = p.pos0 + p.n_tokens;
+    let max_keys = key_span(p);
     let bad = |what: &str| unsupported(format!("split-KV plan {plan:?}: {what}"));
     if plan.key_tile != 16 && plan.key_tile != 32 {
         return Err(bad("key_tile must be 16 or 32"));
@@ -188,8 +208,13 @@ fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<()
     if plan.chunk == 0 || !plan.chunk.is_multiple_of(plan.key_tile) {
         return Err(bad("chunk must be a positive multiple of key_tile"));
     }
-    if plan.splits == 0 || plan.splits > MAX_SPLITS || plan.splits * plan.chunk < max_keys {
+    let covered = plan.splits.saturating_mul(plan.chunk);
+    if plan.splits == 0 || plan.splits > MAX_SPLITS || covered < max_keys {
         return Err(bad("splits must be in 1..=256 and cover every key"));
+    }
+    // The kernels add split * chunk to a key index below i32::MAX / 2 in u32.
+    if covered > (i32::MAX as usize) / 2 {
+        return Err(bad("splits * chunk must stay below 2^30"));
     }
     if plan.heads_per_block == 0 || plan.heads_per_block > MAX_HEADS_PER_BLOCK {
         return Err(bad("heads_per_block must be in 1..=8"));
@@ -216,7 +241,6 @@ pub fn attention(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
-    check_window(p)?;
     let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
@@ -233,7 +257,6 @@ pub fn attention_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
-    check_window(p)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
@@ -267,8 +290,9 @@ pub fn attention_with_kernel(
             l.arg(&params).arg(q).arg(k).arg(v).arg(out);
             // SAFETY: arguments match attention_tiled_d*_f32(AttnParams, const float*,
             // const float*, const float*, float*); lengths were validated and the
-            // kernel reads q/k/v rows below pos0 + n_tokens and writes out's
-            // n_tokens * n_heads * head_dim elements.
+            // kernel reads q/k/v rows below pos0 + n_tokens (from the first
+            // query's first key) and writes out's n_tokens * n_heads * head_dim
+            // elements.
             unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
         AttentionKernel::SplitKv(plan) => {
@@ -284,7 +308,9 @@ pub fn attention_with_kernel(
 /// n_tokens`): the split-KV plan and the bounds are made for it, and the
 /// device value is clamped to it. Always runs the split-KV kernel (decode);
 /// the launch arguments do not depend on the device position, so a graph
-/// recorded once replays for every position.
+/// recorded once replays for every position. A window is applied at the
+/// device position (the splits cover the window's keys at `p.pos0`, which
+/// cover them at any earlier position).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_at(
     be: &CudaBackend,
@@ -296,7 +322,6 @@ pub fn attention_at(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
-    check_window(p)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
@@ -339,7 +364,7 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
         heads_per_block: 0,
         key_tile: 0,
         scale_log2: p.scale * std::f32::consts::LOG2_E,
-        pad: 0,
+        window: kernel_window(p),
     })
 }
 
@@ -559,16 +584,62 @@ mod tests {
             select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
             AttentionKernel::SplitKv(_)
         ));
+        // A window is no reason to change kernel; its splits cover only the
+        // window's keys.
         let windowed = AttentionParams {
             window: Some(512),
-            ..p(1, 4, 1, 256, 0)
+            ..p(1, 4, 1, 256, 8000)
         };
-        let e = select_attention(&windowed, 132).unwrap_err();
-        assert!(e.to_string().contains("sliding window 512"), "{e}");
+        let AttentionKernel::SplitKv(plan) = select_attention(&windowed, 132).unwrap() else {
+            panic!("decode must be split-KV");
+        };
+        assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
+        assert_eq!(
+            select_attention(
+                &AttentionParams {
+                    window: Some(512),
+                    ..p(600, 4, 1, 64, 0)
+                },
+                132
+            )
+            .unwrap(),
+            AttentionKernel::Tiled { head_dim: 64 }
+        );
         let e = select_attention(&p(1, 1, 1, 300, 0), 132).unwrap_err();
         assert!(e.to_string().contains("head_dim 300"), "{e}");
         let e = select_attention(&p(64, 1, 1, 512, 0), 132).unwrap_err();
         assert!(e.to_string().contains("head_dim 512"), "{e}");
+    }
+
+    #[test]
+    fn key_span_and_kernel_window() {
+        let base = p(1, 1, 1, 64, 99); // keys 0..100
+        assert_eq!(key_span(&base), 100);
+        let w = |window, pp: AttentionParams| AttentionParams {
+            window: Some(window),
+            ..pp
+        };
+        assert_eq!(key_span(&w(1, base)), 1);
+        assert_eq!(key_span(&w(40, base)), 40);
+        assert_eq!(key_span(&w(100, base)), 100);
+        assert_eq!(key_span(&w(usize::MAX, base)), 100);
+        // 7 queries at 93..=99 with window 40: keys 54..=99.
+        assert_eq!(key_span(&w(40, p(7, 1, 1, 64, 93))), 46);
+        assert_eq!(kernel_window(&base), 0);
+        assert_eq!(kernel_window(&w(99, base)), 99);
+        assert_eq!(kernel_window(&w(100, base)), 0);
+        assert_eq!(kernel_window(&w(usize::MAX, base)), 0);
+        // Plans cover the span, not the context.
+        let plan = split_kv_plan(&w(512, p(1, 4, 1, 256, 100_000)), 132);
+        assert!(plan.splits * plan.chunk >= 512 && plan.splits * plan.chunk < 1024);
+        check_plan(&w(512, p(1, 4, 1, 256, 100_000)), &plan).unwrap();
+        // A forced plan whose offsets would overflow u32 is refused.
+        let huge = SplitKvPlan {
+            splits: 2,
+            chunk: 1 << 31,
+            ..plan
+        };
+        assert!(check_plan(&base, &huge).is_err());
     }
 
     #[test]

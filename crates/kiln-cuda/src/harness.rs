@@ -28,6 +28,15 @@ pub fn guarded(
     guarded_with(be, out, kiln_testkit::guard::sentinel(), launch)
 }
 
+/// [`guarded`] for bf16 outputs (bits), guards of a pattern no rounding makes.
+pub fn guarded_bf16(
+    be: &CudaBackend,
+    out: &mut [u16],
+    launch: impl FnOnce(&mut crate::CudaViewMut<'_, u16>) -> crate::Result<()>,
+) -> kiln_core::Result<()> {
+    guarded_with(be, out, 0xDEAD_u16, launch)
+}
+
 /// [`guarded`] for any element type, with guards of `sentinel`.
 pub fn guarded_with<T>(
     be: &CudaBackend,
@@ -63,6 +72,21 @@ where
     Ok(())
 }
 
+/// rope_multi's device inputs: the (validated) positions as i32 and the pack.
+fn rope_multi_inputs(
+    be: &CudaBackend,
+    p: &kiln_core::ops::rope_multi::RopeMultiParams,
+    pos: &kiln_core::ops::rope_multi::RopePositions<'_>,
+) -> kiln_core::Result<(
+    crate::CudaSlice<i32>,
+    crate::rope_multi::RopeMultiDevicePack,
+)> {
+    let host: Vec<i32> = (0..pos.len()).map(|i| pos.get(i)).collect();
+    let pd = be.upload(&host).map_err(err)?;
+    let pack = crate::rope_multi::RopeMultiDevicePack::upload(be, &p.pack()).map_err(err)?;
+    Ok((pd, pack))
+}
+
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
     // matmul (and matmul_id) run only the weight formats this backend has
@@ -83,6 +107,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                 let (a, b) = (up_f32(a)?, up_f32(b)?);
                 guarded(be, out, |o| {
                     crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
+                })
+            },
+            add_rows: &|p, x, b| {
+                p.validate(x.len(), b.len())?;
+                let bd = up_f32(b)?;
+                guarded(be, x, |o| {
+                    crate::add_rows::add_rows(be, p, o, &bd.slice(0..b.len()))
                 })
             },
             argmax: &|x| {
@@ -122,6 +153,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     )
                 })
             },
+            gelu_mul: &|p, g, u, out| {
+                p.validate(g.len(), u.len(), out.len())?;
+                let (gd, ud) = (up_f32(g)?, up_f32(u)?);
+                guarded(be, out, |o| {
+                    crate::gelu_mul::gelu_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o)
+                })
+            },
             matmul: &|p, w, x, out| {
                 p.validate(w.len(), x.len(), out.len())?;
                 let wd = be
@@ -155,6 +193,62 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     .map_err(err)?;
                 guarded(be, x, |o| {
                     crate::rope::rope(be, p, &pd.slice(0..pos.len()), o)
+                })
+            },
+            scale: &|p, x, out| {
+                p.validate(x.len(), out.len())?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::scale::scale(be, p, &xd.slice(0..p.n), o)
+                })
+            },
+            rope_factors: &|p, f, pos, x| {
+                p.validate(pos.len(), x.len())?;
+                // The factors are on the host here: full validation, as a
+                // caller checks them once where it loads them.
+                kiln_core::ops::rope::check_factors(p, Some(f))?;
+                let pd = be
+                    .upload(if pos.is_empty() { &[0i32][..] } else { pos })
+                    .map_err(err)?;
+                let fd = up_f32(f)?;
+                guarded(be, x, |o| {
+                    crate::rope::rope_with_factors(
+                        be,
+                        p,
+                        Some(&fd.slice(0..f.len())),
+                        &pd.slice(0..pos.len()),
+                        o,
+                    )
+                })
+            },
+            rope_multi: &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = rope_multi_inputs(be, p, pos)?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::rope_multi::rope_multi(
+                        be,
+                        p,
+                        &pack,
+                        &pd.slice(..),
+                        &xd.slice(0..x.len()),
+                        o,
+                    )
+                })
+            },
+            rope_multi_bf16: &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = rope_multi_inputs(be, p, pos)?;
+                let xd = be.upload(x).map_err(err)?;
+                guarded_bf16(be, out, |o| {
+                    crate::rope_multi::rope_multi_bf16(
+                        be,
+                        p,
+                        &pack,
+                        &pd.slice(..),
+                        &xd.slice(..),
+                        o,
+                    )
                 })
             },
             silu_mul: &|p, g, u, out| {

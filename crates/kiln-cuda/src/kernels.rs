@@ -16,6 +16,7 @@ pub const HEADERS: &[(&str, &str)] = &[
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
+pub const ADD_ROWS: &str = include_str!("../kernels/add_rows.cu");
 pub const MATMUL: &str = include_str!("../kernels/matmul.cu");
 pub const MATVEC_FUSED: &str = include_str!("../kernels/matvec_fused.cu");
 pub const ATTENTION: &str = include_str!("../kernels/attention.cu");
@@ -23,8 +24,11 @@ pub const ATTENTION: &str = include_str!("../kernels/attention.cu");
 pub const ARGMAX: &str = include_str!("../kernels/argmax.cu");
 pub const COPY_ROWS: &str = include_str!("../kernels/copy_rows.cu");
 pub const EMBEDDING: &str = include_str!("../kernels/embedding.cu");
+pub const GELU_MUL: &str = include_str!("../kernels/gelu_mul.cu");
 pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
 pub const ROPE: &str = include_str!("../kernels/rope.cu");
+pub const ROPE_MULTI: &str = include_str!("../kernels/rope_multi.cu");
+pub const SCALE: &str = include_str!("../kernels/scale.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
 pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
 pub const MOE_ROUTE: &str = include_str!("../kernels/moe_route.cu");
@@ -36,11 +40,15 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("argmax", ARGMAX),
     ("copy_rows", COPY_ROWS),
     ("embedding", EMBEDDING),
+    ("gelu_mul", GELU_MUL),
     ("rms_norm", RMS_NORM),
     ("rope", ROPE),
+    ("rope_multi", ROPE_MULTI),
+    ("scale", SCALE),
     ("silu_mul", SILU_MUL),
     ("softmax", SOFTMAX),
     ("add", ADD),
+    ("add_rows", ADD_ROWS),
     ("attention", ATTENTION),
     ("matmul", MATMUL),
     ("matvec_fused", MATVEC_FUSED),

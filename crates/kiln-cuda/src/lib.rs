@@ -18,10 +18,12 @@ mod launch;
 pub mod registry;
 
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
+pub mod gelu_mul;
 pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
@@ -30,6 +32,8 @@ pub mod moe_combine;
 pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;
+pub mod rope_multi;
+pub mod scale;
 pub mod silu_mul;
 pub mod softmax;
 

@@ -1,7 +1,9 @@
 //! rope on CUDA: validate → select → launch (`kernels/rope.cu`). Implements
 //! `kiln_core::ops::rope` in place on `x: [n_tokens, n_heads, head_dim]`,
 //! normal and NeoX pairing, partial rotary (dims `>= n_rot` untouched). The
-//! angle is formed in f64 on the device, like the reference.
+//! angle is formed in f64 on the device, like the reference. With per-pair
+//! frequency factors (Llama 3.1's `rope_freqs`, [`rope_with_factors`]) pair
+//! `i`'s angle is divided by `factors[i]`.
 
 use crate::kernels::ROPE;
 use crate::{CudaBackend, CudaError, Result};
@@ -22,11 +24,13 @@ struct RopeK {
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for RopeK {}
 
-/// One kernel per pairing.
+/// One kernel per pairing, with or without frequency factors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeKernel {
     Normal,
     Neox,
+    NormalFactors,
+    NeoxFactors,
 }
 
 impl RopeKernel {
@@ -35,15 +39,19 @@ impl RopeKernel {
         match self {
             RopeKernel::Normal => "rope_normal_f32",
             RopeKernel::Neox => "rope_neox_f32",
+            RopeKernel::NormalFactors => "rope_normal_ff_f32",
+            RopeKernel::NeoxFactors => "rope_neox_ff_f32",
         }
     }
 }
 
-/// Kernel choice by [`RopeMode`].
-pub fn select_rope(p: &RopeParams) -> RopeKernel {
-    match p.mode {
-        RopeMode::Normal => RopeKernel::Normal,
-        RopeMode::Neox => RopeKernel::Neox,
+/// Kernel choice by [`RopeMode`] and whether frequency factors are given.
+pub fn select_rope(p: &RopeParams, factors: bool) -> RopeKernel {
+    match (p.mode, factors) {
+        (RopeMode::Normal, false) => RopeKernel::Normal,
+        (RopeMode::Neox, false) => RopeKernel::Neox,
+        (RopeMode::Normal, true) => RopeKernel::NormalFactors,
+        (RopeMode::Neox, true) => RopeKernel::NeoxFactors,
     }
 }
 
@@ -54,12 +62,30 @@ pub fn rope(
     positions: &CudaView<'_, i32>,
     x: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
+    rope_with_factors(be, p, None, positions, x)
+}
+
+/// [`rope`] with optional per-pair frequency factors `[n_rot / 2]`. Their
+/// length is checked here; their values live on the device, so the caller
+/// checks them once where it has them on the host
+/// (`kiln_core::ops::rope::check_factors`: finite and > 0). A zero or
+/// non-finite factor gives NaN or unrotated pairs, never an out-of-bounds access.
+pub fn rope_with_factors(
+    be: &CudaBackend,
+    p: &RopeParams,
+    factors: Option<&CudaView<'_, f32>>,
+    positions: &CudaView<'_, i32>,
+    x: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
     p.validate(positions.len(), x.len())?;
     let half = p.n_rot / 2;
+    if let Some(f) = factors {
+        kiln_core::error::check_len("rope", "frequency factors", f.len(), half)?;
+    }
     if p.n_tokens == 0 || p.n_heads == 0 || half == 0 {
         return Ok(());
     }
-    let kernel = select_rope(p);
+    let kernel = select_rope(p, factors.is_some());
     let f = be.function("rope", ROPE, kernel.name())?;
     // threadIdx.x over pairs (angle computed once per thread), threadIdx.y over heads.
     let bx = (half.div_ceil(32) * 32).min(128);
@@ -82,9 +108,15 @@ pub fn rope(
         freq_scale: p.freq_scale,
     };
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(positions).arg(x);
-    // SAFETY: argument list matches rope_*_f32(RopeParams, const int*, float*);
-    // positions holds n_tokens values and x n_tokens * n_heads * head_dim
+    l.arg(&k).arg(positions);
+    if let Some(f) = factors {
+        l.arg(f);
+    }
+    l.arg(x);
+    // SAFETY: argument list matches rope_{normal,neox}_f32(RopeParams, const
+    // int*, float*), or with the factors (const float*) before x for the _ff
+    // kernels (chosen by the same `factors.is_some()`); positions holds
+    // n_tokens values, factors n_rot / 2 and x n_tokens * n_heads * head_dim
     // (validated above); pair indices stay below n_rot <= head_dim.
     unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch rope", e))?;
     Ok(())

@@ -1,8 +1,10 @@
 //! GPU parity of `kiln_cuda::attention` against `attention_ref`: the
-//! testkit's case table, plus long-context decode, prefill continuing a
-//! cache, every tiled head_dim, wide GQA groups and forced kernel plans.
-//! Device outputs sit between sentinel guard zones and start NaN-poisoned;
-//! cache rows past the causal window are NaN. Skips without a GPU. Timing
+//! testkit's case tables (causal and sliding-window), plus long-context
+//! decode, prefill continuing a cache, every tiled head_dim, wide GQA
+//! groups, sliding windows on every kernel and forced kernel plans (with
+//! windows: splits that see no key). Device outputs sit between sentinel
+//! guard zones and start NaN-poisoned; cache rows past the causal window,
+//! and before the first query's sliding window, are NaN. Skips without a GPU. Timing
 //! lives in `benches/attention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +13,7 @@ use kiln_cuda::attention::{
     attention, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
 };
 use kiln_cuda::{CudaBackend, CudaError};
-use kiln_testkit::cases::attention::check_attention_with;
+use kiln_testkit::cases::attention::{check_attention_window_with, check_attention_with};
 use kiln_testkit::{case_rng, compare, rand_f32, test_seed, Options, Tol};
 
 fn backend() -> Option<CudaBackend> {
@@ -65,6 +67,17 @@ fn testkit_attention_cases() {
     report.into_result().unwrap();
 }
 
+#[test]
+fn testkit_attention_window_cases() {
+    let Some(be) = backend() else { return };
+    let report = check_attention_window_with(
+        &|p, q, k, v, out| run_gpu(&be, p, None, q, k, v, out).map_err(to_core),
+        &Options::default(),
+    );
+    println!("{report}");
+    report.into_result().unwrap();
+}
+
 /// One of our own cases: shape, and an optional forced kernel.
 struct Case {
     n_tokens: usize,
@@ -74,6 +87,8 @@ struct Case {
     pos0: usize,
     /// Spare cache rows past pos0 + n_tokens (NaN-filled).
     spare: usize,
+    /// Sliding window (0: none).
+    window: usize,
 }
 
 const fn c(
@@ -91,6 +106,22 @@ const fn c(
         head_dim,
         pos0,
         spare,
+        window: 0,
+    }
+}
+
+/// [`c`] with a sliding window.
+const fn cw(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    window: usize,
+) -> Case {
+    Case {
+        window,
+        ..c(n_tokens, n_heads, n_kv_heads, head_dim, pos0, 2)
     }
 }
 
@@ -114,6 +145,22 @@ const CASES: &[Case] = &[
     c(33, 4, 4, 96, 0, 0),
     c(300, 9, 3, 64, 4000, 0),
     c(40, 6, 3, 48, 200, 9),
+    // Windows: decode deep into a context (the splits cover only the
+    // window), a window of 1, a window reaching key 0 exactly, GQA groups
+    // over several blocks, prefill on every tiled head_dim with windows
+    // shorter than, equal to and longer than a key tile, and the split-KV
+    // prefill fallback.
+    cw(1, 9, 3, 64, 16_383, 512),
+    cw(1, 8, 1, 256, 30_000, 1024),
+    cw(2, 8, 1, 256, 4097, 1),
+    cw(4, 9, 3, 64, 4200, 4201),
+    cw(3, 32, 8, 128, 5000, 700),
+    cw(77, 9, 3, 64, 1000, 5),
+    cw(100, 32, 8, 128, 3001, 32),
+    cw(45, 10, 2, 80, 517, 100),
+    cw(70, 12, 4, 96, 33, 64),
+    cw(300, 9, 3, 64, 0, 128),
+    cw(40, 6, 3, 48, 200, 17),
 ];
 
 fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -125,7 +172,7 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
         pos0: cs.pos0,
         kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
         scale: 1.0 / (cs.head_dim as f32).sqrt(),
-        window: None,
+        window: (cs.window > 0).then_some(cs.window),
     };
     let mut rng = case_rng(test_seed(), "attention-cuda", index);
     let row = p.n_kv_heads * p.head_dim;
@@ -135,6 +182,10 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
     let mut v = rand_f32(&mut rng, p.kv_stride * row, -1.0, 1.0);
     k[valid..].fill(f32::NAN);
     v[valid..].fill(f32::NAN);
+    // Keys before the first query's window are never read either.
+    let before = p.key_range(0).0 * row;
+    k[..before].fill(f32::NAN);
+    v[..before].fill(f32::NAN);
     let mut want = vec![0.0; q.len()];
     attention_ref(&p, &q, &k, &v, &mut want).unwrap();
     (p, q, k, v, want)
@@ -163,7 +214,9 @@ fn long_context_and_continued_prefill() {
 }
 
 /// The same inputs through forced plans: one split (direct write), the
-/// most splits, heads one per block, and split-KV against tiled for prefill.
+/// most splits, heads one per block, and split-KV against tiled for prefill;
+/// then with sliding windows, where the larger plans have splits that see
+/// no key at all (they must add exactly nothing).
 #[test]
 fn forced_kernels_agree() {
     let Some(be) = backend() else { return };
@@ -233,6 +286,32 @@ fn forced_kernels_agree() {
         AttentionKernel::SplitKv(split_kv_plan(&p50, 132)),
     );
     check(&prefill, 4, AttentionKernel::Tiled { head_dim: 128 });
+    for (i, window) in [1usize, 100, 3001].into_iter().enumerate() {
+        let decode = cw(2, 9, 3, 64, 3000, window);
+        check(&decode, 10 + 3 * i, AttentionKernel::SplitKv(one));
+        check(&decode, 11 + 3 * i, AttentionKernel::SplitKv(most));
+        check(&decode, 12 + 3 * i, AttentionKernel::SplitKv(narrow));
+    }
+    for (i, window) in [1usize, 20, 33, 119].into_iter().enumerate() {
+        let prefill = Case {
+            window,
+            ..c(50, 8, 2, 128, 70, 3)
+        };
+        let pw = AttentionParams {
+            window: Some(window),
+            ..p50
+        };
+        check(
+            &prefill,
+            20 + 2 * i,
+            AttentionKernel::SplitKv(split_kv_plan(&pw, 132)),
+        );
+        check(
+            &prefill,
+            21 + 2 * i,
+            AttentionKernel::Tiled { head_dim: 128 },
+        );
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -1,5 +1,5 @@
 //! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
-//! silu_mul, softmax, argmax) against their kiln-core references: the
+//! silu_mul, gelu_mul, scale, add_rows, rope_multi, softmax, argmax) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -12,7 +12,8 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
-use kiln_cuda::{argmax, copy_rows, embedding, rms_norm, rope, silu_mul, softmax};
+use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
+use kiln_cuda::{rope_multi, silu_mul, softmax};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -199,6 +200,61 @@ fn parity_rope() {
 }
 
 #[test]
+fn parity_rope_factors() {
+    let Some(be) = backend() else { return };
+    check("rope_factors", |shift, o| {
+        tk::rope::check_rope_factors_with(
+            &|p, f, pos, x| {
+                // Host factors: their values are checked here, as by a
+                // loader; a wrong length is left to the launcher to reject.
+                if f.len() == p.n_rot / 2 {
+                    kiln_core::ops::rope::check_factors(p, Some(f))?;
+                }
+                let (pd, fd) = (up(&be, pos, shift)?, up(&be, f, shift)?);
+                f32_guarded(&be, x, shift, |o| {
+                    rope::rope_with_factors(&be, p, Some(&fd.view()), &pd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_rope_multi() {
+    let Some(be) = backend() else { return };
+    check("rope_multi", |shift, o| {
+        // Host positions (validated by the caller, as kiln::ops does) as i32.
+        let inputs = |p: &kiln_core::ops::rope_multi::RopeMultiParams,
+                      pos: &kiln_core::ops::rope_multi::RopePositions<'_>|
+         -> kiln_core::Result<(Dev<i32>, rope_multi::RopeMultiDevicePack)> {
+            let host: Vec<i32> = (0..pos.len()).map(|i| pos.get(i)).collect();
+            let pack = rope_multi::RopeMultiDevicePack::upload(&be, &p.pack()).map_err(core)?;
+            Ok((up(&be, &host, shift)?, pack))
+        };
+        tk::rope_multi::check_rope_multi_with(
+            &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = inputs(p, pos)?;
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| {
+                    rope_multi::rope_multi(&be, p, &pack, &pd.view(), &xd.view(), o)
+                })
+            },
+            &|p, pos, x, out| {
+                p.validate(pos, x.len(), out.len())?;
+                let (pd, pack) = inputs(p, pos)?;
+                let xd = up(&be, x, shift)?;
+                guarded(&be, out, 0xDEAD_u16, shift, |o| {
+                    rope_multi::rope_multi_bf16(&be, p, &pack, &pd.view(), &xd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
 fn parity_silu_mul() {
     let Some(be) = backend() else { return };
     check("silu_mul", |shift, o| {
@@ -208,6 +264,50 @@ fn parity_silu_mul() {
                 f32_guarded(&be, out, shift, |o| {
                     silu_mul::silu_mul(&be, p, &gd.view(), &ud.view(), o)
                 })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_gelu_mul() {
+    let Some(be) = backend() else { return };
+    check("gelu_mul", |shift, o| {
+        tk::gelu_mul::check_gelu_mul_with(
+            &|p, g, u, out| {
+                let (gd, ud) = (up(&be, g, shift)?, up(&be, u, shift)?);
+                f32_guarded(&be, out, shift, |o| {
+                    gelu_mul::gelu_mul(&be, p, &gd.view(), &ud.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_scale() {
+    let Some(be) = backend() else { return };
+    check("scale", |shift, o| {
+        tk::scale::check_scale_with(
+            &|p, x, out| {
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| scale::scale(&be, p, &xd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_add_rows() {
+    let Some(be) = backend() else { return };
+    check("add_rows", |shift, o| {
+        tk::add_rows::check_add_rows_with(
+            &|p, x, b| {
+                let bd = up(&be, b, shift)?;
+                f32_guarded(&be, x, shift, |o| add_rows::add_rows(&be, p, o, &bd.view()))
             },
             o,
         )

@@ -100,19 +100,25 @@ fn copy_rows_at_matches_reference() {
     }
 }
 
-/// attention_at at position `pos` (plan for `p.pos0`) vs the reference at `pos`.
+/// attention_at at position `pos` (plan for `p.pos0`) vs the reference at
+/// `pos`, without and with sliding windows (the plan covers the window at
+/// `p.pos0`; at earlier positions some of its splits see no key).
 #[test]
 fn attention_at_matches_reference() {
     let Some(be) = backend() else { return };
     let seed = kiln_testkit::test_seed();
-    // (n_tokens, n_heads, n_kv_heads, head_dim, kv_stride)
+    // (n_tokens, n_heads, n_kv_heads, head_dim, kv_stride, window or 0)
     let cases = [
-        (1usize, 9usize, 3usize, 64usize, 1000usize),
-        (1, 9, 3, 64, 24),
-        (2, 4, 2, 40, 333),
-        (1, 32, 8, 128, 4096),
+        (1usize, 9usize, 3usize, 64usize, 1000usize, 0usize),
+        (1, 9, 3, 64, 24, 0),
+        (2, 4, 2, 40, 333, 0),
+        (1, 32, 8, 128, 4096, 0),
+        (1, 4, 1, 256, 2000, 512),
+        (1, 9, 3, 64, 1000, 31),
+        (2, 4, 2, 40, 333, 1),
+        (1, 8, 1, 128, 700, 64),
     ];
-    for (ci, &(n, h, hkv, d, stride)) in cases.iter().enumerate() {
+    for (ci, &(n, h, hkv, d, stride, window)) in cases.iter().enumerate() {
         let mut rng = case_rng(seed, "attention_at", ci);
         let p = AttentionParams {
             n_tokens: n,
@@ -122,7 +128,7 @@ fn attention_at_matches_reference() {
             pos0: stride - n,
             kv_stride: stride,
             scale: 1.0 / (d as f32).sqrt(),
-            window: None,
+            window: (window > 0).then_some(window),
         };
         let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
         let k = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);

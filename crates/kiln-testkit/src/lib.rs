@@ -29,15 +29,21 @@ pub use rng::{case_rng, rand_f32, rng, test_seed};
 /// each op's implementation. Convenient for `kiln selftest`.
 pub struct AllOps<'a> {
     pub add: &'a cases::add::AddFn<'a>,
+    pub add_rows: &'a cases::add_rows::AddRowsFn<'a>,
     pub argmax: &'a cases::argmax::ArgmaxFn<'a>,
     pub attention: &'a cases::attention::AttentionFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
+    pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
     pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
+    pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
+    pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
+    pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
+    pub scale: &'a cases::scale::ScaleFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
 }
@@ -47,9 +53,12 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
     r.merge(add::check_add_with(imps.add, opts));
+    r.merge(add_rows::check_add_rows_with(imps.add_rows, opts));
     r.merge(argmax::check_argmax_with(imps.argmax, opts));
     r.merge(attention::check_attention_with(imps.attention, opts));
+    r.merge(attention::check_attention_window_with(imps.attention, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
+    r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
     r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
     r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
@@ -57,6 +66,13 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
+    r.merge(rope::check_rope_factors_with(imps.rope_factors, opts));
+    r.merge(rope_multi::check_rope_multi_with(
+        imps.rope_multi,
+        imps.rope_multi_bf16,
+        opts,
+    ));
+    r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
     r
@@ -66,36 +82,18 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
 /// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
 /// backend skips them.
 pub struct CpuOnlyOps<'a> {
-    pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
-    pub scale: &'a cases::scale::ScaleFn<'a>,
-    /// Attention with a sliding window (the plain cases are in [`AllOps`]).
-    pub attention_window: &'a cases::attention::AttentionFn<'a>,
-    pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
-    pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
     pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
     pub softcap: &'a cases::softcap::SoftcapFn<'a>,
 }
 
 /// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str =
-    "gelu_mul, scale, windowed attention, rope_multi, layer_norm, l2_norm, softcap";
+pub const CPU_ONLY_OPS: &str = "layer_norm, l2_norm, softcap";
 
 /// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
 pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
     use cases::*;
     let mut r = Report::new(opts.seed);
-    r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
-    r.merge(scale::check_scale_with(imps.scale, opts));
-    r.merge(attention::check_attention_window_with(
-        imps.attention_window,
-        opts,
-    ));
-    r.merge(rope_multi::check_rope_multi_with(
-        imps.rope_multi,
-        imps.rope_multi_bf16,
-        opts,
-    ));
     r.merge(layer_norm::check_layer_norm_with(imps.layer_norm, opts));
     r.merge(l2_norm::check_l2_norm_with(imps.l2_norm, opts));
     r.merge(softcap::check_softcap_with(imps.softcap, opts));

@@ -38,15 +38,21 @@ fn assert_all_fail(r: &Report, what: &str) {
 fn references_pass_every_driver() {
     let imps = AllOps {
         add: &k::add::add_ref,
+        add_rows: &k::add_rows::add_rows_ref,
         argmax: &k::argmax::argmax_ref,
         attention: &k::attention::attention_ref,
         embedding: &k::embedding::embedding_ref,
+        gelu_mul: &k::gelu_mul::gelu_mul_ref,
         matmul: &k::matmul::matmul_ref,
         matmul_id: &k::matmul_id::matmul_id_ref,
         moe_combine: &k::moe_combine::moe_combine_ref,
         moe_route: &k::moe_route::moe_route_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
+        rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),
+        rope_multi: &k::rope_multi::rope_multi_ref,
+        rope_multi_bf16: &k::rope_multi::rope_multi_ref_bf16,
+        scale: &k::scale::scale_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
         softmax: &k::softmax::softmax_ref,
     };
@@ -94,6 +100,12 @@ fn catches_wrong_math() {
     let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
     // Only cases with at least 2 pairs (n_rot >= 4) and a non-zero position can tell.
     assert!(failed.len() >= 14, "{failed:?}");
+
+    // rope that ignores its frequency factors: every rotating case fails
+    // (no case has all factors 1), and the reject cases catch the missing check.
+    let r =
+        tk::rope::check_rope_factors_with(&|p, _f, pos, x| k::rope::rope_ref(p, pos, x), &quick());
+    assert_eq!(r.passed(), 0, "{r}");
 
     // attention mapping heads to kv heads round-robin instead of grouped.
     let r = tk::attention::check_attention_with(
@@ -197,6 +209,51 @@ fn catches_missing_validation() {
     let r = tk::argmax::check_argmax_with(&|x| Ok(x.len() as u32 / 2), &quick());
     assert!(r.failures().any(|c| c.case == "rejects empty input"));
     assert!(r.failed() > 30);
+}
+
+#[test]
+fn add_rows_driver_catches_a_wrong_bias_column_and_a_missed_row() {
+    // Bias read one column off (wrapping): every non-empty case with dim > 1 fails.
+    let r = tk::add_rows::check_add_rows_with(
+        &|p, x, b| {
+            p.validate(x.len(), b.len())?;
+            for row in x.chunks_exact_mut(p.dim.max(1)) {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v += b[(c + 1) % p.dim];
+                }
+            }
+            Ok(())
+        },
+        &quick(),
+    );
+    let passed: Vec<_> = r
+        .results
+        .iter()
+        .filter(|c| c.outcome.is_ok() && !c.case.starts_with("rejects"))
+        .map(|c| c.case.clone())
+        .collect();
+    assert_eq!(
+        passed,
+        ["rows=0 dim=5", "rows=3 dim=0", "rows=1 dim=1"],
+        "{r}"
+    );
+    // The last row left alone: every case with rows > 0 and dim > 0 fails.
+    let r = tk::add_rows::check_add_rows_with(
+        &|p, x, b| {
+            p.validate(x.len(), b.len())?;
+            let n = p.rows.saturating_sub(1) * p.dim;
+            k::add_rows::add_rows_ref(
+                &k::add_rows::AddRowsParams {
+                    rows: p.rows.saturating_sub(1),
+                    dim: p.dim,
+                },
+                &mut x[..n],
+                b,
+            )
+        },
+        &quick(),
+    );
+    assert_eq!(r.failed(), r.results.len() - 3 - 2, "{r}");
 }
 
 #[test]

@@ -541,6 +541,105 @@ impl Tensor {
         }
     }
 
+    /// The first `n` 2-byte values (bf16 bits) of a GPU byte tensor.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_u16(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<kiln_cuda::CudaView<'_, u16>> {
+        let dtype = self.dtype;
+        match &self.storage {
+            Storage::Cuda(_, CudaStorage::Bytes(b, r)) => {
+                let got = r.len() / 2;
+                let small = Error::TooSmall {
+                    op,
+                    what,
+                    got,
+                    needed: n,
+                };
+                if n > got {
+                    return Err(small);
+                }
+                if r.start % 2 != 0 {
+                    return Err(kiln_core::Error::invalid(
+                        op,
+                        format!("{what} starts at odd byte {} of its buffer", r.start),
+                    )
+                    .into());
+                }
+                // SAFETY: every bit pattern is a valid u16; the view covers
+                // 2n <= r.len() bytes of the range, whose start is 2-byte
+                // aligned (device allocations are 256-byte aligned, r.start is
+                // even).
+                unsafe { b.slice(r.clone()).transmute::<u16>(n) }.ok_or(small)
+            }
+            Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
+                op,
+                what,
+                got: dtype,
+                expected: "BF16",
+            }),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on cpu"),
+                b: "a cuda stream".into(),
+            }),
+        }
+    }
+
+    /// The first `n` 2-byte values (bf16 bits) of a GPU byte tensor that owns
+    /// its whole buffer (not a row view sharing it), writable.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_u16_mut(
+        &mut self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<kiln_cuda::CudaViewMut<'_, u16>> {
+        let dtype = self.dtype;
+        match &mut self.storage {
+            Storage::Cuda(_, CudaStorage::Bytes(b, r)) => {
+                let got = r.len() / 2;
+                let small = Error::TooSmall {
+                    op,
+                    what,
+                    got,
+                    needed: n,
+                };
+                if n > got {
+                    return Err(small);
+                }
+                let shared = || {
+                    kiln_core::Error::invalid(
+                        op,
+                        format!("{what} shares its device buffer (a row view): not writable"),
+                    )
+                };
+                if r.start != 0 {
+                    return Err(shared().into());
+                }
+                let slice = Arc::get_mut(b).ok_or_else(shared)?;
+                // SAFETY: every bit pattern is a valid u16; the view covers
+                // 2n <= r.len() bytes from the start of the (256-byte aligned)
+                // allocation, which this tensor alone holds.
+                unsafe { slice.transmute_mut::<u16>(n) }.ok_or(small)
+            }
+            Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
+                op,
+                what,
+                got: dtype,
+                expected: "BF16",
+            }),
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                a: format!("{what} on cpu"),
+                b: "a cuda stream".into(),
+            }),
+        }
+    }
+
     /// A device view of a GPU tensor's raw bytes (quantized weights).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_bytes(

@@ -1,4 +1,5 @@
-//! kiln::ops::rope_multi on the CPU stream: the testkit's case table
+//! kiln::ops::rope_multi on the CPU stream (and a CUDA stream, where there
+//! is one): the testkit's case table
 //! (f32 and bf16, i32 and u32 positions, both pairings, guarded and poisoned
 //! outputs, fresh random inputs) through the uncached and cached entry
 //! points, and every case of mlx-native's rope_multi tests
@@ -51,6 +52,14 @@ fn run_bf16(
         rope_multi_cached(s, p, pos, &xt, &mut out)?;
     } else {
         rope_multi(s, p, pos, &xt, &mut out)?;
+    }
+    if s.device() != kiln::Device::Cpu {
+        // Downloaded and widened exactly; bf16 values narrow back exactly.
+        return Ok(out
+            .to_f32_vec(s)?
+            .into_iter()
+            .map(f32_to_bf16_bits)
+            .collect());
     }
     Ok(out
         .host_bytes()?
@@ -409,10 +418,10 @@ fn seed_cached_seq_len_variation() {
     );
 }
 
-/// On a CUDA stream (where there is one) the op is refused with a typed
-/// one-line error: it has no CUDA kernel yet.
+/// On a CUDA stream (where there is one) the case table through both entry
+/// points: the device pack uploaded per call, then from the stream's cache.
 #[test]
-fn cuda_stream_is_refused() {
+fn cuda_case_table_uncached_and_cached() {
     let s = match Stream::cuda(0) {
         Ok(s) => s,
         Err(e) => {
@@ -420,11 +429,20 @@ fn cuda_stream_is_refused() {
             return;
         }
     };
-    let p = seed_params(RopeMultiMode::Imrope);
-    let xt = Tensor::from_f32(&s, &[16], vec![1.0; 16]).unwrap();
-    let mut out = Tensor::from_f32(&s, &[16], vec![0.0; 16]).unwrap();
-    let e = rope_multi(&s, &p, &RopePositions::I32(&[0; 4]), &xt, &mut out).unwrap_err();
-    assert!(e.to_string().contains("CUDA"), "{e}");
+    for cached in [false, true] {
+        let imp = |p: &RopeMultiParams, pos: &RopePositions<'_>, x: &[f32], out: &mut [f32]| {
+            out.copy_from_slice(&run_f32(&s, p, pos, x, cached).map_err(to_core)?);
+            Ok(())
+        };
+        let imp16 = |p: &RopeMultiParams, pos: &RopePositions<'_>, x: &[u16], out: &mut [u16]| {
+            out.copy_from_slice(&run_bf16(&s, p, pos, x, cached).map_err(to_core)?);
+            Ok(())
+        };
+        let report = check_rope_multi(&imp, &imp16);
+        eprintln!("cuda cached {cached}: {}", report.summary());
+        report.into_result().unwrap();
+    }
+    assert!(!s.rope_multi_packs().is_empty());
 }
 
 /// Llama 3.1-style frequency factors (`rope_freqs`) against Hugging Face

@@ -30,15 +30,23 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     let mut r = check_all(
         &AllOps {
             add: &|p, a, b, o| k::add::add(ctx, p, a, b, o),
+            add_rows: &|p, x, b| k::add_rows::add_rows(ctx, p, x, b),
             argmax: &|x| k::argmax::argmax(ctx, x),
             attention: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
             embedding: &|p, t, ids, o| k::embedding::embedding(ctx, p, t, ids, o),
+            gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
             matmul: &|p, w, x, o| k::matmul::matmul(ctx, p, w, x, o),
             matmul_id: &|p, w, x, ids, o| k::matmul_id::matmul_id(ctx, p, w, x, ids, o),
             moe_combine: &|p, y, w, res, o| k::moe_combine::moe_combine(ctx, p, y, w, res, o),
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
+            rope_factors: &|p, f, pos, x| k::rope::rope_with_factors(ctx, p, Some(f), pos, x),
+            rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
+            rope_multi_bf16: &|p, pos, x, o| {
+                k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
+            },
+            scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
         },
@@ -46,13 +54,6 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     );
     r.merge(check_cpu_only(
         &CpuOnlyOps {
-            gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
-            scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
-            attention_window: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
-            rope_multi: &|p, pos, x, o| k::rope_multi::rope_multi(ctx, p, &p.pack(), pos, x, o),
-            rope_multi_bf16: &|p, pos, x, o| {
-                k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
-            },
             layer_norm: &|p, x, w, b, o| k::layer_norm::layer_norm(ctx, p, x, w, b, o),
             l2_norm: &|p, x, o| k::l2_norm::l2_norm(ctx, p, x, o),
             softcap: &|p, x, o| k::softcap::softcap(ctx, p, x, o),

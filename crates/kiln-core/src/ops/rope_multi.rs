@@ -156,6 +156,22 @@ impl RopeMultiParams {
         x_len: usize,
         out_len: usize,
     ) -> Result<()> {
+        self.validate_shape(positions.len(), x_len, out_len)?;
+        if let RopePositions::U32(v) = positions {
+            if let Some(&bad) = v.iter().find(|&&p| p > i32::MAX as u32) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("position {bad} does not fit a signed 32-bit position"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate) without looking at the position values
+    /// (for positions already on a device, as i32): every shape and mode
+    /// rule, and `positions_len == 4 * seq_len`.
+    pub fn validate_shape(&self, positions_len: usize, x_len: usize, out_len: usize) -> Result<()> {
         if self.head_dim == 0 || self.rope_dim == 0 || self.n_heads == 0 || self.seq_len == 0 {
             return Err(Error::invalid(
                 OP,
@@ -214,15 +230,7 @@ impl RopeMultiParams {
             .seq_len
             .checked_mul(4)
             .ok_or_else(|| Error::invalid(OP, "4 * seq_len overflows"))?;
-        check_len(OP, "positions", positions.len(), n_pos)?;
-        if let RopePositions::U32(v) = positions {
-            if let Some(&bad) = v.iter().find(|&&p| p > i32::MAX as u32) {
-                return Err(Error::invalid(
-                    OP,
-                    format!("position {bad} does not fit a signed 32-bit position"),
-                ));
-            }
-        }
+        check_len(OP, "positions", positions_len, n_pos)?;
         let n = self.elements()?;
         check_len(OP, "input", x_len, n)?;
         check_len(OP, "output", out_len, n)

@@ -2,10 +2,10 @@
 //!
 //! Cache rows past `pos0 + n_tokens` are filled with NaN: an implementation
 //! that reads beyond the causal window poisons its output and fails. The
-//! sliding-window cases ([`check_attention_window`], a driver of its own
-//! because only the CPU implements windows so far) also poison the rows
-//! before the first query's window, so an off-by-one at the window's start
-//! fails too.
+//! sliding-window cases ([`check_attention_window`], a driver of its own;
+//! [`crate::check_all`] runs both with the same implementation) also poison
+//! the rows before the first query's window, so an off-by-one at the
+//! window's start fails too.
 
 use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
 use crate::{rand_f32, Guarded, Report, Tol};

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub mod add;
+pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod embedding;

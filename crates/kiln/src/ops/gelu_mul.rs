@@ -19,9 +19,11 @@ pub fn gelu_mul(
             Ok(kiln_cpu::gelu_mul::gelu_mul(ctx, p, gate, up, out)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(crate::Error::NotSupported {
-            op: OP,
-            device: s.device().to_string(),
-        }),
+        Backend::Cuda(be) => {
+            let gate = gate.cuda_f32(OP, "gate", p.n)?;
+            let up = up.cuda_f32(OP, "up", p.n)?;
+            let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
+            kiln_cuda::gelu_mul::gelu_mul(be, p, &gate, &up, &mut out).map_err(super::cuda_err)
+        }
     }
 }

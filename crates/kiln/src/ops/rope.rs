@@ -25,8 +25,10 @@ pub fn rope(s: &Stream, p: &RopeParams, positions: &[i32], x: &mut Tensor) -> Re
 }
 
 /// [`rope`] with per-pair frequency factors (Llama 3.1's `rope_freqs`, an
-/// f32 tensor of `n_rot / 2`; spec: `kiln_core::ops::rope`). CPU only for
-/// now: a CUDA stream gets a typed error before any work.
+/// f32 tensor of `n_rot / 2`; spec: `kiln_core::ops::rope`). On the CPU
+/// every call checks the factors' values; a CUDA stream checks their length
+/// only (the values are on the device: check them once with
+/// `kiln_core::ops::rope::check_factors` where they are loaded).
 pub fn rope_with_factors(
     s: &Stream,
     p: &RopeParams,
@@ -52,10 +54,14 @@ pub fn rope_with_factors(
             )?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
-            OP,
-            "frequency factors (rope_freqs) have no CUDA kernel yet: run on a CPU stream",
-        )
-        .into()),
+        Backend::Cuda(be) => {
+            p.validate(positions.len(), n)?;
+            let f = factors.cuda_f32(OP, "frequency factors", p.n_rot / 2)?;
+            let mut x = x.cuda_f32_mut(OP, "x", n)?;
+            s.with_device_positions(be, positions, |pos| {
+                kiln_cuda::rope::rope_with_factors(be, p, Some(&f), pos, &mut x)
+                    .map_err(super::cuda_err)
+            })
+        }
     }
 }

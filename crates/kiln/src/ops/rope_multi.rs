@@ -5,8 +5,11 @@
 //! [`rope_multi`] builds the per-pair parameter pack for each call;
 //! [`rope_multi_cached`] takes it from the stream's [`RopeMultiPacks`],
 //! keyed by the device and every parameter, so a decode loop builds it once.
-//! Both give bit-identical results. CUDA has no kernel yet: a CUDA stream
-//! gets a typed error before any work.
+//! Both give bit-identical results. On a CUDA stream the pack lives on the
+//! device: [`rope_multi`] uploads it for the call, [`rope_multi_cached`]
+//! keeps one device copy per key in the same cache; the positions go
+//! through the stream's device position buffer (as i32). A BF16 output on
+//! CUDA must own its buffer (not a row view).
 use crate::device::Backend;
 use crate::{Device, Error, Result, Stream, Tensor};
 use kiln_core::ops::rope_multi::{RopeMultiPack, RopeMultiParams, RopePairing, RopePositions};
@@ -52,6 +55,9 @@ impl PackKey {
 #[derive(Default)]
 pub struct RopeMultiPacks {
     map: Mutex<HashMap<PackKey, Arc<RopeMultiPack>>>,
+    /// Device copies of the packs, by the same key (CUDA streams).
+    #[cfg(feature = "cuda")]
+    dev: Mutex<HashMap<PackKey, Arc<kiln_cuda::rope_multi::RopeMultiDevicePack>>>,
 }
 
 impl RopeMultiPacks {
@@ -66,6 +72,29 @@ impl RopeMultiPacks {
         )
     }
 
+    /// The device copy of `p`'s pack on `device` (served by `be`), uploaded on
+    /// first use.
+    #[cfg(feature = "cuda")]
+    fn get_device(
+        &self,
+        be: &kiln_cuda::CudaBackend,
+        device: Device,
+        p: &RopeMultiParams,
+    ) -> Result<Arc<kiln_cuda::rope_multi::RopeMultiDevicePack>> {
+        let key = PackKey::new(device, p);
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = dev.get(&key) {
+            return Ok(Arc::clone(d));
+        }
+        let pack = self.get(device, p);
+        let d = Arc::new(
+            kiln_cuda::rope_multi::RopeMultiDevicePack::upload(be, &pack)
+                .map_err(super::cuda_err)?,
+        );
+        dev.insert(key, Arc::clone(&d));
+        Ok(d)
+    }
+
     /// Packs held.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -78,6 +107,8 @@ impl RopeMultiPacks {
     /// Drop every pack (e.g. when a model is unloaded).
     pub fn clear(&self) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        #[cfg(feature = "cuda")]
+        self.dev.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -91,7 +122,7 @@ pub fn rope_multi(
 ) -> Result<()> {
     let n = p.elements()?;
     p.validate(positions, n, n)?;
-    dispatch(s, p, &p.pack(), positions, x, out)
+    dispatch(s, p, &Pack::Fresh(p.pack()), positions, x, out)
 }
 
 /// [`rope_multi`] with the pack from the stream's cache.
@@ -105,13 +136,29 @@ pub fn rope_multi_cached(
     let n = p.elements()?;
     p.validate(positions, n, n)?;
     let pack = s.rope_multi_packs().get(s.device(), p);
-    dispatch(s, p, &pack, positions, x, out)
+    dispatch(s, p, &Pack::Cached(pack), positions, x, out)
+}
+
+/// The host pack of a call: built for it, or from the stream's cache (whose
+/// device copies a CUDA stream then uses too).
+enum Pack {
+    Fresh(RopeMultiPack),
+    Cached(Arc<RopeMultiPack>),
+}
+
+impl Pack {
+    fn host(&self) -> &RopeMultiPack {
+        match self {
+            Pack::Fresh(p) => p,
+            Pack::Cached(p) => p,
+        }
+    }
 }
 
 fn dispatch(
     s: &Stream,
     p: &RopeMultiParams,
-    pack: &RopeMultiPack,
+    pack: &Pack,
     positions: &RopePositions<'_>,
     x: &Tensor,
     out: &mut Tensor,
@@ -145,7 +192,12 @@ fn dispatch(
                 let xs = x.f32_prefix(OP, "input", n)?;
                 let os = out.f32_prefix_mut(OP, "output", n)?;
                 Ok(kiln_cpu::rope_multi::rope_multi(
-                    ctx, p, pack, positions, xs, os,
+                    ctx,
+                    p,
+                    pack.host(),
+                    positions,
+                    xs,
+                    os,
                 )?)
             } else {
                 let xs = bf16_prefix(x.cpu_bytes_for(OP, "input")?, "input", n)?;
@@ -161,16 +213,40 @@ fn dispatch(
                     needed: n,
                 })?;
                 Ok(kiln_cpu::rope_multi::rope_multi_bf16(
-                    ctx, p, pack, positions, xs, os,
+                    ctx,
+                    p,
+                    pack.host(),
+                    positions,
+                    xs,
+                    os,
                 )?)
             }
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(kiln_core::Error::invalid(
-            OP,
-            "no CUDA kernel yet: run rope_multi on a CPU stream",
-        )
-        .into()),
+        Backend::Cuda(be) => {
+            use kiln_cuda::rope_multi::RopeMultiDevicePack;
+            let dev = match pack {
+                Pack::Fresh(host) => {
+                    Arc::new(RopeMultiDevicePack::upload(be, host).map_err(super::cuda_err)?)
+                }
+                Pack::Cached(_) => s.rope_multi_packs().get_device(be, s.device(), p)?,
+            };
+            // Validated above: u32 positions fit i32.
+            let host_pos: Vec<i32> = (0..positions.len()).map(|i| positions.get(i)).collect();
+            s.with_device_positions(be, &host_pos, |pos| {
+                if dtype == DType::F32 {
+                    let xs = x.cuda_f32(OP, "input", n)?;
+                    let mut os = out.cuda_f32_mut(OP, "output", n)?;
+                    kiln_cuda::rope_multi::rope_multi(be, p, &dev, pos, &xs, &mut os)
+                        .map_err(super::cuda_err)
+                } else {
+                    let xs = x.cuda_u16(OP, "input", n)?;
+                    let mut os = out.cuda_u16_mut(OP, "output", n)?;
+                    kiln_cuda::rope_multi::rope_multi_bf16(be, p, &dev, pos, &xs, &mut os)
+                        .map_err(super::cuda_err)
+                }
+            })
+        }
     }
 }
 

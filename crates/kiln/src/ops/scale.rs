@@ -12,9 +12,10 @@ pub fn scale(s: &Stream, p: &ScaleParams, x: &Tensor, out: &mut Tensor) -> Resul
             Ok(kiln_cpu::scale::scale(ctx, p, x, out)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(crate::Error::NotSupported {
-            op: OP,
-            device: s.device().to_string(),
-        }),
+        Backend::Cuda(be) => {
+            let x = x.cuda_f32(OP, "x", p.n)?;
+            let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
+            kiln_cuda::scale::scale(be, p, &x, &mut out).map_err(super::cuda_err)
+        }
     }
 }

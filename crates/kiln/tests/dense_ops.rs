@@ -1,0 +1,133 @@
+//! kiln::ops dispatch of the dense-model op families that gained CUDA
+//! kernels (gelu_mul, scale, add_rows, rope_with_factors, windowed
+//! attention): the same inputs through a CPU stream and, where there is
+//! one, a CUDA stream, each against the kiln-core reference (the kernels
+//! themselves are held to the testkit tables by kiln-cuda's parity tests;
+//! this checks the tensors, prefixes and stream plumbing around them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln::ops::{
+    self, AddRowsParams, AttentionParams, GeluMulParams, RopeMode, RopeParams, ScaleParams,
+};
+use kiln::{Stream, Tensor};
+use kiln_core::ops as refs;
+use kiln_testkit::{case_rng, compare, rand_f32, test_seed, Tol};
+
+fn streams() -> Vec<Stream> {
+    let mut v = vec![Stream::cpu(2).unwrap()];
+    match Stream::cuda(0) {
+        Ok(s) => v.push(s),
+        Err(e) => eprintln!("SKIPPED on CUDA: no CUDA stream ({e})"),
+    }
+    v
+}
+
+fn t(s: &Stream, x: &[f32]) -> Tensor {
+    Tensor::from_f32(s, &[x.len()], x.to_vec()).unwrap()
+}
+
+#[test]
+fn elementwise_ops_match_the_references() {
+    let mut rng = case_rng(test_seed(), "kiln-dense-ops", 0);
+    // Buffers longer than the ops' prefixes, as a model's scratch is.
+    let (n, spare) = (2051, 13);
+    let g = rand_f32(&mut rng, n + spare, -6.0, 6.0);
+    let u = rand_f32(&mut rng, n + spare, -2.0, 2.0);
+    let bias = rand_f32(&mut rng, 7, -1.0, 1.0);
+    let gp = GeluMulParams { n };
+    let sp = ScaleParams { n, alpha: -1.75 };
+    let ap = AddRowsParams { rows: 293, dim: 7 };
+    let mut want_g = vec![0.0; n];
+    refs::gelu_mul::gelu_mul_ref(&gp, &g[..n], &u[..n], &mut want_g).unwrap();
+    let mut want_s = vec![0.0; n];
+    refs::scale::scale_ref(&sp, &g[..n], &mut want_s).unwrap();
+    let mut want_a = g[..n].to_vec();
+    refs::add_rows::add_rows_ref(&ap, &mut want_a, &bias).unwrap();
+    for s in streams() {
+        let dev = s.device();
+        let (gt, ut) = (t(&s, &g), t(&s, &u));
+        let mut out = t(&s, &vec![f32::NAN; n + spare]);
+        ops::gelu_mul(&s, &gp, &gt, &ut, &mut out).unwrap();
+        let got = out.to_f32_vec(&s).unwrap();
+        compare("gelu_mul", &got[..n], &want_g, Tol::ELEMENTWISE).unwrap();
+        assert!(
+            got[n..].iter().all(|v| v.is_nan()),
+            "{dev}: gelu_mul wrote past n"
+        );
+        ops::scale(&s, &sp, &gt, &mut out).unwrap();
+        compare(
+            "scale",
+            &out.to_f32_vec(&s).unwrap()[..n],
+            &want_s,
+            Tol::EXACT,
+        )
+        .unwrap();
+        let mut x = t(&s, &g);
+        ops::add_rows(&s, &ap, &mut x, &t(&s, &bias)).unwrap();
+        let got = x.to_f32_vec(&s).unwrap();
+        compare("add_rows", &got[..n], &want_a, Tol::EXACT).unwrap();
+        assert_eq!(&got[n..], &g[n..], "{dev}: add_rows wrote past rows * dim");
+        let e = ops::add_rows(&s, &ap, &mut x, &t(&s, &bias[..6])).unwrap_err();
+        assert!(e.to_string().contains("bias"), "{dev}: {e}");
+    }
+}
+
+#[test]
+fn rope_with_factors_matches_the_reference() {
+    let mut rng = case_rng(test_seed(), "kiln-dense-ops", 1);
+    let p = RopeParams {
+        n_tokens: 5,
+        n_heads: 4,
+        head_dim: 128,
+        n_rot: 128,
+        freq_base: 500_000.0,
+        freq_scale: 1.0,
+        mode: RopeMode::Normal,
+    };
+    let factors: Vec<f32> = (0..64).map(|i| 1.0 + (i % 8) as f32).collect();
+    let pos = [7000, 7001, 7002, 7003, 7004];
+    let x = rand_f32(&mut rng, 5 * 4 * 128, -2.0, 2.0);
+    let mut want = x.clone();
+    refs::rope::rope_ref_with_factors(&p, Some(&factors), &pos, &mut want).unwrap();
+    for s in streams() {
+        let mut xt = t(&s, &x);
+        ops::rope_with_factors(&s, &p, Some(&t(&s, &factors)), &pos, &mut xt).unwrap();
+        compare("rope", &xt.to_f32_vec(&s).unwrap(), &want, Tol::ROPE).unwrap();
+        let e = ops::rope_with_factors(&s, &p, Some(&t(&s, &factors[..63])), &pos, &mut xt)
+            .unwrap_err();
+        assert!(e.to_string().contains("factors"), "{}: {e}", s.device());
+    }
+}
+
+#[test]
+fn windowed_attention_matches_the_reference() {
+    let mut rng = case_rng(test_seed(), "kiln-dense-ops", 2);
+    for (n_tokens, pos0, window) in [(1usize, 900usize, 512usize), (40, 600, 512), (7, 30, 4)] {
+        let p = AttentionParams {
+            n_tokens,
+            n_heads: 4,
+            n_kv_heads: 1,
+            head_dim: 256,
+            pos0,
+            kv_stride: pos0 + n_tokens + 3,
+            scale: 0.0625,
+            window: Some(window),
+        };
+        let q = rand_f32(&mut rng, n_tokens * 4 * 256, -1.0, 1.0);
+        let k = rand_f32(&mut rng, p.kv_stride * 256, -1.0, 1.0);
+        let v = rand_f32(&mut rng, p.kv_stride * 256, -1.0, 1.0);
+        let mut want = vec![0.0; q.len()];
+        refs::attention::attention_ref(&p, &q, &k, &v, &mut want).unwrap();
+        for s in streams() {
+            let mut out = t(&s, &vec![f32::NAN; q.len()]);
+            ops::attention(&s, &p, &t(&s, &q), &t(&s, &k), &t(&s, &v), &mut out).unwrap();
+            compare(
+                &format!("attention {p:?} on {}", s.device()),
+                &out.to_f32_vec(&s).unwrap(),
+                &want,
+                Tol::ATTENTION,
+            )
+            .unwrap();
+        }
+    }
+}
