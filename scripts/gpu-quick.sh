@@ -32,7 +32,7 @@ timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
 echo "bench_matmul rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_matmul.txt" "$OUT/"
 cat "$L/bench_matmul.txt"
-for t in parity_cufused parity_cumoe parity_kiln_moe parity_cuops parity_cuattn compile_kernels; do
+for t in parity_cuops parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
   par "$t" 240
 done
 [ -n "${OUT:-}" ] && tar -czf "$OUT/quick-logs.tar.gz" -C "$L" .
