@@ -28,6 +28,23 @@ for st in 0 1; do
   KILN_MV_STAGED=$st timeout 120 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 \
     2>&1 | grep -E '\|'
 done
+# The architectures whose CUDA forwards have not run on a GPU before
+# (KILN_CUDA_ARCHS=1 lets them load there): small synthetic models, greedy
+# text on the CPU and on CUDA (f32 weights: both keep f32 activations).
+common=(--layers 2 --embd 128 --heads 4 --kv-heads 2 --ff 256 --ctx 512 --type F32 --seed 3
+  --vocab-from "$B/vocab.gguf")
+for a in qwen2 qwen3 qwen3moe qwen2moe mixtral; do
+  extra=(); case $a in
+    qwen3*) extra=(--head-dim 32);;& qwen2moe) extra=(--shared-ff 192);;& *moe|mixtral) extra+=(--experts 8 --experts-used 2 --expert-ff 128);;
+  esac
+  "$B/kiln" synth "/tmp/$a.gguf" --arch "$a" "${common[@]}" "${extra[@]}" > /dev/null 2>&1 || { echo "arch $a: synth FAIL"; continue; }
+  for dev in cpu cuda; do
+    KILN_CUDA_ARCHS=1 timeout 60 "$B/kiln" run --device $dev -m "/tmp/$a.gguf" -p "The capital of France is" \
+      -n 24 --temp 0 > "$L/arch-$a-$dev.txt" 2> "$L/arch-$a-$dev.err"
+  done
+  if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-cuda.txt"; then r=same; else r=DIFFERENT; fi
+  echo "arch $a greedy 24 cpu vs cuda: $r | $(tail -c 120 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
+done
 timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
 echo "bench_matmul rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_matmul.txt" "$OUT/"

@@ -75,11 +75,11 @@ impl Gemma3Weights {
                 cfg.arch
             )));
         };
-        if device.device() != kiln::Device::Cpu {
-            return Err(ModelError::Unsupported(format!(
-                "gemma3 on {} (it runs on the CPU only for now: --device cpu)",
-                device.device()
-            )));
+        crate::model::check_unverified_on_gpu("gemma3", device)?;
+        if cfg.rope_yarn.is_some() {
+            return Err(ModelError::Unsupported(
+                "gemma3 with yarn rope scaling".into(),
+            ));
         }
         if let Some(c) = params.final_logit_softcap.or(params.attn_logit_softcap) {
             return Err(ModelError::Unsupported(format!(

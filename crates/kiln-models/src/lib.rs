@@ -4,7 +4,7 @@
 //! weights borrowed zero-copy from the mmap) → [`llama`] forward on a
 //! [`kiln::Stream`] → logits → [`sampler`] → token → [`tokenizer`] → text.
 //! Gemma 3 files run [`gemma3`]'s forward over the same weights plus its
-//! extra norms (CPU only for now).
+//! extra norms (CUDA: see `model::CUDA_ARCHS_ENV`).
 
 pub mod chat;
 pub mod config;

@@ -45,6 +45,26 @@ pub enum ArchWeights {
     Qwen3Moe(crate::qwen3moe::Qwen3MoeWeights),
 }
 
+/// Set to `1` to load the architectures whose CUDA composition has not run
+/// on a GPU yet (gemma3, qwen2, qwen3, the MoE ones) on a CUDA stream.
+pub const CUDA_ARCHS_ENV: &str = "KILN_CUDA_ARCHS";
+
+/// Refuse `arch` on a non-CPU stream unless [`CUDA_ARCHS_ENV`] is `1`:
+/// every op these forwards use has a CUDA kernel with parity tests, but the
+/// forwards themselves have not been checked end to end on a GPU.
+pub(crate) fn check_unverified_on_gpu(arch: &str, device: &Stream) -> Result<()> {
+    if device.device() == kiln::Device::Cpu
+        || std::env::var_os(CUDA_ARCHS_ENV).is_some_and(|v| v == "1")
+    {
+        return Ok(());
+    }
+    Err(ModelError::Unsupported(format!(
+        "{arch} on {} has not been verified on a GPU yet: use --device cpu \
+         (or set {CUDA_ARCHS_ENV}=1 to try it)",
+        device.device()
+    )))
+}
+
 fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
     let tk = |e: kiln_core::Error| ModelError::Config(format!("tokenizer: {e}"));
     let opt_u32 = |key: &str| f.get(key).and_then(|v| v.as_u32());
@@ -256,7 +276,11 @@ impl Model {
         }
         for chunk in tokens.chunks(st.scratch.n_batch) {
             let pos0 = st.tokens.len();
-            if chunk.len() == 1 && stream.graphs_enabled() {
+            // Only the llama forward reads its position from the device
+            // (`Batch::device_pos`); the others bake it into their launches,
+            // so they decode eagerly.
+            let graph = matches!(self.arch_weights, ArchWeights::Llama);
+            if chunk.len() == 1 && graph && stream.graphs_enabled() {
                 self.decode_graph(stream, st, chunk, pos0)?;
             } else {
                 self.forward(
