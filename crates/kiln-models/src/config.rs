@@ -4,7 +4,7 @@
 //! [`ModelConfig::parse`] reads every architecture in [`PARSED_ARCHS`];
 //! [`ModelConfig::from_gguf`] also requires one kiln can run
 //! ([`SUPPORTED_ARCHS`]). Gemma 3's extra keys land in [`Gemma3Params`]
-//! (its forward: `crate::gemma3`, CPU only for now).
+//! (its forward: `crate::gemma3`; on CUDA see `model::CUDA_ARCHS_ENV`).
 
 use crate::{ModelError, Result};
 use kiln_core::gguf::GgufFile;
@@ -57,6 +57,47 @@ impl ArchParams {
             _ => None,
         }
     }
+}
+
+/// YaRN's parameters (`{arch}.rope.scaling.*`), with llama.cpp's defaults
+/// for the betas; the variants kiln does not implement are refused.
+fn yarn_params(
+    f: &GgufFile,
+    arch: &str,
+    factor: f32,
+    n_rot: usize,
+    base: f32,
+) -> Result<kiln_core::ops::rope::Yarn> {
+    let k = |s: &str| format!("{arch}.rope.scaling.{s}");
+    for (key, default) in [("yarn_ext_factor", None), ("yarn_attn_factor", Some(1.0))] {
+        if let Some(v) = opt_f32(f, &k(key))? {
+            // ext_factor < 0 means "derive it" (1 for yarn) in llama.cpp.
+            let fine = match default {
+                Some(d) => v == d,
+                None => v < 0.0 || v == 1.0,
+            };
+            if !fine {
+                return Err(ModelError::Unsupported(format!(
+                    "yarn with rope.scaling.{key} = {v}"
+                )));
+            }
+        }
+    }
+    if f.get(&k("yarn_log_multiplier")).is_some() {
+        return Err(ModelError::Unsupported(
+            "yarn with rope.scaling.yarn_log_multiplier (DeepSeek-style mscale)".into(),
+        ));
+    }
+    let y = kiln_core::ops::rope::Yarn {
+        factor,
+        orig_ctx: req_u32(f, &k("original_context_length"))?,
+        beta_fast: opt_f32(f, &k("yarn_beta_fast"))?.unwrap_or(32.0),
+        beta_slow: opt_f32(f, &k("yarn_beta_slow"))?.unwrap_or(1.0),
+    };
+    // Checks the values (and that the factors exist for this rotation).
+    y.factors(n_rot, base)
+        .map_err(|e| ModelError::Config(format!("{arch}: {e}")))?;
+    Ok(y)
 }
 
 /// `n_ff`: `feed_forward_length`, the expert width of Mixtral-style llama
@@ -151,6 +192,10 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// 1 / linear scaling factor (`{arch}.rope.scaling.factor`), 1.0 when absent.
     pub rope_freq_scale: f32,
+    /// YaRN context extension (`rope.scaling.type = yarn`): per-pair
+    /// frequency factors plus an attention-scale correction (see
+    /// `kiln_core::ops::rope::Yarn`); `rope_freq_scale` is then 1.
+    pub rope_yarn: Option<kiln_core::ops::rope::Yarn>,
     pub rms_eps: f32,
     /// Architecture-specific hyper-parameters.
     pub arch_params: ArchParams,
@@ -296,9 +341,14 @@ impl ModelConfig {
             .and_then(|v| v.as_str())
             .unwrap_or("none");
         let factor = opt_f32(f, &k("rope.scaling.factor"))?.unwrap_or(1.0);
+        let mut rope_yarn = None;
         let rope_freq_scale = match scaling {
             "none" => 1.0,
             "linear" if factor > 0.0 && factor.is_finite() => 1.0 / factor,
+            "yarn" => {
+                rope_yarn = Some(yarn_params(f, &arch, factor, n_rot, rope_base)?);
+                1.0
+            }
             other => {
                 return Err(ModelError::Unsupported(format!(
                     "rope scaling '{other}' with factor {factor}"
@@ -337,6 +387,7 @@ impl ModelConfig {
             n_ctx_train: opt_u32(f, &k("context_length"))?.unwrap_or(2048),
             rope_base,
             rope_freq_scale,
+            rope_yarn,
             rms_eps: opt_f32(f, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
             arch,
         };
@@ -356,6 +407,16 @@ impl ModelConfig {
     }
 
     /// Width of the q projection output.
+    /// The attention logit scale: `1/√head_dim`, times YaRN's `mscale²`
+    /// when the file uses YaRN.
+    pub fn attn_scale(&self) -> f32 {
+        let s = 1.0 / (self.head_dim as f32).sqrt();
+        match &self.rope_yarn {
+            Some(y) => y.attn_scale(s),
+            None => s,
+        }
+    }
+
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }

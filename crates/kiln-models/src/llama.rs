@@ -146,7 +146,7 @@ fn forward_ops(
         head_dim: cfg.head_dim,
         pos0,
         kv_stride: cache.n_ctx,
-        scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        scale: cfg.attn_scale(),
         window: None,
     };
     let append = CopyRowsParams {

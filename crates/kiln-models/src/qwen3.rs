@@ -51,13 +51,7 @@ pub struct Qwen3Weights {
 impl Qwen3Weights {
     /// Load the per-head norms; refuse what this forward does not implement.
     pub fn load(file: &Arc<GgufFile>, cfg: &ModelConfig, device: &Stream) -> Result<Qwen3Weights> {
-        if device.device() != kiln::Device::Cpu {
-            return Err(ModelError::Unsupported(format!(
-                "{} on {} (it runs on the CPU only for now: --device cpu)",
-                cfg.arch,
-                device.device()
-            )));
-        }
+        crate::model::check_unverified_on_gpu(&cfg.arch, device)?;
         // The normed k is staged in a [n, n_embd] buffer (see `forward`).
         if cfg.kv_dim() > cfg.n_embd {
             return Err(ModelError::Unsupported(format!(
@@ -207,7 +201,7 @@ fn forward_ops(
         head_dim: hd,
         pos0,
         kv_stride: cache.n_ctx,
-        scale: 1.0 / (hd as f32).sqrt(),
+        scale: cfg.attn_scale(),
         window: None,
     };
     let append = CopyRowsParams {
@@ -246,8 +240,10 @@ fn forward_ops(
             ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
             ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
         }
-        ops::rope(s, &rope(cfg.n_head), &sc.positions, &mut sc.att)?;
-        ops::rope(s, &rope(cfg.n_head_kv), &sc.positions, &mut sc.o)?;
+        // YaRN's factors when the file scales RoPE that way (None: plain).
+        let ff = w.rope_freqs.as_ref();
+        ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.att)?;
+        ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.o)?;
         ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
         ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
         ops::attention(s, &attn, &sc.att, &cache.k[l], &cache.v[l], &mut sc.q)?;

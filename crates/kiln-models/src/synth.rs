@@ -149,6 +149,8 @@ pub struct SynthParams {
     pub rms_eps: f32,
     /// Seed of the weights' generator ([`write_synthetic`]).
     pub seed: u64,
+    /// YaRN rope scaling written to the metadata (`rope.scaling.*`).
+    pub yarn: Option<kiln_core::ops::rope::Yarn>,
 }
 
 impl SynthParams {
@@ -171,6 +173,7 @@ impl SynthParams {
             rope_base: 10000.0,
             rms_eps: 1e-5,
             seed: 0,
+            yarn: None,
         }
     }
     /// `n_embd / n_head` for llama (checked by [`SynthParams::validate`]),
@@ -246,6 +249,10 @@ impl SynthParams {
                 "heads {} is not a multiple of kv-heads {}",
                 self.n_head, self.n_head_kv
             ));
+        }
+        if let Some(y) = &self.yarn {
+            y.factors(self.n_rot, self.rope_base)
+                .map_err(|e| ModelError::Input(format!("synth: {e}")))?;
         }
         let hd = self.head_dim();
         if self.n_rot > hd || !self.n_rot.is_multiple_of(2) {
@@ -508,6 +515,13 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
     if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
+    }
+    if let Some(y) = &p.yarn {
+        kvs.push((k("rope.scaling.type"), Value::String("yarn".into())));
+        kvs.push((k("rope.scaling.factor"), Value::F32(y.factor)));
+        kvs.push((k("rope.scaling.original_context_length"), u(y.orig_ctx)));
+        kvs.push((k("rope.scaling.yarn_beta_fast"), Value::F32(y.beta_fast)));
+        kvs.push((k("rope.scaling.yarn_beta_slow"), Value::F32(y.beta_slow)));
     }
     if let Some((n_expert, n_expert_used, n_ff_exp, shexp)) = p.arch.moe(p.n_ff) {
         kvs.push((k("expert_count"), u(n_expert)));

@@ -56,8 +56,9 @@ pub struct LlamaWeights {
     pub output_norm: Tensor,
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<Tensor>,
-    /// `rope_freqs.weight` (Llama 3.1 / 3.2): per-pair RoPE frequency
-    /// factors, f32 `[n_rot / 2]`; CPU only for now (refused on CUDA).
+    /// `rope_freqs.weight` (Llama 3.1 / 3.2), or the factors of YaRN
+    /// scaling: per-pair RoPE frequency factors, f32 `[n_rot / 2]` (llama
+    /// files: CPU only for now, refused on CUDA).
     pub rope_freqs: Option<Tensor>,
 }
 
@@ -302,16 +303,36 @@ impl LlamaWeights {
                 "mixture-of-experts llama files (ffn_gate_inp) are not supported yet".into(),
             ));
         }
-        let rope_freqs = if file.tensor("rope_freqs.weight").is_some() {
-            if device.device() != kiln::Device::Cpu {
-                return Err(ModelError::Unsupported(format!(
-                    "RoPE frequency factors (rope_freqs.weight, Llama 3.1 style) on {}: CPU only for now (--device cpu)",
-                    device.device()
-                )));
+        let rope_freqs = match (file.tensor("rope_freqs.weight").is_some(), &cfg.rope_yarn) {
+            (true, Some(_)) => {
+                return Err(ModelError::Unsupported(
+                    "both rope_freqs.weight and yarn rope scaling".into(),
+                ))
             }
-            Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?)
-        } else {
-            None
+            (true, None) => {
+                // The fused llama decode on GPUs rotates without factors.
+                if device.device() != kiln::Device::Cpu && cfg.arch == "llama" {
+                    return Err(ModelError::Unsupported(format!(
+                        "RoPE frequency factors (rope_freqs.weight, Llama 3.1 style) on {}: CPU only for now (--device cpu)",
+                        device.device()
+                    )));
+                }
+                Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?)
+            }
+            // YaRN: its per-pair factors, as a rope_freqs tensor.
+            (false, Some(y)) => {
+                if device.device() != kiln::Device::Cpu && cfg.arch == "llama" {
+                    return Err(ModelError::Unsupported(format!(
+                        "yarn rope scaling on a llama file on {}: CPU only for now (--device cpu)",
+                        device.device()
+                    )));
+                }
+                let f = y
+                    .factors(cfg.n_rot, cfg.rope_base)
+                    .map_err(|e| ModelError::Config(e.to_string()))?;
+                Some(Tensor::from_f32(device, &[f.len()], f)?)
+            }
+            (false, None) => None,
         };
         Ok(LlamaWeights {
             token_embd,

@@ -55,6 +55,7 @@ fn params(name: &str) -> SynthParams {
         rope_base: 1e6,
         rms_eps: 1e-6,
         seed: 7,
+        yarn: None,
     };
     match name {
         "qwen3_tiny" => base,
@@ -67,6 +68,19 @@ fn params(name: &str) -> SynthParams {
             },
             name: "synthetic-qwen2moe-2L-64d-4h2kv-128ff-F32".into(),
             n_rot: 16,
+            ..base.clone()
+        },
+        "qwen2yarn_tiny" => SynthParams {
+            arch: SynthArch::Qwen2,
+            name: "synthetic-qwen2-2L-64d-4h2kv-128ff-F32".into(),
+            n_rot: 16,
+            rope_base: 10000.0,
+            yarn: Some(kiln_core::ops::rope::Yarn {
+                factor: 4.0,
+                orig_ctx: 64,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+            }),
             ..base.clone()
         },
         "qwen2_tiny" => SynthParams {
@@ -109,6 +123,7 @@ fn tiny_synth_models_match_their_fixtures() {
     let dir = tempfile_dir("fixtures");
     for name in [
         "qwen2_tiny",
+        "qwen2yarn_tiny",
         "qwen2moe_tiny",
         "qwen3_tiny",
         "qwen3moe_tiny",
@@ -126,6 +141,7 @@ fn tiny_synth_models_match_their_fixtures() {
         let f = GgufFile::open(&out).unwrap();
         let arch = match name.split('_').next().unwrap() {
             "mixtral" => "llama",
+            "qwen2yarn" => "qwen2",
             a => a,
         };
         assert_eq!(f.get_str("general.architecture").unwrap(), arch);

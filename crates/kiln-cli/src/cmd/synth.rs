@@ -90,6 +90,13 @@ pub struct SynthArgs {
     /// general.name of the model (default: a name made from the shape).
     #[arg(long)]
     pub name: Option<String>,
+    /// YaRN rope scaling with this factor (metadata `rope.scaling.*`;
+    /// betas 32 and 1).
+    #[arg(long = "yarn-factor")]
+    pub yarn_factor: Option<f32>,
+    /// YaRN's original context length (default: --ctx).
+    #[arg(long = "yarn-orig-ctx")]
+    pub yarn_orig_ctx: Option<usize>,
     /// Write only the donor's tokenizer (no tensors, ~2 MB for the default
     /// model): a small --vocab-from file to carry where the donor is too big.
     #[arg(long = "vocab-only")]
@@ -210,6 +217,15 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         rope_base: a.rope_base,
         rms_eps: a.rms_eps,
         seed: a.seed,
+        yarn: match a.yarn_factor {
+            Some(factor) => Some(kiln_core::ops::rope::Yarn {
+                factor,
+                orig_ctx: a.yarn_orig_ctx.unwrap_or(a.ctx),
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+            }),
+            None => None,
+        },
     };
     // Check the shape before reading the donor file, so bad flags fail fast.
     params.validate(1)?;

@@ -11,6 +11,17 @@
 //! f32, what llama.cpp's converter derives from the `llama3` rope scaling):
 //! pair `i`'s angle is divided by `factors[i]` ([`rope_ref_with_factors`];
 //! factors must be finite and positive).
+//!
+//! YaRN context extension ([`Yarn`]; Peng et al. 2023, as llama.cpp's
+//! `rope_yarn` and transformers' `yarn` rope type compute it) is expressed
+//! through the same two knobs, so it needs no kernel of its own: pair `i`'s
+//! angle is `theta_i · ((1 - r_i) / factor + r_i)` with the ramp `r_i`
+//! falling from 1 (high-frequency pairs, extrapolated) to 0 (low-frequency
+//! pairs, interpolated by `1/factor`) between the correction dims of
+//! `beta_fast` and `beta_slow` — a per-pair frequency factor
+//! ([`Yarn::factors`]) — and the rotated values are scaled by
+//! `mscale = 1 + 0.1 ln(factor)`, which the attention applies as
+//! `mscale²` on its logit scale ([`Yarn::attn_scale`]: q and k both carry it).
 
 use crate::error::check_len;
 use crate::{Error, Result};
@@ -92,6 +103,94 @@ impl RopeParams {
             RopeMode::Normal => (2 * i, 2 * i + 1),
             RopeMode::Neox => (i, i + self.n_rot / 2),
         }
+    }
+}
+
+/// YaRN parameters (`{arch}.rope.scaling.*` with type `yarn`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// Context extension factor (`rope.scaling.factor`), finite and >= 1.
+    pub factor: f32,
+    /// The training context (`rope.scaling.original_context_length`).
+    pub orig_ctx: usize,
+    /// Rotations per original context above which a pair is extrapolated
+    /// (32 by default) and below which it is interpolated (1).
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+}
+
+impl Yarn {
+    /// `factor` finite and >= 1, `orig_ctx > 0`, betas finite with
+    /// `beta_fast > beta_slow > 0`.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.factor.is_finite()
+            && self.factor >= 1.0
+            && self.orig_ctx > 0
+            && self.beta_slow.is_finite()
+            && self.beta_fast.is_finite()
+            && self.beta_slow > 0.0
+            && self.beta_fast > self.beta_slow;
+        if ok {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "rope",
+            format!(
+                "yarn factor {} (>= 1), original context {} (> 0), beta_fast {} > beta_slow {} > 0",
+                self.factor, self.orig_ctx, self.beta_fast, self.beta_slow
+            ),
+        ))
+    }
+
+    /// The (fractional) pair dim whose wavelength fits `rotations` times in
+    /// the original context: `n_rot · ln(orig_ctx / (2π rotations)) / (2 ln base)`.
+    fn corr_dim(&self, n_rot: usize, base: f64, rotations: f32) -> f64 {
+        let ctx = self.orig_ctx as f64;
+        n_rot as f64 * (ctx / (2.0 * std::f64::consts::PI * f64::from(rotations))).ln()
+            / (2.0 * base.ln())
+    }
+
+    /// Per-pair frequency factors (divide pair `i`'s angle), `n_rot / 2` of
+    /// them, for a rotation of `n_rot` dims with base `base`.
+    pub fn factors(&self, n_rot: usize, base: f32) -> Result<Vec<f32>> {
+        self.validate()?;
+        if !(base.is_finite() && base > 1.0) || n_rot < 2 {
+            return Err(Error::invalid(
+                "rope",
+                format!("yarn needs a base > 1 (got {base}) and n_rot >= 2 (got {n_rot})"),
+            ));
+        }
+        let base = f64::from(base);
+        let top = (n_rot - 1) as f64;
+        let low = self
+            .corr_dim(n_rot, base, self.beta_fast)
+            .floor()
+            .clamp(0.0, top);
+        let high = self
+            .corr_dim(n_rot, base, self.beta_slow)
+            .ceil()
+            .clamp(0.0, top);
+        let span = (high - low).max(0.001);
+        let inv_factor = 1.0 / f64::from(self.factor);
+        Ok((0..n_rot / 2)
+            .map(|i| {
+                // r = 1 extrapolates (keeps the trained frequency), r = 0
+                // interpolates (divides it by the factor).
+                let r = 1.0 - ((i as f64 - low) / span).clamp(0.0, 1.0);
+                (1.0 / ((1.0 - r) * inv_factor + r)) as f32
+            })
+            .collect())
+    }
+
+    /// The magnitude scale of the rotated values: `1 + 0.1 ln(factor)`.
+    pub fn mscale(&self) -> f64 {
+        1.0 + 0.1 * f64::from(self.factor).ln()
+    }
+
+    /// The attention logit scale `base_scale · mscale²` (q and k both carry
+    /// `mscale`).
+    pub fn attn_scale(&self, base_scale: f32) -> f32 {
+        (f64::from(base_scale) * self.mscale() * self.mscale()) as f32
     }
 }
 

@@ -160,6 +160,7 @@ pub fn model_config(v: &Value, name: &str) -> Result<ModelConfig> {
         n_ctx_train: usize_of(v, "max_position_embeddings")?.unwrap_or(2048),
         rope_base: f32_of(v, "rope_theta")?.unwrap_or(10000.0),
         rope_freq_scale,
+        rope_yarn: None,
         rms_eps: f32_of(v, "rms_norm_eps")?.unwrap_or(1e-6),
         arch_params: crate::config::ArchParams::Llama,
     };

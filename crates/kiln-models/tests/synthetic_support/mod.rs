@@ -182,6 +182,7 @@ impl Spec {
             rope_base: self.rope_base,
             rms_eps: self.rms_eps,
             seed: 0,
+            yarn: None,
         }
     }
 }
