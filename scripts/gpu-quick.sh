@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 B=gpu-bundle
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" KILN_CACHE=/tmp/kiln-cache
 L=/tmp/kiln-quick; rm -rf "$L"; mkdir -p "$L"
+# Everything printed also lands in $OUT (kept if the call is cut short).
+[ -n "${OUT:-}" ] && exec > >(tee "$OUT/stdout.txt") 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # Most important first (a short lease may end the call): matmul parity
 # (the 4-thread dequantize is on by default), then decode/prefill speed.
