@@ -4,7 +4,7 @@
 
 use crate::kernels::COPY_ROWS;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::copy_rows::CopyRowsParams;
 
 /// Mirrors `struct CopyRowsParams` in copy_rows.cu (element counts).
@@ -34,13 +34,7 @@ pub fn copy_rows(
         return Ok(());
     }
     let f = be.function("copy_rows", COPY_ROWS, "copy_rows_f32")?;
-    let threads = 256u32;
-    let blocks = n.div_ceil(4 * threads as usize).min(65_535) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::vec4_grid(n);
     let k = CopyRowsK {
         n: n as u64,
         src_off: (p.src_row * p.row_len) as u64,
@@ -88,13 +82,7 @@ pub fn copy_rows_at(
         );
     }
     let f = be.function("copy_rows", COPY_ROWS, "copy_rows_at_f32")?;
-    let threads = 256u32;
-    let blocks = n.div_ceil(4 * threads as usize).min(65_535) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::vec4_grid(n);
     let k = CopyRowsAtK {
         n: n as u64,
         src_off: (p.src_row * p.row_len) as u64,

@@ -4,7 +4,7 @@
 
 use crate::kernels::GELU_MUL;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::gelu_mul::{GeluMulParams, GELU_COEF_A, GELU_SQRT_2_OVER_PI};
 
 /// Mirrors `struct GeluMulParams` in gelu_mul.cu.
@@ -35,14 +35,7 @@ pub fn gelu_mul(
         return Ok(());
     }
     let f = be.function("gelu_mul", GELU_MUL, "gelu_mul_f32")?;
-    // Four values (one float4) per thread and pass.
-    let threads = 256u32;
-    let blocks = p.n.div_ceil(4 * threads as usize).min(65_535) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::vec4_grid(p.n);
     let k = GeluMulK {
         n: p.n as u64,
         c1: C1,

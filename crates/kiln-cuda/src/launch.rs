@@ -66,3 +66,18 @@ pub(crate) unsafe fn launch_ex(
 pub(crate) fn arg<T>(v: &mut T) -> *mut c_void {
     (v as *mut T).cast()
 }
+
+/// Threads per block of the grid-stride elementwise kernels.
+const VEC4_THREADS: u32 = 256;
+
+/// The launch of a grid-stride elementwise kernel over `n` values, four
+/// (one float4) per thread and pass: enough blocks for one pass, at most
+/// 65 535 (the kernels loop over the rest).
+pub(crate) fn vec4_grid(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(4 * VEC4_THREADS as usize).clamp(1, 65_535) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (VEC4_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

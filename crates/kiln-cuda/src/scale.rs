@@ -3,7 +3,7 @@
 
 use crate::kernels::SCALE;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::scale::ScaleParams;
 
 /// Mirrors `struct ScaleParams` in scale.cu.
@@ -28,14 +28,7 @@ pub fn scale(
         return Ok(());
     }
     let f = be.function("scale", SCALE, "scale_f32")?;
-    // Four values (one float4) per thread and pass.
-    let threads = 256u32;
-    let blocks = p.n.div_ceil(4 * threads as usize).min(65_535) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::vec4_grid(p.n);
     let k = ScaleK {
         n: p.n as u64,
         alpha: p.alpha,

@@ -3,7 +3,7 @@
 
 use crate::kernels::SILU_MUL;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::silu_mul::SiluMulParams;
 
 /// Mirrors `struct SiluMulParams` in silu_mul.cu.
@@ -28,14 +28,7 @@ pub fn silu_mul(
         return Ok(());
     }
     let f = be.function("silu_mul", SILU_MUL, "silu_mul_f32")?;
-    // Four values (one float4) per thread and pass.
-    let threads = 256u32;
-    let blocks = p.n.div_ceil(4 * threads as usize).min(65_535) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::vec4_grid(p.n);
     let k = SiluMulK { n: p.n as u64 };
     let mut l = be.stream().launch_builder(&f);
     l.arg(&k).arg(gate).arg(up).arg(out);
