@@ -71,3 +71,20 @@ __device__ __forceinline__ void kiln_grid_launch_dependents() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024),
+// returned to every thread. `sh` holds 32 floats, reusable once this returns.
+__device__ __forceinline__ float kiln_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float kiln_block_sum(float v, float* sh) {
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = kiln_warp_sum(v);
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < (blockDim.x >> 5) ? sh[lane] : 0.0f;
+    v = kiln_warp_sum(v);
+    __syncthreads();
+    return v;
+}

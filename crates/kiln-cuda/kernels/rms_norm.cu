@@ -12,24 +12,6 @@ struct RmsNormParams {
 
 __device__ __forceinline__ bool rms_aligned16(const void* p) { return ((u64)p & 15) == 0; }
 
-__device__ __forceinline__ float rms_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// Sum of `v` over the block (blockDim.x a multiple of 32), returned to every
-// thread. `sh` holds 32 floats; reusable as soon as this returns.
-__device__ __forceinline__ float rms_block_sum(float v, float* sh) {
-    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = rms_warp_sum(v);
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < (blockDim.x >> 5) ? sh[lane] : 0.0f;
-    v = rms_warp_sum(v);
-    __syncthreads();
-    return v;
-}
-
 // x, out: [rows, dim], w: [dim]. grid.x walks rows; blockDim.x % 32 == 0.
 extern "C" __global__ void rms_norm_f32(RmsNormParams p, const float* __restrict__ x,
                                         const float* __restrict__ w, float* __restrict__ out) {
@@ -50,7 +32,7 @@ extern "C" __global__ void rms_norm_f32(RmsNormParams p, const float* __restrict
         } else {
             for (u64 i = threadIdx.x; i < p.dim; i += blockDim.x) ss += xr[i] * xr[i];
         }
-        ss = rms_block_sum(ss, sh);
+        ss = kiln_block_sum(ss, sh);
         const float inv = rsqrtf(__fdiv_rn(ss, (float)p.dim) + p.eps);
         if (vec) {
             const float4* x4 = (const float4*)xr;

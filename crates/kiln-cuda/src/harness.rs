@@ -202,6 +202,38 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::scale::scale(be, p, &xd.slice(0..p.n), o)
                 })
             },
+            softcap: &|p, x, out| {
+                p.validate(x.len(), out.len())?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::softcap::softcap(be, p, &xd.slice(0..p.n), o)
+                })
+            },
+            l2_norm: &|p, x, out| {
+                p.validate(x.len(), out.len())?;
+                let xd = up_f32(x)?;
+                guarded(be, out, |o| {
+                    crate::l2_norm::l2_norm(be, p, &xd.slice(0..x.len()), o)
+                })
+            },
+            layer_norm: &|p, x, w, b, out| {
+                p.validate(x.len(), w.map(<[f32]>::len), b.map(<[f32]>::len), out.len())?;
+                let xd = up_f32(x)?;
+                let wd = w.map(&up_f32).transpose()?;
+                let bd = b.map(&up_f32).transpose()?;
+                let wv = wd.as_ref().zip(w).map(|(d, w)| d.slice(0..w.len()));
+                let bv = bd.as_ref().zip(b).map(|(d, b)| d.slice(0..b.len()));
+                guarded(be, out, |o| {
+                    crate::layer_norm::layer_norm(
+                        be,
+                        p,
+                        &xd.slice(0..x.len()),
+                        wv.as_ref(),
+                        bv.as_ref(),
+                        o,
+                    )
+                })
+            },
             rope_factors: &|p, f, pos, x| {
                 p.validate(pos.len(), x.len())?;
                 // The factors are on the host here: full validation, as a

@@ -31,6 +31,9 @@ pub const ROPE_MULTI: &str = include_str!("../kernels/rope_multi.cu");
 pub const SCALE: &str = include_str!("../kernels/scale.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
 pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
+pub const LAYER_NORM: &str = include_str!("../kernels/layer_norm.cu");
+pub const L2_NORM: &str = include_str!("../kernels/l2_norm.cu");
+pub const SOFTCAP: &str = include_str!("../kernels/softcap.cu");
 pub const MOE_ROUTE: &str = include_str!("../kernels/moe_route.cu");
 pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
 pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
@@ -47,6 +50,9 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("scale", SCALE),
     ("silu_mul", SILU_MUL),
     ("softmax", SOFTMAX),
+    ("layer_norm", LAYER_NORM),
+    ("l2_norm", L2_NORM),
+    ("softcap", SOFTCAP),
     ("add", ADD),
     ("add_rows", ADD_ROWS),
     ("attention", ATTENTION),

@@ -24,6 +24,8 @@ pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
 pub mod gelu_mul;
+pub mod l2_norm;
+pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
@@ -35,6 +37,7 @@ pub mod rope;
 pub mod rope_multi;
 pub mod scale;
 pub mod silu_mul;
+pub mod softcap;
 pub mod softmax;
 
 pub use cudarc::driver::{

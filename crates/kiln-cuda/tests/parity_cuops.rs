@@ -1,5 +1,6 @@
 //! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
-//! silu_mul, gelu_mul, scale, add_rows, rope_multi, softmax, argmax) against their kiln-core references: the
+//! silu_mul, gelu_mul, scale, add_rows, rope_multi, softmax, argmax, layer_norm, l2_norm,
+//! softcap) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -13,7 +14,7 @@ use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
 use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
-use kiln_cuda::{rope_multi, silu_mul, softmax};
+use kiln_cuda::{l2_norm, layer_norm, rope_multi, silu_mul, softcap, softmax};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -294,6 +295,53 @@ fn parity_scale() {
             &|p, x, out| {
                 let xd = up(&be, x, shift)?;
                 f32_guarded(&be, out, shift, |o| scale::scale(&be, p, &xd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_softcap() {
+    let Some(be) = backend() else { return };
+    check("softcap", |shift, o| {
+        tk::softcap::check_softcap_with(
+            &|p, x, out| {
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| softcap::softcap(&be, p, &xd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_l2_norm() {
+    let Some(be) = backend() else { return };
+    check("l2_norm", |shift, o| {
+        tk::l2_norm::check_l2_norm_with(
+            &|p, x, out| {
+                let xd = up(&be, x, shift)?;
+                f32_guarded(&be, out, shift, |o| l2_norm::l2_norm(&be, p, &xd.view(), o))
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_layer_norm() {
+    let Some(be) = backend() else { return };
+    check("layer_norm", |shift, o| {
+        tk::layer_norm::check_layer_norm_with(
+            &|p, x, w, b, out| {
+                let xd = up(&be, x, shift)?;
+                let wd = w.map(|w| up(&be, w, shift)).transpose()?;
+                let bd = b.map(|b| up(&be, b, shift)).transpose()?;
+                let (wv, bv) = (wd.as_ref().map(Dev::view), bd.as_ref().map(Dev::view));
+                f32_guarded(&be, out, shift, |o| {
+                    layer_norm::layer_norm(&be, p, &xd.view(), wv.as_ref(), bv.as_ref(), o)
+                })
             },
             o,
         )

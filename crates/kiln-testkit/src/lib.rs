@@ -34,6 +34,8 @@ pub struct AllOps<'a> {
     pub attention: &'a cases::attention::AttentionFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
     pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
+    pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
+    pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
     pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
@@ -45,6 +47,7 @@ pub struct AllOps<'a> {
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub scale: &'a cases::scale::ScaleFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
+    pub softcap: &'a cases::softcap::SoftcapFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
 }
 
@@ -75,25 +78,6 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
-    r
-}
-
-/// The op families that exist on the CPU backend only so far (no CUDA
-/// kernels yet): `kiln selftest` runs them on the CPU and says the CUDA
-/// backend skips them.
-pub struct CpuOnlyOps<'a> {
-    pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
-    pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
-    pub softcap: &'a cases::softcap::SoftcapFn<'a>,
-}
-
-/// Names of the [`CpuOnlyOps`] families, for reports.
-pub const CPU_ONLY_OPS: &str = "layer_norm, l2_norm, softcap";
-
-/// Run every [`CpuOnlyOps`] driver with `opts`; one merged [`Report`].
-pub fn check_cpu_only(imps: &CpuOnlyOps<'_>, opts: &Options) -> Report {
-    use cases::*;
-    let mut r = Report::new(opts.seed);
     r.merge(layer_norm::check_layer_norm_with(imps.layer_norm, opts));
     r.merge(l2_norm::check_l2_norm_with(imps.l2_norm, opts));
     r.merge(softcap::check_softcap_with(imps.softcap, opts));

@@ -43,6 +43,8 @@ fn references_pass_every_driver() {
         attention: &k::attention::attention_ref,
         embedding: &k::embedding::embedding_ref,
         gelu_mul: &k::gelu_mul::gelu_mul_ref,
+        l2_norm: &k::l2_norm::l2_norm_ref,
+        layer_norm: &k::layer_norm::layer_norm_ref,
         matmul: &k::matmul::matmul_ref,
         matmul_id: &k::matmul_id::matmul_id_ref,
         moe_combine: &k::moe_combine::moe_combine_ref,
@@ -54,6 +56,7 @@ fn references_pass_every_driver() {
         rope_multi_bf16: &k::rope_multi::rope_multi_ref_bf16,
         scale: &k::scale::scale_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
+        softcap: &k::softcap::softcap_ref,
         softmax: &k::softmax::softmax_ref,
     };
     let r = check_all(&imps, &quick());

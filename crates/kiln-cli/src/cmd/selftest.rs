@@ -1,13 +1,12 @@
 //! `kiln selftest`: run the testkit's parity case tables (every op family
 //! against its kiln-core scalar reference) on every backend this machine has:
-//! the CPU with its detected SIMD path and with the scalar path forced.
-//! The op families without CUDA kernels yet (`kiln_testkit::CpuOnlyOps`)
-//! run on the CPU only, and the CUDA line says so.
+//! the CPU with its detected SIMD path and with the scalar path forced, and
+//! the GPU when there is one (every family has a CUDA kernel).
 
 use anyhow::{bail, Result};
 use clap::Args;
 use kiln_cpu::{CpuContext, CpuFeatures};
-use kiln_testkit::{check_all, check_cpu_only, AllOps, CpuOnlyOps, Options, Report, CPU_ONLY_OPS};
+use kiln_testkit::{check_all, AllOps, Options, Report};
 
 #[derive(Args)]
 pub struct SelftestArgs {
@@ -27,7 +26,7 @@ pub struct SelftestArgs {
 
 fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     use kiln_cpu as k;
-    let mut r = check_all(
+    check_all(
         &AllOps {
             add: &|p, a, b, o| k::add::add(ctx, p, a, b, o),
             add_rows: &|p, x, b| k::add_rows::add_rows(ctx, p, x, b),
@@ -49,18 +48,12 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
-        },
-        opts,
-    );
-    r.merge(check_cpu_only(
-        &CpuOnlyOps {
             layer_norm: &|p, x, w, b, o| k::layer_norm::layer_norm(ctx, p, x, w, b, o),
             l2_norm: &|p, x, o| k::l2_norm::l2_norm(ctx, p, x, o),
             softcap: &|p, x, o| k::softcap::softcap(ctx, p, x, o),
         },
         opts,
-    ));
-    r
+    )
 }
 
 fn print(name: &str, r: &Report, verbose: bool) {
@@ -90,7 +83,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
                 let r = kiln_cuda::harness::check_all_cuda(&be, &opts);
                 print("cuda", &r, a.verbose);
                 println!(
-                    "cuda ({}): {} passed, {} failed (no CUDA kernels yet, not run: {CPU_ONLY_OPS})",
+                    "cuda ({}): {} passed, {} failed",
                     be.info().name,
                     r.passed(),
                     r.failed()

@@ -1,5 +1,4 @@
 //! `out = x / max(|x|, eps)` per row (spec: [`kiln_core::ops::l2_norm`]).
-//! CUDA has no kernel yet: a CUDA stream gets a typed error before any work.
 use crate::device::Backend;
 use crate::{ops::L2NormParams, Result, Stream, Tensor};
 
@@ -14,9 +13,10 @@ pub fn l2_norm(s: &Stream, p: &L2NormParams, x: &Tensor, out: &mut Tensor) -> Re
             Ok(kiln_cpu::l2_norm::l2_norm(ctx, p, x, out)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(crate::Error::NotSupported {
-            op: OP,
-            device: s.device().to_string(),
-        }),
+        Backend::Cuda(be) => {
+            let x = x.cuda_f32(OP, "x", n)?;
+            let mut out = out.cuda_f32_mut(OP, "out", n)?;
+            kiln_cuda::l2_norm::l2_norm(be, p, &x, &mut out).map_err(super::cuda_err)
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! `out = (x - mean) / sqrt(var + eps) * w + b` per row (spec:
-//! [`kiln_core::ops::layer_norm`]); `w`, `b` optional. CUDA has no kernel
-//! yet: a CUDA stream gets a typed error before any work.
+//! [`kiln_core::ops::layer_norm`]); `w`, `b` optional.
 use crate::device::Backend;
 use crate::{ops::LayerNormParams, Result, Stream, Tensor};
 
@@ -24,9 +23,13 @@ pub fn layer_norm(
             Ok(kiln_cpu::layer_norm::layer_norm(ctx, p, x, w, b, out)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(crate::Error::NotSupported {
-            op: OP,
-            device: s.device().to_string(),
-        }),
+        Backend::Cuda(be) => {
+            let x = x.cuda_f32(OP, "x", n)?;
+            let w = w.map(|w| w.cuda_f32(OP, "w", p.dim)).transpose()?;
+            let b = b.map(|b| b.cuda_f32(OP, "b", p.dim)).transpose()?;
+            let mut out = out.cuda_f32_mut(OP, "out", n)?;
+            kiln_cuda::layer_norm::layer_norm(be, p, &x, w.as_ref(), b.as_ref(), &mut out)
+                .map_err(super::cuda_err)
+        }
     }
 }

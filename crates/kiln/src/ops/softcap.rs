@@ -1,6 +1,5 @@
 //! `out = cap * tanh(x / cap)` over the first `p.n` elements (spec:
-//! [`kiln_core::ops::softcap`]). CUDA has no kernel yet: a CUDA stream gets
-//! a typed error before any work.
+//! [`kiln_core::ops::softcap`]).
 use crate::device::Backend;
 use crate::{ops::SoftcapParams, Result, Stream, Tensor};
 
@@ -14,9 +13,10 @@ pub fn softcap(s: &Stream, p: &SoftcapParams, x: &Tensor, out: &mut Tensor) -> R
             Ok(kiln_cpu::softcap::softcap(ctx, p, x, out)?)
         }
         #[cfg(feature = "cuda")]
-        Backend::Cuda(_) => Err(crate::Error::NotSupported {
-            op: OP,
-            device: s.device().to_string(),
-        }),
+        Backend::Cuda(be) => {
+            let x = x.cuda_f32(OP, "x", p.n)?;
+            let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
+            kiln_cuda::softcap::softcap(be, p, &x, &mut out).map_err(super::cuda_err)
+        }
     }
 }
