@@ -307,6 +307,7 @@ fn selftest_cpu_passes_every_table() {
         "moe_route",
         "moe_combine",
         "gelu_mul",
+        "sigmoid_mul",
         "scale",
         "add_rows",
         "rope_factors",

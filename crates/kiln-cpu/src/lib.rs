@@ -24,6 +24,7 @@ pub mod rope;
 pub mod rope_multi;
 mod rows;
 pub mod scale;
+pub mod sigmoid_mul;
 pub mod silu_mul;
 pub mod softcap;
 pub mod softmax;

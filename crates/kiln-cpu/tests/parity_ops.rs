@@ -5,7 +5,7 @@
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
     add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope,
-    scale, silu_mul, softcap, softmax,
+    scale, sigmoid_mul, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -68,6 +68,16 @@ fn parity_add_rows() {
 fn parity_silu_mul() {
     check("silu_mul", |ctx, o| {
         tk::silu_mul::check_silu_mul_with(&|p, g, u, out| silu_mul::silu_mul(ctx, p, g, u, out), o)
+    });
+}
+
+#[test]
+fn parity_sigmoid_mul() {
+    check("sigmoid_mul", |ctx, o| {
+        tk::sigmoid_mul::check_sigmoid_mul_with(
+            &|p, g, u, out| sigmoid_mul::sigmoid_mul(ctx, p, g, u, out),
+            o,
+        )
     });
 }
 

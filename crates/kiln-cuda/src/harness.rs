@@ -283,6 +283,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     )
                 })
             },
+            sigmoid_mul: &|p, g, u, out| {
+                p.validate(g.len(), u.len(), out.len())?;
+                let (gd, ud) = (up_f32(g)?, up_f32(u)?);
+                guarded(be, out, |o| {
+                    crate::sigmoid_mul::sigmoid_mul(be, p, &gd.slice(0..p.n), &ud.slice(0..p.n), o)
+                })
+            },
             silu_mul: &|p, g, u, out| {
                 p.validate(g.len(), u.len(), out.len())?;
                 let (gd, ud) = (up_f32(g)?, up_f32(u)?);

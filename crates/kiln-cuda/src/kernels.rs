@@ -29,6 +29,7 @@ pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
 pub const ROPE: &str = include_str!("../kernels/rope.cu");
 pub const ROPE_MULTI: &str = include_str!("../kernels/rope_multi.cu");
 pub const SCALE: &str = include_str!("../kernels/scale.cu");
+pub const SIGMOID_MUL: &str = include_str!("../kernels/sigmoid_mul.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
 pub const SOFTMAX: &str = include_str!("../kernels/softmax.cu");
 pub const LAYER_NORM: &str = include_str!("../kernels/layer_norm.cu");
@@ -48,6 +49,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("rope", ROPE),
     ("rope_multi", ROPE_MULTI),
     ("scale", SCALE),
+    ("sigmoid_mul", SIGMOID_MUL),
     ("silu_mul", SILU_MUL),
     ("softmax", SOFTMAX),
     ("layer_norm", LAYER_NORM),

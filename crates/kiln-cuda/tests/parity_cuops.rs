@@ -1,6 +1,6 @@
 //! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
-//! silu_mul, gelu_mul, scale, add_rows, rope_multi, softmax, argmax, layer_norm, l2_norm,
-//! softcap) against their kiln-core references: the
+//! silu_mul, sigmoid_mul, gelu_mul (tanh and erf), scale, add_rows, rope_multi, softmax, argmax,
+//! layer_norm, l2_norm, softcap) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -14,7 +14,7 @@ use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
 use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
-use kiln_cuda::{l2_norm, layer_norm, rope_multi, silu_mul, softcap, softmax};
+use kiln_cuda::{l2_norm, layer_norm, rope_multi, sigmoid_mul, silu_mul, softcap, softmax};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -264,6 +264,22 @@ fn parity_silu_mul() {
                 let (gd, ud) = (up(&be, g, shift)?, up(&be, u, shift)?);
                 f32_guarded(&be, out, shift, |o| {
                     silu_mul::silu_mul(&be, p, &gd.view(), &ud.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_sigmoid_mul() {
+    let Some(be) = backend() else { return };
+    check("sigmoid_mul", |shift, o| {
+        tk::sigmoid_mul::check_sigmoid_mul_with(
+            &|p, g, u, out| {
+                let (gd, ud) = (up(&be, g, shift)?, up(&be, u, shift)?);
+                f32_guarded(&be, out, shift, |o| {
+                    sigmoid_mul::sigmoid_mul(&be, p, &gd.view(), &ud.view(), o)
                 })
             },
             o,

@@ -39,8 +39,8 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AttentionParams, CopyRowsParams, GeluMulParams, RmsNormParams, RopeMode,
-    RopeParams, ScaleParams,
+    self, AddParams, AttentionParams, CopyRowsParams, GeluMode, GeluMulParams, RmsNormParams,
+    RopeMode, RopeParams, ScaleParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -201,7 +201,10 @@ fn forward_ops(
         dst_row: pos0,
     };
     let add = AddParams { n: n * d };
-    let geglu = GeluMulParams { n: n * cfg.n_ff };
+    let geglu = GeluMulParams {
+        n: n * cfg.n_ff,
+        mode: GeluMode::Tanh,
+    };
 
     for (l, (lw, ln)) in w.layers.iter().zip(&g.layers).enumerate() {
         let local = gp.is_local(l);

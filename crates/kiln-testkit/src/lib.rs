@@ -46,6 +46,7 @@ pub struct AllOps<'a> {
     pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
     pub scale: &'a cases::scale::ScaleFn<'a>,
+    pub sigmoid_mul: &'a cases::sigmoid_mul::SigmoidMulFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
     pub softcap: &'a cases::softcap::SoftcapFn<'a>,
     pub softmax: &'a cases::softmax::SoftmaxFn<'a>,
@@ -76,6 +77,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
         opts,
     ));
     r.merge(scale::check_scale_with(imps.scale, opts));
+    r.merge(sigmoid_mul::check_sigmoid_mul_with(imps.sigmoid_mul, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));
     r.merge(softmax::check_softmax_with(imps.softmax, opts));
     r.merge(layer_norm::check_layer_norm_with(imps.layer_norm, opts));

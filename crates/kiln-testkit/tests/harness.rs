@@ -55,6 +55,7 @@ fn references_pass_every_driver() {
         rope_multi: &k::rope_multi::rope_multi_ref,
         rope_multi_bf16: &k::rope_multi::rope_multi_ref_bf16,
         scale: &k::scale::scale_ref,
+        sigmoid_mul: &k::sigmoid_mul::sigmoid_mul_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
         softcap: &k::softcap::softcap_ref,
         softmax: &k::softmax::softmax_ref,
@@ -332,4 +333,38 @@ fn matvec_fused_driver_passes_the_reference_and_catches_bugs() {
             .all(|c| c.outcome.is_err()),
         "unrotated qkv passed"
     );
+}
+
+#[test]
+fn catches_the_wrong_gelu_mode() {
+    use kiln_core::ops::gelu_mul::{GeluMode, GeluMulParams};
+    let r = tk::gelu_mul::check_gelu_mul_with(
+        &|p, g, u, out| {
+            let other = match p.mode {
+                GeluMode::Tanh => GeluMode::Erf,
+                GeluMode::Erf => GeluMode::Tanh,
+            };
+            k::gelu_mul::gelu_mul_ref(
+                &GeluMulParams {
+                    n: p.n,
+                    mode: other,
+                },
+                g,
+                u,
+                out,
+            )
+        },
+        &quick(),
+    );
+    let failed: Vec<_> = r.failures().map(|c| c.case.clone()).collect();
+    for mode in ["Tanh", "Erf"] {
+        assert!(
+            failed
+                .iter()
+                .any(|c| c.starts_with(mode) && c.contains("n=257")),
+            "{mode}: {failed:?}"
+        );
+    }
+    // Near 0 the two forms agree to ~1e-9: that case cannot tell them apart.
+    assert!(failed.iter().all(|c| !c.contains("-0.01")), "{failed:?}");
 }

@@ -1,5 +1,5 @@
 //! kiln::ops dispatch of the dense-model op families that gained CUDA
-//! kernels (gelu_mul, scale, add_rows, rope_with_factors, windowed
+//! kernels (gelu_mul in both GELU modes, sigmoid_mul, scale, add_rows, rope_with_factors, windowed
 //! attention): the same inputs through a CPU stream and, where there is
 //! one, a CUDA stream, each against the kiln-core reference (the kernels
 //! themselves are held to the testkit tables by kiln-cuda's parity tests;
@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln::ops::{
-    self, AddRowsParams, AttentionParams, GeluMulParams, RopeMode, RopeParams, ScaleParams,
+    self, AddRowsParams, AttentionParams, GeluMode, GeluMulParams, RopeMode, RopeParams,
+    ScaleParams, SigmoidMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::ops as refs;
@@ -34,11 +35,11 @@ fn elementwise_ops_match_the_references() {
     let g = rand_f32(&mut rng, n + spare, -6.0, 6.0);
     let u = rand_f32(&mut rng, n + spare, -2.0, 2.0);
     let bias = rand_f32(&mut rng, 7, -1.0, 1.0);
-    let gp = GeluMulParams { n };
     let sp = ScaleParams { n, alpha: -1.75 };
     let ap = AddRowsParams { rows: 293, dim: 7 };
-    let mut want_g = vec![0.0; n];
-    refs::gelu_mul::gelu_mul_ref(&gp, &g[..n], &u[..n], &mut want_g).unwrap();
+    let mut want_sg = vec![0.0; n];
+    let sgp = SigmoidMulParams { n };
+    refs::sigmoid_mul::sigmoid_mul_ref(&sgp, &g[..n], &u[..n], &mut want_sg).unwrap();
     let mut want_s = vec![0.0; n];
     refs::scale::scale_ref(&sp, &g[..n], &mut want_s).unwrap();
     let mut want_a = g[..n].to_vec();
@@ -47,12 +48,24 @@ fn elementwise_ops_match_the_references() {
         let dev = s.device();
         let (gt, ut) = (t(&s, &g), t(&s, &u));
         let mut out = t(&s, &vec![f32::NAN; n + spare]);
-        ops::gelu_mul(&s, &gp, &gt, &ut, &mut out).unwrap();
+        for mode in [GeluMode::Tanh, GeluMode::Erf] {
+            let gp = GeluMulParams { n, mode };
+            let mut want_g = vec![0.0; n];
+            refs::gelu_mul::gelu_mul_ref(&gp, &g[..n], &u[..n], &mut want_g).unwrap();
+            ops::gelu_mul(&s, &gp, &gt, &ut, &mut out).unwrap();
+            let got = out.to_f32_vec(&s).unwrap();
+            compare("gelu_mul", &got[..n], &want_g, Tol::ELEMENTWISE).unwrap();
+            assert!(
+                got[n..].iter().all(|v| v.is_nan()),
+                "{dev}: gelu_mul {mode:?} wrote past n"
+            );
+        }
+        ops::sigmoid_mul(&s, &sgp, &gt, &ut, &mut out).unwrap();
         let got = out.to_f32_vec(&s).unwrap();
-        compare("gelu_mul", &got[..n], &want_g, Tol::ELEMENTWISE).unwrap();
+        compare("sigmoid_mul", &got[..n], &want_sg, Tol::ELEMENTWISE).unwrap();
         assert!(
             got[n..].iter().all(|v| v.is_nan()),
-            "{dev}: gelu_mul wrote past n"
+            "{dev}: sigmoid_mul wrote past n"
         );
         ops::scale(&s, &sp, &gt, &mut out).unwrap();
         compare(

@@ -46,6 +46,7 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
                 k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
             },
             scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
+            sigmoid_mul: &|p, g, u, o| k::sigmoid_mul::sigmoid_mul(ctx, p, g, u, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),
             softmax: &|p, x, o| k::softmax::softmax(ctx, p, x, o),
             layer_norm: &|p, x, w, b, o| k::layer_norm::layer_norm(ctx, p, x, w, b, o),

@@ -19,6 +19,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;
 pub mod scale;
+pub mod sigmoid_mul;
 pub mod silu_mul;
 pub mod softcap;
 pub mod softmax;

@@ -1,4 +1,5 @@
-//! `out = gelu_tanh(gate) * up` over the first `p.n` elements (Gemma's GeGLU).
+//! `out = gelu(gate) * up` over the first `p.n` elements (Gemma's GeGLU;
+//! tanh or erf GELU by `p.mode`).
 use crate::device::Backend;
 use crate::{ops::GeluMulParams, Result, Stream, Tensor};
 
