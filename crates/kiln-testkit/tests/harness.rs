@@ -277,8 +277,11 @@ fn matvec_fused_driver_passes_the_reference_and_catches_bugs() {
     let r = tk::matvec_fused::check_matvec_fused_with(&matvec_fused_ref, &quick());
     eprintln!("{}", r.summary());
     r.into_result().unwrap();
-    // 1% off on every output (the worst-case bounds sit near 0.1% of
-    // these outputs for k = 576): must fail.
+    // 5% (+1e-2) off on every output: must fail. The worst-case bounds sit
+    // near 0.1% of plain outputs for k = 576, but a SwiGLU output's bound
+    // carries |up| times its gate's bound, which for k = 2560 quantized rows
+    // reaches ~1%: a 1% nudge passed whole SwiGLU cases in about one run in
+    // three (measured 2 of 6); 5% failed as required in 40 of 40 runs.
     let nudged = |p: &MatvecFusedParams, io: FusedRefIo<'_>| {
         let out_ptr = io.out.as_ptr() as usize;
         let len = io.out.len();
@@ -286,7 +289,7 @@ fn matvec_fused_driver_passes_the_reference_and_catches_bugs() {
         // SAFETY: test-only: re-borrow of the output the reference just wrote.
         let out = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut f32, len) };
         for v in out {
-            *v = *v * 1.01 + 1e-3;
+            *v = *v * 1.05 + 1e-2;
         }
         Ok(())
     };

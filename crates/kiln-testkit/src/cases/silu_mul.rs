@@ -46,16 +46,40 @@ pub fn check_silu_mul(imp: &SiluMulFn<'_>) -> Report {
 
 /// [`check_silu_mul`] with explicit options.
 pub fn check_silu_mul_with(imp: &SiluMulFn<'_>, opts: &Options) -> Report {
-    let mut run = Runner::new("silu_mul", opts);
+    check_gated(
+        "silu_mul",
+        opts,
+        &|n| SiluMulParams { n },
+        &silu_mul_ref,
+        imp,
+    )
+}
+
+/// A gated family's implementation or reference: `(params, gate, up, out)`.
+pub(crate) type GatedFn<'a, P> =
+    dyn Fn(&P, &[f32], &[f32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+
+/// The driver of the gated elementwise families (`out = act(gate) * up`:
+/// silu_mul, sigmoid_mul) over [`CASES`]: `params(n)` builds the family's
+/// params, `reference` is its kiln-core oracle. Tolerance
+/// [`Tol::ELEMENTWISE`]: one exp and a division per output, |out| <= 16.
+pub(crate) fn check_gated<P>(
+    op: &'static str,
+    opts: &Options,
+    params: &dyn Fn(usize) -> P,
+    reference: &GatedFn<'_, P>,
+    imp: &GatedFn<'_, P>,
+) -> Report {
+    let mut run = Runner::new(op, opts);
     let tol = run.tol(Tol::ELEMENTWISE);
     for cs in CASES {
         let name = format!("n={} gate=[{}, {}]", cs.n, cs.gate.0, cs.gate.1);
         run.case(&name, cs.big, |rng| {
-            let p = SiluMulParams { n: cs.n };
+            let p = params(cs.n);
             let gate = rand_f32(rng, cs.n, cs.gate.0, cs.gate.1);
             let up = rand_f32(rng, cs.n, cs.up.0, cs.up.1);
             let mut want = vec![0.0; cs.n];
-            silu_mul_ref(&p, &gate, &up, &mut want).map_err(ref_failed)?;
+            reference(&p, &gate, &up, &mut want).map_err(ref_failed)?;
             let mut out = Guarded::new(cs.n);
             imp(&p, &gate, &up, out.as_mut_slice()).map_err(impl_failed)?;
             check_output("out", &out, &want, tol)
@@ -63,27 +87,13 @@ pub fn check_silu_mul_with(imp: &SiluMulFn<'_>, opts: &Options) -> Report {
     }
     run.case("rejects up shorter than n", false, |_| {
         let mut out = Guarded::new(16);
-        expect_reject(
-            imp(
-                &SiluMulParams { n: 16 },
-                &[1.0; 16],
-                &[1.0; 15],
-                out.as_mut_slice(),
-            ),
-            &out,
-        )
+        let r = imp(&params(16), &[1.0; 16], &[1.0; 15], out.as_mut_slice());
+        expect_reject(r, &out)
     });
     run.case("rejects out shorter than n", false, |_| {
         let mut out = Guarded::new(15);
-        expect_reject(
-            imp(
-                &SiluMulParams { n: 16 },
-                &[1.0; 16],
-                &[1.0; 16],
-                out.as_mut_slice(),
-            ),
-            &out,
-        )
+        let r = imp(&params(16), &[1.0; 16], &[1.0; 16], out.as_mut_slice());
+        expect_reject(r, &out)
     });
     run.finish()
 }
