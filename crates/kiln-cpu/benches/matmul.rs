@@ -161,7 +161,10 @@ fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
     let mut r = rng(3);
     let x = rand_f32(&mut r, 4096, -1.0, 1.0);
     let mut out = vec![0.0f32; 11008];
-    for wtype in FORMATS {
+    // KILN_BENCH_FORMATS=Q3_K,Q2_K times only those formats.
+    let only = std::env::var("KILN_BENCH_FORMATS").unwrap_or_default();
+    let wanted = |t: DType| only.is_empty() || only.split(',').any(|f| f == t.to_string());
+    for wtype in FORMATS.into_iter().filter(|&t| wanted(t)) {
         for (n, k) in FORMAT_SHAPES {
             let one = rand_rows(&mut r, wtype, n, k);
             // Distinct copies (contents need not differ) so >= 256 MiB pass
