@@ -33,7 +33,7 @@ pub fn argmax(
     check_len("argmax", "out", out.len(), 1)?;
     let f = be.function("argmax", ARGMAX, "argmax_f32")?;
     // One block: about four values (one float4) per thread, up to 1024 threads.
-    let threads = crate::rms_norm::row_threads(x.len());
+    let threads = crate::launch::row_threads(x.len());
     let cfg = LaunchConfig {
         grid_dim: (1, 1, 1),
         block_dim: (threads, 1, 1),

@@ -2,9 +2,8 @@
 //! `kiln_core::ops::l2_norm`: one block per row, f32 accumulation.
 
 use crate::kernels::L2_NORM;
-use crate::rms_norm::row_threads;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::l2_norm::L2NormParams;
 
 /// Mirrors `struct L2NormParams` in l2_norm.cu.
@@ -31,11 +30,7 @@ pub fn l2_norm(
         return Ok(());
     }
     let f = be.function("l2_norm", L2_NORM, "l2_norm_f32")?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows.min(65_535) as u32, 1, 1),
-        block_dim: (row_threads(p.dim), 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::row_grid(p.rows, p.dim);
     let k = L2NormK {
         rows: p.rows as u64,
         dim: p.dim as u64,

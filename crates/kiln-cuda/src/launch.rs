@@ -81,3 +81,20 @@ pub(crate) fn vec4_grid(n: usize) -> LaunchConfig {
         shared_mem_bytes: 0,
     }
 }
+
+/// Threads for one block reducing a row of `len` values: about four values
+/// per thread (one float4), a multiple of 32, at most 1024.
+pub(crate) fn row_threads(len: usize) -> u32 {
+    (len.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
+}
+
+/// The launch of a one-block-per-row reduction kernel (rms_norm,
+/// layer_norm, l2_norm, softmax): `rows` blocks (at most 65 535; the kernels
+/// loop over the rest) of [`row_threads`]`(len)`.
+pub(crate) fn row_grid(rows: usize, len: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (row_threads(len), 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

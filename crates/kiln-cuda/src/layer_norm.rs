@@ -3,9 +3,8 @@
 //! passes over deviations from the row's first value.
 
 use crate::kernels::LAYER_NORM;
-use crate::rms_norm::row_threads;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::layer_norm::LayerNormParams;
 
 /// Mirrors `struct LayerNormParams` in layer_norm.cu.
@@ -35,11 +34,7 @@ pub fn layer_norm(
         return Ok(());
     }
     let f = be.function("layer_norm", LAYER_NORM, "layer_norm_f32")?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows.min(65_535) as u32, 1, 1),
-        block_dim: (row_threads(p.dim), 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::row_grid(p.rows, p.dim);
     let k = LayerNormK {
         rows: p.rows as u64,
         dim: p.dim as u64,

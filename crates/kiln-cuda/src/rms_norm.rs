@@ -3,7 +3,7 @@
 
 use crate::kernels::RMS_NORM;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::rms_norm::RmsNormParams;
 
 /// Mirrors `struct RmsNormParams` in rms_norm.cu.
@@ -18,12 +18,6 @@ struct RmsNormK {
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for RmsNormK {}
 
-/// Threads for one block reducing a row of `len` values: about four values
-/// per thread (one float4), a multiple of 32, at most 1024.
-pub(crate) fn row_threads(len: usize) -> u32 {
-    (len.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
-}
-
 /// `out = x * rsqrt(mean(x^2) + eps) * w` per row of `x: [rows, dim]`, `w: [dim]`.
 pub fn rms_norm(
     be: &CudaBackend,
@@ -37,11 +31,7 @@ pub fn rms_norm(
         return Ok(());
     }
     let f = be.function("rms_norm", RMS_NORM, "rms_norm_f32")?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows.min(65_535) as u32, 1, 1),
-        block_dim: (row_threads(p.dim), 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::row_grid(p.rows, p.dim);
     let k = RmsNormK {
         rows: p.rows as u64,
         dim: p.dim as u64,

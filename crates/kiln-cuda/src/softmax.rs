@@ -3,9 +3,8 @@
 //! rows → zeros): one block per row.
 
 use crate::kernels::SOFTMAX;
-use crate::rms_norm::row_threads;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
 use kiln_core::ops::softmax::SoftmaxParams;
 
 /// Mirrors `struct SoftmaxParams` in softmax.cu.
@@ -32,11 +31,7 @@ pub fn softmax(
         return Ok(());
     }
     let f = be.function("softmax", SOFTMAX, "softmax_f32")?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows.min(65_535) as u32, 1, 1),
-        block_dim: (row_threads(p.cols), 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::launch::row_grid(p.rows, p.cols);
     let k = SoftmaxK {
         rows: p.rows as u64,
         cols: p.cols as u64,

@@ -112,6 +112,45 @@ fn numel(shape: &Shape) -> Result<usize> {
     })
 }
 
+/// The error of a CUDA view asked of the wrong storage: a host tensor, or
+/// a device tensor of the other element kind (`expected` names the wanted one).
+#[cfg(feature = "cuda")]
+fn view_err(
+    s: &Storage,
+    op: &'static str,
+    what: &'static str,
+    got: DType,
+    expected: &'static str,
+) -> Error {
+    match s {
+        Storage::Cpu(_) => Error::DeviceMismatch {
+            op,
+            a: format!("{what} on cpu"),
+            b: "a cuda stream".into(),
+        },
+        Storage::Cuda(..) => Error::DType {
+            op,
+            what,
+            got,
+            expected,
+        },
+    }
+}
+
+/// `n` elements asked of a view holding `got`.
+#[cfg(feature = "cuda")]
+fn check_room(op: &'static str, what: &'static str, got: usize, n: usize) -> Result<()> {
+    if n > got {
+        return Err(Error::TooSmall {
+            op,
+            what,
+            got,
+            needed: n,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_err(e: kiln_cuda::CudaError) -> Error {
     Error::Device(e.to_string())
@@ -482,27 +521,10 @@ impl Tensor {
     ) -> Result<kiln_cuda::CudaView<'_, f32>> {
         match &self.storage {
             Storage::Cuda(_, CudaStorage::F32(v)) => {
-                if n > v.len() {
-                    return Err(Error::TooSmall {
-                        op,
-                        what,
-                        got: v.len(),
-                        needed: n,
-                    });
-                }
+                check_room(op, what, v.len(), n)?;
                 Ok(v.slice(0..n))
             }
-            Storage::Cuda(_, CudaStorage::Bytes(..)) => Err(Error::DType {
-                op,
-                what,
-                got: self.dtype,
-                expected: "F32",
-            }),
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                a: format!("{what} on cpu"),
-                b: "a cuda stream".into(),
-            }),
+            other => Err(view_err(other, op, what, self.dtype, "F32")),
         }
     }
 
@@ -517,27 +539,10 @@ impl Tensor {
         let dtype = self.dtype;
         match &mut self.storage {
             Storage::Cuda(_, CudaStorage::F32(v)) => {
-                if n > v.len() {
-                    return Err(Error::TooSmall {
-                        op,
-                        what,
-                        got: v.len(),
-                        needed: n,
-                    });
-                }
+                check_room(op, what, v.len(), n)?;
                 Ok(v.slice_mut(0..n))
             }
-            Storage::Cuda(_, CudaStorage::Bytes(..)) => Err(Error::DType {
-                op,
-                what,
-                got: dtype,
-                expected: "F32",
-            }),
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                a: format!("{what} on cpu"),
-                b: "a cuda stream".into(),
-            }),
+            other => Err(view_err(other, op, what, dtype, "F32")),
         }
     }
 
@@ -575,17 +580,7 @@ impl Tensor {
                 // even).
                 unsafe { b.slice(r.clone()).transmute::<u16>(n) }.ok_or(small)
             }
-            Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
-                op,
-                what,
-                got: dtype,
-                expected: "BF16",
-            }),
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                a: format!("{what} on cpu"),
-                b: "a cuda stream".into(),
-            }),
+            other => Err(view_err(other, op, what, dtype, "BF16")),
         }
     }
 
@@ -626,17 +621,7 @@ impl Tensor {
                 // allocation, which this tensor alone holds.
                 unsafe { slice.transmute_mut::<u16>(n) }.ok_or(small)
             }
-            Storage::Cuda(_, CudaStorage::F32(_)) => Err(Error::DType {
-                op,
-                what,
-                got: dtype,
-                expected: "BF16",
-            }),
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                a: format!("{what} on cpu"),
-                b: "a cuda stream".into(),
-            }),
+            other => Err(view_err(other, op, what, dtype, "BF16")),
         }
     }
 

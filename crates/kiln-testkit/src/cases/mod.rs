@@ -20,6 +20,7 @@ pub mod add_rows;
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod gated;
 pub mod gelu_mul;
 pub mod l2_norm;
 pub mod layer_norm;

@@ -3,8 +3,9 @@
 //! shapes: odd lengths, exp under/overflow, gates near 0) and its driver
 //! (tolerance `Tol::ELEMENTWISE`: one exp and a division per output).
 
-use super::silu_mul::check_gated;
-use super::Options;
+use super::gated::gated_cases;
+use super::silu_mul::CASES;
+use super::{Options, Runner};
 use crate::Report;
 use kiln_core::ops::sigmoid_mul::{sigmoid_mul_ref, SigmoidMulParams};
 
@@ -19,11 +20,8 @@ pub fn check_sigmoid_mul(imp: &SigmoidMulFn<'_>) -> Report {
 
 /// [`check_sigmoid_mul`] with explicit options.
 pub fn check_sigmoid_mul_with(imp: &SigmoidMulFn<'_>, opts: &Options) -> Report {
-    check_gated(
-        "sigmoid_mul",
-        opts,
-        &|n| SigmoidMulParams { n },
-        &sigmoid_mul_ref,
-        imp,
-    )
+    let mut run = Runner::new("sigmoid_mul", opts);
+    let params = |n| SigmoidMulParams { n };
+    gated_cases(&mut run, "", CASES, &params, &sigmoid_mul_ref, imp);
+    run.finish()
 }
