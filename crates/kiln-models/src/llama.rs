@@ -44,6 +44,13 @@ impl Scratch {
         all_logits: bool,
     ) -> Result<Scratch> {
         let z = |cols: usize| Tensor::zeros(device, &[n_batch, cols]);
+        // Mixture-of-experts layers have no dense FFN (their intermediates
+        // are `moe`'s): one column keeps the fields without the n_ff width.
+        let ff = if cfg.arch_params.moe().is_some() {
+            1
+        } else {
+            cfg.n_ff
+        };
         Ok(Scratch {
             n_batch,
             x: z(cfg.n_embd)?,
@@ -54,9 +61,9 @@ impl Scratch {
             v: z(cfg.kv_dim())?,
             att: z(cfg.q_dim())?,
             o: z(cfg.n_embd)?,
-            gate: z(cfg.n_ff)?,
-            up: z(cfg.n_ff)?,
-            act: z(cfg.n_ff)?,
+            gate: z(ff)?,
+            up: z(ff)?,
+            act: z(ff)?,
             last: Tensor::zeros(device, &[1, cfg.n_embd])?,
             logits: Tensor::zeros(device, &[if all_logits { n_batch } else { 1 }, cfg.n_vocab])?,
             positions: Vec::with_capacity(n_batch),
