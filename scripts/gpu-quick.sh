@@ -6,6 +6,10 @@
 # types (random weights: the same kernels and bytes; tokenizer from the
 # bundle's vocab.gguf) with the staged mat-vec off and on.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-quick.sh
+# A device call is limited to 10 minutes: KILN_QUICK_PART=a runs the first
+# half (matmul parity, the SmolLM2-shaped bench, the architectures, the
+# 30B-A3B MoE bench), KILN_QUICK_PART=b the second (bench_matmul, the other
+# parity binaries); unset runs both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=gpu-bundle
@@ -22,6 +26,8 @@ par() {
   echo "$1 rc=$? $(grep -E '^test result' "$L/$1.log" | tail -1)"
   grep -E "FAIL|panicked" -A4 "$L/$1.log" | head -30
 }
+PART=${KILN_QUICK_PART:-ab}
+if [[ $PART == *a* ]]; then
 par parity_cumatmul 240
 "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" \
   --seed 1 > /dev/null
@@ -40,13 +46,32 @@ for a in qwen2 qwen3 qwen3moe qwen2moe mixtral; do
     qwen3*) extra=(--head-dim 32);;& qwen2moe) extra=(--shared-ff 192);;& *moe|mixtral) extra+=(--experts 8 --experts-used 2 --expert-ff 128);;
   esac
   "$B/kiln" synth "/tmp/$a.gguf" --arch "$a" "${common[@]}" "${extra[@]}" > /dev/null 2>&1 || { echo "arch $a: synth FAIL"; continue; }
-  for dev in cpu cuda; do
-    KILN_CUDA_ARCHS=1 timeout 60 "$B/kiln" run --device $dev -m "/tmp/$a.gguf" -p "The capital of France is" \
+  # cuda: decode steps as one recorded graph; eager: KILN_NO_GRAPH=1.
+  for dev in cpu cuda eager; do
+    d=$dev; [ $dev = eager ] && d=cuda
+    KILN_NO_GRAPH=$([ $dev = eager ] && echo 1 || echo 0) KILN_CUDA_ARCHS=1 timeout 60 \
+      "$B/kiln" run --device $d -m "/tmp/$a.gguf" -p "The capital of France is" \
       -n 24 --temp 0 > "$L/arch-$a-$dev.txt" 2> "$L/arch-$a-$dev.err"
   done
-  if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-cuda.txt"; then r=same; else r=DIFFERENT; fi
-  echo "arch $a greedy 24 cpu vs cuda: $r | $(tail -c 120 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
+  r=""; for dev in cuda eager; do
+    if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-$dev.txt"; then r+="$dev=same "; else r+="$dev=DIFFERENT "; fi
+  done
+  echo "arch $a greedy 24 vs cpu: $r| $(tail -c 120 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
 done
+# Issue 6's end-to-end bar: a Qwen3-30B-A3B-shaped Q4_K model (pool rows:
+# written in seconds; same bytes and formats), decode as a graph and eager.
+t0=$(date +%s)
+"$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 \
+  --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
+echo "synth took $(( $(date +%s) - t0 )) s"
+for g in 0 1; do
+  echo "== kiln bench, Qwen3-30B-A3B-shaped Q4_K, KILN_NO_GRAPH=$g"
+  KILN_NO_GRAPH=$g KILN_CUDA_ARCHS=1 timeout 150 "$B/kiln" bench --device cuda -m /tmp/q30.gguf \
+    -p 512 -n 128 -r 2 2>&1 | grep -E '\||rror'
+done
+rm -f /tmp/q30.gguf
+fi
+[[ $PART == *b* ]] || exit 0
 timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
 echo "bench_matmul rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_matmul.txt" "$OUT/"

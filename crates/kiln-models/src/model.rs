@@ -276,10 +276,11 @@ impl Model {
         }
         for chunk in tokens.chunks(st.scratch.n_batch) {
             let pos0 = st.tokens.len();
-            // Only the llama forward reads its position from the device
-            // (`Batch::device_pos`); the others bake it into their launches,
-            // so they decode eagerly.
-            let graph = matches!(self.arch_weights, ArchWeights::Llama);
+            // The llama and qwen3 forwards (qwen2/qwen3, their MoE kinds and
+            // Mixtral-style llama) read their position from the device
+            // (`Batch::device_pos`) and keep routing ids there; gemma3 bakes
+            // the position into its launches, so it decodes eagerly.
+            let graph = !matches!(self.arch_weights, ArchWeights::Gemma3(_));
             if chunk.len() == 1 && graph && stream.graphs_enabled() {
                 self.decode_graph(stream, st, chunk, pos0)?;
             } else {

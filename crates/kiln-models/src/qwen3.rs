@@ -153,7 +153,10 @@ fn forward_ops(
     mut ffn: impl FnMut(&Stream, usize, &mut Scratch) -> kiln::Result<()>,
 ) -> Result<()> {
     let Batch {
-        tokens, pos0, mode, ..
+        tokens,
+        pos0,
+        mode,
+        device_pos,
     } = *b;
     let n = crate::llama::start_batch(cache, sc, b)?;
     let norms = !qw.q_norm.is_empty();
@@ -210,6 +213,17 @@ fn forward_ops(
         src_row: 0,
         dst_row: pos0,
     };
+    // device_pos (a recorded decode step): bounds for the last position the
+    // cache holds; the actual one is read from `sc.positions` on the device.
+    let last_pos0 = cache.n_ctx - n;
+    let attn_at = AttentionParams {
+        pos0: last_pos0,
+        ..attn
+    };
+    let append_at = CopyRowsParams {
+        dst_row: last_pos0,
+        ..append
+    };
     let add = AddParams { n: n * d };
     let rows = |dim: usize| AddRowsParams { rows: n, dim };
     let take = |row_len: usize| CopyRowsParams {
@@ -244,9 +258,17 @@ fn forward_ops(
         let ff = w.rope_freqs.as_ref();
         ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.att)?;
         ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.o)?;
-        ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
-        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
-        ops::attention(s, &attn, &sc.att, &cache.k[l], &cache.v[l], &mut sc.q)?;
+        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+        if device_pos {
+            let pos = &sc.positions;
+            ops::copy_rows_at(s, &append_at, pos, &sc.o, kc)?;
+            ops::copy_rows_at(s, &append_at, pos, &sc.v, vc)?;
+            ops::attention_at(s, &attn_at, pos, &sc.att, kc, vc, &mut sc.q)?;
+        } else {
+            ops::copy_rows(s, &append, &sc.o, kc)?;
+            ops::copy_rows(s, &append, &sc.v, vc)?;
+            ops::attention(s, &attn, &sc.att, kc, vc, &mut sc.q)?;
+        }
         ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
         ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
         // feed-forward block: sc.x = sc.x2 + FFN(N_ffn(sc.x2))

@@ -29,7 +29,7 @@ use crate::{ModelError, Result};
 use kiln::ops::{
     self, MatmulIdParams, MoeCombineParams, MoeRouteParams, MoeScoring, SiluMulParams,
 };
-use kiln::{Stream, Tensor};
+use kiln::{Ids, Stream, Tensor};
 use kiln_core::gguf::GgufFile;
 use std::sync::Arc;
 
@@ -158,7 +158,7 @@ pub fn forward(
 pub(crate) struct MoeBuffers {
     logits: Tensor,
     weights: Tensor,
-    ids: Vec<u32>,
+    ids: Ids,
     gate: Tensor,
     up: Tensor,
     act: Tensor,
@@ -178,7 +178,7 @@ impl MoeBuffers {
         Ok(MoeBuffers {
             logits: Tensor::zeros(s, &[n, mp.n_expert])?,
             weights: Tensor::zeros(s, &[rows])?,
-            ids: vec![0u32; rows],
+            ids: Ids::zeros(s, rows)?,
             gate: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
             up: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
             act: Tensor::zeros(s, &[rows, mp.n_ff_exp])?,
@@ -187,7 +187,7 @@ impl MoeBuffers {
                 Some(fs) => Some(SharedBuffers {
                     logit: Tensor::zeros(s, &[n])?,
                     weight: Tensor::zeros(s, &[n])?,
-                    ids: vec![0u32; n],
+                    ids: Ids::zeros(s, n)?,
                     gate: Tensor::zeros(s, &[n, fs])?,
                     up: Tensor::zeros(s, &[n, fs])?,
                     act: Tensor::zeros(s, &[n, fs])?,
@@ -204,7 +204,7 @@ impl MoeBuffers {
 struct SharedBuffers {
     logit: Tensor,
     weight: Tensor,
-    ids: Vec<u32>,
+    ids: Ids,
     gate: Tensor,
     up: Tensor,
     act: Tensor,
@@ -228,8 +228,7 @@ fn moe_ffn(
     ops::matmul(s, &ml.router, h, n, &mut b.logits)?;
     let route = MoeRouteParams::softmax_topk(n, mp.n_expert, k, mp.norm_topk);
     ops::moe_route(s, &route, &b.logits, None, &mut b.ids, &mut b.weights)?;
-    // This pass's ids (the buffer holds the state's whole batch).
-    let ids = b.ids.get(..n * k).unwrap_or(&b.ids);
+    let ids = &b.ids;
     let id = |rows: usize, cols: usize, per_slot: bool, wt: &Tensor| MatmulIdParams {
         n_tokens: n,
         top_k: k,

@@ -149,6 +149,12 @@ pub struct SynthParams {
     pub rms_eps: f32,
     /// Seed of the weights' generator ([`write_synthetic`]).
     pub seed: u64,
+    /// Draw this many random rows per tensor and fill the rest with copies
+    /// of them picked at random (None: every row drawn). For benchmark
+    /// models of large shapes (a 30B model's rows take minutes to quantize;
+    /// copies take seconds): the bytes and formats are the same, the rows
+    /// are no longer independent.
+    pub pool_rows: Option<usize>,
     /// YaRN rope scaling written to the metadata (`rope.scaling.*`).
     pub yarn: Option<kiln_core::ops::rope::Yarn>,
 }
@@ -173,6 +179,7 @@ impl SynthParams {
             rope_base: 10000.0,
             rms_eps: 1e-5,
             seed: 0,
+            pool_rows: None,
             yarn: None,
         }
     }
@@ -434,14 +441,42 @@ fn draw(rng: &mut impl Rng, init: Init, n: usize, out: &mut Vec<f32>) {
 
 /// Draw and quantize one tensor's data from `rng` (rows quantized in
 /// parallel; the draws stay sequential, so the bytes depend only on the
-/// generator's state).
-pub fn generate_tensor(t: &TensorSpec, rng: &mut impl Rng) -> Result<Vec<u8>> {
+/// generator's state). With `pool_rows = Some(p)` and more than `p` rows,
+/// `p` rows are drawn and every row is a copy of one of them, picked by
+/// `rng` ([`SynthParams::pool_rows`]).
+pub fn generate_tensor(
+    t: &TensorSpec,
+    rng: &mut impl Rng,
+    pool_rows: Option<usize>,
+) -> Result<Vec<u8>> {
     const OP: &str = "synth";
     let (rows, cols) = t.rows_cols();
     let rb = t.dtype.row_bytes(OP, cols)?;
     let total = rows
         .checked_mul(rb)
         .ok_or_else(|| ModelError::Input(format!("synth: tensor {} is too large", t.name)))?;
+    let pool = match pool_rows {
+        Some(p) if p > 0 && p < rows => p,
+        _ => return draw_rows(t, rng, rows, cols, rb, total),
+    };
+    let src = draw_rows(t, rng, pool, cols, rb, pool * rb)?;
+    let mut bytes = vec![0u8; total];
+    for row in bytes.chunks_mut(rb.max(1)) {
+        let i = rng.gen_range(0..pool);
+        row.copy_from_slice(&src[i * rb..(i + 1) * rb]);
+    }
+    Ok(bytes)
+}
+
+/// `rows` freshly drawn and quantized rows of `t` (`total` bytes).
+fn draw_rows(
+    t: &TensorSpec,
+    rng: &mut impl Rng,
+    rows: usize,
+    cols: usize,
+    rb: usize,
+    total: usize,
+) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; total];
     let rows_per_chunk = (CHUNK_VALUES / cols.max(1)).max(1);
     let mut vals = Vec::new();
@@ -452,6 +487,7 @@ pub fn generate_tensor(t: &TensorSpec, rng: &mut impl Rng) -> Result<Vec<u8>> {
             .zip(chunk.par_chunks_mut(rb.max(1)))
             .try_for_each(|(x, b)| quantize_row(t.dtype, x, b))?;
     }
+    debug_assert_eq!(bytes.len(), rows * rb);
     Ok(bytes)
 }
 
@@ -589,7 +625,7 @@ pub fn write_synthetic(p: &SynthParams, vocab: &SynthVocab, out: &Path) -> Resul
         let t = specs
             .get(i)
             .ok_or_else(|| kiln_core::Error::invalid("synth", format!("no tensor {i}")))?;
-        generate_tensor(t, &mut rng)
+        generate_tensor(t, &mut rng, p.pool_rows)
             .map(Cow::Owned)
             .map_err(|e| match e {
                 ModelError::Core(c) => c,

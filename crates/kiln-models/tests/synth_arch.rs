@@ -55,6 +55,7 @@ fn params(name: &str) -> SynthParams {
         rope_base: 1e6,
         rms_eps: 1e-6,
         seed: 7,
+        pool_rows: None,
         yarn: None,
     };
     match name {

@@ -51,15 +51,13 @@ pub struct Stream {
 }
 
 /// Device copies of the small host integer arrays ops take (token ids,
-/// positions, expert ids): uploaded when they change, reused while they don't, so a
+/// positions): uploaded when they change, reused while they don't, so a
 /// forward pass uploads its positions once, not once per RoPE call.
 #[cfg(feature = "cuda")]
 #[derive(Default)]
 struct DeviceInts {
     ids: std::sync::Mutex<(Vec<u32>, Option<kiln_cuda::CudaSlice<u32>>)>,
     positions: std::sync::Mutex<(Vec<i32>, Option<kiln_cuda::CudaSlice<i32>>)>,
-    /// Mixture-of-experts routing ids (`moe_route` writes them, `matmul_id` reads them).
-    expert_ids: std::sync::Mutex<(Vec<u32>, Option<kiln_cuda::CudaSlice<u32>>)>,
     /// Bumped when either buffer is reallocated (a recorded graph holds its address).
     epoch: std::sync::atomic::AtomicU64,
 }
@@ -293,61 +291,6 @@ impl Stream {
         f: impl FnOnce(&kiln_cuda::CudaView<'_, i32>) -> Result<R>,
     ) -> Result<R> {
         cached_upload(be, &self.ints.positions, &self.ints.epoch, positions, f)
-    }
-
-    /// Run `f` with a device copy of expert ids (re-uploaded only on change).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn with_device_expert_ids<R>(
-        &self,
-        be: &kiln_cuda::CudaBackend,
-        ids: &[u32],
-        f: impl FnOnce(&kiln_cuda::CudaView<'_, u32>) -> Result<R>,
-    ) -> Result<R> {
-        cached_upload(be, &self.ints.expert_ids, &self.ints.epoch, ids, f)
-    }
-
-    /// Let `f` write `host.len()` expert ids into the stream's device copy,
-    /// then download them into `host` (synchronizes the stream). The copy is
-    /// then known to hold `host`, so a `matmul_id` with these ids uploads
-    /// nothing.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn write_device_expert_ids(
-        &self,
-        be: &kiln_cuda::CudaBackend,
-        host: &mut [u32],
-        f: impl FnOnce(&mut kiln_cuda::CudaViewMut<'_, u32>) -> Result<()>,
-    ) -> Result<()> {
-        let mut g = self
-            .ints
-            .expert_ids
-            .lock()
-            .map_err(|_| Error::Device("upload cache lock poisoned".into()))?;
-        let (cached, buf) = &mut *g;
-        let n = host.len();
-        if buf.as_ref().is_none_or(|b| b.len() < n.max(1)) {
-            *buf = Some(
-                be.alloc_zeros::<u32>(n.max(64).next_power_of_two())
-                    .map_err(|e| Error::Device(e.to_string()))?,
-            );
-            self.ints
-                .epoch
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        }
-        let Some(b) = buf.as_mut() else {
-            return Err(Error::Device("expert id buffer is empty".into()));
-        };
-        // Until the download below succeeds the contents are unknown.
-        cached.clear();
-        let mut view = b.slice_mut(0..n);
-        f(&mut view)?;
-        if n > 0 {
-            be.stream()
-                .memcpy_dtoh(&view, host)
-                .map_err(|e| Error::Device(format!("download: {e:?}")))?;
-            be.synchronize().map_err(|e| Error::Device(e.to_string()))?;
-        }
-        cached.extend_from_slice(host);
-        Ok(())
     }
 
     /// Whether a decode step may run as a recorded CUDA graph: a CUDA

@@ -11,10 +11,12 @@
 
 pub mod device;
 pub mod error;
+pub mod ids;
 pub mod ops;
 pub mod tensor;
 
 pub use device::{Device, Graph, Stream};
 pub use error::{Error, Result};
+pub use ids::Ids;
 pub use kiln_core::DType;
 pub use tensor::{HostBytes, Shape, Tensor};

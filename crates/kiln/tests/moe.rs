@@ -1,8 +1,8 @@
 //! The MoE ops through kiln's public API: route a batch with moe_route, run
 //! the routed experts with matmul_id and combine them with moe_combine,
 //! against the kiln-core references, on a CPU stream and (built with the
-//! `cuda` feature, where a device opens) on a CUDA stream, whose moe_route
-//! hands its ids to matmul_id through the stream's device copy. The
+//! `cuda` feature, where a device opens) on a CUDA stream, where the ids
+//! stay on the device between the two ops (`kiln::Ids`). The
 //! op-level case tables run in kiln-cpu's tests/parity_moe.rs and
 //! kiln-cuda's tests/parity_cumoe.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,7 +10,7 @@
 use kiln::ops::{
     matmul_id, moe_combine, moe_route, MatmulIdParams, MoeCombineParams, MoeRouteParams,
 };
-use kiln::{Stream, Tensor};
+use kiln::{Device, Ids, Stream, Tensor};
 use kiln_core::ops::matmul_id::matmul_id_ref;
 use kiln_core::ops::moe_combine::moe_combine_ref;
 use kiln_core::ops::moe_route::moe_route_ref;
@@ -74,18 +74,20 @@ fn route_matmul_combine(s: &Stream) {
         logits,
     } = tensors(s);
     let rows = rp.n_tokens * rp.top_k;
-    let mut ids = vec![u32::MAX; rows];
+    let mut dev_ids = Ids::from_host(s, &vec![u32::MAX; rows]).unwrap();
     let mut wts = Tensor::from_f32(s, &[rows], vec![f32::NAN; rows]).unwrap();
-    moe_route(s, &rp, &lt, None, &mut ids, &mut wts).unwrap();
+    moe_route(s, &rp, &lt, None, &mut dev_ids, &mut wts).unwrap();
     let (mut want_ids, mut want_w) = (vec![0u32; rows], vec![0.0f32; rows]);
     moe_route_ref(&rp, &logits, None, &mut want_ids, &mut want_w).unwrap();
+    let mut ids = Vec::new();
+    dev_ids.read(s, rows, &mut ids).unwrap();
     assert_eq!(ids, want_ids);
     let got_w = wts.to_f32_vec(s).unwrap();
     for (g, r) in got_w.iter().zip(&want_w) {
         assert!((g - r).abs() < 1e-5, "{g} vs {r}");
     }
     let mut out = Tensor::from_f32(s, &[rows, mp.n], vec![f32::NAN; rows * mp.n]).unwrap();
-    matmul_id(s, &mp, &wt, &xt, &ids, &mut out).unwrap();
+    matmul_id(s, &mp, &wt, &xt, &dev_ids, &mut out).unwrap();
     let mut want = vec![0.0f32; rows * mp.n];
     matmul_id_ref(&mp, &w, &x, &ids, &mut want).unwrap();
     // CPU: 8-bit activations (Q8_K) against the f32 reference; CUDA: f32
@@ -116,23 +118,58 @@ fn route_matmul_combine(s: &Stream) {
             "combine {g} vs {r}"
         );
     }
-    // An out-of-range id is refused before anything is written.
-    let mut bad = ids.clone();
+    bad_ids_and_logits(s, &tensors(s), &ids);
+}
+
+/// An out-of-range id and a non-finite router logit: the CPU refuses them
+/// with typed errors naming the value; CUDA (which never looks at the ids
+/// on the host) poisons exactly the affected rows with NaN.
+fn bad_ids_and_logits(s: &Stream, f: &Fixture, ids: &[u32]) {
+    let (rp, mp) = (f.rp, f.mp);
+    let rows = rp.n_tokens * rp.top_k;
+    let cuda = s.device() != Device::Cpu;
+    let mut bad = ids.to_vec();
     bad[5] = 16;
+    let bad = Ids::from_host(s, &bad).unwrap();
     let mut out2 = Tensor::from_f32(s, &[rows, mp.n], vec![f32::NAN; rows * mp.n]).unwrap();
-    let e = matmul_id(s, &mp, &wt, &xt, &bad, &mut out2)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("ids[5] = 16"), "{e}");
-    assert!(out2.to_f32_vec(s).unwrap().iter().all(|v| v.is_nan()));
-    // A non-finite logit is an error naming its token and expert.
-    let mut l2 = logits.clone();
+    let r = matmul_id(s, &mp, &f.wt, &f.xt, &bad, &mut out2);
+    let got = out2.to_f32_vec(s).unwrap();
+    if cuda {
+        r.unwrap();
+        for (i, row) in got.chunks(mp.n).enumerate() {
+            let nan = row.iter().filter(|v| v.is_nan()).count();
+            let want = if i == 5 { mp.n } else { 0 };
+            assert_eq!(nan, want, "row {i}: {nan} NaN of {}", mp.n);
+        }
+    } else {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("ids[5] = 16"), "{e}");
+        // Refused before anything is written.
+        assert!(got.iter().all(|v| v.is_nan()));
+    }
+    let mut l2 = f.logits.clone();
     l2[rp.n_experts + 3] = f32::INFINITY;
     let lt2 = Tensor::from_f32(s, &[rp.n_tokens, rp.n_experts], l2).unwrap();
-    let e = moe_route(s, &rp, &lt2, None, &mut ids, &mut wts)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("token 1 expert 3"), "{e}");
+    let mut ids2 = Ids::zeros(s, rows).unwrap();
+    let mut wts = Tensor::from_f32(s, &[rows], vec![0.0; rows]).unwrap();
+    let r = moe_route(s, &rp, &lt2, None, &mut ids2, &mut wts);
+    if cuda {
+        r.unwrap();
+        let mut got = Vec::new();
+        ids2.read(s, rows, &mut got).unwrap();
+        let w = wts.to_f32_vec(s).unwrap();
+        for t in 0..rp.n_tokens {
+            let slots = t * rp.top_k..(t + 1) * rp.top_k;
+            let marked = got[slots.clone()]
+                .iter()
+                .all(|&e| e as usize >= rp.n_experts);
+            let nan_w = w[slots].iter().all(|v| v.is_nan());
+            assert_eq!((marked, nan_w), (t == 1, t == 1), "token {t}: {got:?}");
+        }
+    } else {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("token 1 expert 3"), "{e}");
+    }
 }
 
 #[test]

@@ -87,6 +87,11 @@ pub struct SynthArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Draw N random rows per tensor and fill the others with copies of
+    /// them (same bytes and formats, rows no longer independent): writes a
+    /// benchmark model of a large shape in seconds instead of minutes.
+    #[arg(long = "pool-rows")]
+    pub pool_rows: Option<usize>,
     /// general.name of the model (default: a name made from the shape).
     #[arg(long)]
     pub name: Option<String>,
@@ -217,6 +222,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         rope_base: a.rope_base,
         rms_eps: a.rms_eps,
         seed: a.seed,
+        pool_rows: a.pool_rows,
         yarn: match a.yarn_factor {
             Some(factor) => Some(kiln_core::ops::rope::Yarn {
                 factor,

@@ -182,6 +182,7 @@ impl Spec {
             rope_base: self.rope_base,
             rms_eps: self.rms_eps,
             seed: 0,
+            pool_rows: None,
             yarn: None,
         }
     }
@@ -253,7 +254,7 @@ impl SynthModel {
         let params = spec.params();
         let mut data = HashMap::new();
         for t in synth::tensor_specs(&params, n_vocab) {
-            let bytes = synth::generate_tensor(&t, &mut *rng).unwrap();
+            let bytes = synth::generate_tensor(&t, &mut *rng, None).unwrap();
             data.insert(t.name.clone(), (t, bytes));
         }
         let d = &mut data;

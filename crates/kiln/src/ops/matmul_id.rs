@@ -1,12 +1,13 @@
 //! Expert-routed matmul (spec: [`kiln_core::ops::matmul_id`]):
 //! `out[t * top_k + s] = w[ids[t * top_k + s]] · x_row(t, s)`. `w` holds the
-//! stacked expert matrices (raw blocks of `p.wtype`), `ids` the routing
-//! (host memory, as token ids are; checked here, then read on CUDA from the
-//! stream's device copy, uploaded only when they differ from what
-//! `moe_route` left there). CUDA covers the weight formats of its dense
+//! stacked expert matrices (raw blocks of `p.wtype`), `ids` the routing on
+//! the stream's device (what `moe_route` wrote). The CPU refuses an id past
+//! the experts with a typed error; CUDA reads the ids on the device with no
+//! synchronization and writes NaN rows for such an id, reading no weights
+//! for it (see [`crate::Ids`]). CUDA covers the weight formats of its dense
 //! mat-vec ([`supports`]).
 use crate::device::Backend;
-use crate::{ops::MatmulIdParams, Result, Stream, Tensor};
+use crate::{ops::MatmulIdParams, Ids, Result, Stream, Tensor};
 
 /// True when `device`'s backend implements matmul_id for `wtype` experts.
 pub fn supports(device: crate::Device, wtype: kiln_core::DType) -> bool {
@@ -24,7 +25,7 @@ pub fn matmul_id(
     p: &MatmulIdParams,
     w: &Tensor,
     x: &Tensor,
-    ids: &[u32],
+    ids: &Ids,
     out: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "matmul_id";
@@ -44,6 +45,7 @@ pub fn matmul_id(
             let wb = w.cpu_bytes_for(OP, "w")?;
             let xs = x.f32_prefix(OP, "x", x_rows * p.k)?;
             let os = out.f32_prefix_mut(OP, "out", rows * p.n)?;
+            let ids = ids.host(OP, rows)?;
             Ok(kiln_cpu::matmul_id::matmul_id(ctx, p, wb, xs, ids, os)?)
         }
         #[cfg(feature = "cuda")]
@@ -55,14 +57,10 @@ pub fn matmul_id(
                 ids.len(),
                 rows.saturating_mul(p.n),
             )?;
-            // Host ids are checked here, where they are cheap to see.
-            p.check_ids(ids)?;
+            let d = ids.cuda(OP, rows)?;
             let xs = x.cuda_f32(OP, "x", x_rows * p.k)?;
             let mut os = out.cuda_f32_mut(OP, "out", rows * p.n)?;
-            s.with_device_expert_ids(be, ids, |d| {
-                kiln_cuda::matmul_id::matmul_id(be, p, &wb, &xs, d, &mut os)
-                    .map_err(super::cuda_err)
-            })
+            kiln_cuda::matmul_id::matmul_id(be, p, &wb, &xs, &d, &mut os).map_err(super::cuda_err)
         }
     }
 }

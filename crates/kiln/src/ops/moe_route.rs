@@ -1,21 +1,20 @@
 //! Mixture-of-experts routing (spec: [`kiln_core::ops::moe_route`]): router
 //! logits `[n_tokens, n_experts]` (and an optional selection bias
-//! `[n_experts]`) to expert ids (host memory, what `matmul_id` takes) and
-//! weights `[n_tokens, top_k]`. On CUDA the kernel writes the ids into the
-//! stream's device copy of expert ids and they are downloaded into `ids`
-//! (one synchronization per call); a following `matmul_id` with the same
-//! ids reads the device copy without uploading. Non-finite logits or bias
-//! values are the same typed error as on the CPU (found from the ids the
-//! kernel marks, then named by a host look at the inputs).
+//! `[n_experts]`) to expert ids ([`Ids`] on the stream's device, what
+//! `matmul_id` reads) and weights `[n_tokens, top_k]`. The CPU refuses
+//! non-finite logits or bias values with a typed error; CUDA runs with no
+//! synchronization and marks such a token's ids and weights instead (every
+//! id past the experts, so `matmul_id` writes NaN rows for it: the
+//! non-finite value reaches the logits, where the sampler reports it).
 use crate::device::Backend;
-use crate::{ops::MoeRouteParams, Result, Stream, Tensor};
+use crate::{ops::MoeRouteParams, Ids, Result, Stream, Tensor};
 
 pub fn moe_route(
     s: &Stream,
     p: &MoeRouteParams,
     logits: &Tensor,
     bias: Option<&Tensor>,
-    ids: &mut [u32],
+    ids: &mut Ids,
     weights: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "moe_route";
@@ -36,13 +35,7 @@ pub fn moe_route(
                 None => None,
             };
             let w = weights.f32_prefix_mut(OP, "weights", n)?;
-            let got = ids.len();
-            let ids = ids.get_mut(..n).ok_or(crate::Error::TooSmall {
-                op: OP,
-                what: "ids",
-                got,
-                needed: n,
-            })?;
+            let ids = ids.host_mut(OP, n)?;
             Ok(kiln_cpu::moe_route::moe_route(ctx, p, l, b, ids, w)?)
         }
         #[cfg(feature = "cuda")]
@@ -53,29 +46,9 @@ pub fn moe_route(
                 None => None,
             };
             let mut w = weights.cuda_f32_mut(OP, "weights", n)?;
-            let got = ids.len();
-            let ids = ids.get_mut(..n).ok_or(crate::Error::TooSmall {
-                op: OP,
-                what: "ids",
-                got,
-                needed: n,
-            })?;
-            s.write_device_expert_ids(be, ids, |d| {
-                kiln_cuda::moe_route::moe_route(be, p, &l, b.as_ref(), d, &mut w)
-                    .map_err(super::cuda_err)
-            })?;
-            if kiln_cuda::moe_route::first_bad_token(p, ids).is_some() {
-                // Name the token and expert as the CPU does.
-                let mut hl = Vec::new();
-                logits.read_f32(s, p.n_tokens * p.n_experts, &mut hl)?;
-                let mut hb = Vec::new();
-                if let Some(b) = bias {
-                    b.read_f32(s, p.n_experts, &mut hb)?;
-                }
-                p.check_finite(&hl, bias.map(|_| hb.as_slice()))?;
-                return Err(kiln_core::Error::invalid(OP, "non-finite logits or bias").into());
-            }
-            Ok(())
+            let mut d = ids.cuda_mut(OP, n)?;
+            kiln_cuda::moe_route::moe_route(be, p, &l, b.as_ref(), &mut d, &mut w)
+                .map_err(super::cuda_err)
         }
     }
 }
