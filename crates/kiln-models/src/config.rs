@@ -197,6 +197,11 @@ pub struct ModelConfig {
     /// `kiln_core::ops::rope::Yarn`); `rope_freq_scale` is then 1.
     pub rope_yarn: Option<kiln_core::ops::rope::Yarn>,
     pub rms_eps: f32,
+    /// Every layer's attention sees only the last `w` keys (itself
+    /// included): `llama.attention.sliding_window` (Mistral 7B v0.1's
+    /// 4096). None when absent or 0. Gemma 3's per-layer windows are in
+    /// its [`ArchParams`] instead.
+    pub sliding_window: Option<usize>,
     /// Architecture-specific hyper-parameters.
     pub arch_params: ArchParams,
 }
@@ -389,6 +394,12 @@ impl ModelConfig {
             rope_freq_scale,
             rope_yarn,
             rms_eps: opt_f32(f, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            sliding_window: match arch.as_str() {
+                // Only llama-family files apply a model-wide window (Qwen2's
+                // config has one that its GGUFs leave off, as llama.cpp does).
+                "llama" => opt_u32(f, "llama.attention.sliding_window")?.filter(|&w| w > 0),
+                _ => None,
+            },
             arch,
         };
         if cfg.n_layer == 0 || cfg.n_embd == 0 || cfg.n_ff == 0 || cfg.n_vocab == 0 {

@@ -205,7 +205,7 @@ fn forward_ops(
         pos0,
         kv_stride: cache.n_ctx,
         scale: cfg.attn_scale(),
-        window: None,
+        window: cfg.sliding_window,
     };
     let append = CopyRowsParams {
         row_len: cfg.kv_dim(),

@@ -157,6 +157,9 @@ pub struct SynthParams {
     pub pool_rows: Option<usize>,
     /// YaRN rope scaling written to the metadata (`rope.scaling.*`).
     pub yarn: Option<kiln_core::ops::rope::Yarn>,
+    /// `llama.attention.sliding_window` (llama / Mixtral-style files only):
+    /// every layer attends to the last `w` keys, as Mistral 7B v0.1.
+    pub sliding_window: Option<usize>,
 }
 
 impl SynthParams {
@@ -181,6 +184,7 @@ impl SynthParams {
             seed: 0,
             pool_rows: None,
             yarn: None,
+            sliding_window: None,
         }
     }
     /// `n_embd / n_head` for llama (checked by [`SynthParams::validate`]),
@@ -256,6 +260,13 @@ impl SynthParams {
                 "heads {} is not a multiple of kv-heads {}",
                 self.n_head, self.n_head_kv
             ));
+        }
+        match self.sliding_window {
+            Some(0) => return bad("sliding window must be positive".into()),
+            Some(_) if !matches!(self.arch, SynthArch::Llama | SynthArch::LlamaMoe { .. }) => {
+                return bad("a sliding window is written for llama files only".into())
+            }
+            _ => {}
         }
         if let Some(y) = &self.yarn {
             y.factors(self.n_rot, self.rope_base)
@@ -551,6 +562,9 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
     if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
+    }
+    if let Some(w) = p.sliding_window {
+        kvs.push((k("attention.sliding_window"), u(w)));
     }
     if let Some(y) = &p.yarn {
         kvs.push((k("rope.scaling.type"), Value::String("yarn".into())));

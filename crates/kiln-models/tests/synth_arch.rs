@@ -57,6 +57,7 @@ fn params(name: &str) -> SynthParams {
         seed: 7,
         pool_rows: None,
         yarn: None,
+        sliding_window: None,
     };
     match name {
         "qwen3_tiny" => base,
@@ -100,6 +101,15 @@ fn params(name: &str) -> SynthParams {
             name: "synthetic-qwen3moe-tiny-F32".into(),
             ..base
         },
+        "mistral_tiny" => SynthParams {
+            arch: SynthArch::Llama,
+            name: "synthetic-llama-swa4".into(),
+            n_rot: 16,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+            sliding_window: Some(4),
+            ..base
+        },
         "mixtral_tiny" => SynthParams {
             arch: SynthArch::LlamaMoe {
                 n_expert: 8,
@@ -128,6 +138,7 @@ fn tiny_synth_models_match_their_fixtures() {
         "qwen2moe_tiny",
         "qwen3_tiny",
         "qwen3moe_tiny",
+        "mistral_tiny",
         "mixtral_tiny",
     ] {
         let fx = fixture(name);
@@ -141,12 +152,15 @@ fn tiny_synth_models_match_their_fixtures() {
         );
         let f = GgufFile::open(&out).unwrap();
         let arch = match name.split('_').next().unwrap() {
-            "mixtral" => "llama",
+            "mixtral" | "mistral" => "llama",
             "qwen2yarn" => "qwen2",
             a => a,
         };
         assert_eq!(f.get_str("general.architecture").unwrap(), arch);
-        if arch == "llama" {
+        if name == "mistral_tiny" {
+            assert_eq!(f.get_u32("llama.attention.sliding_window").unwrap(), 4);
+            assert!(f.get("llama.expert_count").is_none());
+        } else if arch == "llama" {
             assert_eq!(f.get_u32("llama.expert_count").unwrap(), 8);
             assert!(f.get("llama.expert_feed_forward_length").is_none());
             assert_eq!(

@@ -102,6 +102,10 @@ pub struct SynthArgs {
     /// YaRN's original context length (default: --ctx).
     #[arg(long = "yarn-orig-ctx")]
     pub yarn_orig_ctx: Option<usize>,
+    /// llama / mixtral: every layer attends to the last N keys
+    /// (`llama.attention.sliding_window`, as Mistral 7B v0.1).
+    #[arg(long = "sliding-window")]
+    pub sliding_window: Option<usize>,
     /// Write only the donor's tokenizer (no tensors, ~2 MB for the default
     /// model): a small --vocab-from file to carry where the donor is too big.
     #[arg(long = "vocab-only")]
@@ -223,6 +227,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
         rms_eps: a.rms_eps,
         seed: a.seed,
         pool_rows: a.pool_rows,
+        sliding_window: a.sliding_window,
         yarn: match a.yarn_factor {
             Some(factor) => Some(kiln_core::ops::rope::Yarn {
                 factor,

@@ -162,6 +162,9 @@ pub fn model_config(v: &Value, name: &str) -> Result<ModelConfig> {
         rope_freq_scale,
         rope_yarn: None,
         rms_eps: f32_of(v, "rms_norm_eps")?.unwrap_or(1e-6),
+        // mlx-lm runs `mistral` directories through its llama model, which
+        // has no sliding window: kiln matches it.
+        sliding_window: None,
         arch_params: crate::config::ArchParams::Llama,
     };
     if cfg.n_layer == 0 || cfg.n_embd == 0 || cfg.n_ff == 0 || cfg.n_vocab == 0 {

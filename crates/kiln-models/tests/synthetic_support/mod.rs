@@ -184,6 +184,7 @@ impl Spec {
             seed: 0,
             pool_rows: None,
             yarn: None,
+            sliding_window: None,
         }
     }
 }
