@@ -71,6 +71,10 @@ static inline float fmaf_(float a, float b, float c) { return std::fma(a, b, c);
 #define fmaf fmaf_
 static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+#define __expf(v) expf(v)
+static inline float __frcp_rn(float v) { return 1.0f / v; }
+// common.cuh's SiLU (common_decls keeps only its block structs).
+static inline float kiln_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
 static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     const unsigned long long in = ((unsigned long long)y << 32) | x;
     unsigned r = 0;
@@ -213,6 +217,23 @@ int main(int argc, char** argv) {
             });
         }
         spit(b + ".out", out);
+        // The gated pair (activations per token only): gate = w, up = .u.
+        if (pv[8] == 0) {
+            const auto u = slurp<u8>(b + ".u");
+            std::vector<float> out3(p.rows * p.n + 64, 12345.0f);
+            for (u64 r0 = 0; r0 < p.rows; r0 += chunk) {
+                p.r0 = r0;
+                const unsigned gy = (unsigned)std::min<u64>(chunk, p.rows - r0 + 1);
+                launch(gx, gy, MV_THREADS, [&] {
+                    if (pv[9] == 0)
+                        mul_mv_id_swiglu_f32_f32(p, w.data(), u.data(), x, ids.data(), out3.data());
+                    else
+                        mul_mv_id_swiglu_q8_0_f32(p, w.data(), u.data(), x, ids.data(), out3.data());
+                });
+            }
+            p.r0 = 0;
+            spit(b + ".out3", out3);
+        }
         // The grouped path: plan (one block of 32 threads, so several bucket
         // passes), then one CTA row per chunk slot (the bound the host uses).
         std::vector<float> out2(p.rows * p.n + 64, 12345.0f);
@@ -386,6 +407,9 @@ def main() -> int:
             x = rng.uniform(-2, 2, size=((rows if per_slot else nt), k)).astype(np.float32)
             np.array([n, k, row_bytes, kw, stride, ne, top_k, rows, int(per_slot), fmt, chunk], dtype=np.uint64).tofile(t / f"mid{c}.p")
             (t / f"mid{c}.w").write_bytes(w)
+            # The up stack of the gated pair: the experts in reverse order.
+            (t / f"mid{c}.u").write_bytes(b"".join(
+                w[e * stride:(e + 1) * stride] for e in reversed(range(ne))))
             x.tofile(t / f"mid{c}.x")
             ids.tofile(t / f"mid{c}.i")
             mid_data.append((wf, x, ids, nt, top_k, n, per_slot))
@@ -461,7 +485,37 @@ def main() -> int:
                 if not (np.abs(out[r] - want) <= tol).all():
                     bad += 1
                     print(f"matmul_id case {c} {suffix} row {r}: got {out[r]} want {want}")
-        print(f"matmul_id: {len(mid_data)} cases, mv_id and mm_id")
+        n_sw = 0
+        for c, (wf, x, ids, nt, top_k, n, per_slot) in enumerate(mid_data):
+            if per_slot:
+                continue
+            n_sw += 1
+            rows, ne = nt * top_k, wf.shape[0]
+            out = np.fromfile(t / f"mid{c}.out3", dtype=np.float32)
+            if not (out[rows * n :] == 12345.0).all():
+                bad += 1
+                print(f"matmul_id_swiglu case {c}: guard overwritten")
+            out = out[: rows * n].reshape(rows, n)
+            for r in range(rows):
+                e = int(ids[r])
+                if e >= ne:
+                    if not np.isnan(out[r]).all():
+                        bad += 1
+                        print(f"matmul_id_swiglu case {c} row {r}: bad id {e} not NaN: {out[r]}")
+                    continue
+                xr = x[r // top_k].astype(np.float64)
+                wg, wu = wf[e].astype(np.float64), wf[ne - 1 - e].astype(np.float64)
+                g, u = wg @ xr, wu @ xr
+                silu = g / (1 + np.exp(-g))
+                want = silu * u
+                # Each dot within 1e-5 of its sum |w x| (as above); silu's slope
+                # is within [-0.1, 1.1]; plus f32 rounding of the epilogue.
+                bg, bu = 1e-5 * (np.abs(wg) @ np.abs(xr)), 1e-5 * (np.abs(wu) @ np.abs(xr))
+                tol = 1.1 * bg * (np.abs(u) + bu) + (np.abs(silu) + 1.1 * bg) * bu + 1e-6 * np.abs(want) + 1e-30
+                if not (np.abs(out[r] - want) <= tol).all():
+                    bad += 1
+                    print(f"matmul_id_swiglu case {c} row {r}: got {out[r]} want {want}")
+        print(f"matmul_id: {len(mid_data)} cases, mv_id and mm_id; {n_sw} through the gated mv_id")
         for c, (nt, tk, dim, y, w, r) in enumerate(comb_data):
             out = np.fromfile(t / f"comb{c}.out", dtype=np.float32)
             if not (out[nt * dim :] == 12345.0).all():

@@ -55,3 +55,28 @@ pub fn matmul_id(
     }
     Ok(())
 }
+
+/// `out = silu(w_gate · x) * (w_up · x)` per routed row (spec:
+/// [`kiln_core::ops::matmul_id::matmul_id_swiglu_ref`]). On the CPU this is
+/// the composition (two [`matmul_id`] and [`crate::silu_mul::silu_mul`]):
+/// decode here is bound by the weight bytes, which the composition reads
+/// once each, not by launches; the two small intermediates are allocated
+/// per call.
+pub fn matmul_id_swiglu(
+    ctx: &CpuContext,
+    p: &MatmulIdParams,
+    w_gate: &[u8],
+    w_up: &[u8],
+    x: &[f32],
+    ids: &[u32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate_swiglu(w_gate.len(), w_up.len(), x.len(), ids.len(), out.len())?;
+    p.check_ids(ids)?;
+    let n = out.len();
+    let (mut g, mut u) = (vec![0.0f32; n], vec![0.0f32; n]);
+    matmul_id(ctx, p, w_gate, x, ids, &mut g)?;
+    matmul_id(ctx, p, w_up, x, ids, &mut u)?;
+    let sp = kiln_core::ops::silu_mul::SiluMulParams { n };
+    crate::silu_mul::silu_mul(ctx, &sp, &g, &u, out)
+}

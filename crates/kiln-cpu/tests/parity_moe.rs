@@ -26,6 +26,18 @@ fn matmul_id_matches_reference() {
 }
 
 #[test]
+fn matmul_id_swiglu_matches_reference() {
+    use kiln_testkit::cases::matmul_id::check_matmul_id_swiglu_with;
+    let ctx = CpuContext::new(2).unwrap();
+    let imp = |p: &MatmulIdParams, g: &[u8], u: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
+        kiln_cpu::matmul_id::matmul_id_swiglu(&ctx, p, g, u, x, ids, out)
+    };
+    let report = check_matmul_id_swiglu_with(&imp, &kiln_testkit::Options::default());
+    eprintln!("{}", report.summary());
+    report.into_result().unwrap();
+}
+
+#[test]
 fn moe_route_matches_reference() {
     use kiln_core::ops::moe_route::MoeRouteParams;
     use kiln_testkit::cases::moe_route::check_moe_route;

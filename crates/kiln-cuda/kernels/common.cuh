@@ -88,3 +88,9 @@ __device__ __forceinline__ float kiln_block_sum(float v, float* sh) {
     __syncthreads();
     return v;
 }
+
+// silu(g) = g / (1 + exp(-g)) as every SiLU kernel computes it (silu_mul,
+// the fused decode gate/up, the gated expert mat-vec). exp(-g) overflows
+// to +inf for g < -88: __frcp_rn(inf) = 0 gives -0 as the reference does;
+// g > 88 gives exp(-g) = 0 and silu = g.
+__device__ __forceinline__ float kiln_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }

@@ -16,6 +16,12 @@
 //   (M = 8, the dense mat-vec's m8 loop with gathered x rows). CTAs past
 //   the plan's chunk count exit.
 //
+// - mul_mv_id_swiglu_<w>_f32 (decode, the expert FFN's first half): as
+//   mul_mv_id with two stacks of the same layout, gate and up, routed by the
+//   same ids; the CTA reduces both rows of each column and stores
+//   silu(gate) * up, so the pair is one launch and the intermediates never
+//   reach memory.
+//
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
 #include "common.cuh"
@@ -95,6 +101,41 @@ __device__ __forceinline__ void mv_id(const MatmulIdParams& p, const u8* __restr
     if (t < pairs * MV_ROWS) {
         const u64 j = mv_id_col(pairs, t);
         if (j < p.n) orow[j] = part[t / MV_ROWS][t % MV_ROWS];
+    }
+}
+
+// mv_id for the gated pair: out[r, j] = silu(gate_e[j] . x) * (up_e[j] . x).
+template <class AccFn>
+__device__ __forceinline__ void mv_id_swiglu(const MatmulIdParams& p, const u8* __restrict__ wg,
+                                             const u8* __restrict__ wu,
+                                             const float* __restrict__ x,
+                                             const u32* __restrict__ ids,
+                                             float* __restrict__ out, int kw, AccFn acc_fn) {
+    const u64 r = p.r0 + blockIdx.y;
+    if (r >= p.rows) return;
+    const int t = threadIdx.x, pairs = MV_WARPS / kw;
+    float* orow = out + r * p.n;
+    const u64 e = ids[r];
+    if (e >= p.n_experts) {
+        if (t < pairs * MV_ROWS) {
+            const u64 j = mv_id_col(pairs, t);
+            if (j < p.n) orow[j] = __int_as_float(0x7fc00000);
+        }
+        return;
+    }
+    const u64 off = e * p.expert_stride;
+    const float* xrow = x + id_x_row(p, r) * p.k;
+    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
+    float ag[1][MV_ROWS], au[1][MV_ROWS];
+    auto pro = [&](const float* (&xr)[1]) { xr[0] = xrow; };
+    acc_fn.template operator()<1>(sh, wg + off, pro, ag);
+    acc_fn.template operator()<1>(sh, wu + off, pro, au);
+    __shared__ float pg[MV_WARPS][MV_ROWS], pu[MV_WARPS][MV_ROWS];
+    mv_reduce<1>(ag, kw, pg);
+    mv_reduce<1>(au, kw, pu);
+    if (t < pairs * MV_ROWS) {
+        const u64 j = mv_id_col(pairs, t);
+        if (j < p.n) orow[j] = kiln_silu(pg[t / MV_ROWS][t % MV_ROWS]) * pu[t / MV_ROWS][t % MV_ROWS];
     }
 }
 
@@ -240,6 +281,11 @@ struct IdFloat {
                               const float* __restrict__ x, const u32* __restrict__ plan,       \
                               float* __restrict__ out) {                                       \
         mm_id(p, w, x, plan, out, KW, acc());                                                  \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) mul_mv_id_swiglu_##fmt##_f32(     \
+        MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,                \
+        const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
+        mv_id_swiglu(p, wg, wu, x, ids, out, KW, acc());                                       \
     }
 
 MV_ID_ENTRY(q4_0, IdQuant<Q4_0T>, MV_ID_KW)

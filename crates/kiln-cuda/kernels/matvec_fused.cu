@@ -69,8 +69,6 @@ __device__ __forceinline__ void fused_rope(const FusedParams& p, i32 pos, u64 ip
     b = (float)(x * sn + y * cs);
 }
 
-__device__ __forceinline__ float fused_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
-
 // One output column pair (j0, j0 + 1) of row i.
 __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 j0, float y0, float y1,
                                                const float* __restrict__ res,
@@ -79,7 +77,7 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
                                                float* __restrict__ vc) {
     switch (p.epi) {
     case EPI_SWIGLU:
-        out[i * (p.n / 2) + j0 / 2] = fused_silu(y0) * y1;
+        out[i * (p.n / 2) + j0 / 2] = kiln_silu(y0) * y1;
         return;
     case EPI_QKV: {
         // 32-bit index math (the launcher checks the dims fit): 64-bit

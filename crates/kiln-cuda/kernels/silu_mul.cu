@@ -7,11 +7,7 @@ struct SiluMulParams {
     u64 n;
 };
 
-// exp(-g) overflows to +inf for g < -88: __frcp_rn(inf) = 0 gives silu -> -0,
-// as the reference; g > 88 gives exp(-g) = 0 and silu = g.
-__device__ __forceinline__ float silu_mul1(float g, float u) {
-    return g * __frcp_rn(1.0f + __expf(-g)) * u;
-}
+__device__ __forceinline__ float silu_mul1(float g, float u) { return kiln_silu(g) * u; }
 
 __device__ __forceinline__ bool sm_aligned16(const void* p) { return ((u64)p & 15) == 0; }
 

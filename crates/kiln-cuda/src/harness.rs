@@ -171,6 +171,9 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                 })
             },
             matmul_id: &|p, w, x, ids, out| matmul_id_host(be, p, w, x, ids, out),
+            matmul_id_swiglu: &|p, g, u, x, ids, out| {
+                matmul_id_swiglu_host(be, p, g, u, x, ids, out)
+            },
             moe_combine: &|p, y, w, res, out| moe_combine_host(be, p, y, w, res, out),
             moe_route: &|p, logits, bias, ids, w| moe_route_host(be, p, logits, bias, ids, w),
             rms_norm: &|p, x, w, out| {
@@ -337,6 +340,33 @@ pub fn matmul_id_host(
             be,
             p,
             &wd.slice(0..w.len()),
+            &xd.slice(0..x.len()),
+            &idd.slice(0..ids.len()),
+            o,
+        )
+    })
+}
+
+/// `kiln_cuda::matmul_id_swiglu` on host slices (the testkit signature),
+/// the ids checked on the host first as for [`matmul_id_host`].
+pub fn matmul_id_swiglu_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::matmul_id::MatmulIdParams,
+    wg: &[u8],
+    wu: &[u8],
+    x: &[f32],
+    ids: &[u32],
+    out: &mut [f32],
+) -> kiln_core::Result<()> {
+    p.validate_swiglu(wg.len(), wu.len(), x.len(), ids.len(), out.len())?;
+    p.check_ids(ids)?;
+    let (gd, ud, xd, idd) = (up(be, wg)?, up(be, wu)?, up(be, x)?, up(be, ids)?);
+    guarded(be, out, |o| {
+        crate::matmul_id::matmul_id_swiglu(
+            be,
+            p,
+            &gd.slice(0..wg.len()),
+            &ud.slice(0..wu.len()),
             &xd.slice(0..x.len()),
             &idd.slice(0..ids.len()),
             o,

@@ -103,13 +103,14 @@ pub fn supports(wtype: DType) -> bool {
     kernel_names(wtype).is_some()
 }
 
-/// The per-row and grouped kernels of a format.
-fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str)> {
+/// The per-row, grouped and gated per-row kernels of a format.
+fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static str)> {
     macro_rules! k {
         ($w:literal) => {
             (
                 concat!("mul_mv_id_", $w, "_f32"),
                 concat!("mul_mm_id_", $w, "_f32"),
+                concat!("mul_mv_id_swiglu_", $w, "_f32"),
             )
         };
     }
@@ -164,13 +165,6 @@ pub fn matmul_id_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(w.len(), x.len(), ids.len(), out.len())?;
-    let Some((mv_name, mm_name)) = kernel_names(p.wtype) else {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: p.wtype,
-        }
-        .into());
-    };
     let rows = p.rows()?;
     let bad =
         |what: &str| -> CudaError { Error::invalid(OP, format!("plan {kernel:?} {what}")).into() };
@@ -184,6 +178,56 @@ pub fn matmul_id_with_kernel(
         }
         _ => {}
     }
+    let (k, gx, (mv_name, mm_name, _)) = launch_shape(be, p, w, x)?;
+    if kernel == MatmulIdKernel::Grouped {
+        grouped(be, &k, mm_name, gx, w, x, ids, out)
+    } else {
+        per_row(be, k, mv_name, gx, (w, None), x, ids, out)
+    }
+}
+
+/// `out[r, j] = silu(w_gate[ids[r]][j] · x_row(r)) * (w_up[ids[r]][j] ·
+/// x_row(r))` in one launch (`mul_mv_id_swiglu_<w>_f32`; spec:
+/// `kiln_core::ops::matmul_id::matmul_id_swiglu_ref`): the expert FFN's
+/// gate, up and SiLU·mul for decode, reading x once per row and writing no
+/// intermediates. Every output row is its own mat-vec (the per-row path),
+/// so it is correct for any shape but meant for few rows; prefill runs the
+/// two grouped products and `silu_mul`. Ids past the experts give NaN rows.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_id_swiglu(
+    be: &CudaBackend,
+    p: &MatmulIdParams,
+    w_gate: &CudaView<'_, u8>,
+    w_up: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    ids: &CudaView<'_, u32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    p.validate_swiglu(w_gate.len(), w_up.len(), x.len(), ids.len(), out.len())?;
+    if p.rows()? == 0 || p.n == 0 {
+        return Ok(());
+    }
+    check_alignment(be, &p.expert_matmul(1), w_up, x)?;
+    let (k, gx, (_, _, name)) = launch_shape(be, p, w_gate, x)?;
+    per_row(be, k, name, gx, (w_gate, Some(w_up)), x, ids, out)
+}
+
+/// The kernel params, grid width and kernel names of a validated,
+/// non-empty matmul_id over `w` (alignment and stride checked here).
+fn launch_shape(
+    be: &CudaBackend,
+    p: &MatmulIdParams,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+) -> Result<(MatmulIdK, usize, (&'static str, &'static str, &'static str))> {
+    let Some(names) = kernel_names(p.wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.wtype,
+        }
+        .into());
+    };
+    let rows = p.rows()?;
     // Expert 0 starts where w does; the others keep its alignment.
     check_alignment(be, &p.expert_matmul(1), w, x)?;
     let w_align = if p.wtype.type_size().is_multiple_of(4) {
@@ -221,11 +265,7 @@ pub fn matmul_id_with_kernel(
         r0: 0,
         x_per_slot: u64::from(p.x_per_slot),
     };
-    if kernel == MatmulIdKernel::Grouped {
-        grouped(be, &k, mm_name, gx, w, x, ids, out)
-    } else {
-        per_row(be, k, mv_name, gx, w, x, ids, out)
-    }
+    Ok((k, gx, names))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -234,7 +274,7 @@ fn per_row(
     mut k: MatmulIdK,
     name: &'static str,
     gx: usize,
-    w: &CudaView<'_, u8>,
+    (w, w_up): (&CudaView<'_, u8>, Option<&CudaView<'_, u8>>),
     x: &CudaView<'_, f32>,
     ids: &CudaView<'_, u32>,
     out: &mut CudaViewMut<'_, f32>,
@@ -250,9 +290,16 @@ fn per_row(
             shared_mem_bytes: 0,
         };
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&k).arg(w).arg(x).arg(ids).arg(&mut *out);
+        l.arg(&k).arg(w);
+        if let Some(u) = w_up {
+            l.arg(u);
+        }
+        l.arg(x).arg(ids).arg(&mut *out);
         // SAFETY: arguments match mul_mv_id_<w>_f32(MatmulIdParams, const
-        // u8*, const float*, const u32*, float*). Validated by the caller:
+        // u8*, const float*, const u32*, float*), or with w_up
+        // mul_mv_id_swiglu_<w>_f32(MatmulIdParams, const u8* gate, const u8*
+        // up, ...) whose two stacks have the same length (validate_swiglu)
+        // and alignment (checked). Validated by the caller:
         // w holds n_experts matrices of n rows at expert_stride, x the rows
         // x_row reads, ids and out `rows` entries / rows; the kernel reads
         // ids[r] for r < rows, weights only of experts < n_experts, x rows

@@ -16,7 +16,7 @@ use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
 use kiln_cuda::matmul_id::MatmulIdKernel;
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
-use kiln_testkit::cases::matmul_id::check_matmul_id_with;
+use kiln_testkit::cases::matmul_id::{check_matmul_id_swiglu_with, check_matmul_id_with};
 use kiln_testkit::cases::moe_combine::check_moe_combine_with;
 use kiln_testkit::cases::moe_route::check_moe_route_with;
 use kiln_testkit::cases::{matmul::WTYPES, matmul_mlx::mlx_wtypes};
@@ -68,6 +68,18 @@ fn parity_matmul_id() {
         "matmul_id",
         check_matmul_id_with(
             &|p, w, x, ids, out| harness::matmul_id_host(&be, p, w, x, ids, out),
+            &opts(),
+        ),
+    );
+}
+
+#[test]
+fn parity_matmul_id_swiglu() {
+    let Some(be) = backend() else { return };
+    check(
+        "matmul_id_swiglu",
+        check_matmul_id_swiglu_with(
+            &|p, g, u, x, ids, out| harness::matmul_id_swiglu_host(&be, p, g, u, x, ids, out),
             &opts(),
         ),
     );

@@ -239,15 +239,21 @@ fn moe_ffn(
         wtype: wt.dtype(),
         x_per_slot: per_slot,
     };
-    ops::matmul_id(s, &id(f, d, false, &ml.gate), &ml.gate, h, ids, &mut b.gate)?;
-    ops::matmul_id(s, &id(f, d, false, &ml.up), &ml.up, h, ids, &mut b.up)?;
-    ops::silu_mul(
-        s,
-        &SiluMulParams { n: n * k * f },
-        &b.gate,
-        &b.up,
-        &mut b.act,
-    )?;
+    let gp = id(f, d, false, &ml.gate);
+    if n == 1 && s.device() != kiln::Device::Cpu && ml.gate.dtype() == ml.up.dtype() {
+        // Decode on a GPU: gate, up and SiLU·mul in one launch.
+        ops::matmul_id_swiglu(s, &gp, &ml.gate, &ml.up, h, ids, &mut b.act)?;
+    } else {
+        ops::matmul_id(s, &gp, &ml.gate, h, ids, &mut b.gate)?;
+        ops::matmul_id(s, &id(f, d, false, &ml.up), &ml.up, h, ids, &mut b.up)?;
+        ops::silu_mul(
+            s,
+            &SiluMulParams { n: n * k * f },
+            &b.gate,
+            &b.up,
+            &mut b.act,
+        )?;
+    }
     ops::matmul_id(
         s,
         &id(d, f, true, &ml.down),

@@ -38,6 +38,7 @@ pub struct AllOps<'a> {
     pub layer_norm: &'a cases::layer_norm::LayerNormFn<'a>,
     pub matmul: &'a cases::matmul::MatmulFn<'a>,
     pub matmul_id: &'a cases::matmul_id::MatmulIdFn<'a>,
+    pub matmul_id_swiglu: &'a cases::matmul_id::MatmulIdSwigluFn<'a>,
     pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
@@ -66,6 +67,10 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
     r.merge(matmul_mlx::check_matmul_mlx_with(imps.matmul, opts));
     r.merge(matmul_id::check_matmul_id_with(imps.matmul_id, opts));
+    r.merge(matmul_id::check_matmul_id_swiglu_with(
+        imps.matmul_id_swiglu,
+        opts,
+    ));
     r.merge(moe_combine::check_moe_combine_with(imps.moe_combine, opts));
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));

@@ -47,6 +47,7 @@ fn references_pass_every_driver() {
         layer_norm: &k::layer_norm::layer_norm_ref,
         matmul: &k::matmul::matmul_ref,
         matmul_id: &k::matmul_id::matmul_id_ref,
+        matmul_id_swiglu: &k::matmul_id::matmul_id_swiglu_ref,
         moe_combine: &k::moe_combine::moe_combine_ref,
         moe_route: &k::moe_route::moe_route_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,

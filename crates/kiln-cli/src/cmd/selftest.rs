@@ -36,6 +36,9 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
             matmul: &|p, w, x, o| k::matmul::matmul(ctx, p, w, x, o),
             matmul_id: &|p, w, x, ids, o| k::matmul_id::matmul_id(ctx, p, w, x, ids, o),
+            matmul_id_swiglu: &|p, g, u, x, ids, o| {
+                k::matmul_id::matmul_id_swiglu(ctx, p, g, u, x, ids, o)
+            },
             moe_combine: &|p, y, w, res, o| k::moe_combine::moe_combine(ctx, p, y, w, res, o),
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),

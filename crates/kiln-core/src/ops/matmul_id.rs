@@ -20,6 +20,11 @@
 //! The reference computes every row with [`crate::quant::vec_dot_ref`]
 //! (exact product of the stored weights with f32 activations), like
 //! [`crate::ops::matmul::matmul_ref`].
+//!
+//! [`matmul_id_swiglu_ref`] is the expert FFN's first half in one op:
+//! `out = silu(gate · x) * (up · x)` with the gate and up stacks routed by
+//! the same ids (what a fused kernel reads in one pass; spec: the
+//! composition of two `matmul_id_ref` and [`crate::ops::silu_mul`]).
 
 use crate::error::check_len;
 use crate::ops::matmul::{matmul_ref, MatmulParams};
@@ -185,6 +190,53 @@ pub fn matmul_id_ref(
     Ok(())
 }
 
+/// `out[r, j] = silu(g[r, j]) * u[r, j]` with `g = matmul_id(w_gate)` and
+/// `u = matmul_id(w_up)` for the same params and ids (`p.x_per_slot` must
+/// be false: both read the token's row). Both stacks have `p`'s layout.
+pub fn matmul_id_swiglu_ref(
+    p: &MatmulIdParams,
+    w_gate: &[u8],
+    w_up: &[u8],
+    x: &[f32],
+    ids: &[u32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate_swiglu(w_gate.len(), w_up.len(), x.len(), ids.len(), out.len())?;
+    p.check_ids(ids)?;
+    let n = out.len();
+    let (mut g, mut u) = (vec![0.0f32; n], vec![0.0f32; n]);
+    matmul_id_ref(p, w_gate, x, ids, &mut g)?;
+    matmul_id_ref(p, w_up, x, ids, &mut u)?;
+    crate::ops::silu_mul::silu_mul_ref(&crate::ops::silu_mul::SiluMulParams { n }, &g, &u, out)
+}
+
+impl MatmulIdParams {
+    /// [`MatmulIdParams::validate`] for the gated pair: both stacks the same
+    /// size, activations per token (not per slot).
+    pub fn validate_swiglu(
+        &self,
+        gate_len: usize,
+        up_len: usize,
+        x_len: usize,
+        ids_len: usize,
+        out_len: usize,
+    ) -> Result<()> {
+        if self.x_per_slot {
+            return Err(Error::invalid(
+                "matmul_id_swiglu",
+                "x_per_slot: the gate and up projections read each token's row",
+            ));
+        }
+        if gate_len != up_len {
+            return Err(Error::invalid(
+                "matmul_id_swiglu",
+                format!("gate stack of {gate_len} bytes and up stack of {up_len} differ"),
+            ));
+        }
+        self.validate(gate_len, x_len, ids_len, out_len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -267,5 +319,38 @@ mod tests {
         );
         assert!(q.validate(w.len(), 63, 4, 12).is_err());
         assert!(q.validate(w.len(), 64, 3, 12).is_err());
+    }
+
+    /// The gated pair equals silu(gate) * up computed op by op; per-slot x
+    /// and mismatched stacks are refused.
+    #[test]
+    fn swiglu_composes() {
+        let q = p(DType::F32);
+        let w: Vec<u8> = (0..3 * 3 * 32)
+            .flat_map(|i| ((i % 7) as f32 * 0.25 - 0.75).to_le_bytes())
+            .collect();
+        let wu: Vec<u8> = (0..3 * 3 * 32)
+            .flat_map(|i| ((i % 5) as f32 * 0.5 - 1.0).to_le_bytes())
+            .collect();
+        let x: Vec<f32> = (0..64).map(|i| (i % 9) as f32 * 0.1 - 0.4).collect();
+        let ids = [2, 0, 1, 1];
+        let (mut g, mut u, mut out) = (vec![0.0; 12], vec![0.0; 12], vec![f32::NAN; 12]);
+        matmul_id_ref(&q, &w, &x, &ids, &mut g).unwrap();
+        matmul_id_ref(&q, &wu, &x, &ids, &mut u).unwrap();
+        matmul_id_swiglu_ref(&q, &w, &wu, &x, &ids, &mut out).unwrap();
+        for i in 0..12 {
+            let want =
+                (f64::from(g[i]) / (1.0 + (-f64::from(g[i])).exp()) * f64::from(u[i])) as f32;
+            assert_eq!(out[i], want, "{i}");
+        }
+        let per_slot = MatmulIdParams {
+            x_per_slot: true,
+            ..q
+        };
+        assert!(matmul_id_swiglu_ref(&per_slot, &w, &wu, &x, &ids, &mut out).is_err());
+        let e = matmul_id_swiglu_ref(&q, &w, &wu[4..], &x, &ids, &mut out).unwrap_err();
+        assert!(e.to_string().contains("differ"), "{e}");
+        let e = matmul_id_swiglu_ref(&q, &w, &wu, &x, &[0, 3, 1, 1], &mut out).unwrap_err();
+        assert!(e.to_string().contains("ids[1] = 3"), "{e}");
     }
 }

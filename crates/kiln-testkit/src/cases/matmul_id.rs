@@ -10,13 +10,18 @@
 use super::matmul::{check_bounded, error_bounds, WTYPES};
 use super::{impl_failed, ref_failed, Options, Runner};
 use crate::{rand_f32, rand_rows, Guarded, Report};
-use kiln_core::ops::matmul_id::{matmul_id_ref, MatmulIdParams};
+use kiln_core::ops::matmul_id::{matmul_id_ref, matmul_id_swiglu_ref, MatmulIdParams};
 use kiln_core::DType;
 use rand::Rng;
 
 /// Implementation under test: `(params, w, x, ids, out)`.
 pub type MatmulIdFn<'a> =
     dyn Fn(&MatmulIdParams, &[u8], &[f32], &[u32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+
+/// Implementation under test of the gated pair: `(params, w_gate, w_up, x,
+/// ids, out)`.
+pub type MatmulIdSwigluFn<'a> =
+    dyn Fn(&MatmulIdParams, &[u8], &[u8], &[f32], &[u32], &mut [f32]) -> kiln_core::Result<()> + 'a;
 
 /// (n_tokens, n_experts, top_k, n, k in blocks of 256 or 32·bs, seed ids,
 /// x per slot, stride padding bytes, big).
@@ -136,5 +141,143 @@ fn one_case(
     }
     let mut out = Guarded::new(rows * n);
     imp(&p, &w, &x, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+    check_bounded(&out, &want, &bound)
+}
+
+/// Bound on |silu(g')u' - silu(g)u| for |g' - g| <= bg, |u' - u| <= bu:
+/// silu's slope is within [-0.1, 1.1], so the gate's error moves the
+/// product by at most 1.1 bg (|u| + bu) and the up's by (|silu(g)| +
+/// 1.1 bg) bu; plus 8 f32 ulps of the product for the exp / reciprocal /
+/// multiplies of the epilogue (the fast `__expf` is within 2 ulps).
+fn swiglu_bound(g: f32, u: f32, bg: f64, bu: f64) -> f64 {
+    let (g, u) = (f64::from(g), f64::from(u));
+    let silu = g / (1.0 + (-g).exp());
+    1.1 * bg * (u.abs() + bu)
+        + (silu.abs() + 1.1 * bg) * bu
+        + 8.0 * f64::from(f32::EPSILON) * (silu * u).abs()
+}
+
+/// Run the matmul_id cases (activations per token; the per-slot case is
+/// the down projection's, not this op's) through the gated pair, every
+/// format `opts.matmul_wtypes` accepts, each output held to the bound its
+/// gate and up rows' matmul bounds imply ([`swiglu_bound`]); and the
+/// rejections (an out-of-range id, per-slot activations).
+pub fn check_matmul_id_swiglu_with(imp: &MatmulIdSwigluFn<'_>, opts: &Options) -> Report {
+    let mut run = Runner::new("matmul_id_swiglu", opts);
+    for wtype in WTYPES {
+        for c in CASES.iter().filter(|c| !c.6) {
+            if !(opts.matmul_wtypes)(wtype) {
+                run.skip();
+                continue;
+            }
+            let &(n_tokens, n_experts, top_k, n, k256, _, _, pad, big) = c;
+            let k = k256 * 256;
+            let name = format!(
+                "{wtype} tokens={n_tokens} experts={n_experts} top_k={top_k} n={n} k={k} pad={pad}"
+            );
+            run.case(&name, big, |rng| swiglu_case(imp, wtype, c, k, rng));
+        }
+    }
+    run.case("out-of-range id / per-slot x", false, |rng| {
+        let p = MatmulIdParams {
+            n_tokens: 2,
+            top_k: 2,
+            n: 3,
+            k: 32,
+            n_experts: 4,
+            expert_stride: DType::Q8_0.row_bytes("t", 32).map_err(ref_failed)? * 3,
+            wtype: DType::Q8_0,
+            x_per_slot: false,
+        };
+        let (wg, wu) = (
+            rand_rows(rng, DType::Q8_0, 12, 32),
+            rand_rows(rng, DType::Q8_0, 12, 32),
+        );
+        let x = rand_f32(rng, 128, -1.0, 1.0);
+        let mut out = Guarded::new(12);
+        match imp(&p, &wg, &wu, &x[..64], &[0, 1, 4, 2], out.as_mut_slice()) {
+            Ok(()) => return Err("accepted ids[2] = 4 with 4 experts".into()),
+            Err(e) if !e.to_string().contains("ids[2] = 4") => {
+                return Err(format!("error does not name the id: {e}"))
+            }
+            Err(_) if !out.as_slice().iter().all(|v| v.is_nan()) => {
+                return Err("wrote output before refusing".into())
+            }
+            Err(_) => out.check_guards()?,
+        }
+        let slot = MatmulIdParams {
+            x_per_slot: true,
+            ..p
+        };
+        match imp(&slot, &wg, &wu, &x, &[0, 1, 3, 2], out.as_mut_slice()) {
+            Ok(()) => Err("accepted per-slot activations".into()),
+            Err(_) if out.as_slice().iter().all(|v| v.is_nan()) => out.check_guards(),
+            Err(_) => Err("wrote output before refusing".into()),
+        }
+    });
+    run.finish()
+}
+
+fn swiglu_case(
+    imp: &MatmulIdSwigluFn<'_>,
+    wtype: DType,
+    c: &Case,
+    k: usize,
+    rng: &mut impl Rng,
+) -> Result<(), String> {
+    let &(n_tokens, n_experts, top_k, n, _, seed_ids, _, pad, _) = c;
+    let row = wtype.row_bytes("matmul_id", k).map_err(ref_failed)?;
+    let expert_stride = n * row + pad;
+    let p = MatmulIdParams {
+        n_tokens,
+        top_k,
+        n,
+        k,
+        n_experts,
+        expert_stride,
+        wtype,
+        x_per_slot: false,
+    };
+    let mut stack = || {
+        let mut w = Vec::with_capacity(n_experts * expert_stride);
+        for _ in 0..n_experts {
+            w.extend(rand_rows(rng, wtype, n, k));
+            w.extend((0..pad).map(|_| rng.gen::<u8>()));
+        }
+        w
+    };
+    let (wg, wu) = (stack(), stack());
+    let rows = n_tokens * top_k;
+    let ids: Vec<u32> = (0..rows)
+        .map(|r| {
+            let (t, s) = (r / top_k, r % top_k);
+            if seed_ids {
+                ((t * 3 + s * 7 + 1) % n_experts) as u32
+            } else {
+                rng.gen_range(0..n_experts as u32)
+            }
+        })
+        .collect();
+    let x = rand_f32(rng, n_tokens * k, -2.0, 2.0);
+    let mut want = vec![0.0f32; rows * n];
+    matmul_id_swiglu_ref(&p, &wg, &wu, &x, &ids, &mut want).map_err(ref_failed)?;
+    let (mut g, mut u) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n]);
+    matmul_id_ref(&p, &wg, &x, &ids, &mut g).map_err(ref_failed)?;
+    matmul_id_ref(&p, &wu, &x, &ids, &mut u).map_err(ref_failed)?;
+    let mut bound = Vec::with_capacity(rows * n);
+    for (r, &e) in ids.iter().enumerate() {
+        let xr = &x[p.x_row(r) * k..][..k];
+        let one = p.expert_matmul(1);
+        let bg = error_bounds(&one, p.expert(&wg, e as usize).map_err(ref_failed)?, xr)
+            .map_err(ref_failed)?;
+        let bu = error_bounds(&one, p.expert(&wu, e as usize).map_err(ref_failed)?, xr)
+            .map_err(ref_failed)?;
+        for j in 0..n {
+            let i = r * n + j;
+            bound.push(swiglu_bound(g[i], u[i], bg[j], bu[j]));
+        }
+    }
+    let mut out = Guarded::new(rows * n);
+    imp(&p, &wg, &wu, &x, &ids, out.as_mut_slice()).map_err(impl_failed)?;
     check_bounded(&out, &want, &bound)
 }

@@ -64,3 +64,53 @@ pub fn matmul_id(
         }
     }
 }
+
+/// The expert FFN's first half, `out = silu(w_gate · x) * (w_up · x)` per
+/// routed row (spec: `kiln_core::ops::matmul_id::matmul_id_swiglu_ref`):
+/// one launch on CUDA (meant for decode: every row is its own mat-vec), the
+/// composition on the CPU. Ids as for [`matmul_id`].
+pub fn matmul_id_swiglu(
+    s: &Stream,
+    p: &MatmulIdParams,
+    w_gate: &Tensor,
+    w_up: &Tensor,
+    x: &Tensor,
+    ids: &Ids,
+    out: &mut Tensor,
+) -> Result<()> {
+    const OP: &str = "matmul_id_swiglu";
+    let _timer = s.scope(OP);
+    let rows = p.rows()?;
+    for (what, w) in [("w_gate", w_gate), ("w_up", w_up)] {
+        if w.dtype() != p.wtype {
+            return Err(crate::Error::DType {
+                op: OP,
+                what,
+                got: w.dtype(),
+                expected: p.wtype.name(),
+            });
+        }
+    }
+    match s.backend() {
+        Backend::Cpu(ctx) => {
+            let wg = w_gate.cpu_bytes_for(OP, "w_gate")?;
+            let wu = w_up.cpu_bytes_for(OP, "w_up")?;
+            let xs = x.f32_prefix(OP, "x", p.n_tokens * p.k)?;
+            let os = out.f32_prefix_mut(OP, "out", rows * p.n)?;
+            let ids = ids.host(OP, rows)?;
+            Ok(kiln_cpu::matmul_id::matmul_id_swiglu(
+                ctx, p, wg, wu, xs, ids, os,
+            )?)
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(be) => {
+            let wg = w_gate.cuda_bytes(OP, "w_gate")?;
+            let wu = w_up.cuda_bytes(OP, "w_up")?;
+            let d = ids.cuda(OP, rows)?;
+            let xs = x.cuda_f32(OP, "x", p.n_tokens * p.k)?;
+            let mut os = out.cuda_f32_mut(OP, "out", rows * p.n)?;
+            kiln_cuda::matmul_id::matmul_id_swiglu(be, p, &wg, &wu, &xs, &d, &mut os)
+                .map_err(super::cuda_err)
+        }
+    }
+}

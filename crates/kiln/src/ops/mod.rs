@@ -36,7 +36,7 @@ pub use gelu_mul::gelu_mul;
 pub use l2_norm::l2_norm;
 pub use layer_norm::layer_norm;
 pub use matmul::matmul;
-pub use matmul_id::matmul_id;
+pub use matmul_id::{matmul_id, matmul_id_swiglu};
 pub use matvec_fused::{fused_available, fused_params, matvec_fused, FusedInputs, FusedOutputs};
 pub use moe_combine::moe_combine;
 pub use moe_route::moe_route;
