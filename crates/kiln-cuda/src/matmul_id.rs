@@ -16,8 +16,10 @@
 //!   weights `rows / 8` times.
 //!
 //! The formats are those of the dense CUDA mat-vec
-//! ([`crate::matmul::supports`]); the others (MLX) are refused with
-//! `Error::UnsupportedDType`.
+//! ([`crate::matmul::supports`]): the GGML and float ones, and every MLX
+//! format (its two kernels compiled per format on first use, `crate::mlx`;
+//! the grouped path's plan kernel is the base module's). Others are refused
+//! with `Error::UnsupportedDType`.
 //!
 //! The ids are read on the device and not checked by the host: an id
 //! `>= n_experts` makes its output row NaN and reads no weights. Callers
@@ -27,7 +29,9 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::{DType, Error};
 
@@ -100,10 +104,43 @@ unsafe impl DeviceRepr for MatmulIdK {}
 /// True for the weight formats matmul_id has kernels for on CUDA (those of
 /// the dense mat-vec).
 pub fn supports(wtype: DType) -> bool {
-    kernel_names(wtype).is_some()
+    kernel_names(wtype).is_some() || matches!(wtype, DType::Mlx(_))
 }
 
-/// The per-row and grouped kernels of a format.
+/// An MLX format's kernels in its variant of matmul_id.cu: per row, grouped.
+fn mlx_kernel_names(tag: &str) -> Vec<String> {
+    vec![
+        format!("mul_mv_id_mlx_{tag}_f32"),
+        format!("mul_mm_id_mlx_{tag}_f32"),
+    ]
+}
+
+/// The per-row and grouped kernels of a supported format.
+fn kernels(be: &CudaBackend, wtype: DType) -> Result<(CudaFunction, CudaFunction)> {
+    if let DType::Mlx(f) = wtype {
+        let fns = be
+            .mlx
+            .matmul_id
+            .get(be, OP, MATMUL_ID, f, mlx_kernel_names)?;
+        return match fns {
+            [mv, mm] => Ok((mv.clone(), mm.clone())),
+            _ => Err(CudaError::driver(OP, "MLX kernel table")),
+        };
+    }
+    let Some((mv, mm)) = kernel_names(wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: wtype,
+        }
+        .into());
+    };
+    Ok((
+        be.function(OP, MATMUL_ID, mv)?,
+        be.function(OP, MATMUL_ID, mm)?,
+    ))
+}
+
+/// The per-row and grouped kernels of a GGML or float format.
 fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str)> {
     macro_rules! k {
         ($w:literal) => {
@@ -164,13 +201,13 @@ pub fn matmul_id_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(w.len(), x.len(), ids.len(), out.len())?;
-    let Some((mv_name, mm_name)) = kernel_names(p.wtype) else {
+    if !supports(p.wtype) {
         return Err(Error::UnsupportedDType {
             op: OP,
             dtype: p.wtype,
         }
         .into());
-    };
+    }
     let rows = p.rows()?;
     let bad =
         |what: &str| -> CudaError { Error::invalid(OP, format!("plan {kernel:?} {what}")).into() };
@@ -221,10 +258,11 @@ pub fn matmul_id_with_kernel(
         r0: 0,
         x_per_slot: u64::from(p.x_per_slot),
     };
+    let (mv, mm) = kernels(be, p.wtype)?;
     if kernel == MatmulIdKernel::Grouped {
-        grouped(be, &k, mm_name, gx, w, x, ids, out)
+        grouped(be, &k, &mm, gx, w, x, ids, out)
     } else {
-        per_row(be, k, mv_name, gx, w, x, ids, out)
+        per_row(be, k, &mv, gx, w, x, ids, out)
     }
 }
 
@@ -232,14 +270,13 @@ pub fn matmul_id_with_kernel(
 fn per_row(
     be: &CudaBackend,
     mut k: MatmulIdK,
-    name: &'static str,
+    f: &CudaFunction,
     gx: usize,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
     ids: &CudaView<'_, u32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    let f = be.function(OP, MATMUL_ID, name)?;
     let rows = k.rows as usize;
     for r0 in (0..rows).step_by(MAX_ROWS_PER_LAUNCH) {
         k.r0 = r0 as u64;
@@ -249,7 +286,7 @@ fn per_row(
             block_dim: (MV_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = be.stream().launch_builder(&f);
+        let mut l = be.stream().launch_builder(f);
         l.arg(&k).arg(w).arg(x).arg(ids).arg(&mut *out);
         // SAFETY: arguments match mul_mv_id_<w>_f32(MatmulIdParams, const
         // u8*, const float*, const u32*, float*). Validated by the caller:
@@ -267,7 +304,7 @@ fn per_row(
 fn grouped(
     be: &CudaBackend,
     k: &MatmulIdK,
-    name: &'static str,
+    f: &CudaFunction,
     gx: usize,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
@@ -276,7 +313,6 @@ fn grouped(
 ) -> Result<()> {
     let (ne, rows) = (k.n_experts as usize, k.rows as usize);
     let plan_fn = be.function(OP, MATMUL_ID, "mm_id_plan")?;
-    let f = be.function(OP, MATMUL_ID, name)?;
     // The plan lives in the backend's scratch (f32 words used as u32: the
     // kernels only store and load them).
     be.with_scratch_f32(plan_words(ne, rows), |plan| {
@@ -296,7 +332,7 @@ fn grouped(
             block_dim: (MV_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = be.stream().launch_builder(&f);
+        let mut l = be.stream().launch_builder(f);
         l.arg(k).arg(w).arg(x).arg(&mut *plan).arg(&mut *out);
         // SAFETY: mul_mm_id_<w>_f32(MatmulIdParams, const u8*, const
         // float*, const u32*, float*): the plan just written (chunk count
