@@ -56,6 +56,19 @@ for line in sys.stdin:
         shutil.copy(m["executable"], "gpu-bundle/parity_gpu_e2e")
         print("bundled gpu_e2e")
 '
+# The MLX model directories on the GPU (kiln-models/tests/mlx_model.rs, run
+# with the test-name filter tiny_mlx_dirs_on_gpu: its other tests are CPU
+# ones; the fixtures are read from tests/fixtures under the repository root).
+cargo test -p kiln-models --features cuda --release --test mlx_model --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "mlx_model":
+        shutil.copy(m["executable"], "gpu-bundle/mlx_model_gpu")
+        print("bundled mlx_model_gpu")
+'
 # The kiln crate's MoE dispatch test (route -> matmul_id -> combine through
 # the stream's device copy of expert ids).
 cargo test -p kiln --features cuda --release --test moe --no-run --message-format=json 2>/dev/null \

@@ -80,4 +80,10 @@ cat "$L/bench_matmul.txt"
 for t in parity_cuops parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
   par "$t" 240
 done
+# MLX model directories on CUDA vs mlx-lm (the GPU test only: a name filter).
+if [ -x "$B/mlx_model_gpu" ]; then
+  timeout 120 "$B/mlx_model_gpu" tiny_mlx_dirs_on_gpu --nocapture > "$L/mlx_model_gpu.log" 2>&1
+  echo "mlx_model_gpu rc=$? $(grep -E '^test result' "$L/mlx_model_gpu.log" | tail -1)"
+  grep -E "on CUDA|FAIL|panicked" -A4 "$L/mlx_model_gpu.log" | head -20
+fi
 [ -n "${OUT:-}" ] && tar -czf "$OUT/quick-logs.tar.gz" -C "$L" .

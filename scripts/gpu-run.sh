@@ -46,6 +46,10 @@ done
 if want checks; then
   "$B/kiln" selftest --device cuda > "$OUT/selftest.log" 2>&1 && r=ok || r=FAIL
   note "selftest: $r ($(tail -1 "$OUT/selftest.log"))"
+  if [ -x "$B/mlx_model_gpu" ]; then
+    "$B/mlx_model_gpu" tiny_mlx_dirs_on_gpu --nocapture > "$OUT/mlx_model_gpu.log" 2>&1 && r=ok || r=FAIL
+    note "mlx_model_gpu: $r ($(grep -E '^test result' "$OUT/mlx_model_gpu.log" | tail -1))"
+  fi
 fi
 if [ -n "${KILN_MODEL:-}" ] && want checks; then
   for dev in cpu cuda; do

@@ -7,13 +7,17 @@
 //! Run: `cargo bench -p kiln-cuda --bench matmul`; skips without a GPU.
 //! `KILN_BENCH_ONLY=decode|prefill` runs one half. Mat-vec rows are timed
 //! with the direct-load kernels and again with staged weights
-//! (`kiln_cuda::matmul::set_staged`), in the same run.
+//! (`kiln_cuda::matmul::set_staged`), in the same run. MLX affine formats:
+//! every bits value at mlx-lm's default (group 64, bf16 scales), and 4-bit
+//! at group 32 / f16 and group 128 / f32 (their kernels compiled before the
+//! table starts).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::quant::MlxAffine;
 use kiln_core::DType;
 use kiln_cuda::matmul::{matmul_with_kernel, select_matmul_for, set_staged, MatmulKernel};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
@@ -49,6 +53,27 @@ fn main() {
         if !kiln_cuda::matmul::supports(wtype) {
             continue;
         }
+        shapes.extend([
+            (14336, 4096, wtype, 1, None),
+            (4096, 14336, wtype, 1, None),
+            (4096, 14336, wtype, 512, None),
+        ]);
+    }
+    let mlx: Vec<DType> = [
+        (2, 64, DType::BF16),
+        (3, 64, DType::BF16),
+        (4, 64, DType::BF16),
+        (5, 64, DType::BF16),
+        (6, 64, DType::BF16),
+        (8, 64, DType::BF16),
+        (4, 32, DType::F16),
+        (4, 128, DType::F32),
+    ]
+    .into_iter()
+    .map(|(bits, g, sd)| MlxAffine::new(bits, g, sd).unwrap().dtype().unwrap())
+    .collect();
+    kiln_cuda::mlx::prepare(&be, &["matmul"], &mlx).unwrap();
+    for &wtype in &mlx {
         shapes.extend([
             (14336, 4096, wtype, 1, None),
             (4096, 14336, wtype, 1, None),

@@ -1,8 +1,12 @@
 // embedding: out[t, :] = dequantize(table[ids[t], :]) for GGML row formats
-// (layouts in common.cuh, reference kiln-core ops/embedding.rs + quant/).
+// (layouts in common.cuh, reference kiln-core ops/embedding.rs + quant/)
+// and MLX affine rows (mlx.cuh: one module per format, compiled on first use
+// with the format's KILN_MLX_* defines, holding only embedding_mlx_<tag>_f32).
 // An id >= n_vocab is never read: its output row is filled with NaN, so a
 // bad id the host did not check shows up instead of reading out of bounds.
 #include "common.cuh"
+#include "matvec.cuh"
+#include "mlx.cuh"
 
 struct EmbeddingParams {
     u64 n_ids;
@@ -85,6 +89,7 @@ __device__ __forceinline__ void embedding_rows(const EmbeddingParams& p, const u
         embedding_rows<Row>(p, table, ids, out);                                                   \
     }
 
+#ifndef KILN_MLX_BITS
 KILN_EMBEDDING(embedding_f32_f32, RowF32)
 KILN_EMBEDDING(embedding_f16_f32, RowF16)
 KILN_EMBEDDING(embedding_bf16_f32, RowBF16)
@@ -92,3 +97,6 @@ KILN_EMBEDDING(embedding_q4_0_f32, RowQ4_0)
 KILN_EMBEDDING(embedding_q4_1_f32, RowQ4_1)
 KILN_EMBEDDING(embedding_q8_0_f32, RowQ8_0)
 KILN_EMBEDDING(embedding_q8_1_f32, RowQ8_1)
+#else
+KILN_EMBEDDING(KILN_MLX_NAME(embedding_mlx_, _f32), MlxFmtRow)
+#endif

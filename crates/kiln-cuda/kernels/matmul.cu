@@ -15,10 +15,15 @@
 //   through shared memory with cp.async first (matvec_staged.cuh), and float
 //   weights are read 16 bytes per thread.
 // - dequant_<w>_f16 / convert_*: operands for the cuBLAS prefill path.
+// - MLX affine weights (mlx.cuh): one module per format, compiled on first
+//   use with the format's KILN_MLX_* defines; it holds only
+//   mul_mv_mlx_<tag>_f32_m<M> (the sub-block mat-vec, GROUP / 32 virtual
+//   blocks per block) and dequant_mlx_<tag>_f16, not the GGML entries.
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
 #include "matvec_staged.cuh"
+#include "mlx.cuh"
 
 struct MatmulParams {
     u64 m;          // rows of x and out
@@ -123,6 +128,7 @@ __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __rest
     MV_ENTRY(prefix##_m7, impl, T, 7)                                                          \
     MV_ENTRY(prefix##_m8, impl, T, 8)
 
+#ifndef KILN_MLX_BITS
 MV_ALL_M(mul_mv_q4_0_f32, mv_quant, Q4_0T)
 MV_ALL_M(mul_mv_q4_1_f32, mv_quant, Q4_1T)
 MV_ALL_M(mul_mv_q8_0_f32, mv_quant, Q8_0T)
@@ -138,6 +144,17 @@ MV_ALL_M(mul_mv_q2_K_f32, mv_sub, Q2_KT)
 MV_ALL_M(mul_mv_f32_f32, mv_float, F32T)
 MV_ALL_M(mul_mv_f16_f32, mv_float, F16T)
 MV_ALL_M(mul_mv_bf16_f32, mv_float, BF16T)
+#else
+#define MV_MLX(M) MV_ENTRY(KILN_MLX_NAME(mul_mv_mlx_, _f32_m##M), mv_sub, MlxFmt, M)
+MV_MLX(1)
+MV_MLX(2)
+MV_MLX(3)
+MV_MLX(4)
+MV_MLX(5)
+MV_MLX(6)
+MV_MLX(7)
+MV_MLX(8)
+#endif
 
 // w: [n, row_bytes] blocks -> dst: [n, k] f16. Four threads per virtual
 // 32-element block, as in the mat-vec: thread part s fetches and decodes its
@@ -166,6 +183,12 @@ __device__ __forceinline__ void dequant_f16(const MatmulParams& p, const u8* __r
     }
 }
 
+#define DEQUANT_SUB(name, T)                                                                   \
+    extern "C" __global__ void name(MatmulParams p, const u8* __restrict__ w,                  \
+                                    u16* __restrict__ dst) {                                   \
+        dequant_f16<T, SubBlocks<T>>(p, w, dst);                                               \
+    }
+#ifndef KILN_MLX_BITS
 extern "C" __global__ void dequant_q4_0_f16(MatmulParams p, const u8* __restrict__ w, u16* __restrict__ dst) {
     dequant_f16<Q4_0T>(p, w, dst);
 }
@@ -176,11 +199,6 @@ extern "C" __global__ void dequant_q8_0_f16(MatmulParams p, const u8* __restrict
     dequant_f16<Q8_0T>(p, w, dst);
 }
 
-#define DEQUANT_SUB(name, T)                                                                   \
-    extern "C" __global__ void name(MatmulParams p, const u8* __restrict__ w,                  \
-                                    u16* __restrict__ dst) {                                   \
-        dequant_f16<T, SubBlocks<T>>(p, w, dst);                                               \
-    }
 DEQUANT_SUB(dequant_q5_0_f16, Q5_0T)
 DEQUANT_SUB(dequant_q5_1_f16, Q5_1T)
 DEQUANT_SUB(dequant_iq4_nl_f16, IQ4_NLT)
@@ -190,7 +208,11 @@ DEQUANT_SUB(dequant_q6_K_f16, Q6_KT)
 DEQUANT_SUB(dequant_iq4_xs_f16, IQ4_XST)
 DEQUANT_SUB(dequant_q3_K_f16, Q3_KT)
 DEQUANT_SUB(dequant_q2_K_f16, Q2_KT)
+#else
+DEQUANT_SUB(KILN_MLX_NAME(dequant_mlx_, _f16), MlxFmt)
+#endif
 
+#ifndef KILN_MLX_BITS
 // src: [n] -> dst: [n]
 extern "C" __global__ void convert_f32_f16(ConvParams p, const float* __restrict__ src, u16* __restrict__ dst) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (u64)gridDim.x * blockDim.x)
@@ -216,3 +238,4 @@ extern "C" __global__ void bench_read_sum(ConvParams p, const uint4* __restrict_
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, off);
     if ((threadIdx.x & 31) == 0) atomicAdd(sum, acc);
 }
+#endif  // KILN_MLX_BITS

@@ -24,9 +24,15 @@
 //
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
+//
+// MLX affine weights (mlx.cuh): one module per format, compiled on first use
+// with the format's KILN_MLX_* defines, holding only mul_mv_id_mlx_<tag>_f32,
+// mul_mm_id_mlx_<tag>_f32 and mul_mv_id_swiglu_mlx_<tag>_f32; the grouped path's plan comes from the base
+// module's mm_id_plan (it does not depend on the format).
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "mlx.cuh"
 
 // Rows per mm_id chunk.
 #define MM_ID_ROWS 8
@@ -177,6 +183,7 @@ __device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restr
     }
 }
 
+#ifndef KILN_MLX_BITS
 // Bucket of every row of ids tile [r0, r0 + n) into tile (shared).
 #define MM_PLAN_TILE 4096
 __device__ __forceinline__ void mm_plan_tile(const MatmulIdParams& p, const u32* __restrict__ ids,
@@ -237,6 +244,8 @@ extern "C" __global__ void mm_id_plan(MatmulIdParams p, const u32* __restrict__ 
     }
 }
 
+#endif  // KILN_MLX_BITS
+
 // The accumulation loops of matvec.cuh as functors (the template argument
 // of mv_id): quantized 32-element blocks, sub-block formats, floats.
 template <class Q>
@@ -288,6 +297,7 @@ struct IdFloat {
         mv_id_swiglu(p, wg, wu, x, ids, out, KW, acc());                                       \
     }
 
+#ifndef KILN_MLX_BITS
 MV_ID_ENTRY(q4_0, IdQuant<Q4_0T>, MV_ID_KW)
 MV_ID_ENTRY(q4_1, IdQuant<Q4_1T>, MV_ID_KW)
 MV_ID_ENTRY(q8_0, IdQuant<Q8_0T>, MV_ID_KW)
@@ -303,3 +313,25 @@ MV_ID_ENTRY(q2_K, IdSub<Q2_KT>, MV_ID_KW)
 MV_ID_ENTRY(f32, IdFloat<F32T>, MV_WARPS)
 MV_ID_ENTRY(f16, IdFloat<F16T>, MV_WARPS)
 MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
+#else
+extern "C" __global__ void __launch_bounds__(MV_THREADS)
+    KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,
+                                        const float* __restrict__ x, const u32* __restrict__ ids,
+                                        float* __restrict__ out) {
+    mv_id(p, w, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
+}
+extern "C" __global__ void __launch_bounds__(MV_THREADS)
+    KILN_MLX_NAME(mul_mm_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,
+                                        const float* __restrict__ x, const u32* __restrict__ plan,
+                                        float* __restrict__ out) {
+    mm_id(p, w, x, plan, out, MV_ID_KW, IdSub<MlxFmt>());
+}
+extern "C" __global__ void __launch_bounds__(MV_THREADS)
+    KILN_MLX_NAME(mul_mv_id_swiglu_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ wg,
+                                               const u8* __restrict__ wu,
+                                               const float* __restrict__ x,
+                                               const u32* __restrict__ ids,
+                                               float* __restrict__ out) {
+    mv_id_swiglu(p, wg, wu, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
+}
+#endif  // KILN_MLX_BITS

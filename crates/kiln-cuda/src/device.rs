@@ -49,6 +49,9 @@ pub struct CudaBackend {
     registry: Registry,
     /// matmul's cuBLAS handle and grow-only prefill scratch (see matmul.rs).
     pub(crate) matmul: crate::matmul::MatmulState,
+    /// The MLX formats' kernels (matmul, matmul_id, embedding), per format
+    /// (see mlx.rs).
+    pub(crate) mlx: crate::mlx::MlxKernels,
     /// matvec_fused's kernels, looked up once (see matvec_fused.rs).
     pub(crate) fused_fns: std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>,
     /// Launcher scratch (f32), see [`CudaBackend::with_scratch_f32`].
@@ -112,6 +115,7 @@ impl CudaBackend {
             info,
             registry,
             matmul: Default::default(),
+            mlx: Default::default(),
             fused_fns: Default::default(),
             scratch: Mutex::new(None),
             tickets: Mutex::new(None),

@@ -1,6 +1,8 @@
 //! embedding on CUDA: validate → select → launch (`kernels/embedding.cu`).
-//! Implements `kiln_core::ops::embedding` (row lookup + GGML dequantize) for
-//! every [`DType`].
+//! Implements `kiln_core::ops::embedding` (row lookup + dequantize) for the
+//! float formats, Q4_0, Q4_1, Q8_0, Q8_1 and every MLX format (rounded as
+//! the reference, so bit-exact; one kernel per MLX format, compiled on
+//! first use: `crate::mlx`).
 //!
 //! The ids live on the device, so the launcher cannot check them without a
 //! sync: it validates the table and output sizes, and the kernel checks each
@@ -10,9 +12,12 @@
 
 use crate::kernels::EMBEDDING;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use kiln_core::error::check_len;
 use kiln_core::ops::embedding::EmbeddingParams;
+use kiln_core::quant::MlxFormat;
 use kiln_core::{DType, Error};
 
 /// Mirrors `struct EmbeddingParams` in embedding.cu.
@@ -37,10 +42,18 @@ pub enum EmbeddingKernel {
     Q4_1,
     Q8_0,
     Q8_1,
+    /// `embedding_mlx_<tag>_f32` in the format's variant of embedding.cu.
+    Mlx(MlxFormat),
+}
+
+/// An MLX format's kernel in its variant of embedding.cu.
+fn mlx_kernel_names(tag: &str) -> Vec<String> {
+    vec![format!("embedding_mlx_{tag}_f32")]
 }
 
 impl EmbeddingKernel {
-    /// Entry point in embedding.cu.
+    /// Entry point in embedding.cu (MLX: the name without the format's tag;
+    /// its variant's kernel is `embedding_mlx_<tag>_f32`).
     pub fn name(self) -> &'static str {
         match self {
             EmbeddingKernel::F32 => "embedding_f32_f32",
@@ -50,21 +63,37 @@ impl EmbeddingKernel {
             EmbeddingKernel::Q4_1 => "embedding_q4_1_f32",
             EmbeddingKernel::Q8_0 => "embedding_q8_0_f32",
             EmbeddingKernel::Q8_1 => "embedding_q8_1_f32",
+            EmbeddingKernel::Mlx(_) => "embedding_mlx",
         }
     }
 
     /// Alignment the kernel needs of the table's device address (its widest
-    /// scalar load: f32 values, or the f16 fields of the rows and blocks).
+    /// scalar load: f32 values or MLX blocks' 32-bit words, else the f16
+    /// fields of the rows and blocks).
     pub fn table_align(self) -> u64 {
         match self {
-            EmbeddingKernel::F32 => 4,
+            EmbeddingKernel::F32 | EmbeddingKernel::Mlx(_) => 4,
             _ => 2,
         }
+    }
+
+    fn function(self, be: &CudaBackend) -> Result<CudaFunction> {
+        if let EmbeddingKernel::Mlx(f) = self {
+            let fns = be
+                .mlx
+                .embedding
+                .get(be, "embedding", EMBEDDING, f, mlx_kernel_names)?;
+            return fns
+                .first()
+                .cloned()
+                .ok_or_else(|| CudaError::driver("embedding", "MLX kernel table"));
+        }
+        be.function("embedding", EMBEDDING, self.name())
     }
 }
 
 /// Kernel choice: one per table format; formats without a kernel yet
-/// (Q5_*, K-quants, Q8_K, IQ4_*, MLX) are [`Error::UnsupportedDType`].
+/// (Q5_*, K-quants, Q8_K, IQ4_*) are [`Error::UnsupportedDType`].
 pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
     Ok(match p.dtype {
         DType::F32 => EmbeddingKernel::F32,
@@ -74,6 +103,7 @@ pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
         DType::Q4_1 => EmbeddingKernel::Q4_1,
         DType::Q8_0 => EmbeddingKernel::Q8_0,
         DType::Q8_1 => EmbeddingKernel::Q8_1,
+        DType::Mlx(f) => EmbeddingKernel::Mlx(f),
         DType::Q5_0
         | DType::Q5_1
         | DType::Q2_K
@@ -83,8 +113,7 @@ pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
         | DType::Q6_K
         | DType::Q8_K
         | DType::IQ4_NL
-        | DType::IQ4_XS
-        | DType::Mlx(_) => {
+        | DType::IQ4_XS => {
             return Err(CudaError::Core(Error::UnsupportedDType {
                 op: "embedding",
                 dtype: p.dtype,
@@ -131,7 +160,7 @@ pub fn embedding(
         return Ok(());
     }
     // Launch: grid.x over ids, grid.y over chunks of a row.
-    let f = be.function("embedding", EMBEDDING, kernel.name())?;
+    let f = kernel.function(be)?;
     let threads = p.dim.div_ceil(32).clamp(1, 8) as u32 * 32;
     let cfg = LaunchConfig {
         grid_dim: (

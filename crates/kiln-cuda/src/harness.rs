@@ -5,6 +5,7 @@
 //! parity test, so users and CI run the same tables.
 
 use crate::{CudaBackend, CudaError};
+use kiln_testkit::cases::matmul_mlx::{mlx_cover, mlx_wtypes};
 use kiln_testkit::{check_all, AllOps, Options, Report};
 
 /// Floats of guard on each side of a device output.
@@ -90,11 +91,16 @@ fn rope_multi_inputs(
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
     // matmul (and matmul_id) run only the weight formats this backend has
-    // kernels for.
+    // kernels for; the prefill path (m > 8) rounds operands to f16.
     let opts = &Options {
         matmul_wtypes: crate::matmul::supports,
+        matmul_f16_from_m: Some(crate::matmul::MV_MAX_ROWS + 1),
         ..*opts
     };
+    // The MLX tables' formats, compiled in parallel up front instead of one
+    // after another at their first case (a compile error resurfaces there).
+    let _ = crate::mlx::prepare(be, &["matmul"], &mlx_wtypes());
+    let _ = crate::mlx::prepare(be, &["matmul_id", "embedding"], &mlx_cover());
 
     let up_f32 = |x: &[f32]| {
         be.upload(if x.is_empty() { &[0.0f32][..] } else { x })

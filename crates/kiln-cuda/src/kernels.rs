@@ -13,6 +13,7 @@ pub const HEADERS: &[(&str, &str)] = &[
         "matvec_staged.cuh",
         include_str!("../kernels/matvec_staged.cuh"),
     ),
+    ("mlx.cuh", include_str!("../kernels/mlx.cuh")),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
@@ -40,6 +41,8 @@ pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
 pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
+/// (matmul, matmul_id and embedding are also compiled per MLX format, as
+/// variants: `mlx::FAMILIES`.)
 pub const FAMILIES: &[(&str, &str)] = &[
     ("argmax", ARGMAX),
     ("copy_rows", COPY_ROWS),

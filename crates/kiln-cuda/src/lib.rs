@@ -30,6 +30,7 @@ pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
 pub mod matvec_staged;
+pub mod mlx;
 pub mod moe_combine;
 pub mod moe_route;
 pub mod rms_norm;

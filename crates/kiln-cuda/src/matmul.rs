@@ -23,6 +23,13 @@
 //!   Without libcublas the launcher falls back to the mat-vec kernel over
 //!   chunks of 8 rows (correct, reads the weights m/8 times).
 //!
+//! MLX affine weights ([`DType::Mlx`]) take both paths like the GGML
+//! formats: their kernels are compiled per format on first use
+//! (`crate::mlx`), the mat-vec walks each group as `group / 32` virtual
+//! blocks (`kernels/mlx.cuh`), and prefill dequantizes to f16 (`scale * q +
+//! bias` rounded once; the values lie within about one quantization step of
+//! the weights mlx quantized, so they overflow f16 only where those would).
+//!
 //! Scratch (f16 weight and activation copies, f32 weight copy, the 32 MiB
 //! cuBLAS workspace) and the cuBLAS handle live in [`MatmulState`], a field
 //! of [`CudaBackend`]: created at the first prefill, grown (never shrunk) by
@@ -111,10 +118,11 @@ pub enum MatmulKernel {
 }
 
 /// True for the weight formats this backend's matmul has kernels for
-/// (a subset of `MatmulParams::supports`; the others are refused with
+/// (a subset of `MatmulParams::supports`: the GGML and float formats of
+/// its function table and every MLX format; the others are refused with
 /// `Error::UnsupportedDType`).
 pub fn supports(wtype: DType) -> bool {
-    WTYPES.contains(&wtype)
+    WTYPES.contains(&wtype) || matches!(wtype, DType::Mlx(_))
 }
 
 /// The kernel for `p` with staging off (pure: shapes and format only).
@@ -177,9 +185,10 @@ pub struct MatmulState {
     inner: Mutex<Option<GemmScratch>>,
 }
 
-/// The weight formats, in the order of the function table: the
-/// [`N_QUANT`] quantized ones (each with a mat-vec and a dequantize kernel)
-/// first, then the float ones.
+/// The GGML and float weight formats, in the order of the function table:
+/// the [`N_QUANT`] quantized ones (each with a mat-vec and a dequantize
+/// kernel) first, then the float ones. (MLX formats have tables of their
+/// own, [`mlx_kernel_names`].)
 const WTYPES: [DType; 15] = [
     DType::Q4_0,
     DType::Q4_1,
@@ -245,6 +254,16 @@ impl Kern {
     }
 }
 
+/// An MLX format's kernels in its variant of matmul.cu, in table order:
+/// the mat-vec for 1..=8 rows, then the dequantize.
+fn mlx_kernel_names(tag: &str) -> Vec<String> {
+    let mut v: Vec<String> = (1..=MV_MAX_ROWS)
+        .map(|rows| format!("mul_mv_mlx_{tag}_f32_m{rows}"))
+        .collect();
+    v.push(format!("dequant_mlx_{tag}_f16"));
+    v
+}
+
 struct GemmScratch {
     blas: CudaBlas,
     _workspace: CudaSlice<u8>,
@@ -255,8 +274,23 @@ struct GemmScratch {
 
 impl MatmulState {
     /// The kernel `k`, from the table filled on first use (no lookup, lock
-    /// or string formatting per launch).
-    fn function(&self, be: &CudaBackend, k: Kern) -> Result<&CudaFunction> {
+    /// or string formatting per launch); MLX formats from their own table,
+    /// filled (and the format's variant compiled) on the format's first use.
+    fn function<'a>(&'a self, be: &'a CudaBackend, k: Kern) -> Result<&'a CudaFunction> {
+        if let Kern::MatVec(DType::Mlx(f), _) | Kern::DequantF16(DType::Mlx(f)) = k {
+            let fns = be
+                .mlx
+                .matmul
+                .get(be, "matmul", MATMUL, f, mlx_kernel_names)?;
+            let i = match k {
+                Kern::MatVec(_, rows) if (1..=MV_MAX_ROWS).contains(&rows) => Some(rows - 1),
+                Kern::DequantF16(_) => Some(MV_MAX_ROWS),
+                _ => None,
+            };
+            return i
+                .and_then(|i| fns.get(i))
+                .ok_or_else(|| CudaError::driver("matmul", "no such MLX kernel"));
+        }
         if self.functions.get().is_none() {
             let table = Kern::names()
                 .iter()
@@ -302,7 +336,7 @@ fn grow<T: DeviceRepr + ValidAsZeroBits>(
 /// `out = x · wᵀ` on the backend's stream (see the module docs).
 ///
 /// `w`: `[n, k]` rows of `p.wtype` (`p.w_row_bytes()` bytes each; the view
-/// must start 4-byte aligned for F32 and the formats whose blocks are a
+/// must start 4-byte aligned for F32, MLX and the formats whose blocks are a
 /// multiple of 4 bytes (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, IQ4_XS), 2-byte
 /// otherwise); `x`: `[m, k]`
 /// (16-byte aligned for quantized weights); `out`: `[m, n]`.
@@ -383,9 +417,10 @@ pub(crate) fn check_alignment(
     x: &CudaView<'_, f32>,
 ) -> Result<()> {
     // The kernels load 32-bit words from blocks whose size is a multiple of
-    // 4 bytes, 16-bit halves from the others.
+    // 4 bytes (MLX blocks always are), 16-bit halves from the others.
     let w_align: u64 = match p.wtype {
         DType::F32
+        | DType::Mlx(_)
         | DType::Q4_1
         | DType::Q5_1
         | DType::Q2_K

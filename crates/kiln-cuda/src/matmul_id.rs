@@ -16,8 +16,10 @@
 //!   weights `rows / 8` times.
 //!
 //! The formats are those of the dense CUDA mat-vec
-//! ([`crate::matmul::supports`]); the others (MLX) are refused with
-//! `Error::UnsupportedDType`.
+//! ([`crate::matmul::supports`]): the GGML and float ones, and every MLX
+//! format (its two kernels compiled per format on first use, `crate::mlx`;
+//! the grouped path's plan kernel is the base module's). Others are refused
+//! with `Error::UnsupportedDType`.
 //!
 //! The ids are read on the device and not checked by the host: an id
 //! `>= n_experts` makes its output row NaN and reads no weights. Callers
@@ -27,7 +29,9 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::{DType, Error};
 
@@ -100,10 +104,46 @@ unsafe impl DeviceRepr for MatmulIdK {}
 /// True for the weight formats matmul_id has kernels for on CUDA (those of
 /// the dense mat-vec).
 pub fn supports(wtype: DType) -> bool {
-    kernel_names(wtype).is_some()
+    kernel_names(wtype).is_some() || matches!(wtype, DType::Mlx(_))
 }
 
-/// The per-row, grouped and gated per-row kernels of a format.
+/// An MLX format's kernels in its variant of matmul_id.cu: per row,
+/// grouped, gated per row.
+fn mlx_kernel_names(tag: &str) -> Vec<String> {
+    vec![
+        format!("mul_mv_id_mlx_{tag}_f32"),
+        format!("mul_mm_id_mlx_{tag}_f32"),
+        format!("mul_mv_id_swiglu_mlx_{tag}_f32"),
+    ]
+}
+
+/// The per-row, grouped and gated per-row kernels of a supported format.
+fn kernels(be: &CudaBackend, wtype: DType) -> Result<[CudaFunction; 3]> {
+    if let DType::Mlx(f) = wtype {
+        let fns = be
+            .mlx
+            .matmul_id
+            .get(be, OP, MATMUL_ID, f, mlx_kernel_names)?;
+        return match fns {
+            [mv, mm, sw] => Ok([mv.clone(), mm.clone(), sw.clone()]),
+            _ => Err(CudaError::driver(OP, "MLX kernel table")),
+        };
+    }
+    let Some((mv, mm, sw)) = kernel_names(wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: wtype,
+        }
+        .into());
+    };
+    Ok([
+        be.function(OP, MATMUL_ID, mv)?,
+        be.function(OP, MATMUL_ID, mm)?,
+        be.function(OP, MATMUL_ID, sw)?,
+    ])
+}
+
+/// The per-row, grouped and gated per-row kernels of a GGML or float format.
 fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static str)> {
     macro_rules! k {
         ($w:literal) => {
@@ -165,6 +205,13 @@ pub fn matmul_id_with_kernel(
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(w.len(), x.len(), ids.len(), out.len())?;
+    if !supports(p.wtype) {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: p.wtype,
+        }
+        .into());
+    }
     let rows = p.rows()?;
     let bad =
         |what: &str| -> CudaError { Error::invalid(OP, format!("plan {kernel:?} {what}")).into() };
@@ -178,11 +225,12 @@ pub fn matmul_id_with_kernel(
         }
         _ => {}
     }
-    let (k, gx, (mv_name, mm_name, _)) = launch_shape(be, p, w, x)?;
+    let (k, gx) = launch_shape(be, p, w, x)?;
+    let [mv, mm, _] = kernels(be, p.wtype)?;
     if kernel == MatmulIdKernel::Grouped {
-        grouped(be, &k, mm_name, gx, w, x, ids, out)
+        grouped(be, &k, &mm, gx, w, x, ids, out)
     } else {
-        per_row(be, k, mv_name, gx, (w, None), x, ids, out)
+        per_row(be, k, &mv, gx, (w, None), x, ids, out)
     }
 }
 
@@ -208,25 +256,19 @@ pub fn matmul_id_swiglu(
         return Ok(());
     }
     check_alignment(be, &p.expert_matmul(1), w_up, x)?;
-    let (k, gx, (_, _, name)) = launch_shape(be, p, w_gate, x)?;
-    per_row(be, k, name, gx, (w_gate, Some(w_up)), x, ids, out)
+    let (k, gx) = launch_shape(be, p, w_gate, x)?;
+    let [_, _, sw] = kernels(be, p.wtype)?;
+    per_row(be, k, &sw, gx, (w_gate, Some(w_up)), x, ids, out)
 }
 
-/// The kernel params, grid width and kernel names of a validated,
-/// non-empty matmul_id over `w` (alignment and stride checked here).
+/// The kernel params and grid width of a validated, non-empty matmul_id
+/// over `w` (alignment and stride checked here).
 fn launch_shape(
     be: &CudaBackend,
     p: &MatmulIdParams,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
-) -> Result<(MatmulIdK, usize, (&'static str, &'static str, &'static str))> {
-    let Some(names) = kernel_names(p.wtype) else {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: p.wtype,
-        }
-        .into());
-    };
+) -> Result<(MatmulIdK, usize)> {
     let rows = p.rows()?;
     // Expert 0 starts where w does; the others keep its alignment.
     check_alignment(be, &p.expert_matmul(1), w, x)?;
@@ -265,21 +307,20 @@ fn launch_shape(
         r0: 0,
         x_per_slot: u64::from(p.x_per_slot),
     };
-    Ok((k, gx, names))
+    Ok((k, gx))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn per_row(
     be: &CudaBackend,
     mut k: MatmulIdK,
-    name: &'static str,
+    f: &CudaFunction,
     gx: usize,
     (w, w_up): (&CudaView<'_, u8>, Option<&CudaView<'_, u8>>),
     x: &CudaView<'_, f32>,
     ids: &CudaView<'_, u32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    let f = be.function(OP, MATMUL_ID, name)?;
     let rows = k.rows as usize;
     for r0 in (0..rows).step_by(MAX_ROWS_PER_LAUNCH) {
         k.r0 = r0 as u64;
@@ -289,7 +330,7 @@ fn per_row(
             block_dim: (MV_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = be.stream().launch_builder(&f);
+        let mut l = be.stream().launch_builder(f);
         l.arg(&k).arg(w);
         if let Some(u) = w_up {
             l.arg(u);
@@ -314,7 +355,7 @@ fn per_row(
 fn grouped(
     be: &CudaBackend,
     k: &MatmulIdK,
-    name: &'static str,
+    f: &CudaFunction,
     gx: usize,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
@@ -323,7 +364,6 @@ fn grouped(
 ) -> Result<()> {
     let (ne, rows) = (k.n_experts as usize, k.rows as usize);
     let plan_fn = be.function(OP, MATMUL_ID, "mm_id_plan")?;
-    let f = be.function(OP, MATMUL_ID, name)?;
     // The plan lives in the backend's scratch (f32 words used as u32: the
     // kernels only store and load them).
     be.with_scratch_f32(plan_words(ne, rows), |plan| {
@@ -343,7 +383,7 @@ fn grouped(
             block_dim: (MV_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = be.stream().launch_builder(&f);
+        let mut l = be.stream().launch_builder(f);
         l.arg(k).arg(w).arg(x).arg(&mut *plan).arg(&mut *out);
         // SAFETY: mul_mm_id_<w>_f32(MatmulIdParams, const u8*, const
         // float*, const u32*, float*): the plan just written (chunk count

@@ -93,3 +93,29 @@ fn selection() {
     };
     assert_eq!(kw(q0, true), kw(q0, false));
 }
+
+/// MLX formats: supported, planned like the other quantized formats
+/// (mat-vec up to 8 rows, f16 GEMM beyond), and their variant's kernel
+/// table holds the mat-vecs for 1..=8 rows, then the dequantize.
+#[test]
+fn mlx_formats() {
+    use kiln_core::quant::MlxAffine;
+    let dt = MlxAffine::new(3, 64, DType::BF16).unwrap().dtype().unwrap();
+    assert!(supports(dt));
+    assert_eq!(
+        select_matmul(&p(8, dt)),
+        MatmulKernel::MatVec { rows: 8, kw: 1 }
+    );
+    assert_eq!(
+        select_matmul(&p(9, dt)),
+        MatmulKernel::Gemm {
+            operand: GemmOperand::F16
+        }
+    );
+    let names = mlx_kernel_names("q3_g64_bf16");
+    assert_eq!(names.len(), MV_MAX_ROWS + 1);
+    assert_eq!(names[0], "mul_mv_mlx_q3_g64_bf16_f32_m1");
+    assert_eq!(names[MV_MAX_ROWS - 1], "mul_mv_mlx_q3_g64_bf16_f32_m8");
+    assert_eq!(names[MV_MAX_ROWS], "dequant_mlx_q3_g64_bf16_f16");
+    assert!(!supports(DType::Q8_K) && !supports(DType::Q8_1));
+}

@@ -4,6 +4,11 @@
 //! `$KILN_CACHE/cuda` (default `~/.cache/kiln/cuda`), keyed by a hash of the
 //! source, the options, the architecture and the NVRTC version.
 //! `KILN_DUMP_PTX=DIR` also writes each family's PTX to DIR.
+//!
+//! A family may also be compiled as a [`Variant`]: its source with a prelude
+//! of `#define`s (the MLX kernels, one module per weight format, see
+//! `mlx.rs`). Variants are modules of their own, compiled on first use;
+//! several may compile at once (the lock is not held while NVRTC runs).
 
 use crate::kernels::{HEADERS, INCLUDE_MARKER};
 use crate::{CudaError, Result};
@@ -14,10 +19,22 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// A family's source compiled with `defines` put before it.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant<'a> {
+    /// Short name for cache files, error messages and `KILN_DUMP_PTX`
+    /// (e.g. `mlx_q4_g64_bf16`).
+    pub label: &'a str,
+    /// `#define` lines (each ending in a newline) put before the source.
+    pub defines: &'a str,
+}
+
 /// Compiled modules by family.
 pub struct Registry {
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Variant modules by family and defines.
+    variants: Mutex<HashMap<(&'static str, String), Arc<CudaModule>>>,
     /// Functions already looked up, so a launch costs one hash lookup instead
     /// of a driver call (`cuModuleGetFunction`).
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
@@ -158,6 +175,7 @@ impl Registry {
         Registry {
             arch,
             modules: Mutex::new(HashMap::new()),
+            variants: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         }
     }
@@ -168,6 +186,12 @@ impl Registry {
 
     /// CUBIN for a family: from the disk cache, else compiled (and cached).
     pub fn cubin(&self, family: &'static str, src: &'static str) -> Result<Vec<u8>> {
+        self.cubin_named(family, &format!("{family}.cu"), src)
+    }
+
+    /// CUBIN of `src` (named `source_name` in errors, `name` in the cache
+    /// and the PTX dump): from the disk cache, else compiled (and cached).
+    fn cubin_named(&self, name: &str, source_name: &str, src: &str) -> Result<Vec<u8>> {
         let (maj, min) = nvrtc_version()?;
         let full = expand_source(src);
         let opts = compile_options(&self.arch).join(" ");
@@ -177,18 +201,18 @@ impl Registry {
             self.arch.as_bytes(),
             format!("{maj}.{min}").as_bytes(),
         ]);
-        let path = cache_dir().join(format!("{family}-{}-{key:016x}.cubin", self.arch));
+        let path = cache_dir().join(format!("{name}-{}-{key:016x}.cubin", self.arch));
         let dump = std::env::var_os("KILN_DUMP_PTX");
         if dump.is_none() {
             if let Ok(bytes) = std::fs::read(&path) {
                 return Ok(bytes);
             }
         }
-        let (cubin, ptx) = compile(&format!("{family}.cu"), src, &self.arch)?;
+        let (cubin, ptx) = compile(source_name, src, &self.arch)?;
         if let Some(dir) = dump {
             let dir = PathBuf::from(dir);
             let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(dir.join(format!("{family}.{}.ptx", self.arch)), ptx);
+            let _ = std::fs::write(dir.join(format!("{name}.{}.ptx", self.arch)), ptx);
         }
         // The cache is an optimisation: failing to write it is not an error.
         if std::fs::create_dir_all(cache_dir()).is_ok() {
@@ -198,6 +222,52 @@ impl Registry {
             }
         }
         Ok(cubin)
+    }
+
+    /// The module of `family` compiled as variant `v`: loaded (and compiled
+    /// or read from the disk cache) on first use. NVRTC runs without the
+    /// lock, so other variants can compile meanwhile; two threads racing
+    /// for the same variant both compile it and the first module is kept.
+    pub fn variant_module(
+        &self,
+        ctx: &Arc<CudaContext>,
+        family: &'static str,
+        src: &'static str,
+        v: Variant<'_>,
+    ) -> Result<Arc<CudaModule>> {
+        let lock = || {
+            self.variants
+                .lock()
+                .map_err(|_| CudaError::driver("registry", "lock poisoned"))
+        };
+        let key = (family, v.defines.to_string());
+        if let Some(m) = lock()?.get(&key) {
+            return Ok(m.clone());
+        }
+        let name = format!("{family}-{}", v.label);
+        let source_name = format!("{family}.cu [{}]", v.label);
+        let cubin = self.cubin_named(&name, &source_name, &format!("{}{src}", v.defines))?;
+        let module = ctx
+            .load_module(Ptx::from_binary(cubin))
+            .map_err(|e| CudaError::driver("module load", e))?;
+        Ok(lock()?.entry(key).or_insert(module).clone())
+    }
+
+    /// Look `name` up in the module of `family` compiled as variant `v`
+    /// (see [`Registry::variant_module`]); callers keep the handle.
+    pub fn variant_function(
+        &self,
+        ctx: &Arc<CudaContext>,
+        family: &'static str,
+        src: &'static str,
+        v: Variant<'_>,
+        name: &str,
+    ) -> Result<CudaFunction> {
+        let module = self.variant_module(ctx, family, src, v)?;
+        module.load_function(name).map_err(|e| CudaError::Driver {
+            op: "kernel lookup",
+            msg: format!("{family}.cu [{}] has no kernel {name}: {e:?}", v.label),
+        })
     }
 
     /// Load (once) the family's module and return the named function.

@@ -1,8 +1,11 @@
 //! GPU parity of `kiln_cuda::matmul` against `matmul_ref`: the testkit's case
-//! table (every format, m in 1..64, odd n, SmolLM2 shapes), plus m = 9 and
-//! m = 512 (the prefill path) for every format with odd n and odd block
-//! counts, large k (14336), odd k for float formats, and the alignment
-//! rules. Failures name the format, shape and plan. Only the
+//! tables (every GGML/float format, m in 1..64, odd n, SmolLM2 shapes; every
+//! MLX format, the MLX table), plus m = 9 and m = 512 (the prefill path) for
+//! every GGML/float format and the six `mlx_cover` MLX formats with odd n
+//! and odd block counts, large k (14336), odd k for float formats, and the
+//! alignment rules. MLX outputs are held to the MLX table's f32 bound, plus
+//! f16 operand rounding where the plan is the f16 GEMM. Failures name the
+//! format, shape and plan. Only the
 //! weight formats with CUDA kernels (`kiln_cuda::matmul::supports`) run; the
 //! others must be refused with `UnsupportedDType`. Device outputs
 //! sit between sentinel guard zones and start NaN-poisoned. Skips without a
@@ -12,11 +15,15 @@
 use cudarc::driver::CudaSlice;
 use kiln_core::ops::matmul::{matmul_ref, MatmulParams};
 use kiln_core::DType;
+use kiln_cuda::matmul::MV_MAX_ROWS;
 use kiln_cuda::matmul::{
     matmul, matmul_with_kernel, select_matmul, set_staged, supports, GemmOperand, MatmulKernel,
 };
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
+use kiln_testkit::cases::matmul_mlx::{
+    check_matmul_mlx_with, mlx_cover, mlx_error_bounds, mlx_wtypes,
+};
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed, Options};
 
 fn backend() -> Option<CudaBackend> {
@@ -91,13 +98,19 @@ fn matmul_matches_reference() {
     // summary) and must be refused with the typed error, not a panic.
     let opts = Options {
         matmul_wtypes: supports,
+        matmul_f16_from_m: Some(MV_MAX_ROWS + 1),
         ..Options::default()
     };
+    // Every MLX format's kernels, compiled in parallel first.
+    kiln_cuda::mlx::prepare(&be, &["matmul"], &mlx_wtypes()).unwrap();
     // Direct-load and staged mat-vecs (kiln_cuda::matmul::staged).
     for on in [false, true] {
         set_staged(&be, on);
         let report = check_matmul_with(&imp, &opts);
         eprintln!("staged {on}: {}", report.summary());
+        report.into_result().unwrap();
+        let report = check_matmul_mlx_with(&imp, &opts);
+        eprintln!("staged {on}, MLX: {}", report.summary());
         report.into_result().unwrap();
     }
     set_staged(&be, false);
@@ -123,6 +136,27 @@ fn matmul_matches_reference() {
     }
 }
 
+/// The formats of the shape tests below: the GGML and float ones, then the
+/// six MLX formats that cover every bits value, group size and scale dtype.
+fn shape_wtypes() -> Vec<DType> {
+    WTYPES.into_iter().chain(mlx_cover()).collect()
+}
+
+/// The testkit's per-element bound for a case run with `plan`: MLX weights
+/// get f16 operand rounding on the f16 GEMM.
+fn bounds(p: &MatmulParams, plan: MatmulKernel, w: &[u8], x: &[f32]) -> Vec<f64> {
+    match p.wtype {
+        DType::Mlx(_) => {
+            let f16 = plan
+                == MatmulKernel::Gemm {
+                    operand: GemmOperand::F16,
+                };
+            mlx_error_bounds(p, w, x, f16)
+        }
+        _ => error_bounds(p, w, x).unwrap(),
+    }
+}
+
 /// One random case on the GPU (plan `kernel`, or the launcher's), held to
 /// the testkit's per-element bound; returns the worst err/bound or a message.
 fn bounded_case(
@@ -140,7 +174,7 @@ fn bounded_case(
     }
     let mut want = vec![0.0f32; m * n];
     matmul_ref(p, &w, &x, &mut want).unwrap();
-    let bound = error_bounds(p, &w, &x).unwrap();
+    let bound = bounds(p, kernel.unwrap_or_else(|| select_matmul(p)), &w, &x);
     let mut got = vec![f32::NAN; m * n];
     run_gpu(be, p, kernel, &w, &x, 0, &mut got).map_err(|e| format!("error {e}"))?;
     let mut msgs = Vec::new();
@@ -171,14 +205,29 @@ fn prefill_and_odd_shapes() {
     eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
     let mut failures = Vec::new();
     let mut count = 0;
-    for (ci, &wtype) in WTYPES.iter().enumerate().filter(|(_, &t)| supports(t)) {
-        let mut shapes = if wtype.block_size() == 256 {
+    for (ci, &wtype) in shape_wtypes()
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| supports(t))
+    {
+        let g = wtype.block_size();
+        let mut shapes = if let DType::Mlx(_) = wtype {
+            // k: one group, 3 and 17 groups.
+            vec![
+                (9, 1, g),
+                (9, 33, 3 * g),
+                (9, 257, 17 * g),
+                (512, 33, 3 * g),
+            ]
+        } else if wtype.block_size() == 256 {
             // k: one super-block, 3 and 9 (k not a multiple of 512).
             vec![(9, 1, 256), (9, 33, 768), (9, 257, 2304), (512, 33, 768)]
         } else {
             vec![(9, 1, 32), (9, 33, 96), (9, 257, 544), (512, 33, 96)]
         };
-        shapes.push(if wtype.block_size() == 256 {
+        shapes.push(if let DType::Mlx(_) = wtype {
+            (512, 257, 17 * g)
+        } else if wtype.block_size() == 256 {
             (512, 257, 2304)
         } else {
             (512, 257, 544)
@@ -217,7 +266,11 @@ fn forced_plans() {
     eprintln!("seed {seed} (KILN_TEST_SEED to repeat)");
     let mut failures = Vec::new();
     let mut count = 0;
-    for (ci, &wtype) in WTYPES.iter().enumerate().filter(|(_, &t)| supports(t)) {
+    for (ci, &wtype) in shape_wtypes()
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| supports(t))
+    {
         let operand = if wtype.is_quantized() {
             GemmOperand::F16
         } else {
@@ -229,7 +282,10 @@ fn forced_plans() {
                 plans.push(MatmulKernel::MatVec { rows, kw });
             }
         }
-        let shapes = if wtype.block_size() == 256 {
+        let g = wtype.block_size();
+        let shapes = if let DType::Mlx(_) = wtype {
+            [(1, 33, 3 * g), (5, 257, 17 * g), (17, 7, g), (64, 65, 1536)]
+        } else if g == 256 {
             [(1, 33, 768), (5, 257, 2304), (17, 7, 256), (64, 65, 1536)]
         } else {
             [(1, 33, 96), (5, 257, 544), (17, 7, 32), (64, 65, 1536)]
@@ -282,7 +338,7 @@ fn staged_copy_widths() {
     let mut count = 0;
     let mut widths = std::collections::BTreeMap::new();
     set_staged(&be, true);
-    for (ci, &wtype) in WTYPES.iter().enumerate() {
+    for (ci, &wtype) in shape_wtypes().iter().enumerate() {
         if !supports(wtype) || !wtype.is_quantized() {
             continue;
         }
@@ -341,6 +397,24 @@ fn alignment_rules() {
     let err = run_gpu(&be, &p, None, &w, &x, 1, &mut out).unwrap_err();
     assert!(err.to_string().contains("aligned"), "{err}");
     assert!(out.iter().all(|v| v.is_nan()), "wrote after an error");
+    // MLX blocks are read as 32-bit words: weights 2 bytes off are refused.
+    let p = MatmulParams {
+        wtype: mlx_cover()[0],
+        ..p
+    };
+    let w = rand_rows(&mut rng, p.wtype, n, k);
+    let dw = be.upload(&[vec![0u8; 2], w.clone()].concat()).unwrap();
+    let dx = be.upload(&x).unwrap();
+    let mut dout = be.alloc_zeros::<f32>(m * n).unwrap();
+    let err = matmul(
+        &be,
+        &p,
+        &dw.slice(2..2 + w.len()),
+        &dx.slice(..),
+        &mut dout.slice_mut(..),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("aligned"), "{err}");
     // Float weights take any 4-byte aligned x.
     let p = MatmulParams {
         wtype: DType::F32,

@@ -2,7 +2,8 @@
 //! moe_combine) against their kiln-core references: the testkit tables
 //! through the harness's host wrappers (`harness::matmul_id_host` etc.), the
 //! same ones `kiln selftest --device cuda` runs (matmul_id: every format with a CUDA
-//! mat-vec, the others skipped and refused with `UnsupportedDType`), plus
+//! mat-vec, the six `mlx_cover` MLX formats included, the others skipped and
+//! refused with `UnsupportedDType`), plus
 //! what only the device sees: out-of-range expert ids (NaN rows, no reads
 //! past the weights), non-finite router logits (`BAD_ID` ids, NaN weights),
 //! more than 65535 output rows (several launches), and the alignment rules.
@@ -16,10 +17,11 @@ use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
 use kiln_cuda::matmul_id::MatmulIdKernel;
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
+use kiln_testkit::cases::matmul::WTYPES;
 use kiln_testkit::cases::matmul_id::{check_matmul_id_swiglu_with, check_matmul_id_with};
+use kiln_testkit::cases::matmul_mlx::{mlx_cover, mlx_wtypes};
 use kiln_testkit::cases::moe_combine::check_moe_combine_with;
 use kiln_testkit::cases::moe_route::check_moe_route_with;
-use kiln_testkit::cases::{matmul::WTYPES, matmul_mlx::mlx_wtypes};
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, test_seed, Options, Tol};
 
 fn backend() -> Option<CudaBackend> {
@@ -164,6 +166,7 @@ fn run_id_with(
 #[test]
 fn parity_matmul_id_both_kernels() {
     let Some(be) = backend() else { return };
+    kiln_cuda::mlx::prepare(&be, &["matmul_id"], &mlx_cover()).unwrap();
     for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
         let imp = |p: &MatmulIdParams, w: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
             p.validate(w.len(), x.len(), ids.len(), out.len())?;
@@ -183,7 +186,7 @@ fn parity_matmul_id_both_kernels() {
 fn matmul_id_out_of_range_ids_give_nan_rows() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(test_seed(), "matmul_id-bad-ids", 0);
-    for wtype in [DType::Q4_0, DType::Q4_K, DType::F16] {
+    for wtype in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]] {
         let p = id_params(wtype, 3, 2, 5, 256);
         let w = rand_rows(&mut rng, wtype, 3 * p.n, p.k);
         let x = rand_f32(&mut rng, 3 * p.k, -1.0, 1.0);

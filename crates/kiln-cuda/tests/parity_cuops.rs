@@ -1,6 +1,7 @@
-//! GPU parity of the small op families (embedding, rms_norm, rope, copy_rows,
-//! silu_mul, sigmoid_mul, gelu_mul (tanh and erf), scale, add_rows, rope_multi, softmax, argmax,
-//! layer_norm, l2_norm, softcap) against their kiln-core references: the
+//! GPU parity of the small op families (embedding, MLX tables included;
+//! rms_norm, rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul (tanh and
+//! erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm, l2_norm,
+//! softcap) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -514,7 +515,9 @@ fn parity_copy_rows() {
 fn embedding_out_of_range_ids_give_nan_rows() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(kiln_testkit::test_seed(), "embedding-bad-ids", 0);
-    for dtype in [DType::F32, DType::Q4_1, DType::Q8_0] {
+    // MLX: 2-bit codes in groups of 32 with f16 scales (a variant module).
+    let mlx = tk::matmul_mlx::mlx_cover()[0];
+    for dtype in [DType::F32, DType::Q4_1, DType::Q8_0, mlx] {
         let p = EmbeddingParams {
             n_vocab: 5,
             dim: 64,

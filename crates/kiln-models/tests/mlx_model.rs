@@ -48,8 +48,16 @@ fn f32_rel_tol(layers: usize) -> f64 {
     64.0 * (10.0 * layers as f64 + 2.0).sqrt() * 2f64.powi(-24)
 }
 
+/// The committed directories: beside the sources, or (a test binary carried
+/// to the GPU machine by scripts/gpu-check.sh) under the current directory,
+/// the repository root there.
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx_model")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mlx_model");
+    if here.is_dir() {
+        here
+    } else {
+        PathBuf::from("tests/fixtures/mlx_model")
+    }
 }
 
 fn unit_roundoff(dtype: &str) -> f64 {
@@ -301,15 +309,41 @@ fn sharded_dir_loads_the_same() {
     std::fs::remove_dir_all(&tmp).ok();
 }
 
-/// CUDA has no MLX kernels: the loader's up-front check
-/// (`kiln::ops::matmul::supports`, as for GGUF formats CUDA lacks) rejects
-/// MLX-quantized matrices on a CUDA device with a typed `Unsupported`
-/// error naming the tensor and the format, before any upload.
+/// MLX weights are supported by matmul on the CPU and, with the `cuda`
+/// feature, on CUDA (every format has kernels: kiln_cuda::mlx), so the
+/// loader's up-front check (`kiln::ops::matmul::supports`) passes on both.
 #[test]
-fn mlx_weights_are_cpu_only() {
+fn mlx_weights_run_on_cpu_and_cuda() {
     use kiln_core::quant::MlxAffine;
     use kiln_core::DType;
     let dt = MlxAffine::new(4, 64, DType::BF16).unwrap().dtype().unwrap();
     assert!(kiln::ops::matmul::supports(kiln::Device::Cpu, dt));
-    assert!(!kiln::ops::matmul::supports(kiln::Device::Cuda(0), dt));
+    #[cfg(feature = "cuda")]
+    assert!(kiln::ops::matmul::supports(kiln::Device::Cuda(0), dt));
+}
+
+/// The tiny directories on a GPU (skipped without the `cuda` feature or a
+/// device): against mlx-lm's f32 run, with the bound of a run whose
+/// activations round to f16 ([`rel_tol`] with u = 2^-11), since CUDA's
+/// prefill GEMM (9 tokens and more: the third prompt) rounds the matmul
+/// operands to f16; decode keeps f32 activations. Teacher-forced greedy
+/// steps may differ only at near-ties, as in [`check_run`].
+#[cfg(feature = "cuda")]
+#[test]
+fn tiny_mlx_dirs_on_gpu() {
+    let s = match Stream::cuda(0) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU: {e}");
+            return;
+        }
+    };
+    for v in ["tiny_q4_g32_f16", "tiny_mixed36_g64_bf16"] {
+        let dir = fixtures().join(v);
+        let exp = expected(&dir.join("expected.json"));
+        let model = Model::load(&dir, &s, &mut |_, _| {}).unwrap();
+        let tol = rel_tol("float16", model.config.n_layer);
+        let a = check_run(&s, &model, &exp["f32"], tol, &format!("{v} (cuda)"));
+        eprintln!("{v} on CUDA vs mlx-lm f32: {a:?}");
+    }
 }

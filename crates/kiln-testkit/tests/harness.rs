@@ -372,3 +372,60 @@ fn catches_the_wrong_gelu_mode() {
     // Near 0 the two forms agree to ~1e-9: that case cannot tell them apart.
     assert!(failed.iter().all(|c| !c.contains("-0.01")), "{failed:?}");
 }
+
+/// The MLX matmul table's f16-operand bound (`Options::matmul_f16_from_m`):
+/// an implementation that rounds weights and activations to f16 from
+/// m = 9 on (as CUDA's prefill GEMM does) passes with the option and fails
+/// the f32-activation bound of those cases without it; the mat-vec cases
+/// (exact f32 here) pass either way.
+#[test]
+fn mlx_table_bounds_f16_prefill_operands_only_when_told() {
+    use half::f16;
+    use kiln_core::ops::matmul::MatmulParams;
+    use kiln_core::quant::dequantize_row;
+    let f16_from_9 = |p: &MatmulParams, w: &[u8], x: &[f32], out: &mut [f32]| {
+        if p.m < 9 {
+            return k::matmul::matmul_ref(p, w, x, out);
+        }
+        p.validate(w.len(), x.len(), out.len())?;
+        let row = p.w_row_bytes()?;
+        let r16 = |v: f32| f64::from(f16::from_f32(v).to_f32());
+        let mut wf = vec![0.0f32; p.k];
+        for j in 0..p.n {
+            dequantize_row(p.wtype, &w[j * row..(j + 1) * row], &mut wf)?;
+            for i in 0..p.m {
+                let xi = &x[i * p.k..(i + 1) * p.k];
+                let s: f64 = wf.iter().zip(xi).map(|(&a, &b)| r16(a) * r16(b)).sum();
+                out[i * p.n + j] = s as f32;
+            }
+        }
+        Ok(())
+    };
+    let told = Options {
+        matmul_f16_from_m: Some(9),
+        ..Options::default()
+    };
+    let r = tk::matmul_mlx::check_matmul_mlx_with(&f16_from_9, &told);
+    assert_eq!(r.failed(), 0, "{}", r.summary());
+    let r = tk::matmul_mlx::check_matmul_mlx_with(&f16_from_9, &Options::default());
+    let failed: Vec<_> = r.results.iter().filter(|c| c.outcome.is_err()).collect();
+    assert!(!failed.is_empty(), "f16 operands passed the f32 bound");
+    for c in &failed {
+        let m: usize = c
+            .case
+            .split(" m=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(m >= 9, "{}: a mat-vec case failed", c.case);
+    }
+    eprintln!(
+        "{} of {} f16 prefill cases over the f32 bound",
+        failed.len(),
+        r.results.len()
+    );
+}

@@ -2,7 +2,7 @@
 //! `config.json`, `model.safetensors` or shards listed by
 //! `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`
 //! (optionally `chat_template.jinja`, `generation_config.json`). Llama-family
-//! models only; MLX affine-quantized linears run on the CPU (see
+//! models only; MLX affine-quantized linears run on the CPU and on CUDA (see
 //! [`weights`] for the tensor layout and the RoPE row permutation).
 
 pub mod config;

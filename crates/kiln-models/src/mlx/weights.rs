@@ -8,7 +8,9 @@
 //! size follow from the shapes and must agree with config.json's
 //! `quantization` entry (per-module overrides included). Quantized matrices
 //! are repacked into [`DType::Mlx`] blocks (one copy); float matrices are
-//! borrowed zero-copy from the mmap.
+//! borrowed zero-copy from the mmap. Both run on the CPU and on CUDA (whose
+//! matmul and embedding have kernels for every MLX format); the check below
+//! still refuses, up front, a format a device's matmul lacks.
 //!
 //! RoPE layout: Hugging Face checkpoints keep each head's q/k rows as
 //! `[first halves of the pairs; second halves]` (rotate-half, NeoX style),
@@ -111,8 +113,7 @@ impl Loader<'_> {
             return Ok(());
         }
         Err(ModelError::Unsupported(format!(
-            "tensor {name} has type {dtype}, which matmul on {dev} does not support yet \
-             (MLX-quantized weights run on the CPU: use --device cpu)"
+            "tensor {name} has type {dtype}, which matmul on {dev} does not support"
         )))
     }
 

@@ -1,5 +1,9 @@
-//! Case table and driver for `embedding` (row lookup + dequantize).
+//! Case table and driver for `embedding` (row lookup + dequantize): the
+//! GGML and float formats of [`CASES`], and MLX affine tables in the
+//! [`mlx_cover`] formats (every bits value, group size and scale dtype) with
+//! one group per row, odd group counts and a long row.
 
+use super::matmul_mlx::mlx_cover;
 use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
 use crate::{rand_rows, Guarded, Report, Tol};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
@@ -52,6 +56,10 @@ pub const CASES: &[EmbeddingCase] = &[
     c(49152, 576, DType::Q8_0, 512, true),
 ];
 
+/// MLX table shapes: `(n_vocab, dim in groups, n_ids)`, dim = one group,
+/// three groups and 4224 values (33 groups of 128, 66 of 64, 132 of 32).
+const MLX_SHAPES: [(usize, usize, usize); 3] = [(7, 1, 5), (33, 3, 9), (5, 0, 3)];
+
 /// Random ids that include the first and last row and a repeat.
 fn ids(rng: &mut impl Rng, n_vocab: usize, n: usize) -> Vec<u32> {
     let mut ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..n_vocab as u32)).collect();
@@ -72,7 +80,19 @@ pub fn check_embedding(imp: &EmbeddingFn<'_>) -> Report {
 pub fn check_embedding_with(imp: &EmbeddingFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("embedding", opts);
     let tol = run.tol(Tol::ELEMENTWISE);
-    for cs in CASES {
+    let mlx = mlx_cover().into_iter().flat_map(|dtype| {
+        MLX_SHAPES.map(|(n_vocab, groups, n_ids)| {
+            let g = dtype.block_size();
+            c(
+                n_vocab,
+                if groups == 0 { 4224 } else { groups * g },
+                dtype,
+                n_ids,
+                false,
+            )
+        })
+    });
+    for cs in CASES.iter().copied().chain(mlx) {
         let name = format!(
             "{} vocab={} dim={} ids={}",
             cs.dtype, cs.n_vocab, cs.dim, cs.n_ids
@@ -116,5 +136,23 @@ pub fn check_embedding_with(imp: &EmbeddingFn<'_>, opts: &Options) -> Report {
         let mut out = Guarded::new(33);
         expect_reject(imp(&bad, &table, &[0], out.as_mut_slice()), &out)
     });
+    let dtype = mlx_cover().into_iter().next();
+    if let Some(dtype) = dtype {
+        run.case(
+            "rejects an MLX dim not a multiple of the group",
+            false,
+            |rng| {
+                let half = dtype.block_size() / 2;
+                let table = rand_rows(rng, DType::F32, 4, half);
+                let bad = EmbeddingParams {
+                    n_vocab: 4,
+                    dim: half,
+                    dtype,
+                };
+                let mut out = Guarded::new(half);
+                expect_reject(imp(&bad, &table, &[0], out.as_mut_slice()), &out)
+            },
+        );
+    }
     run.finish()
 }

@@ -255,10 +255,15 @@ pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
 }
 
 /// Per-output error bound (see the module docs) for weights `w` `[n, k]`
-/// and activations `x` `[m, k]`.
+/// and activations `x` `[m, k]`. MLX weights: the f32-activation bound of
+/// [`super::matmul_mlx::mlx_error_bounds`] (its f16-operand variant is for
+/// CUDA's prefill path).
 pub fn error_bounds(p: &MatmulParams, w: &[u8], x: &[f32]) -> kiln_core::Result<Vec<f64>> {
     let (m, n, k) = (p.m, p.n, p.k);
     let row = p.w_row_bytes()?;
+    if let DType::Mlx(_) = p.wtype {
+        return Ok(super::matmul_mlx::mlx_error_bounds(p, w, x, false));
+    }
     let mut wf = vec![0.0f32; n * k];
     for j in 0..n {
         dequantize_row(

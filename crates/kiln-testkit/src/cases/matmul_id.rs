@@ -6,8 +6,11 @@
 //! expert strides, per-slot activations and random ids (unused and repeated
 //! experts), and the rejection of an out-of-range id. Each output row is
 //! held to the matmul table's per-element bound for its expert and row.
+//! MLX weights: the [`mlx_cover`] formats (every bits value, group size and
+//! scale dtype), with the MLX matmul table's f32-activation bound.
 
 use super::matmul::{check_bounded, error_bounds, WTYPES};
+use super::matmul_mlx::mlx_cover;
 use super::{impl_failed, ref_failed, Options, Runner};
 use crate::{rand_f32, rand_rows, Guarded, Report};
 use kiln_core::ops::matmul_id::{matmul_id_ref, matmul_id_swiglu_ref, MatmulIdParams};
@@ -44,7 +47,8 @@ pub const CASES: &[Case] = &[
     (1, 128, 8, 7, 2, false, false, 0, false),
 ];
 
-/// Run every case for every format `opts.matmul_wtypes` accepts.
+/// Run every case for every format `opts.matmul_wtypes` accepts (the GGML
+/// and float formats, then [`mlx_cover`]).
 pub fn check_matmul_id(imp: &MatmulIdFn<'_>) -> Report {
     check_matmul_id_with(imp, &Options::default())
 }
@@ -52,7 +56,7 @@ pub fn check_matmul_id(imp: &MatmulIdFn<'_>) -> Report {
 /// [`check_matmul_id`] with explicit options.
 pub fn check_matmul_id_with(imp: &MatmulIdFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("matmul_id", opts);
-    for wtype in WTYPES {
+    for wtype in WTYPES.into_iter().chain(mlx_cover()) {
         for c in CASES {
             if !(opts.matmul_wtypes)(wtype) {
                 run.skip();
@@ -164,7 +168,7 @@ fn swiglu_bound(g: f32, u: f32, bg: f64, bu: f64) -> f64 {
 /// rejections (an out-of-range id, per-slot activations).
 pub fn check_matmul_id_swiglu_with(imp: &MatmulIdSwigluFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("matmul_id_swiglu", opts);
-    for wtype in WTYPES {
+    for wtype in WTYPES.into_iter().chain(mlx_cover()) {
         for c in CASES.iter().filter(|c| !c.6) {
             if !(opts.matmul_wtypes)(wtype) {
                 run.skip();

@@ -51,6 +51,13 @@ pub struct Options {
     /// The matmul weight formats the backend implements; cases of other
     /// formats are counted as skipped (e.g. `kiln_cuda::matmul::supports`).
     pub matmul_wtypes: fn(kiln_core::DType) -> bool,
+    /// The smallest `m` from which the backend's matmul may round weights
+    /// and activations to f16 (CUDA's cuBLAS prefill path: `m > 8`);
+    /// `None`: never (the CPU keeps f32 activations for MLX weights). The
+    /// MLX matmul table's bound assumes f32 activations; for cases with
+    /// `m` at or above this it adds f16 operand rounding
+    /// (`matmul_mlx::mlx_error_bounds`).
+    pub matmul_f16_from_m: Option<usize>,
 }
 
 impl Default for Options {
@@ -60,6 +67,7 @@ impl Default for Options {
             tol: None,
             quick: false,
             matmul_wtypes: kiln_core::ops::matmul::MatmulParams::supports,
+            matmul_f16_from_m: None,
         }
     }
 }
