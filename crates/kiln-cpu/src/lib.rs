@@ -23,6 +23,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;
 mod rows;
+pub mod sample;
 pub mod scale;
 pub mod sigmoid_mul;
 pub mod silu_mul;

@@ -5,7 +5,7 @@
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
     add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope,
-    scale, sigmoid_mul, silu_mul, softcap, softmax,
+    sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -138,6 +138,21 @@ fn parity_argmax() {
     check("argmax", |ctx, o| {
         tk::argmax::check_argmax_with(&|x| argmax::argmax(ctx, x), o)
     });
+}
+
+#[test]
+fn parity_sample() {
+    check("sample", |ctx, o| {
+        tk::sample::check_sample_with(&|p, x, ids, u| sample::sample_full(ctx, p, x, ids, u), o)
+    });
+    // One scratch for the whole table: buffers grown by one call and
+    // reused (stale contents) by the next must not change an id.
+    let scratch = std::cell::RefCell::new(sample::SampleScratch::default());
+    let r = tk::sample::check_sample(&|p, x, ids, u| {
+        sample::sample_full_with(&mut scratch.borrow_mut(), p, x, ids, u)
+    });
+    println!("== sample [shared scratch] ==\n{r}");
+    r.into_result().unwrap();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Small-op bench: embedding, rms_norm, rope, silu_mul, softmax, copy_rows
 //! and argmax at SmolLM2-135M's shapes (decode, n = 1, and a 512-token
-//! prefill). These ops are launch- and latency-bound at decode sizes, so the
+//! prefill), and sample at SmolLM2's and Gemma 3's vocabularies (logits
+//! uniform in [-8, 8): the top-p-only row keeps a large nucleus). These ops are launch- and latency-bound at decode sizes, so the
 //! table gives both the kernel time (median of 200 event-bracketed calls
 //! behind a busy kernel) and the back-to-back mean (launch overhead
 //! included), and the bytes each call moves (read + written) as GB/s
@@ -15,10 +16,11 @@ use kiln_core::ops::copy_rows::CopyRowsParams;
 use kiln_core::ops::embedding::EmbeddingParams;
 use kiln_core::ops::rms_norm::RmsNormParams;
 use kiln_core::ops::rope::{RopeMode, RopeParams};
+use kiln_core::ops::sample::SampleParams;
 use kiln_core::ops::silu_mul::SiluMulParams;
 use kiln_core::ops::softmax::SoftmaxParams;
 use kiln_core::DType;
-use kiln_cuda::{argmax, copy_rows, embedding, rms_norm, rope, silu_mul, softmax};
+use kiln_cuda::{argmax, copy_rows, embedding, rms_norm, rope, sample, silu_mul, softmax};
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
@@ -196,4 +198,52 @@ fn main() {
         vocab * f,
         |_| argmax::argmax(&be, &big.slice(..vocab), &mut idx.slice_mut(..)),
     );
+    let logits = be.upload(&rand_f32(&mut rng, 262_144, -8.0, 8.0)).unwrap();
+    let pen = be
+        .upload(&(0..64u32).map(|i| i * 997).collect::<Vec<_>>())
+        .unwrap();
+    let stages: [(&str, f32, usize, f32, f32, f32); 4] = [
+        (
+            "k40 p0.95 min0.05 t0.8 pen1.1 (64 ids)",
+            0.8,
+            40,
+            0.95,
+            0.05,
+            1.1,
+        ),
+        ("p0.9, no top-k", 1.0, 0, 0.9, 0.0, 1.0),
+        ("temperature 1 only", 1.0, 0, 1.0, 0.0, 1.0),
+        ("temperature 0", 0.0, 0, 1.0, 0.0, 1.0),
+    ];
+    for n in [vocab, 262_144] {
+        for (name, temperature, top_k, top_p, min_p, repeat_penalty) in stages {
+            let p = SampleParams {
+                n_vocab: n,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                n_penalty_ids: 64,
+            };
+            row(
+                &be,
+                &mut ceil,
+                "sample",
+                &format!("n={n} {name}"),
+                n * f,
+                |i| {
+                    let u = (i as f64 * 0.618_034).fract();
+                    sample::sample(
+                        &be,
+                        &p,
+                        &logits.slice(..n),
+                        &pen.slice(..),
+                        u,
+                        &mut idx.slice_mut(..),
+                    )
+                },
+            );
+        }
+    }
 }

@@ -292,6 +292,7 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     )
                 })
             },
+            sample: &|p, x, ids, u| sample_guarded(be, p, x, ids, u),
             sigmoid_mul: &|p, g, u, out| {
                 p.validate(g.len(), u.len(), out.len())?;
                 let (gd, ud) = (up_f32(g)?, up_f32(u)?);
@@ -430,5 +431,34 @@ pub fn moe_route_host(
             crate::moe_route::moe_route(be, p, &ld.slice(0..logits.len()), bview.as_ref(), iv, wv)
         })
         .map_err(CudaError::from)
+    })
+}
+
+/// `kiln_cuda::sample` on host slices (the testkit signature): logits and
+/// penalty ids uploaded, the id and the threshold key written into a
+/// guarded two-word device buffer and returned raw (`NO_TOKEN` included).
+pub fn sample_guarded(
+    be: &CudaBackend,
+    p: &kiln_core::ops::sample::SampleParams,
+    logits: &[f32],
+    ids: &[u32],
+    u: f64,
+) -> kiln_core::Result<kiln_core::ops::sample::Sampled> {
+    p.validate_call(logits.len(), ids.len(), u)?;
+    let (ld, idd) = (up(be, logits)?, up(be, ids)?);
+    let mut out = [kiln_testkit::guard::SENTINEL_BITS; 2];
+    guarded_with(be, &mut out, kiln_testkit::guard::SENTINEL_BITS, |o| {
+        crate::sample::sample(
+            be,
+            p,
+            &ld.slice(0..logits.len()),
+            &idd.slice(0..ids.len()),
+            u,
+            o,
+        )
+    })?;
+    Ok(kiln_core::ops::sample::Sampled {
+        id: out[0],
+        threshold: out[1],
     })
 }

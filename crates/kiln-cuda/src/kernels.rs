@@ -29,6 +29,7 @@ pub const GELU_MUL: &str = include_str!("../kernels/gelu_mul.cu");
 pub const RMS_NORM: &str = include_str!("../kernels/rms_norm.cu");
 pub const ROPE: &str = include_str!("../kernels/rope.cu");
 pub const ROPE_MULTI: &str = include_str!("../kernels/rope_multi.cu");
+pub const SAMPLE: &str = include_str!("../kernels/sample.cu");
 pub const SCALE: &str = include_str!("../kernels/scale.cu");
 pub const SIGMOID_MUL: &str = include_str!("../kernels/sigmoid_mul.cu");
 pub const SILU_MUL: &str = include_str!("../kernels/silu_mul.cu");
@@ -51,6 +52,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("rms_norm", RMS_NORM),
     ("rope", ROPE),
     ("rope_multi", ROPE_MULTI),
+    ("sample", SAMPLE),
     ("scale", SCALE),
     ("sigmoid_mul", SIGMOID_MUL),
     ("silu_mul", SILU_MUL),

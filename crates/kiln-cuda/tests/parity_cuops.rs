@@ -1,7 +1,7 @@
 //! GPU parity of the small op families (embedding, MLX tables included;
 //! rms_norm, rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul (tanh and
 //! erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm, l2_norm,
-//! softcap) against their kiln-core references: the
+//! softcap, sample) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -15,7 +15,7 @@ use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
 use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
-use kiln_cuda::{l2_norm, layer_norm, rope_multi, sigmoid_mul, silu_mul, softcap, softmax};
+use kiln_cuda::{l2_norm, layer_norm, rope_multi, sample, sigmoid_mul, silu_mul, softcap, softmax};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -413,6 +413,40 @@ fn parity_argmax() {
                 } else {
                     argmax::argmax_host(&be, &xd.view()).map_err(core)
                 }
+            },
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_sample() {
+    let Some(be) = backend() else { return };
+    check("sample", |shift, o| {
+        tk::sample::check_sample_with(
+            &|p, x, ids, u| {
+                p.validate_call(x.len(), ids.len(), u)?;
+                let (xd, idd) = (up(&be, x, shift)?, up(&be, ids, shift)?);
+                // Id and threshold key into a guarded two-word output.
+                let mut out = [SENTINEL_U32; 2];
+                guarded(&be, &mut out, SENTINEL_U32, shift, |o| {
+                    sample::sample(&be, p, &xd.view(), &idd.view(), u, o)
+                })?;
+                if shift == 1 {
+                    // The one-word entry the kiln op uses: the same id.
+                    let id =
+                        sample::sample_host(&be, p, &xd.view(), &idd.view(), u).map_err(core)?;
+                    if id != out[0] {
+                        return Err(kiln_core::Error::invalid(
+                            "sample",
+                            format!("sample_host gave {id}, the two-word launch {}", out[0]),
+                        ));
+                    }
+                }
+                Ok(kiln_core::ops::sample::Sampled {
+                    id: out[0],
+                    threshold: out[1],
+                })
             },
             o,
         )

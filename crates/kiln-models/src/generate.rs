@@ -4,7 +4,7 @@
 use crate::model::{Model, State};
 use crate::sampler::Sampler;
 use crate::{ModelError, Result};
-use kiln::Stream;
+use kiln::{Device, Stream};
 use std::time::{Duration, Instant};
 
 /// Timings of one generation.
@@ -107,12 +107,17 @@ pub fn generate(
     for &t in prompt {
         sampler.accept(t);
     }
-    // Greedy decoding picks the token on the device (one word comes back);
-    // anything else samples on the host from the downloaded logits.
-    let on_device = sampler.is_plain_greedy();
+    // Greedy decoding picks the token with the argmax op (on a GPU one word
+    // comes back); other sampling on a GPU runs the sample op on the device
+    // logits (one word too, the same token the host sampler would pick);
+    // on the CPU the host sampler reads the logits in place.
+    let greedy = sampler.is_plain_greedy();
+    let on_device = stream.device() != Device::Cpu;
     let next = |st: &mut State, sampler: &mut Sampler, toks: &[u32]| -> Result<u32> {
-        if on_device {
+        if greedy {
             model.feed_greedy(stream, st, toks)
+        } else if on_device {
+            model.feed_sample(stream, st, toks, sampler)
         } else {
             let logits = model.feed(stream, st, toks)?;
             Ok(sampler.sample(logits)?)

@@ -6,6 +6,7 @@ use crate::config::{ArchParams, ModelConfig};
 use crate::gemma3::{self, Gemma3Weights};
 use crate::kv_cache::KvCache;
 use crate::llama::{self, Batch, LogitsMode, Scratch};
+use crate::sampler::{Sampler, SamplerError};
 use crate::tokenizer::{Tokenizer, VocabSpec};
 use crate::weights::LlamaWeights;
 use crate::{ModelError, Result};
@@ -255,6 +256,35 @@ impl Model {
             &st.scratch.logits,
             self.config.n_vocab,
         )?)
+    }
+
+    /// [`Model::feed`] followed by [`Model::sample_logits`]: one word comes
+    /// back instead of the logits. Does not record the token.
+    pub fn feed_sample(
+        &self,
+        stream: &Stream,
+        st: &mut State,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+    ) -> Result<u32> {
+        self.eval(stream, st, tokens)?;
+        self.sample_logits(stream, st, sampler)
+    }
+
+    /// `sampler`'s chain on the last logits the state computed, where they
+    /// are (`kiln::ops::sample`; on a GPU only the id comes back): the
+    /// token [`Sampler::sample`] would pick from them, consuming the same
+    /// draw of the sampler's stream. Does not record the token.
+    pub fn sample_logits(&self, stream: &Stream, st: &State, sampler: &mut Sampler) -> Result<u32> {
+        let n_vocab = self.config.n_vocab;
+        let u = sampler.next_draw();
+        let p = sampler.op_params(n_vocab);
+        let id =
+            kiln::ops::sample::sample_id(stream, &p, &st.scratch.logits, sampler.penalty_ids(), u)?;
+        if id == kiln::ops::sample::NO_TOKEN {
+            return Err(SamplerError::NoFiniteLogits { n_vocab }.into());
+        }
+        Ok(id)
     }
 
     /// Enqueue the forward passes for `tokens` (batches of the state's

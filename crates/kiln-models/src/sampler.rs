@@ -1,31 +1,41 @@
-//! Token sampling: the llama.cpp-style default chain.
+//! Token sampling: the llama.cpp-style default chain, as the `sample` op.
 //!
 //! Order, as llama.cpp's default sampler chain (common/sampling):
 //! repetition penalty → top-k → top-p → min-p → temperature → softmax →
-//! one draw from a seeded ChaCha RNG. With `temperature == 0` the chain is
-//! greedy: argmax after the repetition penalty.
+//! one draw. The chain itself is `kiln_core::ops::sample` (spec and
+//! reference there); the sampler holds what persists between tokens: the
+//! settings, the repetition history and a seeded ChaCha20 stream that
+//! supplies each call's uniform draw `u`. Because the op's result is a
+//! pure function of (logits, history, u), the CPU (here, on host logits)
+//! and the GPU (`kiln::ops::sample` on device logits, [`crate::Model`]'s
+//! `feed_sample`) pick the same token for the same seed.
 //!
-//! Semantics of each stage:
+//! Semantics of each stage (see the op for the exact rules):
 //! - repetition penalty: every *distinct* token among the last
 //!   `repeat_last_n` accepted tokens has its logit divided by the penalty when
 //!   positive, multiplied by it otherwise (CTRL paper, as in llama.cpp).
-//! - top-k: keep the `top_k` largest logits (streamed partial selection with
-//!   `select_nth_unstable_by`, then a sort of the k survivors). With top-k off
-//!   and top-p on, the nucleus is found by partial selection of a doubling
-//!   window rather than a sort of the whole vocabulary.
-//! - top-p: on the softmax of the surviving logits (temperature 1), keep the
-//!   smallest prefix, by descending probability, whose mass reaches `top_p`.
+//! - top-k: keep the logits at least the k-th largest (ties at the
+//!   threshold kept, so sometimes more than k).
+//! - top-p: on the softmax of the top-k survivors (temperature 1), keep the
+//!   tokens at least as likely as the least likely member of the smallest
+//!   high-probability set whose mass reaches `top_p` (ties kept).
 //! - min-p: keep tokens whose probability is at least `min_p` times the
 //!   largest one, i.e. `logit >= max_logit + ln(min_p)`.
-//! - temperature: divide logits by `temperature`, then softmax and draw.
+//! - temperature: divide logits by `temperature`, then softmax as integer
+//!   weights, and one draw walking the kept tokens in id order.
 //!
 //! Logit hygiene: NaN and `-inf` logits are never chosen; `+inf` logits are
 //! treated as certain (the draw is uniform among them); logits with no finite
 //! or `+inf` value are an error. Every stage keeps at least one token.
+//! Temperature 0 is the argmax after the penalty (first of equal maxima).
 //!
-//! The sampler owns scratch buffers sized to the vocabulary on the first call;
-//! later calls with the same vocabulary do not allocate.
+//! Each [`Sampler::sample`] call consumes exactly one draw of the stream
+//! (temperature 0 included), so the sequence depends only on the number
+//! of calls. The sampler's buffers are sized to the vocabulary on the
+//! first call; later calls with the same vocabulary do not allocate.
 
+use kiln::ops::sample::{sample_host, SampleScratch, NO_TOKEN};
+use kiln::ops::SampleParams;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -51,6 +61,9 @@ pub enum SamplerError {
         /// Length of the logit slice.
         n_vocab: usize,
     },
+    /// The sample op refused the call (e.g. a vocabulary past 2^31 - 1).
+    #[error("sampler: {0}")]
+    Op(String),
 }
 
 /// Sampling parameters; defaults are llama.cpp's.
@@ -124,18 +137,6 @@ impl SamplerParams {
     }
 }
 
-/// One candidate token: id and (working) logit or weight.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    id: u32,
-    logit: f32,
-}
-
-/// Descending by logit; values are never NaN here.
-fn by_logit_desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    b.logit.total_cmp(&a.logit)
-}
-
 /// Stateful sampler: RNG, repetition history and scratch buffers.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -145,12 +146,8 @@ pub struct Sampler {
     history: Vec<u32>,
     /// Next write position in `history` once it is full.
     history_pos: usize,
-    /// Sorted, deduplicated copy of `history` (scratch).
-    penalized: Vec<u32>,
-    /// Logits after the repetition penalty (scratch, vocab-sized).
-    work: Vec<f32>,
-    /// Surviving candidates (scratch, vocab-sized).
-    cands: Vec<Candidate>,
+    /// The sample op's host buffers.
+    scratch: SampleScratch,
 }
 
 impl Sampler {
@@ -162,9 +159,7 @@ impl Sampler {
             rng: ChaCha20Rng::seed_from_u64(params.seed),
             history: Vec::with_capacity(params.repeat_last_n),
             history_pos: 0,
-            penalized: Vec::with_capacity(params.repeat_last_n),
-            work: Vec::new(),
-            cands: Vec::new(),
+            scratch: SampleScratch::default(),
         })
     }
 
@@ -202,6 +197,37 @@ impl Sampler {
         p.temperature <= 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
     }
 
+    /// The token ids the repetition penalty applies to (in ring order, with
+    /// repeats; empty when the penalty is off).
+    pub fn penalty_ids(&self) -> &[u32] {
+        if self.params.repeat_penalty == 1.0 {
+            &[]
+        } else {
+            &self.history
+        }
+    }
+
+    /// The `sample` op's settings for a vocabulary of `n_vocab` with the
+    /// current history ([`Sampler::penalty_ids`]).
+    pub fn op_params(&self, n_vocab: usize) -> SampleParams {
+        let p = &self.params;
+        SampleParams {
+            n_vocab,
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            n_penalty_ids: self.penalty_ids().len(),
+        }
+    }
+
+    /// The next uniform draw in `[0, 1)` of the seeded stream (one per
+    /// sampled token; [`Sampler::sample`] and the device path call it).
+    pub fn next_draw(&mut self) -> f64 {
+        self.rng.gen::<f64>()
+    }
+
     /// Pick the next token id from `logits` (one value per vocabulary entry).
     ///
     /// Does not record the token: call [`Sampler::accept`] with the token the
@@ -210,224 +236,19 @@ impl Sampler {
         if logits.is_empty() {
             return Err(SamplerError::EmptyLogits);
         }
-        let no_finite = SamplerError::NoFiniteLogits {
-            n_vocab: logits.len(),
-        };
-        // Copy only when the penalty changes something.
-        let penalize = self.params.repeat_penalty != 1.0 && !self.history.is_empty();
-        let src: &[f32] = if penalize {
-            self.work.clear();
-            self.work.extend_from_slice(logits);
-            self.apply_repetition_penalty();
-            &self.work
+        let u = self.next_draw();
+        let p = self.op_params(logits.len());
+        let ids = if p.n_penalty_ids > 0 {
+            &self.history[..]
         } else {
-            logits
+            &[]
         };
-        if self.params.temperature <= 0.0 {
-            return greedy_argmax(src).ok_or(no_finite);
-        }
-        let sorted = collect_top_k(src, self.params.top_k, &mut self.cands);
-        if self.cands.is_empty() {
-            return Err(no_finite);
-        }
-        self.keep_only_infinite();
-        let sorted = if self.params.top_p < 1.0 {
-            self.apply_top_p(sorted);
-            true
-        } else {
-            sorted
-        };
-        self.apply_min_p(sorted);
-        Ok(self.draw())
-    }
-
-    /// Divide positive / multiply non-positive logits of recent tokens.
-    fn apply_repetition_penalty(&mut self) {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 || self.history.is_empty() {
-            return;
-        }
-        self.penalized.clear();
-        self.penalized.extend_from_slice(&self.history);
-        self.penalized.sort_unstable();
-        self.penalized.dedup();
-        for &tok in &self.penalized {
-            // Ids outside this vocabulary (a caller mixing vocabularies) are ignored.
-            if let Some(l) = self.work.get_mut(tok as usize) {
-                if *l > 0.0 {
-                    *l /= penalty;
-                } else {
-                    *l *= penalty;
-                }
-            }
+        match sample_host(&mut self.scratch, &p, logits, ids, u) {
+            Ok(NO_TOKEN) => Err(SamplerError::NoFiniteLogits {
+                n_vocab: logits.len(),
+            }),
+            Ok(id) => Ok(id),
+            Err(e) => Err(SamplerError::Op(e.to_string())),
         }
     }
-
-    /// `+inf` logits carry all the mass: keep only them, equally likely.
-    fn keep_only_infinite(&mut self) {
-        if self.cands.iter().any(|c| c.logit == f32::INFINITY) {
-            self.cands.retain(|c| c.logit == f32::INFINITY);
-            for c in &mut self.cands {
-                c.logit = 0.0;
-            }
-        }
-    }
-
-    /// Nucleus: keep the smallest prefix, by descending probability, whose
-    /// mass reaches `top_p`. Leaves `cands` sorted descending.
-    ///
-    /// When `cands` is not sorted yet (top-k off) the prefix is found by
-    /// partial selection of a doubling window (256, 512, ...) instead of
-    /// sorting the whole vocabulary: the nucleus is usually small.
-    fn apply_top_p(&mut self, sorted: bool) {
-        let len = self.cands.len();
-        let max = self
-            .cands
-            .iter()
-            .map(|c| c.logit)
-            .fold(f32::NEG_INFINITY, f32::max) as f64;
-        let weight = |c: &Candidate| (c.logit as f64 - max).exp();
-        let total: f64 = self.cands.iter().map(weight).sum();
-        let target = self.params.top_p as f64 * total;
-        let mut cum = 0.0f64;
-        let mut done = 0usize;
-        let mut window = if sorted { len } else { 256.min(len) };
-        while done < len {
-            if !sorted {
-                let rest = &mut self.cands[done..];
-                if window < len {
-                    rest.select_nth_unstable_by(window - done - 1, by_logit_desc);
-                }
-                self.cands[done..window].sort_unstable_by(by_logit_desc);
-            }
-            for i in done..window {
-                cum += weight(&self.cands[i]);
-                if cum >= target {
-                    self.cands.truncate(i + 1);
-                    return;
-                }
-            }
-            done = window;
-            window = (window * 2).min(len);
-        }
-    }
-
-    /// Drop tokens whose probability is below `min_p` × the largest.
-    fn apply_min_p(&mut self, sorted: bool) {
-        let m = self.params.min_p;
-        if m <= 0.0 || self.cands.len() <= 1 {
-            return;
-        }
-        let max = if sorted {
-            self.cands.first().map_or(f32::NEG_INFINITY, |c| c.logit)
-        } else {
-            self.cands
-                .iter()
-                .map(|c| c.logit)
-                .fold(f32::NEG_INFINITY, f32::max)
-        };
-        // p_i >= m * p_max  <=>  l_i >= l_max + ln(m); the max itself always stays.
-        let threshold = max + m.ln();
-        if sorted {
-            let keep = self.cands.partition_point(|c| c.logit >= threshold);
-            self.cands.truncate(keep.max(1));
-        } else {
-            self.cands.retain(|c| c.logit >= threshold);
-        }
-    }
-
-    /// Temperature, softmax and one draw. `cands` is non-empty.
-    fn draw(&mut self) -> u32 {
-        let t = self.params.temperature as f64;
-        let max = self
-            .cands
-            .iter()
-            .map(|c| c.logit)
-            .fold(f32::NEG_INFINITY, f32::max) as f64;
-        let mut total = 0.0f64;
-        for c in &mut self.cands {
-            // (l - max) / t <= 0, so exp never overflows, even for tiny t.
-            let w = ((c.logit as f64 - max) / t).exp() as f32;
-            c.logit = w;
-            total += w as f64;
-        }
-        // One draw per call in every case, so the RNG stream depends only on
-        // the number of calls.
-        let u: f64 = self.rng.gen::<f64>() * total;
-        let mut cum = 0.0f64;
-        let mut last_nonzero = 0;
-        for c in &self.cands {
-            if c.logit > 0.0 {
-                last_nonzero = c.id;
-                cum += c.logit as f64;
-                if u < cum {
-                    return c.id;
-                }
-            }
-        }
-        // Rounding left u just past the sum: the last token with weight wins.
-        last_nonzero
-    }
-}
-
-/// Index of the largest logit (first on ties), skipping NaN; `None` when no
-/// logit is above `-inf`.
-fn greedy_argmax(logits: &[f32]) -> Option<u32> {
-    let mut best_i = 0usize;
-    let mut best = f32::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        // NaN and -inf never compare greater.
-        if l > best {
-            best = l;
-            best_i = i;
-        }
-    }
-    (best > f32::NEG_INFINITY).then_some(best_i as u32)
-}
-
-/// Fill `cands` with the usable logits (not NaN, not `-inf`), keeping
-/// only the `top_k` largest when `top_k` is on. Returns whether `cands` is
-/// sorted descending (true exactly when top-k truncated).
-///
-/// Top-k streams: candidates above the running k-th largest go into a
-/// buffer of a few k; when it fills, a partial selection
-/// (`select_nth_unstable_by`) cuts it back to k. Memory traffic stays
-/// O(k) instead of O(vocab).
-fn collect_top_k(src: &[f32], k: usize, cands: &mut Vec<Candidate>) -> bool {
-    cands.clear();
-    let usable = |l: f32| !l.is_nan() && l != f32::NEG_INFINITY;
-    if k == 0 || k >= src.len() {
-        for (i, &l) in src.iter().enumerate() {
-            if usable(l) {
-                cands.push(Candidate {
-                    id: i as u32,
-                    logit: l,
-                });
-            }
-        }
-        return false;
-    }
-    let buffer = (2 * k).max(k + 1024);
-    cands.reserve(buffer);
-    let mut threshold = f32::NEG_INFINITY;
-    for (i, &l) in src.iter().enumerate() {
-        // NaN fails the comparison; -inf never beats the threshold.
-        if l > threshold {
-            cands.push(Candidate {
-                id: i as u32,
-                logit: l,
-            });
-            if cands.len() == buffer {
-                cands.select_nth_unstable_by(k - 1, by_logit_desc);
-                cands.truncate(k);
-                threshold = cands.get(k - 1).map_or(threshold, |c| c.logit);
-            }
-        }
-    }
-    if cands.len() > k {
-        cands.select_nth_unstable_by(k - 1, by_logit_desc);
-        cands.truncate(k);
-    }
-    cands.sort_unstable_by(by_logit_desc);
-    true
 }

@@ -213,6 +213,78 @@ mod gpu {
         assert!(compared > 100);
     }
 
+    /// Sampling on the device picks exactly the host sampler's token from
+    /// the same logits (the op is exact: integer weights, the same draw),
+    /// step after step with the token fed back, for llama.cpp's defaults,
+    /// a repetition penalty (the device's penalty-id copy changes every
+    /// step), top-k off with top-p, and a hot temperature; then
+    /// `generate` on the GPU (device sampling) reproduces that sequence.
+    #[test]
+    fn device_sampling_matches_host_sampler() {
+        use kiln_models::generate::{generate, GenParams};
+        use kiln_models::sampler::{Sampler, SamplerParams};
+        let Some((_, _, gs, gm)) = setup() else {
+            return;
+        };
+        let configs = [
+            SamplerParams::default(),
+            SamplerParams {
+                repeat_penalty: 1.3,
+                seed: 7,
+                ..SamplerParams::default()
+            },
+            SamplerParams {
+                top_k: 0,
+                top_p: 0.9,
+                min_p: 0.0,
+                seed: 11,
+                ..SamplerParams::default()
+            },
+            SamplerParams {
+                temperature: 1.8,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed: 13,
+                ..SamplerParams::default()
+            },
+        ];
+        let prompt = gm
+            .tokenizer
+            .encode("Once upon a time", true, false)
+            .unwrap();
+        for params in configs {
+            let mut host = Sampler::new(params).unwrap();
+            let mut dev = Sampler::new(params).unwrap();
+            for &t in &prompt {
+                host.accept(t);
+                dev.accept(t);
+            }
+            let mut st = gm.new_state(&gs, 256, 64, false).unwrap();
+            let mut logits = gm.feed(&gs, &mut st, &prompt).unwrap().to_vec();
+            let mut tokens = Vec::new();
+            for step in 0..24 {
+                let want = host.sample(&logits).unwrap();
+                let got = gm.sample_logits(&gs, &st, &mut dev).unwrap();
+                assert_eq!(got, want, "{params:?} step {step}");
+                host.accept(want);
+                dev.accept(want);
+                tokens.push(want);
+                logits = gm.feed(&gs, &mut st, &[want]).unwrap().to_vec();
+            }
+            // The engine's loop on the GPU samples on the device.
+            let mut st = gm.new_state(&gs, 256, 64, false).unwrap();
+            let mut s = Sampler::new(params).unwrap();
+            let gen = GenParams {
+                n_predict: tokens.len(),
+                ignore_eos: true,
+            };
+            let (out, _) = generate(&gm, &gs, &mut st, &prompt, gen, &mut s, &mut |_| {}).unwrap();
+            assert_eq!(out, tokens, "{params:?}: generate on the GPU");
+            eprintln!("{params:?}: 24 sampled tokens identical on host and device");
+        }
+    }
+
     #[test]
     fn perplexity_cpu_vs_gpu() {
         let Some((cs, cm, gs, gm)) = setup() else {

@@ -500,3 +500,58 @@ fn large_vocab_paths_pick_plausible_tokens() {
         start.elapsed() / 5
     );
 }
+
+#[test]
+fn host_sampler_timing() {
+    // Not a pass/fail check: per-token cost of the host sampler on
+    // SmolLM2's and Gemma 3's vocabulary sizes (printed; see the commit).
+    let configs: [(&str, SamplerParams); 5] = [
+        (
+            "defaults (k40 p0.95 min0.05 t0.8)",
+            SamplerParams::default(),
+        ),
+        (
+            "defaults + penalty 1.1 (64 ids)",
+            SamplerParams {
+                repeat_penalty: 1.1,
+                ..SamplerParams::default()
+            },
+        ),
+        (
+            "no top-k: top_p 0.9",
+            SamplerParams {
+                top_k: 0,
+                top_p: 0.9,
+                min_p: 0.0,
+                ..SamplerParams::default()
+            },
+        ),
+        ("temperature only", plain(1.0, 0)),
+        (
+            "greedy + penalty",
+            SamplerParams {
+                repeat_penalty: 1.1,
+                ..SamplerParams::greedy()
+            },
+        ),
+    ];
+    for n in [49152usize, 262_144] {
+        // LM-like logits: a normal-ish spread with sd ~3.
+        let base = random_logits(500, n, 3.0);
+        let extra = random_logits(501, n, 3.0);
+        let logits: Vec<f32> = base.iter().zip(&extra).map(|(a, b)| a + b).collect();
+        for (name, p) in &configs {
+            let mut s = Sampler::new(*p).unwrap();
+            for t in 0..64 {
+                s.accept((t * 7919) as u32 % n as u32);
+            }
+            s.sample(&logits).unwrap();
+            let reps = 20;
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(s.sample(&logits).unwrap());
+            }
+            eprintln!("n={n} {name}: {:?}/token", start.elapsed() / reps);
+        }
+    }
+}

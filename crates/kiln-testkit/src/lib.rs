@@ -46,6 +46,7 @@ pub struct AllOps<'a> {
     pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
     pub rope_multi: &'a cases::rope_multi::RopeMultiFn<'a>,
     pub rope_multi_bf16: &'a cases::rope_multi::RopeMultiBf16Fn<'a>,
+    pub sample: &'a cases::sample::SampleFn<'a>,
     pub scale: &'a cases::scale::ScaleFn<'a>,
     pub sigmoid_mul: &'a cases::sigmoid_mul::SigmoidMulFn<'a>,
     pub silu_mul: &'a cases::silu_mul::SiluMulFn<'a>,
@@ -81,6 +82,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
         imps.rope_multi_bf16,
         opts,
     ));
+    r.merge(sample::check_sample_with(imps.sample, opts));
     r.merge(scale::check_scale_with(imps.scale, opts));
     r.merge(sigmoid_mul::check_sigmoid_mul_with(imps.sigmoid_mul, opts));
     r.merge(silu_mul::check_silu_mul_with(imps.silu_mul, opts));

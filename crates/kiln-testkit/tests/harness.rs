@@ -55,6 +55,7 @@ fn references_pass_every_driver() {
         rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),
         rope_multi: &k::rope_multi::rope_multi_ref,
         rope_multi_bf16: &k::rope_multi::rope_multi_ref_bf16,
+        sample: &k::sample::sample_ref_full,
         scale: &k::scale::scale_ref,
         sigmoid_mul: &k::sigmoid_mul::sigmoid_mul_ref,
         silu_mul: &k::silu_mul::silu_mul_ref,
@@ -428,4 +429,76 @@ fn mlx_table_bounds_f16_prefill_operands_only_when_told() {
         failed.len(),
         r.results.len()
     );
+}
+
+#[test]
+fn sample_driver_catches_common_mistakes() {
+    use kiln_core::ops::sample::{penalize, sample_ref_full as sample_ref, SampleParams, NO_TOKEN};
+    let failed = |r: &Report| -> Vec<String> { r.failures().map(|c| c.case.clone()).collect() };
+
+    // Walking the ids from the top end (u mirrored): most stochastic cases.
+    let r = tk::sample::check_sample_with(
+        &|p, x, ids, u| sample_ref(p, x, ids, (1.0 - u - f64::EPSILON).max(0.0)),
+        &quick(),
+    );
+    assert!(r.failed() > 100, "{}", r.summary());
+
+    // The penalty applied once per occurrence instead of per distinct id.
+    let r = tk::sample::check_sample_with(
+        &|p, x, ids, u| {
+            let mut y = x.to_vec();
+            if p.penalizes() {
+                for &i in ids {
+                    if let Some(v) = y.get_mut(i as usize) {
+                        *v = penalize(*v, p.repeat_penalty);
+                    }
+                }
+            }
+            let q = SampleParams {
+                n_penalty_ids: 0,
+                ..*p
+            };
+            p.validate_call(x.len(), ids.len(), u)?;
+            sample_ref(&q, &y, &[], u)
+        },
+        &quick(),
+    );
+    let f = failed(&r);
+    assert!(
+        !f.is_empty() && f.iter().all(|c| c.contains("penalty")),
+        "{f:?}"
+    );
+
+    // Token 0 instead of the sentinel when nothing is usable.
+    let r = tk::sample::check_sample_with(
+        &|p, x, ids, u| {
+            let mut r = sample_ref(p, x, ids, u)?;
+            if r.id == NO_TOKEN {
+                r.id = 0;
+            }
+            Ok(r)
+        },
+        &quick(),
+    );
+    let f = failed(&r);
+    // Every NoneUsable case, and short NonFinite rows that drew no usable value.
+    assert_eq!(
+        f.iter().filter(|c| c.contains("NoneUsable")).count(),
+        64,
+        "{f:?}"
+    );
+    assert!(
+        f.iter()
+            .all(|c| c.contains("NoneUsable") || c.contains("NonFinite")),
+        "{f:?}"
+    );
+
+    // No validation of the draw.
+    let r = tk::sample::check_sample_with(
+        &|p, x, ids, u| sample_ref(p, x, ids, if u.is_nan() { 0.0 } else { u.min(0.5) }),
+        &quick(),
+    );
+    let f = failed(&r);
+    assert!(f.iter().any(|c| c == "rejects u = 1"), "{f:?}");
+    assert!(f.iter().any(|c| c == "rejects u NaN"), "{f:?}");
 }

@@ -48,6 +48,8 @@ pub struct Stream {
     graphs: bool,
     /// rope_multi parameter packs of this stream's device (`ops::rope_multi_cached`).
     rope_packs: Arc<crate::ops::rope_multi::RopeMultiPacks>,
+    /// `ops::sample`'s CPU buffers, kept so decoding does not allocate per token.
+    sample_scratch: Arc<std::sync::Mutex<kiln_cpu::sample::SampleScratch>>,
 }
 
 /// Device copies of the small host integer arrays ops take (token ids,
@@ -60,6 +62,10 @@ struct DeviceInts {
     positions: std::sync::Mutex<(Vec<i32>, Option<kiln_cuda::CudaSlice<i32>>)>,
     /// Bumped when either buffer is reallocated (a recorded graph holds its address).
     epoch: std::sync::atomic::AtomicU64,
+    /// `ops::sample`'s penalty ids. No recorded graph reads them, so their
+    /// reallocation bumps `penalty_epoch`, which nothing compares.
+    penalty_ids: std::sync::Mutex<(Vec<u32>, Option<kiln_cuda::CudaSlice<u32>>)>,
+    penalty_epoch: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(feature = "cuda")]
@@ -135,6 +141,7 @@ impl Stream {
             ints: Arc::new(DeviceInts::default()),
             graphs: false,
             rope_packs: Arc::default(),
+            sample_scratch: Arc::default(),
         }
     }
 
@@ -154,6 +161,7 @@ impl Stream {
                 ints: Arc::new(DeviceInts::default()),
                 graphs: std::env::var("KILN_NO_GRAPH").map_or(true, |v| v.is_empty() || v == "0"),
                 rope_packs: Arc::default(),
+                sample_scratch: Arc::default(),
             })
         }
         #[cfg(not(feature = "cuda"))]
@@ -291,6 +299,30 @@ impl Stream {
         f: impl FnOnce(&kiln_cuda::CudaView<'_, i32>) -> Result<R>,
     ) -> Result<R> {
         cached_upload(be, &self.ints.positions, &self.ints.epoch, positions, f)
+    }
+
+    /// Run `f` with a device copy of `ops::sample`'s penalty ids (re-uploaded,
+    /// stream-ordered, only on change).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn with_device_penalty_ids<R>(
+        &self,
+        be: &kiln_cuda::CudaBackend,
+        ids: &[u32],
+        f: impl FnOnce(&kiln_cuda::CudaView<'_, u32>) -> Result<R>,
+    ) -> Result<R> {
+        cached_upload(be, &self.ints.penalty_ids, &self.ints.penalty_epoch, ids, f)
+    }
+
+    /// Run `f` with the stream's `ops::sample` CPU buffers.
+    pub(crate) fn with_sample_scratch<R>(
+        &self,
+        f: impl FnOnce(&mut kiln_cpu::sample::SampleScratch) -> Result<R>,
+    ) -> Result<R> {
+        let mut g = self
+            .sample_scratch
+            .lock()
+            .map_err(|_| Error::Device("sample scratch lock poisoned".into()))?;
+        f(&mut g)
     }
 
     /// Whether a decode step may run as a recorded CUDA graph: a CUDA

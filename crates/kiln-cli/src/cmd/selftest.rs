@@ -48,6 +48,7 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             rope_multi_bf16: &|p, pos, x, o| {
                 k::rope_multi::rope_multi_bf16(ctx, p, &p.pack(), pos, x, o)
             },
+            sample: &|p, x, ids, u| k::sample::sample_full(ctx, p, x, ids, u),
             scale: &|p, x, o| k::scale::scale(ctx, p, x, o),
             sigmoid_mul: &|p, g, u, o| k::sigmoid_mul::sigmoid_mul(ctx, p, g, u, o),
             silu_mul: &|p, g, u, o| k::silu_mul::silu_mul(ctx, p, g, u, o),

@@ -18,6 +18,7 @@ pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;
+pub mod sample;
 pub mod scale;
 pub mod sigmoid_mul;
 pub mod silu_mul;
