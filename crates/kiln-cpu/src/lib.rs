@@ -18,6 +18,7 @@ pub mod matmul;
 pub mod matmul_id;
 pub mod moe_combine;
 pub mod moe_route;
+pub mod norm_rope;
 pub mod quant_dot;
 pub mod rms_norm;
 pub mod rope;

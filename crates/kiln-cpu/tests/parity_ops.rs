@@ -4,8 +4,8 @@
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_cpu::{
-    add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, rms_norm, rope,
-    sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
+    add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, norm_rope,
+    rms_norm, rope, sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -160,6 +160,16 @@ fn parity_rope_factors() {
     check("rope_factors", |ctx, o| {
         tk::rope::check_rope_factors_with(
             &|p, f, pos, x| rope::rope_with_factors(ctx, p, Some(f), pos, x),
+            o,
+        )
+    });
+}
+
+#[test]
+fn parity_norm_rope() {
+    check("norm_rope", |ctx, o| {
+        tk::norm_rope::check_norm_rope_with(
+            &|p, x, w, f, pos, out| norm_rope::norm_rope(ctx, p, x, w, f, pos, out),
             o,
         )
     });

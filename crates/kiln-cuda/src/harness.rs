@@ -182,6 +182,7 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
             },
             moe_combine: &|p, y, w, res, out| moe_combine_host(be, p, y, w, res, out),
             moe_route: &|p, logits, bias, ids, w| moe_route_host(be, p, logits, bias, ids, w),
+            norm_rope: &|p, x, w, f, pos, out| norm_rope_host(be, p, x, w, f, pos, out),
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
                 let (xd, wd) = (up_f32(x)?, up_f32(w)?);
@@ -460,5 +461,35 @@ pub fn sample_guarded(
     Ok(kiln_core::ops::sample::Sampled {
         id: out[0],
         threshold: out[1],
+    })
+}
+
+/// `kiln_cuda::norm_rope` on host slices (the testkit signature): the host
+/// checks the factors' values, as a loader does once (the launcher checks
+/// their length only), then uploads and launches.
+pub fn norm_rope_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::norm_rope::NormRopeParams,
+    x: &[f32],
+    w: &[f32],
+    factors: Option<&[f32]>,
+    positions: &[i32],
+    out: &mut [f32],
+) -> kiln_core::Result<()> {
+    p.validate(x.len(), w.len(), positions.len(), out.len())?;
+    kiln_core::ops::norm_rope::check_norm_rope_factors(p, factors)?;
+    let (xd, wd, pd) = (up(be, x)?, up(be, w)?, up(be, positions)?);
+    let fd = factors.map(|f| up(be, f)).transpose()?;
+    let fview = fd.as_ref().zip(factors).map(|(d, f)| d.slice(0..f.len()));
+    guarded(be, out, |o| {
+        crate::norm_rope::norm_rope(
+            be,
+            p,
+            &xd.slice(0..x.len()),
+            &wd.slice(0..w.len()),
+            fview.as_ref(),
+            &pd.slice(0..positions.len()),
+            o,
+        )
     })
 }

@@ -40,6 +40,7 @@ pub const SOFTCAP: &str = include_str!("../kernels/softcap.cu");
 pub const MOE_ROUTE: &str = include_str!("../kernels/moe_route.cu");
 pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
 pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
+pub const NORM_ROPE: &str = include_str!("../kernels/norm_rope.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
 /// (matmul, matmul_id and embedding are also compiled per MLX format, as
@@ -68,4 +69,5 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("moe_route", MOE_ROUTE),
     ("matmul_id", MATMUL_ID),
     ("moe_combine", MOE_COMBINE),
+    ("norm_rope", NORM_ROPE),
 ];

@@ -33,6 +33,7 @@ pub mod matvec_staged;
 pub mod mlx;
 pub mod moe_combine;
 pub mod moe_route;
+pub mod norm_rope;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;

@@ -1,7 +1,7 @@
 //! GPU parity of the small op families (embedding, MLX tables included;
-//! rms_norm, rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul (tanh and
-//! erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm, l2_norm,
-//! softcap, sample) against their kiln-core references: the
+//! rms_norm, rope, norm_rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul
+//! (tanh and erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm,
+//! l2_norm, softcap, sample) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
@@ -15,7 +15,9 @@ use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
 use kiln_core::ops::embedding::{embedding_ref, EmbeddingParams};
 use kiln_core::DType;
 use kiln_cuda::{add_rows, argmax, copy_rows, embedding, gelu_mul, rms_norm, rope, scale};
-use kiln_cuda::{l2_norm, layer_norm, rope_multi, sample, sigmoid_mul, silu_mul, softcap, softmax};
+use kiln_cuda::{
+    l2_norm, layer_norm, norm_rope, rope_multi, sample, sigmoid_mul, silu_mul, softcap, softmax,
+};
 use kiln_cuda::{CudaBackend, CudaError, CudaSlice, CudaView, CudaViewMut};
 use kiln_testkit::cases as tk;
 use kiln_testkit::{case_rng, compare, rand_f32, rand_rows, Options, Report, Tol};
@@ -220,6 +222,59 @@ fn parity_rope_factors() {
             o,
         )
     });
+}
+
+#[test]
+fn parity_norm_rope() {
+    let Some(be) = backend() else { return };
+    check("norm_rope", |shift, o| {
+        tk::norm_rope::check_norm_rope_with(
+            &|p, x, w, f, pos, out| {
+                // Host factors: their values are checked here, as by a
+                // loader; a wrong length is left to the launcher to reject.
+                if f.is_some_and(|f| f.len() == p.rope.n_rot / 2) {
+                    kiln_core::ops::norm_rope::check_norm_rope_factors(p, f)?;
+                }
+                let (xd, wd, pd) = (up(&be, x, shift)?, up(&be, w, shift)?, up(&be, pos, shift)?);
+                let fd = f.map(|f| up(&be, f, shift)).transpose()?;
+                let fv = fd.as_ref().map(Dev::view);
+                f32_guarded(&be, out, shift, |o| {
+                    norm_rope::norm_rope(&be, p, &xd.view(), &wd.view(), fv.as_ref(), &pd.view(), o)
+                })
+            },
+            o,
+        )
+    });
+}
+
+/// head_dim above the kernel's shared rows is refused with an error naming
+/// the op, before anything is written.
+#[test]
+fn norm_rope_rejects_heads_longer_than_512() {
+    let Some(be) = backend() else { return };
+    let p = kiln_core::ops::norm_rope::NormRopeParams {
+        rope: kiln_core::ops::rope::RopeParams {
+            n_tokens: 1,
+            n_heads: 1,
+            head_dim: 514,
+            n_rot: 512,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            mode: kiln_core::ops::rope::RopeMode::Neox,
+        },
+        eps: 1e-6,
+    };
+    let x = up(&be, &vec![1.0f32; 514], 0).unwrap();
+    let w = up(&be, &vec![1.0f32; 514], 0).unwrap();
+    let pos = up(&be, &[3i32], 0).unwrap();
+    let mut out = vec![f32::NAN; 514];
+    let e = f32_guarded(&be, &mut out, 0, |o| {
+        norm_rope::norm_rope(&be, &p, &x.view(), &w.view(), None, &pos.view(), o)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("norm_rope") && e.contains("head_dim 514"), "{e}");
+    assert!(out.iter().all(|v| v.is_nan()));
 }
 
 #[test]

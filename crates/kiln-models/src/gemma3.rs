@@ -14,7 +14,8 @@
 //!   `h = N_attn(x)`; `q, k, v = Wq h, Wk h, Wv h`; q and k each get a
 //!   per-head RMSNorm (`attn_q_norm` / `attn_k_norm`, one `[head_dim]`
 //!   weight shared by the heads) and then NeoX-style RoPE (pairs `(i, i +
-//!   d/2)`); attention with GQA, queries scaled by `1/√query_pre_attn_scalar`;
+//!   d/2)`), both in one [`ops::norm_rope`] per q and k; attention with
+//!   GQA, queries scaled by `1/√query_pre_attn_scalar`;
 //!   `x = x + N_post_attn(Wo att)`;
 //!   `h = N_ffn(x)`; `x = x + N_post_ffw(W_down(gelu_tanh(W_gate h) · W_up h))`;
 //! - local layers (all but every `swa_period`-th, 1-based) attend through a
@@ -39,8 +40,8 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AttentionParams, CopyRowsParams, GeluMode, GeluMulParams, RmsNormParams,
-    RopeMode, RopeParams, ScaleParams,
+    self, AddParams, AttentionParams, CopyRowsParams, GeluMode, GeluMulParams, NormRopeParams,
+    RmsNormParams, RopeMode, RopeParams, ScaleParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -165,24 +166,23 @@ fn forward_ops(
         dim: d,
         eps: cfg.rms_eps,
     };
-    // Per-head norms: the [n, heads * head_dim] rows as [n * heads, head_dim].
-    let head_norm = |heads: usize| RmsNormParams {
-        rows: n * heads,
-        dim: hd,
-        eps: cfg.rms_eps,
-    };
-    let rope = |heads: usize, local: bool| RopeParams {
-        n_tokens: n,
-        n_heads: heads,
-        head_dim: hd,
-        n_rot: cfg.n_rot,
-        freq_base: if local {
-            gp.rope_base_local
-        } else {
-            cfg.rope_base
+    // Per-head norms over the [n, heads * head_dim] rows as [n * heads,
+    // head_dim], then RoPE with the layer's base: one op per q and k.
+    let norm_rope = |heads: usize, local: bool| NormRopeParams {
+        rope: RopeParams {
+            n_tokens: n,
+            n_heads: heads,
+            head_dim: hd,
+            n_rot: cfg.n_rot,
+            freq_base: if local {
+                gp.rope_base_local
+            } else {
+                cfg.rope_base
+            },
+            freq_scale: if local { 1.0 } else { cfg.rope_freq_scale },
+            mode: RopeMode::Neox,
         },
-        freq_scale: if local { 1.0 } else { cfg.rope_freq_scale },
-        mode: RopeMode::Neox,
+        eps: cfg.rms_eps,
     };
     let attn = |local: bool| AttentionParams {
         n_tokens: n,
@@ -214,10 +214,13 @@ fn forward_ops(
         ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
         ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
         ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
-        ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, &ln.q_norm, &mut sc.att)?;
-        ops::rms_norm(s, &head_norm(cfg.n_head_kv), &sc.k, &ln.k_norm, &mut sc.o)?;
-        ops::rope(s, &rope(cfg.n_head, local), &sc.positions, &mut sc.att)?;
-        ops::rope(s, &rope(cfg.n_head_kv, local), &sc.positions, &mut sc.o)?;
+        let (qp, kp) = (
+            norm_rope(cfg.n_head, local),
+            norm_rope(cfg.n_head_kv, local),
+        );
+        let pos = &sc.positions;
+        ops::norm_rope(s, &qp, &sc.q, &ln.q_norm, None, pos, &mut sc.att)?;
+        ops::norm_rope(s, &kp, &sc.k, &ln.k_norm, None, pos, &mut sc.o)?;
         ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
         ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
         ops::attention(

@@ -15,7 +15,8 @@
 //!   `n_embd`); q and k each get a per-head RMSNorm (`attn_q_norm` /
 //!   `attn_k_norm`, one `[head_dim]` weight shared by the heads), then
 //!   NeoX-style RoPE (pairs `(i, i + n_rot/2)`; converters keep Qwen's q/k
-//!   rows in their original order); causal GQA attention scaled by
+//!   rows in their original order), both in one [`ops::norm_rope`] per q
+//!   and k; causal GQA attention scaled by
 //!   `1/√head_dim`; `x = x + Wo att`; `h = N_ffn(x)`;
 //!   `x = x + W_down(silu(W_gate h) · W_up h)`;
 //! - logits = `W_out N_out(x)` (`output.weight`, or the tied `token_embd`).
@@ -29,8 +30,8 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AddRowsParams, AttentionParams, CopyRowsParams, RmsNormParams, RopeMode,
-    RopeParams, SiluMulParams,
+    self, AddParams, AddRowsParams, AttentionParams, CopyRowsParams, NormRopeParams, RmsNormParams,
+    RopeMode, RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -182,12 +183,6 @@ fn forward_ops(
         dim: d,
         eps: cfg.rms_eps,
     };
-    // Per-head norms: the [n, heads * head_dim] rows as [n * heads, head_dim].
-    let head_norm = |heads: usize| RmsNormParams {
-        rows: n * heads,
-        dim: hd,
-        eps: cfg.rms_eps,
-    };
     let rope = |heads: usize| RopeParams {
         n_tokens: n,
         n_heads: heads,
@@ -196,6 +191,12 @@ fn forward_ops(
         freq_base: cfg.rope_base,
         freq_scale: cfg.rope_freq_scale,
         mode: qw.rope_mode,
+    };
+    // Per-head norms over the [n, heads * head_dim] rows as [n * heads,
+    // head_dim], then RoPE: one op (one CUDA launch) per q and k.
+    let norm_rope = |heads: usize| NormRopeParams {
+        rope: rope(heads),
+        eps: cfg.rms_eps,
     };
     let attn = AttentionParams {
         n_tokens: n,
@@ -246,18 +247,19 @@ fn forward_ops(
             ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.k, bk)?;
             ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.v, bv)?;
         }
+        // YaRN's factors when the file scales RoPE that way (None: plain).
+        let ff = w.rope_freqs.as_ref();
+        let pos = &sc.positions;
         if norms {
             let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
-            ops::rms_norm(s, &head_norm(cfg.n_head), &sc.q, qn, &mut sc.att)?;
-            ops::rms_norm(s, &head_norm(cfg.n_head_kv), &sc.k, kn, &mut sc.o)?;
+            ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.q, qn, ff, pos, &mut sc.att)?;
+            ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
         } else {
             ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
             ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
+            ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
+            ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
         }
-        // YaRN's factors when the file scales RoPE that way (None: plain).
-        let ff = w.rope_freqs.as_ref();
-        ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.att)?;
-        ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.o)?;
         let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
         if device_pos {
             let pos = &sc.positions;

@@ -50,6 +50,22 @@ impl Tol {
         max_abs: 2e-3,
     };
 
+    /// norm_rope (per-head RMSNorm, then RoPE). Every backend forms the
+    /// angles in f64 (the CPU rounds cos/sin to f32 once), so the rope
+    /// stage adds a few f32 roundings of values within ~4 (|x / rms| <=
+    /// sqrt(head_dim) at worst, ~1.7 for uniform x, times |w| <= 2): ~1e-6.
+    /// The norm stage is [`Tol::REDUCTION`]'s, over rows of at most 512 f32
+    /// terms (~1e-6 relative), and a rotation carries it unchanged. So
+    /// REDUCTION's bounds hold (measured: the CPU's worst element over the
+    /// table is within 1e-6, SIMD and scalar; the CUDA kernel emulated on
+    /// the host within 5e-7, its rsqrtf adds <= 2 ulp). The slack of
+    /// [`Tol::ROPE`] (f32 angles, off by ~5e-4 rad at position 9000) is
+    /// not granted: it would hide a wrong normalization of up to ~1e-3.
+    pub const NORM_ROPE: Tol = Tol {
+        nmse: 1e-10,
+        max_abs: 2e-5,
+    };
+
     /// rope_multi on bf16 tensors: the backend rounds its f32 result once to
     /// bf16, the reference rounds the f64 result (to f32, then bf16): the two
     /// may differ by one bf16 ulp, 2^-7 at values in [1, 2) and 2^-6 in

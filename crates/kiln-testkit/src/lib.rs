@@ -41,6 +41,7 @@ pub struct AllOps<'a> {
     pub matmul_id_swiglu: &'a cases::matmul_id::MatmulIdSwigluFn<'a>,
     pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
+    pub norm_rope: &'a cases::norm_rope::NormRopeFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
     pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
@@ -74,6 +75,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     ));
     r.merge(moe_combine::check_moe_combine_with(imps.moe_combine, opts));
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
+    r.merge(norm_rope::check_norm_rope_with(imps.norm_rope, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
     r.merge(rope::check_rope_factors_with(imps.rope_factors, opts));

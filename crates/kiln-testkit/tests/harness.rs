@@ -50,6 +50,7 @@ fn references_pass_every_driver() {
         matmul_id_swiglu: &k::matmul_id::matmul_id_swiglu_ref,
         moe_combine: &k::moe_combine::moe_combine_ref,
         moe_route: &k::moe_route::moe_route_ref,
+        norm_rope: &k::norm_rope::norm_rope_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
         rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),
@@ -501,4 +502,106 @@ fn sample_driver_catches_common_mistakes() {
     let f = failed(&r);
     assert!(f.iter().any(|c| c == "rejects u = 1"), "{f:?}");
     assert!(f.iter().any(|c| c == "rejects u NaN"), "{f:?}");
+}
+
+#[test]
+fn norm_rope_driver_catches_bugs() {
+    use kiln_core::ops::norm_rope::{norm_rope_ref, NormRopeParams};
+    use kiln_core::ops::rope::{RopeMode, RopeParams};
+    let failed = |r: &Report| -> Vec<String> { r.failures().map(|c| c.case.clone()).collect() };
+    // The other pairing: every case with two or more pairs fails.
+    let r = tk::norm_rope::check_norm_rope_with(
+        &|p, x, w, f, pos, out| {
+            let mode = match p.rope.mode {
+                RopeMode::Normal => RopeMode::Neox,
+                RopeMode::Neox => RopeMode::Normal,
+            };
+            let rope = RopeParams { mode, ..p.rope };
+            norm_rope_ref(&NormRopeParams { rope, ..*p }, x, w, f, pos, out)
+        },
+        &quick(),
+    );
+    let runs = r
+        .results
+        .iter()
+        .filter(|c| !c.case.starts_with("rejects"))
+        .count();
+    let f = failed(&r);
+    let one_pair = |c: &String| c.contains("n_rot=2 ") || c.contains("n_rot=0 ");
+    assert_eq!(f.len(), runs - 3 * 2, "{f:?}");
+    assert!(f.iter().all(|c| !one_pair(c)), "{f:?}");
+    // Ignoring the frequency factors: every case with factors fails.
+    let r = tk::norm_rope::check_norm_rope_with(
+        &|p, x, w, f, pos, out| {
+            if let Some(f) = f {
+                k::rope::check_factors(&p.rope, Some(f))?;
+            }
+            norm_rope_ref(p, x, w, None, pos, out)
+        },
+        &quick(),
+    );
+    let f = failed(&r);
+    assert!(
+        !f.is_empty() && f.iter().all(|c| !c.contains("factors=None")),
+        "{f:?}"
+    );
+    // Quick mode: the big Llama 3.1 prefill is skipped.
+    assert_eq!(f.len(), 2 * 6, "{f:?}");
+    // The tail dims (>= n_rot) left unnormalized (x * w): the partial cases fail.
+    let r = tk::norm_rope::check_norm_rope_with(
+        &|p, x, w, f, pos, out| {
+            norm_rope_ref(p, x, w, f, pos, out)?;
+            let d = p.rope.head_dim;
+            for (xr, or) in x.chunks(d).zip(out.chunks_mut(d)) {
+                for j in p.rope.n_rot..d {
+                    or[j] = xr[j] * w[j];
+                }
+            }
+            Ok(())
+        },
+        &quick(),
+    );
+    let f = failed(&r);
+    assert_eq!(f.len(), 2 * 4, "{f:?}");
+    assert!(
+        f.iter()
+            .all(|c| c.contains("n_rot=0 ") || c.contains("n_rot=34 ") || c.contains("n_rot=48 ")),
+        "{f:?}"
+    );
+    // eps left out of the mean square: the case where eps dominates fails.
+    let r = tk::norm_rope::check_norm_rope_with(
+        &|p, x, w, f, pos, out| {
+            norm_rope_ref(&NormRopeParams { eps: 1e-30, ..*p }, x, w, f, pos, out)
+        },
+        &quick(),
+    );
+    assert!(failed(&r).iter().any(|c| c.contains("|x|<0.001")), "{r}");
+    // The two unfused references, one after the other: rope's checks come
+    // after the norm wrote `out`, which the reject cases catch.
+    let unfused = |p: &NormRopeParams,
+                   x: &[f32],
+                   w: &[f32],
+                   f: Option<&[f32]>,
+                   pos: &[i32],
+                   out: &mut [f32]| {
+        k::rms_norm::rms_norm_ref(&p.norm(), x, w, out)?;
+        k::rope::rope_ref_with_factors(&p.rope, f, pos, out)
+    };
+    let r = tk::norm_rope::check_norm_rope_with(&unfused, &quick());
+    let f = failed(&r);
+    assert!(
+        f.len() >= 5 && f.iter().all(|c| c.starts_with("rejects")),
+        "{f:?}"
+    );
+    // With rope's checks first, only eps 0 gets through: rms_norm accepts
+    // it, the fused op's stricter check is what the case holds a backend to.
+    let r = tk::norm_rope::check_norm_rope_with(
+        &|p, x, w, f, pos, out| {
+            p.rope.validate(pos.len(), x.len())?;
+            k::rope::check_factors(&p.rope, f)?;
+            unfused(p, x, w, f, pos, out)
+        },
+        &quick(),
+    );
+    assert_eq!(failed(&r), ["rejects eps 0"], "{r}");
 }

@@ -91,6 +91,7 @@ impl Ids {
                 be.synchronize().map_err(crate::ops::cuda_err)?;
             }
         }
+        let _ = s; // only the CUDA arm reads the stream
         Ok(())
     }
 

@@ -1,14 +1,14 @@
 //! kiln::ops dispatch of the dense-model op families that gained CUDA
 //! kernels (gelu_mul in both GELU modes, sigmoid_mul, scale, add_rows, rope_with_factors, windowed
-//! attention): the same inputs through a CPU stream and, where there is
+//! attention, norm_rope): the same inputs through a CPU stream and, where there is
 //! one, a CUDA stream, each against the kiln-core reference (the kernels
 //! themselves are held to the testkit tables by kiln-cuda's parity tests;
 //! this checks the tensors, prefixes and stream plumbing around them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln::ops::{
-    self, AddRowsParams, AttentionParams, GeluMode, GeluMulParams, RopeMode, RopeParams,
-    ScaleParams, SigmoidMulParams,
+    self, AddRowsParams, AttentionParams, GeluMode, GeluMulParams, NormRopeParams, RopeMode,
+    RopeParams, ScaleParams, SigmoidMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::ops as refs;
@@ -141,6 +141,69 @@ fn windowed_attention_matches_the_reference() {
                 Tol::ATTENTION,
             )
             .unwrap();
+        }
+    }
+}
+
+#[test]
+fn norm_rope_matches_the_reference() {
+    let mut rng = case_rng(test_seed(), "kiln-dense-ops", 3);
+    // Qwen3-shaped q (head_dim 128, NeoX) with YaRN-like factors, and a
+    // Gemma-3-shaped k (head_dim 256, one head) without, at positions deep
+    // in a context; buffers longer than the op's prefix, as a model's scratch.
+    for (n_heads, head_dim, with_factors) in [(5usize, 128usize, true), (1, 256, false)] {
+        let p = NormRopeParams {
+            rope: RopeParams {
+                n_tokens: 3,
+                n_heads,
+                head_dim,
+                n_rot: head_dim,
+                freq_base: 1e6,
+                freq_scale: 1.0,
+                mode: RopeMode::Neox,
+            },
+            eps: 1e-6,
+        };
+        let (n, spare) = (3 * n_heads * head_dim, 19);
+        let x = rand_f32(&mut rng, n + spare, -3.0, 3.0);
+        let w = rand_f32(&mut rng, head_dim, -2.0, 2.0);
+        let f: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 + (i % 5) as f32).collect();
+        let factors = with_factors.then_some(&f[..]);
+        let pos = [40_000, 40_001, 40_002];
+        let mut want = vec![0.0; n];
+        refs::norm_rope::norm_rope_ref(&p, &x[..n], &w, factors, &pos, &mut want).unwrap();
+        for s in streams() {
+            let dev = s.device();
+            let ft = factors.map(|f| t(&s, f));
+            let mut out = t(&s, &vec![f32::NAN; n + spare]);
+            ops::norm_rope(&s, &p, &t(&s, &x), &t(&s, &w), ft.as_ref(), &pos, &mut out).unwrap();
+            let got = out.to_f32_vec(&s).unwrap();
+            compare("norm_rope", &got[..n], &want, Tol::NORM_ROPE).unwrap();
+            assert!(
+                got[n..].iter().all(|v| v.is_nan()),
+                "{dev}: norm_rope wrote past n"
+            );
+            // Typed errors naming the op, nothing written.
+            let mut out = t(&s, &vec![f32::NAN; n]);
+            let e = ops::norm_rope(&s, &p, &t(&s, &x), &t(&s, &w[1..]), None, &pos, &mut out)
+                .unwrap_err();
+            assert!(e.to_string().contains("norm_rope"), "{dev}: {e}");
+            let e = ops::norm_rope(&s, &p, &t(&s, &x), &t(&s, &w), None, &pos[..2], &mut out)
+                .unwrap_err();
+            assert!(e.to_string().contains("positions"), "{dev}: {e}");
+            let bad = NormRopeParams { eps: 0.0, ..p };
+            let e =
+                ops::norm_rope(&s, &bad, &t(&s, &x), &t(&s, &w), None, &pos, &mut out).unwrap_err();
+            assert!(e.to_string().contains("eps"), "{dev}: {e}");
+            let short = t(&s, &f[..f.len() - 1]);
+            let e = ops::norm_rope(&s, &p, &t(&s, &x), &t(&s, &w), Some(&short), &pos, &mut out)
+                .unwrap_err();
+            assert!(e.to_string().contains("factors"), "{dev}: {e}");
+            let got = out.to_f32_vec(&s).unwrap();
+            assert!(
+                got.iter().all(|v| v.is_nan()),
+                "{dev}: a refused call wrote out"
+            );
         }
     }
 }

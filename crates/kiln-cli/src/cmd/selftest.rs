@@ -41,6 +41,7 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             },
             moe_combine: &|p, y, w, res, o| k::moe_combine::moe_combine(ctx, p, y, w, res, o),
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
+            norm_rope: &|p, x, w, f, pos, o| k::norm_rope::norm_rope(ctx, p, x, w, f, pos, o),
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
             rope_factors: &|p, f, pos, x| k::rope::rope_with_factors(ctx, p, Some(f), pos, x),

@@ -30,6 +30,7 @@ pub mod matmul_mlx;
 pub mod matvec_fused;
 pub mod moe_combine;
 pub mod moe_route;
+pub mod norm_rope;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;

@@ -78,7 +78,7 @@ pub const CASES: &[RopeCase] = &[
     c(512, 9, 64, 64, 100000.0, 1.0, From(0), true),
 ];
 
-fn positions(rng: &mut impl Rng, n: usize, pos: Positions) -> Vec<i32> {
+pub(crate) fn positions(rng: &mut impl Rng, n: usize, pos: Positions) -> Vec<i32> {
     match pos {
         From(p0) => (0..n as i32).map(|t| p0 + t).collect(),
         Random(lo, hi) => (0..n).map(|_| rng.gen_range(lo..hi)).collect(),
@@ -184,7 +184,7 @@ pub enum Factors {
     Random(f32, f32),
 }
 
-fn factors(rng: &mut impl Rng, p: &RopeParams, f: Factors) -> Vec<f32> {
+pub(crate) fn factors(rng: &mut impl Rng, p: &RopeParams, f: Factors) -> Vec<f32> {
     let half = p.n_rot / 2;
     match f {
         Factors::Llama3 => (0..half)
