@@ -18,8 +18,8 @@ L=/tmp/kiln-quick; rm -rf "$L"; mkdir -p "$L"
 # Everything printed also lands in $OUT (kept if the call is cut short).
 [ -n "${OUT:-}" ] && exec > >(tee "$OUT/stdout.txt") 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-# Most important first (a short lease may end the call): matmul parity
-# (the 4-thread dequantize is on by default), then decode/prefill speed.
+# Most important first (a short lease may end the call): decode/prefill
+# speed, the architectures on CUDA, the MoE bench, then parity.
 par() {
   [ -x "$B/$1" ] || return 0
   timeout "$2" "$B/$1" > "$L/$1.log" 2>&1
@@ -28,7 +28,6 @@ par() {
 }
 PART=${KILN_QUICK_PART:-ab}
 if [[ $PART == *a* ]]; then
-par parity_cumatmul 240
 "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" \
   --seed 1 > /dev/null
 for st in 0 1; do
@@ -71,6 +70,10 @@ for g in 0 1; do
     -p 512 -n 128 -r 2 2>&1 | grep -E '\||rror'
 done
 rm -f /tmp/q30.gguf
+# Parity last in part a: parity_cumatmul compiles every MLX variant (slow).
+par parity_kiln_moe 60
+par parity_cumoe 120
+par parity_cumatmul 240
 fi
 [[ $PART == *b* ]] || exit 0
 timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1

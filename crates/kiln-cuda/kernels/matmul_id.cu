@@ -78,45 +78,16 @@ __device__ __forceinline__ u64 mv_id_col(int pairs, int t) {
 }
 
 // One output row: expert and x row from ids, the accumulation loop `acc_fn`
-// (a matvec.cuh mv_*_acc over one expert matrix), reduce, store. Every test
-// below is block-uniform, so the early returns keep __syncthreads safe.
-template <class AccFn>
-__device__ __forceinline__ void mv_id(const MatmulIdParams& p, const u8* __restrict__ w,
-                                      const float* __restrict__ x, const u32* __restrict__ ids,
-                                      float* __restrict__ out, int kw, AccFn acc_fn) {
-    const u64 r = p.r0 + blockIdx.y;
-    if (r >= p.rows) return;
-    const int t = threadIdx.x, pairs = MV_WARPS / kw;
-    float* orow = out + r * p.n;
-    const u64 e = ids[r];
-    if (e >= p.n_experts) {
-        if (t < pairs * MV_ROWS) {
-            const u64 j = mv_id_col(pairs, t);
-            if (j < p.n) orow[j] = __int_as_float(0x7fc00000);
-        }
-        return;
-    }
-    const u8* we = w + e * p.expert_stride;
-    const float* xrow = x + id_x_row(p, r) * p.k;
-    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
-    float acc[1][MV_ROWS];
-    auto pro = [&](const float* (&xr)[1]) { xr[0] = xrow; };
-    acc_fn.template operator()<1>(sh, we, pro, acc);
-    __shared__ float part[MV_WARPS][MV_ROWS];
-    mv_reduce<1>(acc, kw, part);
-    if (t < pairs * MV_ROWS) {
-        const u64 j = mv_id_col(pairs, t);
-        if (j < p.n) orow[j] = part[t / MV_ROWS][t % MV_ROWS];
-    }
-}
-
-// mv_id for the gated pair: out[r, j] = silu(gate_e[j] . x) * (up_e[j] . x).
-template <class AccFn>
-__device__ __forceinline__ void mv_id_swiglu(const MatmulIdParams& p, const u8* __restrict__ wg,
-                                             const u8* __restrict__ wu,
-                                             const float* __restrict__ x,
-                                             const u32* __restrict__ ids,
-                                             float* __restrict__ out, int kw, AccFn acc_fn) {
+// (a matvec.cuh mv_*_acc over one expert matrix), reduce, store. GATED (the
+// expert FFN's first half): a second matrix wu, accumulated from the same x
+// before either reduction, and out = silu(w . x) * (wu . x). Every test below
+// is block-uniform, so the early returns keep __syncthreads safe.
+template <bool GATED, class AccFn>
+__device__ __forceinline__ void mv_id_row(const MatmulIdParams& p, const u8* __restrict__ w,
+                                          const u8* __restrict__ wu,
+                                          const float* __restrict__ x,
+                                          const u32* __restrict__ ids,
+                                          float* __restrict__ out, int kw, AccFn acc_fn) {
     const u64 r = p.r0 + blockIdx.y;
     if (r >= p.rows) return;
     const int t = threadIdx.x, pairs = MV_WARPS / kw;
@@ -132,21 +103,22 @@ __device__ __forceinline__ void mv_id_swiglu(const MatmulIdParams& p, const u8* 
     const u64 off = e * p.expert_stride;
     const float* xrow = x + id_x_row(p, r) * p.k;
     const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
-    float ag[1][MV_ROWS], au[1][MV_ROWS];
+    float acc[1][MV_ROWS], acc_u[1][MV_ROWS];
     auto pro = [&](const float* (&xr)[1]) { xr[0] = xrow; };
-    acc_fn.template operator()<1>(sh, wg + off, pro, ag);
-    acc_fn.template operator()<1>(sh, wu + off, pro, au);
-    __shared__ float pg[MV_WARPS][MV_ROWS], pu[MV_WARPS][MV_ROWS];
-    mv_reduce<1>(ag, kw, pg);
-    mv_reduce<1>(au, kw, pu);
+    acc_fn.template operator()<1>(sh, w + off, pro, acc);
+    if constexpr (GATED) acc_fn.template operator()<1>(sh, wu + off, pro, acc_u);
+    __shared__ float part[MV_WARPS][MV_ROWS], part_u[MV_WARPS][MV_ROWS];
+    mv_reduce<1>(acc, kw, part);
+    if constexpr (GATED) mv_reduce<1>(acc_u, kw, part_u);
     if (t < pairs * MV_ROWS) {
         const u64 j = mv_id_col(pairs, t);
-        if (j < p.n) orow[j] = kiln_silu(pg[t / MV_ROWS][t % MV_ROWS]) * pu[t / MV_ROWS][t % MV_ROWS];
+        const float v = part[t / MV_ROWS][t % MV_ROWS];
+        if (j < p.n) orow[j] = GATED ? kiln_silu(v) * part_u[t / MV_ROWS][t % MV_ROWS] : v;
     }
 }
 
 // One chunk of up to MM_ID_ROWS rows of one bucket (see the header).
-// Block-uniform tests only, as in mv_id.
+// Block-uniform tests only, as in mv_id_row.
 template <class AccFn>
 __device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restrict__ w,
                                       const float* __restrict__ x, const u32* __restrict__ plan,
@@ -283,7 +255,7 @@ struct IdFloat {
         mul_mv_id_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                      \
                               const float* __restrict__ x, const u32* __restrict__ ids,        \
                               float* __restrict__ out) {                                       \
-        mv_id(p, w, x, ids, out, KW, acc());                                                   \
+        mv_id_row<false>(p, w, nullptr, x, ids, out, KW, acc());                               \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
         mul_mm_id_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                      \
@@ -294,7 +266,7 @@ struct IdFloat {
     extern "C" __global__ void __launch_bounds__(MV_THREADS) mul_mv_id_swiglu_##fmt##_f32(     \
         MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,                \
         const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
-        mv_id_swiglu(p, wg, wu, x, ids, out, KW, acc());                                       \
+        mv_id_row<true>(p, wg, wu, x, ids, out, KW, acc());                                    \
     }
 
 #ifndef KILN_MLX_BITS
@@ -318,7 +290,7 @@ extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,
                                         const float* __restrict__ x, const u32* __restrict__ ids,
                                         float* __restrict__ out) {
-    mv_id(p, w, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
+    mv_id_row<false>(p, w, nullptr, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
 }
 extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mm_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,
@@ -332,6 +304,6 @@ extern "C" __global__ void __launch_bounds__(MV_THREADS)
                                                const float* __restrict__ x,
                                                const u32* __restrict__ ids,
                                                float* __restrict__ out) {
-    mv_id_swiglu(p, wg, wu, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
+    mv_id_row<true>(p, wg, wu, x, ids, out, MV_ID_KW, IdSub<MlxFmt>());
 }
 #endif  // KILN_MLX_BITS

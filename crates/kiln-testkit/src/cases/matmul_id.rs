@@ -97,6 +97,75 @@ pub fn check_matmul_id_with(imp: &MatmulIdFn<'_>, opts: &Options) -> Report {
     run.finish()
 }
 
+/// A case's params (`x_per_slot` as given), random ids (the seed's pattern
+/// or uniform) and activations.
+struct Routed {
+    p: MatmulIdParams,
+    ids: Vec<u32>,
+    x: Vec<f32>,
+}
+
+impl Routed {
+    fn new(
+        wtype: DType,
+        c: &Case,
+        k: usize,
+        x_per_slot: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Routed, String> {
+        let &(n_tokens, n_experts, top_k, n, _, seed_ids, _, pad, _) = c;
+        let row = wtype.row_bytes("matmul_id", k).map_err(ref_failed)?;
+        let p = MatmulIdParams {
+            n_tokens,
+            top_k,
+            n,
+            k,
+            n_experts,
+            expert_stride: n * row + pad,
+            wtype,
+            x_per_slot,
+        };
+        let rows = n_tokens * top_k;
+        let ids: Vec<u32> = (0..rows)
+            .map(|r| {
+                let (t, s) = (r / top_k, r % top_k);
+                if seed_ids {
+                    ((t * 3 + s * 7 + 1) % n_experts) as u32
+                } else {
+                    rng.gen_range(0..n_experts as u32)
+                }
+            })
+            .collect();
+        let x_rows = if x_per_slot { rows } else { n_tokens };
+        let x = rand_f32(rng, x_rows * k, -2.0, 2.0);
+        Ok(Routed { p, ids, x })
+    }
+
+    /// A random stack of `n_experts` matrices with `pad` random bytes after each.
+    fn stack(&self, rng: &mut impl Rng) -> Vec<u8> {
+        let p = &self.p;
+        let pad = p.expert_stride - p.n * p.wtype.row_bytes("matmul_id", p.k).unwrap_or(0);
+        let mut w = Vec::with_capacity(p.n_experts * p.expert_stride);
+        for _ in 0..p.n_experts {
+            w.extend(rand_rows(rng, p.wtype, p.n, p.k));
+            w.extend((0..pad).map(|_| rng.gen::<u8>()));
+        }
+        w
+    }
+
+    /// Each output's matmul error bound for stack `w`.
+    fn bounds(&self, w: &[u8]) -> Result<Vec<f64>, String> {
+        let p = &self.p;
+        let mut bound = Vec::with_capacity(self.ids.len() * p.n);
+        for (r, &e) in self.ids.iter().enumerate() {
+            let we = p.expert(w, e as usize).map_err(ref_failed)?;
+            let xr = &self.x[p.x_row(r) * p.k..][..p.k];
+            bound.extend(error_bounds(&p.expert_matmul(1), we, xr).map_err(ref_failed)?);
+        }
+        Ok(bound)
+    }
+}
+
 fn one_case(
     imp: &MatmulIdFn<'_>,
     wtype: DType,
@@ -104,47 +173,14 @@ fn one_case(
     k: usize,
     rng: &mut impl Rng,
 ) -> Result<(), String> {
-    let &(n_tokens, n_experts, top_k, n, _, seed_ids, x_per_slot, pad, _) = c;
-    let row = wtype.row_bytes("matmul_id", k).map_err(ref_failed)?;
-    let expert_stride = n * row + pad;
-    let p = MatmulIdParams {
-        n_tokens,
-        top_k,
-        n,
-        k,
-        n_experts,
-        expert_stride,
-        wtype,
-        x_per_slot,
-    };
-    let mut w = Vec::with_capacity(n_experts * expert_stride);
-    for _ in 0..n_experts {
-        w.extend(rand_rows(rng, wtype, n, k));
-        w.extend((0..pad).map(|_| rng.gen::<u8>()));
-    }
-    let rows = n_tokens * top_k;
-    let ids: Vec<u32> = (0..rows)
-        .map(|r| {
-            let (t, s) = (r / top_k, r % top_k);
-            if seed_ids {
-                ((t * 3 + s * 7 + 1) % n_experts) as u32
-            } else {
-                rng.gen_range(0..n_experts as u32)
-            }
-        })
-        .collect();
-    let x_rows = if x_per_slot { rows } else { n_tokens };
-    let x = rand_f32(rng, x_rows * k, -2.0, 2.0);
-    let mut want = vec![0.0f32; rows * n];
-    matmul_id_ref(&p, &w, &x, &ids, &mut want).map_err(ref_failed)?;
-    let mut bound = Vec::with_capacity(rows * n);
-    for (r, &e) in ids.iter().enumerate() {
-        let we = p.expert(&w, e as usize).map_err(ref_failed)?;
-        let xr = &x[p.x_row(r) * k..][..k];
-        bound.extend(error_bounds(&p.expert_matmul(1), we, xr).map_err(ref_failed)?);
-    }
-    let mut out = Guarded::new(rows * n);
-    imp(&p, &w, &x, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+    let rt = Routed::new(wtype, c, k, c.6, rng)?;
+    let w = rt.stack(rng);
+    let (p, ids, x) = (&rt.p, &rt.ids, &rt.x);
+    let mut want = vec![0.0f32; ids.len() * p.n];
+    matmul_id_ref(p, &w, x, ids, &mut want).map_err(ref_failed)?;
+    let bound = rt.bounds(&w)?;
+    let mut out = Guarded::new(ids.len() * p.n);
+    imp(p, &w, x, ids, out.as_mut_slice()).map_err(impl_failed)?;
     check_bounded(&out, &want, &bound)
 }
 
@@ -229,59 +265,20 @@ fn swiglu_case(
     k: usize,
     rng: &mut impl Rng,
 ) -> Result<(), String> {
-    let &(n_tokens, n_experts, top_k, n, _, seed_ids, _, pad, _) = c;
-    let row = wtype.row_bytes("matmul_id", k).map_err(ref_failed)?;
-    let expert_stride = n * row + pad;
-    let p = MatmulIdParams {
-        n_tokens,
-        top_k,
-        n,
-        k,
-        n_experts,
-        expert_stride,
-        wtype,
-        x_per_slot: false,
-    };
-    let mut stack = || {
-        let mut w = Vec::with_capacity(n_experts * expert_stride);
-        for _ in 0..n_experts {
-            w.extend(rand_rows(rng, wtype, n, k));
-            w.extend((0..pad).map(|_| rng.gen::<u8>()));
-        }
-        w
-    };
-    let (wg, wu) = (stack(), stack());
-    let rows = n_tokens * top_k;
-    let ids: Vec<u32> = (0..rows)
-        .map(|r| {
-            let (t, s) = (r / top_k, r % top_k);
-            if seed_ids {
-                ((t * 3 + s * 7 + 1) % n_experts) as u32
-            } else {
-                rng.gen_range(0..n_experts as u32)
-            }
-        })
+    let rt = Routed::new(wtype, c, k, false, rng)?;
+    let (wg, wu) = (rt.stack(rng), rt.stack(rng));
+    let (p, ids, x) = (&rt.p, &rt.ids, &rt.x);
+    let len = ids.len() * p.n;
+    let mut want = vec![0.0f32; len];
+    matmul_id_swiglu_ref(p, &wg, &wu, x, ids, &mut want).map_err(ref_failed)?;
+    let (mut g, mut u) = (vec![0.0f32; len], vec![0.0f32; len]);
+    matmul_id_ref(p, &wg, x, ids, &mut g).map_err(ref_failed)?;
+    matmul_id_ref(p, &wu, x, ids, &mut u).map_err(ref_failed)?;
+    let (bg, bu) = (rt.bounds(&wg)?, rt.bounds(&wu)?);
+    let bound: Vec<f64> = (0..len)
+        .map(|i| swiglu_bound(g[i], u[i], bg[i], bu[i]))
         .collect();
-    let x = rand_f32(rng, n_tokens * k, -2.0, 2.0);
-    let mut want = vec![0.0f32; rows * n];
-    matmul_id_swiglu_ref(&p, &wg, &wu, &x, &ids, &mut want).map_err(ref_failed)?;
-    let (mut g, mut u) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n]);
-    matmul_id_ref(&p, &wg, &x, &ids, &mut g).map_err(ref_failed)?;
-    matmul_id_ref(&p, &wu, &x, &ids, &mut u).map_err(ref_failed)?;
-    let mut bound = Vec::with_capacity(rows * n);
-    for (r, &e) in ids.iter().enumerate() {
-        let xr = &x[p.x_row(r) * k..][..k];
-        let one = p.expert_matmul(1);
-        let bg = error_bounds(&one, p.expert(&wg, e as usize).map_err(ref_failed)?, xr)
-            .map_err(ref_failed)?;
-        let bu = error_bounds(&one, p.expert(&wu, e as usize).map_err(ref_failed)?, xr)
-            .map_err(ref_failed)?;
-        for j in 0..n {
-            let i = r * n + j;
-            bound.push(swiglu_bound(g[i], u[i], bg[j], bu[j]));
-        }
-    }
-    let mut out = Guarded::new(rows * n);
-    imp(&p, &wg, &wu, &x, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+    let mut out = Guarded::new(len);
+    imp(p, &wg, &wu, x, ids, out.as_mut_slice()).map_err(impl_failed)?;
     check_bounded(&out, &want, &bound)
 }
