@@ -56,20 +56,9 @@ pub fn check_matmul_id(imp: &MatmulIdFn<'_>) -> Report {
 /// [`check_matmul_id`] with explicit options.
 pub fn check_matmul_id_with(imp: &MatmulIdFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("matmul_id", opts);
-    for wtype in WTYPES.into_iter().chain(mlx_cover()) {
-        for c in CASES {
-            if !(opts.matmul_wtypes)(wtype) {
-                run.skip();
-                continue;
-            }
-            let &(n_tokens, n_experts, top_k, n, k256, _, per_slot, pad, big) = c;
-            let k = k256 * 256;
-            let name = format!(
-                "{wtype} tokens={n_tokens} experts={n_experts} top_k={top_k} n={n} k={k} per_slot={per_slot} pad={pad}"
-            );
-            run.case(&name, big, |rng| one_case(imp, wtype, c, k, rng));
-        }
-    }
+    each_case(&mut run, opts, true, |run, name, big, wtype, c, k| {
+        run.case(name, big, |rng| one_case(imp, wtype, c, k, rng))
+    });
     // An id past the last expert: a typed error, output untouched.
     run.case("out-of-range id", false, |rng| {
         let p = MatmulIdParams {
@@ -95,6 +84,32 @@ pub fn check_matmul_id_with(imp: &MatmulIdFn<'_>, opts: &Options) -> Report {
         }
     });
     run.finish()
+}
+
+/// Call `f(run, name, big, wtype, case, k)` for every format
+/// `opts.matmul_wtypes` accepts (the GGML and float formats, then
+/// [`mlx_cover`]) and every case (the per-slot ones only when `per_slot`);
+/// the refused formats count as skipped.
+fn each_case(
+    run: &mut Runner,
+    opts: &Options,
+    per_slot: bool,
+    mut f: impl FnMut(&mut Runner, &str, bool, DType, &Case, usize),
+) {
+    for wtype in WTYPES.into_iter().chain(mlx_cover()) {
+        for c in CASES.iter().filter(|c| per_slot || !c.6) {
+            if !(opts.matmul_wtypes)(wtype) {
+                run.skip();
+                continue;
+            }
+            let &(n_tokens, n_experts, top_k, n, k256, _, slot, pad, big) = c;
+            let k = k256 * 256;
+            let name = format!(
+                "{wtype} tokens={n_tokens} experts={n_experts} top_k={top_k} n={n} k={k} per_slot={slot} pad={pad}"
+            );
+            f(run, &name, big, wtype, c, k);
+        }
+    }
 }
 
 /// A case's params (`x_per_slot` as given), random ids (the seed's pattern
@@ -204,20 +219,9 @@ fn swiglu_bound(g: f32, u: f32, bg: f64, bu: f64) -> f64 {
 /// rejections (an out-of-range id, per-slot activations).
 pub fn check_matmul_id_swiglu_with(imp: &MatmulIdSwigluFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("matmul_id_swiglu", opts);
-    for wtype in WTYPES.into_iter().chain(mlx_cover()) {
-        for c in CASES.iter().filter(|c| !c.6) {
-            if !(opts.matmul_wtypes)(wtype) {
-                run.skip();
-                continue;
-            }
-            let &(n_tokens, n_experts, top_k, n, k256, _, _, pad, big) = c;
-            let k = k256 * 256;
-            let name = format!(
-                "{wtype} tokens={n_tokens} experts={n_experts} top_k={top_k} n={n} k={k} pad={pad}"
-            );
-            run.case(&name, big, |rng| swiglu_case(imp, wtype, c, k, rng));
-        }
-    }
+    each_case(&mut run, opts, false, |run, name, big, wtype, c, k| {
+        run.case(name, big, |rng| swiglu_case(imp, wtype, c, k, rng))
+    });
     run.case("out-of-range id / per-slot x", false, |rng| {
         let p = MatmulIdParams {
             n_tokens: 2,
