@@ -3,6 +3,40 @@
 //! preallocated buffers the params ask for, then dispatches to the backend.
 //! Dispatch code holds no math.
 
+/// The gated elementwise ops (`out = act(gate) * up` over the first `p.n`
+/// elements): one dispatch for every one of them, each backend's function
+/// of the same name taking `(backend, p, gate, up, out)`.
+macro_rules! gated_op {
+    ($name:ident, $params:ty) => {
+        pub fn $name(
+            s: &$crate::Stream,
+            p: &$params,
+            gate: &$crate::Tensor,
+            up: &$crate::Tensor,
+            out: &mut $crate::Tensor,
+        ) -> $crate::Result<()> {
+            const OP: &str = stringify!($name);
+            let _timer = s.scope(OP);
+            match s.backend() {
+                $crate::device::Backend::Cpu(ctx) => {
+                    let gate = gate.f32_prefix(OP, "gate", p.n)?;
+                    let up = up.f32_prefix(OP, "up", p.n)?;
+                    let out = out.f32_prefix_mut(OP, "out", p.n)?;
+                    Ok(kiln_cpu::$name::$name(ctx, p, gate, up, out)?)
+                }
+                #[cfg(feature = "cuda")]
+                $crate::device::Backend::Cuda(be) => {
+                    let gate = gate.cuda_f32(OP, "gate", p.n)?;
+                    let up = up.cuda_f32(OP, "up", p.n)?;
+                    let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
+                    kiln_cuda::$name::$name(be, p, &gate, &up, &mut out)
+                        .map_err($crate::ops::cuda_err)
+                }
+            }
+        }
+    };
+}
+
 pub mod add;
 pub mod add_rows;
 pub mod argmax;
