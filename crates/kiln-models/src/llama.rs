@@ -146,34 +146,8 @@ fn forward_ops(
         freq_scale: cfg.rope_freq_scale,
         mode: RopeMode::Normal,
     };
-    let attn = AttentionParams {
-        n_tokens: n,
-        n_heads: cfg.n_head,
-        n_kv_heads: cfg.n_head_kv,
-        head_dim: cfg.head_dim,
-        pos0,
-        kv_stride: cache.n_ctx,
-        scale: cfg.attn_scale(),
-        window: cfg.sliding_window,
-    };
-    let append = CopyRowsParams {
-        row_len: cfg.kv_dim(),
-        n_rows: n,
-        src_row: 0,
-        dst_row: pos0,
-    };
+    let kv = KvStep::new(cfg, cache, n, pos0, device_pos);
     let add = AddParams { n: n * d };
-    // device_pos: the bounds (and the split-KV plan) for the last position
-    // the cache holds; the actual one comes from `sc.positions[0]`.
-    let last_pos0 = cache.n_ctx - n;
-    let attn_at = AttentionParams {
-        pos0: last_pos0,
-        ..attn
-    };
-    let append_at = CopyRowsParams {
-        dst_row: last_pos0,
-        ..append
-    };
 
     let fused = FusedPlan {
         n,
@@ -202,11 +176,7 @@ fn forward_ops(
                     kv: Some((&mut *kc, &mut *vc)),
                 },
             )?;
-            if device_pos {
-                ops::attention_at(s, &attn_at, pos, &sc.q, kc, vc, &mut sc.att)?;
-            } else {
-                ops::attention(s, &attn, &sc.q, kc, vc, &mut sc.att)?;
-            }
+            kv.attend(s, pos, &sc.q, kc, vc, &mut sc.att)?;
             let i_o = fin(&lw.wo, &sc.att, None, Some(&sc.x), pos);
             ops::matvec_fused(s, &fp.o, i_o, fout(&mut sc.x2))?;
             let i_gu = fin(fp.w_gate_up, &sc.x2, Some(&lw.ffn_norm), None, pos);
@@ -223,24 +193,15 @@ fn forward_ops(
         let ff = w.rope_freqs.as_ref();
         ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.q)?;
         ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.k)?;
-        if device_pos {
-            let pos = &sc.positions;
-            ops::copy_rows_at(s, &append_at, pos, &sc.k, &mut cache.k[l])?;
-            ops::copy_rows_at(s, &append_at, pos, &sc.v, &mut cache.v[l])?;
-            ops::attention_at(
-                s,
-                &attn_at,
-                pos,
-                &sc.q,
-                &cache.k[l],
-                &cache.v[l],
-                &mut sc.att,
-            )?;
-        } else {
-            ops::copy_rows(s, &append, &sc.k, &mut cache.k[l])?;
-            ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
-            ops::attention(s, &attn, &sc.q, &cache.k[l], &cache.v[l], &mut sc.att)?;
-        }
+        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+        kv.append_attend(
+            s,
+            &sc.positions,
+            &sc.q,
+            (&sc.k, &sc.v),
+            (kc, vc),
+            &mut sc.att,
+        )?;
         ops::matmul(s, &lw.wo, &sc.att, n, &mut sc.o)?;
         ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
         // feed-forward block
@@ -302,6 +263,85 @@ fn forward_ops(
         }
     }
     Ok(())
+}
+
+/// Append a batch's keys and values to a layer's cache and attend over it:
+/// the position baked into the launches (eager), or read from `positions`
+/// on the device (`Batch::device_pos`: a recorded decode step, launched
+/// with the bounds, and the split-KV plan, of the last position the cache
+/// holds). Shared by the llama and qwen3 forwards.
+pub(crate) struct KvStep {
+    attn: AttentionParams,
+    append: CopyRowsParams,
+    device_pos: bool,
+}
+
+impl KvStep {
+    pub(crate) fn new(
+        cfg: &ModelConfig,
+        cache: &KvCache,
+        n: usize,
+        pos0: usize,
+        device_pos: bool,
+    ) -> KvStep {
+        let at = if device_pos { cache.n_ctx - n } else { pos0 };
+        KvStep {
+            attn: AttentionParams {
+                n_tokens: n,
+                n_heads: cfg.n_head,
+                n_kv_heads: cfg.n_head_kv,
+                head_dim: cfg.head_dim,
+                pos0: at,
+                kv_stride: cache.n_ctx,
+                scale: cfg.attn_scale(),
+                window: cfg.sliding_window,
+            },
+            append: CopyRowsParams {
+                row_len: cfg.kv_dim(),
+                n_rows: n,
+                src_row: 0,
+                dst_row: at,
+            },
+            device_pos,
+        }
+    }
+
+    /// Attention of `q` over the cache (its rows already appended).
+    pub(crate) fn attend(
+        &self,
+        s: &Stream,
+        positions: &[i32],
+        q: &Tensor,
+        kc: &Tensor,
+        vc: &Tensor,
+        out: &mut Tensor,
+    ) -> kiln::Result<()> {
+        if self.device_pos {
+            ops::attention_at(s, &self.attn, positions, q, kc, vc, out)
+        } else {
+            ops::attention(s, &self.attn, q, kc, vc, out)
+        }
+    }
+
+    /// Append `(k, v)` to the cache `(kc, vc)`, then [`KvStep::attend`].
+    pub(crate) fn append_attend(
+        &self,
+        s: &Stream,
+        positions: &[i32],
+        q: &Tensor,
+        (k, v): (&Tensor, &Tensor),
+        (kc, vc): (&mut Tensor, &mut Tensor),
+        out: &mut Tensor,
+    ) -> kiln::Result<()> {
+        if self.device_pos {
+            ops::copy_rows_at(s, &self.append, positions, k, kc)?;
+            ops::copy_rows_at(s, &self.append, positions, v, vc)?;
+        } else {
+            ops::copy_rows(s, &self.append, k, kc)?;
+            ops::copy_rows(s, &self.append, v, vc)?;
+        }
+        self.attend(s, positions, q, kc, vc, out)
+    }
 }
 
 /// Check a batch against the scratch and the cache and fill

@@ -30,8 +30,8 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AddRowsParams, AttentionParams, CopyRowsParams, NormRopeParams, RmsNormParams,
-    RopeMode, RopeParams, SiluMulParams,
+    self, AddParams, AddRowsParams, CopyRowsParams, NormRopeParams, RmsNormParams, RopeMode,
+    RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -198,33 +198,7 @@ fn forward_ops(
         rope: rope(heads),
         eps: cfg.rms_eps,
     };
-    let attn = AttentionParams {
-        n_tokens: n,
-        n_heads: cfg.n_head,
-        n_kv_heads: cfg.n_head_kv,
-        head_dim: hd,
-        pos0,
-        kv_stride: cache.n_ctx,
-        scale: cfg.attn_scale(),
-        window: cfg.sliding_window,
-    };
-    let append = CopyRowsParams {
-        row_len: cfg.kv_dim(),
-        n_rows: n,
-        src_row: 0,
-        dst_row: pos0,
-    };
-    // device_pos (a recorded decode step): bounds for the last position the
-    // cache holds; the actual one is read from `sc.positions` on the device.
-    let last_pos0 = cache.n_ctx - n;
-    let attn_at = AttentionParams {
-        pos0: last_pos0,
-        ..attn
-    };
-    let append_at = CopyRowsParams {
-        dst_row: last_pos0,
-        ..append
-    };
+    let kv = crate::llama::KvStep::new(cfg, cache, n, pos0, device_pos);
     let add = AddParams { n: n * d };
     let rows = |dim: usize| AddRowsParams { rows: n, dim };
     let take = |row_len: usize| CopyRowsParams {
@@ -261,16 +235,14 @@ fn forward_ops(
             ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
         }
         let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        if device_pos {
-            let pos = &sc.positions;
-            ops::copy_rows_at(s, &append_at, pos, &sc.o, kc)?;
-            ops::copy_rows_at(s, &append_at, pos, &sc.v, vc)?;
-            ops::attention_at(s, &attn_at, pos, &sc.att, kc, vc, &mut sc.q)?;
-        } else {
-            ops::copy_rows(s, &append, &sc.o, kc)?;
-            ops::copy_rows(s, &append, &sc.v, vc)?;
-            ops::attention(s, &attn, &sc.att, kc, vc, &mut sc.q)?;
-        }
+        kv.append_attend(
+            s,
+            &sc.positions,
+            &sc.att,
+            (&sc.o, &sc.v),
+            (kc, vc),
+            &mut sc.q,
+        )?;
         ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
         ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
         // feed-forward block: sc.x = sc.x2 + FFN(N_ffn(sc.x2))
