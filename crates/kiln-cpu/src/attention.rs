@@ -1,6 +1,7 @@
 //! attention on the CPU (spec: [`kiln_core::ops::attention`]): causal GQA
-//! over the f32 KV cache, optionally through a sliding window (each query
-//! walks only its key range `AttentionParams::key_range`).
+//! over the KV cache (f32, or f16 / bf16 widened to f32 a block of rows at
+//! a time), optionally through a sliding window (each query walks only its
+//! key range `AttentionParams::key_range`) and with a logit soft cap.
 //!
 //! Work item = one query token (all heads) over a range of keys. Keys are
 //! walked in blocks of [`BLOCK`]; each K/V cache row (all kv heads,
@@ -8,7 +9,8 @@
 //! sits in L1 — at long contexts the cache does not fit in the last-level
 //! cache, and per-head passes would stream it `n_heads` times. Per block and
 //! head (online softmax, as in flash attention):
-//! 1. `s_j = (scale * q) . k_j` into a small per-task scratch;
+//! 1. `s_j = (scale * q) . k_j` into a small per-task scratch (with a soft
+//!    cap `c`: `s_j = c * tanh((scale / c * q) . k_j)`);
 //! 2. new running max `m' = max(m, max_j s_j)`; rescale `acc` and `l` by
 //!    `exp(m - m')`; `p_j = exp(s_j - m')` (vectorised exp, relative error
 //!    < 4e-7), `l += sum p_j` (f64 lanes);
@@ -19,11 +21,15 @@
 //! threads to feed (decode) and the cache is long, each token's keys are
 //! split into chunks whose partial `(m, l, acc)` are merged with the same
 //! rescaling.
+//!
+//! f16 / bf16 caches: each block's K and V rows (all kv heads) are widened
+//! into per-task f32 buffers once and then used by every head exactly as
+//! f32 rows are, so the arithmetic is the f32 path's on the stored values.
 
 use crate::vmath;
 use crate::{CpuContext, CpuFeatures};
 use kiln_core::ops::attention::AttentionParams;
-use kiln_core::Result;
+use kiln_core::{Error, KvSlice, Result};
 use rayon::prelude::*;
 
 /// Keys per online-softmax block: the block's K/V rows (BLOCK * n_kv_heads *
@@ -32,11 +38,15 @@ const BLOCK: usize = 32;
 /// Smallest key range worth a task of its own when splitting along keys.
 const MIN_SPLIT_KEYS: usize = 256;
 
-/// Per-task scratch: scaled queries `[n_heads, d]`, block scores `[n_heads, BLOCK]`.
+/// Per-task scratch: scaled queries `[n_heads, d]`, block scores `[n_heads, BLOCK]`,
+/// and for 16-bit caches the block's K and V rows widened to f32
+/// `[BLOCK, n_kv_heads * d]`.
 #[derive(Default)]
 struct Scratch {
     q: Vec<f32>,
     s: Vec<f32>,
+    kw: Vec<f32>,
+    vw: Vec<f32>,
 }
 
 /// Running softmax state of one item: `acc` `[n_heads, d]` (unnormalised),
@@ -47,52 +57,104 @@ struct State<'s> {
     l: &'s mut [f32],
 }
 
+/// One block of keys: `n` K and V rows (all kv heads), as f32.
+struct Block<'b> {
+    n: usize,
+    k: &'b [f32],
+    v: &'b [f32],
+}
+
 /// Shared inputs of every item.
 struct Inputs<'a> {
     p: &'a AttentionParams,
     f: CpuFeatures,
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: KvSlice<'a>,
+    v: KvSlice<'a>,
+}
+
+/// Elements `r` of a 16-bit cache widened into `out` (cleared first).
+fn widen(src: KvSlice<'_>, r: std::ops::Range<usize>, out: &mut Vec<f32>) {
+    out.clear();
+    match src.slice(r) {
+        KvSlice::F32(v) => out.extend_from_slice(v),
+        KvSlice::F16(v) => {
+            use half::slice::HalfFloatSliceExt;
+            out.resize(v.len(), 0.0);
+            // F16C where the CPU has it (exact either way).
+            bytemuck::cast_slice::<u16, half::f16>(v).convert_to_f32_slice(out);
+        }
+        KvSlice::BF16(v) => out.extend(v.iter().map(|&b| f32::from_bits(u32::from(b) << 16))),
+    }
 }
 
 impl Inputs<'_> {
     /// Token `t` over keys `j0..j1`, starting from an empty state.
     fn run(&self, t: usize, j0: usize, j1: usize, sc: &mut Scratch, st: State<'_>) {
         let (d, nh) = (self.p.head_dim, self.p.n_heads);
+        let qs = match self.p.softcap {
+            Some(c) => self.p.scale / c,
+            None => self.p.scale,
+        };
         sc.q.clear();
-        sc.q.extend(
-            self.q[t * nh * d..][..nh * d]
-                .iter()
-                .map(|&x| x * self.p.scale),
-        );
+        sc.q.extend(self.q[t * nh * d..][..nh * d].iter().map(|&x| x * qs));
         sc.s.clear();
         sc.s.resize(nh * BLOCK, 0.0);
         st.acc.fill(0.0);
         st.m.fill(f32::NEG_INFINITY);
         st.l.fill(0.0);
         let mut st = st;
+        let stride = self.p.n_kv_heads * d;
+        // Widening buffers, taken out of the scratch while blocks borrow it.
+        let (mut kw, mut vw) = (std::mem::take(&mut sc.kw), std::mem::take(&mut sc.vw));
         let mut b0 = j0;
         while b0 < j1 {
             let b1 = (b0 + BLOCK).min(j1);
+            let rows = b0 * stride..b1 * stride;
+            let blk = match (self.k, self.v) {
+                (KvSlice::F32(k), KvSlice::F32(v)) => Block {
+                    n: b1 - b0,
+                    k: &k[rows.clone()],
+                    v: &v[rows],
+                },
+                (k, v) => {
+                    widen(k, rows.clone(), &mut kw);
+                    widen(v, rows, &mut vw);
+                    Block {
+                        n: b1 - b0,
+                        k: &kw,
+                        v: &vw,
+                    }
+                }
+            };
             #[cfg(target_arch = "x86_64")]
             if self.f.has_avx2_fma() {
-                // SAFETY: AVX2+FMA were detected at run time; K/V rows b0..b1 are in
-                // bounds (validate checked the cache lengths and
-                // j1 <= pos0 + n_tokens <= kv_stride).
+                // SAFETY: AVX2+FMA were detected at run time; the block holds
+                // rows b0..b1 (in bounds: validate checked the cache lengths
+                // and j1 <= pos0 + n_tokens <= kv_stride).
                 unsafe {
                     match d {
-                        32 => self.block_avx2_fixed::<4>(b0, b1, sc, &mut st),
-                        64 => self.block_avx2_fixed::<8>(b0, b1, sc, &mut st),
-                        128 => self.block_avx2_fixed::<16>(b0, b1, sc, &mut st),
-                        _ => self.block_avx2(b0, b1, sc, &mut st),
+                        32 => self.block_avx2_fixed::<4>(&blk, sc, &mut st),
+                        64 => self.block_avx2_fixed::<8>(&blk, sc, &mut st),
+                        128 => self.block_avx2_fixed::<16>(&blk, sc, &mut st),
+                        _ => self.block_avx2(&blk, sc, &mut st),
                     }
                 }
                 b0 = b1;
                 continue;
             }
-            self.block_scalar(b0, b1, sc, &mut st);
+            self.block_scalar(&blk, sc, &mut st);
             b0 = b1;
+        }
+        sc.kw = kw;
+        sc.vw = vw;
+    }
+
+    /// Apply the soft cap to raw scores (q was pre-scaled by `scale / c`).
+    #[inline]
+    fn cap(&self, s: &mut [f32]) {
+        if let Some(c) = self.p.softcap {
+            s.iter_mut().for_each(|x| *x = c * x.tanh());
         }
     }
 
@@ -110,11 +172,11 @@ impl Inputs<'_> {
         m_new
     }
 
-    fn block_scalar(&self, b0: usize, b1: usize, sc: &mut Scratch, st: &mut State<'_>) {
-        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+    fn block_scalar(&self, blk: &Block<'_>, sc: &mut Scratch, st: &mut State<'_>) {
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, blk.n);
         let stride = self.p.n_kv_heads * d;
         for j in 0..n {
-            let krow = &self.k[(b0 + j) * stride..][..stride];
+            let krow = &blk.k[j * stride..][..stride];
             for h in 0..nh {
                 let kh = &krow[self.p.kv_head(h) * d..][..d];
                 sc.s[h * BLOCK + j] = vmath::scalar::dot(&sc.q[h * d..][..d], kh);
@@ -122,11 +184,12 @@ impl Inputs<'_> {
         }
         for h in 0..nh {
             let s = &mut sc.s[h * BLOCK..][..n];
+            self.cap(s);
             let m = self.rescale(h, vmath::scalar::max(s), st);
             st.l[h] += vmath::scalar::exp_sub_sum(s, m);
         }
         for j in 0..n {
-            let vrow = &self.v[(b0 + j) * stride..][..stride];
+            let vrow = &blk.v[j * stride..][..stride];
             for h in 0..nh {
                 let vh = &vrow[self.p.kv_head(h) * d..][..d];
                 vmath::scalar::axpy(sc.s[h * BLOCK + j], vh, &mut st.acc[h * d..][..d]);
@@ -136,12 +199,12 @@ impl Inputs<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2(&self, b0: usize, b1: usize, sc: &mut Scratch, st: &mut State<'_>) {
+    unsafe fn block_avx2(&self, blk: &Block<'_>, sc: &mut Scratch, st: &mut State<'_>) {
         use vmath::avx2;
-        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, blk.n);
         let stride = self.p.n_kv_heads * d;
         for j in 0..n {
-            let krow = &self.k[(b0 + j) * stride..][..stride];
+            let krow = &blk.k[j * stride..][..stride];
             for h in 0..nh {
                 let kh = &krow[self.p.kv_head(h) * d..][..d];
                 sc.s[h * BLOCK + j] = avx2::dot(&sc.q[h * d..][..d], kh);
@@ -149,11 +212,12 @@ impl Inputs<'_> {
         }
         for h in 0..nh {
             let s = &mut sc.s[h * BLOCK..][..n];
+            self.cap(s);
             let m = self.rescale(h, avx2::max(s), st);
             st.l[h] += avx2::exp_sub_sum(s, m);
         }
         for j in 0..n {
-            let vrow = &self.v[(b0 + j) * stride..][..stride];
+            let vrow = &blk.v[j * stride..][..stride];
             for h in 0..nh {
                 let vh = &vrow[self.p.kv_head(h) * d..][..d];
                 avx2::axpy(sc.s[h * BLOCK + j], vh, &mut st.acc[h * d..][..d]);
@@ -170,25 +234,24 @@ impl Inputs<'_> {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn block_avx2_fixed<const NV: usize>(
         &self,
-        b0: usize,
-        b1: usize,
+        blk: &Block<'_>,
         sc: &mut Scratch,
         st: &mut State<'_>,
     ) {
         use std::arch::x86_64::*;
-        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, b1 - b0);
+        let (d, nh, n) = (self.p.head_dim, self.p.n_heads, blk.n);
         debug_assert_eq!(d, 8 * NV);
         let stride = self.p.n_kv_heads * d;
-        let (kp, vp) = (self.k.as_ptr(), self.v.as_ptr());
-        // Every row index below is < b1 <= kv_stride and every column < stride,
-        // so the raw reads stay inside k and v (validated lengths).
-        debug_assert!(b1 * stride <= self.k.len() && b1 * stride <= self.v.len());
+        let (kp, vp) = (blk.k.as_ptr(), blk.v.as_ptr());
+        // Every row index below is < n and every column < stride, so the raw
+        // reads stay inside the block's rows.
+        debug_assert!(n * stride <= blk.k.len() && n * stride <= blk.v.len());
         for h in 0..nh {
             let kvo = self.p.kv_head(h) * d;
             let qp = sc.q.as_ptr().add(h * d);
             let qv: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(qp.add(8 * i)));
             let dot = |j: usize| -> __m256 {
-                let kr = kp.add((b0 + j) * stride + kvo);
+                let kr = kp.add(j * stride + kvo);
                 // Two accumulator chains (even / odd vectors) to hide FMA latency.
                 let mut ab = [_mm256_setzero_ps(); 2];
                 for (i, qi) in qv.iter().enumerate() {
@@ -210,12 +273,13 @@ impl Inputs<'_> {
                 s[j] = vmath::avx2::hsum(dot(j));
                 j += 1;
             }
+            self.cap(s);
             let m = self.rescale(h, vmath::avx2::max(s), st);
             st.l[h] += vmath::avx2::exp_sub_sum(s, m);
             let ap = st.acc.as_mut_ptr().add(h * d);
             let mut acc: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(ap.add(8 * i)));
             for (j, &w) in s.iter().enumerate() {
-                let vr = vp.add((b0 + j) * stride + kvo);
+                let vr = vp.add(j * stride + kvo);
                 let pw = _mm256_set1_ps(w);
                 for (i, a) in acc.iter_mut().enumerate() {
                     *a = _mm256_fmadd_ps(pw, _mm256_loadu_ps(vr.add(8 * i)), *a);
@@ -228,16 +292,23 @@ impl Inputs<'_> {
     }
 }
 
-/// Causal GQA attention; see the module docs.
+/// Causal GQA attention; see the module docs. `k` and `v` must be caches
+/// of the same element type.
 pub fn attention(
     ctx: &CpuContext,
     p: &AttentionParams,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: KvSlice<'_>,
+    v: KvSlice<'_>,
     out: &mut [f32],
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    if k.kv_type() != v.kv_type() {
+        return Err(Error::invalid(
+            "attention",
+            format!("k cache is {} but v cache is {}", k.kv_type(), v.kv_type()),
+        ));
+    }
     if p.n_tokens == 0 {
         return Ok(());
     }

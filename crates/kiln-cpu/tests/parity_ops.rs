@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::rope::{RopeMode, RopeParams};
+use kiln_core::KvSlice;
 use kiln_cpu::{
-    add, add_rows, argmax, attention, embedding, gelu_mul, l2_norm, layer_norm, norm_rope,
-    rms_norm, rope, sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
+    add, add_rows, argmax, attention, copy_rows, embedding, gelu_mul, l2_norm, layer_norm,
+    norm_rope, rms_norm, rope, sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -203,6 +204,16 @@ fn parity_attention() {
 }
 
 #[test]
+fn parity_copy_rows() {
+    check("copy_rows", |ctx, o| {
+        tk::copy_rows::check_copy_rows_with(
+            &|p, src, dst| copy_rows::copy_rows_kv(ctx, p, src, dst),
+            o,
+        )
+    });
+}
+
+#[test]
 fn parity_attention_window() {
     check("attention_window", |ctx, o| {
         tk::attention::check_attention_window_with(
@@ -273,6 +284,7 @@ fn attention_split_keys_matches_reference() {
         kv_stride: 3001,
         scale: 0.125,
         window: None,
+        softcap: None,
     };
     let q = kiln_testkit::rand_f32(&mut rng, 9 * 64, -1.0, 1.0);
     let k = kiln_testkit::rand_f32(&mut rng, 3001 * 3 * 64, -1.0, 1.0);
@@ -282,7 +294,8 @@ fn attention_split_keys_matches_reference() {
     for features in [CpuFeatures::detect(), CpuFeatures::default()] {
         let ctx = CpuContext::with_features(16, features).unwrap();
         let mut out = Guarded::new(9 * 64);
-        attention::attention(&ctx, &p, &q, &k, &v, out.as_mut_slice()).unwrap();
+        let (kc, vc) = (KvSlice::F32(&k), KvSlice::F32(&v));
+        attention::attention(&ctx, &p, &q, kc, vc, out.as_mut_slice()).unwrap();
         out.check_guards().unwrap();
         kiln_testkit::compare("split attention", out.as_slice(), &want, Tol::ATTENTION).unwrap();
     }

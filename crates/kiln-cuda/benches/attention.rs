@@ -41,6 +41,7 @@ fn main() {
             kv_stride: kv,
             scale: 1.0 / (HEAD_DIM as f32).sqrt(),
             window: None,
+            softcap: None,
         };
         let q_len = n_tokens * HEADS * HEAD_DIM;
         let kv_len = kv * KV_HEADS * HEAD_DIM;

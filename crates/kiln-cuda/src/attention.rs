@@ -570,6 +570,7 @@ mod tests {
             kv_stride: pos0 + n_tokens,
             scale: 0.125,
             window: None,
+            softcap: None,
         }
     }
 

@@ -173,6 +173,7 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
         kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
         scale: 1.0 / (cs.head_dim as f32).sqrt(),
         window: (cs.window > 0).then_some(cs.window),
+        softcap: None,
     };
     let mut rng = case_rng(test_seed(), "attention-cuda", index);
     let row = p.n_kv_heads * p.head_dim;
@@ -244,6 +245,7 @@ fn forced_kernels_agree() {
             kv_stride: 3006,
             scale: 0.125,
             window: None,
+            softcap: None,
         },
         132,
     )
@@ -279,6 +281,7 @@ fn forced_kernels_agree() {
         kv_stride: 123,
         scale: 0.1,
         window: None,
+        softcap: None,
     };
     check(
         &prefill,
@@ -329,6 +332,7 @@ fn rejects_unsupported() {
         kv_stride: 8,
         scale: 0.05,
         window: None,
+        softcap: None,
     };
     let q = vec![0.5; 8 * 2 * 512];
     let kv = vec![0.5; 8 * 512];

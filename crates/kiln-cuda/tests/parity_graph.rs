@@ -129,6 +129,7 @@ fn attention_at_matches_reference() {
             kv_stride: stride,
             scale: 1.0 / (d as f32).sqrt(),
             window: (window > 0).then_some(window),
+            softcap: None,
         };
         let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
         let k = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
@@ -191,6 +192,7 @@ fn recorded_step_replays_at_every_position() {
         kv_stride: stride,
         scale: 0.125,
         window: None,
+        softcap: None,
     };
     let append = CopyRowsParams {
         row_len: row,

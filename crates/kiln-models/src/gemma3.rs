@@ -193,6 +193,7 @@ fn forward_ops(
         kv_stride: cache.n_ctx,
         scale: gp.attn_scale,
         window: local.then_some(gp.sliding_window),
+        softcap: None,
     };
     let append = CopyRowsParams {
         row_len: cfg.kv_dim(),

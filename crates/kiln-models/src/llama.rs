@@ -295,6 +295,7 @@ impl KvStep {
                 kv_stride: cache.n_ctx,
                 scale: cfg.attn_scale(),
                 window: cfg.sliding_window,
+                softcap: None,
             },
             append: CopyRowsParams {
                 row_len: cfg.kv_dim(),

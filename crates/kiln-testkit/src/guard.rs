@@ -105,6 +105,116 @@ impl Guarded {
     }
 }
 
+/// Sentinel of 16-bit guard zones: a finite value in both f16 and bf16
+/// that no rounding of the cases' values produces by accident.
+pub const SENTINEL_16: u16 = 0xDEAD;
+/// Poison of 16-bit interiors: NaN in both f16 and bf16.
+pub const POISON_16: u16 = 0xFFFF;
+
+/// A guarded cache of any KV element type: [`Guarded`] for f32, else `n`
+/// 16-bit elements poisoned with [`POISON_16`] between zones of
+/// [`SENTINEL_16`].
+#[derive(Debug, Clone)]
+pub enum GuardedKv {
+    F32(Guarded),
+    Half {
+        kv: kiln_core::KvType,
+        buf: Vec<u16>,
+        n: usize,
+    },
+}
+
+impl GuardedKv {
+    /// `n` poisoned elements of `kv` between guard zones.
+    pub fn new(kv: kiln_core::KvType, n: usize) -> Self {
+        match kv {
+            kiln_core::KvType::F32 => GuardedKv::F32(Guarded::new(n)),
+            _ => {
+                let mut buf = vec![SENTINEL_16; n + 2 * GUARD];
+                buf[GUARD..GUARD + n].fill(POISON_16);
+                GuardedKv::Half { kv, buf, n }
+            }
+        }
+    }
+
+    pub fn kv_type(&self) -> kiln_core::KvType {
+        match self {
+            GuardedKv::F32(_) => kiln_core::KvType::F32,
+            GuardedKv::Half { kv, .. } => *kv,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            GuardedKv::F32(g) => g.len(),
+            GuardedKv::Half { n, .. } => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The interior, for the op under test to write.
+    pub fn as_mut(&mut self) -> kiln_core::KvSliceMut<'_> {
+        use kiln_core::{KvSliceMut, KvType};
+        match self {
+            GuardedKv::F32(g) => KvSliceMut::F32(g.as_mut_slice()),
+            GuardedKv::Half { kv, buf, n } => {
+                let s = &mut buf[GUARD..GUARD + *n];
+                match kv {
+                    KvType::F16 => KvSliceMut::F16(s),
+                    _ => KvSliceMut::BF16(s),
+                }
+            }
+        }
+    }
+
+    /// The interior, read-only.
+    pub fn as_slice(&self) -> kiln_core::KvSlice<'_> {
+        use kiln_core::{KvSlice, KvType};
+        match self {
+            GuardedKv::F32(g) => KvSlice::F32(g.as_slice()),
+            GuardedKv::Half { kv, buf, n } => {
+                let s = &buf[GUARD..GUARD + *n];
+                match kv {
+                    KvType::F16 => KvSlice::F16(s),
+                    _ => KvSlice::BF16(s),
+                }
+            }
+        }
+    }
+
+    /// Err when a guard element changed.
+    pub fn check_guards(&self) -> Result<(), String> {
+        match self {
+            GuardedKv::F32(g) => g.check_guards(),
+            GuardedKv::Half { buf, n, .. } => {
+                let bad = buf[..GUARD]
+                    .iter()
+                    .chain(&buf[GUARD + n..])
+                    .filter(|&&v| v != SENTINEL_16)
+                    .count();
+                if bad == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "guard zone overwritten: {bad} element(s) around a 16-bit output of {n}"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// True when the interior is still entirely poison.
+    pub fn untouched(&self) -> bool {
+        match self {
+            GuardedKv::F32(g) => g.untouched(),
+            GuardedKv::Half { buf, n, .. } => buf[GUARD..GUARD + n].iter().all(|&v| v == POISON_16),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -125,6 +235,21 @@ mod tests {
             e.contains("before the output (offsets -1)") && e.contains("indices 5"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn guarded_kv_detects_overruns() {
+        let mut g = GuardedKv::new(kiln_core::KvType::BF16, 3);
+        assert!(g.untouched() && g.check_guards().is_ok());
+        assert!(g.as_slice().to_f32().iter().all(|v| v.is_nan()));
+        if let kiln_core::KvSliceMut::BF16(s) = g.as_mut() {
+            s[0] = 0;
+        }
+        assert!(!g.untouched());
+        if let GuardedKv::Half { buf, .. } = &mut g {
+            buf[GUARD + 3] = 0;
+        }
+        assert!(g.check_guards().is_err());
     }
 
     #[test]

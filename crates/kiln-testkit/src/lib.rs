@@ -20,7 +20,7 @@ pub mod rng;
 
 pub use cases::Options;
 pub use compare::{compare, max_abs_err, nmse, Tol};
-pub use guard::Guarded;
+pub use guard::{Guarded, GuardedKv};
 pub use quant_data::rand_rows;
 pub use report::{CaseResult, Report};
 pub use rng::{case_rng, rand_f32, rng, test_seed};
@@ -32,6 +32,7 @@ pub struct AllOps<'a> {
     pub add_rows: &'a cases::add_rows::AddRowsFn<'a>,
     pub argmax: &'a cases::argmax::ArgmaxFn<'a>,
     pub attention: &'a cases::attention::AttentionFn<'a>,
+    pub copy_rows: &'a cases::copy_rows::CopyRowsFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
     pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
     pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
@@ -64,6 +65,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(argmax::check_argmax_with(imps.argmax, opts));
     r.merge(attention::check_attention_with(imps.attention, opts));
     r.merge(attention::check_attention_window_with(imps.attention, opts));
+    r.merge(copy_rows::check_copy_rows_with(imps.copy_rows, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
     r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));

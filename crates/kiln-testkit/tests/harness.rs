@@ -40,7 +40,8 @@ fn references_pass_every_driver() {
         add: &k::add::add_ref,
         add_rows: &k::add_rows::add_rows_ref,
         argmax: &k::argmax::argmax_ref,
-        attention: &k::attention::attention_ref,
+        attention: &k::attention::attention_ref_kv,
+        copy_rows: &k::copy_rows::copy_rows_ref_kv,
         embedding: &k::embedding::embedding_ref,
         gelu_mul: &k::gelu_mul::gelu_mul_ref,
         l2_norm: &k::l2_norm::l2_norm_ref,
@@ -141,7 +142,13 @@ fn catches_wrong_math() {
                     .copied()
                     .collect();
                 let mut oh = vec![0.0; qh.len()];
-                k::attention::attention_ref(&one, &qh, &sel(k), &sel(v), &mut oh)?;
+                k::attention::attention_ref(
+                    &one,
+                    &qh,
+                    &sel(&k.to_f32()),
+                    &sel(&v.to_f32()),
+                    &mut oh,
+                )?;
                 for (t, row) in oh.chunks(d).enumerate() {
                     out[(t * p.n_heads + h) * d..][..d].copy_from_slice(row);
                 }

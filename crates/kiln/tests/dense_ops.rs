@@ -125,6 +125,7 @@ fn windowed_attention_matches_the_reference() {
             kv_stride: pos0 + n_tokens + 3,
             scale: 0.0625,
             window: Some(window),
+            softcap: None,
         };
         let q = rand_f32(&mut rng, n_tokens * 4 * 256, -1.0, 1.0);
         let k = rand_f32(&mut rng, p.kv_stride * 256, -1.0, 1.0);

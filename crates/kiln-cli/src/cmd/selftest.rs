@@ -32,6 +32,7 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             add_rows: &|p, x, b| k::add_rows::add_rows(ctx, p, x, b),
             argmax: &|x| k::argmax::argmax(ctx, x),
             attention: &|p, q, kc, vc, o| k::attention::attention(ctx, p, q, kc, vc, o),
+            copy_rows: &|p, src, dst| k::copy_rows::copy_rows_kv(ctx, p, src, dst),
             embedding: &|p, t, ids, o| k::embedding::embedding(ctx, p, t, ids, o),
             gelu_mul: &|p, g, u, o| k::gelu_mul::gelu_mul(ctx, p, g, u, o),
             matmul: &|p, w, x, o| k::matmul::matmul(ctx, p, w, x, o),

@@ -10,11 +10,16 @@
 //!   `i - w < j <= i` (Gemma 2/3's local layers, as their reference mask
 //!   `q_idx - kv_idx < sliding_window` has it; `w = 1` sees only itself);
 //!   query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
-//! - `out[t, h] = sum_j softmax_j(scale * q[t,h] . k[j]) * v[j]`,
-//!   `out: [n_tokens, n_heads, head_dim]`.
+//! - `out[t, h] = sum_j softmax_j(s_j) * v[j]` with the score
+//!   `s_j = scale * q[t,h] . k[j]`, or with a logit soft cap `c`
+//!   (Gemma 2) `s_j = c * tanh(scale * q[t,h] . k[j] / c)`, applied before
+//!   the mask and the softmax; `out: [n_tokens, n_heads, head_dim]`.
+//! - The caches may hold f16 or bf16 values ([`crate::KvType`]): every
+//!   backend widens them to f32 and computes as for f32, so the reference
+//!   is this one over the widened values.
 
 use crate::error::check_len;
-use crate::{Error, Result};
+use crate::{Error, KvSlice, Result};
 
 /// Params of [`attention_ref`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,11 +37,15 @@ pub struct AttentionParams {
     /// Sliding window: each query sees at most this many keys, itself
     /// included (see the module docs); `None` = full causal attention.
     pub window: Option<usize>,
+    /// Logit soft cap `c` (finite, > 0): scores become `c * tanh(s / c)`;
+    /// `None` = no cap.
+    pub softcap: Option<f32>,
 }
 
 impl AttentionParams {
     /// Heads non-zero and `n_heads % n_kv_heads == 0`, `head_dim > 0`,
-    /// `pos0 + n_tokens <= kv_stride`, finite scale, buffer lengths.
+    /// `pos0 + n_tokens <= kv_stride`, finite scale, a soft cap finite and
+    /// > 0, buffer lengths.
     pub fn validate(&self, q_len: usize, k_len: usize, v_len: usize, out_len: usize) -> Result<()> {
         let op = "attention";
         if self.n_heads == 0 || self.n_kv_heads == 0 {
@@ -68,6 +77,14 @@ impl AttentionParams {
                 op,
                 format!("scale {} is not finite", self.scale),
             ));
+        }
+        if let Some(c) = self.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::invalid(
+                    op,
+                    format!("softcap {c} must be finite and > 0"),
+                ));
+            }
         }
         match self.pos0.checked_add(self.n_tokens) {
             Some(end) if end <= self.kv_stride => {}
@@ -119,8 +136,8 @@ impl AttentionParams {
     }
 }
 
-/// Reference: per query and head, scores in f64, max-subtracted softmax,
-/// weighted sum of values in f64.
+/// Reference: per query and head, scores (and the soft cap) in f64,
+/// max-subtracted softmax, weighted sum of values in f64.
 pub fn attention_ref(
     p: &AttentionParams,
     q: &[f32],
@@ -147,7 +164,11 @@ pub fn attention_ref(
                     .zip(kj)
                     .map(|(&a, &b)| f64::from(a) * f64::from(b))
                     .sum();
-                scores.push(dot * f64::from(p.scale));
+                let sc = dot * f64::from(p.scale);
+                scores.push(match p.softcap {
+                    Some(c) => f64::from(c) * (sc / f64::from(c)).tanh(),
+                    None => sc,
+                });
             }
             let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             acc.fill(0.0);
@@ -166,6 +187,25 @@ pub fn attention_ref(
         }
     }
     Ok(())
+}
+
+/// [`attention_ref`] over caches of any element type (`k` and `v` of the
+/// same type): the stored values widened to f32.
+pub fn attention_ref_kv(
+    p: &AttentionParams,
+    q: &[f32],
+    k: KvSlice<'_>,
+    v: KvSlice<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate(q.len(), k.len(), v.len(), out.len())?;
+    if k.kv_type() != v.kv_type() {
+        return Err(Error::invalid(
+            "attention",
+            format!("k cache is {} but v cache is {}", k.kv_type(), v.kv_type()),
+        ));
+    }
+    attention_ref(p, q, &k.to_f32(), &v.to_f32(), out)
 }
 
 #[cfg(test)]
@@ -190,6 +230,35 @@ mod tests {
             kv_stride,
             scale: 0.5,
             window: None,
+            softcap: None,
+        }
+    }
+
+    #[test]
+    fn softcap_bounds_scores() {
+        // Two keys, scores 0 and 40 (scale 0.5 * q 1 * k 80): uncapped the
+        // second key takes everything; capped at 2 its score is 2 tanh(20)
+        // ~ 2, so the weights are [1, e^2] / (1 + e^2).
+        let pp = AttentionParams {
+            softcap: Some(2.0),
+            ..p(1, 1, 1, 1, 1, 2)
+        };
+        let (k, v) = ([0.0, 80.0], [0.0, 1.0]);
+        let mut out = [f32::NAN];
+        attention_ref(&pp, &[1.0], &k, &v, &mut out).unwrap();
+        let e2 = (2.0 * 20f64.tanh()).exp();
+        assert!(
+            (f64::from(out[0]) - e2 / (1.0 + e2)).abs() < 1e-6,
+            "{out:?}"
+        );
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let e = AttentionParams {
+                softcap: Some(bad),
+                ..pp
+            }
+            .validate(1, 2, 2, 1)
+            .unwrap_err();
+            assert!(e.to_string().contains("softcap"), "{e}");
         }
     }
 

@@ -1,8 +1,13 @@
 //! copy_rows: copy `n_rows` rows of `row_len` f32 from `src` (starting at row
 //! `src_row`) into `dst` (starting at row `dst_row`). Used for KV-cache append
 //! and for picking the last token's hidden state.
+//!
+//! The destination may be a cache of another element type
+//! ([`crate::KvType`]): each value is then rounded to f16 or bf16, to
+//! nearest even, exactly as [`KvSliceMut::store`] does
+//! ([`copy_rows_ref_kv`]); backends must write the same bits.
 
-use crate::{Error, Result};
+use crate::{Error, KvSliceMut, Result};
 
 /// Params of [`copy_rows_ref`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,17 @@ pub fn copy_rows_ref(p: &CopyRowsParams, src: &[f32], dst: &mut [f32]) -> Result
     Ok(())
 }
 
+/// Reference into a destination of any KV element type: row by row, each
+/// value rounded to the destination's type.
+pub fn copy_rows_ref_kv(p: &CopyRowsParams, src: &[f32], mut dst: KvSliceMut<'_>) -> Result<()> {
+    p.validate(src.len(), dst.len())?;
+    for r in 0..p.n_rows {
+        let s = (p.src_row + r) * p.row_len;
+        dst.store((p.dst_row + r) * p.row_len, &src[s..s + p.row_len]);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -79,6 +95,34 @@ mod tests {
         copy_rows_ref(&p, &src, &mut dst).unwrap();
         assert_eq!(&dst[..9], &[-1.0; 9]);
         assert_eq!(&dst[9..], &[3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    }
+
+    #[test]
+    fn rounds_into_half_caches() {
+        let src = [1.0f32, 1.0 + f32::powi(2.0, -11), -3.3, 70000.0];
+        let p = CopyRowsParams {
+            row_len: 2,
+            n_rows: 2,
+            src_row: 0,
+            dst_row: 1,
+        };
+        let mut d16 = [0xAAAAu16; 6];
+        copy_rows_ref_kv(&p, &src, KvSliceMut::F16(&mut d16)).unwrap();
+        let want: Vec<u16> = src
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_bits())
+            .collect();
+        assert_eq!(&d16[..2], &[0xAAAA; 2]);
+        assert_eq!(&d16[2..], &want[..]);
+        assert_eq!(half::f16::from_bits(d16[3]).to_f32(), 1.0); // tie to even
+        assert!(half::f16::from_bits(d16[5]).to_f32().is_infinite());
+        let mut db = [0u16; 6];
+        copy_rows_ref_kv(&p, &src, KvSliceMut::BF16(&mut db)).unwrap();
+        assert_eq!(db[2], 0x3f80);
+        let mut f = [0.0f32; 6];
+        copy_rows_ref_kv(&p, &src, KvSliceMut::F32(&mut f)).unwrap();
+        assert_eq!(&f[2..], &src);
+        assert!(copy_rows_ref_kv(&p, &src, KvSliceMut::F16(&mut d16[..5])).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::matmul::{matmul_ref, MatmulParams};
 use super::rms_norm::{rms_norm_ref, RmsNormParams};
 use super::rope::{RopeMode, RopeParams};
 use crate::error::check_len;
-use crate::{Error, Result};
+use crate::{Error, KvSliceMut, Result};
 
 const OP: &str = "matvec_fused";
 
@@ -48,7 +48,8 @@ pub enum FusedEpilogue {
     SwiGlu,
     /// `y = [q | k | v]`: RoPE (normal mode) at `positions[i]` on q and k,
     /// then q → `out` (`[m, q_dim]`), k and v → row `positions[i]` of the
-    /// caches.
+    /// caches (f32, or rounded to f16 / bf16 as the KV append rounds:
+    /// [`crate::KvSliceMut::store`]).
     Qkv(QkvRope),
 }
 
@@ -172,8 +173,8 @@ pub struct FusedRefIo<'a> {
     pub residual: &'a [f32],
     pub positions: &'a [i32],
     pub out: &'a mut [f32],
-    pub k_cache: &'a mut [f32],
-    pub v_cache: &'a mut [f32],
+    pub k_cache: KvSliceMut<'a>,
+    pub v_cache: KvSliceMut<'a>,
 }
 
 impl FusedRefIo<'_> {
@@ -244,10 +245,11 @@ pub fn matvec_fused_ref(p: &MatvecFusedParams, io: FusedRefIo<'_>) -> Result<()>
             let rk = MatvecFusedParams::rope(&q, mm.m, kvd / q.head_dim);
             super::rope::rope_ref(&rk, io.positions, &mut ks)?;
             io.out.copy_from_slice(&qs);
+            let (mut kc, mut vc) = (io.k_cache, io.v_cache);
             for (i, row) in y.chunks_exact(mm.n).enumerate() {
                 let at = io.positions[i] as usize * kvd;
-                io.k_cache[at..at + kvd].copy_from_slice(&ks[i * kvd..(i + 1) * kvd]);
-                io.v_cache[at..at + kvd].copy_from_slice(&row[qd + kvd..]);
+                kc.store(at, &ks[i * kvd..(i + 1) * kvd]);
+                vc.store(at, &row[qd + kvd..]);
             }
         }
     }
@@ -303,8 +305,8 @@ mod tests {
                 residual: &[],
                 positions: &[0],
                 out: &mut out,
-                k_cache: &mut kc,
-                v_cache: &mut vc,
+                k_cache: KvSliceMut::F32(&mut kc),
+                v_cache: KvSliceMut::F32(&mut vc),
             },
         )
         .unwrap();
@@ -321,8 +323,8 @@ mod tests {
                 residual: &[],
                 positions: &[3],
                 out: &mut out,
-                k_cache: &mut kc,
-                v_cache: &mut vc,
+                k_cache: KvSliceMut::F32(&mut kc),
+                v_cache: KvSliceMut::F32(&mut vc),
             },
         );
         assert!(err.unwrap_err().to_string().contains("position 3"));

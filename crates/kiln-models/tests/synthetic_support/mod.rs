@@ -427,6 +427,7 @@ impl SynthModel {
             kv_stride: n,
             scale: 1.0 / (s.head_dim() as f32).sqrt(),
             window: None,
+            softcap: None,
         };
         for l in &self.layers {
             let h = self.rms_norm(&x, &l.attn_norm, n);

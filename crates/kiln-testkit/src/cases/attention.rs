@@ -6,14 +6,57 @@
 //! [`crate::check_all`] runs both with the same implementation) also poison
 //! the rows before the first query's window, so an off-by-one at the
 //! window's start fails too.
+//!
+//! Every case runs with f32, f16 and bf16 caches ([`KvType`]): the random
+//! f32 keys and values are rounded to the cache type (the poison stays
+//! NaN) and the reference reads the rounded values widened to f32. Backends
+//! widen the same stored values exactly and compute in f32, so the f16 /
+//! bf16 cases are held to the same tolerance as f32 ([`Tol::ATTENTION`]):
+//! the rounding is in the inputs both sides see, not in the arithmetic.
+//! Soft-capped cases ([`SOFTCAP_CASES`]) run on every cache type too.
 
 use super::{check_output, expect_reject, impl_failed, ref_failed, Options, Runner};
 use crate::{rand_f32, Guarded, Report, Tol};
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
+use kiln_core::{KvSlice, KvType};
 
-/// Implementation under test: `(params, q, k, v, out)`.
-pub type AttentionFn<'a> =
-    dyn Fn(&AttentionParams, &[f32], &[f32], &[f32], &mut [f32]) -> kiln_core::Result<()> + 'a;
+/// Implementation under test: `(params, q, k, v, out)`; `k` and `v` have
+/// the same element type.
+pub type AttentionFn<'a> = dyn Fn(&AttentionParams, &[f32], KvSlice<'_>, KvSlice<'_>, &mut [f32]) -> kiln_core::Result<()>
+    + 'a;
+
+/// A cache of `kv` elements holding `x` rounded (f32: as is).
+#[derive(Debug, Clone)]
+pub enum KvData {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    BF16(Vec<u16>),
+}
+
+impl KvData {
+    /// `x` stored as `kv` (f16 / bf16: rounded to nearest even).
+    pub fn encode(kv: KvType, x: &[f32]) -> KvData {
+        let bits = |t: KvType| x.iter().map(|&v| t.encode(v).unwrap_or(0)).collect();
+        match kv {
+            KvType::F32 => KvData::F32(x.to_vec()),
+            KvType::F16 => KvData::F16(bits(kv)),
+            KvType::BF16 => KvData::BF16(bits(kv)),
+        }
+    }
+
+    pub fn slice(&self) -> KvSlice<'_> {
+        match self {
+            KvData::F32(v) => KvSlice::F32(v),
+            KvData::F16(v) => KvSlice::F16(v),
+            KvData::BF16(v) => KvSlice::BF16(v),
+        }
+    }
+
+    /// The stored values widened to f32 (what the reference reads).
+    pub fn widened(&self) -> Vec<f32> {
+        self.slice().to_f32()
+    }
+}
 
 /// One case. `scale: None` means `1/sqrt(head_dim)`; q and k are uniform in
 /// ±`qk_amp`, v in ±1.
@@ -75,39 +118,63 @@ pub const CASES: &[AttentionCase] = &[
     c(512, 9, 3, 64, 0, 512, 1.0, None, true),
 ];
 
+/// Soft-capped cases: `(case, cap)`. Caps well below the scores' range
+/// (scale 1, |q|, |k| <= 2: raw scores up to ~2 d) so tanh saturates,
+/// one near it; decode (split-KV and warp kernels, CPU key splits), a
+/// prefill on a tiled head_dim, an odd head_dim and Gemma 2's cap of 50.
+pub const SOFTCAP_CASES: &[(AttentionCase, f32)] = &[
+    (c(1, 8, 2, 64, 700, 701, 2.0, Some(1.0), false), 5.0),
+    (c(3, 4, 1, 128, 40, 50, 2.0, Some(1.0), false), 2.0),
+    (c(40, 4, 2, 64, 10, 50, 2.0, Some(1.0), false), 3.0),
+    (c(5, 4, 2, 33, 11, 20, 2.0, Some(1.0), false), 8.0),
+    (c(1, 16, 8, 256, 2000, 2001, 1.0, None, false), 50.0),
+];
+
 /// Run every `attention` case against `imp`.
 pub fn check_attention(imp: &AttentionFn<'_>) -> Report {
     check_attention_with(imp, &Options::default())
+}
+
+/// [`AttentionParams`] of a table case.
+fn case_params(cs: &AttentionCase, softcap: Option<f32>) -> AttentionParams {
+    AttentionParams {
+        n_tokens: cs.n_tokens,
+        n_heads: cs.n_heads,
+        n_kv_heads: cs.n_kv_heads,
+        head_dim: cs.head_dim,
+        pos0: cs.pos0,
+        kv_stride: cs.kv_stride,
+        scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
+        window: None,
+        softcap,
+    }
 }
 
 /// [`check_attention`] with explicit options.
 pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("attention", opts);
     let tol = run.tol(Tol::ATTENTION);
-    for cs in CASES {
-        let name = format!(
-            "tokens={} heads={}/{} head_dim={} pos0={} kv_stride={} scale={}",
-            cs.n_tokens,
-            cs.n_heads,
-            cs.n_kv_heads,
-            cs.head_dim,
-            cs.pos0,
-            cs.kv_stride,
-            cs.scale.map_or("1/sqrt(d)".to_string(), |s| s.to_string())
-        );
-        run.case(&name, cs.big, |rng| {
-            let p = AttentionParams {
-                n_tokens: cs.n_tokens,
-                n_heads: cs.n_heads,
-                n_kv_heads: cs.n_kv_heads,
-                head_dim: cs.head_dim,
-                pos0: cs.pos0,
-                kv_stride: cs.kv_stride,
-                scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
-                window: None,
-            };
-            run_case(rng, &p, cs.qk_amp, imp, tol)
-        });
+    let table = CASES
+        .iter()
+        .map(|cs| (cs, None))
+        .chain(SOFTCAP_CASES.iter().map(|(cs, cap)| (cs, Some(*cap))));
+    for (cs, cap) in table {
+        for kv in KvType::ALL {
+            let name = format!(
+                "kv={kv} tokens={} heads={}/{} head_dim={} pos0={} kv_stride={} scale={}{}",
+                cs.n_tokens,
+                cs.n_heads,
+                cs.n_kv_heads,
+                cs.head_dim,
+                cs.pos0,
+                cs.kv_stride,
+                cs.scale.map_or("1/sqrt(d)".to_string(), |s| s.to_string()),
+                cap.map_or(String::new(), |c| format!(" softcap={c}"))
+            );
+            run.case(&name, cs.big, |rng| {
+                run_case(rng, &case_params(cs, cap), kv, cs.qk_amp, imp, tol)
+            });
+        }
     }
     let p = AttentionParams {
         n_tokens: 2,
@@ -118,6 +185,7 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
         kv_stride: 4,
         scale: 0.35,
         window: None,
+        softcap: None,
     };
     let rejects = [
         (
@@ -133,28 +201,58 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
             AttentionParams { n_kv_heads: 0, ..p },
         ),
     ];
+    let rejects = rejects.into_iter().chain([
+        (
+            "rejects softcap 0",
+            AttentionParams {
+                softcap: Some(0.0),
+                ..p
+            },
+        ),
+        (
+            "rejects a NaN softcap",
+            AttentionParams {
+                softcap: Some(f32::NAN),
+                ..p
+            },
+        ),
+    ]);
     for (name, bad) in rejects {
         run.case(name, false, |rng| {
             let q = rand_f32(rng, 64, -1.0, 1.0);
             let kv = rand_f32(rng, 4 * bad.n_kv_heads * 8, -1.0, 1.0);
             let mut out = Guarded::new(64);
-            expect_reject(imp(&bad, &q, &kv, &kv, out.as_mut_slice()), &out)
+            let (k, v) = (KvSlice::F32(&kv), KvSlice::F32(&kv));
+            expect_reject(imp(&bad, &q, k, v, out.as_mut_slice()), &out)
         });
     }
     run.case("rejects a short k cache", false, |rng| {
         let q = rand_f32(rng, 64, -1.0, 1.0);
         let v = rand_f32(rng, 64, -1.0, 1.0);
         let mut out = Guarded::new(64);
-        expect_reject(imp(&p, &q, &v[..63], &v, out.as_mut_slice()), &out)
+        let (k, v) = (KvSlice::F32(&v[..63]), KvSlice::F32(&v));
+        expect_reject(imp(&p, &q, k, v, out.as_mut_slice()), &out)
+    });
+    run.case("rejects k and v of different types", false, |rng| {
+        let q = rand_f32(rng, 64, -1.0, 1.0);
+        let v = rand_f32(rng, 64, -1.0, 1.0);
+        let k = KvData::encode(KvType::BF16, &v);
+        let mut out = Guarded::new(64);
+        expect_reject(
+            imp(&p, &q, k.slice(), KvSlice::F32(&v), out.as_mut_slice()),
+            &out,
+        )
     });
     run.finish()
 }
 
-/// Random q/k/v for `p`, NaN in every cache row no query may read, the
-/// reference, the implementation, the comparison.
+/// Random q/k/v for `p` (the caches stored as `kv`), NaN in every cache row
+/// no query may read, the reference on the stored values, the
+/// implementation, the comparison.
 fn run_case(
     rng: &mut rand_chacha::ChaCha8Rng,
     p: &AttentionParams,
+    kv: KvType,
     qk_amp: f32,
     imp: &AttentionFn<'_>,
     tol: Tol,
@@ -171,10 +269,11 @@ fn run_case(
     let hidden = p.key_range(0).0 * row;
     k[..hidden].fill(f32::NAN);
     v[..hidden].fill(f32::NAN);
+    let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
     let mut want = vec![0.0; nq];
-    attention_ref(p, &q, &k, &v, &mut want).map_err(ref_failed)?;
+    attention_ref(p, &q, &k.widened(), &v.widened(), &mut want).map_err(ref_failed)?;
     let mut out = Guarded::new(nq);
-    imp(p, &q, &k, &v, out.as_mut_slice()).map_err(impl_failed)?;
+    imp(p, &q, k.slice(), v.slice(), out.as_mut_slice()).map_err(impl_failed)?;
     check_output("out", &out, &want, tol)
 }
 
@@ -253,23 +352,24 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
         big,
     } in WINDOW_CASES
     {
-        let name = format!(
-            "tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \
-             pos0={pos0} kv_stride={kv_stride} window={window}"
-        );
-        run.case(&name, big, |rng| {
-            let p = AttentionParams {
-                n_tokens,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                pos0,
-                kv_stride,
-                scale: 1.0 / (head_dim as f32).sqrt(),
-                window: Some(window),
-            };
-            run_case(rng, &p, 1.0, imp, tol)
-        });
+        let p = AttentionParams {
+            n_tokens,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            pos0,
+            kv_stride,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: Some(window),
+            softcap: None,
+        };
+        for kv in KvType::ALL {
+            let name = format!(
+                "kv={kv} tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \
+                 pos0={pos0} kv_stride={kv_stride} window={window}"
+            );
+            run.case(&name, big, |rng| run_case(rng, &p, kv, 1.0, imp, tol));
+        }
     }
     run.case("rejects window 0", false, |rng| {
         let p = AttentionParams {
@@ -281,10 +381,12 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             kv_stride: 1,
             scale: 0.35,
             window: Some(0),
+            softcap: None,
         };
         let x = rand_f32(rng, 8, -1.0, 1.0);
         let mut out = Guarded::new(8);
-        expect_reject(imp(&p, &x, &x, &x, out.as_mut_slice()), &out)
+        let kv = KvSlice::F32(&x);
+        expect_reject(imp(&p, &x, kv, kv, out.as_mut_slice()), &out)
     });
     run.finish()
 }

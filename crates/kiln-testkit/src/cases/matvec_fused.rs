@@ -14,9 +14,14 @@
 //!   elements are off by at most `e_a + e_b`, plus `2⁻²³ · |value|`.
 //!
 //! Caches start NaN-poisoned on both sides: rows other than the positions
-//! must stay NaN.
+//! must stay NaN. The QKV cases take turns with f32, f16 and bf16 caches:
+//! a 16-bit cache holds the rounded value, and an implementation whose f32
+//! result is within its bound `b` of the reference's may round to the
+//! neighbouring 16-bit value, so there the bound is `b` plus one step of
+//! the type at the value ([`HALF_STEP_F16`], [`HALF_STEP_BF16`]).
 
 use super::{expect_reject, impl_failed, ref_failed, Options, Runner};
+use crate::guard::GuardedKv;
 use crate::{rand_f32, rand_rows, Guarded, Report};
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::ops::matvec_fused::{
@@ -24,7 +29,7 @@ use kiln_core::ops::matvec_fused::{
 };
 use kiln_core::ops::rms_norm::{rms_norm_ref, RmsNormParams};
 use kiln_core::quant::dequantize_row;
-use kiln_core::DType;
+use kiln_core::{DType, KvType};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -40,6 +45,13 @@ pub const PRODUCT_SLACK: f64 = 32.0;
 /// `__expf`: 2 + 1.16·|g| ulp, ~1e-6 relative for |g| ≤ 8) and two products.
 pub const FAST_EXP_REL: f64 = 4e-6;
 const U32: f64 = 1.0 / (1u64 << 24) as f64;
+/// One step of f16 at `|x|` is at most `2⁻¹⁰ |x|` (normal values) or the
+/// subnormal spacing 2⁻²⁴: the rounding of a value within the bound may
+/// land one step away.
+pub const HALF_STEP_F16: (f64, f64) = (1.0 / 1024.0, 1.0 / (1u64 << 24) as f64);
+/// One step of bf16 at `|x|`: at most `2⁻⁷ |x|` (the smallest normal
+/// spacing, 2⁻¹³³, is below any bound here).
+pub const HALF_STEP_BF16: (f64, f64) = (1.0 / 128.0, 0.0);
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
@@ -50,6 +62,8 @@ struct Case {
     epi: FusedEpilogue,
     /// Weight rows.
     n: usize,
+    /// Cache element type (QKV epilogue).
+    kv: KvType,
     big: bool,
 }
 
@@ -119,19 +133,30 @@ fn cases() -> Vec<Case> {
                     norm,
                     epi,
                     n: rows_of(&epi, n),
+                    kv: KvType::F32,
                     big: false,
                 });
             }
         }
     }
-    // SmolLM2-135M's decode layer and head.
+    // The QKV cases take turns with the cache types.
+    for (i, c) in v
+        .iter_mut()
+        .filter(|c| matches!(c.epi, FusedEpilogue::Qkv(_)))
+        .enumerate()
+    {
+        c.kv = KvType::ALL[i % 3];
+    }
+    // SmolLM2-135M's decode layer (with each cache type) and head.
     let smol = [
+        (qkv(9, 3, 64, 64, 300), 0, 576, true),
+        (qkv(9, 3, 64, 64, 300), 0, 576, true),
         (qkv(9, 3, 64, 64, 300), 0, 576, true),
         (FusedEpilogue::Residual, 576, 576, false),
         (FusedEpilogue::SwiGlu, 3072, 576, true),
         (FusedEpilogue::Residual, 576, 1536, false),
     ];
-    for (epi, n, k, norm) in smol {
+    for (i, (epi, n, k, norm)) in smol.into_iter().enumerate() {
         v.push(Case {
             m: 1,
             k,
@@ -139,6 +164,7 @@ fn cases() -> Vec<Case> {
             norm,
             epi,
             n: rows_of(&epi, n),
+            kv: if i < 3 { KvType::ALL[i] } else { KvType::F32 },
             big: false,
         });
     }
@@ -149,6 +175,7 @@ fn cases() -> Vec<Case> {
         norm: true,
         epi: FusedEpilogue::Store,
         n: 49152,
+        kv: KvType::F32,
         big: true,
     });
     v
@@ -209,8 +236,8 @@ pub fn check_matvec_fused_with(imp: &MatvecFusedFn<'_>, opts: &Options) -> Repor
     let mut run = Runner::new("matvec_fused", opts);
     for cs in cases() {
         let name = format!(
-            "{} m={} n={} k={} norm={} {:?}",
-            cs.wtype, cs.m, cs.n, cs.k, cs.norm, cs.epi
+            "{} m={} n={} k={} norm={} kv={} {:?}",
+            cs.wtype, cs.m, cs.n, cs.k, cs.norm, cs.kv, cs.epi
         );
         run.case(&name, cs.big, |rng| one_case(imp, &cs, rng));
     }
@@ -255,7 +282,10 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
     };
     let out_len = cs.m * p.out_cols();
     let mut want = vec![0.0f32; out_len];
-    let (mut want_k, mut want_v) = (vec![f32::NAN; cache_len], vec![f32::NAN; cache_len]);
+    let (mut want_kc, mut want_vc) = (
+        GuardedKv::new(cs.kv, cache_len),
+        GuardedKv::new(cs.kv, cache_len),
+    );
     matvec_fused_ref(
         &p,
         FusedRefIo {
@@ -265,13 +295,17 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
             residual: &residual,
             positions: &positions,
             out: &mut want,
-            k_cache: &mut want_k,
-            v_cache: &mut want_v,
+            k_cache: want_kc.as_mut(),
+            v_cache: want_vc.as_mut(),
         },
     )
     .map_err(ref_failed)?;
+    let (want_k, want_v) = (want_kc.as_slice().to_f32(), want_vc.as_slice().to_f32());
     let mut out = Guarded::new(out_len);
-    let (mut kc, mut vc) = (Guarded::new(cache_len), Guarded::new(cache_len));
+    let (mut kc, mut vc) = (
+        GuardedKv::new(cs.kv, cache_len),
+        GuardedKv::new(cs.kv, cache_len),
+    );
     imp(
         &p,
         FusedRefIo {
@@ -281,8 +315,8 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
             residual: &residual,
             positions: &positions,
             out: out.as_mut_slice(),
-            k_cache: kc.as_mut_slice(),
-            v_cache: vc.as_mut_slice(),
+            k_cache: kc.as_mut(),
+            v_cache: vc.as_mut(),
         },
     )
     .map_err(impl_failed)?;
@@ -353,17 +387,28 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
                 }
             }
             within("q", out.as_slice(), &want, &bq)?;
+            // A 16-bit cache may round to the neighbouring value.
+            let (rel, abs) = match cs.kv {
+                KvType::F32 => (0.0, 0.0),
+                KvType::F16 => HALF_STEP_F16,
+                KvType::BF16 => HALF_STEP_BF16,
+            };
+            let step = |b: f64, w: f32| b + rel * (f64::from(w.abs()) + b) + abs;
             let mut bk = vec![f64::INFINITY; cache_len];
             let mut bv = vec![f64::INFINITY; cache_len];
             for (i, &pos) in positions.iter().enumerate() {
                 let r = pos as usize * kvd;
                 for c in 0..kvd {
-                    bk[r + c] = col_bound(i, qd + c, c % hd < q.n_rot, want_k[r + c]);
-                    bv[r + c] = col_bound(i, qd + kvd + c, false, want_v[r + c]);
+                    let b = col_bound(i, qd + c, c % hd < q.n_rot, want_k[r + c]);
+                    bk[r + c] = step(b, want_k[r + c]);
+                    let b = col_bound(i, qd + kvd + c, false, want_v[r + c]);
+                    bv[r + c] = step(b, want_v[r + c]);
                 }
             }
-            within("k_cache", kc.as_slice(), &want_k, &bk)?;
-            within("v_cache", vc.as_slice(), &want_v, &bv)
+            kc.check_guards()?;
+            vc.check_guards()?;
+            within("k_cache", &kc.as_slice().to_f32(), &want_k, &bk)?;
+            within("v_cache", &vc.as_slice().to_f32(), &want_v, &bv)
         }
     }
 }
@@ -396,8 +441,8 @@ fn rejects(run: &mut Runner<'_>, imp: &MatvecFusedFn<'_>) {
                 residual: res,
                 positions: pos,
                 out: out.as_mut_slice(),
-                k_cache: kc.as_mut_slice(),
-                v_cache: vc.as_mut_slice(),
+                k_cache: kiln_core::KvSliceMut::F32(kc.as_mut_slice()),
+                v_cache: kiln_core::KvSliceMut::F32(vc.as_mut_slice()),
             },
         );
         if !vc.untouched() {

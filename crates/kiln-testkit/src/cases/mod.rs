@@ -19,6 +19,7 @@ pub mod add;
 pub mod add_rows;
 pub mod argmax;
 pub mod attention;
+pub mod copy_rows;
 pub mod embedding;
 pub mod gated;
 pub mod gelu_mul;
