@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::Stream;
+use kiln_core::KvType;
 use kiln_models::sampler::SamplerParams;
 use kiln_models::Model;
 use std::path::PathBuf;
@@ -56,6 +57,15 @@ pub struct ModelArgs {
     /// Device: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.
     #[arg(long = "device", default_value = "auto")]
     pub device: String,
+    /// KV cache element type: f32, f16 or bf16 (llama.cpp's -ctk/-ctv, one
+    /// flag for both). 16-bit caches halve the cache's memory and bandwidth.
+    #[arg(long = "kv-type", default_value = "f32", value_parser = parse_kv_type)]
+    pub kv_type: KvType,
+}
+
+/// `--kv-type`'s value.
+pub fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    s.parse::<KvType>().map_err(|e| e.to_string())
 }
 
 /// Open the stream `--device` asks for. `auto` falls back to the CPU and says why.
@@ -104,6 +114,8 @@ impl ModelArgs {
         })
         .with_context(|| format!("loading {}", path.display()))?;
         bar.finish_and_clear();
+        let mut model = model;
+        model.kv_type = self.kv_type;
         Ok((stream, model))
     }
 }

@@ -1,9 +1,17 @@
 // attention: causal scaled-dot-product attention with grouped-query heads over
-// an f32 KV cache, the semantics of kiln_core::ops::attention::attention_ref:
+// a KV cache, the semantics of kiln_core::ops::attention::attention_ref:
 // query t (position i = pos0 + t) attends keys 0..=i, or with a sliding
 // window w keys i - w < j <= i (first_key below); query head h reads kv head
 // h / group. Scores are kept in base 2 (q is pre-multiplied by
-// scale * log2(e)), so every exponential is one exp2.
+// scale * log2(e)), so every exponential is one exp2. With a logit soft cap
+// c, q is pre-multiplied by scale / c instead and a score is
+// (c log2(e)) tanh(q . k) (cap_score below).
+//
+// Cache element type (kv_t): this file is compiled once per type, the
+// family module with f32 caches (KILN_KV undefined or 0) and the variants
+// KILN_KV 1 (f16 bits) and 2 (bf16 bits) (src/attention.rs); every value
+// is widened to f32 when loaded (kv_cvt, exact) and all arithmetic is f32.
+// Kernel names end in the type: attention_decode_l4_f32, .._f16, .._bf16.
 //
 // Two kernels:
 // - split-KV ("flash decoding"): grid (split, kv head x head chunk, token);
@@ -17,8 +25,9 @@
 //   (token, head chunk) to finish (a ticket counter, reset by that block)
 //   merges the splits, so decode attention is one kernel. With one split the
 //   block writes the output directly.
-//   Any head_dim up to 256; used for decode and for head dims the tiled
-//   kernel has no instance for.
+//   Any head_dim up to 256; used for prefill with head dims the tiled
+//   kernel has no instance for (decode takes the warp decode kernel
+//   below, head dims up to 512).
 // - tiled (prefill): one block per (32-query tile, head), key tiles of 32 in
 //   shared memory, online softmax per query row, causal (and window) mask;
 //   key tiles start at the first key of the block's first row; head_dim is
@@ -27,6 +36,49 @@
 // No kernel reads a cache row at or past pos0 + n_tokens, nor one before the
 // first query's window.
 #include "common.cuh"
+
+#ifndef KILN_KV
+#define KILN_KV 0
+#endif
+#if KILN_KV == 0
+typedef float kv_t;
+#define KV_SFX f32
+#elif KILN_KV == 1
+typedef u16 kv_t;
+#define KV_SFX f16
+#elif KILN_KV == 2
+typedef u16 kv_t;
+#define KV_SFX bf16
+#else
+#error "KILN_KV must be 0 (f32), 1 (f16) or 2 (bf16)"
+#endif
+#define KV_CAT2(a, b) a##b
+#define KV_CAT(a, b) KV_CAT2(a, b)
+// Entry point name: base followed by the cache type, e.g. attention_split_bf16.
+#define KV_NAME(base) KV_CAT(base, KV_SFX)
+
+// One cache element as f32 (exact).
+__device__ __forceinline__ float kv_cvt(kv_t x) {
+#if KILN_KV == 0
+    return x;
+#elif KILN_KV == 1
+    return kiln_f16_to_f32(x);
+#else
+    return kiln_bf16_to_f32(x);
+#endif
+}
+
+// Two 16-bit elements packed in a 32-bit word (the lower address in the
+// low half, little-endian) as f32.
+__device__ __forceinline__ void kv_cvt2(u32 w, float& a, float& b) {
+#if KILN_KV == 1
+    a = kiln_f16_to_f32((u16)(w & 0xffffu));
+    b = kiln_f16_to_f32((u16)(w >> 16));
+#else
+    a = __uint_as_float(w << 16);
+    b = __uint_as_float(w & 0xffff0000u);
+#endif
+}
 
 // Mirrored by `AttnK` in src/attention.rs.
 struct AttnParams {
@@ -40,9 +92,16 @@ struct AttnParams {
     u32 chunk;            // split-KV: keys per split (a multiple of key_tile)
     u32 heads_per_block;  // split-KV: query heads per block (<= 8)
     u32 key_tile;         // split-KV: keys per shared-memory tile (16 or 32)
-    float scale_log2;     // scale * log2(e)
+    float scale_log2;     // q multiplier: scale * log2(e), or scale / c with a soft cap c
     u32 window;           // sliding window (keys per query); 0 = none
+    float cap_log2;       // soft cap: c * log2(e); 0 = none
 };
+
+// A score from the dot product of the pre-multiplied q and k: as is, or
+// soft-capped (c log2(e)) tanh(s / c) (q already holds the 1 / c).
+__device__ __forceinline__ float cap_score(const AttnParams& p, float s) {
+    return p.cap_log2 != 0.f ? p.cap_log2 * tanhf(s) : s;
+}
 
 #define KILN_NEG_INF __int_as_float(0xff800000)
 #define FULL_MASK 0xffffffffu
@@ -84,16 +143,16 @@ struct TileMap {
 
 // Load keys k0 .. k0 + nk (all below the split's end) of K and V into registers.
 __device__ __forceinline__ void split_load(const TileMap& tm, u32 d, u64 row, u64 kv_off,
-                                           const float* __restrict__ k,
-                                           const float* __restrict__ v, u32 k0, u32 nk,
+                                           const kv_t* __restrict__ k,
+                                           const kv_t* __restrict__ v, u32 k0, u32 nk,
                                            float (&kr)[SPLIT_STAGE], float (&vr)[SPLIT_STAGE]) {
     u32 j = tm.j0, c = tm.c0;
 #pragma unroll
     for (int r = 0; r < SPLIT_STAGE; ++r) {
         if (j < nk) {
             const u64 src = (u64)(k0 + j) * row + kv_off + c;
-            kr[r] = k[src];
-            vr[r] = v[src];
+            kr[r] = kv_cvt(k[src]);
+            vr[r] = kv_cvt(v[src]);
         }
         c += tm.dc;
         j += tm.dj;
@@ -171,8 +230,8 @@ __device__ __forceinline__ void combine_heads(const AttnParams& p, const float* 
 //         tickets: [n_tokens, gridDim.y] zeros (left zero), out as above.
 template <bool DIRECT>
 __device__ __forceinline__ void attention_split(const AttnParams& p, const float* __restrict__ q,
-                                                const float* __restrict__ k,
-                                                const float* __restrict__ v,
+                                                const kv_t* __restrict__ k,
+                                                const kv_t* __restrict__ v,
                                                 float* __restrict__ dst, u32* __restrict__ tickets,
                                                 float* __restrict__ out) {
     __shared__ u32 ticket;
@@ -240,7 +299,7 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
                         a1 = fmaf(qr[c + 1], krow[c + 1], a1);
                     }
                     if (c < d) a0 = fmaf(qr[c], krow[c], a0);
-                    s = a0 + a1;
+                    s = cap_score(p, a0 + a1);
                 }
                 ps[i] = s;
             }
@@ -317,16 +376,16 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
 }
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-    attention_split_f32(AttnParams p, const float* __restrict__ q, const float* __restrict__ k,
-                        const float* __restrict__ v, float* __restrict__ part,
-                        u32* __restrict__ tickets, float* __restrict__ out) {
+    KV_NAME(attention_split_)(AttnParams p, const float* __restrict__ q, const kv_t* __restrict__ k,
+                              const kv_t* __restrict__ v, float* __restrict__ part,
+                              u32* __restrict__ tickets, float* __restrict__ out) {
     attention_split<false>(p, q, k, v, part, tickets, out);
 }
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-    attention_split_direct_f32(AttnParams p, const float* __restrict__ q,
-                               const float* __restrict__ k, const float* __restrict__ v,
-                               float* __restrict__ out) {
+    KV_NAME(attention_split_direct_)(AttnParams p, const float* __restrict__ q,
+                                     const kv_t* __restrict__ k, const kv_t* __restrict__ v,
+                                     float* __restrict__ out) {
     attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
 
@@ -337,10 +396,10 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
 // (m = -inf, l = 0, acc = 0) that the merge weighs by zero.
 // pos: [1]
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-    attention_split_at_f32(AttnParams p, const i32* __restrict__ pos, const float* __restrict__ q,
-                           const float* __restrict__ k, const float* __restrict__ v,
-                           float* __restrict__ part, u32* __restrict__ tickets,
-                           float* __restrict__ out) {
+    KV_NAME(attention_split_at_)(AttnParams p, const i32* __restrict__ pos,
+                                 const float* __restrict__ q, const kv_t* __restrict__ k,
+                                 const kv_t* __restrict__ v, float* __restrict__ part,
+                                 u32* __restrict__ tickets, float* __restrict__ out) {
     kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
@@ -348,9 +407,9 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-    attention_split_direct_at_f32(AttnParams p, const i32* __restrict__ pos,
-                                  const float* __restrict__ q, const float* __restrict__ k,
-                                  const float* __restrict__ v, float* __restrict__ out) {
+    KV_NAME(attention_split_direct_at_)(AttnParams p, const i32* __restrict__ pos,
+                                        const float* __restrict__ q, const kv_t* __restrict__ k,
+                                        const kv_t* __restrict__ v, float* __restrict__ out) {
     kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
@@ -364,9 +423,13 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
 // block's range and keeps, per query head, an online softmax (m, l) and its
 // share of acc in registers: lane l holds dims l * DPL .. l * DPL + DPL - 1
 // (d <= 32 * DPL), a score is a lane-partial dot plus one warp all-reduce.
-// The next key's K/V row is loaded while the current one is used. The
-// warps then merge through shared memory; with several splits the block
-// writes its partial and the last block of the group merges the splits.
+// The next key's K/V row is loaded while the current one is used; when the
+// row fills the warp (d == 32 DPL) and the caches are aligned, a lane loads
+// its DPL values in pieces of up to 16 bytes (dec_load_kv). The warps then
+// merge through shared memory; with several splits the block writes its
+// partial and the last block of the group merges the splits. MAXH: the most
+// query heads per block the instance holds in registers (8; 2 for the
+// DPL 16 instance of head dims 257..512).
 
 #define DEC_WARPS 4
 #define DEC_THREADS (DEC_WARPS * 32)
@@ -380,11 +443,68 @@ __device__ __forceinline__ void dec_load(const float* __restrict__ src, u32 lane
     }
 }
 
-// Dynamic shared memory: DEC_WARPS * hb * (d + 2) floats.
+// Elements per vector piece of a lane's DPL cache values: the largest
+// power of two dividing DPL with at most 16 bytes.
 template <int DPL>
+struct DecPiece {
+    static constexpr int by_dpl = (DPL % 8 == 0) ? 8 : (DPL % 4 == 0) ? 4 : (DPL % 2 == 0) ? 2 : 1;
+    static constexpr int max_elems = 16 / (int)sizeof(kv_t);
+    static constexpr int value = by_dpl < max_elems ? by_dpl : max_elems;
+};
+
+// PE consecutive cache elements at src (aligned to PE * sizeof(kv_t)) as f32.
+template <int PE>
+__device__ __forceinline__ void kv_piece(const kv_t* __restrict__ src, float* r) {
+#if KILN_KV == 0
+    if constexpr (PE == 4) {
+        const float4 x = *(const float4*)src;
+        r[0] = x.x; r[1] = x.y; r[2] = x.z; r[3] = x.w;
+    } else if constexpr (PE == 2) {
+        const float2 x = *(const float2*)src;
+        r[0] = x.x; r[1] = x.y;
+    } else {
+        r[0] = src[0];
+    }
+#else
+    if constexpr (PE == 8) {
+        const uint4 x = *(const uint4*)src;
+        kv_cvt2(x.x, r[0], r[1]); kv_cvt2(x.y, r[2], r[3]);
+        kv_cvt2(x.z, r[4], r[5]); kv_cvt2(x.w, r[6], r[7]);
+    } else if constexpr (PE == 4) {
+        const uint2 x = *(const uint2*)src;
+        kv_cvt2(x.x, r[0], r[1]); kv_cvt2(x.y, r[2], r[3]);
+    } else if constexpr (PE == 2) {
+        kv_cvt2(*(const u32*)src, r[0], r[1]);
+    } else {
+        r[0] = kv_cvt(src[0]);
+    }
+#endif
+}
+
+// Lane `lane`'s values c = lane * DPL + i of a cache row at src (0 past d).
+// vec: d == 32 * DPL and src aligned to a piece, so whole pieces load.
+template <int DPL>
+__device__ __forceinline__ void dec_load_kv(const kv_t* __restrict__ src, u32 lane, u32 d, bool vec,
+                                            float (&r)[DPL]) {
+    constexpr int PE = DecPiece<DPL>::value;
+    if (vec) {
+        const kv_t* s = src + lane * DPL;
+#pragma unroll
+        for (int i = 0; i < DPL; i += PE) kv_piece<PE>(s + i, r + i);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+        const u32 c = lane * DPL + i;
+        r[i] = c < d ? kv_cvt(src[c]) : 0.f;
+    }
+}
+
+// Dynamic shared memory: DEC_WARPS * hb * (d + 2) floats.
+template <int DPL, int MAXH>
 __device__ __forceinline__ void attention_decode(const AttnParams& p, const float* __restrict__ q,
-                                                 const float* __restrict__ k,
-                                                 const float* __restrict__ v,
+                                                 const kv_t* __restrict__ k,
+                                                 const kv_t* __restrict__ v,
                                                  float* __restrict__ part,
                                                  u32* __restrict__ tickets,
                                                  float* __restrict__ out) {
@@ -401,17 +521,21 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
     const u32 h0 = kvh * p.group + g0;
     const u32 warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const u64 row = (u64)p.n_kv_heads * d;
-    const float* kb = k + (u64)kvh * d;
-    const float* vb = v + (u64)kvh * d;
+    const kv_t* kb = k + (u64)kvh * d;
+    const kv_t* vb = v + (u64)kvh * d;
+    // Whole-piece loads: full rows (so every row offset is a multiple of
+    // DPL, hence of the piece) and piece-aligned caches.
+    constexpr u64 piece_bytes = DecPiece<DPL>::value * sizeof(kv_t);
+    const bool vec = d == 32u * DPL && (((u64)k | (u64)v) % piece_bytes) == 0;
     const u32 s_begin = first_key(p, p.pos0 + 1) + split * p.chunk;  // this split's keys
     for (u32 t = blockIdx.z; t < p.n_tokens; t += gridDim.z) {
         const u32 n_keys = p.pos0 + t + 1;
         const u32 k_begin = max(s_begin, first_key(p, n_keys));
         const u32 k_end = min(s_begin + p.chunk, n_keys);  // empty when <= k_begin
         const u64 qh0 = (u64)t * p.n_heads + h0;
-        float qr[MAX_DEC_HEADS][DPL], acc[MAX_DEC_HEADS][DPL], m[MAX_DEC_HEADS], l[MAX_DEC_HEADS];
+        float qr[MAXH][DPL], acc[MAXH][DPL], m[MAXH], l[MAXH];
 #pragma unroll
-        for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+        for (u32 g = 0; g < MAXH; ++g) {
             m[g] = KILN_NEG_INF;
             l[g] = 0.f;
 #pragma unroll
@@ -425,8 +549,8 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
         u32 j = k_begin + warp;
         float kn[DPL], vn[DPL];
         if (j < k_end) {
-            dec_load<DPL>(kb + (u64)j * row, lane, d, kn);
-            dec_load<DPL>(vb + (u64)j * row, lane, d, vn);
+            dec_load_kv<DPL>(kb + (u64)j * row, lane, d, vec, kn);
+            dec_load_kv<DPL>(vb + (u64)j * row, lane, d, vec, vn);
         }
         while (j < k_end) {
             float kc[DPL], vc[DPL];
@@ -437,16 +561,16 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
             }
             const u32 jn = j + DEC_WARPS;
             if (jn < k_end) {
-                dec_load<DPL>(kb + (u64)jn * row, lane, d, kn);
-                dec_load<DPL>(vb + (u64)jn * row, lane, d, vn);
+                dec_load_kv<DPL>(kb + (u64)jn * row, lane, d, vec, kn);
+                dec_load_kv<DPL>(vb + (u64)jn * row, lane, d, vec, vn);
             }
 #pragma unroll
-            for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+            for (u32 g = 0; g < MAXH; ++g) {
                 if (g < nh) {
                     float sp = 0.f;
 #pragma unroll
                     for (int i = 0; i < DPL; ++i) sp = fmaf(qr[g][i], kc[i], sp);
-                    const float sc = warp_sum(sp);
+                    const float sc = cap_score(p, warp_sum(sp));
                     const float mn = fmaxf(m[g], sc);
                     const float a = exp2f(m[g] - mn), e = exp2f(sc - mn);
                     l[g] = fmaf(l[g], a, e);
@@ -460,7 +584,7 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
         // Merge the warps: smem [warp][g] = (m, l, acc[d]).
         const u32 stride = d + 2;
 #pragma unroll
-        for (u32 g = 0; g < MAX_DEC_HEADS; ++g) {
+        for (u32 g = 0; g < MAXH; ++g) {
             if (g < nh) {
                 float* slot = smem + ((u64)warp * hb + g) * stride;
 #pragma unroll
@@ -517,30 +641,37 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
     }
 }
 
-#define DEC_ENTRY(DPL)                                                                           \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_l##DPL##_f32(      \
-        AttnParams p, const float* __restrict__ q, const float* __restrict__ k,                  \
-        const float* __restrict__ v, float* __restrict__ part, u32* __restrict__ tickets,         \
+#define DEC_ENTRY(DPL, MAXH)                                                                     \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS) KV_NAME(attention_decode_l##DPL##_)( \
+        AttnParams p, const float* __restrict__ q, const kv_t* __restrict__ k,                   \
+        const kv_t* __restrict__ v, float* __restrict__ part, u32* __restrict__ tickets,         \
         float* __restrict__ out) {                                                               \
-        attention_decode<DPL>(p, q, k, v, part, tickets, out);                                   \
+        attention_decode<DPL, MAXH>(p, q, k, v, part, tickets, out);                             \
     }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_l##DPL##_at_f32(   \
-        AttnParams p, const i32* __restrict__ pos, const float* __restrict__ q,                  \
-        const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ part,       \
-        u32* __restrict__ tickets, float* __restrict__ out) {                                    \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS)                                    \
+        KV_NAME(attention_decode_l##DPL##_at_)(AttnParams p, const i32* __restrict__ pos,         \
+                                               const float* __restrict__ q,                      \
+                                               const kv_t* __restrict__ k,                       \
+                                               const kv_t* __restrict__ v,                       \
+                                               float* __restrict__ part,                         \
+                                               u32* __restrict__ tickets,                        \
+                                               float* __restrict__ out) {                        \
         kiln_grid_wait();                                                                        \
         const i32 p0 = pos[0];                                                                   \
         p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \
-        attention_decode<DPL>(p, q, k, v, part, tickets, out);                                   \
+        attention_decode<DPL, MAXH>(p, q, k, v, part, tickets, out);                             \
     }
-DEC_ENTRY(1)
-DEC_ENTRY(2)
-DEC_ENTRY(3)
-DEC_ENTRY(4)
-DEC_ENTRY(5)
-DEC_ENTRY(6)
-DEC_ENTRY(7)
-DEC_ENTRY(8)
+DEC_ENTRY(1, MAX_DEC_HEADS)
+DEC_ENTRY(2, MAX_DEC_HEADS)
+DEC_ENTRY(3, MAX_DEC_HEADS)
+DEC_ENTRY(4, MAX_DEC_HEADS)
+DEC_ENTRY(5, MAX_DEC_HEADS)
+DEC_ENTRY(6, MAX_DEC_HEADS)
+DEC_ENTRY(7, MAX_DEC_HEADS)
+DEC_ENTRY(8, MAX_DEC_HEADS)
+// Head dims 257..512 (e.g. 512): at most 2 heads per block (DEC_WIDE_MAX_HEADS
+// in src/attention.rs) keep q and acc in registers.
+DEC_ENTRY(16, 2)
 
 // ---------------------------------------------------------------------------
 // tiled prefill
@@ -549,14 +680,41 @@ DEC_ENTRY(8)
 #define TILE_K 32
 #define TILE_THREADS 128
 
+// Keys k0 .. k0 + nk of a K or V cache (head at kv_off) into the shared
+// tile [TILE_K][D + 1] as f32, zeros past nk. 16-bit caches load element
+// pairs as one 32-bit word when `pairs` (the cache 4-byte aligned; D,
+// rows and kv_off are even).
+template <int D>
+__device__ __forceinline__ void tile_load(float* __restrict__ kv, const kv_t* __restrict__ src,
+                                          u32 k0, u32 nk, u64 row, u64 kv_off, bool pairs) {
+    constexpr int DP = D + 1;
+    const u32 tid = threadIdx.x;
+#if KILN_KV != 0
+    if (pairs) {
+        for (u32 i = tid; i < TILE_K * D / 2; i += TILE_THREADS) {
+            const u32 j = i / (D / 2), c = 2 * (i % (D / 2));
+            float a = 0.f, b = 0.f;
+            if (j < nk) kv_cvt2(*(const u32*)(src + (u64)(k0 + j) * row + kv_off + c), a, b);
+            kv[j * DP + c] = a;
+            kv[j * DP + c + 1] = b;
+        }
+        return;
+    }
+#endif
+    for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
+        const u32 j = i / D, c = i % D;
+        kv[j * DP + c] = j < nk ? kv_cvt(src[(u64)(k0 + j) * row + kv_off + c]) : 0.f;
+    }
+}
+
 // 128 threads: thread (r = tid / 4, cg = tid % 4) owns query row r of the tile,
 // scores of keys cg + 4 m (m < 8) of each key tile, and output columns
 // cg + 4 i (i < D / 4). The 4 threads of a row are adjacent lanes of one warp.
 // q: [n_tokens, n_heads, D]; k, v: [kv_stride, n_kv_heads, D]; out: [n_tokens, n_heads, D]
 template <int D>
 __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float* __restrict__ q,
-                                                const float* __restrict__ k,
-                                                const float* __restrict__ v,
+                                                const kv_t* __restrict__ k,
+                                                const kv_t* __restrict__ v,
                                                 float* __restrict__ out) {
     constexpr int DP = D + 1;  // odd row stride: conflict-free column reads
     __shared__ float qs[TILE_Q * DP];
@@ -568,6 +726,7 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     const u32 nq = min((u32)TILE_Q, p.n_tokens - t0);
     const u64 row = (u64)p.n_kv_heads * D;
     const u64 kv_off = (u64)kvh * D;
+    const bool pairs = (((u64)k | (u64)v) & 3) == 0;
 
     for (u32 i = tid; i < TILE_Q * D; i += TILE_THREADS) {
         const u32 rr = i / D, c = i % D;
@@ -589,10 +748,7 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     for (u32 k0 = k_start; k0 < k_end; k0 += TILE_K) {
         const u32 nk = min((u32)TILE_K, k_end - k0);
         __syncthreads();  // Q is loaded / the previous V tile is consumed
-        for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
-            const u32 j = i / D, c = i % D;
-            kv[j * DP + c] = j < nk ? k[(u64)(k0 + j) * row + kv_off + c] : 0.f;
-        }
+        tile_load<D>(kv, k, k0, nk, row, kv_off, pairs);
         __syncthreads();
         float s[TILE_K / 4];
 #pragma unroll
@@ -604,12 +760,13 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 #pragma unroll
             for (int mm = 0; mm < TILE_K / 4; ++mm) s[mm] = fmaf(qc, kv[(cg + 4 * mm) * DP + c], s[mm]);
         }
-        // Causal and window mask (also masks the keys past the tile's end:
-        // my_last < k_end).
+        // Soft cap, then the causal and window mask (also masks the keys
+        // past the tile's end: my_last < k_end).
         float mx = KILN_NEG_INF;
 #pragma unroll
         for (int mm = 0; mm < TILE_K / 4; ++mm) {
             const u32 key = k0 + cg + 4 * mm;
+            s[mm] = cap_score(p, s[mm]);
             if (key > my_last || key < my_first) s[mm] = KILN_NEG_INF;
             mx = fmaxf(mx, s[mm]);
         }
@@ -635,10 +792,7 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 #pragma unroll
         for (int i = 0; i < D / 4; ++i) o[i] *= alpha;
         __syncthreads();  // every thread is done with the K tile
-        for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
-            const u32 j = i / D, c = i % D;
-            kv[j * DP + c] = j < nk ? v[(u64)(k0 + j) * row + kv_off + c] : 0.f;
-        }
+        tile_load<D>(kv, v, k0, nk, row, kv_off, pairs);
         __syncthreads();
 #pragma unroll
         for (int src = 0; src < 4; ++src) {
@@ -660,9 +814,9 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 }
 
 #define KILN_ATTN_TILED(D)                                                                      \
-    extern "C" __global__ void __launch_bounds__(TILE_THREADS) attention_tiled_d##D##_f32(      \
-        AttnParams p, const float* __restrict__ q, const float* __restrict__ k,                 \
-        const float* __restrict__ v, float* __restrict__ out) {                                 \
+    extern "C" __global__ void __launch_bounds__(TILE_THREADS) KV_NAME(attention_tiled_d##D##_)( \
+        AttnParams p, const float* __restrict__ q, const kv_t* __restrict__ k,                  \
+        const kv_t* __restrict__ v, float* __restrict__ out) {                                  \
         attention_tiled<D>(p, q, k, v, out);                                                    \
     }
 KILN_ATTN_TILED(64)

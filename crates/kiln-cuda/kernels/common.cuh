@@ -54,6 +54,21 @@ __device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
 __device__ __forceinline__ float kiln_bf16_to_f32(u16 h) {
     return __uint_as_float(((u32)h) << 16);
 }
+// f32 -> f16 bits, round to nearest even (overflow to inf, subnormals kept;
+// kiln-core f32_to_f16_bits).
+__device__ __forceinline__ u16 kiln_f32_to_f16(float f) {
+    u16 h;
+    asm("{ .reg .b16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(f));
+    return h;
+}
+// f32 -> bf16 bits as kiln-core's f32_to_bf16_bits (ggml): NaN keeps its
+// top bits and is made quiet, everything else rounds to nearest even on
+// the raw bits.
+__device__ __forceinline__ u16 kiln_f32_to_bf16(float x) {
+    const u32 u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x0040u);
+    return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 // Programmatic dependent launch (Hopper+; no-ops elsewhere and for kernels
 // launched without the attribute). A kernel launched with it may start while

@@ -9,12 +9,6 @@
 // Blocks one warp covers per step (4 lanes per block).
 #define MV_BLOCKS_PER_WARP 8
 
-__device__ __forceinline__ u16 kiln_f32_to_f16(float f) {
-    u16 h;
-    asm("{ .reg .b16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(f));
-    return h;
-}
-
 // Byte i of `bytes` (0..255) as an exact float, minus `bias`:
 // 0x4B0000bb is the float 2^23 + bb.
 __device__ __forceinline__ float byte_f32(u32 bytes, u32 i, float bias) {

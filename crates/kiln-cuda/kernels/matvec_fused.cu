@@ -12,7 +12,9 @@
 //                 position pos[i] on q and k pairs (2p, 2p + 1) below n_rot
 //                 of each head; q -> out[i, :q_dim], k and v -> row pos[i] of
 //                 the caches kc, vc: [n_ctx, kv_dim] (rows past n_ctx are
-//                 dropped; the host checks positions before launching).
+//                 dropped; the host checks positions before launching),
+//                 f32 or, by kv_type, f16 / bf16 bits rounded to nearest
+//                 even as the KV append (copy_rows.cu) rounds them.
 // Tiling, block decoding and accumulation are matmul.cu's (matvec.cuh).
 #include "common.cuh"
 #include "matvec.cuh"
@@ -43,7 +45,13 @@ struct FusedParams {
     double log2_base;  // log2(freq_base), from the host
     u64 cw;            // matmul.cu's MatmulParams::cw (staged copy width / 16-byte float loads)
     u64 stage_off;     // staged: byte offset of the staging area in dynamic shared memory
+    u32 kv_type;       // EPI_QKV cache element type: KV_F32, KV_F16, KV_BF16
+    u32 pad;
 };
+
+#define KV_F32 0
+#define KV_F16 1
+#define KV_BF16 2
 
 __device__ __forceinline__ float fused_block_sum(float v, float* sh) {
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -73,8 +81,8 @@ __device__ __forceinline__ void fused_rope(const FusedParams& p, i32 pos, u64 ip
 __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 j0, float y0, float y1,
                                                const float* __restrict__ res,
                                                const i32* __restrict__ pos,
-                                               float* __restrict__ out, float* __restrict__ kc,
-                                               float* __restrict__ vc) {
+                                               float* __restrict__ out, void* __restrict__ kc,
+                                               void* __restrict__ vc) {
     switch (p.epi) {
     case EPI_SWIGLU:
         out[i * (p.n / 2) + j0 / 2] = kiln_silu(y0) * y1;
@@ -88,15 +96,24 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
         const i32 ps = pos[i];
         const u32 in_head = c % p.head_dim;
         if (seg < 2 && in_head < p.n_rot) fused_rope(p, ps, in_head / 2, y0, y1);
-        float* dst;
         if (seg == 0) {
-            dst = out + i * qd + c;
-        } else {
-            if (ps < 0 || (u32)ps >= p.n_ctx) return;
-            dst = (seg == 1 ? kc : vc) + (u64)ps * kvd + c;
+            out[i * qd + c] = y0;
+            out[i * qd + c + 1] = y1;
+            return;
         }
-        dst[0] = y0;
-        dst[1] = y1;
+        if (ps < 0 || (u32)ps >= p.n_ctx) return;
+        const u64 at = (u64)ps * kvd + c;
+        void* cache = seg == 1 ? kc : vc;
+        if (p.kv_type == KV_F32) {
+            float* dst = (float*)cache + at;
+            dst[0] = y0;
+            dst[1] = y1;
+        } else {
+            u16* dst = (u16*)cache + at;
+            const bool f16 = p.kv_type == KV_F16;
+            dst[0] = f16 ? kiln_f32_to_f16(y0) : kiln_f32_to_bf16(y0);
+            dst[1] = f16 ? kiln_f32_to_f16(y1) : kiln_f32_to_bf16(y1);
+        }
         return;
     }
     default: {
@@ -118,7 +135,7 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
                                              const float* __restrict__ norm_w,
                                              const float* __restrict__ res,
                                              const i32* __restrict__ pos, float* __restrict__ out,
-                                             float* __restrict__ kc, float* __restrict__ vc) {
+                                             void* __restrict__ kc, void* __restrict__ vc) {
     extern __shared__ float xs[];
     __shared__ float red[32];
     kiln_grid_launch_dependents();
@@ -212,8 +229,8 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                  \
         name(FusedParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
              const float* __restrict__ norm_w, const float* __restrict__ res,                 \
-             const i32* __restrict__ pos, float* __restrict__ out, float* __restrict__ kc,    \
-             float* __restrict__ vc) {                                                        \
+             const i32* __restrict__ pos, float* __restrict__ out, void* __restrict__ kc,     \
+             void* __restrict__ vc) {                                                         \
         matvec_fused<T, QUANT, M>(p, w, x, norm_w, res, pos, out, kc, vc);                    \
     }
 #define MVF_ALL_M(prefix, T, QUANT)                                                           \

@@ -1,7 +1,14 @@
-//! attention on CUDA: causal GQA attention over an f32 KV cache, with an
-//! optional sliding window, the semantics of
-//! `kiln_core::ops::attention::attention_ref` (see there for shapes and the
-//! window). Validate → select → launch (`kernels/attention.cu`).
+//! attention on CUDA: causal GQA attention over a KV cache of f32, f16 or
+//! bf16 ([`KvView`]), with an optional sliding window and logit soft cap,
+//! the semantics of `kiln_core::ops::attention::attention_ref` (see there
+//! for shapes and the window). Validate → select → launch
+//! (`kernels/attention.cu`).
+//!
+//! Cache types: `attention.cu` is the f32 family module; f16 and bf16
+//! caches use its variants compiled with `KILN_KV` 1 / 2 ([`kv_variant`],
+//! on first use), whose kernels widen each loaded value to f32; the kernel
+//! choice and plan do not depend on the type. Handles live in a per-type
+//! table (the backend's `attn_fns`), so a launch looks nothing up.
 //!
 //! Windows: every kernel masks keys before `i - w + 1` for the query at
 //! position `i`; the split-KV kernels split only the keys some query of the
@@ -19,19 +26,22 @@
 //!   ticket counter, [`CudaBackend::with_tickets`]) merges them, so the
 //!   whole attention is one launch. The split
 //!   count grows with the key count until the grid fills the GPU. Used for
-//!   decode (`n_tokens <= DECODE_MAX_TOKENS`) and for any head_dim ≤ 256 the
-//!   tiled kernel has no instance for.
+//!   decode (`n_tokens <= DECODE_MAX_TOKENS`: the warp decode kernel on the
+//!   same plan, head dims up to [`DEC_MAX_HEAD_DIM`]) and for any head_dim
+//!   ≤ 256 the tiled kernel has no instance for.
 //! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
 //!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128.
 
 use crate::kernels::ATTENTION;
+use crate::kv::KvView;
 use crate::launch::{arg, launch_ex};
+use crate::registry::Variant;
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
-    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
 };
 use kiln_core::ops::attention::AttentionParams;
-use kiln_core::Error;
+use kiln_core::{Error, KvType};
 
 /// Queries per call up to which the split-KV (decode) kernel is used.
 pub const DECODE_MAX_TOKENS: usize = 4;
@@ -39,6 +49,12 @@ pub const DECODE_MAX_TOKENS: usize = 4;
 pub const TILED_HEAD_DIMS: [usize; 4] = [64, 80, 96, 128];
 /// Largest head_dim of the split-KV kernel (its shared-memory budget).
 pub const SPLIT_MAX_HEAD_DIM: usize = 256;
+/// Largest head_dim of the warp decode kernel (decode, `n_tokens <=
+/// DECODE_MAX_TOKENS`): 32 lanes × 16 values.
+pub const DEC_MAX_HEAD_DIM: usize = 512;
+/// Most query heads per block of the decode instance for head dims above
+/// 256 (its q and acc registers: 2 × 2 × 16 per lane).
+pub const DEC_WIDE_MAX_HEADS: usize = 2;
 /// Most key splits per query (a bound on the partials' scratch).
 pub const MAX_SPLITS: usize = 256;
 /// Fewest keys per split: below this the merge costs more than the
@@ -99,11 +115,14 @@ struct AttnK {
     chunk: u32,
     heads_per_block: u32,
     key_tile: u32,
+    /// q multiplier: scale · log2(e), or scale / c with a soft cap c.
     scale_log2: f32,
     /// Sliding window (0 = none); see [`kernel_window`].
     window: u32,
+    /// Soft cap c · log2(e); 0 = none.
+    cap_log2: f32,
 }
-const _: () = assert!(std::mem::size_of::<AttnK>() == 48);
+const _: () = assert!(std::mem::size_of::<AttnK>() == 52);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for AttnK {}
 
@@ -138,7 +157,12 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     let d = p.head_dim.max(1);
     let group = p.group().max(1);
     let key_tile = if d <= 128 { 32 } else { 16 };
-    let heads_per_block = group.min((1024 / d).max(1)).min(MAX_HEADS_PER_BLOCK);
+    let max_heads = if d > SPLIT_MAX_HEAD_DIM {
+        DEC_WIDE_MAX_HEADS
+    } else {
+        MAX_HEADS_PER_BLOCK
+    };
+    let heads_per_block = group.min((1024 / d).max(1)).min(max_heads);
     let head_chunks = group.div_ceil(heads_per_block);
     let base_blocks = p.n_tokens.clamp(1, GRID_YZ_MAX) * p.n_kv_heads.max(1) * head_chunks;
     let max_keys = key_span(p);
@@ -174,10 +198,16 @@ pub fn select_attention(
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
     }
-    if d == 0 || d > SPLIT_MAX_HEAD_DIM {
+    let max_d = if p.n_tokens <= DECODE_MAX_TOKENS {
+        DEC_MAX_HEAD_DIM
+    } else {
+        SPLIT_MAX_HEAD_DIM
+    };
+    if d == 0 || d > max_d {
         return Err(unsupported(format!(
             "head_dim {d} is not supported on CUDA (tiled prefill: {TILED_HEAD_DIMS:?}; \
-             split-KV: 1..={SPLIT_MAX_HEAD_DIM})"
+             split-KV: 1..={SPLIT_MAX_HEAD_DIM}; decode of <= {DECODE_MAX_TOKENS} tokens: \
+             1..={DEC_MAX_HEAD_DIM})"
         )));
     }
     Ok(AttentionKernel::SplitKv(split_kv_plan(p, sm_count)))
@@ -219,7 +249,20 @@ fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<()
     if plan.heads_per_block == 0 || plan.heads_per_block > MAX_HEADS_PER_BLOCK {
         return Err(bad("heads_per_block must be in 1..=8"));
     }
-    if p.head_dim > SPLIT_MAX_HEAD_DIM
+    if p.n_tokens <= DECODE_MAX_TOKENS {
+        // The warp decode kernel: registers per lane and its shared memory.
+        let d = p.head_dim;
+        if d > DEC_MAX_HEAD_DIM
+            || (d > SPLIT_MAX_HEAD_DIM && plan.heads_per_block > DEC_WIDE_MAX_HEADS)
+        {
+            return Err(bad(
+                "head_dim or heads_per_block too large for the decode kernel",
+            ));
+        }
+        if dec_smem_bytes(d, plan) > 48 * 1024 {
+            return Err(bad("shared memory exceeds 48 KiB"));
+        }
+    } else if p.head_dim > SPLIT_MAX_HEAD_DIM
         || plan.key_tile * p.head_dim > SPLIT_TILE_ELEMS
         || split_smem_bytes(p.head_dim, plan) > 48 * 1024
     {
@@ -231,16 +274,150 @@ fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<()
     Ok(())
 }
 
+/// The variant of `attention.cu` for a cache type (`None`: f32, the family
+/// module itself).
+pub fn kv_variant(kv: KvType) -> Option<Variant<'static>> {
+    match kv {
+        KvType::F32 => None,
+        KvType::F16 => Some(Variant {
+            label: "kv_f16",
+            defines: "#define KILN_KV 1\n",
+        }),
+        KvType::BF16 => Some(Variant {
+            label: "kv_bf16",
+            defines: "#define KILN_KV 2\n",
+        }),
+    }
+}
+
+/// Warps per block of the warp decode kernel (`DEC_WARPS` in attention.cu).
+const DEC_WARPS: usize = 4;
+/// The decode kernel instances' values per lane (`DEC_ENTRY` in attention.cu).
+const DEC_DPLS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 16];
+
+/// A kernel of the attention module (its slot in the per-type table).
+#[derive(Debug, Clone, Copy)]
+enum Kern {
+    Split {
+        at: bool,
+        direct: bool,
+    },
+    /// The warp decode kernel holding `DEC_DPLS[i]` values per lane.
+    Decode {
+        i: usize,
+        at: bool,
+    },
+    /// The tiled kernel for `TILED_HEAD_DIMS[i]`.
+    Tiled {
+        i: usize,
+    },
+}
+
+impl Kern {
+    const COUNT: usize = 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len();
+
+    fn slot(self) -> usize {
+        match self {
+            Kern::Split { at, direct } => usize::from(at) * 2 + usize::from(direct),
+            Kern::Decode { i, at } => 4 + usize::from(at) * DEC_DPLS.len() + i,
+            Kern::Tiled { i } => 4 + 2 * DEC_DPLS.len() + i,
+        }
+    }
+
+    /// Entry point name for cache type `kv` (e.g. `attention_decode_l4_at_bf16`).
+    fn name(self, kv: KvType) -> String {
+        let at = |a: bool| if a { "at_" } else { "" };
+        match self {
+            Kern::Split { at: a, direct } => format!(
+                "attention_split_{}{}{kv}",
+                if direct { "direct_" } else { "" },
+                at(a)
+            ),
+            Kern::Decode { i, at: a } => {
+                format!("attention_decode_l{}_{}{kv}", DEC_DPLS[i], at(a))
+            }
+            Kern::Tiled { i } => format!("attention_tiled_d{}_{kv}", TILED_HEAD_DIMS[i]),
+        }
+    }
+
+    /// Every kernel, in slot order.
+    fn all() -> Vec<Kern> {
+        let mut v: Vec<Kern> = Vec::with_capacity(Self::COUNT);
+        for at in [false, true] {
+            for direct in [false, true] {
+                v.push(Kern::Split { at, direct });
+            }
+        }
+        for at in [false, true] {
+            v.extend((0..DEC_DPLS.len()).map(|i| Kern::Decode { i, at }));
+        }
+        v.extend((0..TILED_HEAD_DIMS.len()).map(|i| Kern::Tiled { i }));
+        v
+    }
+}
+
+/// Every entry point the module for `kv` holds (the compile test checks them).
+pub fn kernel_names(kv: KvType) -> Vec<String> {
+    Kern::all().into_iter().map(|k| k.name(kv)).collect()
+}
+
+/// The handle of `k` for cache type `kv` (the table is filled, compiling
+/// the variant if needed, on the type's first launch).
+fn kernel_fn(be: &CudaBackend, kv: KvType, k: Kern) -> Result<&CudaFunction> {
+    let ti = match kv {
+        KvType::F32 => 0,
+        KvType::F16 => 1,
+        KvType::BF16 => 2,
+    };
+    let slot = &be.attn_fns[ti];
+    if slot.get().is_none() {
+        let table = Kern::all()
+            .into_iter()
+            .map(|k| {
+                let name = k.name(kv);
+                match kv_variant(kv) {
+                    None => be.function_named("attention", ATTENTION, &name),
+                    Some(v) => be.registry().variant_function(
+                        be.context(),
+                        "attention",
+                        ATTENTION,
+                        v,
+                        &name,
+                    ),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _ = slot.set(table);
+    }
+    slot.get()
+        .and_then(|t| t.get(k.slot()))
+        .ok_or_else(|| CudaError::driver("attention", "kernel table not filled"))
+}
+
+/// `k` and `v` hold the same type; the type.
+fn check_kv(k: &KvView<'_, '_>, v: &KvView<'_, '_>) -> Result<KvType> {
+    if k.kv_type() != v.kv_type() {
+        return Err(unsupported(format!(
+            "k cache is {} but v cache is {}",
+            k.kv_type(),
+            v.kv_type()
+        ))
+        .into());
+    }
+    Ok(k.kv_type())
+}
+
 /// `out = attention(q, k, v)` on the backend's stream; see the module docs.
 pub fn attention(
     be: &CudaBackend,
     p: &AttentionParams,
     q: &CudaView<'_, f32>,
-    k: &CudaView<'_, f32>,
-    v: &CudaView<'_, f32>,
+    k: KvView<'_, '_>,
+    v: KvView<'_, '_>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    check_kv(&k, &v)?;
     let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
@@ -252,51 +429,60 @@ pub fn attention_with_kernel(
     p: &AttentionParams,
     kernel: &AttentionKernel,
     q: &CudaView<'_, f32>,
-    k: &CudaView<'_, f32>,
-    v: &CudaView<'_, f32>,
+    k: KvView<'_, '_>,
+    v: KvView<'_, '_>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    let kv = check_kv(&k, &v)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
-    let params = base_params(p)?;
+    let mut params = base_params(p)?;
     match *kernel {
         AttentionKernel::Tiled { head_dim } => {
-            if head_dim != p.head_dim || !TILED_HEAD_DIMS.contains(&head_dim) {
+            let i = TILED_HEAD_DIMS.iter().position(|&t| t == head_dim);
+            let Some(i) = i.filter(|_| head_dim == p.head_dim) else {
                 return Err(unsupported(format!(
                     "tiled kernel for head_dim {head_dim} cannot run head_dim {} \
                      (instances: {TILED_HEAD_DIMS:?})",
                     p.head_dim
                 ))
                 .into());
-            }
+            };
             if p.n_heads > GRID_YZ_MAX {
                 return Err(unsupported(format!("n_heads {} exceeds the grid", p.n_heads)).into());
             }
-            let name = match head_dim {
-                64 => "attention_tiled_d64_f32",
-                80 => "attention_tiled_d80_f32",
-                96 => "attention_tiled_d96_f32",
-                _ => "attention_tiled_d128_f32",
-            };
-            let f = be.function("attention", ATTENTION, name)?;
+            let f = kernel_fn(be, kv, Kern::Tiled { i })?;
             let cfg = LaunchConfig {
                 grid_dim: (p.n_tokens.div_ceil(TILE_Q) as u32, p.n_heads as u32, 1),
                 block_dim: (TILE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut l = be.stream().launch_builder(&f);
-            l.arg(&params).arg(q).arg(k).arg(v).arg(out);
-            // SAFETY: arguments match attention_tiled_d*_f32(AttnParams, const float*,
-            // const float*, const float*, float*); lengths were validated and the
-            // kernel reads q/k/v rows below pos0 + n_tokens (from the first
-            // query's first key) and writes out's n_tokens * n_heads * head_dim
-            // elements.
-            unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_tiled", e))?;
+            let st = be.stream();
+            let (mut pq, _g1) = q.device_ptr(st);
+            let (mut pk, _g2) = k.device_ptr(st);
+            let (mut pv, _g3) = v.device_ptr(st);
+            let (mut po, _g4) = out.device_ptr_mut(st);
+            let mut args = [
+                arg(&mut params),
+                arg(&mut pq),
+                arg(&mut pk),
+                arg(&mut pv),
+                arg(&mut po),
+            ];
+            // SAFETY: arguments match attention_tiled_d*_<kv>(AttnParams, const
+            // float*, const kv_t*, const kv_t*, float*) with kv_t the caches'
+            // element type (the variant was chosen by it); lengths were
+            // validated and the kernel reads q/k/v rows below pos0 + n_tokens
+            // (from the first query's first key) and writes out's n_tokens *
+            // n_heads * head_dim elements. Launched without PDL (the kernel
+            // does not wait for its predecessor).
+            unsafe { launch_ex(be, f, cfg, false, &mut args) }
+                .map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
         AttentionKernel::SplitKv(plan) => {
-            launch_split(be, p, &plan, params, None, q, k, v, out)?;
+            launch_split(be, p, &plan, params, None, q, (k, v), out)?;
         }
     }
     Ok(())
@@ -311,17 +497,16 @@ pub fn attention_with_kernel(
 /// recorded once replays for every position. A window is applied at the
 /// device position (the splits cover the window's keys at `p.pos0`, which
 /// cover them at any earlier position).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_at(
     be: &CudaBackend,
     p: &AttentionParams,
     pos: &CudaView<'_, i32>,
     q: &CudaView<'_, f32>,
-    k: &CudaView<'_, f32>,
-    v: &CudaView<'_, f32>,
+    (k, v): (KvView<'_, '_>, KvView<'_, '_>),
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
+    check_kv(&k, &v)?;
     if p.n_tokens == 0 {
         return Ok(());
     }
@@ -329,15 +514,21 @@ pub fn attention_at(
         return Err(unsupported("attention_at: the device position buffer is empty".into()).into());
     }
     let d = p.head_dim;
-    if d == 0 || d > SPLIT_MAX_HEAD_DIM {
+    let max_d = if p.n_tokens <= DECODE_MAX_TOKENS {
+        DEC_MAX_HEAD_DIM
+    } else {
+        SPLIT_MAX_HEAD_DIM
+    };
+    if d == 0 || d > max_d {
         return Err(unsupported(format!(
-            "head_dim {d} is not supported by the split-KV kernel (1..={SPLIT_MAX_HEAD_DIM})"
+            "head_dim {d} is not supported by the split-KV kernel (1..={max_d} for {} tokens)",
+            p.n_tokens
         ))
         .into());
     }
     let params = base_params(p)?;
     let plan = split_kv_plan(p, be.info().sm_count.max(1) as usize);
-    launch_split(be, p, &plan, params, Some(pos), q, k, v, out)
+    launch_split(be, p, &plan, params, Some(pos), q, (k, v), out)
 }
 
 /// The kernel params every attention launch starts from (split fields are
@@ -352,6 +543,11 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
         ))
         .into());
     }
+    let log2e = std::f32::consts::LOG2_E;
+    let (scale_log2, cap_log2) = match p.softcap {
+        Some(c) => (p.scale / c, c * log2e),
+        None => (p.scale * log2e, 0.0),
+    };
     Ok(AttnK {
         n_tokens: p.n_tokens as u32,
         n_heads: p.n_heads as u32,
@@ -363,8 +559,9 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
         chunk: 0,
         heads_per_block: 0,
         key_tile: 0,
-        scale_log2: p.scale * std::f32::consts::LOG2_E,
+        scale_log2,
         window: kernel_window(p),
+        cap_log2,
     })
 }
 
@@ -378,19 +575,19 @@ fn launch_split(
     mut params: AttnK,
     pos: Option<&CudaView<'_, i32>>,
     q: &CudaView<'_, f32>,
-    k: &CudaView<'_, f32>,
-    v: &CudaView<'_, f32>,
+    (k, v): (KvView<'_, '_>, KvView<'_, '_>),
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     let plan = *plan;
     check_plan(p, &plan)?;
+    let kv = k.kv_type();
     params.n_splits = plan.splits as u32;
     params.chunk = plan.chunk as u32;
     params.heads_per_block = plan.heads_per_block as u32;
     params.key_tile = plan.key_tile as u32;
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
     if p.n_tokens <= DECODE_MAX_TOKENS {
-        return launch_decode(be, p, &plan, params, pos, q, k, v, out);
+        return launch_decode(be, p, &plan, params, pos, q, (k, v), out);
     }
     let cfg = LaunchConfig {
         grid_dim: (
@@ -401,12 +598,9 @@ fn launch_split(
         block_dim: (SPLIT_THREADS, 1, 1),
         shared_mem_bytes: split_smem_bytes(p.head_dim, &plan) as u32,
     };
+    let at = pos.is_some();
     if plan.splits == 1 {
-        let name = match pos {
-            Some(_) => "attention_split_direct_at_f32",
-            None => "attention_split_direct_f32",
-        };
-        let f = be.function("attention", ATTENTION, name)?;
+        let f = kernel_fn(be, kv, Kern::Split { at, direct: true })?;
         let st = be.stream();
         let (mut pq, _g1) = q.device_ptr(st);
         let (mut pk, _g2) = k.device_ptr(st);
@@ -421,44 +615,41 @@ fn launch_split(
             args.push(arg(&mut pp));
         }
         args.extend([arg(&mut pq), arg(&mut pk), arg(&mut pv), arg(&mut po)]);
-        // SAFETY: arguments match attention_split_direct[_at]_f32(AttnParams,
-        // [const i32* pos,] const float*, const float*, const float*, float*);
-        // lengths were validated for pos0 = params.pos0 (the device position is
-        // clamped to it), the plan checked (shared memory as computed), the
-        // kernel writes each (token, head) row of out once, and it waits for
-        // the previous kernel before reading anything (PDL).
-        unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
+        // SAFETY: arguments match attention_split_direct[_at]_<kv>(AttnParams,
+        // [const i32* pos,] const float*, const kv_t*, const kv_t*, float*)
+        // with kv_t the caches' element type; lengths were validated for
+        // pos0 = params.pos0 (the device position is clamped to it), the
+        // plan checked (shared memory as computed), the kernel writes each
+        // (token, head) row of out once, and it waits for the previous
+        // kernel before reading anything (PDL).
+        unsafe { launch_ex(be, f, cfg, be.pdl(), &mut args) }
             .map_err(|e| CudaError::driver("launch attention_split_direct", e))?;
         return Ok(());
     }
-    let name = match pos {
-        Some(_) => "attention_split_at_f32",
-        None => "attention_split_f32",
-    };
-    launch_merging(be, p, &plan, name, cfg, params, pos, (q, k, v), out)
+    let f = kernel_fn(be, kv, Kern::Split { at, direct: false })?;
+    launch_merging(be, p, plan, f, cfg, params, pos, (q, k, v), out)
 }
 
 /// Launch a split kernel that writes partials to the backend scratch and
-/// merges them in the last block of each group (`attention_split[_at]_f32`,
-/// `attention_decode_l<L>[_at]_f32`: the same parameter list).
+/// merges them in the last block of each group (`attention_split[_at]_<kv>`,
+/// `attention_decode_l<L>[_at]_<kv>`: the same parameter list).
 #[allow(clippy::too_many_arguments)]
 fn launch_merging(
     be: &CudaBackend,
     p: &AttentionParams,
-    plan: &SplitKvPlan,
-    name: &'static str,
+    plan: SplitKvPlan,
+    f: &CudaFunction,
     cfg: LaunchConfig,
     mut params: AttnK,
     pos: Option<&CudaView<'_, i32>>,
-    (q, k, v): (&CudaView<'_, f32>, &CudaView<'_, f32>, &CudaView<'_, f32>),
+    (q, k, v): (&CudaView<'_, f32>, KvView<'_, '_>, KvView<'_, '_>),
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
-    let need = split_scratch_len(p, plan).max(1);
+    let need = split_scratch_len(p, &plan).max(1);
     let n_tickets = p.n_tokens.min(GRID_YZ_MAX) * p.n_kv_heads * head_chunks;
     be.with_scratch_f32(need, |part| {
         be.with_tickets(n_tickets, |tickets| {
-            let f = be.function("attention", ATTENTION, name)?;
             let st = be.stream();
             let (mut pq, _g1) = q.device_ptr(st);
             let (mut pk, _g2) = k.device_ptr(st);
@@ -483,44 +674,28 @@ fn launch_merging(
                 arg(&mut po),
             ]);
             // SAFETY: arguments match <name>(AttnParams, [const i32* pos,]
-            // const float* q, const float* k, const float* v, float* part,
-            // u32* tickets, float* out) for both kernel families; lengths
-            // were validated for pos0 = params.pos0 (a device position is
-            // clamped to it) and the plan checked (grid and shared memory as
-            // the caller computed); `part` holds n_tokens * n_heads * splits *
-            // (head_dim + 2) floats (unused with one split), `tickets` one
-            // zeroed counter per (token, grid row) that the merging block
-            // resets; each (token, head) row of out is written once; the
-            // kernels wait for the previous kernel before reading (PDL).
-            unsafe { launch_ex(be, &f, cfg, be.pdl(), &mut args) }
+            // const float* q, const kv_t* k, const kv_t* v, float* part,
+            // u32* tickets, float* out) for both kernel families, kv_t the
+            // caches' element type (`f` comes from that type's table);
+            // lengths were validated for pos0 = params.pos0 (a device
+            // position is clamped to it) and the plan checked (grid and
+            // shared memory as the caller computed); `part` holds n_tokens *
+            // n_heads * splits * (head_dim + 2) floats (unused with one
+            // split), `tickets` one zeroed counter per (token, grid row) that
+            // the merging block resets; each (token, head) row of out is
+            // written once; the kernels wait for the previous kernel before
+            // reading (PDL).
+            unsafe { launch_ex(be, f, cfg, be.pdl(), &mut args) }
                 .map_err(|e| CudaError::driver("launch attention (merging)", e))?;
             Ok(())
         })
     })
 }
 
-/// Warps per block of the warp decode kernel (`DEC_WARPS` in attention.cu).
-const DEC_WARPS: usize = 4;
-const DEC_NAMES: [&str; 8] = [
-    "attention_decode_l1_f32",
-    "attention_decode_l2_f32",
-    "attention_decode_l3_f32",
-    "attention_decode_l4_f32",
-    "attention_decode_l5_f32",
-    "attention_decode_l6_f32",
-    "attention_decode_l7_f32",
-    "attention_decode_l8_f32",
-];
-const DEC_AT_NAMES: [&str; 8] = [
-    "attention_decode_l1_at_f32",
-    "attention_decode_l2_at_f32",
-    "attention_decode_l3_at_f32",
-    "attention_decode_l4_at_f32",
-    "attention_decode_l5_at_f32",
-    "attention_decode_l6_at_f32",
-    "attention_decode_l7_at_f32",
-    "attention_decode_l8_at_f32",
-];
+/// Dynamic shared memory (bytes) of the warp decode kernel.
+fn dec_smem_bytes(d: usize, plan: &SplitKvPlan) -> usize {
+    DEC_WARPS * plan.heads_per_block * (d + 2) * std::mem::size_of::<f32>()
+}
 
 /// The warp decode kernel (few queries): the split plan's grid, one launch
 /// whatever the split count (the last block of a group merges).
@@ -532,12 +707,16 @@ fn launch_decode(
     params: AttnK,
     pos: Option<&CudaView<'_, i32>>,
     q: &CudaView<'_, f32>,
-    k: &CudaView<'_, f32>,
-    v: &CudaView<'_, f32>,
+    (k, v): (KvView<'_, '_>, KvView<'_, '_>),
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     let d = p.head_dim;
-    let lanes = d.div_ceil(32).clamp(1, 8);
+    // The instance with the fewest values per lane that holds d.
+    let lanes = d.div_ceil(32).max(1);
+    let i = DEC_DPLS
+        .iter()
+        .position(|&l| l >= lanes)
+        .ok_or_else(|| unsupported(format!("head_dim {d} exceeds the decode kernel")))?;
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
     let cfg = LaunchConfig {
         grid_dim: (
@@ -546,13 +725,11 @@ fn launch_decode(
             p.n_tokens.min(GRID_YZ_MAX) as u32,
         ),
         block_dim: ((DEC_WARPS * 32) as u32, 1, 1),
-        shared_mem_bytes: (DEC_WARPS * plan.heads_per_block * (d + 2) * 4) as u32,
+        shared_mem_bytes: dec_smem_bytes(d, plan) as u32,
     };
-    let name = match pos {
-        Some(_) => DEC_AT_NAMES[lanes - 1],
-        None => DEC_NAMES[lanes - 1],
-    };
-    launch_merging(be, p, plan, name, cfg, params, pos, (q, k, v), out)
+    let at = pos.is_some();
+    let f = kernel_fn(be, k.kv_type(), Kern::Decode { i, at })?;
+    launch_merging(be, p, *plan, f, cfg, params, pos, (q, k, v), out)
 }
 
 #[cfg(test)]
@@ -606,10 +783,63 @@ mod tests {
             .unwrap(),
             AttentionKernel::Tiled { head_dim: 64 }
         );
-        let e = select_attention(&p(1, 1, 1, 300, 0), 132).unwrap_err();
-        assert!(e.to_string().contains("head_dim 300"), "{e}");
+        // Decode takes head dims up to 512 (the wide decode instance, at
+        // most 2 heads per block); prefill outside the tiled dims only up to 256.
+        for d in [300, 512] {
+            let AttentionKernel::SplitKv(plan) =
+                select_attention(&p(1, 8, 1, d, 9000), 132).unwrap()
+            else {
+                panic!("decode must be split-KV");
+            };
+            assert!(plan.heads_per_block <= DEC_WIDE_MAX_HEADS, "{plan:?}");
+            check_plan(&p(1, 8, 1, d, 9000), &plan).unwrap();
+        }
+        let e = select_attention(&p(1, 1, 1, 513, 0), 132).unwrap_err();
+        assert!(e.to_string().contains("head_dim 513"), "{e}");
         let e = select_attention(&p(64, 1, 1, 512, 0), 132).unwrap_err();
         assert!(e.to_string().contains("head_dim 512"), "{e}");
+    }
+
+    #[test]
+    fn kernel_table_names() {
+        let names = kernel_names(KvType::BF16);
+        assert_eq!(names.len(), Kern::COUNT);
+        for (k, want) in [
+            (
+                Kern::Split {
+                    at: false,
+                    direct: false,
+                },
+                "attention_split_bf16",
+            ),
+            (
+                Kern::Split {
+                    at: true,
+                    direct: true,
+                },
+                "attention_split_direct_at_bf16",
+            ),
+            (
+                Kern::Decode { i: 3, at: true },
+                "attention_decode_l4_at_bf16",
+            ),
+            (
+                Kern::Decode { i: 8, at: false },
+                "attention_decode_l16_bf16",
+            ),
+            (Kern::Tiled { i: 3 }, "attention_tiled_d128_bf16"),
+        ] {
+            assert_eq!(names[k.slot()], want);
+        }
+        assert_eq!(kernel_names(KvType::F32)[0], "attention_split_f32");
+        let sc = base_params(&AttentionParams {
+            softcap: Some(50.0),
+            ..p(1, 1, 1, 64, 3)
+        })
+        .unwrap();
+        assert!((sc.scale_log2 - 0.125 / 50.0).abs() < 1e-9);
+        assert!((sc.cap_log2 - 50.0 * std::f32::consts::LOG2_E).abs() < 1e-4);
+        assert_eq!(base_params(&p(1, 1, 1, 64, 3)).unwrap().cap_log2, 0.0);
     }
 
     #[test]

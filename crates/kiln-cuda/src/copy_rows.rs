@@ -1,11 +1,16 @@
 //! copy_rows on CUDA: validate → launch (`kernels/copy_rows.cu`). Implements
 //! `kiln_core::ops::copy_rows` (KV-cache append, last-token pick): rows are
-//! contiguous, so the copy is one range of `n_rows * row_len` floats.
+//! contiguous, so the copy is one range of `n_rows * row_len` floats. The
+//! destination may be an f16 or bf16 cache ([`KvViewMut`]): each value is
+//! then rounded to nearest even, bit for bit as the reference.
 
 use crate::kernels::COPY_ROWS;
+use crate::kv::KvViewMut;
+use crate::launch::{arg, launch_ex};
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DeviceRepr};
 use kiln_core::ops::copy_rows::CopyRowsParams;
+use kiln_core::KvType;
 
 /// Mirrors `struct CopyRowsParams` in copy_rows.cu (element counts).
 #[repr(C)]
@@ -26,6 +31,16 @@ pub fn copy_rows(
     src: &CudaView<'_, f32>,
     dst: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
+    copy_rows_kv(be, p, src, KvViewMut::F32(dst))
+}
+
+/// [`copy_rows`] into a destination of any KV element type.
+pub fn copy_rows_kv(
+    be: &CudaBackend,
+    p: &CopyRowsParams,
+    src: &CudaView<'_, f32>,
+    mut dst: KvViewMut<'_, '_>,
+) -> Result<()> {
     // validate() bounds (first + n_rows) * row_len by the buffer lengths, so
     // none of the products below overflows.
     p.validate(src.len(), dst.len())?;
@@ -33,18 +48,27 @@ pub fn copy_rows(
     if n == 0 {
         return Ok(());
     }
-    let f = be.function("copy_rows", COPY_ROWS, "copy_rows_f32")?;
+    let name = match dst.kv_type() {
+        KvType::F32 => "copy_rows_f32",
+        KvType::F16 => "copy_rows_f16",
+        KvType::BF16 => "copy_rows_bf16",
+    };
+    let f = be.function("copy_rows", COPY_ROWS, name)?;
     let cfg = crate::launch::vec4_grid(n);
-    let k = CopyRowsK {
+    let mut k = CopyRowsK {
         n: n as u64,
         src_off: (p.src_row * p.row_len) as u64,
         dst_off: (p.dst_row * p.row_len) as u64,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(src).arg(dst);
-    // SAFETY: argument list matches copy_rows_f32(CopyRowsParams, const float*,
-    // float*); src_off + n <= src.len() and dst_off + n <= dst.len() (validated).
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch copy_rows_f32", e))?;
+    let st = be.stream();
+    let (mut ps, _gs) = src.device_ptr(st);
+    let (mut pd, _gd) = dst.device_ptr_mut(st);
+    let mut args = [arg(&mut k), arg(&mut ps), arg(&mut pd)];
+    // SAFETY: arguments match copy_rows_<t>(CopyRowsParams, const float*,
+    // t*) with t the destination's element type (the name was chosen by
+    // it); src_off + n <= src.len() and dst_off + n <= dst.len() (validated).
+    unsafe { launch_ex(be, &f, cfg, false, &mut args) }
+        .map_err(|e| CudaError::driver("launch copy_rows", e))?;
     Ok(())
 }
 
@@ -71,6 +95,17 @@ pub fn copy_rows_at(
     src: &CudaView<'_, f32>,
     dst: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
+    copy_rows_at_kv(be, p, row, src, KvViewMut::F32(dst))
+}
+
+/// [`copy_rows_at`] into a destination of any KV element type.
+pub fn copy_rows_at_kv(
+    be: &CudaBackend,
+    p: &CopyRowsParams,
+    row: &CudaView<'_, i32>,
+    src: &CudaView<'_, f32>,
+    mut dst: KvViewMut<'_, '_>,
+) -> Result<()> {
     p.validate(src.len(), dst.len())?;
     let n = p.n_rows * p.row_len;
     if n == 0 {
@@ -81,20 +116,30 @@ pub fn copy_rows_at(
             kiln_core::Error::invalid("copy_rows_at", "the device row buffer is empty").into(),
         );
     }
-    let f = be.function("copy_rows", COPY_ROWS, "copy_rows_at_f32")?;
+    let name = match dst.kv_type() {
+        KvType::F32 => "copy_rows_at_f32",
+        KvType::F16 => "copy_rows_at_f16",
+        KvType::BF16 => "copy_rows_at_bf16",
+    };
+    let f = be.function("copy_rows", COPY_ROWS, name)?;
     let cfg = crate::launch::vec4_grid(n);
-    let k = CopyRowsAtK {
+    let mut k = CopyRowsAtK {
         n: n as u64,
         src_off: (p.src_row * p.row_len) as u64,
         row_len: p.row_len as u64,
         max_row: p.dst_row as u64,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(row).arg(src).arg(dst);
-    // SAFETY: argument list matches copy_rows_at_f32(CopyRowsAtParams, const
-    // i32*, const float*, float*); `row` holds >= 1 element; the kernel clamps
-    // the row to max_row = p.dst_row, and (dst_row + n_rows) * row_len <=
-    // dst.len(), src_off + n <= src.len() were validated.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch copy_rows_at_f32", e))?;
+    let st = be.stream();
+    let (mut pr, _gr) = row.device_ptr(st);
+    let (mut ps, _gs) = src.device_ptr(st);
+    let (mut pd, _gd) = dst.device_ptr_mut(st);
+    let mut args = [arg(&mut k), arg(&mut pr), arg(&mut ps), arg(&mut pd)];
+    // SAFETY: arguments match copy_rows_at_<t>(CopyRowsAtParams, const i32*,
+    // const float*, t*) with t the destination's element type; `row` holds
+    // >= 1 element; the kernel clamps the row to max_row = p.dst_row, and
+    // (dst_row + n_rows) * row_len <= dst.len(), src_off + n <= src.len()
+    // were validated.
+    unsafe { launch_ex(be, &f, cfg, false, &mut args) }
+        .map_err(|e| CudaError::driver("launch copy_rows_at", e))?;
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct CudaBackend {
     pub(crate) mlx: crate::mlx::MlxKernels,
     /// matvec_fused's kernels, looked up once (see matvec_fused.rs).
     pub(crate) fused_fns: std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>,
+    /// attention's kernels per cache type (f32, f16, bf16), looked up once
+    /// (see attention.rs).
+    pub(crate) attn_fns: [std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>; 3],
     /// Launcher scratch (f32), see [`CudaBackend::with_scratch_f32`].
     scratch: Mutex<Option<CudaSlice<f32>>>,
     /// Launcher tickets (u32, zero between launches), see [`CudaBackend::with_tickets`].
@@ -117,6 +120,7 @@ impl CudaBackend {
             matmul: Default::default(),
             mlx: Default::default(),
             fused_fns: Default::default(),
+            attn_fns: Default::default(),
             scratch: Mutex::new(None),
             tickets: Mutex::new(None),
             result_u32: Mutex::new(None),

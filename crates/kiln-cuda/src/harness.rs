@@ -5,7 +5,9 @@
 //! parity test, so users and CI run the same tables.
 
 use crate::{CudaBackend, CudaError};
+use kiln_core::{KvSlice, KvSliceMut};
 use kiln_testkit::cases::matmul_mlx::{mlx_cover, mlx_wtypes};
+use kiln_testkit::guard::SENTINEL_16;
 use kiln_testkit::{check_all, AllOps, Options, Report};
 
 /// Floats of guard on each side of a device output.
@@ -73,6 +75,39 @@ where
     Ok(())
 }
 
+/// A K or V cache uploaded from the host, by element type.
+pub enum KvDev {
+    F32(crate::CudaSlice<f32>),
+    F16(crate::CudaSlice<u16>),
+    BF16(crate::CudaSlice<u16>),
+}
+
+impl KvDev {
+    /// Upload `s` (an empty slice uploads one element; views are of `s.len()`).
+    pub fn upload(be: &CudaBackend, s: KvSlice<'_>) -> kiln_core::Result<(KvDev, usize)> {
+        let n = s.len();
+        let up16 = |v: &[u16]| be.upload(if v.is_empty() { &[0u16][..] } else { v });
+        let d = match s {
+            KvSlice::F32(v) => KvDev::F32(
+                be.upload(if v.is_empty() { &[0f32][..] } else { v })
+                    .map_err(err)?,
+            ),
+            KvSlice::F16(v) => KvDev::F16(up16(v).map_err(err)?),
+            KvSlice::BF16(v) => KvDev::BF16(up16(v).map_err(err)?),
+        };
+        Ok((d, n))
+    }
+}
+
+/// Run `f` on a view of the first `n` elements of an uploaded cache.
+pub fn with_kv_view<R>((d, n): &(KvDev, usize), f: impl FnOnce(crate::KvView<'_, '_>) -> R) -> R {
+    match d {
+        KvDev::F32(s) => f(crate::KvView::F32(&s.slice(0..*n))),
+        KvDev::F16(s) => f(crate::KvView::F16(&s.slice(0..*n))),
+        KvDev::BF16(s) => f(crate::KvView::BF16(&s.slice(0..*n))),
+    }
+}
+
 /// rope_multi's device inputs: the (validated) positions as i32 and the pack.
 fn rope_multi_inputs(
     be: &CudaBackend,
@@ -129,18 +164,33 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
             },
             attention: &|p, q, k, v, out| {
                 p.validate(q.len(), k.len(), v.len(), out.len())?;
-                let (q, k, v) = (up_f32(q)?, up_f32(k)?, up_f32(v)?);
-                let (nq, nk) = (out.len(), p.kv_stride * p.n_kv_heads * p.head_dim);
+                let q = up_f32(q)?;
+                let (k, v) = (KvDev::upload(be, k)?, KvDev::upload(be, v)?);
+                let nq = out.len();
                 guarded(be, out, |o| {
-                    crate::attention::attention(
-                        be,
-                        p,
-                        &q.slice(0..nq),
-                        &k.slice(0..nk),
-                        &v.slice(0..nk),
-                        o,
-                    )
+                    with_kv_view(&k, |kv| {
+                        with_kv_view(&v, |vv| {
+                            crate::attention::attention(be, p, &q.slice(0..nq), kv, vv, o)
+                        })
+                    })
                 })
+            },
+            copy_rows: &|p, src, dst| {
+                p.validate(src.len(), dst.len())?;
+                let sd = up_f32(src)?;
+                let s = sd.slice(0..src.len());
+                use crate::copy_rows::copy_rows_kv;
+                match dst {
+                    KvSliceMut::F32(d) => {
+                        guarded(be, d, |o| copy_rows_kv(be, p, &s, crate::KvViewMut::F32(o)))
+                    }
+                    KvSliceMut::F16(d) => guarded_with(be, d, SENTINEL_16, |o| {
+                        copy_rows_kv(be, p, &s, crate::KvViewMut::F16(o))
+                    }),
+                    KvSliceMut::BF16(d) => guarded_with(be, d, SENTINEL_16, |o| {
+                        copy_rows_kv(be, p, &s, crate::KvViewMut::BF16(o))
+                    }),
+                }
             },
             embedding: &|p, table, ids, out| {
                 p.validate(table.len(), ids, out.len())?;

@@ -24,6 +24,7 @@ pub mod attention;
 pub mod copy_rows;
 pub mod embedding;
 pub mod gelu_mul;
+pub mod kv;
 pub mod l2_norm;
 pub mod layer_norm;
 pub mod matmul;
@@ -49,3 +50,4 @@ pub use cudarc::driver::{
 };
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};
+pub use kv::{KvView, KvViewMut};

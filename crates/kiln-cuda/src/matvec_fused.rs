@@ -9,6 +9,7 @@
 //! ([`fused_supported`]).
 
 use crate::kernels::MATVEC_FUSED;
+use crate::kv::KvViewMut;
 use crate::launch::{arg, launch_ex};
 use crate::matmul::{
     check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
@@ -17,7 +18,7 @@ use crate::matvec_staged::{stage_bytes, stage_copy_width, staged};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::matvec_fused::{FusedEpilogue, FusedLens, MatvecFusedParams, FUSED_MAX_ROWS};
-use kiln_core::{DType, Error};
+use kiln_core::{DType, Error, KvType};
 
 const OP: &str = "matvec_fused";
 /// Shared memory a launch may use without opting in.
@@ -54,8 +55,11 @@ struct FusedK {
     log2_base: f64,
     cw: u64,
     stage_off: u64,
+    /// QKV epilogue cache type: 0 f32, 1 f16, 2 bf16 (`KV_*` in the .cu).
+    kv_type: u32,
+    pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<FusedK>() == 104);
+const _: () = assert!(std::mem::size_of::<FusedK>() == 112);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for FusedK {}
 
@@ -96,8 +100,9 @@ pub struct FusedArgs<'a, 'b> {
     pub norm_w: Option<&'a CudaView<'b, f32>>,
     pub residual: Option<&'a CudaView<'b, f32>>,
     pub out: &'a mut CudaViewMut<'b, f32>,
-    pub k_cache: Option<&'a mut CudaViewMut<'b, f32>>,
-    pub v_cache: Option<&'a mut CudaViewMut<'b, f32>>,
+    /// The caches of the QKV epilogue (both of one element type).
+    pub k_cache: Option<KvViewMut<'a, 'b>>,
+    pub v_cache: Option<KvViewMut<'a, 'b>>,
 }
 
 fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver::CudaFunction> {
@@ -177,6 +182,24 @@ pub fn matvec_fused(
             3
         }
     };
+    if let (Some(kc), Some(vc)) = (&a.k_cache, &a.v_cache) {
+        if kc.kv_type() != vc.kv_type() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "k cache is {} but v cache is {}",
+                    kc.kv_type(),
+                    vc.kv_type()
+                ),
+            )
+            .into());
+        }
+        k.kv_type = match kc.kv_type() {
+            KvType::F32 => 0,
+            KvType::F16 => 1,
+            KvType::BF16 => 2,
+        };
+    }
     let gx = mm.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
     if gx > i32::MAX as usize {
         return Err(Error::invalid(OP, format!("n = {} is too large for the grid", mm.n)).into());
@@ -226,11 +249,12 @@ pub fn matvec_fused(
         None => a.x.device_ptr(st),
     };
     let (mut po, _go) = a.out.device_ptr_mut(st);
-    let (mut pk, _gk) = match a.k_cache {
+    let (mut kc, mut vc) = (a.k_cache, a.v_cache);
+    let (mut pk, _gk) = match kc.as_mut() {
         Some(v) => v.device_ptr_mut(st),
         None => a.x.device_ptr(st),
     };
-    let (mut pv, _gv) = match a.v_cache {
+    let (mut pv, _gv) = match vc.as_mut() {
         Some(v) => v.device_ptr_mut(st),
         None => a.x.device_ptr(st),
     };
@@ -247,7 +271,8 @@ pub fn matvec_fused(
     ];
     // SAFETY: `params` match matvec_fused_<w>_f32_m<M>(FusedParams, const
     // u8* w, const float* x, const float* norm_w, const float* res, const
-    // i32* pos, float* out, float* kc, float* vc); every length was validated
+    // i32* pos, float* out, void* kc, void* vc) with kc / vc of the element
+    // type params.kv_type names (both caches checked to be of it); every length was validated
     // for the stages the params enable, absent buffers are never read or
     // written (their stage is off), dynamic shared memory holds the m
     // normalized rows and the norm weight, alignment was checked, the kernel writes out and

@@ -116,6 +116,50 @@ fn mlx_variants_compile() {
     );
 }
 
+/// attention.cu's f16 and bf16 cache variants (`attention::kv_variant`)
+/// compile for sm_90 and sm_80 and hold every entry point the launcher
+/// looks up; so does the f32 family module.
+#[test]
+fn attention_kv_variants_compile() {
+    use kiln_core::KvType;
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
+    if only
+        .as_ref()
+        .is_some_and(|o| !o.split(',').any(|x| x == "attention"))
+    {
+        return;
+    }
+    let src = kiln_cuda::kernels::ATTENTION;
+    let mut failures = Vec::new();
+    for kv in KvType::ALL {
+        let defines = kiln_cuda::attention::kv_variant(kv).map_or("", |v| v.defines);
+        // f32: the family module (sm_90 only here; the family test covers sm_80).
+        let archs: &[&str] = if kv == KvType::F32 {
+            &["sm_90"]
+        } else {
+            &["sm_90", "sm_80"]
+        };
+        for arch in archs {
+            let name = format!("attention.cu [{kv}]");
+            match compile(&name, &format!("{defines}{src}"), arch) {
+                Ok((_, ptx)) => failures.extend(
+                    kiln_cuda::attention::kernel_names(kv)
+                        .into_iter()
+                        .filter(|e| !ptx.contains(&format!(".entry {e}(")))
+                        .map(|e| format!("{arch} {name}: no entry {e}")),
+                ),
+                Err(e) => failures.push(format!("{arch} {name}: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn compile_errors_carry_the_log_and_the_name() {
     // SAFETY: only tries to dlopen libnvrtc.

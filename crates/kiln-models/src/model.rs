@@ -31,6 +31,9 @@ pub struct Model {
     pub file: Option<Arc<GgufFile>>,
     /// Elements and bytes of every stored tensor (for reports).
     pub totals: (u64, u64),
+    /// Element type of the KV caches [`Model::new_state`] makes (f32 unless
+    /// set: `--kv-type`).
+    pub kv_type: kiln_core::KvType,
 }
 
 /// Per-architecture weights beyond [`LlamaWeights`], and so which forward
@@ -205,10 +208,12 @@ impl Model {
             chat_template,
             file,
             totals,
+            kv_type: kiln_core::KvType::F32,
         })
     }
 
-    /// A fresh conversation state with a context of `n_ctx` tokens.
+    /// A fresh conversation state with a context of `n_ctx` tokens (KV
+    /// caches of [`Model::kv_type`]).
     pub fn new_state(
         &self,
         stream: &Stream,
@@ -223,7 +228,7 @@ impl Model {
         }
         let n_batch = n_batch.min(n_ctx);
         Ok(State {
-            cache: KvCache::new(stream, &self.config, n_ctx)?,
+            cache: KvCache::new(stream, &self.config, n_ctx, self.kv_type)?,
             scratch: Scratch::new(stream, &self.config, n_batch, all_logits)?,
             tokens: Vec::with_capacity(n_ctx),
             logits: Vec::new(),

@@ -47,6 +47,9 @@ pub struct BenchArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long = "device", default_value = "auto")]
     pub device: String,
+    /// KV cache element type: f32, f16 or bf16.
+    #[arg(long = "kv-type", default_value = "f32", value_parser = crate::common::parse_kv_type)]
+    pub kv_type: kiln_core::KvType,
     /// After the timed runs, one profiled pass of each test: time per op
     /// family (the stream synchronizes after every op while profiling).
     #[arg(long)]
@@ -136,6 +139,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             model: a.model.clone(),
             threads: t,
             device: a.device.clone(),
+            kv_type: a.kv_type,
         };
         let (stream, model) = margs.load()?;
         let (params, bytes) = model.totals;
@@ -192,7 +196,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|r| {
                 let (m, sd) = mean_sd(&r.samples);
                 serde_json::json!({"model": desc.0, "size_bytes": desc.1, "params": desc.2, "backend": desc.4.clone(),
-                    "threads": r.threads, "test": r.test, "avg_ts": m, "stddev_ts": sd, "samples_ts": r.samples})
+                    "kv_type": a.kv_type.name(), "threads": r.threads, "test": r.test, "avg_ts": m, "stddev_ts": sd, "samples_ts": r.samples})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -212,6 +216,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.test
         );
     }
-    eprintln!("device: {}", desc.3);
+    eprintln!("device: {}, KV cache {}", desc.3, a.kv_type);
     Ok(())
 }

@@ -95,7 +95,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "kiln: {} ({} layers, {}), device {}, context {n_ctx}, prompt {} tokens",
+        "kiln: {} ({} layers, {}), device {}, context {n_ctx} ({} KV), prompt {} tokens",
         model.config.name,
         model.config.n_layer,
         model
@@ -105,6 +105,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             .map(|l| l.wq.dtype().to_string())
             .unwrap_or_else(|| "?".into()),
         stream.describe(),
+        model.kv_type,
         tokens.len()
     );
     let mut st = model.new_state(&stream, n_ctx, a.batch, false)?;

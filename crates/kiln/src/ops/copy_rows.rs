@@ -1,4 +1,6 @@
-//! Copy whole rows between f32 tensors (KV-cache append, last-row pick).
+//! Copy whole rows of an f32 tensor into another (KV-cache append, last-row
+//! pick). The destination may be an F16 or BF16 KV cache: each value is
+//! then rounded to nearest even (`kiln_core::ops::copy_rows`).
 use crate::device::Backend;
 use crate::{ops::CopyRowsParams, Result, Stream, Tensor};
 
@@ -9,14 +11,14 @@ pub fn copy_rows(s: &Stream, p: &CopyRowsParams, src: &Tensor, dst: &mut Tensor)
     match s.backend() {
         Backend::Cpu(ctx) => {
             let src = src.f32_prefix(OP, "src", ns)?;
-            let dst = dst.f32_prefix_mut(OP, "dst", nd)?;
-            Ok(kiln_cpu::copy_rows::copy_rows(ctx, p, src, dst)?)
+            let dst = dst.kv_slice_mut(OP, "dst", nd)?;
+            Ok(kiln_cpu::copy_rows::copy_rows_kv(ctx, p, src, dst)?)
         }
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
             let src = src.cuda_f32(OP, "src", ns)?;
-            let mut dst = dst.cuda_f32_mut(OP, "dst", nd)?;
-            kiln_cuda::copy_rows::copy_rows(be, p, &src, &mut dst).map_err(super::cuda_err)
+            let mut dst = dst.cuda_kv_mut(OP, "dst", nd)?;
+            kiln_cuda::copy_rows::copy_rows_kv(be, p, &src, dst.view()).map_err(super::cuda_err)
         }
     }
 }
@@ -51,9 +53,9 @@ pub fn copy_rows_at(
             let _timer = s.scope("copy_rows");
             let (ns, nd) = (src.numel(), dst.numel());
             let src = src.cuda_f32(OP, "src", ns)?;
-            let mut dst = dst.cuda_f32_mut(OP, "dst", nd)?;
+            let mut dst = dst.cuda_kv_mut(OP, "dst", nd)?;
             s.with_device_positions(be, positions, |pos| {
-                kiln_cuda::copy_rows::copy_rows_at(be, p, pos, &src, &mut dst)
+                kiln_cuda::copy_rows::copy_rows_at_kv(be, p, pos, &src, dst.view())
                     .map_err(super::cuda_err)
             })
         }

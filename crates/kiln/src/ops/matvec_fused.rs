@@ -20,7 +20,9 @@ pub struct FusedInputs<'a> {
     pub positions: &'a [i32],
 }
 
-/// Where results go: `out`, plus the K and V caches for the QKV epilogue.
+/// Where results go: `out`, plus the K and V caches for the QKV epilogue
+/// (F32, F16 or BF16, both of one dtype: the epilogue rounds k and v as
+/// the KV append does).
 pub struct FusedOutputs<'a> {
     pub out: &'a mut Tensor,
     pub kv: Option<(&'a mut Tensor, &'a mut Tensor)>,
@@ -98,10 +100,17 @@ pub fn matvec_fused(
             let mut out = o.out.cuda_f32_mut(OP, "out", mm.m * p.out_cols())?;
             let (mut kc, mut vc) = match o.kv {
                 Some((k, v)) => {
+                    if k.dtype() != v.dtype() {
+                        return Err(kiln_core::Error::invalid(
+                            OP,
+                            format!("k cache is {} but v cache is {}", k.dtype(), v.dtype()),
+                        )
+                        .into());
+                    }
                     let (nk, nv) = (k.numel(), v.numel());
                     (
-                        Some(k.cuda_f32_mut(OP, "k_cache", nk)?),
-                        Some(v.cuda_f32_mut(OP, "v_cache", nv)?),
+                        Some(k.cuda_kv_mut(OP, "k_cache", nk)?),
+                        Some(v.cuda_kv_mut(OP, "v_cache", nv)?),
                     )
                 }
                 None => (None, None),
@@ -117,8 +126,8 @@ pub fn matvec_fused(
                         norm_w: norm_w.as_ref(),
                         residual: residual.as_ref(),
                         out: &mut out,
-                        k_cache: kc.as_mut(),
-                        v_cache: vc.as_mut(),
+                        k_cache: kc.as_mut().map(|c| c.view()),
+                        v_cache: vc.as_mut().map(|c| c.view()),
                     },
                     pos,
                 )
