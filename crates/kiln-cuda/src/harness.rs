@@ -99,6 +99,40 @@ impl KvDev {
     }
 }
 
+impl KvDev {
+    /// The whole buffer downloaded and widened to f32.
+    pub fn to_f32(&self, be: &CudaBackend) -> kiln_core::Result<Vec<f32>> {
+        use kiln_core::quant::float::{bf16_bits_to_f32, f16_bits_to_f32};
+        Ok(match self {
+            KvDev::F32(s) => be.download(s).map_err(err)?,
+            KvDev::F16(s) => be
+                .download(s)
+                .map_err(err)?
+                .into_iter()
+                .map(f16_bits_to_f32)
+                .collect(),
+            KvDev::BF16(s) => be
+                .download(s)
+                .map_err(err)?
+                .into_iter()
+                .map(bf16_bits_to_f32)
+                .collect(),
+        })
+    }
+}
+
+/// Run `f` on a writable view of the first `n` elements of an uploaded cache.
+pub fn with_kv_view_mut<R>(
+    (d, n): &mut (KvDev, usize),
+    f: impl FnOnce(crate::KvViewMut<'_, '_>) -> R,
+) -> R {
+    match d {
+        KvDev::F32(s) => f(crate::KvViewMut::F32(&mut s.slice_mut(0..*n))),
+        KvDev::F16(s) => f(crate::KvViewMut::F16(&mut s.slice_mut(0..*n))),
+        KvDev::BF16(s) => f(crate::KvViewMut::BF16(&mut s.slice_mut(0..*n))),
+    }
+}
+
 /// Run `f` on a view of the first `n` elements of an uploaded cache.
 pub fn with_kv_view<R>((d, n): &(KvDev, usize), f: impl FnOnce(crate::KvView<'_, '_>) -> R) -> R {
     match d {

@@ -2,18 +2,22 @@
 //! testkit's case tables (causal and sliding-window), plus long-context
 //! decode, prefill continuing a cache, every tiled head_dim, wide GQA
 //! groups, sliding windows on every kernel and forced kernel plans (with
-//! windows: splits that see no key). Device outputs sit between sentinel
+//! windows: splits that see no key), each with f32, f16 and bf16 caches
+//! (the reference reads the stored values widened: [`KvData`]), decode head
+//! dims up to 512, and soft caps. Device outputs sit between sentinel
 //! guard zones and start NaN-poisoned; cache rows past the causal window,
 //! and before the first query's sliding window, are NaN. Skips without a GPU. Timing
 //! lives in `benches/attention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
+use kiln_core::{KvSlice, KvType};
 use kiln_cuda::attention::{
     attention, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
 };
+use kiln_cuda::harness::{with_kv_view, KvDev};
 use kiln_cuda::{CudaBackend, CudaError};
-use kiln_testkit::cases::attention::{check_attention_window_with, check_attention_with};
+use kiln_testkit::cases::attention::{check_attention_window_with, check_attention_with, KvData};
 use kiln_testkit::{case_rng, compare, rand_f32, test_seed, Options, Tol};
 
 fn backend() -> Option<CudaBackend> {
@@ -41,18 +45,22 @@ fn run_gpu(
     p: &AttentionParams,
     kernel: Option<&AttentionKernel>,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: KvSlice<'_>,
+    v: KvSlice<'_>,
     out: &mut [f32],
 ) -> Result<(), CudaError> {
-    let (dq, dk, dv) = (be.upload(q)?, be.upload(k)?, be.upload(v)?);
+    let dq = be.upload(q)?;
+    let dk = KvDev::upload(be, k).map_err(CudaError::Core)?;
+    let dv = KvDev::upload(be, v).map_err(CudaError::Core)?;
     out.fill(f32::NAN);
     kiln_cuda::harness::guarded(be, out, |view| {
-        let (q, k, v) = (dq.slice(..), dk.slice(..), dv.slice(..));
-        match kernel {
-            None => attention(be, p, &q, &k, &v, view),
-            Some(kern) => attention_with_kernel(be, p, kern, &q, &k, &v, view),
-        }
+        let q = dq.slice(..);
+        with_kv_view(&dk, |k| {
+            with_kv_view(&dv, |v| match kernel {
+                None => attention(be, p, &q, k, v, view),
+                Some(kern) => attention_with_kernel(be, p, kern, &q, k, v, view),
+            })
+        })
     })
     .map_err(CudaError::Core)
 }
@@ -89,6 +97,8 @@ struct Case {
     spare: usize,
     /// Sliding window (0: none).
     window: usize,
+    /// Logit soft cap (0: none).
+    softcap: f32,
 }
 
 const fn c(
@@ -107,6 +117,22 @@ const fn c(
         pos0,
         spare,
         window: 0,
+        softcap: 0.0,
+    }
+}
+
+/// [`c`] with a soft cap.
+const fn cs(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    softcap: f32,
+) -> Case {
+    Case {
+        softcap,
+        ..c(n_tokens, n_heads, n_kv_heads, head_dim, pos0, 1)
     }
 }
 
@@ -161,9 +187,29 @@ const CASES: &[Case] = &[
     cw(70, 12, 4, 96, 33, 64),
     cw(300, 9, 3, 64, 0, 128),
     cw(40, 6, 3, 48, 200, 17),
+    // The decode shape at 32k keys, and the decode head dims 80,
+    // 96, 192 (6 values per lane: 2-element pieces), 320 and 512 (the wide
+    // instance, 2 heads per block), with GQA groups over several blocks.
+    c(1, 32, 8, 128, 32_767, 0),
+    c(2, 16, 4, 80, 3000, 3),
+    c(1, 16, 8, 96, 1500, 0),
+    c(3, 16, 4, 192, 2500, 1),
+    c(1, 8, 2, 320, 700, 0),
+    c(1, 8, 1, 512, 4000, 2),
+    c(4, 4, 1, 512, 100, 0),
+    // Soft caps: decode (warp kernel), split-KV prefill (d 48), tiled prefill.
+    cs(1, 8, 2, 128, 2000, 5.0),
+    cs(40, 6, 3, 48, 200, 3.0),
+    cs(70, 8, 2, 128, 33, 30.0),
 ];
 
-fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The case's params, q, the caches stored as `kv` and the reference on
+/// the stored values.
+fn inputs(
+    cs: &Case,
+    index: usize,
+    kv: KvType,
+) -> (AttentionParams, Vec<f32>, KvData, KvData, Vec<f32>) {
     let p = AttentionParams {
         n_tokens: cs.n_tokens,
         n_heads: cs.n_heads,
@@ -173,7 +219,7 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
         kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
         scale: 1.0 / (cs.head_dim as f32).sqrt(),
         window: (cs.window > 0).then_some(cs.window),
-        softcap: None,
+        softcap: (cs.softcap > 0.0).then_some(cs.softcap),
     };
     let mut rng = case_rng(test_seed(), "attention-cuda", index);
     let row = p.n_kv_heads * p.head_dim;
@@ -187,8 +233,9 @@ fn inputs(cs: &Case, index: usize) -> (AttentionParams, Vec<f32>, Vec<f32>, Vec<
     let before = p.key_range(0).0 * row;
     k[..before].fill(f32::NAN);
     v[..before].fill(f32::NAN);
+    let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
     let mut want = vec![0.0; q.len()];
-    attention_ref(&p, &q, &k, &v, &mut want).unwrap();
+    attention_ref(&p, &q, &k.widened(), &v.widened(), &mut want).unwrap();
     (p, q, k, v, want)
 }
 
@@ -199,16 +246,18 @@ fn long_context_and_continued_prefill() {
     eprintln!("seed {:#x} (KILN_TEST_SEED)", test_seed());
     let mut failures = Vec::new();
     for (i, cs) in CASES.iter().enumerate() {
-        let (p, q, k, v, want) = inputs(cs, i);
-        let kernel = select_attention(&p, sm).unwrap();
-        let mut out = vec![f32::NAN; want.len()];
-        let name = format!("{p:?} via {kernel:?}");
-        match run_gpu(&be, &p, None, &q, &k, &v, &mut out) {
-            Ok(()) => match compare("out", &out, &want, Tol::ATTENTION) {
-                Ok(()) => eprintln!("ok   {name}"),
+        for kv in KvType::ALL {
+            let (p, q, k, v, want) = inputs(cs, i, kv);
+            let kernel = select_attention(&p, sm).unwrap();
+            let mut out = vec![f32::NAN; want.len()];
+            let name = format!("kv {kv} {p:?} via {kernel:?}");
+            match run_gpu(&be, &p, None, &q, k.slice(), v.slice(), &mut out) {
+                Ok(()) => match compare("out", &out, &want, Tol::ATTENTION) {
+                    Ok(()) => eprintln!("ok   {name}"),
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                },
                 Err(e) => failures.push(format!("{name}: {e}")),
-            },
-            Err(e) => failures.push(format!("{name}: {e}")),
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -223,10 +272,12 @@ fn forced_kernels_agree() {
     let Some(be) = backend() else { return };
     let mut failures = Vec::new();
     let mut check = |cs: &Case, i: usize, kernel: AttentionKernel| {
-        let (p, q, k, v, want) = inputs(cs, 100 + i);
+        // Each forced plan with one cache type in turn.
+        let kv = KvType::ALL[i % 3];
+        let (p, q, k, v, want) = inputs(cs, 100 + i, kv);
         let mut out = vec![f32::NAN; want.len()];
-        let name = format!("{p:?} forced {kernel:?}");
-        let r = run_gpu(&be, &p, Some(&kernel), &q, &k, &v, &mut out)
+        let name = format!("kv {kv} {p:?} forced {kernel:?}");
+        let r = run_gpu(&be, &p, Some(&kernel), &q, k.slice(), v.slice(), &mut out)
             .map_err(|e| e.to_string())
             .and_then(|()| compare("out", &out, &want, Tol::ATTENTION));
         match r {
@@ -337,9 +388,23 @@ fn rejects_unsupported() {
     let q = vec![0.5; 8 * 2 * 512];
     let kv = vec![0.5; 8 * 512];
     let mut out = vec![f32::NAN; q.len()];
-    let e = run_gpu(&be, &p, None, &q, &kv, &kv, &mut out).unwrap_err();
+    let kvs = KvSlice::F32(&kv);
+    let e = run_gpu(&be, &p, None, &q, kvs, kvs, &mut out).unwrap_err();
     assert!(e.to_string().contains("head_dim 512"), "{e}");
     assert!(out.iter().all(|x| x.is_nan()));
+    // K and V caches of different types.
+    let bits = KvData::encode(KvType::BF16, &kv);
+    let e = run_gpu(
+        &be,
+        &AttentionParams { n_tokens: 1, ..p },
+        None,
+        &q[..1024],
+        bits.slice(),
+        kvs,
+        &mut out[..1024],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("v cache"), "{e}");
     let p = AttentionParams { head_dim: 64, ..p };
     let q = vec![0.5; 8 * 2 * 64];
     let kv = vec![0.5; 8 * 64];
@@ -349,8 +414,8 @@ fn rejects_unsupported() {
         &p,
         Some(&AttentionKernel::Tiled { head_dim: 96 }),
         &q,
-        &kv,
-        &kv,
+        KvSlice::F32(&kv),
+        KvSlice::F32(&kv),
         &mut out,
     )
     .unwrap_err();

@@ -2,14 +2,19 @@
 //! (`copy_rows::copy_rows_at`, `attention::attention_at`) against the
 //! kiln-core references at the position the device buffer holds, and the
 //! same launches recorded once as a CUDA graph and replayed at several
-//! positions (the position staged with a copy before each replay). Outputs
+//! positions (the position staged with a copy before each replay), with
+//! f32, f16 and bf16 caches (16-bit appends round to nearest even, and the
+//! reference attends over the stored values). Outputs
 //! live between sentinel guards; interiors are NaN-poisoned before each call.
 //! Skipped, with the reason, where no CUDA device opens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
-use kiln_core::ops::copy_rows::{copy_rows_ref, CopyRowsParams};
+use kiln_core::ops::copy_rows::{copy_rows_ref, copy_rows_ref_kv, CopyRowsParams};
+use kiln_core::{KvSliceMut, KvType};
+use kiln_cuda::harness::{with_kv_view, with_kv_view_mut, KvDev};
 use kiln_cuda::{attention, copy_rows, CudaBackend, CudaSlice};
+use kiln_testkit::cases::attention::KvData;
 use kiln_testkit::{case_rng, compare, rand_f32, Tol};
 
 /// Guard elements on each side of a device output.
@@ -134,11 +139,13 @@ fn attention_at_matches_reference() {
         let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
         let k = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
         let v = rand_f32(&mut rng, stride * hkv * d, -1.0, 1.0);
-        let (dq, dk, dv) = (
-            be.upload(&q).unwrap(),
-            be.upload(&k).unwrap(),
-            be.upload(&v).unwrap(),
-        );
+        // Each case with one cache type in turn.
+        let kv = KvType::ALL[ci % 3];
+        let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
+        let dq = be.upload(&q).unwrap();
+        let dk = KvDev::upload(&be, k.slice()).unwrap();
+        let dv = KvDev::upload(&be, v.slice()).unwrap();
+        let (k, v) = (k.widened(), v.widened());
         let out_len = n * h * d;
         for pos in [0, 1, 31, 32, 33, (stride - n) / 2, stride - n] {
             if pos > stride - n {
@@ -148,22 +155,25 @@ fn attention_at_matches_reference() {
             let dp = be.upload(&[pos as i32]).unwrap();
             {
                 let mut out = dout.slice_mut(GUARD..GUARD + out_len);
-                attention::attention_at(
-                    &be,
-                    &p,
-                    &dp.slice(0..1),
-                    &dq.slice(0..q.len()),
-                    &dk.slice(0..k.len()),
-                    &dv.slice(0..v.len()),
-                    &mut out,
-                )
+                with_kv_view(&dk, |kc| {
+                    with_kv_view(&dv, |vc| {
+                        attention::attention_at(
+                            &be,
+                            &p,
+                            &dp.slice(0..1),
+                            &dq.slice(0..q.len()),
+                            (kc, vc),
+                            &mut out,
+                        )
+                    })
+                })
                 .unwrap();
             }
             let got = interior(&be, &dout, "attention_at");
             let mut want = vec![0.0; out_len];
             attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &k, &v, &mut want).unwrap();
             compare(
-                &format!("attention_at case {ci} pos {pos}"),
+                &format!("attention_at case {ci} ({kv} cache) pos {pos}"),
                 &got,
                 &want,
                 Tol::ATTENTION,
@@ -175,10 +185,17 @@ fn attention_at_matches_reference() {
 
 /// One decode-like step (append k/v at the device row, attend) recorded as a
 /// graph once, replayed at positions 0..steps with the position copied in
-/// before each replay; checked against the reference after every step.
+/// before each replay; checked against the reference after every step, with
+/// caches of each type (the reference holds the rounded appends).
 #[test]
 fn recorded_step_replays_at_every_position() {
     let Some(be) = backend() else { return };
+    for kv in KvType::ALL {
+        recorded_step(&be, kv);
+    }
+}
+
+fn recorded_step(be: &CudaBackend, kv: KvType) {
     let seed = kiln_testkit::test_seed();
     let (h, hkv, d, stride) = (9usize, 3usize, 64usize, 200usize);
     let row = hkv * d;
@@ -200,8 +217,9 @@ fn recorded_step_replays_at_every_position() {
         src_row: 0,
         dst_row: stride - 1,
     };
-    let mut kc = be.alloc_zeros::<f32>(stride * row).unwrap();
-    let mut vc = be.alloc_zeros::<f32>(stride * row).unwrap();
+    let zeros = KvData::encode(kv, &vec![0.0f32; stride * row]);
+    let mut kc = KvDev::upload(be, zeros.slice()).unwrap();
+    let mut vc = KvDev::upload(be, zeros.slice()).unwrap();
     let mut dq = be.alloc_zeros::<f32>(h * d).unwrap();
     let mut dk = be.alloc_zeros::<f32>(row).unwrap();
     let mut dv = be.alloc_zeros::<f32>(row).unwrap();
@@ -209,43 +227,38 @@ fn recorded_step_replays_at_every_position() {
     let mut dout = be.alloc_zeros::<f32>(h * d).unwrap();
     let (mut hk, mut hv) = (vec![0.0f32; stride * row], vec![0.0f32; stride * row]);
     let step = |be: &CudaBackend,
-                kc: &mut CudaSlice<f32>,
-                vc: &mut CudaSlice<f32>,
+                kc: &mut (KvDev, usize),
+                vc: &mut (KvDev, usize),
                 dq: &CudaSlice<f32>,
                 dk: &CudaSlice<f32>,
                 dv: &CudaSlice<f32>,
                 dpos: &CudaSlice<i32>,
                 dout: &mut CudaSlice<f32>| {
         let pos = dpos.slice(0..1);
-        copy_rows::copy_rows_at(
-            be,
-            &append,
-            &pos,
-            &dk.slice(0..row),
-            &mut kc.slice_mut(0..stride * row),
-        )?;
-        copy_rows::copy_rows_at(
-            be,
-            &append,
-            &pos,
-            &dv.slice(0..row),
-            &mut vc.slice_mut(0..stride * row),
-        )?;
-        attention::attention_at(
-            be,
-            &p,
-            &pos,
-            &dq.slice(0..h * d),
-            &kc.slice(0..stride * row),
-            &vc.slice(0..stride * row),
-            &mut dout.slice_mut(0..h * d),
-        )
+        with_kv_view_mut(kc, |c| {
+            copy_rows::copy_rows_at_kv(be, &append, &pos, &dk.slice(0..row), c)
+        })?;
+        with_kv_view_mut(vc, |c| {
+            copy_rows::copy_rows_at_kv(be, &append, &pos, &dv.slice(0..row), c)
+        })?;
+        with_kv_view(kc, |k| {
+            with_kv_view(vc, |v| {
+                attention::attention_at(
+                    be,
+                    &p,
+                    &pos,
+                    &dq.slice(0..h * d),
+                    (k, v),
+                    &mut dout.slice_mut(0..h * d),
+                )
+            })
+        })
     };
     // Warm up eagerly (loads the kernels, grows the split scratch), then record.
-    step(&be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout).unwrap();
+    step(be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout).unwrap();
     be.synchronize().unwrap();
     be.begin_capture().unwrap();
-    let r = step(&be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout);
+    let r = step(be, &mut kc, &mut vc, &dq, &dk, &dv, &dpos, &mut dout);
     let g = be.end_capture().unwrap();
     r.unwrap();
     let g = g.expect("the capture recorded launches");
@@ -261,25 +274,72 @@ fn recorded_step_replays_at_every_position() {
         s.memcpy_htod(&vec![f32::NAN; h * d], &mut dout).unwrap();
         g.launch().unwrap();
         let got = be.download(&dout).unwrap();
-        hk[pos * row..(pos + 1) * row].copy_from_slice(&k);
-        hv[pos * row..(pos + 1) * row].copy_from_slice(&v);
+        for (c, (&x, &y)) in k.iter().zip(&v).enumerate() {
+            hk[pos * row + c] = kv.round(x);
+            hv[pos * row + c] = kv.round(y);
+        }
         let mut want = vec![0.0; h * d];
         attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &hk, &hv, &mut want).unwrap();
         compare(
-            &format!("graph step pos {pos}"),
+            &format!("graph step ({kv} cache) pos {pos}"),
             &got,
             &want,
             Tol::ATTENTION,
         )
         .unwrap();
     }
-    // The cache rows the replays appended are the ones the reference holds.
-    let got_k = be.download(&kc).unwrap();
+    // The cache rows the replays appended are the ones the reference holds
+    // (rounded exactly as the reference rounds).
+    let got_k = kc.0.to_f32(be).unwrap();
     compare(
-        "graph k cache",
+        &format!("graph k cache ({kv})"),
         &got_k[..70 * row],
         &hk[..70 * row],
         Tol::EXACT,
     )
     .unwrap();
+}
+
+/// copy_rows_at into f16 and bf16 caches: the rows the device position
+/// names, rounded bit-exactly as the reference (`copy_rows_ref_kv`).
+#[test]
+fn copy_rows_at_rounds_into_half_caches() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    for (ci, kv) in [KvType::F16, KvType::BF16].into_iter().enumerate() {
+        let mut rng = case_rng(seed, "copy_rows_at_kv", ci);
+        let (row_len, n_rows, dst_rows) = (192usize, 2usize, 40usize);
+        let src = rand_f32(&mut rng, n_rows * row_len, -70000.0, 70000.0);
+        let init = KvData::encode(kv, &rand_f32(&mut rng, dst_rows * row_len, -1.0, 1.0));
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row: 0,
+            dst_row: dst_rows - n_rows,
+        };
+        let ds = be.upload(&src).unwrap();
+        for row in [0, 17, dst_rows - n_rows] {
+            let mut dd = KvDev::upload(&be, init.slice()).unwrap();
+            let dr = be.upload(&[row as i32]).unwrap();
+            with_kv_view_mut(&mut dd, |c| {
+                copy_rows::copy_rows_at_kv(&be, &p, &dr.slice(0..1), &ds.slice(0..src.len()), c)
+            })
+            .unwrap();
+            let got = dd.0.to_f32(&be).unwrap();
+            let (KvData::F16(mut want) | KvData::BF16(mut want)) = init.clone() else {
+                panic!("16-bit cache expected");
+            };
+            let dst = match kv {
+                KvType::F16 => KvSliceMut::F16(&mut want),
+                _ => KvSliceMut::BF16(&mut want),
+            };
+            copy_rows_ref_kv(&CopyRowsParams { dst_row: row, ..p }, &src, dst).unwrap();
+            let want: Vec<f32> = want.iter().map(|&b| kv.decode(b)).collect();
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+            assert!(same, "copy_rows_at ({kv}) row {row}: bits differ");
+        }
+    }
 }
