@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Check the KV-cache element handling of the CUDA kernels without a GPU,
+by running the device code as host C++ (g++, small shims).
+
+From crates/kiln-cuda/kernels:
+- attention.cu, compiled as each cache variant (KILN_KV 0 f32, 1 f16,
+  2 bf16): the warp decode kernel's per-lane row loads (dec_load_kv with
+  its vector pieces, DecPiece, kv_piece, kv_cvt2) for every instance's
+  values per lane (1..8, 16), full rows (vector pieces) and partial rows
+  (d < 32 * DPL: element loads, zeros past d), and the tiled kernel's tile
+  loads (tile_load, element pairs and single elements) for every tiled
+  head_dim, checked element by element against the cache widened by numpy;
+- common.cuh's f32 -> f16 / bf16 rounding (kiln_f32_to_f16 with the PTX
+  cvt.rn replaced by C++'s _Float16 conversion, which rounds to nearest
+  even too; kiln_f32_to_bf16 as written) and copy_rows.cu's copy_range_16
+  (the 4-wide path and the tail, several grid sizes), checked bit for bit
+  against numpy's float16 and a numpy bf16 rounding written from the
+  ggml rule.
+
+What it cannot check: the kernels' timing, and the f16 cvt instruction
+itself (the GPU parity tests do: parity_cuattn, parity_graph,
+parity_cuops / the testkit copy_rows table).
+
+Usage: python3 scripts/check-cuda-kv.py   (needs g++ with C++20 and numpy)
+"""
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "crates/kiln-cuda/kernels"
+
+PRELUDE = r"""
+#include <cmath>
+#include <cstdio>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#define __device__
+#define __host__
+#define __global__
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(n)
+#define extern_c_global
+struct Idx { unsigned x = 0, y = 0, z = 0; };
+thread_local Idx threadIdx, blockIdx;
+Idx blockDim, gridDim;
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+static inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+template <class T> static inline T min(T a, T b) { return a < b ? a : b; }
+template <class T> static inline T max(T a, T b) { return a > b ? a : b; }
+"""
+
+# common.cuh with the inline PTX replaced by host equivalents.
+def common_host():
+    src = (KERNELS / "common.cuh").read_text()
+    src = src.replace("#pragma once", "")
+    start = src.index("// f16 / bf16 bits -> f32 without cuda_fp16.h.")
+    end = src.index("// Programmatic dependent launch")
+    host = r"""
+__device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
+    _Float16 x; memcpy(&x, &h, 2); return (float)x;
+}
+__device__ __forceinline__ float kiln_bf16_to_f32(u16 h) {
+    return __uint_as_float(((u32)h) << 16);
+}
+__device__ __forceinline__ u16 kiln_f32_to_f16(float f) {
+    _Float16 x = (_Float16)f; u16 h; memcpy(&h, &x, 2); return h;
+}
+"""
+    bf = src[src.index("// f32 -> bf16 bits as kiln-core's"):end]
+    return src[:start] + host + bf
+
+
+def slice_between(src, a, b):
+    return src[src.index(a):src.index(b)]
+
+
+def attention_parts():
+    """The KV type block, kv_cvt/kv_cvt2, DecPiece/kv_piece/dec_load_kv and tile_load."""
+    src = (KERNELS / "attention.cu").read_text()
+    head = slice_between(src, "#ifndef KILN_KV", "// Mirrored by `AttnK`")
+    dec = slice_between(src, "// Elements per vector piece", "// Dynamic shared memory: DEC_WARPS")
+    tile_defs = "#define TILE_Q 32\n#define TILE_K 32\n#define TILE_THREADS 128\n"
+    tile = slice_between(src, "// Keys k0 .. k0 + nk of a K or V cache", "// 128 threads: thread (r = tid / 4")
+    return head, dec, tile_defs, tile
+
+
+MAIN = r"""
+#include <random>
+static int failures = 0;
+static void fail(const char* what, int a, int b, int c, float got, float want) {
+    if (failures++ < 10) printf("FAIL %s (%d, %d, %d): got %g want %g\n", what, a, b, c, got, want);
+}
+// The widened cache element (what numpy computes, independently, below).
+static float widen(const kv_t* p, size_t i) { return kv_cvt(p[i]); }
+
+template <int DPL>
+static void check_dec(const kv_t* cache, size_t n_rows, u32 d) {
+    // Rows laid out [n_rows][d] (one kv head); full rows load whole pieces.
+    const bool vec = d == 32u * DPL;
+    for (size_t j = 0; j < n_rows; ++j)
+        for (u32 lane = 0; lane < 32; ++lane) {
+            float r[DPL];
+            dec_load_kv<DPL>(cache + j * d, lane, d, vec, r);
+            for (int i = 0; i < DPL; ++i) {
+                const u32 c = lane * DPL + i;
+                const float want = c < d ? widen(cache, j * d + c) : 0.f;
+                if (memcmp(&r[i], &want, 4) != 0) fail("dec_load_kv", DPL, (int)d, (int)c, r[i], want);
+            }
+        }
+}
+
+template <int D>
+static void check_tile(const kv_t* cache, u32 n_kv_heads, u32 kvh, u32 k0, u32 nk, bool pairs) {
+    const u64 row = (u64)n_kv_heads * D, kv_off = (u64)kvh * D;
+    std::vector<float> tile(TILE_K * (D + 1), -1.f);
+    for (u32 t = 0; t < TILE_THREADS; ++t) {
+        threadIdx.x = t;
+        tile_load<D>(tile.data(), cache, k0, nk, row, kv_off, pairs);
+    }
+    for (u32 j = 0; j < TILE_K; ++j)
+        for (u32 c = 0; c < (u32)D; ++c) {
+            const float want = j < nk ? widen(cache, (k0 + j) * row + kv_off + c) : 0.f;
+            const float got = tile[j * (D + 1) + c];
+            if (memcmp(&got, &want, 4) != 0) fail("tile_load", D, (int)j, (int)c, got, want);
+        }
+}
+
+int main(int argc, char** argv) {
+    // argv[1]: raw cache file (elements of kv_t), argv[2]: widened f32 file.
+    FILE* f = fopen(argv[1], "rb");
+    std::vector<kv_t> cache(1 << 20);
+    const size_t n = fread(cache.data(), sizeof(kv_t), cache.size(), f);
+    fclose(f);
+    FILE* g = fopen(argv[2], "rb");
+    std::vector<float> wide(n);
+    if (fread(wide.data(), 4, n, g) != n) return 2;
+    fclose(g);
+    for (size_t i = 0; i < n; ++i) {
+        const float w = kv_cvt(cache[i]);
+        if (memcmp(&wide[i], &w, 4) != 0) fail("kv_cvt vs numpy", (int)i, 0, 0, w, wide[i]);
+    }
+    for (u32 d : {1u, 7u, 31u, 32u}) check_dec<1>(cache.data(), 5, d);
+    for (u32 d : {33u, 64u}) check_dec<2>(cache.data(), 5, d);
+    for (u32 d : {65u, 80u, 96u}) check_dec<3>(cache.data(), 5, d);
+    for (u32 d : {100u, 128u}) check_dec<4>(cache.data(), 5, d);
+    check_dec<5>(cache.data(), 5, 160);
+    for (u32 d : {192u, 170u}) check_dec<6>(cache.data(), 5, d);
+    check_dec<7>(cache.data(), 5, 224);
+    for (u32 d : {256u, 200u}) check_dec<8>(cache.data(), 5, d);
+    for (u32 d : {512u, 320u, 300u}) check_dec<16>(cache.data(), 5, d);
+    for (bool pairs : {false, true}) {
+        check_tile<64>(cache.data(), 3, 2, 5, 32, pairs);
+        check_tile<80>(cache.data(), 2, 1, 40, 17, pairs);
+        check_tile<96>(cache.data(), 4, 3, 0, 1, pairs);
+        check_tile<128>(cache.data(), 8, 5, 100, 32, pairs);
+    }
+    printf("%s: %d failures\n", KV_NAME_STR, failures);
+    return failures != 0;
+}
+"""
+
+COPY_MAIN = r"""
+int main(int argc, char** argv) {
+    FILE* f = fopen(argv[1], "rb");
+    std::vector<float> src(1 << 16);
+    const size_t n = fread(src.data(), 4, src.size(), f);
+    fclose(f);
+    int failures = 0;
+    for (int kind = 0; kind < 2; ++kind) {
+        FILE* g = fopen(argv[2 + kind], "rb");
+        std::vector<u16> want(n);
+        if (fread(want.data(), 2, n, g) != n) return 2;
+        fclose(g);
+        // Offsets: aligned (4-wide path) and not (element path); several grids.
+        for (size_t off : {0, 1, 3, 4}) {
+            for (unsigned grid : {1u, 3u, 64u}) {
+                std::vector<u16> dst(n + 8, 0xDEAD);
+                const size_t len = n - 8;
+                gridDim.x = grid;
+                blockDim.x = 32;
+                for (unsigned b = 0; b < grid; ++b)
+                    for (unsigned t = 0; t < 32; ++t) {
+                        blockIdx.x = b;
+                        threadIdx.x = t;
+                        if (kind == 0) copy_range_16<StoreF16>(src.data() + off, dst.data() + off, len);
+                        else copy_range_16<StoreBF16>(src.data() + off, dst.data() + off, len);
+                    }
+                for (size_t i = 0; i < n + 8; ++i) {
+                    const bool inside = i >= off && i < off + len;
+                    const u16 w = inside ? want[i] : 0xDEAD;
+                    if (dst[i] != w && failures++ < 10)
+                        printf("FAIL %s off %zu grid %u [%zu]: %04x want %04x (src %g)\n",
+                               kind ? "bf16" : "f16", off, grid, i, dst[i], w, inside ? src[i] : 0.f);
+                }
+            }
+        }
+    }
+    printf("copy_rows f16/bf16: %d failures\n", failures);
+    return failures != 0;
+}
+"""
+
+
+def bf16_round(x):
+    """numpy f32 -> bf16 bits by ggml's rule (NaN quiet, else round to nearest even)."""
+    u = x.view(np.uint32).astype(np.uint64)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    return np.where(nan, (u >> 16) | 0x40, r).astype(np.uint16)
+
+
+def build_run(tmp, name, source, args):
+    cpp = tmp / f"{name}.cpp"
+    exe = tmp / name
+    cpp.write_text(source)
+    subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-fsanitize=address,undefined", "-w", "-o", str(exe), str(cpp)],
+        check=True,
+    )
+    return subprocess.run([str(exe), *args]).returncode
+
+
+def main():
+    rng = np.random.default_rng(2024)
+    head, dec, tile_defs, tile = attention_parts()
+    common = common_host()
+    bad = 0
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        n = 1 << 16
+        x = rng.uniform(-4, 4, n).astype(np.float32)
+        x[::97] = rng.uniform(-1e-6, 1e-6, len(x[::97])).astype(np.float32)  # f16 subnormals
+        for kv, name in [(0, "f32"), (1, "f16"), (2, "bf16")]:
+            if kv == 0:
+                raw, wide = x, x
+            elif kv == 1:
+                h = x.astype(np.float16)
+                raw, wide = h.view(np.uint16), h.astype(np.float32)
+            else:
+                b = bf16_round(x)
+                raw, wide = b, (b.astype(np.uint32) << 16).view(np.float32)
+            (tmp / f"raw_{name}").write_bytes(raw.tobytes())
+            (tmp / f"wide_{name}").write_bytes(wide.astype(np.float32).tobytes())
+            src = (
+                PRELUDE
+                + common
+                + f"#define KILN_KV {kv}\n"
+                + head
+                + f'#define KV_NAME_STR "attention.cu [KILN_KV {kv}]"\n'
+                + dec
+                + tile_defs
+                + tile
+                + MAIN
+            )
+            bad |= build_run(tmp, f"attn_{name}", src, [str(tmp / f"raw_{name}"), str(tmp / f"wide_{name}")])
+        # copy_rows: values that test the rounding (ties, overflow, subnormals).
+        m = 4096
+        y = rng.uniform(-4, 4, m).astype(np.float32)
+        ties16 = (0x3F800000 + (rng.integers(0, 1024, 256) << 13) + (1 << 12)).astype(np.uint32).view(np.float32)
+        tiesbf = (0x3F800000 + (rng.integers(0, 128, 256) << 16) + (1 << 15)).astype(np.uint32).view(np.float32)
+        y[:256], y[256:512] = ties16, -tiesbf
+        y[512:600] = rng.uniform(65504, 70000, 88).astype(np.float32)
+        y[600:700] = rng.uniform(-1e-6, 1e-6, 100).astype(np.float32)
+        y[700] = -0.0
+        (tmp / "src").write_bytes(y.tobytes())
+        (tmp / "want16").write_bytes(y.astype(np.float16).view(np.uint16).tobytes())
+        (tmp / "wantbf").write_bytes(bf16_round(y).tobytes())
+        cr = (KERNELS / "copy_rows.cu").read_text()
+        cr = cr.replace('#include "common.cuh"', "")
+        cr = cr[: cr.index("// src: [>= src_off + n], dst: [>= dst_off + n]")]
+        src = PRELUDE + common + cr + COPY_MAIN
+        bad |= build_run(tmp, "copy_rows", src, [str(tmp / "src"), str(tmp / "want16"), str(tmp / "wantbf")])
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
