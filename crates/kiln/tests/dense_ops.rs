@@ -146,6 +146,73 @@ fn windowed_attention_matches_the_reference() {
     }
 }
 
+/// f16 / bf16 caches through the kiln ops: `Tensor::zeros_of`, the KV
+/// append (`copy_rows`, rounding), attention with a soft cap on the stored
+/// values, the cache read back, and K / V caches of different types refused.
+#[test]
+fn half_kv_caches_append_and_attend() {
+    use kiln::ops::CopyRowsParams;
+    use kiln_core::KvType;
+    let mut rng = case_rng(test_seed(), "kiln-dense-ops", 5);
+    let (heads, kv_heads, d, stride) = (8usize, 2usize, 128usize, 300usize);
+    let p = AttentionParams {
+        n_tokens: 1,
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim: d,
+        pos0: stride - 2,
+        kv_stride: stride,
+        scale: 1.0 / (d as f32).sqrt(),
+        window: None,
+        softcap: Some(10.0),
+    };
+    let row = kv_heads * d;
+    let q = rand_f32(&mut rng, heads * d, -2.0, 2.0);
+    let k = rand_f32(&mut rng, stride * row, -2.0, 2.0);
+    let v = rand_f32(&mut rng, stride * row, -1.0, 1.0);
+    let append = CopyRowsParams {
+        row_len: row,
+        n_rows: stride - 1,
+        src_row: 0,
+        dst_row: 0,
+    };
+    for kv in [KvType::F16, KvType::BF16] {
+        let round = |x: &[f32]| -> Vec<f32> {
+            let mut r: Vec<f32> = x.iter().map(|&y| kv.round(y)).collect();
+            r[(stride - 1) * row..].fill(0.0); // the last row is never appended
+            r
+        };
+        let (kr, vr) = (round(&k), round(&v));
+        let mut want = vec![0.0; q.len()];
+        refs::attention::attention_ref(&p, &q, &kr, &vr, &mut want).unwrap();
+        for s in streams() {
+            let shape = [stride, kv_heads, d];
+            let mut kc = Tensor::zeros_of(&s, kv.dtype(), &shape).unwrap();
+            let mut vc = Tensor::zeros_of(&s, kv.dtype(), &shape).unwrap();
+            ops::copy_rows(&s, &append, &t(&s, &k), &mut kc).unwrap();
+            ops::copy_rows(&s, &append, &t(&s, &v), &mut vc).unwrap();
+            assert_eq!(
+                kc.to_f32_vec(&s).unwrap(),
+                kr,
+                "{kv} k cache on {}",
+                s.device()
+            );
+            let mut out = t(&s, &vec![f32::NAN; q.len()]);
+            ops::attention(&s, &p, &t(&s, &q), &kc, &vc, &mut out).unwrap();
+            compare(
+                &format!("{kv} attention on {}", s.device()),
+                &out.to_f32_vec(&s).unwrap(),
+                &want,
+                Tol::ATTENTION,
+            )
+            .unwrap();
+            let f32_v = t(&s, &v);
+            let e = ops::attention(&s, &p, &t(&s, &q), &kc, &f32_v, &mut out).unwrap_err();
+            assert!(e.to_string().contains("v cache"), "{}: {e}", s.device());
+        }
+    }
+}
+
 #[test]
 fn norm_rope_matches_the_reference() {
     let mut rng = case_rng(test_seed(), "kiln-dense-ops", 3);
