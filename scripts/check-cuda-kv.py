@@ -3,9 +3,9 @@
 by running the device code as host C++ (g++, small shims).
 
 From crates/kiln-cuda/kernels:
-- attention.cu, compiled as each cache variant (KILN_KV 0 f32, 1 f16,
-  2 bf16): the warp decode kernel's per-lane row loads (dec_load_kv with
-  its vector pieces, DecPiece, kv_piece, kv_cvt2) for every instance's
+- attention.cu and attention_kv.cuh, compiled as each cache variant
+  (KILN_KV 0 f32, 1 f16, 2 bf16): the warp decode kernel's per-lane row
+  loads (dec_load_kv with its vector pieces, DecPiece, kv_piece, kv_cvt2) for every instance's
   values per lane (1..8, 16), full rows (vector pieces) and partial rows
   (d < 32 * DPL: element loads, zeros past d), and the tiled kernel's tile
   loads (tile_load, element pairs and single elements) for every tiled
@@ -88,9 +88,12 @@ def slice_between(src, a, b):
 
 def attention_parts():
     """The KV type block, kv_cvt/kv_cvt2, DecPiece/kv_piece/dec_load_kv and tile_load."""
+    kv = (KERNELS / "attention_kv.cuh").read_text()
+    head = slice_between(kv, "#ifndef KILN_KV", "// Elements per vector piece")
     src = (KERNELS / "attention.cu").read_text()
-    head = slice_between(src, "#ifndef KILN_KV", "// Mirrored by `AttnK`")
-    dec = slice_between(src, "// Elements per vector piece", "// Dynamic shared memory: DEC_WARPS")
+    dec = kv[kv.index("// Elements per vector piece"):] + slice_between(
+        src, "// Lane `lane`'s values c = lane * DPL + i", "// Dynamic shared memory: DEC_WARPS"
+    )
     tile_defs = "#define TILE_Q 32\n#define TILE_K 32\n#define TILE_THREADS 128\n"
     tile = slice_between(src, "// Keys k0 .. k0 + nk of a K or V cache", "// 128 threads: thread (r = tid / 4")
     return head, dec, tile_defs, tile

@@ -59,6 +59,8 @@ impl From<&[usize]> for Shape {
     }
 }
 
+mod kv;
+
 enum CpuStorage {
     F32(Vec<f32>),
     /// 16-bit elements (f16 / bf16 KV caches), 2-byte aligned.
@@ -505,118 +507,6 @@ impl Tensor {
         }
     }
 
-    /// The first `n` 16-bit elements (f16 / bf16 bits) of a host tensor of
-    /// dtype F16 or BF16.
-    pub(crate) fn u16_prefix(
-        &self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<&[u16]> {
-        if !matches!(self.dtype, DType::F16 | DType::BF16) {
-            return Err(Error::DType {
-                op,
-                what,
-                got: self.dtype,
-                expected: "F16 or BF16",
-            });
-        }
-        let all: &[u16] = match &self.storage {
-            Storage::Cpu(CpuStorage::U16(v)) => v,
-            Storage::Cpu(c) => bytemuck::try_cast_slice(cpu_bytes(c)).map_err(|e| {
-                kiln_core::Error::invalid(op, format!("{what} is not 2-byte aligned: {e}"))
-            })?,
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => return Err(self.not_here(op, what, Device::Cpu)),
-        };
-        all.get(..n).ok_or(Error::TooSmall {
-            op,
-            what,
-            got: all.len(),
-            needed: n,
-        })
-    }
-
-    /// [`Tensor::u16_prefix`], writable (an owned host F16 / BF16 tensor).
-    pub(crate) fn u16_prefix_mut(
-        &mut self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<&mut [u16]> {
-        let dtype = self.dtype;
-        if !matches!(dtype, DType::F16 | DType::BF16) {
-            return Err(Error::DType {
-                op,
-                what,
-                got: dtype,
-                expected: "F16 or BF16",
-            });
-        }
-        #[cfg(feature = "cuda")]
-        let dev = self.device();
-        let all: &mut [u16] = match &mut self.storage {
-            Storage::Cpu(CpuStorage::U16(v)) => v,
-            Storage::Cpu(CpuStorage::Bytes(v)) => bytemuck::try_cast_slice_mut(v).map_err(|e| {
-                kiln_core::Error::invalid(op, format!("{what} is not 2-byte aligned: {e}"))
-            })?,
-            Storage::Cpu(CpuStorage::F32(_) | CpuStorage::Shared { .. }) => {
-                return Err(Error::DType {
-                    op,
-                    what,
-                    got: dtype,
-                    expected: "an owned F16 or BF16 tensor",
-                })
-            }
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => {
-                return Err(Error::DeviceMismatch {
-                    op,
-                    a: format!("{what} on {dev}"),
-                    b: "a cpu stream".into(),
-                })
-            }
-        };
-        let got = all.len();
-        all.get_mut(..n).ok_or(Error::TooSmall {
-            op,
-            what,
-            got,
-            needed: n,
-        })
-    }
-
-    /// A KV cache of this tensor's dtype as read by the CPU ops (the first
-    /// `n` elements).
-    pub(crate) fn kv_slice(
-        &self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<kiln_core::KvSlice<'_>> {
-        use kiln_core::{KvSlice, KvType};
-        Ok(match KvType::from_dtype(op, self.dtype)? {
-            KvType::F32 => KvSlice::F32(self.f32_prefix(op, what, n)?),
-            KvType::F16 => KvSlice::F16(self.u16_prefix(op, what, n)?),
-            KvType::BF16 => KvSlice::BF16(self.u16_prefix(op, what, n)?),
-        })
-    }
-
-    /// A KV cache of this tensor's dtype as written by the CPU ops.
-    pub(crate) fn kv_slice_mut(
-        &mut self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<kiln_core::KvSliceMut<'_>> {
-        use kiln_core::{KvSliceMut, KvType};
-        Ok(match KvType::from_dtype(op, self.dtype)? {
-            KvType::F32 => KvSliceMut::F32(self.f32_prefix_mut(op, what, n)?),
-            KvType::F16 => KvSliceMut::F16(self.u16_prefix_mut(op, what, n)?),
-            KvType::BF16 => KvSliceMut::BF16(self.u16_prefix_mut(op, what, n)?),
-        })
-    }
-
     /// Raw bytes of an owned host tensor, for ops that write non-f32 data.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn cpu_bytes_mut(
@@ -769,38 +659,6 @@ impl Tensor {
         }
     }
 
-    /// A KV cache of this tensor's dtype on a GPU (the first `n` elements).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_kv(
-        &self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<CudaKv<'_>> {
-        use kiln_core::KvType;
-        Ok(match KvType::from_dtype(op, self.dtype)? {
-            KvType::F32 => CudaKv::F32(self.cuda_f32(op, what, n)?),
-            KvType::F16 => CudaKv::F16(self.cuda_u16(op, what, n)?),
-            KvType::BF16 => CudaKv::BF16(self.cuda_u16(op, what, n)?),
-        })
-    }
-
-    /// [`Tensor::cuda_kv`], writable.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_kv_mut(
-        &mut self,
-        op: &'static str,
-        what: &'static str,
-        n: usize,
-    ) -> Result<CudaKvMut<'_>> {
-        use kiln_core::KvType;
-        Ok(match KvType::from_dtype(op, self.dtype)? {
-            KvType::F32 => CudaKvMut::F32(self.cuda_f32_mut(op, what, n)?),
-            KvType::F16 => CudaKvMut::F16(self.cuda_u16_mut(op, what, n)?),
-            KvType::BF16 => CudaKvMut::BF16(self.cuda_u16_mut(op, what, n)?),
-        })
-    }
-
     /// A device view of a GPU tensor's raw bytes (quantized weights).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_bytes(
@@ -821,45 +679,6 @@ impl Tensor {
                 a: format!("{what} on cpu"),
                 b: "a cuda stream".into(),
             }),
-        }
-    }
-}
-
-/// A GPU KV cache's view by element type (owns the view that
-/// [`kiln_cuda::KvView`] borrows).
-#[cfg(feature = "cuda")]
-pub(crate) enum CudaKv<'a> {
-    F32(kiln_cuda::CudaView<'a, f32>),
-    F16(kiln_cuda::CudaView<'a, u16>),
-    BF16(kiln_cuda::CudaView<'a, u16>),
-}
-
-#[cfg(feature = "cuda")]
-impl<'a> CudaKv<'a> {
-    pub(crate) fn view(&self) -> kiln_cuda::KvView<'_, 'a> {
-        match self {
-            CudaKv::F32(v) => kiln_cuda::KvView::F32(v),
-            CudaKv::F16(v) => kiln_cuda::KvView::F16(v),
-            CudaKv::BF16(v) => kiln_cuda::KvView::BF16(v),
-        }
-    }
-}
-
-/// [`CudaKv`], writable.
-#[cfg(feature = "cuda")]
-pub(crate) enum CudaKvMut<'a> {
-    F32(kiln_cuda::CudaViewMut<'a, f32>),
-    F16(kiln_cuda::CudaViewMut<'a, u16>),
-    BF16(kiln_cuda::CudaViewMut<'a, u16>),
-}
-
-#[cfg(feature = "cuda")]
-impl<'a> CudaKvMut<'a> {
-    pub(crate) fn view(&mut self) -> kiln_cuda::KvViewMut<'_, 'a> {
-        match self {
-            CudaKvMut::F32(v) => kiln_cuda::KvViewMut::F32(v),
-            CudaKvMut::F16(v) => kiln_cuda::KvViewMut::F16(v),
-            CudaKvMut::BF16(v) => kiln_cuda::KvViewMut::BF16(v),
         }
     }
 }

@@ -1,0 +1,161 @@
+//! Unit tests of attention.rs (plans, selection, kernel names): no GPU needed.
+#![allow(clippy::panic, clippy::unwrap_used)]
+use super::*;
+
+fn p(n_tokens: usize, n_heads: usize, n_kv: usize, d: usize, pos0: usize) -> AttentionParams {
+    AttentionParams {
+        n_tokens,
+        n_heads,
+        n_kv_heads: n_kv,
+        head_dim: d,
+        pos0,
+        kv_stride: pos0 + n_tokens,
+        scale: 0.125,
+        window: None,
+        softcap: None,
+    }
+}
+
+#[test]
+fn selection() {
+    assert_eq!(
+        select_attention(&p(512, 9, 3, 64, 0), 132).unwrap(),
+        AttentionKernel::Tiled { head_dim: 64 }
+    );
+    // Prefill with a head_dim the tiled kernel lacks falls back to split-KV.
+    assert!(matches!(
+        select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
+        AttentionKernel::SplitKv(_)
+    ));
+    // A window is no reason to change kernel; its splits cover only the
+    // window's keys.
+    let windowed = AttentionParams {
+        window: Some(512),
+        ..p(1, 4, 1, 256, 8000)
+    };
+    let AttentionKernel::SplitKv(plan) = select_attention(&windowed, 132).unwrap() else {
+        panic!("decode must be split-KV");
+    };
+    assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
+    assert_eq!(
+        select_attention(
+            &AttentionParams {
+                window: Some(512),
+                ..p(600, 4, 1, 64, 0)
+            },
+            132
+        )
+        .unwrap(),
+        AttentionKernel::Tiled { head_dim: 64 }
+    );
+    // Decode takes head dims up to 512 (the wide decode instance, at
+    // most 2 heads per block); prefill outside the tiled dims only up to 256.
+    for d in [300, 512] {
+        let AttentionKernel::SplitKv(plan) =
+            select_attention(&p(1, 8, 1, d, 9000), 132).unwrap()
+        else {
+            panic!("decode must be split-KV");
+        };
+        assert!(plan.heads_per_block <= DEC_WIDE_MAX_HEADS, "{plan:?}");
+        check_plan(&p(1, 8, 1, d, 9000), &plan).unwrap();
+    }
+    let e = select_attention(&p(1, 1, 1, 513, 0), 132).unwrap_err();
+    assert!(e.to_string().contains("head_dim 513"), "{e}");
+    let e = select_attention(&p(64, 1, 1, 512, 0), 132).unwrap_err();
+    assert!(e.to_string().contains("head_dim 512"), "{e}");
+}
+
+#[test]
+fn kernel_table_names() {
+    let names = kernel_names(KvType::BF16);
+    assert_eq!(names.len(), Kern::COUNT);
+    for (k, want) in [
+        (
+            Kern::Split {
+                at: false,
+                direct: false,
+            },
+            "attention_split_bf16",
+        ),
+        (
+            Kern::Split {
+                at: true,
+                direct: true,
+            },
+            "attention_split_direct_at_bf16",
+        ),
+        (
+            Kern::Decode { i: 3, at: true },
+            "attention_decode_l4_at_bf16",
+        ),
+        (
+            Kern::Decode { i: 8, at: false },
+            "attention_decode_l16_bf16",
+        ),
+        (Kern::Tiled { i: 3 }, "attention_tiled_d128_bf16"),
+    ] {
+        assert_eq!(names[k.slot()], want);
+    }
+    assert_eq!(kernel_names(KvType::F32)[0], "attention_split_f32");
+    let sc = base_params(&AttentionParams {
+        softcap: Some(50.0),
+        ..p(1, 1, 1, 64, 3)
+    })
+    .unwrap();
+    assert!((sc.scale_log2 - 0.125 / 50.0).abs() < 1e-9);
+    assert!((sc.cap_log2 - 50.0 * std::f32::consts::LOG2_E).abs() < 1e-4);
+    assert_eq!(base_params(&p(1, 1, 1, 64, 3)).unwrap().cap_log2, 0.0);
+}
+
+#[test]
+fn key_span_and_kernel_window() {
+    let base = p(1, 1, 1, 64, 99); // keys 0..100
+    assert_eq!(key_span(&base), 100);
+    let w = |window, pp: AttentionParams| AttentionParams {
+        window: Some(window),
+        ..pp
+    };
+    assert_eq!(key_span(&w(1, base)), 1);
+    assert_eq!(key_span(&w(40, base)), 40);
+    assert_eq!(key_span(&w(100, base)), 100);
+    assert_eq!(key_span(&w(usize::MAX, base)), 100);
+    // 7 queries at 93..=99 with window 40: keys 54..=99.
+    assert_eq!(key_span(&w(40, p(7, 1, 1, 64, 93))), 46);
+    assert_eq!(kernel_window(&base), 0);
+    assert_eq!(kernel_window(&w(99, base)), 99);
+    assert_eq!(kernel_window(&w(100, base)), 0);
+    assert_eq!(kernel_window(&w(usize::MAX, base)), 0);
+    // Plans cover the span, not the context.
+    let plan = split_kv_plan(&w(512, p(1, 4, 1, 256, 100_000)), 132);
+    assert!(plan.splits * plan.chunk >= 512 && plan.splits * plan.chunk < 1024);
+    check_plan(&w(512, p(1, 4, 1, 256, 100_000)), &plan).unwrap();
+    // A forced plan whose offsets would overflow u32 is refused.
+    let huge = SplitKvPlan {
+        splits: 2,
+        chunk: 1 << 31,
+        ..plan
+    };
+    assert!(check_plan(&base, &huge).is_err());
+}
+
+#[test]
+fn split_plans_cover_the_keys_and_fill_the_gpu() {
+    for kv in [1usize, 31, 33, 1000, 1024, 4096, 8192, 100_000] {
+        for (h, hk, d) in [(9, 3, 64), (32, 8, 128), (8, 1, 256), (64, 4, 80)] {
+            let pp = p(1, h, hk, d, kv - 1);
+            let AttentionKernel::SplitKv(plan) = select_attention(&pp, 132).unwrap() else {
+                panic!("decode must be split-KV");
+            };
+            check_plan(&pp, &plan).unwrap();
+            assert!(plan.splits * plan.chunk >= kv);
+            assert!(
+                (plan.splits - 1) * plan.chunk < kv,
+                "{plan:?}: an empty split"
+            );
+            if kv >= 8192 {
+                let blocks = plan.splits * hk * h.div_ceil(hk).div_ceil(plan.heads_per_block);
+                assert!(blocks >= 132, "kv {kv}: {plan:?} gives {blocks} blocks");
+            }
+        }
+    }
+}
