@@ -51,8 +51,7 @@ fn selection() {
     // Decode takes head dims up to 512 (the wide decode instance, at
     // most 2 heads per block); prefill outside the tiled dims only up to 256.
     for d in [300, 512] {
-        let AttentionKernel::SplitKv(plan) =
-            select_attention(&p(1, 8, 1, d, 9000), 132).unwrap()
+        let AttentionKernel::SplitKv(plan) = select_attention(&p(1, 8, 1, d, 9000), 132).unwrap()
         else {
             panic!("decode must be split-KV");
         };

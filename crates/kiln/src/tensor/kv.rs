@@ -152,7 +152,6 @@ impl Tensor {
             KvType::BF16 => CudaKvMut::BF16(self.cuda_u16_mut(op, what, n)?),
         })
     }
-
 }
 
 /// A GPU KV cache's view by element type (owns the view that
@@ -193,4 +192,3 @@ impl<'a> CudaKvMut<'a> {
         }
     }
 }
-
