@@ -38,9 +38,18 @@ fn mul_matches_the_reference_and_leaves_the_rest() {
         ops::mul(&s, &p, &t(&a), &t(&b), &mut out).unwrap();
         let got = out.to_f32_vec(&s).unwrap();
         compare("mul", &got[..n], &want, Tol::EXACT).unwrap();
-        assert!(got[n..].iter().all(|v| v.is_nan()), "{dev}: mul wrote past n");
-        let e = ops::mul(&s, &MulParams { n: n + spare + 1 }, &t(&a), &t(&b), &mut out)
-            .unwrap_err();
+        assert!(
+            got[n..].iter().all(|v| v.is_nan()),
+            "{dev}: mul wrote past n"
+        );
+        let e = ops::mul(
+            &s,
+            &MulParams { n: n + spare + 1 },
+            &t(&a),
+            &t(&b),
+            &mut out,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("mul"), "{dev}: {e}");
     }
 }
@@ -96,7 +105,10 @@ fn cast_picks_the_direction_from_the_dtypes() {
                     .collect();
                 for (i, (&g, &b)) in got.iter().zip(x).enumerate() {
                     let w = widened(dst, cast_bits(src, dst, b));
-                    assert_eq!(g, w, "{dev}: {src}->{dst} [{i}] {b:#x}: got {g:#x}, want {w:#x}");
+                    assert_eq!(
+                        g, w,
+                        "{dev}: {src}->{dst} [{i}] {b:#x}: got {g:#x}, want {w:#x}"
+                    );
                 }
             }
         }
@@ -108,6 +120,9 @@ fn cast_picks_the_direction_from_the_dtypes() {
         let q = Tensor::from_bytes(&s, DType::Q8_0, &[32], vec![0; 34]).unwrap();
         let mut out = tensor(&s, DType::F32, &[0; 32]);
         let e = ops::cast(&s, &q, &mut out).unwrap_err();
-        assert!(e.to_string().contains("unsupported dtype Q8_0"), "{dev}: {e}");
+        assert!(
+            e.to_string().contains("unsupported dtype Q8_0"),
+            "{dev}: {e}"
+        );
     }
 }
