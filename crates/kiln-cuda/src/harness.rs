@@ -115,6 +115,7 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
                 })
             },
+            cast: &|p, src, dst| cast_host(be, p, src, dst),
             add_rows: &|p, x, b| {
                 p.validate(x.len(), b.len())?;
                 let bd = up_f32(b)?;
@@ -182,6 +183,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
             },
             moe_combine: &|p, y, w, res, out| moe_combine_host(be, p, y, w, res, out),
             moe_route: &|p, logits, bias, ids, w| moe_route_host(be, p, logits, bias, ids, w),
+            mul: &|p, a, b, out| {
+                p.validate(a.len(), b.len(), out.len())?;
+                let (a, b) = (up_f32(a)?, up_f32(b)?);
+                guarded(be, out, |o| {
+                    crate::mul::mul(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
+                })
+            },
             norm_rope: &|p, x, w, f, pos, out| norm_rope_host(be, p, x, w, f, pos, out),
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
@@ -318,6 +326,28 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
         },
         opts,
     )
+}
+
+/// cast from host buffers: the source uploaded as f32 or 16-bit patterns,
+/// the destination guarded on the device (16-bit guards of 0xDEAD).
+pub fn cast_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::cast::CastParams,
+    src: kiln_core::ops::cast::CastSrc<'_>,
+    dst: kiln_core::ops::cast::CastDst<'_>,
+) -> kiln_core::Result<()> {
+    use crate::cast::{cast, CastDst, CastSrc};
+    use kiln_core::ops::cast as host;
+    p.validate_bufs(&src, &dst)?;
+    let n = p.n;
+    let run = |s: CastSrc<'_, '_>| match dst {
+        host::CastDst::F32(o) => guarded(be, o, |o| cast(be, p, s, CastDst::F32(o))),
+        host::CastDst::Bits(o) => guarded_bf16(be, o, |o| cast(be, p, s, CastDst::Bits(o))),
+    };
+    match src {
+        host::CastSrc::F32(x) => run(CastSrc::F32(&up(be, x)?.slice(0..n))),
+        host::CastSrc::Bits(x) => run(CastSrc::Bits(&up(be, x)?.slice(0..n))),
+    }
 }
 
 /// `x` on the device (one element where `x` is empty, so the allocation is valid).

@@ -134,3 +134,32 @@ fn compile_errors_carry_the_log_and_the_name() {
     assert!(err.contains("error"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
 }
+
+/// cast.cu has the entry point `select_cast` names for every direction, and
+/// neither cast.cu nor mul.cu leaves the float work to instructions that
+/// would break bit-exactness under --use_fast_math: no cvt to f16 / bf16
+/// (canonical NaN), no flush-to-zero multiply.
+#[test]
+fn cast_and_mul_entries_and_exact_instructions() {
+    use kiln_core::ops::cast::{CastParams, CAST_DTYPES};
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let (_, ptx) = compile("cast.cu", kiln_cuda::kernels::CAST, "sm_90").unwrap();
+    for src in CAST_DTYPES {
+        for dst in CAST_DTYPES {
+            let k = kiln_cuda::cast::select_cast(&CastParams { n: 1, src, dst }).unwrap();
+            let entry = format!(".entry {}(", k.name());
+            assert!(
+                ptx.contains(&entry),
+                "cast.cu: no {entry} for {src} -> {dst}"
+            );
+        }
+    }
+    assert!(!ptx.contains("cvt.rn.f16") && !ptx.contains("cvt.rn.bf16"));
+    let (_, ptx) = compile("mul.cu", kiln_cuda::kernels::MUL, "sm_90").unwrap();
+    assert!(ptx.contains("mul.rn.f32"), "mul.cu: no mul.rn.f32");
+    assert!(!ptx.contains(".ftz.f32"), "mul.cu flushes subnormals");
+}

@@ -105,6 +105,62 @@ impl Guarded {
     }
 }
 
+/// Guard pattern of [`GuardedU16`]: neither a value an f16 / bf16 cast
+/// makes from a random input often, nor the poison.
+pub const SENTINEL_U16: u16 = 0xDEAD;
+
+/// Poison of [`GuardedU16`]'s interior: a NaN in both f16 and bf16.
+pub const POISON_U16: u16 = 0xFFFF;
+
+/// [`Guarded`] for 16-bit outputs (f16 / bf16 bits): `n` elements of
+/// [`POISON_U16`] between two guard zones of [`SENTINEL_U16`].
+#[derive(Debug, Clone)]
+pub struct GuardedU16 {
+    buf: Vec<u16>,
+    n: usize,
+}
+
+impl GuardedU16 {
+    pub fn new(n: usize) -> Self {
+        let mut buf = vec![SENTINEL_U16; n + 2 * GUARD];
+        buf[GUARD..GUARD + n].fill(POISON_U16);
+        GuardedU16 { buf, n }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.buf[GUARD..GUARD + self.n]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u16] {
+        &mut self.buf[GUARD..GUARD + self.n]
+    }
+
+    /// Err counting the overwritten guard elements on each side.
+    pub fn check_guards(&self) -> Result<(), String> {
+        let bad = |zone: &[u16]| zone.iter().filter(|&&v| v != SENTINEL_U16).count();
+        let (before, after) = (bad(&self.buf[..GUARD]), bad(&self.buf[GUARD + self.n..]));
+        if before + after == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "guard zone overwritten: {before} element(s) before the output, {after} after"
+        ))
+    }
+
+    /// True when the interior is still entirely poison.
+    pub fn untouched(&self) -> bool {
+        self.as_slice().iter().all(|&v| v == POISON_U16)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -125,6 +181,17 @@ mod tests {
             e.contains("before the output (offsets -1)") && e.contains("indices 5"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn u16_guards() {
+        let mut g = GuardedU16::new(3);
+        assert!(g.untouched() && g.check_guards().is_ok());
+        g.as_mut_slice()[2] = 1;
+        assert!(!g.untouched());
+        g.buf[GUARD + 3] = 0;
+        let e = g.check_guards().unwrap_err();
+        assert!(e.contains("0 element(s) before the output, 1 after"), "{e}");
     }
 
     #[test]
