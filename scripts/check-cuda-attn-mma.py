@@ -34,11 +34,15 @@ the kernel:
 - cvt.rn.bf16x2.f32: round to nearest even.
 - __shfl_xor_sync: the value of lane l ^ m.
 
+The kernel's load pipeline (K/V tiles fetched into registers one phase
+ahead, stored between the barriers) runs as written, so a tile stored to
+the wrong buffer or phase shows; timing-dependent races are not
+exhaustively explored (the barriers' placement is argued in the kernel).
 A wrong fragment layout, a swapped register or a bad index gives errors of
 order 0.1 to 1 here; bf16 rounding of q, k, v and P gives ~1e-3.
 
 Inputs: q, k, v uniform in [-1, 1] (one case with |q|, |k| <= 2 and scale 1:
-peaked, nearly one-hot scores), cache rows no query may read (past pos0 +
+peaked, nearly one-hot scores, with its own bound, PEAKED_MAX_ABS), cache rows no query may read (past pos0 +
 n_tokens, before the first query's window) NaN, the output NaN-poisoned
 between guard zones. Checked against a float64 reference (kiln-core's
 attention_ref, written again in numpy): no NaN, guards intact, max abs
@@ -80,7 +84,7 @@ PRELUDE = r"""
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 struct Idx { unsigned x = 0, y = 0, z = 0; };
 thread_local Idx threadIdx, blockIdx;
@@ -288,6 +292,15 @@ def bf16(x):
     return r.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
+# The peaked case (|q|, |k| <= 2, scale 1, d = 64): scores reach +-256 and
+# their bf16 error grows with them: d products of rms 4/3, each off by
+# ~2^-8/sqrt(3) relative, give a score error of standard deviation
+# sqrt(64) * 4/3 * 2^-8 * 0.58 ~ 0.024, and the nearly one-hot output moves
+# by about that much times |v| <= 1; bound 4x that. A wrong layout there
+# picks another key's v: errors of order 1.
+PEAKED_MAX_ABS = 0.1
+PEAKED_NMSE = 1e-3
+
 # (n_tokens, n_heads, n_kv_heads, head_dim, pos0, spare rows, window, amp, scale)
 CASES = [
     (1, 1, 1, 64, 0, 0, 0, 1.0, None),
@@ -356,7 +369,8 @@ def main() -> int:
             got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
             err = np.abs(got - want)
             nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
-            ok = not np.isnan(got).any() and err.max() <= MAX_ABS and nmse <= NMSE
+            max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
+            ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
             extra = ""
             if const_v:
                 exact = np.abs(got - bf16(v[pos0].reshape(-1))[np.tile(

@@ -8,9 +8,10 @@
 // multiplied by scale * log2(e) before it is rounded to bf16.
 //   - Q: each lane builds its A fragments of S = Q K^T straight from global
 //     memory once (f32 -> bf16), D/16 k-chunks of 4 registers.
-//   - K/V: key tiles of MMA_BN = 64 rows, converted to bf16 on the load
-//     (load_kv8: 8 elements of a KV_T row -> 8 bf16; KV_T is float here, a
-//     f16/bf16 cache type can drop in through the #define) into shared
+//   - K/V: key tiles of BN = 32 rows (a template parameter), converted to
+//     bf16 on the load (load_kv8 = kv_to_bf16(kv_fetch): 8 elements of a
+//     KV_T row -> 8 bf16; KV_T is float here, a f16/bf16 cache type can
+//     drop in through the #define and its own KvStage) into shared
 //     memory rows padded to D + 8 elements (16 bytes: the 8 rows an
 //     ldmatrix phase reads fall in distinct banks). Rows past the keys any
 //     query sees are written as zeros and never read from global memory.
@@ -40,7 +41,6 @@
 #endif
 
 #define MMA_BM 64
-#define MMA_BN 64
 #define MMA_THREADS 128
 
 // Everything below needs sm_80 (bf16 mma, cvt.bf16x2); on older devices the
@@ -95,29 +95,73 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const u32 (&a)[4],
 __device__ __forceinline__ float mma_bf16_lo(u32 x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float mma_bf16_hi(u32 x) { return __uint_as_float(x & 0xffff0000u); }
 
-// 8 consecutive elements of a K or V row (16-byte aligned for f32: the
-// launcher checks the base pointers; head_dim is a multiple of 8) as 8 bf16.
-__device__ __forceinline__ uint4 load_kv8(const float* __restrict__ src) {
-    const float4 a = *(const float4*)src;
-    const float4 b = *(const float4*)(src + 4);
-    return make_uint4(mma_pack_bf16(a.x, a.y), mma_pack_bf16(a.z, a.w), mma_pack_bf16(b.x, b.y),
-                      mma_pack_bf16(b.z, b.w));
+// K/V loads, split in two so a tile's global loads can be in flight while
+// the previous tile is computed: kv_fetch issues the loads of 8 consecutive
+// elements of a K or V row into a KvStage (registers), kv_to_bf16 turns one
+// into 8 bf16 (the shared-memory layout); load_kv8 is the two at once.
+// Another cache type (f16 / bf16 KV_T) drops in with its own KvStage,
+// kv_fetch and kv_to_bf16. f32 rows are read 16 bytes at a time: the
+// launcher checks the base pointers; head_dim is a multiple of 8.
+struct KvStage {
+    float4 a, b;
+};
+__device__ __forceinline__ KvStage kv_fetch(const float* __restrict__ src) {
+    return {*(const float4*)src, *(const float4*)(src + 4)};
 }
+__device__ __forceinline__ uint4 kv_to_bf16(const KvStage& x) {
+    return make_uint4(mma_pack_bf16(x.a.x, x.a.y), mma_pack_bf16(x.a.z, x.a.w),
+                      mma_pack_bf16(x.b.x, x.b.y), mma_pack_bf16(x.b.z, x.b.w));
+}
+__device__ __forceinline__ uint4 load_kv8(const KV_T* __restrict__ src) { return kv_to_bf16(kv_fetch(src)); }
+
+// One K or V tile of BN rows in flight: thread tid holds chunks (8
+// elements) tid + r * MMA_THREADS, i.e. row i / (D / 8), columns (i % (D /
+// 8)) * 8 .. + 7. Rows at or past nk are not read (they may be NaN or
+// outside the cache) and are stored as zeros.
+template <int D, int BN>
+struct KvTile {
+    static constexpr int CH = BN * D / 8 / MMA_THREADS;
+    static_assert(CH * 8 * MMA_THREADS == BN * D, "tile not a whole number of chunks per thread");
+    KvStage st[CH];
+
+    // Issue the loads of rows k0 .. k0 + nk - 1 of `base` (row stride `row`).
+    __device__ __forceinline__ void fetch(const KV_T* __restrict__ base, u64 row, u32 k0, u32 nk) {
+#pragma unroll
+        for (int r = 0; r < CH; ++r) {
+            const u32 i = threadIdx.x + r * MMA_THREADS, j = i / (D / 8), c = (i % (D / 8)) * 8;
+            if (j < nk) st[r] = kv_fetch(base + (u64)(k0 + j) * row + c);
+        }
+    }
+    // Store the fetched rows as bf16 into dst [BN][D + 8], zeros past nk.
+    __device__ __forceinline__ void put(u16* dst, u32 nk) const {
+#pragma unroll
+        for (int r = 0; r < CH; ++r) {
+            const u32 i = threadIdx.x + r * MMA_THREADS, j = i / (D / 8), c = (i % (D / 8)) * 8;
+            *(uint4*)(dst + j * (D + 8) + c) = j < nk ? kv_to_bf16(st[r]) : make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+};
 
 // q: [n_tokens, n_heads, D] f32; k, v: [kv_stride, n_kv_heads, D] KV_T;
 // out: [n_tokens, n_heads, D] f32. Grid (n_heads, ceil(n_tokens / 64)),
-// MMA_THREADS threads; the last query tiles (most keys) start first.
-template <int D>
+// MMA_THREADS threads; the last query tiles (most keys) start first. BN
+// keys per tile (32 for both head dims: registers, see the entry points).
+//
+// Pipeline, two barriers per key tile: V_j's loads are in flight during
+// S_j = Q K_j^T and the softmax, then stored; K_{j+1}'s during O += P V_j,
+// then stored; so no warp waits on global memory between the barriers
+// unless the loads take longer than the tensor-core work.
+template <int D, int BN>
 __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* __restrict__ q,
                                               const KV_T* __restrict__ k,
                                               const KV_T* __restrict__ v,
                                               float* __restrict__ out) {
     constexpr int DS = D + 8;       // shared row stride (bf16)
     constexpr int KC = D / 16;      // k16 chunks of Q K^T
-    constexpr int NT = MMA_BN / 8;  // n8 tiles of S
+    constexpr int NT = BN / 8;      // n8 tiles of S
     constexpr int DT = D / 8;       // n8 tiles of O
-    __shared__ __align__(16) u16 ks[MMA_BN * DS];
-    __shared__ __align__(16) u16 vs[MMA_BN * DS];
+    __shared__ __align__(16) u16 ks[BN * DS];
+    __shared__ __align__(16) u16 vs[BN * DS];
     const u32 tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const u32 g = lane / 4, tq = lane % 4;
     const u32 h = blockIdx.x, kvh = h / p.group;
@@ -157,21 +201,20 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
     for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m0 = KILN_NEG_INF, m1 = KILN_NEG_INF, l0 = 0.f, l1 = 0.f;
 
-    for (u32 k0 = k_start; k0 < k_end; k0 += MMA_BN) {
-        const u32 nk = min((u32)MMA_BN, k_end - k0);
-        __syncthreads();  // the previous tile is consumed
-        for (u32 i = tid; i < MMA_BN * D / 8; i += MMA_THREADS) {
-            const u32 j = i / (D / 8), c = (i % (D / 8)) * 8;
-            uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;
-            if (j < nk) {
-                kx = load_kv8(kb + (u64)(k0 + j) * row + c);
-                vx = load_kv8(vb + (u64)(k0 + j) * row + c);
-            }
-            *(uint4*)(ks + j * DS + c) = kx;
-            *(uint4*)(vs + j * DS + c) = vx;
-        }
-        __syncthreads();
+    // Prologue: K_0 in shared memory, V_0's loads in flight.
+    KvTile<D, BN> tile;
+    if (k_start < k_end) {
+        const u32 nk = min((u32)BN, k_end - k_start);
+        tile.fetch(kb, row, k_start, nk);
+        tile.put(ks, nk);
+        tile.fetch(vb, row, k_start, nk);
+    }
+    __syncthreads();
 
+    for (u32 k0 = k_start; k0 < k_end; k0 += BN) {
+        const u32 nk = min((u32)BN, k_end - k0);
+        const u32 k1 = k0 + BN;  // the next tile
+        const u32 nk1 = k1 < k_end ? min((u32)BN, k_end - k1) : 0u;
         // S = Q K^T: s[nt] is keys k0 + 8 nt .. + 7; lane holds (r0, 2 tq),
         // (r0, 2 tq + 1), (r1, 2 tq), (r1, 2 tq + 1).
         float s[NT][4];
@@ -191,7 +234,7 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
             }
         }
         // Mask the tiles that hold a key some row must not see.
-        if (k0 + MMA_BN - 1 > p.pos0 + t0 || k0 < all_first) {
+        if (k0 + BN - 1 > p.pos0 + t0 || k0 < all_first) {
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -242,6 +285,11 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
             pf[nt / 2][(nt % 2) * 2] = lo;
             pf[nt / 2][(nt % 2) * 2 + 1] = hi;
         }
+        // V_j to shared memory (every warp finished O += P V_{j-1} before the
+        // last barrier), then K_{j+1}'s loads.
+        tile.put(vs, nk);
+        if (nk1 > 0) tile.fetch(kb, row, k1, nk1);
+        __syncthreads();  // vs written; every warp is done with ks (S_j)
         // O += P V.
 #pragma unroll
         for (int kc = 0; kc < NT / 2; ++kc) {
@@ -256,6 +304,12 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
                 mma_bf16_16816(o[2 * dp + 1], pf[kc], b[2], b[3]);
             }
         }
+        // K_{j+1} to shared memory, then V_{j+1}'s loads.
+        if (nk1 > 0) {
+            tile.put(ks, nk1);
+            tile.fetch(vb, row, k1, nk1);
+        }
+        __syncthreads();  // ks written; every warp is done with vs (P V_j)
     }
     // Every row sees its own key: l > 0.
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -276,15 +330,19 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
 
 // Entry points; empty below sm_80 (the launcher selects them only on sm_80+).
 #ifdef KILN_MMA_ENABLED
-#define KILN_ATTN_MMA_BODY(D) attention_mma<D>(p, q, k, v, out);
+#define KILN_ATTN_MMA_BODY(D, BN) attention_mma<D, BN>(p, q, k, v, out);
 #else
-#define KILN_ATTN_MMA_BODY(D)
+#define KILN_ATTN_MMA_BODY(D, BN)
 #endif
-#define KILN_ATTN_MMA(D)                                                                       \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_d##D##_f32(        \
+// MINB CTAs per SM caps the registers. ptxas (CUDA 13.0, sm_90 and sm_80):
+// D = 64 uses 128 (4 CTAs, 16 warps per SM), D = 128 uses 238 (2 CTAs),
+// neither spills. (Tried: D = 64 with 64-key tiles at 3 CTAs spills 28
+// bytes, D = 128 at 3 CTAs spills 152 bytes, i.e. the staged loads.)
+#define KILN_ATTN_MMA(D, BN, MINB)                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS, MINB) attention_mma_d##D##_f32(  \
         AttnParams p, const float* __restrict__ q, const KV_T* __restrict__ k,                 \
         const KV_T* __restrict__ v, float* __restrict__ out) {                                 \
-        KILN_ATTN_MMA_BODY(D)                                                                  \
+        KILN_ATTN_MMA_BODY(D, BN)                                                              \
     }
-KILN_ATTN_MMA(64)
-KILN_ATTN_MMA(128)
+KILN_ATTN_MMA(64, 32, 4)
+KILN_ATTN_MMA(128, 32, 2)

@@ -1,6 +1,6 @@
 //! The tensor-core prefill kernel of the attention family
 //! (`kernels/attention_mma.cuh`, [`AttentionKernel::Mma`]): FlashAttention-2
-//! tiles of 64 queries of one head over 64-key tiles, S = Q Kᵀ and O += P V
+//! tiles of 64 queries of one head over 32-key tiles, S = Q Kᵀ and O += P V
 //! on `mma.m16n8k16` with bf16 operands and f32 accumulation, online softmax
 //! in f32 registers. sm_80+ only; head_dim 64 or 128; K/V rows read 16
 //! bytes at a time (base pointers 16-byte aligned, `out` 8-byte aligned).
