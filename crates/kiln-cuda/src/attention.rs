@@ -21,8 +21,13 @@
 //!   count grows with the key count until the grid fills the GPU. Used for
 //!   decode (`n_tokens <= DECODE_MAX_TOKENS`) and for any head_dim ≤ 256 the
 //!   tiled kernel has no instance for.
+//! - [`AttentionKernel::Mma`]: prefill on tensor cores (sm_80+, bf16
+//!   operands, f32 accumulation and softmax; [`mma`]), picked from
+//!   [`MMA_MIN_TOKENS`] queries for head_dim 64 and 128.
 //! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
-//!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128.
+//!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128;
+//!   also where the tensor-core kernel cannot run (older GPU, unaligned
+//!   views, `KILN_ATTN_MMA=0`).
 
 use crate::kernels::ATTENTION;
 use crate::launch::{arg, launch_ex};
@@ -32,6 +37,9 @@ use cudarc::driver::{
 };
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::Error;
+
+mod mma;
+pub use mma::{mma_eligible, uses_bf16, MMA_HEAD_DIMS, MMA_MIN_TOKENS};
 
 /// Queries per call up to which the split-KV (decode) kernel is used.
 pub const DECODE_MAX_TOKENS: usize = 4;
@@ -83,6 +91,9 @@ pub enum AttentionKernel {
     SplitKv(SplitKvPlan),
     /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
     Tiled { head_dim: usize },
+    /// Tensor-core prefill for this head_dim (one of [`MMA_HEAD_DIMS`];
+    /// sm_80+, bf16 operands).
+    Mma { head_dim: usize },
 }
 
 /// Mirrors `struct AttnParams` in attention.cu.
@@ -165,12 +176,17 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
 }
 
 /// Pick the kernel for `p` on a GPU with `sm_count` SMs, or say why none fits.
-/// Pure: also answers "is this supported".
+/// Pure: also answers "is this supported". It assumes an sm_80+ device;
+/// [`attention`] turns [`AttentionKernel::Mma`] into the tiled kernel of
+/// the same head_dim where the tensor-core kernel cannot run.
 pub fn select_attention(
     p: &AttentionParams,
     sm_count: usize,
 ) -> std::result::Result<AttentionKernel, Error> {
     let d = p.head_dim;
+    if mma_eligible(p) {
+        return Ok(AttentionKernel::Mma { head_dim: d });
+    }
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
     }
@@ -242,6 +258,7 @@ pub fn attention(
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
     let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
+    let kernel = mma::adjust(be, kernel, k, v, out);
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
 
@@ -294,6 +311,9 @@ pub fn attention_with_kernel(
             // query's first key) and writes out's n_tokens * n_heads * head_dim
             // elements.
             unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch attention_tiled", e))?;
+        }
+        AttentionKernel::Mma { head_dim } => {
+            mma::launch(be, p, head_dim, params, q, k, v, out)?;
         }
         AttentionKernel::SplitKv(plan) => {
             launch_split(be, p, &plan, params, None, q, k, v, out)?;
@@ -577,8 +597,24 @@ mod tests {
     fn selection() {
         assert_eq!(
             select_attention(&p(512, 9, 3, 64, 0), 132).unwrap(),
-            AttentionKernel::Tiled { head_dim: 64 }
+            AttentionKernel::Mma { head_dim: 64 }
         );
+        // Tensor cores from MMA_MIN_TOKENS queries, for head_dim 64 and 128;
+        // the f32 tiled kernel below that and for the other head dims.
+        for (n, d, want) in [
+            (16, 128, AttentionKernel::Mma { head_dim: 128 }),
+            (4096, 128, AttentionKernel::Mma { head_dim: 128 }),
+            (15, 64, AttentionKernel::Tiled { head_dim: 64 }),
+            (5, 128, AttentionKernel::Tiled { head_dim: 128 }),
+            (512, 96, AttentionKernel::Tiled { head_dim: 96 }),
+            (512, 80, AttentionKernel::Tiled { head_dim: 80 }),
+        ] {
+            assert_eq!(select_attention(&p(n, 32, 8, d, 7), 132).unwrap(), want);
+            assert_eq!(
+                uses_bf16(&p(n, 32, 8, d, 7)),
+                matches!(want, AttentionKernel::Mma { .. })
+            );
+        }
         // Prefill with a head_dim the tiled kernel lacks falls back to split-KV.
         assert!(matches!(
             select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
@@ -603,7 +639,7 @@ mod tests {
                 132
             )
             .unwrap(),
-            AttentionKernel::Tiled { head_dim: 64 }
+            AttentionKernel::Mma { head_dim: 64 }
         );
         let e = select_attention(&p(1, 1, 1, 300, 0), 132).unwrap_err();
         assert!(e.to_string().contains("head_dim 300"), "{e}");

@@ -91,10 +91,12 @@ fn rope_multi_inputs(
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
     // matmul (and matmul_id) run only the weight formats this backend has
-    // kernels for; the prefill path (m > 8) rounds operands to f16.
+    // kernels for; the prefill path (m > 8) rounds operands to f16, the
+    // tensor-core attention prefill to bf16.
     let opts = &Options {
         matmul_wtypes: crate::matmul::supports,
         matmul_f16_from_m: Some(crate::matmul::MV_MAX_ROWS + 1),
+        attention_bf16: crate::attention::uses_bf16,
         ..*opts
     };
     // The MLX tables' formats, compiled in parallel up front instead of one

@@ -14,6 +14,10 @@ pub const HEADERS: &[(&str, &str)] = &[
         include_str!("../kernels/matvec_staged.cuh"),
     ),
     ("mlx.cuh", include_str!("../kernels/mlx.cuh")),
+    (
+        "attention_mma.cuh",
+        include_str!("../kernels/attention_mma.cuh"),
+    ),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");

@@ -47,6 +47,38 @@ fn every_kernel_family_compiles() {
     );
 }
 
+/// The tensor-core attention prefill (attention_mma.cuh, included by
+/// attention.cu) is really there for sm_80 and sm_90: both entry points, with
+/// bf16 mma and ldmatrix (an sm_80+ guard gone wrong would compile them to
+/// empty bodies).
+#[test]
+fn attention_mma_uses_tensor_cores() {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    for arch in ["sm_90", "sm_80"] {
+        let (_, ptx) = compile("attention.cu", kiln_cuda::kernels::ATTENTION, arch).unwrap();
+        for d in [64, 128] {
+            let entry = format!(".entry attention_mma_d{d}_f32(");
+            let body = ptx
+                .split(&entry)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{arch}: no {entry}"));
+            let body = body.split(".entry").next().unwrap_or(body);
+            for needle in [
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                "cvt.rn.bf16x2.f32",
+            ] {
+                assert!(body.contains(needle), "{arch} d{d}: no {needle}");
+            }
+        }
+    }
+}
+
 /// The entry points a family's MLX variant must hold.
 fn mlx_entries(family: &str, tag: &str) -> Vec<String> {
     match family {

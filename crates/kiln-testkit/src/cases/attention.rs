@@ -58,7 +58,8 @@ const fn c(
 /// Minimal and odd shapes (head_dim 1, 7, 33), MHA / MQA / GQA, spare cache
 /// capacity, peaked scores (scale 1), head_dim 128, and SmolLM2 (9 heads /
 /// 3 kv heads, head_dim 64): first token, decode at 300 and at the end of an
-/// 8k cache, a short prefill continuing a cache, a 512-token prefill.
+/// 8k cache, a short prefill continuing a cache, a 512-token prefill; then
+/// prefills for tensor-core tiles.
 pub const CASES: &[AttentionCase] = &[
     c(1, 1, 1, 1, 0, 1, 1.0, None, false),
     c(1, 1, 1, 7, 2, 5, 1.0, None, false),
@@ -73,6 +74,12 @@ pub const CASES: &[AttentionCase] = &[
     c(1, 9, 3, 64, 8191, 8192, 1.0, None, false),
     c(4, 9, 3, 64, 2000, 2100, 1.0, None, false),
     c(512, 9, 3, 64, 0, 512, 1.0, None, true),
+    // Prefill sizes for CUDA's tensor-core kernel (64-query tiles, 64-key
+    // tiles): its fewest queries, a partial last tile continuing a cache
+    // (SmolLM2's 9/3 at head_dim 64, 32/8 at head_dim 128).
+    c(16, 4, 2, 128, 0, 16, 1.0, None, false),
+    c(77, 9, 3, 64, 30, 110, 1.0, None, false),
+    c(100, 32, 8, 128, 37, 140, 1.0, None, false),
 ];
 
 /// Run every `attention` case against `imp`.
@@ -83,7 +90,6 @@ pub fn check_attention(imp: &AttentionFn<'_>) -> Report {
 /// [`check_attention`] with explicit options.
 pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("attention", opts);
-    let tol = run.tol(Tol::ATTENTION);
     for cs in CASES {
         let name = format!(
             "tokens={} heads={}/{} head_dim={} pos0={} kv_stride={} scale={}",
@@ -95,19 +101,18 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
             cs.kv_stride,
             cs.scale.map_or("1/sqrt(d)".to_string(), |s| s.to_string())
         );
-        run.case(&name, cs.big, |rng| {
-            let p = AttentionParams {
-                n_tokens: cs.n_tokens,
-                n_heads: cs.n_heads,
-                n_kv_heads: cs.n_kv_heads,
-                head_dim: cs.head_dim,
-                pos0: cs.pos0,
-                kv_stride: cs.kv_stride,
-                scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
-                window: None,
-            };
-            run_case(rng, &p, cs.qk_amp, imp, tol)
-        });
+        let p = AttentionParams {
+            n_tokens: cs.n_tokens,
+            n_heads: cs.n_heads,
+            n_kv_heads: cs.n_kv_heads,
+            head_dim: cs.head_dim,
+            pos0: cs.pos0,
+            kv_stride: cs.kv_stride,
+            scale: cs.scale.unwrap_or(1.0 / (cs.head_dim as f32).sqrt()),
+            window: None,
+        };
+        let tol = attention_tol(opts, &p);
+        run.case(&name, cs.big, |rng| run_case(rng, &p, cs.qk_amp, imp, tol));
     }
     let p = AttentionParams {
         n_tokens: 2,
@@ -148,6 +153,18 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
         expect_reject(imp(&p, &q, &v[..63], &v, out.as_mut_slice()), &out)
     });
     run.finish()
+}
+
+/// The bound for `p`: [`Tol::ATTENTION`], or [`Tol::ATTENTION_BF16`] where the
+/// backend rounds operands to bf16 (`Options::attention_bf16`); an explicit
+/// `Options::tol` wins.
+fn attention_tol(opts: &Options, p: &AttentionParams) -> Tol {
+    let default = if (opts.attention_bf16)(p) {
+        Tol::ATTENTION_BF16
+    } else {
+        Tol::ATTENTION
+    };
+    opts.tol.unwrap_or(default)
 }
 
 /// Random q/k/v for `p`, NaN in every cache row no query may read, the
@@ -231,6 +248,10 @@ pub const WINDOW_CASES: &[WindowCase] = &[
     w(64, 4, 1, 256, 480, 600, 512, false),
     w(1, 4, 1, 256, 3000, 3001, 512, false),
     w(600, 4, 1, 64, 0, 600, 512, true),
+    // Windows shorter than a 64-key tile inside a prefill continuing a cache
+    // (CUDA's tensor-core kernel at head_dim 64 and 128).
+    w(70, 9, 3, 64, 5, 75, 16, false),
+    w(100, 8, 2, 128, 300, 401, 40, false),
 ];
 
 /// Run every sliding-window case against `imp`.
@@ -241,7 +262,6 @@ pub fn check_attention_window(imp: &AttentionFn<'_>) -> Report {
 /// [`check_attention_window`] with explicit options.
 pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("attention_window", opts);
-    let tol = run.tol(Tol::ATTENTION);
     for &WindowCase {
         n_tokens,
         n_heads,
@@ -257,19 +277,18 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             "tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \
              pos0={pos0} kv_stride={kv_stride} window={window}"
         );
-        run.case(&name, big, |rng| {
-            let p = AttentionParams {
-                n_tokens,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                pos0,
-                kv_stride,
-                scale: 1.0 / (head_dim as f32).sqrt(),
-                window: Some(window),
-            };
-            run_case(rng, &p, 1.0, imp, tol)
-        });
+        let p = AttentionParams {
+            n_tokens,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            pos0,
+            kv_stride,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: Some(window),
+        };
+        let tol = attention_tol(opts, &p);
+        run.case(&name, big, |rng| run_case(rng, &p, 1.0, imp, tol));
     }
     run.case("rejects window 0", false, |rng| {
         let p = AttentionParams {
