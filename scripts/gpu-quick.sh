@@ -82,6 +82,10 @@ timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
 echo "bench_matmul rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_matmul.txt" "$OUT/"
 cat "$L/bench_matmul.txt"
+timeout 180 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1
+echo "bench_attention rc=$?"
+[ -n "${OUT:-}" ] && cp "$L/bench_attention.txt" "$OUT/"
+grep -E '^\|' "$L/bench_attention.txt"
 for t in parity_cuops parity_cuelementwise parity_kiln_cast_mul parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
   par "$t" 240
 done
