@@ -3,33 +3,34 @@
 //! preallocated buffers the params ask for, then dispatches to the backend.
 //! Dispatch code holds no math.
 
-/// The gated elementwise ops (`out = act(gate) * up` over the first `p.n`
-/// elements): one dispatch for every one of them, each backend's function
-/// of the same name taking `(backend, p, gate, up, out)`.
-macro_rules! gated_op {
-    ($name:ident, $params:ty) => {
+/// The two-input elementwise ops over the first `p.n` elements (`add`,
+/// `mul`, and the gated `out = act(gate) * up`): one dispatch for all of
+/// them, each backend's function of the same name taking
+/// `(backend, p, a, b, out)`; `$a`/`$b` name the inputs in errors.
+macro_rules! binary_op {
+    ($name:ident, $params:ty, $a:ident, $b:ident) => {
         pub fn $name(
             s: &$crate::Stream,
             p: &$params,
-            gate: &$crate::Tensor,
-            up: &$crate::Tensor,
+            $a: &$crate::Tensor,
+            $b: &$crate::Tensor,
             out: &mut $crate::Tensor,
         ) -> $crate::Result<()> {
             const OP: &str = stringify!($name);
             let _timer = s.scope(OP);
             match s.backend() {
                 $crate::device::Backend::Cpu(ctx) => {
-                    let gate = gate.f32_prefix(OP, "gate", p.n)?;
-                    let up = up.f32_prefix(OP, "up", p.n)?;
+                    let $a = $a.f32_prefix(OP, stringify!($a), p.n)?;
+                    let $b = $b.f32_prefix(OP, stringify!($b), p.n)?;
                     let out = out.f32_prefix_mut(OP, "out", p.n)?;
-                    Ok(kiln_cpu::$name::$name(ctx, p, gate, up, out)?)
+                    Ok(kiln_cpu::$name::$name(ctx, p, $a, $b, out)?)
                 }
                 #[cfg(feature = "cuda")]
                 $crate::device::Backend::Cuda(be) => {
-                    let gate = gate.cuda_f32(OP, "gate", p.n)?;
-                    let up = up.cuda_f32(OP, "up", p.n)?;
+                    let $a = $a.cuda_f32(OP, stringify!($a), p.n)?;
+                    let $b = $b.cuda_f32(OP, stringify!($b), p.n)?;
                     let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
-                    kiln_cuda::$name::$name(be, p, &gate, &up, &mut out)
+                    kiln_cuda::$name::$name(be, p, &$a, &$b, &mut out)
                         .map_err($crate::ops::cuda_err)
                 }
             }
