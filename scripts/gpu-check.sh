@@ -81,6 +81,18 @@ for line in sys.stdin:
         shutil.copy(m["executable"], "gpu-bundle/parity_kiln_moe")
         print("bundled kiln moe")
 '
+# The kiln crate's mul / cast dispatch test (tensor dtypes -> direction,
+# 16-bit device views).
+cargo test -p kiln --features cuda --release --test cast_mul --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cast_mul":
+        shutil.copy(m["executable"], "gpu-bundle/parity_kiln_cast_mul")
+        print("bundled kiln cast_mul")
+'
 strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh

@@ -38,12 +38,14 @@ done
 # The architectures whose CUDA forwards have not run on a GPU before
 # (KILN_CUDA_ARCHS=1 lets them load there): small synthetic models, greedy
 # text on the CPU and on CUDA (f32 weights: both keep f32 activations).
-common=(--layers 2 --embd 128 --heads 4 --kv-heads 2 --ff 256 --ctx 512 --type F32 --seed 3
+common=(--embd 128 --heads 4 --kv-heads 2 --ff 256 --ctx 512 --type F32 --seed 3
   --vocab-from "$B/vocab.gguf")
-for a in qwen2 qwen3 qwen3moe qwen2moe mixtral llama-swa; do
-  extra=(); arch=$a; case $a in
-    qwen3*) extra=(--head-dim 32);;& qwen2moe) extra=(--shared-ff 192);;& *moe|mixtral) extra+=(--experts 8 --experts-used 2 --expert-ff 128);;
-    llama-swa) arch=llama; extra=(--sliding-window 6);;
+for a in qwen2 qwen3 qwen3moe qwen2moe mixtral llama-swa gemma3; do
+  extra=(--layers 2); arch=$a; case $a in
+    qwen3*) extra+=(--head-dim 32);;& qwen2moe) extra+=(--shared-ff 192);;& *moe|mixtral) extra+=(--experts 8 --experts-used 2 --expert-ff 128);;
+    llama-swa) arch=llama; extra+=(--sliding-window 6);;
+    # 7 layers: five local (window 6), one global, one local.
+    gemma3) extra=(--layers 7 --head-dim 32 --sliding-window 6);;
   esac
   "$B/kiln" synth "/tmp/$a.gguf" --arch "$arch" "${common[@]}" "${extra[@]}" > /dev/null 2>&1 || { echo "arch $a: synth FAIL"; continue; }
   # cuda: decode steps as one recorded graph; eager: KILN_NO_GRAPH=1.
@@ -80,7 +82,11 @@ timeout 300 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
 echo "bench_matmul rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_matmul.txt" "$OUT/"
 cat "$L/bench_matmul.txt"
-for t in parity_cuops parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
+timeout 180 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1
+echo "bench_attention rc=$?"
+[ -n "${OUT:-}" ] && cp "$L/bench_attention.txt" "$OUT/"
+grep -E '^\|' "$L/bench_attention.txt"
+for t in parity_cuops parity_cuelementwise parity_kiln_cast_mul parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
   par "$t" 240
 done
 # MLX model directories on CUDA vs mlx-lm (the GPU test only: a name filter).

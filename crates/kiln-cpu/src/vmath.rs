@@ -18,7 +18,46 @@
 //! or `-gate` in silu where the clamp changes the result by < 1e-36);
 //! NaN propagates.
 
-use crate::CpuFeatures;
+use crate::{CpuContext, CpuFeatures};
+use rayon::prelude::*;
+
+/// `out[i] = a[i] + b[i]` for [`zip_with`].
+pub const ZIP_ADD: u8 = 0;
+/// `out[i] = a[i] * b[i]` for [`zip_with`].
+pub const ZIP_MUL: u8 = 1;
+
+/// `out = a OP b` elementwise (OP: [`ZIP_ADD`] or [`ZIP_MUL`], one
+/// correctly rounded f32 operation per element, so bit-identical to the
+/// scalar reference), chunked over the rayon pool for long vectors, AVX2
+/// inside a chunk. Shared by the add and mul families, which validate the
+/// lengths first.
+pub fn zip_with<const OP: u8>(ctx: &CpuContext, a: &[f32], b: &[f32], out: &mut [f32]) {
+    /// Below this many elements one thread does the whole vector.
+    const PAR_MIN: usize = 1 << 15;
+    /// Elements per parallel task.
+    const CHUNK: usize = 1 << 14;
+    let f = ctx.features();
+    let run = |a: &[f32], b: &[f32], o: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if f.has_avx2_fma() {
+            // SAFETY: AVX2 was detected at run time; the kernel reads min(len).
+            unsafe { avx2::zip_with::<OP>(a, b, o) };
+            return;
+        }
+        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+            *o = if OP == ZIP_MUL { x * y } else { x + y };
+        }
+    };
+    if out.len() < PAR_MIN || ctx.threads() == 1 {
+        run(a, b, out);
+    } else {
+        ctx.pool().install(|| {
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(o, (a, b))| run(a, b, o));
+        });
+    }
+}
 
 /// Scalar fallbacks (also the reference shape of the SIMD code).
 pub mod scalar {
@@ -63,6 +102,35 @@ pub mod scalar {
 /// AVX2 + FMA kernels.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
+    /// [`super::zip_with`]'s kernel over `min(len)` elements.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn zip_with<const OP: u8>(a: &[f32], b: &[f32], out: &mut [f32]) {
+        let n = out.len().min(a.len()).min(b.len());
+        let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: every index is below n, within all three slices.
+        unsafe {
+            while i + 8 <= n {
+                let (x, y) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                let r = if OP == super::ZIP_MUL {
+                    _mm256_mul_ps(x, y)
+                } else {
+                    _mm256_add_ps(x, y)
+                };
+                _mm256_storeu_ps(po.add(i), r);
+                i += 8;
+            }
+            while i < n {
+                let (x, y) = (*pa.add(i), *pb.add(i));
+                *po.add(i) = if OP == super::ZIP_MUL { x * y } else { x + y };
+                i += 1;
+            }
+        }
+    }
+
     use std::arch::x86_64::*;
 
     /// Horizontal sum of 8 lanes.

@@ -5,8 +5,8 @@
 use kiln_core::ops::rope::{RopeMode, RopeParams};
 use kiln_core::KvSlice;
 use kiln_cpu::{
-    add, add_rows, argmax, attention, copy_rows, embedding, gelu_mul, l2_norm, layer_norm,
-    norm_rope, rms_norm, rope, sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
+    add, add_rows, argmax, attention, cast, copy_rows, embedding, gelu_mul, l2_norm, layer_norm,
+    mul, norm_rope, rms_norm, rope, sample, scale, sigmoid_mul, silu_mul, softcap, softmax,
 };
 use kiln_cpu::{CpuContext, CpuFeatures};
 use kiln_testkit::cases as tk;
@@ -55,6 +55,20 @@ fn check(op: &str, run: impl Fn(&CpuContext, &Options) -> Report) {
 fn parity_add() {
     check("add", |ctx, o| {
         tk::add::check_add_with(&|p, a, b, out| add::add(ctx, p, a, b, out), o)
+    });
+}
+
+#[test]
+fn parity_mul() {
+    check("mul", |ctx, o| {
+        tk::mul::check_mul_with(&|p, a, b, out| mul::mul(ctx, p, a, b, out), o)
+    });
+}
+
+#[test]
+fn parity_cast() {
+    check("cast", |ctx, o| {
+        tk::cast::check_cast_with(&|p, src, dst| cast::cast(ctx, p, src, dst), o)
     });
 }
 

@@ -3,12 +3,14 @@
 //! head_dim 64), with other split counts for split-KV decode; then the
 //! issue's shapes with f32, f16 and bf16 caches: decode with 32 query / 8 KV
 //! heads, head_dim 128, at 4k and 32k keys, and causal prefill of 4k and 8k
-//! tokens with 32 heads (as `scripts/bench-sdpa.py` times PyTorch's SDPA).
+//! tokens with 32 heads (as `scripts/bench-sdpa.py` times PyTorch's SDPA);
+//! prefill rows time the tensor-core kernel, then the f32-operand tiled one.
 //! KV GB/s (K and V read once, in the cache's element size) against the
 //! streaming-read ceiling measured in the same run, and TFLOP/s (4·heads·d
-//! per key seen). Inputs rotate over copies (≥ 128 MiB of KV) so the L2
+//! per key seen: a causal prefill counts each (query, key) pair once).
+//! Inputs rotate over copies (≥ 128 MiB of KV) so the L2
 //! does not serve repeats. Median of 50 event-bracketed calls behind a busy
-//! kernel, and the back-to-back mean. Run: `cargo bench -p kiln-cuda
+//! kernel (10 for the 4k/8k prefills), and the back-to-back mean. Run: `cargo bench -p kiln-cuda
 //! --bench attention`; skips without a GPU.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -124,6 +126,10 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
     let mut out = be.alloc_zeros::<f32>(q_len).unwrap();
     let chosen = select_attention(&p, sm).unwrap();
     let mut kernels = vec![chosen];
+    // Prefill: the f32-operand tiled kernel beside the tensor-core one.
+    if let AttentionKernel::Mma { head_dim } = chosen {
+        kernels.push(AttentionKernel::Tiled { head_dim });
+    }
     if let (AttentionKernel::SplitKv(plan), true) = (chosen, alt_splits) {
         for splits in [8usize, 16, 32, 64, 128, 256] {
             let chunk = kv.div_ceil(splits).div_ceil(plan.key_tile) * plan.key_tile;
@@ -143,7 +149,7 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
     for (i, kernel) in kernels.iter().enumerate() {
         let (ms, b2b) = time_ms(
             be,
-            50,
+            if n_tokens >= 4096 { 10 } else { 50 },
             || ceil.busy(be),
             |c| {
                 let (q, k, v) = &copies[c % copies.len()];

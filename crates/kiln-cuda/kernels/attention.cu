@@ -744,3 +744,7 @@ KILN_ATTN_TILED(64)
 KILN_ATTN_TILED(80)
 KILN_ATTN_TILED(96)
 KILN_ATTN_TILED(128)
+
+// ---------------------------------------------------------------------------
+// tensor-core prefill (sm_80+): attention_mma_d{64,128}_f32
+#include "attention_mma.cuh"

@@ -29,8 +29,13 @@
 //!   decode (`n_tokens <= DECODE_MAX_TOKENS`: the warp decode kernel on the
 //!   same plan, head dims up to [`DEC_MAX_HEAD_DIM`]) and for any head_dim
 //!   ≤ 256 the tiled kernel has no instance for.
+//! - [`AttentionKernel::Mma`]: prefill on tensor cores (sm_80+, bf16
+//!   operands, f32 accumulation and softmax; [`mma`]), picked from
+//!   [`MMA_MIN_TOKENS`] queries for head_dim 64 and 128.
 //! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
-//!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128.
+//!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128;
+//!   also where the tensor-core kernel cannot run (older GPU, unaligned
+//!   views, `KILN_ATTN_MMA=0`).
 
 use crate::kernels::ATTENTION;
 use crate::kv::KvView;
@@ -42,6 +47,9 @@ use cudarc::driver::{
 };
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::{Error, KvType};
+
+mod mma;
+pub use mma::{mma_eligible, uses_bf16, MMA_HEAD_DIMS, MMA_MIN_TOKENS};
 
 /// Queries per call up to which the split-KV (decode) kernel is used.
 pub const DECODE_MAX_TOKENS: usize = 4;
@@ -99,6 +107,9 @@ pub enum AttentionKernel {
     SplitKv(SplitKvPlan),
     /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
     Tiled { head_dim: usize },
+    /// Tensor-core prefill for this head_dim (one of [`MMA_HEAD_DIMS`];
+    /// sm_80+, bf16 operands).
+    Mma { head_dim: usize },
 }
 
 /// Mirrors `struct AttnParams` in attention.cu.
@@ -189,12 +200,17 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
 }
 
 /// Pick the kernel for `p` on a GPU with `sm_count` SMs, or say why none fits.
-/// Pure: also answers "is this supported".
+/// Pure: also answers "is this supported". It assumes an sm_80+ device;
+/// [`attention`] turns [`AttentionKernel::Mma`] into the tiled kernel of
+/// the same head_dim where the tensor-core kernel cannot run.
 pub fn select_attention(
     p: &AttentionParams,
     sm_count: usize,
 ) -> std::result::Result<AttentionKernel, Error> {
     let d = p.head_dim;
+    if mma_eligible(p) {
+        return Ok(AttentionKernel::Mma { head_dim: d });
+    }
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
     }
@@ -311,16 +327,21 @@ enum Kern {
     Tiled {
         i: usize,
     },
+    /// The tensor-core prefill kernel for `mma::MMA_HEAD_DIMS[i]`.
+    Mma {
+        i: usize,
+    },
 }
 
 impl Kern {
-    const COUNT: usize = 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len();
+    const COUNT: usize = 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len() + mma::MMA_HEAD_DIMS.len();
 
     fn slot(self) -> usize {
         match self {
             Kern::Split { at, direct } => usize::from(at) * 2 + usize::from(direct),
             Kern::Decode { i, at } => 4 + usize::from(at) * DEC_DPLS.len() + i,
             Kern::Tiled { i } => 4 + 2 * DEC_DPLS.len() + i,
+            Kern::Mma { i } => 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len() + i,
         }
     }
 
@@ -337,6 +358,7 @@ impl Kern {
                 format!("attention_decode_l{}_{}{kv}", DEC_DPLS[i], at(a))
             }
             Kern::Tiled { i } => format!("attention_tiled_d{}_{kv}", TILED_HEAD_DIMS[i]),
+            Kern::Mma { i } => format!("attention_mma_d{}_{kv}", mma::MMA_HEAD_DIMS[i]),
         }
     }
 
@@ -352,6 +374,7 @@ impl Kern {
             v.extend((0..DEC_DPLS.len()).map(|i| Kern::Decode { i, at }));
         }
         v.extend((0..TILED_HEAD_DIMS.len()).map(|i| Kern::Tiled { i }));
+        v.extend((0..mma::MMA_HEAD_DIMS.len()).map(|i| Kern::Mma { i }));
         v
     }
 }
@@ -419,6 +442,7 @@ pub fn attention(
     p.validate(q.len(), k.len(), v.len(), out.len())?;
     check_kv(&k, &v)?;
     let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
+    let kernel = mma::adjust(be, kernel, &k, &v, out);
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
 
@@ -480,6 +504,9 @@ pub fn attention_with_kernel(
             // does not wait for its predecessor).
             unsafe { launch_ex(be, f, cfg, false, &mut args) }
                 .map_err(|e| CudaError::driver("launch attention_tiled", e))?;
+        }
+        AttentionKernel::Mma { head_dim } => {
+            mma::launch(be, p, head_dim, params, q, (k, v), out)?;
         }
         AttentionKernel::SplitKv(plan) => {
             launch_split(be, p, &plan, params, None, q, (k, v), out)?;

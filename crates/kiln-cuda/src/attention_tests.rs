@@ -20,8 +20,24 @@ fn p(n_tokens: usize, n_heads: usize, n_kv: usize, d: usize, pos0: usize) -> Att
 fn selection() {
     assert_eq!(
         select_attention(&p(512, 9, 3, 64, 0), 132).unwrap(),
-        AttentionKernel::Tiled { head_dim: 64 }
+        AttentionKernel::Mma { head_dim: 64 }
     );
+    // Tensor cores from MMA_MIN_TOKENS queries, for head_dim 64 and 128;
+    // the f32 tiled kernel below that and for the other head dims.
+    for (n, d, want) in [
+        (16, 128, AttentionKernel::Mma { head_dim: 128 }),
+        (4096, 128, AttentionKernel::Mma { head_dim: 128 }),
+        (15, 64, AttentionKernel::Tiled { head_dim: 64 }),
+        (5, 128, AttentionKernel::Tiled { head_dim: 128 }),
+        (512, 96, AttentionKernel::Tiled { head_dim: 96 }),
+        (512, 80, AttentionKernel::Tiled { head_dim: 80 }),
+    ] {
+        assert_eq!(select_attention(&p(n, 32, 8, d, 7), 132).unwrap(), want);
+        assert_eq!(
+            uses_bf16(&p(n, 32, 8, d, 7)),
+            matches!(want, AttentionKernel::Mma { .. })
+        );
+    }
     // Prefill with a head_dim the tiled kernel lacks falls back to split-KV.
     assert!(matches!(
         select_attention(&p(33, 6, 6, 16, 0), 132).unwrap(),
@@ -46,7 +62,7 @@ fn selection() {
             132
         )
         .unwrap(),
-        AttentionKernel::Tiled { head_dim: 64 }
+        AttentionKernel::Mma { head_dim: 64 }
     );
     // Decode takes head dims up to 512 (the wide decode instance, at
     // most 2 heads per block); prefill outside the tiled dims only up to 256.

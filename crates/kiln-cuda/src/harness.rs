@@ -7,7 +7,7 @@
 use crate::{CudaBackend, CudaError};
 use kiln_core::{KvSlice, KvSliceMut};
 use kiln_testkit::cases::matmul_mlx::{mlx_cover, mlx_wtypes};
-use kiln_testkit::guard::SENTINEL_16;
+use kiln_testkit::guard::SENTINEL_U16;
 use kiln_testkit::{check_all, AllOps, Options, Report};
 
 /// Floats of guard on each side of a device output.
@@ -160,10 +160,12 @@ fn rope_multi_inputs(
 /// Run every op family's case table on `be`.
 pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
     // matmul (and matmul_id) run only the weight formats this backend has
-    // kernels for; the prefill path (m > 8) rounds operands to f16.
+    // kernels for; the prefill path (m > 8) rounds operands to f16, the
+    // tensor-core attention prefill to bf16.
     let opts = &Options {
         matmul_wtypes: crate::matmul::supports,
         matmul_f16_from_m: Some(crate::matmul::MV_MAX_ROWS + 1),
+        attention_bf16: crate::attention::uses_bf16,
         ..*opts
     };
     // The MLX tables' formats, compiled in parallel up front instead of one
@@ -184,6 +186,7 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     crate::add::add(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
                 })
             },
+            cast: &|p, src, dst| cast_host(be, p, src, dst),
             add_rows: &|p, x, b| {
                 p.validate(x.len(), b.len())?;
                 let bd = up_f32(b)?;
@@ -218,10 +221,10 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     KvSliceMut::F32(d) => {
                         guarded(be, d, |o| copy_rows_kv(be, p, &s, crate::KvViewMut::F32(o)))
                     }
-                    KvSliceMut::F16(d) => guarded_with(be, d, SENTINEL_16, |o| {
+                    KvSliceMut::F16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
                         copy_rows_kv(be, p, &s, crate::KvViewMut::F16(o))
                     }),
-                    KvSliceMut::BF16(d) => guarded_with(be, d, SENTINEL_16, |o| {
+                    KvSliceMut::BF16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
                         copy_rows_kv(be, p, &s, crate::KvViewMut::BF16(o))
                     }),
                 }
@@ -266,6 +269,13 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
             },
             moe_combine: &|p, y, w, res, out| moe_combine_host(be, p, y, w, res, out),
             moe_route: &|p, logits, bias, ids, w| moe_route_host(be, p, logits, bias, ids, w),
+            mul: &|p, a, b, out| {
+                p.validate(a.len(), b.len(), out.len())?;
+                let (a, b) = (up_f32(a)?, up_f32(b)?);
+                guarded(be, out, |o| {
+                    crate::mul::mul(be, p, &a.slice(0..p.n), &b.slice(0..p.n), o)
+                })
+            },
             norm_rope: &|p, x, w, f, pos, out| norm_rope_host(be, p, x, w, f, pos, out),
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
@@ -402,6 +412,28 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
         },
         opts,
     )
+}
+
+/// cast from host buffers: the source uploaded as f32 or 16-bit patterns,
+/// the destination guarded on the device (16-bit guards of 0xDEAD).
+pub fn cast_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::cast::CastParams,
+    src: kiln_core::ops::cast::CastSrc<'_>,
+    dst: kiln_core::ops::cast::CastDst<'_>,
+) -> kiln_core::Result<()> {
+    use crate::cast::{cast, CastDst, CastSrc};
+    use kiln_core::ops::cast as host;
+    p.validate_bufs(&src, &dst)?;
+    let n = p.n;
+    let run = |s: CastSrc<'_, '_>| match dst {
+        host::CastDst::F32(o) => guarded(be, o, |o| cast(be, p, s, CastDst::F32(o))),
+        host::CastDst::Bits(o) => guarded_bf16(be, o, |o| cast(be, p, s, CastDst::Bits(o))),
+    };
+    match src {
+        host::CastSrc::F32(x) => run(CastSrc::F32(&up(be, x)?.slice(0..n))),
+        host::CastSrc::Bits(x) => run(CastSrc::Bits(&up(be, x)?.slice(0..n))),
+    }
 }
 
 /// `x` on the device (one element where `x` is empty, so the allocation is valid).

@@ -18,6 +18,10 @@ pub const HEADERS: &[(&str, &str)] = &[
         "attention_kv.cuh",
         include_str!("../kernels/attention_kv.cuh"),
     ),
+    (
+        "attention_mma.cuh",
+        include_str!("../kernels/attention_mma.cuh"),
+    ),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
@@ -25,6 +29,7 @@ pub const ADD_ROWS: &str = include_str!("../kernels/add_rows.cu");
 pub const MATMUL: &str = include_str!("../kernels/matmul.cu");
 pub const MATVEC_FUSED: &str = include_str!("../kernels/matvec_fused.cu");
 pub const ATTENTION: &str = include_str!("../kernels/attention.cu");
+pub const CAST: &str = include_str!("../kernels/cast.cu");
 
 pub const ARGMAX: &str = include_str!("../kernels/argmax.cu");
 pub const COPY_ROWS: &str = include_str!("../kernels/copy_rows.cu");
@@ -44,6 +49,7 @@ pub const SOFTCAP: &str = include_str!("../kernels/softcap.cu");
 pub const MOE_ROUTE: &str = include_str!("../kernels/moe_route.cu");
 pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
 pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
+pub const MUL: &str = include_str!("../kernels/mul.cu");
 pub const NORM_ROPE: &str = include_str!("../kernels/norm_rope.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
@@ -67,6 +73,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("softcap", SOFTCAP),
     ("add", ADD),
     ("add_rows", ADD_ROWS),
+    ("mul", MUL),
+    ("cast", CAST),
     ("attention", ATTENTION),
     ("matmul", MATMUL),
     ("matvec_fused", MATVEC_FUSED),

@@ -47,6 +47,38 @@ fn every_kernel_family_compiles() {
     );
 }
 
+/// The tensor-core attention prefill (attention_mma.cuh, included by
+/// attention.cu) is really there for sm_80 and sm_90: both entry points, with
+/// bf16 mma and ldmatrix (an sm_80+ guard gone wrong would compile them to
+/// empty bodies).
+#[test]
+fn attention_mma_uses_tensor_cores() {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    for arch in ["sm_90", "sm_80"] {
+        let (_, ptx) = compile("attention.cu", kiln_cuda::kernels::ATTENTION, arch).unwrap();
+        for d in [64, 128] {
+            let entry = format!(".entry attention_mma_d{d}_f32(");
+            let body = ptx
+                .split(&entry)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{arch}: no {entry}"));
+            let body = body.split(".entry").next().unwrap_or(body);
+            for needle in [
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                "cvt.rn.bf16x2.f32",
+            ] {
+                assert!(body.contains(needle), "{arch} d{d}: no {needle}");
+            }
+        }
+    }
+}
+
 /// The entry points a family's MLX variant must hold.
 fn mlx_entries(family: &str, tag: &str) -> Vec<String> {
     match family {
@@ -177,4 +209,33 @@ fn compile_errors_carry_the_log_and_the_name() {
     assert!(err.contains("broken.cu"), "{err}");
     assert!(err.contains("error"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
+}
+
+/// cast.cu has the entry point `select_cast` names for every direction, and
+/// neither cast.cu nor mul.cu leaves the float work to instructions that
+/// would break bit-exactness under --use_fast_math: no cvt to f16 / bf16
+/// (canonical NaN), no flush-to-zero multiply.
+#[test]
+fn cast_and_mul_entries_and_exact_instructions() {
+    use kiln_core::ops::cast::{CastParams, CAST_DTYPES};
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let (_, ptx) = compile("cast.cu", kiln_cuda::kernels::CAST, "sm_90").unwrap();
+    for src in CAST_DTYPES {
+        for dst in CAST_DTYPES {
+            let k = kiln_cuda::cast::select_cast(&CastParams { n: 1, src, dst }).unwrap();
+            let entry = format!(".entry {}(", k.name());
+            assert!(
+                ptx.contains(&entry),
+                "cast.cu: no {entry} for {src} -> {dst}"
+            );
+        }
+    }
+    assert!(!ptx.contains("cvt.rn.f16") && !ptx.contains("cvt.rn.bf16"));
+    let (_, ptx) = compile("mul.cu", kiln_cuda::kernels::MUL, "sm_90").unwrap();
+    assert!(ptx.contains("mul.rn.f32"), "mul.cu: no mul.rn.f32");
+    assert!(!ptx.contains(".ftz.f32"), "mul.cu flushes subnormals");
 }

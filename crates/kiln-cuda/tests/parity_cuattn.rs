@@ -4,7 +4,11 @@
 //! groups, sliding windows on every kernel and forced kernel plans (with
 //! windows: splits that see no key), each with f32, f16 and bf16 caches
 //! (the reference reads the stored values widened: [`KvData`]), decode head
-//! dims up to 512, and soft caps. Device outputs sit between sentinel
+//! dims up to 512, soft caps, and the tensor-core prefill
+//! (`AttentionKernel::Mma`, bf16 operands: held to `Tol::ATTENTION_BF16`,
+//! whose derivation is in kiln-testkit's compare.rs) on partial tiles,
+//! continued caches, GQA 9/3 and 32/8, windows, head_dim 64 and 128. Device
+//! outputs sit between sentinel
 //! guard zones and start NaN-poisoned; cache rows past the causal window,
 //! and before the first query's sliding window, are NaN. Skips without a GPU. Timing
 //! lives in `benches/attention.rs`.
@@ -13,7 +17,7 @@
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_core::{KvSlice, KvType};
 use kiln_cuda::attention::{
-    attention, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
+    attention, attention_with_kernel, select_attention, split_kv_plan, uses_bf16, AttentionKernel,
 };
 use kiln_cuda::harness::{with_kv_view, KvDev};
 use kiln_cuda::{CudaBackend, CudaError};
@@ -65,12 +69,29 @@ fn run_gpu(
     .map_err(CudaError::Core)
 }
 
+/// The tables' options on CUDA: calls the tensor-core kernel takes are held
+/// to the bf16 bound.
+fn cuda_options() -> Options {
+    Options {
+        attention_bf16: uses_bf16,
+        ..Options::default()
+    }
+}
+
+/// The bound for a kernel's output: bf16 operands on tensor cores, else f32.
+fn tol_for(kernel: &AttentionKernel) -> Tol {
+    match kernel {
+        AttentionKernel::Mma { .. } => Tol::ATTENTION_BF16,
+        _ => Tol::ATTENTION,
+    }
+}
+
 #[test]
 fn testkit_attention_cases() {
     let Some(be) = backend() else { return };
     let report = check_attention_with(
         &|p, q, k, v, out| run_gpu(&be, p, None, q, k, v, out).map_err(to_core),
-        &Options::default(),
+        &cuda_options(),
     );
     report.into_result().unwrap();
 }
@@ -80,7 +101,7 @@ fn testkit_attention_window_cases() {
     let Some(be) = backend() else { return };
     let report = check_attention_window_with(
         &|p, q, k, v, out| run_gpu(&be, p, None, q, k, v, out).map_err(to_core),
-        &Options::default(),
+        &cuda_options(),
     );
     println!("{report}");
     report.into_result().unwrap();
@@ -252,7 +273,7 @@ fn long_context_and_continued_prefill() {
             let mut out = vec![f32::NAN; want.len()];
             let name = format!("kv {kv} {p:?} via {kernel:?}");
             match run_gpu(&be, &p, None, &q, k.slice(), v.slice(), &mut out) {
-                Ok(()) => match compare("out", &out, &want, Tol::ATTENTION) {
+                Ok(()) => match compare("out", &out, &want, tol_for(&kernel)) {
                     Ok(()) => eprintln!("ok   {name}"),
                     Err(e) => failures.push(format!("{name}: {e}")),
                 },
@@ -279,7 +300,7 @@ fn forced_kernels_agree() {
         let name = format!("kv {kv} {p:?} forced {kernel:?}");
         let r = run_gpu(&be, &p, Some(&kernel), &q, k.slice(), v.slice(), &mut out)
             .map_err(|e| e.to_string())
-            .and_then(|()| compare("out", &out, &want, Tol::ATTENTION));
+            .and_then(|()| compare("out", &out, &want, tol_for(&kernel)));
         match r {
             Ok(()) => eprintln!("ok   {name}"),
             Err(e) => failures.push(format!("{name}: {e}")),
@@ -340,6 +361,7 @@ fn forced_kernels_agree() {
         AttentionKernel::SplitKv(split_kv_plan(&p50, 132)),
     );
     check(&prefill, 4, AttentionKernel::Tiled { head_dim: 128 });
+    check(&prefill, 5, AttentionKernel::Mma { head_dim: 128 });
     for (i, window) in [1usize, 100, 3001].into_iter().enumerate() {
         let decode = cw(2, 9, 3, 64, 3000, window);
         check(&decode, 10 + 3 * i, AttentionKernel::SplitKv(one));
@@ -365,6 +387,71 @@ fn forced_kernels_agree() {
             21 + 2 * i,
             AttentionKernel::Tiled { head_dim: 128 },
         );
+        check(&prefill, 30 + i, AttentionKernel::Mma { head_dim: 128 });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The tensor-core prefill, forced, on the shapes its tiles make awkward:
+/// query counts around and between 64-row tiles, caches continued at odd
+/// positions (key tiles then start off the tile grid), GQA 9/3 (SmolLM2)
+/// and 32/8 (Llama 3 8B), windows shorter than a key tile, of one key, and
+/// longer than several; head_dim 64 and 128; f32, f16 and bf16 caches. Each against the reference at
+/// the bf16 bound, and the f32 tiled kernel on the same inputs at the f32
+/// bound as a control.
+#[test]
+fn mma_prefill_shapes() {
+    let Some(be) = backend() else { return };
+    if be.info().cc.0 < 8 {
+        eprintln!("SKIPPED: the tensor-core kernel needs sm_80+");
+        return;
+    }
+    const MMA_CASES: &[Case] = &[
+        c(16, 9, 3, 64, 0, 0),
+        c(63, 9, 3, 64, 0, 1),
+        c(64, 9, 3, 64, 0, 0),
+        c(65, 9, 3, 64, 0, 7),
+        c(130, 9, 3, 64, 37, 2),
+        c(512, 9, 3, 64, 0, 0),
+        c(333, 9, 3, 64, 3000, 5),
+        c(16, 32, 8, 128, 5, 0),
+        c(100, 32, 8, 128, 3001, 0),
+        c(257, 32, 8, 128, 0, 3),
+        c(600, 32, 8, 128, 64, 0),
+        c(200, 4, 4, 128, 1, 0),
+        cw(150, 4, 1, 64, 0, 16),
+        cw(64, 4, 2, 64, 10, 1),
+        cw(300, 9, 3, 64, 500, 200),
+        cw(100, 8, 2, 128, 300, 40),
+        cw(200, 32, 8, 128, 1000, 64),
+        cw(90, 32, 8, 128, 7, 65),
+    ];
+    let mut failures = Vec::new();
+    for (i, cs) in MMA_CASES.iter().enumerate() {
+        for kv in KvType::ALL {
+            let (p, q, k, v, want) = inputs(cs, 200 + i, kv);
+            for kernel in [
+                AttentionKernel::Mma {
+                    head_dim: p.head_dim,
+                },
+                AttentionKernel::Tiled {
+                    head_dim: p.head_dim,
+                },
+            ] {
+                let mut out = vec![f32::NAN; want.len()];
+                let name = format!("kv {kv} {p:?} forced {kernel:?}");
+                let r = run_gpu(&be, &p, Some(&kernel), &q, k.slice(), v.slice(), &mut out)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| compare("out", &out, &want, tol_for(&kernel)));
+                match r {
+                    Ok(()) => eprintln!(
+                        "ok   {name}: max abs err {:.2e}",
+                        kiln_testkit::max_abs_err(&out, &want)
+                    ),
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                }
+            }
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -413,6 +500,38 @@ fn rejects_unsupported() {
         &be,
         &p,
         Some(&AttentionKernel::Tiled { head_dim: 96 }),
+        &q,
+        KvSlice::F32(&kv),
+        KvSlice::F32(&kv),
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("head_dim 64"), "{e}");
+    // The tensor-core kernel has no head_dim 96 instance, and one forced for
+    // another head_dim is refused.
+    let p96 = AttentionParams { head_dim: 96, ..p };
+    let q = vec![0.5; 8 * 2 * 96];
+    let kv = vec![0.5; 8 * 96];
+    let mut out = vec![f32::NAN; q.len()];
+    let e = run_gpu(
+        &be,
+        &p96,
+        Some(&AttentionKernel::Mma { head_dim: 96 }),
+        &q,
+        KvSlice::F32(&kv),
+        KvSlice::F32(&kv),
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("head_dim 96"), "{e}");
+    assert!(out.iter().all(|x| x.is_nan()));
+    let q = vec![0.5; 8 * 2 * 64];
+    let kv = vec![0.5; 8 * 64];
+    let mut out = vec![f32::NAN; q.len()];
+    let e = run_gpu(
+        &be,
+        &p,
+        Some(&AttentionKernel::Mma { head_dim: 128 }),
         &q,
         KvSlice::F32(&kv),
         KvSlice::F32(&kv),

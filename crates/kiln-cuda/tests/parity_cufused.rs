@@ -76,7 +76,7 @@ enum DevKv {
 
 impl DevKv {
     fn up(be: &CudaBackend, c: &KvSliceMut<'_>) -> kiln_core::Result<DevKv> {
-        let s16 = kiln_testkit::guard::SENTINEL_16;
+        let s16 = kiln_testkit::guard::SENTINEL_U16;
         Ok(match c {
             KvSliceMut::F32(v) => DevKv::F32(guarded_up(be, v, kiln_testkit::guard::sentinel())?),
             KvSliceMut::F16(v) => DevKv::F16(guarded_up(be, v, s16)?),
@@ -94,7 +94,7 @@ impl DevKv {
     }
 
     fn down(&self, be: &CudaBackend, what: &str, c: KvSliceMut<'_>) -> kiln_core::Result<()> {
-        let s16 = kiln_testkit::guard::SENTINEL_16;
+        let s16 = kiln_testkit::guard::SENTINEL_U16;
         match (self, c) {
             (DevKv::F32(d), KvSliceMut::F32(o)) => {
                 guarded_down(be, d, kiln_testkit::guard::sentinel(), what, o)

@@ -40,8 +40,8 @@ use crate::llama::{Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AttentionParams, CopyRowsParams, GeluMode, GeluMulParams, NormRopeParams,
-    RmsNormParams, RopeMode, RopeParams, ScaleParams,
+    self, AddParams, GeluMode, GeluMulParams, NormRopeParams, RmsNormParams, RopeMode, RopeParams,
+    ScaleParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -118,7 +118,8 @@ impl Gemma3Weights {
 
 /// Run `b.tokens` at positions `b.pos0..`, appending their keys and values
 /// to the cache; logits land in `sc.logits` (as [`crate::llama::forward`]).
-/// `b.device_pos` is ignored: the CPU reads positions from the host.
+/// With `b.device_pos` the KV append and attention read the position from
+/// the stream's device copy (a recorded decode step; see `llama::KvStep`).
 pub fn forward(
     s: &Stream,
     cfg: &ModelConfig,
@@ -141,7 +142,10 @@ fn forward_ops(
     b: &Batch<'_>,
 ) -> Result<()> {
     let Batch {
-        tokens, pos0, mode, ..
+        tokens,
+        pos0,
+        mode,
+        device_pos,
     } = *b;
     let n = crate::llama::start_batch(cache, sc, b)?;
     if g.layers.len() != w.layers.len() {
@@ -184,23 +188,7 @@ fn forward_ops(
         },
         eps: cfg.rms_eps,
     };
-    let attn = |local: bool| AttentionParams {
-        n_tokens: n,
-        n_heads: cfg.n_head,
-        n_kv_heads: cfg.n_head_kv,
-        head_dim: hd,
-        pos0,
-        kv_stride: cache.n_ctx,
-        scale: gp.attn_scale,
-        window: local.then_some(gp.sliding_window),
-        softcap: None,
-    };
-    let append = CopyRowsParams {
-        row_len: cfg.kv_dim(),
-        n_rows: n,
-        src_row: 0,
-        dst_row: pos0,
-    };
+    let kv = crate::llama::KvStep::new(cfg, cache, n, pos0, device_pos);
     let add = AddParams { n: n * d };
     let geglu = GeluMulParams {
         n: n * cfg.n_ff,
@@ -222,14 +210,14 @@ fn forward_ops(
         let pos = &sc.positions;
         ops::norm_rope(s, &qp, &sc.q, &ln.q_norm, None, pos, &mut sc.att)?;
         ops::norm_rope(s, &kp, &sc.k, &ln.k_norm, None, pos, &mut sc.o)?;
-        ops::copy_rows(s, &append, &sc.o, &mut cache.k[l])?;
-        ops::copy_rows(s, &append, &sc.v, &mut cache.v[l])?;
-        ops::attention(
+        let window = local.then_some(gp.sliding_window);
+        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+        kv.with_attention(gp.attn_scale, window).append_attend(
             s,
-            &attn(local),
+            &sc.positions,
             &sc.att,
-            &cache.k[l],
-            &cache.v[l],
+            (&sc.o, &sc.v),
+            (kc, vc),
             &mut sc.q,
         )?;
         ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;

@@ -269,7 +269,8 @@ fn forward_ops(
 /// the position baked into the launches (eager), or read from `positions`
 /// on the device (`Batch::device_pos`: a recorded decode step, launched
 /// with the bounds, and the split-KV plan, of the last position the cache
-/// holds). Shared by the llama and qwen3 forwards.
+/// holds). Shared by the llama, qwen3 and gemma3 forwards.
+#[derive(Clone, Copy)]
 pub(crate) struct KvStep {
     attn: AttentionParams,
     append: CopyRowsParams,
@@ -305,6 +306,14 @@ impl KvStep {
             },
             device_pos,
         }
+    }
+
+    /// The same step with another score scale and sliding window (Gemma 3's
+    /// layers alternate local and global attention).
+    pub(crate) fn with_attention(mut self, scale: f32, window: Option<usize>) -> KvStep {
+        self.attn.scale = scale;
+        self.attn.window = window;
+        self
     }
 
     /// Attention of `q` over the cache (its rows already appended).

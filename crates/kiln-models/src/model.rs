@@ -311,12 +311,10 @@ impl Model {
         }
         for chunk in tokens.chunks(st.scratch.n_batch) {
             let pos0 = st.tokens.len();
-            // The llama and qwen3 forwards (qwen2/qwen3, their MoE kinds and
-            // Mixtral-style llama) read their position from the device
-            // (`Batch::device_pos`) and keep routing ids there; gemma3 bakes
-            // the position into its launches, so it decodes eagerly.
-            let graph = !matches!(self.arch_weights, ArchWeights::Gemma3(_));
-            if chunk.len() == 1 && graph && stream.graphs_enabled() {
+            // Every forward (llama, qwen3 and its MoE kinds, gemma3) reads
+            // its position from the device (`Batch::device_pos`) and keeps
+            // routing ids there, so single tokens replay a recorded step.
+            if chunk.len() == 1 && stream.graphs_enabled() {
                 self.decode_graph(stream, st, chunk, pos0)?;
             } else {
                 self.forward(

@@ -84,6 +84,11 @@ pub enum SynthArch {
         n_expert_used: usize,
         n_ff_exp: usize,
     },
+    /// `gemma3`: Qwen3's per-head q/k norms and explicit head dim, plus the
+    /// post-attention and post-FFN norms (`post_attention_norm`,
+    /// `post_ffw_norm`); a sliding window (`attention.sliding_window`,
+    /// required) on five of every six layers; GELU FFN.
+    Gemma3 { head_dim: usize },
 }
 
 impl SynthArch {
@@ -119,7 +124,16 @@ impl SynthArch {
             SynthArch::Qwen2Moe { .. } => "qwen2moe",
             SynthArch::Qwen3 { .. } => "qwen3",
             SynthArch::Qwen3Moe { .. } => "qwen3moe",
+            SynthArch::Gemma3 { .. } => "gemma3",
         }
+    }
+
+    /// Per-head q/k norms and an explicit head dim (`attention.key_length`).
+    fn qk_norms(&self) -> bool {
+        matches!(
+            self,
+            SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. } | SynthArch::Gemma3 { .. }
+        )
     }
 }
 
@@ -195,7 +209,9 @@ impl SynthParams {
             | SynthArch::LlamaMoe { .. }
             | SynthArch::Qwen2
             | SynthArch::Qwen2Moe { .. } => self.n_embd.checked_div(self.n_head).unwrap_or(0),
-            SynthArch::Qwen3 { head_dim } | SynthArch::Qwen3Moe { head_dim, .. } => head_dim,
+            SynthArch::Qwen3 { head_dim }
+            | SynthArch::Qwen3Moe { head_dim, .. }
+            | SynthArch::Gemma3 { head_dim } => head_dim,
         }
     }
     pub fn q_dim(&self) -> usize {
@@ -263,8 +279,16 @@ impl SynthParams {
         }
         match self.sliding_window {
             Some(0) => return bad("sliding window must be positive".into()),
-            Some(_) if !matches!(self.arch, SynthArch::Llama | SynthArch::LlamaMoe { .. }) => {
-                return bad("a sliding window is written for llama files only".into())
+            Some(_)
+                if !matches!(
+                    self.arch,
+                    SynthArch::Llama | SynthArch::LlamaMoe { .. } | SynthArch::Gemma3 { .. }
+                ) =>
+            {
+                return bad("a sliding window is written for llama and gemma3 files only".into())
+            }
+            None if matches!(self.arch, SynthArch::Gemma3 { .. }) => {
+                return bad("gemma3 needs a sliding window (--sliding-window)".into())
             }
             _ => {}
         }
@@ -390,9 +414,13 @@ pub fn tensor_specs(p: &SynthParams, n_vocab: usize) -> Vec<TensorSpec> {
             out.push(bias(format!("blk.{i}.attn_k.bias"), p.kv_dim()));
             out.push(bias(format!("blk.{i}.attn_v.bias"), p.kv_dim()));
         }
-        if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
+        if p.arch.qk_norms() {
             out.push(head_norm(n("attn_q_norm")));
             out.push(head_norm(n("attn_k_norm")));
+        }
+        if matches!(p.arch, SynthArch::Gemma3 { .. }) {
+            out.push(norm(n("post_attention_norm")));
+            out.push(norm(n("post_ffw_norm")));
         }
         out.push(norm(n("ffn_norm")));
         if let Some((n_expert, _, n_ff_exp, shexp)) = p.arch.moe(p.n_ff) {
@@ -559,7 +587,7 @@ pub fn metadata(p: &SynthParams, vocab: &SynthVocab) -> Vec<(String, Value)> {
         (k("rope.dimension_count"), u(p.n_rot)),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(p.rms_eps)),
     ];
-    if matches!(p.arch, SynthArch::Qwen3 { .. } | SynthArch::Qwen3Moe { .. }) {
+    if p.arch.qk_norms() {
         kvs.push((k("attention.key_length"), u(p.head_dim())));
         kvs.push((k("attention.value_length"), u(p.head_dim())));
     }

@@ -1,11 +1,11 @@
-//! `kiln synth` for the qwen2, qwen2moe, qwen3, qwen3moe and mixtral (llama with experts)
-//! architectures: the tiny models of
+//! `kiln synth` for the qwen2, qwen2moe, qwen3, qwen3moe, mixtral (llama with experts)
+//! and gemma3 architectures: the tiny models of
 //! tests/fixtures/synth are rebuilt here with the library and must be the
 //! very bytes the fixture script hashed (scripts/fixtures/
 //! make_synth_arch_fixtures.py, which made them with the `kiln synth` CLI
 //! and had Hugging Face transformers load and run them — the independent
 //! check that they are valid GGUFs of those architectures). kiln's qwen2,
-//! qwen2moe, qwen3, qwen3moe and Mixtral-style llama forwards (CPU) are held to
+//! qwen2moe, qwen3, qwen3moe, Mixtral-style llama and gemma3 forwards (CPU) are held to
 //! transformers' logits and greedy tokens there (Mixtral: `MixtralForCausalLM`
 //! holding the file's tensors, as transformers has no GGUF mapping for it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -121,6 +121,13 @@ fn params(name: &str) -> SynthParams {
             rms_eps: 1e-5,
             ..base
         },
+        "gemma3_tiny" => SynthParams {
+            arch: SynthArch::Gemma3 { head_dim: 32 },
+            name: "synthetic-gemma3-7L-64d-4h2kv-128ff-F32".into(),
+            n_layer: 7,
+            sliding_window: Some(4),
+            ..base
+        },
         other => panic!("{other}"),
     }
 }
@@ -140,6 +147,7 @@ fn tiny_synth_models_match_their_fixtures() {
         "qwen3moe_tiny",
         "mistral_tiny",
         "mixtral_tiny",
+        "gemma3_tiny",
     ] {
         let fx = fixture(name);
         let out = dir.join(format!("{name}.gguf"));
@@ -167,6 +175,12 @@ fn tiny_synth_models_match_their_fixtures() {
                 f.tensor("blk.1.ffn_up_exps.weight").expect("experts").dims,
                 vec![64, 96, 8]
             );
+        } else if arch == "gemma3" {
+            assert_eq!(f.get_u32("gemma3.attention.sliding_window").unwrap(), 4);
+            let post = f
+                .tensor("blk.6.post_ffw_norm.weight")
+                .expect("post-FFN norm");
+            assert_eq!(post.dims, vec![64]);
         } else if arch.starts_with("qwen2") {
             assert_eq!(
                 f.tensor("blk.1.attn_k.bias").expect("k bias").dims,

@@ -82,6 +82,33 @@ impl Tol {
         nmse: 1e-9,
         max_abs: 1e-4,
     };
+
+    /// attention with bf16 operands and f32 accumulation (CUDA's tensor-core
+    /// prefill), on the tables' inputs: |q|, |k|, |v| <= 1, scale
+    /// 1/sqrt(head_dim). bf16 keeps 8 significant bits: rounding to nearest
+    /// moves a value by at most 2^-9 of its binade's top, 2^-8 relative.
+    /// - v rounded: the output is a convex combination of the rounded
+    ///   values (the row sum adds the same rounded weights the P V product
+    ///   uses), so at most 2^-9 (|v| < 1) off: 2.0e-3.
+    /// - P rounded: each weight moves by <= 2^-8 relative, the output by
+    ///   <= 2 * 2^-8 * max |v| in the worst case: 7.8e-3.
+    /// - q, k rounded: each score moves by sum_c (eps_q + eps_k) q_c k_c
+    ///   scale, d independent terms of rms 2^-8/sqrt(3) * 1/3 * scale:
+    ///   standard deviation ~1e-3 whatever d (worst case 2^-7 sqrt(d), never
+    ///   reached), and the output by about the spread of those moves: 6
+    ///   standard deviations, 6e-3.
+    ///
+    /// Sum 1.6e-2 (= 2^-6) per element. Emulated on the host
+    /// (scripts/check-cuda-attn-mma.py) the kernel's worst element was
+    /// 3.0e-3 and its NMSE at most 6.3e-6 over the same kind of inputs; a
+    /// wrong fragment layout or a lost tile gives errors of 0.1-1 (NMSE
+    /// 1e-2 and more). NMSE bound: (2^-8)^2 * 6, relative error 2^-8 on
+    /// every element with 2.5x margin, since outputs shrink with the keys
+    /// they average and so do their errors.
+    pub const ATTENTION_BF16: Tol = Tol {
+        nmse: 1e-4,
+        max_abs: 1.6e-2,
+    };
 }
 
 /// Normalised mean squared error `sum((g-w)^2) / sum(w^2)` in f64; when the

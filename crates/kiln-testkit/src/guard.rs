@@ -105,22 +105,70 @@ impl Guarded {
     }
 }
 
-/// Sentinel of 16-bit guard zones: a finite value in both f16 and bf16
-/// that no rounding of the cases' values produces by accident.
-pub const SENTINEL_16: u16 = 0xDEAD;
-/// Poison of 16-bit interiors: NaN in both f16 and bf16.
-pub const POISON_16: u16 = 0xFFFF;
+/// Guard pattern of [`GuardedU16`]: neither a value an f16 / bf16 cast
+/// makes from a random input often, nor the poison.
+pub const SENTINEL_U16: u16 = 0xDEAD;
 
-/// A guarded cache of any KV element type: [`Guarded`] for f32, else `n`
-/// 16-bit elements poisoned with [`POISON_16`] between zones of
-/// [`SENTINEL_16`].
+/// Poison of [`GuardedU16`]'s interior: a NaN in both f16 and bf16.
+pub const POISON_U16: u16 = 0xFFFF;
+
+/// [`Guarded`] for 16-bit outputs (f16 / bf16 bits): `n` elements of
+/// [`POISON_U16`] between two guard zones of [`SENTINEL_U16`].
+#[derive(Debug, Clone)]
+pub struct GuardedU16 {
+    buf: Vec<u16>,
+    n: usize,
+}
+
+impl GuardedU16 {
+    pub fn new(n: usize) -> Self {
+        let mut buf = vec![SENTINEL_U16; n + 2 * GUARD];
+        buf[GUARD..GUARD + n].fill(POISON_U16);
+        GuardedU16 { buf, n }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.buf[GUARD..GUARD + self.n]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u16] {
+        &mut self.buf[GUARD..GUARD + self.n]
+    }
+
+    /// Err counting the overwritten guard elements on each side.
+    pub fn check_guards(&self) -> Result<(), String> {
+        let bad = |zone: &[u16]| zone.iter().filter(|&&v| v != SENTINEL_U16).count();
+        let (before, after) = (bad(&self.buf[..GUARD]), bad(&self.buf[GUARD + self.n..]));
+        if before + after == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "guard zone overwritten: {before} element(s) before the output, {after} after"
+        ))
+    }
+
+    /// True when the interior is still entirely poison.
+    pub fn untouched(&self) -> bool {
+        self.as_slice().iter().all(|&v| v == POISON_U16)
+    }
+}
+
+/// A guarded cache of any KV element type: [`Guarded`] for f32, else a
+/// [`GuardedU16`] holding f16 or bf16 bits.
 #[derive(Debug, Clone)]
 pub enum GuardedKv {
     F32(Guarded),
     Half {
         kv: kiln_core::KvType,
-        buf: Vec<u16>,
-        n: usize,
+        g: GuardedU16,
     },
 }
 
@@ -129,11 +177,10 @@ impl GuardedKv {
     pub fn new(kv: kiln_core::KvType, n: usize) -> Self {
         match kv {
             kiln_core::KvType::F32 => GuardedKv::F32(Guarded::new(n)),
-            _ => {
-                let mut buf = vec![SENTINEL_16; n + 2 * GUARD];
-                buf[GUARD..GUARD + n].fill(POISON_16);
-                GuardedKv::Half { kv, buf, n }
-            }
+            _ => GuardedKv::Half {
+                kv,
+                g: GuardedU16::new(n),
+            },
         }
     }
 
@@ -147,7 +194,7 @@ impl GuardedKv {
     pub fn len(&self) -> usize {
         match self {
             GuardedKv::F32(g) => g.len(),
-            GuardedKv::Half { n, .. } => *n,
+            GuardedKv::Half { g, .. } => g.len(),
         }
     }
 
@@ -160,13 +207,8 @@ impl GuardedKv {
         use kiln_core::{KvSliceMut, KvType};
         match self {
             GuardedKv::F32(g) => KvSliceMut::F32(g.as_mut_slice()),
-            GuardedKv::Half { kv, buf, n } => {
-                let s = &mut buf[GUARD..GUARD + *n];
-                match kv {
-                    KvType::F16 => KvSliceMut::F16(s),
-                    _ => KvSliceMut::BF16(s),
-                }
-            }
+            GuardedKv::Half { kv: KvType::F16, g } => KvSliceMut::F16(g.as_mut_slice()),
+            GuardedKv::Half { g, .. } => KvSliceMut::BF16(g.as_mut_slice()),
         }
     }
 
@@ -175,13 +217,8 @@ impl GuardedKv {
         use kiln_core::{KvSlice, KvType};
         match self {
             GuardedKv::F32(g) => KvSlice::F32(g.as_slice()),
-            GuardedKv::Half { kv, buf, n } => {
-                let s = &buf[GUARD..GUARD + *n];
-                match kv {
-                    KvType::F16 => KvSlice::F16(s),
-                    _ => KvSlice::BF16(s),
-                }
-            }
+            GuardedKv::Half { kv: KvType::F16, g } => KvSlice::F16(g.as_slice()),
+            GuardedKv::Half { g, .. } => KvSlice::BF16(g.as_slice()),
         }
     }
 
@@ -189,20 +226,7 @@ impl GuardedKv {
     pub fn check_guards(&self) -> Result<(), String> {
         match self {
             GuardedKv::F32(g) => g.check_guards(),
-            GuardedKv::Half { buf, n, .. } => {
-                let bad = buf[..GUARD]
-                    .iter()
-                    .chain(&buf[GUARD + n..])
-                    .filter(|&&v| v != SENTINEL_16)
-                    .count();
-                if bad == 0 {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "guard zone overwritten: {bad} element(s) around a 16-bit output of {n}"
-                    ))
-                }
-            }
+            GuardedKv::Half { g, .. } => g.check_guards(),
         }
     }
 
@@ -210,7 +234,7 @@ impl GuardedKv {
     pub fn untouched(&self) -> bool {
         match self {
             GuardedKv::F32(g) => g.untouched(),
-            GuardedKv::Half { buf, n, .. } => buf[GUARD..GUARD + n].iter().all(|&v| v == POISON_16),
+            GuardedKv::Half { g, .. } => g.untouched(),
         }
     }
 }
@@ -246,10 +270,21 @@ mod tests {
             s[0] = 0;
         }
         assert!(!g.untouched());
-        if let GuardedKv::Half { buf, .. } = &mut g {
-            buf[GUARD + 3] = 0;
+        if let GuardedKv::Half { g, .. } = &mut g {
+            g.buf[GUARD + 3] = 0;
         }
         assert!(g.check_guards().is_err());
+    }
+
+    #[test]
+    fn u16_guards() {
+        let mut g = GuardedU16::new(3);
+        assert!(g.untouched() && g.check_guards().is_ok());
+        g.as_mut_slice()[2] = 1;
+        assert!(!g.untouched());
+        g.buf[GUARD + 3] = 0;
+        let e = g.check_guards().unwrap_err();
+        assert!(e.contains("0 element(s) before the output, 1 after"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod rng;
 
 pub use cases::Options;
 pub use compare::{compare, max_abs_err, nmse, Tol};
-pub use guard::{Guarded, GuardedKv};
+pub use guard::{Guarded, GuardedKv, GuardedU16};
 pub use quant_data::rand_rows;
 pub use report::{CaseResult, Report};
 pub use rng::{case_rng, rand_f32, rng, test_seed};
@@ -33,6 +33,7 @@ pub struct AllOps<'a> {
     pub argmax: &'a cases::argmax::ArgmaxFn<'a>,
     pub attention: &'a cases::attention::AttentionFn<'a>,
     pub copy_rows: &'a cases::copy_rows::CopyRowsFn<'a>,
+    pub cast: &'a cases::cast::CastFn<'a>,
     pub embedding: &'a cases::embedding::EmbeddingFn<'a>,
     pub gelu_mul: &'a cases::gelu_mul::GeluMulFn<'a>,
     pub l2_norm: &'a cases::l2_norm::L2NormFn<'a>,
@@ -42,6 +43,7 @@ pub struct AllOps<'a> {
     pub matmul_id_swiglu: &'a cases::matmul_id::MatmulIdSwigluFn<'a>,
     pub moe_combine: &'a cases::moe_combine::MoeCombineFn<'a>,
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
+    pub mul: &'a cases::mul::MulFn<'a>,
     pub norm_rope: &'a cases::norm_rope::NormRopeFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
@@ -66,6 +68,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(attention::check_attention_with(imps.attention, opts));
     r.merge(attention::check_attention_window_with(imps.attention, opts));
     r.merge(copy_rows::check_copy_rows_with(imps.copy_rows, opts));
+    r.merge(cast::check_cast_with(imps.cast, opts));
     r.merge(embedding::check_embedding_with(imps.embedding, opts));
     r.merge(gelu_mul::check_gelu_mul_with(imps.gelu_mul, opts));
     r.merge(matmul::check_matmul_with(imps.matmul, opts));
@@ -77,6 +80,7 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     ));
     r.merge(moe_combine::check_moe_combine_with(imps.moe_combine, opts));
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
+    r.merge(mul::check_mul_with(imps.mul, opts));
     r.merge(norm_rope::check_norm_rope_with(imps.norm_rope, opts));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));

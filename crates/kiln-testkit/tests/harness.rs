@@ -42,6 +42,7 @@ fn references_pass_every_driver() {
         argmax: &k::argmax::argmax_ref,
         attention: &k::attention::attention_ref_kv,
         copy_rows: &k::copy_rows::copy_rows_ref_kv,
+        cast: &k::cast::cast_ref,
         embedding: &k::embedding::embedding_ref,
         gelu_mul: &k::gelu_mul::gelu_mul_ref,
         l2_norm: &k::l2_norm::l2_norm_ref,
@@ -51,6 +52,7 @@ fn references_pass_every_driver() {
         matmul_id_swiglu: &k::matmul_id::matmul_id_swiglu_ref,
         moe_combine: &k::moe_combine::moe_combine_ref,
         moe_route: &k::moe_route::moe_route_ref,
+        mul: &k::mul::mul_ref,
         norm_rope: &k::norm_rope::norm_rope_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
@@ -611,4 +613,79 @@ fn norm_rope_driver_catches_bugs() {
         &quick(),
     );
     assert_eq!(failed(&r), ["rejects eps 0"], "{r}");
+}
+
+/// cast implementations that are right for ordinary values but truncate
+/// instead of rounding to nearest even, canonicalize NaN (as the GPU's cvt
+/// instructions do), flush subnormals, or leave one element unwritten:
+/// each is caught by its direction's specials.
+#[test]
+fn cast_catches_rounding_nan_and_subnormal_mistakes() {
+    use kiln_core::ops::cast::{cast_bits, CastDst, CastParams, CastSrc};
+    use kiln_core::DType;
+    type Elem = dyn Fn(DType, DType, u32) -> u32;
+    let run = |f: &Elem| {
+        tk::cast::check_cast_with(
+            &|p: &CastParams, src: CastSrc<'_>, dst: CastDst<'_>| {
+                p.validate_bufs(&src, &dst)?;
+                let x: Vec<u32> = match src {
+                    CastSrc::F32(v) => v.iter().map(|v| v.to_bits()).collect(),
+                    CastSrc::Bits(v) => v.iter().map(|&v| u32::from(v)).collect(),
+                };
+                match dst {
+                    CastDst::F32(o) => o
+                        .iter_mut()
+                        .zip(&x)
+                        .for_each(|(o, &b)| *o = f32::from_bits(f(p.src, p.dst, b))),
+                    CastDst::Bits(o) => o
+                        .iter_mut()
+                        .zip(&x)
+                        .for_each(|(o, &b)| *o = f(p.src, p.dst, b) as u16),
+                }
+                Ok(())
+            },
+            &quick(),
+        )
+    };
+    let failing = |r: &Report| -> Vec<String> {
+        r.failures()
+            .filter(|c| c.case.contains("specials") || c.case.contains("patterns"))
+            .map(|c| c.case.clone())
+            .collect()
+    };
+    // The reference itself passes.
+    run(&cast_bits).into_result().unwrap();
+    // f32 -> bf16 by truncation.
+    let r = run(&|s, d, b| {
+        if (s, d) == (DType::F32, DType::BF16) && !f32::from_bits(b).is_nan() {
+            b >> 16
+        } else {
+            cast_bits(s, d, b)
+        }
+    });
+    assert_eq!(failing(&r), ["F32->BF16 specials"], "{r}");
+    // NaN canonicalized in every 16-bit result.
+    let r = run(&|s, d, b| {
+        let o = cast_bits(s, d, b);
+        match d {
+            DType::F16 if o & 0x7c00 == 0x7c00 && o & 0x3ff != 0 => 0x7fff,
+            DType::BF16 if o & 0x7f80 == 0x7f80 && o & 0x7f != 0 => 0x7fff,
+            _ => o,
+        }
+    });
+    assert_eq!(failing(&r).len(), 6, "{r}");
+    // f16 subnormal results flushed to zero.
+    let r = run(&|s, d, b| {
+        let o = cast_bits(s, d, b);
+        if d == DType::F16 && s != d && o & 0x7c00 == 0 {
+            o & 0x8000
+        } else {
+            o
+        }
+    });
+    assert_eq!(
+        failing(&r),
+        ["F32->F16 specials", "BF16->F16 all 65536 patterns"],
+        "{r}"
+    );
 }

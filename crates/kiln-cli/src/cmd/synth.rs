@@ -19,7 +19,9 @@ pub struct SynthArgs {
     /// Architecture: llama, mixtral (a `llama` file with routed experts of
     /// width --ff, as llama.cpp writes Mixtral), qwen2 (q/k/v biases), qwen2moe (qwen2 attention,
     /// routed experts plus a gated shared expert), qwen3 (q/k norms, explicit
-    /// head dim) or qwen3moe (qwen3 attention, routed expert FFNs).
+    /// head dim), qwen3moe (qwen3 attention, routed expert FFNs) or gemma3
+    /// (q/k norms, post-attention/FFN norms, GELU, local layers with
+    /// --sliding-window, which it requires).
     #[arg(long, default_value = "llama")]
     pub arch: String,
     /// A named shape that replaces every shape flag (layers, embd, heads,
@@ -27,7 +29,7 @@ pub struct SynthArgs {
     /// qwen3moe-30b-a3b, qwen3-0.6b, llama-1b, qwen3moe-tiny.
     #[arg(long)]
     pub preset: Option<String>,
-    /// Head dim for qwen3 / qwen3moe (default: embd / heads; llama always
+    /// Head dim for qwen3 / qwen3moe / gemma3 (default: embd / heads; llama always
     /// uses embd / heads).
     #[arg(long = "head-dim")]
     pub head_dim: Option<usize>,
@@ -103,7 +105,8 @@ pub struct SynthArgs {
     #[arg(long = "yarn-orig-ctx")]
     pub yarn_orig_ctx: Option<usize>,
     /// llama / mixtral: every layer attends to the last N keys
-    /// (`llama.attention.sliding_window`, as Mistral 7B v0.1).
+    /// (`llama.attention.sliding_window`, as Mistral 7B v0.1); gemma3: the
+    /// local layers' window (`gemma3.attention.sliding_window`).
     #[arg(long = "sliding-window")]
     pub sliding_window: Option<usize>,
     /// Write only the donor's tokenizer (no tensors, ~2 MB for the default
@@ -193,6 +196,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
             n_ff_shexp: a.shared_ff,
         },
         "qwen3" => SynthArch::Qwen3 { head_dim },
+        "gemma3" => SynthArch::Gemma3 { head_dim },
         "qwen3moe" => SynthArch::Qwen3Moe {
             head_dim,
             n_expert: a.experts,
@@ -200,7 +204,7 @@ pub fn run(mut a: SynthArgs) -> Result<()> {
             n_ff_exp: a.expert_ff,
         },
         other => {
-            bail!("--arch {other:?}: unknown (llama, mixtral, qwen2, qwen2moe, qwen3, qwen3moe)")
+            bail!("--arch {other:?}: unknown (llama, mixtral, qwen2, qwen2moe, qwen3, qwen3moe, gemma3)")
         }
     };
     let name = a.name.clone().unwrap_or_else(|| match &a.preset {

@@ -101,7 +101,8 @@ const fn c(
 /// Minimal and odd shapes (head_dim 1, 7, 33), MHA / MQA / GQA, spare cache
 /// capacity, peaked scores (scale 1), head_dim 128, and SmolLM2 (9 heads /
 /// 3 kv heads, head_dim 64): first token, decode at 300 and at the end of an
-/// 8k cache, a short prefill continuing a cache, a 512-token prefill.
+/// 8k cache, a short prefill continuing a cache, a 512-token prefill; then
+/// prefills for tensor-core tiles.
 pub const CASES: &[AttentionCase] = &[
     c(1, 1, 1, 1, 0, 1, 1.0, None, false),
     c(1, 1, 1, 7, 2, 5, 1.0, None, false),
@@ -116,6 +117,12 @@ pub const CASES: &[AttentionCase] = &[
     c(1, 9, 3, 64, 8191, 8192, 1.0, None, false),
     c(4, 9, 3, 64, 2000, 2100, 1.0, None, false),
     c(512, 9, 3, 64, 0, 512, 1.0, None, true),
+    // Prefill sizes for CUDA's tensor-core kernel (64-query tiles, 64-key
+    // tiles): its fewest queries, a partial last tile continuing a cache
+    // (SmolLM2's 9/3 at head_dim 64, 32/8 at head_dim 128).
+    c(16, 4, 2, 128, 0, 16, 1.0, None, false),
+    c(77, 9, 3, 64, 30, 110, 1.0, None, false),
+    c(100, 32, 8, 128, 37, 140, 1.0, None, false),
 ];
 
 /// Soft-capped cases: `(case, cap)`. Caps well below the scores' range
@@ -153,7 +160,6 @@ fn case_params(cs: &AttentionCase, softcap: Option<f32>) -> AttentionParams {
 /// [`check_attention`] with explicit options.
 pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("attention", opts);
-    let tol = run.tol(Tol::ATTENTION);
     let table = CASES
         .iter()
         .map(|cs| (cs, None))
@@ -171,8 +177,10 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
                 cs.scale.map_or("1/sqrt(d)".to_string(), |s| s.to_string()),
                 cap.map_or(String::new(), |c| format!(" softcap={c}"))
             );
+            let p = case_params(cs, cap);
+            let tol = attention_tol(opts, &p);
             run.case(&name, cs.big, |rng| {
-                run_case(rng, &case_params(cs, cap), kv, cs.qk_amp, imp, tol)
+                run_case(rng, &p, kv, cs.qk_amp, imp, tol)
             });
         }
     }
@@ -244,6 +252,18 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
         )
     });
     run.finish()
+}
+
+/// The bound for `p`: [`Tol::ATTENTION`], or [`Tol::ATTENTION_BF16`] where the
+/// backend rounds operands to bf16 (`Options::attention_bf16`); an explicit
+/// `Options::tol` wins.
+fn attention_tol(opts: &Options, p: &AttentionParams) -> Tol {
+    let default = if (opts.attention_bf16)(p) {
+        Tol::ATTENTION_BF16
+    } else {
+        Tol::ATTENTION
+    };
+    opts.tol.unwrap_or(default)
 }
 
 /// Random q/k/v for `p` (the caches stored as `kv`), NaN in every cache row
@@ -330,6 +350,10 @@ pub const WINDOW_CASES: &[WindowCase] = &[
     w(64, 4, 1, 256, 480, 600, 512, false),
     w(1, 4, 1, 256, 3000, 3001, 512, false),
     w(600, 4, 1, 64, 0, 600, 512, true),
+    // Windows shorter than a 64-key tile inside a prefill continuing a cache
+    // (CUDA's tensor-core kernel at head_dim 64 and 128).
+    w(70, 9, 3, 64, 5, 75, 16, false),
+    w(100, 8, 2, 128, 300, 401, 40, false),
 ];
 
 /// Run every sliding-window case against `imp`.
@@ -340,7 +364,6 @@ pub fn check_attention_window(imp: &AttentionFn<'_>) -> Report {
 /// [`check_attention_window`] with explicit options.
 pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("attention_window", opts);
-    let tol = run.tol(Tol::ATTENTION);
     for &WindowCase {
         n_tokens,
         n_heads,
@@ -363,6 +386,7 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             window: Some(window),
             softcap: None,
         };
+        let tol = attention_tol(opts, &p);
         for kv in KvType::ALL {
             let name = format!(
                 "kv={kv} tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \

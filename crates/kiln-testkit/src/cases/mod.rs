@@ -19,6 +19,7 @@ pub mod add;
 pub mod add_rows;
 pub mod argmax;
 pub mod attention;
+pub mod cast;
 pub mod copy_rows;
 pub mod embedding;
 pub mod gated;
@@ -31,6 +32,7 @@ pub mod matmul_mlx;
 pub mod matvec_fused;
 pub mod moe_combine;
 pub mod moe_route;
+pub mod mul;
 pub mod norm_rope;
 pub mod rms_norm;
 pub mod rope;
@@ -61,6 +63,11 @@ pub struct Options {
     /// `m` at or above this it adds f16 operand rounding
     /// (`matmul_mlx::mlx_error_bounds`).
     pub matmul_f16_from_m: Option<usize>,
+    /// Whether the backend's attention rounds its operands to bf16 for
+    /// these params (CUDA's tensor-core prefill:
+    /// `kiln_cuda::attention::uses_bf16`); those cases are held to
+    /// [`Tol::ATTENTION_BF16`] instead of [`Tol::ATTENTION`]. Default: never.
+    pub attention_bf16: fn(&kiln_core::ops::attention::AttentionParams) -> bool,
 }
 
 impl Default for Options {
@@ -71,6 +78,7 @@ impl Default for Options {
             quick: false,
             matmul_wtypes: kiln_core::ops::matmul::MatmulParams::supports,
             matmul_f16_from_m: None,
+            attention_bf16: |_| false,
         }
     }
 }

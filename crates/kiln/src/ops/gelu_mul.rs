@@ -1,5 +1,5 @@
 //! `out = gelu(gate) * up` over the first `p.n` elements (Gemma's GeGLU;
 //! tanh or erf GELU by `p.mode`).
-//! Dispatch: the `gated_op!` macro in ops/mod.rs (shared by the gated ops).
+//! Dispatch: the `binary_op!` macro in ops/mod.rs (shared by the two-input elementwise ops).
 
-gated_op!(gelu_mul, crate::ops::GeluMulParams);
+binary_op!(gelu_mul, crate::ops::GeluMulParams, gate, up);

@@ -3,33 +3,34 @@
 //! preallocated buffers the params ask for, then dispatches to the backend.
 //! Dispatch code holds no math.
 
-/// The gated elementwise ops (`out = act(gate) * up` over the first `p.n`
-/// elements): one dispatch for every one of them, each backend's function
-/// of the same name taking `(backend, p, gate, up, out)`.
-macro_rules! gated_op {
-    ($name:ident, $params:ty) => {
+/// The two-input elementwise ops over the first `p.n` elements (`add`,
+/// `mul`, and the gated `out = act(gate) * up`): one dispatch for all of
+/// them, each backend's function of the same name taking
+/// `(backend, p, a, b, out)`; `$a`/`$b` name the inputs in errors.
+macro_rules! binary_op {
+    ($name:ident, $params:ty, $a:ident, $b:ident) => {
         pub fn $name(
             s: &$crate::Stream,
             p: &$params,
-            gate: &$crate::Tensor,
-            up: &$crate::Tensor,
+            $a: &$crate::Tensor,
+            $b: &$crate::Tensor,
             out: &mut $crate::Tensor,
         ) -> $crate::Result<()> {
             const OP: &str = stringify!($name);
             let _timer = s.scope(OP);
             match s.backend() {
                 $crate::device::Backend::Cpu(ctx) => {
-                    let gate = gate.f32_prefix(OP, "gate", p.n)?;
-                    let up = up.f32_prefix(OP, "up", p.n)?;
+                    let $a = $a.f32_prefix(OP, stringify!($a), p.n)?;
+                    let $b = $b.f32_prefix(OP, stringify!($b), p.n)?;
                     let out = out.f32_prefix_mut(OP, "out", p.n)?;
-                    Ok(kiln_cpu::$name::$name(ctx, p, gate, up, out)?)
+                    Ok(kiln_cpu::$name::$name(ctx, p, $a, $b, out)?)
                 }
                 #[cfg(feature = "cuda")]
                 $crate::device::Backend::Cuda(be) => {
-                    let gate = gate.cuda_f32(OP, "gate", p.n)?;
-                    let up = up.cuda_f32(OP, "up", p.n)?;
+                    let $a = $a.cuda_f32(OP, stringify!($a), p.n)?;
+                    let $b = $b.cuda_f32(OP, stringify!($b), p.n)?;
                     let mut out = out.cuda_f32_mut(OP, "out", p.n)?;
-                    kiln_cuda::$name::$name(be, p, &gate, &up, &mut out)
+                    kiln_cuda::$name::$name(be, p, &$a, &$b, &mut out)
                         .map_err($crate::ops::cuda_err)
                 }
             }
@@ -41,6 +42,7 @@ pub mod add;
 pub mod add_rows;
 pub mod argmax;
 pub mod attention;
+pub mod cast;
 pub mod copy_rows;
 pub mod embedding;
 pub mod gelu_mul;
@@ -51,6 +53,7 @@ pub mod matmul_id;
 pub mod matvec_fused;
 pub mod moe_combine;
 pub mod moe_route;
+pub mod mul;
 pub mod norm_rope;
 pub mod rms_norm;
 pub mod rope;
@@ -66,6 +69,7 @@ pub use add::add;
 pub use add_rows::add_rows;
 pub use argmax::argmax;
 pub use attention::{attention, attention_at};
+pub use cast::cast;
 pub use copy_rows::{copy_rows, copy_rows_at};
 pub use embedding::embedding;
 pub use gelu_mul::gelu_mul;
@@ -76,6 +80,7 @@ pub use matmul_id::{matmul_id, matmul_id_swiglu};
 pub use matvec_fused::{fused_available, fused_params, matvec_fused, FusedInputs, FusedOutputs};
 pub use moe_combine::moe_combine;
 pub use moe_route::moe_route;
+pub use mul::mul;
 pub use norm_rope::norm_rope;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, rope_with_factors};
@@ -90,6 +95,7 @@ pub use softmax::softmax;
 pub use kiln_core::ops::add::AddParams;
 pub use kiln_core::ops::add_rows::AddRowsParams;
 pub use kiln_core::ops::attention::AttentionParams;
+pub use kiln_core::ops::cast::CastParams;
 pub use kiln_core::ops::copy_rows::CopyRowsParams;
 pub use kiln_core::ops::embedding::EmbeddingParams;
 pub use kiln_core::ops::gelu_mul::{GeluMode, GeluMulParams};
@@ -100,6 +106,7 @@ pub use kiln_core::ops::matmul_id::MatmulIdParams;
 pub use kiln_core::ops::matvec_fused::{FusedEpilogue, MatvecFusedParams, QkvRope};
 pub use kiln_core::ops::moe_combine::MoeCombineParams;
 pub use kiln_core::ops::moe_route::{MoeRouteParams, MoeScoring};
+pub use kiln_core::ops::mul::MulParams;
 pub use kiln_core::ops::norm_rope::NormRopeParams;
 pub use kiln_core::ops::rms_norm::RmsNormParams;
 pub use kiln_core::ops::rope::{RopeMode, RopeParams};

@@ -1,4 +1,4 @@
 //! `out = sigmoid(gate) * up` over the first `p.n` elements (gated attention's output gate).
-//! Dispatch: the `gated_op!` macro in ops/mod.rs (shared by the gated ops).
+//! Dispatch: the `binary_op!` macro in ops/mod.rs (shared by the two-input elementwise ops).
 
-gated_op!(sigmoid_mul, crate::ops::SigmoidMulParams);
+binary_op!(sigmoid_mul, crate::ops::SigmoidMulParams, gate, up);

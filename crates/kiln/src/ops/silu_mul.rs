@@ -1,4 +1,4 @@
 //! `out = silu(gate) * up` over the first `p.n` elements.
-//! Dispatch: the `gated_op!` macro in ops/mod.rs (shared by the gated ops).
+//! Dispatch: the `binary_op!` macro in ops/mod.rs (shared by the two-input elementwise ops).
 
-gated_op!(silu_mul, crate::ops::SiluMulParams);
+binary_op!(silu_mul, crate::ops::SiluMulParams, gate, up);

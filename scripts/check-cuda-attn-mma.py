@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Check the tensor-core attention prefill kernel (attention_mma.cuh) without
+a GPU, by running its device code as host C++ with an emulated warp (the
+technique of check-cuda-staged.py).
+
+The kernel's own code (attention_mma.cuh, and AttnParams / first_key from
+attention.cu) is compiled with g++ -fsanitize=address behind shims: one
+std::thread per CUDA thread of a CTA (CTAs run one after another),
+__syncthreads a block-wide std::barrier, __shared__ arrays function
+statics. The warp-collective instructions, which the kernel keeps in small
+functions for this purpose (KILN_MMA_EMULATED replaces them), exchange
+their operands through memory between two per-warp barriers and are
+emulated from the PTX ISA's definitions, written here independently of
+the kernel:
+
+- mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA 9.7.14.5.8,
+  "Matrix Fragments for mma.m16n8k16 with floating point type"): with
+  groupID = lane >> 2 and threadID_in_group = lane % 4,
+  A element a_i (i = 0..7, two per .b32 register, the lower index in the
+  low half): row = groupID for i < 2 or 4 <= i < 6, else groupID + 8;
+  col = threadID_in_group * 2 + (i & 1), + 8 for i >= 4.
+  B element b_i (i = 0..3): row = threadID_in_group * 2 + (i & 1), + 8 for
+  i >= 2; col = groupID.
+  C/D element c_i (i = 0..3): row = groupID for i < 2, else groupID + 8;
+  col = threadID_in_group * 2 + (i & 1).
+  The emulator assembles the full 16x16 A and 16x8 B from the 32 lanes'
+  registers by these formulas, multiplies in float64 and hands each lane
+  its D elements by the C formula.
+- ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA 9.7.14.5.15):
+  lanes 8i .. 8i + 7 give the row addresses of matrix i (16-byte aligned,
+  checked); lane l receives in register i the elements (row l / 4, columns
+  2 (l % 4), 2 (l % 4) + 1) of matrix i, or with .trans (rows 2 (l % 4),
+  2 (l % 4) + 1, column l / 4).
+- cvt.rn.bf16x2.f32: round to nearest even.
+- __shfl_xor_sync: the value of lane l ^ m.
+
+The kernel's load pipeline (K/V tiles fetched into registers one phase
+ahead, stored between the barriers) runs as written, so a tile stored to
+the wrong buffer or phase shows; timing-dependent races are not
+exhaustively explored (the barriers' placement is argued in the kernel).
+A wrong fragment layout, a swapped register or a bad index gives errors of
+order 0.1 to 1 here; bf16 rounding of q, k, v and P gives ~1e-3.
+
+Inputs: q, k, v uniform in [-1, 1] (one case with |q|, |k| <= 2 and scale 1:
+peaked, nearly one-hot scores, with its own bound, PEAKED_MAX_ABS), cache rows no query may read (past pos0 +
+n_tokens, before the first query's window) NaN, the output NaN-poisoned
+between guard zones. Checked against a float64 reference (kiln-core's
+attention_ref, written again in numpy): no NaN, guards intact, max abs
+error and NMSE within the bounds of kiln-cuda's Tol for this kernel
+(ATTENTION_BF16 in crates/kiln-testkit/src/compare.rs). Also a case with V
+constant along the keys, whose output must be bf16(v) up to f32 rounding
+(the softmax weights are normalized by the sum of the same rounded P).
+
+Usage: python3 scripts/check-cuda-attn-mma.py   (needs g++ with C++20 and numpy)
+"""
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "crates/kiln-cuda/kernels"
+SEED = 1618
+# The bound the GPU tests hold this kernel to (Tol::ATTENTION_BF16).
+MAX_ABS = 1.6e-2
+NMSE = 1e-4
+
+PRELUDE = r"""
+#include <algorithm>
+#include <barrier>
+#include <cassert>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+#define __device__
+#define __host__
+#define __global__
+#define __forceinline__ inline
+#define __restrict__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+struct Idx { unsigned x = 0, y = 0, z = 0; };
+thread_local Idx threadIdx, blockIdx;
+Idx blockDim, gridDim;
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
+static inline float2 make_float2(float a, float b) { return {a, b}; }
+using std::min;
+using std::max;
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline unsigned f2u(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+"""
+
+SHIMS = r"""
+#define KILN_MMA_EMULATED 1
+// The f32-cache module (attention_kv.cuh's KILN_KV 0): kv_t and entry names.
+#define KILN_KV 0
+typedef float kv_t;
+#define KV_NAME(base) base##f32
+// One exchange area per warp: 32 lanes x 8 words, and the warp's barrier.
+struct WarpX {
+    unsigned long long slot[32][8];
+    std::barrier<> bar{32};
+};
+static thread_local WarpX* warpx;
+static thread_local std::barrier<>* block_bar;
+static inline void __syncthreads() { block_bar->arrive_and_wait(); }
+static inline unsigned lane_id() { return threadIdx.x % 32; }
+
+static inline float __shfl_xor_sync(unsigned mask, float v, int m) {
+    assert(mask == 0xffffffffu);
+    const unsigned l = lane_id();
+    warpx->slot[l][0] = f2u(v);
+    warpx->bar.arrive_and_wait();
+    const float r = __uint_as_float((unsigned)warpx->slot[l ^ (unsigned)m][0]);
+    warpx->bar.arrive_and_wait();
+    return r;
+}
+
+// cvt.rn.bf16x2.f32 of (hi, lo): round to nearest even (no NaN reaches it).
+static inline unsigned bf16_rne(float f) {
+    const unsigned u = f2u(f);
+    assert(!std::isnan(f));
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+static inline unsigned mma_pack_bf16(float lo, float hi) { return bf16_rne(lo) | (bf16_rne(hi) << 16); }
+static inline double bf16_val(unsigned reg, int half) {
+    return (double)__uint_as_float(((reg >> (16 * half)) & 0xffffu) << 16);
+}
+
+// mma.m16n8k16 .row.col f32.bf16.bf16.f32: the PTX ISA fragment layouts.
+static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    const unsigned l = lane_id();
+    for (int i = 0; i < 4; i++) warpx->slot[l][i] = a[i];
+    warpx->slot[l][4] = b0;
+    warpx->slot[l][5] = b1;
+    warpx->bar.arrive_and_wait();
+    double A[16][16], B[16][8];
+    for (int i = 0; i < 16; i++) for (int j = 0; j < 16; j++) A[i][j] = NAN;
+    for (int i = 0; i < 16; i++) for (int j = 0; j < 8; j++) B[i][j] = NAN;
+    for (unsigned L = 0; L < 32; L++) {
+        const unsigned gid = L >> 2, tig = L % 4;
+        for (int i = 0; i < 8; i++) {
+            const unsigned row = (i < 2 || (i >= 4 && i < 6)) ? gid : gid + 8;
+            const unsigned col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = bf16_val((unsigned)warpx->slot[L][i / 2], i % 2);
+        }
+        for (int i = 0; i < 4; i++) {
+            const unsigned row = tig * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+            B[row][gid] = bf16_val((unsigned)warpx->slot[L][4 + i / 2], i % 2);
+        }
+    }
+    warpx->bar.arrive_and_wait();
+    const unsigned gid = l >> 2, tig = l % 4;
+    for (int i = 0; i < 4; i++) {
+        const unsigned row = i < 2 ? gid : gid + 8, col = tig * 2 + (i & 1);
+        double acc = d[i];
+        for (int kk = 0; kk < 16; kk++) acc += A[row][kk] * B[kk][col];
+        d[i] = (float)acc;
+    }
+}
+
+// ldmatrix.m8n8.x4[.trans].b16.
+static inline void ldsm(unsigned (&r)[4], const u16* p, bool trans) {
+    const unsigned l = lane_id();
+    assert(((unsigned long long)p & 15) == 0);
+    warpx->slot[l][0] = (unsigned long long)p;
+    warpx->bar.arrive_and_wait();
+    const unsigned g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; i++) {
+        u16 lo, hi;
+        if (!trans) {
+            const u16* row = (const u16*)warpx->slot[8 * i + g][0];
+            lo = row[2 * t];
+            hi = row[2 * t + 1];
+        } else {
+            lo = ((const u16*)warpx->slot[8 * i + 2 * t][0])[g];
+            hi = ((const u16*)warpx->slot[8 * i + 2 * t + 1][0])[g];
+        }
+        r[i] = (unsigned)lo | ((unsigned)hi << 16);
+    }
+    warpx->bar.arrive_and_wait();
+}
+static inline void mma_ldsm_x4(unsigned (&r)[4], const u16* p) { ldsm(r, p, false); }
+static inline void mma_ldsm_x4_trans(unsigned (&r)[4], const u16* p) { ldsm(r, p, true); }
+"""
+
+MAIN = r"""
+static std::vector<float> slurp(const char* path, size_t n) {
+    std::vector<float> v(n);
+    FILE* f = fopen(path, "rb");
+    if (!f || fread(v.data(), 4, n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
+    fclose(f);
+    return v;
+}
+
+// args: dir n_tokens n_heads n_kv_heads d pos0 kv_stride scale window
+int main(int argc, char** argv) {
+    if (argc != 10) return 2;
+    const char* dir = argv[1];
+    AttnParams p = {};
+    p.n_tokens = atoi(argv[2]);
+    p.n_heads = atoi(argv[3]);
+    p.n_kv_heads = atoi(argv[4]);
+    p.head_dim = atoi(argv[5]);
+    p.pos0 = atoi(argv[6]);
+    const unsigned kv_stride = atoi(argv[7]);
+    p.group = p.n_heads / p.n_kv_heads;
+    p.scale_log2 = (float)(atof(argv[8]) * 1.4426950408889634);
+    p.window = atoi(argv[9]);
+    const size_t nq = (size_t)p.n_tokens * p.n_heads * p.head_dim;
+    const size_t nkv = (size_t)kv_stride * p.n_kv_heads * p.head_dim;
+    char path[512];
+    snprintf(path, sizeof path, "%s/q", dir);
+    const auto q = slurp(path, nq);
+    snprintf(path, sizeof path, "%s/k", dir);
+    const auto k = slurp(path, nkv);
+    snprintf(path, sizeof path, "%s/v", dir);
+    const auto v = slurp(path, nkv);
+    const size_t guard = 64;
+    std::vector<float> out(nq + 2 * guard, 12345.0f);
+    for (size_t i = 0; i < nq; i++) out[guard + i] = NAN;
+    gridDim.x = p.n_heads;
+    gridDim.y = (p.n_tokens + MMA_BM - 1) / MMA_BM;
+    blockDim.x = MMA_THREADS;
+    for (unsigned by = 0; by < gridDim.y; by++)
+        for (unsigned bx = 0; bx < gridDim.x; bx++) {
+            std::barrier<> bar(MMA_THREADS);
+            std::vector<std::unique_ptr<WarpX>> wx;
+            for (int w = 0; w < MMA_THREADS / 32; w++) wx.emplace_back(new WarpX);
+            std::vector<std::thread> th;
+            for (unsigned t = 0; t < MMA_THREADS; t++)
+                th.emplace_back([&, t] {
+                    threadIdx.x = t;
+                    blockIdx.x = bx;
+                    blockIdx.y = by;
+                    warpx = wx[t / 32].get();
+                    block_bar = &bar;
+                    if (p.head_dim == 64)
+                        attention_mma_d64_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
+                    else
+                        attention_mma_d128_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
+                });
+            for (auto& t : th) t.join();
+        }
+    for (size_t i = 0; i < guard; i++)
+        if (out[i] != 12345.0f || out[guard + nq + i] != 12345.0f) { printf("guard overwritten\n"); return 3; }
+    snprintf(path, sizeof path, "%s/out", dir);
+    FILE* f = fopen(path, "wb");
+    fwrite(out.data() + guard, 4, nq, f);
+    fclose(f);
+    return 0;
+}
+"""
+
+
+def segment(src: str, start: str, end: str) -> str:
+    i = src.index(start)
+    return src[i : src.index(end, i)]
+
+
+def reference(p, q, k, v):
+    """kiln-core's attention_ref in float64."""
+    n, h, hk, d, pos0, scale, window = (
+        p["n"], p["h"], p["hk"], p["d"], p["pos0"], p["scale"], p["window"])
+    group = h // hk
+    q = q.reshape(n, h, d).astype(np.float64)
+    k = k.reshape(-1, hk, d).astype(np.float64)
+    v = v.reshape(-1, hk, d).astype(np.float64)
+    out = np.zeros((n, h, d))
+    for t in range(n):
+        end = pos0 + t + 1
+        first = max(0, end - window) if window else 0
+        for hh in range(h):
+            kv = hh // group
+            s = k[first:end, kv] @ q[t, hh] * scale
+            w = np.exp(s - s.max())
+            out[t, hh] = (w / w.sum()) @ v[first:end, kv]
+    return out.reshape(-1)
+
+
+def bf16(x):
+    """Round float32 values to bf16 (nearest even), as float64."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+# The peaked case (|q|, |k| <= 2, scale 1, d = 64): scores reach +-256 and
+# their bf16 error grows with them: d products of rms 4/3, each off by
+# ~2^-8/sqrt(3) relative, give a score error of standard deviation
+# sqrt(64) * 4/3 * 2^-8 * 0.58 ~ 0.024, and the nearly one-hot output moves
+# by about that much times |v| <= 1; bound 4x that. A wrong layout there
+# picks another key's v: errors of order 1.
+PEAKED_MAX_ABS = 0.1
+PEAKED_NMSE = 1e-3
+
+# (n_tokens, n_heads, n_kv_heads, head_dim, pos0, spare rows, window, amp, scale)
+CASES = [
+    (1, 1, 1, 64, 0, 0, 0, 1.0, None),
+    (16, 2, 1, 64, 0, 3, 0, 1.0, None),
+    (77, 9, 3, 64, 0, 5, 0, 1.0, None),
+    (130, 9, 3, 64, 37, 2, 0, 1.0, None),
+    (64, 4, 4, 128, 0, 0, 0, 1.0, None),
+    (150, 32, 8, 128, 0, 0, 0, 1.0, None),
+    (65, 32, 8, 128, 100, 1, 0, 1.0, None),
+    (150, 4, 1, 64, 0, 0, 16, 1.0, None),
+    (100, 8, 2, 128, 300, 1, 40, 1.0, None),
+    (64, 4, 2, 64, 10, 0, 1, 1.0, None),
+    (90, 9, 3, 64, 500, 0, 200, 1.0, None),
+    (70, 2, 1, 64, 5, 0, 0, 2.0, 1.0),
+]
+
+
+def main() -> int:
+    att = (KERNELS / "attention.cu").read_text()
+    mma = (KERNELS / "attention_mma.cuh").read_text()
+    common = (KERNELS / "common.cuh").read_text()
+    decls = [l for l in common.splitlines() if l.startswith("typedef")]
+    params = segment(att, "struct AttnParams {", "__device__ __forceinline__ float warp_max")
+    src = "\n".join([PRELUDE, "\n".join(decls), SHIMS, params, mma, MAIN])
+    rng = np.random.default_rng(SEED)
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        t = pathlib.Path(tmp)
+        (t / "emu.cpp").write_text(src)
+        cc = subprocess.run(
+            ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
+             "-o", str(t / "emu"), str(t / "emu.cpp")],
+            capture_output=True, text=True)
+        if cc.returncode != 0:
+            print(cc.stderr[-6000:])
+            return 2
+        cases = [(c, False) for c in CASES] + [(CASES[3], True), (CASES[8], True)]
+        for (n, h, hk, d, pos0, spare, window, amp, scale), const_v in cases:
+            scale = scale if scale is not None else 1.0 / np.sqrt(d)
+            stride = pos0 + n + spare
+            p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window)
+            q = rng.uniform(-amp, amp, n * h * d).astype(np.float32)
+            k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
+            if const_v:
+                v = np.broadcast_to(rng.uniform(-1, 1, (1, hk, d)), (stride, hk, d)).astype(np.float32)
+            else:
+                v = rng.uniform(-1, 1, (stride, hk, d)).astype(np.float32)
+            first0 = max(0, pos0 + 1 - window) if window else 0
+            for a in (k, v):
+                a[pos0 + n:] = np.nan
+                a[:first0] = np.nan
+            want = reference(p, q, k, v)
+            q.tofile(t / "q")
+            k.tofile(t / "k")
+            v.tofile(t / "v")
+            run = subprocess.run(
+                [str(t / "emu"), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
+                 repr(float(scale)), str(window)], capture_output=True, text=True)
+            name = f"tokens={n} heads={h}/{hk} d={d} pos0={pos0} window={window} amp={amp} scale={scale:.4g}"
+            if const_v:
+                name += " constant-v"
+            if run.returncode != 0:
+                print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
+                bad += 1
+                continue
+            got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
+            err = np.abs(got - want)
+            nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
+            max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
+            ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
+            extra = ""
+            if const_v:
+                exact = np.abs(got - bf16(v[pos0].reshape(-1))[np.tile(
+                    np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
+                extra = f", |out - bf16(v)| {exact:.2e}"
+                ok = ok and exact <= 1e-6
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, nmse {nmse:.3e}{extra}")
+            bad += not ok
+    print(f"seed {SEED}: {len(cases) - bad}/{len(cases)} cases ok")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
