@@ -430,6 +430,39 @@ fn check_kv(k: &KvView<'_, '_>, v: &KvView<'_, '_>) -> Result<KvType> {
     Ok(k.kv_type())
 }
 
+/// Launch a prefill kernel `f(AttnParams, const float* q, const kv_t* k,
+/// const kv_t* v, float* out)` without PDL (it does not wait for its
+/// predecessor).
+///
+/// # Safety
+/// `f` has that signature with `kv_t` the caches' element type, and with
+/// `cfg` and `params` it reads and writes only inside the (validated)
+/// buffers.
+unsafe fn launch_prefill(
+    be: &CudaBackend,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    mut params: AttnK,
+    q: &CudaView<'_, f32>,
+    (k, v): (&KvView<'_, '_>, &KvView<'_, '_>),
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let st = be.stream();
+    let (mut pq, _g1) = q.device_ptr(st);
+    let (mut pk, _g2) = k.device_ptr(st);
+    let (mut pv, _g3) = v.device_ptr(st);
+    let (mut po, _g4) = out.device_ptr_mut(st);
+    let mut args = [
+        arg(&mut params),
+        arg(&mut pq),
+        arg(&mut pk),
+        arg(&mut pv),
+        arg(&mut po),
+    ];
+    // SAFETY: the caller's contract; the pointers outlive the launch.
+    unsafe { launch_ex(be, f, cfg, false, &mut args) }
+}
+
 /// `out = attention(q, k, v)` on the backend's stream; see the module docs.
 pub fn attention(
     be: &CudaBackend,
@@ -462,7 +495,7 @@ pub fn attention_with_kernel(
     if p.n_tokens == 0 {
         return Ok(());
     }
-    let mut params = base_params(p)?;
+    let params = base_params(p)?;
     match *kernel {
         AttentionKernel::Tiled { head_dim } => {
             let i = TILED_HEAD_DIMS.iter().position(|&t| t == head_dim);
@@ -483,26 +516,12 @@ pub fn attention_with_kernel(
                 block_dim: (TILE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let st = be.stream();
-            let (mut pq, _g1) = q.device_ptr(st);
-            let (mut pk, _g2) = k.device_ptr(st);
-            let (mut pv, _g3) = v.device_ptr(st);
-            let (mut po, _g4) = out.device_ptr_mut(st);
-            let mut args = [
-                arg(&mut params),
-                arg(&mut pq),
-                arg(&mut pk),
-                arg(&mut pv),
-                arg(&mut po),
-            ];
-            // SAFETY: arguments match attention_tiled_d*_<kv>(AttnParams, const
-            // float*, const kv_t*, const kv_t*, float*) with kv_t the caches'
-            // element type (the variant was chosen by it); lengths were
-            // validated and the kernel reads q/k/v rows below pos0 + n_tokens
-            // (from the first query's first key) and writes out's n_tokens *
-            // n_heads * head_dim elements. Launched without PDL (the kernel
-            // does not wait for its predecessor).
-            unsafe { launch_ex(be, f, cfg, false, &mut args) }
+            // SAFETY: attention_tiled_d*_<kv> has launch_prefill's signature
+            // for the caches' type (the variant was chosen by it); lengths
+            // were validated and the kernel reads q/k/v rows below pos0 +
+            // n_tokens (from the first query's first key) and writes out's
+            // n_tokens * n_heads * head_dim elements.
+            unsafe { launch_prefill(be, f, cfg, params, q, (&k, &v), out) }
                 .map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
         AttentionKernel::Mma { head_dim } => {

@@ -14,9 +14,8 @@
 //! kernel where this one cannot run (older GPU, unaligned views) or when
 //! `KILN_ATTN_MMA=0`.
 
-use super::{kernel_fn, unsupported, AttentionKernel, AttnK, Kern, GRID_YZ_MAX};
+use super::{kernel_fn, launch_prefill, unsupported, AttentionKernel, AttnK, Kern, GRID_YZ_MAX};
 use crate::kv::KvView;
-use crate::launch::{arg, launch_ex};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
 use kiln_core::ops::attention::AttentionParams;
@@ -132,13 +131,14 @@ pub(super) fn launch(
             "no tensor-core kernel for head_dim {head_dim} (instances: {MMA_HEAD_DIMS:?})"
         )));
     };
-    let st = be.stream();
-    let (mut pq, _g0) = q.device_ptr(st);
-    let (mut pk, _g1) = k.device_ptr(st);
-    let (mut pv, _g2) = v.device_ptr(st);
-    let (mut po, _g3) = out.device_ptr_mut(st);
-    if let Some(why) = mma_obstacle(be, head_dim, pk, pv, po) {
-        return Err(bad(why));
+    {
+        let st = be.stream();
+        let (kp, _g1) = k.device_ptr(st);
+        let (vp, _g2) = v.device_ptr(st);
+        let (op, _g3) = out.device_ptr_mut(st);
+        if let Some(why) = mma_obstacle(be, head_dim, kp, vp, op) {
+            return Err(bad(why));
+        }
     }
     let f = kernel_fn(be, k.kv_type(), Kern::Mma { i })?;
     let cfg = LaunchConfig {
@@ -146,23 +146,13 @@ pub(super) fn launch(
         block_dim: (MMA_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut params = params;
-    let mut args = [
-        arg(&mut params),
-        arg(&mut pq),
-        arg(&mut pk),
-        arg(&mut pv),
-        arg(&mut po),
-    ];
-    // SAFETY: arguments match attention_mma_d*_<kv>(AttnParams, const float* q,
-    // const kv_t* k, const kv_t* v, float* out) with kv_t the caches' element
-    // type (the variant was chosen by it); lengths were validated, the device
-    // is sm_80+ and k/v/out aligned as the kernel's vector accesses need
-    // (checked above); the kernel reads q rows < n_tokens and cache rows from
-    // the first query's first key to pos0 + n_tokens, and writes each
-    // (token, head) row of out once (static shared memory). Launched without
-    // PDL (the kernel does not wait for its predecessor).
-    unsafe { launch_ex(be, f, cfg, false, &mut args) }
+    // SAFETY: attention_mma_d*_<kv> has launch_prefill's signature for the
+    // caches' type (the variant was chosen by it); lengths were validated,
+    // the device is sm_80+ and k/v/out aligned as the kernel's vector
+    // accesses need (checked above); the kernel reads q rows < n_tokens and
+    // cache rows from the first query's first key to pos0 + n_tokens, and
+    // writes each (token, head) row of out once (static shared memory).
+    unsafe { launch_prefill(be, f, cfg, params, q, (&k, &v), out) }
         .map_err(|e| CudaError::driver("launch attention_mma", e))?;
     Ok(())
 }
