@@ -86,6 +86,9 @@ timeout 180 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1
 echo "bench_attention rc=$?"
 [ -n "${OUT:-}" ] && cp "$L/bench_attention.txt" "$OUT/"
 grep -E '^\|' "$L/bench_attention.txt"
+# PyTorch's SDPA at the attention bench's issue shapes (the peer figures).
+PYTHONUNBUFFERED=1 timeout 120 python3 scripts/bench-sdpa.py > "$L/sdpa.txt" 2>&1
+echo "bench-sdpa rc=$?"; grep -E '^\|' "$L/sdpa.txt"
 for t in parity_cuops parity_cuelementwise parity_kiln_cast_mul parity_cuattn parity_cumoe parity_kiln_moe parity_cufused parity_graph compile_kernels; do
   par "$t" 240
 done
