@@ -458,14 +458,37 @@ impl Tensor {
                 expected: "F32",
             });
         }
-        let all: &[f32] = match &self.storage {
-            Storage::Cpu(CpuStorage::F32(v)) => v,
-            Storage::Cpu(c) => bytemuck::try_cast_slice(cpu_bytes(c)).map_err(|e| {
-                kiln_core::Error::invalid(op, format!("{what} is not f32-aligned: {e}"))
-            })?,
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => return Err(self.not_here(op, what, Device::Cpu)),
-        };
+        self.host_prefix(op, what, n)
+    }
+
+    /// [`Tensor::f32_prefix`], writable (an owned host F32 tensor).
+    pub(crate) fn f32_prefix_mut(
+        &mut self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<&mut [f32]> {
+        if self.dtype != DType::F32 {
+            return Err(Error::DType {
+                op,
+                what,
+                got: self.dtype,
+                expected: "an owned F32 tensor",
+            });
+        }
+        self.host_prefix_mut(op, what, n)
+    }
+
+    /// The first `n` elements of a host tensor's bytes as `T` (the storage
+    /// must be aligned for `T`); the typed prefixes check the dtype first.
+    pub(crate) fn host_prefix<T: bytemuck::Pod>(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<&[T]> {
+        let all: &[T] = bytemuck::try_cast_slice(self.cpu_bytes_for(op, what)?)
+            .map_err(|e| misaligned::<T>(op, what, e))?;
         all.get(..n).ok_or(Error::TooSmall {
             op,
             what,
@@ -474,37 +497,23 @@ impl Tensor {
         })
     }
 
-    pub(crate) fn f32_prefix_mut(
+    /// [`Tensor::host_prefix`], writable (an owned host tensor:
+    /// [`Tensor::cpu_bytes_mut`]).
+    pub(crate) fn host_prefix_mut<T: bytemuck::Pod>(
         &mut self,
         op: &'static str,
         what: &'static str,
         n: usize,
-    ) -> Result<&mut [f32]> {
-        #[cfg(feature = "cuda")]
-        let dev = self.device();
-        match &mut self.storage {
-            Storage::Cpu(CpuStorage::F32(v)) => {
-                let got = v.len();
-                v.get_mut(..n).ok_or(Error::TooSmall {
-                    op,
-                    what,
-                    got,
-                    needed: n,
-                })
-            }
-            Storage::Cpu(_) => Err(Error::DType {
-                op,
-                what,
-                got: self.dtype,
-                expected: "an owned F32 tensor",
-            }),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => Err(Error::DeviceMismatch {
-                op,
-                a: format!("{what} on {dev}"),
-                b: "a cpu stream".into(),
-            }),
-        }
+    ) -> Result<&mut [T]> {
+        let all: &mut [T] = bytemuck::try_cast_slice_mut(self.cpu_bytes_mut(op, what)?)
+            .map_err(|e| misaligned::<T>(op, what, e))?;
+        let got = all.len();
+        all.get_mut(..n).ok_or(Error::TooSmall {
+            op,
+            what,
+            got,
+            needed: n,
+        })
     }
 
     /// Raw bytes of an owned host tensor, for ops that write non-f32 data.
@@ -681,6 +690,18 @@ impl Tensor {
             }),
         }
     }
+}
+
+/// The error of a host buffer whose bytes cannot be viewed as `T`.
+fn misaligned<T>(op: &'static str, what: &'static str, e: bytemuck::PodCastError) -> Error {
+    kiln_core::Error::invalid(
+        op,
+        format!(
+            "{what} is not {}-byte aligned: {e}",
+            std::mem::size_of::<T>()
+        ),
+    )
+    .into()
 }
 
 fn cpu_bytes(c: &CpuStorage) -> &[u8] {

@@ -4,7 +4,7 @@
 //! hold the same number of elements. A 16-bit destination on CUDA must own
 //! its buffer (not a row view).
 use crate::device::Backend;
-use crate::{Error, Result, Stream, Tensor};
+use crate::{Result, Stream, Tensor};
 use kiln_core::ops::cast::{CastDst, CastParams, CastSrc};
 use kiln_core::DType;
 
@@ -25,13 +25,12 @@ pub fn cast(s: &Stream, src: &Tensor, dst: &mut Tensor) -> Result<()> {
             let sv = if p.src == DType::F32 {
                 CastSrc::F32(src.f32_prefix(OP, "src", n)?)
             } else {
-                CastSrc::Bits(u16_prefix(src.cpu_bytes_for(OP, "src")?, "src", n)?)
+                CastSrc::Bits(src.u16_prefix(OP, "src", n)?)
             };
-            let bytes = dst.cpu_bytes_mut(OP, "dst")?;
             let dv = if p.dst == DType::F32 {
-                CastDst::F32(prefix_mut::<f32>(bytes, "dst", n)?)
+                CastDst::F32(dst.f32_prefix_mut(OP, "dst", n)?)
             } else {
-                CastDst::Bits(prefix_mut::<u16>(bytes, "dst", n)?)
+                CastDst::Bits(dst.u16_prefix_mut(OP, "dst", n)?)
             };
             Ok(kiln_cpu::cast::cast(ctx, &p, sv, dv)?)
         }
@@ -56,37 +55,4 @@ pub fn cast(s: &Stream, src: &Tensor, dst: &mut Tensor) -> Result<()> {
             .map_err(super::cuda_err)
         }
     }
-}
-
-/// The first `n` 16-bit elements of a host tensor's bytes.
-fn u16_prefix<'a>(bytes: &'a [u8], what: &'static str, n: usize) -> Result<&'a [u16]> {
-    let all: &[u16] = bytemuck::try_cast_slice(bytes)
-        .map_err(|e| kiln_core::Error::invalid(OP, format!("{what} is not 2-byte aligned: {e}")))?;
-    all.get(..n).ok_or(Error::TooSmall {
-        op: OP,
-        what,
-        got: all.len(),
-        needed: n,
-    })
-}
-
-/// The first `n` elements of type `T` of an owned host tensor's bytes.
-fn prefix_mut<'a, T: bytemuck::Pod>(
-    bytes: &'a mut [u8],
-    what: &'static str,
-    n: usize,
-) -> Result<&'a mut [T]> {
-    let all: &mut [T] = bytemuck::try_cast_slice_mut(bytes).map_err(|e| {
-        kiln_core::Error::invalid(
-            OP,
-            format!("{what} is not {}-byte aligned: {e}", size_of::<T>()),
-        )
-    })?;
-    let got = all.len();
-    all.get_mut(..n).ok_or(Error::TooSmall {
-        op: OP,
-        what,
-        got,
-        needed: n,
-    })
 }

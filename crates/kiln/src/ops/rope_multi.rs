@@ -200,18 +200,8 @@ fn dispatch(
                     os,
                 )?)
             } else {
-                let xs = bf16_prefix(x.cpu_bytes_for(OP, "input")?, "input", n)?;
-                let ob = out.cpu_bytes_mut(OP, "output")?;
-                let got = ob.len() / 2;
-                let os: &mut [u16] = bytemuck::try_cast_slice_mut(ob).map_err(|e| {
-                    kiln_core::Error::invalid(OP, format!("output is not 2-byte aligned: {e}"))
-                })?;
-                let os = os.get_mut(..n).ok_or(Error::TooSmall {
-                    op: OP,
-                    what: "output",
-                    got,
-                    needed: n,
-                })?;
+                let xs = x.u16_prefix(OP, "input", n)?;
+                let os = out.u16_prefix_mut(OP, "output", n)?;
                 Ok(kiln_cpu::rope_multi::rope_multi_bf16(
                     ctx,
                     p,
@@ -248,16 +238,4 @@ fn dispatch(
             })
         }
     }
-}
-
-/// The first `n` bf16 elements (bits) of a host tensor's bytes.
-fn bf16_prefix<'a>(bytes: &'a [u8], what: &'static str, n: usize) -> Result<&'a [u16]> {
-    let all: &[u16] = bytemuck::try_cast_slice(bytes)
-        .map_err(|e| kiln_core::Error::invalid(OP, format!("{what} is not 2-byte aligned: {e}")))?;
-    all.get(..n).ok_or(Error::TooSmall {
-        op: OP,
-        what,
-        got: all.len(),
-        needed: n,
-    })
 }

@@ -2,9 +2,7 @@
 //! for the attention and KV-append ops: host slices by element type, and on
 //! a GPU views that own what `kiln_cuda::KvView` borrows.
 
-use super::{cpu_bytes, CpuStorage, Storage, Tensor};
-#[cfg(feature = "cuda")]
-use crate::Device;
+use super::Tensor;
 use crate::{Error, Result};
 use kiln_core::DType;
 
@@ -17,28 +15,8 @@ impl Tensor {
         what: &'static str,
         n: usize,
     ) -> Result<&[u16]> {
-        if !matches!(self.dtype, DType::F16 | DType::BF16) {
-            return Err(Error::DType {
-                op,
-                what,
-                got: self.dtype,
-                expected: "F16 or BF16",
-            });
-        }
-        let all: &[u16] = match &self.storage {
-            Storage::Cpu(CpuStorage::U16(v)) => v,
-            Storage::Cpu(c) => bytemuck::try_cast_slice(cpu_bytes(c)).map_err(|e| {
-                kiln_core::Error::invalid(op, format!("{what} is not 2-byte aligned: {e}"))
-            })?,
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => return Err(self.not_here(op, what, Device::Cpu)),
-        };
-        all.get(..n).ok_or(Error::TooSmall {
-            op,
-            what,
-            got: all.len(),
-            needed: n,
-        })
+        self.check_16bit(op, what, "F16 or BF16")?;
+        self.host_prefix(op, what, n)
     }
 
     /// [`Tensor::u16_prefix`], writable (an owned host F16 / BF16 tensor).
@@ -48,46 +26,26 @@ impl Tensor {
         what: &'static str,
         n: usize,
     ) -> Result<&mut [u16]> {
-        let dtype = self.dtype;
-        if !matches!(dtype, DType::F16 | DType::BF16) {
-            return Err(Error::DType {
+        self.check_16bit(op, what, "an owned F16 or BF16 tensor")?;
+        self.host_prefix_mut(op, what, n)
+    }
+
+    fn check_16bit(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        expected: &'static str,
+    ) -> Result<()> {
+        if matches!(self.dtype, DType::F16 | DType::BF16) {
+            Ok(())
+        } else {
+            Err(Error::DType {
                 op,
                 what,
-                got: dtype,
-                expected: "F16 or BF16",
-            });
+                got: self.dtype,
+                expected,
+            })
         }
-        #[cfg(feature = "cuda")]
-        let dev = self.device();
-        let all: &mut [u16] = match &mut self.storage {
-            Storage::Cpu(CpuStorage::U16(v)) => v,
-            Storage::Cpu(CpuStorage::Bytes(v)) => bytemuck::try_cast_slice_mut(v).map_err(|e| {
-                kiln_core::Error::invalid(op, format!("{what} is not 2-byte aligned: {e}"))
-            })?,
-            Storage::Cpu(CpuStorage::F32(_) | CpuStorage::Shared { .. }) => {
-                return Err(Error::DType {
-                    op,
-                    what,
-                    got: dtype,
-                    expected: "an owned F16 or BF16 tensor",
-                })
-            }
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(..) => {
-                return Err(Error::DeviceMismatch {
-                    op,
-                    a: format!("{what} on {dev}"),
-                    b: "a cpu stream".into(),
-                })
-            }
-        };
-        let got = all.len();
-        all.get_mut(..n).ok_or(Error::TooSmall {
-            op,
-            what,
-            got,
-            needed: n,
-        })
     }
 
     /// A KV cache of this tensor's dtype as read by the CPU ops (the first
