@@ -22,6 +22,10 @@
 //! split into chunks whose partial `(m, l, acc)` are merged with the same
 //! rescaling.
 //!
+//! Ring caches (a window and positions past `kv_stride`: position `j` in row
+//! `j % kv_stride`): a block stops at the ring's end, so its rows stay
+//! contiguous.
+//!
 //! f16 / bf16 caches: each block's K and V rows (all kv heads) are widened
 //! into per-task f32 buffers once and then used by every head exactly as
 //! f32 rows are, so the arithmetic is the f32 path's on the stored values.
@@ -109,8 +113,10 @@ impl Inputs<'_> {
         let (mut kw, mut vw) = (std::mem::take(&mut sc.kw), std::mem::take(&mut sc.vw));
         let mut b0 = j0;
         while b0 < j1 {
-            let b1 = (b0 + BLOCK).min(j1);
-            let rows = b0 * stride..b1 * stride;
+            // A block never crosses a ring's end: its rows are contiguous.
+            let r0 = self.p.kv_row(b0);
+            let b1 = (b0 + BLOCK).min(j1).min(b0 + self.p.kv_stride - r0);
+            let rows = r0 * stride..(r0 + b1 - b0) * stride;
             let blk = match (self.k, self.v) {
                 (KvSlice::F32(k), KvSlice::F32(v)) => Block {
                     n: b1 - b0,
@@ -130,8 +136,8 @@ impl Inputs<'_> {
             #[cfg(target_arch = "x86_64")]
             if self.f.has_avx2_fma() {
                 // SAFETY: AVX2+FMA were detected at run time; the block holds
-                // rows b0..b1 (in bounds: validate checked the cache lengths
-                // and j1 <= pos0 + n_tokens <= kv_stride).
+                // rows r0..r0 + (b1 - b0) (in bounds: validate checked the
+                // cache lengths, and b1 - b0 <= kv_stride - r0).
                 unsafe {
                     match d {
                         32 => self.block_avx2_fixed::<4>(&blk, sc, &mut st),

@@ -7,7 +7,8 @@ use kiln_core::quant::float::f32_to_bf16_bits;
 use kiln_core::{KvSliceMut, Result};
 
 /// Copy rows (see [`kiln_core::ops::copy_rows`]). Rows are contiguous in both
-/// buffers, so the whole range is a single slice copy.
+/// buffers, so the whole range is a single slice copy (two when a ring
+/// destination wraps).
 pub fn copy_rows(ctx: &CpuContext, p: &CopyRowsParams, src: &[f32], dst: &mut [f32]) -> Result<()> {
     copy_rows_kv(ctx, p, src, KvSliceMut::F32(dst))
 }
@@ -21,9 +22,27 @@ pub fn copy_rows_kv(
     dst: KvSliceMut<'_>,
 ) -> Result<()> {
     p.validate(src.len(), dst.len())?;
-    let n = p.n_rows * p.row_len;
-    let s = &src[p.src_row * p.row_len..][..n];
-    let d = p.dst_row * p.row_len;
+    let mut dst = dst;
+    // Contiguous runs: all rows, or with a ring the rows up to its end and
+    // the rest from row 0.
+    let mut i = 0;
+    while i < p.n_rows {
+        let first = p.dst_index(i);
+        let run = match p.dst_ring {
+            Some(r) => (r - first).min(p.n_rows - i),
+            None => p.n_rows,
+        };
+        let n = run * p.row_len;
+        let s = &src[(p.src_row + i) * p.row_len..][..n];
+        store(&mut dst, first * p.row_len, s);
+        i += run;
+    }
+    Ok(())
+}
+
+/// `s` into `dst` from element `d`, rounded to the destination's type.
+fn store(dst: &mut KvSliceMut<'_>, d: usize, s: &[f32]) {
+    let n = s.len();
     match dst {
         KvSliceMut::F32(o) => o[d..d + n].copy_from_slice(s),
         KvSliceMut::F16(o) => {
@@ -37,5 +56,4 @@ pub fn copy_rows_kv(
             }
         }
     }
-    Ok(())
 }

@@ -180,6 +180,7 @@ fn main() {
             n_rows: n,
             src_row: 0,
             dst_row: 7,
+            dst_ring: None,
         };
         row(
             &be,

@@ -415,6 +415,7 @@ fn check_copy_rows(be: &CudaBackend, shift: usize, o: &Options) -> Report {
             n_rows,
             src_row,
             dst_row,
+            dst_ring: None,
         };
         let mut rng = case_rng(o.seed, "copy_rows", index);
         let src = rand_f32(&mut rng, row_len * src_rows, -4.0, 4.0);
@@ -452,6 +453,7 @@ fn check_copy_rows(be: &CudaBackend, shift: usize, o: &Options) -> Report {
             n_rows,
             src_row,
             dst_row,
+            dst_ring: None,
         };
         let src = vec![1.0f32; src_len];
         let init = vec![-1.0f32; dst_len];

@@ -75,6 +75,7 @@ fn copy_rows_at_matches_reference() {
             n_rows,
             src_row: 0,
             dst_row: max_row,
+            dst_ring: None,
         };
         let ds = be.upload(&src).unwrap();
         for row in [0, 1, max_row / 2, max_row] {
@@ -216,6 +217,7 @@ fn recorded_step(be: &CudaBackend, kv: KvType) {
         n_rows: 1,
         src_row: 0,
         dst_row: stride - 1,
+        dst_ring: None,
     };
     let zeros = KvData::encode(kv, &vec![0.0f32; stride * row]);
     let mut kc = KvDev::upload(be, zeros.slice()).unwrap();
@@ -316,6 +318,7 @@ fn copy_rows_at_rounds_into_half_caches() {
             n_rows,
             src_row: 0,
             dst_row: dst_rows - n_rows,
+            dst_ring: None,
         };
         let ds = be.upload(&src).unwrap();
         for row in [0, 17, dst_rows - n_rows] {

@@ -234,6 +234,7 @@ fn forward_ops(
                     n_rows: 1,
                     src_row: n - 1,
                     dst_row: 0,
+                    dst_ring: None,
                 };
                 ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
                 &sc.last
@@ -303,6 +304,7 @@ impl KvStep {
                 n_rows: n,
                 src_row: 0,
                 dst_row: at,
+                dst_ring: None,
             },
             device_pos,
         }
@@ -412,6 +414,7 @@ pub(crate) fn unfused_head(
                     n_rows: 1,
                     src_row: n - 1,
                     dst_row: 0,
+                    dst_ring: None,
                 };
                 ops::copy_rows(s, &pick, &sc.x, &mut sc.last)?;
                 &sc.last

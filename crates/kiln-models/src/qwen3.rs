@@ -206,6 +206,7 @@ fn forward_ops(
         n_rows: n,
         src_row: 0,
         dst_row: 0,
+        dst_ring: None,
     };
 
     for (l, lw) in w.layers.iter().enumerate() {

@@ -175,6 +175,7 @@ fn half_kv_caches_append_and_attend() {
         n_rows: stride - 1,
         src_row: 0,
         dst_row: 0,
+        dst_ring: None,
     };
     for kv in [KvType::F16, KvType::BF16] {
         let round = |x: &[f32]| -> Vec<f32> {

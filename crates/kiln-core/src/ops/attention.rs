@@ -3,8 +3,16 @@
 //!
 //! - `q: [n_tokens, n_heads, head_dim]` — query `t` sits at position `pos0 + t`.
 //! - `k, v: [kv_stride, n_kv_heads, head_dim]` — the cache, of capacity
-//!   `kv_stride` rows; rows `0..pos0 + n_tokens` are valid (the current
-//!   tokens' keys already appended).
+//!   `kv_stride` rows; position `j`'s keys are in row `j % kv_stride`
+//!   ([`AttentionParams::kv_row`]), and positions `0..pos0 + n_tokens` have
+//!   been appended (the current tokens' keys included).
+//! - Usually `pos0 + n_tokens <= kv_stride`, so row `j` holds position `j`.
+//!   With a sliding window `w` the cache may be a ring buffer of fewer rows
+//!   (llama.cpp's SWA cache): positions past `kv_stride` wrap, overwriting
+//!   keys no query will see again. Every key a query of the call sees is
+//!   still in place iff `w + n_tokens - 1 <= kv_stride` (the first query's
+//!   oldest key must outlive the batch's own appends), which
+//!   [`AttentionParams::validate`] requires whenever the positions wrap.
 //! - query `t` (position `i = pos0 + t`) attends keys `0..=i`, or with a
 //!   sliding window `w` the last `w` of them: key `j` is visible iff
 //!   `i - w < j <= i` (Gemma 2/3's local layers, as their reference mask
@@ -30,7 +38,8 @@ pub struct AttentionParams {
     pub head_dim: usize,
     /// Position of the first query token = cached rows before this batch.
     pub pos0: usize,
-    /// Capacity (rows) of the K and V caches.
+    /// Capacity (rows) of the K and V caches; position `j` is row
+    /// `j % kv_stride` (a ring when the positions pass it; module docs).
     pub kv_stride: usize,
     /// Score multiplier, usually `1/sqrt(head_dim)`.
     pub scale: f32,
@@ -44,8 +53,9 @@ pub struct AttentionParams {
 
 impl AttentionParams {
     /// Heads non-zero and `n_heads % n_kv_heads == 0`, `head_dim > 0`,
-    /// `pos0 + n_tokens <= kv_stride`, finite scale, a soft cap finite and
-    /// > 0, buffer lengths.
+    /// `pos0 + n_tokens <= kv_stride` or a ring that keeps every visible key
+    /// (a window `w` with `w + n_tokens - 1 <= kv_stride`), finite scale, a
+    /// soft cap finite and > 0, buffer lengths.
     pub fn validate(&self, q_len: usize, k_len: usize, v_len: usize, out_len: usize) -> Result<()> {
         let op = "attention";
         if self.n_heads == 0 || self.n_kv_heads == 0 {
@@ -86,8 +96,24 @@ impl AttentionParams {
                 ));
             }
         }
-        match self.pos0.checked_add(self.n_tokens) {
-            Some(end) if end <= self.kv_stride => {}
+        let end = self.pos0.checked_add(self.n_tokens);
+        let ring_fits = |w: usize| {
+            w.checked_add(self.n_tokens.saturating_sub(1))
+                .is_some_and(|need| need <= self.kv_stride)
+        };
+        match (end, self.window) {
+            (Some(end), _) if end <= self.kv_stride => {}
+            (Some(_), Some(w)) if ring_fits(w) => {}
+            (_, Some(w)) => {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "pos0 {} + n_tokens {} exceeds kv_stride {}, and as a ring the \
+                         cache would overwrite visible keys (window {w} + n_tokens - 1 > {})",
+                        self.pos0, self.n_tokens, self.kv_stride, self.kv_stride
+                    ),
+                ))
+            }
             _ => {
                 return Err(Error::invalid(
                     op,
@@ -125,7 +151,13 @@ impl AttentionParams {
         h / self.group().max(1)
     }
 
-    /// The keys query `t` attends: `first..end` (see the module docs).
+    /// The cache row holding position `j`'s keys and values.
+    pub fn kv_row(&self, j: usize) -> usize {
+        j % self.kv_stride.max(1)
+    }
+
+    /// The positions whose keys query `t` attends: `first..end` (see the
+    /// module docs); [`AttentionParams::kv_row`] maps them to rows.
     pub fn key_range(&self, t: usize) -> (usize, usize) {
         let end = self.pos0 + t + 1;
         let first = match self.window {
@@ -147,7 +179,7 @@ pub fn attention_ref(
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
     let d = p.head_dim;
-    let kv_row = |j: usize, kvh: usize| (j * p.n_kv_heads + kvh) * d;
+    let kv_row = |j: usize, kvh: usize| (p.kv_row(j) * p.n_kv_heads + kvh) * d;
     let mut scores = Vec::new();
     let mut acc = vec![0.0f64; d];
     for t in 0..p.n_tokens {
@@ -340,6 +372,52 @@ mod tests {
         .validate(1, 4, 4, 1)
         .unwrap_err();
         assert!(e.to_string().contains("window 0"), "{e}");
+    }
+
+    #[test]
+    fn ring_cache_matches_full_cache() {
+        // Positions 0..13 of d = 2 keys/values; 3 queries at positions
+        // 10..13 with window 4: a ring of 4 + 3 - 1 = 6 rows holding position
+        // j in row j % 6 gives what a 13-row cache gives, exactly.
+        let (d, n_pos, n, w) = (2usize, 13usize, 3usize, 4usize);
+        let val = |j: usize, c: usize| ((j * 7 + c * 3) % 11) as f32 * 0.25 - 1.0;
+        let full_k: Vec<f32> = (0..n_pos * d).map(|i| val(i / d, i % d)).collect();
+        let full_v: Vec<f32> = (0..n_pos * d).map(|i| val(i / d + 5, i % d)).collect();
+        let q: Vec<f32> = (0..n * d).map(|i| 0.5 - i as f32 * 0.2).collect();
+        let full = AttentionParams {
+            window: Some(w),
+            ..p(n, 1, 1, d, n_pos - n, n_pos)
+        };
+        let mut want = vec![f32::NAN; n * d];
+        attention_ref(&full, &q, &full_k, &full_v, &mut want).unwrap();
+        let ring = AttentionParams {
+            kv_stride: w + n - 1,
+            ..full
+        };
+        let (mut rk, mut rv) = (vec![f32::NAN; 6 * d], vec![f32::NAN; 6 * d]);
+        for j in 0..n_pos {
+            let r = ring.kv_row(j);
+            rk[r * d..][..d].copy_from_slice(&full_k[j * d..][..d]);
+            rv[r * d..][..d].copy_from_slice(&full_v[j * d..][..d]);
+        }
+        let mut got = vec![f32::NAN; n * d];
+        attention_ref(&ring, &q, &rk, &rv, &mut got).unwrap();
+        assert_eq!(got, want);
+        // One row fewer would overwrite query 0's oldest key; no window, no ring.
+        let e = AttentionParams {
+            kv_stride: w + n - 2,
+            ..ring
+        }
+        .validate(n * d, 5 * d, 5 * d, n * d)
+        .unwrap_err();
+        assert!(e.to_string().contains("overwrite visible keys"), "{e}");
+        let e = AttentionParams {
+            window: None,
+            ..ring
+        }
+        .validate(n * d, 6 * d, 6 * d, n * d)
+        .unwrap_err();
+        assert!(e.to_string().contains("exceeds kv_stride 6"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! `src_row`) into `dst` (starting at row `dst_row`). Used for KV-cache append
 //! and for picking the last token's hidden state.
 //!
+//! With `dst_ring: Some(r)` the destination is a ring buffer of `r` rows (a
+//! sliding-window KV cache, `kiln_core::ops::attention`): row `dst_row + i`
+//! lands in row `(dst_row + i) % r`, so `dst_row` may be any position.
+//!
 //! The destination may be a cache of another element type
 //! ([`crate::KvType`]): each value is then rounded to f16 or bf16, to
 //! nearest even, exactly as [`KvSliceMut::store`] does
@@ -16,10 +20,22 @@ pub struct CopyRowsParams {
     pub n_rows: usize,
     pub src_row: usize,
     pub dst_row: usize,
+    /// The destination is a ring of this many rows (module docs); `None`:
+    /// rows are stored where they are numbered.
+    pub dst_ring: Option<usize>,
 }
 
 impl CopyRowsParams {
-    /// Both ranges must lie inside their buffers.
+    /// The destination row of copied row `i` (`0..n_rows`).
+    pub fn dst_index(&self, i: usize) -> usize {
+        match self.dst_ring {
+            Some(r) => (self.dst_row + i) % r.max(1),
+            None => self.dst_row + i,
+        }
+    }
+
+    /// Both ranges must lie inside their buffers; a ring holds the batch
+    /// (`n_rows <= r`) and fits the destination.
     pub fn validate(&self, src_len: usize, dst_len: usize) -> Result<()> {
         let need = |first: usize| {
             first
@@ -39,6 +55,21 @@ impl CopyRowsParams {
                     ),
                 ))
             }
+        }
+        if let Some(r) = self.dst_ring {
+            let fits = r.checked_mul(self.row_len).is_some_and(|n| n <= dst_len);
+            if r == 0 || r < self.n_rows || !fits || self.dst_row.checked_add(self.n_rows).is_none()
+            {
+                return Err(Error::invalid(
+                    "copy_rows",
+                    format!(
+                        "a ring of {r} rows of length {} must hold the {} rows copied, \
+                         fit a buffer of {dst_len}, and start at a row below usize::MAX - {}",
+                        self.row_len, self.n_rows, self.n_rows
+                    ),
+                ));
+            }
+            return Ok(());
         }
         match need(self.dst_row) {
             Some(n) if n <= dst_len => Ok(()),
@@ -60,7 +91,7 @@ pub fn copy_rows_ref(p: &CopyRowsParams, src: &[f32], dst: &mut [f32]) -> Result
     p.validate(src.len(), dst.len())?;
     for r in 0..p.n_rows {
         for c in 0..p.row_len {
-            dst[(p.dst_row + r) * p.row_len + c] = src[(p.src_row + r) * p.row_len + c];
+            dst[p.dst_index(r) * p.row_len + c] = src[(p.src_row + r) * p.row_len + c];
         }
     }
     Ok(())
@@ -72,7 +103,7 @@ pub fn copy_rows_ref_kv(p: &CopyRowsParams, src: &[f32], mut dst: KvSliceMut<'_>
     p.validate(src.len(), dst.len())?;
     for r in 0..p.n_rows {
         let s = (p.src_row + r) * p.row_len;
-        dst.store((p.dst_row + r) * p.row_len, &src[s..s + p.row_len]);
+        dst.store(p.dst_index(r) * p.row_len, &src[s..s + p.row_len]);
     }
     Ok(())
 }
@@ -91,6 +122,7 @@ mod tests {
             n_rows: 2,
             src_row: 1,
             dst_row: 3,
+            dst_ring: None,
         };
         copy_rows_ref(&p, &src, &mut dst).unwrap();
         assert_eq!(&dst[..9], &[-1.0; 9]);
@@ -105,6 +137,7 @@ mod tests {
             n_rows: 2,
             src_row: 0,
             dst_row: 1,
+            dst_ring: None,
         };
         let mut d16 = [0xAAAAu16; 6];
         copy_rows_ref_kv(&p, &src, KvSliceMut::F16(&mut d16)).unwrap();
@@ -126,12 +159,38 @@ mod tests {
     }
 
     #[test]
+    fn ring_wraps_rows() {
+        // 3 rows of 2 at position 4 into a ring of 3 rows: rows 1, 2, 0.
+        let src: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let mut dst = vec![-1.0f32; 8]; // 3 ring rows + 2 floats never touched
+        let p = CopyRowsParams {
+            row_len: 2,
+            n_rows: 3,
+            src_row: 0,
+            dst_row: 4,
+            dst_ring: Some(3),
+        };
+        copy_rows_ref(&p, &src, &mut dst).unwrap();
+        assert_eq!(dst, [4.0, 5.0, 0.0, 1.0, 2.0, 3.0, -1.0, -1.0]);
+        for (ring, dst_len) in [(2, 8), (0, 8), (5, 8)] {
+            let e = CopyRowsParams {
+                dst_ring: Some(ring),
+                ..p
+            }
+            .validate(6, dst_len)
+            .unwrap_err();
+            assert!(e.to_string().contains("ring"), "{e}");
+        }
+    }
+
+    #[test]
     fn rejects_out_of_range() {
         let p = CopyRowsParams {
             row_len: 3,
             n_rows: 2,
             src_row: 3,
             dst_row: 0,
+            dst_ring: None,
         };
         assert!(p.validate(12, 12).is_err());
         let p = CopyRowsParams {
@@ -139,6 +198,7 @@ mod tests {
             n_rows: 2,
             src_row: 0,
             dst_row: usize::MAX,
+            dst_ring: None,
         };
         assert!(p.validate(12, 12).is_err());
     }

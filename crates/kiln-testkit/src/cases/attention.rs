@@ -5,7 +5,8 @@
 //! sliding-window cases ([`check_attention_window`], a driver of its own;
 //! [`crate::check_all`] runs both with the same implementation) also poison
 //! the rows before the first query's window, so an off-by-one at the
-//! window's start fails too.
+//! window's start fails too. Ring caches (a window and positions past
+//! `kv_stride`, which wrap) poison every row no query of the call sees.
 //!
 //! Every case runs with f32, f16 and bf16 caches ([`KvType`]): the random
 //! f32 keys and values are rounded to the cache type (the poison stays
@@ -279,16 +280,19 @@ fn run_case(
 ) -> Result<(), String> {
     let nq = p.n_tokens * p.n_heads * p.head_dim;
     let row = p.n_kv_heads * p.head_dim;
-    let valid = (p.pos0 + p.n_tokens) * row;
     let q = rand_f32(rng, nq, -qk_amp, qk_amp);
     let mut k = rand_f32(rng, p.kv_stride * row, -qk_amp, qk_amp);
     let mut v = rand_f32(rng, p.kv_stride * row, -1.0, 1.0);
-    k[valid..].fill(f32::NAN);
-    v[valid..].fill(f32::NAN);
-    // Rows before query 0's first visible key are visible to no query.
-    let hidden = p.key_range(0).0 * row;
-    k[..hidden].fill(f32::NAN);
-    v[..hidden].fill(f32::NAN);
+    // Rows no query sees (past the last token, before query 0's first key,
+    // and in a ring the rows of overwritten positions) hold NaN.
+    let mut seen = vec![false; p.kv_stride];
+    for j in p.key_range(0).0..p.pos0 + p.n_tokens {
+        seen[p.kv_row(j)] = true;
+    }
+    for (r, _) in seen.iter().enumerate().filter(|(_, &s)| !s) {
+        k[r * row..][..row].fill(f32::NAN);
+        v[r * row..][..row].fill(f32::NAN);
+    }
     let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
     let mut want = vec![0.0; nq];
     attention_ref(p, &q, &k.widened(), &v.widened(), &mut want).map_err(ref_failed)?;
@@ -354,6 +358,16 @@ pub const WINDOW_CASES: &[WindowCase] = &[
     // (CUDA's tensor-core kernel at head_dim 64 and 128).
     w(70, 9, 3, 64, 5, 75, 16, false),
     w(100, 8, 2, 128, 300, 401, 40, false),
+    // Ring caches (positions past kv_stride wrap; kv_stride >= window +
+    // n_tokens - 1): decode with a ring of exactly the window, many laps
+    // in; a prefill whose keys wrap mid-range (Gemma 3 270M's local layers
+    // with a 64-token batch); tensor-core prefills that wrap inside a tile.
+    w(1, 1, 1, 8, 13, 6, 6, false),
+    w(1, 4, 1, 256, 3000, 512, 512, false),
+    w(3, 2, 1, 33, 9, 5, 3, false),
+    w(64, 4, 1, 256, 1000, 575, 512, false),
+    w(70, 9, 3, 64, 200, 85, 16, false),
+    w(100, 8, 2, 128, 3000, 139, 40, false),
 ];
 
 /// Run every sliding-window case against `imp`.
@@ -395,6 +409,25 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             run.case(&name, big, |rng| run_case(rng, &p, kv, 1.0, imp, tol));
         }
     }
+    run.case("rejects a ring that would overwrite visible keys", false, |rng| {
+        // Window 4, 3 tokens: a ring needs 6 rows, this one has 5.
+        let p = AttentionParams {
+            n_tokens: 3,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 8,
+            pos0: 10,
+            kv_stride: 5,
+            scale: 0.35,
+            window: Some(4),
+            softcap: None,
+        };
+        let q = rand_f32(rng, 24, -1.0, 1.0);
+        let kv = rand_f32(rng, 40, -1.0, 1.0);
+        let mut out = Guarded::new(24);
+        let kv = KvSlice::F32(&kv);
+        expect_reject(imp(&p, &q, kv, kv, out.as_mut_slice()), &out)
+    });
     run.case("rejects window 0", false, |rng| {
         let p = AttentionParams {
             n_tokens: 1,

@@ -35,6 +35,51 @@ pub const CASES: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (1000, 257, 300, 40, 600, 111, true),
 ];
 
+/// `(row_len, n_rows, src_rows, ring, dst_row)`: sliding-window KV appends
+/// into a ring of `ring` rows (the source's last `n_rows` rows): one row
+/// at a position many laps in, a batch that wraps past the ring's end, a
+/// batch that fills the ring exactly, an odd row length.
+pub const RING_CASES: &[(usize, usize, usize, usize, usize)] = &[
+    (192, 1, 1, 7, 3000),
+    (64, 9, 12, 20, 115),
+    (33, 5, 5, 5, 13),
+    (7, 3, 4, 4, 2),
+];
+
+/// Random source rows (a quarter of them rounding tests), the reference and
+/// the implementation into poisoned guarded destinations, compared bit for
+/// bit.
+fn run_case(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    p: &CopyRowsParams,
+    kv: KvType,
+    (src_rows, dst_rows): (usize, usize),
+    imp: &CopyRowsFn<'_>,
+) -> Result<(), String> {
+    let row_len = p.row_len;
+    let mut src = rand_f32(rng, row_len * src_rows, -4.0, 4.0);
+    for x in src.iter_mut() {
+        if rng.gen_range(0..4) == 0 {
+            *x = special(rng);
+        }
+    }
+    let mut want = GuardedKv::new(kv, row_len * dst_rows);
+    copy_rows_ref_kv(p, &src, want.as_mut()).map_err(ref_failed)?;
+    let mut got = GuardedKv::new(kv, row_len * dst_rows);
+    imp(p, &src, got.as_mut()).map_err(impl_failed)?;
+    got.check_guards()?;
+    let (g, w) = (bits(got.as_slice()), bits(want.as_slice()));
+    match g.iter().zip(&w).position(|(a, b)| a != b) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "dst[{i}] (row {}): bits {:#x}, want {:#x}",
+            i / row_len.max(1),
+            g[i],
+            w[i]
+        )),
+    }
+}
+
 /// Values that test the rounding (see the module docs).
 fn special(rng: &mut impl Rng) -> f32 {
     let tie16 = |m: u32| f32::from_bits(0x3f80_0000 + (m << 13) + (1 << 12));
@@ -79,31 +124,28 @@ pub fn check_copy_rows_with(imp: &CopyRowsFn<'_>, opts: &Options) -> Report {
             n_rows,
             src_row,
             dst_row,
+            dst_ring: None,
         };
         for kv in KvType::ALL {
             let name = format!("dst={kv} {p:?} src_rows={src_rows} dst_rows={dst_rows}");
             run.case(&name, big, |rng| {
-                let mut src = rand_f32(rng, row_len * src_rows, -4.0, 4.0);
-                for x in src.iter_mut() {
-                    if rng.gen_range(0..4) == 0 {
-                        *x = special(rng);
-                    }
-                }
-                let mut want = GuardedKv::new(kv, row_len * dst_rows);
-                copy_rows_ref_kv(&p, &src, want.as_mut()).map_err(ref_failed)?;
-                let mut got = GuardedKv::new(kv, row_len * dst_rows);
-                imp(&p, &src, got.as_mut()).map_err(impl_failed)?;
-                got.check_guards()?;
-                let (g, w) = (bits(got.as_slice()), bits(want.as_slice()));
-                match g.iter().zip(&w).position(|(a, b)| a != b) {
-                    None => Ok(()),
-                    Some(i) => Err(format!(
-                        "dst[{i}] (row {}): bits {:#x}, want {:#x}",
-                        i / row_len.max(1),
-                        g[i],
-                        w[i]
-                    )),
-                }
+                run_case(rng, &p, kv, (src_rows, dst_rows), imp)
+            });
+        }
+    }
+    for &(row_len, n_rows, src_rows, ring, dst_row) in RING_CASES {
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row: src_rows - n_rows,
+            dst_row,
+            dst_ring: Some(ring),
+        };
+        for kv in KvType::ALL {
+            // One row past the ring: it must keep its poison.
+            let name = format!("ring dst={kv} {p:?} src_rows={src_rows}");
+            run.case(&name, false, |rng| {
+                run_case(rng, &p, kv, (src_rows, ring + 1), imp)
             });
         }
     }
@@ -120,12 +162,40 @@ pub fn check_copy_rows_with(imp: &CopyRowsFn<'_>, opts: &Options) -> Report {
             12,
         ),
     ];
-    for (name, row_len, n_rows, src_row, dst_row, src_len, dst_len) in rejects {
+    let ring_rejects = [
+        (
+            "rejects a ring shorter than the batch",
+            4,
+            3,
+            0,
+            9,
+            12,
+            8,
+            Some(2),
+        ),
+        (
+            "rejects a ring longer than dst",
+            4,
+            2,
+            0,
+            9,
+            12,
+            12,
+            Some(4),
+        ),
+        ("rejects a ring of 0 rows", 4, 1, 0, 0, 12, 12, Some(0)),
+    ];
+    let rejects = rejects
+        .into_iter()
+        .map(|(n, a, b, c, d, e, f)| (n, a, b, c, d, e, f, None))
+        .chain(ring_rejects);
+    for (name, row_len, n_rows, src_row, dst_row, src_len, dst_len, dst_ring) in rejects {
         let p = CopyRowsParams {
             row_len,
             n_rows,
             src_row,
             dst_row,
+            dst_ring,
         };
         for kv in [KvType::F32, KvType::BF16] {
             run.case(&format!("{name} (dst {kv})"), false, |_| {
