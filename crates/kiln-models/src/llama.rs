@@ -160,6 +160,7 @@ fn forward_ops(
             freq_base: cfg.rope_base,
             freq_scale: cfg.rope_freq_scale,
             n_ctx: cache.n_ctx,
+            ring: false,
         },
     };
     for (l, lw) in w.layers.iter().enumerate() {

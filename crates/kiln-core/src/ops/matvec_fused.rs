@@ -34,6 +34,22 @@ pub struct QkvRope {
     pub freq_scale: f32,
     /// Rows of each cache (`[n_ctx, kv_dim]`).
     pub n_ctx: usize,
+    /// The caches are rings of `n_ctx` rows (a sliding-window cache, see
+    /// `kiln_core::ops::attention`): position `p` goes to row `p % n_ctx`
+    /// and may be `>= n_ctx`. `false`: row `p`, `p < n_ctx`.
+    pub ring: bool,
+}
+
+impl QkvRope {
+    /// The cache row of position `pos` (checked by
+    /// [`MatvecFusedParams::check_positions`]).
+    pub fn cache_row(&self, pos: usize) -> usize {
+        if self.ring {
+            pos % self.n_ctx.max(1)
+        } else {
+            pos
+        }
+    }
 }
 
 /// What happens to the product `y` (`[m, n]`).
@@ -154,10 +170,14 @@ impl MatvecFusedParams {
     /// Check that every position is a cache row (QKV epilogue).
     pub fn check_positions(&self, positions: &[i32]) -> Result<()> {
         if let FusedEpilogue::Qkv(q) = self.epilogue {
-            if let Some(&bad) = positions.iter().find(|&&p| p < 0 || p as usize >= q.n_ctx) {
+            let bad_pos = |p: i32| p < 0 || (!q.ring && p as usize >= q.n_ctx) || q.n_ctx == 0;
+            if let Some(&bad) = positions.iter().find(|&&p| bad_pos(p)) {
                 return Err(Error::invalid(
                     OP,
-                    format!("position {bad} is not a cache row (n_ctx {})", q.n_ctx),
+                    format!(
+                        "position {bad} is not a cache row (n_ctx {}, ring {})",
+                        q.n_ctx, q.ring
+                    ),
                 ));
             }
         }
@@ -247,7 +267,7 @@ pub fn matvec_fused_ref(p: &MatvecFusedParams, io: FusedRefIo<'_>) -> Result<()>
             io.out.copy_from_slice(&qs);
             let (mut kc, mut vc) = (io.k_cache, io.v_cache);
             for (i, row) in y.chunks_exact(mm.n).enumerate() {
-                let at = io.positions[i] as usize * kvd;
+                let at = q.cache_row(io.positions[i] as usize) * kvd;
                 kc.store(at, &ks[i * kvd..(i + 1) * kvd]);
                 vc.store(at, &row[qd + kvd..]);
             }
@@ -292,6 +312,7 @@ mod tests {
                 freq_base: 10000.0,
                 freq_scale: 1.0,
                 n_ctx: 3,
+                ring: false,
             }),
         };
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];

@@ -409,25 +409,29 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             run.case(&name, big, |rng| run_case(rng, &p, kv, 1.0, imp, tol));
         }
     }
-    run.case("rejects a ring that would overwrite visible keys", false, |rng| {
-        // Window 4, 3 tokens: a ring needs 6 rows, this one has 5.
-        let p = AttentionParams {
-            n_tokens: 3,
-            n_heads: 1,
-            n_kv_heads: 1,
-            head_dim: 8,
-            pos0: 10,
-            kv_stride: 5,
-            scale: 0.35,
-            window: Some(4),
-            softcap: None,
-        };
-        let q = rand_f32(rng, 24, -1.0, 1.0);
-        let kv = rand_f32(rng, 40, -1.0, 1.0);
-        let mut out = Guarded::new(24);
-        let kv = KvSlice::F32(&kv);
-        expect_reject(imp(&p, &q, kv, kv, out.as_mut_slice()), &out)
-    });
+    run.case(
+        "rejects a ring that would overwrite visible keys",
+        false,
+        |rng| {
+            // Window 4, 3 tokens: a ring needs 6 rows, this one has 5.
+            let p = AttentionParams {
+                n_tokens: 3,
+                n_heads: 1,
+                n_kv_heads: 1,
+                head_dim: 8,
+                pos0: 10,
+                kv_stride: 5,
+                scale: 0.35,
+                window: Some(4),
+                softcap: None,
+            };
+            let q = rand_f32(rng, 24, -1.0, 1.0);
+            let kv = rand_f32(rng, 40, -1.0, 1.0);
+            let mut out = Guarded::new(24);
+            let kv = KvSlice::F32(&kv);
+            expect_reject(imp(&p, &q, kv, kv, out.as_mut_slice()), &out)
+        },
+    );
     run.case("rejects window 0", false, |rng| {
         let p = AttentionParams {
             n_tokens: 1,

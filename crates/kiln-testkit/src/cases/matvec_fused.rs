@@ -82,6 +82,7 @@ fn qkv(
         freq_base: 10000.0,
         freq_scale: 1.0,
         n_ctx,
+        ring: false,
     })
 }
 
