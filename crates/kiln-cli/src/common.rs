@@ -61,6 +61,11 @@ pub struct ModelArgs {
     /// flag for both). 16-bit caches halve the cache's memory and bandwidth.
     #[arg(long = "kv-type", default_value = "f32", value_parser = parse_kv_type)]
     pub kv_type: KvType,
+    /// Keep every position of sliding-window layers (Gemma 3's local
+    /// layers, Mistral's window) instead of a ring of window + batch - 1
+    /// rows (llama.cpp's flag of the same name).
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
 }
 
 /// `--kv-type`'s value.
@@ -116,6 +121,7 @@ impl ModelArgs {
         bar.finish_and_clear();
         let mut model = model;
         model.kv_type = self.kv_type;
+        model.swa_full = self.swa_full;
         Ok((stream, model))
     }
 }

@@ -283,6 +283,15 @@ fn gemma3_params(
 }
 
 impl ModelConfig {
+    /// The sliding window of layer `l` (`None`: full attention): Gemma 3's
+    /// local layers, or every layer of a llama-family file that sets one.
+    pub fn layer_window(&self, l: usize) -> Option<usize> {
+        match &self.arch_params {
+            ArchParams::Gemma3(gp) => gp.is_local(l).then_some(gp.sliding_window),
+            _ => self.sliding_window,
+        }
+    }
+
     /// Read and check the config of a GGUF file kiln can run.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         let arch = arch_of(f)?;

@@ -26,13 +26,13 @@
 //!   (a file with `final_logit_softcapping` or `attn_logit_softcapping`, i.e.
 //!   Gemma 2 style, is refused at load).
 //!
-//! The KV cache keeps every position for the local layers too (the window is
-//! a mask, not a ring buffer): memory is `n_ctx` rows per layer, 5/6 of
-//! which a ring of `sliding_window` rows would save at long contexts.
+//! The local layers' caches are rings of `sliding_window + n_batch - 1`
+//! rows (`crate::kv_cache`; `Model::swa_full` keeps every position), which
+//! at long contexts saves most of the cache (5 of 6 layers are local).
 //!
-//! CUDA: not yet. [`Gemma3Weights::load`] refuses a non-CPU stream, and the
-//! Gemma-only ops (`gelu_mul`, `scale`, windowed attention) return typed
-//! errors on CUDA.
+//! CUDA: the forward runs on CUDA streams through `llama::KvStep` (a decode
+//! step is a CUDA graph), but is refused there at load until it has run on
+//! a GPU (`model::check_unverified_on_gpu`, `KILN_CUDA_ARCHS=1` to try).
 
 use crate::config::{ArchParams, Gemma3Params, ModelConfig};
 use crate::kv_cache::KvCache;
@@ -210,9 +210,10 @@ fn forward_ops(
         let pos = &sc.positions;
         ops::norm_rope(s, &qp, &sc.q, &ln.q_norm, None, pos, &mut sc.att)?;
         ops::norm_rope(s, &kp, &sc.k, &ln.k_norm, None, pos, &mut sc.o)?;
-        let window = local.then_some(gp.sliding_window);
+        // The cache knows the layer's window (cfg.layer_window) and rows.
+        let kvl = kv.layer(cache, l, gp.attn_scale);
         let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        kv.with_attention(gp.attn_scale, window).append_attend(
+        kvl.append_attend(
             s,
             &sc.positions,
             &sc.att,

@@ -164,7 +164,8 @@ fn forward_ops(
         },
     };
     for (l, lw) in w.layers.iter().enumerate() {
-        if let Some(fp) = fused.layer(s, lw)? {
+        let kv = kv.layer(cache, l, cfg.attn_scale());
+        if let Some(fp) = fused.layer(s, lw, cache, l)? {
             // The decode layer in five launches (see FusedPlan).
             let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
             let pos = &sc.positions;
@@ -297,7 +298,7 @@ impl KvStep {
                 pos0: at,
                 kv_stride: cache.n_ctx,
                 scale: cfg.attn_scale(),
-                window: cfg.sliding_window,
+                window: None,
                 softcap: None,
             },
             append: CopyRowsParams {
@@ -311,11 +312,16 @@ impl KvStep {
         }
     }
 
-    /// The same step with another score scale and sliding window (Gemma 3's
-    /// layers alternate local and global attention).
-    pub(crate) fn with_attention(mut self, scale: f32, window: Option<usize>) -> KvStep {
+    /// The same step on layer `l` of `cache`: its rows (a ring for a
+    /// sliding-window layer, `crate::kv_cache`), its window, and `scale`
+    /// (Gemma 3's per-layer query scale; [`ModelConfig::attn_scale`]
+    /// elsewhere).
+    pub(crate) fn layer(mut self, cache: &KvCache, l: usize, scale: f32) -> KvStep {
+        let rows = cache.rows.get(l).copied().unwrap_or(cache.n_ctx);
         self.attn.scale = scale;
-        self.attn.window = window;
+        self.attn.window = cache.windows.get(l).copied().flatten();
+        self.attn.kv_stride = rows;
+        self.append.dst_ring = cache.is_ring(l).then_some(rows);
         self
     }
 
@@ -455,7 +461,15 @@ struct LayerPlan<'w> {
 }
 
 impl FusedPlan {
-    fn layer<'w>(&self, s: &Stream, lw: &'w LayerWeights) -> Result<Option<LayerPlan<'w>>> {
+    /// The fused params of layer `l` (its cache rows, a ring or not), or
+    /// `None` where it runs unfused.
+    fn layer<'w>(
+        &self,
+        s: &Stream,
+        lw: &'w LayerWeights,
+        cache: &KvCache,
+        l: usize,
+    ) -> Result<Option<LayerPlan<'w>>> {
         let (Some(wqkv), Some(w_gate_up)) = (&lw.wqkv, &lw.w_gate_up) else {
             return Ok(None);
         };
@@ -463,10 +477,15 @@ impl FusedPlan {
             return Ok(None);
         }
         let eps = Some(self.eps);
+        let qkv = QkvRope {
+            n_ctx: cache.rows.get(l).copied().unwrap_or(cache.n_ctx),
+            ring: cache.is_ring(l),
+            ..self.qkv
+        };
         let plan = LayerPlan {
             wqkv,
             w_gate_up,
-            qkv: ops::fused_params(wqkv, self.n, eps, FusedEpilogue::Qkv(self.qkv))?,
+            qkv: ops::fused_params(wqkv, self.n, eps, FusedEpilogue::Qkv(qkv))?,
             o: ops::fused_params(&lw.wo, self.n, None, FusedEpilogue::Residual)?,
             gate_up: ops::fused_params(w_gate_up, self.n, eps, FusedEpilogue::SwiGlu)?,
             down: ops::fused_params(&lw.w_down, self.n, None, FusedEpilogue::Residual)?,

@@ -4,7 +4,7 @@
 use crate::chat::ChatTemplate;
 use crate::config::{ArchParams, ModelConfig};
 use crate::gemma3::{self, Gemma3Weights};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvLayout};
 use crate::llama::{self, Batch, LogitsMode, Scratch};
 use crate::sampler::{Sampler, SamplerError};
 use crate::tokenizer::{Tokenizer, VocabSpec};
@@ -34,6 +34,9 @@ pub struct Model {
     /// Element type of the KV caches [`Model::new_state`] makes (f32 unless
     /// set: `--kv-type`).
     pub kv_type: kiln_core::KvType,
+    /// Give sliding-window layers `n_ctx` rows instead of a ring
+    /// (`crate::kv_cache`; `--swa-full`, as llama.cpp names it).
+    pub swa_full: bool,
 }
 
 /// Per-architecture weights beyond [`LlamaWeights`], and so which forward
@@ -209,11 +212,27 @@ impl Model {
             file,
             totals,
             kv_type: kiln_core::KvType::F32,
+            swa_full: false,
         })
     }
 
+    /// The cache layout of a state of `n_ctx` positions fed at most
+    /// `n_batch` tokens at a time (rings for sliding-window layers unless
+    /// [`Model::swa_full`]).
+    pub fn kv_layout(&self, n_ctx: usize, n_batch: usize) -> KvLayout {
+        KvLayout {
+            n_ctx,
+            n_batch: n_batch.min(n_ctx),
+            windows: (0..self.config.n_layer)
+                .map(|l| self.config.layer_window(l))
+                .collect(),
+            window_rings: !self.swa_full,
+            kv_type: self.kv_type,
+        }
+    }
+
     /// A fresh conversation state with a context of `n_ctx` tokens (KV
-    /// caches of [`Model::kv_type`]).
+    /// caches of [`Model::kv_type`], laid out by [`Model::kv_layout`]).
     pub fn new_state(
         &self,
         stream: &Stream,
@@ -228,7 +247,7 @@ impl Model {
         }
         let n_batch = n_batch.min(n_ctx);
         Ok(State {
-            cache: KvCache::new(stream, &self.config, n_ctx, self.kv_type)?,
+            cache: KvCache::new(stream, &self.config, &self.kv_layout(n_ctx, n_batch))?,
             scratch: Scratch::new(stream, &self.config, n_batch, all_logits)?,
             tokens: Vec::with_capacity(n_ctx),
             logits: Vec::new(),
@@ -445,9 +464,19 @@ pub struct State {
 
 impl State {
     /// Forget everything after the first `n` tokens (the cache rows beyond are
-    /// overwritten by the next feed).
-    pub fn truncate(&mut self, n: usize) {
-        self.tokens.truncate(n);
+    /// overwritten by the next feed); returns the tokens kept. A ring cache
+    /// (`crate::kv_cache`) may already have overwritten keys the token after
+    /// the first `n` would see: then everything is forgotten (0 kept) and
+    /// the caller feeds the tokens again.
+    pub fn truncate(&mut self, n: usize) -> usize {
+        let n = n.min(self.tokens.len());
+        let keep = if n >= self.cache.oldest_restorable(self.tokens.len()) {
+            n
+        } else {
+            0
+        };
+        self.tokens.truncate(keep);
+        keep
     }
 
     /// Keep the longest common prefix with `tokens` and return its length, so a
@@ -461,8 +490,7 @@ impl State {
             .count();
         // Always leave at least one token to feed so there are fresh logits.
         let keep = common.min(tokens.len().saturating_sub(1));
-        self.truncate(keep);
-        keep
+        self.truncate(keep)
     }
 
     pub fn n_ctx(&self) -> usize {

@@ -235,8 +235,9 @@ fn forward_ops(
             ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
             ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
         }
+        let kvl = kv.layer(cache, l, cfg.attn_scale());
         let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        kv.append_attend(
+        kvl.append_attend(
             s,
             &sc.positions,
             &sc.att,

@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// KV cache element type: f32, f16 or bf16.
     #[arg(long = "kv-type", default_value = "f32", value_parser = crate::common::parse_kv_type)]
     pub kv_type: kiln_core::KvType,
+    /// Full caches for sliding-window layers instead of rings.
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
     /// After the timed runs, one profiled pass of each test: time per op
     /// family (the stream synchronizes after every op while profiling).
     #[arg(long)]
@@ -140,6 +143,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             threads: t,
             device: a.device.clone(),
             kv_type: a.kv_type,
+            swa_full: a.swa_full,
         };
         let (stream, model) = margs.load()?;
         let (params, bytes) = model.totals;

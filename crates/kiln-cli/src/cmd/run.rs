@@ -94,8 +94,9 @@ pub fn run(a: RunArgs) -> Result<()> {
             tokens.len()
         );
     }
+    let mut st = model.new_state(&stream, n_ctx, a.batch, false)?;
     eprintln!(
-        "kiln: {} ({} layers, {}), device {}, context {n_ctx} ({} KV), prompt {} tokens",
+        "kiln: {} ({} layers, {}), device {}, context {n_ctx} ({} KV cache, {:.1} MiB{}), prompt {} tokens",
         model.config.name,
         model.config.n_layer,
         model
@@ -106,9 +107,13 @@ pub fn run(a: RunArgs) -> Result<()> {
             .unwrap_or_else(|| "?".into()),
         stream.describe(),
         model.kv_type,
+        st.cache.bytes() as f64 / (1 << 20) as f64,
+        match st.cache.rows.iter().filter(|&&r| r < n_ctx).count() {
+            0 => String::new(),
+            n => format!("; {n} sliding-window layers as rings of {} rows", st.cache.rows.iter().min().unwrap_or(&n_ctx)),
+        },
         tokens.len()
     );
-    let mut st = model.new_state(&stream, n_ctx, a.batch, false)?;
     let mut out = std::io::stdout().lock();
     if !a.no_display_prompt && !a.chat {
         write!(out, "{prompt}")?;
