@@ -8,7 +8,7 @@
 //! rows (position `p` in row `p % rows`, `kiln_core::ops::attention`), the
 //! fewest that keep every key a batch of up to `n_batch` tokens sees, as
 //! llama.cpp's SWA cache does. Gemma 3 (5 of 6 layers local, window 512)
-//! at 32k context then needs 17% of the full cache; a ring is never made
+//! at 32k context then needs 19% of the full cache; a ring is never made
 //! larger than `n_ctx`.
 //!
 //! A ring forgets: a position's keys are overwritten `rows` positions
