@@ -6,6 +6,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::Stream;
 use kiln_core::KvType;
+use kiln_models::chat::{chatml, ChatError, ChatMessage};
 use kiln_models::sampler::SamplerParams;
 use kiln_models::Model;
 use std::path::PathBuf;
@@ -177,5 +178,14 @@ pub fn context_size(c: usize, model: &Model) -> usize {
         c
     } else {
         model.config.n_ctx_train.min(4096)
+    }
+}
+
+/// A conversation rendered with the model's chat template (ChatML when the
+/// file has none), ending with the assistant's generation prompt.
+pub fn render_chat(model: &Model, msgs: &[ChatMessage]) -> std::result::Result<String, ChatError> {
+    match &model.chat_template {
+        Some(t) => t.render(msgs, true),
+        None => chatml().render(msgs, true),
     }
 }

@@ -1,5 +1,5 @@
-//! `kiln`: run, chat, bench, perplexity, inspect, quantize and synthesize
-//! quantized LLMs.
+//! `kiln`: run, chat, serve, bench, perplexity, inspect, quantize and
+//! synthesize quantized LLMs.
 //! Flags follow llama.cpp's names (`-m`, `-p`, `-n`, `-c`, `-t`, `--temp`, ...).
 
 mod cmd;
@@ -30,6 +30,8 @@ enum Command {
     Perplexity(cmd::perplexity::PplArgs),
     /// Prompt-processing and generation speed, llama-bench style.
     Bench(cmd::bench::BenchArgs),
+    /// HTTP server with llama.cpp-server / OpenAI-compatible endpoints.
+    Serve(cmd::serve::ServeArgs),
     /// Run the parity case tables on every backend found.
     Selftest(cmd::selftest::SelftestArgs),
     /// Convert a GGUF file to another quantization type (llama-quantize's job).
@@ -57,6 +59,7 @@ fn main() {
         Command::Info(a) => cmd::info::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Selftest(a) => cmd::selftest::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Synth(a) => cmd::synth::run(a),

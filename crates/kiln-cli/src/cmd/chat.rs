@@ -2,10 +2,10 @@
 //! conversation with the chat template and only feeds the tokens that differ
 //! from what the KV cache already holds.
 
-use crate::common::{context_size, ModelArgs, SampleArgs};
+use crate::common::{context_size, render_chat, ModelArgs, SampleArgs};
 use anyhow::{bail, Result};
 use clap::Args;
-use kiln_models::chat::{chatml, ChatMessage};
+use kiln_models::chat::ChatMessage;
 use kiln_models::generate::{generate, GenParams};
 use kiln_models::model::DEFAULT_BATCH;
 use kiln_models::sampler::Sampler;
@@ -32,14 +32,6 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let mut sampler = Sampler::new(a.sample.params())?;
     let (stream, model) = a.model.load()?;
     let n_ctx = context_size(a.ctx, &model);
-    let fallback;
-    let template = match &model.chat_template {
-        Some(t) => t,
-        None => {
-            fallback = chatml();
-            &fallback
-        }
-    };
     let mut st = model.new_state(&stream, n_ctx, DEFAULT_BATCH, false)?;
     let mut msgs: Vec<ChatMessage> = Vec::new();
     if let Some(s) = &a.system {
@@ -72,7 +64,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.to_string(),
         });
-        let text = template.render(&msgs, true)?;
+        let text = render_chat(&model, &msgs)?;
         let tokens = model.tokenizer.encode(&text, true, true)?;
         if tokens.len() >= n_ctx {
             bail!(

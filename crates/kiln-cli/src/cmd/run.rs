@@ -1,9 +1,9 @@
 //! `kiln run`: generate from a prompt (optionally through the chat template).
 
-use crate::common::{context_size, ModelArgs, SampleArgs};
+use crate::common::{context_size, render_chat, ModelArgs, SampleArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_models::chat::{chatml, ChatMessage};
+use kiln_models::chat::ChatMessage;
 use kiln_models::generate::{generate, GenParams, StopReason};
 use kiln_models::model::DEFAULT_BATCH;
 use kiln_models::sampler::Sampler;
@@ -76,11 +76,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             role: "user".into(),
             content: prompt.clone(),
         });
-        let rendered = match &model.chat_template {
-            Some(t) => t.render(&msgs, true)?,
-            None => chatml().render(&msgs, true)?,
-        };
-        (rendered, true)
+        (render_chat(&model, &msgs)?, true)
     } else {
         (prompt.clone(), false)
     };
