@@ -5,6 +5,7 @@ use crate::model::{Model, State};
 use crate::sampler::Sampler;
 use crate::{ModelError, Result};
 use kiln::{Device, Stream};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// Timings of one generation.
@@ -25,6 +26,8 @@ pub enum StopReason {
     Length,
     EndOfGeneration,
     ContextFull,
+    /// The text callback asked to stop (a stop string, a client gone).
+    Stopped,
 }
 
 impl GenStats {
@@ -81,7 +84,11 @@ pub struct GenParams {
 
 /// Process `prompt` (after what `st` holds) and generate up to
 /// `p.n_predict` tokens, calling `on_text` with each complete piece of text.
-/// Stops at an end-of-generation token unless `p.ignore_eos`.
+/// Stops at an end-of-generation token unless `p.ignore_eos`, when the
+/// context is full, or when `on_text` returns `Break` (then the text held
+/// back as incomplete UTF-8 is dropped). `prompt` tokens enter the
+/// sampler's history; a caller that kept a prefix in the cache accepts
+/// that prefix into the sampler first.
 pub fn generate(
     model: &Model,
     stream: &Stream,
@@ -89,7 +96,7 @@ pub fn generate(
     prompt: &[u32],
     p: GenParams,
     sampler: &mut Sampler,
-    on_text: &mut dyn FnMut(&str),
+    on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Result<(Vec<u32>, GenStats)> {
     let GenParams {
         n_predict,
@@ -127,7 +134,7 @@ pub fn generate(
     let mut tok = next(st, sampler, prompt)?;
     stats.prompt_time = t0.elapsed();
 
-    let mut out = Vec::with_capacity(n_predict);
+    let mut out = Vec::with_capacity(n_predict.min(st.n_ctx()));
     let mut text = TextStream::default();
     let t1 = Instant::now();
     while out.len() < n_predict {
@@ -139,8 +146,9 @@ pub fn generate(
             break;
         }
         let piece = text.push(&model.tokenizer.token_to_piece(tok, false)?);
-        if !piece.is_empty() {
-            on_text(&piece);
+        if !piece.is_empty() && on_text(&piece).is_break() {
+            stats.stop = StopReason::Stopped;
+            break;
         }
         if out.len() == n_predict {
             break;
@@ -153,8 +161,8 @@ pub fn generate(
     }
     stats.gen_time = t1.elapsed();
     let rest = text.finish();
-    if !rest.is_empty() {
-        on_text(&rest);
+    if !rest.is_empty() && stats.stop != StopReason::Stopped && on_text(&rest).is_break() {
+        stats.stop = StopReason::Stopped;
     }
     Ok((out, stats))
 }

@@ -164,7 +164,7 @@ fn free_running_greedy_text() {
                 ignore_eos: true,
             },
             &mut sampler,
-            &mut |_| {},
+            &mut |_| std::ops::ControlFlow::Continue(()),
         )
         .unwrap();
         assert_eq!(

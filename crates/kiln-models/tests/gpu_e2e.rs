@@ -279,7 +279,10 @@ mod gpu {
                 n_predict: tokens.len(),
                 ignore_eos: true,
             };
-            let (out, _) = generate(&gm, &gs, &mut st, &prompt, gen, &mut s, &mut |_| {}).unwrap();
+            let (out, _) = generate(&gm, &gs, &mut st, &prompt, gen, &mut s, &mut |_| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
             assert_eq!(out, tokens, "{params:?}: generate on the GPU");
             eprintln!("{params:?}: 24 sampled tokens identical on host and device");
         }

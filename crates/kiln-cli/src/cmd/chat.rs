@@ -90,6 +90,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
                 reply.push_str(s);
                 print!("{s}");
                 let _ = std::io::stdout().flush();
+                std::ops::ControlFlow::Continue(())
             },
         )?;
         println!();

@@ -8,6 +8,7 @@ use kiln_models::generate::{generate, GenParams, StopReason};
 use kiln_models::model::DEFAULT_BATCH;
 use kiln_models::sampler::Sampler;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -127,9 +128,12 @@ pub fn run(a: RunArgs) -> Result<()> {
             ignore_eos: a.ignore_eos,
         },
         &mut sampler,
-        &mut |s| {
-            if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        &mut |s| match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => ControlFlow::Continue(()),
+            // Output closed (`kiln run | head`): stop generating.
+            Err(e) => {
                 write_err.get_or_insert(e);
+                ControlFlow::Break(())
             }
         },
     )?;
@@ -141,6 +145,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         StopReason::Length => "length",
         StopReason::EndOfGeneration => "end of generation",
         StopReason::ContextFull => "context full",
+        StopReason::Stopped => "output closed",
     };
     eprintln!(
         "\nprompt: {} tokens in {:.1} ms ({:.1} t/s) | generation: {} tokens in {:.1} ms ({:.1} t/s) | stop: {why}",

@@ -4,19 +4,20 @@
 //! request's prompt reuses the cache entries of the longest prefix it
 //! shares with what the last request left there (`State::reuse_prefix`).
 //!
-//! Generation is `kiln_models::generate`'s loop (the same device-side
-//! greedy / sample choice, the same UTF-8-safe streaming through
-//! `TextStream`) with what a server adds: stop strings, ending when the
-//! client goes away (a send on its channel fails), and the whole prompt
-//! in the sampler's repetition history even where the cache held part of it.
+//! Generation is `kiln_models::generate::generate` (the device-side greedy
+//! / sample choice, UTF-8-safe streaming) with what a server adds in its
+//! text callback: stop strings, and ending when the client goes away (a
+//! send on its channel fails); the whole prompt enters the sampler's
+//! repetition history even where the cache held part of it.
 
 use super::api::{ApiError, GenRequest, Prompt, Usage};
-use kiln::{Device, Stream};
-use kiln_models::generate::TextStream;
+use kiln::Stream;
+use kiln_models::generate::{generate, GenParams, StopReason};
 use kiln_models::model::State;
 use kiln_models::sampler::Sampler;
 use kiln_models::Model;
 use serde_json::{json, Value};
+use std::ops::ControlFlow;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -82,22 +83,6 @@ impl Engine {
         ApiError::new(500, format!("generation failed: {e}"))
     }
 
-    /// Feed `toks` and pick the next token, as `generate` does: argmax on
-    /// the device for plain greedy, the sample op on device logits on a
-    /// GPU, the host sampler on CPU logits.
-    fn next(&mut self, sampler: &mut Sampler, toks: &[u32]) -> Res<u32> {
-        let (m, s) = (&self.model, &self.stream);
-        let r = if sampler.is_plain_greedy() {
-            m.feed_greedy(s, &mut self.st, toks)
-        } else if s.device() != Device::Cpu {
-            m.feed_sample(s, &mut self.st, toks, sampler)
-        } else {
-            m.feed(s, &mut self.st, toks)
-                .and_then(|logits| Ok(sampler.sample(logits)?))
-        };
-        r.map_err(|e| self.fail(e))
-    }
-
     fn generate_inner(&mut self, req: GenRequest, tx: &Sender<Event>) -> Res<()> {
         let tokens = self.prompt_tokens(&req.prompt)?;
         let n_ctx = self.st.n_ctx();
@@ -132,55 +117,55 @@ impl Engine {
             });
             return Ok(());
         }
-        for &t in &tokens {
+        // The kept prefix enters the sampler's history; generate adds the rest.
+        for &t in &tokens[..keep] {
             sampler.accept(t);
         }
-        let t0 = Instant::now();
-        let mut tok = self.next(&mut sampler, &tokens[keep..])?;
-        usage.prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-
-        let mut text = TextStream::default();
         let mut stops = StopFilter::new(req.stop);
-        let mut finish = "length";
-        let mut stopped = false;
-        let t1 = Instant::now();
-        loop {
-            sampler.accept(tok);
-            usage.completion_tokens += 1;
-            if !req.ignore_eos && self.model.tokenizer.is_eog(tok) {
-                finish = "stop";
-                break;
-            }
-            let bytes = self
-                .model
-                .tokenizer
-                .token_to_piece(tok, false)
-                .map_err(|e| self.fail(e))?;
-            let (out, hit) = stops.push(&text.push(&bytes));
-            if !out.is_empty() && tx.send(Event::Text(out)).is_err() {
-                // The client went away: stop generating.
-                return Ok(());
-            }
-            if hit {
-                (finish, stopped) = ("stop", true);
-                break;
-            }
-            // Out of tokens, or the context is full: "length" either way.
-            if usage.completion_tokens == n_predict || self.st.tokens.len() >= n_ctx {
-                break;
-            }
-            tok = self.next(&mut sampler, &[tok])?;
+        let (mut hit, mut gone) = (false, false);
+        let (m, s) = (&self.model, &self.stream);
+        let params = GenParams {
+            n_predict,
+            ignore_eos: req.ignore_eos,
+        };
+        let r = generate(
+            m,
+            s,
+            &mut self.st,
+            &tokens[keep..],
+            params,
+            &mut sampler,
+            &mut |piece| {
+                let (out, h) = stops.push(piece);
+                if !out.is_empty() && tx.send(Event::Text(out)).is_err() {
+                    // The client went away: stop generating.
+                    gone = true;
+                    return ControlFlow::Break(());
+                }
+                hit = h;
+                if h {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+        let (out, stats) = r.map_err(|e| self.fail(e))?;
+        if gone {
+            return Ok(());
         }
-        usage.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
-        if !stopped {
-            let (mut out, hit) = stops.push(&text.finish());
-            if hit {
-                finish = "stop";
-            } else {
-                out.push_str(&stops.finish());
-            }
-            if !out.is_empty() {
-                let _ = tx.send(Event::Text(out));
+        usage.completion_tokens = out.len();
+        usage.prompt_ms = stats.prompt_time.as_secs_f64() * 1e3;
+        usage.gen_ms = stats.gen_time.as_secs_f64() * 1e3;
+        // Out of tokens, or the context is full: "length" either way.
+        let finish = match stats.stop {
+            StopReason::EndOfGeneration | StopReason::Stopped => "stop",
+            StopReason::Length | StopReason::ContextFull => "length",
+        };
+        if !hit {
+            let rest = stops.finish();
+            if !rest.is_empty() {
+                let _ = tx.send(Event::Text(rest));
             }
         }
         let _ = tx.send(Event::Done { finish, usage });
