@@ -341,6 +341,8 @@ RING_CASES = [
     (64, 2, 2, 64, 657, 64, 1),         # window 1: each query sees only itself
     (30, 4, 2, 64, 10, 100, 50),        # a ring not yet full (no position wraps)
     (130, 9, 3, 64, 5000, 300, 171),    # several query tiles, each wrapping differently
+    (1, 1, 1, 64, 777, 1, 1),           # a ring of one row
+    (2, 9, 3, 128, 3000, 101, 100),     # two queries, 101 keys over four tiles
 ]
 
 
