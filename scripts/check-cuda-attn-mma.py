@@ -44,7 +44,14 @@ order 0.1 to 1 here; bf16 rounding of q, k, v and P gives ~1e-3.
 Inputs: q, k, v uniform in [-1, 1] (one case with |q|, |k| <= 2 and scale 1:
 peaked, nearly one-hot scores, with its own bound, PEAKED_MAX_ABS), cache rows no query may read (past pos0 +
 n_tokens, before the first query's window) NaN, the output NaN-poisoned
-between guard zones. Checked against a float64 reference (kiln-core's
+between guard zones. Ring caches (RING_CASES: a window w and a cache of
+kv_stride >= w + n_tokens - 1 rows, position j in row j % kv_stride): the
+keys and values of positions 0 .. pos0 + n_tokens are drawn per position and
+stored in their rows in order (later laps overwrite earlier ones), rows
+holding no position a query sees are NaN, and the reference attends over
+the positions themselves, knowing nothing of the ring; the cases wrap
+inside a key tile, use rings shorter than a tile, start many laps in, and
+have windows of one key. Checked against a float64 reference (kiln-core's
 attention_ref, written again in numpy): no NaN, guards intact, max abs
 error and NMSE within the bounds of kiln-cuda's Tol for this kernel
 (ATTENTION_BF16 in crates/kiln-testkit/src/compare.rs). Also a case with V
@@ -218,6 +225,7 @@ int main(int argc, char** argv) {
     p.group = p.n_heads / p.n_kv_heads;
     p.scale_log2 = (float)(atof(argv[8]) * 1.4426950408889634);
     p.window = atoi(argv[9]);
+    p.kv_rows = kv_stride;
     const size_t nq = (size_t)p.n_tokens * p.n_heads * p.head_dim;
     const size_t nkv = (size_t)kv_stride * p.n_kv_heads * p.head_dim;
     char path[512];
@@ -322,6 +330,39 @@ CASES = [
 ]
 
 
+# Ring caches: (n_tokens, n_heads, n_kv_heads, head_dim, pos0, kv_stride, window);
+# kv_stride >= window + n_tokens - 1 (what validate requires).
+RING_CASES = [
+    (70, 9, 3, 64, 200, 85, 16),        # the testkit's: wraps inside a 64-row tile's keys
+    (100, 8, 2, 128, 3000, 139, 40),    # the testkit's, d 128, many laps in
+    (20, 2, 1, 64, 1000, 35, 16),       # ring of 35 rows: a wrap inside a 32-key tile
+    (16, 4, 2, 128, 500, 23, 8),        # a ring shorter than a key tile
+    (64, 4, 1, 64, 100_000, 127, 64),   # thousands of laps in, ring exactly w + n - 1
+    (64, 2, 2, 64, 657, 64, 1),         # window 1: each query sees only itself
+    (30, 4, 2, 64, 10, 100, 50),        # a ring not yet full (no position wraps)
+    (130, 9, 3, 64, 5000, 300, 171),    # several query tiles, each wrapping differently
+    (1, 1, 1, 64, 777, 1, 1),           # a ring of one row
+    (2, 9, 3, 128, 3000, 101, 100),     # two queries, 101 keys over four tiles
+]
+
+
+def ring_inputs(rng, n, hk, d, pos0, stride, window):
+    """k and v of every position (rows = positions), then the ring: row j %
+    stride holds the last position stored there, NaN where no query looks."""
+    end = pos0 + n
+    first = max(0, pos0 + 1 - window)
+    k_pos = rng.uniform(-1, 1, (end, hk, d)).astype(np.float32)
+    v_pos = rng.uniform(-1, 1, (end, hk, d)).astype(np.float32)
+    k = np.full((stride, hk, d), np.nan, dtype=np.float32)
+    v = np.full((stride, hk, d), np.nan, dtype=np.float32)
+    for j in range(first, end):
+        k[j % stride] = k_pos[j]
+        v[j % stride] = v_pos[j]
+    k_pos[:first] = np.nan
+    v_pos[:first] = np.nan
+    return k, v, k_pos, v_pos
+
+
 def main() -> int:
     att = (KERNELS / "attention.cu").read_text()
     mma = (KERNELS / "attention_mma.cuh").read_text()
@@ -341,22 +382,28 @@ def main() -> int:
         if cc.returncode != 0:
             print(cc.stderr[-6000:])
             return 2
-        cases = [(c, False) for c in CASES] + [(CASES[3], True), (CASES[8], True)]
-        for (n, h, hk, d, pos0, spare, window, amp, scale), const_v in cases:
+        cases = [(c, False, None) for c in CASES] + [(CASES[3], True, None), (CASES[8], True, None)]
+        for (n, h, hk, d, pos0, stride, window) in RING_CASES:
+            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride))
+        for (n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring in cases:
             scale = scale if scale is not None else 1.0 / np.sqrt(d)
-            stride = pos0 + n + spare
+            stride = ring if ring is not None else pos0 + n + spare
             p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window)
             q = rng.uniform(-amp, amp, n * h * d).astype(np.float32)
-            k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
-            if const_v:
-                v = np.broadcast_to(rng.uniform(-1, 1, (1, hk, d)), (stride, hk, d)).astype(np.float32)
+            if ring is not None:
+                k, v, k_pos, v_pos = ring_inputs(rng, n, hk, d, pos0, stride, window)
+                want = reference(p, q, k_pos, v_pos)
             else:
-                v = rng.uniform(-1, 1, (stride, hk, d)).astype(np.float32)
-            first0 = max(0, pos0 + 1 - window) if window else 0
-            for a in (k, v):
-                a[pos0 + n:] = np.nan
-                a[:first0] = np.nan
-            want = reference(p, q, k, v)
+                k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
+                if const_v:
+                    v = np.broadcast_to(rng.uniform(-1, 1, (1, hk, d)), (stride, hk, d)).astype(np.float32)
+                else:
+                    v = rng.uniform(-1, 1, (stride, hk, d)).astype(np.float32)
+                first0 = max(0, pos0 + 1 - window) if window else 0
+                for a in (k, v):
+                    a[pos0 + n:] = np.nan
+                    a[:first0] = np.nan
+                want = reference(p, q, k, v)
             q.tofile(t / "q")
             k.tofile(t / "k")
             v.tofile(t / "v")
@@ -364,6 +411,8 @@ def main() -> int:
                 [str(t / "emu"), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
                  repr(float(scale)), str(window)], capture_output=True, text=True)
             name = f"tokens={n} heads={h}/{hk} d={d} pos0={pos0} window={window} amp={amp} scale={scale:.4g}"
+            if ring is not None:
+                name += f" ring={stride}"
             if const_v:
                 name += " constant-v"
             if run.returncode != 0:

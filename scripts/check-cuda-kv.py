@@ -9,13 +9,21 @@ From crates/kiln-cuda/kernels:
   values per lane (1..8, 16), full rows (vector pieces) and partial rows
   (d < 32 * DPL: element loads, zeros past d), and the tiled kernel's tile
   loads (tile_load, element pairs and single elements) for every tiled
-  head_dim, checked element by element against the cache widened by numpy;
+  head_dim, checked element by element against the cache widened by numpy,
+  also from ring caches (position j in row j % kv_rows: tiles many laps
+  in, tiles that straddle the ring's end, rings shorter than a tile, a
+  ring of one row); the position -> row maps kv_row and kv_row_step
+  against j % kv_rows for every small ring, position and step;
 - common.cuh's f32 -> f16 / bf16 rounding (kiln_f32_to_f16 with the PTX
   cvt.rn replaced by C++'s _Float16 conversion, which rounds to nearest
   even too; kiln_f32_to_bf16 as written) and copy_rows.cu's copy_range_16
   (the 4-wide path and the tail, several grid sizes), checked bit for bit
   against numpy's float16 and a numpy bf16 rounding written from the
-  ggml rule.
+  ggml rule; copy_rows.cu's entry points for every destination type
+  (copy_rows_<t> with the launcher's split of a ring append, copy_rows_at_<t>
+  with the device row clamped and wrapped into a ring by the kernel), rows
+  landing where (row + i) % ring says, bit for bit, and nothing else of the
+  destination (nor a guard past it) written.
 
 What it cannot check: the kernels' timing, and the f16 cvt instruction
 itself (the GPU parity tests do: parity_cuattn, parity_graph,
@@ -87,7 +95,8 @@ def slice_between(src, a, b):
 
 
 def attention_parts():
-    """The KV type block, kv_cvt/kv_cvt2, DecPiece/kv_piece/dec_load_kv and tile_load."""
+    """The KV type block, kv_cvt/kv_cvt2, DecPiece/kv_piece/dec_load_kv,
+    AttnParams with kv_row/kv_row_step, and tile_load."""
     kv = (KERNELS / "attention_kv.cuh").read_text()
     head = slice_between(kv, "#ifndef KILN_KV", "// Elements per vector piece")
     src = (KERNELS / "attention.cu").read_text()
@@ -95,8 +104,10 @@ def attention_parts():
         src, "// Lane `lane`'s values c = lane * DPL + i", "// Dynamic shared memory: DEC_WARPS"
     )
     tile_defs = "#define TILE_Q 32\n#define TILE_K 32\n#define TILE_THREADS 128\n"
-    tile = slice_between(src, "// Keys k0 .. k0 + nk of a K or V cache", "// 128 threads: thread (r = tid / 4")
-    return head, dec, tile_defs, tile
+    params = slice_between(src, "struct AttnParams {", "// A score from the dot product")
+    rows = slice_between(src, "// The cache row of position j:", "__device__ __forceinline__ float warp_max")
+    tile = slice_between(src, "// The keys of positions k0 .. k0 + nk of a K or V cache", "// 128 threads: thread (r = tid / 4")
+    return head, dec, tile_defs, params + rows + tile
 
 
 MAIN = r"""
@@ -124,17 +135,23 @@ static void check_dec(const kv_t* cache, size_t n_rows, u32 d) {
         }
 }
 
+// The tile of positions k0 .. k0 + nk from a cache of kv_rows rows
+// (position j in row j % kv_rows: a ring when positions pass kv_rows).
 template <int D>
-static void check_tile(const kv_t* cache, u32 n_kv_heads, u32 kvh, u32 k0, u32 nk, bool pairs) {
+static void check_tile(const kv_t* cache, u32 n_kv_heads, u32 kvh, u32 k0, u32 nk, bool pairs,
+                       u32 kv_rows = 0xffffffffu) {
     const u64 row = (u64)n_kv_heads * D, kv_off = (u64)kvh * D;
     std::vector<float> tile(TILE_K * (D + 1), -1.f);
+    AttnParams p = {};
+    p.kv_rows = kv_rows;
     for (u32 t = 0; t < TILE_THREADS; ++t) {
         threadIdx.x = t;
-        tile_load<D>(tile.data(), cache, k0, nk, row, kv_off, pairs);
+        tile_load<D>(p, tile.data(), cache, k0, nk, row, kv_off, pairs);
     }
     for (u32 j = 0; j < TILE_K; ++j)
         for (u32 c = 0; c < (u32)D; ++c) {
-            const float want = j < nk ? widen(cache, (k0 + j) * row + kv_off + c) : 0.f;
+            const u64 r = ((u64)k0 + j) % kv_rows;
+            const float want = j < nk ? widen(cache, r * row + kv_off + c) : 0.f;
             const float got = tile[j * (D + 1) + c];
             if (memcmp(&got, &want, 4) != 0) fail("tile_load", D, (int)j, (int)c, got, want);
         }
@@ -168,6 +185,28 @@ int main(int argc, char** argv) {
         check_tile<80>(cache.data(), 2, 1, 40, 17, pairs);
         check_tile<96>(cache.data(), 4, 3, 0, 1, pairs);
         check_tile<128>(cache.data(), 8, 5, 100, 32, pairs);
+        // Rings: laps in without a wrap, straddling the end (positions
+        // 150..169 of 40 rows: rows 30..39 then 0..9), a wrap at the tile's
+        // last key, rings shorter than a tile, one row, a ring not yet full.
+        check_tile<64>(cache.data(), 2, 1, 3000, 32, pairs, 512);
+        check_tile<64>(cache.data(), 2, 1, 3070, 32, pairs, 512);
+        check_tile<80>(cache.data(), 3, 2, 150, 20, pairs, 40);
+        check_tile<96>(cache.data(), 1, 0, 31 + 32 * 9, 32, pairs, 32);
+        check_tile<128>(cache.data(), 4, 3, 1002, 5, pairs, 5);
+        check_tile<64>(cache.data(), 3, 0, 77, 1, pairs, 1);
+        check_tile<128>(cache.data(), 2, 1, 7, 17, pairs, 139);
+    }
+    // kv_row / kv_row_step against j % kv_rows.
+    for (u32 rows = 1; rows <= 70; ++rows) {
+        AttnParams p = {};
+        p.kv_rows = rows;
+        for (u32 j = 0; j < 300; ++j) {
+            if (kv_row(p, j) != j % rows) fail("kv_row", (int)rows, (int)j, 0, kv_row(p, j), j % rows);
+            for (u32 dj = 0; dj < rows + 5; ++dj) {
+                const u32 got = kv_row_step(p, kv_row(p, j), j, dj);
+                if (got != (j + dj) % rows) fail("kv_row_step", (int)rows, (int)j, (int)dj, got, (j + dj) % rows);
+            }
+        }
     }
     printf("%s: %d failures\n", KV_NAME_STR, failures);
     return failures != 0;
@@ -175,6 +214,81 @@ int main(int argc, char** argv) {
 """
 
 COPY_MAIN = r"""
+// Run an entry point as a grid of `grid` blocks of 32 threads.
+template <class F>
+static void grid_run(unsigned grid, F f) {
+    gridDim.x = grid;
+    blockDim.x = 32;
+    for (unsigned b = 0; b < grid; ++b)
+        for (unsigned t = 0; t < 32; ++t) {
+            blockIdx.x = b;
+            threadIdx.x = t;
+            f();
+        }
+}
+
+// The ring appends of copy_rows_<t> (the launcher's split, as
+// src/copy_rows.rs computes it) and copy_rows_at_<t> (the kernel clamps the
+// device row to max_row and wraps it into the ring), into a destination of
+// ring + 1 rows (the last, and 8 guard elements, must stay poisoned):
+// row i of the batch at row (pos + i) % ring, converted by S::cvt.
+template <class S>
+static int check_ring(const char* what, const float* src, u64 row_len, u64 n_rows, u64 src_row,
+                      u64 ring, u64 dst_row, bool at, i32 dev_row, u64 max_row, unsigned grid) {
+    typedef typename S::T T;
+    const u64 n = n_rows * row_len, len = (ring + 1) * row_len + 8;
+    std::vector<T> dst(len), want(len);
+    for (u64 i = 0; i < len; ++i) memset(&dst[i], 0xA5, sizeof(T));
+    want = dst;
+    const u64 pos = at ? (dev_row < 0 ? 0 : std::min((u64)dev_row, max_row)) : dst_row;
+    for (u64 i = 0; i < n_rows; ++i)
+        for (u64 c = 0; c < row_len; ++c) {
+            const float x = src[(src_row + i) * row_len + c];
+            T y;
+            if constexpr (sizeof(T) == 4) y = x; else y = S::cvt(x);
+            want[((pos + i) % ring) * row_len + c] = y;
+        }
+    const i32 dev[1] = {dev_row};
+    grid_run(grid, [&] {
+        if (at) {
+            CopyRowsAtParams p = {n, src_row * row_len, row_len, max_row, ring};
+            if constexpr (sizeof(T) == 4) copy_rows_at_f32(p, dev, src, (float*)dst.data());
+            else if constexpr (std::is_same_v<S, StoreF16>) copy_rows_at_f16(p, dev, src, dst.data());
+            else copy_rows_at_bf16(p, dev, src, dst.data());
+        } else {
+            const u64 first = dst_row % ring;
+            CopyRowsParams p = {n, src_row * row_len, first * row_len, std::min(n, (ring - first) * row_len)};
+            if constexpr (sizeof(T) == 4) copy_rows_f32(p, src, (float*)dst.data());
+            else if constexpr (std::is_same_v<S, StoreF16>) copy_rows_f16(p, src, dst.data());
+            else copy_rows_bf16(p, src, dst.data());
+        }
+    });
+    int bad = 0;
+    for (u64 i = 0; i < len; ++i)
+        if (memcmp(&dst[i], &want[i], sizeof(T)) != 0 && bad++ < 5)
+            printf("FAIL ring %s row_len %llu n_rows %llu ring %llu dst_row %llu at %d dev %d grid %u: [%llu]\n",
+                   what, row_len, n_rows, ring, dst_row, at, dev_row, grid, i);
+    return bad;
+}
+
+template <class S>
+static int check_rings(const char* what, const float* src) {
+    int bad = 0;
+    // (row_len, n_rows, src_row, ring, position): one row many laps in, a
+    // batch that wraps, one that fills the ring exactly, odd row lengths
+    // (element path), a ring of one row, a batch ending at the ring's end.
+    const u64 cases[][5] = {{192, 1, 0, 7, 3000}, {64, 9, 3, 20, 115}, {33, 5, 0, 5, 13},
+                            {7, 3, 1, 4, 2},      {8, 1, 2, 1, 99},    {16, 4, 0, 10, 26}};
+    for (const auto& c : cases)
+        for (unsigned grid : {1u, 3u, 64u}) {
+            bad += check_ring<S>(what, src, c[0], c[1], c[2], c[3], c[4], false, 0, 0, grid);
+            // Device rows: the position, clamped from above and below.
+            for (i32 dev : {(i32)c[4], (i32)c[4] + 1000, -5, 0})
+                bad += check_ring<S>(what, src, c[0], c[1], c[2], c[3], c[4], true, dev, c[4] + 3, grid);
+        }
+    return bad;
+}
+
 int main(int argc, char** argv) {
     FILE* f = fopen(argv[1], "rb");
     std::vector<float> src(1 << 16);
@@ -210,7 +324,10 @@ int main(int argc, char** argv) {
             }
         }
     }
-    printf("copy_rows f16/bf16: %d failures\n", failures);
+    failures += check_rings<StoreF32>("f32", src.data());
+    failures += check_rings<StoreF16>("f16", src.data());
+    failures += check_rings<StoreBF16>("bf16", src.data());
+    printf("copy_rows f16/bf16, ring appends: %d failures\n", failures);
     return failures != 0;
 }
 """
@@ -282,8 +399,7 @@ def main():
         (tmp / "wantbf").write_bytes(bf16_round(y).tobytes())
         cr = (KERNELS / "copy_rows.cu").read_text()
         cr = cr.replace('#include "common.cuh"', "")
-        cr = cr[: cr.index("// src: [>= src_off + n], dst: [>= dst_off + n]")]
-        src = PRELUDE + common + cr + COPY_MAIN
+        src = PRELUDE + "#include <algorithm>\n#include <type_traits>\n" + common + cr + COPY_MAIN
         bad |= build_run(tmp, "copy_rows", src, [str(tmp / "src"), str(tmp / "want16"), str(tmp / "wantbf")])
     sys.exit(1 if bad else 0)
 

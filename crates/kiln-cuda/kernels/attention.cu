@@ -33,8 +33,16 @@
 //   key tiles start at the first key of the block's first row; head_dim is
 //   a template parameter (64, 80, 96, 128).
 //
-// No kernel reads a cache row at or past pos0 + n_tokens, nor one before the
-// first query's window.
+// Positions and cache rows: position j's keys and values are in row
+// kv_row(j) = j % kv_rows (kv_rows = kv_stride), which is j itself unless
+// the cache is a ring (a sliding window and positions past kv_stride; the
+// host validated that the ring keeps every key a query of the call sees).
+// Every kernel works on positions (masks, key ranges, splits) and maps
+// each one to its row where it loads it, row by row: a tile that straddles
+// the ring's end is not contiguous in memory. Every mapped row is below
+// kv_rows <= kv_stride, so in bounds whatever the position; and no kernel
+// loads a position at or past pos0 + n_tokens, nor one before the first
+// query's window.
 #include "common.cuh"
 
 #include "attention_kv.cuh"
@@ -54,6 +62,7 @@ struct AttnParams {
     float scale_log2;     // q multiplier: scale * log2(e), or scale / c with a soft cap c
     u32 window;           // sliding window (keys per query); 0 = none
     float cap_log2;       // soft cap: c * log2(e); 0 = none
+    u32 kv_rows;          // cache rows (kv_stride, >= 1): position j is row kv_row(j)
 };
 
 // A score from the dot product of the pre-multiplied q and k: as is, or
@@ -68,6 +77,19 @@ __device__ __forceinline__ float cap_score(const AttnParams& p, float s) {
 // The first key a query sees when it sees n_keys = position + 1 keys causally.
 __device__ __forceinline__ u32 first_key(const AttnParams& p, u32 n_keys) {
     return (p.window != 0u && n_keys > p.window) ? n_keys - p.window : 0u;
+}
+
+// The cache row of position j: j itself below kv_rows (no ring, or a ring
+// not yet full), else j % kv_rows. Below kv_rows either way.
+__device__ __forceinline__ u32 kv_row(const AttnParams& p, u32 j) {
+    return j < p.kv_rows ? j : j % p.kv_rows;
+}
+
+// The cache row of position j + dj given r = kv_row(p, j): one addition,
+// the modulo only where the ring wraps.
+__device__ __forceinline__ u32 kv_row_step(const AttnParams& p, u32 r, u32 j, u32 dj) {
+    const u32 rn = r + dj;
+    return rn < p.kv_rows ? rn : kv_row(p, j + dj);
 }
 
 __device__ __forceinline__ float warp_max(float x) {
@@ -100,16 +122,18 @@ struct TileMap {
     u32 j0, c0, dj, dc;
 };
 
-// Load keys k0 .. k0 + nk (all below the split's end) of K and V into registers.
-__device__ __forceinline__ void split_load(const TileMap& tm, u32 d, u64 row, u64 kv_off,
+// Load the keys of positions k0 .. k0 + nk (all below the split's end) of K
+// and V into registers, each from its cache row (kv_row).
+__device__ __forceinline__ void split_load(const AttnParams& p, const TileMap& tm, u64 row, u64 kv_off,
                                            const kv_t* __restrict__ k,
                                            const kv_t* __restrict__ v, u32 k0, u32 nk,
                                            float (&kr)[SPLIT_STAGE], float (&vr)[SPLIT_STAGE]) {
+    const u32 d = p.head_dim, r0 = kv_row(p, k0);
     u32 j = tm.j0, c = tm.c0;
 #pragma unroll
     for (int r = 0; r < SPLIT_STAGE; ++r) {
         if (j < nk) {
-            const u64 src = (u64)(k0 + j) * row + kv_off + c;
+            const u64 src = (u64)kv_row_step(p, r0, k0, j) * row + kv_off + c;
             kr[r] = kv_cvt(k[src]);
             vr[r] = kv_cvt(v[src]);
         }
@@ -234,16 +258,16 @@ __device__ __forceinline__ void attention_split(const AttnParams& p, const float
             ms[g] = KILN_NEG_INF;
             ls[g] = 0.f;
         }
-        if (k_begin < k_end) split_load(tm, d, row, kv_off, k, v, k_begin, min(bk, k_end - k_begin), kr, vr);
+        if (k_begin < k_end) split_load(p, tm, row, kv_off, k, v, k_begin, min(bk, k_end - k_begin), kr, vr);
         __syncthreads();
         for (u32 k0 = k_begin; k0 < k_end; k0 += bk) {
             const u32 nk = min(bk, k_end - k0);  // >= 1
-            // Stage K and V rows k0 .. k0 + nk (all < n_keys), then start
-            // loading the next tile.
+            // Stage the K and V of positions k0 .. k0 + nk (all < n_keys),
+            // then start loading the next tile.
             split_store(tm, d, nk, ks, vs, kr, vr);
             __syncthreads();
             const u32 k1 = k0 + bk;
-            if (k1 < k_end) split_load(tm, d, row, kv_off, k, v, k1, min(bk, k_end - k1), kr, vr);
+            if (k1 < k_end) split_load(p, tm, row, kv_off, k, v, k1, min(bk, k_end - k1), kr, vr);
             // Scores, one (head, key) pair per thread.
             for (u32 i = tid; i < nh * bk; i += nthr) {
                 const u32 g = i / bk, j = i - g * bk;
@@ -467,11 +491,13 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                 for (int i = 0; i < DPL; ++i) qr[g][i] *= p.scale_log2;
             }
         }
-        u32 j = k_begin + warp;
+        // Position j is in cache row rj (kv_row); the warp steps DEC_WARPS
+        // positions at a time.
+        u32 j = k_begin + warp, rj = kv_row(p, j);
         float kn[DPL], vn[DPL];
         if (j < k_end) {
-            dec_load_kv<DPL>(kb + (u64)j * row, lane, d, vec, kn);
-            dec_load_kv<DPL>(vb + (u64)j * row, lane, d, vec, vn);
+            dec_load_kv<DPL>(kb + (u64)rj * row, lane, d, vec, kn);
+            dec_load_kv<DPL>(vb + (u64)rj * row, lane, d, vec, vn);
         }
         while (j < k_end) {
             float kc[DPL], vc[DPL];
@@ -480,10 +506,10 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                 kc[i] = kn[i];
                 vc[i] = vn[i];
             }
-            const u32 jn = j + DEC_WARPS;
+            const u32 jn = j + DEC_WARPS, rn = kv_row_step(p, rj, j, DEC_WARPS);
             if (jn < k_end) {
-                dec_load_kv<DPL>(kb + (u64)jn * row, lane, d, vec, kn);
-                dec_load_kv<DPL>(vb + (u64)jn * row, lane, d, vec, vn);
+                dec_load_kv<DPL>(kb + (u64)rn * row, lane, d, vec, kn);
+                dec_load_kv<DPL>(vb + (u64)rn * row, lane, d, vec, vn);
             }
 #pragma unroll
             for (u32 g = 0; g < MAXH; ++g) {
@@ -501,6 +527,7 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                 }
             }
             j = jn;
+            rj = rn;
         }
         // Merge the warps: smem [warp][g] = (m, l, acc[d]).
         const u32 stride = d + 2;
@@ -601,21 +628,23 @@ DEC_ENTRY(16, 2)
 #define TILE_K 32
 #define TILE_THREADS 128
 
-// Keys k0 .. k0 + nk of a K or V cache (head at kv_off) into the shared
-// tile [TILE_K][D + 1] as f32, zeros past nk. 16-bit caches load element
-// pairs as one 32-bit word when `pairs` (the cache 4-byte aligned; D,
-// rows and kv_off are even).
+// The keys of positions k0 .. k0 + nk of a K or V cache (head at kv_off;
+// each position from its row, kv_row) into the shared tile [TILE_K][D + 1]
+// as f32, zeros past nk. 16-bit caches load element pairs as one 32-bit
+// word when `pairs` (the cache 4-byte aligned; D, rows and kv_off are
+// even).
 template <int D>
-__device__ __forceinline__ void tile_load(float* __restrict__ kv, const kv_t* __restrict__ src,
-                                          u32 k0, u32 nk, u64 row, u64 kv_off, bool pairs) {
+__device__ __forceinline__ void tile_load(const AttnParams& p, float* __restrict__ kv,
+                                          const kv_t* __restrict__ src, u32 k0, u32 nk, u64 row,
+                                          u64 kv_off, bool pairs) {
     constexpr int DP = D + 1;
-    const u32 tid = threadIdx.x;
+    const u32 tid = threadIdx.x, r0 = kv_row(p, k0);
 #if KILN_KV != 0
     if (pairs) {
         for (u32 i = tid; i < TILE_K * D / 2; i += TILE_THREADS) {
             const u32 j = i / (D / 2), c = 2 * (i % (D / 2));
             float a = 0.f, b = 0.f;
-            if (j < nk) kv_cvt2(*(const u32*)(src + (u64)(k0 + j) * row + kv_off + c), a, b);
+            if (j < nk) kv_cvt2(*(const u32*)(src + (u64)kv_row_step(p, r0, k0, j) * row + kv_off + c), a, b);
             kv[j * DP + c] = a;
             kv[j * DP + c + 1] = b;
         }
@@ -624,7 +653,7 @@ __device__ __forceinline__ void tile_load(float* __restrict__ kv, const kv_t* __
 #endif
     for (u32 i = tid; i < TILE_K * D; i += TILE_THREADS) {
         const u32 j = i / D, c = i % D;
-        kv[j * DP + c] = j < nk ? kv_cvt(src[(u64)(k0 + j) * row + kv_off + c]) : 0.f;
+        kv[j * DP + c] = j < nk ? kv_cvt(src[(u64)kv_row_step(p, r0, k0, j) * row + kv_off + c]) : 0.f;
     }
 }
 
@@ -669,7 +698,7 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
     for (u32 k0 = k_start; k0 < k_end; k0 += TILE_K) {
         const u32 nk = min((u32)TILE_K, k_end - k0);
         __syncthreads();  // Q is loaded / the previous V tile is consumed
-        tile_load<D>(kv, k, k0, nk, row, kv_off, pairs);
+        tile_load<D>(p, kv, k, k0, nk, row, kv_off, pairs);
         __syncthreads();
         float s[TILE_K / 4];
 #pragma unroll
@@ -713,7 +742,7 @@ __device__ __forceinline__ void attention_tiled(const AttnParams& p, const float
 #pragma unroll
         for (int i = 0; i < D / 4; ++i) o[i] *= alpha;
         __syncthreads();  // every thread is done with the K tile
-        tile_load<D>(kv, v, k0, nk, row, kv_off, pairs);
+        tile_load<D>(p, kv, v, k0, nk, row, kv_off, pairs);
         __syncthreads();
 #pragma unroll
         for (int src = 0; src < 4; ++src) {

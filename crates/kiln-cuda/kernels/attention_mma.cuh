@@ -1,7 +1,7 @@
 // attention_mma: FlashAttention-2-style causal GQA prefill on tensor cores
 // (sm_80+), the semantics of kiln_core::ops::attention::attention_ref with
 // bf16 operands and f32 accumulation. Included by attention.cu (AttnParams,
-// first_key, KILN_NEG_INF come from there).
+// first_key, kv_row, kv_row_step, KILN_NEG_INF come from there).
 //
 // One CTA = 4 warps = one tile of MMA_BM = 64 query rows of one head; warp w
 // owns rows 16w .. 16w + 15 (one m16 tile). Scores are in base 2: q is
@@ -15,6 +15,8 @@
 //     memory rows padded to D + 8 elements (16 bytes: the 8 rows an
 //     ldmatrix phase reads fall in distinct banks). Rows past the keys any
 //     query sees are written as zeros and never read from global memory.
+//     Each key's row is mapped from its position (kv_row: a ring cache
+//     wraps, possibly inside a tile), so tiles and masks work on positions.
 //   - S = Q K^T: mma.m16n8k16 (bf16 -> f32) with K fragments by ldmatrix
 //     (K rows are the B operand's columns: no transpose).
 //   - mask (only on tiles that need it): key j visible to the row at
@@ -135,22 +137,25 @@ __device__ __forceinline__ uint4 kv_to_bf16(const KvStage& x) {
 #endif
 __device__ __forceinline__ uint4 load_kv8(const KV_T* __restrict__ src) { return kv_to_bf16(kv_fetch(src)); }
 
-// One K or V tile of BN rows in flight: thread tid holds chunks (8
-// elements) tid + r * MMA_THREADS, i.e. row i / (D / 8), columns (i % (D /
-// 8)) * 8 .. + 7. Rows at or past nk are not read (they may be NaN or
-// outside the cache) and are stored as zeros.
+// One K or V tile of BN keys in flight: thread tid holds chunks (8
+// elements) tid + r * MMA_THREADS, i.e. key i / (D / 8) of the tile,
+// columns (i % (D / 8)) * 8 .. + 7. Keys at or past nk are not read (they
+// may be NaN or outside the cache) and are stored as zeros.
 template <int D, int BN>
 struct KvTile {
     static constexpr int CH = BN * D / 8 / MMA_THREADS;
     static_assert(CH * 8 * MMA_THREADS == BN * D, "tile not a whole number of chunks per thread");
     KvStage st[CH];
 
-    // Issue the loads of rows k0 .. k0 + nk - 1 of `base` (row stride `row`).
-    __device__ __forceinline__ void fetch(const KV_T* __restrict__ base, u64 row, u32 k0, u32 nk) {
+    // Issue the loads of positions k0 .. k0 + nk - 1 of `base` (row stride
+    // `row`), each from its cache row (kv_row).
+    __device__ __forceinline__ void fetch(const AttnParams& p, const KV_T* __restrict__ base, u64 row,
+                                          u32 k0, u32 nk) {
+        const u32 r0 = kv_row(p, k0);
 #pragma unroll
         for (int r = 0; r < CH; ++r) {
             const u32 i = threadIdx.x + r * MMA_THREADS, j = i / (D / 8), c = (i % (D / 8)) * 8;
-            if (j < nk) st[r] = kv_fetch(base + (u64)(k0 + j) * row + c);
+            if (j < nk) st[r] = kv_fetch(base + (u64)kv_row_step(p, r0, k0, j) * row + c);
         }
     }
     // Store the fetched rows as bf16 into dst [BN][D + 8], zeros past nk.
@@ -226,9 +231,9 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
     KvTile<D, BN> tile;
     if (k_start < k_end) {
         const u32 nk = min((u32)BN, k_end - k_start);
-        tile.fetch(kb, row, k_start, nk);
+        tile.fetch(p, kb, row, k_start, nk);
         tile.put(ks, nk);
-        tile.fetch(vb, row, k_start, nk);
+        tile.fetch(p, vb, row, k_start, nk);
     }
     __syncthreads();
 
@@ -309,7 +314,7 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
         // V_j to shared memory (every warp finished O += P V_{j-1} before the
         // last barrier), then K_{j+1}'s loads.
         tile.put(vs, nk);
-        if (nk1 > 0) tile.fetch(kb, row, k1, nk1);
+        if (nk1 > 0) tile.fetch(p, kb, row, k1, nk1);
         __syncthreads();  // vs written; every warp is done with ks (S_j)
         // O += P V.
 #pragma unroll
@@ -328,7 +333,7 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
         // K_{j+1} to shared memory, then V_{j+1}'s loads.
         if (nk1 > 0) {
             tile.put(ks, nk1);
-            tile.fetch(vb, row, k1, nk1);
+            tile.fetch(p, vb, row, k1, nk1);
         }
         __syncthreads();  // ks written; every warp is done with vs (P V_j)
     }

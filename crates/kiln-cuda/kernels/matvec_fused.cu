@@ -12,7 +12,8 @@
 //                 position pos[i] on q and k pairs (2p, 2p + 1) below n_rot
 //                 of each head; q -> out[i, :q_dim], k and v -> row pos[i] of
 //                 the caches kc, vc: [n_ctx, kv_dim] (rows past n_ctx are
-//                 dropped; the host checks positions before launching),
+//                 dropped; the host checks positions before launching), or
+//                 with p.ring (a sliding-window ring cache) row pos[i] % n_ctx,
 //                 f32 or, by kv_type, f16 / bf16 bits rounded to nearest
 //                 even as the KV append (copy_rows.cu) rounds them.
 // Tiling, block decoding and accumulation are matmul.cu's (matvec.cuh).
@@ -46,7 +47,7 @@ struct FusedParams {
     u64 cw;            // matmul.cu's MatmulParams::cw (staged copy width / 16-byte float loads)
     u64 stage_off;     // staged: byte offset of the staging area in dynamic shared memory
     u32 kv_type;       // EPI_QKV cache element type: KV_F32, KV_F16, KV_BF16
-    u32 pad;
+    u32 ring;          // EPI_QKV: 1 = the caches are rings of n_ctx rows (row pos % n_ctx)
 };
 
 #define KV_F32 0
@@ -101,8 +102,11 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
             out[i * qd + c + 1] = y1;
             return;
         }
-        if (ps < 0 || (u32)ps >= p.n_ctx) return;
-        const u64 at = (u64)ps * kvd + c;
+        // The cache row: pos, or pos % n_ctx in a ring; always < n_ctx.
+        if (ps < 0 || p.n_ctx == 0) return;
+        const u32 cr = p.ring ? (u32)ps % p.n_ctx : (u32)ps;
+        if (cr >= p.n_ctx) return;
+        const u64 at = (u64)cr * kvd + c;
         void* cache = seg == 1 ? kc : vc;
         if (p.kv_type == KV_F32) {
             float* dst = (float*)cache + at;

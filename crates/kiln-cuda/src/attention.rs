@@ -18,6 +18,12 @@
 //! queries of a batch, or a graph replay at an earlier position) writes an
 //! empty partial that the merge weighs by exactly zero.
 //!
+//! Ring caches (a window, positions past `kv_stride`, position `j` in row
+//! `j % kv_stride`): key ranges, masks and split plans ([`key_span`]) are
+//! in positions; each load maps its position to a row (`kv_row` in
+//! attention.cu, per row: a tile may straddle the ring's end), always one
+//! below `kv_stride`. Positions must stay below 2^30 ([`base_params`]).
+//!
 //! Kernels ([`select_attention`] picks one):
 //! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
 //!   kv head × head chunk, token) stream their keys with an online softmax
@@ -132,8 +138,10 @@ struct AttnK {
     window: u32,
     /// Soft cap c · log2(e); 0 = none.
     cap_log2: f32,
+    /// Cache rows: position `j` is row `j % kv_rows` (see [`kv_rows`]).
+    kv_rows: u32,
 }
-const _: () = assert!(std::mem::size_of::<AttnK>() == 52);
+const _: () = assert!(std::mem::size_of::<AttnK>() == 56);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for AttnK {}
 
@@ -161,6 +169,13 @@ fn kernel_window(p: &AttentionParams) -> u32 {
         Some(w) if w < p.pos0 + p.n_tokens => w as u32,
         _ => 0,
     }
+}
+
+/// The rows positions map into (`kv_row` in attention.cu): `kv_stride`, or
+/// `u32::MAX` when it does not fit (positions, below 2^30, then map to
+/// themselves as with `j % kv_stride`); >= 1 (validate needs a row).
+fn kv_rows(p: &AttentionParams) -> u32 {
+    u32::try_from(p.kv_stride).unwrap_or(u32::MAX).max(1)
 }
 
 /// The split-KV plan for `p` on a GPU with `sm_count` SMs.
@@ -518,9 +533,10 @@ pub fn attention_with_kernel(
             };
             // SAFETY: attention_tiled_d*_<kv> has launch_prefill's signature
             // for the caches' type (the variant was chosen by it); lengths
-            // were validated and the kernel reads q/k/v rows below pos0 +
-            // n_tokens (from the first query's first key) and writes out's
-            // n_tokens * n_heads * head_dim elements.
+            // were validated and the kernel reads q rows below n_tokens and
+            // cache rows kv_row(j) < kv_rows <= kv_stride (positions j from
+            // the first query's first key to pos0 + n_tokens), and writes
+            // out's n_tokens * n_heads * head_dim elements.
             unsafe { launch_prefill(be, f, cfg, params, q, (&k, &v), out) }
                 .map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
@@ -537,8 +553,8 @@ pub fn attention_with_kernel(
 /// [`attention`] for a CUDA-graph decode step: the position of query 0 is
 /// read from `pos[0]` on the device when the kernel runs, not from `p`.
 /// `p.pos0` is the largest position the call may see (e.g. `kv_stride -
-/// n_tokens`): the split-KV plan and the bounds are made for it, and the
-/// device value is clamped to it. Always runs the split-KV kernel (decode);
+/// n_tokens`; any, for a ring): the split-KV plan and the bounds are made
+/// for it, and the device value is clamped to it. Always runs the split-KV kernel (decode);
 /// the launch arguments do not depend on the device position, so a graph
 /// recorded once replays for every position. A window is applied at the
 /// device position (the splits cover the window's keys at `p.pos0`, which
@@ -579,12 +595,14 @@ pub fn attention_at(
 
 /// The kernel params every attention launch starts from (split fields are
 /// filled by the split-KV launch), after checking the sizes fit the kernels'
-/// u32 indexing (positions + one chunk of slack).
+/// u32 indexing (positions, which a ring's take past kv_stride, + one
+/// chunk of slack).
 fn base_params(p: &AttentionParams) -> Result<AttnK> {
     let fits = |x: usize| x <= (i32::MAX as usize) / 2;
     if !fits(p.pos0 + p.n_tokens) || !fits(p.n_heads) || !fits(p.head_dim) {
         return Err(unsupported(format!(
-            "sizes too large for the CUDA kernels: pos0 {} + n_tokens {}, n_heads {}, head_dim {}",
+            "sizes too large for the CUDA kernels (positions, n_heads and head_dim \
+             must stay below 2^30): pos0 {} + n_tokens {}, n_heads {}, head_dim {}",
             p.pos0, p.n_tokens, p.n_heads, p.head_dim
         ))
         .into());
@@ -608,6 +626,7 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
         scale_log2,
         window: kernel_window(p),
         cap_log2,
+        kv_rows: kv_rows(p),
     })
 }
 
@@ -664,7 +683,8 @@ fn launch_split(
         // SAFETY: arguments match attention_split_direct[_at]_<kv>(AttnParams,
         // [const i32* pos,] const float*, const kv_t*, const kv_t*, float*)
         // with kv_t the caches' element type; lengths were validated for
-        // pos0 = params.pos0 (the device position is clamped to it), the
+        // pos0 = params.pos0 (the device position is clamped to it), every
+        // cache row read is kv_row(j) < kv_rows <= kv_stride, the
         // plan checked (shared memory as computed), the kernel writes each
         // (token, head) row of out once, and it waits for the previous
         // kernel before reading anything (PDL).
@@ -724,7 +744,8 @@ fn launch_merging(
             // u32* tickets, float* out) for both kernel families, kv_t the
             // caches' element type (`f` comes from that type's table);
             // lengths were validated for pos0 = params.pos0 (a device
-            // position is clamped to it) and the plan checked (grid and
+            // position is clamped to it; every cache row read is kv_row(j) <
+            // kv_rows <= kv_stride) and the plan checked (grid and
             // shared memory as the caller computed); `part` holds n_tokens *
             // n_heads * splits * (head_dim + 2) floats (unused with one
             // split), `tickets` one zeroed counter per (token, grid row) that

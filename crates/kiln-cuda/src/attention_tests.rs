@@ -174,3 +174,51 @@ fn split_plans_cover_the_keys_and_fill_the_gpu() {
         }
     }
 }
+
+#[test]
+fn ring_caches() {
+    // Decode 3000 positions into a 512-row ring with window 512: the splits
+    // cover the window (512 keys, all in distinct rows), the kernels get
+    // the ring's rows and the window.
+    let ring = AttentionParams {
+        window: Some(512),
+        kv_stride: 512,
+        ..p(1, 4, 1, 256, 3000)
+    };
+    ring.validate(4 * 256, 512 * 256, 512 * 256, 4 * 256)
+        .unwrap();
+    assert_eq!(key_span(&ring), 512);
+    let k = base_params(&ring).unwrap();
+    assert_eq!((k.pos0, k.kv_rows, k.window), (3000, 512, 512));
+    let AttentionKernel::SplitKv(plan) = select_attention(&ring, 132).unwrap() else {
+        panic!("decode must be split-KV");
+    };
+    check_plan(&ring, &plan).unwrap();
+    assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
+    // A prefill whose keys wrap: w + n_tokens - 1 = 16 + 70 - 1 rows; the
+    // tensor-core kernel as without a ring.
+    let prefill = AttentionParams {
+        window: Some(16),
+        kv_stride: 85,
+        ..p(70, 9, 3, 64, 200)
+    };
+    assert_eq!(key_span(&prefill), 85);
+    assert_eq!(
+        select_attention(&prefill, 132).unwrap(),
+        AttentionKernel::Mma { head_dim: 64 }
+    );
+    // Positions are checked themselves, whatever the ring's size.
+    let far = AttentionParams {
+        pos0: 1 << 30,
+        ..ring
+    };
+    let e = base_params(&far).unwrap_err();
+    assert!(e.to_string().contains("pos0 1073741824"), "{e}");
+    // kv_rows: the stride, or u32::MAX past it (positions map to themselves).
+    assert_eq!(base_params(&p(3, 1, 1, 64, 5)).unwrap().kv_rows, 8);
+    let huge = AttentionParams {
+        kv_stride: 1 << 33,
+        ..p(1, 1, 1, 64, 5)
+    };
+    assert_eq!(kv_rows(&huge), u32::MAX);
+}

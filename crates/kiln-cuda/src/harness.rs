@@ -212,23 +212,7 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                     })
                 })
             },
-            copy_rows: &|p, src, dst| {
-                p.validate(src.len(), dst.len())?;
-                let sd = up_f32(src)?;
-                let s = sd.slice(0..src.len());
-                use crate::copy_rows::copy_rows_kv;
-                match dst {
-                    KvSliceMut::F32(d) => {
-                        guarded(be, d, |o| copy_rows_kv(be, p, &s, crate::KvViewMut::F32(o)))
-                    }
-                    KvSliceMut::F16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
-                        copy_rows_kv(be, p, &s, crate::KvViewMut::F16(o))
-                    }),
-                    KvSliceMut::BF16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
-                        copy_rows_kv(be, p, &s, crate::KvViewMut::BF16(o))
-                    }),
-                }
-            },
+            copy_rows: &|p, src, dst| copy_rows_host(be, p, src, dst),
             embedding: &|p, table, ids, out| {
                 p.validate(table.len(), ids, out.len())?;
                 let t = be.upload(table).map_err(err)?;
@@ -412,6 +396,31 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
         },
         opts,
     )
+}
+
+/// copy_rows (`copy_rows_kv`) from host buffers: the source uploaded, the
+/// destination (f32, f16 or bf16) guarded on the device.
+pub fn copy_rows_host(
+    be: &CudaBackend,
+    p: &kiln_core::ops::copy_rows::CopyRowsParams,
+    src: &[f32],
+    dst: KvSliceMut<'_>,
+) -> kiln_core::Result<()> {
+    p.validate(src.len(), dst.len())?;
+    let sd = be
+        .upload(if src.is_empty() { &[0.0f32][..] } else { src })
+        .map_err(err)?;
+    let s = sd.slice(0..src.len());
+    use crate::copy_rows::copy_rows_kv;
+    match dst {
+        KvSliceMut::F32(d) => guarded(be, d, |o| copy_rows_kv(be, p, &s, crate::KvViewMut::F32(o))),
+        KvSliceMut::F16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
+            copy_rows_kv(be, p, &s, crate::KvViewMut::F16(o))
+        }),
+        KvSliceMut::BF16(d) => guarded_with(be, d, SENTINEL_U16, |o| {
+            copy_rows_kv(be, p, &s, crate::KvViewMut::BF16(o))
+        }),
+    }
 }
 
 /// cast from host buffers: the source uploaded as f32 or 16-bit patterns,

@@ -57,7 +57,9 @@ struct FusedK {
     stage_off: u64,
     /// QKV epilogue cache type: 0 f32, 1 f16, 2 bf16 (`KV_*` in the .cu).
     kv_type: u32,
-    pad: u32,
+    /// QKV epilogue: 1 = the caches are rings of `n_ctx` rows
+    /// (`QkvRope::ring`: position `p` to row `p % n_ctx`).
+    ring: u32,
 }
 const _: () = assert!(std::mem::size_of::<FusedK>() == 112);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
@@ -123,8 +125,11 @@ fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver:
         .ok_or_else(|| CudaError::driver(OP, "no such kernel"))
 }
 
-/// Run one fused mat-vec on the backend's stream. `positions`: `[m]` cache
-/// rows for the QKV epilogue, already checked against the cache.
+/// Run one fused mat-vec on the backend's stream. `positions`: `[m]`
+/// positions for the QKV epilogue, already checked against the cache
+/// ([`MatvecFusedParams::check_positions`]); each goes to cache row
+/// `QkvRope::cache_row` (itself, or modulo `n_ctx` in a ring), and the
+/// kernel drops any that is not a row (negative, or past a non-ring cache).
 pub fn matvec_fused(
     be: &CudaBackend,
     p: &MatvecFusedParams,
@@ -179,6 +184,7 @@ pub fn matvec_fused(
             k.freq_base = q.freq_base;
             k.freq_scale = q.freq_scale;
             k.log2_base = f64::from(q.freq_base).log2();
+            k.ring = u32::from(q.ring);
             3
         }
     };
@@ -276,7 +282,9 @@ pub fn matvec_fused(
     // for the stages the params enable, absent buffers are never read or
     // written (their stage is off), dynamic shared memory holds the m
     // normalized rows and the norm weight, alignment was checked, the kernel writes out and
-    // cache rows only inside their bounds, and it waits for the previous
+    // cache rows only inside their bounds (cache rows below n_ctx: the
+    // position, or it modulo n_ctx in a ring, others dropped; validate
+    // checked both caches hold n_ctx rows), and it waits for the previous
     // kernel (kiln_grid_wait) before touching anything but the weights.
     unsafe { launch_ex(be, f, cfg, be.pdl(), &mut params) }
         .map_err(|e| CudaError::driver("launch matvec_fused", e))?;

@@ -10,14 +10,17 @@
 //! continued caches, GQA 9/3 and 32/8, windows, head_dim 64 and 128. Device
 //! outputs sit between sentinel
 //! guard zones and start NaN-poisoned; cache rows past the causal window,
-//! and before the first query's sliding window, are NaN. Skips without a GPU. Timing
-//! lives in `benches/attention.rs`.
+//! and before the first query's sliding window, are NaN. Ring caches (a
+//! window, positions past `kv_stride`, position `j` in row `j % kv_stride`)
+//! run on every kernel that takes them, forced, with every row no query sees
+//! NaN. Skips without a GPU. Timing lives in `benches/attention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_core::{KvSlice, KvType};
 use kiln_cuda::attention::{
-    attention, attention_with_kernel, select_attention, split_kv_plan, uses_bf16, AttentionKernel,
+    attention, attention_with_kernel, key_span, select_attention, split_kv_plan, uses_bf16,
+    AttentionKernel, SplitKvPlan, MMA_HEAD_DIMS, TILED_HEAD_DIMS,
 };
 use kiln_cuda::harness::{with_kv_view, KvDev};
 use kiln_cuda::{CudaBackend, CudaError};
@@ -120,6 +123,8 @@ struct Case {
     window: usize,
     /// Logit soft cap (0: none).
     softcap: f32,
+    /// A ring cache of this many rows (0: none; `spare` is then unused).
+    ring: usize,
 }
 
 const fn c(
@@ -139,6 +144,7 @@ const fn c(
         spare,
         window: 0,
         softcap: 0.0,
+        ring: 0,
     }
 }
 
@@ -169,6 +175,22 @@ const fn cw(
     Case {
         window,
         ..c(n_tokens, n_heads, n_kv_heads, head_dim, pos0, 2)
+    }
+}
+
+/// [`cw`] with a ring cache of `ring` rows (`window + n_tokens - 1 <= ring`).
+const fn cr(
+    n_tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    window: usize,
+    ring: usize,
+) -> Case {
+    Case {
+        ring,
+        ..cw(n_tokens, n_heads, n_kv_heads, head_dim, pos0, window)
     }
 }
 
@@ -237,23 +259,30 @@ fn inputs(
         n_kv_heads: cs.n_kv_heads,
         head_dim: cs.head_dim,
         pos0: cs.pos0,
-        kv_stride: cs.pos0 + cs.n_tokens + cs.spare,
+        kv_stride: if cs.ring > 0 {
+            cs.ring
+        } else {
+            cs.pos0 + cs.n_tokens + cs.spare
+        },
         scale: 1.0 / (cs.head_dim as f32).sqrt(),
         window: (cs.window > 0).then_some(cs.window),
         softcap: (cs.softcap > 0.0).then_some(cs.softcap),
     };
     let mut rng = case_rng(test_seed(), "attention-cuda", index);
     let row = p.n_kv_heads * p.head_dim;
-    let valid = (p.pos0 + p.n_tokens) * row;
     let q = rand_f32(&mut rng, p.n_tokens * p.n_heads * p.head_dim, -1.0, 1.0);
     let mut k = rand_f32(&mut rng, p.kv_stride * row, -1.0, 1.0);
     let mut v = rand_f32(&mut rng, p.kv_stride * row, -1.0, 1.0);
-    k[valid..].fill(f32::NAN);
-    v[valid..].fill(f32::NAN);
-    // Keys before the first query's window are never read either.
-    let before = p.key_range(0).0 * row;
-    k[..before].fill(f32::NAN);
-    v[..before].fill(f32::NAN);
+    // Rows no query reads (past the last token, before the first query's
+    // window, in a ring those of overwritten positions) are NaN.
+    let mut seen = vec![false; p.kv_stride];
+    for j in p.key_range(0).0..p.pos0 + p.n_tokens {
+        seen[p.kv_row(j)] = true;
+    }
+    for (r, _) in seen.iter().enumerate().filter(|(_, &s)| !s) {
+        k[r * row..][..row].fill(f32::NAN);
+        v[r * row..][..row].fill(f32::NAN);
+    }
     let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
     let mut want = vec![0.0; q.len()];
     attention_ref(&p, &q, &k.widened(), &v.widened(), &mut want).unwrap();
@@ -388,6 +417,97 @@ fn forced_kernels_agree() {
             AttentionKernel::Tiled { head_dim: 128 },
         );
         check(&prefill, 30 + i, AttentionKernel::Mma { head_dim: 128 });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Ring caches on every kernel that can take the call, forced: the
+/// launcher's choice, its split plan, one split, 32-key splits (decode and
+/// split-KV prefill), the tiled kernel and the tensor-core one where they
+/// have the head_dim; decode many laps in, rings of one to three rows,
+/// rings shorter than a key tile, tiles that straddle the ring's end, a
+/// 600-token prefill 100k positions in, a soft cap. Each with f32, f16
+/// and bf16 caches.
+#[test]
+fn ring_caches_on_every_kernel() {
+    let Some(be) = backend() else { return };
+    let sm = be.info().sm_count as usize;
+    const RING_CASES: &[Case] = &[
+        cr(1, 4, 1, 256, 3000, 512, 512),
+        cr(2, 9, 3, 64, 3000, 100, 101),
+        cr(1, 1, 1, 64, 777, 1, 1),
+        cr(2, 4, 2, 40, 20, 2, 3),
+        cr(1, 8, 1, 512, 4000, 64, 64),
+        cr(6, 2, 1, 32, 300, 60, 65),
+        cr(64, 4, 1, 256, 1000, 512, 575),
+        cr(70, 9, 3, 64, 200, 16, 85),
+        cr(100, 8, 2, 128, 3000, 40, 139),
+        cr(45, 10, 2, 80, 517, 100, 144),
+        cr(33, 4, 4, 96, 40, 1, 33),
+        cr(20, 2, 1, 64, 100, 5, 24),
+        cr(130, 9, 3, 64, 5000, 171, 300),
+        cr(600, 32, 8, 128, 100_000, 512, 1111),
+        Case {
+            softcap: 30.0,
+            ..cr(40, 4, 2, 128, 900, 32, 71)
+        },
+        Case {
+            softcap: 5.0,
+            ..cr(1, 8, 2, 128, 2000, 300, 300)
+        },
+    ];
+    let mut failures = Vec::new();
+    for (i, cs) in RING_CASES.iter().enumerate() {
+        for kv in KvType::ALL {
+            let (p, q, k, v, want) = inputs(cs, 300 + i, kv);
+            let mut kernels = vec![None];
+            let plan = split_kv_plan(&p, sm);
+            let span = key_span(&p);
+            // Split-KV takes head dims up to 256, decode (<= 4 tokens) 512.
+            if p.head_dim <= 256 || p.n_tokens <= 4 {
+                let one = SplitKvPlan {
+                    splits: 1,
+                    chunk: span.div_ceil(plan.key_tile) * plan.key_tile,
+                    ..plan
+                };
+                let narrow = SplitKvPlan {
+                    splits: span.div_ceil(32),
+                    chunk: 32,
+                    key_tile: 32.min(plan.key_tile),
+                    ..plan
+                };
+                kernels.extend([plan, one, narrow].map(|pl| Some(AttentionKernel::SplitKv(pl))));
+            }
+            if TILED_HEAD_DIMS.contains(&p.head_dim) {
+                kernels.push(Some(AttentionKernel::Tiled {
+                    head_dim: p.head_dim,
+                }));
+            }
+            if MMA_HEAD_DIMS.contains(&p.head_dim) && be.info().cc.0 >= 8 {
+                kernels.push(Some(AttentionKernel::Mma {
+                    head_dim: p.head_dim,
+                }));
+            }
+            for kernel in kernels {
+                let shown = kernel.unwrap_or_else(|| select_attention(&p, sm).unwrap());
+                let mut out = vec![f32::NAN; want.len()];
+                let name = format!("kv {kv} {p:?} via {shown:?}");
+                let r = run_gpu(&be, &p, kernel.as_ref(), &q, k.slice(), v.slice(), &mut out)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        let tol = match kernel {
+                            Some(kern) => tol_for(&kern),
+                            None if uses_bf16(&p) => Tol::ATTENTION_BF16,
+                            None => Tol::ATTENTION,
+                        };
+                        compare("out", &out, &want, tol)
+                    });
+                match r {
+                    Ok(()) => eprintln!("ok   {name}"),
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                }
+            }
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

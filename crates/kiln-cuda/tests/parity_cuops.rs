@@ -2,7 +2,8 @@
 //! rms_norm, rope, norm_rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul
 //! (tanh and erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm,
 //! l2_norm, softcap, sample) against their kiln-core references: the
-//! kiln-testkit drivers (copy_rows: a table here), each run twice — with
+//! kiln-testkit drivers (copy_rows: a table here, then the testkit's with
+//! 16-bit destinations and ring appends), each run twice — with
 //! every device view at the start of its buffer (16-byte aligned, the float4
 //! paths) and shifted by one element (the scalar paths). Outputs live in
 //! device buffers with sentinel guards on both sides around the testkit's
@@ -472,6 +473,20 @@ fn check_copy_rows(be: &CudaBackend, shift: usize, o: &Options) -> Report {
 fn parity_copy_rows() {
     let Some(be) = backend() else { return };
     check("copy_rows", |shift, o| check_copy_rows(&be, shift, o));
+}
+
+/// The testkit's copy_rows table (f32, f16 and bf16 destinations, ring
+/// appends that wrap, rejections) through the harness, as `kiln selftest`
+/// runs it.
+#[test]
+fn testkit_copy_rows_table() {
+    let Some(be) = backend() else { return };
+    let r = tk::copy_rows::check_copy_rows_with(
+        &|p, src, dst| kiln_cuda::harness::copy_rows_host(&be, p, src, dst),
+        &Options::default(),
+    );
+    println!("{r}");
+    r.into_result().unwrap();
 }
 
 /// Ids the host did not check: rows of out-of-range ids come back NaN, the

@@ -4,8 +4,11 @@
 //! same launches recorded once as a CUDA graph and replayed at several
 //! positions (the position staged with a copy before each replay), with
 //! f32, f16 and bf16 caches (16-bit appends round to nearest even, and the
-//! reference attends over the stored values). Outputs
-//! live between sentinel guards; interiors are NaN-poisoned before each call.
+//! reference attends over the stored values); each also with ring caches
+//! (a sliding window, position `p` in row `p % rows`: appends that wrap,
+//! attention many laps in, a recorded step replayed over three laps).
+//! Outputs live between sentinel guards; interiors are NaN-poisoned before
+//! each call.
 //! Skipped, with the reason, where no CUDA device opens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -106,6 +109,98 @@ fn copy_rows_at_matches_reference() {
     }
 }
 
+/// copy_rows_at into ring destinations: the launch validated for the
+/// largest position, device positions before the first wrap, at the
+/// ring's end (the batch wraps), many laps in, past the largest (clamped)
+/// and negative (clamped to 0); f32 between guards (the row past the ring
+/// must keep its values too), f16 and bf16 bit for bit.
+#[test]
+fn copy_rows_at_wraps_into_rings() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    // (row_len, n_rows, ring rows, largest position)
+    for (ci, &(row_len, n_rows, ring, max_pos)) in [
+        (192usize, 1usize, 7usize, 3000usize),
+        (64, 9, 20, 115),
+        (33, 5, 5, 13),
+        (7, 3, 4, 1000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let kv = KvType::ALL[ci % 3];
+        let mut rng = case_rng(seed, "copy_rows_at_ring", ci);
+        let src = rand_f32(&mut rng, (n_rows + 1) * row_len, -70000.0, 70000.0);
+        // One row past the ring: never written.
+        let init = KvData::encode(kv, &rand_f32(&mut rng, (ring + 1) * row_len, -1.0, 1.0));
+        let p = CopyRowsParams {
+            row_len,
+            n_rows,
+            src_row: 1,
+            dst_row: max_pos,
+            dst_ring: Some(ring),
+        };
+        let ds = be.upload(&src).unwrap();
+        let positions = [
+            0i64,
+            ring as i64 - 1,
+            max_pos as i64 / 2,
+            max_pos as i64,
+            max_pos as i64 + 77,
+            -4,
+        ];
+        for dev in positions {
+            let row = dev.clamp(0, max_pos as i64) as usize;
+            let dr = be.upload(&[dev as i32]).unwrap();
+            let got: Vec<u32> = if kv == KvType::F32 {
+                let KvData::F32(init) = &init else {
+                    panic!("f32 cache expected")
+                };
+                let mut dd = guarded(&be, init);
+                {
+                    let mut out = dd.slice_mut(GUARD..GUARD + init.len());
+                    copy_rows::copy_rows_at(
+                        &be,
+                        &p,
+                        &dr.slice(0..1),
+                        &ds.slice(0..src.len()),
+                        &mut out,
+                    )
+                    .unwrap();
+                }
+                interior(&be, &dd, "copy_rows_at ring")
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            } else {
+                let mut dd = KvDev::upload(&be, init.slice()).unwrap();
+                with_kv_view_mut(&mut dd, |c| {
+                    copy_rows::copy_rows_at_kv(&be, &p, &dr.slice(0..1), &ds.slice(0..src.len()), c)
+                })
+                .unwrap();
+                dd.0.to_f32(&be)
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            };
+            let mut want = init.clone();
+            let dst = match &mut want {
+                KvData::F32(w) => KvSliceMut::F32(w),
+                KvData::F16(w) => KvSliceMut::F16(w),
+                KvData::BF16(w) => KvSliceMut::BF16(w),
+            };
+            copy_rows_ref_kv(&CopyRowsParams { dst_row: row, ..p }, &src, dst).unwrap();
+            let want: Vec<u32> = want.widened().iter().map(|x| x.to_bits()).collect();
+            let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none(),
+                "copy_rows_at ring case {ci} ({kv}) device row {dev}: element {bad:?} differs"
+            );
+        }
+    }
+}
+
 /// attention_at at position `pos` (plan for `p.pos0`) vs the reference at
 /// `pos`, without and with sliding windows (the plan covers the window at
 /// `p.pos0`; at earlier positions some of its splits see no key).
@@ -184,40 +279,139 @@ fn attention_at_matches_reference() {
     }
 }
 
+/// attention_at on ring caches: planned for the largest position (many
+/// laps in), run at device positions before the ring fills, at its end,
+/// many laps in and past the largest (clamped), against the reference at
+/// the clamped position; rows that position's queries do not see are NaN.
+#[test]
+fn attention_at_on_rings() {
+    let Some(be) = backend() else { return };
+    let seed = kiln_testkit::test_seed();
+    // (n_tokens, n_heads, n_kv_heads, head_dim, ring rows, window, largest position)
+    let cases = [
+        (
+            1usize, 4usize, 1usize, 256usize, 512usize, 512usize, 5000usize,
+        ),
+        (1, 9, 3, 64, 48, 48, 999),
+        (2, 4, 2, 40, 33, 32, 700),
+        (1, 8, 1, 128, 64, 60, 100_000),
+        (1, 1, 1, 64, 1, 1, 77),
+    ];
+    for (ci, &(n, h, hkv, d, ring, window, max_pos)) in cases.iter().enumerate() {
+        let mut rng = case_rng(seed, "attention_at_ring", ci);
+        let p = AttentionParams {
+            n_tokens: n,
+            n_heads: h,
+            n_kv_heads: hkv,
+            head_dim: d,
+            pos0: max_pos,
+            kv_stride: ring,
+            scale: 1.0 / (d as f32).sqrt(),
+            window: Some(window),
+            softcap: None,
+        };
+        let kv = KvType::ALL[ci % 3];
+        let row = hkv * d;
+        let q = rand_f32(&mut rng, n * h * d, -1.0, 1.0);
+        let dq = be.upload(&q).unwrap();
+        let out_len = n * h * d;
+        for dev in [
+            0,
+            1,
+            ring - 1,
+            ring,
+            ring + 5,
+            max_pos / 2,
+            max_pos,
+            max_pos + 50,
+        ] {
+            let at = AttentionParams {
+                pos0: dev.min(max_pos),
+                ..p
+            };
+            let mut k = rand_f32(&mut rng, ring * row, -1.0, 1.0);
+            let mut v = rand_f32(&mut rng, ring * row, -1.0, 1.0);
+            let mut seen = vec![false; ring];
+            for j in at.key_range(0).0..at.pos0 + n {
+                seen[at.kv_row(j)] = true;
+            }
+            for (r, _) in seen.iter().enumerate().filter(|(_, &s)| !s) {
+                k[r * row..][..row].fill(f32::NAN);
+                v[r * row..][..row].fill(f32::NAN);
+            }
+            let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
+            let dk = KvDev::upload(&be, k.slice()).unwrap();
+            let dv = KvDev::upload(&be, v.slice()).unwrap();
+            let mut dout = guarded(&be, &vec![f32::NAN; out_len]);
+            let dp = be.upload(&[dev as i32]).unwrap();
+            {
+                let mut out = dout.slice_mut(GUARD..GUARD + out_len);
+                with_kv_view(&dk, |kc| {
+                    with_kv_view(&dv, |vc| {
+                        attention::attention_at(
+                            &be,
+                            &p,
+                            &dp.slice(0..1),
+                            &dq.slice(0..q.len()),
+                            (kc, vc),
+                            &mut out,
+                        )
+                    })
+                })
+                .unwrap();
+            }
+            let got = interior(&be, &dout, "attention_at ring");
+            let mut want = vec![0.0; out_len];
+            attention_ref(&at, &q, &k.widened(), &v.widened(), &mut want).unwrap();
+            compare(
+                &format!("attention_at ring case {ci} ({kv} cache) device pos {dev}"),
+                &got,
+                &want,
+                Tol::ATTENTION,
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// One decode-like step (append k/v at the device row, attend) recorded as a
 /// graph once, replayed at positions 0..steps with the position copied in
 /// before each replay; checked against the reference after every step, with
-/// caches of each type (the reference holds the rounded appends).
+/// caches of each type (the reference holds the rounded appends). Then the
+/// same with ring caches (window 48, 48 rows) over three laps of the ring.
 #[test]
 fn recorded_step_replays_at_every_position() {
     let Some(be) = backend() else { return };
     for kv in KvType::ALL {
-        recorded_step(&be, kv);
+        recorded_step(&be, kv, false);
+        recorded_step(&be, kv, true);
     }
 }
 
-fn recorded_step(be: &CudaBackend, kv: KvType) {
+fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool) {
     let seed = kiln_testkit::test_seed();
-    let (h, hkv, d, stride) = (9usize, 3usize, 64usize, 200usize);
+    let (h, hkv, d) = (9usize, 3usize, 64usize);
+    // Cache rows, the largest position the launches allow, steps replayed.
+    let (stride, max_pos, steps) = if ring { (48, 999, 150) } else { (200, 199, 70) };
     let row = hkv * d;
-    let mut rng = case_rng(seed, "graph_step", 0);
+    let mut rng = case_rng(seed, "graph_step", usize::from(ring));
     let p = AttentionParams {
         n_tokens: 1,
         n_heads: h,
         n_kv_heads: hkv,
         head_dim: d,
-        pos0: stride - 1,
+        pos0: max_pos,
         kv_stride: stride,
         scale: 0.125,
-        window: None,
+        window: ring.then_some(stride),
         softcap: None,
     };
     let append = CopyRowsParams {
         row_len: row,
         n_rows: 1,
         src_row: 0,
-        dst_row: stride - 1,
-        dst_ring: None,
+        dst_row: max_pos,
+        dst_ring: ring.then_some(stride),
     };
     let zeros = KvData::encode(kv, &vec![0.0f32; stride * row]);
     let mut kc = KvDev::upload(be, zeros.slice()).unwrap();
@@ -264,7 +458,7 @@ fn recorded_step(be: &CudaBackend, kv: KvType) {
     let g = be.end_capture().unwrap();
     r.unwrap();
     let g = g.expect("the capture recorded launches");
-    for pos in 0..70usize {
+    for pos in 0..steps {
         let q = rand_f32(&mut rng, h * d, -1.0, 1.0);
         let k = rand_f32(&mut rng, row, -1.0, 1.0);
         let v = rand_f32(&mut rng, row, -1.0, 1.0);
@@ -276,14 +470,15 @@ fn recorded_step(be: &CudaBackend, kv: KvType) {
         s.memcpy_htod(&vec![f32::NAN; h * d], &mut dout).unwrap();
         g.launch().unwrap();
         let got = be.download(&dout).unwrap();
+        let r = p.kv_row(pos);
         for (c, (&x, &y)) in k.iter().zip(&v).enumerate() {
-            hk[pos * row + c] = kv.round(x);
-            hv[pos * row + c] = kv.round(y);
+            hk[r * row + c] = kv.round(x);
+            hv[r * row + c] = kv.round(y);
         }
         let mut want = vec![0.0; h * d];
         attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &hk, &hv, &mut want).unwrap();
         compare(
-            &format!("graph step ({kv} cache) pos {pos}"),
+            &format!("graph step ({kv} cache, ring {ring}) pos {pos}"),
             &got,
             &want,
             Tol::ATTENTION,
@@ -293,10 +488,11 @@ fn recorded_step(be: &CudaBackend, kv: KvType) {
     // The cache rows the replays appended are the ones the reference holds
     // (rounded exactly as the reference rounds).
     let got_k = kc.0.to_f32(be).unwrap();
+    let filled = steps.min(stride) * row;
     compare(
-        &format!("graph k cache ({kv})"),
-        &got_k[..70 * row],
-        &hk[..70 * row],
+        &format!("graph k cache ({kv}, ring {ring})"),
+        &got_k[..filled],
+        &hk[..filled],
         Tol::EXACT,
     )
     .unwrap();

@@ -150,8 +150,9 @@ pub(super) fn launch(
     // caches' type (the variant was chosen by it); lengths were validated,
     // the device is sm_80+ and k/v/out aligned as the kernel's vector
     // accesses need (checked above); the kernel reads q rows < n_tokens and
-    // cache rows from the first query's first key to pos0 + n_tokens, and
-    // writes each (token, head) row of out once (static shared memory).
+    // the cache rows kv_row(j) < kv_rows <= kv_stride of positions j from the
+    // first query's first key to pos0 + n_tokens, and writes each (token,
+    // head) row of out once (static shared memory).
     unsafe { launch_prefill(be, f, cfg, params, q, (&k, &v), out) }
         .map_err(|e| CudaError::driver("launch attention_mma", e))?;
     Ok(())

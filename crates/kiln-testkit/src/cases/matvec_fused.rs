@@ -13,8 +13,10 @@
 //! - RoPE: a rotation keeps the error vector's length, so a rotated pair's
 //!   elements are off by at most `e_a + e_b`, plus `2⁻²³ · |value|`.
 //!
-//! Caches start NaN-poisoned on both sides: rows other than the positions
-//! must stay NaN. The QKV cases take turns with f32, f16 and bf16 caches:
+//! Caches start NaN-poisoned on both sides: rows other than the positions'
+//! must stay NaN. Ring caches (`QkvRope::ring`) get positions one to four
+//! laps past `n_ctx`, each in a row of its own. The QKV cases take turns
+//! with f32, f16 and bf16 caches:
 //! a 16-bit cache holds the rounded value, and an implementation whose f32
 //! result is within its bound `b` of the reference's may round to the
 //! neighbouring 16-bit value, so there the bound is `b` plus one step of
@@ -86,6 +88,20 @@ fn qkv(
     })
 }
 
+/// [`qkv`] into ring caches of `n_ctx` rows (sliding-window KV caches).
+fn qkv_ring(
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    n_rot: usize,
+    n_ctx: usize,
+) -> FusedEpilogue {
+    match qkv(q_heads, kv_heads, head_dim, n_rot, n_ctx) {
+        FusedEpilogue::Qkv(q) => FusedEpilogue::Qkv(QkvRope { ring: true, ..q }),
+        other => other,
+    }
+}
+
 fn rows_of(epi: &FusedEpilogue, n: usize) -> usize {
     match epi {
         FusedEpilogue::Qkv(q) => q.q_dim + 2 * q.kv_dim,
@@ -111,6 +127,8 @@ fn cases() -> Vec<Case> {
         (FusedEpilogue::SwiGlu, 66),
         (qkv(3, 1, 8, 8, 37), 0),
         (qkv(4, 2, 16, 8, 19), 0),
+        // m <= 8 positions in a ring of 11 rows: distinct rows.
+        (qkv_ring(3, 1, 8, 8, 11), 0),
     ];
     for (wi, &wtype) in wtypes.iter().enumerate() {
         // Quantized: rows loaded directly (row bytes not a multiple of 4)
@@ -148,11 +166,13 @@ fn cases() -> Vec<Case> {
     {
         c.kv = KvType::ALL[i % 3];
     }
-    // SmolLM2-135M's decode layer (with each cache type) and head.
+    // SmolLM2-135M's decode layer (with each cache type; then with a
+    // 512-row ring, Gemma 3's local layers' window) and head.
     let smol = [
         (qkv(9, 3, 64, 64, 300), 0, 576, true),
         (qkv(9, 3, 64, 64, 300), 0, 576, true),
         (qkv(9, 3, 64, 64, 300), 0, 576, true),
+        (qkv_ring(9, 3, 64, 64, 512), 0, 576, true),
         (FusedEpilogue::Residual, 576, 576, false),
         (FusedEpilogue::SwiGlu, 3072, 576, true),
         (FusedEpilogue::Residual, 576, 1536, false),
@@ -165,7 +185,11 @@ fn cases() -> Vec<Case> {
             norm,
             epi,
             n: rows_of(&epi, n),
-            kv: if i < 3 { KvType::ALL[i] } else { KvType::F32 },
+            kv: if i < 4 {
+                KvType::ALL[i % 3]
+            } else {
+                KvType::F32
+            },
             big: false,
         });
     }
@@ -274,10 +298,17 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
     let (positions, cache_len) = match cs.epi {
         FusedEpilogue::Qkv(q) => {
             // Distinct rows; never 0 (no rotation there: a missing RoPE
-            // would pass), which the engine tests cover.
+            // would pass), which the engine tests cover. A ring's positions
+            // are 1 to 4 laps further on.
             let mut rows: Vec<i32> = (1..q.n_ctx as i32).collect();
             rows.shuffle(rng);
-            (rows[..cs.m].to_vec(), q.n_ctx * q.kv_dim)
+            let mut pos = rows[..cs.m].to_vec();
+            if q.ring {
+                for p in &mut pos {
+                    *p += q.n_ctx as i32 * rng.gen_range(1..=4);
+                }
+            }
+            (pos, q.n_ctx * q.kv_dim)
         }
         _ => (Vec::new(), 0),
     };
@@ -398,7 +429,7 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
             let mut bk = vec![f64::INFINITY; cache_len];
             let mut bv = vec![f64::INFINITY; cache_len];
             for (i, &pos) in positions.iter().enumerate() {
-                let r = pos as usize * kvd;
+                let r = q.cache_row(pos as usize) * kvd;
                 for c in 0..kvd {
                     let b = col_bound(i, qd + c, c % hd < q.n_rot, want_k[r + c]);
                     bk[r + c] = step(b, want_k[r + c]);
@@ -495,6 +526,20 @@ fn rejects(run: &mut Runner<'_>, imp: &MatvecFusedFn<'_>) {
         let mut out = Guarded::new(2);
         let mut kc = Guarded::new(8);
         let r = call(&p, &w, &[0.5; 32], &[], &[4], &mut out, &mut kc);
+        if !kc.untouched() {
+            return Err("k cache written".into());
+        }
+        expect_reject(r, &out)
+    });
+    run.case("rejects a negative position into a ring", false, |rng| {
+        let p = MatvecFusedParams {
+            epilogue: qkv_ring(1, 1, 2, 2, 4),
+            ..base
+        };
+        let w = rand_rows(rng, DType::Q4_1, 6, 32);
+        let mut out = Guarded::new(2);
+        let mut kc = Guarded::new(8);
+        let r = call(&p, &w, &[0.5; 32], &[], &[-1], &mut out, &mut kc);
         if !kc.untouched() {
             return Err("k cache written".into());
         }
