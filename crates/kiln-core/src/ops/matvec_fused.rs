@@ -180,6 +180,19 @@ impl MatvecFusedParams {
                     ),
                 ));
             }
+            // Two positions of one call on the same cache row would race.
+            let rows: Vec<usize> = positions.iter().map(|&p| q.cache_row(p as usize)).collect();
+            for (i, r) in rows.iter().enumerate() {
+                if let Some(j) = rows[..i].iter().position(|x| x == r) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "positions {} and {} share cache row {r} (n_ctx {}, ring {})",
+                            positions[j], positions[i], q.n_ctx, q.ring
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -349,6 +362,36 @@ mod tests {
             },
         );
         assert!(err.unwrap_err().to_string().contains("position 3"));
+    }
+
+    #[test]
+    fn positions_must_be_distinct_cache_rows() {
+        let q = QkvRope {
+            q_dim: 2,
+            kv_dim: 2,
+            head_dim: 2,
+            n_rot: 2,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            n_ctx: 3,
+            ring: true,
+        };
+        let p = MatvecFusedParams {
+            mm: mm(2, 6, 6),
+            norm_eps: None,
+            epilogue: FusedEpilogue::Qkv(q),
+        };
+        // A ring of 3: positions 4 and 5 are rows 1 and 2; 2 and 5 share row 2.
+        assert!(p.check_positions(&[4, 5]).is_ok());
+        let e = p.check_positions(&[2, 5]).unwrap_err();
+        assert!(e.to_string().contains("share cache row 2"), "{e}");
+        assert!(p.check_positions(&[-1, 5]).is_err());
+        let flat = MatvecFusedParams {
+            epilogue: FusedEpilogue::Qkv(QkvRope { ring: false, ..q }),
+            ..p
+        };
+        assert!(flat.check_positions(&[4, 5]).is_err());
+        assert!(flat.check_positions(&[1, 1]).is_err());
     }
 
     #[test]
