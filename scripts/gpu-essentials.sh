@@ -3,7 +3,8 @@
 # informative checks first, each bounded by a timeout, every log under $OUT:
 # SmolLM2-shaped decode/prefill speed (staged mat-vec on/off, tensor-core
 # prefill attention on/off), attention and op parity, the Qwen3-30B-A3B-shaped
-# MoE bench, MoE parity, three architectures CPU vs CUDA graph, the attention
+# MoE bench, MoE parity (ring KV caches: parity_cuattn, parity_cuops,
+# parity_graph, parity_cufused), three architectures CPU vs CUDA graph, the attention
 # bench beside PyTorch SDPA, matmul parity.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-essentials.sh
 set -uo pipefail
@@ -26,6 +27,8 @@ echo "$(el) == pp512 with KILN_ATTN_MMA=0 (f32 tiled prefill attention)"
 KILN_ATTN_MMA=0 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
 par parity_cuattn 120
 par parity_cuops 100
+par parity_graph 60
+par parity_cufused 60
 t0=$(date +%s)
 "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
 echo "$(el) synth 30B took $(( $(date +%s) - t0 )) s"
@@ -34,10 +37,11 @@ rm -f /tmp/q30.gguf
 par parity_cumoe 100
 common=(--embd 128 --heads 4 --kv-heads 2 --ff 256 --ctx 512 --type F32 --seed 3 --vocab-from "$B/vocab.gguf")
 for a in qwen3moe gemma3 qwen2; do
-  extra=(--layers 2); arch=$a
-  case $a in qwen3moe) extra+=(--head-dim 32 --experts 8 --experts-used 2 --expert-ff 128);; gemma3) extra=(--layers 7 --head-dim 32 --sliding-window 6);; esac
+  extra=(--layers 2); arch=$a; runx=()
+  # gemma3: batches of 4 make its local layers rings of 9 rows (wrapped).
+  case $a in qwen3moe) extra+=(--head-dim 32 --experts 8 --experts-used 2 --expert-ff 128);; gemma3) extra=(--layers 7 --head-dim 32 --sliding-window 6); runx=(-b 4);; esac
   "$B/kiln" synth "/tmp/$a.gguf" --arch "$arch" "${common[@]}" "${extra[@]}" > /dev/null 2>&1 || { echo "arch $a synth FAIL"; continue; }
-  for dev in cpu cuda; do KILN_CUDA_ARCHS=1 timeout 40 "$B/kiln" run --device $dev -m "/tmp/$a.gguf" -p "The capital of France is" -n 24 --temp 0 > "$L/arch-$a-$dev.txt" 2> "$L/arch-$a-$dev.err"; done
+  for dev in cpu cuda; do KILN_CUDA_ARCHS=1 timeout 40 "$B/kiln" run --device $dev -m "/tmp/$a.gguf" -p "The capital of France is" -n 24 --temp 0 "${runx[@]}" > "$L/arch-$a-$dev.txt" 2> "$L/arch-$a-$dev.err"; done
   if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-cuda.txt"; then r=same; else r=DIFFERENT; fi
   echo "$(el) arch $a greedy 24 cuda-graph vs cpu: $r | $(tail -c 150 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
 done
