@@ -259,6 +259,14 @@ __device__ __forceinline__ void attention_mma(const AttnParams& p, const float* 
                 mma_bf16_16816(s[2 * np + 1], qf[kc], b[2], b[3]);
             }
         }
+        // Soft cap (q carries scale / c): s = c log2(e) tanh(s), before the mask.
+        if (p.cap_log2 != 0.f) {
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = cap_score(p, s[nt][e]);
+            }
+        }
         // Mask the tiles that hold a key some row must not see.
         if (k0 + BN - 1 > p.pos0 + t0 || k0 < all_first) {
 #pragma unroll

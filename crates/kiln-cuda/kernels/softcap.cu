@@ -1,6 +1,14 @@
 // softcap: out[i] = cap * tanh(x[i] / cap) (reference kiln-core
-// ops/softcap.rs), tanhf per element (a few ulp). Grid-stride, float4 when
-// both pointers are 16-byte aligned.
+// ops/softcap.rs). Grid-stride, float4 when both pointers are 16-byte
+// aligned.
+//
+// tanh as expm1(2a) / (expm1(2a) + 2), a = min(|y|, 9) (tanh(9) rounds to 1
+// in f32), sign restored: the module compiles with --use_fast_math, under
+// which tanhf became the hardware approximation (measured on an H100:
+// errors up to 2.4e-4 at |out| ~ 30, 8e-6 relative, against the testkit's
+// 4e-5); expm1f has no fast intrinsic, so this stays within a few ulp
+// (numpy float32 emulation over |y| <= 12: max error 8.9e-8, 2.1e-7
+// relative).
 #include "common.cuh"
 
 struct SoftcapParams {
@@ -10,7 +18,11 @@ struct SoftcapParams {
 };
 
 __device__ __forceinline__ bool scap_aligned16(const void* q) { return ((u64)q & 15) == 0; }
-__device__ __forceinline__ float scap1(float v, float c, float ic) { return c * tanhf(v * ic); }
+__device__ __forceinline__ float scap_tanh(float y) {
+    const float e = expm1f(2.f * fminf(fabsf(y), 9.f));
+    return copysignf(e / (e + 2.f), y);
+}
+__device__ __forceinline__ float scap1(float v, float c, float ic) { return c * scap_tanh(v * ic); }
 
 // x, out: [n]
 extern "C" __global__ void softcap_f32(SoftcapParams p, const float* __restrict__ x,

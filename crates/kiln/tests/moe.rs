@@ -74,7 +74,9 @@ fn route_matmul_combine(s: &Stream) {
         logits,
     } = tensors(s);
     let rows = rp.n_tokens * rp.top_k;
-    let mut dev_ids = Ids::from_host(s, &vec![u32::MAX; rows]).unwrap();
+    // Room for more rows than this call's, as a model's batch-sized buffer
+    // has (the ops use the first `rows`).
+    let mut dev_ids = Ids::from_host(s, &vec![u32::MAX; rows + 7]).unwrap();
     let mut wts = Tensor::from_f32(s, &[rows], vec![f32::NAN; rows]).unwrap();
     moe_route(s, &rp, &lt, None, &mut dev_ids, &mut wts).unwrap();
     let (mut want_ids, mut want_w) = (vec![0u32; rows], vec![0.0f32; rows]);

@@ -51,13 +51,16 @@ pub fn matmul_id(
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
             let wb = w.cuda_bytes(OP, "w")?;
+            // The ids buffer may hold more than this call's rows (it is
+            // sized for a whole batch): `ids.cuda` checks the room and
+            // views the first `rows`.
+            let d = ids.cuda(OP, rows)?;
             p.validate(
                 wb.len(),
                 x_rows.saturating_mul(p.k),
-                ids.len(),
+                d.len(),
                 rows.saturating_mul(p.n),
             )?;
-            let d = ids.cuda(OP, rows)?;
             let xs = x.cuda_f32(OP, "x", x_rows * p.k)?;
             let mut os = out.cuda_f32_mut(OP, "out", rows * p.n)?;
             kiln_cuda::matmul_id::matmul_id(be, p, &wb, &xs, &d, &mut os).map_err(super::cuda_err)
