@@ -72,23 +72,9 @@ if [ -n "${KILN_MODEL:-}" ] && want perf; then
   # Decode kernel times (ncu, warm caches, 8 tokens + warm-up): where a
   # token's GPU time goes.
   if command -v ncu >/dev/null && command -v python3 >/dev/null; then
-    ncu --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
       "$B/kiln" bench --device cuda -m "$model" -p 0 -n 8 -r 1 > "$OUT/ncu-decode.csv" 2> "$OUT/ncu-decode.err"
-    python3 - "$OUT/ncu-decode.csv" <<'PY' | tee "$OUT/ncu-decode.txt"
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows: sys.exit("ncu produced no rows")
-h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value")
-t = collections.defaultdict(list)
-for r in rows[1:]:
-    try: t[r[ki].split("(")[0]].append(float(r[vi].replace(",", "")))
-    except ValueError: pass
-tot = sum(map(sum, t.values()))
-print("== ncu decode kernels (warm): name, launches, mean us, min us, share")
-for n, v in sorted(t.items(), key=lambda x: -sum(x[1])):
-    print(f"  {n:42s} {len(v):6d} {sum(v)/len(v)/1e3:8.2f} {min(v)/1e3:8.2f} {100*sum(v)/tot:6.1f}%")
-print(f"  total {sum(map(len, t.values()))} kernels, {tot/1e3:.1f} us")
-PY
+    python3 scripts/ncu-breakdown.py "$OUT/ncu-decode.csv" | tee "$OUT/ncu-decode.txt"
   fi
   # A bigger model made here: Llama-3.2-1B-like shape (16 layers, d 2048,
   # 32/8 heads of 64, ff 8192), Q4_1 layers, Q8_0 tied embeddings (the
