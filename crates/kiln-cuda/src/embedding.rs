@@ -6,7 +6,11 @@
 //! `crate::mlx`). Q5_*, the K-quants but Q8_K and IQ4_* decode through the
 //! mat-vec block decoders of `decode_kq.cuh`, one thread per 8 values; the
 //! others one value per thread. Every value is rounded as the reference
-//! (`d * q`, or `d * q` then `+ m`, unfused), so the lookup is bit-exact.
+//! (`d * q`, or `d * q` then `+ m`, unfused; Q8_K's f32 scale through
+//! `kiln_mul_rn`, which keeps subnormals under `--use_fast_math`), so the
+//! lookup is bit-exact: the testkit table compares bits, the compile test
+//! checks the PTX (no `fma`, no flush in Q8_K), and
+//! `scripts/check-cuda-embedding.py` runs the kernels as host C++.
 //!
 //! The ids live on the device, so the launcher cannot check them without a
 //! sync: it validates the table and output sizes, and the kernel checks each
