@@ -44,6 +44,9 @@ static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
 static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
 static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
+// Q8_K (kiln-core quant/q8k.rs): f32 scale, i8 codes, sums of 16 codes.
+struct block_q8_K { float d; i8 qs[256]; short bsums[16]; };
+static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
 
 // f16 / bf16 bits -> f32 without cuda_fp16.h.
 __device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
@@ -60,6 +63,15 @@ __device__ __forceinline__ u16 kiln_f32_to_f16(float f) {
     u16 h;
     asm("{ .reg .b16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(f));
     return h;
+}
+// a * b rounded to nearest even, subnormals kept: kernels compile with
+// --use_fast_math, which makes a C++ `*` (and __fmul_rn) mul.rn.ftz.f32,
+// flushing subnormal inputs and products to zero where the reference keeps
+// them. Inline PTX, as the conversions above (host checkers strip them).
+__device__ __forceinline__ float kiln_mul_rn(float a, float b) {
+    float r;
+    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
 }
 // f32 -> bf16 bits as kiln-core's f32_to_bf16_bits (ggml): NaN keeps its
 // top bits and is made quiet, everything else rounds to nearest even on

@@ -6,6 +6,7 @@
 // bad id the host did not check shows up instead of reading out of bounds.
 #include "common.cuh"
 #include "matvec.cuh"
+#include "decode_kq.cuh"
 #include "mlx.cuh"
 
 struct EmbeddingParams {
@@ -63,6 +64,18 @@ struct RowQ8_1 {
     }
 };
 
+// Q8_K: x = d * q, d an f32 at byte 0 of the 292-byte block (4-byte aligned:
+// the launcher checks the table, 292 keeps rows aligned). An f32 scale can
+// be subnormal, or make subnormal products: kiln_mul_rn keeps them (the
+// f16-scaled formats never produce one: every nonzero value is a multiple
+// of 2^-24, so the flush-to-zero __fmul_rn / __fadd_rn are exact there).
+struct RowQ8_K {
+    static __device__ __forceinline__ float get(const u8* row, u64 j) {
+        const block_q8_K* b = (const block_q8_K*)row + j / QK_K;
+        return kiln_mul_rn(b->d, (float)b->qs[j % QK_K]);
+    }
+};
+
 // table: [n_vocab, row_bytes] bytes, ids: [n_ids], out: [n_ids, dim].
 // grid.x walks ids, grid.y * blockDim.x walks the row's elements.
 template <typename Row>
@@ -83,6 +96,48 @@ __device__ __forceinline__ void embedding_rows(const EmbeddingParams& p, const u
     }
 }
 
+// The formats of decode_kq.cuh (Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS),
+// through the mat-vec decoders: a row is dim / 32 virtual blocks located by
+// SubBlocks, each 4 lane parts of 8 values; one thread decodes one lane part
+// (grid.y * blockDim.x walks the row's dim / 8 lane parts). Each value is
+// d * c + mo rounded twice, or d * c (formats without a min), as the
+// reference: the __f*_rn intrinsics keep the compiler from fusing them.
+template <class Q>
+__device__ __forceinline__ void embedding_lanes(const EmbeddingParams& p, const u8* __restrict__ table,
+                                                const u32* __restrict__ ids, float* __restrict__ out) {
+    const u64 parts = p.dim / 8;  // dim is a multiple of 32 (validated)
+    for (u64 t = blockIdx.x; t < p.n_ids; t += gridDim.x) {
+        const u32 id = ids[t];
+        float* o = out + t * p.dim;
+        const u64 k0 = (u64)blockIdx.y * blockDim.x + threadIdx.x;
+        const u64 step = (u64)gridDim.y * blockDim.x;
+        if ((u64)id >= p.n_vocab) {
+            for (u64 k = k0; k < parts; k += step)
+                for (int e = 0; e < 8; e++) o[8 * k + e] = __int_as_float(0x7fc00000);
+            continue;
+        }
+        const u8* row = table + (u64)id * p.row_bytes;
+        for (u64 k = k0; k < parts; k += step) {
+            const u64 b = k / 4;
+            const int s = (int)(k % 4);
+            float d, mo, c[8];
+            Q::decode(SubBlocks<Q>::at(row, b, s), d, mo, c);
+            float* ob = o + 32 * b;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int at = e < 4 ? Q::xoff0(s) + e : Q::xoff1(s) + e - 4;
+                ob[at] = Q::MIN ? __fadd_rn(__fmul_rn(d, c[e]), mo) : __fmul_rn(d, c[e]);
+            }
+        }
+    }
+}
+
+#define KILN_EMBEDDING_LANES(name, Q)                                                              \
+    extern "C" __global__ void name(EmbeddingParams p, const u8* __restrict__ table,               \
+                                    const u32* __restrict__ ids, float* __restrict__ out) {        \
+        embedding_lanes<Q>(p, table, ids, out);                                                    \
+    }
+
 #define KILN_EMBEDDING(name, Row)                                                                  \
     extern "C" __global__ void name(EmbeddingParams p, const u8* __restrict__ table,               \
                                     const u32* __restrict__ ids, float* __restrict__ out) {        \
@@ -97,6 +152,16 @@ KILN_EMBEDDING(embedding_q4_0_f32, RowQ4_0)
 KILN_EMBEDDING(embedding_q4_1_f32, RowQ4_1)
 KILN_EMBEDDING(embedding_q8_0_f32, RowQ8_0)
 KILN_EMBEDDING(embedding_q8_1_f32, RowQ8_1)
+KILN_EMBEDDING(embedding_q8_k_f32, RowQ8_K)
+KILN_EMBEDDING_LANES(embedding_q5_0_f32, Q5_0T)
+KILN_EMBEDDING_LANES(embedding_q5_1_f32, Q5_1T)
+KILN_EMBEDDING_LANES(embedding_iq4_nl_f32, IQ4_NLT)
+KILN_EMBEDDING_LANES(embedding_q2_k_f32, Q2_KT)
+KILN_EMBEDDING_LANES(embedding_q3_k_f32, Q3_KT)
+KILN_EMBEDDING_LANES(embedding_q4_k_f32, Q4_KT)
+KILN_EMBEDDING_LANES(embedding_q5_k_f32, Q5_KT)
+KILN_EMBEDDING_LANES(embedding_q6_k_f32, Q6_KT)
+KILN_EMBEDDING_LANES(embedding_iq4_xs_f32, IQ4_XST)
 #else
 KILN_EMBEDDING(KILN_MLX_NAME(embedding_mlx_, _f32), MlxFmtRow)
 #endif

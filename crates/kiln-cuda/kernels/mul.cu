@@ -1,16 +1,11 @@
 // mul: out[i] = a[i] * b[i] over n f32 elements (reference kiln-core
 // ops/mul.rs): one f32 multiply per element, bit-exact with the reference.
 // Grid-stride, float4 when all three pointers are 16-byte aligned. The
-// multiply is inline PTX mul.rn.f32: kernels compile with --use_fast_math,
-// which makes a C++ `*` (and __fmul_rn) mul.rn.ftz.f32, flushing subnormal
-// inputs and products to zero where the reference keeps them.
+// multiply is common.cuh's kiln_mul_rn (inline PTX mul.rn.f32): kernels
+// compile with --use_fast_math, which makes a C++ `*` (and __fmul_rn)
+// mul.rn.ftz.f32, flushing subnormal inputs and products to zero where the
+// reference keeps them.
 #include "common.cuh"
-
-__device__ __forceinline__ float mul_rn(float a, float b) {
-    float r;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
 
 struct MulParams { u64 n; };
 
@@ -30,10 +25,10 @@ extern "C" __global__ void mul_f32(MulParams p, const float* __restrict__ a,
         for (u64 i = tid; i < n4; i += stride) {
             const float4 x = a4[i];
             const float4 y = b4[i];
-            o4[i] = make_float4(mul_rn(x.x, y.x), mul_rn(x.y, y.y), mul_rn(x.z, y.z),
-                                mul_rn(x.w, y.w));
+            o4[i] = make_float4(kiln_mul_rn(x.x, y.x), kiln_mul_rn(x.y, y.y),
+                                kiln_mul_rn(x.z, y.z), kiln_mul_rn(x.w, y.w));
         }
         done = n4 * 4;
     }
-    for (u64 i = done + tid; i < p.n; i += stride) out[i] = mul_rn(a[i], b[i]);
+    for (u64 i = done + tid; i < p.n; i += stride) out[i] = kiln_mul_rn(a[i], b[i]);
 }

@@ -1,8 +1,16 @@
 //! embedding on CUDA: validate → select → launch (`kernels/embedding.cu`).
-//! Implements `kiln_core::ops::embedding` (row lookup + dequantize) for the
-//! float formats, Q4_0, Q4_1, Q8_0, Q8_1 and every MLX format (rounded as
-//! the reference, so bit-exact; one kernel per MLX format, compiled on
-//! first use: `crate::mlx`).
+//! Implements `kiln_core::ops::embedding` (row lookup + dequantize) for every
+//! table format: F32, F16, BF16, every GGML block format (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS) and
+//! every MLX format (one kernel per MLX format, compiled on first use:
+//! `crate::mlx`). Q5_*, the K-quants but Q8_K and IQ4_* decode through the
+//! mat-vec block decoders of `decode_kq.cuh`, one thread per 8 values; the
+//! others one value per thread. Every value is rounded as the reference
+//! (`d * q`, or `d * q` then `+ m`, unfused; Q8_K's f32 scale through
+//! `kiln_mul_rn`, which keeps subnormals under `--use_fast_math`), so the
+//! lookup is bit-exact: the testkit table compares bits, the compile test
+//! checks the PTX (no `fma`, no flush in Q8_K), and
+//! `scripts/check-cuda-embedding.py` runs the kernels as host C++.
 //!
 //! The ids live on the device, so the launcher cannot check them without a
 //! sync: it validates the table and output sizes, and the kernel checks each
@@ -32,7 +40,8 @@ struct EmbeddingK {
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for EmbeddingK {}
 
-/// The kernel for a table format (one per [`DType`]).
+/// The kernel for a table format (one per [`DType`], named as its variant).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingKernel {
     F32,
@@ -42,6 +51,16 @@ pub enum EmbeddingKernel {
     Q4_1,
     Q8_0,
     Q8_1,
+    Q8_K,
+    Q5_0,
+    Q5_1,
+    IQ4_NL,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    IQ4_XS,
     /// `embedding_mlx_<tag>_f32` in the format's variant of embedding.cu.
     Mlx(MlxFormat),
 }
@@ -63,17 +82,52 @@ impl EmbeddingKernel {
             EmbeddingKernel::Q4_1 => "embedding_q4_1_f32",
             EmbeddingKernel::Q8_0 => "embedding_q8_0_f32",
             EmbeddingKernel::Q8_1 => "embedding_q8_1_f32",
+            EmbeddingKernel::Q8_K => "embedding_q8_k_f32",
+            EmbeddingKernel::Q5_0 => "embedding_q5_0_f32",
+            EmbeddingKernel::Q5_1 => "embedding_q5_1_f32",
+            EmbeddingKernel::IQ4_NL => "embedding_iq4_nl_f32",
+            EmbeddingKernel::Q2_K => "embedding_q2_k_f32",
+            EmbeddingKernel::Q3_K => "embedding_q3_k_f32",
+            EmbeddingKernel::Q4_K => "embedding_q4_k_f32",
+            EmbeddingKernel::Q5_K => "embedding_q5_k_f32",
+            EmbeddingKernel::Q6_K => "embedding_q6_k_f32",
+            EmbeddingKernel::IQ4_XS => "embedding_iq4_xs_f32",
             EmbeddingKernel::Mlx(_) => "embedding_mlx",
         }
     }
 
     /// Alignment the kernel needs of the table's device address (its widest
-    /// scalar load: f32 values or MLX blocks' 32-bit words, else the f16
-    /// fields of the rows and blocks).
+    /// scalar load: f32 values, Q8_K's f32 scale, MLX blocks' 32-bit words
+    /// and the 32-bit words the decoders load from blocks whose size is a
+    /// multiple of 4 bytes, else the f16 fields of the rows and blocks).
     pub fn table_align(self) -> u64 {
         match self {
-            EmbeddingKernel::F32 | EmbeddingKernel::Mlx(_) => 4,
+            EmbeddingKernel::F32
+            | EmbeddingKernel::Mlx(_)
+            | EmbeddingKernel::Q8_K
+            | EmbeddingKernel::Q5_1
+            | EmbeddingKernel::Q2_K
+            | EmbeddingKernel::Q4_K
+            | EmbeddingKernel::Q5_K
+            | EmbeddingKernel::IQ4_XS => 4,
             _ => 2,
+        }
+    }
+
+    /// Values one thread writes per step: 8 (a decoder lane part) for the
+    /// `decode_kq.cuh` formats, else 1.
+    pub fn values_per_thread(self) -> usize {
+        match self {
+            EmbeddingKernel::Q5_0
+            | EmbeddingKernel::Q5_1
+            | EmbeddingKernel::IQ4_NL
+            | EmbeddingKernel::Q2_K
+            | EmbeddingKernel::Q3_K
+            | EmbeddingKernel::Q4_K
+            | EmbeddingKernel::Q5_K
+            | EmbeddingKernel::Q6_K
+            | EmbeddingKernel::IQ4_XS => 8,
+            _ => 1,
         }
     }
 
@@ -92,8 +146,7 @@ impl EmbeddingKernel {
     }
 }
 
-/// Kernel choice: one per table format; formats without a kernel yet
-/// (Q5_*, K-quants, Q8_K, IQ4_*) are [`Error::UnsupportedDType`].
+/// Kernel choice: one per table format (every [`DType`] has one).
 pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
     Ok(match p.dtype {
         DType::F32 => EmbeddingKernel::F32,
@@ -103,22 +156,17 @@ pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
         DType::Q4_1 => EmbeddingKernel::Q4_1,
         DType::Q8_0 => EmbeddingKernel::Q8_0,
         DType::Q8_1 => EmbeddingKernel::Q8_1,
+        DType::Q8_K => EmbeddingKernel::Q8_K,
+        DType::Q5_0 => EmbeddingKernel::Q5_0,
+        DType::Q5_1 => EmbeddingKernel::Q5_1,
+        DType::IQ4_NL => EmbeddingKernel::IQ4_NL,
+        DType::Q2_K => EmbeddingKernel::Q2_K,
+        DType::Q3_K => EmbeddingKernel::Q3_K,
+        DType::Q4_K => EmbeddingKernel::Q4_K,
+        DType::Q5_K => EmbeddingKernel::Q5_K,
+        DType::Q6_K => EmbeddingKernel::Q6_K,
+        DType::IQ4_XS => EmbeddingKernel::IQ4_XS,
         DType::Mlx(f) => EmbeddingKernel::Mlx(f),
-        DType::Q5_0
-        | DType::Q5_1
-        | DType::Q2_K
-        | DType::Q3_K
-        | DType::Q4_K
-        | DType::Q5_K
-        | DType::Q6_K
-        | DType::Q8_K
-        | DType::IQ4_NL
-        | DType::IQ4_XS => {
-            return Err(CudaError::Core(Error::UnsupportedDType {
-                op: "embedding",
-                dtype: p.dtype,
-            }))
-        }
     })
 }
 
@@ -159,13 +207,15 @@ pub fn embedding(
     if n == 0 {
         return Ok(());
     }
-    // Launch: grid.x over ids, grid.y over chunks of a row.
+    // Launch: grid.x over ids, grid.y over chunks of a row (of the row's
+    // values, or of its lane parts of 8 values).
     let f = kernel.function(be)?;
-    let threads = p.dim.div_ceil(32).clamp(1, 8) as u32 * 32;
+    let items = p.dim / kernel.values_per_thread();
+    let threads = items.div_ceil(32).clamp(1, 8) as u32 * 32;
     let cfg = LaunchConfig {
         grid_dim: (
             n_ids.min(65_535) as u32,
-            p.dim.div_ceil(threads as usize).min(65_535) as u32,
+            items.div_ceil(threads as usize).min(65_535) as u32,
             1,
         ),
         block_dim: (threads, 1, 1),
@@ -185,4 +235,34 @@ pub fn embedding(
     // above); the kernel reads a row only for an id < n_vocab.
     unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch embedding", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every GGML format has its own kernel; its alignment divides the block
+    /// size (so every row of an aligned table is aligned too), and the
+    /// 8-values-per-thread kernels get whole 32-element virtual blocks.
+    #[test]
+    fn every_ggml_format_has_a_kernel() {
+        let mut names = Vec::new();
+        for dtype in DType::ALL {
+            let p = EmbeddingParams {
+                n_vocab: 1,
+                dim: dtype.block_size(),
+                dtype,
+            };
+            let k = select_embedding(&p).unwrap();
+            assert_eq!(dtype.type_size() as u64 % k.table_align(), 0, "{dtype}");
+            if k.values_per_thread() == 8 {
+                assert_eq!(dtype.block_size() % 32, 0, "{dtype}");
+            }
+            names.push(k.name());
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DType::ALL.len());
+    }
 }

@@ -239,3 +239,53 @@ fn cast_and_mul_entries_and_exact_instructions() {
     assert!(ptx.contains("mul.rn.f32"), "mul.cu: no mul.rn.f32");
     assert!(!ptx.contains(".ftz.f32"), "mul.cu flushes subnormals");
 }
+
+/// embedding.cu has the entry point `select_embedding` names for every GGML
+/// format (a missing one would fail only at its first launch, on a GPU); no
+/// entry fuses a multiply and an add (the reference rounds both, and the
+/// testkit table wants bit-exact rows); Q8_K's f32-scale multiply keeps
+/// subnormals as the reference (mul.rn.f32, not the flush-to-zero multiply
+/// --use_fast_math makes of `*`).
+#[test]
+fn embedding_entries_for_every_ggml_format() {
+    use kiln_core::ops::embedding::EmbeddingParams;
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
+    if only
+        .as_ref()
+        .is_some_and(|o| !o.split(',').any(|x| x == "embedding"))
+    {
+        return;
+    }
+    let (_, ptx) = compile("embedding.cu", kiln_cuda::kernels::EMBEDDING, "sm_90").unwrap();
+    for dtype in DType::ALL {
+        let p = EmbeddingParams {
+            n_vocab: 1,
+            dim: dtype.block_size(),
+            dtype,
+        };
+        let name = kiln_cuda::embedding::select_embedding(&p).unwrap().name();
+        assert!(
+            ptx.contains(&format!(".entry {name}(")),
+            "embedding.cu: no entry {name} for {dtype}"
+        );
+    }
+    for body in ptx.split(".entry ").skip(1) {
+        let name = body.split('(').next().unwrap_or(body);
+        assert!(!body.contains("fma.rn"), "{name} fuses a multiply-add");
+    }
+    let q8k = ptx.split(".entry embedding_q8_k_f32(").nth(1).unwrap();
+    let q8k = q8k.split(".entry").next().unwrap_or(q8k);
+    assert!(
+        q8k.contains("mul.rn.f32"),
+        "embedding_q8_k_f32: no mul.rn.f32"
+    );
+    assert!(
+        !q8k.contains(".ftz.f32"),
+        "embedding_q8_k_f32 flushes subnormals"
+    );
+}

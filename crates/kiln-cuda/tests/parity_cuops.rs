@@ -496,11 +496,22 @@ fn embedding_out_of_range_ids_give_nan_rows() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(kiln_testkit::test_seed(), "embedding-bad-ids", 0);
     // MLX: 2-bit codes in groups of 32 with f16 scales (a variant module).
+    // Q5_0, Q4_K, Q6_K: the decode_kq.cuh kernels (8 values a thread).
     let mlx = tk::matmul_mlx::mlx_cover()[0];
-    for dtype in [DType::F32, DType::Q4_1, DType::Q8_0, mlx] {
+    let dtypes = [
+        DType::F32,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::Q8_K,
+        mlx,
+    ];
+    for dtype in dtypes {
         let p = EmbeddingParams {
             n_vocab: 5,
-            dim: 64,
+            dim: 512,
             dtype,
         };
         let table = rand_rows(&mut rng, dtype, p.n_vocab, p.dim);
@@ -521,7 +532,7 @@ fn embedding_out_of_range_ids_give_nan_rows() {
             } else {
                 let mut want = vec![0.0f32; p.dim];
                 embedding_ref(&p, &table, &[id], &mut want).unwrap();
-                compare("row", got, &want, Tol::ELEMENTWISE)
+                compare("row", got, &want, Tol::EXACT)
                     .unwrap_or_else(|e| panic!("{dtype} row {row}: {e}"));
             }
         }
@@ -580,6 +591,32 @@ fn embedding_rejects_misaligned_tables_and_bad_lengths() {
         &mut out.slice_mut(..),
     )
     .unwrap();
+    // Formats whose decoders load 32-bit words (block sizes a multiple of 4
+    // bytes) want a 4-byte aligned table; the 16-bit ones 2 bytes.
+    let mut out = be.alloc_zeros::<f32>(2 * 256).unwrap();
+    for (dtype, align) in [(DType::Q4_K, 4), (DType::Q8_K, 4), (DType::Q6_K, 2)] {
+        let p = EmbeddingParams {
+            n_vocab: 2,
+            dim: 256,
+            dtype,
+        };
+        let rb = p.row_bytes().unwrap();
+        let t = be.upload(&vec![0u8; 2 * rb + 4]).unwrap();
+        let r = embedding::embedding(
+            &be,
+            &p,
+            &t.slice(2..2 + 2 * rb),
+            &ids.slice(..),
+            2,
+            &mut out.slice_mut(..),
+        );
+        if align == 4 {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("aligned"), "{dtype}: {e}");
+        } else {
+            r.unwrap_or_else(|e| panic!("{dtype} at 2 bytes: {e}"));
+        }
+    }
 }
 
 #[test]

@@ -34,9 +34,12 @@ const fn c(n_vocab: usize, dim: usize, dtype: DType, n_ids: usize, big: bool) ->
     }
 }
 
-/// Every dtype; odd dims for the float formats; one to many blocks per row
-/// for the quantized ones; no ids; SmolLM2's Q8_0 `token_embd` (49152 x 576)
-/// for a 7-token prompt and a 512-token prefill.
+/// Every dtype; odd dims for the float formats; odd vocabularies with one
+/// block per row and with several for the quantized ones (the 256-element
+/// formats also eight super-blocks, a 2048-wide model's row); one id; no
+/// ids; SmolLM2's Q8_0 `token_embd` (49152 x 576) for a 7-token prompt and a
+/// 512-token prefill, a 2048-wide Q4_K table (as Q4_K_M files store
+/// `token_embd`) for a 512-token prefill.
 pub const CASES: &[EmbeddingCase] = &[
     c(1, 1, DType::F32, 1, false),
     c(5, 7, DType::F32, 9, false),
@@ -54,6 +57,30 @@ pub const CASES: &[EmbeddingCase] = &[
     c(10, 32, DType::Q8_0, 0, false),
     c(49152, 576, DType::Q8_0, 7, false),
     c(49152, 576, DType::Q8_0, 512, true),
+    c(3, 32, DType::Q5_0, 5, false),
+    c(33, 96, DType::Q5_0, 9, false),
+    c(3, 32, DType::Q5_1, 5, false),
+    c(7, 576, DType::Q5_1, 9, false),
+    c(3, 32, DType::IQ4_NL, 5, false),
+    c(33, 96, DType::IQ4_NL, 1, false),
+    c(3, 256, DType::Q2_K, 5, false),
+    c(7, 768, DType::Q2_K, 9, false),
+    c(3, 256, DType::Q3_K, 5, false),
+    c(7, 768, DType::Q3_K, 9, false),
+    c(3, 256, DType::Q4_K, 5, false),
+    c(7, 768, DType::Q4_K, 9, false),
+    c(1031, 2048, DType::Q4_K, 7, false),
+    c(32003, 2048, DType::Q4_K, 512, true),
+    c(3, 256, DType::Q5_K, 5, false),
+    c(7, 768, DType::Q5_K, 9, false),
+    c(3, 256, DType::Q6_K, 5, false),
+    c(7, 768, DType::Q6_K, 9, false),
+    c(1031, 2048, DType::Q6_K, 1, false),
+    c(3, 256, DType::Q8_K, 5, false),
+    c(7, 768, DType::Q8_K, 9, false),
+    c(3, 256, DType::IQ4_XS, 5, false),
+    c(7, 768, DType::IQ4_XS, 9, false),
+    c(5, 256, DType::Q6_K, 0, false),
 ];
 
 /// MLX table shapes: `(n_vocab, dim in groups, n_ids)`, dim = one group,
@@ -79,7 +106,11 @@ pub fn check_embedding(imp: &EmbeddingFn<'_>) -> Report {
 /// [`check_embedding`] with explicit options.
 pub fn check_embedding_with(imp: &EmbeddingFn<'_>, opts: &Options) -> Report {
     let mut run = Runner::new("embedding", opts);
-    let tol = run.tol(Tol::ELEMENTWISE);
+    // Bit-exact: the reference rounds each multiply and add once (none fused,
+    // codes and f16 / bf16 scales convert exactly), which a correct backend
+    // reproduces; an error of one ulp (a fused multiply-add) or a flushed
+    // subnormal would pass any looser bound.
+    let tol = run.tol(Tol::EXACT);
     let mlx = mlx_cover().into_iter().flat_map(|dtype| {
         MLX_SHAPES.map(|(n_vocab, groups, n_ids)| {
             let g = dtype.block_size();
@@ -135,6 +166,40 @@ pub fn check_embedding_with(imp: &EmbeddingFn<'_>, opts: &Options) -> Report {
         let bad = EmbeddingParams { dim: 33, ..p };
         let mut out = Guarded::new(33);
         expect_reject(imp(&bad, &table, &[0], out.as_mut_slice()), &out)
+    });
+    run.case(
+        "rejects a K-quant dim not a multiple of 256",
+        false,
+        |rng| {
+            let table = rand_rows(rng, DType::F32, 4, 96);
+            let bad = EmbeddingParams {
+                dim: 96,
+                dtype: DType::Q4_K,
+                ..p
+            };
+            let mut out = Guarded::new(96);
+            expect_reject(imp(&bad, &table, &[0], out.as_mut_slice()), &out)
+        },
+    );
+    // Q8_K's scale is an f32: subnormal scales give subnormal values, which
+    // the reference keeps (a flush-to-zero multiply would give zeros).
+    run.case("Q8_K subnormal scales", false, |rng| {
+        let p = EmbeddingParams {
+            n_vocab: 5,
+            dim: 512,
+            dtype: DType::Q8_K,
+        };
+        let mut table = rand_rows(rng, p.dtype, p.n_vocab, p.dim);
+        for block in table.chunks_exact_mut(p.dtype.type_size()) {
+            let d = rng.gen_range(1u32..0x0080_0000) | if rng.gen() { 0x8000_0000 } else { 0 };
+            block[..4].copy_from_slice(&d.to_le_bytes());
+        }
+        let ids = ids(rng, p.n_vocab, 6);
+        let mut want = vec![0.0; ids.len() * p.dim];
+        embedding_ref(&p, &table, &ids, &mut want).map_err(ref_failed)?;
+        let mut out = Guarded::new(want.len());
+        imp(&p, &table, &ids, out.as_mut_slice()).map_err(impl_failed)?;
+        check_output("out", &out, &want, tol)
     });
     let dtype = mlx_cover().into_iter().next();
     if let Some(dtype) = dtype {
