@@ -336,7 +336,7 @@ fn forced_kernels_agree() {
         }
     };
     let decode = c(2, 9, 3, 64, 3000, 4);
-    let AttentionKernel::SplitKv(base) = select_attention(
+    let base = split_kv_plan(
         &AttentionParams {
             n_tokens: 2,
             n_heads: 9,
@@ -349,10 +349,7 @@ fn forced_kernels_agree() {
             softcap: None,
         },
         132,
-    )
-    .unwrap() else {
-        panic!("decode must select split-KV")
-    };
+    );
     let one = kiln_cuda::attention::SplitKvPlan {
         splits: 1,
         chunk: 3008,
