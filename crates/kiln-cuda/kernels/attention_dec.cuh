@@ -18,12 +18,13 @@
 // through shared memory; with several splits the block writes its partial
 // (acc, m, l) and the last block of the group (ticket) merges the splits:
 // every split's (m, l) loaded at once into shared memory, the weights
-// 2^(m_s - M) / L computed once per (head, split), then each output a
-// sum of independent loads.
+// 2^(m_s - M) / L computed once per (head, split), then the weighted sums
+// with 16-byte loads, every thread of the block on a share of the splits
+// (decg_combine).
 //
 // Up to DECG_MAX_HEADS query heads per block (q and acc in registers).
-// Dynamic shared memory: max(S * hb * (D + 2), 2 * hb * n_splits) floats
-// (decg_smem_floats in src/attention/dec.rs).
+// Dynamic shared memory: max(S * hb * (D + 2), 2 * hb * n_splits + 4 *
+// DECG_THREADS) floats (decg_smem_floats in src/attention/dec.rs).
 
 #define DECG_WARPS 4
 #define DECG_THREADS (DECG_WARPS * 32)
@@ -49,25 +50,49 @@ __device__ __forceinline__ void decg_load(const kv_t* __restrict__ src, bool vec
     for (int i = 0; i < DECG_EPL; ++i) r[i] = kv_cvt(src[i]);
 }
 
+// Four partial sums at p (16-byte aligned when `vec`), read through L2.
+__device__ __forceinline__ float4 decg_ld4(const float* p, bool vec) {
+    if (vec) return __ldcg((const float4*)p);
+    return make_float4(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2), __ldcg(p + 3));
+}
+
+__device__ __forceinline__ void decg_fma4(float4& a, const float4& x, float w) {
+    a.x = fmaf(x.x, w, a.x);
+    a.y = fmaf(x.y, w, a.y);
+    a.z = fmaf(x.z, w, a.z);
+    a.w = fmaf(x.w, w, a.w);
+}
+
 // The lane-group merge of the split partials of query heads qh0 .. qh0 + nh
-// (see combine_heads for the math); `w` is shared memory of 2 * nh *
-// n_splits floats. Every split's (m, l) is loaded in one parallel step.
+// (see combine_heads for the math). `w`: shared memory of 2 * nh *
+// n_splits + 4 * DECG_THREADS floats. Every split's (m, l) is loaded in
+// one parallel step; one warp per head turns them into weights
+// 2^(m_s - M) / L (0 exactly for a split that saw no key); then each
+// thread sums four output columns (one 16-byte load per split) over every
+// R-th split, skipping zero weights (the empty splits of a plan made for a
+// later position: the `_at` kernels), two loads in flight, and the R
+// partial sums of a column are added through shared memory.
+template <int D>
 __device__ __forceinline__ void decg_combine(const AttnParams& p, const float* part, u64 qh0, u32 nh,
                                              float* w, float* __restrict__ out) {
-    const u32 ns = p.n_splits, d = p.head_dim;
+    constexpr u32 Q = D / 4;              // column quads of a head
+    constexpr u32 R = DECG_THREADS / Q;   // threads per quad, each every R-th split
+    static_assert(DECG_THREADS % Q == 0, "D / 4 must divide the block");
+    const u32 ns = p.n_splits;
     const u32 tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const u64 n_qh = (u64)p.n_tokens * p.n_heads;
-    const float* ml = part + n_qh * ns * d + qh0 * ns * 2;  // heads qh0.. are contiguous
-    float* ws = w;            // [nh][ns]: m, then the weight
-    float* ls = w + nh * ns;  // [nh][ns]: l
-    for (u32 i = tid; i < nh * ns; i += blockDim.x) {
+    const float* ml = part + n_qh * ns * D + qh0 * ns * 2;  // heads qh0.. are contiguous
+    float* ws = w;                // [nh][ns]: m, then the weight
+    float* ls = w + nh * ns;      // [nh][ns]: l
+    float* red = w + 2 * nh * ns; // [R][D]: partial column sums
+    for (u32 i = tid; i < nh * ns; i += DECG_THREADS) {
         ws[i] = __ldcg(ml + 2 * (u64)i);
         ls[i] = __ldcg(ml + 2 * (u64)i + 1);
     }
     __syncthreads();
     // Some split holds the query's own key: M is finite, L > 0; an empty
     // split (m = -inf, l = 0) weighs exactly 0.
-    for (u32 g = warp; g < nh; g += blockDim.x / 32) {
+    for (u32 g = warp; g < nh; g += DECG_WARPS) {
         float* wg = ws + g * ns;
         const float* lg = ls + g * ns;
         float mx = KILN_NEG_INF;
@@ -80,20 +105,33 @@ __device__ __forceinline__ void decg_combine(const AttnParams& p, const float* p
         for (u32 s = lane; s < ns; s += 32) wg[s] = exp2f(wg[s] - mx) * inv;
     }
     __syncthreads();
-    for (u32 i = tid; i < nh * d; i += blockDim.x) {
-        const u32 g = i / d, c = i - g * d;
+    const u32 cq = tid % Q, r = tid / Q;
+    // Partials are rows of D floats at a 16-byte multiple from part.
+    const bool vec = ((u64)part % 16) == 0;
+    for (u32 g = 0; g < nh; ++g) {
         const float* wg = ws + g * ns;
-        const float* pa = part + (qh0 + g) * ns * d + c;
-        float n0 = 0.f, n1 = 0.f, n2 = 0.f, n3 = 0.f;
-        u32 s = 0;
-        for (; s + 4 <= ns; s += 4) {
-            n0 = fmaf(__ldcg(pa + (u64)s * d), wg[s], n0);
-            n1 = fmaf(__ldcg(pa + (u64)(s + 1) * d), wg[s + 1], n1);
-            n2 = fmaf(__ldcg(pa + (u64)(s + 2) * d), wg[s + 2], n2);
-            n3 = fmaf(__ldcg(pa + (u64)(s + 3) * d), wg[s + 3], n3);
+        const float* pa = part + (qh0 + g) * ns * D + 4 * cq;
+        float4 a0 = make_float4(0.f, 0.f, 0.f, 0.f), a1 = a0;
+        u32 s = r;
+        for (; s + R < ns; s += 2 * R) {
+            const float w0 = wg[s], w1 = wg[s + R];
+            if (w0 != 0.f) decg_fma4(a0, decg_ld4(pa + (u64)s * D, vec), w0);
+            if (w1 != 0.f) decg_fma4(a1, decg_ld4(pa + (u64)(s + R) * D, vec), w1);
         }
-        for (; s < ns; ++s) n0 = fmaf(__ldcg(pa + (u64)s * d), wg[s], n0);
-        out[(qh0 + g) * d + c] = (n0 + n1) + (n2 + n3);
+        if (s < ns && wg[s] != 0.f) decg_fma4(a0, decg_ld4(pa + (u64)s * D, vec), wg[s]);
+        float* rr = red + r * D + 4 * cq;
+        rr[0] = a0.x + a1.x;
+        rr[1] = a0.y + a1.y;
+        rr[2] = a0.z + a1.z;
+        rr[3] = a0.w + a1.w;
+        __syncthreads();
+        for (u32 c = tid; c < D; c += DECG_THREADS) {
+            float sum = 0.f;
+#pragma unroll
+            for (u32 i = 0; i < R; ++i) sum += red[i * D + c];
+            out[(qh0 + g) * D + c] = sum;
+        }
+        __syncthreads();  // red is rewritten for the next head
     }
 }
 
@@ -248,7 +286,7 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
             __syncthreads();
             if (ticket == p.n_splits - 1) {
                 __threadfence();
-                decg_combine(p, part, qh0, nh, smem, out);
+                decg_combine<D>(p, part, qh0, nh, smem, out);
                 if (tid == 0) *tk = 0u;  // ready for the next launch (graph replay)
             }
         }

@@ -8,9 +8,12 @@
 //! decode kernel's 4 and a score costs `log2(head_dim / 8)` shuffles. The
 //! grid, split plan fields and partial layout are the split-KV ones; the
 //! plan aims at [`DECG_BLOCKS_PER_SM`] blocks per SM with splits of at
-//! least two keys per stream, and the last block's merge loads every
-//! split's `(m, l)` at once. Also the launcher of the warp decode kernel
-//! (`attention_decode_l<L>`) that covers the other decode shapes.
+//! least two keys per stream. The last block's merge loads every split's
+//! `(m, l)` at once, then sums the partials with 16-byte loads spread over
+//! the whole block, skipping empty splits (those past the device position
+//! of an `_at` launch planned for a later one). Also the launcher of the
+//! warp decode kernel (`attention_decode_l<L>`) that covers the other
+//! decode shapes.
 //!
 //! `KILN_ATTN_DEC=old` makes [`super::attention`] and
 //! [`super::attention_at`] run the warp decode kernel instead (A/B, and a
@@ -111,10 +114,10 @@ pub(super) fn adjust_for(
 }
 
 /// Dynamic shared memory (floats): the streams' merge slots, or the split
-/// merge's weights, whichever is larger.
+/// merge's weights and column sums, whichever is larger.
 fn decg_smem_floats(d: usize, plan: &SplitKvPlan) -> usize {
     let hb = plan.heads_per_block;
-    (streams(d) * hb * (d + 2)).max(2 * hb * plan.splits)
+    (streams(d) * hb * (d + 2)).max(2 * hb * plan.splits + 4 * DECG_THREADS as usize)
 }
 
 /// Reject a plan the lane-group kernel cannot run correctly.
