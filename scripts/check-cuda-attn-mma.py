@@ -75,37 +75,11 @@ MAX_ABS = 1.6e-2
 NMSE = 1e-4
 
 PRELUDE = r"""
-#include <algorithm>
 #include <barrier>
 #include <cassert>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <thread>
-#include <vector>
-#define __device__
-#define __host__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) __attribute__((aligned(n)))
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) float2 { float x, y; };
-static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
-static inline float2 make_float2(float a, float b) { return {a, b}; }
-using std::min;
-using std::max;
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline unsigned f2u(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+#include "cuda_host_shim.h"
 """
 
 SHIMS = r"""
@@ -127,7 +101,7 @@ static inline unsigned lane_id() { return threadIdx.x % 32; }
 static inline float __shfl_xor_sync(unsigned mask, float v, int m) {
     assert(mask == 0xffffffffu);
     const unsigned l = lane_id();
-    warpx->slot[l][0] = f2u(v);
+    warpx->slot[l][0] = __float_as_uint(v);
     warpx->bar.arrive_and_wait();
     const float r = __uint_as_float((unsigned)warpx->slot[l ^ (unsigned)m][0]);
     warpx->bar.arrive_and_wait();
@@ -136,7 +110,7 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int m) {
 
 // cvt.rn.bf16x2.f32 of (hi, lo): round to nearest even (no NaN reaches it).
 static inline unsigned bf16_rne(float f) {
-    const unsigned u = f2u(f);
+    const unsigned u = __float_as_uint(f);
     assert(!std::isnan(f));
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
@@ -377,7 +351,7 @@ def main() -> int:
         (t / "emu.cpp").write_text(src)
         cc = subprocess.run(
             ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
-             "-o", str(t / "emu"), str(t / "emu.cpp")],
+             "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
             capture_output=True, text=True)
         if cc.returncode != 0:
             print(cc.stderr[-6000:])

@@ -68,42 +68,16 @@ NMSE = 1e-9
 SM_COUNT = 132  # an H100's SMs, for the ported split plan
 
 PRELUDE = r"""
-#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cassert>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <random>
 #include <thread>
-#include <vector>
-#define __device__
-#define __host__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __shared__ static
-#define __launch_bounds__(...)
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) float2 { float x, y; };
-template <class T> static inline T min(T a, T b) { return a < b ? a : b; }
-template <class T> static inline T max(T a, T b) { return a > b ? a : b; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+#include "cuda_host_shim.h"
 """
 
 SHIMS = r"""
-__device__ __forceinline__ float kiln_f16_to_f32(u16 h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }
-__device__ __forceinline__ float kiln_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 __device__ __forceinline__ void kiln_grid_wait() {}
 __device__ __forceinline__ void kiln_grid_launch_dependents() {}
 
@@ -562,7 +536,7 @@ def main() -> int:
             (t / f"emu{kv}.cpp").write_text(kernel_source(kv))
             cc = subprocess.run(
                 ["g++", "-std=c++20", "-O1", "-g", "-w", "-fsanitize=address,undefined", "-pthread",
-                 "-o", str(t / f"emu{kv}"), str(t / f"emu{kv}.cpp")],
+                 "-I", str(ROOT / "scripts"), "-o", str(t / f"emu{kv}"), str(t / f"emu{kv}.cpp")],
                 capture_output=True, text=True)
             if cc.returncode != 0:
                 print(cc.stderr[-6000:])

@@ -2,12 +2,12 @@
 """Check the CUDA mat-vec block decoders without a GPU.
 
 Builds the decoders of crates/kiln-cuda/kernels/decode_kq.cuh (Q5_0, Q5_1,
-IQ4_NL, Q2_K..Q6_K, IQ4_XS) as host C++ with g++, with small shims for the
-CUDA intrinsics they use (__byte_perm, __uint_as_float, f16 -> f32), and
-compares, for random blocks (random bytes, sane f16 scale fields), every
-weight they decode -- d * c + mo at the element offsets xoff0 / xoff1 of each
-lane part, located through matvec.cuh's SubBlocks -- with the dequantizer of
-the independent `gguf` Python package (gguf.quants.dequantize). Exact match
+IQ4_NL, Q2_K..Q6_K, IQ4_XS) as host C++ with g++, with cuda_host_shim.h's
+shims for the CUDA intrinsics they use (__byte_perm, __uint_as_float, f16 ->
+f32), and compares, for random blocks (random bytes, sane f16 scale fields),
+every weight they decode -- d * c + mo at the element offsets xoff0 / xoff1 of
+each lane part, located through matvec.cuh's SubBlocks -- with the dequantizer
+of the independent `gguf` Python package (gguf.quants.dequantize). Exact match
 is required (both round d * sc once in f32, then multiply or add once).
 
 Usage: python3 scripts/check-cuda-decoders.py   (needs g++, numpy, gguf)
@@ -39,24 +39,11 @@ FORMATS = {
 }
 
 PRELUDE = r"""
-#include <cmath>
 #include <cstddef>
-#include <cstdio>
-#include <cstring>
-#include <vector>
-#define __device__
-#define __forceinline__ inline
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-    const unsigned long long in = ((unsigned long long)y << 32) | x;
-    unsigned r = 0;
-    for (int n = 0; n < 4; n++) r |= (unsigned)((in >> (8 * ((s >> (4 * n)) & 7))) & 0xFF) << (8 * n);
-    return r;
-}
+#include "cuda_host_shim.h"
 """
 
 MAIN = r"""
-static inline float kiln_f16_to_f32(u16 h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
 template <class Q> int check(const char* name, const char* wpath, const char* rpath, size_t nvals) {
     std::vector<u8> w(1 << 20);
     std::vector<float> ref(nvals);
@@ -132,7 +119,7 @@ def main() -> int:
             + "\n    return bad;\n}\n"
         )
         (t / "emu.cpp").write_text(src)
-        subprocess.run(["g++", "-std=c++17", "-O1", "-o", str(t / "emu"), str(t / "emu.cpp")], check=True)
+        subprocess.run(["g++", "-std=c++17", "-O1", "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")], check=True)
         rc = subprocess.run([str(t / "emu")]).returncode
     print(f"seed {SEED}: {'ok' if rc == 0 else 'MISMATCH'}")
     return 1 if rc else 0

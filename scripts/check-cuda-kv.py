@@ -42,52 +42,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "crates/kiln-cuda/kernels"
 
 PRELUDE = r"""
-#include <cmath>
-#include <cstdio>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-#define __device__
-#define __host__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __launch_bounds__(n)
+#include "cuda_host_shim.h"
 #define extern_c_global
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) float2 { float x, y; };
-static inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-template <class T> static inline T min(T a, T b) { return a < b ? a : b; }
-template <class T> static inline T max(T a, T b) { return a > b ? a : b; }
 """
 
-# common.cuh with the inline PTX replaced by host equivalents.
+# common.cuh less its inline-PTX f16 / bf16 conversions (cuda_host_shim.h has
+# host ones).
 def common_host():
     src = (KERNELS / "common.cuh").read_text()
     src = src.replace("#pragma once", "")
     start = src.index("// f16 / bf16 bits -> f32 without cuda_fp16.h.")
     end = src.index("// Programmatic dependent launch")
-    host = r"""
-__device__ __forceinline__ float kiln_f16_to_f32(u16 h) {
-    _Float16 x; memcpy(&x, &h, 2); return (float)x;
-}
-__device__ __forceinline__ float kiln_bf16_to_f32(u16 h) {
-    return __uint_as_float(((u32)h) << 16);
-}
-__device__ __forceinline__ u16 kiln_f32_to_f16(float f) {
-    _Float16 x = (_Float16)f; u16 h; memcpy(&h, &x, 2); return h;
-}
-"""
     bf = src[src.index("// f32 -> bf16 bits as kiln-core's"):end]
-    return src[:start] + host + bf
+    return src[:start] + bf
 
 
 def slice_between(src, a, b):
@@ -346,7 +313,8 @@ def build_run(tmp, name, source, args):
     exe = tmp / name
     cpp.write_text(source)
     subprocess.run(
-        ["g++", "-std=c++20", "-O1", "-fsanitize=address,undefined", "-w", "-o", str(exe), str(cpp)],
+        ["g++", "-std=c++20", "-O1", "-fsanitize=address,undefined", "-w", "-I", str(ROOT / "scripts"),
+         "-o", str(exe), str(cpp)],
         check=True,
     )
     return subprocess.run([str(exe), *args]).returncode

@@ -70,44 +70,15 @@ RANDOM_SHAPES = [(1, 3, True), (2, 5, True), (3, 2, True), (8, 3, True), (41, 2,
 
 PRELUDE = r"""
 #include <barrier>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <memory>
-#include <string>
 #include <thread>
-#include <vector>
-#define __device__
-#define __host__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __align__(n) alignas(n)
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-static inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
-using std::min;
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-    const unsigned long long in = ((unsigned long long)y << 32) | x;
-    unsigned r = 0;
-    for (int n = 0; n < 4; n++) r |= (unsigned)((in >> (8 * ((s >> (4 * n)) & 7))) & 0xFF) << (8 * n);
-    return r;
-}
+#include "cuda_host_shim.h"
 // One IEEE rounding each (g++ runs with -ffp-contract=off).
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 """
 
 SHIMS = r"""
-static inline float kiln_f16_to_f32(u16 h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
-static inline float kiln_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
-static inline u16 kiln_f32_to_f16(float v) { _Float16 f = (_Float16)v; u16 h; memcpy(&h, &f, 2); return h; }
 static thread_local std::barrier<>* warp_barrier;
 static inline void __syncwarp() { warp_barrier->arrive_and_wait(); }
 """
@@ -447,7 +418,7 @@ def main() -> int:
         ) + MAIN + "\n".join(calls) + "\n    return bad != 0;\n}\n"
         (t / "emu.cpp").write_text(src)
         cc = subprocess.run(
-            ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fsanitize=address", "-pthread", "-o", str(t / "emu"), str(t / "emu.cpp")],
+            ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fsanitize=address", "-pthread", "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
             capture_output=True,
             text=True,
         )

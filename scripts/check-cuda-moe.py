@@ -36,32 +36,11 @@ KERNELS = ROOT / "crates/kiln-cuda/kernels"
 SEED = 2718
 
 PRELUDE = r"""
-#include <algorithm>
 #include <atomic>
-#include <barrier>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-#define __device__
-#define __host__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __shared__ static
-#define __launch_bounds__(n)
-#define __align__(n) alignas(n)
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-using std::min;
-using std::max;
+#define KILN_SHIM_BLOCK_SYNC
+#define KILN_SHIM_WARP_SHFL
+#define KILN_SHIM_SLURP
+#include "cuda_host_shim.h"
 using std::isfinite;
 static inline float expf_(float x) { return std::exp(x); }
 #define expf expf_
@@ -69,23 +48,11 @@ static inline float fmaxf_(float a, float b) { return std::fmax(a, b); }
 #define fmaxf fmaxf_
 static inline float fmaf_(float a, float b, float c) { return std::fma(a, b, c); }
 #define fmaf fmaf_
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
 #define __expf(v) expf(v)
 static inline float __frcp_rn(float v) { return 1.0f / v; }
 // common.cuh's SiLU (common_decls keeps only its block structs).
 static inline float kiln_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
-static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-    const unsigned long long in = ((unsigned long long)y << 32) | x;
-    unsigned r = 0;
-    for (int n = 0; n < 4; n++) r |= (unsigned)((in >> (8 * ((s >> (4 * n)) & 7))) & 0xFF) << (8 * n);
-    return r;
-}
-static std::barrier<>* block_bar;
-static std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
-static float shfl_buf[32][32];
 static std::atomic<int> or_flag;
-static inline void __syncthreads() { block_bar->arrive_and_wait(); }
 static inline int __syncthreads_or(int p) {
     block_bar->arrive_and_wait();
     if (threadIdx.x == 0) or_flag = 0;
@@ -94,14 +61,6 @@ static inline int __syncthreads_or(int p) {
     block_bar->arrive_and_wait();
     return or_flag.load();
 }
-static inline float __shfl_xor_sync(unsigned, float v, int o) {
-    const unsigned w = threadIdx.x / 32, l = threadIdx.x % 32;
-    shfl_buf[w][l] = v;
-    warp_bars[w]->arrive_and_wait();
-    const float r = shfl_buf[w][l ^ o];
-    warp_bars[w]->arrive_and_wait();
-    return r;
-}
 typedef unsigned char u8;
 typedef signed char i8;
 typedef unsigned short u16;
@@ -109,47 +68,11 @@ typedef int i32;
 typedef unsigned int u32;
 typedef long long i64;
 typedef unsigned long long u64;
-static inline float kiln_f16_to_f32(u16 h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
-static inline float kiln_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 """
 
-# Run `body(block)` for every block of a grid as blockDim.x std::threads.
+# Blocks run with cuda_host_shim.h's launch(gx, gy, threads, body, reverse);
+# slurp reads an input file, spit writes an output.
 RUNNER = r"""
-// Blocks run one at a time, in order, or with `reverse` last row first (so
-// a block writing rows that belong to another is caught in either order).
-template <class F>
-void launch(unsigned gx, unsigned gy, unsigned threads, F body, bool reverse = false) {
-    blockDim.x = threads;
-    gridDim.x = gx;
-    gridDim.y = gy;
-    for (unsigned yy = 0; yy < gy; yy++)
-        for (unsigned bx = 0; bx < gx; bx++) {
-            const unsigned by = reverse ? gy - 1 - yy : yy;
-            std::barrier<> bar(threads);
-            block_bar = &bar;
-            warp_bars.clear();
-            for (unsigned w = 0; w < threads / 32; w++) warp_bars.emplace_back(new std::barrier<>(32));
-            std::vector<std::thread> th;
-            for (unsigned t = 0; t < threads; t++)
-                th.emplace_back([&, t] {
-                    threadIdx.x = t;
-                    blockIdx.x = bx;
-                    blockIdx.y = by;
-                    body();
-                });
-            for (auto& t : th) t.join();
-        }
-}
-template <class T>
-static std::vector<T> slurp(const std::string& path) {
-    std::vector<T> v;
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f) return v;
-    T x;
-    while (fread(&x, sizeof x, 1, f) == 1) v.push_back(x);
-    fclose(f);
-    return v;
-}
 template <class T>
 static void spit(const std::string& path, const std::vector<T>& v) {
     FILE* f = fopen(path.c_str(), "wb");
@@ -438,7 +361,7 @@ def main() -> int:
         )
         (t / "emu.cpp").write_text(src)
         cc = subprocess.run(
-            ["g++", "-std=c++20", "-O1", "-pthread", "-Wno-unknown-pragmas", "-o", str(t / "emu"), str(t / "emu.cpp")],
+            ["g++", "-std=c++20", "-O1", "-pthread", "-Wno-unknown-pragmas", "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
             capture_output=True,
             text=True,
         )

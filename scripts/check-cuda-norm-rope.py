@@ -40,39 +40,14 @@ MAX_WARPS = 8
 BLOCK_PER_TOKEN_MIN_TOKENS = 128
 
 PRELUDE = r"""
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __shared__ static
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
+#define KILN_SHIM_BLOCK_SYNC
+#define KILN_SHIM_WARP_SHFL
+#define KILN_SHIM_SLURP
+#include "cuda_host_shim.h"
 typedef int i32;
 typedef unsigned int u32;
 typedef unsigned long long u64;
-static std::barrier<>* block_bar;
-static std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
-static float shfl_buf[32][32];
-static inline void __syncthreads() { block_bar->arrive_and_wait(); }
 static inline void __syncwarp() { warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
-static inline float __shfl_xor_sync(unsigned, float v, int o) {
-    const unsigned w = threadIdx.x / 32, l = threadIdx.x % 32;
-    shfl_buf[w][l] = v;
-    warp_bars[w]->arrive_and_wait();
-    const float r = shfl_buf[w][l ^ o];
-    warp_bars[w]->arrive_and_wait();
-    return r;
-}
 static inline float kiln_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -82,38 +57,6 @@ static inline float __fdiv_rn(float a, float b) { return a / b; }
 """
 
 MAIN = r"""
-template <class F>
-void launch(unsigned gx, unsigned gy, unsigned threads, F body) {
-    blockDim.x = threads;
-    gridDim.x = gx;
-    gridDim.y = gy;
-    for (unsigned by = 0; by < gy; by++)
-        for (unsigned bx = 0; bx < gx; bx++) {
-            std::barrier<> bar(threads);
-            block_bar = &bar;
-            warp_bars.clear();
-            for (unsigned w = 0; w < threads / 32; w++) warp_bars.emplace_back(new std::barrier<>(32));
-            std::vector<std::thread> th;
-            for (unsigned t = 0; t < threads; t++)
-                th.emplace_back([&, t] {
-                    threadIdx.x = t;
-                    blockIdx.x = bx;
-                    blockIdx.y = by;
-                    body();
-                });
-            for (auto& t : th) t.join();
-        }
-}
-template <class T>
-static std::vector<T> slurp(const std::string& path) {
-    std::vector<T> v;
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f) return v;
-    T x;
-    while (fread(&x, sizeof x, 1, f) == 1) v.push_back(x);
-    fclose(f);
-    return v;
-}
 static float bits(u64 b) { u32 u = (u32)b; float f; memcpy(&f, &u, 4); return f; }
 
 int main(int argc, char** argv) {
@@ -239,7 +182,7 @@ def main() -> int:
         src = "\n".join([PRELUDE, f"#define GUARD {GUARD}", device_src(), MAIN])
         (t / "emu.cpp").write_text(src)
         cc = subprocess.run(
-            ["g++", "-std=c++20", "-O1", "-pthread", "-o", str(t / "emu"), str(t / "emu.cpp")],
+            ["g++", "-std=c++20", "-O1", "-pthread", "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
             capture_output=True,
             text=True,
         )

@@ -39,36 +39,16 @@ SEED = 4242
 NO_TOKEN = 0xFFFFFFFF
 
 PRELUDE = r"""
-#include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <climits>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-#define __shared__ static
-#define __launch_bounds__(n)
+#define KILN_SHIM_BLOCK_SYNC
+#define KILN_SHIM_SLURP
+#include "cuda_host_shim.h"
 #define __CUDA_ARCH__ 900
 typedef unsigned char u8;
 typedef unsigned int u32;
 typedef int i32;
 typedef unsigned long long u64;
-struct Idx { unsigned x = 0, y = 0, z = 0; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim, gridDim;
-using std::max;
-using std::min;
-static inline float __uint_as_float(u32 u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline u32 __float_as_uint(float f) { u32 u; memcpy(&u, &f, 4); return u; }
 static inline int __popc(u32 x) { return __builtin_popcount(x); }
 static inline int __ffs(u32 x) { return __builtin_ffs((int)x); }
 static inline int __clz(u32 x) { return x ? __builtin_clz(x) : 32; }
@@ -88,10 +68,7 @@ static inline double smp_dceil(double a) { return std::ceil(a); }
 static inline double smp_u2d(u64 a) { return (double)a; }
 static inline u64 smp_d2u(double a) { return a >= 18446744073709551616.0 ? ~0ull : (a > 0.0 ? (u64)a : 0ull); }
 
-static std::barrier<>* block_bar;
-static std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
 static u64 xbuf[32][32];
-static inline void __syncthreads() { block_bar->arrive_and_wait(); }
 static inline unsigned lane_id() { return threadIdx.x % 32; }
 // Publish v, wait for the warp, read everything, wait again.
 template <class F>
@@ -129,31 +106,6 @@ static inline u32 __reduce_add_sync(u32 mask, u32 v) {
     return exchange(v, [&](u64* b) { u32 s = 0; for (int l = 0; l < 32; l++) if (mask >> l & 1) s += (u32)b[l]; return s; });
 }
 
-template <class F>
-void launch(unsigned threads, F body) {
-    blockDim.x = threads;
-    std::barrier<> bar(threads);
-    block_bar = &bar;
-    warp_bars.clear();
-    for (unsigned w = 0; w < threads / 32; w++) warp_bars.emplace_back(new std::barrier<>(32));
-    std::vector<std::thread> th;
-    for (unsigned t = 0; t < threads; t++)
-        th.emplace_back([&, t] {
-            threadIdx.x = t;
-            body();
-        });
-    for (auto& t : th) t.join();
-}
-template <class T>
-static std::vector<T> slurp(const std::string& path) {
-    std::vector<T> v;
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f) return v;
-    T x;
-    while (fread(&x, sizeof x, 1, f) == 1) v.push_back(x);
-    fclose(f);
-    return v;
-}
 """
 
 MAIN = r"""
@@ -174,7 +126,7 @@ int main(int argc, char** argv) {
         if (ids.empty()) ids.push_back(0);
         std::vector<float> work(p.n + 64, 12345.0f);
         std::vector<u32> out(4, 0xDEADBEEFu);  // out[1..3]; out[0], out[3] guards
-        launch(threads, [&] { sample_f32(p, x.data(), ids.data(), work.data(), out.data() + 1); });
+        launch(1, 1, threads, [&] { sample_f32(p, x.data(), ids.data(), work.data(), out.data() + 1); });
         if (out[0] != 0xDEADBEEFu || out[3] != 0xDEADBEEFu) fprintf(stderr, "case %d: guard written\n", c);
         for (u64 i = p.n; i < p.n + 64; i++)
             if (work[i] != 12345.0f) fprintf(stderr, "case %d: work written past n\n", c);
@@ -347,7 +299,7 @@ def main() -> int:
         (t / "k.cpp").write_text(src)
         exe = t / "k"
         subprocess.run(
-            ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-pthread", "-w", str(t / "k.cpp"), "-o", str(exe)],
+            ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-pthread", "-w", "-I", str(ROOT / "scripts"), str(t / "k.cpp"), "-o", str(exe)],
             check=True,
         )
         expect = []
