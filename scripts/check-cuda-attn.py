@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check the f32-math attention kernels of attention.cu (split-KV with and
-without the merge, the warp decode kernels, the tiled prefill, and the
-`_at` entry points that read the position from device memory) without a
-GPU, by running their device code as host C++ against a numpy reference.
+without the merge, the warp decode kernels, the lane-group decode kernels
+of attention_dec.cuh, the tiled prefill, and the `_at` entry points that
+read the position from device memory) without a GPU, by running their
+device code as host C++ against a numpy reference.
 
 attention.cu (up to the tensor-core section, which check-cuda-attn-mma.py
 covers) and attention_kv.cuh are compiled as they are, for each cache type
@@ -16,7 +17,9 @@ function statics, dynamic shared memory a NaN-filled buffer per block,
 atomicAdd a host atomic. The caches, q, the split scratch and the tickets
 are allocated at exactly the size the launcher validates, so any read
 outside them stops the run (AddressSanitizer); the output lives between
-guard zones; the tickets must be back to zero after every launch.
+guard zones; the tickets must be back to zero after every launch. The
+caches start 64-byte aligned (the 16-byte vector loads), or a few
+elements past that (the element-by-element loads).
 
 What it checks, above all, is the ring cache (kiln_core::ops::attention:
 a window w, a cache of kv_stride >= w + n_tokens - 1 rows, position j in
@@ -31,8 +34,14 @@ tiles), split-KV prefill, the tiled kernel on every head_dim with tiles
 that straddle the ring's end and rings shorter than a tile, soft caps,
 the `_at` kernels at device positions before, at and past (clamped) the
 planned one and negative; and plain (non-ring) caches as a control. The
-kernel params and split plans are computed as src/attention.rs computes
-them (ported below: key_span, kernel_window, split_kv_plan).
+lane-group decode kernel runs every decode case of the warp decode kernel
+that has its head dims, its own cases (every head dim, head chunks of
+groups wider than 4 heads, MHA, one key, 4 tokens with windows, soft caps,
+forced plans of one split, 16-key splits, one and two heads per block,
+shifted caches) and `_at` cases, each with f32, f16 and bf16 caches. The
+kernel params and split plans are computed as src/attention.rs and
+src/attention/dec.rs compute them (ported below: key_span, kernel_window,
+split_kv_plan, decg_plan).
 
 Bound: Tol::ATTENTION (max abs 1e-4, NMSE 1e-9), which the GPU tests
 hold these kernels to. Host libm replaces the GPU's fast-math exp2 and
@@ -40,8 +49,8 @@ tanh, so only the indexing, masking and merging are under test here, not
 the GPU's rounding.
 
 Usage: python3 scripts/check-cuda-attn.py   (needs g++ with C++20 and numpy;
-CHECK_ONLY=text runs only the cases whose name contains it; ~3 minutes on
-two cores)
+CHECK_ONLY=text runs only the cases whose name contains it, or whose
+kernel is `text` (split, decode, decg, tiled); ~6 minutes on two cores)
 """
 import os
 import pathlib
@@ -102,6 +111,8 @@ static inline float __shfl_sync(unsigned mask, float v, int src) {
 static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static inline u32 atomicAdd(u32* p, u32 v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 static inline float __ldcg(const float* p) { return *p; }
+static inline float4 __ldcg(const float4* p) { return *p; }
+static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 """
 
 MAIN = r"""
@@ -151,17 +162,37 @@ static void run_grid(Idx grid, size_t smem_floats, unsigned seed, F body) {
         if (at) KV_NAME(attention_decode_l##L##_at_)(p, pos, qq, kk, vv, part, tk, o); \
         else KV_NAME(attention_decode_l##L##_)(p, qq, kk, vv, part, tk, o);   \
         break;
+#define DECG(D)                                                            \
+    case D:                                                                \
+        if (at) KV_NAME(attention_decg_d##D##_at_)(p, pos, qq, kk, vv, part, tk, o); \
+        else KV_NAME(attention_decg_d##D##_)(p, qq, kk, vv, part, tk, o);   \
+        break;
 #define TILED(D)                                                           \
     case D:                                                                \
         KV_NAME(attention_tiled_d##D##_)(p, qq, kk, vv, o);                \
         break;
 
+// The cache at `shift` elements past a 64-byte aligned base, in a buffer
+// of exactly shift + n elements (posix_memalign: AddressSanitizer still
+// bounds the exact size); the vector loads need the alignment, the shifted
+// bases take the element-by-element path.
+template <class T>
+static T* place(const std::vector<T>& x, size_t shift) {
+    void* mem = nullptr;
+    if (posix_memalign(&mem, 64, (shift + x.size()) * sizeof(T)) != 0) abort();
+    T* base = (T*)mem;
+    for (size_t i = 0; i < shift; i++) memset(&base[i], 0xff, sizeof(T));
+    memcpy(base + shift, x.data(), x.size() * sizeof(T));
+    return base + shift;
+}
+
 // args: dir kind at size n_tokens n_heads n_kv_heads head_dim pos0 n_splits
 //       chunk heads_per_block key_tile scale_log2 window cap_log2 kv_rows
-//       dev_pos seed
-// kind: split | decode | tiled; size: values per lane (decode) or head_dim (tiled)
+//       dev_pos seed kv_shift
+// kind: split | decode | decg | tiled; size: values per lane (decode) or
+// head_dim (decg, tiled)
 int main(int argc, char** argv) {
-    if (argc != 20) { fprintf(stderr, "argc %d\n", argc); return 2; }
+    if (argc != 21) { fprintf(stderr, "argc %d\n", argc); return 2; }
     const char* dir = argv[1];
     const std::string kind = argv[2];
     const bool at = atoi(argv[3]) != 0;
@@ -183,6 +214,7 @@ int main(int argc, char** argv) {
     p.kv_rows = (u32)atoll(argv[17]);
     const i32 dev_pos = atoi(argv[18]);
     const unsigned seed = atoi(argv[19]);
+    const size_t kv_shift = atoi(argv[20]);
     const u32 d = p.head_dim;
     const size_t nq = (size_t)p.n_tokens * p.n_heads * d;
     const size_t nkv = (size_t)p.kv_rows * p.n_kv_heads * d;
@@ -205,8 +237,8 @@ int main(int argc, char** argv) {
     float* part = part_buf.data();
     u32* tk = tickets.data();
     const float* qq = q.data();
-    const kv_t* kk = k.data();
-    const kv_t* vv = v.data();
+    const kv_t* kk = place(k, kv_shift);
+    const kv_t* vv = place(v, kv_shift);
     if (kind == "split") {
         const u32 bk = p.key_tile;
         const size_t smem = 2 * hb * d + bk * (d + 1) + bk * d + hb * bk + 3 * hb;
@@ -226,6 +258,12 @@ int main(int argc, char** argv) {
                 default: abort();
             }
         });
+    } else if (kind == "decg") {
+        // src/attention/dec.rs, decg_smem_floats: 1024 / d key streams.
+        const size_t smem = std::max<size_t>((size_t)(1024 / d) * hb * (d + 2), (size_t)2 * hb * p.n_splits + 4 * 128);
+        run_grid(grid, smem, seed, [&] {
+            switch (size) { DECG(64) DECG(128) DECG(256) default: abort(); }
+        });
     } else if (kind == "tiled") {
         run_grid({(p.n_tokens + 31) / 32, p.n_heads, 1}, 0, seed, [&] {
             switch (size) { TILED(64) TILED(80) TILED(96) TILED(128) default: abort(); }
@@ -233,6 +271,8 @@ int main(int argc, char** argv) {
     } else {
         return 2;
     }
+    free((void*)(kk - kv_shift));
+    free((void*)(vv - kv_shift));
     for (size_t i = 0; i < guard; i++)
         if (out[i] != 12345.0f || out[guard + nq + i] != 12345.0f) { printf("guard overwritten\n"); return 3; }
     for (u32 t : tickets)
@@ -251,7 +291,9 @@ def kernel_source(kv: int) -> str:
     att = (KERNELS / "attention.cu").read_text()
     att = att[: att.index("// tensor-core prefill (sm_80+)")]
     kvh = (KERNELS / "attention_kv.cuh").read_text().replace("#pragma once", "")
+    dec = (KERNELS / "attention_dec.cuh").read_text()
     att = att.replace('#include "common.cuh"', "").replace('#include "attention_kv.cuh"', kvh)
+    att = att.replace('#include "attention_dec.cuh"', dec)
     shared = "extern __shared__ float smem[];"
     assert shared in att
     att = att.replace(shared, "float* smem = dyn_smem;")
@@ -264,6 +306,8 @@ def kernel_source(kv: int) -> str:
 
 DECODE_MAX_TOKENS = 4
 DEC_DPLS = [1, 2, 3, 4, 5, 6, 7, 8, 16]
+DECG_HEAD_DIMS = [64, 128, 256]
+DECG_BLOCKS_PER_SM = 4
 
 
 def key_span(p):
@@ -291,6 +335,20 @@ def split_kv_plan(p, sm_count=SM_COUNT):
     splits = max(1, min(-(-target // base_blocks), -(-max_keys // min_keys), 256))
     chunk = -(-(-(-max_keys // splits)) // key_tile) * key_tile
     return dict(splits=-(-max_keys // chunk), chunk=chunk, hb=hb, key_tile=key_tile)
+
+
+def decg_plan(p, sm_count=SM_COUNT):
+    """src/attention/dec.rs, decg_plan."""
+    d, group = p["d"], p["h"] // p["hk"]
+    hb = min(group, 4)
+    head_chunks = -(-group // hb)
+    base_blocks = min(max(p["n"], 1), 65535) * p["hk"] * head_chunks
+    max_keys = key_span(p)
+    min_keys = max(2 * (1024 // d), 16)
+    target = DECG_BLOCKS_PER_SM * sm_count
+    splits = max(1, min(-(-target // base_blocks), -(-max_keys // min_keys), 256))
+    chunk = -(-(-(-max_keys // splits)) // 16) * 16
+    return dict(splits=-(-max_keys // chunk), chunk=chunk, hb=hb, key_tile=16)
 
 
 # --- inputs and reference ------------------------------------------------------
@@ -383,6 +441,33 @@ def cases():
         ("decode, plain cache, soft cap", P(1, 8, 2, 128, 2000, 0, 5.0), 2001),
     ]:
         c.append((name, p, stride, "decode", None, None))
+        if p["d"] in DECG_HEAD_DIMS:
+            c.append((name, p, stride, "decg", None, None))
+    # The lane-group decode kernel on its own: every head dim, GQA groups
+    # over DECG_MAX_HEADS (several head chunks), MHA, rings, windows, soft
+    # caps, contexts shorter than a block's key streams, a split plan of
+    # many splits (4k keys); and caches off the 16-byte alignment its
+    # vector loads want (the element-by-element path).
+    for name, p, stride, shift in [
+        ("decg d64 SmolLM2 9/3, 1k keys", P(1, 9, 3, 64, 1023), 1024, 0),
+        ("decg d64 SmolLM2 9/3, 4k keys", P(1, 9, 3, 64, 4095), 4096, 0),
+        ("decg d128 32/8, 2 tokens", P(2, 32, 8, 128, 700), 702, 0),
+        ("decg d256 group 8 (2 head chunks), ring of 40", P(1, 8, 1, 256, 500, 33), 40, 0),
+        ("decg d64 group 8 (2 head chunks)", P(1, 8, 1, 64, 2000), 2001, 0),
+        ("decg d128 group 8, 2 tokens", P(2, 8, 1, 128, 1000), 1002, 0),
+        ("decg d64 MHA 16/16", P(1, 16, 16, 64, 500), 501, 0),
+        ("decg d64, 3 keys (< streams)", P(1, 4, 2, 64, 2), 3, 0),
+        ("decg d64, 1 key", P(1, 9, 3, 64, 0), 7, 0),
+        ("decg d128, 4 tokens, window 5, ring of 8", P(4, 6, 1, 128, 90, 5), 8, 0),
+        ("decg d256, 4 tokens, window 5", P(4, 6, 1, 256, 90, 5), 96, 0),
+        ("decg d64 group 7, soft cap, ring of 17", P(3, 7, 1, 64, 1000, 15, 20.0), 17, 0),
+        ("decg d256 soft cap", P(1, 8, 1, 256, 700, 0, 30.0), 701, 0),
+        ("decg d64, 4 tokens, soft cap, window", P(4, 9, 3, 64, 900, 40, 5.0), 905, 0),
+        ("decg d64 cache shifted by 1", P(1, 9, 3, 64, 1000), 1001, 1),
+        ("decg d128 ring of 101 shifted by 1", P(2, 32, 8, 128, 3000, 100), 101, 1),
+        ("decg d256 cache shifted by 4, soft cap", P(1, 8, 1, 256, 300, 0, 20.0), 301, 4),
+    ]:
+        c.append((name, p, stride, "decg", None, None, shift))
     # Forced plans on a ring (decode kernel and split kernel).
     p = P(2, 9, 3, 64, 3000, 100)
     span = key_span(p)
@@ -391,6 +476,10 @@ def cases():
     narrow = dict(splits=-(-span // 16), chunk=16, hb=1, key_tile=16)
     for plan_name, plan in [("one split", one), ("32-key splits", most), ("one head per block", narrow)]:
         c.append((f"decode ring of 101, {plan_name}", p, 101, "decode", plan, None))
+        c.append((f"decg ring of 101, {plan_name}", p, 101, "decg", dict(plan, key_tile=16), None))
+        if plan is narrow:
+            two = dict(plan, hb=2, key_tile=16)  # head chunks of 2 + 1
+            c.append(("decg ring of 101, two heads per block", p, 101, "decg", two, None))
         pp = dict(p, n=6)  # the split kernel: more than 4 queries
         sp = key_span(pp)
         plan = dict(plan, splits=-(-sp // plan["chunk"]))
@@ -424,11 +513,17 @@ def cases():
          [5000, 4321, 511, 100, 0, 9999, -3]),
         ("decode_at, plain cache", P(2, 4, 2, 40, 331, 0), 333, "decode", [0, 1, 33, 165, 331]),
         ("decode_at, plain cache, window", P(1, 9, 3, 64, 999, 31), 1000, "decode", [0, 31, 32, 500, 999]),
+        ("decg_at d128, ring of 512", P(1, 8, 1, 128, 5000, 512), 512, "decg",
+         [5000, 4321, 511, 100, 0, 9999, -3]),
+        ("decg_at d64, plain cache, window", P(1, 9, 3, 64, 999, 31), 1000, "decg", [0, 31, 32, 500, 999]),
+        ("decg_at d256, plain cache", P(2, 4, 2, 256, 331, 0), 333, "decg", [0, 1, 33, 165, 331]),
         ("split_at d32, ring of 13", P(6, 2, 1, 32, 300, 8), 13, "split", [300, 250, 3, 0]),
         ("split_at d32, ring of 65 (3 splits)", P(6, 2, 1, 32, 300, 60), 65, "split", [300, 271, 64, 7]),
+        ("decg_at d64 SmolLM2 9/3, ring of 48", P(1, 9, 3, 64, 999, 48), 48, "decg", [0, 1, 47, 48, 53, 999]),
     ]:
         c.append((name, p, stride, kernel, None, devs))
-    return c
+    # (name, params, kv_stride, kernel, plan, device positions, cache shift)
+    return [x if len(x) == 7 else x + (0,) for x in c]
 
 
 def main() -> int:
@@ -448,14 +543,16 @@ def main() -> int:
                 return 2
             exes[kv] = t / f"emu{kv}"
         only = os.environ.get("CHECK_ONLY", "")
-        for ci, (name, p, stride, kernel, plan, devs) in enumerate(cases()):
-            if only not in name:
+        for ci, (name, p, stride, kernel, plan, devs, shift) in enumerate(cases()):
+            if only not in name and only != kernel:
                 continue
             assert p["pos0"] + p["n"] <= stride or (p["window"] and p["window"] + p["n"] - 1 <= stride)
-            kv = ci % 3
-            plan = plan or split_kv_plan(p)
+            plan = plan or (decg_plan(p) if kernel == "decg" else split_kv_plan(p))
             assert plan["splits"] * plan["chunk"] >= key_span(p)
-            for dev in devs if devs is not None else [None]:
+            # One cache type per case; the lane-group kernel (its loads
+            # differ per type) on all three.
+            kvs = (0, 1, 2) if kernel == "decg" else (ci % 3,)
+            for kv, dev in ((kv, dev) for kv in kvs for dev in (devs if devs is not None else [None])):
                 eff = p if dev is None else dict(p, pos0=min(max(dev, 0), p["pos0"]))
                 q, k, v, k_wide, v_wide = inputs(rng, eff, stride, kv)
                 want = reference(eff, q, k_wide, v_wide)
@@ -463,7 +560,8 @@ def main() -> int:
                 k.tofile(t / "k")
                 v.tofile(t / "v")
                 d = p["d"]
-                size = {"decode": next(l for l in DEC_DPLS if l >= -(-d // 32)), "split": 0, "tiled": d}[kernel]
+                size = {"decode": next(l for l in DEC_DPLS if l >= -(-d // 32)), "split": 0, "tiled": d,
+                        "decg": d}[kernel]
                 if kernel == "tiled":
                     plan_args = [1, 0, 0, 0]
                 else:
@@ -473,13 +571,15 @@ def main() -> int:
                 cap_log2 = p["cap"] * log2e if p["cap"] else 0.0
                 args = [str(t), kernel, int(dev is not None), size, p["n"], p["h"], p["hk"], d, p["pos0"],
                         *plan_args, repr(float(np.float32(scale_log2))), kernel_window(p),
-                        repr(float(np.float32(cap_log2))), stride, dev or 0, SEED + ci]
+                        repr(float(np.float32(cap_log2))), stride, dev or 0, SEED + ci, shift]
                 run = subprocess.run([str(exes[kv]), *map(str, args)], capture_output=True, text=True,
                                      timeout=900)
                 label = f"{name} [{['f32', 'f16', 'bf16'][kv]}, {kernel}"
                 label += f" splits={plan['splits']} chunk={plan['chunk']} hb={plan['hb']}]" if kernel != "tiled" else "]"
                 if dev is not None:
                     label += f" device pos {dev}"
+                if shift:
+                    label += f" cache shift {shift}"
                 total += 1
                 if run.returncode != 0:
                     print(f"FAIL {label}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")

@@ -1,10 +1,12 @@
-//! attention bench: decode (1 query against 1k / 4k / 8k keys) and a
+//! attention bench: decode (1 query against 128 / 1k / 4k / 8k keys) and a
 //! 512-token prefill at SmolLM2's head layout (9 query heads, 3 KV heads,
-//! head_dim 64), with other split counts for split-KV decode; then the
+//! head_dim 64), with other split counts for the decode kernel; then the
 //! issue's shapes with f32, f16 and bf16 caches: decode with 32 query / 8 KV
 //! heads, head_dim 128, at 4k and 32k keys, and causal prefill of 4k and 8k
 //! tokens with 32 heads (as `scripts/bench-sdpa.py` times PyTorch's SDPA);
-//! prefill rows time the tensor-core kernel, then the f32-operand tiled one.
+//! prefill rows time the tensor-core kernel, then the f32-operand tiled one;
+//! decode rows time the lane-group decode kernel (the default), then the
+//! warp decode kernel (`alt: SplitKv`, what `KILN_ATTN_DEC=old` runs).
 //! KV GB/s (K and V read once, in the cache's element size) against the
 //! streaming-read ceiling measured in the same run, and TFLOP/s (4·heads·d
 //! per key seen: a causal prefill counts each (query, key) pair once).
@@ -19,7 +21,9 @@ mod common;
 use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::KvType;
-use kiln_cuda::attention::{attention_with_kernel, select_attention, AttentionKernel, SplitKvPlan};
+use kiln_cuda::attention::{
+    attention_with_kernel, select_attention, split_kv_plan, AttentionKernel, SplitKvPlan,
+};
 use kiln_cuda::harness::{with_kv_view, KvDev};
 use kiln_cuda::CudaBackend;
 use kiln_testkit::cases::attention::KvData;
@@ -39,7 +43,13 @@ struct Shape {
 
 fn shapes() -> Vec<Shape> {
     let mut v = Vec::new();
-    for (n_tokens, kv) in [(1usize, 1024usize), (1, 4096), (1, 8192), (512, 512)] {
+    for (n_tokens, kv) in [
+        (1usize, 128usize),
+        (1, 1024),
+        (1, 4096),
+        (1, 8192),
+        (512, 512),
+    ] {
         v.push(Shape {
             heads: 9,
             kv_heads: 3,
@@ -130,7 +140,19 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
     if let AttentionKernel::Mma { head_dim } = chosen {
         kernels.push(AttentionKernel::Tiled { head_dim });
     }
-    if let (AttentionKernel::SplitKv(plan), true) = (chosen, alt_splits) {
+    // Decode: the warp decode kernel beside the lane-group one.
+    if let AttentionKernel::DecodeGroups(_) = chosen {
+        kernels.push(AttentionKernel::SplitKv(split_kv_plan(&p, sm)));
+    }
+    // Other split counts of the chosen decode kernel.
+    let with_plan = |plan| match chosen {
+        AttentionKernel::DecodeGroups(_) => Some(AttentionKernel::DecodeGroups(plan)),
+        AttentionKernel::SplitKv(_) => Some(AttentionKernel::SplitKv(plan)),
+        _ => None,
+    };
+    if let (AttentionKernel::SplitKv(plan) | AttentionKernel::DecodeGroups(plan), true) =
+        (chosen, alt_splits)
+    {
         for splits in [8usize, 16, 32, 64, 128, 256] {
             let chunk = kv.div_ceil(splits).div_ceil(plan.key_tile) * plan.key_tile;
             let alt = SplitKvPlan {
@@ -138,8 +160,8 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
                 chunk,
                 ..plan
             };
-            if alt != plan && !kernels.contains(&AttentionKernel::SplitKv(alt)) {
-                kernels.push(AttentionKernel::SplitKv(alt));
+            if let Some(k) = with_plan(alt).filter(|k| !kernels.contains(k)) {
+                kernels.push(k);
             }
         }
     }

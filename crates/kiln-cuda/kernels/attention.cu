@@ -26,8 +26,9 @@
 //   merges the splits, so decode attention is one kernel. With one split the
 //   block writes the output directly.
 //   Any head_dim up to 256; used for prefill with head dims the tiled
-//   kernel has no instance for (decode takes the warp decode kernel
-//   below, head dims up to 512).
+//   kernel has no instance for (decode takes the lane-group decode kernel
+//   of attention_dec.cuh for head dims 64, 128, 256, else the warp decode
+//   kernel below, head dims up to 512).
 // - tiled (prefill): one block per (32-query tile, head), key tiles of 32 in
 //   shared memory, online softmax per query row, causal (and window) mask;
 //   key tiles start at the first key of the block's first row; head_dim is
@@ -620,6 +621,9 @@ DEC_ENTRY(8, MAX_DEC_HEADS)
 // Head dims 257..512 (e.g. 512): at most 2 heads per block (DEC_WIDE_MAX_HEADS
 // in src/attention.rs) keep q and acc in registers.
 DEC_ENTRY(16, 2)
+
+// The lane-group decode kernel (head dims 64, 128, 256): attention_decg_d<D>.
+#include "attention_dec.cuh"
 
 // ---------------------------------------------------------------------------
 // tiled prefill

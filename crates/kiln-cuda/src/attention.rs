@@ -25,6 +25,13 @@
 //! below `kv_stride`. Positions must stay below 2^30 ([`base_params`]).
 //!
 //! Kernels ([`select_attention`] picks one):
+//! - [`AttentionKernel::DecodeGroups`]: decode (`n_tokens <=
+//!   DECODE_MAX_TOKENS`) for head dims 64, 128 and 256 ([`dec`]: lane
+//!   groups of a warp stream keys independently, 16-byte K/V loads, a plan
+//!   of about [`DECG_BLOCKS_PER_SM`] blocks per SM). The same partials,
+//!   tickets and one-launch merge as `SplitKv`. `KILN_ATTN_DEC=old` makes
+//!   [`attention`] and [`attention_at`] take the warp decode kernel
+//!   (`SplitKv`) instead, for A/B runs and as a fallback.
 //! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
 //!   kv head × head chunk, token) stream their keys with an online softmax
 //!   and write partials to the backend's scratch buffer
@@ -32,8 +39,9 @@
 //!   ticket counter, [`CudaBackend::with_tickets`]) merges them, so the
 //!   whole attention is one launch. The split
 //!   count grows with the key count until the grid fills the GPU. Used for
-//!   decode (`n_tokens <= DECODE_MAX_TOKENS`: the warp decode kernel on the
-//!   same plan, head dims up to [`DEC_MAX_HEAD_DIM`]) and for any head_dim
+//!   decode head dims the lane-group kernel has no instance for
+//!   (`n_tokens <= DECODE_MAX_TOKENS`: the warp decode kernel on the same
+//!   plan, head dims up to [`DEC_MAX_HEAD_DIM`]) and for any head_dim
 //!   ≤ 256 the tiled kernel has no instance for.
 //! - [`AttentionKernel::Mma`]: prefill on tensor cores (sm_80+, bf16
 //!   operands, f32 accumulation and softmax; [`mma`]), picked from
@@ -43,10 +51,8 @@
 //!   also where the tensor-core kernel cannot run (older GPU, unaligned
 //!   views, `KILN_ATTN_MMA=0`).
 
-use crate::kernels::ATTENTION;
 use crate::kv::KvView;
 use crate::launch::{arg, launch_ex};
-use crate::registry::Variant;
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
@@ -54,7 +60,12 @@ use cudarc::driver::{
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::{Error, KvType};
 
+mod dec;
+mod kern;
 mod mma;
+pub use dec::{decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS};
+use kern::{kernel_fn, Kern};
+pub use kern::{kernel_names, kv_variant};
 pub use mma::{mma_eligible, uses_bf16, MMA_HEAD_DIMS, MMA_MIN_TOKENS};
 
 /// Queries per call up to which the split-KV (decode) kernel is used.
@@ -111,6 +122,9 @@ pub struct SplitKvPlan {
 pub enum AttentionKernel {
     /// Split-KV flash decoding (the last block merges when `splits > 1`).
     SplitKv(SplitKvPlan),
+    /// Lane-group decode (`n_tokens <= DECODE_MAX_TOKENS`, head_dim in
+    /// [`DECG_HEAD_DIMS`]) on this plan (`key_tile`: the chunk grain, 16).
+    DecodeGroups(SplitKvPlan),
     /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
     Tiled { head_dim: usize },
     /// Tensor-core prefill for this head_dim (one of [`MMA_HEAD_DIMS`];
@@ -229,6 +243,9 @@ pub fn select_attention(
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
     }
+    if let Some(k) = dec::select(p, sm_count) {
+        return Ok(k);
+    }
     let max_d = if p.n_tokens <= DECODE_MAX_TOKENS {
         DEC_MAX_HEAD_DIM
     } else {
@@ -290,7 +307,7 @@ fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<()
                 "head_dim or heads_per_block too large for the decode kernel",
             ));
         }
-        if dec_smem_bytes(d, plan) > 48 * 1024 {
+        if dec::warp_smem_bytes(d, plan) > 48 * 1024 {
             return Err(bad("shared memory exceeds 48 KiB"));
         }
     } else if p.head_dim > SPLIT_MAX_HEAD_DIM
@@ -303,133 +320,6 @@ fn check_plan(p: &AttentionParams, plan: &SplitKvPlan) -> std::result::Result<()
         return Err(bad("too many heads for one grid"));
     }
     Ok(())
-}
-
-/// The variant of `attention.cu` for a cache type (`None`: f32, the family
-/// module itself).
-pub fn kv_variant(kv: KvType) -> Option<Variant<'static>> {
-    match kv {
-        KvType::F32 => None,
-        KvType::F16 => Some(Variant {
-            label: "kv_f16",
-            defines: "#define KILN_KV 1\n",
-        }),
-        KvType::BF16 => Some(Variant {
-            label: "kv_bf16",
-            defines: "#define KILN_KV 2\n",
-        }),
-    }
-}
-
-/// Warps per block of the warp decode kernel (`DEC_WARPS` in attention.cu).
-const DEC_WARPS: usize = 4;
-/// The decode kernel instances' values per lane (`DEC_ENTRY` in attention.cu).
-const DEC_DPLS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 16];
-
-/// A kernel of the attention module (its slot in the per-type table).
-#[derive(Debug, Clone, Copy)]
-enum Kern {
-    Split {
-        at: bool,
-        direct: bool,
-    },
-    /// The warp decode kernel holding `DEC_DPLS[i]` values per lane.
-    Decode {
-        i: usize,
-        at: bool,
-    },
-    /// The tiled kernel for `TILED_HEAD_DIMS[i]`.
-    Tiled {
-        i: usize,
-    },
-    /// The tensor-core prefill kernel for `mma::MMA_HEAD_DIMS[i]`.
-    Mma {
-        i: usize,
-    },
-}
-
-impl Kern {
-    const COUNT: usize = 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len() + mma::MMA_HEAD_DIMS.len();
-
-    fn slot(self) -> usize {
-        match self {
-            Kern::Split { at, direct } => usize::from(at) * 2 + usize::from(direct),
-            Kern::Decode { i, at } => 4 + usize::from(at) * DEC_DPLS.len() + i,
-            Kern::Tiled { i } => 4 + 2 * DEC_DPLS.len() + i,
-            Kern::Mma { i } => 4 + 2 * DEC_DPLS.len() + TILED_HEAD_DIMS.len() + i,
-        }
-    }
-
-    /// Entry point name for cache type `kv` (e.g. `attention_decode_l4_at_bf16`).
-    fn name(self, kv: KvType) -> String {
-        let at = |a: bool| if a { "at_" } else { "" };
-        match self {
-            Kern::Split { at: a, direct } => format!(
-                "attention_split_{}{}{kv}",
-                if direct { "direct_" } else { "" },
-                at(a)
-            ),
-            Kern::Decode { i, at: a } => {
-                format!("attention_decode_l{}_{}{kv}", DEC_DPLS[i], at(a))
-            }
-            Kern::Tiled { i } => format!("attention_tiled_d{}_{kv}", TILED_HEAD_DIMS[i]),
-            Kern::Mma { i } => format!("attention_mma_d{}_{kv}", mma::MMA_HEAD_DIMS[i]),
-        }
-    }
-
-    /// Every kernel, in slot order.
-    fn all() -> Vec<Kern> {
-        let mut v: Vec<Kern> = Vec::with_capacity(Self::COUNT);
-        for at in [false, true] {
-            for direct in [false, true] {
-                v.push(Kern::Split { at, direct });
-            }
-        }
-        for at in [false, true] {
-            v.extend((0..DEC_DPLS.len()).map(|i| Kern::Decode { i, at }));
-        }
-        v.extend((0..TILED_HEAD_DIMS.len()).map(|i| Kern::Tiled { i }));
-        v.extend((0..mma::MMA_HEAD_DIMS.len()).map(|i| Kern::Mma { i }));
-        v
-    }
-}
-
-/// Every entry point the module for `kv` holds (the compile test checks them).
-pub fn kernel_names(kv: KvType) -> Vec<String> {
-    Kern::all().into_iter().map(|k| k.name(kv)).collect()
-}
-
-/// The handle of `k` for cache type `kv` (the table is filled, compiling
-/// the variant if needed, on the type's first launch).
-fn kernel_fn(be: &CudaBackend, kv: KvType, k: Kern) -> Result<&CudaFunction> {
-    let ti = match kv {
-        KvType::F32 => 0,
-        KvType::F16 => 1,
-        KvType::BF16 => 2,
-    };
-    let slot = &be.attn_fns[ti];
-    if slot.get().is_none() {
-        let table = Kern::all()
-            .into_iter()
-            .map(|k| {
-                let name = k.name(kv);
-                match kv_variant(kv) {
-                    None => be.function_named("attention", ATTENTION, &name),
-                    Some(v) => be.registry().variant_function(
-                        be.context(),
-                        "attention",
-                        ATTENTION,
-                        v,
-                        &name,
-                    ),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let _ = slot.set(table);
-    }
-    slot.get()
-        .and_then(|t| t.get(k.slot()))
-        .ok_or_else(|| CudaError::driver("attention", "kernel table not filled"))
 }
 
 /// `k` and `v` hold the same type; the type.
@@ -489,7 +379,8 @@ pub fn attention(
 ) -> Result<()> {
     p.validate(q.len(), k.len(), v.len(), out.len())?;
     check_kv(&k, &v)?;
-    let kernel = select_attention(p, be.info().sm_count.max(1) as usize)?;
+    let sm = be.info().sm_count.max(1) as usize;
+    let kernel = dec::adjust(p, select_attention(p, sm)?, sm);
     let kernel = mma::adjust(be, kernel, &k, &v, out);
     attention_with_kernel(be, p, &kernel, q, k, v, out)
 }
@@ -546,6 +437,9 @@ pub fn attention_with_kernel(
         AttentionKernel::SplitKv(plan) => {
             launch_split(be, p, &plan, params, None, q, (k, v), out)?;
         }
+        AttentionKernel::DecodeGroups(plan) => {
+            dec::launch(be, p, &plan, params, None, q, (k, v), out)?;
+        }
     }
     Ok(())
 }
@@ -553,15 +447,38 @@ pub fn attention_with_kernel(
 /// [`attention`] for a CUDA-graph decode step: the position of query 0 is
 /// read from `pos[0]` on the device when the kernel runs, not from `p`.
 /// `p.pos0` is the largest position the call may see (e.g. `kv_stride -
-/// n_tokens`; any, for a ring): the split-KV plan and the bounds are made
-/// for it, and the device value is clamped to it. Always runs the split-KV kernel (decode);
-/// the launch arguments do not depend on the device position, so a graph
-/// recorded once replays for every position. A window is applied at the
-/// device position (the splits cover the window's keys at `p.pos0`, which
-/// cover them at any earlier position).
+/// n_tokens`; any, for a ring): the split plan and the bounds are made for
+/// it, and the device value is clamped to it. Runs the lane-group decode
+/// kernel where [`decg_eligible`] (unless `KILN_ATTN_DEC=old`), else the
+/// split-KV kernel (the warp decode kernel for few queries); the launch
+/// arguments do not depend on the device position, so a graph recorded
+/// once replays for every position. A window is applied at the device
+/// position (the splits cover the window's keys at `p.pos0`, which cover
+/// them at any earlier position).
 pub fn attention_at(
     be: &CudaBackend,
     p: &AttentionParams,
+    pos: &CudaView<'_, i32>,
+    q: &CudaView<'_, f32>,
+    (k, v): (KvView<'_, '_>, KvView<'_, '_>),
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let sm = be.info().sm_count.max(1) as usize;
+    let kernel =
+        dec::select(p, sm).unwrap_or_else(|| AttentionKernel::SplitKv(split_kv_plan(p, sm)));
+    let kernel = dec::adjust(p, kernel, sm);
+    attention_at_with_kernel(be, p, &kernel, pos, q, (k, v), out)
+}
+
+/// [`attention_at`] with an explicit kernel: [`AttentionKernel::SplitKv`]
+/// (the warp decode kernel for `n_tokens <= DECODE_MAX_TOKENS`) or
+/// [`AttentionKernel::DecodeGroups`], on a plan made for `p.pos0` (tests,
+/// benches, A/B). Validates `p` and the choice; the prefill kernels have
+/// no device-position entry points.
+pub fn attention_at_with_kernel(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    kernel: &AttentionKernel,
     pos: &CudaView<'_, i32>,
     q: &CudaView<'_, f32>,
     (k, v): (KvView<'_, '_>, KvView<'_, '_>),
@@ -589,8 +506,18 @@ pub fn attention_at(
         .into());
     }
     let params = base_params(p)?;
-    let plan = split_kv_plan(p, be.info().sm_count.max(1) as usize);
-    launch_split(be, p, &plan, params, Some(pos), q, (k, v), out)
+    match *kernel {
+        AttentionKernel::SplitKv(plan) => {
+            launch_split(be, p, &plan, params, Some(pos), q, (k, v), out)
+        }
+        AttentionKernel::DecodeGroups(plan) => {
+            dec::launch(be, p, &plan, params, Some(pos), q, (k, v), out)
+        }
+        AttentionKernel::Tiled { .. } | AttentionKernel::Mma { .. } => Err(unsupported(format!(
+            "attention_at runs the split-KV and decode kernels, not {kernel:?}"
+        ))
+        .into()),
+    }
 }
 
 /// The kernel params every attention launch starts from (split fields are
@@ -652,7 +579,7 @@ fn launch_split(
     params.key_tile = plan.key_tile as u32;
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
     if p.n_tokens <= DECODE_MAX_TOKENS {
-        return launch_decode(be, p, &plan, params, pos, q, (k, v), out);
+        return dec::launch_warp(be, p, &plan, params, pos, q, (k, v), out);
     }
     let cfg = LaunchConfig {
         grid_dim: (
@@ -698,7 +625,8 @@ fn launch_split(
 
 /// Launch a split kernel that writes partials to the backend scratch and
 /// merges them in the last block of each group (`attention_split[_at]_<kv>`,
-/// `attention_decode_l<L>[_at]_<kv>`: the same parameter list).
+/// `attention_decode_l<L>[_at]_<kv>`, `attention_decg_d<D>[_at]_<kv>`: the
+/// same parameter list).
 #[allow(clippy::too_many_arguments)]
 fn launch_merging(
     be: &CudaBackend,
@@ -741,7 +669,7 @@ fn launch_merging(
             ]);
             // SAFETY: arguments match <name>(AttnParams, [const i32* pos,]
             // const float* q, const kv_t* k, const kv_t* v, float* part,
-            // u32* tickets, float* out) for both kernel families, kv_t the
+            // u32* tickets, float* out) for the three kernel families, kv_t the
             // caches' element type (`f` comes from that type's table);
             // lengths were validated for pos0 = params.pos0 (a device
             // position is clamped to it; every cache row read is kv_row(j) <
@@ -757,46 +685,6 @@ fn launch_merging(
             Ok(())
         })
     })
-}
-
-/// Dynamic shared memory (bytes) of the warp decode kernel.
-fn dec_smem_bytes(d: usize, plan: &SplitKvPlan) -> usize {
-    DEC_WARPS * plan.heads_per_block * (d + 2) * std::mem::size_of::<f32>()
-}
-
-/// The warp decode kernel (few queries): the split plan's grid, one launch
-/// whatever the split count (the last block of a group merges).
-#[allow(clippy::too_many_arguments)]
-fn launch_decode(
-    be: &CudaBackend,
-    p: &AttentionParams,
-    plan: &SplitKvPlan,
-    params: AttnK,
-    pos: Option<&CudaView<'_, i32>>,
-    q: &CudaView<'_, f32>,
-    (k, v): (KvView<'_, '_>, KvView<'_, '_>),
-    out: &mut CudaViewMut<'_, f32>,
-) -> Result<()> {
-    let d = p.head_dim;
-    // The instance with the fewest values per lane that holds d.
-    let lanes = d.div_ceil(32).max(1);
-    let i = DEC_DPLS
-        .iter()
-        .position(|&l| l >= lanes)
-        .ok_or_else(|| unsupported(format!("head_dim {d} exceeds the decode kernel")))?;
-    let head_chunks = p.group().div_ceil(plan.heads_per_block);
-    let cfg = LaunchConfig {
-        grid_dim: (
-            plan.splits as u32,
-            (p.n_kv_heads * head_chunks) as u32,
-            p.n_tokens.min(GRID_YZ_MAX) as u32,
-        ),
-        block_dim: ((DEC_WARPS * 32) as u32, 1, 1),
-        shared_mem_bytes: dec_smem_bytes(d, plan) as u32,
-    };
-    let at = pos.is_some();
-    let f = kernel_fn(be, k.kv_type(), Kern::Decode { i, at })?;
-    launch_merging(be, p, *plan, f, cfg, params, pos, (q, k, v), out)
 }
 
 #[cfg(test)]

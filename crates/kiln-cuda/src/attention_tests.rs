@@ -49,10 +49,32 @@ fn selection() {
         window: Some(512),
         ..p(1, 4, 1, 256, 8000)
     };
-    let AttentionKernel::SplitKv(plan) = select_attention(&windowed, 132).unwrap() else {
-        panic!("decode must be split-KV");
+    let AttentionKernel::DecodeGroups(plan) = select_attention(&windowed, 132).unwrap() else {
+        panic!("decode at head_dim 256 must be the lane-group kernel");
     };
     assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
+    // Decode: the lane-group kernel for its head dims, up to 4 tokens; the
+    // warp decode kernel (split-KV) for the others; KILN_ATTN_DEC=old turns
+    // the former into the latter on the split-KV plan.
+    for (n, d) in [(1, 64), (4, 64), (1, 128), (3, 128), (1, 256), (2, 256)] {
+        let pp = p(n, 32, 8, d, 1000);
+        let k = select_attention(&pp, 132).unwrap();
+        assert_eq!(k, AttentionKernel::DecodeGroups(decg_plan(&pp, 132)));
+        assert!(decg_eligible(&pp));
+        assert_eq!(
+            dec::adjust_for(&pp, k, 132, true),
+            AttentionKernel::SplitKv(split_kv_plan(&pp, 132))
+        );
+        assert_eq!(dec::adjust_for(&pp, k, 132, false), k);
+    }
+    for (n, d) in [(1, 80), (1, 96), (2, 192), (1, 32), (4, 512)] {
+        let pp = p(n, 8, 2, d, 1000);
+        assert!(!decg_eligible(&pp));
+        let k = select_attention(&pp, 132).unwrap();
+        assert_eq!(k, AttentionKernel::SplitKv(split_kv_plan(&pp, 132)));
+        assert_eq!(dec::adjust_for(&pp, k, 132, true), k);
+    }
+    assert!(!decg_eligible(&p(5, 8, 2, 128, 1000)));
     assert_eq!(
         select_attention(
             &AttentionParams {
@@ -69,7 +91,7 @@ fn selection() {
     for d in [300, 512] {
         let AttentionKernel::SplitKv(plan) = select_attention(&p(1, 8, 1, d, 9000), 132).unwrap()
         else {
-            panic!("decode must be split-KV");
+            panic!("decode at head_dim {d} must be split-KV (the warp decode kernel)");
         };
         assert!(plan.heads_per_block <= DEC_WIDE_MAX_HEADS, "{plan:?}");
         check_plan(&p(1, 8, 1, d, 9000), &plan).unwrap();
@@ -108,6 +130,14 @@ fn kernel_table_names() {
             "attention_decode_l16_bf16",
         ),
         (Kern::Tiled { i: 3 }, "attention_tiled_d128_bf16"),
+        (
+            Kern::DecodeGroups { i: 0, at: false },
+            "attention_decg_d64_bf16",
+        ),
+        (
+            Kern::DecodeGroups { i: 2, at: true },
+            "attention_decg_d256_at_bf16",
+        ),
     ] {
         assert_eq!(names[k.slot()], want);
     }
@@ -158,21 +188,98 @@ fn split_plans_cover_the_keys_and_fill_the_gpu() {
     for kv in [1usize, 31, 33, 1000, 1024, 4096, 8192, 100_000] {
         for (h, hk, d) in [(9, 3, 64), (32, 8, 128), (8, 1, 256), (64, 4, 80)] {
             let pp = p(1, h, hk, d, kv - 1);
-            let AttentionKernel::SplitKv(plan) = select_attention(&pp, 132).unwrap() else {
-                panic!("decode must be split-KV");
-            };
-            check_plan(&pp, &plan).unwrap();
-            assert!(plan.splits * plan.chunk >= kv);
-            assert!(
-                (plan.splits - 1) * plan.chunk < kv,
-                "{plan:?}: an empty split"
-            );
-            if kv >= 8192 {
-                let blocks = plan.splits * hk * h.div_ceil(hk).div_ceil(plan.heads_per_block);
-                assert!(blocks >= 132, "kv {kv}: {plan:?} gives {blocks} blocks");
+            // The warp decode kernel's plan (every head dim) and the
+            // lane-group kernel's (its head dims).
+            let mut plans = vec![(split_kv_plan(&pp, 132), MAX_HEADS_PER_BLOCK)];
+            check_plan(&pp, &plans[0].0).unwrap();
+            if decg_eligible(&pp) {
+                let plan = decg_plan(&pp, 132);
+                dec::check_plan(&pp, &plan).unwrap();
+                plans.push((plan, DECG_MAX_HEADS));
+            }
+            for (plan, max_heads) in plans {
+                assert!(plan.splits * plan.chunk >= kv);
+                assert!(
+                    (plan.splits - 1) * plan.chunk < kv,
+                    "{plan:?}: an empty split"
+                );
+                assert!(plan.heads_per_block <= max_heads.min(h / hk), "{plan:?}");
+                if kv >= 8192 {
+                    let blocks = plan.splits * hk * h.div_ceil(hk).div_ceil(plan.heads_per_block);
+                    assert!(blocks >= 132, "kv {kv}: {plan:?} gives {blocks} blocks");
+                }
             }
         }
     }
+}
+
+#[test]
+fn lane_group_plans() {
+    // SmolLM2 (9/3, d 64) at 1k keys: 16 key streams per block, two keys
+    // each per split, 32 splits x 3 blocks; at 8k the grid is about
+    // DECG_BLOCKS_PER_SM blocks per SM.
+    let smol = |kv: usize| p(1, 9, 3, 64, kv - 1);
+    let plan = decg_plan(&smol(1024), 132);
+    assert_eq!((plan.splits, plan.chunk, plan.heads_per_block), (32, 32, 3));
+    let plan = decg_plan(&smol(8192), 132);
+    let blocks = plan.splits * 3;
+    assert!(
+        blocks <= DECG_BLOCKS_PER_SM * 132 && blocks * 10 >= DECG_BLOCKS_PER_SM * 132 * 9,
+        "{plan:?}"
+    );
+    // Short contexts still get several blocks per kv head; one key gives
+    // one split.
+    assert_eq!(decg_plan(&smol(128), 132).splits, 4);
+    assert_eq!(decg_plan(&smol(1), 132).splits, 1);
+    // 32/8 at d 128: 4 heads per block, 16-key splits at short contexts.
+    let plan = decg_plan(&p(1, 32, 8, 128, 99), 132);
+    assert_eq!((plan.splits, plan.chunk, plan.heads_per_block), (7, 16, 4));
+    // Wide groups take several head chunks of at most 4 heads.
+    assert_eq!(decg_plan(&p(1, 9, 1, 128, 99), 132).heads_per_block, 4);
+    // Rejections name the value.
+    let pp = p(1, 8, 2, 128, 1000);
+    let plan = decg_plan(&pp, 132);
+    for (bad, what) in [
+        (SplitKvPlan { splits: 0, ..plan }, "splits"),
+        (
+            SplitKvPlan {
+                splits: 257,
+                ..plan
+            },
+            "splits",
+        ),
+        (SplitKvPlan { chunk: 0, ..plan }, "chunk"),
+        (
+            SplitKvPlan {
+                splits: 1,
+                chunk: 16,
+                ..plan
+            },
+            "cover",
+        ),
+        (
+            SplitKvPlan {
+                heads_per_block: 5,
+                ..plan
+            },
+            "heads_per_block",
+        ),
+        (
+            SplitKvPlan {
+                splits: 2,
+                chunk: 1 << 31,
+                ..plan
+            },
+            "2^30",
+        ),
+    ] {
+        let e = dec::check_plan(&pp, &bad).unwrap_err();
+        assert!(e.to_string().contains(what), "{bad:?}: {e}");
+    }
+    let e = dec::check_plan(&p(1, 8, 2, 96, 1000), &plan).unwrap_err();
+    assert!(e.to_string().contains("head_dim 96"), "{e}");
+    let e = dec::check_plan(&p(5, 8, 2, 128, 1000), &plan).unwrap_err();
+    assert!(e.to_string().contains("not 5"), "{e}");
 }
 
 #[test]
@@ -190,9 +297,12 @@ fn ring_caches() {
     assert_eq!(key_span(&ring), 512);
     let k = base_params(&ring).unwrap();
     assert_eq!((k.pos0, k.kv_rows, k.window), (3000, 512, 512));
-    let AttentionKernel::SplitKv(plan) = select_attention(&ring, 132).unwrap() else {
-        panic!("decode must be split-KV");
+    let AttentionKernel::DecodeGroups(plan) = select_attention(&ring, 132).unwrap() else {
+        panic!("decode at head_dim 256 must be the lane-group kernel");
     };
+    dec::check_plan(&ring, &plan).unwrap();
+    assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
+    let plan = split_kv_plan(&ring, 132);
     check_plan(&ring, &plan).unwrap();
     assert!(plan.splits * plan.chunk >= 512 && (plan.splits - 1) * plan.chunk < 512);
     // A prefill whose keys wrap: w + n_tokens - 1 = 16 + 70 - 1 rows; the

@@ -22,6 +22,10 @@ pub const HEADERS: &[(&str, &str)] = &[
         "attention_mma.cuh",
         include_str!("../kernels/attention_mma.cuh"),
     ),
+    (
+        "attention_dec.cuh",
+        include_str!("../kernels/attention_dec.cuh"),
+    ),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");

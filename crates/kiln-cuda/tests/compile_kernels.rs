@@ -289,3 +289,104 @@ fn embedding_entries_for_every_ggml_format() {
         "embedding_q8_k_f32 flushes subnormals"
     );
 }
+
+/// Registers and spills of the attention decode kernels for sm_90, from
+/// ptxas (`--ptxas-options=-v` through NVRTC), printed for every cache
+/// type: the lane-group kernels (`attention_decg_d*`) and the warp decode
+/// kernels they replace. The lane-group kernels must not spill (their q,
+/// acc and two K/V rows live in registers) and must fit the 128 registers
+/// per thread that let `attention::DECG_BLOCKS_PER_SM` blocks share an SM.
+/// Run with `--nocapture` to see the table.
+#[test]
+fn attention_decode_registers() {
+    use kiln_core::KvType;
+    use kiln_cuda::registry::{compile_options, expand_source};
+    use std::ffi::{CStr, CString};
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
+    if only
+        .as_ref()
+        .is_some_and(|o| !o.split(',').any(|x| x == "attention"))
+    {
+        return;
+    }
+    // The ptxas log of one cache type's module.
+    let ptxas_log = |kv: KvType| -> String {
+        let defines = kiln_cuda::attention::kv_variant(kv).map_or("", |v| v.defines);
+        let src = expand_source(&format!("{defines}{}", kiln_cuda::kernels::ATTENTION));
+        let mut opts = compile_options("sm_90");
+        opts.push("--ptxas-options=-v".into());
+        let csrc = CString::new(src).unwrap();
+        let prog = cudarc::nvrtc::result::create_program(&csrc, Some(c"attention.cu")).unwrap();
+        // SAFETY: a live program and valid options; the log is NUL-terminated.
+        let log = unsafe {
+            let ok = cudarc::nvrtc::result::compile_program(prog, &opts);
+            let log = cudarc::nvrtc::result::get_program_log(prog).unwrap();
+            let log = CStr::from_ptr(log.as_ptr()).to_string_lossy().into_owned();
+            let _ = cudarc::nvrtc::result::destroy_program(prog);
+            assert!(ok.is_ok(), "attention.cu [{kv}]: {log}");
+            log
+        };
+        log
+    };
+    let logs: Vec<(KvType, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = KvType::ALL
+            .into_iter()
+            .map(|kv| (kv, s.spawn(move || ptxas_log(kv))))
+            .collect();
+        hs.into_iter()
+            .map(|(kv, h)| (kv, h.join().unwrap()))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (kv, log) in &logs {
+        // "Compiling entry function 'NAME' for 'sm_90'" is followed by
+        // "N bytes stack frame, S bytes spill stores, L bytes spill loads"
+        // and "Used R registers, ...".
+        let mut entry: Option<String> = None;
+        let (mut spill, mut stores) = (String::new(), None);
+        for line in log.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                entry = rest.split('\'').next().map(str::to_owned);
+                (spill, stores) = (String::new(), None);
+            } else if line.contains(" bytes spill stores") {
+                spill = line.split(". ").last().unwrap_or("").trim().to_owned();
+                stores = number_before(line, " bytes spill stores");
+            } else if line.contains("Used ") {
+                let Some(name) = entry.take() else { continue };
+                if !name.starts_with("attention_dec") {
+                    continue;
+                }
+                let regs = number_before(line, " registers").unwrap_or(usize::MAX);
+                eprintln!("{name}: {regs} registers; {spill}");
+                if name.starts_with("attention_decg") {
+                    if stores != Some(0) {
+                        failures.push(format!("{name} ({kv}) spills: {spill}"));
+                    }
+                    if regs > 128 {
+                        failures.push(format!("{name} ({kv}) uses {regs} registers"));
+                    }
+                }
+            }
+        }
+    }
+    let decg = logs
+        .iter()
+        .map(|(_, l)| l.matches("entry function 'attention_decg").count())
+        .sum::<usize>();
+    assert_eq!(
+        decg,
+        3 * 2 * kiln_cuda::attention::DECG_HEAD_DIMS.len(),
+        "lane-group entries"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The number just before `marker` in `line` ("Used 96 registers" → 96).
+fn number_before(line: &str, marker: &str) -> Option<usize> {
+    line.split(marker).next()?.rsplit(' ').next()?.parse().ok()
+}

@@ -7,6 +7,10 @@
 //! reference attends over the stored values); each also with ring caches
 //! (a sliding window, position `p` in row `p % rows`: appends that wrap,
 //! attention many laps in, a recorded step replayed over three laps).
+//! attention_at runs the launcher's choice and, forced
+//! (`attention_at_with_kernel`), both decode kernels: the lane-group one
+//! where it has the head dim and the warp decode one (`KILN_ATTN_DEC=old`);
+//! the recorded step replays each.
 //! Outputs live between sentinel guards; interiors are NaN-poisoned before
 //! each call.
 //! Skipped, with the reason, where no CUDA device opens.
@@ -15,8 +19,9 @@
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_core::ops::copy_rows::{copy_rows_ref, copy_rows_ref_kv, CopyRowsParams};
 use kiln_core::{KvSliceMut, KvType};
+use kiln_cuda::attention::{decg_eligible, decg_plan, split_kv_plan, AttentionKernel};
 use kiln_cuda::harness::{with_kv_view, with_kv_view_mut, KvDev};
-use kiln_cuda::{attention, copy_rows, CudaBackend, CudaSlice};
+use kiln_cuda::{attention, copy_rows, CudaBackend, CudaSlice, CudaView, CudaViewMut, KvView};
 use kiln_testkit::cases::attention::KvData;
 use kiln_testkit::{case_rng, compare, rand_f32, Tol};
 
@@ -201,12 +206,40 @@ fn copy_rows_at_wraps_into_rings() {
     }
 }
 
+/// The kernels the attention_at tests run: the launcher's choice (`None`),
+/// the warp decode / split-KV kernel on its plan (`KILN_ATTN_DEC=old`) and,
+/// where it has the head dim, the lane-group decode kernel, both forced.
+fn at_kernels(p: &AttentionParams, sm: usize) -> Vec<Option<AttentionKernel>> {
+    let mut v = vec![None, Some(AttentionKernel::SplitKv(split_kv_plan(p, sm)))];
+    if decg_eligible(p) {
+        v.push(Some(AttentionKernel::DecodeGroups(decg_plan(p, sm))));
+    }
+    v
+}
+
+/// attention_at, or attention_at_with_kernel when `kernel` is given.
+fn run_at(
+    be: &CudaBackend,
+    p: &AttentionParams,
+    kernel: Option<&AttentionKernel>,
+    pos: &CudaView<'_, i32>,
+    q: &CudaView<'_, f32>,
+    kv: (KvView<'_, '_>, KvView<'_, '_>),
+    out: &mut CudaViewMut<'_, f32>,
+) -> kiln_cuda::Result<()> {
+    match kernel {
+        None => attention::attention_at(be, p, pos, q, kv, out),
+        Some(kern) => attention::attention_at_with_kernel(be, p, kern, pos, q, kv, out),
+    }
+}
+
 /// attention_at at position `pos` (plan for `p.pos0`) vs the reference at
 /// `pos`, without and with sliding windows (the plan covers the window at
 /// `p.pos0`; at earlier positions some of its splits see no key).
 #[test]
 fn attention_at_matches_reference() {
     let Some(be) = backend() else { return };
+    let sm = be.info().sm_count as usize;
     let seed = kiln_testkit::test_seed();
     // (n_tokens, n_heads, n_kv_heads, head_dim, kv_stride, window or 0)
     let cases = [
@@ -243,7 +276,11 @@ fn attention_at_matches_reference() {
         let dv = KvDev::upload(&be, v.slice()).unwrap();
         let (k, v) = (k.widened(), v.widened());
         let out_len = n * h * d;
-        for pos in [0, 1, 31, 32, 33, (stride - n) / 2, stride - n] {
+        let positions = [0, 1, 31, 32, 33, (stride - n) / 2, stride - n];
+        for (pos, kernel) in positions
+            .into_iter()
+            .flat_map(|pos| at_kernels(&p, sm).into_iter().map(move |kern| (pos, kern)))
+        {
             if pos > stride - n {
                 continue;
             }
@@ -253,9 +290,10 @@ fn attention_at_matches_reference() {
                 let mut out = dout.slice_mut(GUARD..GUARD + out_len);
                 with_kv_view(&dk, |kc| {
                     with_kv_view(&dv, |vc| {
-                        attention::attention_at(
+                        run_at(
                             &be,
                             &p,
+                            kernel.as_ref(),
                             &dp.slice(0..1),
                             &dq.slice(0..q.len()),
                             (kc, vc),
@@ -269,7 +307,7 @@ fn attention_at_matches_reference() {
             let mut want = vec![0.0; out_len];
             attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &k, &v, &mut want).unwrap();
             compare(
-                &format!("attention_at case {ci} ({kv} cache) pos {pos}"),
+                &format!("attention_at case {ci} ({kv} cache) pos {pos} kernel {kernel:?}"),
                 &got,
                 &want,
                 Tol::ATTENTION,
@@ -286,6 +324,7 @@ fn attention_at_matches_reference() {
 #[test]
 fn attention_at_on_rings() {
     let Some(be) = backend() else { return };
+    let sm = be.info().sm_count as usize;
     let seed = kiln_testkit::test_seed();
     // (n_tokens, n_heads, n_kv_heads, head_dim, ring rows, window, largest position)
     let cases = [
@@ -342,34 +381,39 @@ fn attention_at_on_rings() {
             let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
             let dk = KvDev::upload(&be, k.slice()).unwrap();
             let dv = KvDev::upload(&be, v.slice()).unwrap();
-            let mut dout = guarded(&be, &vec![f32::NAN; out_len]);
-            let dp = be.upload(&[dev as i32]).unwrap();
-            {
-                let mut out = dout.slice_mut(GUARD..GUARD + out_len);
-                with_kv_view(&dk, |kc| {
-                    with_kv_view(&dv, |vc| {
-                        attention::attention_at(
-                            &be,
-                            &p,
-                            &dp.slice(0..1),
-                            &dq.slice(0..q.len()),
-                            (kc, vc),
-                            &mut out,
-                        )
-                    })
-                })
-                .unwrap();
-            }
-            let got = interior(&be, &dout, "attention_at ring");
             let mut want = vec![0.0; out_len];
             attention_ref(&at, &q, &k.widened(), &v.widened(), &mut want).unwrap();
-            compare(
-                &format!("attention_at ring case {ci} ({kv} cache) device pos {dev}"),
-                &got,
-                &want,
-                Tol::ATTENTION,
-            )
-            .unwrap();
+            let dp = be.upload(&[dev as i32]).unwrap();
+            for kernel in at_kernels(&p, sm) {
+                let mut dout = guarded(&be, &vec![f32::NAN; out_len]);
+                {
+                    let mut out = dout.slice_mut(GUARD..GUARD + out_len);
+                    with_kv_view(&dk, |kc| {
+                        with_kv_view(&dv, |vc| {
+                            run_at(
+                                &be,
+                                &p,
+                                kernel.as_ref(),
+                                &dp.slice(0..1),
+                                &dq.slice(0..q.len()),
+                                (kc, vc),
+                                &mut out,
+                            )
+                        })
+                    })
+                    .unwrap();
+                }
+                let got = interior(&be, &dout, "attention_at ring");
+                compare(
+                    &format!(
+                        "attention_at ring case {ci} ({kv} cache) device pos {dev} kernel {kernel:?}"
+                    ),
+                    &got,
+                    &want,
+                    Tol::ATTENTION,
+                )
+                .unwrap();
+            }
         }
     }
 }
@@ -383,12 +427,16 @@ fn attention_at_on_rings() {
 fn recorded_step_replays_at_every_position() {
     let Some(be) = backend() else { return };
     for kv in KvType::ALL {
-        recorded_step(&be, kv, false);
-        recorded_step(&be, kv, true);
+        for old in [false, true] {
+            recorded_step(&be, kv, false, old);
+            recorded_step(&be, kv, true, old);
+        }
     }
 }
 
-fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool) {
+/// `old`: the warp decode kernel (forced, as `KILN_ATTN_DEC=old` picks it)
+/// instead of the launcher's choice (the lane-group kernel at head_dim 64).
+fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool, old: bool) {
     let seed = kiln_testkit::test_seed();
     let (h, hkv, d) = (9usize, 3usize, 64usize);
     // Cache rows, the largest position the launches allow, steps replayed.
@@ -413,6 +461,8 @@ fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool) {
         dst_row: max_pos,
         dst_ring: ring.then_some(stride),
     };
+    let sm = be.info().sm_count as usize;
+    let kernel = old.then(|| AttentionKernel::SplitKv(split_kv_plan(&p, sm)));
     let zeros = KvData::encode(kv, &vec![0.0f32; stride * row]);
     let mut kc = KvDev::upload(be, zeros.slice()).unwrap();
     let mut vc = KvDev::upload(be, zeros.slice()).unwrap();
@@ -439,9 +489,10 @@ fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool) {
         })?;
         with_kv_view(kc, |k| {
             with_kv_view(vc, |v| {
-                attention::attention_at(
+                run_at(
                     be,
                     &p,
+                    kernel.as_ref(),
                     &pos,
                     &dq.slice(0..h * d),
                     (k, v),
@@ -478,7 +529,7 @@ fn recorded_step(be: &CudaBackend, kv: KvType, ring: bool) {
         let mut want = vec![0.0; h * d];
         attention_ref(&AttentionParams { pos0: pos, ..p }, &q, &hk, &hv, &mut want).unwrap();
         compare(
-            &format!("graph step ({kv} cache, ring {ring}) pos {pos}"),
+            &format!("graph step ({kv} cache, ring {ring}, old {old}) pos {pos}"),
             &got,
             &want,
             Tol::ATTENTION,

@@ -13,8 +13,11 @@
 //! and before the first query's sliding window, are NaN. Ring caches (a
 //! window, positions past `kv_stride`, position `j` in row `j % kv_stride`)
 //! run on every kernel that takes them, forced, with every row no query sees
-//! NaN. Skips without a GPU. Timing lives in `benches/attention.rs`.
+//! NaN. The decode kernels, each forced on every decode shape, are in
+//! `decode.rs`. Skips without a GPU. Timing lives in `benches/attention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod decode;
 
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_core::{KvSlice, KvType};
@@ -246,6 +249,34 @@ const CASES: &[Case] = &[
     cs(70, 8, 2, 128, 33, 30.0),
 ];
 
+/// Ring caches: decode many laps in, rings of one to three rows, rings
+/// shorter than a key tile, tiles that straddle the ring's end, a 600-token
+/// prefill 100k positions in, soft caps.
+const RING_CASES: &[Case] = &[
+    cr(1, 4, 1, 256, 3000, 512, 512),
+    cr(2, 9, 3, 64, 3000, 100, 101),
+    cr(1, 1, 1, 64, 777, 1, 1),
+    cr(2, 4, 2, 40, 20, 2, 3),
+    cr(1, 8, 1, 512, 4000, 64, 64),
+    cr(6, 2, 1, 32, 300, 60, 65),
+    cr(64, 4, 1, 256, 1000, 512, 575),
+    cr(70, 9, 3, 64, 200, 16, 85),
+    cr(100, 8, 2, 128, 3000, 40, 139),
+    cr(45, 10, 2, 80, 517, 100, 144),
+    cr(33, 4, 4, 96, 40, 1, 33),
+    cr(20, 2, 1, 64, 100, 5, 24),
+    cr(130, 9, 3, 64, 5000, 171, 300),
+    cr(600, 32, 8, 128, 100_000, 512, 1111),
+    Case {
+        softcap: 30.0,
+        ..cr(40, 4, 2, 128, 900, 32, 71)
+    },
+    Case {
+        softcap: 5.0,
+        ..cr(1, 8, 2, 128, 2000, 300, 300)
+    },
+];
+
 /// The case's params, q, the caches stored as `kv` and the reference on
 /// the stored values.
 fn inputs(
@@ -336,7 +367,7 @@ fn forced_kernels_agree() {
         }
     };
     let decode = c(2, 9, 3, 64, 3000, 4);
-    let AttentionKernel::SplitKv(base) = select_attention(
+    let base = split_kv_plan(
         &AttentionParams {
             n_tokens: 2,
             n_heads: 9,
@@ -349,10 +380,7 @@ fn forced_kernels_agree() {
             softcap: None,
         },
         132,
-    )
-    .unwrap() else {
-        panic!("decode must select split-KV")
-    };
+    );
     let one = kiln_cuda::attention::SplitKvPlan {
         splits: 1,
         chunk: 3008,
@@ -432,30 +460,6 @@ fn forced_kernels_agree() {
 fn ring_caches_on_every_kernel() {
     let Some(be) = backend() else { return };
     let sm = be.info().sm_count as usize;
-    const RING_CASES: &[Case] = &[
-        cr(1, 4, 1, 256, 3000, 512, 512),
-        cr(2, 9, 3, 64, 3000, 100, 101),
-        cr(1, 1, 1, 64, 777, 1, 1),
-        cr(2, 4, 2, 40, 20, 2, 3),
-        cr(1, 8, 1, 512, 4000, 64, 64),
-        cr(6, 2, 1, 32, 300, 60, 65),
-        cr(64, 4, 1, 256, 1000, 512, 575),
-        cr(70, 9, 3, 64, 200, 16, 85),
-        cr(100, 8, 2, 128, 3000, 40, 139),
-        cr(45, 10, 2, 80, 517, 100, 144),
-        cr(33, 4, 4, 96, 40, 1, 33),
-        cr(20, 2, 1, 64, 100, 5, 24),
-        cr(130, 9, 3, 64, 5000, 171, 300),
-        cr(600, 32, 8, 128, 100_000, 512, 1111),
-        Case {
-            softcap: 30.0,
-            ..cr(40, 4, 2, 128, 900, 32, 71)
-        },
-        Case {
-            softcap: 5.0,
-            ..cr(1, 8, 2, 128, 2000, 300, 300)
-        },
-    ];
     let mut failures = Vec::new();
     for (i, cs) in RING_CASES.iter().enumerate() {
         for kv in KvType::ALL {
