@@ -25,7 +25,7 @@ for st in 1 0; do
 done
 echo "$(el) == pp512 with KILN_ATTN_MMA=0 (f32 tiled prefill attention)"
 KILN_ATTN_MMA=0 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
-par parity_cuattn 120
+par parity_cuattn 240
 par parity_cuops 100
 par parity_graph 60
 par parity_cufused 60
