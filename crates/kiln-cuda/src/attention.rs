@@ -215,16 +215,47 @@ pub fn split_kv_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     } else {
         MIN_KEYS_PER_SPLIT
     };
-    let splits = target
-        .div_ceil(base_blocks)
-        .min(max_keys.div_ceil(min_keys))
-        .clamp(1, MAX_SPLITS);
-    let chunk = max_keys.div_ceil(splits).div_ceil(key_tile) * key_tile;
-    SplitKvPlan {
-        splits: max_keys.div_ceil(chunk),
-        chunk,
-        heads_per_block,
+    plan_splits(SplitShape {
+        target_blocks: target,
+        base_blocks,
+        max_keys,
+        min_keys,
         key_tile,
+        heads_per_block,
+    })
+}
+
+/// What a split plan is made from (both decode planners share it).
+pub(crate) struct SplitShape {
+    /// Blocks the grid should reach.
+    pub target_blocks: usize,
+    /// Blocks with one split (tokens × KV heads × head chunks).
+    pub base_blocks: usize,
+    /// Keys the longest row may see.
+    pub max_keys: usize,
+    /// Fewest keys worth a split of their own.
+    pub min_keys: usize,
+    /// Chunks are whole multiples of this.
+    pub key_tile: usize,
+    pub heads_per_block: usize,
+}
+
+/// Enough splits to reach `target_blocks` (at most `MAX_SPLITS`, none
+/// shorter than `min_keys`), chunks rounded up to whole key tiles, and the
+/// split count those chunks actually need.
+pub(crate) fn plan_splits(s: SplitShape) -> SplitKvPlan {
+    let splits = s
+        .target_blocks
+        .div_ceil(s.base_blocks.max(1))
+        .min(s.max_keys.div_ceil(s.min_keys.max(1)))
+        .clamp(1, MAX_SPLITS);
+    let tile = s.key_tile.max(1);
+    let chunk = s.max_keys.div_ceil(splits).div_ceil(tile) * tile;
+    SplitKvPlan {
+        splits: s.max_keys.div_ceil(chunk.max(1)),
+        chunk,
+        heads_per_block: s.heads_per_block,
+        key_tile: s.key_tile,
     }
 }
 

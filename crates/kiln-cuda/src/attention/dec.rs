@@ -21,8 +21,8 @@
 
 use super::kern::{kernel_fn, Kern, DEC_DPLS, DEC_WARPS};
 use super::{
-    key_span, launch_merging, split_kv_plan, unsupported, AttentionKernel, AttnK, SplitKvPlan,
-    DECODE_MAX_TOKENS, GRID_YZ_MAX, MAX_SPLITS,
+    key_span, launch_merging, plan_splits, split_kv_plan, unsupported, AttentionKernel, AttnK,
+    SplitKvPlan, SplitShape, DECODE_MAX_TOKENS, GRID_YZ_MAX, MAX_SPLITS,
 };
 use crate::kv::KvView;
 use crate::Result;
@@ -75,17 +75,14 @@ pub fn decg_plan(p: &AttentionParams, sm_count: usize) -> SplitKvPlan {
     let max_keys = key_span(p);
     let min_keys = (DECG_MIN_KEYS_PER_STREAM * streams(d)).max(DECG_CHUNK_GRAIN);
     let target = DECG_BLOCKS_PER_SM * sm_count.max(1);
-    let splits = target
-        .div_ceil(base_blocks)
-        .min(max_keys.div_ceil(min_keys))
-        .clamp(1, MAX_SPLITS);
-    let chunk = max_keys.div_ceil(splits).div_ceil(DECG_CHUNK_GRAIN) * DECG_CHUNK_GRAIN;
-    SplitKvPlan {
-        splits: max_keys.div_ceil(chunk),
-        chunk,
-        heads_per_block,
+    plan_splits(SplitShape {
+        target_blocks: target,
+        base_blocks,
+        max_keys,
+        min_keys,
         key_tile: DECG_CHUNK_GRAIN,
-    }
+        heads_per_block,
+    })
 }
 
 /// The automatic decode choice: the lane-group kernel where it applies
