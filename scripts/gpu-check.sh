@@ -97,6 +97,7 @@ strip gpu-bundle/* 2>/dev/null || true
 cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh
 cp scripts/gpu-essentials.sh gpu-bundle/gpu-essentials.sh
+cp scripts/gpu-profile.sh gpu-bundle/gpu-profile.sh
 model=$(bash scripts/fetch-model.sh)
 # The default model's tokenizer alone (~2 MB): lets the GPU machine make
 # models of any shape with `kiln synth` without carrying the 98 MB file.
