@@ -19,6 +19,7 @@
 // Tiling, block decoding and accumulation are matmul.cu's (matvec.cuh).
 #include "common.cuh"
 #include "matvec.cuh"
+#include "decode_kq.cuh"
 #include "matvec_staged.cuh"
 
 #define EPI_STORE 0
@@ -132,8 +133,13 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams& p, u64 i, u64 
 // res: [m, n] or null, pos: [m] or null; dynamic shared memory: (M + 1) * k
 // floats when p.norm (the normalized rows, then the staged norm weight),
 // then, from byte p.stage_off (16-byte aligned), the staging area of
-// matvec_staged.cuh when p.cw != 0 (quantized weights).
-template <class Q, bool QUANT, int M>
+// matvec_staged.cuh when p.cw != 0 (quantized weights). KIND: MVF_FLOAT
+// (F32T, F16T, BF16T), MVF_FLAT (the 32-element block formats of
+// matvec.cuh) or MVF_SUB (decode_kq.cuh's sub-block formats).
+#define MVF_FLOAT 0
+#define MVF_FLAT 1
+#define MVF_SUB 2
+template <class Q, int KIND, int M>
 __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __restrict__ w,
                                              const float* __restrict__ x,
                                              const float* __restrict__ norm_w,
@@ -201,13 +207,19 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
         if (p.norm) __syncthreads();
     };
     float acc[M][MV_ROWS];
-    const MvShape sh = {p.n, p.k, p.row_bytes, QUANT ? (int)p.kw : MV_WARPS, p.epi == EPI_SWIGLU,
-                        (int)p.cw};
-    if constexpr (QUANT) {
+    const MvShape sh = {p.n, p.k, p.row_bytes, KIND != MVF_FLOAT ? (int)p.kw : MV_WARPS,
+                        p.epi == EPI_SWIGLU, (int)p.cw};
+    if constexpr (KIND == MVF_FLAT) {
         if (p.cw != 0) {
             mv_staged_acc<Q, FlatBlocks<Q>, M>(sh, w, pro, acc, (u8*)xs + p.stage_off);
         } else {
             mv_quant_acc<Q, M>(sh, w, pro, acc);
+        }
+    } else if constexpr (KIND == MVF_SUB) {
+        if (p.cw != 0) {
+            mv_staged_acc<Q, SubBlocks<Q>, M>(sh, w, pro, acc, (u8*)xs + p.stage_off);
+        } else {
+            mv_sub_acc<Q, M>(sh, w, pro, acc);
         }
     } else {
         if (p.cw != 0) {
@@ -229,27 +241,30 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
     }
 }
 
-#define MVF_ENTRY(name, T, QUANT, M)                                                           \
+#define MVF_ENTRY(name, T, KIND, M)                                                            \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                  \
         name(FusedParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
              const float* __restrict__ norm_w, const float* __restrict__ res,                 \
              const i32* __restrict__ pos, float* __restrict__ out, void* __restrict__ kc,     \
              void* __restrict__ vc) {                                                         \
-        matvec_fused<T, QUANT, M>(p, w, x, norm_w, res, pos, out, kc, vc);                    \
+        matvec_fused<T, KIND, M>(p, w, x, norm_w, res, pos, out, kc, vc);                     \
     }
-#define MVF_ALL_M(prefix, T, QUANT)                                                           \
-    MVF_ENTRY(prefix##_m1, T, QUANT, 1)                                                       \
-    MVF_ENTRY(prefix##_m2, T, QUANT, 2)                                                       \
-    MVF_ENTRY(prefix##_m3, T, QUANT, 3)                                                       \
-    MVF_ENTRY(prefix##_m4, T, QUANT, 4)                                                       \
-    MVF_ENTRY(prefix##_m5, T, QUANT, 5)                                                       \
-    MVF_ENTRY(prefix##_m6, T, QUANT, 6)                                                       \
-    MVF_ENTRY(prefix##_m7, T, QUANT, 7)                                                       \
-    MVF_ENTRY(prefix##_m8, T, QUANT, 8)
+#define MVF_ALL_M(prefix, T, KIND)                                                            \
+    MVF_ENTRY(prefix##_m1, T, KIND, 1)                                                        \
+    MVF_ENTRY(prefix##_m2, T, KIND, 2)                                                        \
+    MVF_ENTRY(prefix##_m3, T, KIND, 3)                                                        \
+    MVF_ENTRY(prefix##_m4, T, KIND, 4)                                                        \
+    MVF_ENTRY(prefix##_m5, T, KIND, 5)                                                        \
+    MVF_ENTRY(prefix##_m6, T, KIND, 6)                                                        \
+    MVF_ENTRY(prefix##_m7, T, KIND, 7)                                                        \
+    MVF_ENTRY(prefix##_m8, T, KIND, 8)
 
-MVF_ALL_M(matvec_fused_q4_0_f32, Q4_0T, true)
-MVF_ALL_M(matvec_fused_q4_1_f32, Q4_1T, true)
-MVF_ALL_M(matvec_fused_q8_0_f32, Q8_0T, true)
-MVF_ALL_M(matvec_fused_f32_f32, F32T, false)
-MVF_ALL_M(matvec_fused_f16_f32, F16T, false)
-MVF_ALL_M(matvec_fused_bf16_f32, BF16T, false)
+// One weight format per compiled variant: src/matvec_fused.rs defines
+// KILN_MVF_W (the block type) and KILN_MVF_KIND, so a process compiles only
+// the formats its model uses. Without them, Q4_1 (the default model's
+// format; the compile test builds every format's variant by itself).
+#ifndef KILN_MVF_W
+#define KILN_MVF_W Q4_1T
+#define KILN_MVF_KIND MVF_FLAT
+#endif
+MVF_ALL_M(matvec_fused, KILN_MVF_W, KILN_MVF_KIND)

@@ -52,8 +52,10 @@ pub struct CudaBackend {
     /// The MLX formats' kernels (matmul, matmul_id, embedding), per format
     /// (see mlx.rs).
     pub(crate) mlx: crate::mlx::MlxKernels,
-    /// matvec_fused's kernels, looked up once (see matvec_fused.rs).
-    pub(crate) fused_fns: std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>,
+    /// matvec_fused's kernels per weight format (one compiled variant
+    /// each), looked up once (see matvec_fused.rs).
+    pub(crate) fused_fns:
+        [std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>; crate::matvec_fused::N_WTYPES],
     /// attention's kernels per cache type (f32, f16, bf16), looked up once
     /// (see attention.rs).
     pub(crate) attn_fns: [std::sync::OnceLock<Vec<cudarc::driver::CudaFunction>>; 3],

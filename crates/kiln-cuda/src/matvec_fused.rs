@@ -15,6 +15,7 @@ use crate::matmul::{
     check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
 };
 use crate::matvec_staged::{stage_bytes, stage_copy_width, staged};
+use crate::registry::Variant;
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::matvec_fused::{FusedEpilogue, FusedLens, MatvecFusedParams, FUSED_MAX_ROWS};
@@ -23,15 +24,63 @@ use kiln_core::{DType, Error, KvType};
 const OP: &str = "matvec_fused";
 /// Shared memory a launch may use without opting in.
 const SMEM_LIMIT: usize = 48 * 1024;
-/// Weight formats with a kernel, in the order of the function table.
-const WTYPES: [DType; 6] = [
+/// Weight formats with a kernel (`matvec_fused.cu`'s `MVF_ALL_M` list), in
+/// the order of the backend's per-format function tables.
+const WTYPES: [DType; N_WTYPES] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::IQ4_NL,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::IQ4_XS,
+    DType::Q3_K,
+    DType::Q2_K,
     DType::F32,
     DType::F16,
     DType::BF16,
 ];
+/// How many weight formats have a fused kernel.
+pub const N_WTYPES: usize = 15;
+
+/// Every weight format with a fused kernel (the compile test builds each
+/// one's variant).
+pub fn fused_wtypes() -> &'static [DType] {
+    &WTYPES
+}
+
+/// The `#define`s of `wtype`'s variant of matvec_fused.cu: its block type
+/// (`KILN_MVF_W`) and accumulation loop (`KILN_MVF_KIND`: 0 float, 1 the
+/// 32-element block formats of matvec.cuh, 2 decode_kq.cuh's sub-block
+/// formats).
+pub fn variant_defines(wtype: DType) -> String {
+    let ty = match wtype {
+        DType::Q4_0 => "Q4_0T",
+        DType::Q4_1 => "Q4_1T",
+        DType::Q8_0 => "Q8_0T",
+        DType::Q5_0 => "Q5_0T",
+        DType::Q5_1 => "Q5_1T",
+        DType::IQ4_NL => "IQ4_NLT",
+        DType::Q4_K => "Q4_KT",
+        DType::Q5_K => "Q5_KT",
+        DType::Q6_K => "Q6_KT",
+        DType::IQ4_XS => "IQ4_XST",
+        DType::Q3_K => "Q3_KT",
+        DType::Q2_K => "Q2_KT",
+        DType::F32 => "F32T",
+        DType::F16 => "F16T",
+        _ => "BF16T",
+    };
+    let kind = match wtype {
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => 1,
+        t if t.is_quantized() => 2,
+        _ => 0,
+    };
+    format!("#define KILN_MVF_W {ty}\n#define KILN_MVF_KIND {kind}\n")
+}
 
 /// Mirrors `struct FusedParams` in matvec_fused.cu.
 #[repr(C)]
@@ -107,21 +156,35 @@ pub struct FusedArgs<'a, 'b> {
     pub v_cache: Option<KvViewMut<'a, 'b>>,
 }
 
+/// The kernel for `m` rows of `wtype` weights: its format's variant of
+/// matvec_fused.cu is compiled (or read from the disk cache) on first use.
 fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver::CudaFunction> {
-    if be.fused_fns.get().is_none() {
-        let mut table = Vec::new();
-        for t in WTYPES {
-            for rows in 1..=FUSED_MAX_ROWS {
-                let name = format!("matvec_fused_{}_f32_m{rows}", wname_of(t));
-                table.push(be.function_named("matvec_fused", MATVEC_FUSED, &name)?);
-            }
-        }
-        let _ = be.fused_fns.set(table);
-    }
-    WTYPES
+    let i = WTYPES
         .iter()
         .position(|&t| t == wtype)
-        .and_then(|i| be.fused_fns.get()?.get(i * FUSED_MAX_ROWS + m - 1))
+        .ok_or_else(|| CudaError::driver(OP, format!("no kernel for {wtype}")))?;
+    let slot = &be.fused_fns[i];
+    if slot.get().is_none() {
+        let (label, defines) = (wname_of(wtype), variant_defines(wtype));
+        let v = Variant {
+            label,
+            defines: &defines,
+        };
+        let table = (1..=FUSED_MAX_ROWS)
+            .map(|rows| {
+                be.registry().variant_function(
+                    be.context(),
+                    "matvec_fused",
+                    MATVEC_FUSED,
+                    v,
+                    &format!("matvec_fused_m{rows}"),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _ = slot.set(table);
+    }
+    slot.get()
+        .and_then(|t| t.get(m - 1))
         .ok_or_else(|| CudaError::driver(OP, "no such kernel"))
 }
 

@@ -79,6 +79,55 @@ fn attention_mma_uses_tensor_cores() {
     }
 }
 
+/// matvec_fused compiles one module per weight format (`KILN_MVF_W`); the
+/// family loop above builds only the default (Q4_1). Here: every other
+/// format's variant for sm_90, in parallel, each with its 8 entry points.
+#[test]
+fn matvec_fused_variants_compile() {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
+    if only.is_some_and(|o| !o.split(',').any(|x| x == "matvec_fused")) {
+        return;
+    }
+    let work: Vec<DType> = kiln_cuda::matvec_fused::fused_wtypes()
+        .iter()
+        .copied()
+        .filter(|&t| t != DType::Q4_1)
+        .collect();
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(work.len()) {
+            s.spawn(|| {
+                while let Some(&t) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let name = format!("matvec_fused.cu [{t}]");
+                    let full = format!(
+                        "{}{}",
+                        kiln_cuda::matvec_fused::variant_defines(t),
+                        kiln_cuda::kernels::MATVEC_FUSED
+                    );
+                    let msg: Vec<String> = match compile(&name, &full, "sm_90") {
+                        Ok((cubin, ptx)) => (1..=8)
+                            .map(|m| format!("matvec_fused_m{m}"))
+                            .filter(|e| cubin.is_empty() || !ptx.contains(&format!(".entry {e}(")))
+                            .map(|e| format!("{name}: no entry {e}"))
+                            .collect(),
+                        Err(e) => vec![format!("{name}: {e}")],
+                    };
+                    failures.lock().unwrap().extend(msg);
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The entry points a family's MLX variant must hold.
 fn mlx_entries(family: &str, tag: &str) -> Vec<String> {
     match family {

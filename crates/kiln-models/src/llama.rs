@@ -162,63 +162,66 @@ fn forward_ops(
             n_ctx: cache.n_ctx,
             ring: false,
         },
+        plain_rope: w.rope_freqs.is_none(),
     };
     for (l, lw) in w.layers.iter().enumerate() {
         let kv = kv.layer(cache, l, cfg.attn_scale());
-        if let Some(fp) = fused.layer(s, lw, cache, l)? {
-            // The decode layer in five launches (see FusedPlan).
+        // Each of the four fused pieces runs where its weights allow
+        // (FusedPlan): e.g. a Q4_K_M file whose attn_v is Q6_K has no
+        // stacked QKV, but its other three pieces still fuse.
+        let fp = fused.layer(s, lw, cache, l)?;
+        let pos = &sc.positions;
+        // attention block
+        if let Some((wqkv, qkv)) = &fp.qkv {
+            // norm + [wq; wk; wv] + RoPE + KV append in one launch.
             let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            let pos = &sc.positions;
+            let outs = FusedOutputs {
+                out: &mut sc.q,
+                kv: Some((&mut *kc, &mut *vc)),
+            };
             ops::matvec_fused(
                 s,
-                &fp.qkv,
-                fin(fp.wqkv, &sc.x, Some(&lw.attn_norm), None, pos),
-                FusedOutputs {
-                    out: &mut sc.q,
-                    kv: Some((&mut *kc, &mut *vc)),
-                },
+                qkv,
+                fin(wqkv, &sc.x, Some(&lw.attn_norm), None, pos),
+                outs,
             )?;
             kv.attend(s, pos, &sc.q, kc, vc, &mut sc.att)?;
-            let i_o = fin(&lw.wo, &sc.att, None, Some(&sc.x), pos);
-            ops::matvec_fused(s, &fp.o, i_o, fout(&mut sc.x2))?;
-            let i_gu = fin(fp.w_gate_up, &sc.x2, Some(&lw.ffn_norm), None, pos);
-            ops::matvec_fused(s, &fp.gate_up, i_gu, fout(&mut sc.act))?;
-            let i_d = fin(&lw.w_down, &sc.act, None, Some(&sc.x2), pos);
-            ops::matvec_fused(s, &fp.down, i_d, fout(&mut sc.x))?;
-            continue;
+        } else {
+            ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
+            ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
+            ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
+            ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
+            let ff = w.rope_freqs.as_ref();
+            ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.q)?;
+            ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.k)?;
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            kv.append_attend(s, pos, &sc.q, (&sc.k, &sc.v), (kc, vc), &mut sc.att)?;
         }
-        // attention block
-        ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
-        ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
-        ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
-        ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
-        let ff = w.rope_freqs.as_ref();
-        ops::rope_with_factors(s, &rope(cfg.n_head), ff, &sc.positions, &mut sc.q)?;
-        ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, &sc.positions, &mut sc.k)?;
-        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        kv.append_attend(
-            s,
-            &sc.positions,
-            &sc.q,
-            (&sc.k, &sc.v),
-            (kc, vc),
-            &mut sc.att,
-        )?;
-        ops::matmul(s, &lw.wo, &sc.att, n, &mut sc.o)?;
-        ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        if let Some(o) = &fp.o {
+            let i_o = fin(&lw.wo, &sc.att, None, Some(&sc.x), pos);
+            ops::matvec_fused(s, o, i_o, fout(&mut sc.x2))?;
+        } else {
+            ops::matmul(s, &lw.wo, &sc.att, n, &mut sc.o)?;
+            ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        }
         // feed-forward block
-        ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
-        ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
-        ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
-        ops::silu_mul(
-            s,
-            &SiluMulParams { n: n * cfg.n_ff },
-            &sc.gate,
-            &sc.up,
-            &mut sc.act,
-        )?;
-        ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
-        ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)?;
+        if let Some((w_gate_up, gate_up)) = &fp.gate_up {
+            let i_gu = fin(w_gate_up, &sc.x2, Some(&lw.ffn_norm), None, pos);
+            ops::matvec_fused(s, gate_up, i_gu, fout(&mut sc.act))?;
+        } else {
+            ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
+            ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
+            ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
+            let sm = SiluMulParams { n: n * cfg.n_ff };
+            ops::silu_mul(s, &sm, &sc.gate, &sc.up, &mut sc.act)?;
+        }
+        if let Some(down) = &fp.down {
+            let i_d = fin(&lw.w_down, &sc.act, None, Some(&sc.x2), pos);
+            ops::matvec_fused(s, down, i_d, fout(&mut sc.x))?;
+        } else {
+            ops::matmul(s, &lw.w_down, &sc.act, n, &mut sc.o)?;
+            ops::add(s, &add, &sc.x2, &sc.o, &mut sc.x)?;
+        }
     }
 
     match mode {
@@ -435,66 +438,66 @@ pub(crate) fn unfused_head(
 }
 
 /// When and how a forward call runs its layers as fused mat-vecs (CUDA,
-/// at most `FUSED_MAX_ROWS` tokens, stacked weights): per layer
-/// 1. norm + `[wq; wk; wv]` + RoPE + KV append,
-/// 2. attention,
-/// 3. `wo` + residual,
-/// 4. norm + `[w_gate; w_up]` + SiLU·up,
-/// 5. `w_down` + residual;
+/// at most `FUSED_MAX_ROWS` tokens): per layer, each where its weights allow
+/// (a format with a fused kernel; the stacked weights exist when their
+/// parts share a type)
+/// 1. norm + `[wq; wk; wv]` + RoPE + KV append (then attention),
+/// 2. `wo` + residual,
+/// 3. norm + `[w_gate; w_up]` + SiLU·up,
+/// 4. `w_down` + residual;
 ///
 /// the same math as the unfused ops (each fused op's reference is their
-/// composition), in five launches instead of seventeen.
+/// composition): a fully fused layer is five launches instead of seventeen.
 struct FusedPlan {
     n: usize,
     eps: f32,
     qkv: QkvRope,
+    /// The QKV epilogue's RoPE has no frequency factors: false for files
+    /// with `rope_freqs.weight` (Llama 3.x) or YaRN, whose QKV runs unfused.
+    plain_rope: bool,
 }
 
-/// A layer's fused-op params and stacked weights.
+/// A layer's fused pieces (`None`: that piece runs unfused), with their
+/// stacked weights.
 struct LayerPlan<'w> {
-    wqkv: &'w Tensor,
-    w_gate_up: &'w Tensor,
-    qkv: MatvecFusedParams,
-    o: MatvecFusedParams,
-    gate_up: MatvecFusedParams,
-    down: MatvecFusedParams,
+    qkv: Option<(&'w Tensor, MatvecFusedParams)>,
+    o: Option<MatvecFusedParams>,
+    gate_up: Option<(&'w Tensor, MatvecFusedParams)>,
+    down: Option<MatvecFusedParams>,
 }
 
 impl FusedPlan {
-    /// The fused params of layer `l` (its cache rows, a ring or not), or
-    /// `None` where it runs unfused.
+    /// The fused pieces of layer `l` (its cache rows, a ring or not); all
+    /// `None` on the CPU or for batches over `FUSED_MAX_ROWS`.
     fn layer<'w>(
         &self,
         s: &Stream,
         lw: &'w LayerWeights,
         cache: &KvCache,
         l: usize,
-    ) -> Result<Option<LayerPlan<'w>>> {
-        let (Some(wqkv), Some(w_gate_up)) = (&lw.wqkv, &lw.w_gate_up) else {
-            return Ok(None);
+    ) -> Result<LayerPlan<'w>> {
+        let mut plan = LayerPlan {
+            qkv: None,
+            o: None,
+            gate_up: None,
+            down: None,
         };
-        if self.n > FUSED_MAX_ROWS || s.device() == kiln::Device::Cpu {
-            return Ok(None);
+        let (n, eps) = (self.n, Some(self.eps));
+        if let (Some(wqkv), true) = (&lw.wqkv, self.plain_rope) {
+            let qkv = QkvRope {
+                n_ctx: cache.rows.get(l).copied().unwrap_or(cache.n_ctx),
+                ring: cache.is_ring(l),
+                ..self.qkv
+            };
+            plan.qkv = fused_piece(s, wqkv, n, eps, FusedEpilogue::Qkv(qkv))?.map(|p| (wqkv, p));
         }
-        let eps = Some(self.eps);
-        let qkv = QkvRope {
-            n_ctx: cache.rows.get(l).copied().unwrap_or(cache.n_ctx),
-            ring: cache.is_ring(l),
-            ..self.qkv
-        };
-        let plan = LayerPlan {
-            wqkv,
-            w_gate_up,
-            qkv: ops::fused_params(wqkv, self.n, eps, FusedEpilogue::Qkv(qkv))?,
-            o: ops::fused_params(&lw.wo, self.n, None, FusedEpilogue::Residual)?,
-            gate_up: ops::fused_params(w_gate_up, self.n, eps, FusedEpilogue::SwiGlu)?,
-            down: ops::fused_params(&lw.w_down, self.n, None, FusedEpilogue::Residual)?,
-        };
-        let all = [&plan.qkv, &plan.o, &plan.gate_up, &plan.down];
-        Ok(all
-            .iter()
-            .all(|p| ops::fused_available(s, p).is_ok())
-            .then_some(plan))
+        plan.o = fused_piece(s, &lw.wo, n, None, FusedEpilogue::Residual)?;
+        if let Some(w_gate_up) = &lw.w_gate_up {
+            let gu = fused_piece(s, w_gate_up, n, eps, FusedEpilogue::SwiGlu)?;
+            plan.gate_up = gu.map(|p| (w_gate_up, p));
+        }
+        plan.down = fused_piece(s, &lw.w_down, n, None, FusedEpilogue::Residual)?;
+        Ok(plan)
     }
 
     /// Output norm + projection of the last row as one fused mat-vec.
@@ -507,7 +510,24 @@ impl FusedPlan {
     }
 }
 
-fn fin<'a>(
+/// The params of a fused mat-vec of weight `w` over `n` rows where `s` runs
+/// one (CUDA, `n <= FUSED_MAX_ROWS`, a weight format with a kernel), else
+/// `None` (the caller runs the unfused ops).
+pub(crate) fn fused_piece(
+    s: &Stream,
+    w: &Tensor,
+    n: usize,
+    norm_eps: Option<f32>,
+    epi: FusedEpilogue,
+) -> Result<Option<MatvecFusedParams>> {
+    if n > FUSED_MAX_ROWS || s.device() == kiln::Device::Cpu {
+        return Ok(None);
+    }
+    let p = ops::fused_params(w, n, norm_eps, epi)?;
+    Ok(ops::fused_available(s, &p).is_ok().then_some(p))
+}
+
+pub(crate) fn fin<'a>(
     w: &'a Tensor,
     x: &'a Tensor,
     norm_w: Option<&'a Tensor>,
@@ -523,6 +543,6 @@ fn fin<'a>(
     }
 }
 
-fn fout(out: &mut Tensor) -> FusedOutputs<'_> {
+pub(crate) fn fout(out: &mut Tensor) -> FusedOutputs<'_> {
     FusedOutputs { out, kv: None }
 }

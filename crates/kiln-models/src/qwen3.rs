@@ -26,7 +26,7 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::llama::{Batch, Scratch};
+use crate::llama::{fin, fout, fused_piece, Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
@@ -35,6 +35,7 @@ use kiln::ops::{
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
+use kiln_core::ops::matvec_fused::FusedEpilogue;
 use std::sync::Arc;
 
 /// Qwen3's weights beyond the llama-shaped ones: one layer's q/k norms (f32,
@@ -116,6 +117,23 @@ pub fn forward(
         let lw = &w.layers[l];
         let swiglu = SiluMulParams { n: n * cfg.n_ff };
         let add = AddParams { n: n * cfg.n_embd };
+        let eps = Some(cfg.rms_eps);
+        // CUDA decode: norm + [w_gate; w_up] + SiLU·up, then w_down +
+        // residual, as two fused mat-vecs where the weights allow.
+        let fuse = |w: Option<&Tensor>, eps, epi| match w {
+            Some(w) => fused_piece(s, w, n, eps, epi).map_err(model_err),
+            None => Ok(None),
+        };
+        let gu = fuse(lw.w_gate_up.as_ref(), eps, FusedEpilogue::SwiGlu)?;
+        let down = fuse(Some(&lw.w_down), None, FusedEpilogue::Residual)?;
+        if let (Some(gu), Some(down), Some(w_gu)) = (gu, down, &lw.w_gate_up) {
+            let pos = &sc.positions;
+            let i_gu = fin(w_gu, &sc.x2, Some(&lw.ffn_norm), None, pos);
+            ops::matvec_fused(s, &gu, i_gu, fout(&mut sc.act))?;
+            let i_d = fin(&lw.w_down, &sc.act, None, Some(&sc.x2), pos);
+            return ops::matvec_fused(s, &down, i_d, fout(&mut sc.x));
+        }
+        ffn_norm(s, cfg, &lw.ffn_norm, n, sc)?;
         ops::matmul(s, &lw.w_gate, &sc.h, n, &mut sc.gate)?;
         ops::matmul(s, &lw.w_up, &sc.h, n, &mut sc.up)?;
         ops::silu_mul(s, &swiglu, &sc.gate, &sc.up, &mut sc.act)?;
@@ -125,9 +143,31 @@ pub fn forward(
     forward_with(s, cfg, w, q, cache, sc, b, dense)
 }
 
+/// `sc.h = RMSNorm(sc.x2) * ffn_norm`: the feed-forward block's input (an
+/// `ffn` of [`forward_with`] that does not fuse the norm calls this first).
+pub(crate) fn ffn_norm(
+    s: &Stream,
+    cfg: &ModelConfig,
+    ffn_norm: &Tensor,
+    n: usize,
+    sc: &mut Scratch,
+) -> kiln::Result<()> {
+    let norm = RmsNormParams {
+        rows: n,
+        dim: cfg.n_embd,
+        eps: cfg.rms_eps,
+    };
+    ops::rms_norm(s, &norm, &sc.x2, ffn_norm, &mut sc.h)
+}
+
+/// An engine error where a kiln op result is wanted.
+fn model_err(e: ModelError) -> kiln::Error {
+    kiln::Error::Core(kiln_core::Error::invalid("qwen3 fused plan", e.to_string()))
+}
+
 /// Qwen3's forward with the feed-forward block supplied: `ffn(s, layer,
-/// sc)` must set `sc.x = sc.x2 + FFN(sc.h)` (`sc.h` holds the FFN-normed
-/// rows). Dense Qwen3 passes SwiGLU; Qwen3-MoE its expert mixture.
+/// sc)` must set `sc.x = sc.x2 + FFN(RMSNorm(sc.x2) * ffn_norm)` (see
+/// [`ffn_norm`]). Dense Qwen3 passes SwiGLU; Qwen3-MoE its expert mixture.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_with(
     s: &Stream,
@@ -245,10 +285,15 @@ fn forward_ops(
             (kc, vc),
             &mut sc.q,
         )?;
-        ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
-        ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        // wo + residual: one fused mat-vec on CUDA decode.
+        if let Some(o) = fused_piece(s, &lw.wo, n, None, FusedEpilogue::Residual)? {
+            let i_o = fin(&lw.wo, &sc.q, None, Some(&sc.x), &sc.positions);
+            ops::matvec_fused(s, &o, i_o, fout(&mut sc.x2))?;
+        } else {
+            ops::matmul(s, &lw.wo, &sc.q, n, &mut sc.o)?;
+            ops::add(s, &add, &sc.x, &sc.o, &mut sc.x2)?;
+        }
         // feed-forward block: sc.x = sc.x2 + FFN(N_ffn(sc.x2))
-        ops::rms_norm(s, &norm, &sc.x2, &lw.ffn_norm, &mut sc.h)?;
         ffn(s, l, sc)?;
     }
 

@@ -147,6 +147,7 @@ pub fn forward(
         )));
     }
     let ffn = |s: &Stream, l: usize, sc: &mut Scratch| {
+        qwen3::ffn_norm(s, cfg, &w.layers[l].ffn_norm, n, sc)?;
         moe_ffn(s, cfg, &mp, &m.layers[l], n, sc, &mut bufs)
     };
     let r = qwen3::forward_with(s, cfg, w, &m.qk, cache, sc, b, ffn);

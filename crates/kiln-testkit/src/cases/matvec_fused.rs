@@ -111,6 +111,9 @@ fn rows_of(epi: &FusedEpilogue, n: usize) -> usize {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
+    // Every format with a fused kernel: the 32-element block formats, the
+    // float ones, then decode_kq.cuh's formats (Q5/IQ4_NL blocks and the
+    // 256-element super-blocks).
     let wtypes = [
         DType::Q4_0,
         DType::Q4_1,
@@ -118,6 +121,15 @@ fn cases() -> Vec<Case> {
         DType::F32,
         DType::F16,
         DType::BF16,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::IQ4_NL,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::IQ4_XS,
+        DType::Q3_K,
+        DType::Q2_K,
     ];
     let epis = [
         (FusedEpilogue::Store, 7),
@@ -135,8 +147,12 @@ fn cases() -> Vec<Case> {
         // and staged with 4-, 8- and 16-byte copies over one or several
         // chunks; 2560 with the norm also tests the fallback to direct loads
         // when normalized rows plus staging exceed 48 KB of shared memory.
-        // Float: odd k (4-byte loads) and 16-byte loads.
-        let ks: &[usize] = if wtype.is_quantized() {
+        // Float: odd k (4-byte loads) and 16-byte loads. Super-blocks: one,
+        // three (an odd count) and eight of them (m <= 3 with the norm:
+        // (3 + 1) * 2048 floats fit the 48 KB of shared memory).
+        let ks: &[usize] = if wtype.block_size() == 256 {
+            &[256, 768, 2048]
+        } else if wtype.is_quantized() {
             &[32, 96, 576, 1536, 2560]
         } else {
             &[45, 96, 1024]
