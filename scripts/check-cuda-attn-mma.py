@@ -60,6 +60,7 @@ constant along the keys, whose output must be bf16(v) up to f32 rounding
 
 Usage: python3 scripts/check-cuda-attn-mma.py   (needs g++ with C++20 and numpy)
 """
+import argparse
 import pathlib
 import subprocess
 import sys
@@ -82,12 +83,15 @@ PRELUDE = r"""
 #include "cuda_host_shim.h"
 """
 
+# The module's cache type (attention_kv.cuh's KILN_KV): kv_t and entry names.
+KV_SHIMS = {
+    "f32": "#define KILN_KV 0\ntypedef float kv_t;\n#define KV_NAME(base) base##f32\n",
+    "f16": "#define KILN_KV 1\ntypedef u16 kv_t;\n#define KV_NAME(base) base##f16\n",
+    "bf16": "#define KILN_KV 2\ntypedef u16 kv_t;\n#define KV_NAME(base) base##bf16\n",
+}
+
 SHIMS = r"""
 #define KILN_MMA_EMULATED 1
-// The f32-cache module (attention_kv.cuh's KILN_KV 0): kv_t and entry names.
-#define KILN_KV 0
-typedef float kv_t;
-#define KV_NAME(base) base##f32
 // One exchange area per warp: 32 lanes x 8 words, and the warp's barrier.
 struct WarpX {
     unsigned long long slot[32][8];
@@ -174,20 +178,63 @@ static inline void ldsm(unsigned (&r)[4], const u16* p, bool trans) {
 }
 static inline void mma_ldsm_x4(unsigned (&r)[4], const u16* p) { ldsm(r, p, false); }
 static inline void mma_ldsm_x4_trans(unsigned (&r)[4], const u16* p) { ldsm(r, p, true); }
+
+// attention_mma2.cuh: the CTA's dynamic shared memory (one CTA runs at a
+// time) and cp.async. A copy is deferred: issuing it poisons its 16
+// destination bytes (bf16 NaNs: the contents are undefined until it lands)
+// and queues it in its commit group; it lands (reads the source, writes
+// the destination, or zeros for src-size 0) only at the issuing thread's
+// cp.async.wait_group that covers its group. So a read before the wait, a
+// read of another thread's copy without the barrier after its wait, or a
+// stage refilled while a warp still reads it shows as NaN / wrong values
+// (the last two only as often as the thread schedule interleaves them).
+alignas(128) static u16 mma2_smem_buf[3 * 2 * 64 * 128];
+static inline u16* mma2_smem() { return mma2_smem_buf; }
+struct CpCopy {
+    u16* dst;
+    const void* src;
+    unsigned n;
+    unsigned group;
+};
+static thread_local std::vector<CpCopy> cp_pending;
+static thread_local unsigned cp_group;  // the open (uncommitted) group
+static inline void mma2_cp16(u16* dst, const void* src, unsigned n) {
+    assert(((unsigned long long)dst & 15) == 0 && ((unsigned long long)src & 15) == 0);
+    assert(n == 16 || n == 0);
+    assert(dst >= mma2_smem_buf && dst + 8 <= mma2_smem_buf + sizeof mma2_smem_buf / 2);
+    for (int i = 0; i < 8; i++) dst[i] = 0x7fc1;
+    cp_pending.push_back({dst, src, n, cp_group});
+}
+static inline void mma2_commit() { cp_group++; }
+template <int N>
+static inline void mma2_wait() {
+    // Committed groups are 0 .. cp_group - 1; all but the newest N land.
+    std::vector<CpCopy> keep;
+    for (const CpCopy& c : cp_pending) {
+        if (c.group + N < cp_group) {
+            if (c.n == 16) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        } else {
+            keep.push_back(c);
+        }
+    }
+    cp_pending.swap(keep);
+}
 """
 
 MAIN = r"""
-static std::vector<float> slurp(const char* path, size_t n) {
-    std::vector<float> v(n);
+template <typename T>
+static std::vector<T> slurp(const char* path, size_t n) {
+    std::vector<T> v(n);
     FILE* f = fopen(path, "rb");
-    if (!f || fread(v.data(), 4, n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
+    if (!f || fread(v.data(), sizeof(T), n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
     fclose(f);
     return v;
 }
 
-// args: dir n_tokens n_heads n_kv_heads d pos0 kv_stride scale window
+// args: dir n_tokens n_heads n_kv_heads d pos0 kv_stride scale window softcap kernel(1|2)
 int main(int argc, char** argv) {
-    if (argc != 10) return 2;
+    if (argc != 12) return 2;
     const char* dir = argv[1];
     AttnParams p = {};
     p.n_tokens = atoi(argv[2]);
@@ -197,41 +244,56 @@ int main(int argc, char** argv) {
     p.pos0 = atoi(argv[6]);
     const unsigned kv_stride = atoi(argv[7]);
     p.group = p.n_heads / p.n_kv_heads;
-    p.scale_log2 = (float)(atof(argv[8]) * 1.4426950408889634);
+    const double scale = atof(argv[8]), cap = atof(argv[10]);
+    // As src/attention.rs's base_params.
+    p.scale_log2 = cap > 0 ? (float)(scale / cap) : (float)(scale * 1.4426950408889634);
+    p.cap_log2 = cap > 0 ? (float)(cap * 1.4426950408889634) : 0.f;
     p.window = atoi(argv[9]);
     p.kv_rows = kv_stride;
+    const int kernel = atoi(argv[11]);
     const size_t nq = (size_t)p.n_tokens * p.n_heads * p.head_dim;
     const size_t nkv = (size_t)kv_stride * p.n_kv_heads * p.head_dim;
     char path[512];
     snprintf(path, sizeof path, "%s/q", dir);
-    const auto q = slurp(path, nq);
+    const auto q = slurp<float>(path, nq);
     snprintf(path, sizeof path, "%s/k", dir);
-    const auto k = slurp(path, nkv);
+    const auto k = slurp<kv_t>(path, nkv);
     snprintf(path, sizeof path, "%s/v", dir);
-    const auto v = slurp(path, nkv);
+    const auto v = slurp<kv_t>(path, nkv);
     const size_t guard = 64;
     std::vector<float> out(nq + 2 * guard, 12345.0f);
     for (size_t i = 0; i < nq; i++) out[guard + i] = NAN;
+    const unsigned bm = kernel == 2 ? MMA2_BM : MMA_BM, threads = kernel == 2 ? MMA2_THREADS : MMA_THREADS;
     gridDim.x = p.n_heads;
-    gridDim.y = (p.n_tokens + MMA_BM - 1) / MMA_BM;
-    blockDim.x = MMA_THREADS;
+    gridDim.y = (p.n_tokens + bm - 1) / bm;
+    blockDim.x = threads;
     for (unsigned by = 0; by < gridDim.y; by++)
         for (unsigned bx = 0; bx < gridDim.x; bx++) {
-            std::barrier<> bar(MMA_THREADS);
+            // Shared memory starts as garbage (NaN bf16 bits) in each CTA.
+            for (auto& x : mma2_smem_buf) x = 0x7fc3;
+            std::barrier<> bar(threads);
             std::vector<std::unique_ptr<WarpX>> wx;
-            for (int w = 0; w < MMA_THREADS / 32; w++) wx.emplace_back(new WarpX);
+            for (unsigned w = 0; w < threads / 32; w++) wx.emplace_back(new WarpX);
             std::vector<std::thread> th;
-            for (unsigned t = 0; t < MMA_THREADS; t++)
+            for (unsigned t = 0; t < threads; t++)
                 th.emplace_back([&, t] {
                     threadIdx.x = t;
                     blockIdx.x = bx;
                     blockIdx.y = by;
                     warpx = wx[t / 32].get();
                     block_bar = &bar;
-                    if (p.head_dim == 64)
-                        attention_mma_d64_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
-                    else
-                        attention_mma_d128_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
+                    cp_group = 0;
+                    const float* qp = q.data();
+                    float* op = out.data() + guard;
+                    if (kernel == 2) {
+                        if (p.head_dim == 64) KV_NAME(attention_mma2_d64_)(p, qp, k.data(), v.data(), op);
+                        else KV_NAME(attention_mma2_d128_)(p, qp, k.data(), v.data(), op);
+                    } else {
+                        if (p.head_dim == 64) KV_NAME(attention_mma_d64_)(p, qp, k.data(), v.data(), op);
+                        else KV_NAME(attention_mma_d128_)(p, qp, k.data(), v.data(), op);
+                    }
+                    // Every copy landed: the kernel's last wait covers all.
+                    if (!cp_pending.empty()) { fprintf(stderr, "cp.async pending at exit\n"); abort(); }
                 });
             for (auto& t : th) t.join();
         }
@@ -266,6 +328,8 @@ def reference(p, q, k, v):
         for hh in range(h):
             kv = hh // group
             s = k[first:end, kv] @ q[t, hh] * scale
+            if p.get("cap"):
+                s = p["cap"] * np.tanh(s / p["cap"])
             w = np.exp(s - s.max())
             out[t, hh] = (w / w.sum()) @ v[first:end, kv]
     return out.reshape(-1)
@@ -320,6 +384,17 @@ RING_CASES = [
 ]
 
 
+# Soft caps (the kernel's q carries scale / c, scores c log2(e) tanh(s)):
+# ((n_tokens, n_heads, n_kv_heads, head_dim, pos0, spare rows, window, amp, scale), cap).
+# With amp 2 and scale 1 the raw scores reach +-256 and the cap matters;
+# tanh saturates, so the peaked bound applies.
+SOFTCAP_CASES = [
+    ((70, 8, 2, 128, 33, 1, 0, 1.0, None), 30.0),
+    ((150, 4, 2, 64, 5, 0, 0, 2.0, 1.0), 5.0),
+    ((130, 9, 3, 128, 100, 0, 40, 1.0, None), 0.5),
+]
+
+
 def ring_inputs(rng, n, hk, d, pos0, stride, window):
     """k and v of every position (rows = positions), then the ring: row j %
     stride holds the last position stored there, NaN where no query looks."""
@@ -337,36 +412,80 @@ def ring_inputs(rng, n, hk, d, pos0, stride, window):
     return k, v, k_pos, v_pos
 
 
-def main() -> int:
+def encode(kv, x):
+    """x (float32, any shape) stored as cache type kv: the array to write
+    and the values the kernel widens it to (float64)."""
+    x = np.asarray(x, dtype=np.float32)
+    if kv == "f32":
+        return x, x.astype(np.float64)
+    if kv == "f16":
+        h = x.astype(np.float16)
+        return h.view(np.uint16), h.astype(np.float64)
+    u = x.view(np.uint32).astype(np.uint64)
+    bits = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
+    bits = np.where(np.isnan(x), np.uint16(0x7FC0), bits)
+    wide = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return bits, wide
+
+
+def build(t, kv, mutate):
+    """The emulator binary for cache type kv (both kernels)."""
     att = (KERNELS / "attention.cu").read_text()
     mma = (KERNELS / "attention_mma.cuh").read_text()
+    mma2 = (KERNELS / "attention_mma2.cuh").read_text()
+    for old, new in mutate:
+        if old not in mma2:
+            sys.exit(f"--mutate: {old!r} not in attention_mma2.cuh")
+        mma2 = mma2.replace(old, new)
     common = (KERNELS / "common.cuh").read_text()
     decls = [l for l in common.splitlines() if l.startswith("typedef")]
     params = segment(att, "struct AttnParams {", "__device__ __forceinline__ float warp_max")
-    src = "\n".join([PRELUDE, "\n".join(decls), SHIMS, params, mma, MAIN])
+    src = "\n".join([PRELUDE, "\n".join(decls), KV_SHIMS[kv], SHIMS, params, mma, mma2, MAIN])
+    (t / f"emu_{kv}.cpp").write_text(src)
+    cc = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
+         "-I", str(ROOT / "scripts"), "-o", str(t / f"emu_{kv}"), str(t / f"emu_{kv}.cpp")],
+        capture_output=True, text=True)
+    if cc.returncode != 0:
+        print(cc.stderr[-6000:])
+        sys.exit(2)
+    return t / f"emu_{kv}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernel", choices=["v1", "v2", "all"], default="all",
+                    help="v1: attention_mma (f32 caches); v2: attention_mma2 (f32, f16, bf16 caches)")
+    ap.add_argument("--kv", choices=["f32", "f16", "bf16", "all"], default="all",
+                    help="cache types for v2 (v1 runs f32)")
+    ap.add_argument("--quick", action="store_true", help="v2 on one cache type per case (rotating)")
+    ap.add_argument("--mutate", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
+                    help="replace text in attention_mma2.cuh first (to see the check fail)")
+    args = ap.parse_args()
     rng = np.random.default_rng(SEED)
-    bad = 0
+    kvs = ["f32", "f16", "bf16"] if args.kv == "all" else [args.kv]
+    runs = []  # (kernel, kv types)
+    if args.kernel in ("v1", "all"):
+        runs.append((1, ["f32"]))
+    if args.kernel in ("v2", "all"):
+        runs.append((2, kvs))
+    bad = total = 0
     with tempfile.TemporaryDirectory() as tmp:
         t = pathlib.Path(tmp)
-        (t / "emu.cpp").write_text(src)
-        cc = subprocess.run(
-            ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
-             "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
-            capture_output=True, text=True)
-        if cc.returncode != 0:
-            print(cc.stderr[-6000:])
-            return 2
-        cases = [(c, False, None) for c in CASES] + [(CASES[3], True, None), (CASES[8], True, None)]
+        need = sorted({kv for _, ks in runs for kv in ks})
+        bins = {kv: build(t, kv, args.mutate) for kv in need}
+        cases = [(c, False, None, 0.0) for c in CASES] + [(CASES[3], True, None, 0.0), (CASES[8], True, None, 0.0)]
         for (n, h, hk, d, pos0, stride, window) in RING_CASES:
-            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride))
-        for (n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring in cases:
+            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride, 0.0))
+        for c, cap in SOFTCAP_CASES:
+            cases.append((c, False, None, cap))
+        for ci, ((n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring, cap) in enumerate(cases):
             scale = scale if scale is not None else 1.0 / np.sqrt(d)
             stride = ring if ring is not None else pos0 + n + spare
-            p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window)
+            p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window, cap=cap)
             q = rng.uniform(-amp, amp, n * h * d).astype(np.float32)
             if ring is not None:
                 k, v, k_pos, v_pos = ring_inputs(rng, n, hk, d, pos0, stride, window)
-                want = reference(p, q, k_pos, v_pos)
             else:
                 k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
                 if const_v:
@@ -374,39 +493,55 @@ def main() -> int:
                 else:
                     v = rng.uniform(-1, 1, (stride, hk, d)).astype(np.float32)
                 first0 = max(0, pos0 + 1 - window) if window else 0
-                for a in (k, v):
-                    a[pos0 + n:] = np.nan
-                    a[:first0] = np.nan
-                want = reference(p, q, k, v)
+                for a_ in (k, v):
+                    a_[pos0 + n:] = np.nan
+                    a_[:first0] = np.nan
             q.tofile(t / "q")
-            k.tofile(t / "k")
-            v.tofile(t / "v")
-            run = subprocess.run(
-                [str(t / "emu"), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
-                 repr(float(scale)), str(window)], capture_output=True, text=True)
-            name = f"tokens={n} heads={h}/{hk} d={d} pos0={pos0} window={window} amp={amp} scale={scale:.4g}"
-            if ring is not None:
-                name += f" ring={stride}"
-            if const_v:
-                name += " constant-v"
-            if run.returncode != 0:
-                print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
-                bad += 1
-                continue
-            got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
-            err = np.abs(got - want)
-            nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
-            max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
-            ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
-            extra = ""
-            if const_v:
-                exact = np.abs(got - bf16(v[pos0].reshape(-1))[np.tile(
-                    np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
-                extra = f", |out - bf16(v)| {exact:.2e}"
-                ok = ok and exact <= 1e-6
-            print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, nmse {nmse:.3e}{extra}")
-            bad += not ok
-    print(f"seed {SEED}: {len(cases) - bad}/{len(cases)} cases ok")
+            for kernel, ks in runs:
+                if kernel == 2 and args.quick:
+                    ks = [ks[ci % len(ks)]]
+                for kv in ks:
+                    kb, kw = encode(kv, k)
+                    vb, vw = encode(kv, v)
+                    if ring is not None:
+                        want = reference(p, q, encode(kv, k_pos)[1], encode(kv, v_pos)[1])
+                    else:
+                        want = reference(p, q, kw, vw)
+                    kb.tofile(t / "k")
+                    vb.tofile(t / "v")
+                    run = subprocess.run(
+                        [str(bins[kv]), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
+                         repr(float(scale)), str(window), repr(float(cap)), str(kernel)],
+                        capture_output=True, text=True)
+                    name = (f"v{kernel} kv {kv} tokens={n} heads={h}/{hk} d={d} pos0={pos0} "
+                            f"window={window} amp={amp} scale={scale:.4g}")
+                    if ring is not None:
+                        name += f" ring={stride}"
+                    if cap:
+                        name += f" softcap={cap}"
+                    if const_v:
+                        name += " constant-v"
+                    total += 1
+                    if run.returncode != 0:
+                        print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
+                        bad += 1
+                        continue
+                    got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
+                    err = np.abs(got - want)
+                    nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
+                    max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
+                    ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
+                    extra = ""
+                    if const_v:
+                        vrow = bf16(vw[pos0].reshape(-1))
+                        exact = np.abs(got - vrow[np.tile(
+                            np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
+                        extra = f", |out - bf16(v)| {exact:.2e}"
+                        ok = ok and exact <= 1e-6
+                    print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, "
+                          f"nmse {nmse:.3e}{extra}", flush=True)
+                    bad += not ok
+    print(f"seed {SEED}: {total - bad}/{total} runs ok")
     return 1 if bad else 0
 
 
