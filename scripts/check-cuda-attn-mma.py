@@ -123,8 +123,26 @@ static inline double bf16_val(unsigned reg, int half) {
     return (double)__uint_as_float(((reg >> (16 * half)) & 0xffffu) << 16);
 }
 
-// mma.m16n8k16 .row.col f32.bf16.bf16.f32: the PTX ISA fragment layouts.
-static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+// cvt.rn.f16x2.f32: round to nearest even (GCC's float -> _Float16).
+static inline unsigned f16_rne(float f) {
+    assert(!std::isnan(f));
+    const _Float16 h = (_Float16)f;
+    unsigned short u;
+    memcpy(&u, &h, 2);
+    return u;
+}
+static inline unsigned mma_pack_f16(float lo, float hi) { return f16_rne(lo) | (f16_rne(hi) << 16); }
+static inline double f16_val(unsigned reg, int half) {
+    const unsigned short u = (reg >> (16 * half)) & 0xffffu;
+    _Float16 h;
+    memcpy(&h, &u, 2);
+    return (double)h;
+}
+
+// mma.m16n8k16 .row.col f32.{bf16,f16}.{bf16,f16}.f32: the PTX ISA fragment
+// layouts; val decodes one 16-bit element of a register.
+static inline void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1,
+                             double (*val)(unsigned, int)) {
     const unsigned l = lane_id();
     for (int i = 0; i < 4; i++) warpx->slot[l][i] = a[i];
     warpx->slot[l][4] = b0;
@@ -138,11 +156,11 @@ static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigne
         for (int i = 0; i < 8; i++) {
             const unsigned row = (i < 2 || (i >= 4 && i < 6)) ? gid : gid + 8;
             const unsigned col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = bf16_val((unsigned)warpx->slot[L][i / 2], i % 2);
+            A[row][col] = val((unsigned)warpx->slot[L][i / 2], i % 2);
         }
         for (int i = 0; i < 4; i++) {
             const unsigned row = tig * 2 + (i & 1) + (i >= 2 ? 8 : 0);
-            B[row][gid] = bf16_val((unsigned)warpx->slot[L][4 + i / 2], i % 2);
+            B[row][gid] = val((unsigned)warpx->slot[L][4 + i / 2], i % 2);
         }
     }
     warpx->bar.arrive_and_wait();
@@ -153,6 +171,13 @@ static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigne
         for (int kk = 0; kk < 16; kk++) acc += A[row][kk] * B[kk][col];
         d[i] = (float)acc;
     }
+}
+
+static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    mma_16816(d, a, b0, b1, bf16_val);
+}
+static inline void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    mma_16816(d, a, b0, b1, f16_val);
 }
 
 // ldmatrix.m8n8.x4[.trans].b16.
@@ -365,6 +390,12 @@ CASES = [
     (64, 4, 2, 64, 10, 0, 1, 1.0, None),
     (90, 9, 3, 64, 500, 0, 200, 1.0, None),
     (70, 2, 1, 64, 5, 0, 0, 2.0, 1.0),
+    # Several 128-row CTAs: the diagonal crossing each CTA's warps at a
+    # continued offset, a window of 8 inside every warp, a window longer
+    # than a 64-key tile starting mid-tile.
+    (300, 2, 1, 64, 70, 3, 0, 1.0, None),
+    (260, 4, 2, 128, 1000, 0, 8, 1.0, None),
+    (400, 2, 1, 64, 0, 0, 100, 1.0, None),
 ]
 
 
@@ -392,6 +423,18 @@ SOFTCAP_CASES = [
     ((70, 8, 2, 128, 33, 1, 0, 1.0, None), 30.0),
     ((150, 4, 2, 64, 5, 0, 0, 2.0, 1.0), 5.0),
     ((130, 9, 3, 128, 100, 0, 40, 1.0, None), 0.5),
+]
+
+
+# q * scale beyond f16's range (v2 with f16 caches rounds q * scale to f16
+# and must scale the warp's q down by a power of two, then the scores back
+# up): scale 5e4 with |q| <= 1 puts |q * scale * log2 e| near 7e4; k is
+# scaled by 2e-5 so the scores stay moderate (std ~3) and a lost or wrong
+# correction (a factor 2^k on every score) changes the output grossly.
+# ((case as CASES), k scale).
+Q_RANGE_CASES = [
+    ((90, 4, 2, 64, 10, 0, 0, 1.0, 5e4), 2e-5),
+    ((70, 8, 2, 128, 3, 1, 30, 1.0, 5e4), 2e-5),
 ]
 
 
@@ -474,12 +517,15 @@ def main() -> int:
         t = pathlib.Path(tmp)
         need = sorted({kv for _, ks in runs for kv in ks})
         bins = {kv: build(t, kv, args.mutate) for kv in need}
-        cases = [(c, False, None, 0.0) for c in CASES] + [(CASES[3], True, None, 0.0), (CASES[8], True, None, 0.0)]
+        cases = [(c, False, None, 0.0, 1.0) for c in CASES]
+        cases += [(CASES[3], True, None, 0.0, 1.0), (CASES[8], True, None, 0.0, 1.0)]
         for (n, h, hk, d, pos0, stride, window) in RING_CASES:
-            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride, 0.0))
+            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride, 0.0, 1.0))
         for c, cap in SOFTCAP_CASES:
-            cases.append((c, False, None, cap))
-        for ci, ((n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring, cap) in enumerate(cases):
+            cases.append((c, False, None, cap, 1.0))
+        for c, kscale in Q_RANGE_CASES:
+            cases.append((c, False, None, 0.0, kscale))
+        for ci, ((n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring, cap, kscale) in enumerate(cases):
             scale = scale if scale is not None else 1.0 / np.sqrt(d)
             stride = ring if ring is not None else pos0 + n + spare
             p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window, cap=cap)
@@ -487,7 +533,7 @@ def main() -> int:
             if ring is not None:
                 k, v, k_pos, v_pos = ring_inputs(rng, n, hk, d, pos0, stride, window)
             else:
-                k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
+                k = (rng.uniform(-amp, amp, (stride, hk, d)) * kscale).astype(np.float32)
                 if const_v:
                     v = np.broadcast_to(rng.uniform(-1, 1, (1, hk, d)), (stride, hk, d)).astype(np.float32)
                 else:
@@ -521,6 +567,8 @@ def main() -> int:
                         name += f" softcap={cap}"
                     if const_v:
                         name += " constant-v"
+                    if kscale != 1.0:
+                        name += f" k-scale={kscale:g}"
                     total += 1
                     if run.returncode != 0:
                         print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
@@ -533,10 +581,13 @@ def main() -> int:
                     ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
                     extra = ""
                     if const_v:
-                        vrow = bf16(vw[pos0].reshape(-1))
+                        # The operand type: v2 uses f16 caches as stored.
+                        vrow = vw[pos0].reshape(-1)
+                        if not (kernel == 2 and kv == "f16"):
+                            vrow = bf16(vrow)
                         exact = np.abs(got - vrow[np.tile(
                             np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
-                        extra = f", |out - bf16(v)| {exact:.2e}"
+                        extra = f", |out - v~| {exact:.2e}"
                         ok = ok and exact <= 1e-6
                     print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, "
                           f"nmse {nmse:.3e}{extra}", flush=True)

@@ -1,10 +1,21 @@
 // attention_mma2: the pipelined tensor-core causal GQA prefill (sm_80+),
-// "prefill v2": the semantics and the arithmetic of attention_mma.cuh (bf16
-// operands, f32 accumulation, base-2 online softmax with P rounded to bf16
-// and l summed from the rounded values), reorganised for throughput.
-// Included by attention.cu after attention_mma.cuh, whose helpers
-// (mma_pack_bf16, mma_ldsm_x4[_trans], mma_bf16_16816, KvStage, kv_fetch,
-// kv_to_bf16) it uses.
+// "prefill v2": the semantics and the arithmetic of attention_mma.cuh (16-bit
+// operands, f32 accumulation, base-2 online softmax with P rounded to the
+// operand type and l summed from the rounded values), reorganised for
+// throughput. Included by attention.cu after attention_mma.cuh, whose
+// helpers (mma_pack_bf16, mma_ldsm_x4[_trans], mma_bf16_16816, KvStage,
+// kv_fetch, kv_to_bf16) it uses.
+//
+// Operands: bf16 for f32 and bf16 caches (as v1); f16 for f16 caches, whose
+// K and V then go to the tensor cores as stored (no conversion; v1 rounds
+// them to bf16 per element), with q * scale and P rounded to f16. f16 has 3
+// more mantissa bits than bf16, so these results are closer to the
+// reference than the bf16 ones (same bound, Tol::ATTENTION_BF16). Its
+// range: P is in [0, 1] (values below 2^-24 of the row max round to 0: at
+// most 2^-25 of the row's mass per key); q * scale is scaled per warp by a
+// power of two so its largest magnitude is at most 2^15 and the scores
+// multiplied back (exact), so any finite q works. The row sums l come from
+// the tensor cores (P times a column of ones) instead of decoding P.
 //
 // One CTA = 8 warps = MMA2_BM = 128 query rows of one head; warp w owns rows
 // 16w .. 16w + 15. Each K/V tile of MMA2_BN = 64 keys is read from shared
@@ -12,14 +23,14 @@
 // (64 rows x 32 keys), so half the K/V traffic per FLOP.
 //
 // Shared memory (dynamic): STAGES stages, each a K tile then a V tile of
-// [BN][D] bf16, unpadded and swizzled: the 16-byte chunk c (elements 8c ..
+// [BN][D] 16-bit values, unpadded and swizzled: the 16-byte chunk c (elements 8c ..
 // 8c + 7) of row r sits at chunk c ^ (r % 8) of the row (mma2_off). The 8
 // rows one ldmatrix phase reads are consecutive, so their chunks land in 8
 // distinct 16-byte bank groups (no conflicts), as the v1 kernel's padding
 // did, without the padding (3 stages of d128 fit the 99 KiB of sm_86/89).
 //
 // K/V pipeline, one __syncthreads per key tile (tile j in stage j % STAGES):
-//   - bf16 caches (KILN_KV 2): cp.async.cg 16-byte copies straight from the
+//   - f16 and bf16 caches: cp.async.cg 16-byte copies straight from the
 //     cache rows into shared memory, no registers; keys past the tile's end
 //     are zero-filled (src-size 0). STAGES = 3: the prologue issues tiles 0
 //     and 1, one commit group each; iteration j waits until tile j's group
@@ -29,8 +40,8 @@
 //     then issues tile j + 2 into that stage (a group, empty past the last
 //     tile so the counting stays uniform) and computes tile j. Loads run
 //     two tiles ahead of the tensor cores.
-//   - f32 and f16 caches: register-staged (the values must be converted to
-//     bf16), STAGES = 2: after iteration j's barrier each thread issues the
+//   - f32 caches: register-staged (the values must be rounded to bf16),
+//     STAGES = 2: after iteration j's barrier each thread issues the
 //     global loads of K_{j+1} into registers (KvStage), computes S_j, stores
 //     K_{j+1} converted into stage (j + 1) % 2 (free: every warp finished
 //     tile j - 1 before the barrier), issues V_{j+1}'s loads, computes
@@ -51,11 +62,18 @@
 #define MMA2_BM 128
 #define MMA2_THREADS 256
 #define MMA2_BN 64
-// Stages of the K/V ring: cp.async (bf16 caches) or register-staged.
-#if KILN_KV == 2
-#define MMA2_STAGES 3
-#else
+// 16-bit caches are copied by cp.async into a 3-stage ring and used as
+// stored: bf16 caches with bf16 operands, f16 caches with f16 operands (Q
+// and P rounded to f16; see attention_mma2 below). f32 caches are
+// register-staged (rounded to bf16) in a 2-stage ring.
+#if KILN_KV == 0
 #define MMA2_STAGES 2
+#else
+#define MMA2_ASYNC 1
+#define MMA2_STAGES 3
+#endif
+#if KILN_KV == 1
+#define MMA2_F16 1
 #endif
 
 #ifdef KILN_MMA_ENABLED
@@ -74,12 +92,42 @@ __device__ __forceinline__ void mma2_cp16(u16* dst, const void* src, u32 n) {
                  : "memory");
 }
 __device__ __forceinline__ void mma2_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// f16x2 of (lo, hi): lo in bits 0..15, round to nearest even (overflow: inf).
+__device__ __forceinline__ u32 mma_pack_f16(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// d += a b: a 16x16 f16 (row), b 16x8 f16 (col), d 16x8 f32.
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 // Wait until at most N of this thread's newest commit groups are pending.
 template <int N>
 __device__ __forceinline__ void mma2_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 #endif  // KILN_MMA_EMULATED
+
+// The operands of the kernel's tensor-core math: f16 with f16 caches, else bf16.
+__device__ __forceinline__ u32 mma2_pack(float lo, float hi) {
+#ifdef MMA2_F16
+    return mma_pack_f16(lo, hi);
+#else
+    return mma_pack_bf16(lo, hi);
+#endif
+}
+__device__ __forceinline__ void mma2_mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+#ifdef MMA2_F16
+    mma_f16_16816(d, a, b0, b1);
+#else
+    mma_bf16_16816(d, a, b0, b1);
+#endif
+}
 
 // Element offset of (row r, 16-byte chunk c) in a swizzled [rows][D] tile.
 template <int D>
@@ -94,7 +142,7 @@ template <int D, int BN>
 struct Mma2Tile {
     static constexpr int CH = BN * D / 8 / MMA2_THREADS;
     static_assert(CH * 8 * MMA2_THREADS == BN * D, "tile not a whole number of chunks per thread");
-#if KILN_KV == 2
+#ifdef MMA2_ASYNC
     // Copy positions k0 .. k0 + nk - 1 of `base` (row stride `row`) into
     // the tile at dst, each from its cache row; zero-fill keys past nk.
     __device__ __forceinline__ static void copy(const AttnParams& p, u16* dst, const KV_T* __restrict__ base,
@@ -159,17 +207,40 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
     // This lane's rows: r0 = 16 warp + g, r1 = r0 + 8; Q fragments as in v1.
     const u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 qf[KC][4];
+    // Scores come out of the tensor cores multiplied by 1 / s_mul (f16
+    // operands only; a power of two, so the correction is exact).
+    float s_mul = 1.f;
     {
-        const float sc = p.scale_log2;
+        float sc = p.scale_log2;
         const float* q0 = q + ((u64)(t0 + min(r0, nq - 1)) * p.n_heads + h) * D + 2 * tq;
         const float* q1 = q + ((u64)(t0 + min(r1, nq - 1)) * p.n_heads + h) * D + 2 * tq;
+#ifdef MMA2_F16
+        // f16 holds magnitudes up to 65504: scale the warp's q by a power of
+        // two so its largest |q * scale| is at most 2^15 (real q is far below;
+        // the loop is bounded for inf / NaN q, which give NaN as in f32).
+        float mx = 0.f;
 #pragma unroll
         for (int kc = 0; kc < KC; ++kc) {
             const int c = kc * 16;
-            qf[kc][0] = r0 < nq ? mma_pack_bf16(q0[c] * sc, q0[c + 1] * sc) : 0u;
-            qf[kc][1] = r1 < nq ? mma_pack_bf16(q1[c] * sc, q1[c + 1] * sc) : 0u;
-            qf[kc][2] = r0 < nq ? mma_pack_bf16(q0[c + 8] * sc, q0[c + 9] * sc) : 0u;
-            qf[kc][3] = r1 < nq ? mma_pack_bf16(q1[c + 8] * sc, q1[c + 9] * sc) : 0u;
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(q0[c]), fabsf(q0[c + 1])), fmaxf(fabsf(q0[c + 8]), fabsf(q0[c + 9]))));
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(q1[c]), fabsf(q1[c + 1])), fmaxf(fabsf(q1[c + 8]), fabsf(q1[c + 9]))));
+        }
+        mx *= fabsf(sc);
+#pragma unroll
+        for (int m = 1; m < 32; m *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
+        for (int i = 0; i < 120 && mx > 32768.f; ++i) {
+            mx *= 0.5f;
+            sc *= 0.5f;
+            s_mul *= 2.f;
+        }
+#endif
+#pragma unroll
+        for (int kc = 0; kc < KC; ++kc) {
+            const int c = kc * 16;
+            qf[kc][0] = r0 < nq ? mma2_pack(q0[c] * sc, q0[c + 1] * sc) : 0u;
+            qf[kc][1] = r1 < nq ? mma2_pack(q1[c] * sc, q1[c + 1] * sc) : 0u;
+            qf[kc][2] = r0 < nq ? mma2_pack(q0[c + 8] * sc, q0[c + 9] * sc) : 0u;
+            qf[kc][3] = r1 < nq ? mma2_pack(q1[c + 8] * sc, q1[c + 9] * sc) : 0u;
         }
     }
     // Visible keys per row: [first, last] (rows past the last token take
@@ -190,11 +261,18 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
 #pragma unroll
     for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m0 = KILN_NEG_INF, m1 = KILN_NEG_INF, l0 = 0.f, l1 = 0.f;
+#ifdef MMA2_F16
+    // The row sums of the rounded P by the tensor cores (P times a column
+    // of ones: every column of lacc holds its row's sum; decoding f16 P to
+    // f32 would cost two conversions per pair).
+    float lacc[4] = {0.f, 0.f, 0.f, 0.f};
+    constexpr u32 ONES = 0x3c003c00u;  // f16x2 (1, 1)
+#endif
 
     // Keys of tile t (0 past the last).
     auto tile_keys = [&](u32 t) -> u32 { return t < n_tiles ? min((u32)BN, k_end - (k_start + t * BN)) : 0u; };
 
-#if KILN_KV == 2
+#ifdef MMA2_ASYNC
     // Prologue: tiles 0 .. S - 2 in flight, one group each.
 #pragma unroll
     for (int t = 0; t < S - 1; ++t) {
@@ -222,7 +300,7 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
         const u32 nk = tile_keys(j);
         const u16* ks = sm + (j % S) * 2 * TILE;
         const u16* vs = ks + TILE;
-#if KILN_KV == 2
+#ifdef MMA2_ASYNC
         mma2_wait<S - 2>();  // this thread's copies of tile j landed
         __syncthreads();     // everyone's; every warp is done with tile j - 1
         {
@@ -257,10 +335,19 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
                     // +8..15, keys +8..15 / dims +0..7, keys +8..15 / dims +8..15.
                     u32 b[4];
                     mma_ldsm_x4(b, ks + mma2_off<D>(np * 16 + lane % 8 + 8 * (lane / 16), kc * 2 + (lane / 8) % 2));
-                    mma_bf16_16816(s[2 * np], qf[kc], b[0], b[1]);
-                    mma_bf16_16816(s[2 * np + 1], qf[kc], b[2], b[3]);
+                    mma2_mma(s[2 * np], qf[kc], b[0], b[1]);
+                    mma2_mma(s[2 * np + 1], qf[kc], b[2], b[3]);
                 }
             }
+#ifdef MMA2_F16
+            if (s_mul != 1.f) {
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) s[nt][e] *= s_mul;
+                }
+            }
+#endif
             if (p.cap_log2 != 0.f) {
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) {
@@ -301,8 +388,15 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
             const float a0 = exp2f(m0 - ref0), a1 = exp2f(m1 - ref1);
             m0 = mn0;
             m1 = mn1;
+#ifdef MMA2_F16
+            lacc[0] *= a0;
+            lacc[1] *= a0;
+            lacc[2] *= a1;
+            lacc[3] *= a1;
+#else
             l0 *= a0;
             l1 *= a1;
+#endif
 #pragma unroll
             for (int i = 0; i < DT; ++i) {
                 o[i][0] *= a0;
@@ -310,18 +404,25 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
                 o[i][2] *= a1;
                 o[i][3] *= a1;
             }
-            // P in bf16 as the A fragments of O += P V (layout as in v1).
+            // P rounded to the operand type as the A fragments of O += P V
+            // (layout as in v1); l sums the rounded values.
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                const u32 lo = mma_pack_bf16(exp2f(s[nt][0] - ref0), exp2f(s[nt][1] - ref0));
-                const u32 hi = mma_pack_bf16(exp2f(s[nt][2] - ref1), exp2f(s[nt][3] - ref1));
+                const u32 lo = mma2_pack(exp2f(s[nt][0] - ref0), exp2f(s[nt][1] - ref0));
+                const u32 hi = mma2_pack(exp2f(s[nt][2] - ref1), exp2f(s[nt][3] - ref1));
+#ifndef MMA2_F16
                 l0 += mma_bf16_lo(lo) + mma_bf16_hi(lo);
                 l1 += mma_bf16_lo(hi) + mma_bf16_hi(hi);
+#endif
                 pf[nt / 2][(nt % 2) * 2] = lo;
                 pf[nt / 2][(nt % 2) * 2 + 1] = hi;
             }
+#ifdef MMA2_F16
+#pragma unroll
+            for (int kc = 0; kc < NT / 2; ++kc) mma2_mma(lacc, pf[kc], ONES, ONES);
+#endif
         }
-#if KILN_KV != 2
+#ifndef MMA2_ASYNC
         if (nk1 > 0) {
             tile.put(nxt, nk1);
             tile.fetch(p, vb, row, k0 + BN, nk1);
@@ -338,24 +439,29 @@ __device__ __forceinline__ void attention_mma2(const AttnParams& p, const float*
                     // +8..15 / dims +8..15.
                     u32 b[4];
                     mma_ldsm_x4_trans(b, vs + mma2_off<D>(kc * 16 + lane % 8 + 8 * ((lane / 8) % 2), dp * 2 + lane / 16));
-                    mma_bf16_16816(o[2 * dp], pf[kc], b[0], b[1]);
-                    mma_bf16_16816(o[2 * dp + 1], pf[kc], b[2], b[3]);
+                    mma2_mma(o[2 * dp], pf[kc], b[0], b[1]);
+                    mma2_mma(o[2 * dp + 1], pf[kc], b[2], b[3]);
                 }
             }
         }
-#if KILN_KV != 2
+#ifndef MMA2_ASYNC
         if (nk1 > 0) tile.put(nxt + TILE, nk1);
 #endif
     }
-#if KILN_KV == 2
+#ifdef MMA2_ASYNC
     mma2_wait<0>();  // no copy outlives the CTA (the last groups are empty)
 #endif
     if (!w_active) return;  // no barrier follows
     // Every row sees its own key: l > 0.
+#ifdef MMA2_F16
+    l0 = lacc[0];
+    l1 = lacc[2];
+#else
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+#endif
     const float inv0 = 1.f / l0, inv1 = 1.f / l1;
     float* o0 = out + ((u64)(t0 + r0) * p.n_heads + h) * D + 2 * tq;
     float* o1 = out + ((u64)(t0 + r1) * p.n_heads + h) * D + 2 * tq;

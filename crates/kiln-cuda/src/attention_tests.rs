@@ -156,12 +156,13 @@ fn kernel_table_names() {
     assert!(slots.iter().enumerate().all(|(i, &s)| i == s), "{slots:?}");
     slots.dedup();
     assert_eq!(slots.len(), Kern::COUNT);
-    // v2's shared memory: 3 bf16 stages (cp.async) or 2 register-staged
-    // ones, each a K and a V tile of 64 keys; d128 bf16 fits sm_86/89's
-    // 99 KiB opt-in.
+    // v2's shared memory: 3 stages for 16-bit caches (cp.async), 2
+    // register-staged ones for f32, each a K and a V tile of 64 keys; d128
+    // fits sm_86/89's 99 KiB opt-in.
     assert_eq!(mma2_smem_bytes(128, KvType::BF16), 98_304);
+    assert_eq!(mma2_smem_bytes(128, KvType::F16), 98_304);
     assert_eq!(mma2_smem_bytes(128, KvType::F32), 65_536);
-    assert_eq!(mma2_smem_bytes(64, KvType::F16), 32_768);
+    assert_eq!(mma2_smem_bytes(64, KvType::F16), 49_152);
     let sc = base_params(&AttentionParams {
         softcap: Some(50.0),
         ..p(1, 1, 1, 64, 3)

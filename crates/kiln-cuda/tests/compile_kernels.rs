@@ -51,7 +51,7 @@ fn every_kernel_family_compiles() {
 /// attention_mma2.cuh, included by attention.cu) is really there for sm_80
 /// and sm_90: v1's and v2's entry points, with bf16 mma and ldmatrix (an
 /// sm_80+ guard gone wrong would compile them to empty bodies), and v2's
-/// bf16-cache entries with cp.async.
+/// 16-bit-cache entries with cp.async and the mma of their type.
 #[test]
 fn attention_mma_uses_tensor_cores() {
     // SAFETY: only tries to dlopen libnvrtc.
@@ -77,26 +77,33 @@ fn attention_mma_uses_tensor_cores() {
                 assert!(body.contains(needle), "{arch} d{d}: no {needle}");
             }
         }
-        // v2 with bf16 caches copies K/V tiles by cp.async (16 bytes, L2
-        // only) in commit groups, and waits on them.
-        let bf16 = kiln_cuda::attention::kv_variant(kiln_core::KvType::BF16).unwrap();
-        let src = format!("{}{}", bf16.defines, kiln_cuda::kernels::ATTENTION);
-        let (_, ptx) = compile("attention.cu", &src, arch).unwrap();
-        for d in [64, 128] {
-            let entry = format!(".entry attention_mma2_d{d}_bf16(");
-            let body = ptx
-                .split(&entry)
-                .nth(1)
-                .unwrap_or_else(|| panic!("{arch}: no {entry}"));
-            let body = body.split(".entry").next().unwrap_or(body);
-            for needle in [
-                "cp.async.cg.shared.global",
-                "cp.async.commit_group",
-                "cp.async.wait_group",
-                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
-            ] {
-                assert!(body.contains(needle), "{arch} d{d} bf16: no {needle}");
+        // v2 with 16-bit caches copies K/V tiles by cp.async (16 bytes, L2
+        // only) in commit groups, waits on them, and multiplies them as
+        // stored: bf16 operands for bf16 caches, f16 ones for f16 caches.
+        for (kv, op) in [
+            (kiln_core::KvType::BF16, "bf16"),
+            (kiln_core::KvType::F16, "f16"),
+        ] {
+            let var = kiln_cuda::attention::kv_variant(kv).unwrap();
+            let src = format!("{}{}", var.defines, kiln_cuda::kernels::ATTENTION);
+            let (_, ptx) = compile("attention.cu", &src, arch).unwrap();
+            for d in [64, 128] {
+                let entry = format!(".entry attention_mma2_d{d}_{kv}(");
+                let body = ptx
+                    .split(&entry)
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{arch}: no {entry}"));
+                let body = body.split(".entry").next().unwrap_or(body);
+                let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{op}.{op}.f32");
+                for needle in [
+                    "cp.async.cg.shared.global",
+                    "cp.async.commit_group",
+                    "cp.async.wait_group",
+                    &mma,
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                ] {
+                    assert!(body.contains(needle), "{arch} d{d} {kv}: no {needle}");
+                }
             }
         }
     }

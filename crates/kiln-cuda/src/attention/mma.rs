@@ -7,9 +7,10 @@
 //! - [`AttentionKernel::Mma2`] (v2, `kernels/attention_mma2.cuh`,
 //!   `attention_mma2_d<D>_<kv>`): 128 queries (8 warps) per block over
 //!   64-key tiles in a ring of dynamic shared memory, one barrier per tile;
-//!   bf16 caches are copied by `cp.async` three tiles deep, f32 / f16 ones
-//!   register-staged (converted to bf16) two deep. The default for more
-//!   than [`MMA_BM`] queries.
+//!   16-bit caches are copied by `cp.async` three tiles deep and used as
+//!   stored (bf16 caches with bf16 operands, f16 caches with f16 operands:
+//!   Q and P rounded to f16), f32 ones register-staged (rounded to bf16)
+//!   two deep. The default for more than [`MMA_BM`] queries.
 //! - [`AttentionKernel::Mma`] (v1, `kernels/attention_mma.cuh`,
 //!   `attention_mma_d<D>_<kv>`): 64 queries (4 warps) per block over
 //!   32-key tiles, static shared memory, two barriers per tile. The default
@@ -19,9 +20,11 @@
 //! Precision: q (pre-scaled by `scale·log2 e`), k, v and the softmax
 //! weights are rounded to bf16 (relative 2^-8), so the result differs from
 //! the f32 kernels by ~1e-3 on the testkit's inputs; `Tol::ATTENTION_BF16`
-//! (kiln-testkit) is its bound. `attention()` falls back to the f32 tiled
-//! kernel where this one cannot run (older GPU, unaligned views) or when
-//! `KILN_ATTN_MMA=0`.
+//! (kiln-testkit) is its bound. v2 with an f16 cache multiplies in f16
+//! instead (k and v exact, q and the weights relative 2^-11; q scaled per
+//! warp by a power of two into f16's range): ~1e-4, inside the same bound.
+//! `attention()` falls back to the f32 tiled kernel where neither can run
+//! (older GPU, unaligned views) or when `KILN_ATTN_MMA=0`.
 
 use super::{kernel_fn, launch_prefill, unsupported, AttentionKernel, AttnK, Kern, GRID_YZ_MAX};
 use crate::kv::KvView;
@@ -48,11 +51,11 @@ const MMA2_THREADS: u32 = 256;
 const MMA2_BN: usize = 64;
 
 /// The dynamic shared memory of v2 for a head_dim and cache type: its
-/// ring of K/V stages (`MMA2_STAGES`: 3 for bf16 caches, copied by
-/// cp.async; 2 for f32 / f16, register-staged), each a K and a V tile of
-/// `MMA2_BN` keys × head_dim bf16.
+/// ring of K/V stages (`MMA2_STAGES`: 3 for 16-bit caches, copied by
+/// cp.async; 2 for f32, register-staged), each a K and a V tile of
+/// `MMA2_BN` keys × head_dim 16-bit values.
 pub fn mma2_smem_bytes(head_dim: usize, kv: KvType) -> usize {
-    let stages = if kv == KvType::BF16 { 3 } else { 2 };
+    let stages = if kv == KvType::F32 { 2 } else { 3 };
     stages * 2 * MMA2_BN * head_dim * 2
 }
 
