@@ -6,7 +6,8 @@
 //! with head_dim 64 or 128 (continued caches, windows, soft caps, ring
 //! caches) and the shapes below, with f32, f16 and bf16 caches, at the bf16
 //! bound (`Tol::ATTENTION_BF16`); the f32 tiled kernel runs the shapes below
-//! too, at the f32 bound, as a control. sm_80+ only.
+//! too, at the f32 bound, as a control; and q·scale beyond f16's range
+//! (v2 with f16 caches multiplies in f16). sm_80+ only.
 
 use super::*;
 use kiln_cuda::attention::DECODE_MAX_TOKENS;
@@ -206,4 +207,59 @@ fn mma_choice_and_refusals() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("head_dim 96"), "{e}");
+}
+
+/// q·scale beyond f16's range (65504): v2 with an f16 cache rounds q·scale
+/// to f16, so it scales each warp's q down by a power of two and the scores
+/// back up. scale 5e4 with |q| <= 1 puts |q·scale·log2 e| near 7e4; k is
+/// scaled by 2e-5 so the scores stay moderate and a wrong correction (a
+/// power of two on every score) moves the output by O(1). Both tensor-core
+/// kernels, every cache type.
+#[test]
+fn mma_q_beyond_f16_range() {
+    let Some(be) = backend() else { return };
+    if !sm80(&be) {
+        return;
+    }
+    let mut failures = Vec::new();
+    for (i, (n, pos0, d)) in [(90usize, 10usize, 64usize), (300, 3, 128)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = AttentionParams {
+            n_tokens: n,
+            n_heads: 8,
+            n_kv_heads: 2,
+            head_dim: d,
+            pos0,
+            kv_stride: pos0 + n,
+            scale: 5e4,
+            window: None,
+            softcap: None,
+        };
+        let mut rng = case_rng(test_seed(), "attention-cuda-q-range", i);
+        let q = rand_f32(&mut rng, n * 8 * d, -1.0, 1.0);
+        let k: Vec<f32> = rand_f32(&mut rng, p.kv_stride * 2 * d, -1.0, 1.0)
+            .into_iter()
+            .map(|x| x * 2e-5)
+            .collect();
+        let v = rand_f32(&mut rng, p.kv_stride * 2 * d, -1.0, 1.0);
+        for kv in KvType::ALL {
+            let (k, v) = (KvData::encode(kv, &k), KvData::encode(kv, &v));
+            let mut want = vec![0.0; q.len()];
+            attention_ref(&p, &q, &k.widened(), &v.widened(), &mut want).unwrap();
+            for kernel in mma_kernels(&p) {
+                let mut out = vec![f32::NAN; want.len()];
+                let name = format!("kv {kv} {p:?} forced {kernel:?}");
+                let r = run_gpu(&be, &p, Some(&kernel), &q, k.slice(), v.slice(), &mut out)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| compare("out", &out, &want, tol_for(&kernel)));
+                match r {
+                    Ok(()) => eprintln!("ok   {name}"),
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
