@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Check the tensor-core attention prefill kernel (attention_mma.cuh) without
-a GPU, by running its device code as host C++ with an emulated warp (the
-technique of check-cuda-staged.py).
+"""Check the tensor-core attention prefill kernels without a GPU, by running
+their device code as host C++ with an emulated warp (the technique of
+check-cuda-staged.py): v1 (attention_mma.cuh) with f32 caches and v2
+(attention_mma2.cuh, the pipelined kernel) with f32, f16 and bf16 caches
+(one binary per cache type, attention_kv.cuh's KILN_KV).
 
-The kernel's own code (attention_mma.cuh, and AttnParams / first_key from
-attention.cu) is compiled with g++ -fsanitize=address behind shims: one
+The kernels' own code (attention_mma.cuh, attention_mma2.cuh, and
+AttnParams / first_key from attention.cu) is compiled with g++ -fsanitize=address behind shims: one
 std::thread per CUDA thread of a CTA (CTAs run one after another),
 __syncthreads a block-wide std::barrier, __shared__ arrays function
 statics. The warp-collective instructions, which the kernel keeps in small
@@ -33,6 +35,17 @@ the kernel:
   2 (l % 4) + 1, column l / 4).
 - cvt.rn.bf16x2.f32: round to nearest even.
 - __shfl_xor_sync: the value of lane l ^ m.
+- mma.sync...f32.f16.f16.f32 and cvt.rn.f16x2.f32 (v2 with f16 caches): as
+  the bf16 ones with f16 elements (GCC's _Float16, round to nearest even).
+- cp.async.cg (src-size 16 or 0), commit_group, wait_group N (v2 with
+  16-bit caches): a copy is deferred; issuing it fills its 16 destination
+  bytes with bf16 NaNs, and it lands (or zero-fills) only at the issuing
+  thread's wait_group that covers its group; every copy must have landed
+  when the thread exits. Reading a stage before the wait, or another
+  thread's copies without the barrier after its wait, or refilling a
+  stage a warp still reads, gives NaN (the bf16 conversion asserts no NaN)
+  or wrong values. --mutate OLD NEW edits attention_mma2.cuh first, to see
+  such a bug fail the check.
 
 The kernel's load pipeline (K/V tiles fetched into registers one phase
 ahead, stored between the barriers) runs as written, so a tile stored to
@@ -58,7 +71,8 @@ error and NMSE within the bounds of kiln-cuda's Tol for this kernel
 constant along the keys, whose output must be bf16(v) up to f32 rounding
 (the softmax weights are normalized by the sum of the same rounded P).
 
-Usage: python3 scripts/check-cuda-attn-mma.py   (needs g++ with C++20 and numpy)
+Usage: python3 scripts/check-cuda-attn-mma.py [--kernel v1|v2|all] [--kv f32|f16|bf16|all]
+       [--quick] [--only TEXT] [--mutate OLD NEW]   (needs g++ with C++20 and numpy)
 """
 import argparse
 import pathlib
