@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Check the tensor-core attention prefill kernel (attention_mma.cuh) without
-a GPU, by running its device code as host C++ with an emulated warp (the
-technique of check-cuda-staged.py).
+"""Check the tensor-core attention prefill kernels without a GPU, by running
+their device code as host C++ with an emulated warp (the technique of
+check-cuda-staged.py): v1 (attention_mma.cuh) with f32 caches and v2
+(attention_mma2.cuh, the pipelined kernel) with f32, f16 and bf16 caches
+(one binary per cache type, attention_kv.cuh's KILN_KV).
 
-The kernel's own code (attention_mma.cuh, and AttnParams / first_key from
-attention.cu) is compiled with g++ -fsanitize=address behind shims: one
+The kernels' own code (attention_mma.cuh, attention_mma2.cuh, and
+AttnParams / first_key from attention.cu) is compiled with g++ -fsanitize=address behind shims: one
 std::thread per CUDA thread of a CTA (CTAs run one after another),
 __syncthreads a block-wide std::barrier, __shared__ arrays function
 statics. The warp-collective instructions, which the kernel keeps in small
@@ -33,6 +35,17 @@ the kernel:
   2 (l % 4) + 1, column l / 4).
 - cvt.rn.bf16x2.f32: round to nearest even.
 - __shfl_xor_sync: the value of lane l ^ m.
+- mma.sync...f32.f16.f16.f32 and cvt.rn.f16x2.f32 (v2 with f16 caches): as
+  the bf16 ones with f16 elements (GCC's _Float16, round to nearest even).
+- cp.async.cg (src-size 16 or 0), commit_group, wait_group N (v2 with
+  16-bit caches): a copy is deferred; issuing it fills its 16 destination
+  bytes with bf16 NaNs, and it lands (or zero-fills) only at the issuing
+  thread's wait_group that covers its group; every copy must have landed
+  when the thread exits. Reading a stage before the wait, or another
+  thread's copies without the barrier after its wait, or refilling a
+  stage a warp still reads, gives NaN (the bf16 conversion asserts no NaN)
+  or wrong values. --mutate OLD NEW edits attention_mma2.cuh first, to see
+  such a bug fail the check.
 
 The kernel's load pipeline (K/V tiles fetched into registers one phase
 ahead, stored between the barriers) runs as written, so a tile stored to
@@ -58,8 +71,10 @@ error and NMSE within the bounds of kiln-cuda's Tol for this kernel
 constant along the keys, whose output must be bf16(v) up to f32 rounding
 (the softmax weights are normalized by the sum of the same rounded P).
 
-Usage: python3 scripts/check-cuda-attn-mma.py   (needs g++ with C++20 and numpy)
+Usage: python3 scripts/check-cuda-attn-mma.py [--kernel v1|v2|all] [--kv f32|f16|bf16|all]
+       [--quick] [--only TEXT] [--mutate OLD NEW]   (needs g++ with C++20 and numpy)
 """
+import argparse
 import pathlib
 import subprocess
 import sys
@@ -82,12 +97,15 @@ PRELUDE = r"""
 #include "cuda_host_shim.h"
 """
 
+# The module's cache type (attention_kv.cuh's KILN_KV): kv_t and entry names.
+KV_SHIMS = {
+    "f32": "#define KILN_KV 0\ntypedef float kv_t;\n#define KV_NAME(base) base##f32\n",
+    "f16": "#define KILN_KV 1\ntypedef u16 kv_t;\n#define KV_NAME(base) base##f16\n",
+    "bf16": "#define KILN_KV 2\ntypedef u16 kv_t;\n#define KV_NAME(base) base##bf16\n",
+}
+
 SHIMS = r"""
 #define KILN_MMA_EMULATED 1
-// The f32-cache module (attention_kv.cuh's KILN_KV 0): kv_t and entry names.
-#define KILN_KV 0
-typedef float kv_t;
-#define KV_NAME(base) base##f32
 // One exchange area per warp: 32 lanes x 8 words, and the warp's barrier.
 struct WarpX {
     unsigned long long slot[32][8];
@@ -119,8 +137,26 @@ static inline double bf16_val(unsigned reg, int half) {
     return (double)__uint_as_float(((reg >> (16 * half)) & 0xffffu) << 16);
 }
 
-// mma.m16n8k16 .row.col f32.bf16.bf16.f32: the PTX ISA fragment layouts.
-static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+// cvt.rn.f16x2.f32: round to nearest even (GCC's float -> _Float16).
+static inline unsigned f16_rne(float f) {
+    assert(!std::isnan(f));
+    const _Float16 h = (_Float16)f;
+    unsigned short u;
+    memcpy(&u, &h, 2);
+    return u;
+}
+static inline unsigned mma_pack_f16(float lo, float hi) { return f16_rne(lo) | (f16_rne(hi) << 16); }
+static inline double f16_val(unsigned reg, int half) {
+    const unsigned short u = (reg >> (16 * half)) & 0xffffu;
+    _Float16 h;
+    memcpy(&h, &u, 2);
+    return (double)h;
+}
+
+// mma.m16n8k16 .row.col f32.{bf16,f16}.{bf16,f16}.f32: the PTX ISA fragment
+// layouts; val decodes one 16-bit element of a register.
+static inline void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1,
+                             double (*val)(unsigned, int)) {
     const unsigned l = lane_id();
     for (int i = 0; i < 4; i++) warpx->slot[l][i] = a[i];
     warpx->slot[l][4] = b0;
@@ -134,11 +170,11 @@ static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigne
         for (int i = 0; i < 8; i++) {
             const unsigned row = (i < 2 || (i >= 4 && i < 6)) ? gid : gid + 8;
             const unsigned col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = bf16_val((unsigned)warpx->slot[L][i / 2], i % 2);
+            A[row][col] = val((unsigned)warpx->slot[L][i / 2], i % 2);
         }
         for (int i = 0; i < 4; i++) {
             const unsigned row = tig * 2 + (i & 1) + (i >= 2 ? 8 : 0);
-            B[row][gid] = bf16_val((unsigned)warpx->slot[L][4 + i / 2], i % 2);
+            B[row][gid] = val((unsigned)warpx->slot[L][4 + i / 2], i % 2);
         }
     }
     warpx->bar.arrive_and_wait();
@@ -149,6 +185,13 @@ static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigne
         for (int kk = 0; kk < 16; kk++) acc += A[row][kk] * B[kk][col];
         d[i] = (float)acc;
     }
+}
+
+static inline void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    mma_16816(d, a, b0, b1, bf16_val);
+}
+static inline void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    mma_16816(d, a, b0, b1, f16_val);
 }
 
 // ldmatrix.m8n8.x4[.trans].b16.
@@ -174,20 +217,63 @@ static inline void ldsm(unsigned (&r)[4], const u16* p, bool trans) {
 }
 static inline void mma_ldsm_x4(unsigned (&r)[4], const u16* p) { ldsm(r, p, false); }
 static inline void mma_ldsm_x4_trans(unsigned (&r)[4], const u16* p) { ldsm(r, p, true); }
+
+// attention_mma2.cuh: the CTA's dynamic shared memory (one CTA runs at a
+// time) and cp.async. A copy is deferred: issuing it poisons its 16
+// destination bytes (bf16 NaNs: the contents are undefined until it lands)
+// and queues it in its commit group; it lands (reads the source, writes
+// the destination, or zeros for src-size 0) only at the issuing thread's
+// cp.async.wait_group that covers its group. So a read before the wait, a
+// read of another thread's copy without the barrier after its wait, or a
+// stage refilled while a warp still reads it shows as NaN / wrong values
+// (the last two only as often as the thread schedule interleaves them).
+alignas(128) static u16 mma2_smem_buf[3 * 2 * 64 * 128];
+static inline u16* mma2_smem() { return mma2_smem_buf; }
+struct CpCopy {
+    u16* dst;
+    const void* src;
+    unsigned n;
+    unsigned group;
+};
+static thread_local std::vector<CpCopy> cp_pending;
+static thread_local unsigned cp_group;  // the open (uncommitted) group
+static inline void mma2_cp16(u16* dst, const void* src, unsigned n) {
+    assert(((unsigned long long)dst & 15) == 0 && ((unsigned long long)src & 15) == 0);
+    assert(n == 16 || n == 0);
+    assert(dst >= mma2_smem_buf && dst + 8 <= mma2_smem_buf + sizeof mma2_smem_buf / 2);
+    for (int i = 0; i < 8; i++) dst[i] = 0x7fc1;
+    cp_pending.push_back({dst, src, n, cp_group});
+}
+static inline void mma2_commit() { cp_group++; }
+template <int N>
+static inline void mma2_wait() {
+    // Committed groups are 0 .. cp_group - 1; all but the newest N land.
+    std::vector<CpCopy> keep;
+    for (const CpCopy& c : cp_pending) {
+        if (c.group + N < cp_group) {
+            if (c.n == 16) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        } else {
+            keep.push_back(c);
+        }
+    }
+    cp_pending.swap(keep);
+}
 """
 
 MAIN = r"""
-static std::vector<float> slurp(const char* path, size_t n) {
-    std::vector<float> v(n);
+template <typename T>
+static std::vector<T> slurp(const char* path, size_t n) {
+    std::vector<T> v(n);
     FILE* f = fopen(path, "rb");
-    if (!f || fread(v.data(), 4, n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
+    if (!f || fread(v.data(), sizeof(T), n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
     fclose(f);
     return v;
 }
 
-// args: dir n_tokens n_heads n_kv_heads d pos0 kv_stride scale window
+// args: dir n_tokens n_heads n_kv_heads d pos0 kv_stride scale window softcap kernel(1|2)
 int main(int argc, char** argv) {
-    if (argc != 10) return 2;
+    if (argc != 12) return 2;
     const char* dir = argv[1];
     AttnParams p = {};
     p.n_tokens = atoi(argv[2]);
@@ -197,41 +283,56 @@ int main(int argc, char** argv) {
     p.pos0 = atoi(argv[6]);
     const unsigned kv_stride = atoi(argv[7]);
     p.group = p.n_heads / p.n_kv_heads;
-    p.scale_log2 = (float)(atof(argv[8]) * 1.4426950408889634);
+    const double scale = atof(argv[8]), cap = atof(argv[10]);
+    // As src/attention.rs's base_params.
+    p.scale_log2 = cap > 0 ? (float)(scale / cap) : (float)(scale * 1.4426950408889634);
+    p.cap_log2 = cap > 0 ? (float)(cap * 1.4426950408889634) : 0.f;
     p.window = atoi(argv[9]);
     p.kv_rows = kv_stride;
+    const int kernel = atoi(argv[11]);
     const size_t nq = (size_t)p.n_tokens * p.n_heads * p.head_dim;
     const size_t nkv = (size_t)kv_stride * p.n_kv_heads * p.head_dim;
     char path[512];
     snprintf(path, sizeof path, "%s/q", dir);
-    const auto q = slurp(path, nq);
+    const auto q = slurp<float>(path, nq);
     snprintf(path, sizeof path, "%s/k", dir);
-    const auto k = slurp(path, nkv);
+    const auto k = slurp<kv_t>(path, nkv);
     snprintf(path, sizeof path, "%s/v", dir);
-    const auto v = slurp(path, nkv);
+    const auto v = slurp<kv_t>(path, nkv);
     const size_t guard = 64;
     std::vector<float> out(nq + 2 * guard, 12345.0f);
     for (size_t i = 0; i < nq; i++) out[guard + i] = NAN;
+    const unsigned bm = kernel == 2 ? MMA2_BM : MMA_BM, threads = kernel == 2 ? MMA2_THREADS : MMA_THREADS;
     gridDim.x = p.n_heads;
-    gridDim.y = (p.n_tokens + MMA_BM - 1) / MMA_BM;
-    blockDim.x = MMA_THREADS;
+    gridDim.y = (p.n_tokens + bm - 1) / bm;
+    blockDim.x = threads;
     for (unsigned by = 0; by < gridDim.y; by++)
         for (unsigned bx = 0; bx < gridDim.x; bx++) {
-            std::barrier<> bar(MMA_THREADS);
+            // Shared memory starts as garbage (NaN bf16 bits) in each CTA.
+            for (auto& x : mma2_smem_buf) x = 0x7fc3;
+            std::barrier<> bar(threads);
             std::vector<std::unique_ptr<WarpX>> wx;
-            for (int w = 0; w < MMA_THREADS / 32; w++) wx.emplace_back(new WarpX);
+            for (unsigned w = 0; w < threads / 32; w++) wx.emplace_back(new WarpX);
             std::vector<std::thread> th;
-            for (unsigned t = 0; t < MMA_THREADS; t++)
+            for (unsigned t = 0; t < threads; t++)
                 th.emplace_back([&, t] {
                     threadIdx.x = t;
                     blockIdx.x = bx;
                     blockIdx.y = by;
                     warpx = wx[t / 32].get();
                     block_bar = &bar;
-                    if (p.head_dim == 64)
-                        attention_mma_d64_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
-                    else
-                        attention_mma_d128_f32(p, q.data(), k.data(), v.data(), out.data() + guard);
+                    cp_group = 0;
+                    const float* qp = q.data();
+                    float* op = out.data() + guard;
+                    if (kernel == 2) {
+                        if (p.head_dim == 64) KV_NAME(attention_mma2_d64_)(p, qp, k.data(), v.data(), op);
+                        else KV_NAME(attention_mma2_d128_)(p, qp, k.data(), v.data(), op);
+                    } else {
+                        if (p.head_dim == 64) KV_NAME(attention_mma_d64_)(p, qp, k.data(), v.data(), op);
+                        else KV_NAME(attention_mma_d128_)(p, qp, k.data(), v.data(), op);
+                    }
+                    // Every copy landed: the kernel's last wait covers all.
+                    if (!cp_pending.empty()) { fprintf(stderr, "cp.async pending at exit\n"); abort(); }
                 });
             for (auto& t : th) t.join();
         }
@@ -266,6 +367,8 @@ def reference(p, q, k, v):
         for hh in range(h):
             kv = hh // group
             s = k[first:end, kv] @ q[t, hh] * scale
+            if p.get("cap"):
+                s = p["cap"] * np.tanh(s / p["cap"])
             w = np.exp(s - s.max())
             out[t, hh] = (w / w.sum()) @ v[first:end, kv]
     return out.reshape(-1)
@@ -301,6 +404,12 @@ CASES = [
     (64, 4, 2, 64, 10, 0, 1, 1.0, None),
     (90, 9, 3, 64, 500, 0, 200, 1.0, None),
     (70, 2, 1, 64, 5, 0, 0, 2.0, 1.0),
+    # Several 128-row CTAs: the diagonal crossing each CTA's warps at a
+    # continued offset, a window of 8 inside every warp, a window longer
+    # than a 64-key tile starting mid-tile.
+    (300, 2, 1, 64, 70, 3, 0, 1.0, None),
+    (260, 4, 2, 128, 1000, 0, 8, 1.0, None),
+    (400, 2, 1, 64, 0, 0, 100, 1.0, None),
 ]
 
 
@@ -317,6 +426,29 @@ RING_CASES = [
     (130, 9, 3, 64, 5000, 300, 171),    # several query tiles, each wrapping differently
     (1, 1, 1, 64, 777, 1, 1),           # a ring of one row
     (2, 9, 3, 128, 3000, 101, 100),     # two queries, 101 keys over four tiles
+]
+
+
+# Soft caps (the kernel's q carries scale / c, scores c log2(e) tanh(s)):
+# ((n_tokens, n_heads, n_kv_heads, head_dim, pos0, spare rows, window, amp, scale), cap).
+# With amp 2 and scale 1 the raw scores reach +-256 and the cap matters;
+# tanh saturates, so the peaked bound applies.
+SOFTCAP_CASES = [
+    ((70, 8, 2, 128, 33, 1, 0, 1.0, None), 30.0),
+    ((150, 4, 2, 64, 5, 0, 0, 2.0, 1.0), 5.0),
+    ((130, 9, 3, 128, 100, 0, 40, 1.0, None), 0.5),
+]
+
+
+# q * scale beyond f16's range (v2 with f16 caches rounds q * scale to f16
+# and must scale the warp's q down by a power of two, then the scores back
+# up): scale 5e4 with |q| <= 1 puts |q * scale * log2 e| near 7e4; k is
+# scaled by 5e-6 so the scores stay as spread as the testkit's uniform ones
+# (std ~0.7-1) and a lost or wrong correction (a factor 2^k on every score)
+# changes the output by ~0.1. ((case as CASES), k scale).
+Q_RANGE_CASES = [
+    ((90, 4, 2, 64, 10, 0, 0, 1.0, 5e4), 5e-6),
+    ((70, 8, 2, 128, 3, 1, 30, 1.0, 5e4), 5e-6),
 ]
 
 
@@ -337,76 +469,148 @@ def ring_inputs(rng, n, hk, d, pos0, stride, window):
     return k, v, k_pos, v_pos
 
 
-def main() -> int:
+def encode(kv, x):
+    """x (float32, any shape) stored as cache type kv: the array to write
+    and the values the kernel widens it to (float64)."""
+    x = np.asarray(x, dtype=np.float32)
+    if kv == "f32":
+        return x, x.astype(np.float64)
+    if kv == "f16":
+        h = x.astype(np.float16)
+        return h.view(np.uint16), h.astype(np.float64)
+    u = x.view(np.uint32).astype(np.uint64)
+    bits = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
+    bits = np.where(np.isnan(x), np.uint16(0x7FC0), bits)
+    wide = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return bits, wide
+
+
+def build(t, kv, mutate):
+    """The emulator binary for cache type kv (both kernels)."""
     att = (KERNELS / "attention.cu").read_text()
     mma = (KERNELS / "attention_mma.cuh").read_text()
+    mma2 = (KERNELS / "attention_mma2.cuh").read_text()
+    for old, new in mutate:
+        if old not in mma2:
+            sys.exit(f"--mutate: {old!r} not in attention_mma2.cuh")
+        mma2 = mma2.replace(old, new)
     common = (KERNELS / "common.cuh").read_text()
     decls = [l for l in common.splitlines() if l.startswith("typedef")]
     params = segment(att, "struct AttnParams {", "__device__ __forceinline__ float warp_max")
-    src = "\n".join([PRELUDE, "\n".join(decls), SHIMS, params, mma, MAIN])
+    src = "\n".join([PRELUDE, "\n".join(decls), KV_SHIMS[kv], SHIMS, params, mma, mma2, MAIN])
+    (t / f"emu_{kv}.cpp").write_text(src)
+    cc = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
+         "-I", str(ROOT / "scripts"), "-o", str(t / f"emu_{kv}"), str(t / f"emu_{kv}.cpp")],
+        capture_output=True, text=True)
+    if cc.returncode != 0:
+        print(cc.stderr[-6000:])
+        sys.exit(2)
+    return t / f"emu_{kv}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernel", choices=["v1", "v2", "all"], default="all",
+                    help="v1: attention_mma (f32 caches); v2: attention_mma2 (f32, f16, bf16 caches)")
+    ap.add_argument("--kv", choices=["f32", "f16", "bf16", "all"], default="all",
+                    help="cache types for v2 (v1 runs f32)")
+    ap.add_argument("--quick", action="store_true", help="v2 on one cache type per case (rotating)")
+    ap.add_argument("--only", default="", metavar="TEXT",
+                    help="run only the shapes whose name holds TEXT (e.g. k-scale, ring=)")
+    ap.add_argument("--mutate", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
+                    help="replace text in attention_mma2.cuh first (to see the check fail)")
+    args = ap.parse_args()
     rng = np.random.default_rng(SEED)
-    bad = 0
+    kvs = ["f32", "f16", "bf16"] if args.kv == "all" else [args.kv]
+    runs = []  # (kernel, kv types)
+    if args.kernel in ("v1", "all"):
+        runs.append((1, ["f32"]))
+    if args.kernel in ("v2", "all"):
+        runs.append((2, kvs))
+    bad = total = 0
     with tempfile.TemporaryDirectory() as tmp:
         t = pathlib.Path(tmp)
-        (t / "emu.cpp").write_text(src)
-        cc = subprocess.run(
-            ["g++", "-std=c++20", "-O1", "-g", "-fsanitize=address", "-pthread",
-             "-I", str(ROOT / "scripts"), "-o", str(t / "emu"), str(t / "emu.cpp")],
-            capture_output=True, text=True)
-        if cc.returncode != 0:
-            print(cc.stderr[-6000:])
-            return 2
-        cases = [(c, False, None) for c in CASES] + [(CASES[3], True, None), (CASES[8], True, None)]
+        need = sorted({kv for _, ks in runs for kv in ks})
+        bins = {kv: build(t, kv, args.mutate) for kv in need}
+        cases = [(c, False, None, 0.0, 1.0) for c in CASES]
+        cases += [(CASES[3], True, None, 0.0, 1.0), (CASES[8], True, None, 0.0, 1.0)]
         for (n, h, hk, d, pos0, stride, window) in RING_CASES:
-            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride))
-        for (n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring in cases:
+            cases.append(((n, h, hk, d, pos0, 0, window, 1.0, None), False, stride, 0.0, 1.0))
+        for c, cap in SOFTCAP_CASES:
+            cases.append((c, False, None, cap, 1.0))
+        for c, kscale in Q_RANGE_CASES:
+            cases.append((c, False, None, 0.0, kscale))
+        for ci, ((n, h, hk, d, pos0, spare, window, amp, scale), const_v, ring, cap, kscale) in enumerate(cases):
             scale = scale if scale is not None else 1.0 / np.sqrt(d)
             stride = ring if ring is not None else pos0 + n + spare
-            p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window)
+            p = dict(n=n, h=h, hk=hk, d=d, pos0=pos0, scale=scale, window=window, cap=cap)
             q = rng.uniform(-amp, amp, n * h * d).astype(np.float32)
             if ring is not None:
                 k, v, k_pos, v_pos = ring_inputs(rng, n, hk, d, pos0, stride, window)
-                want = reference(p, q, k_pos, v_pos)
             else:
-                k = rng.uniform(-amp, amp, (stride, hk, d)).astype(np.float32)
+                k = (rng.uniform(-amp, amp, (stride, hk, d)) * kscale).astype(np.float32)
                 if const_v:
                     v = np.broadcast_to(rng.uniform(-1, 1, (1, hk, d)), (stride, hk, d)).astype(np.float32)
                 else:
                     v = rng.uniform(-1, 1, (stride, hk, d)).astype(np.float32)
                 first0 = max(0, pos0 + 1 - window) if window else 0
-                for a in (k, v):
-                    a[pos0 + n:] = np.nan
-                    a[:first0] = np.nan
-                want = reference(p, q, k, v)
+                for a_ in (k, v):
+                    a_[pos0 + n:] = np.nan
+                    a_[:first0] = np.nan
             q.tofile(t / "q")
-            k.tofile(t / "k")
-            v.tofile(t / "v")
-            run = subprocess.run(
-                [str(t / "emu"), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
-                 repr(float(scale)), str(window)], capture_output=True, text=True)
-            name = f"tokens={n} heads={h}/{hk} d={d} pos0={pos0} window={window} amp={amp} scale={scale:.4g}"
-            if ring is not None:
-                name += f" ring={stride}"
-            if const_v:
-                name += " constant-v"
-            if run.returncode != 0:
-                print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
-                bad += 1
-                continue
-            got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
-            err = np.abs(got - want)
-            nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
-            max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
-            ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
-            extra = ""
-            if const_v:
-                exact = np.abs(got - bf16(v[pos0].reshape(-1))[np.tile(
-                    np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
-                extra = f", |out - bf16(v)| {exact:.2e}"
-                ok = ok and exact <= 1e-6
-            print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, nmse {nmse:.3e}{extra}")
-            bad += not ok
-    print(f"seed {SEED}: {len(cases) - bad}/{len(cases)} cases ok")
+            for kernel, ks in runs:
+                if kernel == 2 and args.quick:
+                    ks = [ks[ci % len(ks)]]
+                for kv in ks:
+                    name = (f"v{kernel} kv {kv} tokens={n} heads={h}/{hk} d={d} pos0={pos0} "
+                            f"window={window} amp={amp} scale={scale:.4g}")
+                    if ring is not None:
+                        name += f" ring={stride}"
+                    if cap:
+                        name += f" softcap={cap}"
+                    if const_v:
+                        name += " constant-v"
+                    if kscale != 1.0:
+                        name += f" k-scale={kscale:g}"
+                    if args.only not in name:
+                        continue
+                    kb, kw = encode(kv, k)
+                    vb, vw = encode(kv, v)
+                    if ring is not None:
+                        want = reference(p, q, encode(kv, k_pos)[1], encode(kv, v_pos)[1])
+                    else:
+                        want = reference(p, q, kw, vw)
+                    kb.tofile(t / "k")
+                    vb.tofile(t / "v")
+                    run = subprocess.run(
+                        [str(bins[kv]), str(t), str(n), str(h), str(hk), str(d), str(pos0), str(stride),
+                         repr(float(scale)), str(window), repr(float(cap)), str(kernel)],
+                        capture_output=True, text=True)
+                    total += 1
+                    if run.returncode != 0:
+                        print(f"FAIL {name}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
+                        bad += 1
+                        continue
+                    got = np.fromfile(t / "out", dtype=np.float32).astype(np.float64)
+                    err = np.abs(got - want)
+                    nmse = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
+                    max_abs, max_nmse = (PEAKED_MAX_ABS, PEAKED_NMSE) if amp > 1 else (MAX_ABS, NMSE)
+                    ok = not np.isnan(got).any() and err.max() <= max_abs and nmse <= max_nmse
+                    extra = ""
+                    if const_v:
+                        # The operand type: v2 uses f16 caches as stored.
+                        vrow = vw[pos0].reshape(-1)
+                        if not (kernel == 2 and kv == "f16"):
+                            vrow = bf16(vrow)
+                        exact = np.abs(got - vrow[np.tile(
+                            np.repeat(np.arange(h) // (h // hk), d) * d + np.tile(np.arange(d), h), n)]).max()
+                        extra = f", |out - v~| {exact:.2e}"
+                        ok = ok and exact <= 1e-6
+                    print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err.max():.3e}, "
+                          f"nmse {nmse:.3e}{extra}", flush=True)
+                    bad += not ok
+    print(f"seed {SEED}: {total - bad}/{total} runs ok")
     return 1 if bad else 0
 
 

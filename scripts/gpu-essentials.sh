@@ -2,7 +2,7 @@
 # The shortest useful GPU call (about 8 minutes): the bundle only, the most
 # informative checks first, each bounded by a timeout, every log under $OUT:
 # SmolLM2-shaped decode/prefill speed (staged mat-vec on/off, tensor-core
-# prefill attention on/off), attention and op parity, the Qwen3-30B-A3B-shaped
+# prefill attention off / v1), attention and op parity, the Qwen3-30B-A3B-shaped
 # MoE bench, MoE parity (ring KV caches: parity_cuattn, parity_cuops,
 # parity_graph, parity_cufused), three architectures CPU vs CUDA graph, the attention
 # bench beside PyTorch SDPA, matmul parity.
@@ -25,7 +25,9 @@ for st in 1 0; do
 done
 echo "$(el) == pp512 with KILN_ATTN_MMA=0 (f32 tiled prefill attention)"
 KILN_ATTN_MMA=0 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
-par parity_cuattn 240
+echo "$(el) == pp512 with KILN_ATTN_MMA=v1 (tensor-core prefill v1 instead of v2)"
+KILN_ATTN_MMA=v1 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
+par parity_cuattn 360
 par parity_cuops 100
 par parity_graph 60
 par parity_cufused 60
@@ -45,7 +47,7 @@ for a in qwen3moe gemma3 qwen2; do
   if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-cuda.txt"; then r=same; else r=DIFFERENT; fi
   echo "$(el) arch $a greedy 24 cuda-graph vs cpu: $r | $(tail -c 150 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
 done
-timeout 90 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; echo "$(el) bench_attention rc=$?"; grep -E '^\|' "$L/bench_attention.txt"
+timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; echo "$(el) bench_attention rc=$?"; grep -E '^\|' "$L/bench_attention.txt"
 PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; echo "$(el) bench-sdpa rc=$?"; grep -E '^\|' "$L/sdpa.txt"
 par parity_cumatmul 200
 echo "$(el) done"

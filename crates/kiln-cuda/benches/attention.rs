@@ -4,7 +4,9 @@
 //! issue's shapes with f32, f16 and bf16 caches: decode with 32 query / 8 KV
 //! heads, head_dim 128, at 4k and 32k keys, and causal prefill of 4k and 8k
 //! tokens with 32 heads (as `scripts/bench-sdpa.py` times PyTorch's SDPA);
-//! prefill rows time the tensor-core kernel, then the f32-operand tiled one;
+//! prefill rows time the pipelined tensor-core kernel (v2, `Mma2`), then
+//! v1 (`alt: Mma`, what `KILN_ATTN_MMA=v1` runs), then the f32-operand
+//! tiled one;
 //! decode rows time the lane-group decode kernel (the default), then the
 //! warp decode kernel (`alt: SplitKv`, what `KILN_ATTN_DEC=old` runs).
 //! KV GB/s (K and V read once, in the cache's element size) against the
@@ -136,9 +138,15 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
     let mut out = be.alloc_zeros::<f32>(q_len).unwrap();
     let chosen = select_attention(&p, sm).unwrap();
     let mut kernels = vec![chosen];
-    // Prefill: the f32-operand tiled kernel beside the tensor-core one.
-    if let AttentionKernel::Mma { head_dim } = chosen {
-        kernels.push(AttentionKernel::Tiled { head_dim });
+    // Prefill: the tensor-core v1 beside v2 (what KILN_ATTN_MMA=v1 runs),
+    // and the f32-operand tiled kernel.
+    match chosen {
+        AttentionKernel::Mma2 { head_dim } => kernels.extend([
+            AttentionKernel::Mma { head_dim },
+            AttentionKernel::Tiled { head_dim },
+        ]),
+        AttentionKernel::Mma { head_dim } => kernels.push(AttentionKernel::Tiled { head_dim }),
+        _ => {}
     }
     // Decode: the warp decode kernel beside the lane-group one.
     if let AttentionKernel::DecodeGroups(_) = chosen {

@@ -779,5 +779,7 @@ KILN_ATTN_TILED(96)
 KILN_ATTN_TILED(128)
 
 // ---------------------------------------------------------------------------
-// tensor-core prefill (sm_80+): attention_mma_d{64,128}_f32
+// tensor-core prefill (sm_80+): attention_mma_d{64,128}_<kv> (v1) and the
+// pipelined attention_mma2_d{64,128}_<kv> (v2)
 #include "attention_mma.cuh"
+#include "attention_mma2.cuh"

@@ -43,9 +43,11 @@
 //!   (`n_tokens <= DECODE_MAX_TOKENS`: the warp decode kernel on the same
 //!   plan, head dims up to [`DEC_MAX_HEAD_DIM`]) and for any head_dim
 //!   ≤ 256 the tiled kernel has no instance for.
-//! - [`AttentionKernel::Mma`]: prefill on tensor cores (sm_80+, bf16
-//!   operands, f32 accumulation and softmax; [`mma`]), picked from
-//!   [`MMA_MIN_TOKENS`] queries for head_dim 64 and 128.
+//! - [`AttentionKernel::Mma2`] / [`AttentionKernel::Mma`]: prefill on
+//!   tensor cores (sm_80+, bf16 operands, f32 accumulation and softmax;
+//!   [`mma`]), picked from [`MMA_MIN_TOKENS`] queries for head_dim 64 and
+//!   128: the pipelined v2 for more than [`MMA_BM`] queries, v1 below
+//!   (and everywhere with `KILN_ATTN_MMA=v1`).
 //! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
 //!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128;
 //!   also where the tensor-core kernel cannot run (older GPU, unaligned
@@ -66,7 +68,9 @@ mod mma;
 pub use dec::{decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS};
 use kern::{kernel_fn, Kern};
 pub use kern::{kernel_names, kv_variant};
-pub use mma::{mma_eligible, uses_bf16, MMA_HEAD_DIMS, MMA_MIN_TOKENS};
+pub use mma::{
+    mma2_smem_bytes, mma_eligible, mma_kernel_for, uses_bf16, MMA_BM, MMA_HEAD_DIMS, MMA_MIN_TOKENS,
+};
 
 /// Queries per call up to which the split-KV (decode) kernel is used.
 pub const DECODE_MAX_TOKENS: usize = 4;
@@ -128,8 +132,12 @@ pub enum AttentionKernel {
     /// Tiled prefill for this head_dim (one of [`TILED_HEAD_DIMS`]).
     Tiled { head_dim: usize },
     /// Tensor-core prefill for this head_dim (one of [`MMA_HEAD_DIMS`];
-    /// sm_80+, bf16 operands).
+    /// sm_80+, bf16 operands): v1, 64-query tiles.
     Mma { head_dim: usize },
+    /// The pipelined tensor-core prefill (v2): 128-query tiles, 64-key
+    /// tiles in a multi-stage shared-memory ring; same head dims, operands
+    /// and bound as `Mma`.
+    Mma2 { head_dim: usize },
 }
 
 /// Mirrors `struct AttnParams` in attention.cu.
@@ -261,15 +269,16 @@ pub(crate) fn plan_splits(s: SplitShape) -> SplitKvPlan {
 
 /// Pick the kernel for `p` on a GPU with `sm_count` SMs, or say why none fits.
 /// Pure: also answers "is this supported". It assumes an sm_80+ device;
-/// [`attention`] turns [`AttentionKernel::Mma`] into the tiled kernel of
-/// the same head_dim where the tensor-core kernel cannot run.
+/// [`attention`] turns [`AttentionKernel::Mma2`] into `Mma` where v2
+/// cannot run, and either into the tiled kernel of the same head_dim
+/// where no tensor-core kernel can.
 pub fn select_attention(
     p: &AttentionParams,
     sm_count: usize,
 ) -> std::result::Result<AttentionKernel, Error> {
     let d = p.head_dim;
     if mma_eligible(p) {
-        return Ok(AttentionKernel::Mma { head_dim: d });
+        return Ok(mma_kernel_for(p));
     }
     if p.n_tokens > DECODE_MAX_TOKENS && TILED_HEAD_DIMS.contains(&d) {
         return Ok(AttentionKernel::Tiled { head_dim: d });
@@ -463,7 +472,10 @@ pub fn attention_with_kernel(
                 .map_err(|e| CudaError::driver("launch attention_tiled", e))?;
         }
         AttentionKernel::Mma { head_dim } => {
-            mma::launch(be, p, head_dim, params, q, (k, v), out)?;
+            mma::launch(be, p, (head_dim, false), params, q, (k, v), out)?;
+        }
+        AttentionKernel::Mma2 { head_dim } => {
+            mma::launch(be, p, (head_dim, true), params, q, (k, v), out)?;
         }
         AttentionKernel::SplitKv(plan) => {
             launch_split(be, p, &plan, params, None, q, (k, v), out)?;
@@ -544,7 +556,9 @@ pub fn attention_at_with_kernel(
         AttentionKernel::DecodeGroups(plan) => {
             dec::launch(be, p, &plan, params, Some(pos), q, (k, v), out)
         }
-        AttentionKernel::Tiled { .. } | AttentionKernel::Mma { .. } => Err(unsupported(format!(
+        AttentionKernel::Tiled { .. }
+        | AttentionKernel::Mma { .. }
+        | AttentionKernel::Mma2 { .. } => Err(unsupported(format!(
             "attention_at runs the split-KV and decode kernels, not {kernel:?}"
         ))
         .into()),

@@ -20,13 +20,16 @@ fn p(n_tokens: usize, n_heads: usize, n_kv: usize, d: usize, pos0: usize) -> Att
 fn selection() {
     assert_eq!(
         select_attention(&p(512, 9, 3, 64, 0), 132).unwrap(),
-        AttentionKernel::Mma { head_dim: 64 }
+        AttentionKernel::Mma2 { head_dim: 64 }
     );
-    // Tensor cores from MMA_MIN_TOKENS queries, for head_dim 64 and 128;
-    // the f32 tiled kernel below that and for the other head dims.
+    // Tensor cores from MMA_MIN_TOKENS queries, for head_dim 64 and 128
+    // (v1 up to MMA_BM queries, the pipelined v2 above); the f32 tiled
+    // kernel below that and for the other head dims.
     for (n, d, want) in [
         (16, 128, AttentionKernel::Mma { head_dim: 128 }),
-        (4096, 128, AttentionKernel::Mma { head_dim: 128 }),
+        (64, 64, AttentionKernel::Mma { head_dim: 64 }),
+        (65, 64, AttentionKernel::Mma2 { head_dim: 64 }),
+        (4096, 128, AttentionKernel::Mma2 { head_dim: 128 }),
         (15, 64, AttentionKernel::Tiled { head_dim: 64 }),
         (5, 128, AttentionKernel::Tiled { head_dim: 128 }),
         (512, 96, AttentionKernel::Tiled { head_dim: 96 }),
@@ -35,7 +38,10 @@ fn selection() {
         assert_eq!(select_attention(&p(n, 32, 8, d, 7), 132).unwrap(), want);
         assert_eq!(
             uses_bf16(&p(n, 32, 8, d, 7)),
-            matches!(want, AttentionKernel::Mma { .. })
+            matches!(
+                want,
+                AttentionKernel::Mma { .. } | AttentionKernel::Mma2 { .. }
+            )
         );
     }
     // Prefill with a head_dim the tiled kernel lacks falls back to split-KV.
@@ -84,7 +90,7 @@ fn selection() {
             132
         )
         .unwrap(),
-        AttentionKernel::Mma { head_dim: 64 }
+        AttentionKernel::Mma2 { head_dim: 64 }
     );
     // Decode takes head dims up to 512 (the wide decode instance, at
     // most 2 heads per block); prefill outside the tiled dims only up to 256.
@@ -138,10 +144,25 @@ fn kernel_table_names() {
             Kern::DecodeGroups { i: 2, at: true },
             "attention_decg_d256_at_bf16",
         ),
+        (Kern::Mma { i: 1 }, "attention_mma_d128_bf16"),
+        (Kern::Mma2 { i: 0 }, "attention_mma2_d64_bf16"),
+        (Kern::Mma2 { i: 1 }, "attention_mma2_d128_bf16"),
     ] {
         assert_eq!(names[k.slot()], want);
     }
     assert_eq!(kernel_names(KvType::F32)[0], "attention_split_f32");
+    // Every slot once, in table order.
+    let mut slots: Vec<usize> = Kern::all().into_iter().map(Kern::slot).collect();
+    assert!(slots.iter().enumerate().all(|(i, &s)| i == s), "{slots:?}");
+    slots.dedup();
+    assert_eq!(slots.len(), Kern::COUNT);
+    // v2's shared memory: 3 stages for 16-bit caches (cp.async), 2
+    // register-staged ones for f32, each a K and a V tile of 64 keys; d128
+    // fits sm_86/89's 99 KiB opt-in.
+    assert_eq!(mma2_smem_bytes(128, KvType::BF16), 98_304);
+    assert_eq!(mma2_smem_bytes(128, KvType::F16), 98_304);
+    assert_eq!(mma2_smem_bytes(128, KvType::F32), 65_536);
+    assert_eq!(mma2_smem_bytes(64, KvType::F16), 49_152);
     let sc = base_params(&AttentionParams {
         softcap: Some(50.0),
         ..p(1, 1, 1, 64, 3)
@@ -315,7 +336,7 @@ fn ring_caches() {
     assert_eq!(key_span(&prefill), 85);
     assert_eq!(
         select_attention(&prefill, 132).unwrap(),
-        AttentionKernel::Mma { head_dim: 64 }
+        AttentionKernel::Mma2 { head_dim: 64 }
     );
     // Positions are checked themselves, whatever the ring's size.
     let far = AttentionParams {

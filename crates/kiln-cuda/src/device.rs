@@ -19,6 +19,8 @@ pub struct DeviceInfo {
     pub total_mem: usize,
     pub sm_count: i32,
     pub l2_bytes: i32,
+    /// Most shared memory one block may opt in to (bytes).
+    pub smem_optin: i32,
 }
 
 impl DeviceInfo {
@@ -109,6 +111,7 @@ impl CudaBackend {
                 .map_err(|e| CudaError::driver("memory size", e))?,
             sm_count: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
             l2_bytes: attr(Attr::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+            smem_optin: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
         };
         let registry = Registry::new(info.arch());
         // PDL needs Hopper (sm_90+); KILN_NO_PDL=1 turns it off (comparisons).

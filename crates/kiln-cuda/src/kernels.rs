@@ -23,6 +23,10 @@ pub const HEADERS: &[(&str, &str)] = &[
         include_str!("../kernels/attention_mma.cuh"),
     ),
     (
+        "attention_mma2.cuh",
+        include_str!("../kernels/attention_mma2.cuh"),
+    ),
+    (
         "attention_dec.cuh",
         include_str!("../kernels/attention_dec.cuh"),
     ),

@@ -47,10 +47,11 @@ fn every_kernel_family_compiles() {
     );
 }
 
-/// The tensor-core attention prefill (attention_mma.cuh, included by
-/// attention.cu) is really there for sm_80 and sm_90: both entry points, with
-/// bf16 mma and ldmatrix (an sm_80+ guard gone wrong would compile them to
-/// empty bodies).
+/// The tensor-core attention prefill (attention_mma.cuh and
+/// attention_mma2.cuh, included by attention.cu) is really there for sm_80
+/// and sm_90: v1's and v2's entry points, with bf16 mma and ldmatrix (an
+/// sm_80+ guard gone wrong would compile them to empty bodies), and v2's
+/// 16-bit-cache entries with cp.async and the mma of their type.
 #[test]
 fn attention_mma_uses_tensor_cores() {
     // SAFETY: only tries to dlopen libnvrtc.
@@ -60,8 +61,8 @@ fn attention_mma_uses_tensor_cores() {
     }
     for arch in ["sm_90", "sm_80"] {
         let (_, ptx) = compile("attention.cu", kiln_cuda::kernels::ATTENTION, arch).unwrap();
-        for d in [64, 128] {
-            let entry = format!(".entry attention_mma_d{d}_f32(");
+        for (d, v) in [(64, ""), (128, ""), (64, "2"), (128, "2")] {
+            let entry = format!(".entry attention_mma{v}_d{d}_f32(");
             let body = ptx
                 .split(&entry)
                 .nth(1)
@@ -74,6 +75,35 @@ fn attention_mma_uses_tensor_cores() {
                 "cvt.rn.bf16x2.f32",
             ] {
                 assert!(body.contains(needle), "{arch} d{d}: no {needle}");
+            }
+        }
+        // v2 with 16-bit caches copies K/V tiles by cp.async (16 bytes, L2
+        // only) in commit groups, waits on them, and multiplies them as
+        // stored: bf16 operands for bf16 caches, f16 ones for f16 caches.
+        for (kv, op) in [
+            (kiln_core::KvType::BF16, "bf16"),
+            (kiln_core::KvType::F16, "f16"),
+        ] {
+            let var = kiln_cuda::attention::kv_variant(kv).unwrap();
+            let src = format!("{}{}", var.defines, kiln_cuda::kernels::ATTENTION);
+            let (_, ptx) = compile("attention.cu", &src, arch).unwrap();
+            for d in [64, 128] {
+                let entry = format!(".entry attention_mma2_d{d}_{kv}(");
+                let body = ptx
+                    .split(&entry)
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{arch}: no {entry}"));
+                let body = body.split(".entry").next().unwrap_or(body);
+                let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{op}.{op}.f32");
+                for needle in [
+                    "cp.async.cg.shared.global",
+                    "cp.async.commit_group",
+                    "cp.async.wait_group",
+                    &mma,
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                ] {
+                    assert!(body.contains(needle), "{arch} d{d} {kv}: no {needle}");
+                }
             }
         }
     }
@@ -339,12 +369,14 @@ fn embedding_entries_for_every_ggml_format() {
     );
 }
 
-/// Registers and spills of the attention decode kernels for sm_90, from
-/// ptxas (`--ptxas-options=-v` through NVRTC), printed for every cache
-/// type: the lane-group kernels (`attention_decg_d*`) and the warp decode
-/// kernels they replace. The lane-group kernels must not spill (their q,
-/// acc and two K/V rows live in registers) and must fit the 128 registers
-/// per thread that let `attention::DECG_BLOCKS_PER_SM` blocks share an SM.
+/// Registers and spills of the attention decode and tensor-core prefill
+/// kernels for sm_90, from ptxas (`--ptxas-options=-v` through NVRTC),
+/// printed for every cache type: the lane-group kernels (`attention_decg_d*`)
+/// and the warp decode kernels they replace, the prefill v1
+/// (`attention_mma_d*`) and v2 (`attention_mma2_d*`). The lane-group kernels
+/// must not spill (their q, acc and two K/V rows live in registers) and must
+/// fit the 128 registers per thread that let `attention::DECG_BLOCKS_PER_SM`
+/// blocks share an SM; the prefill kernels must not spill.
 /// Run with `--nocapture` to see the table.
 #[test]
 fn attention_decode_registers() {
@@ -407,11 +439,17 @@ fn attention_decode_registers() {
                 stores = number_before(line, " bytes spill stores");
             } else if line.contains("Used ") {
                 let Some(name) = entry.take() else { continue };
-                if !name.starts_with("attention_dec") {
+                if !name.starts_with("attention_dec") && !name.starts_with("attention_mma") {
                     continue;
                 }
                 let regs = number_before(line, " registers").unwrap_or(usize::MAX);
                 eprintln!("{name}: {regs} registers; {spill}");
+                // The tensor-core prefill kernels (v1 and v2) hold their
+                // S, O and Q fragments in registers: a spill would cost
+                // local-memory traffic in the inner loop.
+                if name.starts_with("attention_mma") && stores != Some(0) {
+                    failures.push(format!("{name} ({kv}) spills: {spill}"));
+                }
                 if name.starts_with("attention_decg") {
                     if stores != Some(0) {
                         failures.push(format!("{name} ({kv}) spills: {spill}"));
@@ -431,6 +469,15 @@ fn attention_decode_registers() {
         decg,
         3 * 2 * kiln_cuda::attention::DECG_HEAD_DIMS.len(),
         "lane-group entries"
+    );
+    let mma2 = logs
+        .iter()
+        .map(|(_, l)| l.matches("entry function 'attention_mma2").count())
+        .sum::<usize>();
+    assert_eq!(
+        mma2,
+        3 * kiln_cuda::attention::MMA_HEAD_DIMS.len(),
+        "tensor-core v2 entries"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -57,13 +57,17 @@ pub(super) enum Kern {
     Mma {
         i: usize,
     },
+    /// The pipelined tensor-core prefill kernel (v2) for `mma::MMA_HEAD_DIMS[i]`.
+    Mma2 {
+        i: usize,
+    },
 }
 
 impl Kern {
     pub(super) const COUNT: usize = 4
         + 2 * DEC_DPLS.len()
         + TILED_HEAD_DIMS.len()
-        + mma::MMA_HEAD_DIMS.len()
+        + 2 * mma::MMA_HEAD_DIMS.len()
         + 2 * DECG_HEAD_DIMS.len();
 
     pub(super) fn slot(self) -> usize {
@@ -77,6 +81,13 @@ impl Kern {
                     + TILED_HEAD_DIMS.len()
                     + mma::MMA_HEAD_DIMS.len()
                     + usize::from(at) * DECG_HEAD_DIMS.len()
+                    + i
+            }
+            Kern::Mma2 { i } => {
+                4 + 2 * DEC_DPLS.len()
+                    + TILED_HEAD_DIMS.len()
+                    + mma::MMA_HEAD_DIMS.len()
+                    + 2 * DECG_HEAD_DIMS.len()
                     + i
             }
         }
@@ -96,6 +107,7 @@ impl Kern {
             }
             Kern::Tiled { i } => format!("attention_tiled_d{}_{kv}", TILED_HEAD_DIMS[i]),
             Kern::Mma { i } => format!("attention_mma_d{}_{kv}", mma::MMA_HEAD_DIMS[i]),
+            Kern::Mma2 { i } => format!("attention_mma2_d{}_{kv}", mma::MMA_HEAD_DIMS[i]),
             Kern::DecodeGroups { i, at: a } => {
                 format!("attention_decg_d{}_{}{kv}", DECG_HEAD_DIMS[i], at(a))
             }
@@ -103,7 +115,7 @@ impl Kern {
     }
 
     /// Every kernel, in slot order.
-    fn all() -> Vec<Kern> {
+    pub(super) fn all() -> Vec<Kern> {
         let mut v: Vec<Kern> = Vec::with_capacity(Self::COUNT);
         for at in [false, true] {
             for direct in [false, true] {
@@ -118,6 +130,7 @@ impl Kern {
         for at in [false, true] {
             v.extend((0..DECG_HEAD_DIMS.len()).map(|i| Kern::DecodeGroups { i, at }));
         }
+        v.extend((0..mma::MMA_HEAD_DIMS.len()).map(|i| Kern::Mma2 { i }));
         v
     }
 }

@@ -5,10 +5,10 @@
 //! windows: splits that see no key), each with f32, f16 and bf16 caches
 //! (the reference reads the stored values widened: [`KvData`]), decode head
 //! dims up to 512, soft caps, and the tensor-core prefill
-//! (`AttentionKernel::Mma`, bf16 operands: held to `Tol::ATTENTION_BF16`,
-//! whose derivation is in kiln-testkit's compare.rs) on partial tiles,
-//! continued caches, GQA 9/3 and 32/8, windows, head_dim 64 and 128. Device
-//! outputs sit between sentinel
+//! (`AttentionKernel::Mma2` and `Mma`, bf16 operands: held to
+//! `Tol::ATTENTION_BF16`, whose derivation is in kiln-testkit's compare.rs),
+//! each forced on every prefill shape: `prefill.rs`. Device outputs sit
+//! between sentinel
 //! guard zones and start NaN-poisoned; cache rows past the causal window,
 //! and before the first query's sliding window, are NaN. Ring caches (a
 //! window, positions past `kv_stride`, position `j` in row `j % kv_stride`)
@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod decode;
+mod prefill;
 
 use kiln_core::ops::attention::{attention_ref, AttentionParams};
 use kiln_core::{KvSlice, KvType};
@@ -87,7 +88,7 @@ fn cuda_options() -> Options {
 /// The bound for a kernel's output: bf16 operands on tensor cores, else f32.
 fn tol_for(kernel: &AttentionKernel) -> Tol {
     match kernel {
-        AttentionKernel::Mma { .. } => Tol::ATTENTION_BF16,
+        AttentionKernel::Mma { .. } | AttentionKernel::Mma2 { .. } => Tol::ATTENTION_BF16,
         _ => Tol::ATTENTION,
     }
 }
@@ -419,6 +420,7 @@ fn forced_kernels_agree() {
     );
     check(&prefill, 4, AttentionKernel::Tiled { head_dim: 128 });
     check(&prefill, 5, AttentionKernel::Mma { head_dim: 128 });
+    check(&prefill, 6, AttentionKernel::Mma2 { head_dim: 128 });
     for (i, window) in [1usize, 100, 3001].into_iter().enumerate() {
         let decode = cw(2, 9, 3, 64, 3000, window);
         check(&decode, 10 + 3 * i, AttentionKernel::SplitKv(one));
@@ -445,6 +447,7 @@ fn forced_kernels_agree() {
             AttentionKernel::Tiled { head_dim: 128 },
         );
         check(&prefill, 30 + i, AttentionKernel::Mma { head_dim: 128 });
+        check(&prefill, 40 + i, AttentionKernel::Mma2 { head_dim: 128 });
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -491,6 +494,9 @@ fn ring_caches_on_every_kernel() {
                 kernels.push(Some(AttentionKernel::Mma {
                     head_dim: p.head_dim,
                 }));
+                kernels.push(Some(AttentionKernel::Mma2 {
+                    head_dim: p.head_dim,
+                }));
             }
             for kernel in kernels {
                 let shown = kernel.unwrap_or_else(|| select_attention(&p, sm).unwrap());
@@ -508,70 +514,6 @@ fn ring_caches_on_every_kernel() {
                     });
                 match r {
                     Ok(()) => eprintln!("ok   {name}"),
-                    Err(e) => failures.push(format!("{name}: {e}")),
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// The tensor-core prefill, forced, on the shapes its tiles make awkward:
-/// query counts around and between 64-row tiles, caches continued at odd
-/// positions (key tiles then start off the tile grid), GQA 9/3 (SmolLM2)
-/// and 32/8 (Llama 3 8B), windows shorter than a key tile, of one key, and
-/// longer than several; head_dim 64 and 128; f32, f16 and bf16 caches. Each against the reference at
-/// the bf16 bound, and the f32 tiled kernel on the same inputs at the f32
-/// bound as a control.
-#[test]
-fn mma_prefill_shapes() {
-    let Some(be) = backend() else { return };
-    if be.info().cc.0 < 8 {
-        eprintln!("SKIPPED: the tensor-core kernel needs sm_80+");
-        return;
-    }
-    const MMA_CASES: &[Case] = &[
-        c(16, 9, 3, 64, 0, 0),
-        c(63, 9, 3, 64, 0, 1),
-        c(64, 9, 3, 64, 0, 0),
-        c(65, 9, 3, 64, 0, 7),
-        c(130, 9, 3, 64, 37, 2),
-        c(512, 9, 3, 64, 0, 0),
-        c(333, 9, 3, 64, 3000, 5),
-        c(16, 32, 8, 128, 5, 0),
-        c(100, 32, 8, 128, 3001, 0),
-        c(257, 32, 8, 128, 0, 3),
-        c(600, 32, 8, 128, 64, 0),
-        c(200, 4, 4, 128, 1, 0),
-        cw(150, 4, 1, 64, 0, 16),
-        cw(64, 4, 2, 64, 10, 1),
-        cw(300, 9, 3, 64, 500, 200),
-        cw(100, 8, 2, 128, 300, 40),
-        cw(200, 32, 8, 128, 1000, 64),
-        cw(90, 32, 8, 128, 7, 65),
-    ];
-    let mut failures = Vec::new();
-    for (i, cs) in MMA_CASES.iter().enumerate() {
-        for kv in KvType::ALL {
-            let (p, q, k, v, want) = inputs(cs, 200 + i, kv);
-            for kernel in [
-                AttentionKernel::Mma {
-                    head_dim: p.head_dim,
-                },
-                AttentionKernel::Tiled {
-                    head_dim: p.head_dim,
-                },
-            ] {
-                let mut out = vec![f32::NAN; want.len()];
-                let name = format!("kv {kv} {p:?} forced {kernel:?}");
-                let r = run_gpu(&be, &p, Some(&kernel), &q, k.slice(), v.slice(), &mut out)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| compare("out", &out, &want, tol_for(&kernel)));
-                match r {
-                    Ok(()) => eprintln!(
-                        "ok   {name}: max abs err {:.2e}",
-                        kiln_testkit::max_abs_err(&out, &want)
-                    ),
                     Err(e) => failures.push(format!("{name}: {e}")),
                 }
             }
