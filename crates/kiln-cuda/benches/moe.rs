@@ -24,6 +24,7 @@ mod common;
 use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
+use kiln_cuda::matmul::set_staged;
 use kiln_cuda::matmul_id::{matmul_id, matmul_id_swiglu, select_matmul_id, supports};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
@@ -52,23 +53,33 @@ fn main() {
         "| tokens×top-k | op (n×k) | wtype | kernel | median µs | routed GB/s | % of ceiling | TFLOP/s | back-to-back µs |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    // Decode rows run with direct loads and again with the weights staged
+    // through shared memory (`set_staged`), quantized formats only.
     let mut runs = Vec::new();
     for wtype in DType::ALL {
         if !supports(wtype) {
             continue;
         }
+        let modes: &[bool] = if wtype.is_quantized() {
+            &[false, true]
+        } else {
+            &[false]
+        };
         if only != "prefill" {
             for tokens in [1, 4] {
                 for kind in [Kind::Gate, Kind::Swiglu, Kind::Down] {
-                    runs.push((tokens, kind, wtype));
+                    for &st in modes {
+                        runs.push((tokens, kind, wtype, st));
+                    }
                 }
             }
         }
         if only != "decode" {
-            runs.push((512, Kind::Gate, wtype));
+            runs.push((512, Kind::Gate, wtype, false));
         }
     }
-    for (tokens, kind, wtype) in runs {
+    for (tokens, kind, wtype, staged) in runs {
+        set_staged(&be, staged);
         let (n, k) = if kind == Kind::Down { (D, FF) } else { (FF, D) };
         let mut p = MatmulIdParams {
             n_tokens: tokens,
@@ -157,6 +168,7 @@ fn main() {
         } else {
             format!("{:?}", select_matmul_id(&p))
         };
+        let kern = if staged { kern + " staged" } else { kern };
         println!(
             "| {tokens}×{TOP_K} | {op} ({n}×{k}) | {wtype} | {kern} | {:.2} | {gbs:.0} | {:.0}% | {tf:.2} | {:.2} |",
             ms * 1e3,

@@ -32,6 +32,7 @@
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "matvec_staged.cuh"
 #include "mlx.cuh"
 
 // Rows per mm_id chunk.
@@ -48,6 +49,7 @@ struct MatmulIdParams {
     u64 rows;           // n_tokens * top_k
     u64 r0;             // mv_id: first output row of this launch
     u64 x_per_slot;     // 1: x has one row per output row, 0: one per token
+    u64 cw;             // quantized: staged copy width (matvec_staged.cuh), 0 = direct loads
 };
 
 __device__ __forceinline__ u64 id_x_row(const MatmulIdParams& p, u64 r) {
@@ -102,7 +104,7 @@ __device__ __forceinline__ void mv_id_row(const MatmulIdParams& p, const u8* __r
     }
     const u64 off = e * p.expert_stride;
     const float* xrow = x + id_x_row(p, r) * p.k;
-    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
+    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, (int)p.cw};
     float acc[1][MV_ROWS], acc_u[1][MV_ROWS];
     auto pro = [&](const float* (&xr)[1]) { xr[0] = xrow; };
     acc_fn.template operator()<1>(sh, w + off, pro, acc);
@@ -138,7 +140,7 @@ __device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restr
         return;
     }
     const u8* we = w + b * p.expert_stride;
-    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, 0};
+    const MvShape sh = {p.n, p.k, p.row_bytes, kw, false, (int)p.cw};
     float acc[MM_ID_ROWS][MV_ROWS];
     auto pro = [&](const float* (&xr)[MM_ID_ROWS]) {
 #pragma unroll
@@ -219,23 +221,27 @@ extern "C" __global__ void mm_id_plan(MatmulIdParams p, const u32* __restrict__ 
 #endif  // KILN_MLX_BITS
 
 // The accumulation loops of matvec.cuh as functors (the template argument
-// of mv_id): quantized 32-element blocks, sub-block formats, floats.
-template <class Q>
-struct IdQuant {
+// of mv_id): block formats (B = FlatBlocks: 32-element blocks, SubBlocks:
+// decode_kq.cuh's sub-block formats), their rows loaded directly or, with
+// sh.cw != 0, staged through shared memory (matvec_staged.cuh; the gated
+// path's second matrix reuses the staging area after the first drained it).
+template <class Q, class B>
+struct IdBlocks {
     template <int M, class Pro>
     __device__ void operator()(const MvShape& sh, const u8* w, Pro pro,
                                float (&acc)[M][MV_ROWS]) const {
-        mv_quant_acc<Q, M>(sh, w, pro, acc);
+        if (sh.cw != 0) {
+            __shared__ __align__(16) u8 stage[StagePlan<Q, B>::BYTES];
+            mv_staged_acc<Q, B, M>(sh, w, pro, acc, stage);
+        } else {
+            mv_blocks_acc<Q, B, M>(sh, w, pro, acc);
+        }
     }
 };
 template <class Q>
-struct IdSub {
-    template <int M, class Pro>
-    __device__ void operator()(const MvShape& sh, const u8* w, Pro pro,
-                               float (&acc)[M][MV_ROWS]) const {
-        mv_sub_acc<Q, M>(sh, w, pro, acc);
-    }
-};
+using IdQuant = IdBlocks<Q, FlatBlocks<Q>>;
+template <class Q>
+using IdSub = IdBlocks<Q, SubBlocks<Q>>;
 template <class F>
 struct IdFloat {
     template <int M, class Pro>

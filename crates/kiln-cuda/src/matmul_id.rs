@@ -28,9 +28,10 @@
 
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
+use crate::matvec_staged::{stage_copy_width, staged};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
-    CudaFunction, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::{DType, Error};
@@ -97,6 +98,9 @@ struct MatmulIdK {
     rows: u64,
     r0: u64,
     x_per_slot: u64,
+    /// Quantized weights staged through shared memory in pieces of this
+    /// many bytes (matvec_staged.cuh), 0 = direct loads.
+    cw: u64,
 }
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for MatmulIdK {}
@@ -225,7 +229,7 @@ pub fn matmul_id_with_kernel(
         }
         _ => {}
     }
-    let (k, gx) = launch_shape(be, p, w, x)?;
+    let (k, gx) = launch_shape(be, p, w, x, None)?;
     let [mv, mm, _] = kernels(be, p.wtype)?;
     if kernel == MatmulIdKernel::Grouped {
         grouped(be, &k, &mm, gx, w, x, ids, out)
@@ -256,18 +260,20 @@ pub fn matmul_id_swiglu(
         return Ok(());
     }
     check_alignment(be, &p.expert_matmul(1), w_up, x)?;
-    let (k, gx) = launch_shape(be, p, w_gate, x)?;
+    let (k, gx) = launch_shape(be, p, w_gate, x, Some(w_up))?;
     let [_, _, sw] = kernels(be, p.wtype)?;
     per_row(be, k, &sw, gx, (w_gate, Some(w_up)), x, ids, out)
 }
 
 /// The kernel params and grid width of a validated, non-empty matmul_id
-/// over `w` (alignment and stride checked here).
+/// over `w` (and the gated path's `w_up`; alignment and stride checked
+/// here).
 fn launch_shape(
     be: &CudaBackend,
     p: &MatmulIdParams,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
+    w_up: Option<&CudaView<'_, u8>>,
 ) -> Result<(MatmulIdK, usize)> {
     let rows = p.rows()?;
     // Expert 0 starts where w does; the others keep its alignment.
@@ -287,7 +293,26 @@ fn launch_shape(
         )
         .into());
     }
-    let kw = match matvec_plan(&p.expert_matmul(1), 1, false) {
+    // Staged weights (the backend's `staged` switch): the widest copy that
+    // every expert's rows allow, in both stacks of the gated path.
+    let row_bytes = p.wtype.row_bytes(OP, p.k)?;
+    let mut cw = 0;
+    if p.wtype.is_quantized() && staged(be) {
+        let (wp, _g) = w.device_ptr(be.stream());
+        let (xp, _gx) = x.device_ptr(be.stream());
+        cw = stage_copy_width(true, row_bytes, wp, xp);
+        if let Some(u) = w_up {
+            let (up, _gu) = u.device_ptr(be.stream());
+            cw = cw.min(stage_copy_width(true, row_bytes, up, xp));
+        }
+        while cw != 0 && !(p.expert_stride as u64).is_multiple_of(cw) {
+            cw /= 2;
+            if cw < 4 {
+                cw = 0;
+            }
+        }
+    }
+    let kw = match matvec_plan(&p.expert_matmul(1), 1, cw != 0) {
         MatmulKernel::MatVec { kw, .. } if p.wtype.is_quantized() => kw,
         _ => MV_WARPS,
     };
@@ -298,7 +323,7 @@ fn launch_shape(
     let k = MatmulIdK {
         n: p.n as u64,
         k: p.k as u64,
-        row_bytes: p.wtype.row_bytes(OP, p.k)? as u64,
+        row_bytes: row_bytes as u64,
         kw: kw as u64,
         expert_stride: p.expert_stride as u64,
         n_experts: p.n_experts as u64,
@@ -306,6 +331,7 @@ fn launch_shape(
         rows: rows as u64,
         r0: 0,
         x_per_slot: u64::from(p.x_per_slot),
+        cw,
     };
     Ok((k, gx))
 }

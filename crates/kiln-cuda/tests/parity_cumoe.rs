@@ -78,13 +78,17 @@ fn parity_matmul_id() {
 #[test]
 fn parity_matmul_id_swiglu() {
     let Some(be) = backend() else { return };
-    check(
-        "matmul_id_swiglu",
-        check_matmul_id_swiglu_with(
-            &|p, g, u, x, ids, out| harness::matmul_id_swiglu_host(&be, p, g, u, x, ids, out),
-            &opts(),
-        ),
-    );
+    // Direct loads, then quantized weights staged through shared memory.
+    for staged in [false, true] {
+        kiln_cuda::matmul::set_staged(&be, staged);
+        check(
+            &format!("matmul_id_swiglu staged={staged}"),
+            check_matmul_id_swiglu_with(
+                &|p, g, u, x, ids, out| harness::matmul_id_swiglu_host(&be, p, g, u, x, ids, out),
+                &opts(),
+            ),
+        );
+    }
 }
 
 #[test]
@@ -167,16 +171,21 @@ fn run_id_with(
 fn parity_matmul_id_both_kernels() {
     let Some(be) = backend() else { return };
     kiln_cuda::mlx::prepare(&be, &["matmul_id"], &mlx_cover()).unwrap();
-    for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
-        let imp = |p: &MatmulIdParams, w: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
-            p.validate(w.len(), x.len(), ids.len(), out.len())?;
-            p.check_ids(ids)?;
-            run_id_with(&be, p, Some(kern), w, x, ids, out)
-        };
-        check(
-            &format!("matmul_id {kern:?}"),
-            check_matmul_id_with(&imp, &opts()),
-        );
+    // Each path with direct loads and with quantized weights staged
+    // through shared memory (kiln_cuda::matmul::staged).
+    for staged in [false, true] {
+        kiln_cuda::matmul::set_staged(&be, staged);
+        for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
+            let imp = |p: &MatmulIdParams, w: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
+                p.validate(w.len(), x.len(), ids.len(), out.len())?;
+                p.check_ids(ids)?;
+                run_id_with(&be, p, Some(kern), w, x, ids, out)
+            };
+            check(
+                &format!("matmul_id {kern:?} staged={staged}"),
+                check_matmul_id_with(&imp, &opts()),
+            );
+        }
     }
 }
 
