@@ -57,8 +57,8 @@ pub struct LlamaWeights {
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<Tensor>,
     /// `rope_freqs.weight` (Llama 3.1 / 3.2), or the factors of YaRN
-    /// scaling: per-pair RoPE frequency factors, f32 `[n_rot / 2]` (llama
-    /// files: CPU only for now, refused on CUDA).
+    /// scaling: per-pair RoPE frequency factors, f32 `[n_rot / 2]` (on
+    /// CUDA, llama layers then run their QKV unfused: `rope_with_factors`).
     pub rope_freqs: Option<Tensor>,
 }
 
@@ -309,24 +309,11 @@ impl LlamaWeights {
                     "both rope_freqs.weight and yarn rope scaling".into(),
                 ))
             }
-            (true, None) => {
-                // The fused llama decode on GPUs rotates without factors.
-                if device.device() != kiln::Device::Cpu && cfg.arch == "llama" {
-                    return Err(ModelError::Unsupported(format!(
-                        "RoPE frequency factors (rope_freqs.weight, Llama 3.1 style) on {}: CPU only for now (--device cpu)",
-                        device.device()
-                    )));
-                }
-                Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?)
-            }
+            // The fused QKV decode on GPUs rotates without factors, so
+            // llama::FusedPlan runs those layers' QKV unfused (plain_rope).
+            (true, None) => Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?),
             // YaRN: its per-pair factors, as a rope_freqs tensor.
             (false, Some(y)) => {
-                if device.device() != kiln::Device::Cpu && cfg.arch == "llama" {
-                    return Err(ModelError::Unsupported(format!(
-                        "yarn rope scaling on a llama file on {}: CPU only for now (--device cpu)",
-                        device.device()
-                    )));
-                }
                 let f = y
                     .factors(cfg.n_rot, cfg.rope_base)
                     .map_err(|e| ModelError::Config(e.to_string()))?;
