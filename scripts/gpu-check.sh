@@ -99,6 +99,7 @@ cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh
 cp scripts/gpu-essentials.sh gpu-bundle/gpu-essentials.sh
 cp scripts/gpu-profile.sh gpu-bundle/gpu-profile.sh
 cp scripts/gpu-verify.sh gpu-bundle/gpu-verify.sh
+cp scripts/gpu-perf.sh gpu-bundle/gpu-perf.sh
 model=$(bash scripts/fetch-model.sh)
 # The default model's tokenizer alone (~2 MB): lets the GPU machine make
 # models of any shape with `kiln synth` without carrying the 98 MB file.
