@@ -29,6 +29,9 @@ pub struct Scratch {
     pub(crate) up: Tensor,   // [n_batch, ff]
     pub(crate) act: Tensor,  // [n_batch, ff]
     pub(crate) last: Tensor, // [1, d]
+    /// `[1, q_dim + 2 kv_dim]`: one token's stacked q | k | v (the fused
+    /// decode QKV of architectures that norm q and k per head, qwen3.rs).
+    pub(crate) qkv: Tensor,
     /// Logits: `[n_batch, n_vocab]` when all rows are wanted, else row 0.
     pub logits: Tensor,
     pub(crate) positions: Vec<i32>,
@@ -65,6 +68,7 @@ impl Scratch {
             up: z(ff)?,
             act: z(ff)?,
             last: Tensor::zeros(device, &[1, cfg.n_embd])?,
+            qkv: Tensor::zeros(device, &[1, cfg.q_dim() + 2 * cfg.kv_dim()])?,
             logits: Tensor::zeros(device, &[if all_logits { n_batch } else { 1 }, cfg.n_vocab])?,
             positions: Vec::with_capacity(n_batch),
             moe: match cfg.arch_params.moe() {
@@ -355,12 +359,37 @@ impl KvStep {
         (kc, vc): (&mut Tensor, &mut Tensor),
         out: &mut Tensor,
     ) -> kiln::Result<()> {
+        self.append_attend_rows(s, positions, q, ((k, 0), (v, 0)), (kc, vc), out)
+    }
+
+    /// [`KvStep::append_attend`] with the keys and values taken from row
+    /// `k_row` of `k` and `v_row` of `v` on (rows of `kv_dim`; e.g. one
+    /// token's stacked q | k | v).
+    pub(crate) fn append_attend_rows(
+        &self,
+        s: &Stream,
+        positions: &[i32],
+        q: &Tensor,
+        ((k, k_row), (v, v_row)): ((&Tensor, usize), (&Tensor, usize)),
+        (kc, vc): (&mut Tensor, &mut Tensor),
+        out: &mut Tensor,
+    ) -> kiln::Result<()> {
+        let (ka, va) = (
+            CopyRowsParams {
+                src_row: k_row,
+                ..self.append
+            },
+            CopyRowsParams {
+                src_row: v_row,
+                ..self.append
+            },
+        );
         if self.device_pos {
-            ops::copy_rows_at(s, &self.append, positions, k, kc)?;
-            ops::copy_rows_at(s, &self.append, positions, v, vc)?;
+            ops::copy_rows_at(s, &ka, positions, k, kc)?;
+            ops::copy_rows_at(s, &va, positions, v, vc)?;
         } else {
-            ops::copy_rows(s, &self.append, k, kc)?;
-            ops::copy_rows(s, &self.append, v, vc)?;
+            ops::copy_rows(s, &ka, k, kc)?;
+            ops::copy_rows(s, &va, v, vc)?;
         }
         self.attend(s, positions, q, kc, vc, out)
     }

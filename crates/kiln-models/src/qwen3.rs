@@ -252,39 +252,71 @@ fn forward_ops(
     for (l, lw) in w.layers.iter().enumerate() {
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
         // roped; kv_dim <= n_embd was checked at load), attention -> q.
-        ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
-        ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
-        ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
-        ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
-        if let Some([bq, bk, bv]) = qw.qkv_bias.get(l) {
-            // Qwen2: projection biases.
-            ops::add_rows(s, &rows(cfg.q_dim()), &mut sc.q, bq)?;
-            ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.k, bk)?;
-            ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.v, bv)?;
-        }
+        // One token on CUDA with q/k norms: norm + [wq; wk; wv] as one fused
+        // mat-vec into sc.qkv, then the per-head norms + RoPE, and k and v
+        // appended from their rows (7 launches instead of 9).
         // YaRN's factors when the file scales RoPE that way (None: plain).
         let ff = w.rope_freqs.as_ref();
-        let pos = &sc.positions;
-        if norms {
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let fused_qkv = match &lw.wqkv {
+            Some(wqkv) if n == 1 && norms && !biases && qd % kvd == 0 => {
+                let eps = Some(cfg.rms_eps);
+                fused_piece(s, wqkv, 1, eps, FusedEpilogue::Store)?.map(|p| (wqkv, p))
+            }
+            _ => None,
+        };
+        if let Some((wqkv, p)) = fused_qkv {
             let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
-            ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.q, qn, ff, pos, &mut sc.att)?;
+            let pos = &sc.positions;
+            let i = fin(wqkv, &sc.x, Some(&lw.attn_norm), None, pos);
+            ops::matvec_fused(s, &p, i, fout(&mut sc.qkv))?;
+            let k_row = CopyRowsParams {
+                row_len: kvd,
+                n_rows: 1,
+                src_row: qd / kvd,
+                dst_row: 0,
+                dst_ring: None,
+            };
+            ops::copy_rows(s, &k_row, &sc.qkv, &mut sc.k)?;
+            ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.qkv, qn, ff, pos, &mut sc.att)?;
             ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
+            let kvl = kv.layer(cache, l, cfg.attn_scale());
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            let rows = ((&sc.o, 0), (&sc.qkv, (qd + kvd) / kvd));
+            kvl.append_attend_rows(s, pos, &sc.att, rows, (kc, vc), &mut sc.q)?;
         } else {
-            ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
-            ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
-            ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
-            ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
+            ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
+            ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
+            ops::matmul(s, &lw.wk, &sc.h, n, &mut sc.k)?;
+            ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
+            if let Some([bq, bk, bv]) = qw.qkv_bias.get(l) {
+                // Qwen2: projection biases.
+                ops::add_rows(s, &rows(cfg.q_dim()), &mut sc.q, bq)?;
+                ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.k, bk)?;
+                ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.v, bv)?;
+            }
+            let pos = &sc.positions;
+            if norms {
+                let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
+                ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.q, qn, ff, pos, &mut sc.att)?;
+                ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
+            } else {
+                ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
+                ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
+                ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
+                ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
+            }
+            let kvl = kv.layer(cache, l, cfg.attn_scale());
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            kvl.append_attend(
+                s,
+                &sc.positions,
+                &sc.att,
+                (&sc.o, &sc.v),
+                (kc, vc),
+                &mut sc.q,
+            )?;
         }
-        let kvl = kv.layer(cache, l, cfg.attn_scale());
-        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        kvl.append_attend(
-            s,
-            &sc.positions,
-            &sc.att,
-            (&sc.o, &sc.v),
-            (kc, vc),
-            &mut sc.q,
-        )?;
         // wo + residual: one fused mat-vec on CUDA decode.
         if let Some(o) = fused_piece(s, &lw.wo, n, None, FusedEpilogue::Residual)? {
             let i_o = fin(&lw.wo, &sc.q, None, Some(&sc.x), &sc.positions);

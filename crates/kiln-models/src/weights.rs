@@ -243,14 +243,19 @@ impl LlamaWeights {
             // e.g. `crate::qwen3moe::Qwen3MoeWeights`).
             let moe = cfg.arch_params.moe().is_some();
             // GPUs run the decode step with fused mat-vecs over stacked weights.
-            let (qkv, gate_up) = if device.device() == kiln::Device::Cpu || moe {
+            // (MoE layers stack only q, k and v: their FFN is the experts'.)
+            let (qkv, gate_up) = if device.device() == kiln::Device::Cpu {
                 (None, None)
             } else {
                 let (q, k, v) = (n("attn_q"), n("attn_k"), n("attn_v"));
                 let (g, u) = (n("ffn_gate"), n("ffn_up"));
                 (
                     l.try_stacked(&[(&q, qd), (&k, kvd), (&v, kvd)], d)?,
-                    l.try_stacked(&[(&g, ff), (&u, ff)], d)?,
+                    if moe {
+                        None
+                    } else {
+                        l.try_stacked(&[(&g, ff), (&u, ff)], d)?
+                    },
                 )
             };
             let (wqkv, [wq, wk, wv]) = match qkv {
