@@ -63,7 +63,10 @@ use kiln_core::{Error, KvType};
 mod dec;
 mod kern;
 mod mma;
-pub use dec::{decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS};
+pub use dec::{
+    decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS,
+    DECG_MIN_KEYS_PER_STREAM, DECG_STAGE_BYTES,
+};
 use kern::{kernel_fn, Kern};
 pub use kern::{kernel_names, kv_variant};
 pub use mma::{mma_eligible, uses_bf16, MMA_HEAD_DIMS, MMA_MIN_TOKENS};
