@@ -35,7 +35,7 @@
 // and the last block of the group (ticket) merges the splits: every
 // split's (m, l) loaded at once into shared memory, the weights
 // 2^(m_s - M) / L computed once per (head, split), then every (head, column
-// quad) of the block summed at once with 16-byte loads, four splits in
+// quad) of the block summed at once with 16-byte loads, eight splits in
 // flight per thread (decg_combine).
 //
 // The `_at` entries read the position from the device. The grid is planned
@@ -180,7 +180,7 @@ __device__ __forceinline__ void decg_add4(float4& a, const float4& x) {
 // 2^(m_s - M) / L (0 exactly for a split that saw no key); then the
 // block's nh * D / 4 (head, column quad) items are summed all at once: R
 // threads per item (the most that fit the block), each over every R-th
-// split with four 16-byte loads in flight, skipping zero weights (empty
+// split with eight 16-byte loads in flight, skipping zero weights (empty
 // splits); with R > 1 the R sums of an item are added through shared
 // memory.
 template <int D>
@@ -223,20 +223,27 @@ __device__ __forceinline__ void decg_combine(const AttnParams& p, const float* p
         const u32 r = it % R, item = it / R, g = item / Q, cq = item % Q;
         const float* wg = ws + g * ns;
         const float* pa = part + (qh0 + g) * ns * D + 4 * cq;
-        float4 a0 = make_float4(0.f, 0.f, 0.f, 0.f), a1 = a0, a2 = a0, a3 = a0;
+        // Eight accumulators: eight loads in flight (a merge of 64 splits
+        // is 8 rounds of L2 loads per thread).
+        float4 a[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) a[i] = make_float4(0.f, 0.f, 0.f, 0.f);
         u32 s = r;
-        for (; s + 3 * R < ns; s += 4 * R) {
-            const float w0 = wg[s], w1 = wg[s + R], w2 = wg[s + 2 * R], w3 = wg[s + 3 * R];
-            if (w0 != 0.f) decg_fma4(a0, decg_ld4(pa + (u64)s * D, vec), w0);
-            if (w1 != 0.f) decg_fma4(a1, decg_ld4(pa + (u64)(s + R) * D, vec), w1);
-            if (w2 != 0.f) decg_fma4(a2, decg_ld4(pa + (u64)(s + 2 * R) * D, vec), w2);
-            if (w3 != 0.f) decg_fma4(a3, decg_ld4(pa + (u64)(s + 3 * R) * D, vec), w3);
+        for (; s + 7 * R < ns; s += 8 * R) {
+#pragma unroll
+            for (u32 i = 0; i < 8; ++i) {
+                const float wi = wg[s + i * R];
+                if (wi != 0.f) decg_fma4(a[i], decg_ld4(pa + (u64)(s + i * R) * D, vec), wi);
+            }
         }
-        for (; s < ns; s += R)
-            if (wg[s] != 0.f) decg_fma4(a0, decg_ld4(pa + (u64)s * D, vec), wg[s]);
-        decg_add4(a0, a1);
-        decg_add4(a2, a3);
-        decg_add4(a0, a2);
+#pragma unroll
+        for (u32 i = 0; i < 7; ++i) {  // the last (at most 7) splits
+            const u32 si = s + i * R;
+            if (si < ns && wg[si] != 0.f) decg_fma4(a[i], decg_ld4(pa + (u64)si * D, vec), wg[si]);
+        }
+#pragma unroll
+        for (int i = 1; i < 8; ++i) decg_add4(a[0], a[i]);
+        const float4 a0 = a[0];
         if (R == 1) {
             float* o = out + (qh0 + g) * D + 4 * cq;
             o[0] = a0.x;

@@ -61,7 +61,7 @@ pub const DECG_BLOCKS_PER_SM: usize = 4;
 pub const DECG_MIN_KEYS_PER_STREAM: usize = 8;
 /// Split chunks are multiples of this (the plan's `key_tile`; the kernel
 /// has no key tiles; `DECG_CHUNK_GRAIN` in attention_dec.cuh).
-const DECG_CHUNK_GRAIN: usize = 16;
+pub(super) const DECG_CHUNK_GRAIN: usize = 16;
 /// Bytes of a thread's cp.async load ring (`DECG_STAGE_BYTES` in
 /// attention_dec.cuh): 32 KiB of shared memory per block.
 pub const DECG_STAGE_BYTES: usize = 256;
