@@ -14,7 +14,11 @@ logic meets every order the GPU might give it), __syncthreads a block-wide
 std::barrier, the warp shuffles (__shfl_xor_sync, __shfl_sync) exchanged
 through memory between two per-warp barriers, __shared__ variables
 function statics, dynamic shared memory a NaN-filled buffer per block,
-atomicAdd a host atomic. The caches, q, the split scratch and the tickets
+atomicAdd a host atomic, and the lane-group kernel's cp.async ring
+emulated per thread (CP_ASYNC below: each copy lands at issue or only
+when a wait retires its group, so a read before its wait or a refill of a
+slot still to be read gives wrong numbers; nothing may be pending when a
+thread ends). The caches, q, the split scratch and the tickets
 are allocated at exactly the size the launcher validates, so any read
 outside them stops the run (AddressSanitizer); the output lives between
 guard zones; the tickets must be back to zero after every launch. The
@@ -38,7 +42,9 @@ lane-group decode kernel runs every decode case of the warp decode kernel
 that has its head dims, its own cases (every head dim, head chunks of
 groups wider than 4 heads, MHA, one key, 4 tokens with windows, soft caps,
 forced plans of one split, 16-key splits, one and two heads per block,
-shifted caches) and `_at` cases, each with f32, f16 and bf16 caches. The
+shifted caches, 4k and 8k keys) and `_at` cases (among them plans for a
+whole 3k-5k context run at early device positions, which the kernel
+re-plans), each with f32, f16 and bf16 caches. The
 kernel params and split plans are computed as src/attention.rs and
 src/attention/dec.rs compute them (ported below: key_span, kernel_window,
 split_kv_plan, decg_plan).
