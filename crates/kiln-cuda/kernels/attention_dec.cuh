@@ -12,8 +12,11 @@
 // stream s takes keys k_begin + s, + S, + 2S, ... (S = 4 * NG), and keeps
 // its own online softmax (m, l) and acc slice per query head, so no key
 // depends on another stream's; a score is the group's 8-element partial
-// dots plus log2(G) shuffles. The warp's loop count is uniform (a group
-// past the range masks its update, never its shuffles).
+// dots plus log2(G) shuffles. The update rescales acc and l only when a
+// score raises the stream's running max (every key at first, rarely
+// later), so a key costs one exp2 and 8 FMAs per head and lane instead of
+// two and 16. The warp's loop count is uniform (a group past the range
+// masks its update, never its shuffles).
 //
 // Loads: a per-thread cp.async ring in shared memory. Each lane copies its
 // own 16-byte pieces of its stream's next keys' K and V rows into its own
@@ -348,6 +351,13 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
             // the group's lanes and its update is masked.
             float kc[DECG_EPL], vc[DECG_EPL];
             decg_unstage(ring + st * DECG_STAGE_SLOTS, kc, vc);
+#if KILN_KV != 0 && defined(__CUDA_ARCH__)
+            // Widen once per key, not once per head (the compiler would
+            // rather keep the 16-bit words and widen them again per head:
+            // 64 more instructions per key at 4 heads).
+#pragma unroll
+            for (int i = 0; i < DECG_EPL; ++i) asm volatile("" : "+f"(kc[i]), "+f"(vc[i]));
+#endif
             const bool valid = j < k_end;
 #pragma unroll
             for (u32 g = 0; g < H; ++g) {
@@ -359,12 +369,19 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
                     for (int o = G / 2; o > 0; o >>= 1) sp += __shfl_xor_sync(FULL_MASK, sp, o);
                     if (valid) {
                         const float sc = cap_score(p, sp);
-                        const float mn = fmaxf(m[g], sc);
-                        const float a = exp2f(m[g] - mn), e = exp2f(sc - mn);
-                        l[g] = fmaf(l[g], a, e);
+                        if (sc > m[g]) {
+                            // A new running max (every key at first, rarely
+                            // later): rescale what the stream has summed.
+                            const float a = exp2f(m[g] - sc);
+                            l[g] *= a;
 #pragma unroll
-                        for (int i = 0; i < DECG_EPL; ++i) acc[g][i] = fmaf(acc[g][i], a, e * vc[i]);
-                        m[g] = mn;
+                            for (int i = 0; i < DECG_EPL; ++i) acc[g][i] *= a;
+                            m[g] = sc;
+                        }
+                        const float e = exp2f(sc - m[g]);
+                        l[g] += e;
+#pragma unroll
+                        for (int i = 0; i < DECG_EPL; ++i) acc[g][i] = fmaf(e, vc[i], acc[g][i]);
                     }
                 }
             }
