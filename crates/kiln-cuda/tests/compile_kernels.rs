@@ -294,8 +294,9 @@ fn embedding_entries_for_every_ggml_format() {
 /// ptxas (`--ptxas-options=-v` through NVRTC), printed for every cache
 /// type: the lane-group kernels (`attention_decg_d*`) and the warp decode
 /// kernels they replace. The lane-group kernels must not spill (their q,
-/// acc and two K/V rows live in registers) and must fit the 128 registers
-/// per thread that let `attention::DECG_BLOCKS_PER_SM` blocks share an SM.
+/// acc and the current K/V row live in registers, the next rows in the
+/// shared-memory load ring) and must fit the 128 registers per thread that
+/// let `attention::DECG_BLOCKS_PER_SM` blocks share an SM.
 /// Run with `--nocapture` to see the table.
 #[test]
 fn attention_decode_registers() {
