@@ -188,8 +188,8 @@ pub struct MatmulState {
 /// The GGML and float weight formats, in the order of the function table:
 /// the [`N_QUANT`] quantized ones (each with a mat-vec and a dequantize
 /// kernel) first, then the float ones. (MLX formats have tables of their
-/// own, [`mlx_kernel_names`].)
-const WTYPES: [DType; 15] = [
+/// own, [`mlx_kernel_names`].) matvec_fused has a kernel for each too.
+pub(crate) const WTYPES: [DType; 15] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,

@@ -24,25 +24,9 @@ use kiln_core::{DType, Error, KvType};
 const OP: &str = "matvec_fused";
 /// Shared memory a launch may use without opting in.
 const SMEM_LIMIT: usize = 48 * 1024;
-/// Weight formats with a kernel (`matvec_fused.cu`'s `MVF_ALL_M` list), in
-/// the order of the backend's per-format function tables.
-const WTYPES: [DType; N_WTYPES] = [
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q8_0,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::IQ4_NL,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-    DType::IQ4_XS,
-    DType::Q3_K,
-    DType::Q2_K,
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-];
+/// Weight formats with a kernel: every format of the plain mat-vec
+/// (`matmul.cu`), in the order of the backend's per-format function tables.
+const WTYPES: [DType; N_WTYPES] = crate::matmul::WTYPES;
 /// How many weight formats have a fused kernel.
 pub const N_WTYPES: usize = 15;
 
