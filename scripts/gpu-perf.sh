@@ -2,7 +2,8 @@
 # The end-to-end and attention figures in one device call (about 6
 # minutes): the SmolLM2-shaped Q4_1 model (pp512,
 # tg128; the previous prefill and decode attention kernels for A/B), the
-# Qwen3-30B-A3B-shaped Q4_K model with direct and staged expert weights,
+# Qwen3-30B-A3B-shaped Q4_K model with direct and staged expert weights
+# (and bench_moe's decode rows, direct and staged),
 # the attention bench beside PyTorch SDPA. Every log under $OUT.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-perf.sh
 set -uo pipefail
@@ -25,6 +26,8 @@ for st in 0 1; do
   KILN_MV_STAGED=$st KILN_CUDA_ARCHS=1 bench 150 -m /tmp/q30.gguf -p 512 -n 64 -r 1
 done
 rm -f /tmp/q30.gguf
+KILN_BENCH_ONLY=decode timeout 75 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1; echo "$(el) bench_moe decode rc=$?"
+grep -E 'ceiling|Q4_K|Q8_0|Q4_1' "$L/bench_moe.txt"
 timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; echo "$(el) bench_attention rc=$?"
 grep -E '^\||ceiling' "$L/bench_attention.txt"
 PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; echo "$(el) bench-sdpa rc=$?"
