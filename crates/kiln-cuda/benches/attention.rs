@@ -2,23 +2,19 @@
 //! 512-token prefill at SmolLM2's head layout (9 query heads, 3 KV heads,
 //! head_dim 64), with other split counts for the decode kernel; then the
 //! issue's shapes with f32, f16 and bf16 caches: decode with 32 query / 8 KV
-//! heads, head_dim 128, at 4k and 32k keys (also with other split counts),
-//! and causal prefill of 4k and 8k tokens with 32 heads (as
-//! `scripts/bench-sdpa.py` times PyTorch's SDPA); prefill rows time the
-//! pipelined tensor-core kernel (v2, `Mma2`), then v1 (`alt: Mma`, what
-//! `KILN_ATTN_MMA=v1` runs), then the f32-operand tiled one; decode rows
-//! time the lane-group decode kernel (the default) on its plan, then the
-//! warp decode kernel (`alt: SplitKv`, what `KILN_ATTN_DEC=old` runs), then
-//! the lane-group kernel on forced split counts. Last, graph-decode rows:
-//! `attention_at` planned for a 4k context (as a recorded decode step is)
-//! at device positions 127 and 1023 (the kernel re-plans there; compare
-//! with the plain rows at 128 and 1k keys). KV GB/s (K and V read once, in
-//! the cache's element size, the keys seen) against the streaming-read
-//! ceiling measured in the same run, and TFLOP/s (4·heads·d per key seen:
-//! a causal prefill counts each (query, key) pair once). Inputs rotate
-//! over copies (≥ 128 MiB of KV) so the L2 does not serve repeats. Median
-//! of 50 event-bracketed calls behind a busy kernel (10 for the 4k/8k
-//! prefills), and the back-to-back mean. Run: `cargo bench -p kiln-cuda
+//! heads, head_dim 128, at 4k and 32k keys, and causal prefill of 4k and 8k
+//! tokens with 32 heads (as `scripts/bench-sdpa.py` times PyTorch's SDPA);
+//! prefill rows time the pipelined tensor-core kernel (v2, `Mma2`), then
+//! v1 (`alt: Mma`, what `KILN_ATTN_MMA=v1` runs), then the f32-operand
+//! tiled one;
+//! decode rows time the lane-group decode kernel (the default), then the
+//! warp decode kernel (`alt: SplitKv`, what `KILN_ATTN_DEC=old` runs).
+//! KV GB/s (K and V read once, in the cache's element size) against the
+//! streaming-read ceiling measured in the same run, and TFLOP/s (4·heads·d
+//! per key seen: a causal prefill counts each (query, key) pair once).
+//! Inputs rotate over copies (≥ 128 MiB of KV) so the L2
+//! does not serve repeats. Median of 50 event-bracketed calls behind a busy
+//! kernel (10 for the 4k/8k prefills), and the back-to-back mean. Run: `cargo bench -p kiln-cuda
 //! --bench attention`; skips without a GPU.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,17 +24,15 @@ use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::attention::AttentionParams;
 use kiln_core::KvType;
 use kiln_cuda::attention::{
-    attention_at, attention_with_kernel, select_attention, split_kv_plan, AttentionKernel,
-    SplitKvPlan,
+    attention_with_kernel, select_attention, split_kv_plan, AttentionKernel, SplitKvPlan,
 };
 use kiln_cuda::harness::{with_kv_view, KvDev};
 use kiln_cuda::CudaBackend;
 use kiln_testkit::cases::attention::KvData;
 use kiln_testkit::{case_rng, rand_f32};
 
-/// One bench row: heads, KV heads, head_dim, queries, keys, cache type,
-/// whether to also time other split counts, and for a graph-decode row the
-/// device position (`attention_at` planned for `kv` keys).
+/// One bench row: heads, KV heads, head_dim, queries, keys, cache type, and
+/// whether to also time other split counts.
 struct Shape {
     heads: usize,
     kv_heads: usize,
@@ -47,7 +41,6 @@ struct Shape {
     kv: usize,
     kv_type: KvType,
     alt_splits: bool,
-    device_pos: Option<usize>,
 }
 
 fn shapes() -> Vec<Shape> {
@@ -67,7 +60,6 @@ fn shapes() -> Vec<Shape> {
             kv,
             kv_type: KvType::F32,
             alt_splits: true,
-            device_pos: None,
         });
     }
     for kv_type in [KvType::F32, KvType::F16, KvType::BF16] {
@@ -84,23 +76,7 @@ fn shapes() -> Vec<Shape> {
                 n_tokens,
                 kv,
                 kv_type,
-                alt_splits: n_tokens == 1,
-                device_pos: None,
-            });
-        }
-    }
-    // Graph decode: planned for a 4k context, run early in it.
-    for (heads, kv_heads, d, kv_type) in [(9, 3, 64, KvType::F32), (32, 8, 128, KvType::BF16)] {
-        for dev in [127, 1023] {
-            v.push(Shape {
-                heads,
-                kv_heads,
-                d,
-                n_tokens: 1,
-                kv: 4096,
-                kv_type,
                 alt_splits: false,
-                device_pos: Some(dev),
             });
         }
     }
@@ -132,7 +108,6 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
         kv,
         kv_type,
         alt_splits,
-        device_pos,
     } = *sh;
     let p = AttentionParams {
         n_tokens,
@@ -147,12 +122,8 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
     };
     let q_len = n_tokens * heads * d;
     let kv_len = kv * kv_heads * d;
-    // Bytes of the keys seen (all of them, or up to the device position).
-    let seen = device_pos.map_or(kv, |dp| dp + n_tokens);
-    let kv_bytes = 2 * seen * kv_heads * d * kv_type.bytes();
-    let n_copies = (128usize << 20)
-        .div_ceil(2 * kv_len * kv_type.bytes())
-        .clamp(1, 16);
+    let kv_bytes = 2 * kv_len * kv_type.bytes();
+    let n_copies = (128usize << 20).div_ceil(kv_bytes).clamp(1, 16);
     let mut rng = case_rng(1, "attention-bench", kv);
     let up_kv = |rng: &mut _| {
         let x = rand_f32(rng, kv_len, -1.0, 1.0);
@@ -165,39 +136,6 @@ fn run_shape(be: &CudaBackend, ceil: &mut Ceiling, sh: &Shape) {
         })
         .collect();
     let mut out = be.alloc_zeros::<f32>(q_len).unwrap();
-    if let Some(dp) = device_pos {
-        let pos = be.upload(&[dp as i32]).unwrap();
-        let (ms, b2b) = time_ms(
-            be,
-            50,
-            || ceil.busy(be),
-            |c| {
-                let (q, k, v) = &copies[c % copies.len()];
-                with_kv_view(k, |kv| {
-                    with_kv_view(v, |vv| {
-                        attention_at(
-                            be,
-                            &p,
-                            &pos.slice(..),
-                            &q.slice(..),
-                            (kv, vv),
-                            &mut out.slice_mut(..),
-                        )
-                    })
-                })
-            },
-        );
-        let gbs = kv_bytes as f64 / ms / 1e6;
-        let flops = 4.0 * (heads * d * seen) as f64;
-        println!(
-            "| {heads}/{kv_heads} | {d} | {kv_type} | {n_tokens} | {seen} | attention_at (planned for {kv}) | {:.2} | {gbs:.0} | {:.0}% | {:.2} | {:.2} |",
-            ms * 1e3,
-            ceil.pct(gbs),
-            flops / ms / 1e9,
-            b2b * 1e3
-        );
-        return;
-    }
     let chosen = select_attention(&p, sm).unwrap();
     let mut kernels = vec![chosen];
     // Prefill: the tensor-core v1 beside v2 (what KILN_ATTN_MMA=v1 runs),

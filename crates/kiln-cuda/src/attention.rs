@@ -27,12 +27,9 @@
 //! Kernels ([`select_attention`] picks one):
 //! - [`AttentionKernel::DecodeGroups`]: decode (`n_tokens <=
 //!   DECODE_MAX_TOKENS`) for head dims 64, 128 and 256 ([`dec`]: lane
-//!   groups of a warp stream keys independently through a per-thread
-//!   cp.async ring of K/V rows in shared memory, a plan of about
-//!   [`DECG_BLOCKS_PER_SM`] blocks per SM with splits of at least
-//!   [`DECG_MIN_KEYS_PER_STREAM`] keys per stream, re-planned at the device
-//!   position by the `_at` entry points). The same partials, tickets and
-//!   one-launch merge as `SplitKv`. `KILN_ATTN_DEC=old` makes
+//!   groups of a warp stream keys independently, 16-byte K/V loads, a plan
+//!   of about [`DECG_BLOCKS_PER_SM`] blocks per SM). The same partials,
+//!   tickets and one-launch merge as `SplitKv`. `KILN_ATTN_DEC=old` makes
 //!   [`attention`] and [`attention_at`] take the warp decode kernel
 //!   (`SplitKv`) instead, for A/B runs and as a fallback.
 //! - [`AttentionKernel::SplitKv`]: flash decoding. Blocks over (key split,
@@ -68,10 +65,7 @@ use kiln_core::{Error, KvType};
 mod dec;
 mod kern;
 mod mma;
-pub use dec::{
-    decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS,
-    DECG_MIN_KEYS_PER_STREAM, DECG_STAGE_BYTES,
-};
+pub use dec::{decg_eligible, decg_plan, DECG_BLOCKS_PER_SM, DECG_HEAD_DIMS, DECG_MAX_HEADS};
 use kern::{kernel_fn, Kern};
 pub use kern::{kernel_names, kv_variant};
 pub use mma::{

@@ -374,10 +374,9 @@ fn embedding_entries_for_every_ggml_format() {
 /// printed for every cache type: the lane-group kernels (`attention_decg_d*`)
 /// and the warp decode kernels they replace, the prefill v1
 /// (`attention_mma_d*`) and v2 (`attention_mma2_d*`). The lane-group kernels
-/// must not spill (their q, acc and the current K/V row live in registers,
-/// the next rows in the shared-memory load ring) and must fit the 128
-/// registers per thread that let `attention::DECG_BLOCKS_PER_SM` blocks
-/// share an SM; the prefill kernels must not spill.
+/// must not spill (their q, acc and two K/V rows live in registers) and must
+/// fit the 128 registers per thread that let `attention::DECG_BLOCKS_PER_SM`
+/// blocks share an SM; the prefill kernels must not spill.
 /// Run with `--nocapture` to see the table.
 #[test]
 fn attention_decode_registers() {

@@ -2,25 +2,18 @@
 //! (`kernels/attention_dec.cuh`, [`AttentionKernel::DecodeGroups`]): for
 //! few queries (`n_tokens <= DECODE_MAX_TOKENS`) and head dims 64, 128 and
 //! 256. A warp is cut into groups of `head_dim / 8` lanes, each lane
-//! holding 8 elements of a row, and every group streams its own keys with
-//! its own online softmax, so a block has `1024 / head_dim` key streams
-//! and a score costs `log2(head_dim / 8)` shuffles. Each lane stages its
-//! own 16-byte pieces of its stream's next K/V rows in a per-thread
-//! cp.async ring in shared memory ([`DECG_STAGE_BYTES`]: 8 keys of a
-//! 16-bit cache, 4 of f32, 7 / 3 of them in flight), so a block keeps
-//! ~28 KiB of loads in flight whatever the cache type. The grid, split
-//! plan fields and partial layout are the split-KV ones; the plan aims at
-//! [`DECG_BLOCKS_PER_SM`] blocks per SM with splits of at least
-//! [`DECG_MIN_KEYS_PER_STREAM`] keys per stream (128 keys at head dim 64,
-//! 64 at 128, 32 at 256): a split then streams at least one full ring, and
-//! the merge, which reads every split's partial, stays short. The last
-//! block's merge loads every split's `(m, l)` at once, then sums the
-//! partials of every (head, column quad) at once with 16-byte loads. The
-//! `_at` kernels, planned for the largest position (a graph decode step
-//! plans for the whole context), re-plan at the device position with the
-//! same rule (fewer splits; the blocks past them exit at once). Also the
-//! launcher of the warp decode kernel (`attention_decode_l<L>`) that
-//! covers the other decode shapes.
+//! holding 8 elements of a row (16-byte loads for f16/bf16 caches, two for
+//! f32), and every group streams its own keys with its own online softmax,
+//! so a block has `1024 / head_dim` keys in flight instead of the warp
+//! decode kernel's 4 and a score costs `log2(head_dim / 8)` shuffles. The
+//! grid, split plan fields and partial layout are the split-KV ones; the
+//! plan aims at [`DECG_BLOCKS_PER_SM`] blocks per SM with splits of at
+//! least two keys per stream. The last block's merge loads every split's
+//! `(m, l)` at once, then sums the partials with 16-byte loads spread over
+//! the whole block, skipping empty splits (those past the device position
+//! of an `_at` launch planned for a later one). Also the launcher of the
+//! warp decode kernel (`attention_decode_l<L>`) that covers the other
+//! decode shapes.
 //!
 //! `KILN_ATTN_DEC=old` makes [`super::attention`] and
 //! [`super::attention_at`] run the warp decode kernel instead (A/B, and a
@@ -44,27 +37,15 @@ pub const DECG_HEAD_DIMS: [usize; 3] = [64, 128, 256];
 pub const DECG_MAX_HEADS: usize = 4;
 /// Blocks aimed for per SM: the kernel's launch bounds hold a thread to 128
 /// registers (`DECG_MIN_BLOCKS` in attention_dec.cuh; the compile test
-/// checks it does not spill) and a block takes 32 KiB of shared memory
-/// (its load rings), so 4 blocks of 128 threads are resident per SM (an
-/// H100 SM has 228 KiB); one full wave keeps the most loads in flight (16
-/// warps per SM also hide the per-key shuffles and exponentials).
+/// checks it does not spill), so 4 blocks of 128 threads are resident per
+/// SM; one full wave keeps the most loads in flight.
 pub const DECG_BLOCKS_PER_SM: usize = 4;
-/// Fewest keys per split: this many per key stream, i.e. one full load
-/// ring of a 16-bit cache (two of f32), so a split's streaming costs about
-/// what its share of the merge does (a split adds one partial row of
-/// `head_dim` floats for the merge to read, as one key adds one K and one
-/// V row, so the balance does not depend on the head dim). Measured on
-/// the previous kernel (perf.md §17, 9/3 d64 f32): 128-256 keys per split
-/// beat the 32-48 of its plan by 30% at 4k and 8k keys. The `_at` kernels
-/// re-plan with the same rule (`DECG_MIN_KEYS_PER_STREAM` in
-/// attention_dec.cuh).
-pub const DECG_MIN_KEYS_PER_STREAM: usize = 8;
+/// Fewest keys per split: this many per key stream (the merge of a split
+/// costs about one more dependent load round trip).
+const DECG_MIN_KEYS_PER_STREAM: usize = 2;
 /// Split chunks are multiples of this (the plan's `key_tile`; the kernel
-/// has no key tiles; `DECG_CHUNK_GRAIN` in attention_dec.cuh).
-pub(super) const DECG_CHUNK_GRAIN: usize = 16;
-/// Bytes of a thread's cp.async load ring (`DECG_STAGE_BYTES` in
-/// attention_dec.cuh): 32 KiB of shared memory per block.
-pub const DECG_STAGE_BYTES: usize = 256;
+/// has no key tiles).
+const DECG_CHUNK_GRAIN: usize = 16;
 const DECG_THREADS: u32 = 128;
 
 /// Key streams of a block for head dim `d`: 4 warps × 32 / (d / 8) lanes.
@@ -129,16 +110,11 @@ pub(super) fn adjust_for(
     }
 }
 
-/// Dynamic shared memory (floats): the load rings, the streams' merge
-/// slots, or the split merge's weights and column sums, whichever is
-/// larger (they take turns).
+/// Dynamic shared memory (floats): the streams' merge slots, or the split
+/// merge's weights and column sums, whichever is larger.
 fn decg_smem_floats(d: usize, plan: &SplitKvPlan) -> usize {
     let hb = plan.heads_per_block;
-    let threads = DECG_THREADS as usize;
-    let rings = threads * DECG_STAGE_BYTES / 4;
-    rings
-        .max(streams(d) * hb * (d + 2))
-        .max(2 * hb * plan.splits + 4 * threads)
+    (streams(d) * hb * (d + 2)).max(2 * hb * plan.splits + 4 * DECG_THREADS as usize)
 }
 
 /// Reject a plan the lane-group kernel cannot run correctly.
