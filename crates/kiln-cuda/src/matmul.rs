@@ -47,7 +47,7 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU8;
 use std::sync::{Mutex, OnceLock};
 
 pub use crate::matvec_staged::{set_staged, staged};
@@ -179,7 +179,7 @@ pub(crate) fn matvec_plan(p: &MatmulParams, rows: usize, staged: bool) -> Matmul
 pub struct MatmulState {
     cublas_present: OnceLock<bool>,
     /// See [`staged`]; initialised from `KILN_MV_STAGED` on first use.
-    staged: OnceLock<AtomicBool>,
+    staged: OnceLock<AtomicU8>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -303,9 +303,16 @@ impl MatmulState {
             .ok_or_else(|| CudaError::driver("matmul", "no such kernel"))
     }
 
-    pub(crate) fn staged_flag(&self) -> &AtomicBool {
+    /// The staging mode (`matvec_staged::STAGED_*`): `KILN_MV_STAGED=1`
+    /// on, `=0` off, unset auto.
+    pub(crate) fn staged_flag(&self) -> &AtomicU8 {
         self.staged.get_or_init(|| {
-            AtomicBool::new(std::env::var_os("KILN_MV_STAGED").is_some_and(|v| v == "1"))
+            use crate::matvec_staged::{STAGED_AUTO, STAGED_OFF, STAGED_ON};
+            AtomicU8::new(match std::env::var("KILN_MV_STAGED").as_deref() {
+                Ok("1") => STAGED_ON,
+                Ok("0") => STAGED_OFF,
+                _ => STAGED_AUTO,
+            })
         })
     }
 

@@ -28,7 +28,7 @@
 
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
-use crate::matvec_staged::{stage_copy_width, staged};
+use crate::matvec_staged::{id_staged, stage_copy_width};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -293,11 +293,12 @@ fn launch_shape(
         )
         .into());
     }
-    // Staged weights (the backend's `staged` switch): the widest copy that
-    // every expert's rows allow, in both stacks of the gated path.
+    // Staged weights (matvec_staged::id_staged: measured per format, or
+    // the backend's switch): the widest copy that every expert's rows
+    // allow, in both stacks of the gated path.
     let row_bytes = p.wtype.row_bytes(OP, p.k)?;
     let mut cw = 0;
-    if p.wtype.is_quantized() && staged(be) {
+    if p.wtype.is_quantized() && id_staged(be, p.wtype) {
         let (wp, _g) = w.device_ptr(be.stream());
         let (xp, _gx) = x.device_ptr(be.stream());
         cw = stage_copy_width(true, row_bytes, wp, xp);

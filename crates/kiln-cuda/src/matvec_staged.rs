@@ -57,24 +57,67 @@ pub(crate) fn stage_copy_width(quantized: bool, row_bytes: usize, wp: u64, xp: u
     }
 }
 
+/// Staging modes of a backend ([`set_staged`], `KILN_MV_STAGED`): auto
+/// (the default: the dense and fused mat-vecs load directly, matmul_id
+/// stages where [`id_stages_by_default`] says so), on, off.
+pub(crate) const STAGED_AUTO: u8 = 0;
+pub(crate) const STAGED_ON: u8 = 1;
+pub(crate) const STAGED_OFF: u8 = 2;
+
 /// Whether the mat-vecs of `be` (plain and fused) stage quantized weights
 /// through shared memory and read float weights 16 bytes per thread
-/// ([`stage_copy_width`]). Off by default: the staged kernels compile for
-/// sm_80/sm_90 and their parity tests and benches exist, but they have not
-/// yet run on a GPU; `KILN_MV_STAGED=1` turns them on for a process.
+/// ([`stage_copy_width`]). Off unless turned on (`KILN_MV_STAGED=1` or
+/// [`set_staged`]): on SmolLM2's small decode mat-vecs staging lost 4% of
+/// tg128 (docs/perf.md §16).
 pub fn staged(be: &CudaBackend) -> bool {
-    be.matmul.staged_flag().load(Ordering::Relaxed)
+    be.matmul.staged_flag().load(Ordering::Relaxed) == STAGED_ON
 }
 
-/// Turn staging on or off for `be` (parity tests and A/B benches).
+/// Whether `be`'s matmul_id stages quantized `wtype` expert rows: as
+/// [`set_staged`] / `KILN_MV_STAGED` say, else [`id_stages_by_default`].
+pub fn id_staged(be: &CudaBackend, wtype: DType) -> bool {
+    match be.matmul.staged_flag().load(Ordering::Relaxed) {
+        STAGED_ON => wtype.is_quantized(),
+        STAGED_OFF => false,
+        _ => id_stages_by_default(wtype),
+    }
+}
+
+/// The measured default for matmul_id (pure): staging wins for every
+/// quantized format but Q8_0 at Qwen3-30B-A3B's expert shapes (bench_moe on
+/// an H100, docs/perf.md §21: Q4_K gate+up+SiLU 27.3 -> 21.9 µs, down 19.6
+/// -> 15.1 µs; Q8_0 23.0 -> 23.8 µs).
+pub fn id_stages_by_default(wtype: DType) -> bool {
+    wtype.is_quantized() && wtype != DType::Q8_0 && !matches!(wtype, DType::Mlx(_))
+}
+
+/// Turn staging on or off for `be` (parity tests and A/B benches); this
+/// also overrides matmul_id's default.
 pub fn set_staged(be: &CudaBackend, on: bool) {
-    be.matmul.staged_flag().store(on, Ordering::Relaxed);
+    let mode = if on { STAGED_ON } else { STAGED_OFF };
+    be.matmul.staged_flag().store(mode, Ordering::Relaxed);
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn matmul_id_staging_default_follows_the_measurements() {
+        for t in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::IQ4_XS,
+        ] {
+            assert!(id_stages_by_default(t), "{t}");
+        }
+        for t in [DType::Q8_0, DType::F32, DType::F16, DType::BF16] {
+            assert!(!id_stages_by_default(t), "{t}");
+        }
+    }
 
     #[test]
     fn staged_chunks() {
