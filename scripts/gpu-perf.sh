@@ -4,13 +4,17 @@
 # tg128; the previous prefill and decode attention kernels for A/B), the
 # Qwen3-30B-A3B-shaped Q4_K model with direct and staged expert weights
 # (and bench_moe's decode rows, direct and staged),
-# the attention bench beside PyTorch SDPA. Every log under $OUT.
+# the attention bench beside PyTorch SDPA. Logs: one archive in $OUT.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-perf.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(basename "$(cd "$(dirname "$0")" && pwd)")
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" KILN_CACHE=/tmp/kiln-cache
-L=${OUT:-/tmp/perf}; mkdir -p "$L"
+# Logs go to one folder and come back as one archive (+ the summary) in
+# $OUT: the device tool returns only a few files per call.
+L=/tmp/perf-logs; rm -rf "$L"; mkdir -p "$L"
+finish() { [ -n "${OUT:-}" ] && tar -czf "$OUT/perf-logs.tar.gz" -C "$L" . 2>/dev/null; }
+trap finish EXIT
 exec > >(tee "$L/perf.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

@@ -3,14 +3,18 @@
 # SmolLM2-shaped Q4_1 synthetic model (tg128 with and without PDL, a
 # synchronized per-op profile, ncu kernel durations with warm caches, one
 # ncu detail page of a fused Q4_1 mat-vec) and the Qwen3-30B-A3B-shaped
-# Q4_K model (per-op profile, ncu kernel durations). Every log under $OUT.
+# Q4_K model (per-op profile, ncu kernel durations). Logs: one archive in $OUT.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-profile.sh
 # KILN_PROF_PART=smol or moe runs one half.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(basename "$(cd "$(dirname "$0")" && pwd)")
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" KILN_CACHE=/tmp/kiln-cache
-L=${OUT:-/tmp/prof}; mkdir -p "$L"
+# Logs go to one folder and come back as one archive (+ the summary) in
+# $OUT: the device tool returns only a few files per call.
+L=/tmp/prof-logs; rm -rf "$L"; mkdir -p "$L"
+finish() { [ -n "${OUT:-}" ] && tar -czf "$OUT/prof-logs.tar.gz" -C "$L" . 2>/dev/null; }
+trap finish EXIT
 exec > >(tee "$L/stdout.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 PART="${KILN_PROF_PART:-all}"

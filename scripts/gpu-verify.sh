@@ -4,14 +4,18 @@
 # text CPU vs CUDA graph for small kiln-synth'd models that exercise the
 # fused decode pieces per format (a Q4_K_M mix made by `kiln quantize`,
 # pure Q5_0 / Q6_K / IQ4_XS / Q4_K files, qwen3 and qwen3moe), then
-# `kiln selftest --device cuda` (KILN_VERIFY_SELFTEST=0 skips it). Every
-# log under $OUT.
+# `kiln selftest --device cuda` (KILN_VERIFY_SELFTEST=0 skips it). Logs:
+# one archive in $OUT.
 #   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-verify.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(basename "$(cd "$(dirname "$0")" && pwd)")
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" KILN_CACHE=/tmp/kiln-cache
-L=${OUT:-/tmp/verify}; mkdir -p "$L"
+# Logs go to one folder and come back as one archive (+ the summary) in
+# $OUT: the device tool returns only a few files per call.
+L=/tmp/verify-logs; rm -rf "$L"; mkdir -p "$L"
+finish() { [ -n "${OUT:-}" ] && tar -czf "$OUT/verify-logs.tar.gz" -C "$L" . 2>/dev/null; }
+trap finish EXIT
 exec > >(tee "$L/verify.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
