@@ -52,14 +52,15 @@ pub enum ArchWeights {
     Qwen3Moe(crate::qwen3moe::Qwen3MoeWeights),
 }
 
-/// Set to `1` to load the architectures whose CUDA composition has not run
-/// on a GPU yet (gemma3, qwen3, the MoE ones) on a CUDA stream.
+/// Set to `1` to load the architectures whose CUDA composition has not been
+/// checked on a GPU yet (gemma3, qwen2moe, mixtral) on a CUDA stream.
 pub const CUDA_ARCHS_ENV: &str = "KILN_CUDA_ARCHS";
 
 /// Architectures of the qwen3 / gemma3 forwards checked end to end on a
-/// GPU: qwen2 (a kiln-synth'd model's 24 greedy tokens from CUDA graphs
-/// equal the CPU's, H100, 2026-12-07).
-const VERIFIED_ON_GPU: &[&str] = &["qwen2"];
+/// GPU: a kiln-synth'd model's 24 greedy tokens from CUDA graphs equal the
+/// CPU's on an H100 (qwen2 F32 and Q5_K, qwen3 Q4_K with the fused QKV
+/// decode, qwen3moe F32 and Q4_K; 2026-12-07, docs/perf.md §16, §18, §21).
+const VERIFIED_ON_GPU: &[&str] = &["qwen2", "qwen3", "qwen3moe"];
 
 /// Refuse `arch` on a non-CPU stream unless [`CUDA_ARCHS_ENV`] is `1`:
 /// every op these forwards use has a CUDA kernel with parity tests, but the
