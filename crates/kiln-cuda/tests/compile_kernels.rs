@@ -109,6 +109,28 @@ fn attention_mma_uses_tensor_cores() {
     }
 }
 
+/// Run `check` over `work` on every core (NVRTC compiles are slow: the
+/// variant tests compile dozens of modules) and gather its failure lines.
+fn compile_in_parallel<T: Sync>(
+    work: &[T],
+    check: impl Fn(&T) -> Vec<String> + Sync,
+) -> Vec<String> {
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(work.len()) {
+            s.spawn(|| {
+                while let Some(w) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let msg = check(w);
+                    failures.lock().unwrap().extend(msg);
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap()
+}
+
 /// matvec_fused compiles one module per weight format (`KILN_MVF_W`); the
 /// family loop above builds only the default (Q4_1). Here: every other
 /// format's variant for sm_90, in parallel, each with its 8 entry points.
@@ -128,33 +150,22 @@ fn matvec_fused_variants_compile() {
         .copied()
         .filter(|&t| t != DType::Q4_1)
         .collect();
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(work.len()) {
-            s.spawn(|| {
-                while let Some(&t) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let name = format!("matvec_fused.cu [{t}]");
-                    let full = format!(
-                        "{}{}",
-                        kiln_cuda::matvec_fused::variant_defines(t),
-                        kiln_cuda::kernels::MATVEC_FUSED
-                    );
-                    let msg: Vec<String> = match compile(&name, &full, "sm_90") {
-                        Ok((cubin, ptx)) => (1..=8)
-                            .map(|m| format!("matvec_fused_m{m}"))
-                            .filter(|e| cubin.is_empty() || !ptx.contains(&format!(".entry {e}(")))
-                            .map(|e| format!("{name}: no entry {e}"))
-                            .collect(),
-                        Err(e) => vec![format!("{name}: {e}")],
-                    };
-                    failures.lock().unwrap().extend(msg);
-                }
-            });
+    let failures = compile_in_parallel(&work, |&t| {
+        let name = format!("matvec_fused.cu [{t}]");
+        let full = format!(
+            "{}{}",
+            kiln_cuda::matvec_fused::variant_defines(t),
+            kiln_cuda::kernels::MATVEC_FUSED
+        );
+        match compile(&name, &full, "sm_90") {
+            Ok((cubin, ptx)) => (1..=8)
+                .map(|m| format!("matvec_fused_m{m}"))
+                .filter(|e| cubin.is_empty() || !ptx.contains(&format!(".entry {e}(")))
+                .map(|e| format!("{name}: no entry {e}"))
+                .collect(),
+            Err(e) => vec![format!("{name}: {e}")],
         }
     });
-    let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -194,31 +205,18 @@ fn mlx_variants_compile() {
             }
         }
     }
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(work.len()) {
-            s.spawn(|| {
-                while let Some(&(arch, family, src, f)) =
-                    work.get(next.fetch_add(1, Ordering::Relaxed))
-                {
-                    let name = format!("{family}.cu [{}]", kiln_cuda::mlx::label(f));
-                    let full = format!("{}{src}", kiln_cuda::mlx::defines(f));
-                    let msg = match compile(&name, &full, arch) {
-                        Ok((cubin, ptx)) => mlx_entries(family, &kiln_cuda::mlx::tag(f))
-                            .into_iter()
-                            .filter(|e| cubin.is_empty() || !ptx.contains(&format!(".entry {e}(")))
-                            .map(|e| format!("{arch} {name}: no entry {e}"))
-                            .collect(),
-                        Err(e) => vec![format!("{arch} {name}: {e}")],
-                    };
-                    failures.lock().unwrap().extend(msg);
-                }
-            });
+    let failures = compile_in_parallel(&work, |&(arch, family, src, f)| {
+        let name = format!("{family}.cu [{}]", kiln_cuda::mlx::label(f));
+        let full = format!("{}{src}", kiln_cuda::mlx::defines(f));
+        match compile(&name, &full, arch) {
+            Ok((cubin, ptx)) => mlx_entries(family, &kiln_cuda::mlx::tag(f))
+                .into_iter()
+                .filter(|e| cubin.is_empty() || !ptx.contains(&format!(".entry {e}(")))
+                .map(|e| format!("{arch} {name}: no entry {e}"))
+                .collect(),
+            Err(e) => vec![format!("{arch} {name}: {e}")],
         }
     });
-    let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!(
         "compiled {} MLX variants ({} formats)",
