@@ -299,19 +299,17 @@ fn launch_shape(
     let row_bytes = p.wtype.row_bytes(OP, p.k)?;
     let mut cw = 0;
     if p.wtype.is_quantized() && id_staged(be, p.wtype) {
+        // Every expert's rows start at w (or w_up) + e * expert_stride: OR-ing
+        // the stride and both bases gives an address with the alignment all
+        // of them share (powers of two).
         let (wp, _g) = w.device_ptr(be.stream());
         let (xp, _gx) = x.device_ptr(be.stream());
-        cw = stage_copy_width(true, row_bytes, wp, xp);
+        let mut starts = wp | p.expert_stride as u64;
         if let Some(u) = w_up {
             let (up, _gu) = u.device_ptr(be.stream());
-            cw = cw.min(stage_copy_width(true, row_bytes, up, xp));
+            starts |= up;
         }
-        while cw != 0 && !(p.expert_stride as u64).is_multiple_of(cw) {
-            cw /= 2;
-            if cw < 4 {
-                cw = 0;
-            }
-        }
+        cw = stage_copy_width(true, row_bytes, starts, xp);
     }
     let kw = match matvec_plan(&p.expert_matmul(1), 1, cw != 0) {
         MatmulKernel::MatVec { kw, .. } if p.wtype.is_quantized() => kw,

@@ -548,7 +548,7 @@ pub(crate) fn fused_piece(
     n: usize,
     norm_eps: Option<f32>,
     epi: FusedEpilogue,
-) -> Result<Option<MatvecFusedParams>> {
+) -> kiln::Result<Option<MatvecFusedParams>> {
     if n > FUSED_MAX_ROWS || s.device() == kiln::Device::Cpu {
         return Ok(None);
     }

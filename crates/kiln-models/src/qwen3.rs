@@ -121,7 +121,7 @@ pub fn forward(
         // CUDA decode: norm + [w_gate; w_up] + SiLU·up, then w_down +
         // residual, as two fused mat-vecs where the weights allow.
         let fuse = |w: Option<&Tensor>, eps, epi| match w {
-            Some(w) => fused_piece(s, w, n, eps, epi).map_err(model_err),
+            Some(w) => fused_piece(s, w, n, eps, epi),
             None => Ok(None),
         };
         let gu = fuse(lw.w_gate_up.as_ref(), eps, FusedEpilogue::SwiGlu)?;
@@ -158,11 +158,6 @@ pub(crate) fn ffn_norm(
         eps: cfg.rms_eps,
     };
     ops::rms_norm(s, &norm, &sc.x2, ffn_norm, &mut sc.h)
-}
-
-/// An engine error where a kiln op result is wanted.
-fn model_err(e: ModelError) -> kiln::Error {
-    kiln::Error::Core(kiln_core::Error::invalid("qwen3 fused plan", e.to_string()))
 }
 
 /// Qwen3's forward with the feed-forward block supplied: `ffn(s, layer,
@@ -253,8 +248,8 @@ fn forward_ops(
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
         // roped; kv_dim <= n_embd was checked at load), attention -> q.
         // One token on CUDA with q/k norms: norm + [wq; wk; wv] as one fused
-        // mat-vec into sc.qkv, then the per-head norms + RoPE, and k and v
-        // appended from their rows (7 launches instead of 9).
+        // mat-vec into sc.qkv (q its first row span, k copied out to sc.k,
+        // v appended from its row): 7 launches instead of 9.
         // YaRN's factors when the file scales RoPE that way (None: plain).
         let ff = w.rope_freqs.as_ref();
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -265,10 +260,9 @@ fn forward_ops(
             }
             _ => None,
         };
-        if let Some((wqkv, p)) = fused_qkv {
-            let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
-            let pos = &sc.positions;
-            let i = fin(wqkv, &sc.x, Some(&lw.attn_norm), None, pos);
+        // Where q, and v's row of kv_dim, come from.
+        let (q_src, v_src) = if let Some((wqkv, p)) = fused_qkv {
+            let i = fin(wqkv, &sc.x, Some(&lw.attn_norm), None, &sc.positions);
             ops::matvec_fused(s, &p, i, fout(&mut sc.qkv))?;
             let k_row = CopyRowsParams {
                 row_len: kvd,
@@ -278,12 +272,7 @@ fn forward_ops(
                 dst_ring: None,
             };
             ops::copy_rows(s, &k_row, &sc.qkv, &mut sc.k)?;
-            ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.qkv, qn, ff, pos, &mut sc.att)?;
-            ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
-            let kvl = kv.layer(cache, l, cfg.attn_scale());
-            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            let rows = ((&sc.o, 0), (&sc.qkv, (qd + kvd) / kvd));
-            kvl.append_attend_rows(s, pos, &sc.att, rows, (kc, vc), &mut sc.q)?;
+            (&sc.qkv, (&sc.qkv, (qd + kvd) / kvd))
         } else {
             ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
             ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
@@ -291,32 +280,27 @@ fn forward_ops(
             ops::matmul(s, &lw.wv, &sc.h, n, &mut sc.v)?;
             if let Some([bq, bk, bv]) = qw.qkv_bias.get(l) {
                 // Qwen2: projection biases.
-                ops::add_rows(s, &rows(cfg.q_dim()), &mut sc.q, bq)?;
-                ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.k, bk)?;
-                ops::add_rows(s, &rows(cfg.kv_dim()), &mut sc.v, bv)?;
+                ops::add_rows(s, &rows(qd), &mut sc.q, bq)?;
+                ops::add_rows(s, &rows(kvd), &mut sc.k, bk)?;
+                ops::add_rows(s, &rows(kvd), &mut sc.v, bv)?;
             }
-            let pos = &sc.positions;
-            if norms {
-                let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
-                ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.q, qn, ff, pos, &mut sc.att)?;
-                ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
-            } else {
-                ops::copy_rows(s, &take(cfg.q_dim()), &sc.q, &mut sc.att)?;
-                ops::copy_rows(s, &take(cfg.kv_dim()), &sc.k, &mut sc.o)?;
-                ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
-                ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
-            }
-            let kvl = kv.layer(cache, l, cfg.attn_scale());
-            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            kvl.append_attend(
-                s,
-                &sc.positions,
-                &sc.att,
-                (&sc.o, &sc.v),
-                (kc, vc),
-                &mut sc.q,
-            )?;
+            (&sc.q, (&sc.v, 0))
+        };
+        let pos = &sc.positions;
+        if norms {
+            let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
+            ops::norm_rope(s, &norm_rope(cfg.n_head), q_src, qn, ff, pos, &mut sc.att)?;
+            ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
+        } else {
+            ops::copy_rows(s, &take(qd), q_src, &mut sc.att)?;
+            ops::copy_rows(s, &take(kvd), &sc.k, &mut sc.o)?;
+            ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
+            ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
         }
+        let kvl = kv.layer(cache, l, cfg.attn_scale());
+        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+        let kv_rows = ((&sc.o, 0), v_src);
+        kvl.append_attend_rows(s, pos, &sc.att, kv_rows, (kc, vc), &mut sc.q)?;
         // wo + residual: one fused mat-vec on CUDA decode.
         if let Some(o) = fused_piece(s, &lw.wo, n, None, FusedEpilogue::Residual)? {
             let i_o = fin(&lw.wo, &sc.q, None, Some(&sc.x), &sc.positions);
