@@ -26,6 +26,7 @@ use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
 use kiln_cuda::matmul::set_staged;
 use kiln_cuda::matmul_id::{matmul_id, matmul_id_swiglu, select_matmul_id, supports};
+use kiln_cuda::matvec_tile::{set_id_tile, TILE_TARGET_BYTES};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
 const EXPERTS: usize = 128;
@@ -35,6 +36,15 @@ const FF: usize = 768;
 /// Id sets in the pool (each call takes the next one).
 const POOL: usize = 64;
 const ITERS: usize = 50;
+
+/// How the per-row kernels read quantized expert rows.
+#[derive(Clone, Copy, PartialEq)]
+enum Loads {
+    Direct,
+    Staged,
+    /// Tile kernels with this target of shared bytes per CTA.
+    Tile(usize),
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -53,33 +63,40 @@ fn main() {
         "| tokens×top-k | op (n×k) | wtype | kernel | median µs | routed GB/s | % of ceiling | TFLOP/s | back-to-back µs |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    // Decode rows run with direct loads and again with the weights staged
-    // through shared memory (`set_staged`), quantized formats only.
+    // Decode rows run with direct loads, with the weights staged through
+    // shared memory (`set_staged`) and as tiles (`set_id_tile`, the default
+    // target), quantized formats only; `KILN_BENCH_TILE_SWEEP=1` adds
+    // other tile targets for Q4_K.
+    let sweep = std::env::var("KILN_BENCH_TILE_SWEEP").is_ok_and(|v| v == "1");
     let mut runs = Vec::new();
     for wtype in DType::ALL {
         if !supports(wtype) {
             continue;
         }
-        let modes: &[bool] = if wtype.is_quantized() {
-            &[false, true]
-        } else {
-            &[false]
-        };
+        let mut modes = vec![Loads::Direct];
+        if wtype.is_quantized() {
+            modes.push(Loads::Staged);
+            modes.push(Loads::Tile(TILE_TARGET_BYTES));
+            if sweep && wtype == DType::Q4_K {
+                modes.extend([8192, 16384, 32768, 49152].map(Loads::Tile));
+            }
+        }
         if only != "prefill" {
             for tokens in [1, 4] {
                 for kind in [Kind::Gate, Kind::Swiglu, Kind::Down] {
-                    for &st in modes {
+                    for &st in &modes {
                         runs.push((tokens, kind, wtype, st));
                     }
                 }
             }
         }
         if only != "decode" {
-            runs.push((512, Kind::Gate, wtype, false));
+            runs.push((512, Kind::Gate, wtype, Loads::Direct));
         }
     }
-    for (tokens, kind, wtype, staged) in runs {
-        set_staged(&be, staged);
+    for (tokens, kind, wtype, loads) in runs {
+        set_staged(&be, loads == Loads::Staged);
+        set_id_tile(&be, if let Loads::Tile(t) = loads { t } else { 0 });
         let (n, k) = if kind == Kind::Down { (D, FF) } else { (FF, D) };
         let mut p = MatmulIdParams {
             n_tokens: tokens,
@@ -168,7 +185,11 @@ fn main() {
         } else {
             format!("{:?}", select_matmul_id(&p))
         };
-        let kern = if staged { kern + " staged" } else { kern };
+        let kern = match loads {
+            Loads::Direct => kern,
+            Loads::Staged => kern + " staged",
+            Loads::Tile(t) => format!("{kern} tile {}K", t / 1024),
+        };
         println!(
             "| {tokens}×{TOP_K} | {op} ({n}×{k}) | {wtype} | {kern} | {:.2} | {gbs:.0} | {:.0}% | {tf:.2} | {:.2} |",
             ms * 1e3,

@@ -22,6 +22,15 @@
 //   silu(gate) * up, so the pair is one launch and the intermediates never
 //   reach memory.
 //
+// - mul_mv_id_tile_<w>_f32 / mul_mv_id_swiglu_tile_<w>_f32 (decode,
+//   quantized GGML formats; matvec_tile.cuh): the same products with one
+//   CTA per (tile of p.tile_rows consecutive weight rows, output row):
+//   grid (ceil(n / tile_rows), rows), dynamic shared memory p.tile_slot
+//   per stack. The CTA requests its tile of each stack at once (gate and up
+//   as two cp.async groups, so gate is decoded while up still lands), then
+//   its 4 warps take row pairs of the tile; the gated path keeps silu's
+//   inputs in shared memory between the two passes.
+//
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
 //
@@ -33,6 +42,7 @@
 #include "matvec.cuh"
 #include "decode_kq.cuh"
 #include "matvec_staged.cuh"
+#include "matvec_tile.cuh"
 #include "mlx.cuh"
 
 // Rows per mm_id chunk.
@@ -50,6 +60,8 @@ struct MatmulIdParams {
     u64 r0;             // mv_id: first output row of this launch
     u64 x_per_slot;     // 1: x has one row per output row, 0: one per token
     u64 cw;             // quantized: staged copy width (matvec_staged.cuh), 0 = direct loads
+    u64 tile_rows;      // mv_id tile kernels: weight rows per CTA (even, <= TILE_MAX_ROWS)
+    u64 tile_slot;      // mv_id tile kernels: shared bytes per stack (>= tile_rows * row_bytes + 16)
 };
 
 __device__ __forceinline__ u64 id_x_row(const MatmulIdParams& p, u64 r) {
@@ -154,6 +166,48 @@ __device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restr
         const int r = idx / MV_ROWS;
         const u64 j = ((u64)blockIdx.x * pairs + pair) * MV_ROWS + (u64)(idx % MV_ROWS);
         if (r < len && j < p.n) out[(u64)rows[r] * p.n + j] = part[pair][idx];
+    }
+}
+
+
+// One tile CTA of the mv_id tile kernels (see the header). Block-uniform
+// early returns only (the barriers follow them).
+template <class Q, class B, bool GATED>
+__device__ __forceinline__ void mv_id_tile(const MatmulIdParams& p, const u8* __restrict__ w,
+                                           const u8* __restrict__ wu, const float* __restrict__ x,
+                                           const u32* __restrict__ ids, float* __restrict__ out) {
+    extern __shared__ __align__(16) u8 tile_smem[];
+    __shared__ float gate[TILE_MAX_ROWS];
+    const u64 r = p.r0 + blockIdx.y;
+    const u64 j0 = (u64)blockIdx.x * p.tile_rows;
+    if (r >= p.rows || j0 >= p.n) return;
+    const int nr = (int)min(p.tile_rows, p.n - j0);
+    float* orow = out + r * p.n + j0;
+    const u64 e = ids[r];
+    if (e >= p.n_experts) {
+        for (int i = threadIdx.x; i < nr; i += blockDim.x) orow[i] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const u64 off = e * p.expert_stride + j0 * p.row_bytes, len = (u64)nr * p.row_bytes;
+    const u32 lead = tile_request(tile_smem, w + off, len);
+    stage_commit();
+    u32 lead_u = 0;
+    if constexpr (GATED) lead_u = tile_request(tile_smem + p.tile_slot, wu + off, len);
+    stage_commit();
+    const float* xrow = x + id_x_row(p, r) * p.k;
+    stage_wait<1>();
+    __syncthreads();
+    if constexpr (GATED) {
+        tile_rows_dot<Q, B>(tile_smem + lead, p.row_bytes, nr, p.k, xrow,
+                            [&](int i, float v) { gate[i] = v; });
+        stage_wait<0>();
+        __syncthreads();
+        // Row i's gate value was stored by this same lane (same pair mapping).
+        tile_rows_dot<Q, B>(tile_smem + p.tile_slot + lead_u, p.row_bytes, nr, p.k, xrow,
+                            [&](int i, float v) { orow[i] = kiln_silu(gate[i]) * v; });
+    } else {
+        tile_rows_dot<Q, B>(tile_smem + lead, p.row_bytes, nr, p.k, xrow,
+                            [&](int i, float v) { orow[i] = v; });
     }
 }
 
@@ -291,6 +345,33 @@ MV_ID_ENTRY(q2_K, IdSub<Q2_KT>, MV_ID_KW)
 MV_ID_ENTRY(f32, IdFloat<F32T>, MV_WARPS)
 MV_ID_ENTRY(f16, IdFloat<F16T>, MV_WARPS)
 MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
+
+// The tile kernels of the quantized GGML formats (w, wg, wu 16-byte aligned;
+// dynamic shared memory 2 * p.tile_slot for the gated one, p.tile_slot else).
+#define MV_ID_TILE_ENTRY(fmt, Q, B)                                                             \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
+        mul_mv_id_tile_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                 \
+                                   const float* __restrict__ x, const u32* __restrict__ ids,   \
+                                   float* __restrict__ out) {                                  \
+        mv_id_tile<Q, B, false>(p, w, nullptr, x, ids, out);                                   \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) mul_mv_id_swiglu_tile_##fmt##_f32( \
+        MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,                \
+        const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
+        mv_id_tile<Q, B, true>(p, wg, wu, x, ids, out);                                        \
+    }
+MV_ID_TILE_ENTRY(q4_0, Q4_0T, FlatBlocks<Q4_0T>)
+MV_ID_TILE_ENTRY(q4_1, Q4_1T, FlatBlocks<Q4_1T>)
+MV_ID_TILE_ENTRY(q8_0, Q8_0T, FlatBlocks<Q8_0T>)
+MV_ID_TILE_ENTRY(q5_0, Q5_0T, SubBlocks<Q5_0T>)
+MV_ID_TILE_ENTRY(q5_1, Q5_1T, SubBlocks<Q5_1T>)
+MV_ID_TILE_ENTRY(iq4_nl, IQ4_NLT, SubBlocks<IQ4_NLT>)
+MV_ID_TILE_ENTRY(q4_K, Q4_KT, SubBlocks<Q4_KT>)
+MV_ID_TILE_ENTRY(q5_K, Q5_KT, SubBlocks<Q5_KT>)
+MV_ID_TILE_ENTRY(q6_K, Q6_KT, SubBlocks<Q6_KT>)
+MV_ID_TILE_ENTRY(iq4_xs, IQ4_XST, SubBlocks<IQ4_XST>)
+MV_ID_TILE_ENTRY(q3_K, Q3_KT, SubBlocks<Q3_KT>)
+MV_ID_TILE_ENTRY(q2_K, Q2_KT, SubBlocks<Q2_KT>)
 #else
 extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,

@@ -146,14 +146,18 @@ extern "C" __global__ void moe_route_f32(MoeRouteParams p, const float* __restri
             }
             __syncthreads();
         }
-        // Top-k by rank among the eligible experts.
+        // Top-k by rank among the eligible experts. The scan has no early
+        // exit (a loop-carried test on rank serialises it; a warp runs as
+        // long as its slowest lane anyway), so its shared loads pipeline.
         for (u32 e = threadIdx.x; e < ne; e += blockDim.x) {
             if (ng > 1 && !keep[e / gs]) continue;
             const float v = sel[e];
             u32 rank = 0;
-            for (u32 f = 0; f < ne && rank < k; f++) {
-                if (ng > 1 && !keep[f / gs]) continue;
-                rank += mr_ahead(sel[f], f, v, e);
+            if (ng > 1) {
+                for (u32 f = 0; f < ne; f++) rank += keep[f / gs] && mr_ahead(sel[f], f, v, e);
+            } else {
+#pragma unroll 8
+                for (u32 f = 0; f < ne; f++) rank += mr_ahead(sel[f], f, v, e);
             }
             if (rank < k) chosen[rank] = e;
         }

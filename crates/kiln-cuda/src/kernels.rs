@@ -13,6 +13,10 @@ pub const HEADERS: &[(&str, &str)] = &[
         "matvec_staged.cuh",
         include_str!("../kernels/matvec_staged.cuh"),
     ),
+    (
+        "matvec_tile.cuh",
+        include_str!("../kernels/matvec_tile.cuh"),
+    ),
     ("mlx.cuh", include_str!("../kernels/mlx.cuh")),
     (
         "attention_kv.cuh",

@@ -32,6 +32,7 @@ pub mod matmul;
 pub mod matmul_id;
 pub mod matvec_fused;
 pub mod matvec_staged;
+pub mod matvec_tile;
 pub mod mlx;
 pub mod moe_combine;
 pub mod moe_route;

@@ -47,7 +47,7 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 use std::sync::{Mutex, OnceLock};
 
 pub use crate::matvec_staged::{set_staged, staged};
@@ -180,6 +180,9 @@ pub struct MatmulState {
     cublas_present: OnceLock<bool>,
     /// See [`staged`]; initialised from `KILN_MV_STAGED` on first use.
     staged: OnceLock<AtomicU8>,
+    /// matmul_id's tile target bytes (0 = off; `matvec_tile`), from
+    /// `KILN_MV_TILE` on first use.
+    tile: OnceLock<AtomicUsize>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -314,6 +317,12 @@ impl MatmulState {
                 _ => STAGED_AUTO,
             })
         })
+    }
+
+    /// matmul_id's tile target (`matvec_tile::id_tile_bytes`).
+    pub(crate) fn tile_flag(&self) -> &AtomicUsize {
+        self.tile
+            .get_or_init(|| AtomicUsize::new(crate::matvec_tile::tile_bytes_from_env()))
     }
 
     fn cublas_present(&self) -> bool {

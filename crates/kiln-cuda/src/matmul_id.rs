@@ -29,6 +29,7 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::matvec_staged::{id_staged, stage_copy_width};
+use crate::matvec_tile::{id_tile_bytes, tile_plan};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -101,6 +102,10 @@ struct MatmulIdK {
     /// Quantized weights staged through shared memory in pieces of this
     /// many bytes (matvec_staged.cuh), 0 = direct loads.
     cw: u64,
+    /// The per-row path's tile kernels (matvec_tile.cuh): weight rows per
+    /// CTA, 0 = the pair kernels; and shared bytes per stack.
+    tile_rows: u64,
+    tile_slot: u64,
 }
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for MatmulIdK {}
@@ -178,6 +183,48 @@ fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static st
     })
 }
 
+/// The tile kernels (plain, gated) of a quantized GGML format, by name.
+fn tile_kernel_names(wtype: DType) -> Option<(&'static str, &'static str)> {
+    macro_rules! k {
+        ($w:literal) => {
+            (
+                concat!("mul_mv_id_tile_", $w, "_f32"),
+                concat!("mul_mv_id_swiglu_tile_", $w, "_f32"),
+            )
+        };
+    }
+    Some(match wtype {
+        DType::Q4_0 => k!("q4_0"),
+        DType::Q4_1 => k!("q4_1"),
+        DType::Q8_0 => k!("q8_0"),
+        DType::Q5_0 => k!("q5_0"),
+        DType::Q5_1 => k!("q5_1"),
+        DType::IQ4_NL => k!("iq4_nl"),
+        DType::Q4_K => k!("q4_K"),
+        DType::Q5_K => k!("q5_K"),
+        DType::Q6_K => k!("q6_K"),
+        DType::IQ4_XS => k!("iq4_xs"),
+        DType::Q3_K => k!("q3_K"),
+        DType::Q2_K => k!("q2_K"),
+        _ => return None,
+    })
+}
+
+/// The tile kernels (plain, gated) of `wtype` ([`tile_kernel_names`]).
+fn tile_kernels(be: &CudaBackend, wtype: DType) -> Result<[CudaFunction; 2]> {
+    let Some((mv, sw)) = tile_kernel_names(wtype) else {
+        return Err(Error::UnsupportedDType {
+            op: OP,
+            dtype: wtype,
+        }
+        .into());
+    };
+    Ok([
+        be.function(OP, MATMUL_ID, mv)?,
+        be.function(OP, MATMUL_ID, sw)?,
+    ])
+}
+
 /// `out[r] = w[ids[r]] · x_row(r)` for every output row (module docs).
 ///
 /// `w`: the stacked experts (alignment as for [`crate::matmul::matmul`]'s
@@ -229,10 +276,14 @@ pub fn matmul_id_with_kernel(
         }
         _ => {}
     }
-    let (k, gx) = launch_shape(be, p, w, x, None)?;
+    let per_row_path = kernel == MatmulIdKernel::PerRow;
+    let (k, gx) = launch_shape(be, p, w, x, None, per_row_path)?;
     let [mv, mm, _] = kernels(be, p.wtype)?;
-    if kernel == MatmulIdKernel::Grouped {
+    if !per_row_path {
         grouped(be, &k, &mm, gx, w, x, ids, out)
+    } else if k.tile_rows > 0 {
+        let [tile, _] = tile_kernels(be, p.wtype)?;
+        per_row(be, k, &tile, gx, (w, None), x, ids, out)
     } else {
         per_row(be, k, &mv, gx, (w, None), x, ids, out)
     }
@@ -260,20 +311,27 @@ pub fn matmul_id_swiglu(
         return Ok(());
     }
     check_alignment(be, &p.expert_matmul(1), w_up, x)?;
-    let (k, gx) = launch_shape(be, p, w_gate, x, Some(w_up))?;
-    let [_, _, sw] = kernels(be, p.wtype)?;
+    let (k, gx) = launch_shape(be, p, w_gate, x, Some(w_up), true)?;
+    let sw = if k.tile_rows > 0 {
+        tile_kernels(be, p.wtype)?[1].clone()
+    } else {
+        kernels(be, p.wtype)?[2].clone()
+    };
     per_row(be, k, &sw, gx, (w_gate, Some(w_up)), x, ids, out)
 }
 
 /// The kernel params and grid width of a validated, non-empty matmul_id
 /// over `w` (and the gated path's `w_up`; alignment and stride checked
-/// here).
+/// here). `per_row`: the per-row path, which runs the tile kernels where
+/// the format has them, the backend's tile target is not 0 and the stacks
+/// start 16-byte aligned (`tile_rows` > 0 then).
 fn launch_shape(
     be: &CudaBackend,
     p: &MatmulIdParams,
     w: &CudaView<'_, u8>,
     x: &CudaView<'_, f32>,
     w_up: Option<&CudaView<'_, u8>>,
+    per_row: bool,
 ) -> Result<(MatmulIdK, usize)> {
     let rows = p.rows()?;
     // Expert 0 starts where w does; the others keep its alignment.
@@ -315,7 +373,23 @@ fn launch_shape(
         MatmulKernel::MatVec { kw, .. } if p.wtype.is_quantized() => kw,
         _ => MV_WARPS,
     };
-    let gx = p.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    let mut gx = p.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    let target = id_tile_bytes(be);
+    let mut tile = None;
+    if per_row && target > 0 && tile_kernel_names(p.wtype).is_some() {
+        let (wp, _g) = w.device_ptr(be.stream());
+        let mut bases = wp;
+        if let Some(u) = w_up {
+            let (up, _gu) = u.device_ptr(be.stream());
+            bases |= up;
+        }
+        if bases.is_multiple_of(16) {
+            tile = tile_plan(row_bytes, 1 + usize::from(w_up.is_some()), target);
+        }
+    }
+    if let Some(t) = tile {
+        gx = p.n.div_ceil(t.rows);
+    }
     if gx > i32::MAX as usize {
         return Err(Error::invalid(OP, format!("n = {} is too large for the grid", p.n)).into());
     }
@@ -331,6 +405,8 @@ fn launch_shape(
         r0: 0,
         x_per_slot: u64::from(p.x_per_slot),
         cw,
+        tile_rows: tile.map_or(0, |t| t.rows as u64),
+        tile_slot: tile.map_or(0, |t| t.slot as u64),
     };
     Ok((k, gx))
 }
@@ -350,10 +426,13 @@ fn per_row(
     for r0 in (0..rows).step_by(MAX_ROWS_PER_LAUNCH) {
         k.r0 = r0 as u64;
         let gy = (rows - r0).min(MAX_ROWS_PER_LAUNCH);
+        // The tile kernels' stacks in dynamic shared memory (<= 48 KiB,
+        // matvec_tile::tile_plan).
+        let stacks = 1 + u64::from(w_up.is_some());
         let cfg = LaunchConfig {
             grid_dim: (gx as u32, gy as u32, 1),
             block_dim: (MV_THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: (stacks * k.tile_slot) as u32,
         };
         let mut l = be.stream().launch_builder(f);
         l.arg(&k).arg(w);
@@ -370,7 +449,11 @@ fn per_row(
         // x_row reads, ids and out `rows` entries / rows; the kernel reads
         // ids[r] for r < rows, weights only of experts < n_experts, x rows
         // < its row count, and writes out[r * n + j] for r < rows, j < n.
-        // Alignment of w, expert_stride and x checked by the caller.
+        // Alignment of w, expert_stride and x checked by the caller. The
+        // tile kernels (tile_rows > 0, chosen only for 16-byte aligned
+        // stacks) read each tile's bytes from its start rounded down to 16
+        // bytes (inside the stack) to its end, into tile_slot bytes per
+        // stack of shared memory, which tile_plan sized for them.
         unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mul_mv_id", e))?;
     }
     Ok(())

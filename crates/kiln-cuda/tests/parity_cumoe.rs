@@ -7,7 +7,8 @@
 //! what only the device sees: out-of-range expert ids (NaN rows, no reads
 //! past the weights), non-finite router logits (`BAD_ID` ids, NaN weights),
 //! more than 65535 output rows (several launches), and the alignment rules.
-//! matmul_id runs its table through both kernels (per-row and grouped).
+//! matmul_id runs its table through both kernels (per-row and grouped) and
+//! every way the per-row kernels load quantized rows (direct, staged, tiles).
 //! Skips without a GPU.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,6 +17,7 @@ use kiln_core::ops::moe_route::{moe_route_ref, MoeRouteParams, MoeScoring};
 use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
 use kiln_cuda::matmul_id::MatmulIdKernel;
+use kiln_cuda::matvec_tile::{set_id_tile, TILE_TARGET_BYTES};
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
 use kiln_testkit::cases::matmul::WTYPES;
 use kiln_testkit::cases::matmul_id::{check_matmul_id_swiglu_with, check_matmul_id_with};
@@ -75,14 +77,31 @@ fn parity_matmul_id() {
     );
 }
 
+/// The per-row path's ways of reading quantized expert rows: (name,
+/// staged, tile target bytes): direct loads, staged through shared memory
+/// (matvec_staged.cuh), and tiles (matvec_tile.cuh) of the default size, of
+/// 2 rows (target 1 byte) and as large as fit (64 rows or 48 KiB): odd row
+/// counts leave partial tiles and half pairs in each.
+const LOADS: [(&str, bool, usize); 5] = [
+    ("direct", false, 0),
+    ("staged", true, 0),
+    ("tile", false, TILE_TARGET_BYTES),
+    ("tile-2-rows", false, 1),
+    ("tile-max", false, 1 << 20),
+];
+
+fn set_loads(be: &CudaBackend, staged: bool, tile: usize) {
+    kiln_cuda::matmul::set_staged(be, staged);
+    set_id_tile(be, tile);
+}
+
 #[test]
 fn parity_matmul_id_swiglu() {
     let Some(be) = backend() else { return };
-    // Direct loads, then quantized weights staged through shared memory.
-    for staged in [false, true] {
-        kiln_cuda::matmul::set_staged(&be, staged);
+    for (name, staged, tile) in LOADS {
+        set_loads(&be, staged, tile);
         check(
-            &format!("matmul_id_swiglu staged={staged}"),
+            &format!("matmul_id_swiglu loads={name}"),
             check_matmul_id_swiglu_with(
                 &|p, g, u, x, ids, out| harness::matmul_id_swiglu_host(&be, p, g, u, x, ids, out),
                 &opts(),
@@ -171,18 +190,23 @@ fn run_id_with(
 fn parity_matmul_id_both_kernels() {
     let Some(be) = backend() else { return };
     kiln_cuda::mlx::prepare(&be, &["matmul_id"], &mlx_cover()).unwrap();
-    // Each path with direct loads and with quantized weights staged
-    // through shared memory (kiln_cuda::matmul::staged).
-    for staged in [false, true] {
-        kiln_cuda::matmul::set_staged(&be, staged);
-        for kern in [MatmulIdKernel::PerRow, MatmulIdKernel::Grouped] {
+    // Each path with every way of loading (LOADS; tiles are the per-row
+    // path's only).
+    for (name, staged, tile) in LOADS {
+        set_loads(&be, staged, tile);
+        let kernels: &[MatmulIdKernel] = if tile > 0 {
+            &[MatmulIdKernel::PerRow]
+        } else {
+            &[MatmulIdKernel::PerRow, MatmulIdKernel::Grouped]
+        };
+        for &kern in kernels {
             let imp = |p: &MatmulIdParams, w: &[u8], x: &[f32], ids: &[u32], out: &mut [f32]| {
                 p.validate(w.len(), x.len(), ids.len(), out.len())?;
                 p.check_ids(ids)?;
                 run_id_with(&be, p, Some(kern), w, x, ids, out)
             };
             check(
-                &format!("matmul_id {kern:?} staged={staged}"),
+                &format!("matmul_id {kern:?} loads={name}"),
                 check_matmul_id_with(&imp, &opts()),
             );
         }
@@ -195,7 +219,12 @@ fn parity_matmul_id_both_kernels() {
 fn matmul_id_out_of_range_ids_give_nan_rows() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(test_seed(), "matmul_id-bad-ids", 0);
-    for wtype in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]] {
+    // Tiles (the default for quantized formats) and pair kernels.
+    for (wtype, tile) in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]]
+        .into_iter()
+        .flat_map(|t| [(t, TILE_TARGET_BYTES), (t, 0)])
+    {
+        set_id_tile(&be, tile);
         let p = id_params(wtype, 3, 2, 5, 256);
         let w = rand_rows(&mut rng, wtype, 3 * p.n, p.k);
         let x = rand_f32(&mut rng, 3 * p.k, -1.0, 1.0);
@@ -210,13 +239,16 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
             };
             for (r, (&e, got)) in ids.iter().zip(out.chunks(p.n)).enumerate() {
                 if e >= 3 {
-                    assert!(got.iter().all(|v| v.is_nan()), "{wtype} row {r} not NaN");
+                    assert!(
+                        got.iter().all(|v| v.is_nan()),
+                        "{wtype} tile {tile} row {r} not NaN"
+                    );
                 } else {
                     let mut want = vec![0.0f32; p.n];
                     let xr = &x[(r / 2) * p.k..][..p.k];
                     matmul_id_ref(&one, &w, xr, &[e], &mut want).unwrap();
                     compare("row", got, &want, ROW_TOL)
-                        .unwrap_or_else(|m| panic!("{wtype} {kern:?} row {r}: {m}"));
+                        .unwrap_or_else(|m| panic!("{wtype} tile {tile} {kern:?} row {r}: {m}"));
                 }
             }
         }
