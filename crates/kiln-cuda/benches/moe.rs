@@ -26,7 +26,7 @@ use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
 use kiln_cuda::matmul::set_staged;
 use kiln_cuda::matmul_id::{matmul_id, matmul_id_swiglu, select_matmul_id, supports};
-use kiln_cuda::matvec_tile::{set_id_tile, TILE_TARGET_BYTES};
+use kiln_cuda::matvec_tile::{set_id_tile, TILE_AUTO};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
 const EXPERTS: usize = 128;
@@ -76,7 +76,7 @@ fn main() {
         let mut modes = vec![Loads::Direct];
         if wtype.is_quantized() {
             modes.push(Loads::Staged);
-            modes.push(Loads::Tile(TILE_TARGET_BYTES));
+            modes.push(Loads::Tile(TILE_AUTO));
             if sweep && wtype == DType::Q4_K {
                 modes.extend([8192, 16384, 32768, 49152].map(Loads::Tile));
             }

@@ -29,7 +29,7 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::matvec_staged::{id_staged, stage_copy_width};
-use crate::matvec_tile::{id_tile_bytes, tile_plan};
+use crate::matvec_tile::{id_tile_bytes, tile_plan, tile_target};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -374,7 +374,8 @@ fn launch_shape(
         _ => MV_WARPS,
     };
     let mut gx = p.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
-    let target = id_tile_bytes(be);
+    let stacks = 1 + usize::from(w_up.is_some());
+    let target = tile_target(id_tile_bytes(be), stacks);
     let mut tile = None;
     if per_row && target > 0 && tile_kernel_names(p.wtype).is_some() {
         let (wp, _g) = w.device_ptr(be.stream());
@@ -384,7 +385,7 @@ fn launch_shape(
             bases |= up;
         }
         if bases.is_multiple_of(16) {
-            tile = tile_plan(row_bytes, 1 + usize::from(w_up.is_some()), target);
+            tile = tile_plan(row_bytes, stacks, target);
         }
     }
     if let Some(t) = tile {

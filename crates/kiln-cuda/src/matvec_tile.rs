@@ -5,8 +5,14 @@
 use crate::CudaBackend;
 use std::sync::atomic::Ordering;
 
-/// Default shared-memory bytes one tile CTA requests (all its stacks).
-pub const TILE_TARGET_BYTES: usize = 24 * 1024;
+/// Shared-memory bytes one tile CTA requests by default: the gated kernel
+/// (two stacks) and the plain one, from bench_moe's sweep on an H100
+/// (docs/perf.md §22: Qwen3-30B-A3B Q4_K, gate+up 18.5 µs at 24 KiB vs
+/// 21.5 at 8; gate 10.9 µs at 8 KiB vs 11.8 at 24, down 11.4 vs 14.3).
+pub const TILE_TARGET_GATED: usize = 24 * 1024;
+pub const TILE_TARGET_PLAIN: usize = 8 * 1024;
+/// The switch value for the per-kernel defaults above.
+pub const TILE_AUTO: usize = usize::MAX;
 /// Rows per tile at most (`TILE_MAX_ROWS`, matvec_tile.cuh).
 const TILE_MAX_ROWS: usize = 64;
 /// Dynamic shared memory a tile CTA may take without an opt-in attribute.
@@ -20,9 +26,9 @@ pub struct TilePlan {
 }
 
 /// The tile for `mats` stacks (1, or 2 for the gated path) of `row_bytes`
-/// rows near `target` shared bytes per CTA (pure): as many rows as fit,
-/// rounded down to a multiple of 8 (two per warp of four) from 8 rows up,
-/// else to an even count; at least 2 rows, at most 64, and within 48 KiB
+/// rows near `target` shared bytes per CTA (pure): from 4 rows up, the
+/// nearest multiple of 8 rows (two pairs per warp of four; at least 8),
+/// below that an even count; at least 2 rows, at most 64, within 48 KiB
 /// (each stack's slot has 16 bytes of slack for the aligned-down start).
 /// `None` when two rows do not fit, or `target` is 0 (tiles off).
 pub fn tile_plan(row_bytes: usize, mats: usize, target: usize) -> Option<TilePlan> {
@@ -30,14 +36,15 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize) -> Option<TilePla
         return None;
     }
     let slot = |rows: usize| (rows * row_bytes + 16).next_multiple_of(16);
-    let mut rows = (target / (mats * row_bytes)).clamp(2, TILE_MAX_ROWS);
-    rows = if rows >= 8 {
-        rows / 8 * 8
+    let fit = target / (mats * row_bytes);
+    let mut rows = if fit >= 4 {
+        ((fit + 4) / 8 * 8).max(8)
     } else {
-        rows / 2 * 2
-    };
+        (fit / 2 * 2).max(2)
+    }
+    .min(TILE_MAX_ROWS);
     while rows > 2 && mats * slot(rows) > TILE_MAX_SMEM {
-        rows -= 2;
+        rows -= if rows > 8 { 8 } else { 2 };
     }
     (mats * slot(rows) <= TILE_MAX_SMEM).then(|| TilePlan {
         rows,
@@ -45,15 +52,25 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize) -> Option<TilePla
     })
 }
 
-/// The target bytes of `be`'s tile CTAs, 0 = tiles off: `KILN_MV_TILE`
-/// (`0` off, a number of bytes) or [`set_id_tile`], else
-/// [`TILE_TARGET_BYTES`].
+/// The target of a tile CTA over `mats` stacks when `be`'s switch says
+/// `flag` ([`id_tile_bytes`]): the per-kernel default for [`TILE_AUTO`].
+pub fn tile_target(flag: usize, mats: usize) -> usize {
+    match (flag, mats) {
+        (TILE_AUTO, 1) => TILE_TARGET_PLAIN,
+        (TILE_AUTO, _) => TILE_TARGET_GATED,
+        (t, _) => t,
+    }
+}
+
+/// `be`'s tile switch: 0 = tiles off, [`TILE_AUTO`], or a target in bytes
+/// for every tile CTA: `KILN_MV_TILE` (`0` off, a number of bytes) or
+/// [`set_id_tile`], else [`TILE_AUTO`].
 pub fn id_tile_bytes(be: &CudaBackend) -> usize {
     be.matmul.tile_flag().load(Ordering::Relaxed)
 }
 
-/// Tiles on with `target` bytes per CTA, or off with 0 (parity tests and
-/// A/B benches).
+/// Tiles on with `target` bytes per CTA ([`TILE_AUTO`]: the defaults), or
+/// off with 0 (parity tests and A/B benches).
 pub fn set_id_tile(be: &CudaBackend, target: usize) {
     be.matmul.tile_flag().store(target, Ordering::Relaxed);
 }
@@ -63,7 +80,7 @@ pub(crate) fn tile_bytes_from_env() -> usize {
     std::env::var("KILN_MV_TILE")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(TILE_TARGET_BYTES)
+        .unwrap_or(TILE_AUTO)
 }
 
 #[cfg(test)]
@@ -73,30 +90,26 @@ mod tests {
 
     #[test]
     fn tile_plans() {
+        let rows = |rb, mats| tile_plan(rb, mats, tile_target(TILE_AUTO, mats)).map(|t| t.rows);
         // Qwen3-30B-A3B Q4_K: gate+up rows of 1152 bytes, down rows of 432.
-        assert_eq!(
-            tile_plan(1152, 2, TILE_TARGET_BYTES).map(|t| t.rows),
-            Some(8)
-        );
-        assert_eq!(
-            tile_plan(1152, 1, TILE_TARGET_BYTES).map(|t| t.rows),
-            Some(16)
-        );
-        assert_eq!(
-            tile_plan(432, 1, TILE_TARGET_BYTES).map(|t| t.rows),
-            Some(56)
-        );
+        assert_eq!(rows(1152, 2), Some(8));
+        assert_eq!(rows(1152, 1), Some(8));
+        assert_eq!(rows(432, 1), Some(16));
+        assert_eq!(tile_plan(1152, 1, 24 * 1024).map(|t| t.rows), Some(24));
         // Few rows fit: even counts; slots of 16-byte multiples with slack.
-        let t = tile_plan(5000, 2, TILE_TARGET_BYTES).unwrap();
+        let t = tile_plan(5000, 2, TILE_TARGET_GATED).unwrap();
         assert_eq!((t.rows, t.slot), (2, 10016));
         // Two rows past 48 KiB: no tile; target 0: off.
-        assert_eq!(tile_plan(13_000, 2, TILE_TARGET_BYTES), None);
+        assert_eq!(tile_plan(13_000, 2, TILE_TARGET_GATED), None);
         assert_eq!(tile_plan(1152, 2, 0), None);
+        assert_eq!(tile_target(0, 2), 0);
+        assert_eq!(tile_target(5000, 1), 5000);
         for rb in [18, 34, 144, 176, 210, 1152, 2176, 7616] {
             for mats in [1, 2] {
-                for target in [1, 8192, TILE_TARGET_BYTES, 1 << 20] {
+                for target in [1, 8192, TILE_TARGET_GATED, 1 << 20] {
                     if let Some(t) = tile_plan(rb, mats, target) {
                         assert!(t.rows >= 2 && t.rows % 2 == 0 && t.rows <= TILE_MAX_ROWS);
+                        assert!(t.rows < 8 || t.rows % 8 == 0, "{rb} {mats} {target}");
                         assert!(t.slot >= t.rows * rb + 16 && t.slot % 16 == 0);
                         assert!(mats * t.slot <= TILE_MAX_SMEM, "{rb} {mats} {target}");
                     }

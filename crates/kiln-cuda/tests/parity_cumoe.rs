@@ -17,7 +17,7 @@ use kiln_core::ops::moe_route::{moe_route_ref, MoeRouteParams, MoeScoring};
 use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
 use kiln_cuda::matmul_id::MatmulIdKernel;
-use kiln_cuda::matvec_tile::{set_id_tile, TILE_TARGET_BYTES};
+use kiln_cuda::matvec_tile::{set_id_tile, TILE_AUTO};
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
 use kiln_testkit::cases::matmul::WTYPES;
 use kiln_testkit::cases::matmul_id::{check_matmul_id_swiglu_with, check_matmul_id_with};
@@ -85,7 +85,7 @@ fn parity_matmul_id() {
 const LOADS: [(&str, bool, usize); 5] = [
     ("direct", false, 0),
     ("staged", true, 0),
-    ("tile", false, TILE_TARGET_BYTES),
+    ("tile", false, TILE_AUTO),
     ("tile-2-rows", false, 1),
     ("tile-max", false, 1 << 20),
 ];
@@ -222,7 +222,7 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
     // Tiles (the default for quantized formats) and pair kernels.
     for (wtype, tile) in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]]
         .into_iter()
-        .flat_map(|t| [(t, TILE_TARGET_BYTES), (t, 0)])
+        .flat_map(|t| [(t, TILE_AUTO), (t, 0)])
     {
         set_id_tile(&be, tile);
         let p = id_params(wtype, 3, 2, 5, 256);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The MoE decode path on the GPU in one device call (about 9 minutes):
+# parity_cumoe (every matmul_id load mode: direct, staged, tiles), greedy
+# text CPU vs CUDA for a small qwen3moe, bench_moe's decode rows with a tile
+# sweep for Q4_K, the Qwen3-30B-A3B-shaped Q4_K model with tiles on and off,
+# and an ncu page of the expert mat-vecs and moe_route. Logs: one archive
+# in $OUT.
+#   device call: carry ["gpu-bundle"], command: bash gpu-bundle/gpu-moe.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=$(basename "$(cd "$(dirname "$0")" && pwd)")
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" KILN_CACHE=/tmp/kiln-cache
+L=/tmp/moe-logs; rm -rf "$L"; mkdir -p "$L"
+finish() { [ -n "${OUT:-}" ] && tar -czf "$OUT/moe-logs.tar.gz" -C "$L" . 2>/dev/null; }
+trap finish EXIT
+exec > >(tee "$L/moe.txt") 2>&1
+T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+timeout 200 "$B/parity_cumoe" > "$L/parity_cumoe.log" 2>&1
+echo "$(el) parity_cumoe rc=$? $(grep -E '^test result' "$L/parity_cumoe.log" | tail -1)"
+grep -E "FAIL|panicked|failed" -A6 "$L/parity_cumoe.log" | cut -c1-300 | head -30
+common=(--embd 256 --heads 4 --kv-heads 2 --ff 512 --ctx 512 --layers 3 --seed 3 --vocab-from "$B/vocab.gguf")
+"$B/kiln" synth /tmp/v-q3moe.gguf --arch qwen3moe "${common[@]}" --head-dim 64 --experts 8 --experts-used 2 --expert-ff 256 --type Q4_K > /dev/null 2>&1
+for dev in cpu cuda; do
+  timeout 60 "$B/kiln" run --device $dev -m /tmp/v-q3moe.gguf -p "The capital of France is" -n 24 --temp 0 > "$L/greedy-$dev.txt" 2> "$L/greedy-$dev.err"
+done
+if cmp -s "$L/greedy-cpu.txt" "$L/greedy-cuda.txt"; then r=same; else r=DIFFERENT; fi
+echo "$(el) greedy 24 qwen3moe Q4_K cuda-graph vs cpu: $r"
+KILN_BENCH_ONLY=decode KILN_BENCH_TILE_SWEEP=1 timeout 130 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
+echo "$(el) bench_moe decode rc=$?"
+grep -E 'ceiling|Q4_K|Q8_0|Q4_0|Q6_K' "$L/bench_moe.txt" | head -60
+"$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
+for t in 0 default; do
+  if [ $t = default ]; then unset KILN_MV_TILE; else export KILN_MV_TILE=$t; fi
+  echo "$(el) 30B-A3B-shaped Q4_K KILN_MV_TILE=$t"
+  timeout 100 "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p 512 -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'
+done
+unset KILN_MV_TILE
+timeout 120 ncu --clock-control none --cache-control none -k regex:"moe_route|mul_mv_id" --launch-skip 30 \
+  --launch-count 6 --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+  "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p 0 -n 2 -r 1 > "$L/ncu-moe.txt" 2>&1
+echo "$(el) ncu rc=$?"
+grep -vE '^==PROF==|^ *-+ *$' "$L/ncu-moe.txt" | grep -E 'moe_route|mul_mv_id|Duration|Stall|Warp Cycles Per Issued|Memory Throughput|DRAM Throughput|Registers|Block Size|Grid Size|Achieved Occ|Eligible|Dynamic Shared' | head -70
+rm -f /tmp/q30.gguf
+echo "$(el) done"
