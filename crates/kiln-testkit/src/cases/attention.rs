@@ -179,7 +179,7 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
                 cap.map_or(String::new(), |c| format!(" softcap={c}"))
             );
             let p = case_params(cs, cap);
-            let tol = attention_tol(opts, &p);
+            let tol = attention_tol(opts, &p, cs.qk_amp);
             run.case(&name, cs.big, |rng| {
                 run_case(rng, &p, kv, cs.qk_amp, imp, tol)
             });
@@ -255,12 +255,14 @@ pub fn check_attention_with(imp: &AttentionFn<'_>, opts: &Options) -> Report {
     run.finish()
 }
 
-/// The bound for `p`: [`Tol::ATTENTION`], or [`Tol::ATTENTION_BF16`] where the
-/// backend rounds operands to bf16 (`Options::attention_bf16`); an explicit
-/// `Options::tol` wins.
-fn attention_tol(opts: &Options, p: &AttentionParams) -> Tol {
+/// The bound for `p` with q and k in ±`qk_amp`: [`Tol::ATTENTION`], or where
+/// the backend rounds operands to bf16 (`Options::attention_bf16`)
+/// [`Tol::attention_bf16`] (`Tol::ATTENTION_BF16` for |q|, |k| <= 1 and
+/// scale 1/sqrt(d), looser for the peaked cases' spread scores); an
+/// explicit `Options::tol` wins.
+fn attention_tol(opts: &Options, p: &AttentionParams, qk_amp: f32) -> Tol {
     let default = if (opts.attention_bf16)(p) {
-        Tol::ATTENTION_BF16
+        Tol::attention_bf16(p.head_dim, qk_amp, p.scale)
     } else {
         Tol::ATTENTION
     };
@@ -402,7 +404,7 @@ pub fn check_attention_window_with(imp: &AttentionFn<'_>, opts: &Options) -> Rep
             window: Some(window),
             softcap: None,
         };
-        let tol = attention_tol(opts, &p);
+        let tol = attention_tol(opts, &p, 1.0);
         for kv in KvType::ALL {
             let name = format!(
                 "kv={kv} tokens={n_tokens} heads={n_heads}/{n_kv_heads} head_dim={head_dim} \

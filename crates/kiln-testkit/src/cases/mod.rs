@@ -66,7 +66,9 @@ pub struct Options {
     /// Whether the backend's attention rounds its operands to bf16 for
     /// these params (CUDA's tensor-core prefill:
     /// `kiln_cuda::attention::uses_bf16`); those cases are held to
-    /// [`Tol::ATTENTION_BF16`] instead of [`Tol::ATTENTION`]. Default: never.
+    /// [`Tol::ATTENTION_BF16`] instead of [`Tol::ATTENTION`] (scaled with the
+    /// scores' spread by [`Tol::attention_bf16`] for the peaked cases).
+    /// Default: never.
     pub attention_bf16: fn(&kiln_core::ops::attention::AttentionParams) -> bool,
 }
 
