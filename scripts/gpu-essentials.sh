@@ -25,8 +25,8 @@ for st in 1 0; do
 done
 echo "$(el) == pp512 with KILN_ATTN_MMA=0 (f32 tiled prefill attention)"
 KILN_ATTN_MMA=0 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
-echo "$(el) == pp512 with KILN_ATTN_MMA=v2 (tensor-core prefill v2, opt-in)"
-KILN_ATTN_MMA=v2 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
+echo "$(el) == pp512 with KILN_ATTN_MMA=v1 (tensor-core prefill v1 instead of v2)"
+KILN_ATTN_MMA=v1 timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 16 -r 2 2>&1 | grep -E '\||rror'
 par parity_cuattn 360
 par parity_cuops 100
 par parity_graph 60

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end and attention figures in one device call (about 6
 # minutes): the SmolLM2-shaped Q4_1 model (pp512,
-# tg128, and pp512 with the opt-in v2 prefill attention), the
+# tg128; the previous prefill and decode attention kernels for A/B), the
 # Qwen3-30B-A3B-shaped Q4_K model with direct and staged expert weights
 # (and bench_moe's decode rows, direct and staged),
 # the attention bench beside PyTorch SDPA. Logs: one archive in $OUT.
@@ -22,8 +22,8 @@ bench() { timeout "$1" "$B/kiln" bench --device cuda "${@:2}" 2>&1 | grep -E '\|
 "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
 timeout 200 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 64 -n 16 -r 1 > /dev/null 2>&1
 echo "$(el) SmolLM2-shaped Q4_1 (default kernels)"; bench 100 -m /tmp/smol.gguf -p 512 -n 128 -r 3
-echo "$(el) KILN_ATTN_MMA=v2 (the opt-in pipelined prefill attention)"
-KILN_ATTN_MMA=v2 bench 100 -m /tmp/smol.gguf -p 512 -n 128 -r 3
+echo "$(el) KILN_ATTN_DEC=old KILN_ATTN_MMA=v1 (previous decode and prefill attention)"
+KILN_ATTN_DEC=old KILN_ATTN_MMA=v1 bench 100 -m /tmp/smol.gguf -p 512 -n 128 -r 3
 "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
 for st in 0 1; do
   echo "$(el) 30B-A3B-shaped Q4_K KILN_MV_STAGED=$st"

@@ -46,10 +46,8 @@
 //! - [`AttentionKernel::Mma2`] / [`AttentionKernel::Mma`]: prefill on
 //!   tensor cores (sm_80+, bf16 operands, f32 accumulation and softmax;
 //!   [`mma`]), picked from [`MMA_MIN_TOKENS`] queries for head_dim 64 and
-//!   128: the pipelined v2 for more than [`MMA_BM`] queries, v1 below;
-//!   the launcher runs v1 in v2's place unless `KILN_ATTN_MMA=v2` (v2 is
-//!   opt-in until a failing GPU parity test of it is understood: docs/perf.md
-//!   §19).
+//!   128: the pipelined v2 for more than [`MMA_BM`] queries, v1 below
+//!   (and everywhere with `KILN_ATTN_MMA=v1`).
 //! - [`AttentionKernel::Tiled`]: prefill. One block per (32 queries, head),
 //!   32-key tiles in shared memory, f32 math; head_dim 64, 80, 96 or 128;
 //!   also where the tensor-core kernel cannot run (older GPU, unaligned

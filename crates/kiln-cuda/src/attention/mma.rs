@@ -87,12 +87,9 @@ pub fn uses_bf16(p: &AttentionParams) -> bool {
 }
 
 /// `KILN_ATTN_MMA`: `0` turns the automatic choice of the tensor-core
-/// kernels off for the process (the f32 tiled kernel instead), `v2` lets it
-/// take v2 where [`mma_kernel_for`] says so; unset (or `v1`), the launcher
-/// runs v1 in v2's place: one GPU parity test of v2 (the testkit tables
-/// with v2 forced on every call above 4 queries) failed on an H100 in
-/// session 9 (docs/perf.md §19), so v2 stays opt-in until that is
-/// understood. Forced launches run what they name.
+/// kernels off for the process (the f32 tiled kernel instead), `v1` makes
+/// it take v1 where it would take v2 (A/B runs, a fallback); forced
+/// launches run what they name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum MmaEnv {
     Off,
@@ -104,8 +101,8 @@ fn mma_env() -> MmaEnv {
     static ON: OnceLock<MmaEnv> = OnceLock::new();
     *ON.get_or_init(|| match std::env::var("KILN_ATTN_MMA").as_deref() {
         Ok("0") => MmaEnv::Off,
-        Ok("v2") => MmaEnv::Auto,
-        _ => MmaEnv::V1,
+        Ok("v1") => MmaEnv::V1,
+        _ => MmaEnv::Auto,
     })
 }
 
