@@ -29,7 +29,9 @@
 //   per stack. The CTA requests its tile of each stack at once (gate and up
 //   as two cp.async groups, so gate is decoded while up still lands), then
 //   its 4 warps take row pairs of the tile; the gated path keeps silu's
-//   inputs in shared memory between the two passes.
+//   inputs in shared memory between the two passes. Q4_K's tiles take int8
+//   activations (Q8Tile: x quantized per 32 by each CTA while its tile
+//   lands, dp4a dot products); the other formats decode to floats.
 //
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
@@ -62,6 +64,7 @@ struct MatmulIdParams {
     u64 cw;             // quantized: staged copy width (matvec_staged.cuh), 0 = direct loads
     u64 tile_rows;      // mv_id tile kernels: weight rows per CTA (even, <= TILE_MAX_ROWS)
     u64 tile_slot;      // mv_id tile kernels: shared bytes per stack (>= tile_rows * row_bytes + 16)
+    u64 tile_xq;        // mv_id tile kernels: shared bytes after the stacks (Q8Tile: tile_xq_bytes(k))
 };
 
 __device__ __forceinline__ u64 id_x_row(const MatmulIdParams& p, u64 r) {
@@ -170,9 +173,11 @@ __device__ __forceinline__ void mm_id(const MatmulIdParams& p, const u8* __restr
 }
 
 
-// One tile CTA of the mv_id tile kernels (see the header). Block-uniform
-// early returns only (the barriers follow them).
-template <class Q, class B, bool GATED>
+// One tile CTA of the mv_id tile kernels (see the header). T: FloatTile or
+// Q8Tile (matvec_tile.cuh; Q8Tile quantizes x into the shared bytes after
+// the stacks while they land). Block-uniform early returns only (the
+// barriers follow them).
+template <class T, bool GATED>
 __device__ __forceinline__ void mv_id_tile(const MatmulIdParams& p, const u8* __restrict__ w,
                                            const u8* __restrict__ wu, const float* __restrict__ x,
                                            const u32* __restrict__ ids, float* __restrict__ out) {
@@ -195,19 +200,19 @@ __device__ __forceinline__ void mv_id_tile(const MatmulIdParams& p, const u8* __
     if constexpr (GATED) lead_u = tile_request(tile_smem + p.tile_slot, wu + off, len);
     stage_commit();
     const float* xrow = x + id_x_row(p, r) * p.k;
+    u8* area = tile_smem + (GATED ? 2 : 1) * p.tile_slot;
+    if constexpr (T::XQ) tile_quantize_x(xrow, p.k, area);
     stage_wait<1>();
     __syncthreads();
     if constexpr (GATED) {
-        tile_rows_dot<Q, B>(tile_smem + lead, p.row_bytes, nr, p.k, xrow,
-                            [&](int i, float v) { gate[i] = v; });
+        T::rows(tile_smem + lead, p.row_bytes, nr, p.k, xrow, area, [&](int i, float v) { gate[i] = v; });
         stage_wait<0>();
         __syncthreads();
         // Row i's gate value was stored by this same lane (same pair mapping).
-        tile_rows_dot<Q, B>(tile_smem + p.tile_slot + lead_u, p.row_bytes, nr, p.k, xrow,
-                            [&](int i, float v) { orow[i] = kiln_silu(gate[i]) * v; });
+        T::rows(tile_smem + p.tile_slot + lead_u, p.row_bytes, nr, p.k, xrow, area,
+                [&](int i, float v) { orow[i] = kiln_silu(gate[i]) * v; });
     } else {
-        tile_rows_dot<Q, B>(tile_smem + lead, p.row_bytes, nr, p.k, xrow,
-                            [&](int i, float v) { orow[i] = v; });
+        T::rows(tile_smem + lead, p.row_bytes, nr, p.k, xrow, area, [&](int i, float v) { orow[i] = v; });
     }
 }
 
@@ -347,31 +352,44 @@ MV_ID_ENTRY(f16, IdFloat<F16T>, MV_WARPS)
 MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
 
 // The tile kernels of the quantized GGML formats (w, wg, wu 16-byte aligned;
-// dynamic shared memory 2 * p.tile_slot for the gated one, p.tile_slot else).
-#define MV_ID_TILE_ENTRY(fmt, Q, B)                                                             \
+// dynamic shared memory p.tile_slot per stack, then tile_xq_bytes(k) for a
+// Q8Tile); T: the format's tile policy.
+#define MV_ID_TILE_ENTRY(fmt, T)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
         mul_mv_id_tile_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                 \
                                    const float* __restrict__ x, const u32* __restrict__ ids,   \
                                    float* __restrict__ out) {                                  \
-        mv_id_tile<Q, B, false>(p, w, nullptr, x, ids, out);                                   \
+        mv_id_tile<T, false>(p, w, nullptr, x, ids, out);                                      \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) mul_mv_id_swiglu_tile_##fmt##_f32( \
         MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,                \
         const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
-        mv_id_tile<Q, B, true>(p, wg, wu, x, ids, out);                                        \
+        mv_id_tile<T, true>(p, wg, wu, x, ids, out);                                           \
     }
-MV_ID_TILE_ENTRY(q4_0, Q4_0T, FlatBlocks<Q4_0T>)
-MV_ID_TILE_ENTRY(q4_1, Q4_1T, FlatBlocks<Q4_1T>)
-MV_ID_TILE_ENTRY(q8_0, Q8_0T, FlatBlocks<Q8_0T>)
-MV_ID_TILE_ENTRY(q5_0, Q5_0T, SubBlocks<Q5_0T>)
-MV_ID_TILE_ENTRY(q5_1, Q5_1T, SubBlocks<Q5_1T>)
-MV_ID_TILE_ENTRY(iq4_nl, IQ4_NLT, SubBlocks<IQ4_NLT>)
-MV_ID_TILE_ENTRY(q4_K, Q4_KT, SubBlocks<Q4_KT>)
-MV_ID_TILE_ENTRY(q5_K, Q5_KT, SubBlocks<Q5_KT>)
-MV_ID_TILE_ENTRY(q6_K, Q6_KT, SubBlocks<Q6_KT>)
-MV_ID_TILE_ENTRY(iq4_xs, IQ4_XST, SubBlocks<IQ4_XST>)
-MV_ID_TILE_ENTRY(q3_K, Q3_KT, SubBlocks<Q3_KT>)
-MV_ID_TILE_ENTRY(q2_K, Q2_KT, SubBlocks<Q2_KT>)
+using Tile_q4_0 = FloatTile<Q4_0T, FlatBlocks<Q4_0T>>;
+using Tile_q4_1 = FloatTile<Q4_1T, FlatBlocks<Q4_1T>>;
+using Tile_q8_0 = FloatTile<Q8_0T, FlatBlocks<Q8_0T>>;
+using Tile_q5_0 = FloatTile<Q5_0T, SubBlocks<Q5_0T>>;
+using Tile_q5_1 = FloatTile<Q5_1T, SubBlocks<Q5_1T>>;
+using Tile_iq4_nl = FloatTile<IQ4_NLT, SubBlocks<IQ4_NLT>>;
+using Tile_q4_K = Q8Tile<Q4_KDot>;  // int8 activations
+using Tile_q5_K = FloatTile<Q5_KT, SubBlocks<Q5_KT>>;
+using Tile_q6_K = FloatTile<Q6_KT, SubBlocks<Q6_KT>>;
+using Tile_iq4_xs = FloatTile<IQ4_XST, SubBlocks<IQ4_XST>>;
+using Tile_q3_K = FloatTile<Q3_KT, SubBlocks<Q3_KT>>;
+using Tile_q2_K = FloatTile<Q2_KT, SubBlocks<Q2_KT>>;
+MV_ID_TILE_ENTRY(q4_0, Tile_q4_0)
+MV_ID_TILE_ENTRY(q4_1, Tile_q4_1)
+MV_ID_TILE_ENTRY(q8_0, Tile_q8_0)
+MV_ID_TILE_ENTRY(q5_0, Tile_q5_0)
+MV_ID_TILE_ENTRY(q5_1, Tile_q5_1)
+MV_ID_TILE_ENTRY(iq4_nl, Tile_iq4_nl)
+MV_ID_TILE_ENTRY(q4_K, Tile_q4_K)
+MV_ID_TILE_ENTRY(q5_K, Tile_q5_K)
+MV_ID_TILE_ENTRY(q6_K, Tile_q6_K)
+MV_ID_TILE_ENTRY(iq4_xs, Tile_iq4_xs)
+MV_ID_TILE_ENTRY(q3_K, Tile_q3_K)
+MV_ID_TILE_ENTRY(q2_K, Tile_q2_K)
 #else
 extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,

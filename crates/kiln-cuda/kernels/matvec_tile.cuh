@@ -84,3 +84,135 @@ __device__ __forceinline__ void tile_rows_dot(const u8* rows, u64 row_bytes, int
         }
     }
 }
+
+// ---- int8 activations (tile kernels of the formats with a Q8 dot unit) ----
+//
+// The float decode above costs ~6 instructions per weight (Q4_K), which is
+// what bounds the tile kernels (docs/perf.md §22). The Q8 variants quantize
+// x once per CTA, while the tile's bytes are in flight, to int8 codes per
+// 32 elements (d = amax / 127, code = round(x / d): |x - d code| <= d / 2)
+// plus each block's exact f32 sum, and take dot products of the weight
+// codes with dp4a: ~1 instruction per weight. The error against the f32
+// reference is the activation rounding, the bound the testkit holds every
+// quantized mat-vec to (kiln-testkit cases/matmul.rs).
+
+// Shared bytes of the x area for row length k: codes, then d and sum per 32.
+__host__ __device__ constexpr u64 tile_xq_bytes(u64 k) { return k + 8 * (k / 32); }
+
+// x (k floats, k a multiple of 32) -> area: k int8 codes, then k / 32 f32
+// scales, then k / 32 f32 sums. Every thread calls it; warp w takes blocks
+// w, w + warps, ...; the caller's barrier publishes the area.
+__device__ __forceinline__ void tile_quantize_x(const float* __restrict__ x, u64 k, u8* area) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const u64 nb = k / 32;
+    float* dxs = (float*)(area + k);
+    float* sxs = dxs + nb;
+    for (u64 b = warp; b < nb; b += warps) {
+        const float v = x[b * 32 + lane];
+        float amax = fabsf(v), s = v;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+            s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+        }
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        ((signed char*)area)[b * 32 + lane] = (signed char)__float2int_rn(v * inv);
+        if (lane == 0) {
+            dxs[b] = amax / 127.0f;
+            sxs[b] = s;
+        }
+    }
+}
+
+// Q8 dot unit of Q4_K: unit u of a row is group u % 4 of super-block u / 4
+// (32 bytes of qs: sub-blocks 2g in the low nibbles, 2g + 1 in the high
+// ones), 64 weights against x blocks 2u and 2u + 1.
+struct Q4_KDot {
+    static constexpr int TS = 144;
+    static constexpr int UNITS = 4;  // per super-block
+    __device__ static float dot(const u8* sb, int g, const int (&xi)[16], float dx0, float dx1,
+                                float sx0, float sx1) {
+        const u32 dm = ld_u32(sb), s0 = ld_u32(sb + 4), s1 = ld_u32(sb + 8), s2 = ld_u32(sb + 12);
+        float sc0, mn0, sc1, mn1;
+        k4_scale_min(s0, s1, s2, 2 * g, sc0, mn0);
+        k4_scale_min(s0, s1, s2, 2 * g + 1, sc1, mn1);
+        const u8* q = sb + 16 + 32 * g;
+        int i0 = 0, i1 = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const u32 qw = ld_u32(q + 4 * w);
+            i0 = __dp4a((int)(qw & 0x0F0F0F0Fu), xi[w], i0);
+            i1 = __dp4a((int)((qw >> 4) & 0x0F0F0F0Fu), xi[8 + w], i1);
+        }
+        const float d = kiln_f16_to_f32((u16)(dm & 0xFFFFu));
+        const float dmin = kiln_f16_to_f32((u16)(dm >> 16));
+        return d * (sc0 * dx0 * (float)i0 + sc1 * dx1 * (float)i1) - dmin * (mn0 * sx0 + mn1 * sx1);
+    }
+};
+
+// tile_rows_dot with int8 activations (area: tile_quantize_x's output) and
+// dot unit D: warp w takes row pairs w, w + warps, ...; lane l units l, l +
+// 32, ... of both rows (each unit's 64 codes loaded once for the pair);
+// reduced over the warp. store(i, v) on lane 0 for every row i < nr.
+template <class D, class Store>
+__device__ __forceinline__ void tile_rows_dot_q8(const u8* rows, u64 row_bytes, int nr, u64 k,
+                                                 const u8* area, Store store) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const int units = (int)(row_bytes / D::TS) * D::UNITS;
+    const float* dxs = (const float*)(area + k);
+    const float* sxs = dxs + k / 32;
+    for (int pp = warp; 2 * pp < nr; pp += warps) {
+        const int ja = 2 * pp, jb = min(2 * pp + 1, nr - 1);
+        const u8* wa = rows + (u64)ja * row_bytes;
+        const u8* wb = rows + (u64)jb * row_bytes;
+        float a0 = 0.0f, a1 = 0.0f;
+        for (int u = lane; u < units; u += 32) {
+            int xi[16];
+            const int4* xv = (const int4*)(area + 64 * (u64)u);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int4 t = xv[i];
+                xi[4 * i] = t.x;
+                xi[4 * i + 1] = t.y;
+                xi[4 * i + 2] = t.z;
+                xi[4 * i + 3] = t.w;
+            }
+            const float dx0 = dxs[2 * u], dx1 = dxs[2 * u + 1], sx0 = sxs[2 * u], sx1 = sxs[2 * u + 1];
+            const int sb = u / D::UNITS, g = u % D::UNITS;
+            a0 += D::dot(wa + (u64)sb * D::TS, g, xi, dx0, dx1, sx0, sx1);
+            a1 += D::dot(wb + (u64)sb * D::TS, g, xi, dx0, dx1, sx0, sx1);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            a0 += __shfl_xor_sync(0xFFFFFFFFu, a0, off);
+            a1 += __shfl_xor_sync(0xFFFFFFFFu, a1, off);
+        }
+        if (lane == 0) {
+            store(ja, a0);
+            if (ja + 1 < nr) store(ja + 1, a1);
+        }
+    }
+}
+
+// The two ways a tile CTA takes its dot products (mv_id_tile's template
+// argument): float activations with block decoder Q / walker B, or int8
+// activations with dot unit D (XQ: needs tile_xq_bytes(k) of shared memory
+// after the stacks).
+template <class Q, class B>
+struct FloatTile {
+    static constexpr bool XQ = false;
+    template <class Store>
+    __device__ static void rows(const u8* rows, u64 row_bytes, int nr, u64 k, const float* x,
+                                const u8*, Store store) {
+        tile_rows_dot<Q, B>(rows, row_bytes, nr, k, x, store);
+    }
+};
+template <class D>
+struct Q8Tile {
+    static constexpr bool XQ = true;
+    template <class Store>
+    __device__ static void rows(const u8* rows, u64 row_bytes, int nr, u64 k, const float*,
+                                const u8* area, Store store) {
+        tile_rows_dot_q8<D>(rows, row_bytes, nr, k, area, store);
+    }
+};

@@ -29,7 +29,7 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::matvec_staged::{id_staged, stage_copy_width};
-use crate::matvec_tile::{id_tile_bytes, tile_plan, tile_target};
+use crate::matvec_tile::{id_tile_bytes, tile_plan, tile_target, tile_xq_bytes};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -106,6 +106,9 @@ struct MatmulIdK {
     /// CTA, 0 = the pair kernels; and shared bytes per stack.
     tile_rows: u64,
     tile_slot: u64,
+    /// Shared bytes after the stacks: the int8 x area of the formats whose
+    /// tiles quantize x (`tile_xq_bytes`), else 0.
+    tile_xq: u64,
 }
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for MatmulIdK {}
@@ -385,7 +388,7 @@ fn launch_shape(
             bases |= up;
         }
         if bases.is_multiple_of(16) {
-            tile = tile_plan(row_bytes, stacks, target);
+            tile = tile_plan(row_bytes, stacks, target, tile_xq_bytes(p.wtype, p.k));
         }
     }
     if let Some(t) = tile {
@@ -408,6 +411,7 @@ fn launch_shape(
         cw,
         tile_rows: tile.map_or(0, |t| t.rows as u64),
         tile_slot: tile.map_or(0, |t| t.slot as u64),
+        tile_xq: tile.map_or(0, |_| tile_xq_bytes(p.wtype, p.k) as u64),
     };
     Ok((k, gx))
 }
@@ -433,7 +437,7 @@ fn per_row(
         let cfg = LaunchConfig {
             grid_dim: (gx as u32, gy as u32, 1),
             block_dim: (MV_THREADS, 1, 1),
-            shared_mem_bytes: (stacks * k.tile_slot) as u32,
+            shared_mem_bytes: (stacks * k.tile_slot + k.tile_xq) as u32,
         };
         let mut l = be.stream().launch_builder(f);
         l.arg(&k).arg(w);

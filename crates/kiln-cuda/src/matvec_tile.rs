@@ -3,6 +3,7 @@
 //! switch. The kernels are entries of matmul_id.cu.
 
 use crate::CudaBackend;
+use kiln_core::DType;
 use std::sync::atomic::Ordering;
 
 /// Shared-memory bytes one tile CTA requests by default: the gated kernel
@@ -29,12 +30,14 @@ pub struct TilePlan {
 /// rows near `target` shared bytes per CTA (pure): from 4 rows up, the
 /// nearest multiple of 8 rows (two pairs per warp of four; at least 8),
 /// below that an even count; at least 2 rows, at most 64, within 48 KiB
-/// (each stack's slot has 16 bytes of slack for the aligned-down start).
+/// with `extra` bytes after the stacks (each stack's slot has 16 bytes of
+/// slack for the aligned-down start).
 /// `None` when two rows do not fit, or `target` is 0 (tiles off).
-pub fn tile_plan(row_bytes: usize, mats: usize, target: usize) -> Option<TilePlan> {
+pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> Option<TilePlan> {
     if row_bytes == 0 || mats == 0 || target == 0 {
         return None;
     }
+    let limit = TILE_MAX_SMEM.saturating_sub(extra);
     let slot = |rows: usize| (rows * row_bytes + 16).next_multiple_of(16);
     let fit = target / (mats * row_bytes);
     let mut rows = if fit >= 4 {
@@ -43,13 +46,24 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize) -> Option<TilePla
         (fit / 2 * 2).max(2)
     }
     .min(TILE_MAX_ROWS);
-    while rows > 2 && mats * slot(rows) > TILE_MAX_SMEM {
+    while rows > 2 && mats * slot(rows) > limit {
         rows -= if rows > 8 { 8 } else { 2 };
     }
-    (mats * slot(rows) <= TILE_MAX_SMEM).then(|| TilePlan {
+    (mats * slot(rows) <= limit).then(|| TilePlan {
         rows,
         slot: slot(rows),
     })
+}
+
+/// Shared bytes of the int8 x area after the stacks for `wtype`'s tile
+/// kernels (`tile_xq_bytes`, matvec_tile.cuh): Q4_K's tiles quantize x
+/// (`Q8Tile`), the others decode to floats and need none.
+pub fn tile_xq_bytes(wtype: DType, k: usize) -> usize {
+    if wtype == DType::Q4_K {
+        k + 8 * (k / 32)
+    } else {
+        0
+    }
 }
 
 /// The target of a tile CTA over `mats` stacks when `be`'s switch says
@@ -90,28 +104,34 @@ mod tests {
 
     #[test]
     fn tile_plans() {
-        let rows = |rb, mats| tile_plan(rb, mats, tile_target(TILE_AUTO, mats)).map(|t| t.rows);
+        let rows = |rb, mats| tile_plan(rb, mats, tile_target(TILE_AUTO, mats), 0).map(|t| t.rows);
         // Qwen3-30B-A3B Q4_K: gate+up rows of 1152 bytes, down rows of 432.
         assert_eq!(rows(1152, 2), Some(8));
         assert_eq!(rows(1152, 1), Some(8));
         assert_eq!(rows(432, 1), Some(16));
-        assert_eq!(tile_plan(1152, 1, 24 * 1024).map(|t| t.rows), Some(24));
+        assert_eq!(tile_plan(1152, 1, 24 * 1024, 0).map(|t| t.rows), Some(24));
         // Few rows fit: even counts; slots of 16-byte multiples with slack.
-        let t = tile_plan(5000, 2, TILE_TARGET_GATED).unwrap();
+        let t = tile_plan(5000, 2, TILE_TARGET_GATED, 0).unwrap();
         assert_eq!((t.rows, t.slot), (2, 10016));
         // Two rows past 48 KiB: no tile; target 0: off.
-        assert_eq!(tile_plan(13_000, 2, TILE_TARGET_GATED), None);
-        assert_eq!(tile_plan(1152, 2, 0), None);
+        assert_eq!(tile_plan(13_000, 2, TILE_TARGET_GATED, 0), None);
+        assert_eq!(tile_plan(1152, 2, 0, 0), None);
         assert_eq!(tile_target(0, 2), 0);
         assert_eq!(tile_target(5000, 1), 5000);
+        // Q4_K's int8 x area: k codes, a scale and a sum per 32.
+        assert_eq!(tile_xq_bytes(DType::Q4_K, 2048), 2560);
+        assert_eq!(tile_xq_bytes(DType::Q4_0, 2048), 0);
         for rb in [18, 34, 144, 176, 210, 1152, 2176, 7616] {
             for mats in [1, 2] {
                 for target in [1, 8192, TILE_TARGET_GATED, 1 << 20] {
-                    if let Some(t) = tile_plan(rb, mats, target) {
+                    if let Some(t) = tile_plan(rb, mats, target, 2560) {
                         assert!(t.rows >= 2 && t.rows % 2 == 0 && t.rows <= TILE_MAX_ROWS);
                         assert!(t.rows < 8 || t.rows % 8 == 0, "{rb} {mats} {target}");
                         assert!(t.slot >= t.rows * rb + 16 && t.slot % 16 == 0);
-                        assert!(mats * t.slot <= TILE_MAX_SMEM, "{rb} {mats} {target}");
+                        assert!(
+                            mats * t.slot + 2560 <= TILE_MAX_SMEM,
+                            "{rb} {mats} {target}"
+                        );
                     }
                 }
             }
