@@ -98,6 +98,7 @@ cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
 cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh
 cp scripts/gpu-essentials.sh gpu-bundle/gpu-essentials.sh
 cp scripts/gpu-profile.sh gpu-bundle/gpu-profile.sh
+cp scripts/gpu-moe.sh gpu-bundle/gpu-moe.sh
 cp scripts/gpu-verify.sh gpu-bundle/gpu-verify.sh
 cp scripts/gpu-perf.sh gpu-bundle/gpu-perf.sh
 model=$(bash scripts/fetch-model.sh)
