@@ -29,9 +29,10 @@
 //   per stack. The CTA requests its tile of each stack at once (gate and up
 //   as two cp.async groups, so gate is decoded while up still lands), then
 //   its 4 warps take row pairs of the tile; the gated path keeps silu's
-//   inputs in shared memory between the two passes. Q4_K's tiles take int8
-//   activations (Q8Tile: x quantized per 32 by each CTA while its tile
-//   lands, dp4a dot products); the other formats decode to floats.
+//   inputs in shared memory between the two passes. Q4_0, Q4_1, Q8_0 and
+//   Q4_K tiles take int8 activations (Q8Tile: x quantized per 32 by each
+//   CTA while its tile lands, dp4a dot products); the other formats decode
+//   to floats (FloatTile).
 //
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
@@ -366,9 +367,9 @@ MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
         const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
         mv_id_tile<T, true>(p, wg, wu, x, ids, out);                                           \
     }
-using Tile_q4_0 = FloatTile<Q4_0T, FlatBlocks<Q4_0T>>;
-using Tile_q4_1 = FloatTile<Q4_1T, FlatBlocks<Q4_1T>>;
-using Tile_q8_0 = FloatTile<Q8_0T, FlatBlocks<Q8_0T>>;
+using Tile_q4_0 = Q8Tile<Q4Dot<false>>;  // int8 activations
+using Tile_q4_1 = Q8Tile<Q4Dot<true>>;   // int8 activations
+using Tile_q8_0 = Q8Tile<Q8_0Dot>;       // int8 activations
 using Tile_q5_0 = FloatTile<Q5_0T, SubBlocks<Q5_0T>>;
 using Tile_q5_1 = FloatTile<Q5_1T, SubBlocks<Q5_1T>>;
 using Tile_iq4_nl = FloatTile<IQ4_NLT, SubBlocks<IQ4_NLT>>;

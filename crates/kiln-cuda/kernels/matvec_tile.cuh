@@ -124,14 +124,17 @@ __device__ __forceinline__ void tile_quantize_x(const float* __restrict__ x, u64
     }
 }
 
-// Q8 dot unit of Q4_K: unit u of a row is group u % 4 of super-block u / 4
-// (32 bytes of qs: sub-blocks 2g in the low nibbles, 2g + 1 in the high
-// ones), 64 weights against x blocks 2u and 2u + 1.
+// Q8 dot units: D::dot(blk, g, xi, dx, sx) = the dot product of unit g of
+// the TS-byte block at blk (UW = 32 or 64 weights: x blocks UW / 32 of the
+// row's unit index) with the int8 codes xi (UW / 4 words, little-endian
+// bytes = consecutive elements), their scales dx and exact sums sx.
+
+// Q4_K: unit g (0..3) of a super-block is group g of qs (32 bytes:
+// sub-blocks 2g in the low nibbles, 2g + 1 in the high ones).
 struct Q4_KDot {
-    static constexpr int TS = 144;
-    static constexpr int UNITS = 4;  // per super-block
-    __device__ static float dot(const u8* sb, int g, const int (&xi)[16], float dx0, float dx1,
-                                float sx0, float sx1) {
+    static constexpr int TS = 144, UNITS = 4, UW = 64;
+    __device__ static float dot(const u8* sb, int g, const int (&xi)[UW / 4], const float* dx,
+                                const float* sx) {
         const u32 dm = ld_u32(sb), s0 = ld_u32(sb + 4), s1 = ld_u32(sb + 8), s2 = ld_u32(sb + 12);
         float sc0, mn0, sc1, mn1;
         k4_scale_min(s0, s1, s2, 2 * g, sc0, mn0);
@@ -146,7 +149,41 @@ struct Q4_KDot {
         }
         const float d = kiln_f16_to_f32((u16)(dm & 0xFFFFu));
         const float dmin = kiln_f16_to_f32((u16)(dm >> 16));
-        return d * (sc0 * dx0 * (float)i0 + sc1 * dx1 * (float)i1) - dmin * (mn0 * sx0 + mn1 * sx1);
+        return d * (sc0 * dx[0] * (float)i0 + sc1 * dx[1] * (float)i1) - dmin * (mn0 * sx[0] + mn1 * sx[1]);
+    }
+};
+
+// Q4_0 / Q4_1: one 32-element block per unit; element i < 16 is the low
+// nibble of qs[i], element 16 + i the high one; w = d (q - 8) or d q + m.
+// Q4_0's 18-byte blocks are only 2-byte aligned: 16-bit loads.
+template <bool MIN>
+struct Q4Dot {
+    static constexpr int TS = MIN ? 20 : 18, UNITS = 1, UW = 32;
+    __device__ static float dot(const u8* blk, int, const int (&xi)[UW / 4], const float* dx,
+                                const float* sx) {
+        const u8* q = blk + (MIN ? 4 : 2);
+        int acc = 0;
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            const u32 qw = MIN ? ld_u32(q + 4 * w) : ld_u16x2(q + 4 * w);
+            acc = __dp4a((int)(qw & 0x0F0F0F0Fu), xi[w], acc);
+            acc = __dp4a((int)((qw >> 4) & 0x0F0F0F0Fu), xi[4 + w], acc);
+        }
+        const float d = kiln_f16_to_f32(*(const u16*)blk);
+        if (MIN) return d * dx[0] * (float)acc + kiln_f16_to_f32(*(const u16*)(blk + 2)) * sx[0];
+        return d * (dx[0] * (float)acc - 8.0f * sx[0]);
+    }
+};
+
+// Q8_0: one 32-element block of int8 codes per unit (2-byte aligned).
+struct Q8_0Dot {
+    static constexpr int TS = 34, UNITS = 1, UW = 32;
+    __device__ static float dot(const u8* blk, int, const int (&xi)[UW / 4], const float* dx,
+                                const float*) {
+        int acc = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++) acc = __dp4a((int)ld_u16x2(blk + 2 + 4 * w), xi[w], acc);
+        return kiln_f16_to_f32(*(const u16*)blk) * dx[0] * (float)acc;
     }
 };
 
@@ -158,6 +195,7 @@ template <class D, class Store>
 __device__ __forceinline__ void tile_rows_dot_q8(const u8* rows, u64 row_bytes, int nr, u64 k,
                                                  const u8* area, Store store) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    constexpr int XW = D::UW / 4, XB = D::UW / 32;  // code words and x blocks per unit
     const int units = (int)(row_bytes / D::TS) * D::UNITS;
     const float* dxs = (const float*)(area + k);
     const float* sxs = dxs + k / 32;
@@ -167,20 +205,21 @@ __device__ __forceinline__ void tile_rows_dot_q8(const u8* rows, u64 row_bytes, 
         const u8* wb = rows + (u64)jb * row_bytes;
         float a0 = 0.0f, a1 = 0.0f;
         for (int u = lane; u < units; u += 32) {
-            int xi[16];
-            const int4* xv = (const int4*)(area + 64 * (u64)u);
+            int xi[XW];
+            const int4* xv = (const int4*)(area + D::UW * (u64)u);
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < XW / 4; i++) {
                 const int4 t = xv[i];
                 xi[4 * i] = t.x;
                 xi[4 * i + 1] = t.y;
                 xi[4 * i + 2] = t.z;
                 xi[4 * i + 3] = t.w;
             }
-            const float dx0 = dxs[2 * u], dx1 = dxs[2 * u + 1], sx0 = sxs[2 * u], sx1 = sxs[2 * u + 1];
-            const int sb = u / D::UNITS, g = u % D::UNITS;
-            a0 += D::dot(wa + (u64)sb * D::TS, g, xi, dx0, dx1, sx0, sx1);
-            a1 += D::dot(wb + (u64)sb * D::TS, g, xi, dx0, dx1, sx0, sx1);
+            const float* dx = dxs + XB * u;
+            const float* sx = sxs + XB * u;
+            const int blk = u / D::UNITS, g = u % D::UNITS;
+            a0 += D::dot(wa + (u64)blk * D::TS, g, xi, dx, sx);
+            a1 += D::dot(wb + (u64)blk * D::TS, g, xi, dx, sx);
         }
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {

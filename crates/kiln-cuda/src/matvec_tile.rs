@@ -56,10 +56,11 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> 
 }
 
 /// Shared bytes of the int8 x area after the stacks for `wtype`'s tile
-/// kernels (`tile_xq_bytes`, matvec_tile.cuh): Q4_K's tiles quantize x
-/// (`Q8Tile`), the others decode to floats and need none.
+/// kernels (`tile_xq_bytes`, matvec_tile.cuh): the tiles of Q4_0, Q4_1,
+/// Q8_0 and Q4_K quantize x (`Q8Tile`), the others decode to floats and
+/// need none.
 pub fn tile_xq_bytes(wtype: DType, k: usize) -> usize {
-    if wtype == DType::Q4_K {
+    if matches!(wtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K) {
         k + 8 * (k / 32)
     } else {
         0
@@ -120,7 +121,8 @@ mod tests {
         assert_eq!(tile_target(5000, 1), 5000);
         // Q4_K's int8 x area: k codes, a scale and a sum per 32.
         assert_eq!(tile_xq_bytes(DType::Q4_K, 2048), 2560);
-        assert_eq!(tile_xq_bytes(DType::Q4_0, 2048), 0);
+        assert_eq!(tile_xq_bytes(DType::Q8_0, 64), 80);
+        assert_eq!(tile_xq_bytes(DType::Q6_K, 2048), 0);
         for rb in [18, 34, 144, 176, 210, 1152, 2176, 7616] {
             for mats in [1, 2] {
                 for target in [1, 8192, TILE_TARGET_GATED, 1 << 20] {
