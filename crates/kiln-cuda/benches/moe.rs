@@ -26,7 +26,7 @@ use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
 use kiln_cuda::matmul::set_staged;
 use kiln_cuda::matmul_id::{matmul_id, matmul_id_swiglu, select_matmul_id, supports};
-use kiln_cuda::matvec_tile::{set_id_tile, TILE_AUTO};
+use kiln_cuda::matvec_tile::{q8_tile_supports, set_id_tile, set_id_tile_q8, TILE_AUTO};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
 const EXPERTS: usize = 128;
@@ -44,6 +44,8 @@ enum Loads {
     Staged,
     /// Tile kernels with this target of shared bytes per CTA.
     Tile(usize),
+    /// The default tiles with int8 activations (Q4_0, Q4_1, Q8_0, Q4_K).
+    TileQ8,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -77,6 +79,9 @@ fn main() {
         if wtype.is_quantized() {
             modes.push(Loads::Staged);
             modes.push(Loads::Tile(TILE_AUTO));
+            if q8_tile_supports(wtype) {
+                modes.push(Loads::TileQ8);
+            }
             if sweep && wtype == DType::Q4_K {
                 modes.extend([8192, 16384, 32768, 49152].map(Loads::Tile));
             }
@@ -96,7 +101,15 @@ fn main() {
     }
     for (tokens, kind, wtype, loads) in runs {
         set_staged(&be, loads == Loads::Staged);
-        set_id_tile(&be, if let Loads::Tile(t) = loads { t } else { 0 });
+        set_id_tile(
+            &be,
+            match loads {
+                Loads::Tile(t) => t,
+                Loads::TileQ8 => TILE_AUTO,
+                _ => 0,
+            },
+        );
+        set_id_tile_q8(&be, loads == Loads::TileQ8);
         let (n, k) = if kind == Kind::Down { (D, FF) } else { (FF, D) };
         let mut p = MatmulIdParams {
             n_tokens: tokens,
@@ -188,7 +201,9 @@ fn main() {
         let kern = match loads {
             Loads::Direct => kern,
             Loads::Staged => kern + " staged",
+            Loads::Tile(TILE_AUTO) => format!("{kern} tile"),
             Loads::Tile(t) => format!("{kern} tile {}K", t / 1024),
+            Loads::TileQ8 => format!("{kern} tile q8"),
         };
         println!(
             "| {tokens}×{TOP_K} | {op} ({n}×{k}) | {wtype} | {kern} | {:.2} | {gbs:.0} | {:.0}% | {tf:.2} | {:.2} |",

@@ -29,10 +29,10 @@
 //   per stack. The CTA requests its tile of each stack at once (gate and up
 //   as two cp.async groups, so gate is decoded while up still lands), then
 //   its 4 warps take row pairs of the tile; the gated path keeps silu's
-//   inputs in shared memory between the two passes. Q4_0, Q4_1, Q8_0 and
-//   Q4_K tiles take int8 activations (Q8Tile: x quantized per 32 by each
-//   CTA while its tile lands, dp4a dot products); the other formats decode
-//   to floats (FloatTile).
+//   inputs in shared memory between the two passes. The tiles decode to
+//   floats (FloatTile); mul_mv_id[_swiglu]_q8tile_<w>_f32 (Q4_0, Q4_1,
+//   Q8_0, Q4_K; opt-in) take int8 activations instead (Q8Tile: x quantized
+//   per 32 by each CTA while its tile lands, dp4a dot products).
 //
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
@@ -354,43 +354,45 @@ MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
 
 // The tile kernels of the quantized GGML formats (w, wg, wu 16-byte aligned;
 // dynamic shared memory p.tile_slot per stack, then tile_xq_bytes(k) for a
-// Q8Tile); T: the format's tile policy.
-#define MV_ID_TILE_ENTRY(fmt, T)                                                                \
+// Q8Tile); T: the tile policy. KIND tile: float activations (FloatTile),
+// every format; KIND q8tile: int8 activations (Q8Tile), the formats with a
+// Q8 dot unit (opt-in on the host until measured on a GPU).
+#define MV_ID_TILE_ENTRY(KIND, fmt, T)                                                          \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
-        mul_mv_id_tile_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,                 \
-                                   const float* __restrict__ x, const u32* __restrict__ ids,   \
-                                   float* __restrict__ out) {                                  \
+        mul_mv_id_##KIND##_##fmt##_f32(MatmulIdParams p, const u8* __restrict__ w,             \
+                                       const float* __restrict__ x,                            \
+                                       const u32* __restrict__ ids, float* __restrict__ out) { \
         mv_id_tile<T, false>(p, w, nullptr, x, ids, out);                                      \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS) mul_mv_id_swiglu_tile_##fmt##_f32( \
-        MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,                \
-        const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) {   \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
+        mul_mv_id_swiglu_##KIND##_##fmt##_f32(                                                 \
+            MatmulIdParams p, const u8* __restrict__ wg, const u8* __restrict__ wu,            \
+            const float* __restrict__ x, const u32* __restrict__ ids, float* __restrict__ out) { \
         mv_id_tile<T, true>(p, wg, wu, x, ids, out);                                           \
     }
-using Tile_q4_0 = Q8Tile<Q4Dot<false>>;  // int8 activations
-using Tile_q4_1 = Q8Tile<Q4Dot<true>>;   // int8 activations
-using Tile_q8_0 = Q8Tile<Q8_0Dot>;       // int8 activations
-using Tile_q5_0 = FloatTile<Q5_0T, SubBlocks<Q5_0T>>;
-using Tile_q5_1 = FloatTile<Q5_1T, SubBlocks<Q5_1T>>;
-using Tile_iq4_nl = FloatTile<IQ4_NLT, SubBlocks<IQ4_NLT>>;
-using Tile_q4_K = Q8Tile<Q4_KDot>;  // int8 activations
-using Tile_q5_K = FloatTile<Q5_KT, SubBlocks<Q5_KT>>;
-using Tile_q6_K = FloatTile<Q6_KT, SubBlocks<Q6_KT>>;
-using Tile_iq4_xs = FloatTile<IQ4_XST, SubBlocks<IQ4_XST>>;
-using Tile_q3_K = FloatTile<Q3_KT, SubBlocks<Q3_KT>>;
-using Tile_q2_K = FloatTile<Q2_KT, SubBlocks<Q2_KT>>;
-MV_ID_TILE_ENTRY(q4_0, Tile_q4_0)
-MV_ID_TILE_ENTRY(q4_1, Tile_q4_1)
-MV_ID_TILE_ENTRY(q8_0, Tile_q8_0)
-MV_ID_TILE_ENTRY(q5_0, Tile_q5_0)
-MV_ID_TILE_ENTRY(q5_1, Tile_q5_1)
-MV_ID_TILE_ENTRY(iq4_nl, Tile_iq4_nl)
-MV_ID_TILE_ENTRY(q4_K, Tile_q4_K)
-MV_ID_TILE_ENTRY(q5_K, Tile_q5_K)
-MV_ID_TILE_ENTRY(q6_K, Tile_q6_K)
-MV_ID_TILE_ENTRY(iq4_xs, Tile_iq4_xs)
-MV_ID_TILE_ENTRY(q3_K, Tile_q3_K)
-MV_ID_TILE_ENTRY(q2_K, Tile_q2_K)
+#define MV_ID_FLOAT_TILE(fmt, Q, B) \
+    using FloatTile_##fmt = FloatTile<Q, B>; \
+    MV_ID_TILE_ENTRY(tile, fmt, FloatTile_##fmt)
+MV_ID_FLOAT_TILE(q4_0, Q4_0T, FlatBlocks<Q4_0T>)
+MV_ID_FLOAT_TILE(q4_1, Q4_1T, FlatBlocks<Q4_1T>)
+MV_ID_FLOAT_TILE(q8_0, Q8_0T, FlatBlocks<Q8_0T>)
+MV_ID_FLOAT_TILE(q5_0, Q5_0T, SubBlocks<Q5_0T>)
+MV_ID_FLOAT_TILE(q5_1, Q5_1T, SubBlocks<Q5_1T>)
+MV_ID_FLOAT_TILE(iq4_nl, IQ4_NLT, SubBlocks<IQ4_NLT>)
+MV_ID_FLOAT_TILE(q4_K, Q4_KT, SubBlocks<Q4_KT>)
+MV_ID_FLOAT_TILE(q5_K, Q5_KT, SubBlocks<Q5_KT>)
+MV_ID_FLOAT_TILE(q6_K, Q6_KT, SubBlocks<Q6_KT>)
+MV_ID_FLOAT_TILE(iq4_xs, IQ4_XST, SubBlocks<IQ4_XST>)
+MV_ID_FLOAT_TILE(q3_K, Q3_KT, SubBlocks<Q3_KT>)
+MV_ID_FLOAT_TILE(q2_K, Q2_KT, SubBlocks<Q2_KT>)
+using Q8Tile_q4_0 = Q8Tile<Q4Dot<false>>;
+using Q8Tile_q4_1 = Q8Tile<Q4Dot<true>>;
+using Q8Tile_q8_0 = Q8Tile<Q8_0Dot>;
+using Q8Tile_q4_K = Q8Tile<Q4_KDot>;
+MV_ID_TILE_ENTRY(q8tile, q4_0, Q8Tile_q4_0)
+MV_ID_TILE_ENTRY(q8tile, q4_1, Q8Tile_q4_1)
+MV_ID_TILE_ENTRY(q8tile, q8_0, Q8Tile_q8_0)
+MV_ID_TILE_ENTRY(q8tile, q4_K, Q8Tile_q4_K)
 #else
 extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,

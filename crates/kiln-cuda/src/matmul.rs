@@ -47,7 +47,7 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use std::sync::{Mutex, OnceLock};
 
 pub use crate::matvec_staged::{set_staged, staged};
@@ -183,6 +183,9 @@ pub struct MatmulState {
     /// matmul_id's tile target bytes (0 = off; `matvec_tile`), from
     /// `KILN_MV_TILE` on first use.
     tile: OnceLock<AtomicUsize>,
+    /// matmul_id's int8-activation tiles (`matvec_tile::id_tile_q8`), from
+    /// `KILN_MV_TILE_Q8=1` on first use.
+    tile_q8: OnceLock<AtomicBool>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -323,6 +326,13 @@ impl MatmulState {
     pub(crate) fn tile_flag(&self) -> &AtomicUsize {
         self.tile
             .get_or_init(|| AtomicUsize::new(crate::matvec_tile::tile_bytes_from_env()))
+    }
+
+    /// matmul_id's int8-activation tile switch (`matvec_tile::id_tile_q8`).
+    pub(crate) fn tile_q8_flag(&self) -> &AtomicBool {
+        self.tile_q8.get_or_init(|| {
+            AtomicBool::new(std::env::var("KILN_MV_TILE_Q8").is_ok_and(|v| v == "1"))
+        })
     }
 
     fn cublas_present(&self) -> bool {

@@ -29,7 +29,9 @@
 use crate::kernels::MATMUL_ID;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::matvec_staged::{id_staged, stage_copy_width};
-use crate::matvec_tile::{id_tile_bytes, tile_plan, tile_target, tile_xq_bytes};
+use crate::matvec_tile::{
+    id_tile_bytes, id_tile_q8, q8_tile_supports, tile_plan, tile_target, tile_xq_bytes,
+};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{
     CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -186,36 +188,48 @@ fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static st
     })
 }
 
-/// The tile kernels (plain, gated) of a quantized GGML format, by name.
-fn tile_kernel_names(wtype: DType) -> Option<(&'static str, &'static str)> {
+/// The tile kernels (plain, gated) of a quantized GGML format, by name:
+/// float activations, or with `q8` the int8-activation ones
+/// ([`q8_tile_supports`]).
+fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static str)> {
     macro_rules! k {
-        ($w:literal) => {
+        ($kind:literal, $w:literal) => {
             (
-                concat!("mul_mv_id_tile_", $w, "_f32"),
-                concat!("mul_mv_id_swiglu_tile_", $w, "_f32"),
+                concat!("mul_mv_id_", $kind, "_", $w, "_f32"),
+                concat!("mul_mv_id_swiglu_", $kind, "_", $w, "_f32"),
             )
         };
     }
+    if q8 {
+        return Some(match wtype {
+            DType::Q4_0 => k!("q8tile", "q4_0"),
+            DType::Q4_1 => k!("q8tile", "q4_1"),
+            DType::Q8_0 => k!("q8tile", "q8_0"),
+            DType::Q4_K => k!("q8tile", "q4_K"),
+            _ => return None,
+        });
+    }
     Some(match wtype {
-        DType::Q4_0 => k!("q4_0"),
-        DType::Q4_1 => k!("q4_1"),
-        DType::Q8_0 => k!("q8_0"),
-        DType::Q5_0 => k!("q5_0"),
-        DType::Q5_1 => k!("q5_1"),
-        DType::IQ4_NL => k!("iq4_nl"),
-        DType::Q4_K => k!("q4_K"),
-        DType::Q5_K => k!("q5_K"),
-        DType::Q6_K => k!("q6_K"),
-        DType::IQ4_XS => k!("iq4_xs"),
-        DType::Q3_K => k!("q3_K"),
-        DType::Q2_K => k!("q2_K"),
+        DType::Q4_0 => k!("tile", "q4_0"),
+        DType::Q4_1 => k!("tile", "q4_1"),
+        DType::Q8_0 => k!("tile", "q8_0"),
+        DType::Q5_0 => k!("tile", "q5_0"),
+        DType::Q5_1 => k!("tile", "q5_1"),
+        DType::IQ4_NL => k!("tile", "iq4_nl"),
+        DType::Q4_K => k!("tile", "q4_K"),
+        DType::Q5_K => k!("tile", "q5_K"),
+        DType::Q6_K => k!("tile", "q6_K"),
+        DType::IQ4_XS => k!("tile", "iq4_xs"),
+        DType::Q3_K => k!("tile", "q3_K"),
+        DType::Q2_K => k!("tile", "q2_K"),
         _ => return None,
     })
 }
 
-/// The tile kernels (plain, gated) of `wtype` ([`tile_kernel_names`]).
-fn tile_kernels(be: &CudaBackend, wtype: DType) -> Result<[CudaFunction; 2]> {
-    let Some((mv, sw)) = tile_kernel_names(wtype) else {
+/// The tile kernels (plain, gated) of `wtype` for a launch whose params say
+/// whether x is quantized (`tile_xq` > 0: the int8-activation kernels).
+fn tile_kernels(be: &CudaBackend, wtype: DType, k: &MatmulIdK) -> Result<[CudaFunction; 2]> {
+    let Some((mv, sw)) = tile_kernel_names(wtype, k.tile_xq > 0) else {
         return Err(Error::UnsupportedDType {
             op: OP,
             dtype: wtype,
@@ -285,7 +299,7 @@ pub fn matmul_id_with_kernel(
     if !per_row_path {
         grouped(be, &k, &mm, gx, w, x, ids, out)
     } else if k.tile_rows > 0 {
-        let [tile, _] = tile_kernels(be, p.wtype)?;
+        let [tile, _] = tile_kernels(be, p.wtype, &k)?;
         per_row(be, k, &tile, gx, (w, None), x, ids, out)
     } else {
         per_row(be, k, &mv, gx, (w, None), x, ids, out)
@@ -316,7 +330,7 @@ pub fn matmul_id_swiglu(
     check_alignment(be, &p.expert_matmul(1), w_up, x)?;
     let (k, gx) = launch_shape(be, p, w_gate, x, Some(w_up), true)?;
     let sw = if k.tile_rows > 0 {
-        tile_kernels(be, p.wtype)?[1].clone()
+        tile_kernels(be, p.wtype, &k)?[1].clone()
     } else {
         kernels(be, p.wtype)?[2].clone()
     };
@@ -380,7 +394,9 @@ fn launch_shape(
     let stacks = 1 + usize::from(w_up.is_some());
     let target = tile_target(id_tile_bytes(be), stacks);
     let mut tile = None;
-    if per_row && target > 0 && tile_kernel_names(p.wtype).is_some() {
+    let q8 = id_tile_q8(be) && q8_tile_supports(p.wtype);
+    let xq = if q8 { tile_xq_bytes(p.k) } else { 0 };
+    if per_row && target > 0 && tile_kernel_names(p.wtype, q8).is_some() {
         let (wp, _g) = w.device_ptr(be.stream());
         let mut bases = wp;
         if let Some(u) = w_up {
@@ -388,7 +404,7 @@ fn launch_shape(
             bases |= up;
         }
         if bases.is_multiple_of(16) {
-            tile = tile_plan(row_bytes, stacks, target, tile_xq_bytes(p.wtype, p.k));
+            tile = tile_plan(row_bytes, stacks, target, xq);
         }
     }
     if let Some(t) = tile {
@@ -411,7 +427,7 @@ fn launch_shape(
         cw,
         tile_rows: tile.map_or(0, |t| t.rows as u64),
         tile_slot: tile.map_or(0, |t| t.slot as u64),
-        tile_xq: tile.map_or(0, |_| tile_xq_bytes(p.wtype, p.k) as u64),
+        tile_xq: tile.map_or(0, |_| xq as u64),
     };
     Ok((k, gx))
 }

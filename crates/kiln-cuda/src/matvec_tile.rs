@@ -55,16 +55,16 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> 
     })
 }
 
-/// Shared bytes of the int8 x area after the stacks for `wtype`'s tile
-/// kernels (`tile_xq_bytes`, matvec_tile.cuh): the tiles of Q4_0, Q4_1,
-/// Q8_0 and Q4_K quantize x (`Q8Tile`), the others decode to floats and
-/// need none.
-pub fn tile_xq_bytes(wtype: DType, k: usize) -> usize {
-    if matches!(wtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K) {
-        k + 8 * (k / 32)
-    } else {
-        0
-    }
+/// Whether `wtype` has tile kernels with int8 activations (`Q8Tile`,
+/// `mul_mv_id[_swiglu]_q8tile_<w>_f32`): Q4_0, Q4_1, Q8_0 and Q4_K.
+pub fn q8_tile_supports(wtype: DType) -> bool {
+    matches!(wtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K)
+}
+
+/// Shared bytes of the int8 x area after the stacks (`tile_xq_bytes`,
+/// matvec_tile.cuh): k codes, then a scale and a sum per 32 elements.
+pub fn tile_xq_bytes(k: usize) -> usize {
+    k + 8 * (k / 32)
 }
 
 /// The target of a tile CTA over `mats` stacks when `be`'s switch says
@@ -88,6 +88,20 @@ pub fn id_tile_bytes(be: &CudaBackend) -> usize {
 /// off with 0 (parity tests and A/B benches).
 pub fn set_id_tile(be: &CudaBackend, target: usize) {
     be.matmul.tile_flag().store(target, Ordering::Relaxed);
+}
+
+/// Whether `be`'s tiles take int8 activations where the format has such
+/// kernels ([`q8_tile_supports`]): off unless `KILN_MV_TILE_Q8=1` or
+/// [`set_id_tile_q8`]. Opt-in: checked on the host only
+/// (scripts/check-cuda-tile.py), not yet run or measured on a GPU
+/// (docs/perf.md §22).
+pub fn id_tile_q8(be: &CudaBackend) -> bool {
+    be.matmul.tile_q8_flag().load(Ordering::Relaxed)
+}
+
+/// Int8-activation tiles on or off for `be` (parity tests and A/B benches).
+pub fn set_id_tile_q8(be: &CudaBackend, on: bool) {
+    be.matmul.tile_q8_flag().store(on, Ordering::Relaxed);
 }
 
 /// The initial target from `KILN_MV_TILE` (unparsable: the default).
@@ -119,10 +133,10 @@ mod tests {
         assert_eq!(tile_plan(1152, 2, 0, 0), None);
         assert_eq!(tile_target(0, 2), 0);
         assert_eq!(tile_target(5000, 1), 5000);
-        // Q4_K's int8 x area: k codes, a scale and a sum per 32.
-        assert_eq!(tile_xq_bytes(DType::Q4_K, 2048), 2560);
-        assert_eq!(tile_xq_bytes(DType::Q8_0, 64), 80);
-        assert_eq!(tile_xq_bytes(DType::Q6_K, 2048), 0);
+        // The int8 x area: k codes, a scale and a sum per 32.
+        assert_eq!(tile_xq_bytes(2048), 2560);
+        assert_eq!(tile_xq_bytes(64), 80);
+        assert!(q8_tile_supports(DType::Q4_K) && !q8_tile_supports(DType::Q6_K));
         for rb in [18, 34, 144, 176, 210, 1152, 2176, 7616] {
             for mats in [1, 2] {
                 for target in [1, 8192, TILE_TARGET_GATED, 1 << 20] {

@@ -17,7 +17,7 @@ use kiln_core::ops::moe_route::{moe_route_ref, MoeRouteParams, MoeScoring};
 use kiln_core::DType;
 use kiln_cuda::harness::{self, guarded, guarded_with};
 use kiln_cuda::matmul_id::MatmulIdKernel;
-use kiln_cuda::matvec_tile::{set_id_tile, TILE_AUTO};
+use kiln_cuda::matvec_tile::{set_id_tile, set_id_tile_q8, TILE_AUTO};
 use kiln_cuda::{matmul_id, moe_route, CudaBackend};
 use kiln_testkit::cases::matmul::{error_bounds, WTYPES};
 use kiln_testkit::cases::matmul_id::{check_matmul_id_swiglu_with, check_matmul_id_with};
@@ -78,28 +78,32 @@ fn parity_matmul_id() {
 }
 
 /// The per-row path's ways of reading quantized expert rows: (name,
-/// staged, tile target bytes): direct loads, staged through shared memory
-/// (matvec_staged.cuh), and tiles (matvec_tile.cuh) of the default size, of
-/// 2 rows (target 1 byte) and as large as fit (64 rows or 48 KiB): odd row
-/// counts leave partial tiles and half pairs in each.
-const LOADS: [(&str, bool, usize); 5] = [
-    ("direct", false, 0),
-    ("staged", true, 0),
-    ("tile", false, TILE_AUTO),
-    ("tile-2-rows", false, 1),
-    ("tile-max", false, 1 << 20),
+/// staged, tile target bytes, int8-activation tiles): direct loads, staged
+/// through shared memory (matvec_staged.cuh), and tiles (matvec_tile.cuh)
+/// of the default size, of 2 rows (target 1 byte) and as large as fit (64
+/// rows or 48 KiB): odd row counts leave partial tiles and half pairs in
+/// each; then the default tiles with int8 activations (Q4_0, Q4_1, Q8_0,
+/// Q4_K; the others keep float tiles).
+const LOADS: [(&str, bool, usize, bool); 6] = [
+    ("direct", false, 0, false),
+    ("staged", true, 0, false),
+    ("tile", false, TILE_AUTO, false),
+    ("tile-2-rows", false, 1, false),
+    ("tile-max", false, 1 << 20, false),
+    ("tile-q8", false, TILE_AUTO, true),
 ];
 
-fn set_loads(be: &CudaBackend, staged: bool, tile: usize) {
+fn set_loads(be: &CudaBackend, staged: bool, tile: usize, q8: bool) {
     kiln_cuda::matmul::set_staged(be, staged);
     set_id_tile(be, tile);
+    set_id_tile_q8(be, q8);
 }
 
 #[test]
 fn parity_matmul_id_swiglu() {
     let Some(be) = backend() else { return };
-    for (name, staged, tile) in LOADS {
-        set_loads(&be, staged, tile);
+    for (name, staged, tile, q8) in LOADS {
+        set_loads(&be, staged, tile, q8);
         check(
             &format!("matmul_id_swiglu loads={name}"),
             check_matmul_id_swiglu_with(
@@ -212,8 +216,8 @@ fn parity_matmul_id_both_kernels() {
     kiln_cuda::mlx::prepare(&be, &["matmul_id"], &mlx_cover()).unwrap();
     // Each path with every way of loading (LOADS; tiles are the per-row
     // path's only).
-    for (name, staged, tile) in LOADS {
-        set_loads(&be, staged, tile);
+    for (name, staged, tile, q8) in LOADS {
+        set_loads(&be, staged, tile, q8);
         let kernels: &[MatmulIdKernel] = if tile > 0 {
             &[MatmulIdKernel::PerRow]
         } else {
@@ -240,11 +244,11 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
     let Some(be) = backend() else { return };
     let mut rng = case_rng(test_seed(), "matmul_id-bad-ids", 0);
     // Tiles (the default for quantized formats) and pair kernels.
-    for (wtype, tile) in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]]
+    for (wtype, tile, q8) in [DType::Q4_0, DType::Q4_K, DType::F16, mlx_cover()[1]]
         .into_iter()
-        .flat_map(|t| [(t, TILE_AUTO), (t, 0)])
+        .flat_map(|t| [(t, TILE_AUTO, false), (t, TILE_AUTO, true), (t, 0, false)])
     {
-        set_id_tile(&be, tile);
+        set_loads(&be, false, tile, q8);
         let p = id_params(wtype, 3, 2, 5, 256);
         let w = rand_rows(&mut rng, wtype, 3 * p.n, p.k);
         let x = rand_f32(&mut rng, 3 * p.k, -1.0, 1.0);
@@ -261,7 +265,7 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
                 if e >= 3 {
                     assert!(
                         got.iter().all(|v| v.is_nan()),
-                        "{wtype} tile {tile} row {r} not NaN"
+                        "{wtype} tile {tile} q8 {q8} row {r} not NaN"
                     );
                 } else {
                     let mut want = vec![0.0f32; p.n];
@@ -270,7 +274,7 @@ fn matmul_id_out_of_range_ids_give_nan_rows() {
                     let ok = within_row_bound(&one, &w, e, xr, got, &want);
                     assert!(
                         ok,
-                        "{wtype} tile {tile} {kern:?} row {r}: {got:?} vs {want:?}"
+                        "{wtype} tile {tile} q8 {q8} {kern:?} row {r}: {got:?} vs {want:?}"
                     );
                 }
             }
