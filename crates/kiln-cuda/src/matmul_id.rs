@@ -143,18 +143,21 @@ fn kernels(be: &CudaBackend, wtype: DType) -> Result<[CudaFunction; 3]> {
             _ => Err(CudaError::driver(OP, "MLX kernel table")),
         };
     }
-    let Some((mv, mm, sw)) = kernel_names(wtype) else {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: wtype,
-        }
-        .into());
-    };
+    let (mv, mm, sw) = kernel_names(wtype).ok_or_else(|| unsupported(wtype))?;
     Ok([
         be.function(OP, MATMUL_ID, mv)?,
         be.function(OP, MATMUL_ID, mm)?,
         be.function(OP, MATMUL_ID, sw)?,
     ])
+}
+
+/// matmul_id has no kernel for `wtype`.
+fn unsupported(wtype: DType) -> CudaError {
+    Error::UnsupportedDType {
+        op: OP,
+        dtype: wtype,
+    }
+    .into()
 }
 
 /// The per-row, grouped and gated per-row kernels of a GGML or float format.
@@ -229,13 +232,7 @@ fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static s
 /// The tile kernels (plain, gated) of `wtype` for a launch whose params say
 /// whether x is quantized (`tile_xq` > 0: the int8-activation kernels).
 fn tile_kernels(be: &CudaBackend, wtype: DType, k: &MatmulIdK) -> Result<[CudaFunction; 2]> {
-    let Some((mv, sw)) = tile_kernel_names(wtype, k.tile_xq > 0) else {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: wtype,
-        }
-        .into());
-    };
+    let (mv, sw) = tile_kernel_names(wtype, k.tile_xq > 0).ok_or_else(|| unsupported(wtype))?;
     Ok([
         be.function(OP, MATMUL_ID, mv)?,
         be.function(OP, MATMUL_ID, sw)?,
@@ -274,11 +271,7 @@ pub fn matmul_id_with_kernel(
 ) -> Result<()> {
     p.validate(w.len(), x.len(), ids.len(), out.len())?;
     if !supports(p.wtype) {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: p.wtype,
-        }
-        .into());
+        return Err(unsupported(p.wtype));
     }
     let rows = p.rows()?;
     let bad =
