@@ -91,17 +91,24 @@ __device__ __forceinline__ void tile_rows_dot(const u8* rows, u64 row_bytes, int
 // what bounds the tile kernels (docs/perf.md §22). The Q8 variants quantize
 // x once per CTA, while the tile's bytes are in flight, to int8 codes per
 // 32 elements (d = amax / 127, code = round(x / d): |x - d code| <= d / 2)
-// plus each block's exact f32 sum, and take dot products of the weight
-// codes with dp4a: ~1 instruction per weight. The error against the f32
-// reference is the activation rounding, the bound the testkit holds every
-// quantized mat-vec to (kiln-testkit cases/matmul.rs).
+// plus each block's sum of the quantized x (d times the code sum, for the
+// formats' offset and min terms), and take dot products of the weight
+// codes with dp4a: ~1 instruction per weight. Every term sees the same
+// quantized x, so the result is sum_e w_e (d q)_e up to f32 rounding and
+// its error against the f32 reference is the activation rounding, at most
+// sum_b d_b / 2 sum |w_e|: the bound the testkit holds every quantized
+// mat-vec to (kiln-testkit cases/matmul.rs). (With the exact sum of x in
+// the offset terms the error would scale with the unsigned codes instead:
+// a Q4_0 block of codes 8, all weights zero, would contribute
+// 8 d (sum d q - sum x) != 0; scripts/check-cuda-tile.py checks this.)
 
 // Shared bytes of the x area for row length k: codes, then d and sum per 32.
 __host__ __device__ constexpr u64 tile_xq_bytes(u64 k) { return k + 8 * (k / 32); }
 
 // x (k floats, k a multiple of 32) -> area: k int8 codes, then k / 32 f32
-// scales, then k / 32 f32 sums. Every thread calls it; warp w takes blocks
-// w, w + warps, ...; the caller's barrier publishes the area.
+// scales d, then k / 32 f32 sums d * (sum of the codes). Every thread calls
+// it; warp w takes blocks w, w + warps, ...; the caller's barrier publishes
+// the area.
 __device__ __forceinline__ void tile_quantize_x(const float* __restrict__ x, u64 k, u8* area) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     const u64 nb = k / 32;
@@ -109,17 +116,19 @@ __device__ __forceinline__ void tile_quantize_x(const float* __restrict__ x, u64
     float* sxs = dxs + nb;
     for (u64 b = warp; b < nb; b += warps) {
         const float v = x[b * 32 + lane];
-        float amax = fabsf(v), s = v;
+        float amax = fabsf(v);
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-            s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
-        }
+        for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
         const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        ((signed char*)area)[b * 32 + lane] = (signed char)__float2int_rn(v * inv);
+        const int q = __float2int_rn(v * inv);
+        ((signed char*)area)[b * 32 + lane] = (signed char)q;
+        float s = (float)q;  // the code sum: exact in f32 (|s| <= 32 * 127)
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
         if (lane == 0) {
-            dxs[b] = amax / 127.0f;
-            sxs[b] = s;
+            const float d = amax / 127.0f;
+            dxs[b] = d;
+            sxs[b] = d * s;
         }
     }
 }
@@ -127,7 +136,8 @@ __device__ __forceinline__ void tile_quantize_x(const float* __restrict__ x, u64
 // Q8 dot units: D::dot(blk, g, xi, dx, sx) = the dot product of unit g of
 // the TS-byte block at blk (UW = 32 or 64 weights: x blocks UW / 32 of the
 // row's unit index) with the int8 codes xi (UW / 4 words, little-endian
-// bytes = consecutive elements), their scales dx and exact sums sx.
+// bytes = consecutive elements), their scales dx and sums sx (dx times the
+// block's code sum).
 
 // Q4_K: unit g (0..3) of a super-block is group g of qs (32 bytes:
 // sub-blocks 2g in the low nibbles, 2g + 1 in the high ones).
