@@ -76,6 +76,8 @@ import gguf
 import gguf.quants
 import numpy as np
 
+from kernel_src import common_decls, device_src, matvec_src
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "crates/kiln-cuda/kernels"
 SEED = 1606
@@ -304,26 +306,6 @@ DISPATCH
 def segment(src: str, start: str, end: str) -> str:
     i = src.index(start)
     return src[i : src.index(end, i)]
-
-
-def device_src(name: str) -> str:
-    """A kernel file without its includes and pragmas."""
-    src = (KERNELS / name).read_text()
-    return "\n".join(l for l in src.splitlines() if not l.startswith(("#include", "#pragma once")))
-
-
-def common_decls() -> str:
-    """The block structs and QK defines of common.cuh (not its inline PTX)."""
-    src = (KERNELS / "common.cuh").read_text()
-    keep = ("struct block", "static_assert", "#define QK")
-    return "\n".join(l for l in src.splitlines() if l.startswith(keep))
-
-
-def matvec_src() -> str:
-    """matvec.cuh from byte_f32 on (its kiln_f32_to_f16 uses inline PTX)."""
-    src = (KERNELS / "matvec.cuh").read_text()
-    defines = [l for l in src.splitlines() if l.startswith("#define MV_")]
-    return "\n".join(defines) + "\n" + src[src.index("// Byte i of `bytes`") :]
 
 
 def replace_once(src: str, old: str, new: str, what: str) -> str:
