@@ -288,15 +288,31 @@ pub fn matmul_id_with_kernel(
     }
     let per_row_path = kernel == MatmulIdKernel::PerRow;
     let (k, gx) = launch_shape(be, p, w, x, None, per_row_path)?;
-    let [mv, mm, _] = kernels(be, p.wtype)?;
-    if !per_row_path {
-        grouped(be, &k, &mm, gx, w, x, ids, out)
-    } else if k.tile_rows > 0 {
-        let [tile, _] = tile_kernels(be, p.wtype, &k)?;
-        per_row(be, k, &tile, gx, (w, None), x, ids, out)
+    if per_row_path {
+        let f = per_row_kernel(be, p.wtype, &k, false)?;
+        per_row(be, k, &f, gx, (w, None), x, ids, out)
     } else {
-        per_row(be, k, &mv, gx, (w, None), x, ids, out)
+        let [_, mm, _] = kernels(be, p.wtype)?;
+        grouped(be, &k, &mm, gx, w, x, ids, out)
     }
+}
+
+/// The per-row path's kernel for launch params `k` (plain or `gated`): a
+/// tile kernel when `k` plans tiles, else the pair kernel.
+fn per_row_kernel(
+    be: &CudaBackend,
+    wtype: DType,
+    k: &MatmulIdK,
+    gated: bool,
+) -> Result<CudaFunction> {
+    let (mv, sw) = if k.tile_rows > 0 {
+        let [mv, sw] = tile_kernels(be, wtype, k)?;
+        (mv, sw)
+    } else {
+        let [mv, _, sw] = kernels(be, wtype)?;
+        (mv, sw)
+    };
+    Ok(if gated { sw } else { mv })
 }
 
 /// `out[r, j] = silu(w_gate[ids[r]][j] · x_row(r)) * (w_up[ids[r]][j] ·
@@ -322,11 +338,7 @@ pub fn matmul_id_swiglu(
     }
     check_alignment(be, &p.expert_matmul(1), w_up, x)?;
     let (k, gx) = launch_shape(be, p, w_gate, x, Some(w_up), true)?;
-    let sw = if k.tile_rows > 0 {
-        tile_kernels(be, p.wtype, &k)?[1].clone()
-    } else {
-        kernels(be, p.wtype)?[2].clone()
-    };
+    let sw = per_row_kernel(be, p.wtype, &k, true)?;
     per_row(be, k, &sw, gx, (w_gate, Some(w_up)), x, ids, out)
 }
 

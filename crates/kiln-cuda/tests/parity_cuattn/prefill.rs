@@ -191,29 +191,15 @@ fn mma_choice_and_refusals() {
     let q = vec![0.5; 100 * 2 * 96];
     let kv = vec![0.5; 100 * 96];
     let mut out = vec![f32::NAN; q.len()];
-    let e = run_gpu(
-        &be,
-        &p,
-        Some(&AttentionKernel::Mma2 { head_dim: 96 }),
-        &q,
-        KvSlice::F32(&kv),
-        KvSlice::F32(&kv),
-        &mut out,
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("head_dim 96"), "{e}");
-    assert!(out.iter().all(|x| x.is_nan()));
-    let e = run_gpu(
-        &be,
-        &p,
-        Some(&AttentionKernel::Mma2 { head_dim: 128 }),
-        &q,
-        KvSlice::F32(&kv),
-        KvSlice::F32(&kv),
-        &mut out,
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("head_dim 96"), "{e}");
+    // No head_dim 96 instance, and one forced for another head_dim: both
+    // refused, naming the call's head_dim, before writing anything.
+    for head_dim in [96, 128] {
+        let kernel = AttentionKernel::Mma2 { head_dim };
+        let (k, v) = (KvSlice::F32(&kv), KvSlice::F32(&kv));
+        let e = run_gpu(&be, &p, Some(&kernel), &q, k, v, &mut out).unwrap_err();
+        assert!(e.to_string().contains("head_dim 96"), "{e}");
+        assert!(out.iter().all(|x| x.is_nan()));
+    }
 }
 
 /// q·scale beyond f16's range (65504): v2 with an f16 cache rounds q·scale
