@@ -19,10 +19,13 @@
 #   synthetic model of the default model's shape)
 # A contributor with a local GPU just runs: bash gpu-bundle/gpu-run.sh
 set -euo pipefail
+# KILN_BUNDLE_DIR: build into another folder (e.g. gpu-bundle2 while a
+# device call still carries gpu-bundle).
+BD="${KILN_BUNDLE_DIR:-gpu-bundle}"
 cd "$(dirname "$0")/.."
-rm -rf gpu-bundle && mkdir -p gpu-bundle gpu-model/a gpu-model/b
+rm -rf "$BD" && mkdir -p "$BD" gpu-model/a gpu-model/b
 cargo build --release -p kiln-cli --features cuda
-cp "${CARGO_TARGET_DIR:-target}/release/kiln" gpu-bundle/kiln
+cp "${CARGO_TARGET_DIR:-target}/release/kiln" "$BD"/kiln
 # CUDA test binaries (each skips by itself where there is no GPU).
 cargo test -p kiln-cuda --release --no-run --message-format=json 2>/dev/null \
   | python3 -c '
@@ -31,9 +34,9 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        shutil.copy(m["executable"], "gpu-bundle/" + m["target"]["name"])
+        shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"])
         print("bundled", m["target"]["name"])
-'
+' "$BD"
 # CUDA bench binaries (harness = false; each prints its table beside the
 # same-run read ceiling, or skips where there is no GPU).
 cargo bench -p kiln-cuda --no-run --message-format=json 2>/dev/null \
@@ -43,9 +46,9 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
-        shutil.copy(m["executable"], "gpu-bundle/bench_" + m["target"]["name"])
+        shutil.copy(m["executable"], sys.argv[1] + "/bench_" + m["target"]["name"])
         print("bundled bench_" + m["target"]["name"])
-'
+' "$BD"
 cargo test -p kiln-models --features cuda --release --test gpu_e2e --no-run --message-format=json 2>/dev/null \
   | python3 -c '
 import json, sys, shutil
@@ -53,9 +56,9 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_e2e":
-        shutil.copy(m["executable"], "gpu-bundle/parity_gpu_e2e")
+        shutil.copy(m["executable"], sys.argv[1] + "/parity_gpu_e2e")
         print("bundled gpu_e2e")
-'
+' "$BD"
 # The MLX model directories on the GPU (kiln-models/tests/mlx_model.rs, run
 # with the test-name filter tiny_mlx_dirs_on_gpu: its other tests are CPU
 # ones; the fixtures are read from tests/fixtures under the repository root).
@@ -66,9 +69,9 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "mlx_model":
-        shutil.copy(m["executable"], "gpu-bundle/mlx_model_gpu")
+        shutil.copy(m["executable"], sys.argv[1] + "/mlx_model_gpu")
         print("bundled mlx_model_gpu")
-'
+' "$BD"
 # The kiln crate's MoE dispatch test (route -> matmul_id -> combine through
 # the stream's device copy of expert ids).
 cargo test -p kiln --features cuda --release --test moe --no-run --message-format=json 2>/dev/null \
@@ -78,9 +81,9 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "moe":
-        shutil.copy(m["executable"], "gpu-bundle/parity_kiln_moe")
+        shutil.copy(m["executable"], sys.argv[1] + "/parity_kiln_moe")
         print("bundled kiln moe")
-'
+' "$BD"
 # The kiln crate's mul / cast dispatch test (tensor dtypes -> direction,
 # 16-bit device views).
 cargo test -p kiln --features cuda --release --test cast_mul --no-run --message-format=json 2>/dev/null \
@@ -90,25 +93,26 @@ for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cast_mul":
-        shutil.copy(m["executable"], "gpu-bundle/parity_kiln_cast_mul")
+        shutil.copy(m["executable"], sys.argv[1] + "/parity_kiln_cast_mul")
         print("bundled kiln cast_mul")
-'
-strip gpu-bundle/* 2>/dev/null || true
-cp scripts/gpu-run.sh gpu-bundle/gpu-run.sh
-cp scripts/gpu-quick.sh gpu-bundle/gpu-quick.sh
-cp scripts/gpu-essentials.sh gpu-bundle/gpu-essentials.sh
-cp scripts/gpu-profile.sh gpu-bundle/gpu-profile.sh
-cp scripts/gpu-moe.sh gpu-bundle/gpu-moe.sh
-cp scripts/gpu-verify.sh gpu-bundle/gpu-verify.sh
-cp scripts/gpu-perf.sh gpu-bundle/gpu-perf.sh
+' "$BD"
+strip "$BD"/* 2>/dev/null || true
+cp scripts/gpu-run.sh "$BD"/gpu-run.sh
+cp scripts/gpu-quick.sh "$BD"/gpu-quick.sh
+cp scripts/gpu-essentials.sh "$BD"/gpu-essentials.sh
+cp scripts/gpu-profile.sh "$BD"/gpu-profile.sh
+cp scripts/gpu-moe.sh "$BD"/gpu-moe.sh
+cp scripts/gpu-pdl.sh "$BD"/gpu-pdl.sh
+cp scripts/gpu-verify.sh "$BD"/gpu-verify.sh
+cp scripts/gpu-perf.sh "$BD"/gpu-perf.sh
 model=$(bash scripts/fetch-model.sh)
 # The default model's tokenizer alone (~2 MB): lets the GPU machine make
 # models of any shape with `kiln synth` without carrying the 98 MB file.
-gpu-bundle/kiln synth gpu-bundle/vocab.gguf --vocab-only --vocab-from "$model" > /dev/null
+"$BD"/kiln synth "$BD"/vocab.gguf --vocab-only --vocab-from "$model" > /dev/null
 size=$(stat -c %s "$model")
 # Each part travels alone beside the tracked tree: two near-equal halves.
 half=$(( size / 2 ))
 head -c "$half" "$model" > gpu-model/a/part
 tail -c +"$((half + 1))" "$model" > gpu-model/b/part
-du -sh gpu-bundle gpu-model/a gpu-model/b
+du -sh "$BD" gpu-model/a gpu-model/b
 echo "bundle ready; see the header of scripts/gpu-check.sh for the two device calls"

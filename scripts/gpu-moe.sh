@@ -24,12 +24,17 @@ KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
 echo "$(el) bench_moe decode rc=$?"
 grep -E 'ceiling|Q4_K|Q8_0|Q4_0|Q6_K' "$L/bench_moe.txt" | head -60
 "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
-for t in default 0; do
-  if [ $t = default ]; then unset KILN_MV_TILE; else export KILN_MV_TILE=$t; fi
-  echo "$(el) 30B-A3B-shaped Q4_K KILN_MV_TILE=$t"
+for t in 0 default q8; do
+  unset KILN_MV_TILE KILN_MV_TILE_Q8
+  case $t in 0) export KILN_MV_TILE=0 ;; q8) export KILN_MV_TILE_Q8=1 ;; esac
+  echo "$(el) 30B-A3B-shaped Q4_K tiles=$t"
   timeout 200 "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p 512 -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'
 done
-unset KILN_MV_TILE
+# Per-kernel decode time with the int8 tiles (warm caches).
+timeout 200 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+  --print-units base "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p 0 -n 4 -r 1 > "$L/ncu-q30.csv" 2> "$L/ncu-q30.err"
+echo "$(el) ncu q30 (tiles=q8) rc=$?"; python3 scripts/ncu-breakdown.py "$L/ncu-q30.csv" | head -25
+unset KILN_MV_TILE KILN_MV_TILE_Q8
 if [ "${KILN_MOE_NCU:-0}" = 1 ]; then
   timeout 120 ncu --clock-control none --cache-control none -k regex:"moe_route|mul_mv_id" --launch-skip 30 \
     --launch-count 6 --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
@@ -55,6 +60,9 @@ if ! grep -q "rc=0" <(tail -1 "$L/moe.txt"); then
 fi
 if cmp -s "$L/greedy-cpu.txt" "$L/greedy-cuda.txt"; then r=same; else r=DIFFERENT; fi
 echo "$(el) greedy 24 qwen3moe Q4_K cuda vs cpu: $r"
+gen cuda-q8 60 cuda KILN_MV_TILE_Q8=1
+if cmp -s "$L/greedy-cpu.txt" "$L/greedy-cuda-q8.txt"; then r=same; else r=DIFFERENT; fi
+echo "$(el) greedy 24 qwen3moe Q4_K cuda (int8 tiles) vs cpu: $r"
 # Prefill attention v2 (the default again): the tables forced on both
 # tensor-core kernels with session 9's failing seed.
 KILN_TEST_SEED=8170073419836210149 timeout 150 "$B/parity_cuattn" prefill::testkit_tables_on_both_mma_kernels --test-threads=1 > "$L/parity_cuattn_prefill.log" 2>&1

@@ -25,6 +25,7 @@ __device__ __forceinline__ u64 argmax_max(u64 a, u64 b) { return a > b ? a : b; 
 
 // x: [n], out: [1]. One block, blockDim.x % 32 == 0.
 extern "C" __global__ void argmax_f32(ArgmaxParams p, const float* __restrict__ x, u32* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     __shared__ u64 sh[32];
     u64 best = 0;
     u64 done = 0;

@@ -98,6 +98,14 @@ __device__ __forceinline__ void kiln_grid_launch_dependents() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// The entry of a kernel that touches nothing before the previous kernel
+// finishes: let the next kernel launch (its CTAs then wait in their own
+// kiln_grid_wait), then wait. What PDL buys such a kernel is the launch:
+// its CTAs are resident when the previous kernel drains.
+__device__ __forceinline__ void kiln_pdl_enter() {
+    kiln_grid_launch_dependents();
+    kiln_grid_wait();
+}
 
 // Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024),
 // returned to every thread. `sh` holds 32 floats, reusable once this returns.

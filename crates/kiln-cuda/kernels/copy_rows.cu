@@ -77,6 +77,7 @@ __device__ __forceinline__ void copy_any(const float* __restrict__ s, typename S
 template <class S>
 __device__ __forceinline__ void copy_split(const float* __restrict__ s, typename S::T* __restrict__ d,
                                            u64 dst_off, u64 n, u64 n_first) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     copy_any<S>(s, d + dst_off, n_first);
     if (n_first < n) copy_any<S>(s + n_first, d, n - n_first);
 }
@@ -110,6 +111,7 @@ struct CopyRowsAtParams {
 template <class S>
 __device__ __forceinline__ void copy_at(const CopyRowsAtParams& p, const i32* __restrict__ row,
                                         const float* __restrict__ src, typename S::T* __restrict__ dst) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     const i32 r = row[0];
     const u64 pos = r < 0 ? 0 : min((u64)r, p.max_row);
     u64 first = pos, n_first = p.n;

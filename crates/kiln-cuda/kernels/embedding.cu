@@ -81,6 +81,7 @@ struct RowQ8_K {
 template <typename Row>
 __device__ __forceinline__ void embedding_rows(const EmbeddingParams& p, const u8* __restrict__ table,
                                                const u32* __restrict__ ids, float* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     for (u64 t = blockIdx.x; t < p.n_ids; t += gridDim.x) {
         const u32 id = ids[t];
         float* o = out + t * p.dim;
@@ -105,6 +106,7 @@ __device__ __forceinline__ void embedding_rows(const EmbeddingParams& p, const u
 template <class Q>
 __device__ __forceinline__ void embedding_lanes(const EmbeddingParams& p, const u8* __restrict__ table,
                                                 const u32* __restrict__ ids, float* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     const u64 parts = p.dim / 8;  // dim is a multiple of 32 (validated)
     for (u64 t = blockIdx.x; t < p.n_ids; t += gridDim.x) {
         const u32 id = ids[t];

@@ -58,6 +58,9 @@ __device__ __forceinline__ void mv_store(const MatmulParams& p, float (&acc)[M][
 template <int M>
 __device__ __forceinline__ void mv_rows(const MatmulParams& p, const float* __restrict__ x, u64 i0,
                                         const float* (&xr)[M]) {
+    // Runs after the first weight fetch (matvec.cuh): the wait for the previous
+    // kernel (PDL) overlaps it.
+    kiln_grid_wait();
 #pragma unroll
     for (int r = 0; r < M; r++) xr[r] = x + min(i0 + (u64)r, p.m - 1) * p.k;
 }
@@ -100,6 +103,10 @@ __device__ __forceinline__ void mv_sub(const MatmulParams& p, const u8* __restri
 template <class F, int M>
 __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __restrict__ w,
                                          const float* __restrict__ x, float* __restrict__ out) {
+    // A float "weight" may be what an earlier kernel just wrote (ops::matmul
+    // of two activations): wait before the first read. The quantized
+    // formats read their weights first (no kernel writes GGML blocks).
+    kiln_grid_wait();
     const u64 i0 = (u64)blockIdx.y * M;
     float acc[M][MV_ROWS];
     const MvShape sh = {p.n, p.k, p.row_bytes, MV_WARPS, false, (int)p.cw};
@@ -116,6 +123,7 @@ __device__ __forceinline__ void mv_float(const MatmulParams& p, const u8* __rest
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
         name(MatmulParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
              float* __restrict__ out) {                                                        \
+        kiln_grid_launch_dependents();                                                         \
         impl<T, M>(p, w, x, out);                                                              \
     }
 #define MV_ALL_M(prefix, impl, T)                                                              \

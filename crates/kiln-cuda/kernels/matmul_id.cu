@@ -106,6 +106,7 @@ __device__ __forceinline__ void mv_id_row(const MatmulIdParams& p, const u8* __r
                                           const float* __restrict__ x,
                                           const u32* __restrict__ ids,
                                           float* __restrict__ out, int kw, AccFn acc_fn) {
+    kiln_pdl_enter();  // the ids and x come from the previous kernels
     const u64 r = p.r0 + blockIdx.y;
     if (r >= p.rows) return;
     const int t = threadIdx.x, pairs = MV_WARPS / kw;
@@ -184,6 +185,7 @@ __device__ __forceinline__ void mv_id_tile(const MatmulIdParams& p, const u8* __
                                            const u32* __restrict__ ids, float* __restrict__ out) {
     extern __shared__ __align__(16) u8 tile_smem[];
     __shared__ float gate[TILE_MAX_ROWS];
+    kiln_pdl_enter();  // the ids (which tile to fetch) and x come from the previous kernels
     const u64 r = p.r0 + blockIdx.y;
     const u64 j0 = (u64)blockIdx.x * p.tile_rows;
     if (r >= p.rows || j0 >= p.n) return;

@@ -16,6 +16,7 @@ extern "C" __global__ void moe_combine_f32(MoeCombineParams p, const float* __re
                                            const float* __restrict__ weights,
                                            const float* __restrict__ residual,
                                            float* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     const u64 total = p.n_tokens * p.dim;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (u64)gridDim.x * blockDim.x) {

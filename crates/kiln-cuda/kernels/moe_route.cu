@@ -73,6 +73,7 @@ __device__ __forceinline__ bool mr_ahead(float vi, u32 i, float vj, u32 j) {
 extern "C" __global__ void moe_route_f32(MoeRouteParams p, const float* __restrict__ logits,
                                          const float* __restrict__ bias, u32* __restrict__ ids,
                                          float* __restrict__ weights) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     __shared__ float score[MR_MAX_EXPERTS];
     __shared__ float sel[MR_MAX_EXPERTS];
     __shared__ float gscore[MR_MAX_EXPERTS];

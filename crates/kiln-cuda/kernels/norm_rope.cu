@@ -51,6 +51,7 @@ template <bool NEOX, bool FF>
 __device__ __forceinline__ void norm_rope_rows(const NormRopeParams& p, const float* __restrict__ x,
                                                const float* __restrict__ w, const float* __restrict__ factors,
                                                const i32* __restrict__ pos, float* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     __shared__ double cos_sh[NR_MAX_DIM / 2];
     __shared__ double sin_sh[NR_MAX_DIM / 2];
     __shared__ float rows_sh[NR_MAX_WARPS][NR_MAX_DIM];

@@ -15,6 +15,7 @@ __device__ __forceinline__ bool rms_aligned16(const void* p) { return ((u64)p & 
 // x, out: [rows, dim], w: [dim]. grid.x walks rows; blockDim.x % 32 == 0.
 extern "C" __global__ void rms_norm_f32(RmsNormParams p, const float* __restrict__ x,
                                         const float* __restrict__ w, float* __restrict__ out) {
+    kiln_pdl_enter();  // PDL: everything it reads or writes is the previous kernels'
     __shared__ float sh[32];
     // Rows are 16-byte aligned when the bases are and dim % 4 == 0: float4 path.
     const bool vec = (p.dim % 4 == 0) && rms_aligned16(x) && rms_aligned16(w) && rms_aligned16(out);

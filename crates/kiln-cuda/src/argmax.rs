@@ -5,8 +5,9 @@
 //! [`argmax_host`] downloads it and maps that sentinel to the CPU's error.
 
 use crate::kernels::ARGMAX;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use kiln_core::error::check_len;
 use kiln_core::ops::argmax::validate;
 use kiln_core::Error;
@@ -40,11 +41,13 @@ pub fn argmax(
         shared_mem_bytes: 0,
     };
     let k = ArgmaxK { n: x.len() as u64 };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(x).arg(out);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(x).buf_mut(out);
     // SAFETY: argument list matches argmax_f32(ArgmaxParams, const float*, u32*);
     // x holds n floats, out one u32 (validated above); blockDim % 32 == 0.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch argmax_f32", e))?;
+    // PDL: the kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch argmax_f32", e))?;
     Ok(())
 }
 

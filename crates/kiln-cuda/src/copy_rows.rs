@@ -86,8 +86,9 @@ pub fn copy_rows_kv(
     // (validated: n_rows <= r, r * row_len <= dst.len()): first < r, so
     // dst_off + n_first <= r * row_len, and the rest, n - n_first <= n <=
     // r * row_len elements from 0, ends at or before dst_off (the ranges
-    // do not overlap).
-    unsafe { launch_ex(be, &f, cfg, false, &mut args) }
+    // do not overlap). PDL: the kernel waits (kiln_pdl_enter) before
+    // touching anything.
+    unsafe { launch_ex(be, &f, cfg, be.pdl_entry(), &mut args) }
         .map_err(|e| CudaError::driver("launch copy_rows", e))?;
     Ok(())
 }
@@ -167,8 +168,9 @@ pub fn copy_rows_at_kv(
     // r * row_len <= dst.len() were validated: the kernel writes n_first =
     // min(n, (r - first) * row_len) elements from first * row_len, first =
     // row % r < r, and the other n - n_first from 0, all below r * row_len
-    // (as in copy_rows_kv), whatever the device row.
-    unsafe { launch_ex(be, &f, cfg, false, &mut args) }
+    // (as in copy_rows_kv), whatever the device row. PDL: the kernel waits
+    // (kiln_pdl_enter) before touching anything.
+    unsafe { launch_ex(be, &f, cfg, be.pdl_entry(), &mut args) }
         .map_err(|e| CudaError::driver("launch copy_rows_at", e))?;
     Ok(())
 }

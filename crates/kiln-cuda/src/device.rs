@@ -72,6 +72,8 @@ pub struct CudaBackend {
     epoch: std::sync::atomic::AtomicU64,
     /// Launch the decode kernels with programmatic dependent launch.
     pdl: bool,
+    /// PDL also for the kernels that wait at entry (see [`Self::pdl_entry`]).
+    pdl_entry: bool,
 }
 
 impl CudaBackend {
@@ -116,8 +118,11 @@ impl CudaBackend {
         let registry = Registry::new(info.arch());
         // PDL needs Hopper (sm_90+); KILN_NO_PDL=1 turns it off (comparisons).
         let pdl = info.cc.0 >= 9 && std::env::var_os("KILN_NO_PDL").is_none_or(|v| v != "1");
+        // KILN_PDL_ENTRY=0: those launched without it (comparisons).
+        let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_none_or(|v| v != "0");
         Ok(CudaBackend {
             pdl,
+            pdl_entry,
             ctx,
             stream,
             info,
@@ -141,6 +146,15 @@ impl CudaBackend {
     /// dependent launch (see `launch.rs`).
     pub fn pdl(&self) -> bool {
         self.pdl
+    }
+
+    /// PDL for the kernels that wait for the previous kernel at entry
+    /// (`kiln_pdl_enter`: norms, routing, copies, embedding, argmax, the
+    /// expert mat-vecs; the dense mat-vec waits after its first weight
+    /// fetch): what they gain is the launch, their CTAs resident when the
+    /// previous kernel drains. Off with PDL, or with `KILN_PDL_ENTRY=0`.
+    pub fn pdl_entry(&self) -> bool {
+        self.pdl_entry
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -19,10 +19,9 @@
 //! [`EmbeddingParams::validate`] with them to get a proper error.
 
 use crate::kernels::EMBEDDING;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{
-    CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig};
 use kiln_core::error::check_len;
 use kiln_core::ops::embedding::EmbeddingParams;
 use kiln_core::quant::MlxFormat;
@@ -227,13 +226,15 @@ pub fn embedding(
         dim: p.dim as u64,
         row_bytes: row_bytes as u64,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(table).arg(ids).arg(out);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(table).buf(ids).buf_mut(out);
     // SAFETY: argument list matches embedding_*_f32(EmbeddingParams, const u8*,
     // const u32*, float*); the table holds n_vocab * row_bytes bytes at the
     // checked alignment, ids n_ids values, out n_ids * dim floats (validated
-    // above); the kernel reads a row only for an id < n_vocab.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch embedding", e))?;
+    // above); the kernel reads a row only for an id < n_vocab. PDL: the
+    // kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch embedding", e))?;
     Ok(())
 }
 

@@ -13,7 +13,8 @@
 
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::sys;
-use cudarc::driver::{CudaFunction, LaunchConfig};
+use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, SyncOnDrop};
+use std::any::Any;
 use std::ffi::c_void;
 
 /// Launch `f` with `params` (one pointer to each argument's value, in the
@@ -60,6 +61,68 @@ pub(crate) unsafe fn launch_ex(
     };
     r.result()
         .map_err(|e| CudaError::driver("cuLaunchKernelEx", e))
+}
+
+/// A kernel's argument list for [`launch_ex`], in the kernel's order:
+/// values (parameter structs, device pointers) boxed so their addresses stay
+/// put, and the buffers' stream-order guards, which record the launch on
+/// the buffers when the list drops (after the launch), as cudarc's
+/// `launch_builder` does.
+pub(crate) struct ExArgs<'a> {
+    stream: &'a CudaStream,
+    ptrs: Vec<*mut c_void>,
+    vals: Vec<Box<dyn Any>>,
+    guards: Vec<SyncOnDrop<'a>>,
+}
+
+impl<'a> ExArgs<'a> {
+    pub(crate) fn new(be: &'a CudaBackend) -> Self {
+        ExArgs {
+            stream: be.stream(),
+            ptrs: Vec::with_capacity(8),
+            vals: Vec::with_capacity(8),
+            guards: Vec::with_capacity(8),
+        }
+    }
+
+    /// A by-value argument (a parameter struct or a scalar).
+    pub(crate) fn val<T: 'static>(&mut self, v: T) -> &mut Self {
+        let mut b = Box::new(v);
+        self.ptrs.push((&mut *b as *mut T).cast());
+        self.vals.push(b);
+        self
+    }
+
+    /// A buffer the kernel reads.
+    pub(crate) fn buf<T>(&mut self, b: &'a impl DevicePtr<T>) -> &mut Self {
+        let (p, g) = b.device_ptr(self.stream);
+        self.guards.push(g);
+        self.val(p)
+    }
+
+    /// A buffer the kernel writes.
+    pub(crate) fn buf_mut<T>(&mut self, b: &'a mut impl DevicePtrMut<T>) -> &mut Self {
+        let (p, g) = b.device_ptr_mut(self.stream);
+        self.guards.push(g);
+        self.val(p)
+    }
+
+    /// Launch `f` with these arguments (see [`launch_ex`]).
+    ///
+    /// # Safety
+    /// As [`launch_ex`]: the arguments match the kernel's parameter list,
+    /// the buffers cover what it accesses, and with `pdl` it waits before
+    /// touching what earlier kernels produce or consume.
+    pub(crate) unsafe fn launch(
+        mut self,
+        be: &CudaBackend,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        pdl: bool,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller; the boxed values outlive the call.
+        unsafe { launch_ex(be, f, cfg, pdl, &mut self.ptrs) }
+    }
 }
 
 /// A kernel argument's address, as `cuLaunchKernelEx` wants it.

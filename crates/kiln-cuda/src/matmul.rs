@@ -37,6 +37,7 @@
 //! launch path synchronizes with the host.
 
 use crate::kernels::MATMUL;
+use crate::launch::ExArgs;
 use crate::matvec_staged::{stage_copy_width, stage_sblocks};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
@@ -552,13 +553,15 @@ fn matvec(
         block_dim: (MV_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut l = be.stream().launch_builder(f);
-    l.arg(&k).arg(w).arg(x).arg(out);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(w).buf(x).buf_mut(out);
     // SAFETY: arguments match `name(MatmulParams, const u8*, const float*, float*)`;
     // lengths were validated (w = n rows of row_bytes, x = m*k, out = m*n),
     // alignment checked, and the kernel reads rows < n / < m and writes
-    // out[i*n + j] only for i < m, j < n.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mul_mv", e))?;
+    // out[i*n + j] only for i < m, j < n. PDL: before its wait (mv_rows in
+    // matmul.cu) the kernel reads only weights.
+    unsafe { a.launch(be, f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch mul_mv", e))?;
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 //! (`MatmulIdParams::check_ids`), as the reference does.
 
 use crate::kernels::MATMUL_ID;
+use crate::launch::ExArgs;
 use crate::matmul::{check_alignment, matvec_plan, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS};
 use crate::matvec_staged::{id_staged, stage_copy_width};
 use crate::matvec_tile::{
@@ -460,12 +461,12 @@ fn per_row(
             block_dim: (MV_THREADS, 1, 1),
             shared_mem_bytes: (stacks * k.tile_slot + k.tile_xq) as u32,
         };
-        let mut l = be.stream().launch_builder(f);
-        l.arg(&k).arg(w);
+        let mut a = ExArgs::new(be);
+        a.val(k).buf(w);
         if let Some(u) = w_up {
-            l.arg(u);
+            a.buf(u);
         }
-        l.arg(x).arg(ids).arg(&mut *out);
+        a.buf(x).buf(ids).buf_mut(&mut *out);
         // SAFETY: arguments match mul_mv_id_<w>_f32(MatmulIdParams, const
         // u8*, const float*, const u32*, float*), or with w_up
         // mul_mv_id_swiglu_<w>_f32(MatmulIdParams, const u8* gate, const u8*
@@ -479,8 +480,10 @@ fn per_row(
         // tile kernels (tile_rows > 0, chosen only for 16-byte aligned
         // stacks) read each tile's bytes from its start rounded down to 16
         // bytes (inside the stack) to its end, into tile_slot bytes per
-        // stack of shared memory, which tile_plan sized for them.
-        unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch mul_mv_id", e))?;
+        // stack of shared memory, which tile_plan sized for them. PDL: the
+        // kernels wait (kiln_pdl_enter) before touching anything.
+        unsafe { a.launch(be, f, cfg, be.pdl_entry()) }
+            .map_err(|e| CudaError::driver("launch mul_mv_id", e))?;
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! Σ_s weights[t·top_k + s] · y[t·top_k + s]`, summed in f32.
 
 use crate::kernels::MOE_COMBINE;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::moe_combine::MoeCombineParams;
 
 /// Mirrors `struct MoeCombineParams` in moe_combine.cu.
@@ -45,11 +46,13 @@ pub fn moe_combine(
         top_k: p.top_k as u64,
         dim: p.dim as u64,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(y).arg(weights).arg(residual).arg(out);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(y).buf(weights).buf(residual).buf_mut(out);
     // SAFETY: argument list matches moe_combine_f32(MoeCombineParams, const
     // float*, const float*, const float*, float*); lengths validated above
-    // (y rows·dim, weights rows, residual and out n_tokens·dim).
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch moe_combine_f32", e))?;
+    // (y rows·dim, weights rows, residual and out n_tokens·dim). PDL: the
+    // kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch moe_combine_f32", e))?;
     Ok(())
 }

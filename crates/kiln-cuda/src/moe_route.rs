@@ -10,8 +10,9 @@
 //! ([`first_bad_token`]).
 
 use crate::kernels::MOE_ROUTE;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::moe_route::{MoeRouteParams, MoeScoring};
 
 /// The id of every slot of a token with a non-finite logit or bias.
@@ -87,18 +88,20 @@ pub fn moe_route(
         has_bias: u32::from(bias.is_some()),
         routed_scaling: p.routed_scaling,
     };
-    let mut l = be.stream().launch_builder(&f);
+    let mut a = ExArgs::new(be);
     // Without a bias the kernel never reads its bias argument: pass logits.
-    l.arg(&k)
-        .arg(logits)
-        .arg(bias.unwrap_or(logits))
-        .arg(ids)
-        .arg(weights);
+    a.val(k)
+        .buf(logits)
+        .buf(bias.unwrap_or(logits))
+        .buf_mut(ids)
+        .buf_mut(weights);
     // SAFETY: argument list matches moe_route_f32(MoeRouteParams, const
     // float*, const float*, u32*, float*); logits hold n_tokens * n_experts,
     // bias n_experts (read only when has_bias), ids and weights
     // n_tokens * top_k (validated above, n_experts <= 512 = the kernel's
-    // shared arrays, top_k <= 16); blockDim is a multiple of 32.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch moe_route_f32", e))?;
+    // shared arrays, top_k <= 16); blockDim is a multiple of 32. PDL: the
+    // kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch moe_route_f32", e))?;
     Ok(())
 }

@@ -7,8 +7,9 @@
 //! at the staged position.
 
 use crate::kernels::NORM_ROPE;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use kiln_core::ops::norm_rope::NormRopeParams;
 use kiln_core::ops::rope::RopeMode;
 
@@ -142,12 +143,12 @@ pub fn norm_rope(
         eps: p.eps,
         pad: 0,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(x).arg(w);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(x).buf(w);
     if let Some(f) = factors {
-        l.arg(f);
+        a.buf(f);
     }
-    l.arg(positions).arg(out);
+    a.buf(positions).buf_mut(out);
     // SAFETY: argument list matches norm_rope_{normal,neox}_f32(NormRopeParams,
     // const float* x, const float* w, const int* pos, float* out), with the
     // factors (const float*) after w for the _ff kernels (chosen by the same
@@ -155,7 +156,9 @@ pub fn norm_rope(
     // floats, w head_dim, positions n_tokens and factors n_rot / 2 (validated
     // above); head_dim <= 512 fits the shared rows, blockDim is 32 * warps
     // with 1..=8 warps and heads_per_block >= 1, as the kernel requires.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch norm_rope", e))?;
+    // PDL: the kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch norm_rope", e))?;
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! `kiln_core::ops::rms_norm`: one block per row, f32 accumulation.
 
 use crate::kernels::RMS_NORM;
+use crate::launch::ExArgs;
 use crate::{CudaBackend, CudaError, Result};
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr};
 use kiln_core::ops::rms_norm::RmsNormParams;
 
 /// Mirrors `struct RmsNormParams` in rms_norm.cu.
@@ -38,11 +39,13 @@ pub fn rms_norm(
         eps: p.eps,
         pad: 0,
     };
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&k).arg(x).arg(w).arg(out);
+    let mut a = ExArgs::new(be);
+    a.val(k).buf(x).buf(w).buf_mut(out);
     // SAFETY: argument list matches rms_norm_f32(RmsNormParams, const float*,
     // const float*, float*); x and out hold rows * dim floats and w dim
     // (validated above); blockDim is a multiple of 32 as the kernel requires.
-    unsafe { l.launch(cfg) }.map_err(|e| CudaError::driver("launch rms_norm_f32", e))?;
+    // PDL: the kernel waits (kiln_pdl_enter) before touching anything.
+    unsafe { a.launch(be, &f, cfg, be.pdl_entry()) }
+        .map_err(|e| CudaError::driver("launch rms_norm_f32", e))?;
     Ok(())
 }
