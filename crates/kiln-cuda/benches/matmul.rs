@@ -19,7 +19,8 @@ use common::{backend, time_ms, Ceiling};
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::quant::MlxAffine;
 use kiln_core::DType;
-use kiln_cuda::matmul::{matmul_with_kernel, select_matmul_for, set_staged, MatmulKernel};
+use kiln_cuda::matmul::{matmul, matmul_with_kernel, select_matmul_for, set_staged, MatmulKernel};
+use kiln_cuda::matvec_tile::{q8_tile_supports, set_dense_tile, set_id_tile, set_id_tile_q8};
 use kiln_testkit::{case_rng, rand_f32, rand_rows};
 
 fn main() {
@@ -83,15 +84,36 @@ fn main() {
     let mut bf16_peer = std::collections::HashMap::new();
     // KILN_BENCH_ONLY=decode (m ≤ 8) or prefill (m > 8) runs half the table.
     let only = std::env::var("KILN_BENCH_ONLY").unwrap_or_default();
+    // Modes: (staged, dense tile: None or (target bytes, int8 x)). One-row
+    // quantized mat-vecs also run through matmul_id's tile kernels
+    // (matvec_tile::dense_tile_matvec), float and int8, 8 and 24 KiB CTAs.
     let runs = shapes.iter().flat_map(|&(n, k, wtype, m, force_kw)| {
-        let modes: &[bool] = if m <= 8 { &[false, true] } else { &[false] };
-        modes.iter().map(move |&st| (n, k, wtype, m, force_kw, st))
+        let mut modes = vec![(false, None)];
+        if m <= 8 {
+            modes.push((true, None));
+        }
+        if m == 1 && force_kw.is_none() && wtype.is_quantized() && DType::ALL.contains(&wtype) {
+            for target in [8 << 10, 24 << 10] {
+                modes.push((false, Some((target, false))));
+                if q8_tile_supports(wtype) {
+                    modes.push((false, Some((target, true))));
+                }
+            }
+        }
+        modes
+            .into_iter()
+            .map(move |(st, tile)| (n, k, wtype, m, force_kw, st, tile))
     });
-    for (n, k, wtype, m, force_kw, staged) in runs {
+    for (n, k, wtype, m, force_kw, staged, tile) in runs {
         if (only == "decode" && m > 8) || (only == "prefill" && m <= 8) {
             continue;
         }
         set_staged(&be, staged);
+        set_dense_tile(&be, tile.is_some());
+        if let Some((target, q8)) = tile {
+            set_id_tile(&be, target);
+            set_id_tile_q8(&be, q8);
+        }
         let p = MatmulParams { m, n, k, wtype };
         let wbytes = n * p.w_row_bytes().unwrap();
         // Enough weight copies that the set is ≥ 3× L2 (50 MB), at least 4.
@@ -114,24 +136,27 @@ fn main() {
             || ceil.busy(&be),
             |i| {
                 let c = i % copies;
-                matmul_with_kernel(
-                    &be,
-                    &p,
-                    plan,
-                    &dw.slice(c * wbytes..(c + 1) * wbytes),
-                    &dx.slice(..),
-                    &mut dout.slice_mut(..),
-                )
+                let (wv, xv) = (dw.slice(c * wbytes..(c + 1) * wbytes), dx.slice(..));
+                if tile.is_some() {
+                    matmul(&be, &p, &wv, &xv, &mut dout.slice_mut(..))
+                } else {
+                    matmul_with_kernel(&be, &p, plan, &wv, &xv, &mut dout.slice_mut(..))
+                }
             },
         );
         let gbs = wbytes as f64 / ms / 1e6;
-        let kern = match plan {
-            MatmulKernel::MatVec { rows, kw } => format!(
+        let kern = match (plan, tile) {
+            (_, Some((target, q8))) => format!(
+                "tile {} KiB{}",
+                target >> 10,
+                if q8 { " int8 x" } else { "" }
+            ),
+            (MatmulKernel::MatVec { rows, kw }, _) => format!(
                 "mat-vec m{rows} kw{kw} {}",
                 if staged { "staged" } else { "direct" }
             ),
-            MatmulKernel::Gemm { operand } => format!("dequant+gemm {operand:?}"),
-            MatmulKernel::Empty => "empty".into(),
+            (MatmulKernel::Gemm { operand }, _) => format!("dequant+gemm {operand:?}"),
+            (MatmulKernel::Empty, _) => "empty".into(),
         };
         let extra = if m > 8 {
             let tf = 2.0 * (m * n * k) as f64 / ms / 1e9;

@@ -5,7 +5,8 @@ use crate::registry::Registry;
 use crate::{CudaError, Result};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr,
+    ValidAsZeroBits,
 };
 use std::sync::{Arc, Mutex};
 
@@ -74,6 +75,11 @@ pub struct CudaBackend {
     pdl: bool,
     /// PDL also for the kernels that wait at entry (see [`Self::pdl_entry`]).
     pdl_entry: bool,
+    /// One device word holding 0: the expert id of a dense mat-vec run
+    /// through matmul_id's tile kernels (`matvec_tile::dense_tile_matvec`).
+    /// Allocated with the backend, never written, so a captured graph can
+    /// point at it.
+    zero_u32: CudaSlice<u32>,
 }
 
 impl CudaBackend {
@@ -120,9 +126,13 @@ impl CudaBackend {
         let pdl = info.cc.0 >= 9 && std::env::var_os("KILN_NO_PDL").is_none_or(|v| v != "1");
         // KILN_PDL_ENTRY=0: those launched without it (comparisons).
         let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_none_or(|v| v != "0");
+        let zero_u32 = stream
+            .alloc_zeros::<u32>(1)
+            .map_err(|e| CudaError::driver("alloc", e))?;
         Ok(CudaBackend {
             pdl,
             pdl_entry,
+            zero_u32,
             ctx,
             stream,
             info,
@@ -277,6 +287,11 @@ impl CudaBackend {
             Some(buf) => f(&mut buf.slice_mut(0..n)),
             None => Err(CudaError::driver("tickets", "not allocated")),
         }
+    }
+
+    /// A device word holding 0 (see the field).
+    pub(crate) fn zero_u32(&self) -> CudaView<'_, u32> {
+        self.zero_u32.slice(0..1)
     }
 
     /// Run `f` with the backend's one-word result buffer (allocated on

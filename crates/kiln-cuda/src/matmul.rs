@@ -187,6 +187,9 @@ pub struct MatmulState {
     /// matmul_id's int8-activation tiles (`matvec_tile::id_tile_q8`), from
     /// `KILN_MV_TILE_Q8=1` on first use.
     tile_q8: OnceLock<AtomicBool>,
+    /// One-row mat-vecs through the tile kernels (`matvec_tile::dense_tile`),
+    /// from `KILN_MV_DENSE_TILE=1` on first use.
+    dense_tile: OnceLock<AtomicBool>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -336,6 +339,13 @@ impl MatmulState {
         })
     }
 
+    /// The dense tile switch (`matvec_tile::dense_tile`).
+    pub(crate) fn dense_tile_flag(&self) -> &AtomicBool {
+        self.dense_tile.get_or_init(|| {
+            AtomicBool::new(std::env::var("KILN_MV_DENSE_TILE").is_ok_and(|v| v == "1"))
+        })
+    }
+
     fn cublas_present(&self) -> bool {
         // SAFETY: only tries to dlopen libcublas.
         *self
@@ -374,6 +384,9 @@ pub fn matmul(
     x: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
+    if crate::matvec_tile::dense_tile_matvec(be, p, w, x, out)? {
+        return Ok(());
+    }
     matmul_with_kernel(be, p, select_matmul_for(p, staged(be)), w, x, out)
 }
 

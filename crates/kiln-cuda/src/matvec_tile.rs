@@ -1,8 +1,13 @@
 //! The tile mat-vec's host side (`kernels/matvec_tile.cuh`): how many weight
 //! rows one CTA of matmul_id's tile kernels holds, and the per-backend
-//! switch. The kernels are entries of matmul_id.cu.
+//! switches. The kernels are entries of matmul_id.cu; a dense one-row
+//! mat-vec can run through them as one expert ([`dense_tile_matvec`]).
 
-use crate::CudaBackend;
+use crate::matmul_id::{matmul_id_with_kernel, tile_kernel_names, MatmulIdKernel};
+use crate::{CudaBackend, Result};
+use cudarc::driver::{CudaView, CudaViewMut};
+use kiln_core::ops::matmul::MatmulParams;
+use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
 use std::sync::atomic::Ordering;
 
@@ -102,6 +107,50 @@ pub fn id_tile_q8(be: &CudaBackend) -> bool {
 /// Int8-activation tiles on or off for `be` (parity tests and A/B benches).
 pub fn set_id_tile_q8(be: &CudaBackend, on: bool) {
     be.matmul.tile_q8_flag().store(on, Ordering::Relaxed);
+}
+
+/// Whether `be` runs one-row quantized mat-vecs (`matmul` with m = 1)
+/// through matmul_id's tile kernels as a single expert ([`dense_tile_matvec`]):
+/// off unless `KILN_MV_DENSE_TILE=1` or [`set_dense_tile`]. Opt-in until
+/// measured on a GPU (bench_matmul prints both).
+pub fn dense_tile(be: &CudaBackend) -> bool {
+    be.matmul.dense_tile_flag().load(Ordering::Relaxed)
+}
+
+/// Dense tiles on or off for `be` (parity tests and A/B benches).
+pub fn set_dense_tile(be: &CudaBackend, on: bool) {
+    be.matmul.dense_tile_flag().store(on, Ordering::Relaxed);
+}
+
+/// `out = w · x` for one row of x through the tile kernels, when
+/// [`dense_tile`] is on and the format has them: `w` as the only expert of
+/// a matmul_id (expert 0 from a device word holding 0), with the tile size
+/// and int8 switches of matmul_id ([`id_tile_bytes`], [`id_tile_q8`]).
+/// `Ok(false)`: not taken (the caller runs its mat-vec). The tile plan may
+/// still fall back to matmul_id's per-row kernel (unaligned weights).
+pub(crate) fn dense_tile_matvec(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    w: &CudaView<'_, u8>,
+    x: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<bool> {
+    if !dense_tile(be) || p.m != 1 || p.n == 0 || tile_kernel_names(p.wtype, false).is_none() {
+        return Ok(false);
+    }
+    let ip = MatmulIdParams {
+        n_tokens: 1,
+        top_k: 1,
+        n: p.n,
+        k: p.k,
+        n_experts: 1,
+        expert_stride: p.w_row_bytes()?.saturating_mul(p.n),
+        wtype: p.wtype,
+        x_per_slot: false,
+    };
+    let ids = be.zero_u32();
+    matmul_id_with_kernel(be, &ip, MatmulIdKernel::PerRow, w, x, &ids, out)?;
+    Ok(true)
 }
 
 /// The initial target from `KILN_MV_TILE` (unparsable: the default).

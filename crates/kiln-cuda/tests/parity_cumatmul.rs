@@ -19,6 +19,7 @@ use kiln_cuda::matmul::MV_MAX_ROWS;
 use kiln_cuda::matmul::{
     matmul, matmul_with_kernel, select_matmul, set_staged, supports, GemmOperand, MatmulKernel,
 };
+use kiln_cuda::matvec_tile::{set_dense_tile, set_id_tile, set_id_tile_q8, TILE_AUTO};
 use kiln_cuda::{CudaBackend, CudaError};
 use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds, WTYPES};
 use kiln_testkit::cases::matmul_mlx::{
@@ -114,6 +115,22 @@ fn matmul_matches_reference() {
         report.into_result().unwrap();
     }
     set_staged(&be, false);
+    // One-row mat-vecs through matmul_id's tile kernels as one expert
+    // (matvec_tile::dense_tile_matvec): float activations at the default
+    // tile size, then int8 activations (the formats that have them; the
+    // 8-bit activation bound above is exactly their rounding) in 2-row
+    // tiles (target 1 byte), so an odd n ends in a partial tile.
+    for (target, q8) in [(TILE_AUTO, false), (1, true)] {
+        set_dense_tile(&be, true);
+        set_id_tile(&be, target);
+        set_id_tile_q8(&be, q8);
+        let report = check_matmul_with(&imp, &opts);
+        eprintln!("dense tile {target} int8 {q8}: {}", report.summary());
+        set_dense_tile(&be, false);
+        set_id_tile(&be, TILE_AUTO);
+        set_id_tile_q8(&be, false);
+        report.into_result().unwrap();
+    }
     for wtype in WTYPES.into_iter().filter(|&t| !supports(t)) {
         eprintln!("{wtype}: no CUDA matmul kernel; checking it is refused");
         let p = MatmulParams {
