@@ -3,8 +3,8 @@
 # tile mat-vec in one device call (under 10 minutes; later steps are skipped
 # when time runs short): parity (graph, MoE every load mode incl. int8
 # tiles, matmul incl. dense tiles, fused), bench_moe decode rows, the
-# Qwen3-30B-A3B-shaped Q4_K tg with KILN_PDL_ENTRY=0 (those kernels launched
-# without PDL) against the default and float against int8 tiles, the
+# Qwen3-30B-A3B-shaped Q4_K tg with KILN_PDL_ENTRY=1 (PDL for the kernels
+# that wait at entry; opt-in) against the default and float against int8 tiles, the
 # SmolLM2-shaped pp512/tg128 likewise, greedy text CPU vs CUDA graph
 # (llama / qwen3 / qwen3moe synthetic, qwen3moe also with int8 tiles),
 # bench_matmul's decode rows (dense tiles), an ncu per-kernel table of the
@@ -26,8 +26,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 par() { [ -x "$B/$1" ] || { echo "$1 missing"; return 0; }
   timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; echo "$(el) $1 rc=$? $(grep -E '^test result' "$L/$1.log" | tail -1)"
   grep -E "FAIL|panicked|failed" -A6 "$L/$1.log" | cut -c1-300 | head -30; }
-par parity_graph 150
-par parity_cumoe 150
+KILN_PDL_ENTRY=1 par parity_graph 150
+KILN_PDL_ENTRY=1 par parity_cumoe 150
 KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
 echo "$(el) bench_moe decode rc=$?"
 grep -E 'ceiling|Q4_K|Q8_0|Q4_0|Q4_1' "$L/bench_moe.txt" | head -60
@@ -39,10 +39,10 @@ q30() { # $1 label, $2 prompt tokens, then env assignments
   env "$@" timeout "${Q30_T:-90}" "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p "$pp" -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'
 }
 # The first run compiles the model's kernels (NVRTC, cold machine).
-Q30_T=170 q30 "default (float tiles, PDL entry)" 512 KILN_X=1
-q30 "PDL entry off" 0 KILN_PDL_ENTRY=0
+Q30_T=170 q30 "default (float tiles)" 512 KILN_X=1
+q30 "PDL entry on" 0 KILN_PDL_ENTRY=1
 q30 "int8 tiles" 0 KILN_MV_TILE_Q8=1
-q30 "int8 tiles, PDL entry off" 0 KILN_MV_TILE_Q8=1 KILN_PDL_ENTRY=0
+q30 "int8 tiles, PDL entry on" 0 KILN_MV_TILE_Q8=1 KILN_PDL_ENTRY=1
 q30 "tiles off" 0 KILN_MV_TILE=0
 "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
 for e in 1 0; do
@@ -62,10 +62,10 @@ greedy() { # $1 label, $2 model, then env assignments for the CUDA run
 }
 common=(--embd 256 --heads 4 --kv-heads 2 --ff 512 --ctx 512 --layers 3 --seed 3 --vocab-from "$B/vocab.gguf")
 "$B/kiln" synth /tmp/v-q3moe.gguf --arch qwen3moe "${common[@]}" --head-dim 64 --experts 8 --experts-used 2 --expert-ff 256 --type Q4_K > /dev/null 2>&1
-greedy qwen3moe-Q4_K /tmp/v-q3moe.gguf KILN_X=1
+greedy qwen3moe-Q4_K-pdl /tmp/v-q3moe.gguf KILN_PDL_ENTRY=1
 greedy qwen3moe-Q4_K-q8tiles /tmp/v-q3moe.gguf KILN_MV_TILE_Q8=1
-"$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1 && greedy llama-Q4_1 /tmp/v-q41.gguf KILN_X=1
-"$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1 && greedy qwen3-Q4_K /tmp/v-qwen3.gguf KILN_X=1
+"$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1 && greedy llama-Q4_1-pdl /tmp/v-q41.gguf KILN_PDL_ENTRY=1
+"$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1 && greedy qwen3-Q4_K-pdl /tmp/v-qwen3.gguf KILN_PDL_ENTRY=1
 left 90 parity_cumatmul && par parity_cumatmul 90
 if left 100 bench_matmul; then
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1

@@ -124,8 +124,9 @@ impl CudaBackend {
         let registry = Registry::new(info.arch());
         // PDL needs Hopper (sm_90+); KILN_NO_PDL=1 turns it off (comparisons).
         let pdl = info.cc.0 >= 9 && std::env::var_os("KILN_NO_PDL").is_none_or(|v| v != "1");
-        // KILN_PDL_ENTRY=0: those launched without it (comparisons).
-        let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_none_or(|v| v != "0");
+        // KILN_PDL_ENTRY=1: PDL for the kernels that wait at entry too
+        // (opt-in until run on a GPU: docs/perf.md §23).
+        let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_some_and(|v| v == "1");
         let zero_u32 = stream
             .alloc_zeros::<u32>(1)
             .map_err(|e| CudaError::driver("alloc", e))?;
@@ -162,7 +163,8 @@ impl CudaBackend {
     /// (`kiln_pdl_enter`: norms, routing, copies, embedding, argmax, the
     /// expert mat-vecs; the dense mat-vec waits after its first weight
     /// fetch): what they gain is the launch, their CTAs resident when the
-    /// previous kernel drains. Off with PDL, or with `KILN_PDL_ENTRY=0`.
+    /// previous kernel drains. Opt-in (`KILN_PDL_ENTRY=1`, with PDL on)
+    /// until measured on a GPU.
     pub fn pdl_entry(&self) -> bool {
         self.pdl_entry
     }
