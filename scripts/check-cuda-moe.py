@@ -70,6 +70,18 @@ typedef int i32;
 typedef unsigned int u32;
 typedef long long i64;
 typedef unsigned long long u64;
+static inline void __syncwarp() { warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
+struct alignas(16) int4 { int x, y, z, w; };
+// PTX dp4a.s32.s32: c + the dot product of the four signed bytes of a and b.
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; i++) c += (int)(i8)(a >> (8 * i)) * (int)(i8)(b >> (8 * i));
+    return c;
+}
+static inline int __float2int_rn(float v) { return (int)std::nearbyint(v); }
+// PDL (common.cuh): no-ops on the host, blocks run one grid at a time.
+static inline void kiln_grid_wait() {}
+static inline void kiln_grid_launch_dependents() {}
+static inline void kiln_pdl_enter() {}
 """
 
 # Blocks run with cuda_host_shim.h's launch(gx, gy, threads, body, reverse);
@@ -333,8 +345,14 @@ def main() -> int:
                 common_decls(),
                 matvec_src(),
                 device_src("decode_kq.cuh"),
+                device_src("matvec_staged.cuh"),
+                device_src("matvec_tile.cuh"),
                 device_src("moe_route.cu"),
-                device_src("matmul_id.cu"),
+                # The tile kernels compile here but run in check-cuda-tile.py.
+                device_src("matmul_id.cu").replace(
+                    "extern __shared__ __align__(16) u8 tile_smem[];",
+                    "alignas(16) static u8 tile_smem[64 * 1024];",
+                ),
                 device_src("moe_combine.cu"),
                 MAIN,
             ]
