@@ -21,6 +21,7 @@
 #include "matvec.cuh"
 #include "decode_kq.cuh"
 #include "matvec_staged.cuh"
+#include "matvec_tile.cuh"
 
 #define EPI_STORE 0
 #define EPI_RESIDUAL 1
@@ -49,6 +50,8 @@ struct FusedParams {
     u64 stage_off;     // staged: byte offset of the staging area in dynamic shared memory
     u32 kv_type;       // EPI_QKV cache element type: KV_F32, KV_F16, KV_BF16
     u32 ring;          // EPI_QKV: 1 = the caches are rings of n_ctx rows (row pos % n_ctx)
+    u64 tile_rows;     // tile kernels: weight rows per CTA and stack (even, <= TILE_MAX_ROWS)
+    u64 tile_slot;     // tile kernels: shared bytes per stack (>= tile_rows * row_bytes + 16)
 };
 
 #define KV_F32 0
@@ -241,6 +244,74 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
     }
 }
 
+// The tile variant (m = 1; matvec_tile.cuh): CTA b holds weight rows
+// [b * tile_rows, ...) of the weight (EPI_SWIGLU: of the gate half and the
+// same rows of the up half, two stacks, two cp.async groups), requested in
+// its first instructions; then it waits for the previous kernel (PDL),
+// RMS-normalizes x into shared memory when p.norm, and (Q8Tile) quantizes
+// x to int8 codes while the tile lands; its warps take row pairs from
+// shared memory into vals, and the epilogue runs on the CTA's row pairs as
+// in the pair kernel: (2j, 2j + 1), or (j, j + n / 2) for EPI_SWIGLU.
+// Dynamic shared memory: stacks * tile_slot, then k floats when p.norm,
+// then tile_xq_bytes(k) for a Q8Tile. Block-uniform early return only.
+template <class T>
+__device__ __forceinline__ void matvec_fused_tile(const FusedParams& p, const u8* __restrict__ w,
+                                                  const float* __restrict__ x,
+                                                  const float* __restrict__ norm_w,
+                                                  const float* __restrict__ res,
+                                                  const i32* __restrict__ pos, float* __restrict__ out,
+                                                  void* __restrict__ kc, void* __restrict__ vc) {
+    extern __shared__ __align__(16) u8 tile_smem[];
+    __shared__ float vals[2 * TILE_MAX_ROWS];
+    __shared__ float red[32];
+    kiln_grid_launch_dependents();
+    const bool gated = p.epi == EPI_SWIGLU;
+    const u64 rows = gated ? p.n / 2 : p.n;  // rows per stack
+    const u64 j0 = (u64)blockIdx.x * p.tile_rows;
+    if (j0 >= rows) return;
+    const int nr = (int)min(p.tile_rows, rows - j0);
+    const u64 len = (u64)nr * p.row_bytes;
+    // Weights before the wait: no kernel writes GGML blocks.
+    const u32 lead = tile_request(tile_smem, w + j0 * p.row_bytes, len);
+    stage_commit();
+    u32 lead_u = 0;
+    if (gated) lead_u = tile_request(tile_smem + p.tile_slot, w + (rows + j0) * p.row_bytes, len);
+    stage_commit();
+    u8* area = tile_smem + (gated ? 2 : 1) * p.tile_slot;
+    kiln_grid_wait();
+    const float* xr = x;
+    if (p.norm) {
+        const u32 k = (u32)p.k, tid = threadIdx.x, nt = blockDim.x;
+        float* xs = (float*)area;
+        float ss = 0.0f;
+        for (u32 e = tid; e < k; e += nt) ss += x[e] * x[e];
+        ss = fused_block_sum(ss, red);
+        const float inv = rsqrtf(__fdiv_rn(ss, (float)k) + p.eps);
+        for (u32 e = tid; e < k; e += nt) xs[e] = x[e] * inv * norm_w[e];
+        __syncthreads();
+        xr = xs;
+        area += 4 * p.k;
+    }
+    if constexpr (T::XQ) tile_quantize_x(xr, p.k, area);
+    stage_wait<1>();
+    __syncthreads();
+    T::rows(tile_smem + lead, p.row_bytes, nr, p.k, xr, area, [&](int i, float v) { vals[i] = v; });
+    if (gated) {
+        stage_wait<0>();
+        __syncthreads();
+        T::rows(tile_smem + p.tile_slot + lead_u, p.row_bytes, nr, p.k, xr, area,
+                [&](int i, float v) { vals[TILE_MAX_ROWS + i] = v; });
+    }
+    __syncthreads();
+    const int t = threadIdx.x;
+    if (gated) {
+        if (t < nr) fused_epilogue(p, 0, 2 * (j0 + (u64)t), vals[t], vals[TILE_MAX_ROWS + t], res, pos, out, kc, vc);
+    } else if (2 * t < nr) {
+        const float y1 = 2 * t + 1 < nr ? vals[2 * t + 1] : 0.0f;
+        fused_epilogue(p, 0, j0 + 2 * (u64)t, vals[2 * t], y1, res, pos, out, kc, vc);
+    }
+}
+
 #define MVF_ENTRY(name, T, KIND, M)                                                            \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                  \
         name(FusedParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
@@ -268,3 +339,25 @@ __device__ __forceinline__ void matvec_fused(const FusedParams& p, const u8* __r
 #define KILN_MVF_KIND MVF_FLAT
 #endif
 MVF_ALL_M(matvec_fused, KILN_MVF_W, KILN_MVF_KIND)
+
+#define MVF_TILE_ENTRY(name, POLICY)                                                           \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                  \
+        name(FusedParams p, const u8* __restrict__ w, const float* __restrict__ x,            \
+             const float* __restrict__ norm_w, const float* __restrict__ res,                 \
+             const i32* __restrict__ pos, float* __restrict__ out, void* __restrict__ kc,     \
+             void* __restrict__ vc) {                                                         \
+        matvec_fused_tile<POLICY>(p, w, x, norm_w, res, pos, out, kc, vc);                    \
+    }
+// Quantized formats: the float-activation tile; with KILN_MVF_Q8DOT (the
+// formats with a Q8 dot unit, matvec_tile.cuh) also the int8 one.
+#if KILN_MVF_KIND == MVF_FLAT
+using MvfFloatTile = FloatTile<KILN_MVF_W, FlatBlocks<KILN_MVF_W>>;
+MVF_TILE_ENTRY(matvec_fused_tile_m1, MvfFloatTile)
+#elif KILN_MVF_KIND == MVF_SUB
+using MvfFloatTile = FloatTile<KILN_MVF_W, SubBlocks<KILN_MVF_W>>;
+MVF_TILE_ENTRY(matvec_fused_tile_m1, MvfFloatTile)
+#endif
+#ifdef KILN_MVF_Q8DOT
+using MvfQ8Tile = Q8Tile<KILN_MVF_Q8DOT>;
+MVF_TILE_ENTRY(matvec_fused_q8tile_m1, MvfQ8Tile)
+#endif

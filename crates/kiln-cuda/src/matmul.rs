@@ -190,6 +190,9 @@ pub struct MatmulState {
     /// One-row mat-vecs through the tile kernels (`matvec_tile::dense_tile`),
     /// from `KILN_MV_DENSE_TILE=1` on first use.
     dense_tile: OnceLock<AtomicBool>,
+    /// matvec_fused's tile mode (`matvec_tile::fused_tile`: 0 off, 1 float,
+    /// 2 int8), from `KILN_MVF_TILE` on first use.
+    fused_tile: OnceLock<AtomicU8>,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -344,6 +347,16 @@ impl MatmulState {
         self.dense_tile.get_or_init(|| {
             AtomicBool::new(std::env::var("KILN_MV_DENSE_TILE").is_ok_and(|v| v == "1"))
         })
+    }
+
+    /// The matvec_fused tile mode (`matvec_tile::fused_tile`).
+    pub(crate) fn fused_tile_flag(&self) -> &AtomicU8 {
+        self.fused_tile
+            .get_or_init(|| match std::env::var("KILN_MVF_TILE").as_deref() {
+                Ok("1") => AtomicU8::new(1),
+                Ok("q8") => AtomicU8::new(2),
+                _ => AtomicU8::new(0),
+            })
     }
 
     fn cublas_present(&self) -> bool {

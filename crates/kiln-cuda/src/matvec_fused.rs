@@ -15,6 +15,10 @@ use crate::matmul::{
     check_alignment, matvec_plan, wname_of, MatmulKernel, MV_ROWS, MV_THREADS, MV_WARPS,
 };
 use crate::matvec_staged::{stage_bytes, stage_copy_width, staged};
+use crate::matvec_tile::{
+    fused_tile, id_tile_bytes, q8_dot_type, tile_plan, tile_target, tile_xq_bytes, FusedTile,
+    TilePlan,
+};
 use crate::registry::Variant;
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
@@ -63,7 +67,11 @@ pub fn variant_defines(wtype: DType) -> String {
         t if t.is_quantized() => 2,
         _ => 0,
     };
-    format!("#define KILN_MVF_W {ty}\n#define KILN_MVF_KIND {kind}\n")
+    let mut d = format!("#define KILN_MVF_W {ty}\n#define KILN_MVF_KIND {kind}\n");
+    if let Some(dot) = q8_dot_type(wtype) {
+        d.push_str(&format!("#define KILN_MVF_Q8DOT {dot}\n"));
+    }
+    d
 }
 
 /// Mirrors `struct FusedParams` in matvec_fused.cu.
@@ -93,8 +101,11 @@ struct FusedK {
     /// QKV epilogue: 1 = the caches are rings of `n_ctx` rows
     /// (`QkvRope::ring`: position `p` to row `p % n_ctx`).
     ring: u32,
+    /// Tile kernels: weight rows per CTA and stack, shared bytes per stack.
+    tile_rows: u64,
+    tile_slot: u64,
 }
-const _: () = assert!(std::mem::size_of::<FusedK>() == 112);
+const _: () = assert!(std::mem::size_of::<FusedK>() == 128);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for FusedK {}
 
@@ -140,9 +151,21 @@ pub struct FusedArgs<'a, 'b> {
     pub v_cache: Option<KvViewMut<'a, 'b>>,
 }
 
-/// The kernel for `m` rows of `wtype` weights: its format's variant of
-/// matvec_fused.cu is compiled (or read from the disk cache) on first use.
-fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver::CudaFunction> {
+/// Which kernel of a format's variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kern {
+    /// The pair kernel for `m` rows (`matvec_fused_m<m>`).
+    Rows(usize),
+    /// The tile kernels (m = 1): float or int8 activations.
+    Tile,
+    Q8Tile,
+}
+
+/// The kernel `which` of `wtype` weights: its format's variant of
+/// matvec_fused.cu is compiled (or read from the disk cache) on first use;
+/// its table holds the pair kernels for m = 1..=FUSED_MAX_ROWS, then the
+/// tile kernels the format has.
+fn function(be: &CudaBackend, wtype: DType, which: Kern) -> Result<&cudarc::driver::CudaFunction> {
     let i = WTYPES
         .iter()
         .position(|&t| t == wtype)
@@ -154,22 +177,72 @@ fn function(be: &CudaBackend, wtype: DType, m: usize) -> Result<&cudarc::driver:
             label,
             defines: &defines,
         };
-        let table = (1..=FUSED_MAX_ROWS)
-            .map(|rows| {
-                be.registry().variant_function(
-                    be.context(),
-                    "matvec_fused",
-                    MATVEC_FUSED,
-                    v,
-                    &format!("matvec_fused_m{rows}"),
-                )
+        let mut names: Vec<String> = (1..=FUSED_MAX_ROWS)
+            .map(|rows| format!("matvec_fused_m{rows}"))
+            .collect();
+        if wtype.is_quantized() {
+            names.push("matvec_fused_tile_m1".into());
+        }
+        if q8_dot_type(wtype).is_some() {
+            names.push("matvec_fused_q8tile_m1".into());
+        }
+        let table = names
+            .iter()
+            .map(|name| {
+                be.registry()
+                    .variant_function(be.context(), "matvec_fused", MATVEC_FUSED, v, name)
             })
             .collect::<Result<Vec<_>>>()?;
         let _ = slot.set(table);
     }
+    let at = match which {
+        Kern::Rows(m) => m.checked_sub(1),
+        Kern::Tile => Some(FUSED_MAX_ROWS),
+        Kern::Q8Tile => Some(FUSED_MAX_ROWS + 1),
+    };
     slot.get()
-        .and_then(|t| t.get(m - 1))
-        .ok_or_else(|| CudaError::driver(OP, "no such kernel"))
+        .and_then(|t| t.get(at?))
+        .ok_or_else(|| CudaError::driver(OP, format!("no {which:?} kernel for {wtype}")))
+}
+
+/// The tile launch of `p` when `be`'s tile mode is on and it applies (one
+/// quantized row, 16-byte aligned weights, the tile and the optional
+/// normalized x and int8 area fit the shared memory): the kernel, the
+/// plan, the CTAs and the dynamic shared bytes.
+fn tile_launch(
+    be: &CudaBackend,
+    p: &MatvecFusedParams,
+    w: &CudaView<'_, u8>,
+) -> Result<Option<(Kern, TilePlan, usize, usize)>> {
+    let mm = &p.mm;
+    let mode = fused_tile(be);
+    if mode == FusedTile::Off || mm.m != 1 || !mm.wtype.is_quantized() || mm.n == 0 {
+        return Ok(None);
+    }
+    let (wp, _g) = w.device_ptr(be.stream());
+    if !wp.is_multiple_of(16) {
+        return Ok(None);
+    }
+    let q8 = mode == FusedTile::Int8 && q8_dot_type(mm.wtype).is_some();
+    let stacks = if p.epilogue == FusedEpilogue::SwiGlu {
+        2
+    } else {
+        1
+    };
+    let rows = mm.n / stacks;
+    let norm = if p.norm_eps.is_some() { 4 * mm.k } else { 0 };
+    let extra = norm + if q8 { tile_xq_bytes(mm.k) } else { 0 };
+    let target = tile_target(id_tile_bytes(be), stacks);
+    let Some(t) = tile_plan(mm.w_row_bytes()?, stacks, target, extra) else {
+        return Ok(None);
+    };
+    let kern = if q8 { Kern::Q8Tile } else { Kern::Tile };
+    Ok(Some((
+        kern,
+        t,
+        rows.div_ceil(t.rows),
+        stacks * t.slot + extra,
+    )))
 }
 
 /// Run one fused mat-vec on the backend's stream. `positions`: `[m]`
@@ -253,7 +326,13 @@ pub fn matvec_fused(
             KvType::BF16 => 2,
         };
     }
-    let gx = mm.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    let mut gx = mm.n.div_ceil(MV_ROWS * (MV_WARPS / kw));
+    let tile = tile_launch(be, p, a.w)?;
+    if let Some((_, t, ctas, _)) = tile {
+        gx = ctas;
+        k.tile_rows = t.rows as u64;
+        k.tile_slot = t.slot as u64;
+    }
     if gx > i32::MAX as usize {
         return Err(Error::invalid(OP, format!("n = {} is too large for the grid", mm.n)).into());
     }
@@ -266,7 +345,9 @@ pub fn matvec_fused(
         0
     };
     let mut shared = norm_bytes;
-    if staged(be) {
+    if let Some((_, _, _, bytes)) = tile {
+        shared = bytes;
+    } else if staged(be) {
         let (wp, _gw) = a.w.device_ptr(be.stream());
         let (xp, _gx) = a.x.device_ptr(be.stream());
         let cw = stage_copy_width(mm.wtype.is_quantized(), k.row_bytes as usize, wp, xp);
@@ -290,7 +371,7 @@ pub fn matvec_fused(
     if matches!(p.epilogue, FusedEpilogue::Qkv(_)) && (a.k_cache.is_none() || a.v_cache.is_none()) {
         return Err(Error::invalid(OP, "qkv epilogue without both caches").into());
     }
-    let f = function(be, mm.wtype, mm.m)?;
+    let f = function(be, mm.wtype, tile.map_or(Kern::Rows(mm.m), |t| t.0))?;
     let st = be.stream();
     // Absent buffers are passed as x (never dereferenced: the params say so).
     let (mut pw, _gw) = a.w.device_ptr(st);
@@ -328,7 +409,11 @@ pub fn matvec_fused(
     // type params.kv_type names (both caches checked to be of it); every length was validated
     // for the stages the params enable, absent buffers are never read or
     // written (their stage is off), dynamic shared memory holds the m
-    // normalized rows and the norm weight, alignment was checked, the kernel writes out and
+    // normalized rows and the norm weight (the tile kernels: tile_launch's
+    // bytes, the tiles as tile_plan sized them, then the normalized row and
+    // the int8 area), alignment was checked (tiles: 16-byte aligned
+    // weights, each tile read from its start rounded down to 16 bytes, inside
+    // the weights, to its end), the kernel writes out and
     // cache rows only inside their bounds (cache rows below n_ctx: the
     // position, or it modulo n_ctx in a ring, others dropped; validate
     // checked both caches hold n_ctx rows), and it waits for the previous

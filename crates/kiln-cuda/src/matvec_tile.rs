@@ -63,7 +63,53 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> 
 /// Whether `wtype` has tile kernels with int8 activations (`Q8Tile`,
 /// `mul_mv_id[_swiglu]_q8tile_<w>_f32`): Q4_0, Q4_1, Q8_0 and Q4_K.
 pub fn q8_tile_supports(wtype: DType) -> bool {
-    matches!(wtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K)
+    q8_dot_type(wtype).is_some()
+}
+
+/// The Q8 dot unit of `wtype` in matvec_tile.cuh (the `Q8Tile` policy's
+/// argument; matvec_fused.cu's `KILN_MVF_Q8DOT`), for the formats that have one.
+pub fn q8_dot_type(wtype: DType) -> Option<&'static str> {
+    Some(match wtype {
+        DType::Q4_0 => "Q4Dot<false>",
+        DType::Q4_1 => "Q4Dot<true>",
+        DType::Q8_0 => "Q8_0Dot",
+        DType::Q4_K => "Q4_KDot",
+        _ => return None,
+    })
+}
+
+/// How `matvec_fused` takes its one-row products ([`fused_tile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusedTile {
+    /// The pair kernels (`matvec_fused_m<M>`).
+    Off,
+    /// Tiles with float activations (every quantized format).
+    Float,
+    /// Tiles with int8 activations where the format has a Q8 dot unit
+    /// ([`q8_dot_type`]), float tiles elsewhere.
+    Int8,
+}
+
+/// `be`'s matvec_fused tile mode: `KILN_MVF_TILE=1` float tiles, `=q8`
+/// int8 tiles, else off ([`set_fused_tile`]). Opt-in until measured on a
+/// GPU. The bytes per CTA follow [`id_tile_bytes`] (default 8 KiB, 24 KiB
+/// for the SwiGLU epilogue's two stacks).
+pub fn fused_tile(be: &CudaBackend) -> FusedTile {
+    match be.matmul.fused_tile_flag().load(Ordering::Relaxed) {
+        1 => FusedTile::Float,
+        2 => FusedTile::Int8,
+        _ => FusedTile::Off,
+    }
+}
+
+/// Set `be`'s matvec_fused tile mode (parity tests and A/B benches).
+pub fn set_fused_tile(be: &CudaBackend, mode: FusedTile) {
+    let v = match mode {
+        FusedTile::Off => 0,
+        FusedTile::Float => 1,
+        FusedTile::Int8 => 2,
+    };
+    be.matmul.fused_tile_flag().store(v, Ordering::Relaxed);
 }
 
 /// Shared bytes of the int8 x area after the stacks (`tile_xq_bytes`,

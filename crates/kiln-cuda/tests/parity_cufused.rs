@@ -8,6 +8,7 @@
 use kiln_core::ops::matvec_fused::{FusedRefIo, MatvecFusedParams};
 use kiln_core::KvSliceMut;
 use kiln_cuda::matvec_fused::{matvec_fused, FusedArgs};
+use kiln_cuda::matvec_tile::{set_fused_tile, set_id_tile, FusedTile, TILE_AUTO};
 use kiln_cuda::{CudaBackend, CudaError, KvViewMut};
 use kiln_testkit::cases::matvec_fused::check_matvec_fused_with;
 use kiln_testkit::Options;
@@ -181,6 +182,30 @@ fn matvec_fused_matches_reference() {
         kiln_cuda::matmul::set_staged(&be, on);
         let report = check_matvec_fused_with(&imp, &Options::default());
         eprintln!("staged {on}: {}", report.summary());
+        report.into_result().unwrap();
+    }
+    kiln_cuda::matmul::set_staged(&be, false);
+    // One-row products as tiles (matvec_tile::fused_tile): float
+    // activations at the default tile size and in 2-row tiles (target 1
+    // byte: partial last tiles, tiles across the q | k | v seams), then
+    // int8 activations (the formats with a Q8 dot unit; their rounding is
+    // what Options::fused_int8_x adds to the bound).
+    for (mode, target) in [
+        (FusedTile::Float, TILE_AUTO),
+        (FusedTile::Float, 1),
+        (FusedTile::Int8, TILE_AUTO),
+        (FusedTile::Int8, 1),
+    ] {
+        set_fused_tile(&be, mode);
+        set_id_tile(&be, target);
+        let opts = Options {
+            fused_int8_x: mode == FusedTile::Int8,
+            ..Options::default()
+        };
+        let report = check_matvec_fused_with(&imp, &opts);
+        eprintln!("tiles {mode:?} target {target}: {}", report.summary());
+        set_fused_tile(&be, FusedTile::Off);
+        set_id_tile(&be, TILE_AUTO);
         report.into_result().unwrap();
     }
 }

@@ -10,6 +10,11 @@
 //! - residual: `+ 2⁻²⁴ |out|` for the final add;
 //! - SwiGLU `silu(g)·u`: `|silu'(g)·u|·e_g + |silu(g)|·e_u` (silu' ≤ 1.1)
 //!   plus `FAST_EXP_REL · |out|` for a fast `exp` and the products;
+//! - with [`Options::fused_int8_x`], the product adds the activations'
+//!   int8 rounding: `Σ_b d_b / 2 · Σ_{e ∈ b} |w_e|` over the 32-element
+//!   blocks `b` of `x'`, `d_b = amax_b / 127` (times `1 + 2⁻¹⁰` for the
+//!   backend's own `x'` and `d` differing from the reference's by a few
+//!   ulp);
 //! - RoPE: a rotation keeps the error vector's length, so a rotated pair's
 //!   elements are off by at most `e_a + e_b`, plus `2⁻²³ · |value|`.
 //!
@@ -237,21 +242,42 @@ fn weights_f32(p: &MatmulParams, w: &[u8]) -> kiln_core::Result<Vec<f32>> {
 }
 
 /// Per-element bounds of `y` (`[m, n]`), see the module docs.
-fn product_bounds(p: &MatmulParams, wf: &[f32], xn: &[f32]) -> Vec<f64> {
+fn product_bounds(p: &MatmulParams, wf: &[f32], xn: &[f32], int8_x: bool) -> Vec<f64> {
     let terms = (p.k as f64 + PRODUCT_SLACK) * U32;
     let mut b = vec![0.0; p.m * p.n];
     for i in 0..p.m {
+        let xi = &xn[i * p.k..(i + 1) * p.k];
+        // Half the int8 step of each 32-element block of this row.
+        let half_step: Vec<f64> = xi
+            .chunks(32)
+            .map(|blk| {
+                let amax = blk.iter().fold(0.0f64, |a, v| a.max(f64::from(v.abs())));
+                amax / 127.0 / 2.0 * (1.0 + INT8_X_SLACK)
+            })
+            .collect();
         for j in 0..p.n {
-            let s: f64 = wf[j * p.k..(j + 1) * p.k]
+            let wj = &wf[j * p.k..(j + 1) * p.k];
+            let s: f64 = wj
                 .iter()
-                .zip(&xn[i * p.k..(i + 1) * p.k])
+                .zip(xi)
                 .map(|(a, c)| f64::from(a.abs()) * f64::from(c.abs()))
                 .sum();
-            b[i * p.n + j] = terms * s;
+            let mut e = terms * s;
+            if int8_x {
+                e += wj
+                    .chunks(32)
+                    .zip(&half_step)
+                    .map(|(wb, h)| h * wb.iter().map(|v| f64::from(v.abs())).sum::<f64>())
+                    .sum::<f64>();
+            }
+            b[i * p.n + j] = e;
         }
     }
     b
 }
+
+/// Relative slack on the int8 activation step (see the module docs).
+const INT8_X_SLACK: f64 = 1.0 / 1024.0;
 
 fn within(what: &str, got: &[f32], want: &[f32], bound: &[f64]) -> Result<(), String> {
     let mut bad = Vec::new();
@@ -280,13 +306,20 @@ pub fn check_matvec_fused_with(imp: &MatvecFusedFn<'_>, opts: &Options) -> Repor
             "{} m={} n={} k={} norm={} kv={} {:?}",
             cs.wtype, cs.m, cs.n, cs.k, cs.norm, cs.kv, cs.epi
         );
-        run.case(&name, cs.big, |rng| one_case(imp, &cs, rng));
+        run.case(&name, cs.big, |rng| {
+            one_case(imp, &cs, opts.fused_int8_x, rng)
+        });
     }
     rejects(&mut run, imp);
     run.finish()
 }
 
-fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<(), String> {
+fn one_case(
+    imp: &MatvecFusedFn<'_>,
+    cs: &Case,
+    int8_x: bool,
+    rng: &mut impl Rng,
+) -> Result<(), String> {
     let mm = MatmulParams {
         m: cs.m,
         n: cs.n,
@@ -386,7 +419,7 @@ fn one_case(imp: &MatvecFusedFn<'_>, cs: &Case, rng: &mut impl Rng) -> Result<()
     } else {
         x.clone()
     };
-    let yb = product_bounds(&mm, &wf, &xn);
+    let yb = product_bounds(&mm, &wf, &xn, int8_x);
     let n = cs.n;
     match cs.epi {
         FusedEpilogue::Store => within("out", out.as_slice(), &want, &yb),

@@ -70,6 +70,12 @@ pub struct Options {
     /// scores' spread by [`Tol::attention_bf16`] for the peaked cases).
     /// Default: never.
     pub attention_bf16: fn(&kiln_core::ops::attention::AttentionParams) -> bool,
+    /// Whether the backend's fused mat-vec may round its (normalized)
+    /// activations to int8 codes per 32 elements (`d = amax / 127`, CUDA's
+    /// int8 tiles): the product bound then adds that rounding,
+    /// `Σ_b d_b / 2 · Σ_{e ∈ b} |w_e|` (`matvec_fused`'s module docs).
+    /// Default: no (f32 activations).
+    pub fused_int8_x: bool,
 }
 
 impl Default for Options {
@@ -81,6 +87,7 @@ impl Default for Options {
             matmul_wtypes: kiln_core::ops::matmul::MatmulParams::supports,
             matmul_f16_from_m: None,
             attention_bf16: |_| false,
+            fused_int8_x: false,
         }
     }
 }
