@@ -49,7 +49,7 @@ if [ "$PART" = check ]; then
     local i=0
     for sw in KILN_X=1 KILN_PDL_ENTRY=1 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=1 KILN_MVF_TILE=q8 KILN_MV_DENSE_TILE=1; do
       i=$((i + 1))
-      env "$sw" timeout 60 "$B/kiln" run --device cuda -m "$m" -p "The capital of France is" -n 24 --temp 0 \
+      env "$sw" timeout 90 "$B/kiln" run --device cuda -m "$m" -p "The capital of France is" -n 24 --temp 0 \
         > "$L/greedy-$label-cuda$i.txt" 2> "$L/greedy-$label-cuda$i.err"
       if cmp -s "$L/greedy-$label-cpu.txt" "$L/greedy-$label-cuda$i.txt"; then r=same; else r=DIFFERENT; fi
       echo "$(el) greedy 24 $label $sw cuda-graph vs cpu: $r | $(tail -c 100 "$L/greedy-$label-cuda$i.err" | tr '\n' ' ')"
