@@ -210,7 +210,7 @@ def main() -> int:
                         f = rng.uniform(0.25, 40.0, size=max(n_rot // 2, 1)).astype(np.float32)
                         if at:
                             # The launch's largest row; the device row is pos[0].
-                            p_dst = dst + 10 * rows if ring else rows - nt
+                            p_dst = dst + 10 * rows + 1 if ring else rows - nt
                             pos = (dst + np.arange(nt)).astype(np.int32)
                         else:
                             p_dst = dst

@@ -123,8 +123,8 @@ const NAMES: [[[&str; 3]; 2]; 2] = [
     ],
 ];
 
-/// The launch of `p` and the head rows per block it assigns: the `n_heads
-/// + 2 n_heads_kv` rows of a token (q, k, v heads) one per warp,
+/// The launch of `p` and the head rows per block it assigns: the rows of
+/// a token (its q, k and v heads, `n_heads + 2 n_heads_kv`) one per warp,
 /// `min(rows, 8)` warps; a block per token and row group, or a block per
 /// token with all its rows from [`BLOCK_PER_TOKEN_MIN_TOKENS`] tokens on
 /// (norm_rope's geometry). Grid dims are capped at 65 535 (the kernel

@@ -215,9 +215,10 @@ fn run_case(
     let want_p = p;
     if rows == Rows::FirstPosition {
         // The largest row the launch allows: the cache's last batch, or
-        // with a ring any position (here far past the one used).
+        // with a ring any position (here far past the one used, and not
+        // on its ring row, so using it instead shows).
         p.dst_row = if cs.ring {
-            cs.dst_row + 10 * cs.cache_rows
+            cs.dst_row + 10 * cs.cache_rows + 1
         } else {
             cs.cache_rows - cs.n_tokens
         };

@@ -97,11 +97,12 @@ fn run(
                 v_cache: o.v_cache.kv_slice_mut(OP, "v_cache", nv)?,
             };
             use kiln_cpu::qk_norm_rope_kv as k;
-            Ok(if at {
-                k::qk_norm_rope_kv_at(ctx, p, io)?
+            let r = if at {
+                k::qk_norm_rope_kv_at(ctx, p, io)
             } else {
-                k::qk_norm_rope_kv(ctx, p, io)?
-            })
+                k::qk_norm_rope_kv(ctx, p, io)
+            };
+            Ok(r?)
         }
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
@@ -113,10 +114,13 @@ fn run(
                 .factors
                 .map(|f| f.cuda_f32(OP, "frequency factors", n_factors))
                 .transpose()?;
-            let mut q_out = o.q_out.cuda_f32_mut(OP, "q_out", n_q)?;
+            let q_out_t = o.q_out;
             let mut kc = o.k_cache.cuda_kv_mut(OP, "k_cache", nk)?;
             let mut vc = o.v_cache.cuda_kv_mut(OP, "v_cache", nv)?;
             s.with_device_positions(be, i.positions, |pos| {
+                // Made here: its view's lifetime is then no longer than the
+                // positions' (a mutable view's is fixed).
+                let mut q_out = q_out_t.cuda_f32_mut(OP, "q_out", n_q)?;
                 let a = k::QkNormRopeKvArgs {
                     qkv: &qkv,
                     q_norm: &q_norm,
