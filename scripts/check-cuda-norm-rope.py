@@ -2,7 +2,7 @@
 """Check the norm_rope CUDA kernel without a GPU, by running its device code
 as host C++ (the technique of check-cuda-moe.py).
 
-crates/kiln-cuda/kernels/norm_rope.cu is compiled with g++ behind small
+crates/kiln-cuda/kernels/norm_rope.cu (with norm_rope.cuh) is compiled with g++ behind small
 shims: one std::thread per CUDA thread of a block, __syncthreads a
 block-wide std::barrier, __syncwarp a per-warp barrier, __shfl_xor_sync an
 exchange through memory between two per-warp barriers, __shared__ arrays
@@ -54,6 +54,8 @@ static inline float kiln_warp_sum(float v) {
 }
 static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+// PDL (griddepcontrol) has no host meaning: blocks run one after another.
+static inline void kiln_pdl_enter() {}
 """
 
 MAIN = r"""
@@ -94,8 +96,11 @@ int main(int argc, char** argv) {
 
 
 def device_src() -> str:
-    """norm_rope.cu without its include."""
-    return "\n".join(l for l in KERNEL.read_text().splitlines() if not l.startswith("#include"))
+    """norm_rope.cu with norm_rope.cuh (its per-head code) pasted in, less
+    the other include (common.cuh)."""
+    header = (KERNEL.parent / "norm_rope.cuh").read_text()
+    src = KERNEL.read_text().replace('#include "norm_rope.cuh"', header)
+    return "\n".join(l for l in src.splitlines() if not l.startswith("#include"))
 
 
 def launch_geometry(n_tokens, n_heads):

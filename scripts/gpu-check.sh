@@ -96,6 +96,18 @@ for line in sys.stdin:
         shutil.copy(m["executable"], sys.argv[1] + "/parity_kiln_cast_mul")
         print("bundled kiln cast_mul")
 ' "$BD"
+# The kiln crate's qk_norm_rope_kv test (the fused op against the ops it
+# replaces in Qwen3 decode, bit for bit; CUDA graph replay).
+cargo test -p kiln --features cuda --release --test qk_norm_rope_kv --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "qk_norm_rope_kv":
+        shutil.copy(m["executable"], sys.argv[1] + "/parity_kiln_qknr")
+        print("bundled kiln qk_norm_rope_kv")
+' "$BD"
 strip "$BD"/* 2>/dev/null || true
 cp scripts/gpu-run.sh "$BD"/gpu-run.sh
 cp scripts/gpu-quick.sh "$BD"/gpu-quick.sh

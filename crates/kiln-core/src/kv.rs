@@ -198,6 +198,16 @@ impl KvSliceMut<'_> {
         self.len() == 0
     }
 
+    /// The same elements, borrowed for a shorter time (to pass the cache
+    /// to several ops by value).
+    pub fn reborrow(&mut self) -> KvSliceMut<'_> {
+        match self {
+            KvSliceMut::F32(v) => KvSliceMut::F32(v),
+            KvSliceMut::F16(v) => KvSliceMut::F16(v),
+            KvSliceMut::BF16(v) => KvSliceMut::BF16(v),
+        }
+    }
+
     /// Read-only view.
     pub fn as_slice(&self) -> KvSlice<'_> {
         match self {

@@ -21,6 +21,7 @@ pub mod moe_combine;
 pub mod moe_route;
 pub mod mul;
 pub mod norm_rope;
+pub mod qk_norm_rope_kv;
 pub mod quant_dot;
 pub mod rms_norm;
 pub mod rope;

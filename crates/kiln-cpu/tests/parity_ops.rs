@@ -191,6 +191,21 @@ fn parity_norm_rope() {
 }
 
 #[test]
+fn parity_qk_norm_rope_kv() {
+    use kiln_cpu::qk_norm_rope_kv::{qk_norm_rope_kv, qk_norm_rope_kv_at};
+    use tk::qk_norm_rope_kv::Rows;
+    check("qk_norm_rope_kv", |ctx, o| {
+        tk::qk_norm_rope_kv::check_qk_norm_rope_kv_with(
+            &|rows, p, io| match rows {
+                Rows::Params => qk_norm_rope_kv(ctx, p, io),
+                Rows::FirstPosition => qk_norm_rope_kv_at(ctx, p, io),
+            },
+            o,
+        )
+    });
+}
+
+#[test]
 fn parity_embedding() {
     check("embedding", |ctx, o| {
         tk::embedding::check_embedding_with(

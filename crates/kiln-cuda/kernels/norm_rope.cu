@@ -4,12 +4,7 @@
 // pos: [n_tokens], factors: [n_rot/2] (reference kiln-core ops/norm_rope.rs:
 // rms_norm_ref over the rows, then rope_ref_with_factors).
 //
-// Numerics are those of the two unfused kernels: the sum of squares in f32,
-// inv = rsqrtf(__fdiv_rn(ss, dim) + eps) and the normalized value x * inv * w
-// in f32 (rms_norm.cu); pair i's angle pos * freq_scale * freq_base^(-2i/n_rot)
-// (divided by factors[i] in the _ff kernels), its sine/cosine and the rotation
-// in f64 (rope.cu). Pairs are (2i, 2i+1) (normal) or (i, i + n_rot/2) (neox);
-// dims >= n_rot are normalized only.
+// Numerics: norm_rope.cuh (shared with qk_norm_rope_kv.cu).
 //
 // Layout. Block (blockIdx.x, blockIdx.y) = (token t, head group g) covers the
 // heads [g * hpb, min((g + 1) * hpb, n_heads)) of token t (hpb =
@@ -30,9 +25,7 @@
 // Positions are read from device memory, so a recorded graph replays at the
 // position staged before it.
 #include "common.cuh"
-
-#define NR_MAX_DIM 512
-#define NR_MAX_WARPS 8
+#include "norm_rope.cuh"
 
 struct NormRopeParams {
     u64 n_tokens;
@@ -55,49 +48,20 @@ __device__ __forceinline__ void norm_rope_rows(const NormRopeParams& p, const fl
     __shared__ double cos_sh[NR_MAX_DIM / 2];
     __shared__ double sin_sh[NR_MAX_DIM / 2];
     __shared__ float rows_sh[NR_MAX_WARPS][NR_MAX_DIM];
-    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const u32 warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     float* row = rows_sh[warp];
-    const u64 dim = p.head_dim, half = p.n_rot / 2, hpb = p.heads_per_block;
+    const u64 dim = p.head_dim, hpb = p.heads_per_block;
     const u64 n_groups = (p.n_heads + hpb - 1) / hpb;
     for (u64 t = blockIdx.x; t < p.n_tokens; t += gridDim.x) {
-        const double pt = (double)pos[t] * (double)p.freq_scale;
-        for (u64 i = threadIdx.x; i < half; i += blockDim.x) {
-            const double inv_freq = pow((double)p.freq_base, -2.0 * (double)i / (double)p.n_rot);
-            double theta = pt * inv_freq;
-            if (FF) theta /= (double)factors[i];
-            double sn, cs;
-            sincos(theta, &sn, &cs);
-            cos_sh[i] = cs;
-            sin_sh[i] = sn;
-        }
+        nr_angles<FF>(pos[t], p.n_rot, p.freq_base, p.freq_scale, factors, cos_sh, sin_sh);
         __syncthreads();  // the angles are read by every warp
         for (u64 g = blockIdx.y; g < n_groups; g += gridDim.y) {
             const u64 h_end = (g + 1) * hpb < p.n_heads ? (g + 1) * hpb : p.n_heads;
             for (u64 h = g * hpb + warp; h < h_end; h += n_warps) {
                 const u64 base = (t * p.n_heads + h) * dim;
-                const float* xr = x + base;
                 float* orow = out + base;
-                float ss = 0.0f;
-                for (u64 j = lane; j < dim; j += 32) {
-                    const float v = xr[j];
-                    row[j] = v;
-                    ss += v * v;
-                }
-                ss = kiln_warp_sum(ss);
-                __syncwarp();  // row[] written by every lane, read across lanes below
-                const float inv = rsqrtf(__fdiv_rn(ss, (float)dim) + p.eps);
-                for (u64 i = lane; i < half; i += 32) {
-                    const u64 ia = NEOX ? i : 2 * i;
-                    const u64 ib = NEOX ? i + half : 2 * i + 1;
-                    // The normalized f32 values (rms_norm's output), rotated in f64.
-                    const double a = row[ia] * inv * w[ia];
-                    const double b = row[ib] * inv * w[ib];
-                    const double cs = cos_sh[i], sn = sin_sh[i];
-                    orow[ia] = (float)(a * cs - b * sn);
-                    orow[ib] = (float)(a * sn + b * cs);
-                }
-                for (u64 j = p.n_rot + lane; j < dim; j += 32) orow[j] = row[j] * inv * w[j];
-                __syncwarp();  // every lane done reading row[] before the next head refills it
+                nr_head<NEOX>(x + base, w, row, dim, p.n_rot, p.eps, cos_sh, sin_sh,
+                              [&](u64 j, float v) { orow[j] = v; });
             }
         }
         __syncthreads();  // every warp done with the angles before the next token's

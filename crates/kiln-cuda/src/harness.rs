@@ -11,7 +11,7 @@ use kiln_testkit::guard::SENTINEL_U16;
 use kiln_testkit::{check_all, AllOps, Options, Report};
 
 /// Floats of guard on each side of a device output.
-const GUARD: usize = 64;
+pub(crate) const GUARD: usize = 64;
 
 fn err(e: CudaError) -> kiln_core::Error {
     match e {
@@ -261,6 +261,9 @@ pub fn check_all_cuda(be: &CudaBackend, opts: &Options) -> Report {
                 })
             },
             norm_rope: &|p, x, w, f, pos, out| norm_rope_host(be, p, x, w, f, pos, out),
+            qk_norm_rope_kv: &|rows, p, io| {
+                crate::harness_qk::qk_norm_rope_kv_host(be, rows, p, io)
+            },
             rms_norm: &|p, x, w, out| {
                 p.validate(x.len(), w.len(), out.len())?;
                 let (xd, wd) = (up_f32(x)?, up_f32(w)?);

@@ -34,6 +34,7 @@ pub const HEADERS: &[(&str, &str)] = &[
         "attention_dec.cuh",
         include_str!("../kernels/attention_dec.cuh"),
     ),
+    ("norm_rope.cuh", include_str!("../kernels/norm_rope.cuh")),
 ];
 
 pub const ADD: &str = include_str!("../kernels/add.cu");
@@ -63,6 +64,7 @@ pub const MATMUL_ID: &str = include_str!("../kernels/matmul_id.cu");
 pub const MOE_COMBINE: &str = include_str!("../kernels/moe_combine.cu");
 pub const MUL: &str = include_str!("../kernels/mul.cu");
 pub const NORM_ROPE: &str = include_str!("../kernels/norm_rope.cu");
+pub const QK_NORM_ROPE_KV: &str = include_str!("../kernels/qk_norm_rope_kv.cu");
 
 /// Every family, for the test that compiles all kernels and for warm-up.
 /// (matmul, matmul_id and embedding are also compiled per MLX format, as
@@ -94,4 +96,5 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("matmul_id", MATMUL_ID),
     ("moe_combine", MOE_COMBINE),
     ("norm_rope", NORM_ROPE),
+    ("qk_norm_rope_kv", QK_NORM_ROPE_KV),
 ];

@@ -13,6 +13,7 @@
 pub mod device;
 pub mod error;
 pub mod harness;
+pub mod harness_qk;
 pub mod kernels;
 mod launch;
 pub mod registry;
@@ -38,6 +39,7 @@ pub mod moe_combine;
 pub mod moe_route;
 pub mod mul;
 pub mod norm_rope;
+pub mod qk_norm_rope_kv;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;

@@ -484,3 +484,35 @@ fn attention_decode_registers() {
 fn number_before(line: &str, marker: &str) -> Option<usize> {
     line.split(marker).next()?.rsplit(' ').next()?.parse().ok()
 }
+
+/// qk_norm_rope_kv.cu has an entry point for every kernel its launcher can
+/// select (both row sources, both pairings, every cache type), and
+/// norm_rope.cu, which shares its per-head code (norm_rope.cuh), keeps its
+/// four.
+#[test]
+fn qk_norm_rope_kv_has_every_entry_point() {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    use kiln_cuda::kernels::{NORM_ROPE, QK_NORM_ROPE_KV};
+    use kiln_cuda::qk_norm_rope_kv::QkNormRopeKvKernel;
+    let (_, ptx) = compile("qk_norm_rope_kv.cu", QK_NORM_ROPE_KV, "sm_90").unwrap();
+    for k in QkNormRopeKvKernel::all() {
+        assert!(
+            ptx.contains(&format!(".entry {}(", k.name())),
+            "{k:?}: {}",
+            k.name()
+        );
+    }
+    // PDL at entry (kiln_pdl_enter) in the Hopper build.
+    assert!(ptx.contains("griddepcontrol.wait"));
+    let (_, ptx) = compile("norm_rope.cu", NORM_ROPE, "sm_90").unwrap();
+    for mode in ["normal", "neox", "normal_ff", "neox_ff"] {
+        assert!(
+            ptx.contains(&format!(".entry norm_rope_{mode}_f32(")),
+            "{mode}"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! GPU parity of the small op families (embedding, MLX tables included;
-//! rms_norm, rope, norm_rope, copy_rows, silu_mul, sigmoid_mul, gelu_mul
+//! rms_norm, rope, norm_rope, qk_norm_rope_kv, copy_rows, silu_mul, sigmoid_mul, gelu_mul
 //! (tanh and erf), scale, add_rows, rope_multi, softmax, argmax, layer_norm,
 //! l2_norm, softcap, sample) against their kiln-core references: the
 //! kiln-testkit drivers (copy_rows: a table here, then the testkit's with
@@ -120,6 +120,77 @@ fn parity_norm_rope() {
             o,
         )
     });
+}
+
+/// qk_norm_rope_kv (q/k norm + RoPE + KV append in one launch): the
+/// testkit table (f32 / f16 / bf16 caches, plain and ring, both pairings,
+/// frequency factors, odd head counts, decode and small batches; the
+/// host-row launcher and the device-position `_at` one), outputs and
+/// caches NaN-/0xFFFF-poisoned between device guard zones
+/// (`harness_qk`); the rows the append does not name must keep their
+/// poison. Then the refusals the launcher adds: mixed cache types and
+/// heads longer than 512.
+#[test]
+fn parity_qk_norm_rope_kv() {
+    let Some(be) = backend() else { return };
+    let r = tk::qk_norm_rope_kv::check_qk_norm_rope_kv_with(
+        &|rows, p, io| kiln_cuda::harness_qk::qk_norm_rope_kv_host(&be, rows, p, io),
+        &Options::default(),
+    );
+    println!("== qk_norm_rope_kv ==\n{r}");
+    eprintln!("qk_norm_rope_kv: {}", r.summary());
+    assert!(r.is_ok(), "qk_norm_rope_kv parity failed:\n{r}");
+    use kiln_core::ops::norm_rope::NormRopeParams;
+    use kiln_core::ops::qk_norm_rope_kv::{QkNormRopeKvIo, QkNormRopeKvParams};
+    use kiln_core::ops::rope::{RopeMode, RopeParams};
+    use kiln_core::KvSliceMut;
+    use tk::qk_norm_rope_kv::Rows;
+    let p = |head_dim| QkNormRopeKvParams {
+        q: NormRopeParams {
+            rope: RopeParams {
+                n_tokens: 1,
+                n_heads: 1,
+                head_dim,
+                n_rot: head_dim - 2,
+                freq_base: 1e4,
+                freq_scale: 1.0,
+                mode: RopeMode::Neox,
+            },
+            eps: 1e-6,
+        },
+        n_heads_kv: 1,
+        dst_row: 0,
+        dst_ring: None,
+    };
+    for (hd, mixed, what) in [
+        (64, true, "both must be of one type"),
+        (514, false, "head_dim 514"),
+    ] {
+        let qkv = vec![1.0f32; 3 * hd];
+        let w = vec![1.0f32; hd];
+        let mut q_out = vec![f32::NAN; hd];
+        let mut kc = vec![f32::NAN; hd];
+        let (mut v16, mut v32) = (vec![0xFFFFu16; hd], vec![f32::NAN; hd]);
+        let io = QkNormRopeKvIo {
+            qkv: &qkv,
+            q_norm: &w,
+            k_norm: &w,
+            factors: None,
+            positions: &[0],
+            q_out: &mut q_out,
+            k_cache: KvSliceMut::F32(&mut kc),
+            v_cache: if mixed {
+                KvSliceMut::F16(&mut v16)
+            } else {
+                KvSliceMut::F32(&mut v32)
+            },
+        };
+        let e = kiln_cuda::harness_qk::qk_norm_rope_kv_host(&be, Rows::Params, &p(hd), io)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qk_norm_rope_kv") && e.contains(what), "{e}");
+        assert!(q_out.iter().chain(&kc).all(|v| v.is_nan()));
+    }
 }
 
 /// head_dim above the kernel's shared rows is refused with an error naming

@@ -9,7 +9,8 @@ use crate::weights::{LayerWeights, LlamaWeights};
 use crate::{ModelError, Result};
 use kiln::ops::{
     self, AddParams, AttentionParams, CopyRowsParams, FusedEpilogue, FusedInputs, FusedOutputs,
-    MatvecFusedParams, QkvRope, RmsNormParams, RopeMode, RopeParams, SiluMulParams,
+    MatvecFusedParams, NormRopeParams, QkNormRopeKvInputs, QkNormRopeKvOutputs, QkNormRopeKvParams,
+    QkvRope, RmsNormParams, RopeMode, RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::ops::matvec_fused::FUSED_MAX_ROWS;
@@ -349,6 +350,32 @@ impl KvStep {
         }
     }
 
+    /// The q/k norm + RoPE + KV append of a stacked `[q | k | v]` row
+    /// ([`ops::qk_norm_rope_kv`]) at this step's cache rows (a ring's, and
+    /// the device position when [`Batch::device_pos`]); `q` is q's norm +
+    /// RoPE, k's the same with `n_heads_kv` heads. [`KvStep::attend`]
+    /// follows.
+    pub(crate) fn qk_norm_rope_append(
+        &self,
+        s: &Stream,
+        q: NormRopeParams,
+        n_heads_kv: usize,
+        inputs: QkNormRopeKvInputs<'_>,
+        outputs: QkNormRopeKvOutputs<'_>,
+    ) -> kiln::Result<()> {
+        let p = QkNormRopeKvParams {
+            q,
+            n_heads_kv,
+            dst_row: self.append.dst_row,
+            dst_ring: self.append.dst_ring,
+        };
+        if self.device_pos {
+            ops::qk_norm_rope_kv_at(s, &p, inputs, outputs)
+        } else {
+            ops::qk_norm_rope_kv(s, &p, inputs, outputs)
+        }
+    }
+
     /// Append `(k, v)` to the cache `(kc, vc)`, then [`KvStep::attend`].
     pub(crate) fn append_attend(
         &self,
@@ -359,37 +386,13 @@ impl KvStep {
         (kc, vc): (&mut Tensor, &mut Tensor),
         out: &mut Tensor,
     ) -> kiln::Result<()> {
-        self.append_attend_rows(s, positions, q, ((k, 0), (v, 0)), (kc, vc), out)
-    }
-
-    /// [`KvStep::append_attend`] with the keys and values taken from row
-    /// `k_row` of `k` and `v_row` of `v` on (rows of `kv_dim`; e.g. one
-    /// token's stacked q | k | v).
-    pub(crate) fn append_attend_rows(
-        &self,
-        s: &Stream,
-        positions: &[i32],
-        q: &Tensor,
-        ((k, k_row), (v, v_row)): ((&Tensor, usize), (&Tensor, usize)),
-        (kc, vc): (&mut Tensor, &mut Tensor),
-        out: &mut Tensor,
-    ) -> kiln::Result<()> {
-        let (ka, va) = (
-            CopyRowsParams {
-                src_row: k_row,
-                ..self.append
-            },
-            CopyRowsParams {
-                src_row: v_row,
-                ..self.append
-            },
-        );
+        let a = &self.append;
         if self.device_pos {
-            ops::copy_rows_at(s, &ka, positions, k, kc)?;
-            ops::copy_rows_at(s, &va, positions, v, vc)?;
+            ops::copy_rows_at(s, a, positions, k, kc)?;
+            ops::copy_rows_at(s, a, positions, v, vc)?;
         } else {
-            ops::copy_rows(s, &ka, k, kc)?;
-            ops::copy_rows(s, &va, v, vc)?;
+            ops::copy_rows(s, a, k, kc)?;
+            ops::copy_rows(s, a, v, vc)?;
         }
         self.attend(s, positions, q, kc, vc, out)
     }

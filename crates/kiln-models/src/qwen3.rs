@@ -30,8 +30,8 @@ use crate::llama::{fin, fout, fused_piece, Batch, Scratch};
 use crate::weights::{LlamaWeights, Loader};
 use crate::{ModelError, Result};
 use kiln::ops::{
-    self, AddParams, AddRowsParams, CopyRowsParams, NormRopeParams, RmsNormParams, RopeMode,
-    RopeParams, SiluMulParams,
+    self, AddParams, AddRowsParams, CopyRowsParams, NormRopeParams, QkNormRopeKvInputs,
+    QkNormRopeKvOutputs, RmsNormParams, RopeMode, RopeParams, SiluMulParams,
 };
 use kiln::{Stream, Tensor};
 use kiln_core::gguf::GgufFile;
@@ -248,31 +248,38 @@ fn forward_ops(
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
         // roped; kv_dim <= n_embd was checked at load), attention -> q.
         // One token on CUDA with q/k norms: norm + [wq; wk; wv] as one fused
-        // mat-vec into sc.qkv (q its first row span, k copied out to sc.k,
-        // v appended from its row): 7 launches instead of 9.
+        // mat-vec into sc.qkv (one row [q | k | v]), then q/k norm + RoPE +
+        // the KV append as one qk_norm_rope_kv: 3 launches with the
+        // attention instead of 7.
         // YaRN's factors when the file scales RoPE that way (None: plain).
         let ff = w.rope_freqs.as_ref();
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let fused_qkv = match &lw.wqkv {
-            Some(wqkv) if n == 1 && norms && !biases && qd % kvd == 0 => {
+            Some(wqkv) if n == 1 && norms && !biases => {
                 let eps = Some(cfg.rms_eps);
                 fused_piece(s, wqkv, 1, eps, FusedEpilogue::Store)?.map(|p| (wqkv, p))
             }
             _ => None,
         };
-        // Where q, and v's row of kv_dim, come from.
-        let (q_src, v_src) = if let Some((wqkv, p)) = fused_qkv {
+        let kvl = kv.layer(cache, l, cfg.attn_scale());
+        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+        if let Some((wqkv, p)) = fused_qkv {
             let i = fin(wqkv, &sc.x, Some(&lw.attn_norm), None, &sc.positions);
             ops::matvec_fused(s, &p, i, fout(&mut sc.qkv))?;
-            let k_row = CopyRowsParams {
-                row_len: kvd,
-                n_rows: 1,
-                src_row: qd / kvd,
-                dst_row: 0,
-                dst_ring: None,
+            let inputs = QkNormRopeKvInputs {
+                qkv: &sc.qkv,
+                q_norm: &qw.q_norm[l],
+                k_norm: &qw.k_norm[l],
+                factors: ff,
+                positions: &sc.positions,
             };
-            ops::copy_rows(s, &k_row, &sc.qkv, &mut sc.k)?;
-            (&sc.qkv, (&sc.qkv, (qd + kvd) / kvd))
+            let outputs = QkNormRopeKvOutputs {
+                q_out: &mut sc.att,
+                k_cache: &mut *kc,
+                v_cache: &mut *vc,
+            };
+            kvl.qk_norm_rope_append(s, norm_rope(cfg.n_head), cfg.n_head_kv, inputs, outputs)?;
+            kvl.attend(s, &sc.positions, &sc.att, kc, vc, &mut sc.q)?;
         } else {
             ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
             ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
@@ -284,23 +291,19 @@ fn forward_ops(
                 ops::add_rows(s, &rows(kvd), &mut sc.k, bk)?;
                 ops::add_rows(s, &rows(kvd), &mut sc.v, bv)?;
             }
-            (&sc.q, (&sc.v, 0))
-        };
-        let pos = &sc.positions;
-        if norms {
-            let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
-            ops::norm_rope(s, &norm_rope(cfg.n_head), q_src, qn, ff, pos, &mut sc.att)?;
-            ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
-        } else {
-            ops::copy_rows(s, &take(qd), q_src, &mut sc.att)?;
-            ops::copy_rows(s, &take(kvd), &sc.k, &mut sc.o)?;
-            ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
-            ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
+            let pos = &sc.positions;
+            if norms {
+                let (qn, kn) = (&qw.q_norm[l], &qw.k_norm[l]);
+                ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.q, qn, ff, pos, &mut sc.att)?;
+                ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
+            } else {
+                ops::copy_rows(s, &take(qd), &sc.q, &mut sc.att)?;
+                ops::copy_rows(s, &take(kvd), &sc.k, &mut sc.o)?;
+                ops::rope_with_factors(s, &rope(cfg.n_head), ff, pos, &mut sc.att)?;
+                ops::rope_with_factors(s, &rope(cfg.n_head_kv), ff, pos, &mut sc.o)?;
+            }
+            kvl.append_attend(s, pos, &sc.att, (&sc.o, &sc.v), (kc, vc), &mut sc.q)?;
         }
-        let kvl = kv.layer(cache, l, cfg.attn_scale());
-        let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-        let kv_rows = ((&sc.o, 0), v_src);
-        kvl.append_attend_rows(s, pos, &sc.att, kv_rows, (kc, vc), &mut sc.q)?;
         // wo + residual: one fused mat-vec on CUDA decode.
         if let Some(o) = fused_piece(s, &lw.wo, n, None, FusedEpilogue::Residual)? {
             let i_o = fin(&lw.wo, &sc.q, None, Some(&sc.x), &sc.positions);

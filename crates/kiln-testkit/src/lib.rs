@@ -45,6 +45,7 @@ pub struct AllOps<'a> {
     pub moe_route: &'a cases::moe_route::MoeRouteFn<'a>,
     pub mul: &'a cases::mul::MulFn<'a>,
     pub norm_rope: &'a cases::norm_rope::NormRopeFn<'a>,
+    pub qk_norm_rope_kv: &'a cases::qk_norm_rope_kv::QkNormRopeKvFn<'a>,
     pub rms_norm: &'a cases::rms_norm::RmsNormFn<'a>,
     pub rope: &'a cases::rope::RopeFn<'a>,
     pub rope_factors: &'a cases::rope::RopeFactorsFn<'a>,
@@ -82,6 +83,10 @@ pub fn check_all(imps: &AllOps<'_>, opts: &Options) -> Report {
     r.merge(moe_route::check_moe_route_with(imps.moe_route, opts));
     r.merge(mul::check_mul_with(imps.mul, opts));
     r.merge(norm_rope::check_norm_rope_with(imps.norm_rope, opts));
+    r.merge(qk_norm_rope_kv::check_qk_norm_rope_kv_with(
+        imps.qk_norm_rope_kv,
+        opts,
+    ));
     r.merge(rms_norm::check_rms_norm_with(imps.rms_norm, opts));
     r.merge(rope::check_rope_with(imps.rope, opts));
     r.merge(rope::check_rope_factors_with(imps.rope_factors, opts));

@@ -34,6 +34,87 @@ fn assert_all_fail(r: &Report, what: &str) {
     );
 }
 
+/// The qk_norm_rope_kv reference under both row sources (the
+/// device-position one: validated with the largest row, then at
+/// `positions[0]`).
+fn qk_ref(
+    rows: tk::qk_norm_rope_kv::Rows,
+    p: &k::qk_norm_rope_kv::QkNormRopeKvParams,
+    io: k::qk_norm_rope_kv::QkNormRopeKvIo<'_>,
+) -> kiln_core::Result<()> {
+    match rows {
+        tk::qk_norm_rope_kv::Rows::Params => k::qk_norm_rope_kv::qk_norm_rope_kv_ref(p, io),
+        tk::qk_norm_rope_kv::Rows::FirstPosition => {
+            p.validate(&io.lens())?;
+            k::qk_norm_rope_kv::qk_norm_rope_kv_ref(&p.at(io.positions)?, io)
+        }
+    }
+}
+
+/// Broken qk_norm_rope_kv implementations fail every case: cache rows one
+/// off, k normed with q's weight, the device-position variant using
+/// `dst_row`.
+#[test]
+fn qk_norm_rope_kv_catches_broken_impls() {
+    use k::qk_norm_rope_kv::{qk_norm_rope_kv_ref, QkNormRopeKvIo, QkNormRopeKvParams};
+    use tk::qk_norm_rope_kv::{check_qk_norm_rope_kv_with, Rows};
+    let one_off = |rows: Rows, p: &QkNormRopeKvParams, io: QkNormRopeKvIo<'_>| {
+        let q = match rows {
+            Rows::Params => *p,
+            Rows::FirstPosition => p.at(io.positions)?,
+        };
+        // Rows one later (a plain cache's last row then fails validation:
+        // an error, which fails the case too).
+        qk_norm_rope_kv_ref(
+            &QkNormRopeKvParams {
+                dst_row: q.dst_row + 1,
+                ..q
+            },
+            io,
+        )
+    };
+    assert_all_fail(
+        &check_qk_norm_rope_kv_with(&one_off, &quick()),
+        "one row off",
+    );
+    let k_with_q_norm = |rows: Rows, p: &QkNormRopeKvParams, io: QkNormRopeKvIo<'_>| {
+        let q = match rows {
+            Rows::Params => *p,
+            Rows::FirstPosition => p.at(io.positions)?,
+        };
+        qk_norm_rope_kv_ref(
+            &q,
+            QkNormRopeKvIo {
+                k_norm: io.q_norm,
+                ..io
+            },
+        )
+    };
+    assert_all_fail(
+        &check_qk_norm_rope_kv_with(&k_with_q_norm, &quick()),
+        "k_norm ignored",
+    );
+    let ignores_position =
+        |_: Rows, p: &QkNormRopeKvParams, io: QkNormRopeKvIo<'_>| qk_norm_rope_kv_ref(p, io);
+    let r = check_qk_norm_rope_kv_with(&ignores_position, &quick());
+    // Every device-position case fails but those whose row is the largest
+    // allowed (a plain cache's last batch: dst_row is then right).
+    for cs in tk::qk_norm_rope_kv::CASES {
+        let last = !cs.ring && cs.dst_row == cs.cache_rows - cs.n_tokens;
+        let name = format!("{cs:?}");
+        let at = r
+            .results
+            .iter()
+            .filter(|c| c.case.contains("FirstPosition") && c.case.ends_with(&name));
+        let mut n = 0;
+        for c in at {
+            n += 1;
+            assert_eq!(c.outcome.is_ok(), last, "device row ignored: {}", c.case);
+        }
+        assert_eq!(n, 6, "{name}");
+    }
+}
+
 #[test]
 fn references_pass_every_driver() {
     let imps = AllOps {
@@ -54,6 +135,7 @@ fn references_pass_every_driver() {
         moe_route: &k::moe_route::moe_route_ref,
         mul: &k::mul::mul_ref,
         norm_rope: &k::norm_rope::norm_rope_ref,
+        qk_norm_rope_kv: &qk_ref,
         rms_norm: &k::rms_norm::rms_norm_ref,
         rope: &k::rope::rope_ref,
         rope_factors: &|p, f, pos, x| k::rope::rope_ref_with_factors(p, Some(f), pos, x),

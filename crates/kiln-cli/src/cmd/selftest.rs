@@ -26,6 +26,7 @@ pub struct SelftestArgs {
 
 fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
     use kiln_cpu as k;
+    use kiln_testkit::cases::qk_norm_rope_kv::Rows;
     check_all(
         &AllOps {
             add: &|p, a, b, o| k::add::add(ctx, p, a, b, o),
@@ -45,6 +46,10 @@ fn run_cpu(ctx: &CpuContext, opts: &Options) -> Report {
             moe_route: &|p, l, b, ids, w| k::moe_route::moe_route(ctx, p, l, b, ids, w),
             mul: &|p, a, b, o| k::mul::mul(ctx, p, a, b, o),
             norm_rope: &|p, x, w, f, pos, o| k::norm_rope::norm_rope(ctx, p, x, w, f, pos, o),
+            qk_norm_rope_kv: &|rows, p, io| match rows {
+                Rows::Params => k::qk_norm_rope_kv::qk_norm_rope_kv(ctx, p, io),
+                Rows::FirstPosition => k::qk_norm_rope_kv::qk_norm_rope_kv_at(ctx, p, io),
+            },
             rms_norm: &|p, x, w, o| k::rms_norm::rms_norm(ctx, p, x, w, o),
             rope: &|p, pos, x| k::rope::rope(ctx, p, pos, x),
             rope_factors: &|p, f, pos, x| k::rope::rope_with_factors(ctx, p, Some(f), pos, x),

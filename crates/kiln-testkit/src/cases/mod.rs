@@ -34,6 +34,7 @@ pub mod moe_combine;
 pub mod moe_route;
 pub mod mul;
 pub mod norm_rope;
+pub mod qk_norm_rope_kv;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;

@@ -55,6 +55,7 @@ pub mod moe_combine;
 pub mod moe_route;
 pub mod mul;
 pub mod norm_rope;
+pub mod qk_norm_rope_kv;
 pub mod rms_norm;
 pub mod rope;
 pub mod rope_multi;
@@ -82,6 +83,9 @@ pub use moe_combine::moe_combine;
 pub use moe_route::moe_route;
 pub use mul::mul;
 pub use norm_rope::norm_rope;
+pub use qk_norm_rope_kv::{
+    qk_norm_rope_kv, qk_norm_rope_kv_at, QkNormRopeKvInputs, QkNormRopeKvOutputs,
+};
 pub use rms_norm::rms_norm;
 pub use rope::{rope, rope_with_factors};
 pub use rope_multi::{rope_multi, rope_multi_cached, RopeMultiPacks};
@@ -108,6 +112,7 @@ pub use kiln_core::ops::moe_combine::MoeCombineParams;
 pub use kiln_core::ops::moe_route::{MoeRouteParams, MoeScoring};
 pub use kiln_core::ops::mul::MulParams;
 pub use kiln_core::ops::norm_rope::NormRopeParams;
+pub use kiln_core::ops::qk_norm_rope_kv::QkNormRopeKvParams;
 pub use kiln_core::ops::rms_norm::RmsNormParams;
 pub use kiln_core::ops::rope::{RopeMode, RopeParams};
 pub use kiln_core::ops::rope_multi::{RopeMultiMode, RopeMultiParams, RopePairing, RopePositions};
