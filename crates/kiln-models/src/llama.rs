@@ -386,13 +386,35 @@ impl KvStep {
         (kc, vc): (&mut Tensor, &mut Tensor),
         out: &mut Tensor,
     ) -> kiln::Result<()> {
-        let a = &self.append;
+        self.append_attend_rows(s, positions, q, ((k, 0), (v, 0)), (kc, vc), out)
+    }
+
+    /// [`KvStep::append_attend`] with the keys and values taken from row
+    /// `k_row` of `k` and `v_row` of `v` on (rows of `kv_dim`; e.g. one
+    /// token's stacked q | k | v).
+    pub(crate) fn append_attend_rows(
+        &self,
+        s: &Stream,
+        positions: &[i32],
+        q: &Tensor,
+        ((k, k_row), (v, v_row)): ((&Tensor, usize), (&Tensor, usize)),
+        (kc, vc): (&mut Tensor, &mut Tensor),
+        out: &mut Tensor,
+    ) -> kiln::Result<()> {
+        let ka = CopyRowsParams {
+            src_row: k_row,
+            ..self.append
+        };
+        let va = CopyRowsParams {
+            src_row: v_row,
+            ..self.append
+        };
         if self.device_pos {
-            ops::copy_rows_at(s, a, positions, k, kc)?;
-            ops::copy_rows_at(s, a, positions, v, vc)?;
+            ops::copy_rows_at(s, &ka, positions, k, kc)?;
+            ops::copy_rows_at(s, &va, positions, v, vc)?;
         } else {
-            ops::copy_rows(s, a, k, kc)?;
-            ops::copy_rows(s, a, v, vc)?;
+            ops::copy_rows(s, &ka, k, kc)?;
+            ops::copy_rows(s, &va, v, vc)?;
         }
         self.attend(s, positions, q, kc, vc, out)
     }

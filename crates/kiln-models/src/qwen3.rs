@@ -211,6 +211,8 @@ fn forward_ops(
         )));
     }
     let (d, hd) = (cfg.n_embd, cfg.head_dim);
+    // The one-launch q/k norm + RoPE + KV append of the fused decode path.
+    let qknr = std::env::var_os("KILN_QKNR").is_some_and(|v| v == "1");
     ops::embedding(s, &w.token_embd, tokens, &mut sc.x)?;
 
     let norm = RmsNormParams {
@@ -248,14 +250,15 @@ fn forward_ops(
         // attention block; buffers: q -> att (normed, roped), k -> o (normed,
         // roped; kv_dim <= n_embd was checked at load), attention -> q.
         // One token on CUDA with q/k norms: norm + [wq; wk; wv] as one fused
-        // mat-vec into sc.qkv (one row [q | k | v]), then q/k norm + RoPE +
-        // the KV append as one qk_norm_rope_kv: 3 launches with the
-        // attention instead of 7.
+        // mat-vec into sc.qkv (one row [q | k | v]), then k copied out, q/k
+        // norm + RoPE, and the KV append: 7 launches with the attention
+        // instead of 9. With KILN_QKNR=1 (opt-in until run on a GPU) the
+        // q/k norm + RoPE + KV append is one qk_norm_rope_kv: 3 launches.
         // YaRN's factors when the file scales RoPE that way (None: plain).
         let ff = w.rope_freqs.as_ref();
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let fused_qkv = match &lw.wqkv {
-            Some(wqkv) if n == 1 && norms && !biases => {
+            Some(wqkv) if n == 1 && norms && !biases && (qknr || qd % kvd == 0) => {
                 let eps = Some(cfg.rms_eps);
                 fused_piece(s, wqkv, 1, eps, FusedEpilogue::Store)?.map(|p| (wqkv, p))
             }
@@ -266,20 +269,38 @@ fn forward_ops(
         if let Some((wqkv, p)) = fused_qkv {
             let i = fin(wqkv, &sc.x, Some(&lw.attn_norm), None, &sc.positions);
             ops::matvec_fused(s, &p, i, fout(&mut sc.qkv))?;
-            let inputs = QkNormRopeKvInputs {
-                qkv: &sc.qkv,
-                q_norm: &qw.q_norm[l],
-                k_norm: &qw.k_norm[l],
-                factors: ff,
-                positions: &sc.positions,
-            };
-            let outputs = QkNormRopeKvOutputs {
-                q_out: &mut sc.att,
-                k_cache: &mut *kc,
-                v_cache: &mut *vc,
-            };
-            kvl.qk_norm_rope_append(s, norm_rope(cfg.n_head), cfg.n_head_kv, inputs, outputs)?;
-            kvl.attend(s, &sc.positions, &sc.att, kc, vc, &mut sc.q)?;
+            if !qknr {
+                // k's part of the row out to sc.k; q normed from the row,
+                // v appended from it.
+                let k_row = CopyRowsParams {
+                    row_len: kvd,
+                    n_rows: 1,
+                    src_row: qd / kvd,
+                    dst_row: 0,
+                    dst_ring: None,
+                };
+                ops::copy_rows(s, &k_row, &sc.qkv, &mut sc.k)?;
+                let (pos, qn, kn) = (&sc.positions, &qw.q_norm[l], &qw.k_norm[l]);
+                ops::norm_rope(s, &norm_rope(cfg.n_head), &sc.qkv, qn, ff, pos, &mut sc.att)?;
+                ops::norm_rope(s, &norm_rope(cfg.n_head_kv), &sc.k, kn, ff, pos, &mut sc.o)?;
+                let kv_rows = ((&sc.o, 0), (&sc.qkv, (qd + kvd) / kvd));
+                kvl.append_attend_rows(s, pos, &sc.att, kv_rows, (kc, vc), &mut sc.q)?;
+            } else {
+                let inputs = QkNormRopeKvInputs {
+                    qkv: &sc.qkv,
+                    q_norm: &qw.q_norm[l],
+                    k_norm: &qw.k_norm[l],
+                    factors: ff,
+                    positions: &sc.positions,
+                };
+                let outputs = QkNormRopeKvOutputs {
+                    q_out: &mut sc.att,
+                    k_cache: &mut *kc,
+                    v_cache: &mut *vc,
+                };
+                kvl.qk_norm_rope_append(s, norm_rope(cfg.n_head), cfg.n_head_kv, inputs, outputs)?;
+                kvl.attend(s, &sc.positions, &sc.att, kc, vc, &mut sc.q)?;
+            }
         } else {
             ops::rms_norm(s, &norm, &sc.x, &lw.attn_norm, &mut sc.h)?;
             ops::matmul(s, &lw.wq, &sc.h, n, &mut sc.q)?;
