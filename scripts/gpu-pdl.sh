@@ -2,8 +2,9 @@
 # Session 11's opt-in GPU paths, to measure and check before any becomes a
 # default: PDL at kernel entry (KILN_PDL_ENTRY=1), the int8 expert tiles
 # (KILN_MV_TILE_Q8=1), dense one-row mat-vecs through the tile kernels
-# (KILN_MV_DENSE_TILE=1) and matvec_fused tiles (KILN_MVF_TILE=1 float,
-# =q8 int8). Two device calls of under 10 minutes each (later steps are
+# (KILN_MV_DENSE_TILE=1), matvec_fused tiles (KILN_MVF_TILE=1 float,
+# =q8 int8) and qwen3's one-launch q/k norm + RoPE + KV append
+# (KILN_QKNR=1). Two device calls of under 10 minutes each (later steps are
 # skipped when time runs short; the summary is written to $OUT as it goes,
 # the logs come back as one archive):
 #   KILN_GPU_PART=check: parity (graph, MoE every load mode, fused with its
@@ -40,6 +41,9 @@ if [ "$PART" = check ]; then
   par parity_cumoe 150
   par parity_cufused 150
   par parity_cumatmul 120
+  par parity_kiln_qknr 60
+  left 60 qknr && timeout 60 "$B/parity_cuops" qk_norm_rope norm_rope > "$L/parity_cuops_qknr.log" 2>&1
+  echo "$(el) parity_cuops qk_norm_rope/norm_rope rc=$? $(grep -E '^test result' "$L/parity_cuops_qknr.log" | tail -1)"
   unset KILN_PDL_ENTRY
   greedy() { # $1 label, $2 model, then env assignments for the CUDA runs
     local label=$1 m=$2; shift 2
@@ -47,7 +51,7 @@ if [ "$PART" = check ]; then
     [ -s "$L/greedy-$label-cpu.txt" ] || timeout 40 "$B/kiln" run --device cpu -m "$m" -p "The capital of France is" \
       -n 24 --temp 0 > "$L/greedy-$label-cpu.txt" 2> "$L/greedy-$label-cpu.err"
     local i=0
-    for sw in KILN_X=1 KILN_PDL_ENTRY=1 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=1 KILN_MVF_TILE=q8 KILN_MV_DENSE_TILE=1; do
+    for sw in KILN_X=1 KILN_PDL_ENTRY=1 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=1 KILN_MVF_TILE=q8 KILN_MV_DENSE_TILE=1 KILN_QKNR=1; do
       i=$((i + 1))
       env "$sw" timeout 90 "$B/kiln" run --device cuda -m "$m" -p "The capital of France is" -n 24 --temp 0 \
         > "$L/greedy-$label-cuda$i.txt" 2> "$L/greedy-$label-cuda$i.err"
@@ -90,6 +94,8 @@ if [ "$PART" = perf ]; then
   q30 "int8 expert tiles" 0 KILN_MV_TILE_Q8=1
   q30 "int8 expert + fused tiles" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8
   q30 "all: int8 expert + fused tiles, PDL entry" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
+  q30 "qk_norm_rope_kv" 0 KILN_QKNR=1
+  q30 "all: int8 expert + fused tiles, PDL entry, qk_norm_rope_kv" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_QKNR=1
   q30 "expert tiles off" 0 KILN_MV_TILE=0
   if left 110 bench_matmul; then
     KILN_BENCH_ONLY=decode timeout 100 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
