@@ -137,6 +137,8 @@ static inline float fmaf_(float a, float b, float c) { return std::fma(a, b, c);
 static inline void __syncwarp() { warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
 static inline float __frcp_rn(float v) { return 1.0f / v; }
 static inline float kiln_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
+// PDL at kernel entry (common.cuh): the emulated grid runs after everything before it.
+static inline void kiln_pdl_enter() {}
 struct alignas(16) int4 { int x, y, z, w; };
 // PTX dp4a.s32.s32: c + the dot product of the four signed bytes of a and b.
 static inline int __dp4a(int a, int b, int c) {
