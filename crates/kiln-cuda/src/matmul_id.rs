@@ -210,6 +210,8 @@ pub(crate) fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str,
             DType::Q4_1 => k!("q8tile", "q4_1"),
             DType::Q8_0 => k!("q8tile", "q8_0"),
             DType::Q4_K => k!("q8tile", "q4_K"),
+            DType::Q5_K => k!("q8tile", "q5_K"),
+            DType::Q6_K => k!("q8tile", "q6_K"),
             _ => return None,
         });
     }
