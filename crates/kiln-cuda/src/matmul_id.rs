@@ -195,7 +195,7 @@ fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static st
 /// The tile kernels (plain, gated) of a quantized GGML format, by name:
 /// float activations, or with `q8` the int8-activation ones
 /// ([`q8_tile_supports`]).
-pub(crate) fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static str)> {
+pub fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static str)> {
     macro_rules! k {
         ($kind:literal, $w:literal) => {
             (
