@@ -36,17 +36,21 @@ occupancy or shared-memory limits (the GPU parity tests do: parity_cumoe).
 Checked against the `gguf` package's dequantizer (gguf.quants.dequantize),
 not against kiln code, with random valid blocks (random bytes, f16 scale
 fields in [-1, 1]):
-- FloatTile formats (Q5_K, Q6_K): each output within 1e-5 sum |w x| of the
-  float64 dot product of the dequantized weights and x.
-- Q8Tile formats (Q4_0, Q4_1, Q8_0, Q4_K): (a) an exact numpy model of the
-  int8 path (codes round-half-even(x * (127 / amax)) per 32 in f32, integer
-  dot products of the weight codes, scales in float64 from the f32 / f16
-  values), within 1e-5 of the sum of its terms' magnitudes; (b) the float64
+- FloatTile formats (cases "Q5_K/float", "Q6_K/float"): each output within
+  1e-5 sum |w x| of the float64 dot product of the dequantized weights and x.
+- Q8Tile formats (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): (a) an exact numpy
+  model of the int8 path (codes round-half-even(x * (127 / amax)) per 32 in
+  f32, integer dot products of the weight codes per 16 (the model's own
+  decode of the codes, asserted equal to gguf's dequantizer), scales in
+  float64 from the f32 / f16 / i8 values; offsets times the stored d * code
+  sum per 32, or for Q6_K's per-16 scales d times each half's code sum),
+  within 1e-5 of the sum of its terms' magnitudes; (b) the float64
   reference within the activation-rounding bound sum_b (amax_b / 127 / 2)
   sum_{e in b} |w_e| (kiln-testkit cases/matmul.rs, without its f16-scale
-  term) plus 1e-5 of the terms' magnitudes. Q4_0, Q4_1 and Q4_K have a
-  case whose every other weight row is all zeros with nonzero codes (Q4_0
-  codes 8, Q4_1 m = -8 d, Q4_K mins that cancel the codes): the bound is
+  term) plus 1e-5 of the terms' magnitudes. Q4_0, Q4_1, Q4_K, Q5_K and
+  Q6_K have a case whose every other weight row is all zeros with nonzero
+  codes (Q4_0 codes 8, Q4_1 m = -8 d, Q4_K / Q5_K mins that cancel the
+  codes, Q6_K codes 32): the bound is
   then ~0, so a kernel whose error scales with the codes rather than the
   weights fails it. (It did: tile_quantize_x stored the exact f32 sum of x
   for the offset / min terms; it now stores d times the code sum.)
@@ -58,7 +62,13 @@ fields in [-1, 1]):
 
 --mutate OLD NEW edits the kernel source (matvec_tile.cuh + the
 mv_id_tile template) first, to see the check fail, e.g.
-  --mutate 'xi[8 + w], i1' 'xi[w], i1'         (Q4_KDot's high half)
+  --mutate 'xi[8 + w], i1' 'xi[w], i1'         (Q4_KDot's / Q5_KDot's high half)
+  --mutate '(hw & 0x02020202u) << 3' '(hw & 0x01010101u) << 4'
+                                                (Q5_KDot: high half, low's qh bit)
+  --mutate 'sc1 * (i1 - 32 * c1)' 'sc1 * (i1 - 32 * c0)'
+                                                (Q6_KDot: first half's code sum)
+  --mutate 'ls = 4 * ((j >> 1) & 1)' 'ls = 4 * (j & 1)'
+                                                (Q6_KDot: wrong ql nibble)
   --mutate 'tile_smem + lead,' 'tile_smem,'     (drop the lead offset)
   --mutate '(u32)min((u64)16, end - at)' '16u'  (whole last pieces: guard)
   --mutate 'stage_wait<1>();' 'stage_wait<2>();' (gate read before it lands)
@@ -82,15 +92,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "crates/kiln-cuda/kernels"
 SEED = 1606
 
-# kiln name -> (tile policy, Q8Tile?, weight alignment the decoders need, f16 offsets)
+# case name (the GGML format, "/float" for its float tile) -> (tile policy,
+# Q8Tile?, weight alignment the decoders need, f16 offsets)
 FORMATS = {
     "Q4_0": ("Q8Tile<Q4Dot<false>>", True, 2, [0]),
     "Q4_1": ("Q8Tile<Q4Dot<true>>", True, 4, [0, 2]),
     "Q8_0": ("Q8Tile<Q8_0Dot>", True, 2, [0]),
     "Q4_K": ("Q8Tile<Q4_KDot>", True, 4, [0, 2]),
-    "Q5_K": ("FloatTile<Q5_KT, SubBlocks<Q5_KT>>", False, 4, [0, 2]),
-    "Q6_K": ("FloatTile<Q6_KT, SubBlocks<Q6_KT>>", False, 2, [208]),
+    "Q5_K": ("Q8Tile<Q5_KDot>", True, 4, [0, 2]),
+    "Q6_K": ("Q8Tile<Q6_KDot>", True, 2, [208]),
+    "Q5_K/float": ("FloatTile<Q5_KT, SubBlocks<Q5_KT>>", False, 4, [0, 2]),
+    "Q6_K/float": ("FloatTile<Q6_KT, SubBlocks<Q6_KT>>", False, 2, [208]),
 }
+# Q8Tile formats whose offset term is per 16 elements (integer code sums of
+# each half of an x block) rather than the block's stored sum.
+HALF_OFFSETS = {"Q6_K"}
 # (format, k, n, wanted tile rows, x per slot, zero-weight blocks)
 CASES = [
     ("Q4_0", 32, 67, 64, False, False),
@@ -109,10 +125,20 @@ CASES = [
     ("Q4_K", 2048, 9, 2, False, False),
     ("Q4_K", 2048, 13, 8, True, False),
     ("Q4_K", 256, 9, 8, False, True),
-    ("Q5_K", 256, 23, 8, True, False),
-    ("Q5_K", 768, 5, 2, False, False),
+    ("Q5_K", 256, 67, 64, False, False),
+    ("Q5_K", 768, 17, 16, True, False),
+    ("Q5_K", 2048, 9, 2, False, False),
+    ("Q5_K", 2560, 13, 8, True, False),
+    ("Q5_K", 256, 9, 8, False, True),
     ("Q6_K", 256, 45, 16, False, False),
-    ("Q6_K", 2048, 3, 2, True, False),
+    ("Q6_K", 768, 19, 8, True, False),
+    ("Q6_K", 1280, 7, 2, False, False),
+    ("Q6_K", 2048, 13, 8, True, False),
+    ("Q6_K", 768, 11, 8, False, True),
+    ("Q5_K/float", 256, 23, 8, True, False),
+    ("Q5_K/float", 768, 5, 2, False, False),
+    ("Q6_K/float", 256, 45, 16, False, False),
+    ("Q6_K/float", 2048, 3, 2, True, False),
 ]
 N_TOKENS, TOP_K, N_EXPERTS = 2, 3, 4
 GUARD = 64  # bytes of guard zone before and after each weight stack
@@ -137,6 +163,8 @@ static inline float fmaf_(float a, float b, float c) { return std::fma(a, b, c);
 static inline void __syncwarp() { warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
 static inline float __frcp_rn(float v) { return 1.0f / v; }
 static inline float kiln_silu(float g) { return g * __frcp_rn(1.0f + __expf(-g)); }
+// PDL at kernel entry (common.cuh): the emulated grid runs after everything before it.
+static inline void kiln_pdl_enter() {}
 struct alignas(16) int4 { int x, y, z, w; };
 // PTX dp4a.s32.s32: c + the dot product of the four signed bytes of a and b.
 static inline int __dp4a(int a, int b, int c) {
@@ -382,26 +410,50 @@ def k4_scale_min(s):
     return sc, mn
 
 
+def ggml(name):
+    """The GGML format of a case name."""
+    return name.split("/")[0]
+
+
 def int8_terms(name, blocks):
-    """Per 32 weights: integer codes [nb32, 32], the code coefficient a and the
-    x-sum coefficient c (w = a q + c, f64 from the stored f16 / int fields)."""
+    """Per 32 weights: integer codes [nb32, 32] and per half (16 weights) the
+    code coefficient a and the offset coefficient c [nb32, 2] (w = a q + c,
+    f64 from the stored f16 / int fields)."""
+    two = lambda v: np.repeat(np.asarray(v)[:, None], 2, axis=1)
     if name in ("Q4_0", "Q4_1"):
         o = 2 if name == "Q4_0" else 4
         qs = blocks[:, o : o + 16].astype(np.int64)
         q = np.concatenate([qs & 15, qs >> 4], axis=1)
         d = f16(blocks, 0)
         c = -8.0 * d if name == "Q4_0" else f16(blocks, 2)
-        return q, d, c
+        return q, two(d), two(c)
     if name == "Q8_0":
-        return blocks[:, 2:34].view(np.int8).astype(np.int64), f16(blocks, 0), np.zeros(len(blocks))
-    assert name == "Q4_K"
-    d, dmin = f16(blocks, 0), f16(blocks, 2)
-    sc, mn = k4_scale_min(blocks[:, 4:16])
-    qs = blocks[:, 16:144].astype(np.int64).reshape(-1, 4, 32)
-    q = np.stack([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32)  # sub 2g low, 2g + 1 high
-    a = d[:, None] * sc
-    c = -dmin[:, None] * mn
-    return q.reshape(-1, 32), a.reshape(-1), c.reshape(-1)
+        return blocks[:, 2:34].view(np.int8).astype(np.int64), two(f16(blocks, 0)), np.zeros((len(blocks), 2))
+    if name in ("Q4_K", "Q5_K"):
+        d, dmin = f16(blocks, 0), f16(blocks, 2)
+        sc, mn = k4_scale_min(blocks[:, 4:16])
+        o = 16 if name == "Q4_K" else 48
+        qs = blocks[:, o : o + 128].astype(np.int64).reshape(-1, 4, 32)
+        q = np.stack([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32)  # sub 2g low, 2g + 1 high
+        if name == "Q5_K":
+            qh = blocks[:, 16:48].astype(np.int64)
+            q |= np.stack([((qh >> j) & 1) << 4 for j in range(8)], axis=1)  # bit j of qh[t]: sub j
+        a = d[:, None] * sc
+        c = -dmin[:, None] * mn
+        return q.reshape(-1, 32), two(a.reshape(-1)), two(c.reshape(-1))
+    assert name == "Q6_K"
+    ql = blocks[:, 0:128].astype(np.int64)
+    qh = blocks[:, 128:192].astype(np.int64)
+    sc = blocks[:, 192:208].view(np.int8).astype(np.float64)
+    d = f16(blocks, 208)
+    q = np.zeros((len(blocks), 8, 32), np.int64)
+    for j in range(8):
+        n_, m = j // 4, j % 4
+        lo = (ql[:, 64 * n_ + 32 * (m % 2) : 64 * n_ + 32 * (m % 2) + 32] >> (4 * (m // 2))) & 15
+        hi = (qh[:, 32 * n_ : 32 * n_ + 32] >> (2 * m)) & 3
+        q[:, j] = lo | (hi << 4)
+    a = d[:, None] * sc  # [nb, 16]: scale of each 16 weights
+    return q.reshape(-1, 32), a.reshape(-1, 2), (-32.0 * a).reshape(-1, 2)
 
 
 def quantize_x(x):
@@ -418,7 +470,7 @@ def quantize_x(x):
 
 
 def random_blocks(rng, name, count, nb, zero):
-    qt = getattr(gguf.GGMLQuantizationType, name)
+    qt = getattr(gguf.GGMLQuantizationType, ggml(name))
     _, ts = gguf.GGML_QUANT_SIZES[qt]
     data = rng.integers(0, 256, size=(count, ts), dtype=np.uint8)
     for off in FORMATS[name][3]:
@@ -443,6 +495,21 @@ def random_blocks(rng, name, count, nb, zero):
             z[:, 8:12] = 1
             z[:, 12:16] = 0x11
             z[:, 16:] = 0x11
+        elif name == "Q5_K":
+            # d = dmin, sc = 1 and mn = 17 for every sub-block, codes 17 (qh
+            # bits set): w = 17 d - 17 d = 0.
+            d = rng.uniform(0.01, 1, size=len(z)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+            z[:, 0:2] = d
+            z[:, 2:4] = d
+            z[:, 4:8] = 1
+            z[:, 8:12] = 0x51  # mn 17 (sub < 4); bits 6..7: mn's bit 4 for sub >= 4
+            z[:, 12:16] = 0x11
+            z[:, 16:48] = 0xFF
+            z[:, 48:] = 0x11
+        elif name == "Q6_K":
+            # codes 32 (low nibbles 0, high bits 2), random scales: w = 0.
+            z[:, 0:128] = 0x00
+            z[:, 128:192] = 0xAA
         rows[::2] = z.reshape(-1, nb, ts)
     return data
 
@@ -470,7 +537,7 @@ def main() -> int:
         data = []
         for c, (name, k, n, want_rows, per_slot, zero) in enumerate(cases):
             policy, q8, align, _ = FORMATS[name]
-            qt = getattr(gguf.GGMLQuantizationType, name)
+            qt = getattr(gguf.GGMLQuantizationType, ggml(name))
             bs, ts = gguf.GGML_QUANT_SIZES[qt]
             nb = k // bs
             row_bytes = nb * ts
@@ -565,17 +632,24 @@ def main() -> int:
                         nb32 = k // 32
                         eb = blocks.reshape(N_EXPERTS, -1, blocks.shape[1])[e]
                         qc, a, cc_ = int8_terms(name, eb)
-                        qc = qc.reshape(n, nb32, 32)
-                        a = a.reshape(n, nb32)
-                        cc_ = cc_.reshape(n, nb32)
-                        assert np.allclose(a[..., None] * qc + cc_[..., None], wf.reshape(n, nb32, 32),
+                        qc = qc.reshape(n, nb32, 2, 16)
+                        a = a.reshape(n, nb32, 2)
+                        cc_ = cc_.reshape(n, nb32, 2)
+                        assert np.allclose(a[..., None] * qc + cc_[..., None], wf.reshape(n, nb32, 2, 16),
                                            rtol=1e-6, atol=1e-6), "int8 model decode != gguf"
                         codes, dx, sx, amax = quantize_x(xr)
-                        idot = (qc * codes[None]).sum(axis=2)
-                        terms_a = a * dx[None] * idot
-                        terms_c = cc_ * sx[None]
-                        model[s, r] = (terms_a + terms_c).sum(axis=1)
-                        mterm[s, r] = (np.abs(terms_a) + np.abs(terms_c)).sum(axis=1)
+                        ch = codes.reshape(nb32, 2, 16)
+                        idot = (qc * ch[None]).sum(axis=3)  # per half
+                        terms_a = a * dx[None, :, None] * idot
+                        if name in HALF_OFFSETS:
+                            # Integer code sums per half, times dx.
+                            terms_c = cc_ * (dx[:, None] * ch.sum(axis=2))[None]
+                        else:
+                            # One offset per x block, times its stored sum.
+                            assert np.array_equal(cc_[..., 0], cc_[..., 1])
+                            terms_c = cc_[..., :1] * sx[None, :, None]
+                        model[s, r] = terms_a.sum(axis=(1, 2)) + terms_c.sum(axis=(1, 2))
+                        mterm[s, r] = np.abs(terms_a).sum(axis=(1, 2)) + np.abs(terms_c).sum(axis=(1, 2))
                         wabs = np.abs(wf.reshape(n, nb32, 32)).sum(axis=2)
                         bound[s, r] = (amax / 127.0 * 0.5 * wabs).sum(axis=1)
             got = {g: np.fromfile(t / f"case{c}.o{g}", dtype=np.float32) for g in ("p", "g")}

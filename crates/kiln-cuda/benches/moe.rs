@@ -44,7 +44,7 @@ enum Loads {
     Staged,
     /// Tile kernels with this target of shared bytes per CTA.
     Tile(usize),
-    /// The default tiles with int8 activations (Q4_0, Q4_1, Q8_0, Q4_K).
+    /// The default tiles with int8 activations (`q8_tile_supports`).
     TileQ8,
 }
 

@@ -31,8 +31,8 @@
 //   its 4 warps take row pairs of the tile; the gated path keeps silu's
 //   inputs in shared memory between the two passes. The tiles decode to
 //   floats (FloatTile); mul_mv_id[_swiglu]_q8tile_<w>_f32 (Q4_0, Q4_1,
-//   Q8_0, Q4_K; opt-in) take int8 activations instead (Q8Tile: x quantized
-//   per 32 by each CTA while its tile lands, dp4a dot products).
+//   Q8_0, Q4_K, Q5_K, Q6_K; opt-in) take int8 activations instead (Q8Tile:
+//   x quantized per 32 by each CTA while its tile lands, dp4a dot products).
 //
 // An id >= n_experts, which the host did not check, turns the CTA's part of
 // its row into NaN and reads no weights.
@@ -391,10 +391,14 @@ using Q8Tile_q4_0 = Q8Tile<Q4Dot<false>>;
 using Q8Tile_q4_1 = Q8Tile<Q4Dot<true>>;
 using Q8Tile_q8_0 = Q8Tile<Q8_0Dot>;
 using Q8Tile_q4_K = Q8Tile<Q4_KDot>;
+using Q8Tile_q5_K = Q8Tile<Q5_KDot>;
+using Q8Tile_q6_K = Q8Tile<Q6_KDot>;
 MV_ID_TILE_ENTRY(q8tile, q4_0, Q8Tile_q4_0)
 MV_ID_TILE_ENTRY(q8tile, q4_1, Q8Tile_q4_1)
 MV_ID_TILE_ENTRY(q8tile, q8_0, Q8Tile_q8_0)
 MV_ID_TILE_ENTRY(q8tile, q4_K, Q8Tile_q4_K)
+MV_ID_TILE_ENTRY(q8tile, q5_K, Q8Tile_q5_K)
+MV_ID_TILE_ENTRY(q8tile, q6_K, Q8Tile_q6_K)
 #else
 extern "C" __global__ void __launch_bounds__(MV_THREADS)
     KILN_MLX_NAME(mul_mv_id_mlx_, _f32)(MatmulIdParams p, const u8* __restrict__ w,

@@ -163,6 +163,68 @@ struct Q4_KDot {
     }
 };
 
+// Q5_K: Q4_K's units (group g of qs: sub-blocks 2g and 2g + 1) plus bits
+// 2g and 2g + 1 of qh[t] (32 bytes at 16) as the codes' bit 4.
+struct Q5_KDot {
+    static constexpr int TS = 176, UNITS = 4, UW = 64;
+    __device__ static float dot(const u8* sb, int g, const int (&xi)[UW / 4], const float* dx,
+                                const float* sx) {
+        const u32 dm = ld_u32(sb), s0 = ld_u32(sb + 4), s1 = ld_u32(sb + 8), s2 = ld_u32(sb + 12);
+        float sc0, mn0, sc1, mn1;
+        k4_scale_min(s0, s1, s2, 2 * g, sc0, mn0);
+        k4_scale_min(s0, s1, s2, 2 * g + 1, sc1, mn1);
+        const u8* q = sb + 48 + 32 * g;
+        int i0 = 0, i1 = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const u32 qw = ld_u32(q + 4 * w), hw = ld_u32(sb + 16 + 4 * w) >> (2 * g);
+            const u32 lo = (qw & 0x0F0F0F0Fu) | ((hw & 0x01010101u) << 4);
+            const u32 hi = ((qw >> 4) & 0x0F0F0F0Fu) | ((hw & 0x02020202u) << 3);
+            i0 = __dp4a((int)lo, xi[w], i0);
+            i1 = __dp4a((int)hi, xi[8 + w], i1);
+        }
+        const float d = kiln_f16_to_f32((u16)(dm & 0xFFFFu));
+        const float dmin = kiln_f16_to_f32((u16)(dm >> 16));
+        return d * (sc0 * dx[0] * (float)i0 + sc1 * dx[1] * (float)i1) - dmin * (mn0 * sx[0] + mn1 * sx[1]);
+    }
+};
+
+// Q6_K: unit j (0..7) of a super-block is its 32-element sub-block j (the
+// layout of Q6_KT, decode_kq.cuh): codes q = low nibble (j / 2) % 2 of
+// ql[64 (j / 4) + 32 (j % 2) + t] | 2 bits at 2 (j % 4) of qh[32 (j / 4) + t]
+// << 4, w = d sc (q - 32) with an i8 scale per 16 elements. The two halves
+// take separate integer dot products, their offsets -32 times the half's
+// code sum (dp4a with ones: the same for both rows of a pair, so computed
+// once), so the unit is one exact integer times d dx. 210-byte blocks are
+// only 2-byte aligned: 16-bit loads.
+struct Q6_KDot {
+    static constexpr int TS = 210, UNITS = 8, UW = 32;
+    __device__ static float dot(const u8* sb, int j, const int (&xi)[UW / 4], const float* dx,
+                                const float*) {
+        const u8* l = sb + 64 * (j >> 2) + 32 * (j & 1);
+        const u8* h = sb + 128 + 32 * (j >> 2);
+        const int ls = 4 * ((j >> 1) & 1), hs = 2 * (j & 3);
+        int i0 = 0, i1 = 0, c0 = 0, c1 = 0;
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const u32 q = ((ld_u16x2(l + 4 * w) >> ls) & 0x0F0F0F0Fu) |
+                          (((ld_u16x2(h + 4 * w) >> hs) & 0x03030303u) << 4);
+            if (w < 4) {
+                i0 = __dp4a((int)q, xi[w], i0);
+                c0 = __dp4a(0x01010101, xi[w], c0);
+            } else {
+                i1 = __dp4a((int)q, xi[w], i1);
+                c1 = __dp4a(0x01010101, xi[w], c1);
+            }
+        }
+        const u32 sc = *(const u16*)(sb + 192 + 2 * j);
+        const int sc0 = (int)(i8)(u8)(sc & 0xFFu), sc1 = (int)(i8)(u8)(sc >> 8);
+        // |sc (i - 32 c)| <= 128 * 16 * 95 * 127 per half: exact in i32.
+        const int acc = sc0 * (i0 - 32 * c0) + sc1 * (i1 - 32 * c1);
+        return kiln_f16_to_f32(*(const u16*)(sb + 208)) * dx[0] * (float)acc;
+    }
+};
+
 // Q4_0 / Q4_1: one 32-element block per unit; element i < 16 is the low
 // nibble of qs[i], element 16 + i the high one; w = d (q - 8) or d q + m.
 // Q4_0's 18-byte blocks are only 2-byte aligned: 16-bit loads.

@@ -195,7 +195,7 @@ fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static st
 /// The tile kernels (plain, gated) of a quantized GGML format, by name:
 /// float activations, or with `q8` the int8-activation ones
 /// ([`q8_tile_supports`]).
-pub(crate) fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static str)> {
+pub fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'static str)> {
     macro_rules! k {
         ($kind:literal, $w:literal) => {
             (
@@ -210,6 +210,8 @@ pub(crate) fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str,
             DType::Q4_1 => k!("q8tile", "q4_1"),
             DType::Q8_0 => k!("q8tile", "q8_0"),
             DType::Q4_K => k!("q8tile", "q4_K"),
+            DType::Q5_K => k!("q8tile", "q5_K"),
+            DType::Q6_K => k!("q8tile", "q6_K"),
             _ => return None,
         });
     }

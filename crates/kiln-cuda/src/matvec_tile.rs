@@ -61,7 +61,8 @@ pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> 
 }
 
 /// Whether `wtype` has tile kernels with int8 activations (`Q8Tile`,
-/// `mul_mv_id[_swiglu]_q8tile_<w>_f32`): Q4_0, Q4_1, Q8_0 and Q4_K.
+/// `mul_mv_id[_swiglu]_q8tile_<w>_f32`): Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and
+/// Q6_K.
 pub fn q8_tile_supports(wtype: DType) -> bool {
     q8_dot_type(wtype).is_some()
 }
@@ -74,6 +75,8 @@ pub fn q8_dot_type(wtype: DType) -> Option<&'static str> {
         DType::Q4_1 => "Q4Dot<true>",
         DType::Q8_0 => "Q8_0Dot",
         DType::Q4_K => "Q4_KDot",
+        DType::Q5_K => "Q5_KDot",
+        DType::Q6_K => "Q6_KDot",
         _ => return None,
     })
 }
@@ -231,7 +234,29 @@ mod tests {
         // The int8 x area: k codes, a scale and a sum per 32.
         assert_eq!(tile_xq_bytes(2048), 2560);
         assert_eq!(tile_xq_bytes(64), 80);
-        assert!(q8_tile_supports(DType::Q4_K) && !q8_tile_supports(DType::Q6_K));
+        // Int8-activation tiles: exactly these formats, each with its
+        // kernel names, and float tiles too.
+        let q8 = [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+        ];
+        for t in DType::ALL {
+            let want = q8.contains(&t);
+            assert_eq!(q8_tile_supports(t), want, "{t:?}");
+            assert_eq!(tile_kernel_names(t, true).is_some(), want, "{t:?}");
+            assert!(!want || tile_kernel_names(t, false).is_some(), "{t:?}");
+        }
+        assert_eq!(
+            tile_kernel_names(DType::Q6_K, true),
+            Some((
+                "mul_mv_id_q8tile_q6_K_f32",
+                "mul_mv_id_swiglu_q8tile_q6_K_f32"
+            ))
+        );
         for rb in [18, 34, 144, 176, 210, 1152, 2176, 7616] {
             for mats in [1, 2] {
                 for target in [1, 8192, TILE_TARGET_GATED, 1 << 20] {

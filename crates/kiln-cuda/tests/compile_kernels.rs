@@ -269,6 +269,40 @@ fn attention_kv_variants_compile() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// matmul_id.cu holds the tile entry points the launcher looks up by name
+/// (`matmul_id::tile_kernel_names`, float and int8 activations) for every
+/// format that has them: a missing one would fail only on a GPU.
+#[test]
+fn matmul_id_tile_entries_exist() {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return;
+    }
+    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
+    if only
+        .as_ref()
+        .is_some_and(|o| !o.split(',').any(|x| x == "matmul_id"))
+    {
+        return;
+    }
+    let (_, ptx) = compile("matmul_id.cu", kiln_cuda::kernels::MATMUL_ID, "sm_90").unwrap();
+    let mut names = Vec::new();
+    for t in DType::ALL {
+        for q8 in [false, true] {
+            if let Some((mv, sw)) = kiln_cuda::matmul_id::tile_kernel_names(t, q8) {
+                names.extend([mv, sw]);
+            }
+        }
+    }
+    assert!(names.len() >= 2 * (12 + 6), "{names:?}");
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|e| !ptx.contains(&format!(".entry {e}(")))
+        .collect();
+    assert!(missing.is_empty(), "matmul_id.cu: no entry {missing:?}");
+}
+
 #[test]
 fn compile_errors_carry_the_log_and_the_name() {
     // SAFETY: only tries to dlopen libnvrtc.

@@ -82,8 +82,9 @@ fn parity_matmul_id() {
 /// through shared memory (matvec_staged.cuh), and tiles (matvec_tile.cuh)
 /// of the default size, of 2 rows (target 1 byte) and as large as fit (64
 /// rows or 48 KiB): odd row counts leave partial tiles and half pairs in
-/// each; then the default tiles with int8 activations (Q4_0, Q4_1, Q8_0,
-/// Q4_K; the others keep float tiles).
+/// each; then the default tiles with int8 activations (the formats of
+/// `q8_tile_supports`: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K; the others keep
+/// float tiles).
 const LOADS: [(&str, bool, usize, bool); 6] = [
     ("direct", false, 0, false),
     ("staged", true, 0, false),
