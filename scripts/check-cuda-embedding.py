@@ -65,6 +65,8 @@ FLOAT_DIMS = [1, 7, 33, 576]
 PRELUDE = r"""
 #define KILN_SHIM_SLURP
 #include "cuda_host_shim.h"
+// PDL (common.cuh): a no-op on the host, blocks run one grid at a time.
+static inline void kiln_pdl_enter() {}
 // --use_fast_math: __fmul_rn / __fadd_rn are mul.rn.ftz / add.rn.ftz (the
 // flush of inputs and results to zero); kiln_mul_rn is mul.rn.f32.
 static inline float ftz(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; }
