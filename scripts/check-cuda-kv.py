@@ -44,6 +44,10 @@ KERNELS = ROOT / "crates/kiln-cuda/kernels"
 PRELUDE = r"""
 #include "cuda_host_shim.h"
 #define extern_c_global
+// PDL (common.cuh, cut off by common_host): no-ops on the host, one grid at a time.
+static inline void kiln_pdl_enter() {}
+static inline void kiln_grid_wait() {}
+static inline void kiln_grid_launch_dependents() {}
 """
 
 # common.cuh less its inline-PTX f16 / bf16 conversions (cuda_host_shim.h has

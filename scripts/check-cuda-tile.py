@@ -370,13 +370,13 @@ def kernel_src(mutate) -> str:
 
 
 # ---- the host planner (crates/kiln-cuda/src/matvec_tile.rs), mirrored ----
-TILE_MAX_ROWS, TILE_MAX_SMEM = 64, 48 * 1024
+TILE_MAX_ROWS, TILE_MAX_SMEM, TILE_STATIC_SMEM = 64, 48 * 1024, 1024
 
 
 def tile_plan(row_bytes, mats, target, extra):
     if row_bytes == 0 or mats == 0 or target == 0:
         return None
-    limit = max(0, TILE_MAX_SMEM - extra)
+    limit = max(0, TILE_MAX_SMEM - TILE_STATIC_SMEM - extra)
     slot = lambda rows: -(-(rows * row_bytes + 16) // 16) * 16
     fit = target // (mats * row_bytes)
     rows = max(8, (fit + 4) // 8 * 8) if fit >= 4 else max(2, fit // 2 * 2)

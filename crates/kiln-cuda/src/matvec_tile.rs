@@ -21,8 +21,14 @@ pub const TILE_TARGET_PLAIN: usize = 8 * 1024;
 pub const TILE_AUTO: usize = usize::MAX;
 /// Rows per tile at most (`TILE_MAX_ROWS`, matvec_tile.cuh).
 const TILE_MAX_ROWS: usize = 64;
-/// Dynamic shared memory a tile CTA may take without an opt-in attribute.
+/// Shared memory a tile CTA may take without an opt-in attribute: its
+/// static and dynamic shared memory together (a launch whose sum exceeds
+/// it fails).
 const TILE_MAX_SMEM: usize = 48 * 1024;
+/// The tile kernels' static shared memory, rounded up: matvec_fused_tile's
+/// `vals` and `red` (640 bytes), mv_id_tile's `gate` (256). The dynamic
+/// bytes get the rest of [`TILE_MAX_SMEM`].
+const TILE_STATIC_SMEM: usize = 1024;
 
 /// A tile kernel launch: weight rows per CTA and shared bytes per stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +41,15 @@ pub struct TilePlan {
 /// rows near `target` shared bytes per CTA (pure): from 4 rows up, the
 /// nearest multiple of 8 rows (two pairs per warp of four; at least 8),
 /// below that an even count; at least 2 rows, at most 64, within 48 KiB
-/// with `extra` bytes after the stacks (each stack's slot has 16 bytes of
-/// slack for the aligned-down start).
+/// with `extra` bytes after the stacks and the kernels' static shared
+/// memory (each stack's slot has 16 bytes of slack for the aligned-down
+/// start).
 /// `None` when two rows do not fit, or `target` is 0 (tiles off).
 pub fn tile_plan(row_bytes: usize, mats: usize, target: usize, extra: usize) -> Option<TilePlan> {
     if row_bytes == 0 || mats == 0 || target == 0 {
         return None;
     }
-    let limit = TILE_MAX_SMEM.saturating_sub(extra);
+    let limit = TILE_MAX_SMEM.saturating_sub(TILE_STATIC_SMEM + extra);
     let slot = |rows: usize| (rows * row_bytes + 16).next_multiple_of(16);
     let fit = target / (mats * row_bytes);
     let mut rows = if fit >= 4 {
@@ -228,6 +235,11 @@ mod tests {
         assert_eq!((t.rows, t.slot), (2, 10016));
         // Two rows past 48 KiB: no tile; target 0: off.
         assert_eq!(tile_plan(13_000, 2, TILE_TARGET_GATED, 0), None);
+        // The static shared memory counts: matvec_fused's gated Q8_0 tile
+        // at k = 5120 with the norm and int8 x (extra 4 k + 5120 + 1280)
+        // took 2 x 10896 + 26880 = 48672 dynamic bytes, over 48 KiB with
+        // the kernel's 640 static ones.
+        assert_eq!(tile_plan(5440, 2, TILE_TARGET_GATED, 26_880), None);
         assert_eq!(tile_plan(1152, 2, 0, 0), None);
         assert_eq!(tile_target(0, 2), 0);
         assert_eq!(tile_target(5000, 1), 5000);
@@ -265,7 +277,7 @@ mod tests {
                         assert!(t.rows < 8 || t.rows % 8 == 0, "{rb} {mats} {target}");
                         assert!(t.slot >= t.rows * rb + 16 && t.slot % 16 == 0);
                         assert!(
-                            mats * t.slot + 2560 <= TILE_MAX_SMEM,
+                            mats * t.slot + 2560 + TILE_STATIC_SMEM <= TILE_MAX_SMEM,
                             "{rb} {mats} {target}"
                         );
                     }
