@@ -57,6 +57,27 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// This error as `op`'s: an invalid-argument or length error of a
+    /// composed op's stage renamed to the op the caller called (others
+    /// unchanged).
+    pub fn for_op(self, op: &'static str) -> Self {
+        match self {
+            Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op, msg },
+            Error::LengthMismatch {
+                what,
+                got,
+                expected,
+                ..
+            } => Error::LengthMismatch {
+                op,
+                what,
+                got,
+                expected,
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {

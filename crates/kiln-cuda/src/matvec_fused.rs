@@ -26,8 +26,11 @@ use kiln_core::ops::matvec_fused::{FusedEpilogue, FusedLens, MatvecFusedParams, 
 use kiln_core::{DType, Error, KvType};
 
 const OP: &str = "matvec_fused";
-/// Shared memory a launch may use without opting in.
-const SMEM_LIMIT: usize = 48 * 1024;
+/// Dynamic shared memory a pair-kernel launch may use: the 48 KiB a block
+/// gets without opting in, less 1 KiB for the kernel's static arrays
+/// (`red`, `part`: at most 384 bytes; the same reserve as
+/// `matvec_tile::tile_plan`).
+const SMEM_LIMIT: usize = 47 * 1024;
 /// Weight formats with a kernel: every format of the plain mat-vec
 /// (`matmul.cu`), in the order of the backend's per-format function tables.
 const WTYPES: [DType; N_WTYPES] = crate::matmul::WTYPES;

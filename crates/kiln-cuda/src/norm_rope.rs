@@ -77,23 +77,30 @@ pub fn select_norm_rope(p: &NormRopeParams, factors: bool) -> NormRopeKernel {
 /// [`BLOCK_PER_TOKEN_MIN_TOKENS`] tokens on. Grid dims are capped at 65 535
 /// (the kernel grid-strides over the rest).
 pub fn norm_rope_launch(p: &NormRopeParams) -> (LaunchConfig, usize) {
-    let (n_tokens, n_heads) = (p.rope.n_tokens.max(1), p.rope.n_heads.max(1));
-    let warps = n_heads.min(MAX_WARPS);
-    let hpb = if n_tokens >= BLOCK_PER_TOKEN_MIN_TOKENS {
-        n_heads
+    head_rows_launch(p.rope.n_tokens, p.rope.n_heads)
+}
+
+/// The geometry of [`norm_rope_launch`] for `rows` head rows per token
+/// (shared with qk_norm_rope_kv, whose rows are a token's q, k and v heads):
+/// the launch and the rows per block.
+pub(crate) fn head_rows_launch(n_tokens: usize, rows: usize) -> (LaunchConfig, usize) {
+    let (n_tokens, rows) = (n_tokens.max(1), rows.max(1));
+    let warps = rows.min(MAX_WARPS);
+    let per_block = if n_tokens >= BLOCK_PER_TOKEN_MIN_TOKENS {
+        rows
     } else {
         warps
     };
     let cfg = LaunchConfig {
         grid_dim: (
             n_tokens.min(65_535) as u32,
-            n_heads.div_ceil(hpb).min(65_535) as u32,
+            rows.div_ceil(per_block).min(65_535) as u32,
             1,
         ),
         block_dim: (32 * warps as u32, 1, 1),
         shared_mem_bytes: 0,
     };
-    (cfg, hpb)
+    (cfg, per_block)
 }
 
 /// `out = rope(rms_norm(x, w, eps))` per head row of `x, out: [n_tokens,

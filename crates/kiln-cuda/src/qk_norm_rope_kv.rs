@@ -12,7 +12,7 @@
 use crate::kernels::QK_NORM_ROPE_KV;
 use crate::kv::KvViewMut;
 use crate::launch::{arg, launch_ex};
-use crate::norm_rope::{BLOCK_PER_TOKEN_MIN_TOKENS, MAX_HEAD_DIM};
+use crate::norm_rope::{head_rows_launch, MAX_HEAD_DIM};
 use crate::{CudaBackend, CudaError, Result};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DeviceRepr, LaunchConfig};
 use kiln_core::ops::qk_norm_rope_kv::{QkNormRopeKvLens, QkNormRopeKvParams};
@@ -20,8 +20,6 @@ use kiln_core::ops::rope::RopeMode;
 use kiln_core::{Error, KvType};
 
 const OP: &str = "qk_norm_rope_kv";
-/// Warps per block (`NR_MAX_WARPS`): one head row per warp at a time.
-const MAX_WARPS: usize = 8;
 
 /// Mirrors `struct QkNormRopeKvParams` in qk_norm_rope_kv.cu.
 #[repr(C)]
@@ -126,28 +124,11 @@ const NAMES: [[[&str; 3]; 2]; 2] = [
 /// The launch of `p` and the head rows per block it assigns: the rows of
 /// a token (its q, k and v heads, `n_heads + 2 n_heads_kv`) one per warp,
 /// `min(rows, 8)` warps; a block per token and row group, or a block per
-/// token with all its rows from [`BLOCK_PER_TOKEN_MIN_TOKENS`] tokens on
+/// token with all its rows from [`crate::norm_rope::BLOCK_PER_TOKEN_MIN_TOKENS`] tokens on
 /// (norm_rope's geometry). Grid dims are capped at 65 535 (the kernel
 /// grid-strides over the rest).
 pub fn qk_norm_rope_kv_launch(p: &QkNormRopeKvParams) -> (LaunchConfig, usize) {
-    let n_tokens = p.q.rope.n_tokens.max(1);
-    let rows = (p.q.rope.n_heads + 2 * p.n_heads_kv).max(1);
-    let warps = rows.min(MAX_WARPS);
-    let rpb = if n_tokens >= BLOCK_PER_TOKEN_MIN_TOKENS {
-        rows
-    } else {
-        warps
-    };
-    let cfg = LaunchConfig {
-        grid_dim: (
-            n_tokens.min(65_535) as u32,
-            rows.div_ceil(rpb).min(65_535) as u32,
-            1,
-        ),
-        block_dim: (32 * warps as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    (cfg, rpb)
+    head_rows_launch(p.q.rope.n_tokens, p.q.rope.n_heads + 2 * p.n_heads_kv)
 }
 
 /// Device buffers of one launch (the caches' views may live for other

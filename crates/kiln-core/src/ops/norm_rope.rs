@@ -66,23 +66,9 @@ impl NormRopeParams {
     }
 }
 
-/// A rope / rms_norm validation error, renamed to this op.
+/// A stage's validation error, renamed to this op.
 fn retag(e: Error) -> Error {
-    match e {
-        Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op: OP, msg },
-        Error::LengthMismatch {
-            what,
-            got,
-            expected,
-            ..
-        } => Error::LengthMismatch {
-            op: OP,
-            what,
-            got,
-            expected,
-        },
-        other => other,
-    }
+    e.for_op(OP)
 }
 
 /// `factors` (when given) hold one finite positive value per rotated pair;

@@ -158,23 +158,9 @@ impl QkNormRopeKvParams {
     }
 }
 
-/// A norm_rope validation error, renamed to this op.
+/// A stage's validation error, renamed to this op.
 fn retag(e: Error) -> Error {
-    match e {
-        Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op: OP, msg },
-        Error::LengthMismatch {
-            what,
-            got,
-            expected,
-            ..
-        } => Error::LengthMismatch {
-            op: OP,
-            what,
-            got,
-            expected,
-        },
-        other => other,
-    }
+    e.for_op(OP)
 }
 
 /// A copy_rows validation error of one cache, renamed to this op.
