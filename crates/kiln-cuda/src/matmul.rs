@@ -48,7 +48,7 @@ use cudarc::driver::{
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::{DType, Error};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+use std::sync::atomic::AtomicU8;
 use std::sync::{Mutex, OnceLock};
 
 pub use crate::matvec_staged::{set_staged, staged};
@@ -181,18 +181,8 @@ pub struct MatmulState {
     cublas_present: OnceLock<bool>,
     /// See [`staged`]; initialised from `KILN_MV_STAGED` on first use.
     staged: OnceLock<AtomicU8>,
-    /// matmul_id's tile target bytes (0 = off; `matvec_tile`), from
-    /// `KILN_MV_TILE` on first use.
-    tile: OnceLock<AtomicUsize>,
-    /// matmul_id's int8-activation tiles (`matvec_tile::id_tile_q8`), from
-    /// `KILN_MV_TILE_Q8=1` on first use.
-    tile_q8: OnceLock<AtomicBool>,
-    /// One-row mat-vecs through the tile kernels (`matvec_tile::dense_tile`),
-    /// from `KILN_MV_DENSE_TILE=1` on first use.
-    dense_tile: OnceLock<AtomicBool>,
-    /// matvec_fused's tile mode (`matvec_tile::fused_tile`: 0 off, 1 float,
-    /// 2 int8), from `KILN_MVF_TILE` on first use.
-    fused_tile: OnceLock<AtomicU8>,
+    /// The tile kernels' switches (`matvec_tile`).
+    pub(crate) tiles: crate::matvec_tile::TileSwitches,
     /// Every kernel of matmul.cu, looked up once (see [`Kern::index`]).
     functions: OnceLock<Vec<CudaFunction>>,
     inner: Mutex<Option<GemmScratch>>,
@@ -327,36 +317,6 @@ impl MatmulState {
                 _ => STAGED_AUTO,
             })
         })
-    }
-
-    /// matmul_id's tile target (`matvec_tile::id_tile_bytes`).
-    pub(crate) fn tile_flag(&self) -> &AtomicUsize {
-        self.tile
-            .get_or_init(|| AtomicUsize::new(crate::matvec_tile::tile_bytes_from_env()))
-    }
-
-    /// matmul_id's int8-activation tile switch (`matvec_tile::id_tile_q8`).
-    pub(crate) fn tile_q8_flag(&self) -> &AtomicBool {
-        self.tile_q8.get_or_init(|| {
-            AtomicBool::new(std::env::var("KILN_MV_TILE_Q8").is_ok_and(|v| v == "1"))
-        })
-    }
-
-    /// The dense tile switch (`matvec_tile::dense_tile`).
-    pub(crate) fn dense_tile_flag(&self) -> &AtomicBool {
-        self.dense_tile.get_or_init(|| {
-            AtomicBool::new(std::env::var("KILN_MV_DENSE_TILE").is_ok_and(|v| v == "1"))
-        })
-    }
-
-    /// The matvec_fused tile mode (`matvec_tile::fused_tile`).
-    pub(crate) fn fused_tile_flag(&self) -> &AtomicU8 {
-        self.fused_tile
-            .get_or_init(|| match std::env::var("KILN_MVF_TILE").as_deref() {
-                Ok("1") => AtomicU8::new(1),
-                Ok("q8") => AtomicU8::new(2),
-                _ => AtomicU8::new(0),
-            })
     }
 
     fn cublas_present(&self) -> bool {

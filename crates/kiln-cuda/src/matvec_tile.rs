@@ -9,7 +9,8 @@ use cudarc::driver::{CudaView, CudaViewMut};
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::ops::matmul_id::MatmulIdParams;
 use kiln_core::DType;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// Shared-memory bytes one tile CTA requests by default: the gated kernel
 /// (two stacks) and the plain one, from bench_moe's sweep on an H100
@@ -105,7 +106,7 @@ pub enum FusedTile {
 /// GPU. The bytes per CTA follow [`id_tile_bytes`] (default 8 KiB, 24 KiB
 /// for the SwiGLU epilogue's two stacks).
 pub fn fused_tile(be: &CudaBackend) -> FusedTile {
-    match be.matmul.fused_tile_flag().load(Ordering::Relaxed) {
+    match be.matmul.tiles.fused_tile_flag().load(Ordering::Relaxed) {
         1 => FusedTile::Float,
         2 => FusedTile::Int8,
         _ => FusedTile::Off,
@@ -119,7 +120,10 @@ pub fn set_fused_tile(be: &CudaBackend, mode: FusedTile) {
         FusedTile::Float => 1,
         FusedTile::Int8 => 2,
     };
-    be.matmul.fused_tile_flag().store(v, Ordering::Relaxed);
+    be.matmul
+        .tiles
+        .fused_tile_flag()
+        .store(v, Ordering::Relaxed);
 }
 
 /// Shared bytes of the int8 x area after the stacks (`tile_xq_bytes`,
@@ -142,13 +146,13 @@ pub fn tile_target(flag: usize, mats: usize) -> usize {
 /// for every tile CTA: `KILN_MV_TILE` (`0` off, a number of bytes) or
 /// [`set_id_tile`], else [`TILE_AUTO`].
 pub fn id_tile_bytes(be: &CudaBackend) -> usize {
-    be.matmul.tile_flag().load(Ordering::Relaxed)
+    be.matmul.tiles.tile_flag().load(Ordering::Relaxed)
 }
 
 /// Tiles on with `target` bytes per CTA ([`TILE_AUTO`]: the defaults), or
 /// off with 0 (parity tests and A/B benches).
 pub fn set_id_tile(be: &CudaBackend, target: usize) {
-    be.matmul.tile_flag().store(target, Ordering::Relaxed);
+    be.matmul.tiles.tile_flag().store(target, Ordering::Relaxed);
 }
 
 /// Whether `be`'s tiles take int8 activations where the format has such
@@ -157,12 +161,12 @@ pub fn set_id_tile(be: &CudaBackend, target: usize) {
 /// (scripts/check-cuda-tile.py), not yet run or measured on a GPU
 /// (docs/perf.md §22).
 pub fn id_tile_q8(be: &CudaBackend) -> bool {
-    be.matmul.tile_q8_flag().load(Ordering::Relaxed)
+    be.matmul.tiles.tile_q8_flag().load(Ordering::Relaxed)
 }
 
 /// Int8-activation tiles on or off for `be` (parity tests and A/B benches).
 pub fn set_id_tile_q8(be: &CudaBackend, on: bool) {
-    be.matmul.tile_q8_flag().store(on, Ordering::Relaxed);
+    be.matmul.tiles.tile_q8_flag().store(on, Ordering::Relaxed);
 }
 
 /// Whether `be` runs one-row quantized mat-vecs (`matmul` with m = 1)
@@ -170,12 +174,15 @@ pub fn set_id_tile_q8(be: &CudaBackend, on: bool) {
 /// off unless `KILN_MV_DENSE_TILE=1` or [`set_dense_tile`]. Opt-in until
 /// measured on a GPU (bench_matmul prints both).
 pub fn dense_tile(be: &CudaBackend) -> bool {
-    be.matmul.dense_tile_flag().load(Ordering::Relaxed)
+    be.matmul.tiles.dense_tile_flag().load(Ordering::Relaxed)
 }
 
 /// Dense tiles on or off for `be` (parity tests and A/B benches).
 pub fn set_dense_tile(be: &CudaBackend, on: bool) {
-    be.matmul.dense_tile_flag().store(on, Ordering::Relaxed);
+    be.matmul
+        .tiles
+        .dense_tile_flag()
+        .store(on, Ordering::Relaxed);
 }
 
 /// `out = w · x` for one row of x through the tile kernels, when
@@ -207,6 +214,56 @@ pub(crate) fn dense_tile_matvec(
     let ids = be.zero_u32();
     matmul_id_with_kernel(be, &ip, MatmulIdKernel::PerRow, w, x, &ids, out)?;
     Ok(true)
+}
+
+/// The tile kernels' switches of one backend, each read from its
+/// environment variable on first use.
+#[derive(Default)]
+pub(crate) struct TileSwitches {
+    /// matmul_id's tile target bytes (0 = off; `matvec_tile`), from
+    /// `KILN_MV_TILE` on first use.
+    tile: OnceLock<AtomicUsize>,
+    /// matmul_id's int8-activation tiles (`matvec_tile::id_tile_q8`), from
+    /// `KILN_MV_TILE_Q8=1` on first use.
+    tile_q8: OnceLock<AtomicBool>,
+    /// One-row mat-vecs through the tile kernels (`matvec_tile::dense_tile`),
+    /// from `KILN_MV_DENSE_TILE=1` on first use.
+    dense_tile: OnceLock<AtomicBool>,
+    /// matvec_fused's tile mode (`matvec_tile::fused_tile`: 0 off, 1 float,
+    /// 2 int8), from `KILN_MVF_TILE` on first use.
+    fused_tile: OnceLock<AtomicU8>,
+}
+
+impl TileSwitches {
+    /// matmul_id's tile target (`matvec_tile::id_tile_bytes`).
+    pub(crate) fn tile_flag(&self) -> &AtomicUsize {
+        self.tile
+            .get_or_init(|| AtomicUsize::new(tile_bytes_from_env()))
+    }
+
+    /// matmul_id's int8-activation tile switch (`matvec_tile::id_tile_q8`).
+    pub(crate) fn tile_q8_flag(&self) -> &AtomicBool {
+        self.tile_q8.get_or_init(|| {
+            AtomicBool::new(std::env::var("KILN_MV_TILE_Q8").is_ok_and(|v| v == "1"))
+        })
+    }
+
+    /// The dense tile switch (`matvec_tile::dense_tile`).
+    pub(crate) fn dense_tile_flag(&self) -> &AtomicBool {
+        self.dense_tile.get_or_init(|| {
+            AtomicBool::new(std::env::var("KILN_MV_DENSE_TILE").is_ok_and(|v| v == "1"))
+        })
+    }
+
+    /// The matvec_fused tile mode (`matvec_tile::fused_tile`).
+    pub(crate) fn fused_tile_flag(&self) -> &AtomicU8 {
+        self.fused_tile
+            .get_or_init(|| match std::env::var("KILN_MVF_TILE").as_deref() {
+                Ok("1") => AtomicU8::new(1),
+                Ok("q8") => AtomicU8::new(2),
+                _ => AtomicU8::new(0),
+            })
+    }
 }
 
 /// The initial target from `KILN_MV_TILE` (unparsable: the default).

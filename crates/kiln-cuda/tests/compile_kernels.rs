@@ -17,6 +17,17 @@ use kiln_testkit::cases::matmul_mlx::{mlx_cover, mlx_wtypes};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// Whether a test of `family` does not run here: no libnvrtc (said once per
+/// test), or `KILN_COMPILE_FAMILIES` names other families.
+fn skipped(family: &str) -> bool {
+    // SAFETY: only tries to dlopen libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
+        return true;
+    }
+    std::env::var("KILN_COMPILE_FAMILIES").is_ok_and(|o| !o.split(',').any(|x| x == family))
+}
+
 #[test]
 fn every_kernel_family_compiles() {
     // SAFETY: only tries to dlopen libnvrtc.
@@ -136,13 +147,7 @@ fn compile_in_parallel<T: Sync>(
 /// format's variant for sm_90, in parallel, each with its 8 entry points.
 #[test]
 fn matvec_fused_variants_compile() {
-    // SAFETY: only tries to dlopen libnvrtc.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
-        return;
-    }
-    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
-    if only.is_some_and(|o| !o.split(',').any(|x| x == "matvec_fused")) {
+    if skipped("matvec_fused") {
         return;
     }
     let work: Vec<DType> = kiln_cuda::matvec_fused::fused_wtypes()
@@ -231,16 +236,7 @@ fn mlx_variants_compile() {
 #[test]
 fn attention_kv_variants_compile() {
     use kiln_core::KvType;
-    // SAFETY: only tries to dlopen libnvrtc.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
-        return;
-    }
-    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
-    if only
-        .as_ref()
-        .is_some_and(|o| !o.split(',').any(|x| x == "attention"))
-    {
+    if skipped("attention") {
         return;
     }
     let src = kiln_cuda::kernels::ATTENTION;
@@ -274,16 +270,7 @@ fn attention_kv_variants_compile() {
 /// format that has them: a missing one would fail only on a GPU.
 #[test]
 fn matmul_id_tile_entries_exist() {
-    // SAFETY: only tries to dlopen libnvrtc.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
-        return;
-    }
-    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
-    if only
-        .as_ref()
-        .is_some_and(|o| !o.split(',').any(|x| x == "matmul_id"))
-    {
+    if skipped("matmul_id") {
         return;
     }
     let (_, ptx) = compile("matmul_id.cu", kiln_cuda::kernels::MATMUL_ID, "sm_90").unwrap();
@@ -360,16 +347,7 @@ fn cast_and_mul_entries_and_exact_instructions() {
 #[test]
 fn embedding_entries_for_every_ggml_format() {
     use kiln_core::ops::embedding::EmbeddingParams;
-    // SAFETY: only tries to dlopen libnvrtc.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
-        return;
-    }
-    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
-    if only
-        .as_ref()
-        .is_some_and(|o| !o.split(',').any(|x| x == "embedding"))
-    {
+    if skipped("embedding") {
         return;
     }
     let (_, ptx) = compile("embedding.cu", kiln_cuda::kernels::EMBEDDING, "sm_90").unwrap();
@@ -415,16 +393,7 @@ fn attention_decode_registers() {
     use kiln_core::KvType;
     use kiln_cuda::registry::{compile_options, expand_source};
     use std::ffi::{CStr, CString};
-    // SAFETY: only tries to dlopen libnvrtc.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        eprintln!("SKIPPED: libnvrtc not found (scripts/test.sh installs it from PyPI)");
-        return;
-    }
-    let only = std::env::var("KILN_COMPILE_FAMILIES").ok();
-    if only
-        .as_ref()
-        .is_some_and(|o| !o.split(',').any(|x| x == "attention"))
-    {
+    if skipped("attention") {
         return;
     }
     // The ptxas log of one cache type's module.
