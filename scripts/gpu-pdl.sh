@@ -16,6 +16,7 @@
 #     Qwen3-30B-A3B-shaped Q4_K tg64 under each switch, then an ncu
 #     per-kernel table of the 30B decode.
 #   device call: carry ["gpu-bundle"], command: KILN_GPU_PART=check bash gpu-bundle/gpu-pdl.sh
+#   scarce device pool: KILN_GPU_PART=key does the most valuable of both parts in one call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(basename "$(cd "$(dirname "$0")" && pwd)")
@@ -64,6 +65,39 @@ if [ "$PART" = check ]; then
   "$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1 && greedy llama-Q4_1 /tmp/v-q41.gguf
   "$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1 && greedy qwen3-Q4_K /tmp/v-qwen3.gguf
   "$B/kiln" synth /tmp/v-q80.gguf "${common[@]}" --type Q8_0 > /dev/null 2>&1 && greedy llama-Q8_0 /tmp/v-q80.gguf
+fi
+if [ "$PART" = key ]; then
+  # One call for when the device pool is scarce: the most valuable checks
+  # and figures first, the time guards skip the rest.
+  KILN_PDL_ENTRY=1 par parity_cumoe 150
+  KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
+  echo "$(el) bench_moe decode rc=$?"
+  grep -E 'ceiling|Q4_K|Q8_0|Q4_0' "$L/bench_moe.txt" | head -40
+  "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
+  q30k() { local label=$1 pp=$2; shift 2; left 40 "30B $label" || return 0
+    echo "$(el) 30B-A3B-shaped Q4_K $label"
+    env "$@" timeout "${Q30_T:-80}" "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p "$pp" -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'; }
+  Q30_T=170 q30k "default" 512 KILN_X=1
+  q30k "int8 expert tiles" 0 KILN_MV_TILE_Q8=1
+  q30k "all: int8 expert + fused tiles, PDL entry, qk_norm_rope_kv" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_QKNR=1
+  q30k "PDL entry" 0 KILN_PDL_ENTRY=1
+  KILN_PDL_ENTRY=1 par parity_cufused 150
+  "$B/kiln" synth /tmp/v-q3moe.gguf --arch qwen3moe "${common[@]}" --head-dim 64 --experts 8 --experts-used 2 --expert-ff 256 --type Q4_K > /dev/null 2>&1
+  if left 60 greedy; then
+    timeout 40 "$B/kiln" run --device cpu -m /tmp/v-q3moe.gguf -p "The capital of France is" -n 24 --temp 0 > "$L/gk-cpu.txt" 2>/dev/null
+    for sw in "KILN_X=1" "KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_QKNR=1"; do
+      env $sw timeout 60 "$B/kiln" run --device cuda -m /tmp/v-q3moe.gguf -p "The capital of France is" -n 24 --temp 0 > "$L/gk-cuda.txt" 2> "$L/gk-cuda.err"
+      if cmp -s "$L/gk-cpu.txt" "$L/gk-cuda.txt"; then r=same; else r=DIFFERENT; fi
+      echo "$(el) greedy 24 qwen3moe-Q4_K [$sw] cuda-graph vs cpu: $r"
+    done
+  fi
+  "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
+  smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
+    env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
+  SMOL_T=120 smolk default KILN_X=1
+  smolk "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
+  smolk "PDL entry" KILN_PDL_ENTRY=1
+  KILN_PDL_ENTRY=1 par parity_graph 100
 fi
 if [ "$PART" = perf ]; then
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
