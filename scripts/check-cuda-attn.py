@@ -212,6 +212,7 @@ int main(int argc, char** argv) {
     p.window = atoi(argv[15]);
     p.cap_log2 = (float)atof(argv[16]);
     p.kv_rows = (u32)atoll(argv[17]);
+    p.prefetch = 1;  // decg: the prefetch reads each address here (ASan checks the bounds)
     const i32 dev_pos = atoi(argv[18]);
     const unsigned seed = atoi(argv[19]);
     const size_t kv_shift = atoi(argv[20]);

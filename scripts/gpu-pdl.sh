@@ -27,12 +27,12 @@ finish() { [ -n "${OUT:-}" ] && tar -czf "$OUT/pdl-$PART-logs.tar.gz" -C "$L" . 
 trap finish EXIT
 exec > >(tee "$L/summary.txt" "${OUT:-/tmp}/pdl-$PART-summary.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
-# left N: at least N seconds remain before the 570 s budget.
-left() { [ $(( $(date +%s) - T0 + $1 )) -lt 570 ] || { echo "$(el) skipped (time): ${*:2}"; return 1; }; }
+# left N: at least N seconds remain before the budget (KILN_GPU_BUDGET, 570 s).
+left() { [ $(( $(date +%s) - T0 + $1 )) -lt "${KILN_GPU_BUDGET:-570}" ] || { echo "$(el) skipped (time): ${*:2}"; return 1; }; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 par() { [ -x "$B/$1" ] || { echo "$1 missing"; return 0; }
   left 40 "$1" || return 0
-  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; echo "$(el) $1 rc=$? $(grep -E '^test result' "$L/$1.log" | tail -1)"
+  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; rc=$?; echo "$(el) $1 rc=$rc $(grep -E '^test result' "$L/$1.log" | tail -1)"
   grep -E "FAIL|panicked|failed" -A6 "$L/$1.log" | cut -c1-300 | head -30
   grep -E "^(staged|tiles|dense)" "$L/$1.log" | cut -c1-200 | head -12; }
 common=(--embd 256 --heads 4 --kv-heads 2 --ff 512 --ctx 512 --layers 3 --seed 3 --vocab-from "$B/vocab.gguf")
@@ -44,7 +44,7 @@ if [ "$PART" = check ]; then
   par parity_cumatmul 120
   par parity_kiln_qknr 60
   left 60 qknr && timeout 60 "$B/parity_cuops" qk_norm_rope norm_rope > "$L/parity_cuops_qknr.log" 2>&1
-  echo "$(el) parity_cuops qk_norm_rope/norm_rope rc=$? $(grep -E '^test result' "$L/parity_cuops_qknr.log" | tail -1)"
+  rc=$?; echo "$(el) parity_cuops qk_norm_rope/norm_rope rc=$rc $(grep -E '^test result' "$L/parity_cuops_qknr.log" | tail -1)"
   unset KILN_PDL_ENTRY
   greedy() { # $1 label, $2 model, then env assignments for the CUDA runs
     local label=$1 m=$2; shift 2
@@ -70,9 +70,19 @@ if [ "$PART" = key ]; then
   # One call for when the device pool is scarce: the most valuable checks
   # and figures first, the time guards skip the rest.
   KILN_PDL_ENTRY=1 par parity_cumoe 150
+  left 60 "decode attention parity" && { timeout 100 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
+    rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
+    grep -E "FAIL|panicked" -A6 "$L/parity_cuattn_decode.log" | cut -c1-300 | head -20; }
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
-  echo "$(el) bench_moe decode rc=$?"
+  rc=$?; echo "$(el) bench_moe decode rc=$rc"
   grep -E 'ceiling|Q4_K|Q8_0|Q4_0' "$L/bench_moe.txt" | head -40
+  "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
+  smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
+    env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
+  SMOL_T=120 smolk default KILN_X=1
+  smolk "attention L2 prefetch off" KILN_ATTN_PREFETCH=0
+  smolk "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
+  smolk "PDL entry" KILN_PDL_ENTRY=1
   "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
   q30k() { local label=$1 pp=$2; shift 2; left 40 "30B $label" || return 0
     echo "$(el) 30B-A3B-shaped Q4_K $label"
@@ -91,17 +101,62 @@ if [ "$PART" = key ]; then
       echo "$(el) greedy 24 qwen3moe-Q4_K [$sw] cuda-graph vs cpu: $r"
     done
   fi
+  KILN_PDL_ENTRY=1 par parity_graph 100
+fi
+if [ "$PART" = prefetch ]; then
+  # perf.md §24: the decode attention's L2 prefetch and the _at launch order
+  # (default on) against KILN_ATTN_PREFETCH=0, with parity and greedy text.
+  left 60 "decode attention parity" && { timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
+    rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
+    grep -E "FAIL|panicked" -A6 "$L/parity_cuattn_decode.log" | cut -c1-300 | head -20; }
+  par parity_graph 60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
   smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
     env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
-  SMOL_T=120 smolk default KILN_X=1
-  smolk "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
-  smolk "PDL entry" KILN_PDL_ENTRY=1
-  KILN_PDL_ENTRY=1 par parity_graph 100
+  SMOL_T=120 smolk "prefetch on (default)" KILN_X=1
+  smolk "prefetch off" KILN_ATTN_PREFETCH=0
+  smolk "prefetch on (default)" KILN_X=1
+  smolk "prefetch off" KILN_ATTN_PREFETCH=0
+  "$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1
+  "$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1
+  for m in v-q41 v-qwen3 smol; do
+    left 40 "greedy $m" || break
+    timeout 40 "$B/kiln" run --device cpu -m /tmp/$m.gguf -p "The capital of France is" -n 32 --temp 0 > "$L/g-$m-cpu.txt" 2>/dev/null
+    timeout 60 "$B/kiln" run --device cuda -m /tmp/$m.gguf -p "The capital of France is" -n 32 --temp 0 > "$L/g-$m-cuda.txt" 2> "$L/g-$m-cuda.err"
+    if cmp -s "$L/g-$m-cpu.txt" "$L/g-$m-cuda.txt"; then r=same; else r=DIFFERENT; fi
+    echo "$(el) greedy 32 $m cuda-graph vs cpu: $r"
+  done
+  for pf in 1 0; do
+    left 70 "ncu attention prefetch=$pf" || break
+    KILN_ATTN_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --kernel-name regex:attention_decg \
+      --metrics gpu__time_duration.sum --csv --print-units base "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 0 -n 8 -r 1 \
+      > "$L/ncu-attn-$pf.csv" 2> "$L/ncu-attn-$pf.err"
+    rc=$?; echo "$(el) ncu decode attention prefetch=$pf rc=$rc: $(python3 - "$L/ncu-attn-$pf.csv" <<'PY'
+import csv, sys
+v = [float(r["Metric Value"]) for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))
+     if r.get("Metric Name") == "gpu__time_duration.sum"]
+print(f"{len(v)} launches, mean {sum(v) / max(len(v), 1) / 1e3:.2f} us" if v else "no rows")
+PY
+)"
+  done
+  # Why the expert tiles sit at ~10 us whatever the format (bench_moe,
+  # session 12): one gated Q4_K tile launch of a 30B-A3B-shaped layer
+  # under ncu's sections, float tiles then int8 tiles.
+  "$B/kiln" synth /tmp/moe2.gguf --arch qwen3moe --embd 2048 --heads 32 --kv-heads 4 --head-dim 128 --ff 768 \
+    --layers 2 --experts 128 --experts-used 8 --expert-ff 768 --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" > /dev/null 2>&1
+  for q8 in 0 1; do
+    left 90 "ncu expert tile q8=$q8" || break
+    KILN_MV_TILE_Q8=$q8 timeout 80 ncu --clock-control none --kernel-name regex:mul_mv_id_swiglu_tile --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+      "$B/kiln" bench --device cuda -m /tmp/moe2.gguf -p 0 -n 4 -r 1 > "$L/ncu-tile-q8$q8.txt" 2>&1
+    rc=$?; echo "$(el) ncu swiglu tile q8=$q8 rc=$rc"
+    grep -E "mul_mv_id|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Dynamic Shared|Block Limit|Grid Size|Warp Cycles Per Issued|Issued Warp|L2 Hit|Compute \(SM\) Thr" "$L/ncu-tile-q8$q8.txt" | head -24
+  done
+  KILN_PDL_ENTRY=1 par parity_cufused 240
 fi
 if [ "$PART" = perf ]; then
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
-  echo "$(el) bench_moe decode rc=$?"
+  rc=$?; echo "$(el) bench_moe decode rc=$rc"
   grep -E 'ceiling|Q4_K|Q8_0|Q4_0|Q4_1' "$L/bench_moe.txt" | head -60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
   smol() { # $1 label, then env assignments
@@ -133,13 +188,13 @@ if [ "$PART" = perf ]; then
   q30 "expert tiles off" 0 KILN_MV_TILE=0
   if left 110 bench_matmul; then
     KILN_BENCH_ONLY=decode timeout 100 "$B/bench_matmul" > "$L/bench_matmul.txt" 2>&1
-    echo "$(el) bench_matmul decode rc=$?"
+    rc=$?; echo "$(el) bench_matmul decode rc=$rc"
     grep -E 'ceiling|14336|576×576|49152' "$L/bench_matmul.txt" | grep -E 'Q|ceiling' | head -120
   fi
   if left 60 ncu; then
     KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 timeout 60 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
       --print-units base "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p 0 -n 4 -r 1 > "$L/ncu-q30.csv" 2> "$L/ncu-q30.err"
-    echo "$(el) ncu q30 (int8 tiles) rc=$?"; python3 scripts/ncu-breakdown.py "$L/ncu-q30.csv" | head -25
+    rc=$?; echo "$(el) ncu q30 (int8 tiles) rc=$rc"; python3 scripts/ncu-breakdown.py "$L/ncu-q30.csv" | head -25
   fi
 fi
 echo "$(el) done"

@@ -64,6 +64,7 @@ struct AttnParams {
     u32 window;           // sliding window (keys per query); 0 = none
     float cap_log2;       // soft cap: c * log2(e); 0 = none
     u32 kv_rows;          // cache rows (kv_stride, >= 1): position j is row kv_row(j)
+    u32 prefetch;         // decode kernels: 1 = warm L2 with the older cache rows before the PDL wait
 };
 
 // A score from the dot product of the pre-multiplied q and k: as is, or
@@ -384,6 +385,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
                                  const float* __restrict__ q, const kv_t* __restrict__ k,
                                  const kv_t* __restrict__ v, float* __restrict__ part,
                                  u32* __restrict__ tickets, float* __restrict__ out) {
+    kiln_grid_launch_dependents();
     kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
@@ -394,6 +396,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     KV_NAME(attention_split_direct_at_)(AttnParams p, const i32* __restrict__ pos,
                                         const float* __restrict__ q, const kv_t* __restrict__ k,
                                         const kv_t* __restrict__ v, float* __restrict__ out) {
+    kiln_grid_launch_dependents();
     kiln_grid_wait();  // pos was staged before the previous kernels ran
     const i32 p0 = pos[0];
     p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
@@ -605,6 +608,7 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                                                float* __restrict__ part,                         \
                                                u32* __restrict__ tickets,                        \
                                                float* __restrict__ out) {                        \
+        kiln_grid_launch_dependents();                                                           \
         kiln_grid_wait();                                                                        \
         const i32 p0 = pos[0];                                                                   \
         p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \

@@ -135,6 +135,45 @@ __device__ __forceinline__ void decg_combine(const AttnParams& p, const float* p
     }
 }
 
+// Keys at most this many per block are prefetched (decg_prefetch).
+#define DECG_PREFETCH_KEYS 256
+
+// Ask L2 for the line holding a (a hint that returns no value). The host
+// emulators (compiled without __CUDA_ARCH__, under AddressSanitizer) read
+// the byte instead, so an address outside the caches fails there.
+__device__ __forceinline__ void decg_prefetch_l2(const void* a) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+#else
+    (void)*(const volatile char*)a;
+#endif
+}
+
+// Before the PDL wait: ask L2 for the K and V rows (this block's kv head)
+// of the first DECG_PREFETCH_KEYS keys of the block's range that are older
+// than the first query (positions < pos0, written by earlier steps'
+// kernels; the newest rows, which the previous kernel may still be writing,
+// are left to the loop). L2 is the point of coherence, so a prefetched line
+// never hides a later write; the addresses are rows the loop reads. In the
+// last layers of a decode step the cache rows were last read a whole step
+// ago, so they come from DRAM: the prefetch overlaps that latency with the
+// previous kernel's tail instead of paying it key by key in the loop.
+template <int D>
+__device__ __forceinline__ void decg_prefetch(const AttnParams& p, const kv_t* k, const kv_t* v, u32 kvh) {
+    const u32 lo = first_key(p, p.pos0 + 1) + blockIdx.x * p.chunk;  // the split's first key
+    const u32 hi = min(min(lo + p.chunk, p.pos0), lo + DECG_PREFETCH_KEYS);
+    constexpr u32 bytes = D * sizeof(kv_t);
+    constexpr u32 lines = (bytes + 127) / 128;  // 128-byte steps; a row may straddle one more
+    const u64 row = (u64)p.n_kv_heads * D;
+    for (u32 i = threadIdx.x; lo + i / (2 * lines) < hi; i += DECG_THREADS) {
+        const u32 j = lo + i / (2 * lines), piece = i % (2 * lines);
+        const kv_t* base = (piece < lines ? k : v) + (u64)kv_row(p, j) * row + (u64)kvh * D;
+        const char* a = (const char*)base + (u64)(piece % lines) * 128;
+        decg_prefetch_l2(a);
+        if (piece % lines == lines - 1) decg_prefetch_l2((const char*)base + bytes - 1);
+    }
+}
+
 // q: [n_tokens, n_heads, D]; k, v: [kv_stride, n_kv_heads, D]; part,
 // tickets, out as attention_decode.
 template <int D>
@@ -151,11 +190,12 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
     extern __shared__ float smem[];
     __shared__ u32 ticket;
     kiln_grid_launch_dependents();
-    kiln_grid_wait();  // q and the cache rows come from the previous kernel
     const u32 hb = p.heads_per_block;
     const u32 split = blockIdx.x;
     const u32 n_chunks = (p.group + hb - 1) / hb;
     const u32 kvh = blockIdx.y / n_chunks;
+    if (p.prefetch) decg_prefetch<D>(p, k, v, kvh);
+    kiln_grid_wait();  // q and the newest cache rows come from the previous kernel
     const u32 g0 = (blockIdx.y % n_chunks) * hb;
     const u32 nh = min(hb, p.group - g0);  // query heads in this block (<= H)
     const u32 h0 = kvh * p.group + g0;
@@ -309,7 +349,9 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
                                            const kv_t* __restrict__ v,                           \
                                            float* __restrict__ part, u32* __restrict__ tickets,  \
                                            float* __restrict__ out) {                            \
-        kiln_grid_wait();                                                                        \
+        /* pos is read before the PDL wait (in attention_decg): it is staged by a copy  */      \
+        /* before the graph or step runs (Stream::stage_inputs), never written by a     */      \
+        /* kernel, so the prefetch can use the real position.                           */      \
         const i32 p0 = pos[0];                                                                   \
         p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \
         attention_decg<D>(p, q, k, v, part, tickets, out);                                       \

@@ -162,8 +162,11 @@ struct AttnK {
     cap_log2: f32,
     /// Cache rows: position `j` is row `j % kv_rows` (see [`kv_rows`]).
     kv_rows: u32,
+    /// Decode kernels: 1 = prefetch the older cache rows into L2 before the
+    /// PDL wait (see [`crate::CudaBackend::attn_prefetch`]).
+    prefetch: u32,
 }
-const _: () = assert!(std::mem::size_of::<AttnK>() == 56);
+const _: () = assert!(std::mem::size_of::<AttnK>() == 60);
 // SAFETY: plain-old-data with the same layout as the .cu struct.
 unsafe impl DeviceRepr for AttnK {}
 
@@ -599,6 +602,7 @@ fn base_params(p: &AttentionParams) -> Result<AttnK> {
         window: kernel_window(p),
         cap_log2,
         kv_rows: kv_rows(p),
+        prefetch: 0,
     })
 }
 

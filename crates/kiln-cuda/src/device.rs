@@ -75,6 +75,8 @@ pub struct CudaBackend {
     pdl: bool,
     /// PDL also for the kernels that wait at entry (see [`Self::pdl_entry`]).
     pdl_entry: bool,
+    /// See [`Self::attn_prefetch`].
+    attn_prefetch: bool,
     /// One device word holding 0: the expert id of a dense mat-vec run
     /// through matmul_id's tile kernels (`matvec_tile::dense_tile_matvec`).
     /// Allocated with the backend, never written, so a captured graph can
@@ -127,12 +129,16 @@ impl CudaBackend {
         // KILN_PDL_ENTRY=1: PDL for the kernels that wait at entry too
         // (opt-in until run on a GPU: docs/perf.md §23).
         let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_some_and(|v| v == "1");
+        // KILN_ATTN_PREFETCH=0: the decode attention kernel skips its L2
+        // prefetch (comparisons; docs/perf.md §24).
+        let attn_prefetch = std::env::var_os("KILN_ATTN_PREFETCH").is_none_or(|v| v != "0");
         let zero_u32 = stream
             .alloc_zeros::<u32>(1)
             .map_err(|e| CudaError::driver("alloc", e))?;
         Ok(CudaBackend {
             pdl,
             pdl_entry,
+            attn_prefetch,
             zero_u32,
             ctx,
             stream,
@@ -167,6 +173,13 @@ impl CudaBackend {
     /// until measured on a GPU.
     pub fn pdl_entry(&self) -> bool {
         self.pdl_entry
+    }
+
+    /// Whether the lane-group decode attention kernel asks L2 for the
+    /// older cache rows of its key range before its PDL wait (on unless
+    /// `KILN_ATTN_PREFETCH=0`); results are the same either way.
+    pub fn attn_prefetch(&self) -> bool {
+        self.attn_prefetch
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

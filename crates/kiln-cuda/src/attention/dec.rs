@@ -178,6 +178,7 @@ pub(super) fn launch(
     params.chunk = plan.chunk as u32;
     params.heads_per_block = plan.heads_per_block as u32;
     params.key_tile = plan.key_tile as u32;
+    params.prefetch = u32::from(be.attn_prefetch());
     let head_chunks = p.group().div_ceil(plan.heads_per_block);
     let cfg = LaunchConfig {
         grid_dim: (
