@@ -30,7 +30,7 @@ pub enum DType {
     IQ4_NL,
     IQ4_XS,
     /// 2.06 bits per weight: lattice i-quant, 8-weight grid rows (no
-    /// quantizer: needs an importance matrix).
+    /// quantizer: ggml needs an importance matrix for it).
     IQ2_XXS,
     /// 2.31 bits per weight (no quantizer).
     IQ2_XS,
@@ -163,8 +163,9 @@ impl DType {
     }
 
     /// True when kiln can quantize to this format ([`crate::quant::quantize_row`]):
-    /// every format but the IQ2/IQ3 i-quants, which ggml makes only with an
-    /// importance matrix (kiln reads and runs them).
+    /// every format but the IQ2/IQ3 i-quants (ggml makes IQ2_XXS / IQ2_XS
+    /// only with an importance matrix; kiln has no IQ3 quantizer). kiln
+    /// reads and runs all four.
     pub fn has_quantizer(self) -> bool {
         !matches!(
             self,

@@ -23,10 +23,15 @@ pub enum Error {
     #[error("{op}: unsupported dtype {dtype}")]
     UnsupportedDType { op: &'static str, dtype: DType },
 
-    /// A format ggml quantizes only with an importance matrix (the
-    /// IQ2/IQ3 i-quants); kiln reads and runs them but does not make them.
-    #[error("{op}: {dtype} quantization needs an importance matrix (llama.cpp's imatrix), which kiln does not make; pick another type, or bring a GGUF quantized by llama.cpp")]
-    NeedsImatrix { op: &'static str, dtype: DType },
+    /// A format kiln reads and runs but cannot quantize to (the IQ2/IQ3
+    /// i-quants; `why` says which: ggml makes IQ2_XXS / IQ2_XS only with an
+    /// importance matrix, and kiln has no IQ3 quantizer).
+    #[error("{op}: kiln cannot quantize to {dtype}: {why}; pick another type, or bring a GGUF quantized by llama.cpp")]
+    NoQuantizer {
+        op: &'static str,
+        dtype: DType,
+        why: &'static str,
+    },
 
     /// A GGML type id kiln does not know.
     #[error("unknown GGML tensor type id {0}")]

@@ -35,8 +35,9 @@
 //! sub-block `(2 ls + 1) * sum_j grid_j sign_j q_j`, and the block scale is
 //! `d / 8` (IQ2), `d / 4` (IQ3_XXS), `d` (IQ3_S), exact in f32.
 //!
-//! There is no quantizer: ggml quantizes these only with an importance
-//! matrix, which kiln does not make ([`crate::Error::NeedsImatrix`]).
+//! There is no quantizer ([`crate::Error::NoQuantizer`]): ggml makes
+//! IQ2_XXS / IQ2_XS only with an importance matrix, which kiln does not
+//! make, and its IQ3 quantizers' lattice searches are not reimplemented.
 
 use super::dot_ref::Q8KDot;
 use super::iq23_grids::{IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS};
@@ -318,10 +319,16 @@ mod tests {
             let mut out = vec![0u8; size];
             let e = crate::quant::quantize_row(dt, &[0.5; QK_K], &mut out).unwrap_err();
             assert!(
-                matches!(e, crate::Error::NeedsImatrix { dtype, .. } if dtype == dt),
+                matches!(e, crate::Error::NoQuantizer { dtype, .. } if dtype == dt),
                 "{e}"
             );
-            assert!(e.to_string().contains("importance matrix"), "{e}");
+            let why = if id < 18 {
+                "importance matrix"
+            } else {
+                "no IQ3 quantizer"
+            };
+            assert!(e.to_string().contains(why), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
         }
         // Sizes as gguf's GGML_QUANT_SIZES.
         check::<BlockIQ2XXS>(16, 66);

@@ -174,9 +174,8 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) -> Result<()> {
 }
 
 /// Quantize one row: `out` must hold exactly `dtype.row_bytes(x.len())`
-/// bytes. Every dtype but the IQ2/IQ3 i-quants (ggml makes those only with
-/// an importance matrix: [`Error::NeedsImatrix`]); bit-exact with ggml's
-/// reference quantizers.
+/// bytes. Every dtype but the IQ2/IQ3 i-quants ([`Error::NoQuantizer`]);
+/// bit-exact with ggml's reference quantizers.
 pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
     const OP: &str = "quant::quantize_row";
     let need = dtype.row_bytes(OP, x.len())?;
@@ -199,8 +198,13 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
         DType::Q8_K => quantize_blocks::<BlockQ8K>(x, out),
         DType::IQ4_NL => quantize_blocks::<BlockIQ4NL>(x, out),
         DType::IQ4_XS => quantize_blocks::<BlockIQ4XS>(x, out),
-        DType::IQ2_XXS | DType::IQ2_XS | DType::IQ3_XXS | DType::IQ3_S => {
-            return Err(Error::NeedsImatrix { op: OP, dtype });
+        DType::IQ2_XXS | DType::IQ2_XS => {
+            let why = "ggml makes it only with an importance matrix (llama.cpp's imatrix), which kiln does not make";
+            return Err(Error::NoQuantizer { op: OP, dtype, why });
+        }
+        DType::IQ3_XXS | DType::IQ3_S => {
+            let why = "kiln has no IQ3 quantizer";
+            return Err(Error::NoQuantizer { op: OP, dtype, why });
         }
         DType::Mlx(f) => mlx_block::quantize_blocks_mlx(f, x, out)?,
     }

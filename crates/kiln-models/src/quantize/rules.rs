@@ -78,16 +78,28 @@ pub enum FileType {
 
 /// File types llama.cpp knows that kiln cannot produce, with the reason.
 const UNSUPPORTED: [(&str, &str); 14] = [
-    ("IQ2_XXS", "needs an importance matrix"),
-    ("IQ2_XS", "needs an importance matrix"),
+    (
+        "IQ2_XXS",
+        "needs an importance matrix, which kiln does not make (it reads and runs IQ2_XXS files)",
+    ),
+    (
+        "IQ2_XS",
+        "needs an importance matrix, which kiln does not make (it reads and runs IQ2_XS files)",
+    ),
     ("IQ2_S", "needs an importance matrix"),
     ("IQ2_M", "needs an importance matrix"),
     ("IQ1_S", "needs an importance matrix"),
     ("IQ1_M", "needs an importance matrix"),
     ("Q2_K_S", "needs an importance matrix"),
-    ("IQ3_XXS", "kiln has no IQ3 quantizer"),
+    (
+        "IQ3_XXS",
+        "kiln has no IQ3 quantizer (it reads and runs IQ3_XXS files)",
+    ),
     ("IQ3_XS", "kiln has no IQ3 quantizer"),
-    ("IQ3_S", "kiln has no IQ3 quantizer"),
+    (
+        "IQ3_S",
+        "kiln has no IQ3 quantizer (it reads and runs IQ3_S files)",
+    ),
     ("IQ3_M", "kiln has no IQ3 quantizer"),
     ("TQ1_0", "kiln has no ternary quantizer"),
     ("TQ2_0", "kiln has no ternary quantizer"),

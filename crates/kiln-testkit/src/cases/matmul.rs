@@ -54,7 +54,7 @@ pub struct MatmulCase {
 }
 
 /// Every weight format matmul is defined for.
-pub const WTYPES: [DType; 15] = [
+pub const WTYPES: [DType; 19] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
@@ -70,6 +70,10 @@ pub const WTYPES: [DType; 15] = [
     DType::Q5_K,
     DType::Q6_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 /// Token counts: decode (1), tile remainders (2, 3, 5, 17), whole tiles (8, 64).
 pub const MS: [usize; 7] = [1, 2, 3, 5, 8, 17, 64];
@@ -193,6 +197,9 @@ fn f16_at(b: &[u8], off: usize) -> f64 {
 /// - Q3_K `4|d| max|sc - 32|`, Q6_K `32|d| max|sc|`, IQ4_XS
 ///   `127|d| max|ls - 32|`: one signed term (|code| <= 4, 32, 127); code
 ///   offsets are removed in integer arithmetic before any rounding.
+/// - IQ2_XXS / IQ2_XS `43 |d|/8 max(2 ls + 1)`, IQ3_XXS `62 |d|/4 max(2 ls
+///   + 1)`, IQ3_S `15 |d| max(1 + 2 ls)`: largest grid magnitude times the
+///   largest odd multiplier times the block scale of the integer dot.
 ///
 /// Taking the maximum over the sub-blocks bounds every sub-block's share.
 pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
@@ -249,6 +256,38 @@ pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
                 .max()
                 .unwrap_or(0);
             127.0 * h(0) * f64::from(amax)
+        }
+        DType::IQ2_XXS | DType::IQ3_XXS => {
+            // ls: top 4 bits of each sub-block's sign/scale word.
+            let (words, gmax, scale) = if wtype == DType::IQ2_XXS {
+                (
+                    (0..8).map(|ib| 2 + 8 * ib + 4).collect::<Vec<_>>(),
+                    43.0,
+                    0.125,
+                )
+            } else {
+                ((0..8).map(|ib| 66 + 4 * ib).collect::<Vec<_>>(), 62.0, 0.25)
+            };
+            let ls = words.iter().map(|&o| block[o + 3] >> 4).max().unwrap_or(0);
+            gmax * scale * h(0) * f64::from(2 * ls + 1)
+        }
+        DType::IQ2_XS => {
+            let s = &block[66..74];
+            let ls = s
+                .iter()
+                .flat_map(|&b| [b & 0x0f, b >> 4])
+                .max()
+                .unwrap_or(0);
+            43.0 * 0.125 * h(0) * f64::from(2 * ls + 1)
+        }
+        DType::IQ3_S => {
+            let s = &block[106..110];
+            let ls = s
+                .iter()
+                .flat_map(|&b| [b & 0x0f, b >> 4])
+                .max()
+                .unwrap_or(0);
+            15.0 * h(0) * f64::from(2 * ls + 1)
         }
         _ => 0.0,
     }
