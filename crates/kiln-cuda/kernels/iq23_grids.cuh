@@ -3,9 +3,10 @@
 // Lookup tables of IQ2_XXS / IQ2_XS / IQ3_XXS / IQ3_S (ggml iq2xxs_grid,
 // iq2xs_grid, iq3xxs_grid, iq3s_grid, ksigns_iq2xs). A grid entry packs
 // the unsigned magnitudes of 8 (u64) or 4 (u32) weights, byte j = weight j.
+// In global memory (__device__), not __constant__: lanes index them divergently.
 #pragma once
 
-__constant__ unsigned long long IQ2XXS_GRID[256] = {
+static __device__ const unsigned long long IQ2XXS_GRID[256] = {
     0x0808080808080808ull, 0x080808080808082bull, 0x0808080808081919ull, 0x0808080808082b08ull,
     0x0808080808082b2bull, 0x0808080808190819ull, 0x0808080808191908ull, 0x08080808082b0808ull,
     0x08080808082b082bull, 0x08080808082b2b08ull, 0x08080808082b2b2bull, 0x0808080819080819ull,
@@ -72,7 +73,7 @@ __constant__ unsigned long long IQ2XXS_GRID[256] = {
     0x2b2b082b08080808ull, 0x2b2b190808192b08ull, 0x2b2b2b0819190808ull, 0x2b2b2b1908081908ull,
 };
 
-__constant__ unsigned long long IQ2XS_GRID[512] = {
+static __device__ const unsigned long long IQ2XS_GRID[512] = {
     0x0808080808080808ull, 0x080808080808082bull, 0x0808080808081919ull, 0x0808080808082b08ull,
     0x0808080808082b2bull, 0x0808080808190819ull, 0x0808080808191908ull, 0x080808080819192bull,
     0x0808080808192b19ull, 0x08080808082b0808ull, 0x08080808082b082bull, 0x08080808082b1919ull,
@@ -203,7 +204,7 @@ __constant__ unsigned long long IQ2XS_GRID[512] = {
     0x2b2b2b2b082b2b08ull, 0x2b2b2b2b082b2b2bull, 0x2b2b2b2b2b190819ull, 0x2b2b2b2b2b2b2b2bull,
 };
 
-__constant__ unsigned int IQ3XXS_GRID[256] = {
+static __device__ const unsigned int IQ3XXS_GRID[256] = {
     0x04040404u, 0x04040414u, 0x04040424u, 0x04040c0cu, 0x04040c1cu, 0x04040c3eu, 0x04041404u, 0x04041414u,
     0x04041c0cu, 0x04042414u, 0x04043e1cu, 0x04043e2cu, 0x040c040cu, 0x040c041cu, 0x040c0c04u, 0x040c0c14u,
     0x040c140cu, 0x040c142cu, 0x040c1c04u, 0x040c1c14u, 0x040c240cu, 0x040c2c24u, 0x040c3e04u, 0x04140404u,
@@ -238,7 +239,7 @@ __constant__ unsigned int IQ3XXS_GRID[256] = {
     0x3e1c1c1cu, 0x3e1c3404u, 0x3e24140cu, 0x3e24240cu, 0x3e2c0404u, 0x3e2c0414u, 0x3e2c1424u, 0x3e341c04u,
 };
 
-__constant__ unsigned int IQ3S_GRID[512] = {
+static __device__ const unsigned int IQ3S_GRID[512] = {
     0x01010101u, 0x01010103u, 0x01010105u, 0x0101010bu, 0x0101010fu, 0x01010301u, 0x01010303u, 0x01010305u,
     0x01010309u, 0x0101030du, 0x01010501u, 0x01010503u, 0x0101050bu, 0x01010707u, 0x01010901u, 0x01010905u,
     0x0101090bu, 0x0101090fu, 0x01010b03u, 0x01010b07u, 0x01010d01u, 0x01010d05u, 0x01010f03u, 0x01010f09u,
@@ -305,7 +306,7 @@ __constant__ unsigned int IQ3S_GRID[512] = {
     0x0f090307u, 0x0f090501u, 0x0f090b01u, 0x0f0b0505u, 0x0f0b0905u, 0x0f0d0105u, 0x0f0d0703u, 0x0f0f0101u,
 };
 
-__constant__ unsigned char KSIGNS_IQ2XS[128] = {
+static __device__ const unsigned char KSIGNS_IQ2XS[128] = {
     0x00, 0x81, 0x82, 0x03, 0x84, 0x05, 0x06, 0x87, 0x88, 0x09, 0x0a, 0x8b, 0x0c, 0x8d, 0x8e, 0x0f,
     0x90, 0x11, 0x12, 0x93, 0x14, 0x95, 0x96, 0x17, 0x18, 0x99, 0x9a, 0x1b, 0x9c, 0x1d, 0x1e, 0x9f,
     0xa0, 0x21, 0x22, 0xa3, 0x24, 0xa5, 0xa6, 0x27, 0x28, 0xa9, 0xaa, 0x2b, 0xac, 0x2d, 0x2e, 0xaf,

@@ -3,7 +3,8 @@
 //! The reference (`matmul_ref`) multiplies the stored weights with f32
 //! activations. Fast backends quantize the activations to 8 bits per element
 //! in blocks as long as the weight's (GGML Q8_0 / Q8_1: 32 per block, Q8_K:
-//! 256 per block for the K-quants and IQ4_XS; `d = amax/127` either way), so
+//! 256 per block for the K-quants, IQ4_XS and the IQ2/IQ3 i-quants;
+//! `d = amax/127` either way), so
 //! each output is held to a bound derived from that quantization, element by
 //! element:
 //!
@@ -82,7 +83,7 @@ pub const NS: [usize; 4] = [1, 7, 33, 257];
 /// Input features: 1..3 blocks, SmolLM2's 576 (dim) and 1536 (ffn).
 pub const KS: [usize; 5] = [32, 64, 96, 576, 1536];
 /// Input features for the 256-element super-block formats (K-quants,
-/// IQ4_XS): one and two super-blocks, and 7 (1536 + 256).
+/// IQ4_XS, IQ2/IQ3): one and two super-blocks, and 7 (1536 + 256).
 pub const KS_K: [usize; 3] = [256, 512, 1792];
 
 /// The input-feature list for a weight format (its block size must divide k).
