@@ -198,9 +198,9 @@ fn f16_at(b: &[u8], off: usize) -> f64 {
 /// - Q3_K `4|d| max|sc - 32|`, Q6_K `32|d| max|sc|`, IQ4_XS
 ///   `127|d| max|ls - 32|`: one signed term (|code| <= 4, 32, 127); code
 ///   offsets are removed in integer arithmetic before any rounding.
-/// - IQ2_XXS / IQ2_XS `43 |d|/8 max(2 ls + 1)`, IQ3_XXS `62 |d|/4 max(2 ls
-///   + 1)`, IQ3_S `15 |d| max(1 + 2 ls)`: largest grid magnitude times the
-///   largest odd multiplier times the block scale of the integer dot.
+/// - IQ2_XXS / IQ2_XS `43 |d|/8 max(2ls+1)`, IQ3_XXS `62 |d|/4 max(2ls+1)`,
+///   IQ3_S `15 |d| max(1+2ls)`: largest grid magnitude times the largest
+///   odd multiplier times the block scale of the integer dot.
 ///
 /// Taking the maximum over the sub-blocks bounds every sub-block's share.
 pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
