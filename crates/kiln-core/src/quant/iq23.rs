@@ -97,6 +97,18 @@ pub struct SubBlock {
     pub mult: [i32; 2],
 }
 
+/// One sub-block unpacked but not expanded: grid row magnitudes of
+/// elements `8l..8l+8` as the bytes of `grid[l]` (little-endian: byte `j`
+/// is element `8l + j`; IQ3: two 4-wide rows), bit `i` of `signs` set =
+/// element `i` negative, and the two half multipliers. The fast paths
+/// start from this; [`IqBlock::sub_block`] expands it.
+#[derive(Clone, Copy, Debug)]
+pub struct Packed {
+    pub grid: [u64; 4],
+    pub signs: u32,
+    pub mult: [i32; 2],
+}
+
 /// The i-quant formats of this file: a decoder per sub-block.
 pub trait IqBlock: bytemuck::Pod {
     /// The dtype this block encodes.
@@ -107,11 +119,22 @@ pub trait IqBlock: bytemuck::Pod {
     const DOT_SCALE: f32;
     /// The f16 super-block scale.
     fn d(&self) -> f16;
-    /// Sub-block `ib` (0..8).
-    fn sub_block(&self, ib: usize) -> SubBlock;
+    /// Sub-block `ib` (0..8), packed.
+    fn packed(&self, ib: usize) -> Packed;
     /// The f32 scale of half `h` (0..16) of the super-block, computed as
     /// gguf.quants does.
     fn db(&self, h: usize) -> f32;
+    /// Sub-block `ib` (0..8), expanded to signed values.
+    fn sub_block(&self, ib: usize) -> SubBlock {
+        let p = self.packed(ib);
+        let mut v = [0i8; 32];
+        for (i, o) in v.iter_mut().enumerate() {
+            // Grid magnitudes are at most 62: exact in i8 with either sign.
+            let g = (p.grid[i / 8] >> (8 * (i % 8))) as u8 as i8;
+            *o = if p.signs & (1 << i) != 0 { -g } else { g };
+        }
+        SubBlock { v, mult: p.mult }
+    }
 }
 
 #[inline]
@@ -123,19 +146,16 @@ fn word(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
-/// `n` grid magnitudes with the sign bits `signs` (bit j = element j negative).
+/// The 8 sign bits of sign index `idx` (low 7 bits) at bit `8 * l`.
 #[inline]
-fn signed<const N: usize>(grid: &[u8; N], signs: u8, out: &mut [i8]) {
-    for (j, (o, &g)) in out.iter_mut().zip(grid).enumerate() {
-        // Grid values are at most 62: exact in i8 with either sign.
-        let g = g as i8;
-        *o = if signs & (1 << j) != 0 { -g } else { g };
-    }
+fn ksigns(idx: u32, l: usize) -> u32 {
+    u32::from(KSIGNS_IQ2XS[(idx & 127) as usize]) << (8 * l)
 }
 
+/// Two 4-wide IQ3 grid rows as one 8-byte row.
 #[inline]
-fn ksigns(idx: u32) -> u8 {
-    KSIGNS_IQ2XS[(idx & 127) as usize]
+fn pair(a: &[u8; 4], b: &[u8; 4]) -> u64 {
+    u64::from(u32::from_le_bytes(*a)) | (u64::from(u32::from_le_bytes(*b)) << 32)
 }
 
 /// `d * (0.5 + ls) * k` in f32, left to right (gguf.quants' order).
@@ -150,15 +170,18 @@ impl IqBlock for BlockIQ2XXS {
     fn d(&self) -> f16 {
         self.d
     }
-    fn sub_block(&self, ib: usize) -> SubBlock {
+    fn packed(&self, ib: usize) -> Packed {
         let (a, b) = (word(&self.qs, 8 * ib), word(&self.qs, 8 * ib + 4));
-        let mut v = [0i8; 32];
+        let mut p = Packed {
+            grid: [0; 4],
+            signs: 0,
+            mult: [2 * (b >> 28) as i32 + 1; 2],
+        };
         for l in 0..4 {
-            let g = &IQ2XXS_GRID[((a >> (8 * l)) & 0xff) as usize];
-            signed(g, ksigns(b >> (7 * l)), &mut v[8 * l..8 * l + 8]);
+            p.grid[l] = u64::from_le_bytes(IQ2XXS_GRID[((a >> (8 * l)) & 0xff) as usize]);
+            p.signs |= ksigns(b >> (7 * l), l);
         }
-        let m = 2 * (b >> 28) as i32 + 1;
-        SubBlock { v, mult: [m, m] }
+        p
     }
     fn db(&self, h: usize) -> f32 {
         half_scale(self.d, word(&self.qs, 8 * (h / 2) + 4) >> 28, 0.25)
@@ -177,18 +200,20 @@ impl IqBlock for BlockIQ2XS {
     fn d(&self) -> f16 {
         self.d
     }
-    fn sub_block(&self, ib: usize) -> SubBlock {
-        let mut v = [0i8; 32];
-        for l in 0..4 {
-            let q = self.qs[(4 * ib + l) % 32];
-            let g = &IQ2XS_GRID[usize::from(q & 511)];
-            signed(g, ksigns(u32::from(q >> 9)), &mut v[8 * l..8 * l + 8]);
-        }
+    fn packed(&self, ib: usize) -> Packed {
+        let ib = ib % 8;
         let m = |h: usize| 2 * self.ls(h) as i32 + 1;
-        SubBlock {
-            v,
+        let mut p = Packed {
+            grid: [0; 4],
+            signs: 0,
             mult: [m(2 * ib), m(2 * ib + 1)],
+        };
+        for l in 0..4 {
+            let q = self.qs[4 * ib + l];
+            p.grid[l] = u64::from_le_bytes(IQ2XS_GRID[usize::from(q & 511)]);
+            p.signs |= ksigns(u32::from(q >> 9), l);
         }
+        p
     }
     fn db(&self, h: usize) -> f32 {
         half_scale(self.d, self.ls(h), 0.25)
@@ -201,19 +226,20 @@ impl IqBlock for BlockIQ3XXS {
     fn d(&self) -> f16 {
         self.d
     }
-    fn sub_block(&self, ib: usize) -> SubBlock {
+    fn packed(&self, ib: usize) -> Packed {
         let ib = ib % 8;
         let aux = word(&self.qs, 64 + 4 * ib);
-        let mut v = [0i8; 32];
+        let mut p = Packed {
+            grid: [0; 4],
+            signs: 0,
+            mult: [2 * (aux >> 28) as i32 + 1; 2],
+        };
         for l in 0..4 {
-            let s = ksigns(aux >> (7 * l));
             let (g1, g2) = (self.qs[8 * ib + 2 * l], self.qs[8 * ib + 2 * l + 1]);
-            let o = &mut v[8 * l..8 * l + 8];
-            signed(&IQ3XXS_GRID[usize::from(g1)], s, &mut o[..4]);
-            signed(&IQ3XXS_GRID[usize::from(g2)], s >> 4, &mut o[4..]);
+            p.grid[l] = pair(&IQ3XXS_GRID[usize::from(g1)], &IQ3XXS_GRID[usize::from(g2)]);
+            p.signs |= ksigns(aux >> (7 * l), l);
         }
-        let m = 2 * (aux >> 28) as i32 + 1;
-        SubBlock { v, mult: [m, m] }
+        p
     }
     fn db(&self, h: usize) -> f32 {
         half_scale(self.d, word(&self.qs, 64 + 4 * (h / 2)) >> 28, 0.5)
@@ -224,6 +250,11 @@ impl BlockIQ3S {
     fn ls(&self, ib: usize) -> u32 {
         u32::from((self.scales[(ib / 2) % 4] >> (4 * (ib % 2))) & 0x0f)
     }
+    /// Grid row of index `j` (0..64): `qs[j]` plus bit `j % 8` of `qh[j / 8]`.
+    fn row(&self, j: usize) -> &'static [u8; 4] {
+        let hi = usize::from((self.qh[j / 8] >> (j % 8)) & 1) << 8;
+        &IQ3S_GRID[usize::from(self.qs[j]) | hi]
+    }
 }
 
 impl IqBlock for BlockIQ3S {
@@ -232,18 +263,17 @@ impl IqBlock for BlockIQ3S {
     fn d(&self) -> f16 {
         self.d
     }
-    fn sub_block(&self, ib: usize) -> SubBlock {
+    fn packed(&self, ib: usize) -> Packed {
         let ib = ib % 8;
-        let mut v = [0i8; 32];
-        for (k, o) in v.chunks_exact_mut(4).enumerate() {
-            let j = 8 * ib + k;
-            let hi = usize::from((self.qh[j / 8] >> (j % 8)) & 1) << 8;
-            let g = &IQ3S_GRID[usize::from(self.qs[j]) | hi];
-            let s = self.signs[4 * ib + k / 2] >> (4 * (k % 2));
-            signed(g, s, o);
+        let mut p = Packed {
+            grid: [0; 4],
+            signs: word(&self.signs, 4 * ib),
+            mult: [1 + 2 * self.ls(ib) as i32; 2],
+        };
+        for (l, g) in p.grid.iter_mut().enumerate() {
+            *g = pair(self.row(8 * ib + 2 * l), self.row(8 * ib + 2 * l + 1));
         }
-        let m = 1 + 2 * self.ls(ib) as i32;
-        SubBlock { v, mult: [m, m] }
+        p
     }
     fn db(&self, h: usize) -> f32 {
         // 1 + 2 * ls is an integer below 32: exact in f32.
