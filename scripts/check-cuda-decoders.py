@@ -2,7 +2,8 @@
 """Check the CUDA mat-vec block decoders without a GPU.
 
 Builds the decoders of crates/kiln-cuda/kernels/decode_kq.cuh (Q5_0, Q5_1,
-IQ4_NL, Q2_K..Q6_K, IQ4_XS) as host C++ with g++, with cuda_host_shim.h's
+IQ4_NL, Q2_K..Q6_K, IQ4_XS) and decode_iq.cuh (IQ2_XXS, IQ2_XS, IQ3_XXS,
+IQ3_S, with the generated grids of iq23_grids.cuh) as host C++ with g++, with cuda_host_shim.h's
 shims for the CUDA intrinsics they use (__byte_perm, __uint_as_float, f16 ->
 f32), and compares, for random blocks (random bytes, sane f16 scale fields),
 every weight they decode -- d * c + mo at the element offsets xoff0 / xoff1 of
@@ -36,6 +37,10 @@ FORMATS = {
     "Q5_K": ("Q5_KT", [0, 2]),
     "Q6_K": ("Q6_KT", [208]),
     "IQ4_XS": ("IQ4_XST", [0]),
+    "IQ2_XXS": ("IQ2_XXST", [0]),
+    "IQ2_XS": ("IQ2_XST", [0]),
+    "IQ3_XXS": ("IQ3_XXST", [0]),
+    "IQ3_S": ("IQ3_ST", [0]),
 }
 
 PRELUDE = r"""
@@ -81,6 +86,9 @@ def main() -> int:
     common = (KERNELS / "common.cuh").read_text()
     matvec = (KERNELS / "matvec.cuh").read_text()
     kq = (KERNELS / "decode_kq.cuh").read_text().replace("#pragma once", "")
+    for extra in ["iq23_grids.cuh", "decode_iq.cuh"]:
+        text = (KERNELS / extra).read_text()
+        kq += "\n".join(l for l in text.splitlines() if not l.startswith(("#pragma once", "#include")))
     decls = [
         l
         for l in common.splitlines()

@@ -3,7 +3,8 @@
 
 Builds crates/kiln-cuda/kernels/embedding.cu itself (every GGML entry point:
 the one-value-a-thread rows of F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1, Q8_K
-and the decode_kq.cuh lane parts of Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS)
+and the decode_kq.cuh lane parts of Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS,
+and decode_iq.cuh's of IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S)
 as host C++ with g++, behind cuda_host_shim.h, and runs each kernel's grid
 serially (block by block, thread by thread: the kernels share nothing and
 never synchronise), with
@@ -27,6 +28,7 @@ in the output, and the guards must be untouched.
 
 Usage: python3 scripts/check-cuda-embedding.py   (needs g++, numpy, cargo)
 """
+import os
 import pathlib
 import subprocess
 import sys
@@ -57,6 +59,10 @@ FORMATS = {
     "Q5_K": ("embedding_q5_k_f32", 8, 256, 176, [0, 2]),
     "Q6_K": ("embedding_q6_k_f32", 8, 256, 210, [208]),
     "IQ4_XS": ("embedding_iq4_xs_f32", 8, 256, 136, [0]),
+    "IQ2_XXS": ("embedding_iq2_xxs_f32", 8, 256, 66, [0]),
+    "IQ2_XS": ("embedding_iq2_xs_f32", 8, 256, 74, [0]),
+    "IQ3_XXS": ("embedding_iq3_xxs_f32", 8, 256, 98, [0]),
+    "IQ3_S": ("embedding_iq3_s_f32", 8, 256, 110, [0]),
 }
 # (n_vocab, dim in blocks, in-range ids); float formats: dim in elements.
 SHAPES = [(3, 1, 5), (33, 3, 9), (7, 8, 4)]
@@ -171,6 +177,9 @@ def main() -> int:
     common = (KERNELS / "common.cuh").read_text()
     matvec = (KERNELS / "matvec.cuh").read_text()
     kq = (KERNELS / "decode_kq.cuh").read_text().replace("#pragma once", "")
+    for extra in ["iq23_grids.cuh", "decode_iq.cuh"]:
+        text = (KERNELS / extra).read_text()
+        kq += "\n".join(l for l in text.splitlines() if not l.startswith(("#pragma once", "#include")))
     emb = (KERNELS / "embedding.cu").read_text()
     emb = "\n".join(l for l in emb.splitlines() if not l.startswith("#include"))
     decls = [
@@ -183,7 +192,8 @@ def main() -> int:
     subprocess.run(
         ["cargo", "build", "-q", "-p", "kiln-core", "--example", "embedding_rows"], cwd=ROOT, check=True
     )
-    ref_bin = ROOT / "target/debug/examples/embedding_rows"
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    ref_bin = target / "debug/examples/embedding_rows"
     rng = np.random.default_rng(SEED)
     n_cases = 0
     with tempfile.TemporaryDirectory() as tmp:

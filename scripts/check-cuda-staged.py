@@ -3,6 +3,7 @@
 without a GPU, by running the kernel code as host C++.
 
 The device code of crates/kiln-cuda/kernels (matvec.cuh, decode_kq.cuh,
+decode_iq.cuh with its grids,
 matvec_staged.cuh, and dequant_f16 from matmul.cu) is compiled with g++
 behind small shims (CUDA vector types, __byte_perm, f16 conversions, the
 thread indices as thread_locals). One std::thread per CUDA thread of a CTA
@@ -50,6 +51,10 @@ FORMATS = {
     "Q5_K": ("Q5_KT", "SubBlocks", [0, 2]),
     "Q6_K": ("Q6_KT", "SubBlocks", [208]),
     "IQ4_XS": ("IQ4_XST", "SubBlocks", [0]),
+    "IQ2_XXS": ("IQ2_XXST", "SubBlocks", [0]),
+    "IQ2_XS": ("IQ2_XST", "SubBlocks", [0]),
+    "IQ3_XXS": ("IQ3_XXST", "SubBlocks", [0]),
+    "IQ3_S": ("IQ3_ST", "SubBlocks", [0]),
 }
 # (blocks per row, rows): one block, copy widths 4/8/16, several chunks and
 # a partial last chunk; odd row counts (the last pair repeats a row).
@@ -209,6 +214,9 @@ def main() -> int:
     common = (KERNELS / "common.cuh").read_text()
     matvec = (KERNELS / "matvec.cuh").read_text()
     kq = (KERNELS / "decode_kq.cuh").read_text().replace("#pragma once", "")
+    for extra in ["iq23_grids.cuh", "decode_iq.cuh"]:
+        text = (KERNELS / extra).read_text()
+        kq += "\n".join(l for l in text.splitlines() if not l.startswith(("#pragma once", "#include")))
     staged = (KERNELS / "matvec_staged.cuh").read_text().replace("#pragma once", "")
     matmul = (KERNELS / "matmul.cu").read_text()
     decls = [

@@ -103,6 +103,8 @@ FORMATS = {
     "Q6_K": ("Q8Tile<Q6_KDot>", True, 2, [208]),
     "Q5_K/float": ("FloatTile<Q5_KT, SubBlocks<Q5_KT>>", False, 4, [0, 2]),
     "Q6_K/float": ("FloatTile<Q6_KT, SubBlocks<Q6_KT>>", False, 2, [208]),
+    "IQ2_XS/float": ("FloatTile<IQ2_XST, SubBlocks<IQ2_XST>>", False, 2, [0]),
+    "IQ3_S/float": ("FloatTile<IQ3_ST, SubBlocks<IQ3_ST>>", False, 2, [0]),
 }
 # Q8Tile formats whose offset term is per 16 elements (integer code sums of
 # each half of an x block) rather than the block's stored sum.
@@ -138,6 +140,10 @@ CASES = [
     ("Q5_K/float", 256, 23, 8, True, False),
     ("Q5_K/float", 768, 5, 2, False, False),
     ("Q6_K/float", 256, 45, 16, False, False),
+    ("IQ2_XS/float", 256, 23, 8, True, False),
+    ("IQ2_XS/float", 768, 5, 2, False, False),
+    ("IQ3_S/float", 256, 45, 16, False, False),
+    ("IQ3_S/float", 768, 7, 8, True, False),
     ("Q6_K/float", 2048, 3, 2, True, False),
 ]
 N_TOKENS, TOP_K, N_EXPERTS = 2, 3, 4
@@ -592,6 +598,7 @@ def main() -> int:
         main_src = MAIN.replace("DISPATCH", "\n".join(dispatch)).replace(
             'slurp<u64>(b + ".p")', "slurp<u64>(b + \".p\" + std::string(argv[2]))")
         src = "\n".join([PRELUDE, common_decls(), matvec_src(), device_src("decode_kq.cuh"),
+                         device_src("iq23_grids.cuh"), device_src("decode_iq.cuh"),
                          staged_src(), kernel_src(args.mutate),
                          f"#define GUARD {GUARD}", main_src])
         (t / "emu.cpp").write_text(src)

@@ -455,6 +455,24 @@ fn quantize_bad_input() {
         &q(&[s(&inp), s(&out), "--type", "IQ2_XXS"]),
         "importance matrix",
     );
+    for (t, why) in [
+        ("IQ2_XS", "importance matrix"),
+        ("IQ3_XXS", "no IQ3 quantizer"),
+        ("IQ3_S", "no IQ3 quantizer"),
+    ] {
+        assert_clean_error(&q(&[s(&inp), s(&out), "--type", t]), why);
+        assert_clean_error(
+            &q(&[
+                s(&inp),
+                s(&out),
+                "--type",
+                "Q4_0",
+                "--output-tensor-type",
+                t,
+            ]),
+            why,
+        );
+    }
     assert_clean_error(
         &q(&[s(&inp), s(&inp), "--type", "Q4_0"]),
         "is the input file",

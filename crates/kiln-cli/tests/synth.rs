@@ -138,6 +138,42 @@ fn synth_model_runs_and_benches() {
     let _ = std::fs::remove_file(&again);
 }
 
+/// The IQ2/IQ3 i-quants, which kiln reads and runs but cannot quantize
+/// to: synth writes random valid blocks (every matrix and the embedding in
+/// the format, rows of 256), `info` names the type, and a CPU run and
+/// bench go through the i-quant matmul and embedding.
+#[test]
+fn synth_iq_models_run_on_cpu() {
+    let Some(model) = kiln_testkit::default_model() else {
+        eprintln!("SKIPPED: default model missing (scripts/fetch-model.sh fetches it)");
+        return;
+    };
+    let model = model.to_str().unwrap().to_string();
+    for t in ["IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ3_S"] {
+        let out = tmp(&format!("tiny-{}.gguf", t.to_lowercase()));
+        let o = out.to_str().unwrap();
+        let mut args = tiny(o, &model, t);
+        let at = |flag: &str| args.iter().position(|a| a == flag).unwrap() + 1;
+        let (e, f) = (at("--embd"), at("--ff"));
+        args[e] = "256".into();
+        args[f] = "512".into();
+        let r = run_kiln(&args);
+        assert!(r.status.success(), "{t}: synth failed: {}", text(&r.stderr));
+        let info = kiln(&["info", o]);
+        assert!(info.status.success(), "{t}: {}", text(&info.stderr));
+        assert!(text(&info.stdout).contains(t), "{t}: info lacks the type");
+        let run = kiln(&[
+            "run", "-m", o, "-p", "Hello", "-n", "4", "--temp", "0", "--device", "cpu",
+        ]);
+        assert!(
+            run.status.success(),
+            "{t}: run failed: {}",
+            text(&run.stderr)
+        );
+        let _ = std::fs::remove_file(&out);
+    }
+}
+
 #[test]
 fn bad_shapes_and_types_are_one_line_errors() {
     // A vocabulary file that exists is not needed: the shape is checked first.

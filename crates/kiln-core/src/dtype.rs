@@ -29,6 +29,15 @@ pub enum DType {
     Q8_K,
     IQ4_NL,
     IQ4_XS,
+    /// 2.06 bits per weight: lattice i-quant, 8-weight grid rows (no
+    /// quantizer: ggml needs an importance matrix for it).
+    IQ2_XXS,
+    /// 2.31 bits per weight (no quantizer).
+    IQ2_XS,
+    /// 3.06 bits per weight (no quantizer).
+    IQ3_XXS,
+    /// 3.44 bits per weight (no quantizer).
+    IQ3_S,
     /// MLX affine quantization, repacked by kiln into one block per group
     /// (`[scale][bias][codes]`, see [`crate::quant::mlx`]). Not a GGML type.
     Mlx(MlxFormat),
@@ -39,7 +48,7 @@ pub const QK_K: usize = 256;
 
 impl DType {
     /// Every GGML dtype, in GGML id order (not the MLX formats).
-    pub const ALL: [DType; 17] = [
+    pub const ALL: [DType; 21] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
@@ -54,7 +63,11 @@ impl DType {
         DType::Q5_K,
         DType::Q6_K,
         DType::Q8_K,
+        DType::IQ2_XXS,
+        DType::IQ2_XS,
+        DType::IQ3_XXS,
         DType::IQ4_NL,
+        DType::IQ3_S,
         DType::IQ4_XS,
         DType::BF16,
     ];
@@ -76,7 +89,11 @@ impl DType {
             DType::Q5_K => 13,
             DType::Q6_K => 14,
             DType::Q8_K => 15,
+            DType::IQ2_XXS => 16,
+            DType::IQ2_XS => 17,
+            DType::IQ3_XXS => 18,
             DType::IQ4_NL => 20,
+            DType::IQ3_S => 21,
             DType::IQ4_XS => 23,
             DType::BF16 => 30,
             DType::Mlx(_) => return None,
@@ -109,7 +126,11 @@ impl DType {
             | DType::Q5_K
             | DType::Q6_K
             | DType::Q8_K
-            | DType::IQ4_XS => QK_K,
+            | DType::IQ4_XS
+            | DType::IQ2_XXS
+            | DType::IQ2_XS
+            | DType::IQ3_XXS
+            | DType::IQ3_S => QK_K,
             DType::Mlx(f) => f.group_size(),
         }
     }
@@ -133,8 +154,23 @@ impl DType {
             DType::Q8_K => 292,
             DType::IQ4_NL => 18,
             DType::IQ4_XS => 136,
+            DType::IQ2_XXS => 66,
+            DType::IQ2_XS => 74,
+            DType::IQ3_XXS => 98,
+            DType::IQ3_S => 110,
             DType::Mlx(f) => f.block_bytes(),
         }
+    }
+
+    /// True when kiln can quantize to this format ([`crate::quant::quantize_row`]):
+    /// every format but the IQ2/IQ3 i-quants (ggml makes IQ2_XXS / IQ2_XS
+    /// only with an importance matrix; kiln has no IQ3 quantizer). kiln
+    /// reads and runs all four.
+    pub fn has_quantizer(self) -> bool {
+        !matches!(
+            self,
+            DType::IQ2_XXS | DType::IQ2_XS | DType::IQ3_XXS | DType::IQ3_S
+        )
     }
 
     /// True for block-quantized formats.
@@ -184,6 +220,10 @@ impl DType {
             DType::Q8_K => "Q8_K",
             DType::IQ4_NL => "IQ4_NL",
             DType::IQ4_XS => "IQ4_XS",
+            DType::IQ2_XXS => "IQ2_XXS",
+            DType::IQ2_XS => "IQ2_XS",
+            DType::IQ3_XXS => "IQ3_XXS",
+            DType::IQ3_S => "IQ3_S",
             DType::Mlx(_) => "MLX",
         }
     }

@@ -23,6 +23,16 @@ pub enum Error {
     #[error("{op}: unsupported dtype {dtype}")]
     UnsupportedDType { op: &'static str, dtype: DType },
 
+    /// A format kiln reads and runs but cannot quantize to (the IQ2/IQ3
+    /// i-quants; `why` says which: ggml makes IQ2_XXS / IQ2_XS only with an
+    /// importance matrix, and kiln has no IQ3 quantizer).
+    #[error("{op}: kiln cannot quantize to {dtype}: {why}; pick another type, or bring a GGUF quantized by llama.cpp")]
+    NoQuantizer {
+        op: &'static str,
+        dtype: DType,
+        why: &'static str,
+    },
+
     /// A GGML type id kiln does not know.
     #[error("unknown GGML tensor type id {0}")]
     UnknownGgmlType(u32),

@@ -320,7 +320,7 @@ fn bad_alignment_values() {
 #[test]
 fn unknown_or_unsupported_tensor_types() {
     for (id, needle) in [
-        (16u32, "16 (IQ2_XXS)"),
+        (19u32, "19 (IQ1_S)"),
         (4, "unknown GGML type id 4"),
         (1000, "id 1000"),
     ] {

@@ -1,4 +1,5 @@
-//! Q5_0, Q5_1, Q2_K..Q6_K, Q8_K, IQ4_NL and IQ4_XS against
+//! Q5_0, Q5_1, Q2_K..Q6_K, Q8_K, IQ4_NL, IQ4_XS and the IQ2_XXS, IQ2_XS,
+//! IQ3_XXS, IQ3_S i-quants against
 //! tests/fixtures/quant/ggml_quant_fixtures.bin, made by
 //! scripts/fixtures/make_ggml_quant_fixtures.py with the `gguf` Python
 //! package's `gguf.quants`. Each stored format has a source tag:
@@ -12,7 +13,9 @@
 //!   independent check.
 //! - DERIVED: Q8_K, absent from gguf.quants, computed in numpy from ggml's
 //!   definition -> both quantize and dequantize must match bit for bit.
-//! - RANDOM: random blocks with sane f16 scales -> dequantize only.
+//! - RANDOM: random blocks with sane f16 scales -> dequantize only. The
+//!   only source for the IQ2/IQ3 i-quants (no quantizer in gguf.quants or
+//!   kiln); their blocks sweep every grid row.
 //!
 //! In all cases `dequantize_row` must equal the stored floats bit for bit
 //! (no tolerance).
@@ -29,7 +32,7 @@ const DERIVED: u32 = 2;
 const RANDOM: u32 = 3;
 
 /// The formats this fixture covers.
-const FORMATS: [DType; 10] = [
+const FORMATS: [DType; 14] = [
     DType::Q5_0,
     DType::Q5_1,
     DType::Q2_K,
@@ -40,7 +43,14 @@ const FORMATS: [DType; 10] = [
     DType::Q8_K,
     DType::IQ4_NL,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
+
+/// Formats with random blocks only (no quantizer anywhere).
+const RANDOM_ONLY: [DType; 4] = [DType::IQ2_XXS, DType::IQ2_XS, DType::IQ3_XXS, DType::IQ3_S];
 
 struct Format {
     dtype: DType,
@@ -156,7 +166,11 @@ fn fixtures_cover_every_new_format() {
             _ => KILN,
         };
         let k = |s| count.get(&(dtype.to_string(), s)).copied().unwrap_or(0);
-        assert!(k(quant_source) >= 4, "{dtype}: too few quantized rows");
+        if RANDOM_ONLY.contains(&dtype) {
+            assert_eq!(k(quant_source), 0, "{dtype}: has no quantizer");
+        } else {
+            assert!(k(quant_source) >= 4, "{dtype}: too few quantized rows");
+        }
         assert!(k(RANDOM) >= 1, "{dtype}: no random blocks");
     }
 }

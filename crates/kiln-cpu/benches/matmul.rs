@@ -127,7 +127,7 @@ const LAYER: [(usize, usize); 7] = [
 const LAYERS: usize = 30;
 
 /// Weight formats of the format table (every format matmul supports).
-const FORMATS: [DType; 15] = [
+const FORMATS: [DType; 19] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -143,6 +143,10 @@ const FORMATS: [DType; 15] = [
     DType::Q5_K,
     DType::Q6_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 
 /// Format table shapes `(n, k)`.

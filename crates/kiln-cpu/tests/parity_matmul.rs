@@ -9,8 +9,9 @@
 //!    shapes, every weight format, poisoned outputs, guards, validation
 //!    errors), SIMD and forced scalar, 1 and 2 threads.
 //!
-//! 1 and 3 also run for the super-block formats (Q2_K..Q6_K, IQ4_XS)
-//! against Q8_K activations (`k_*` tests); 3 covers Q5_0, Q5_1 and IQ4_NL.
+//! 1 and 3 also run for the super-block formats (Q2_K..Q6_K, IQ4_XS, the
+//! IQ2/IQ3 i-quants) against Q8_K activations (`k_*` tests); 3 covers Q5_0,
+//! Q5_1 and IQ4_NL. 5. The i-quant tiles: SIMD and scalar bit-identical.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use half::f16;
@@ -18,8 +19,9 @@ use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::quant::{
     quantize_row, vec_dot_iq4_nl_q8_0_ref, vec_dot_q4_0_q8_0_ref, vec_dot_q4_1_q8_1_ref,
     vec_dot_q5_0_q8_0_ref, vec_dot_q5_1_q8_1_ref, vec_dot_q8_0_q8_0_ref, vec_dot_q8_K_ref,
-    BlockFormat, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
-    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockFormat, BlockIQ2XS, BlockIQ2XXS, BlockIQ3S, BlockIQ3XXS, BlockIQ4NL, BlockIQ4XS, BlockQ2K,
+    BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1,
 };
 use kiln_core::DType;
 use kiln_cpu::matmul::{matmul, matmul_quantized, matmul_quantized_k};
@@ -322,13 +324,17 @@ fn f32_bound_k(wtype: DType, w: &[u8], x: &[BlockQ8K]) -> f64 {
 }
 
 /// The super-block formats with Q8_K activations.
-const K_TYPES: [DType; 6] = [
+const K_TYPES: [DType; 10] = [
     DType::Q2_K,
     DType::Q3_K,
     DType::Q4_K,
     DType::Q5_K,
     DType::Q6_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 
 /// kiln-core's reference `W × Q8_K` dot of one weight row.
@@ -339,6 +345,10 @@ fn ref_dot_k(wtype: DType, w: &[u8], x: &[BlockQ8K]) -> f32 {
         DType::Q4_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ4K>(w), x),
         DType::Q5_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ5K>(w), x),
         DType::Q6_K => vec_dot_q8_K_ref(&blocks_of::<BlockQ6K>(w), x),
+        DType::IQ2_XXS => vec_dot_q8_K_ref(&blocks_of::<BlockIQ2XXS>(w), x),
+        DType::IQ2_XS => vec_dot_q8_K_ref(&blocks_of::<BlockIQ2XS>(w), x),
+        DType::IQ3_XXS => vec_dot_q8_K_ref(&blocks_of::<BlockIQ3XXS>(w), x),
+        DType::IQ3_S => vec_dot_q8_K_ref(&blocks_of::<BlockIQ3S>(w), x),
         _ => vec_dot_q8_K_ref(&blocks_of::<BlockIQ4XS>(w), x),
     }
     .unwrap()
@@ -466,6 +476,54 @@ fn k_tiles_match_reference_dots() {
         assert!(matmul_quantized_k(ctx, &p, &[0u8; 288], &acts, &mut [0.0]).is_err());
     }
     eprintln!("{n_cases} Q8_K tile cases checked");
+}
+
+/// The i-quant kernels' integer sums are exact on both paths, so SIMD and
+/// scalar tiles agree bit for bit (every tile shape, extreme activations).
+#[test]
+fn iq23_simd_tiles_match_scalar_bit_for_bit() {
+    let seed = test_seed();
+    let simd = CpuFeatures::detect();
+    if !simd.has_avx2_fma() {
+        eprintln!("SKIPPED: no AVX2/FMA/F16C on this CPU (or KILN_NO_SIMD): nothing to compare");
+        return;
+    }
+    let mut n_cases = 0;
+    for wtype in [DType::IQ2_XXS, DType::IQ2_XS, DType::IQ3_XXS, DType::IQ3_S] {
+        let f = QFormat::of(wtype).unwrap();
+        for (ci, (m, n)) in [(1usize, 1usize), (3, 5), (4, 4), (5, 7), (17, 33)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut rng = case_rng(seed, "iq23_simd", ci);
+            let nb = 3;
+            let w = rand_rows(&mut rng, wtype, n, nb * 256);
+            let x = q8k_blocks(&mut rng, m * nb);
+            let acts = Q8KActs::from_blocks(&x, m, nb).unwrap();
+            let p = MatmulParams {
+                m,
+                n,
+                k: nb * 256,
+                wtype,
+            };
+            let mut outs = Vec::new();
+            for feat in [CpuFeatures::default(), simd] {
+                let ctx = CpuContext::with_features(1, feat).unwrap();
+                let mut out = vec![f32::NAN; m * n];
+                matmul_quantized_k(&ctx, &p, &w, &acts, &mut out).unwrap();
+                outs.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert_eq!(
+                outs[0], outs[1],
+                "{wtype} m={m} n={n}: SIMD != scalar, seed {seed}"
+            );
+            let row = wtype.row_bytes("t", nb * 256).unwrap();
+            let one = quant_dot::vec_dot_q8_k(simd, f, &w[..row], &x[..nb]).unwrap();
+            assert_eq!(one.to_bits(), outs[0][0], "{wtype}: vec_dot vs tile");
+            n_cases += 1;
+        }
+    }
+    eprintln!("{n_cases} i-quant SIMD/scalar tile cases bit-identical");
 }
 
 fn rng_for(seed: u64) -> impl Rng {

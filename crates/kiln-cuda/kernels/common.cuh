@@ -44,6 +44,15 @@ static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
 static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
 static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
+// Lattice i-quants (kiln-core quant/iq23.rs; decoders in decode_iq.cuh).
+struct block_iq2_xxs { u16 d; u16 qs[32]; };
+struct block_iq2_xs { u16 d; u16 qs[32]; u8 scales[8]; };
+struct block_iq3_xxs { u16 d; u8 qs[96]; };
+struct block_iq3_s { u16 d; u8 qs[64]; u8 qh[8]; u8 signs[32]; u8 scales[4]; };
+static_assert(sizeof(block_iq2_xxs) == 66, "block_iq2_xxs size");
+static_assert(sizeof(block_iq2_xs) == 74, "block_iq2_xs size");
+static_assert(sizeof(block_iq3_xxs) == 98, "block_iq3_xxs size");
+static_assert(sizeof(block_iq3_s) == 110, "block_iq3_s size");
 // Q8_K (kiln-core quant/q8k.rs): f32 scale, i8 codes, sums of 16 codes.
 struct block_q8_K { float d; i8 qs[256]; short bsums[16]; };
 static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");

@@ -7,6 +7,7 @@
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "decode_iq.cuh"
 #include "mlx.cuh"
 
 struct EmbeddingParams {
@@ -164,6 +165,10 @@ KILN_EMBEDDING_LANES(embedding_q4_k_f32, Q4_KT)
 KILN_EMBEDDING_LANES(embedding_q5_k_f32, Q5_KT)
 KILN_EMBEDDING_LANES(embedding_q6_k_f32, Q6_KT)
 KILN_EMBEDDING_LANES(embedding_iq4_xs_f32, IQ4_XST)
+KILN_EMBEDDING_LANES(embedding_iq2_xxs_f32, IQ2_XXST)
+KILN_EMBEDDING_LANES(embedding_iq2_xs_f32, IQ2_XST)
+KILN_EMBEDDING_LANES(embedding_iq3_xxs_f32, IQ3_XXST)
+KILN_EMBEDDING_LANES(embedding_iq3_s_f32, IQ3_ST)
 #else
 KILN_EMBEDDING(KILN_MLX_NAME(embedding_mlx_, _f32), MlxFmtRow)
 #endif

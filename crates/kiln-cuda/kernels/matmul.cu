@@ -22,6 +22,7 @@
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "decode_iq.cuh"
 #include "matvec_staged.cuh"
 #include "mlx.cuh"
 
@@ -149,6 +150,10 @@ MV_ALL_M(mul_mv_q6_K_f32, mv_sub, Q6_KT)
 MV_ALL_M(mul_mv_iq4_xs_f32, mv_sub, IQ4_XST)
 MV_ALL_M(mul_mv_q3_K_f32, mv_sub, Q3_KT)
 MV_ALL_M(mul_mv_q2_K_f32, mv_sub, Q2_KT)
+MV_ALL_M(mul_mv_iq2_xxs_f32, mv_sub, IQ2_XXST)
+MV_ALL_M(mul_mv_iq2_xs_f32, mv_sub, IQ2_XST)
+MV_ALL_M(mul_mv_iq3_xxs_f32, mv_sub, IQ3_XXST)
+MV_ALL_M(mul_mv_iq3_s_f32, mv_sub, IQ3_ST)
 MV_ALL_M(mul_mv_f32_f32, mv_float, F32T)
 MV_ALL_M(mul_mv_f16_f32, mv_float, F16T)
 MV_ALL_M(mul_mv_bf16_f32, mv_float, BF16T)
@@ -216,6 +221,10 @@ DEQUANT_SUB(dequant_q6_K_f16, Q6_KT)
 DEQUANT_SUB(dequant_iq4_xs_f16, IQ4_XST)
 DEQUANT_SUB(dequant_q3_K_f16, Q3_KT)
 DEQUANT_SUB(dequant_q2_K_f16, Q2_KT)
+DEQUANT_SUB(dequant_iq2_xxs_f16, IQ2_XXST)
+DEQUANT_SUB(dequant_iq2_xs_f16, IQ2_XST)
+DEQUANT_SUB(dequant_iq3_xxs_f16, IQ3_XXST)
+DEQUANT_SUB(dequant_iq3_s_f16, IQ3_ST)
 #else
 DEQUANT_SUB(KILN_MLX_NAME(dequant_mlx_, _f16), MlxFmt)
 #endif

@@ -44,6 +44,7 @@
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "decode_iq.cuh"
 #include "matvec_staged.cuh"
 #include "matvec_tile.cuh"
 #include "mlx.cuh"
@@ -350,6 +351,10 @@ MV_ID_ENTRY(q6_K, IdSub<Q6_KT>, MV_ID_KW)
 MV_ID_ENTRY(iq4_xs, IdSub<IQ4_XST>, MV_ID_KW)
 MV_ID_ENTRY(q3_K, IdSub<Q3_KT>, MV_ID_KW)
 MV_ID_ENTRY(q2_K, IdSub<Q2_KT>, MV_ID_KW)
+MV_ID_ENTRY(iq2_xxs, IdSub<IQ2_XXST>, MV_ID_KW)
+MV_ID_ENTRY(iq2_xs, IdSub<IQ2_XST>, MV_ID_KW)
+MV_ID_ENTRY(iq3_xxs, IdSub<IQ3_XXST>, MV_ID_KW)
+MV_ID_ENTRY(iq3_s, IdSub<IQ3_ST>, MV_ID_KW)
 MV_ID_ENTRY(f32, IdFloat<F32T>, MV_WARPS)
 MV_ID_ENTRY(f16, IdFloat<F16T>, MV_WARPS)
 MV_ID_ENTRY(bf16, IdFloat<BF16T>, MV_WARPS)
@@ -387,6 +392,10 @@ MV_ID_FLOAT_TILE(q6_K, Q6_KT, SubBlocks<Q6_KT>)
 MV_ID_FLOAT_TILE(iq4_xs, IQ4_XST, SubBlocks<IQ4_XST>)
 MV_ID_FLOAT_TILE(q3_K, Q3_KT, SubBlocks<Q3_KT>)
 MV_ID_FLOAT_TILE(q2_K, Q2_KT, SubBlocks<Q2_KT>)
+MV_ID_FLOAT_TILE(iq2_xxs, IQ2_XXST, SubBlocks<IQ2_XXST>)
+MV_ID_FLOAT_TILE(iq2_xs, IQ2_XST, SubBlocks<IQ2_XST>)
+MV_ID_FLOAT_TILE(iq3_xxs, IQ3_XXST, SubBlocks<IQ3_XXST>)
+MV_ID_FLOAT_TILE(iq3_s, IQ3_ST, SubBlocks<IQ3_ST>)
 using Q8Tile_q4_0 = Q8Tile<Q4Dot<false>>;
 using Q8Tile_q4_1 = Q8Tile<Q4Dot<true>>;
 using Q8Tile_q8_0 = Q8Tile<Q8_0Dot>;

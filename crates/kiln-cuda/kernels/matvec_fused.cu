@@ -20,6 +20,7 @@
 #include "common.cuh"
 #include "matvec.cuh"
 #include "decode_kq.cuh"
+#include "decode_iq.cuh"
 #include "matvec_staged.cuh"
 #include "matvec_tile.cuh"
 

@@ -60,6 +60,10 @@ pub enum EmbeddingKernel {
     Q5_K,
     Q6_K,
     IQ4_XS,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ3_XXS,
+    IQ3_S,
     /// `embedding_mlx_<tag>_f32` in the format's variant of embedding.cu.
     Mlx(MlxFormat),
 }
@@ -91,6 +95,10 @@ impl EmbeddingKernel {
             EmbeddingKernel::Q5_K => "embedding_q5_k_f32",
             EmbeddingKernel::Q6_K => "embedding_q6_k_f32",
             EmbeddingKernel::IQ4_XS => "embedding_iq4_xs_f32",
+            EmbeddingKernel::IQ2_XXS => "embedding_iq2_xxs_f32",
+            EmbeddingKernel::IQ2_XS => "embedding_iq2_xs_f32",
+            EmbeddingKernel::IQ3_XXS => "embedding_iq3_xxs_f32",
+            EmbeddingKernel::IQ3_S => "embedding_iq3_s_f32",
             EmbeddingKernel::Mlx(_) => "embedding_mlx",
         }
     }
@@ -114,7 +122,7 @@ impl EmbeddingKernel {
     }
 
     /// Values one thread writes per step: 8 (a decoder lane part) for the
-    /// `decode_kq.cuh` formats, else 1.
+    /// `decode_kq.cuh` and `decode_iq.cuh` formats, else 1.
     pub fn values_per_thread(self) -> usize {
         match self {
             EmbeddingKernel::Q5_0
@@ -125,7 +133,11 @@ impl EmbeddingKernel {
             | EmbeddingKernel::Q4_K
             | EmbeddingKernel::Q5_K
             | EmbeddingKernel::Q6_K
-            | EmbeddingKernel::IQ4_XS => 8,
+            | EmbeddingKernel::IQ4_XS
+            | EmbeddingKernel::IQ2_XXS
+            | EmbeddingKernel::IQ2_XS
+            | EmbeddingKernel::IQ3_XXS
+            | EmbeddingKernel::IQ3_S => 8,
             _ => 1,
         }
     }
@@ -165,6 +177,10 @@ pub fn select_embedding(p: &EmbeddingParams) -> Result<EmbeddingKernel> {
         DType::Q5_K => EmbeddingKernel::Q5_K,
         DType::Q6_K => EmbeddingKernel::Q6_K,
         DType::IQ4_XS => EmbeddingKernel::IQ4_XS,
+        DType::IQ2_XXS => EmbeddingKernel::IQ2_XXS,
+        DType::IQ2_XS => EmbeddingKernel::IQ2_XS,
+        DType::IQ3_XXS => EmbeddingKernel::IQ3_XXS,
+        DType::IQ3_S => EmbeddingKernel::IQ3_S,
         DType::Mlx(f) => EmbeddingKernel::Mlx(f),
     })
 }

@@ -9,6 +9,8 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
     ("decode_kq.cuh", include_str!("../kernels/decode_kq.cuh")),
+    ("iq23_grids.cuh", include_str!("../kernels/iq23_grids.cuh")),
+    ("decode_iq.cuh", include_str!("../kernels/decode_iq.cuh")),
     (
         "matvec_staged.cuh",
         include_str!("../kernels/matvec_staged.cuh"),

@@ -192,7 +192,7 @@ pub struct MatmulState {
 /// the [`N_QUANT`] quantized ones (each with a mat-vec and a dequantize
 /// kernel) first, then the float ones. (MLX formats have tables of their
 /// own, [`mlx_kernel_names`].) matvec_fused has a kernel for each too.
-pub(crate) const WTYPES: [DType; 15] = [
+pub(crate) const WTYPES: [DType; 19] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
@@ -205,12 +205,16 @@ pub(crate) const WTYPES: [DType; 15] = [
     DType::IQ4_XS,
     DType::Q3_K,
     DType::Q2_K,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
     DType::F32,
     DType::F16,
     DType::BF16,
 ];
 /// How many of [`WTYPES`] are quantized (they come first).
-const N_QUANT: usize = 12;
+const N_QUANT: usize = 16;
 
 /// One kernel of matmul.cu.
 #[derive(Clone, Copy)]
@@ -491,6 +495,10 @@ pub(crate) fn wname_of(t: DType) -> &'static str {
         DType::Q5_K => "q5_K",
         DType::Q6_K => "q6_K",
         DType::IQ4_XS => "iq4_xs",
+        DType::IQ2_XXS => "iq2_xxs",
+        DType::IQ2_XS => "iq2_xs",
+        DType::IQ3_XXS => "iq3_xxs",
+        DType::IQ3_S => "iq3_s",
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",

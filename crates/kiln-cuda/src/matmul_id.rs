@@ -185,6 +185,10 @@ fn kernel_names(wtype: DType) -> Option<(&'static str, &'static str, &'static st
         DType::IQ4_XS => k!("iq4_xs"),
         DType::Q3_K => k!("q3_K"),
         DType::Q2_K => k!("q2_K"),
+        DType::IQ2_XXS => k!("iq2_xxs"),
+        DType::IQ2_XS => k!("iq2_xs"),
+        DType::IQ3_XXS => k!("iq3_xxs"),
+        DType::IQ3_S => k!("iq3_s"),
         DType::F32 => k!("f32"),
         DType::F16 => k!("f16"),
         DType::BF16 => k!("bf16"),
@@ -228,6 +232,10 @@ pub fn tile_kernel_names(wtype: DType, q8: bool) -> Option<(&'static str, &'stat
         DType::IQ4_XS => k!("tile", "iq4_xs"),
         DType::Q3_K => k!("tile", "q3_K"),
         DType::Q2_K => k!("tile", "q2_K"),
+        DType::IQ2_XXS => k!("tile", "iq2_xxs"),
+        DType::IQ2_XS => k!("tile", "iq2_xs"),
+        DType::IQ3_XXS => k!("tile", "iq3_xxs"),
+        DType::IQ3_S => k!("tile", "iq3_s"),
         _ => return None,
     })
 }

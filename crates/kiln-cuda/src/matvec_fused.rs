@@ -35,7 +35,7 @@ const SMEM_LIMIT: usize = 47 * 1024;
 /// (`matmul.cu`), in the order of the backend's per-format function tables.
 const WTYPES: [DType; N_WTYPES] = crate::matmul::WTYPES;
 /// How many weight formats have a fused kernel.
-pub const N_WTYPES: usize = 15;
+pub const N_WTYPES: usize = 19;
 
 /// Every weight format with a fused kernel (the compile test builds each
 /// one's variant).
@@ -61,6 +61,10 @@ pub fn variant_defines(wtype: DType) -> String {
         DType::IQ4_XS => "IQ4_XST",
         DType::Q3_K => "Q3_KT",
         DType::Q2_K => "Q2_KT",
+        DType::IQ2_XXS => "IQ2_XXST",
+        DType::IQ2_XS => "IQ2_XST",
+        DType::IQ3_XXS => "IQ3_XXST",
+        DType::IQ3_S => "IQ3_ST",
         DType::F32 => "F32T",
         DType::F16 => "F16T",
         _ => "BF16T",

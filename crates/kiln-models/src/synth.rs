@@ -14,7 +14,9 @@
 //!
 //! Weights are drawn uniformly with a chosen standard deviation (uniform in
 //! `[-a, a]`, `a = std·√3`), in file order from one generator, then
-//! quantized with [`kiln_core::quant::quantize_row`]: linear layers with
+//! quantized with [`kiln_core::quant::quantize_row`] (the IQ2/IQ3 i-quants,
+//! which kiln cannot quantize to: random valid blocks of that standard
+//! deviation, see `random_blocks`): linear layers with
 //! `std = 1/√fan_in` (like an initialized model: ≈ 0.022 at 2048 inputs),
 //! so activations stay O(1) through every layer; embeddings with std
 //! `4/√n_embd` ([`EMBD_LOGIT_STD`]); norm weights `1 ± U(0.2·√3)`, around 1 but not all ones, so
@@ -516,6 +518,9 @@ fn draw_rows(
     rb: usize,
     total: usize,
 ) -> Result<Vec<u8>> {
+    if !t.dtype.has_quantizer() {
+        return random_blocks(t, rng, total);
+    }
     let mut bytes = vec![0u8; total];
     let rows_per_chunk = (CHUNK_VALUES / cols.max(1)).max(1);
     let mut vals = Vec::new();
@@ -527,6 +532,34 @@ fn draw_rows(
             .try_for_each(|(x, b)| quantize_row(t.dtype, x, b))?;
     }
     debug_assert_eq!(bytes.len(), rows * rb);
+    Ok(bytes)
+}
+
+/// The formats kiln cannot quantize to (the IQ2/IQ3 i-quants): random
+/// valid blocks, every grid row, sign pattern and sub-block scale equally
+/// likely, each block's f16 scale `d` (at offset 0 in all four formats) set
+/// so the block's RMS is the init's standard deviation (decode with `d = 1`,
+/// then `d = std / rms`). Matrices only (`Init::Uniform`).
+fn random_blocks(t: &TensorSpec, rng: &mut impl Rng, total: usize) -> Result<Vec<u8>> {
+    const OP: &str = "synth";
+    let Init::Uniform { std } = t.init else {
+        return Err(kiln_core::Error::UnsupportedDType {
+            op: OP,
+            dtype: t.dtype,
+        }
+        .into());
+    };
+    let (bs, ts) = (t.dtype.block_size(), t.dtype.type_size());
+    let mut bytes = vec![0u8; total];
+    rng.fill(&mut bytes[..]);
+    let mut buf = vec![0.0f32; bs];
+    for blk in bytes.chunks_exact_mut(ts) {
+        blk[..2].copy_from_slice(&half::f16::ONE.to_le_bytes());
+        kiln_core::quant::dequantize_row(t.dtype, blk, &mut buf)?;
+        let rms = (buf.iter().map(|v| v * v).sum::<f32>() / bs as f32).sqrt();
+        let d = if rms > 0.0 { std / rms } else { 0.0 };
+        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    }
     Ok(bytes)
 }
 

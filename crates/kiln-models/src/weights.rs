@@ -28,6 +28,10 @@ pub const MATRIX_DTYPES: &[DType] = &[
     DType::Q6_K,
     DType::IQ4_NL,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 
 /// One transformer block.

@@ -116,6 +116,10 @@ pub fn rand_rows(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> 
                 DType::Q5_K => (&[0, 2], [(0.0001, 0.00066), (0.0002, 0.02)]),
                 // d*sc*(q-32), |sc| <= 128, |q-32| <= 32
                 DType::Q6_K => (&[208], [(0.0001, 0.0006), (0.0, 0.0)]),
+                // d*(0.5+ls)/4*grid, ls <= 15, grid <= 43
+                DType::IQ2_XXS | DType::IQ2_XS => (&[0], [(0.002, 0.014), (0.0, 0.0)]),
+                // d*(0.5+ls)/2*grid, grid <= 62; IQ3_S d*(1+2ls)*grid, grid <= 15
+                DType::IQ3_XXS | DType::IQ3_S => (&[0], [(0.0007, 0.005), (0.0, 0.0)]),
                 // d*(ls-32)*grid, |ls-32| <= 32, |grid| <= 127
                 _ => (&[0], [(0.0001, 0.0006), (0.0, 0.0)]),
             };
@@ -130,7 +134,15 @@ pub fn rand_rows(rng: &mut impl Rng, dtype: DType, rows: usize, cols: usize) -> 
                         f16::from_f32(rng.gen_range(-hi..hi))
                     } else if matches!(
                         dtype,
-                        DType::Q5_0 | DType::IQ4_NL | DType::Q3_K | DType::Q6_K | DType::IQ4_XS
+                        DType::Q5_0
+                            | DType::IQ4_NL
+                            | DType::Q3_K
+                            | DType::Q6_K
+                            | DType::IQ4_XS
+                            | DType::IQ2_XXS
+                            | DType::IQ2_XS
+                            | DType::IQ3_XXS
+                            | DType::IQ3_S
                     ) {
                         // Symmetric formats: a scale of either sign.
                         scale(rng, lo, hi)

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_core::gguf::{GgufFile, Value};
-use kiln_models::quantize::FileType;
+use kiln_models::quantize::rules::llama_ftype_name;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -55,9 +55,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     );
     if let Some(v) = f.get("general.file_type") {
         let id = v.as_u32();
-        let name = id
-            .and_then(FileType::from_id)
-            .map_or("unknown to kiln", FileType::name);
+        let name = id.and_then(llama_ftype_name).unwrap_or("unknown to kiln");
         println!("file type: {name} ({v})");
     }
     println!("\nmetadata:");

@@ -73,7 +73,9 @@ pub struct SynthArgs {
     #[arg(long = "rms-eps", default_value_t = 1e-5)]
     pub rms_eps: f32,
     /// Type of every layer matrix: a GGML type name (F32, F16, BF16, Q4_0,
-    /// Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, ...).
+    /// Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, ...; IQ2_XXS,
+    /// IQ2_XS, IQ3_XXS, IQ3_S as random valid blocks, kiln has no quantizer
+    /// for them).
     #[arg(long = "type", short = 'T', default_value = "Q4_1")]
     pub wtype: String,
     /// Type of token_embd (and output when untied); default: --type.

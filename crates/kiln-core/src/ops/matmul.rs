@@ -54,6 +54,10 @@ impl MatmulParams {
                 | DType::Q6_K
                 | DType::IQ4_NL
                 | DType::IQ4_XS
+                | DType::IQ2_XXS
+                | DType::IQ2_XS
+                | DType::IQ3_XXS
+                | DType::IQ3_S
                 | DType::Mlx(_)
         )
     }

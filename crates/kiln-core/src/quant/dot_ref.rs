@@ -1,7 +1,8 @@
 //! Reference dot products for the weight formats added after Q4_0/Q4_1/Q8_0,
 //! with activations in the 8-bit format each format's fast path uses (as
 //! ggml's CPU backend does): Q8_0 for Q5_0 and IQ4_NL, Q8_1 for Q5_1, Q8_K for
-//! the K-quants Q2_K..Q6_K and IQ4_XS.
+//! the K-quants Q2_K..Q6_K, IQ4_XS and the IQ2/IQ3 i-quants (`iq23.rs`
+//! implements their [`Q8KDot`]).
 //!
 //! Every block term is an integer sum times scales:
 //!
@@ -27,13 +28,14 @@ use super::iq4::KVALUES_IQ4NL;
 use super::k_quants::{code_2bit, nibble_k4, unpack_scale_min_k4, unpack_scales_q3k};
 use super::q5::unpack5;
 use super::{
-    check_blocks, BlockFormat, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    check_blocks, BlockIQ2XS, BlockIQ2XXS, BlockIQ3S, BlockIQ3XXS, BlockIQ4NL, BlockIQ4XS,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1,
 };
 use crate::Result;
 
 /// A super-block format whose dot product runs against Q8_K activations.
-pub trait Q8KDot: BlockFormat {
+pub trait Q8KDot: bytemuck::Pod {
     /// `(isum, msum)` of one super-block against one Q8_K block (see the
     /// module docs): the block term is `d_x * (d_w * isum - dmin_w * msum)`.
     fn int_dot(&self, x: &BlockQ8K) -> (i32, i32);
@@ -194,6 +196,22 @@ pub fn vec_dot_q5_K_q8_K_ref(w: &[BlockQ5K], x: &[BlockQ8K]) -> Result<f32> {
 pub fn vec_dot_q6_K_q8_K_ref(w: &[BlockQ6K], x: &[BlockQ8K]) -> Result<f32> {
     vec_dot_q8_K_ref(w, x)
 }
+/// Reference IQ2_XXS × Q8_K dot ([`vec_dot_q8_K_ref`]; integer sums in `iq23.rs`).
+pub fn vec_dot_iq2_xxs_q8_K_ref(w: &[BlockIQ2XXS], x: &[BlockQ8K]) -> Result<f32> {
+    vec_dot_q8_K_ref(w, x)
+}
+/// Reference IQ2_XS × Q8_K dot ([`vec_dot_q8_K_ref`]).
+pub fn vec_dot_iq2_xs_q8_K_ref(w: &[BlockIQ2XS], x: &[BlockQ8K]) -> Result<f32> {
+    vec_dot_q8_K_ref(w, x)
+}
+/// Reference IQ3_XXS × Q8_K dot ([`vec_dot_q8_K_ref`]).
+pub fn vec_dot_iq3_xxs_q8_K_ref(w: &[BlockIQ3XXS], x: &[BlockQ8K]) -> Result<f32> {
+    vec_dot_q8_K_ref(w, x)
+}
+/// Reference IQ3_S × Q8_K dot ([`vec_dot_q8_K_ref`]).
+pub fn vec_dot_iq3_s_q8_K_ref(w: &[BlockIQ3S], x: &[BlockQ8K]) -> Result<f32> {
+    vec_dot_q8_K_ref(w, x)
+}
 /// Reference IQ4_XS × Q8_K dot ([`vec_dot_q8_K_ref`]).
 pub fn vec_dot_iq4_xs_q8_K_ref(w: &[BlockIQ4XS], x: &[BlockQ8K]) -> Result<f32> {
     vec_dot_q8_K_ref(w, x)
@@ -244,7 +262,7 @@ pub fn vec_dot_iq4_nl_q8_0_ref(w: &[BlockIQ4NL], x: &[BlockQ8_0]) -> Result<f32>
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::super::{dequantize_row, quantize_row, vec_dot_ref};
+    use super::super::{dequantize_row, quantize_row, vec_dot_ref, BlockFormat};
     use super::*;
     use crate::DType;
     use half::f16;
@@ -325,10 +343,19 @@ mod tests {
             DType::Q5_K,
             DType::Q6_K,
             DType::IQ4_XS,
+            DType::IQ2_XXS,
+            DType::IQ2_XS,
+            DType::IQ3_XXS,
+            DType::IQ3_S,
         ] {
+            // The IQ2/IQ3 i-quants have no quantizer: random blocks only.
+            let iq23 = matches!(
+                dt,
+                DType::IQ2_XXS | DType::IQ2_XS | DType::IQ3_XXS | DType::IQ3_S
+            );
             for (rep, nb) in [1usize, 2, 5].into_iter().cycle().take(30).enumerate() {
                 let n = nb * 256;
-                let w = if rep % 2 == 0 {
+                let w = if rep % 2 == 0 || iq23 {
                     random_blocks(&mut r, dt, nb)
                 } else {
                     let xs: Vec<f32> = (0..n).map(|_| r.gen_range(-2.0f32..2.0)).collect();
@@ -348,6 +375,10 @@ mod tests {
                     DType::Q4_K => vec_dot_q4_K_q8_K_ref(&pods(&w), &xb),
                     DType::Q5_K => vec_dot_q5_K_q8_K_ref(&pods(&w), &xb),
                     DType::Q6_K => vec_dot_q6_K_q8_K_ref(&pods(&w), &xb),
+                    DType::IQ2_XXS => vec_dot_iq2_xxs_q8_K_ref(&pods(&w), &xb),
+                    DType::IQ2_XS => vec_dot_iq2_xs_q8_K_ref(&pods(&w), &xb),
+                    DType::IQ3_XXS => vec_dot_iq3_xxs_q8_K_ref(&pods(&w), &xb),
+                    DType::IQ3_S => vec_dot_iq3_s_q8_K_ref(&pods(&w), &xb),
                     _ => vec_dot_iq4_xs_q8_K_ref(&pods(&w), &xb),
                 }
                 .unwrap();

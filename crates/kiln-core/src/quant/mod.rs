@@ -13,7 +13,9 @@
 //!
 //! Formats: Q4_0/Q4_1 (`q4.rs`), Q5_0/Q5_1 (`q5.rs`), Q8_0/Q8_1 (`q8.rs`),
 //! Q2_K..Q6_K (`k_quants.rs`, scale searches in `k_search.rs`), Q8_K
-//! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), F32/F16/BF16 (`float.rs`), MLX
+//! (`q8k.rs`), IQ4_NL/IQ4_XS (`iq4.rs`), IQ2_XXS/IQ2_XS/IQ3_XXS/IQ3_S
+//! (`iq23.rs`, grids in the generated `iq23_grids.rs`; dequantize and dot
+//! only, no quantizer), F32/F16/BF16 (`float.rs`), MLX
 //! affine (`mlx.rs`: mlx's own layout; `mlx_block.rs`: kiln's block repack,
 //! [`DType::Mlx`]).
 //! Quantized-activation reference dots: Q4_0/Q4_1/Q8_0 below, the other
@@ -31,6 +33,8 @@ use half::f16;
 
 mod dot_ref;
 pub mod float;
+pub mod iq23;
+mod iq23_grids;
 pub mod iq4;
 pub mod k_quants;
 mod k_search;
@@ -43,10 +47,13 @@ pub mod q8k;
 
 pub use crate::dtype::QK_K;
 pub use dot_ref::{
-    vec_dot_iq4_nl_q8_0_ref, vec_dot_iq4_xs_q8_K_ref, vec_dot_q2_K_q8_K_ref, vec_dot_q3_K_q8_K_ref,
-    vec_dot_q4_K_q8_K_ref, vec_dot_q5_0_q8_0_ref, vec_dot_q5_1_q8_1_ref, vec_dot_q5_K_q8_K_ref,
-    vec_dot_q6_K_q8_K_ref, vec_dot_q8_K_ref, Q8KDot,
+    vec_dot_iq2_xs_q8_K_ref, vec_dot_iq2_xxs_q8_K_ref, vec_dot_iq3_s_q8_K_ref,
+    vec_dot_iq3_xxs_q8_K_ref, vec_dot_iq4_nl_q8_0_ref, vec_dot_iq4_xs_q8_K_ref,
+    vec_dot_q2_K_q8_K_ref, vec_dot_q3_K_q8_K_ref, vec_dot_q4_K_q8_K_ref, vec_dot_q5_0_q8_0_ref,
+    vec_dot_q5_1_q8_1_ref, vec_dot_q5_K_q8_K_ref, vec_dot_q6_K_q8_K_ref, vec_dot_q8_K_ref, Q8KDot,
 };
+pub use iq23::{BlockIQ2XS, BlockIQ2XXS, BlockIQ3S, BlockIQ3XXS, IqBlock};
+pub use iq23_grids::{IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS};
 pub use iq4::{BlockIQ4NL, BlockIQ4XS, KVALUES_IQ4NL};
 pub use k_quants::{
     pack_scale_min_k4, unpack_scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K,
@@ -157,13 +164,18 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) -> Result<()> {
         DType::Q8_K => dequantize_blocks::<BlockQ8K>(src, out),
         DType::IQ4_NL => dequantize_blocks::<BlockIQ4NL>(src, out),
         DType::IQ4_XS => dequantize_blocks::<BlockIQ4XS>(src, out),
+        DType::IQ2_XXS => dequantize_iq_blocks::<BlockIQ2XXS>(src, out),
+        DType::IQ2_XS => dequantize_iq_blocks::<BlockIQ2XS>(src, out),
+        DType::IQ3_XXS => dequantize_iq_blocks::<BlockIQ3XXS>(src, out),
+        DType::IQ3_S => dequantize_iq_blocks::<BlockIQ3S>(src, out),
         DType::Mlx(f) => mlx_block::dequantize_blocks_mlx(f, src, out),
     }
     Ok(())
 }
 
 /// Quantize one row: `out` must hold exactly `dtype.row_bytes(x.len())`
-/// bytes. Every dtype; bit-exact with ggml's reference quantizers.
+/// bytes. Every dtype but the IQ2/IQ3 i-quants ([`Error::NoQuantizer`]);
+/// bit-exact with ggml's reference quantizers.
 pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
     const OP: &str = "quant::quantize_row";
     let need = dtype.row_bytes(OP, x.len())?;
@@ -186,6 +198,14 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<()> {
         DType::Q8_K => quantize_blocks::<BlockQ8K>(x, out),
         DType::IQ4_NL => quantize_blocks::<BlockIQ4NL>(x, out),
         DType::IQ4_XS => quantize_blocks::<BlockIQ4XS>(x, out),
+        DType::IQ2_XXS | DType::IQ2_XS => {
+            let why = "ggml makes it only with an importance matrix (llama.cpp's imatrix), which kiln does not make";
+            return Err(Error::NoQuantizer { op: OP, dtype, why });
+        }
+        DType::IQ3_XXS | DType::IQ3_S => {
+            let why = "kiln has no IQ3 quantizer";
+            return Err(Error::NoQuantizer { op: OP, dtype, why });
+        }
         DType::Mlx(f) => mlx_block::quantize_blocks_mlx(f, x, out)?,
     }
     Ok(())
@@ -197,6 +217,15 @@ fn dequantize_blocks<B: BlockFormat>(src: &[u8], out: &mut [f32]) {
     for (chunk, o) in src.chunks_exact(size).zip(out.chunks_exact_mut(B::QK)) {
         let b: B = bytemuck::pod_read_unaligned(chunk);
         b.dequantize(o);
+    }
+}
+
+/// [`dequantize_blocks`] for the i-quants of `iq23.rs`.
+fn dequantize_iq_blocks<B: IqBlock>(src: &[u8], out: &mut [f32]) {
+    let size = std::mem::size_of::<B>();
+    for (chunk, o) in src.chunks_exact(size).zip(out.chunks_exact_mut(QK_K)) {
+        let b: B = bytemuck::pod_read_unaligned(chunk);
+        iq23::dequantize_iq(&b, o);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Q8_K activations and the super-block (QK_K = 256) dot kernels: Q2_K,
 //! Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS weights against GGML `block_q8_K`
-//! activations, as ggml's CPU backend pairs them.
+//! activations, as ggml's CPU backend pairs them (the IQ2/IQ3 i-quants share
+//! the activations and checks; their kernels are in `iq23.rs`).
 //!
 //! Activations are quantized by `kiln_core`'s reference Q8_K quantizer
 //! (bit-exact with ggml: f32 scale `d = max / -127`, round-half-even codes,
@@ -60,6 +61,14 @@ impl Q8KActs {
         self.blocks
             .get(i * self.nb..(i + 1) * self.nb)
             .unwrap_or(&[])
+    }
+
+    /// Block `b` of row `i` (`None` when out of range).
+    pub(crate) fn block(&self, i: usize, b: usize) -> Option<&BlockQ8K> {
+        if i >= self.m || b >= self.nb {
+            return None;
+        }
+        self.blocks.get(i * self.nb + b)
     }
 
     pub(crate) fn all(&self) -> &[BlockQ8K] {
@@ -166,6 +175,9 @@ pub fn dot_tile_k(
                 acts.m
             ),
         ));
+    }
+    if f.is_iq23() {
+        return Ok(super::iq23::dot_tile(features, f, w, row_bytes, acts, t));
     }
     #[cfg(target_arch = "x86_64")]
     if features.has_avx2_fma() {

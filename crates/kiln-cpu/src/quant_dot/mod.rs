@@ -10,9 +10,11 @@
 //! - Q8_0 / IQ4_NL × Q8_0: `sum_b d_w*d_x*sum_j c_w[j]*q_x[j]` with the
 //!   signed code (IQ4_NL: the grid value `KVALUES_IQ4NL[q]`).
 //!
-//! 256-element super-blocks (Q2_K..Q6_K, IQ4_XS), activations [`Q8KActs`]
-//! (GGML Q8_K blocks): `sum_b d_x*(d_w*isum - dmin_w*msum)` with the integer
-//! sums of `kiln_core::quant::Q8KDot` (`kquant.rs`, `avx2_k.rs`).
+//! 256-element super-blocks (Q2_K..Q6_K, IQ4_XS, and the IQ2/IQ3 i-quants
+//! IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S), activations [`Q8KActs`] (GGML Q8_K
+//! blocks): `sum_b d_x*(d_w*isum - dmin_w*msum)` with the integer sums of
+//! `kiln_core::quant::Q8KDot` (`kquant.rs`, `avx2_k.rs`; the i-quants in
+//! `iq23.rs`).
 //!
 //! These are the formulas of `kiln_core::quant::vec_dot_*_ref`; the kernels
 //! differ from those references only in summation order and f32 rounding.
@@ -34,6 +36,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
 mod float;
+mod iq23;
 mod kquant;
 mod mlx;
 mod scalar;
@@ -66,6 +69,10 @@ pub enum QFormat {
     Q5_K,
     Q6_K,
     IQ4_XS,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ3_XXS,
+    IQ3_S,
 }
 
 impl QFormat {
@@ -84,6 +91,10 @@ impl QFormat {
             DType::Q5_K => QFormat::Q5_K,
             DType::Q6_K => QFormat::Q6_K,
             DType::IQ4_XS => QFormat::IQ4_XS,
+            DType::IQ2_XXS => QFormat::IQ2_XXS,
+            DType::IQ2_XS => QFormat::IQ2_XS,
+            DType::IQ3_XXS => QFormat::IQ3_XXS,
+            DType::IQ3_S => QFormat::IQ3_S,
             _ => return None,
         })
     }
@@ -103,6 +114,10 @@ impl QFormat {
             QFormat::Q5_K => DType::Q5_K,
             QFormat::Q6_K => DType::Q6_K,
             QFormat::IQ4_XS => DType::IQ4_XS,
+            QFormat::IQ2_XXS => DType::IQ2_XXS,
+            QFormat::IQ2_XS => DType::IQ2_XS,
+            QFormat::IQ3_XXS => DType::IQ3_XXS,
+            QFormat::IQ3_S => DType::IQ3_S,
         }
     }
 
@@ -123,6 +138,19 @@ impl QFormat {
                 | QFormat::Q5_K
                 | QFormat::Q6_K
                 | QFormat::IQ4_XS
+                | QFormat::IQ2_XXS
+                | QFormat::IQ2_XS
+                | QFormat::IQ3_XXS
+                | QFormat::IQ3_S
+        )
+    }
+
+    /// True for the IQ2/IQ3 i-quants (`iq23.rs`: grid decode, then an
+    /// integer dot).
+    pub fn is_iq23(self) -> bool {
+        matches!(
+            self,
+            QFormat::IQ2_XXS | QFormat::IQ2_XS | QFormat::IQ3_XXS | QFormat::IQ3_S
         )
     }
 

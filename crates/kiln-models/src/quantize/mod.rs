@@ -92,6 +92,12 @@ impl QuantizeParams {
                     "{flag} {t}: {t} is an activation format, not a weight type"
                 )));
             }
+            if let Some(t) = t.filter(|t| !t.has_quantizer()) {
+                // The typed error of the quantizer itself, named by the flag.
+                let e = kiln_core::quant::quantize_row(t, &[], &mut []).err();
+                let why = e.map_or_else(|| "no quantizer".to_string(), |e| e.to_string());
+                return Err(ModelError::Input(format!("{flag} {t}: {why}")));
+            }
         }
         Ok(())
     }

@@ -78,21 +78,58 @@ pub enum FileType {
 
 /// File types llama.cpp knows that kiln cannot produce, with the reason.
 const UNSUPPORTED: [(&str, &str); 14] = [
-    ("IQ2_XXS", "needs an importance matrix"),
-    ("IQ2_XS", "needs an importance matrix"),
+    (
+        "IQ2_XXS",
+        "needs an importance matrix, which kiln does not make (it reads and runs IQ2_XXS files)",
+    ),
+    (
+        "IQ2_XS",
+        "needs an importance matrix, which kiln does not make (it reads and runs IQ2_XS files)",
+    ),
     ("IQ2_S", "needs an importance matrix"),
     ("IQ2_M", "needs an importance matrix"),
     ("IQ1_S", "needs an importance matrix"),
     ("IQ1_M", "needs an importance matrix"),
     ("Q2_K_S", "needs an importance matrix"),
-    ("IQ3_XXS", "kiln has no IQ3 quantizer"),
+    (
+        "IQ3_XXS",
+        "kiln has no IQ3 quantizer (it reads and runs IQ3_XXS files)",
+    ),
     ("IQ3_XS", "kiln has no IQ3 quantizer"),
-    ("IQ3_S", "kiln has no IQ3 quantizer"),
+    (
+        "IQ3_S",
+        "kiln has no IQ3 quantizer (it reads and runs IQ3_S files)",
+    ),
     ("IQ3_M", "kiln has no IQ3 quantizer"),
     ("TQ1_0", "kiln has no ternary quantizer"),
     ("TQ2_0", "kiln has no ternary quantizer"),
     ("MXFP4_MOE", "kiln has no MXFP4 quantizer"),
 ];
+
+/// `general.file_type` ids (llama.h `llama_ftype`, as gguf's
+/// `LlamaFileType`) of llama.cpp's i-quant mixes, which kiln does not
+/// write; files of IQ2_XXS, IQ2_XS, IQ3_XXS and IQ3_S tensors it reads.
+const OTHER_FTYPES: [(u32, &str); 11] = [
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (31, "IQ1_M"),
+];
+
+/// llama.cpp's name of a `general.file_type` id (kiln's file types and the
+/// i-quant mixes it does not write), for `kiln info`.
+pub fn llama_ftype_name(id: u32) -> Option<&'static str> {
+    FileType::from_id(id)
+        .map(FileType::name)
+        .or_else(|| OTHER_FTYPES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n))
+}
 
 impl FileType {
     /// Every supported file type, in `llama_ftype` id order.

@@ -47,6 +47,21 @@ fn ty(r: &TypeRules, f: &ModelFacts, name: &str, nx: u64, i: usize) -> DType {
     pick(r, f, name, nx, i).dtype
 }
 
+/// `kiln info`'s names of `general.file_type`: kiln's own file types and
+/// llama.cpp's i-quant mixes (ids as gguf's `LlamaFileType`).
+#[test]
+fn llama_ftype_names() {
+    use super::rules::llama_ftype_name;
+    assert_eq!(llama_ftype_name(15), Some("Q4_K_M"));
+    assert_eq!(llama_ftype_name(30), Some("IQ4_XS"));
+    assert_eq!(llama_ftype_name(19), Some("IQ2_XXS"));
+    assert_eq!(llama_ftype_name(20), Some("IQ2_XS"));
+    assert_eq!(llama_ftype_name(23), Some("IQ3_XXS"));
+    assert_eq!(llama_ftype_name(26), Some("IQ3_S"));
+    assert_eq!(llama_ftype_name(4), None);
+    assert_eq!(llama_ftype_name(999), None);
+}
+
 #[test]
 fn file_type_names_ids_and_errors() {
     for f in FileType::ALL {

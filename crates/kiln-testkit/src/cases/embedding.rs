@@ -80,6 +80,14 @@ pub const CASES: &[EmbeddingCase] = &[
     c(7, 768, DType::Q8_K, 9, false),
     c(3, 256, DType::IQ4_XS, 5, false),
     c(7, 768, DType::IQ4_XS, 9, false),
+    c(3, 256, DType::IQ2_XXS, 5, false),
+    c(7, 768, DType::IQ2_XXS, 9, false),
+    c(3, 256, DType::IQ2_XS, 5, false),
+    c(7, 768, DType::IQ2_XS, 9, false),
+    c(3, 256, DType::IQ3_XXS, 5, false),
+    c(7, 768, DType::IQ3_XXS, 9, false),
+    c(3, 256, DType::IQ3_S, 5, false),
+    c(7, 768, DType::IQ3_S, 9, false),
     c(5, 256, DType::Q6_K, 0, false),
 ];
 

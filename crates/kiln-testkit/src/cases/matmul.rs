@@ -3,7 +3,8 @@
 //! The reference (`matmul_ref`) multiplies the stored weights with f32
 //! activations. Fast backends quantize the activations to 8 bits per element
 //! in blocks as long as the weight's (GGML Q8_0 / Q8_1: 32 per block, Q8_K:
-//! 256 per block for the K-quants and IQ4_XS; `d = amax/127` either way), so
+//! 256 per block for the K-quants, IQ4_XS and the IQ2/IQ3 i-quants;
+//! `d = amax/127` either way), so
 //! each output is held to a bound derived from that quantization, element by
 //! element:
 //!
@@ -54,7 +55,7 @@ pub struct MatmulCase {
 }
 
 /// Every weight format matmul is defined for.
-pub const WTYPES: [DType; 15] = [
+pub const WTYPES: [DType; 19] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
@@ -70,6 +71,10 @@ pub const WTYPES: [DType; 15] = [
     DType::Q5_K,
     DType::Q6_K,
     DType::IQ4_XS,
+    DType::IQ2_XXS,
+    DType::IQ2_XS,
+    DType::IQ3_XXS,
+    DType::IQ3_S,
 ];
 /// Token counts: decode (1), tile remainders (2, 3, 5, 17), whole tiles (8, 64).
 pub const MS: [usize; 7] = [1, 2, 3, 5, 8, 17, 64];
@@ -78,7 +83,7 @@ pub const NS: [usize; 4] = [1, 7, 33, 257];
 /// Input features: 1..3 blocks, SmolLM2's 576 (dim) and 1536 (ffn).
 pub const KS: [usize; 5] = [32, 64, 96, 576, 1536];
 /// Input features for the 256-element super-block formats (K-quants,
-/// IQ4_XS): one and two super-blocks, and 7 (1536 + 256).
+/// IQ4_XS, IQ2/IQ3): one and two super-blocks, and 7 (1536 + 256).
 pub const KS_K: [usize; 3] = [256, 512, 1792];
 
 /// The input-feature list for a weight format (its block size must divide k).
@@ -193,6 +198,9 @@ fn f16_at(b: &[u8], off: usize) -> f64 {
 /// - Q3_K `4|d| max|sc - 32|`, Q6_K `32|d| max|sc|`, IQ4_XS
 ///   `127|d| max|ls - 32|`: one signed term (|code| <= 4, 32, 127); code
 ///   offsets are removed in integer arithmetic before any rounding.
+/// - IQ2_XXS / IQ2_XS `43 |d|/8 max(2ls+1)`, IQ3_XXS `62 |d|/4 max(2ls+1)`,
+///   IQ3_S `15 |d| max(1+2ls)`: largest grid magnitude times the largest
+///   odd multiplier times the block scale of the integer dot.
 ///
 /// Taking the maximum over the sub-blocks bounds every sub-block's share.
 pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
@@ -249,6 +257,38 @@ pub fn block_term_bound(wtype: DType, block: &[u8]) -> f64 {
                 .max()
                 .unwrap_or(0);
             127.0 * h(0) * f64::from(amax)
+        }
+        DType::IQ2_XXS | DType::IQ3_XXS => {
+            // ls: top 4 bits of each sub-block's sign/scale word.
+            let (words, gmax, scale) = if wtype == DType::IQ2_XXS {
+                (
+                    (0..8).map(|ib| 2 + 8 * ib + 4).collect::<Vec<_>>(),
+                    43.0,
+                    0.125,
+                )
+            } else {
+                ((0..8).map(|ib| 66 + 4 * ib).collect::<Vec<_>>(), 62.0, 0.25)
+            };
+            let ls = words.iter().map(|&o| block[o + 3] >> 4).max().unwrap_or(0);
+            gmax * scale * h(0) * f64::from(2 * ls + 1)
+        }
+        DType::IQ2_XS => {
+            let s = &block[66..74];
+            let ls = s
+                .iter()
+                .flat_map(|&b| [b & 0x0f, b >> 4])
+                .max()
+                .unwrap_or(0);
+            43.0 * 0.125 * h(0) * f64::from(2 * ls + 1)
+        }
+        DType::IQ3_S => {
+            let s = &block[106..110];
+            let ls = s
+                .iter()
+                .flat_map(|&b| [b & 0x0f, b >> 4])
+                .max()
+                .unwrap_or(0);
+            15.0 * h(0) * f64::from(2 * ls + 1)
         }
         _ => 0.0,
     }

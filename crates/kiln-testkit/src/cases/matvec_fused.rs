@@ -118,7 +118,7 @@ fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     // Every format with a fused kernel: the 32-element block formats, the
     // float ones, then decode_kq.cuh's formats (Q5/IQ4_NL blocks and the
-    // 256-element super-blocks).
+    // 256-element super-blocks), then decode_iq.cuh's i-quants.
     let wtypes = [
         DType::Q4_0,
         DType::Q4_1,
@@ -135,6 +135,10 @@ fn cases() -> Vec<Case> {
         DType::IQ4_XS,
         DType::Q3_K,
         DType::Q2_K,
+        DType::IQ2_XXS,
+        DType::IQ2_XS,
+        DType::IQ3_XXS,
+        DType::IQ3_S,
     ];
     let epis = [
         (FusedEpilogue::Store, 7),
