@@ -154,6 +154,18 @@ PY
   done
   KILN_PDL_ENTRY=1 par parity_cufused 240
 fi
+if [ "$PART" = prefetch-short ]; then
+  # The least of the prefetch part: parity, then tg128 on/off twice.
+  timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
+  rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
+  par parity_graph 60
+  "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
+  for pf in 1 0 1 0; do
+    left 25 "smol prefetch=$pf" || break
+    echo "$(el) smol KILN_ATTN_PREFETCH=$pf"
+    KILN_ATTN_PREFETCH=$pf timeout 60 "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 0 -n 128 -r 3 2>&1 | grep -E '\| tg|rror'
+  done
+fi
 if [ "$PART" = perf ]; then
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
   rc=$?; echo "$(el) bench_moe decode rc=$rc"

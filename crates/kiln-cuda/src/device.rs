@@ -129,9 +129,10 @@ impl CudaBackend {
         // KILN_PDL_ENTRY=1: PDL for the kernels that wait at entry too
         // (opt-in until run on a GPU: docs/perf.md §23).
         let pdl_entry = pdl && std::env::var_os("KILN_PDL_ENTRY").is_some_and(|v| v == "1");
-        // KILN_ATTN_PREFETCH=0: the decode attention kernel skips its L2
-        // prefetch (comparisons; docs/perf.md §24).
-        let attn_prefetch = std::env::var_os("KILN_ATTN_PREFETCH").is_none_or(|v| v != "0");
+        // KILN_ATTN_PREFETCH=1: the decode attention kernel prefetches its
+        // older cache rows into L2 before its PDL wait (opt-in until run on
+        // a GPU: docs/perf.md §24).
+        let attn_prefetch = std::env::var_os("KILN_ATTN_PREFETCH").is_some_and(|v| v == "1");
         let zero_u32 = stream
             .alloc_zeros::<u32>(1)
             .map_err(|e| CudaError::driver("alloc", e))?;
@@ -176,8 +177,9 @@ impl CudaBackend {
     }
 
     /// Whether the lane-group decode attention kernel asks L2 for the
-    /// older cache rows of its key range before its PDL wait (on unless
-    /// `KILN_ATTN_PREFETCH=0`); results are the same either way.
+    /// older cache rows of its key range before its PDL wait (opt-in,
+    /// `KILN_ATTN_PREFETCH=1`, until measured); results are the same
+    /// either way.
     pub fn attn_prefetch(&self) -> bool {
         self.attn_prefetch
     }
