@@ -17,6 +17,9 @@
 #     per-kernel table of the 30B decode.
 #   device call: carry ["gpu-bundle"], command: KILN_GPU_PART=check bash gpu-bundle/gpu-pdl.sh
 #   scarce device pool: KILN_GPU_PART=key does the most valuable of both parts in one call.
+#   KILN_GPU_PART=prefetch: perf.md §24's A/B with parity and greedy text,
+#     ncu of the decode attention and of one gated expert tile, then the
+#     fused tiles' parity and the i-quants' GPU parity (session 12's next call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(basename "$(cd "$(dirname "$0")" && pwd)")
@@ -80,7 +83,7 @@ if [ "$PART" = key ]; then
   smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
     env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
   SMOL_T=120 smolk default KILN_X=1
-  smolk "attention L2 prefetch off" KILN_ATTN_PREFETCH=0
+  smolk "attention L2 prefetch on" KILN_ATTN_PREFETCH=1
   smolk "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
   smolk "PDL entry" KILN_PDL_ENTRY=1
   "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
@@ -104,27 +107,28 @@ if [ "$PART" = key ]; then
   KILN_PDL_ENTRY=1 par parity_graph 100
 fi
 if [ "$PART" = prefetch ]; then
-  # perf.md §24: the decode attention's L2 prefetch and the _at launch order
-  # (default on) against KILN_ATTN_PREFETCH=0, with parity and greedy text.
-  left 60 "decode attention parity" && { timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
+  # perf.md §24: the decode attention's L2 prefetch (KILN_ATTN_PREFETCH=1,
+  # opt-in) against the default, with parity and greedy text (run the
+  # parity binaries with the switch on too before making it a default).
+  left 60 "decode attention parity" && { KILN_ATTN_PREFETCH=1 timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
     rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
     grep -E "FAIL|panicked" -A6 "$L/parity_cuattn_decode.log" | cut -c1-300 | head -20; }
-  par parity_graph 60
+  KILN_ATTN_PREFETCH=1 par parity_graph 60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
   smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
     env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
-  SMOL_T=120 smolk "prefetch on (default)" KILN_X=1
-  smolk "prefetch off" KILN_ATTN_PREFETCH=0
-  smolk "prefetch on (default)" KILN_X=1
-  smolk "prefetch off" KILN_ATTN_PREFETCH=0
+  SMOL_T=120 smolk "prefetch on" KILN_ATTN_PREFETCH=1
+  smolk "prefetch off (default)" KILN_ATTN_PREFETCH=0
+  smolk "prefetch on" KILN_ATTN_PREFETCH=1
+  smolk "prefetch off (default)" KILN_ATTN_PREFETCH=0
   "$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1
   "$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1
   for m in v-q41 v-qwen3 smol; do
     left 40 "greedy $m" || break
     timeout 40 "$B/kiln" run --device cpu -m /tmp/$m.gguf -p "The capital of France is" -n 32 --temp 0 > "$L/g-$m-cpu.txt" 2>/dev/null
-    timeout 60 "$B/kiln" run --device cuda -m /tmp/$m.gguf -p "The capital of France is" -n 32 --temp 0 > "$L/g-$m-cuda.txt" 2> "$L/g-$m-cuda.err"
+    KILN_ATTN_PREFETCH=1 timeout 60 "$B/kiln" run --device cuda -m /tmp/$m.gguf -p "The capital of France is" -n 32 --temp 0 > "$L/g-$m-cuda.txt" 2> "$L/g-$m-cuda.err"
     if cmp -s "$L/g-$m-cpu.txt" "$L/g-$m-cuda.txt"; then r=same; else r=DIFFERENT; fi
-    echo "$(el) greedy 32 $m cuda-graph vs cpu: $r"
+    echo "$(el) greedy 32 $m cuda-graph (prefetch on) vs cpu: $r"
   done
   for pf in 1 0; do
     left 70 "ncu attention prefetch=$pf" || break
@@ -153,10 +157,27 @@ PY
     grep -E "mul_mv_id|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Dynamic Shared|Block Limit|Grid Size|Warp Cycles Per Issued|Issued Warp|L2 Hit|Compute \(SM\) Thr" "$L/ncu-tile-q8$q8.txt" | head -24
   done
   KILN_PDL_ENTRY=1 par parity_cufused 240
+  # The i-quants (IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S; session 12): the
+  # testkit tables carry them, so these binaries run them; then greedy text
+  # CPU vs CUDA on synthetic models (random weights: a near tie may part).
+  left 100 "i-quant matmul parity" && { timeout 150 "$B/parity_cumatmul" > "$L/parity_cumatmul.log" 2>&1
+    rc=$?; echo "$(el) parity_cumatmul rc=$rc $(grep -E '^test result' "$L/parity_cumatmul.log" | tail -1)"; }
+  left 60 "i-quant embedding parity" && { timeout 60 "$B/parity_cuops" embedding > "$L/parity_cuops_embd.log" 2>&1
+    rc=$?; echo "$(el) parity_cuops embedding rc=$rc $(grep -E '^test result' "$L/parity_cuops_embd.log" | tail -1)"; }
+  left 60 "i-quant matmul_id parity" && { timeout 120 "$B/parity_cumoe" matmul_id > "$L/parity_cumoe_id.log" 2>&1
+    rc=$?; echo "$(el) parity_cumoe matmul_id rc=$rc $(grep -E '^test result' "$L/parity_cumoe_id.log" | tail -1)"; }
+  for t in IQ2_XXS IQ3_S; do
+    left 60 "greedy $t" || break
+    "$B/kiln" synth /tmp/iq-$t.gguf "${common[@]}" --type $t > /dev/null 2>&1
+    timeout 40 "$B/kiln" run --device cpu -m /tmp/iq-$t.gguf -p "The capital of France is" -n 24 --temp 0 > "$L/g-$t-cpu.txt" 2>/dev/null
+    timeout 60 "$B/kiln" run --device cuda -m /tmp/iq-$t.gguf -p "The capital of France is" -n 24 --temp 0 > "$L/g-$t-cuda.txt" 2> "$L/g-$t-cuda.err"
+    if cmp -s "$L/g-$t-cpu.txt" "$L/g-$t-cuda.txt"; then r=same; else r=DIFFERENT; fi
+    echo "$(el) greedy 24 $t cuda-graph vs cpu: $r"
+  done
 fi
 if [ "$PART" = prefetch-short ]; then
   # The least of the prefetch part: parity, then tg128 on/off twice.
-  timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
+  KILN_ATTN_PREFETCH=1 timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
   rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
   par parity_graph 60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
