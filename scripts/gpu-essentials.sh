@@ -16,7 +16,7 @@ exec > >(tee "$L/stdout.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
 par() { [ -x "$B/$1" ] || { echo "$1 missing"; return 0; }
-  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; echo "$(el) $1 rc=$? $(grep -E '^test result' "$L/$1.log" | tail -1)"
+  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; rc=$?; echo "$(el) $1 rc=$rc $(grep -E '^test result' "$L/$1.log" | tail -1)"
   grep -E "FAIL|panicked|failed" -A6 "$L/$1.log" | head -40; }
 "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
 for st in 1 0; do
@@ -47,7 +47,7 @@ for a in qwen3moe gemma3 qwen2; do
   if cmp -s "$L/arch-$a-cpu.txt" "$L/arch-$a-cuda.txt"; then r=same; else r=DIFFERENT; fi
   echo "$(el) arch $a greedy 24 cuda-graph vs cpu: $r | $(tail -c 150 "$L/arch-$a-cuda.err" | tr '\n' ' ')"
 done
-timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; echo "$(el) bench_attention rc=$?"; grep -E '^\|' "$L/bench_attention.txt"
-PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; echo "$(el) bench-sdpa rc=$?"; grep -E '^\|' "$L/sdpa.txt"
+timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; rc=$?; echo "$(el) bench_attention rc=$rc"; grep -E '^\|' "$L/bench_attention.txt"
+PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; rc=$?; echo "$(el) bench-sdpa rc=$rc"; grep -E '^\|' "$L/sdpa.txt"
 par parity_cumatmul 200
 echo "$(el) done"

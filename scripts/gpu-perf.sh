@@ -30,10 +30,10 @@ for st in 0 1; do
   KILN_MV_STAGED=$st KILN_CUDA_ARCHS=1 bench 150 -m /tmp/q30.gguf -p 512 -n 64 -r 1
 done
 rm -f /tmp/q30.gguf
-KILN_BENCH_ONLY=decode timeout 75 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1; echo "$(el) bench_moe decode rc=$?"
+KILN_BENCH_ONLY=decode timeout 75 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1; rc=$?; echo "$(el) bench_moe decode rc=$rc"
 grep -E 'ceiling|Q4_K|Q8_0|Q4_1' "$L/bench_moe.txt"
-timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; echo "$(el) bench_attention rc=$?"
+timeout 150 "$B/bench_attention" > "$L/bench_attention.txt" 2>&1; rc=$?; echo "$(el) bench_attention rc=$rc"
 grep -E '^\||ceiling' "$L/bench_attention.txt"
-PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; echo "$(el) bench-sdpa rc=$?"
+PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench-sdpa.py --iters 50 > "$L/sdpa.txt" 2>&1; rc=$?; echo "$(el) bench-sdpa rc=$rc"
 grep -E '^\|' "$L/sdpa.txt"
 echo "$(el) done"

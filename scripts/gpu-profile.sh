@@ -24,7 +24,7 @@ ncu_times() { # $1 log name, then the program and its arguments
   local n=$1; shift
   timeout 200 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
     --print-units base "$@" > "$L/$n.csv" 2> "$L/$n.err"
-  echo "$(el) ncu $n rc=$?"; python3 scripts/ncu-breakdown.py "$L/$n.csv" | head -25
+  rc=$?; echo "$(el) ncu $n rc=$rc"; python3 scripts/ncu-breakdown.py "$L/$n.csv" | head -25
 }
 if want smol; then
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
@@ -42,7 +42,7 @@ if want smol; then
     --launch-count 3 --section SpeedOfLight --section LaunchStats --section Occupancy \
     --section WarpStateStats --section MemoryWorkloadAnalysis \
     "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 0 -n 8 -r 1 > "$L/ncu-mv.txt" 2>&1
-  echo "$(el) ncu detail rc=$?"; grep -vE '^==PROF==|^ *-+ *$' "$L/ncu-mv.txt" | grep -E 'matvec|Duration|Stall|Warp Cycles|Throughput|Registers|Block Size|Grid Size|Achieved Occ|L2 Hit|Mem Busy|Eligible|Issued Warp' | head -60
+  rc=$?; echo "$(el) ncu detail rc=$rc"; grep -vE '^==PROF==|^ *-+ *$' "$L/ncu-mv.txt" | grep -E 'matvec|Duration|Stall|Warp Cycles|Throughput|Registers|Block Size|Grid Size|Achieved Occ|L2 Hit|Mem Busy|Eligible|Issued Warp' | head -60
 fi
 if want moe; then
   t0=$(date +%s)

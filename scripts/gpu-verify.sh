@@ -20,7 +20,7 @@ exec > >(tee "$L/verify.txt") 2>&1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 par() { [ -x "$B/$1" ] || { echo "$1 missing"; return 0; }
-  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; echo "$(el) $1 rc=$? $(grep -E '^test result' "$L/$1.log" | tail -1)"
+  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; rc=$?; echo "$(el) $1 rc=$rc $(grep -E '^test result' "$L/$1.log" | tail -1)"
   grep -E "FAIL|panicked|failed" -A6 "$L/$1.log" | head -30; }
 par parity_cufused 200
 par parity_cumoe 150
@@ -47,7 +47,7 @@ done
 "$B/kiln" synth /tmp/v-q3moe.gguf --arch qwen3moe "${common[@]}" --head-dim 64 --experts 8 --experts-used 2 --expert-ff 256 --type Q4_K > /dev/null 2>&1 && greedy qwen3moe-Q4_K /tmp/v-q3moe.gguf
 "$B/kiln" synth /tmp/v-qwen2.gguf --arch qwen2 "${common[@]}" --type Q5_K > /dev/null 2>&1 && greedy qwen2-Q5_K /tmp/v-qwen2.gguf
 if [ "${KILN_VERIFY_SELFTEST:-1}" = 1 ]; then
-  timeout 240 "$B/kiln" selftest --device cuda > "$L/selftest.log" 2>&1; echo "$(el) selftest rc=$? $(tail -1 "$L/selftest.log")"
+  timeout 240 "$B/kiln" selftest --device cuda > "$L/selftest.log" 2>&1; rc=$?; echo "$(el) selftest rc=$rc $(tail -1 "$L/selftest.log")"
   grep -iE "fail" "$L/selftest.log" | head -20
 fi
 echo "$(el) done"
