@@ -212,6 +212,24 @@ fn function(be: &CudaBackend, wtype: DType, which: Kern) -> Result<&cudarc::driv
         .ok_or_else(|| CudaError::driver(OP, format!("no {which:?} kernel for {wtype}")))
 }
 
+/// Compile (or read from the disk cache) and load the matvec_fused
+/// variants of every format the backend has, in parallel: one thread per
+/// format, since NVRTC takes seconds per variant and runs outside the
+/// registry's lock. What a later launch of any format would do on first
+/// use, done at once (test and benchmark set-up on a cold machine).
+pub fn warm_all(be: &CudaBackend) -> Result<()> {
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = WTYPES
+            .iter()
+            .map(|&t| s.spawn(move || function(be, t, Kern::Rows(1)).map(|_| ())))
+            .collect();
+        jobs.into_iter().try_for_each(|j| {
+            j.join()
+                .map_err(|_| CudaError::driver(OP, "a warm-up thread panicked"))?
+        })
+    })
+}
+
 /// The tile launch of `p` when `be`'s tile mode is on and it applies (one
 /// quantized row, 16-byte aligned weights, the tile and the optional
 /// normalized x and int8 area fit the shared memory): the kernel, the

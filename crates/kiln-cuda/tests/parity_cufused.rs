@@ -176,6 +176,9 @@ fn matvec_fused_matches_reference() {
             return;
         }
     };
+    // Every format's variant compiled at once (on a cold machine the
+    // variants compiled one after another took longer than a device call).
+    kiln_cuda::matvec_fused::warm_all(&be).unwrap();
     let imp = |p: &MatvecFusedParams, io: FusedRefIo<'_>| run(&be, p, io);
     // Direct-load and staged weights (kiln_cuda::matmul::staged).
     for on in [false, true] {
