@@ -33,12 +33,32 @@ T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s]"; }
 # left N: at least N seconds remain before the budget (KILN_GPU_BUDGET, 570 s).
 left() { [ $(( $(date +%s) - T0 + $1 )) -lt "${KILN_GPU_BUDGET:-570}" ] || { echo "$(el) skipped (time): ${*:2}"; return 1; }; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+# par BINARY SECONDS [TEST FILTERS...]: a parity binary of the bundle, its
+# log in $L/BINARY[-FILTERS].log, its result line and any failure printed.
 par() { [ -x "$B/$1" ] || { echo "$1 missing"; return 0; }
-  left 40 "$1" || return 0
-  timeout "$2" "$B/$1" > "$L/$1.log" 2>&1; rc=$?; echo "$(el) $1 rc=$rc $(grep -E '^test result' "$L/$1.log" | tail -1)"
-  grep -E "FAIL|panicked|failed" -A6 "$L/$1.log" | cut -c1-300 | head -30
-  grep -E "^(staged|tiles|dense)" "$L/$1.log" | cut -c1-200 | head -12; }
+  local bin=$1 t=$2; shift 2
+  local name="$bin${*:+ $*}" log="$L/$bin" a
+  for a in "$@"; do log+="-$a"; done; log+=.log
+  left 40 "$name" || return 0
+  timeout "$t" "$B/$bin" "$@" > "$log" 2>&1; rc=$?; echo "$(el) $name rc=$rc $(grep -E '^test result' "$log" | tail -1)"
+  grep -E "FAIL|panicked|failed" -A6 "$log" | cut -c1-300 | head -30
+  grep -E "^(staged|tiles|dense)" "$log" | cut -c1-200 | head -12; }
 common=(--embd 256 --heads 4 --kv-heads 2 --ff 512 --ctx 512 --layers 3 --seed 3 --vocab-from "$B/vocab.gguf")
+# kiln bench on the SmolLM2-shaped (/tmp/smol.gguf: pp512, tg128) and the
+# 30B-A3B-shaped (/tmp/q30.gguf: pp $2, tg64) models the parts synthesize:
+# $1 label, then env assignments (SMOL_T / Q30_T: the time limit).
+smol() {
+  local label=$1; shift
+  left 30 "smol $label" || return 0
+  echo "$(el) smol $label"
+  env "$@" timeout "${SMOL_T:-60}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'
+}
+q30() {
+  local label=$1 pp=$2; shift 2
+  left 40 "30B $label" || return 0
+  echo "$(el) 30B-A3B-shaped Q4_K $label"
+  env "$@" timeout "${Q30_T:-90}" "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p "$pp" -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'
+}
 if [ "$PART" = check ]; then
   export KILN_PDL_ENTRY=1
   par parity_graph 120
@@ -46,8 +66,7 @@ if [ "$PART" = check ]; then
   par parity_cufused 150
   par parity_cumatmul 120
   par parity_kiln_qknr 60
-  left 60 qknr && timeout 60 "$B/parity_cuops" qk_norm_rope norm_rope > "$L/parity_cuops_qknr.log" 2>&1
-  rc=$?; echo "$(el) parity_cuops qk_norm_rope/norm_rope rc=$rc $(grep -E '^test result' "$L/parity_cuops_qknr.log" | tail -1)"
+  par parity_cuops 60 qk_norm_rope norm_rope
   unset KILN_PDL_ENTRY
   greedy() { # $1 label, $2 model, then env assignments for the CUDA runs
     local label=$1 m=$2; shift 2
@@ -73,27 +92,20 @@ if [ "$PART" = key ]; then
   # One call for when the device pool is scarce: the most valuable checks
   # and figures first, the time guards skip the rest.
   KILN_PDL_ENTRY=1 par parity_cumoe 150
-  left 60 "decode attention parity" && { timeout 100 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
-    rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
-    grep -E "FAIL|panicked" -A6 "$L/parity_cuattn_decode.log" | cut -c1-300 | head -20; }
+  par parity_cuattn 100 decode
   KILN_BENCH_ONLY=decode timeout 100 "$B/bench_moe" > "$L/bench_moe.txt" 2>&1
   rc=$?; echo "$(el) bench_moe decode rc=$rc"
   grep -E 'ceiling|Q4_K|Q8_0|Q4_0' "$L/bench_moe.txt" | head -40
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
-  smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
-    env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
-  SMOL_T=120 smolk default KILN_X=1
-  smolk "attention L2 prefetch on" KILN_ATTN_PREFETCH=1
-  smolk "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
-  smolk "PDL entry" KILN_PDL_ENTRY=1
+  SMOL_T=120 smol default KILN_X=1
+  smol "attention L2 prefetch on" KILN_ATTN_PREFETCH=1
+  smol "fused tiles int8 + PDL entry" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1
+  smol "PDL entry" KILN_PDL_ENTRY=1
   "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
-  q30k() { local label=$1 pp=$2; shift 2; left 40 "30B $label" || return 0
-    echo "$(el) 30B-A3B-shaped Q4_K $label"
-    env "$@" timeout "${Q30_T:-80}" "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p "$pp" -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'; }
-  Q30_T=170 q30k "default" 512 KILN_X=1
-  q30k "int8 expert tiles" 0 KILN_MV_TILE_Q8=1
-  q30k "all: int8 expert + fused tiles, PDL entry, qk_norm_rope_kv" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_QKNR=1
-  q30k "PDL entry" 0 KILN_PDL_ENTRY=1
+  Q30_T=170 q30 "default" 512 KILN_X=1
+  q30 "int8 expert tiles" 0 KILN_MV_TILE_Q8=1
+  q30 "all: int8 expert + fused tiles, PDL entry, qk_norm_rope_kv" 0 KILN_MV_TILE_Q8=1 KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_QKNR=1
+  q30 "PDL entry" 0 KILN_PDL_ENTRY=1
   KILN_PDL_ENTRY=1 par parity_cufused 150
   "$B/kiln" synth /tmp/v-q3moe.gguf --arch qwen3moe "${common[@]}" --head-dim 64 --experts 8 --experts-used 2 --expert-ff 256 --type Q4_K > /dev/null 2>&1
   if left 60 greedy; then
@@ -110,17 +122,13 @@ if [ "$PART" = prefetch ]; then
   # perf.md §24: the decode attention's L2 prefetch (KILN_ATTN_PREFETCH=1,
   # opt-in) against the default, with parity and greedy text (run the
   # parity binaries with the switch on too before making it a default).
-  left 60 "decode attention parity" && { KILN_ATTN_PREFETCH=1 timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
-    rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
-    grep -E "FAIL|panicked" -A6 "$L/parity_cuattn_decode.log" | cut -c1-300 | head -20; }
+  KILN_ATTN_PREFETCH=1 par parity_cuattn 120 decode
   KILN_ATTN_PREFETCH=1 par parity_graph 60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
-  smolk() { local label=$1; shift; left 40 "smol $label" || return 0; echo "$(el) smol $label"
-    env "$@" timeout "${SMOL_T:-50}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'; }
-  SMOL_T=120 smolk "prefetch on" KILN_ATTN_PREFETCH=1
-  smolk "prefetch off (default)" KILN_ATTN_PREFETCH=0
-  smolk "prefetch on" KILN_ATTN_PREFETCH=1
-  smolk "prefetch off (default)" KILN_ATTN_PREFETCH=0
+  SMOL_T=120 smol "prefetch on" KILN_ATTN_PREFETCH=1
+  smol "prefetch off (default)" KILN_ATTN_PREFETCH=0
+  smol "prefetch on" KILN_ATTN_PREFETCH=1
+  smol "prefetch off (default)" KILN_ATTN_PREFETCH=0
   "$B/kiln" synth /tmp/v-q41.gguf "${common[@]}" --type Q4_1 > /dev/null 2>&1
   "$B/kiln" synth /tmp/v-qwen3.gguf --arch qwen3 "${common[@]}" --head-dim 64 --type Q4_K > /dev/null 2>&1
   for m in v-q41 v-qwen3 smol; do
@@ -160,12 +168,9 @@ PY
   # The i-quants (IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S; session 12): the
   # testkit tables carry them, so these binaries run them; then greedy text
   # CPU vs CUDA on synthetic models (random weights: a near tie may part).
-  left 100 "i-quant matmul parity" && { timeout 150 "$B/parity_cumatmul" > "$L/parity_cumatmul.log" 2>&1
-    rc=$?; echo "$(el) parity_cumatmul rc=$rc $(grep -E '^test result' "$L/parity_cumatmul.log" | tail -1)"; }
-  left 60 "i-quant embedding parity" && { timeout 60 "$B/parity_cuops" embedding > "$L/parity_cuops_embd.log" 2>&1
-    rc=$?; echo "$(el) parity_cuops embedding rc=$rc $(grep -E '^test result' "$L/parity_cuops_embd.log" | tail -1)"; }
-  left 60 "i-quant matmul_id parity" && { timeout 120 "$B/parity_cumoe" matmul_id > "$L/parity_cumoe_id.log" 2>&1
-    rc=$?; echo "$(el) parity_cumoe matmul_id rc=$rc $(grep -E '^test result' "$L/parity_cumoe_id.log" | tail -1)"; }
+  par parity_cumatmul 150
+  par parity_cuops 60 embedding
+  par parity_cumoe 120 matmul_id
   for t in IQ2_XXS IQ3_S; do
     left 60 "greedy $t" || break
     "$B/kiln" synth /tmp/iq-$t.gguf "${common[@]}" --type $t > /dev/null 2>&1
@@ -177,9 +182,8 @@ PY
 fi
 if [ "$PART" = prefetch-short ]; then
   # The least of the prefetch part: parity, then tg128 on/off twice.
-  KILN_ATTN_PREFETCH=1 timeout 120 "$B/parity_cuattn" decode > "$L/parity_cuattn_decode.log" 2>&1
-  rc=$?; echo "$(el) parity_cuattn decode rc=$rc $(grep -E '^test result' "$L/parity_cuattn_decode.log" | tail -1)"
-  par parity_graph 60
+  KILN_ATTN_PREFETCH=1 par parity_cuattn 120 decode
+  KILN_ATTN_PREFETCH=1 par parity_graph 60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
   for pf in 1 0 1 0; do
     left 25 "smol prefetch=$pf" || break
@@ -192,24 +196,12 @@ if [ "$PART" = perf ]; then
   rc=$?; echo "$(el) bench_moe decode rc=$rc"
   grep -E 'ceiling|Q4_K|Q8_0|Q4_0|Q4_1' "$L/bench_moe.txt" | head -60
   "$B/kiln" synth /tmp/smol.gguf --type Q4_1 --embd-type Q8_0 --vocab-from "$B/vocab.gguf" --seed 1 > /dev/null
-  smol() { # $1 label, then env assignments
-    local label=$1; shift
-    left 30 "smol $label" || return 0
-    echo "$(el) smol $label"
-    env "$@" timeout "${SMOL_T:-60}" "$B/kiln" bench --device cuda -m /tmp/smol.gguf -p 512 -n 128 -r 3 2>&1 | grep -E '\| (pp|tg)|rror'
-  }
   SMOL_T=150 smol default KILN_X=1
   smol "PDL entry" KILN_PDL_ENTRY=1
   smol "fused tiles float" KILN_MVF_TILE=1
   smol "fused tiles int8" KILN_MVF_TILE=q8
   smol "fused tiles int8 + PDL entry + dense tile" KILN_MVF_TILE=q8 KILN_PDL_ENTRY=1 KILN_MV_DENSE_TILE=1
   "$B/kiln" synth /tmp/q30.gguf --preset qwen3moe-30b-a3b --type Q4_K --pool-rows 256 --vocab-from "$B/vocab.gguf" 2>&1 | tail -1
-  q30() { # $1 label, $2 prompt tokens, then env assignments
-    local label=$1 pp=$2; shift 2
-    left 40 "30B $label" || return 0
-    echo "$(el) 30B-A3B-shaped Q4_K $label"
-    env "$@" timeout "${Q30_T:-90}" "$B/kiln" bench --device cuda -m /tmp/q30.gguf -p "$pp" -n 64 -r 1 2>&1 | grep -E '\| (pp|tg)|rror'
-  }
   # The first run compiles the model's kernels (NVRTC, cold machine).
   Q30_T=170 q30 "default (float expert tiles)" 512 KILN_X=1
   q30 "PDL entry" 0 KILN_PDL_ENTRY=1

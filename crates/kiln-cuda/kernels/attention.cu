@@ -374,6 +374,20 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
 
+// The `_at` kernels' entry: p.pos0 = the device position pos[0], clamped
+// to [0, the planned p.pos0]. With `wait`, the next kernel may launch (PDL)
+// and this one waits for the previous kernel first; without, pos is read
+// at once, which is safe because positions are staged by a copy before the
+// step runs (Stream::stage_inputs) and no kernel writes them.
+__device__ __forceinline__ void attn_device_pos(AttnParams& p, const i32* pos, bool wait) {
+    if (wait) {
+        kiln_grid_launch_dependents();
+        kiln_grid_wait();
+    }
+    const i32 p0 = pos[0];
+    p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
+}
+
 // The same kernels with pos0 read from device memory (CUDA-graph decode: the
 // launch is recorded once, the position changes every token). The launcher
 // plans the splits for p.pos0 = the largest position it allows; pos[0] is
@@ -385,10 +399,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
                                  const float* __restrict__ q, const kv_t* __restrict__ k,
                                  const kv_t* __restrict__ v, float* __restrict__ part,
                                  u32* __restrict__ tickets, float* __restrict__ out) {
-    kiln_grid_launch_dependents();
-    kiln_grid_wait();  // pos was staged before the previous kernels ran
-    const i32 p0 = pos[0];
-    p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
+    attn_device_pos(p, pos, true);
     attention_split<false>(p, q, k, v, part, tickets, out);
 }
 
@@ -396,10 +407,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
     KV_NAME(attention_split_direct_at_)(AttnParams p, const i32* __restrict__ pos,
                                         const float* __restrict__ q, const kv_t* __restrict__ k,
                                         const kv_t* __restrict__ v, float* __restrict__ out) {
-    kiln_grid_launch_dependents();
-    kiln_grid_wait();  // pos was staged before the previous kernels ran
-    const i32 p0 = pos[0];
-    p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);
+    attn_device_pos(p, pos, true);
     attention_split<true>(p, q, k, v, out, nullptr, nullptr);
 }
 
@@ -608,10 +616,7 @@ __device__ __forceinline__ void attention_decode(const AttnParams& p, const floa
                                                float* __restrict__ part,                         \
                                                u32* __restrict__ tickets,                        \
                                                float* __restrict__ out) {                        \
-        kiln_grid_launch_dependents();                                                           \
-        kiln_grid_wait();                                                                        \
-        const i32 p0 = pos[0];                                                                   \
-        p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \
+        attn_device_pos(p, pos, true);                                                           \
         attention_decode<DPL, MAXH>(p, q, k, v, part, tickets, out);                             \
     }
 DEC_ENTRY(1, MAX_DEC_HEADS)

@@ -349,16 +349,9 @@ __device__ __forceinline__ void attention_decg(const AttnParams& p, const float*
                                            const kv_t* __restrict__ v,                           \
                                            float* __restrict__ part, u32* __restrict__ tickets,  \
                                            float* __restrict__ out) {                            \
-        /* With the prefetch, pos is read before the PDL wait (in attention_decg): it is */     \
-        /* staged by a copy before the graph or step runs (Stream::stage_inputs), never  */     \
-        /* written by a kernel, so the prefetch can use the real position. Without it,   */     \
-        /* the kernel waits first, as before the prefetch existed.                       */     \
-        if (!p.prefetch) {                                                                       \
-            kiln_grid_launch_dependents();                                                       \
-            kiln_grid_wait();                                                                    \
-        }                                                                                        \
-        const i32 p0 = pos[0];                                                                   \
-        p.pos0 = p0 < 0 ? 0u : min((u32)p0, p.pos0);                                             \
+        /* With the prefetch, pos is read before the wait (attention_decg waits after */       \
+        /* prefetching the rows of the real range).                                    */       \
+        attn_device_pos(p, pos, !p.prefetch);                                                    \
         attention_decg<D>(p, q, k, v, part, tickets, out);                                       \
     }
 DECG_ENTRY(64)
