@@ -26,8 +26,8 @@
 
 use kiln_core::ops::matmul::MatmulParams;
 use kiln_core::DType;
-use kiln_cpu::matmul::{matmul, matmul_quantized, quantize_activations};
-use kiln_cpu::quant_dot::Q8Acts;
+use kiln_cpu::matmul::{matmul, matmul_packed, matmul_quantized, quantize_activations};
+use kiln_cpu::quant_dot::{PackedWeights, Q8Acts};
 use kiln_cpu::CpuContext;
 use kiln_testkit::{rand_f32, rand_rows, rng};
 use rayon::prelude::*;
@@ -159,8 +159,8 @@ fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
         "\n== mat-vec by format (m = 1, cold weights; % of the streaming read with the same threads) =="
     );
     println!(
-        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8}",
-        "format", "shape", "threads", "MB", "us/call", "GB/s", "of read"
+        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8} {:>9}",
+        "format", "shape", "threads", "MB", "us/call", "GB/s", "of read", "hot GB/s"
     );
     let mut r = rng(3);
     let x = rand_f32(&mut r, 4096, -1.0, 1.0);
@@ -179,24 +179,84 @@ fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
             let bytes = (ws[0].len() + 4 * k) as f64;
             let reps = if quick { 10 } else { 2 * copies.max(20) };
             let p = MatmulParams { m: 1, n, k, wtype };
+            // The packed layout (AVX-512 VNNI CPUs; Q4_0, Q4_1, Q8_0), one
+            // packed copy per weight copy.
+            let feat = kiln_cpu::CpuFeatures::detect();
+            let t0 = Instant::now();
+            let packed: Vec<PackedWeights> = ws
+                .iter()
+                .filter_map(|w| PackedWeights::pack(feat, wtype, n, k, w).unwrap())
+                .collect();
+            if !packed.is_empty() {
+                let gbs = (packed.len() * ws[0].len()) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                println!("{wtype} {n}x{k}: packing {gbs:.2} GB/s (rayon pool)");
+            }
+            let row = ws[0].len() / n;
+            let nh = ((512usize << 10) / row).clamp(16, n) / 16 * 16;
+            let packed_hot = PackedWeights::pack(feat, wtype, nh, k, &ws[0][..nh * row]).unwrap();
             for (ctx, bw) in ctxs.iter().zip(bw) {
                 let t = time(reps, |rep| {
                     matmul(ctx, &p, &ws[rep % ws.len()], &x[..k], &mut out[..n]).unwrap();
                 });
-                let gbs = bytes / t / 1e9;
-                println!(
-                    "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>7.0}%",
-                    wtype.to_string(),
-                    format!("{n}x{k}"),
+                // Hot: the first rows, <= 512 KiB, L2-resident and timed
+                // again and again: the kernel's compute-bound rate.
+                let ph = MatmulParams { n: nh, ..p };
+                let th = time(reps * 10, |_| {
+                    matmul(ctx, &ph, &ws[0][..nh * row], &x[..k], &mut out[..nh]).unwrap();
+                });
+                let hot = (nh * row + 4 * k) as f64;
+                print_row(
+                    &wtype.to_string(),
+                    n,
+                    k,
                     ctx.threads(),
-                    bytes / 1e6,
-                    t * 1e6,
-                    gbs,
-                    100.0 * gbs / bw
+                    bytes,
+                    t,
+                    *bw,
+                    hot / th,
                 );
+                let Some(ph_packed) = &packed_hot else {
+                    continue;
+                };
+                let t = time(reps, |rep| {
+                    let i = rep % packed.len();
+                    matmul_packed(ctx, &p, &packed[i], &ws[i], &x[..k], &mut out[..n]).unwrap();
+                });
+                let th = time(reps * 10, |_| {
+                    let w = &ws[0][..nh * row];
+                    matmul_packed(ctx, &ph, ph_packed, w, &x[..k], &mut out[..nh]).unwrap();
+                });
+                let name = format!("{wtype}+pk");
+                print_row(&name, n, k, ctx.threads(), bytes, t, *bw, hot / th);
             }
         }
     }
+}
+
+/// One line of the format table.
+#[allow(clippy::too_many_arguments)] // one table row's columns
+fn print_row(
+    name: &str,
+    n: usize,
+    k: usize,
+    threads: usize,
+    bytes: f64,
+    t: f64,
+    bw: f64,
+    hot: f64,
+) {
+    let gbs = bytes / t / 1e9;
+    println!(
+        "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>7.0}% {:>9.2}",
+        name,
+        format!("{n}x{k}"),
+        threads,
+        bytes / 1e6,
+        t * 1e6,
+        gbs,
+        100.0 * gbs / bw,
+        hot / 1e9
+    );
 }
 
 fn main() {

@@ -9,6 +9,9 @@ pub struct CpuFeatures {
     pub avx2: bool,
     pub fma: bool,
     pub f16c: bool,
+    /// AVX-512 F + BW + VNNI (the packed mat-vec, `quant_dot::packed`);
+    /// `KILN_CPU_PACK=0` turns it off.
+    pub avx512_vnni: bool,
 }
 
 impl CpuFeatures {
@@ -23,6 +26,10 @@ impl CpuFeatures {
                 avx2: is_x86_feature_detected!("avx2"),
                 fma: is_x86_feature_detected!("fma"),
                 f16c: is_x86_feature_detected!("f16c"),
+                avx512_vnni: is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+                    && std::env::var_os("KILN_CPU_PACK").is_none_or(|v| v != "0"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -33,7 +33,8 @@
 //! block scale of a block holding NaN or ±inf is not meaningful.
 
 use crate::quant_dot::{
-    self, dot_float_row, Q8Acts, Q8KActs, QFormat, Tile, TileSpec, TILE_C, TILE_R,
+    self, dot_float_row, pack_supported, PackedWeights, Q8Acts, Q8KActs, QFormat, Tile, TileSpec,
+    PACK_MAX_M, PACK_ROWS, TILE_C, TILE_R,
 };
 use crate::CpuContext;
 use kiln_core::ops::matmul::MatmulParams;
@@ -127,6 +128,97 @@ fn quantize_and_run_k(
 ) -> Result<()> {
     quantize_activations_k(ctx, x, p.m, p.k, acts)?;
     matmul_quantized_k(ctx, p, w, acts, out)
+}
+
+/// `out = x · wᵀ` with the whole 16-row groups of `w` taken from `packed`
+/// (the same matrix repacked by [`PackedWeights::pack`]; AVX-512 VNNI
+/// kernel, see `quant_dot::packed`) and the remaining rows from `w`. For
+/// `m > PACK_MAX_M`, or a CPU without the kernel, this is [`matmul`].
+pub fn matmul_packed(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    packed: &PackedWeights,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    p.validate(w.len(), x.len(), out.len())?;
+    if (packed.dtype(), packed.n(), packed.k()) != (p.wtype, p.n, p.k) {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "packed weights are {} [{}, {}], the call wants {} [{}, {}]",
+                packed.dtype(),
+                packed.n(),
+                packed.k(),
+                p.wtype,
+                p.n,
+                p.k
+            ),
+        ));
+    }
+    if p.m > PACK_MAX_M || !pack_supported(ctx.features()) {
+        return matmul(ctx, p, w, x, out);
+    }
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    ACTS.with(|cell| {
+        let mut run = |acts: &mut Q8Acts| {
+            quantize_activations(ctx, x, p.m, p.k, acts)?;
+            run_packed(ctx, p, packed, w, acts, out)
+        };
+        match cell.try_borrow_mut() {
+            Ok(mut acts) => run(&mut acts),
+            Err(_) => run(&mut Q8Acts::new()),
+        }
+    })
+}
+
+/// Strips of whole 16-row groups over threads; the rows past the packed
+/// ones (the last strip's tail) use the tile kernel on `w`.
+fn run_packed(
+    ctx: &CpuContext,
+    p: &MatmulParams,
+    packed: &PackedWeights,
+    w: &[u8],
+    acts: &Q8Acts,
+    out: &mut [f32],
+) -> Result<()> {
+    let (feat, row_bytes, full) = (ctx.features(), p.w_row_bytes()?, packed.packed_rows());
+    let f = QFormat::of(p.wtype).ok_or(Error::UnsupportedDType {
+        op: OP,
+        dtype: p.wtype,
+    })?;
+    let plan = Plan::new(ctx, p, PACK_ROWS);
+    let sink = OutSink::new(out);
+    run_tasks(ctx, &plan, |rows, cols| {
+        // m <= PACK_MAX_M == TILE_C: one row block, rows 0..m.
+        let m = rows.len();
+        let packed_end = cols.end.min(full);
+        for j0 in (cols.start..packed_end).step_by(PACK_ROWS) {
+            let t = packed.group_dots(feat, j0 / PACK_ROWS, acts, m)?;
+            for (c, tc) in t.iter().enumerate().take(m) {
+                for (r, v) in tc.iter().enumerate() {
+                    // SAFETY: (c, j0+r) lies in this task's rows × cols
+                    // (strips are multiples of 16 rows); tasks are disjoint.
+                    unsafe { sink.write(c * p.n + j0 + r, *v) };
+                }
+            }
+        }
+        for j0 in (cols.start.max(full)..cols.end).step_by(TILE_R) {
+            let nr = TILE_R.min(cols.end - j0);
+            let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+            let t = quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: m })?;
+            for (r, tr) in t.iter().enumerate().take(nr) {
+                for (c, v) in tr.iter().enumerate().take(m) {
+                    // SAFETY: as above.
+                    unsafe { sink.write(c * p.n + j0 + r, *v) };
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Quantize `x: [m, k]` to Q8_K blocks (`k` a multiple of 256), rows split

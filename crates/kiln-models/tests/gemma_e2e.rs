@@ -217,7 +217,7 @@ fn gemma3_device_position_decode_matches_baked_positions() {
 
 /// The local layers' ring caches against full caches on the real weights
 /// at the real window (512): 600 tokens of text fed 64 at a time (rings of
-/// 512 + 64 - 1 = 575 rows, wrapped), then 16 steps teacher-forced with the
+/// 512 + 64 - 1 = 575 rows, wrapped), then 40 steps teacher-forced with the
 /// full caches' greedy tokens.
 ///
 /// Not bit-exact: a ring splits the attention's key blocks at its end (a
@@ -242,13 +242,17 @@ fn gemma3_ring_caches_match_full_caches() {
     )
     .unwrap();
     let prompt = m.tokenizer.encode(&text, true, false).unwrap()[..600].to_vec();
-    // Every step's logits (the prompt's last, then 16 forced steps), the
+    // Enough steps that several have a decisive top-1: on this text few
+    // do (2 of the first 17 with the block kernels, 0 with the packed
+    // AVX-512 mat-vec, whose summation order picks another greedy path).
+    const STEPS: usize = 40;
+    // Every step's logits (the prompt's last, then STEPS forced steps), the
     // tokens fed, the rows per layer.
     let run = |m: &Model, force: Option<&[u32]>| {
         let mut st = m.new_state(&s, 640, 64, false).unwrap();
         let mut steps = vec![m.feed(&s, &mut st, &prompt).unwrap().to_vec()];
         let mut toks = Vec::new();
-        for i in 0..16 {
+        for i in 0..STEPS {
             let t = force.map_or_else(|| argmax(&steps[i]), |f| f[i]);
             toks.push(t);
             steps.push(m.feed(&s, &mut st, &[t]).unwrap().to_vec());
@@ -283,8 +287,9 @@ fn gemma3_ring_caches_match_full_caches() {
         }
     }
     eprintln!(
-        "gemma3: rings of 575 rows vs full caches over 17 steps after 600 tokens: \
-         max |logit diff| {worst:.4}; {compared} decisive top-1s equal"
+        "gemma3: rings of 575 rows vs full caches over {} steps after 600 tokens: \
+         max |logit diff| {worst:.4}; {compared} decisive top-1s equal",
+        STEPS + 1
     );
     assert!(compared >= 2, "too few decisive steps: {compared}");
 }

@@ -70,6 +70,11 @@ enum CpuStorage {
         src: Arc<dyn HostBytes>,
         offset: usize,
         len: usize,
+        /// The matrix repacked for the CPU mat-vec
+        /// (`kiln_cpu::quant_dot::PackedWeights`), built on first use;
+        /// `None` inside when this CPU or format has no packed kernel.
+        /// Shared bytes are immutable, so it never goes stale.
+        packed: std::sync::OnceLock<Option<kiln_cpu::quant_dot::PackedWeights>>,
     },
 }
 
@@ -272,7 +277,12 @@ impl Tensor {
             .into());
         }
         let storage = match s.backend() {
-            Backend::Cpu(_) => Storage::Cpu(CpuStorage::Shared { src, offset, len }),
+            Backend::Cpu(_) => Storage::Cpu(CpuStorage::Shared {
+                src,
+                offset,
+                len,
+                packed: std::sync::OnceLock::new(),
+            }),
             #[cfg(feature = "cuda")]
             Backend::Cuda(be) => Storage::Cuda(
                 be.info().ordinal,
@@ -316,6 +326,7 @@ impl Tensor {
                     src: src.clone(),
                     offset: offset + off,
                     len,
+                    packed: std::sync::OnceLock::new(),
                 })
             }
             #[cfg(feature = "cuda")]
@@ -546,6 +557,38 @@ impl Tensor {
 
     /// Raw bytes of a host tensor, for ops.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    /// The packed form of a file-backed 2-D CPU weight matrix, for the
+    /// decode mat-vec (`kiln_cpu::matmul::matmul_packed`): built on the
+    /// first call (one copy of the packed rows), `None` when the CPU or the
+    /// format has no packed kernel, or the tensor is not file-backed.
+    pub(crate) fn cpu_packed(
+        &self,
+        features: kiln_cpu::CpuFeatures,
+    ) -> Option<&kiln_cpu::quant_dot::PackedWeights> {
+        let Storage::Cpu(CpuStorage::Shared {
+            src,
+            offset,
+            len,
+            packed,
+        }) = &self.storage
+        else {
+            return None;
+        };
+        let [n, k] = self.dims() else {
+            return None;
+        };
+        packed
+            .get_or_init(|| {
+                let w = &src.host_bytes()[*offset..*offset + *len];
+                // A pack error (a short source) leaves the plain path, whose
+                // validation reports it.
+                kiln_cpu::quant_dot::PackedWeights::pack(features, self.dtype, *n, *k, w)
+                    .ok()
+                    .flatten()
+            })
+            .as_ref()
+    }
+
     pub(crate) fn cpu_bytes_for(&self, op: &'static str, what: &'static str) -> Result<&[u8]> {
         match &self.storage {
             Storage::Cpu(c) => Ok(cpu_bytes(c)),
@@ -709,7 +752,9 @@ fn cpu_bytes(c: &CpuStorage) -> &[u8] {
         CpuStorage::F32(v) => bytemuck::cast_slice(v),
         CpuStorage::U16(v) => bytemuck::cast_slice(v),
         CpuStorage::Bytes(v) => v,
-        CpuStorage::Shared { src, offset, len } => &src.host_bytes()[*offset..*offset + *len],
+        CpuStorage::Shared {
+            src, offset, len, ..
+        } => &src.host_bytes()[*offset..*offset + *len],
     }
 }
 

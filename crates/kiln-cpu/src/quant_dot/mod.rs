@@ -39,6 +39,7 @@ mod float;
 mod iq23;
 mod kquant;
 mod mlx;
+mod packed;
 mod scalar;
 
 pub use float::dot_float_row;
@@ -47,6 +48,7 @@ pub use mlx::{
     dequantize_mlx_row, dot_f32_tile, dot_mlx_row, dot_mlx_row_scalar, mlx_group_sums, F32_TILE_C,
     F32_TILE_R,
 };
+pub use packed::{pack_supported, PackedWeights, PACK_MAX_M, PACK_ROWS};
 
 /// Most weight rows per tile.
 pub const TILE_R: usize = 4;

@@ -37,13 +37,18 @@ pub fn matmul(s: &Stream, w: &Tensor, x: &Tensor, m: usize, out: &mut Tensor) ->
         Backend::Cpu(ctx) => {
             let x = x.f32_prefix(OP, "x", m * p.k)?;
             let out = out.f32_prefix_mut(OP, "out", m * p.n)?;
-            Ok(kiln_cpu::matmul::matmul(
-                ctx,
-                &p,
-                w.cpu_bytes_for(OP, "w")?,
-                x,
-                out,
-            )?)
+            let wb = w.cpu_bytes_for(OP, "w")?;
+            // Decode-sized calls use the packed weights where the CPU has
+            // the kernel (packed on the first such call).
+            let packed = if m <= kiln_cpu::quant_dot::PACK_MAX_M {
+                w.cpu_packed(ctx.features())
+            } else {
+                None
+            };
+            Ok(match packed {
+                Some(pk) => kiln_cpu::matmul::matmul_packed(ctx, &p, pk, wb, x, out),
+                None => kiln_cpu::matmul::matmul(ctx, &p, wb, x, out),
+            }?)
         }
         #[cfg(feature = "cuda")]
         Backend::Cuda(be) => {
