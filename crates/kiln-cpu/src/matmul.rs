@@ -163,10 +163,44 @@ pub fn matmul_packed(
     if p.m == 0 || p.n == 0 {
         return Ok(());
     }
+    let row_bytes = p.w_row_bytes()?;
+    let (feat, f) = (ctx.features(), packed.format());
+    if f.uses_q8k() {
+        return ACTS_K.with(|cell| {
+            let mut run = |acts: &mut Q8KActs| {
+                quantize_activations_k(ctx, x, p.m, p.k, acts)?;
+                run_packed(
+                    ctx,
+                    p,
+                    packed.packed_rows(),
+                    out,
+                    |g| packed.group_dots_k(feat, g, acts, p.m),
+                    |j0, nr| {
+                        let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+                        quant_dot::dot_tile_k(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+                    },
+                )
+            };
+            match cell.try_borrow_mut() {
+                Ok(mut acts) => run(&mut acts),
+                Err(_) => run(&mut Q8KActs::new()),
+            }
+        });
+    }
     ACTS.with(|cell| {
         let mut run = |acts: &mut Q8Acts| {
             quantize_activations(ctx, x, p.m, p.k, acts)?;
-            run_packed(ctx, p, packed, w, acts, out)
+            run_packed(
+                ctx,
+                p,
+                packed.packed_rows(),
+                out,
+                |g| packed.group_dots(feat, g, acts, p.m),
+                |j0, nr| {
+                    let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+                    quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+                },
+            )
         };
         match cell.try_borrow_mut() {
             Ok(mut acts) => run(&mut acts),
@@ -175,29 +209,28 @@ pub fn matmul_packed(
     })
 }
 
-/// Strips of whole 16-row groups over threads; the rows past the packed
-/// ones (the last strip's tail) use the tile kernel on `w`.
-fn run_packed(
+/// Strips of whole 16-row groups over threads: `group(g)` computes the
+/// packed rows `16g..16g + 16`, `tile(j0, nr)` the rows `j0..j0 + nr` past
+/// the packed ones (the last strip's tail) from the original bytes.
+fn run_packed<G, T>(
     ctx: &CpuContext,
     p: &MatmulParams,
-    packed: &PackedWeights,
-    w: &[u8],
-    acts: &Q8Acts,
+    full: usize,
     out: &mut [f32],
-) -> Result<()> {
-    let (feat, row_bytes, full) = (ctx.features(), p.w_row_bytes()?, packed.packed_rows());
-    let f = QFormat::of(p.wtype).ok_or(Error::UnsupportedDType {
-        op: OP,
-        dtype: p.wtype,
-    })?;
+    group: G,
+    tile: T,
+) -> Result<()>
+where
+    G: Fn(usize) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> + Sync,
+    T: Fn(usize, usize) -> Result<Tile> + Sync,
+{
     let plan = Plan::new(ctx, p, PACK_ROWS);
     let sink = OutSink::new(out);
-    run_tasks(ctx, &plan, |rows, cols| {
+    let m = p.m;
+    run_tasks(ctx, &plan, |_rows, cols| {
         // m <= PACK_MAX_M == TILE_C: one row block, rows 0..m.
-        let m = rows.len();
-        let packed_end = cols.end.min(full);
-        for j0 in (cols.start..packed_end).step_by(PACK_ROWS) {
-            let t = packed.group_dots(feat, j0 / PACK_ROWS, acts, m)?;
+        for j0 in (cols.start..cols.end.min(full)).step_by(PACK_ROWS) {
+            let t = group(j0 / PACK_ROWS)?;
             for (c, tc) in t.iter().enumerate().take(m) {
                 for (r, v) in tc.iter().enumerate() {
                     // SAFETY: (c, j0+r) lies in this task's rows × cols
@@ -208,8 +241,7 @@ fn run_packed(
         }
         for j0 in (cols.start.max(full)..cols.end).step_by(TILE_R) {
             let nr = TILE_R.min(cols.end - j0);
-            let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
-            let t = quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: m })?;
+            let t = tile(j0, nr)?;
             for (r, tr) in t.iter().enumerate().take(nr) {
                 for (c, v) in tr.iter().enumerate().take(m) {
                     // SAFETY: as above.

@@ -168,6 +168,35 @@ fn quantizer_inputs(rng: &mut impl Rng) -> Vec<f32> {
     x
 }
 
+/// The Q8_K activation quantizer (SIMD and scalar) bit-identical to the
+/// reference `BlockQ8K::quantize`: ties at the rounding, equal |max| of
+/// both signs (the first wins), zero blocks, tiny and large values.
+#[test]
+fn quantizer_matches_reference_q8_k() {
+    let seed = test_seed();
+    let mut rng = case_rng(seed, "quantize_q8k", 0);
+    let mut x = quantizer_inputs(&mut rng);
+    // A block whose largest |x| appears as -4 first, then +4.
+    let mut both = rand_f32(&mut rng, 256, -3.0, 3.0);
+    both[17] = -4.0;
+    both[200] = 4.0;
+    x.extend(&both);
+    x.extend(rand_f32(&mut rng, 256 * 6, -1e4, 1e4));
+    let m = x.len() / 256;
+    let x = &x[..m * 256];
+    let want: Vec<BlockQ8K> = x.chunks(256).map(BlockQ8K::quantize).collect();
+    for (fname, feat) in feature_sets() {
+        let mut acts = Q8KActs::new();
+        acts.quantize(feat, x, m, 256).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            let got = &acts.row(i)[0];
+            assert_eq!(got.qs, w.qs, "{fname}: codes of block {i}");
+            assert_eq!(got.bsums, w.bsums, "{fname}: bsums of block {i}");
+            assert_eq!(got.d.to_bits(), w.d.to_bits(), "{fname}: d of block {i}");
+        }
+    }
+}
+
 #[test]
 fn quantizer_matches_ggml_q8_1_codes() {
     let seed = test_seed();

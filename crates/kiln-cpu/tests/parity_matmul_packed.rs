@@ -1,5 +1,5 @@
 //! Parity of the packed mat-vec (`quant_dot::packed`, AVX-512 VNNI; Q4_0,
-//! Q4_1, Q8_0) and its layout.
+//! Q4_1, Q8_0, Q4_K) and its layout.
 //!
 //! 1. `PackedWeights::unpack` gives back the original bytes of the packed
 //!    rows (the layout round trip), odd `n` and `k`.
@@ -26,7 +26,7 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 3] = [DType::Q4_0, DType::Q4_1, DType::Q8_0];
+const PACKED: [DType; 4] = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K];
 
 /// The detected features when they include the packed kernel.
 fn packed_features() -> Option<CpuFeatures> {
@@ -50,7 +50,9 @@ fn layout_round_trips() {
     let Some(f) = packed_features() else { return };
     let seed = test_seed();
     for wtype in PACKED {
-        for (n, k) in [(16, 32), (17, 96), (33, 64), (50, 576), (257, 32)] {
+        let blk = if wtype == DType::Q4_K { 256 } else { 32 };
+        for (n, k) in [(16, 1), (17, 3), (33, 2), (50, 18), (257, 1)] {
+            let k = k * blk;
             let mut rng = case_rng(seed, "pack layout", n * 1000 + k);
             let w = rand_rows(&mut rng, wtype, n, k);
             let pk = PackedWeights::pack(f, wtype, n, k, &w).unwrap().unwrap();
@@ -66,11 +68,13 @@ fn layout_round_trips() {
             );
         }
         // Nothing to pack: fewer than 16 rows, or a format without a kernel.
-        let w = rand_rows(&mut case_rng(seed, "pack small", 0), wtype, 15, 32);
-        assert!(PackedWeights::pack(f, wtype, 15, 32, &w).unwrap().is_none());
+        let w = rand_rows(&mut case_rng(seed, "pack small", 0), wtype, 15, blk);
+        assert!(PackedWeights::pack(f, wtype, 15, blk, &w)
+            .unwrap()
+            .is_none());
     }
-    let w = rand_rows(&mut case_rng(seed, "pack q4k", 0), DType::Q4_K, 16, 256);
-    assert!(PackedWeights::pack(f, DType::Q4_K, 16, 256, &w)
+    let w = rand_rows(&mut case_rng(seed, "pack q2k", 0), DType::Q2_K, 16, 256);
+    assert!(PackedWeights::pack(f, DType::Q2_K, 16, 256, &w)
         .unwrap()
         .is_none());
 }

@@ -477,3 +477,78 @@ pub(super) unsafe fn dot_tile(
         }
     }
 }
+
+/// One Q8_K block of `x` (256 f32), bit-identical to the reference
+/// `BlockQ8K::quantize`: the first element of largest |x| (sign kept) sets
+/// `iscale = -127 / max`, codes are `round_ties_even(iscale * x)` clamped
+/// to i8 (`vroundps` to nearest-even, then saturating packs), `bsums` are
+/// the 16-element sums, `d = 1 / iscale`.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `x` holds 256 f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_block_k(x: &[f32]) -> BlockQ8K {
+    let p = x.as_ptr();
+    let sign = _mm256_set1_ps(-0.0);
+    let mut am = _mm256_setzero_ps();
+    for i in 0..32 {
+        // SAFETY: 8 f32 at 8i < 256.
+        let v = unsafe { _mm256_loadu_ps(p.add(8 * i)) };
+        // NaN lanes keep the running max (operand order), as the reference skips them.
+        am = _mm256_max_ps(_mm256_andnot_ps(sign, v), am);
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps::<1>(am));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+    let mut b = BlockQ8K {
+        d: 0.0,
+        qs: [0; 256],
+        bsums: [0; 16],
+    };
+    // The reference keeps the first element whose |x| beats the running
+    // maximum: the first one equal to amax. (amax is 0 for an all-zero or
+    // all-NaN block: the reference returns zeros there too.)
+    let Some(&max) = x[..256].iter().find(|v| v.abs() == amax) else {
+        return b;
+    };
+    if amax == 0.0 {
+        return b;
+    }
+    let iscale = -127.0 / max;
+    let is = _mm256_set1_ps(iscale);
+    let q = b.qs.as_mut_ptr();
+    for i in 0..8 {
+        // 32 codes: four vectors of 8, rounded to nearest-even, packed with
+        // saturation to i16 then i8 (lane order fixed by the permute).
+        let mut iv = [_mm256_setzero_si256(); 4];
+        for (t, o) in iv.iter_mut().enumerate() {
+            // SAFETY: 8 f32 at 32i + 8t < 256.
+            let v = unsafe { _mm256_loadu_ps(p.add(32 * i + 8 * t)) };
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v, is),
+            );
+            *o = _mm256_cvtps_epi32(r);
+        }
+        let p01 = _mm256_packs_epi32(iv[0], iv[1]);
+        let p23 = _mm256_packs_epi32(iv[2], iv[3]);
+        let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let packed = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
+        // SAFETY: 32 bytes at 32i < 256 of qs.
+        unsafe { _mm256_storeu_si256(q.add(32 * i).cast(), packed) };
+        // bsums of elements 32i..32i+16 and 32i+16..32i+32.
+        let lo = _mm256_add_epi32(iv[0], iv[1]);
+        let hi = _mm256_add_epi32(iv[2], iv[3]);
+        let hs = |v: __m256i| {
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b10_11_00_01>(s2));
+            _mm_cvtsi128_si32(s1)
+        };
+        // Codes lie in [-127, 127] (|iscale * x| <= 127), so the i32 sums
+        // equal the saturated codes' sums and fit i16 (|sum| <= 16 * 127).
+        b.bsums[2 * i] = hs(lo) as i16;
+        b.bsums[2 * i + 1] = hs(hi) as i16;
+    }
+    b.d = 1.0 / iscale;
+    b
+}

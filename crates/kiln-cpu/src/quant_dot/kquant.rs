@@ -139,6 +139,14 @@ impl Q8KActs {
 /// only the common prefix is written). ggml's reference quantizer: the
 /// codes are small integers computed in f32, identical on every path.
 pub fn quantize_rows_k(features: CpuFeatures, x: &[f32], blocks: &mut [BlockQ8K]) {
+    #[cfg(target_arch = "x86_64")]
+    if features.has_avx2_fma() {
+        for (xb, b) in x.chunks_exact(QK_K).zip(blocks.iter_mut()) {
+            // SAFETY: AVX2/FMA/F16C detected at run time; xb holds 256 f32.
+            *b = unsafe { super::avx2_k::quantize_block_k(xb) };
+        }
+        return;
+    }
     let _ = features;
     for (xb, b) in x.chunks_exact(QK_K).zip(blocks.iter_mut()) {
         *b = BlockQ8K::quantize(xb);

@@ -40,6 +40,8 @@ mod iq23;
 mod kquant;
 mod mlx;
 mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_vnni;
 mod scalar;
 
 pub use float::dot_float_row;

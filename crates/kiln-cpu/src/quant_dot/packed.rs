@@ -25,9 +25,11 @@
 //! `off` = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1): the formula of `mod.rs` with the
 //! code offset folded into the activation sum `s_x = d_x Σ c_x`.
 
-use super::{ActsView, Q8Acts, QFormat};
+#[cfg(target_arch = "x86_64")]
+use super::packed_vnni as vnni;
+use super::{Q8Acts, Q8KActs, QFormat};
 use crate::CpuFeatures;
-use kiln_core::quant::QK;
+use kiln_core::quant::{QK, QK_K};
 use kiln_core::{DType, Error, Result};
 use rayon::prelude::*;
 
@@ -42,7 +44,7 @@ const OP: &str = "matmul::pack";
 /// Software prefetch distance in the code stream. The hardware prefetcher
 /// alone left Q4_0/Q4_1 at 47–75% of the one-thread streaming read on the
 /// dev VM; 1–2 KiB ahead gave 66–91% (noisy; docs/perf.md §27).
-const PF_BYTES: usize = 1024;
+pub(super) const PF_BYTES: usize = 1024;
 
 /// One 64-byte line of packed codes (aligned so each is one load).
 #[repr(C, align(64))]
@@ -81,14 +83,59 @@ pub fn pack_supported(features: CpuFeatures) -> bool {
     features.avx512_vnni
 }
 
-/// Code lines per packed block, for the formats with a packed kernel.
-fn lines_of(wtype: DType) -> Option<(QFormat, usize)> {
-    match wtype {
-        DType::Q4_0 => Some((QFormat::Q4_0, 4)),
-        DType::Q4_1 => Some((QFormat::Q4_1, 4)),
-        DType::Q8_0 => Some((QFormat::Q8_0, 8)),
-        _ => None,
-    }
+/// Where a packed block's parts come from in the original block.
+struct Layout {
+    format: QFormat,
+    /// 64-byte lines per block: `words` lines of one 4-byte word of each
+    /// of the 16 rows, then (when `lines > words`) one line holding the 16
+    /// `d` and the 16 second f16s, so one stream carries the whole block.
+    lines: usize,
+    words: usize,
+    /// Byte offset in the original block of line `j`'s word.
+    word: fn(usize) -> usize,
+    /// Offset of the f16 scale `d`, and of the second f16 (Q4_1's `m`,
+    /// Q4_K's `dmin`) where there is one.
+    d_off: usize,
+    min_off: Option<usize>,
+    /// XOR applied to every code word (Q8_0: signed codes to `q + 128`).
+    flip: u32,
+    /// Elements per block (32, or 256 for the Q8_K formats).
+    qk: usize,
+}
+
+/// The packed layout of `wtype`, for the formats with a packed kernel.
+fn layout_of(wtype: DType) -> Option<Layout> {
+    let l = |format, lines, word, min_off, flip, qk| Layout {
+        format,
+        lines,
+        words: lines,
+        word,
+        d_off: 0,
+        min_off,
+        flip,
+        qk,
+    };
+    Some(match wtype {
+        DType::Q4_0 => l(QFormat::Q4_0, 4, |j| 2 + 4 * j, None, 0, QK),
+        DType::Q4_1 => l(QFormat::Q4_1, 4, |j| 4 + 4 * j, Some(2), 0, QK),
+        DType::Q8_0 => l(QFormat::Q8_0, 8, |j| 2 + 4 * j, None, 0x8080_8080, QK),
+        // Q4_K: the 3 words of scale bytes (at 4), 32 words of nibbles (qs
+        // at 16), then the line of d and dmin (36 lines = 2304 bytes = 16
+        // blocks). The kernel reads the scales first: in address order, the
+        // order the hardware prefetcher follows.
+        DType::Q4_K => Layout {
+            lines: 36,
+            ..l(
+                QFormat::Q4_K,
+                35,
+                |j| if j < 3 { 4 + 4 * j } else { 16 + 4 * (j - 3) },
+                Some(2),
+                0,
+                QK_K,
+            )
+        },
+        _ => return None,
+    })
 }
 
 impl PackedWeights {
@@ -103,9 +150,10 @@ impl PackedWeights {
         k: usize,
         w: &[u8],
     ) -> Result<Option<PackedWeights>> {
-        let Some((format, lines)) = lines_of(wtype) else {
+        let Some(lay) = layout_of(wtype) else {
             return Ok(None);
         };
+        let (format, lines) = (lay.format, lay.lines);
         if !pack_supported(features) || n < PACK_ROWS {
             return Ok(None);
         }
@@ -114,33 +162,38 @@ impl PackedWeights {
             .checked_mul(rb)
             .ok_or_else(|| Error::invalid(OP, format!("{n} rows of {rb} bytes overflow")))?;
         kiln_core::error::check_len(OP, "w", w.len(), need)?;
-        let (nb, bs, groups) = (k / QK, wtype.type_size(), n / PACK_ROWS);
-        let hdr = if format == QFormat::Q4_1 { 4 } else { 2 };
+        let (nb, bs, groups) = (k / lay.qk, wtype.type_size(), n / PACK_ROWS);
         let mut codes = vec![Line([0; 64]); groups * nb * lines];
-        let mut d = vec![0u16; groups * nb * PACK_ROWS];
-        let mut mins = if format == QFormat::Q4_1 {
+        let inline = lay.lines > lay.words;
+        let mut d = vec![0u16; if inline { 0 } else { groups * nb * PACK_ROWS }];
+        let mut mins = if lay.min_off.is_some() && !inline {
             vec![0u16; groups * nb * PACK_ROWS]
         } else {
             Vec::new()
         };
-        let flip = if format == QFormat::Q8_0 {
-            0x8080_8080
-        } else {
-            0
-        };
+        let f16_at = |blk: &[u8], o: usize| u16::from_le_bytes([blk[o], blk[o + 1]]);
         // One group: rows 16g..16g+16 into its codes / d / mins slices.
         let group = |g: usize, codes: &mut [Line], d: &mut [u16], mins: &mut [u16]| {
             for b in 0..nb {
                 for r in 0..PACK_ROWS {
                     let blk = &w[(g * PACK_ROWS + r) * rb + b * bs..][..bs];
-                    d[b * PACK_ROWS + r] = u16::from_le_bytes([blk[0], blk[1]]);
-                    if let Some(m) = mins.get_mut(b * PACK_ROWS + r) {
-                        *m = u16::from_le_bytes([blk[2], blk[3]]);
+                    let (dv, mv) = (f16_at(blk, lay.d_off), lay.min_off.map(|o| f16_at(blk, o)));
+                    let bl = &mut codes[b * lines..(b + 1) * lines];
+                    if inline {
+                        let sl = &mut bl[lay.words].0;
+                        sl[2 * r..2 * r + 2].copy_from_slice(&dv.to_le_bytes());
+                        let mv = mv.unwrap_or(0).to_le_bytes();
+                        sl[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&mv);
+                    } else {
+                        d[b * PACK_ROWS + r] = dv;
+                        if let (Some(m), Some(v)) = (mins.get_mut(b * PACK_ROWS + r), mv) {
+                            *m = v;
+                        }
                     }
-                    for (j, line) in codes[b * lines..(b + 1) * lines].iter_mut().enumerate() {
-                        let mut q = [0u8; 4];
-                        q.copy_from_slice(&blk[hdr + 4 * j..hdr + 4 * j + 4]);
-                        let v = u32::from_le_bytes(q) ^ flip;
+                    for (j, line) in bl[..lay.words].iter_mut().enumerate() {
+                        let (o, mut q) = ((lay.word)(j), [0u8; 4]);
+                        q.copy_from_slice(&blk[o..o + 4]);
+                        let v = u32::from_le_bytes(q) ^ lay.flip;
                         line.0[4 * r..4 * r + 4].copy_from_slice(&v.to_le_bytes());
                     }
                 }
@@ -149,16 +202,22 @@ impl PackedWeights {
         // Groups in parallel on the current rayon pool (the engine's, when
         // called from its forward pass).
         let (cl, dl) = (nb * lines, nb * PACK_ROWS);
-        let parts = codes
-            .par_chunks_mut(cl)
-            .zip(d.par_chunks_mut(dl))
-            .enumerate();
-        if mins.is_empty() {
-            parts.for_each(|(g, (c, d))| group(g, c, d, &mut []));
+        if inline {
+            codes
+                .par_chunks_mut(cl)
+                .enumerate()
+                .for_each(|(g, c)| group(g, c, &mut [], &mut []));
+        } else if mins.is_empty() {
+            let parts = codes.par_chunks_mut(cl).zip(d.par_chunks_mut(dl));
+            parts
+                .enumerate()
+                .for_each(|(g, (c, d))| group(g, c, d, &mut []));
         } else {
+            let parts = codes.par_chunks_mut(cl).zip(d.par_chunks_mut(dl));
             parts
                 .zip(mins.par_chunks_mut(dl))
-                .for_each(|((g, (c, d)), m)| group(g, c, d, m));
+                .enumerate()
+                .for_each(|(g, ((c, d), m))| group(g, c, d, m));
         }
         Ok(Some(PackedWeights {
             format,
@@ -171,6 +230,11 @@ impl PackedWeights {
             d,
             mins,
         }))
+    }
+
+    /// The weight format.
+    pub fn format(&self) -> QFormat {
+        self.format
     }
 
     /// The weight dtype.
@@ -195,28 +259,36 @@ impl PackedWeights {
 
     /// The original bytes of the packed rows (layout round trip, for tests).
     pub fn unpack(&self) -> Vec<u8> {
-        let (bs, nb, lines) = (self.format.block_bytes(), self.nb, self.lines);
-        let hdr = if self.format == QFormat::Q4_1 { 4 } else { 2 };
-        let flip = if self.format == QFormat::Q8_0 {
-            0x80
-        } else {
-            0
+        let Some(lay) = layout_of(self.dtype()) else {
+            return Vec::new();
         };
+        let (bs, nb, lines) = (self.format.block_bytes(), self.nb, self.lines);
         let mut out = vec![0u8; self.groups * PACK_ROWS * nb * bs];
         for g in 0..self.groups {
             for b in 0..nb {
                 let gb = g * nb + b;
                 for r in 0..PACK_ROWS {
                     let blk = &mut out[((g * PACK_ROWS + r) * nb + b) * bs..][..bs];
-                    blk[..2].copy_from_slice(&self.d[gb * PACK_ROWS + r].to_le_bytes());
-                    if self.format == QFormat::Q4_1 {
-                        blk[2..4].copy_from_slice(&self.mins[gb * PACK_ROWS + r].to_le_bytes());
+                    let (dv, mv) = if lay.lines > lay.words {
+                        let sl = &self.codes[gb * lines + lay.words].0;
+                        let at = |o: usize| u16::from_le_bytes([sl[o], sl[o + 1]]);
+                        (at(2 * r), at(32 + 2 * r))
+                    } else {
+                        let i = gb * PACK_ROWS + r;
+                        (self.d[i], self.mins.get(i).copied().unwrap_or(0))
+                    };
+                    let o = lay.d_off;
+                    blk[o..o + 2].copy_from_slice(&dv.to_le_bytes());
+                    if let Some(o) = lay.min_off {
+                        blk[o..o + 2].copy_from_slice(&mv.to_le_bytes());
                     }
-                    for j in 0..lines {
+                    for j in 0..lay.words {
                         let src = &self.codes[gb * lines + j].0[4 * r..4 * r + 4];
-                        for (o, &s) in blk[hdr + 4 * j..hdr + 4 * j + 4].iter_mut().zip(src) {
-                            *o = s ^ flip;
-                        }
+                        let mut q = [0u8; 4];
+                        q.copy_from_slice(src);
+                        let v = u32::from_le_bytes(q) ^ lay.flip;
+                        let o = (lay.word)(j);
+                        blk[o..o + 4].copy_from_slice(&v.to_le_bytes());
                     }
                 }
             }
@@ -225,9 +297,10 @@ impl PackedWeights {
     }
 
     /// Dots of group `g`'s 16 rows with the first `m` (≤ [`PACK_MAX_M`])
-    /// rows of `acts`: `out[c][r]` = row `16g + r` · activation row `c`.
-    /// Errors (never reads out of bounds) when `g`, `m` or the activation
-    /// shape do not fit, or when this CPU cannot run the kernel.
+    /// rows of `acts` (32-element formats: Q4_0, Q4_1, Q8_0): `out[c][r]`
+    /// = row `16g + r` · activation row `c`. Errors (never reads out of
+    /// bounds) when `g`, `m` or the activation shape do not fit, the format
+    /// takes Q8_K activations, or this CPU cannot run the kernel.
     pub fn group_dots(
         &self,
         features: CpuFeatures,
@@ -235,43 +308,12 @@ impl PackedWeights {
         acts: &Q8Acts,
         m: usize,
     ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
-        let ok = g < self.groups
-            && (1..=PACK_MAX_M).contains(&m)
-            && m <= acts.m()
-            && acts.blocks_per_row() == self.nb;
-        if !ok || !pack_supported(features) {
-            return Err(Error::invalid(
-                "matmul::group_dots",
-                format!(
-                    "group {g} of {}, {m} activation rows of {} ({} blocks, want {}), packed kernel {}",
-                    self.groups,
-                    acts.m(),
-                    acts.blocks_per_row(),
-                    self.nb,
-                    if pack_supported(features) { "available" } else { "unavailable" }
-                ),
-            ));
-        }
-        let a = acts.view();
-        let (lines, nb) = (self.lines, self.nb);
-        let codes = &self.codes[g * nb * lines..(g + 1) * nb * lines];
-        let d = &self.d[g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS];
-        let mins = if self.format == QFormat::Q4_1 {
-            &self.mins[g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS]
-        } else {
-            d
-        };
+        let k = self.group_ref(features, g, m, acts.m(), acts.blocks_per_row(), false)?;
         #[cfg(target_arch = "x86_64")]
         {
-            let k = GroupRef {
-                codes: codes.as_ptr().cast(),
-                d: d.as_ptr(),
-                mins: mins.as_ptr(),
-                nb,
-            };
-            // SAFETY: AVX-512 F/BW/VNNI detected (pack_supported); the group's
-            // slices hold nb blocks of `lines` lines and 16 scales each, and
-            // activation rows 0..m have nb blocks (checked above).
+            let a = acts.view();
+            // SAFETY: AVX-512 F/BW/VNNI detected; `k` covers the group's nb
+            // blocks and activation rows 0..m have nb blocks (group_ref).
             Ok(unsafe {
                 match (self.format, m) {
                     (QFormat::Q4_1, 1) => vnni::group::<1, 1>(&k, &a),
@@ -291,140 +333,106 @@ impl PackedWeights {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (codes, d, mins, a);
-            Err(Error::invalid(
+            let _ = k;
+            Err(no_kernel())
+        }
+    }
+
+    /// [`PackedWeights::group_dots`] for the super-block format Q4_K, with
+    /// Q8_K activations.
+    pub fn group_dots_k(
+        &self,
+        features: CpuFeatures,
+        g: usize,
+        acts: &Q8KActs,
+        m: usize,
+    ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
+        let k = self.group_ref(features, g, m, acts.m(), acts.blocks_per_row(), true)?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let a = acts.all();
+            // SAFETY: as in group_dots; `a` holds m rows of nb blocks.
+            Ok(unsafe {
+                match m {
+                    1 => vnni::group_q4k::<1>(&k, a),
+                    2 => vnni::group_q4k::<2>(&k, a),
+                    3 => vnni::group_q4k::<3>(&k, a),
+                    _ => vnni::group_q4k::<4>(&k, a),
+                }
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = k;
+            Err(no_kernel())
+        }
+    }
+
+    /// Check a group call and return the group's data.
+    fn group_ref(
+        &self,
+        features: CpuFeatures,
+        g: usize,
+        m: usize,
+        acts_m: usize,
+        acts_nb: usize,
+        q8k: bool,
+    ) -> Result<GroupRef> {
+        let ok = g < self.groups
+            && (1..=PACK_MAX_M).contains(&m)
+            && m <= acts_m
+            && acts_nb == self.nb
+            && q8k == self.format.uses_q8k()
+            && pack_supported(features);
+        if !ok {
+            return Err(Error::invalid(
                 "matmul::group_dots",
-                "no packed kernel on this architecture",
-            ))
+                format!(
+                    "{:?} group {g} of {}, {m} activation rows of {acts_m} ({acts_nb} {} blocks, want {}), packed kernel {}",
+                    self.format,
+                    self.groups,
+                    if q8k { "Q8_K" } else { "Q8" },
+                    self.nb,
+                    if pack_supported(features) { "available" } else { "unavailable" }
+                ),
+            ));
         }
-    }
-}
-
-/// One group's packed data, as raw pointers for the kernel.
-#[cfg(target_arch = "x86_64")]
-struct GroupRef {
-    codes: *const u8,
-    d: *const u16,
-    mins: *const u16,
-    nb: usize,
-}
-
-#[cfg(target_arch = "x86_64")]
-mod vnni {
-    use super::{ActsView, GroupRef, PACK_MAX_M, PACK_ROWS, PF_BYTES};
-    use std::arch::x86_64::*;
-
-    /// 16 f16 at `p` widened to f32.
-    ///
-    /// # Safety
-    /// AVX-512F present; `p` readable for 16 u16.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn half16(p: *const u16) -> __m512 {
-        // SAFETY: caller's bound; unaligned 32-byte load.
-        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
-    }
-
-    /// The 4 activation codes `4j..4j+4` of a block, broadcast to all lanes.
-    ///
-    /// # Safety
-    /// `x` readable for 32 bytes, `j < 8`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
-        // SAFETY: caller's bound; unaligned 4-byte read.
-        _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(x.add(4 * j).cast::<i32>()) })
-    }
-
-    /// Format `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0; `M` activation rows.
-    ///
-    /// # Safety
-    /// AVX-512 F/BW/VNNI present; `k` points at one group's `nb` blocks
-    /// (codes: `nb * lines` 64-byte lines, 64-byte aligned; `d`/`mins`:
-    /// `nb * 16` u16); `a` has `M` rows of `k.nb` blocks.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn group<const F: u8, const M: usize>(
-        k: &GroupRef,
-        a: &ActsView<'_>,
-    ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
-        let nb = k.nb;
-        let lines = if F == 2 { 8 } else { 4 };
-        let off = match F {
-            0 => -8.0f32,
-            2 => -128.0,
-            _ => 0.0,
+        let (lines, nb) = (self.lines, self.nb);
+        // Empty for the inline layouts (Q4_K: the scales sit in the codes).
+        let d = self
+            .d
+            .get(g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS)
+            .unwrap_or(&[]);
+        let mins = match self.mins.get(g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS) {
+            Some(m) if !m.is_empty() => m,
+            _ => d,
         };
-        let mask = _mm512_set1_epi8(0x0f);
-
-        let mut acc = [_mm512_setzero_ps(); M];
-        let qs = a.qs.as_ptr();
-        let ds = a.ds.as_ptr();
-        for b in 0..nb {
-            // SAFETY: block b < nb of this group (caller's bound).
-            let (v, dw) = unsafe {
-                let base = k.codes.add(b * lines * 64);
-                // Software prefetch PF_BYTES ahead in the code stream (and
-                // as many blocks ahead in the scales); never faults, and the
-                // address is formed with wrapping arithmetic, so running past
-                // the group (into the next, or past the end) is harmless.
-                let ahead = base.wrapping_add(PF_BYTES);
-                for j in 0..lines {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
-                }
-                let d_ahead = k.d.wrapping_add((b + PF_BYTES / (lines * 64)) * PACK_ROWS);
-                _mm_prefetch::<_MM_HINT_T0>(d_ahead.cast());
-                let mut v = [_mm512_setzero_si512(); 8];
-                for (j, vj) in v.iter_mut().enumerate().take(lines) {
-                    *vj = _mm512_load_si512(base.add(64 * j).cast());
-                }
-                (v, half16(k.d.add(b * PACK_ROWS)))
-            };
-            // Q4: low nibbles (elements 4j..) and high nibbles (16 + 4j..).
-            let mut c = [_mm512_setzero_si512(); 8];
-            if F == 2 {
-                c = v;
-            } else {
-                for j in 0..4 {
-                    c[j] = _mm512_and_si512(v[j], mask);
-                    c[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v[j]), mask);
-                }
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                // SAFETY: activation row i < M, block b < nb (caller's bound).
-                let (x, dx, sx) = unsafe {
-                    let idx = i * nb + b;
-                    let [dx, sx] = *ds.add(idx);
-                    (qs.add(idx).cast::<i8>(), dx, sx)
-                };
-                // Two chains of four dot-adds (c[j] pairs with codes 4j..4j+4).
-                // SAFETY: x holds 32 codes.
-                let (s0, s1) = unsafe {
-                    let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[0], xq4(x, 0));
-                    let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[4], xq4(x, 4));
-                    for j in 1..4 {
-                        s0 = _mm512_dpbusd_epi32(s0, c[j], xq4(x, j));
-                        s1 = _mm512_dpbusd_epi32(s1, c[4 + j], xq4(x, 4 + j));
-                    }
-                    (s0, s1)
-                };
-                let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-                if F == 1 {
-                    // SAFETY: mins holds nb * 16 u16 for Q4_1.
-                    let mw = unsafe { half16(k.mins.add(b * PACK_ROWS)) };
-                    let t = _mm512_mul_ps(isum, _mm512_set1_ps(dx));
-                    *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
-                    *acc_i = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx), *acc_i);
-                } else {
-                    let t = _mm512_fmadd_ps(isum, _mm512_set1_ps(dx), _mm512_set1_ps(off * sx));
-                    *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
-                }
-            }
-        }
-        let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-        for (o, v) in out.iter_mut().zip(acc) {
-            // SAFETY: o is 16 f32.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-        }
-        out
+        Ok(GroupRef {
+            codes: self.codes[g * nb * lines..(g + 1) * nb * lines]
+                .as_ptr()
+                .cast(),
+            d: d.as_ptr(),
+            mins: mins.as_ptr(),
+            nb,
+        })
     }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn no_kernel() -> Error {
+    Error::invalid(
+        "matmul::group_dots",
+        "no packed kernel on this architecture",
+    )
+}
+
+/// One group's packed data, as raw pointers for the kernels: `nb` blocks
+/// of codes (64-byte aligned lines), `nb * 16` f16 scales and mins (mins
+/// = scales for the formats without a second f16; both unused, and empty,
+/// for Q4_K, whose block carries them in its last line).
+pub(super) struct GroupRef {
+    pub codes: *const u8,
+    pub d: *const u16,
+    pub mins: *const u16,
+    pub nb: usize,
 }

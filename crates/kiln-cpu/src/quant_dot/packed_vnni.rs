@@ -1,0 +1,271 @@
+//! The AVX-512 VNNI kernels of the packed mat-vec (layout and formulas:
+//! `packed.rs`). Every function is `unsafe`: callers check the CPU
+//! features and every bound (`PackedWeights::group_ref`).
+
+use super::packed::{GroupRef, PACK_MAX_M, PACK_ROWS, PF_BYTES};
+use super::ActsView;
+use kiln_core::quant::BlockQ8K;
+use std::arch::x86_64::*;
+
+/// 16 f16 at `p` widened to f32.
+///
+/// # Safety
+/// AVX-512F present; `p` readable for 16 u16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn half16(p: *const u16) -> __m512 {
+    // SAFETY: caller's bound; unaligned 32-byte load.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+}
+
+/// The 4 activation codes `4j..4j+4` at `x`, broadcast to all lanes.
+///
+/// # Safety
+/// `x` readable for `4j + 4` bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
+    // SAFETY: caller's bound; unaligned 4-byte read.
+    _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(x.add(4 * j).cast::<i32>()) })
+}
+
+/// Format `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0; `M` activation rows.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one group's `nb` blocks
+/// (codes: `nb * lines` 64-byte lines, 64-byte aligned; `d`/`mins`:
+/// `nb * 16` u16); `a` has `M` rows of `k.nb` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn group<const F: u8, const M: usize>(
+    k: &GroupRef,
+    a: &ActsView<'_>,
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    let nb = k.nb;
+    let lines = if F == 2 { 8 } else { 4 };
+    let off = match F {
+        0 => -8.0f32,
+        2 => -128.0,
+        _ => 0.0,
+    };
+    let mask = _mm512_set1_epi8(0x0f);
+
+    let mut acc = [_mm512_setzero_ps(); M];
+    let qs = a.qs.as_ptr();
+    let ds = a.ds.as_ptr();
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let (v, dw) = unsafe {
+            let base = k.codes.add(b * lines * 64);
+            // Software prefetch PF_BYTES ahead in the code stream (and
+            // as many blocks ahead in the scales); never faults, and the
+            // address is formed with wrapping arithmetic, so running past
+            // the group (into the next, or past the end) is harmless.
+            let ahead = base.wrapping_add(PF_BYTES);
+            for j in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+            }
+            let d_ahead = k.d.wrapping_add((b + PF_BYTES / (lines * 64)) * PACK_ROWS);
+            _mm_prefetch::<_MM_HINT_T0>(d_ahead.cast());
+            let mut v = [_mm512_setzero_si512(); 8];
+            for (j, vj) in v.iter_mut().enumerate().take(lines) {
+                *vj = _mm512_load_si512(base.add(64 * j).cast());
+            }
+            (v, half16(k.d.add(b * PACK_ROWS)))
+        };
+        // Q4: low nibbles (elements 4j..) and high nibbles (16 + 4j..).
+        let mut c = [_mm512_setzero_si512(); 8];
+        if F == 2 {
+            c = v;
+        } else {
+            for j in 0..4 {
+                c[j] = _mm512_and_si512(v[j], mask);
+                c[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v[j]), mask);
+            }
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: activation row i < M, block b < nb (caller's bound).
+            let (x, dx, sx) = unsafe {
+                let idx = i * nb + b;
+                let [dx, sx] = *ds.add(idx);
+                (qs.add(idx).cast::<i8>(), dx, sx)
+            };
+            // Two chains of four dot-adds (c[j] pairs with codes 4j..4j+4).
+            // SAFETY: x holds 32 codes.
+            let (s0, s1) = unsafe {
+                let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[0], xq4(x, 0));
+                let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[4], xq4(x, 4));
+                for j in 1..4 {
+                    s0 = _mm512_dpbusd_epi32(s0, c[j], xq4(x, j));
+                    s1 = _mm512_dpbusd_epi32(s1, c[4 + j], xq4(x, 4 + j));
+                }
+                (s0, s1)
+            };
+            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+            if F == 1 {
+                // SAFETY: mins holds nb * 16 u16 for Q4_1.
+                let mw = unsafe { half16(k.mins.add(b * PACK_ROWS)) };
+                let t = _mm512_mul_ps(isum, _mm512_set1_ps(dx));
+                *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
+                *acc_i = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx), *acc_i);
+            } else {
+                let t = _mm512_fmadd_ps(isum, _mm512_set1_ps(dx), _mm512_set1_ps(off * sx));
+                *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
+            }
+        }
+    }
+    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: o is 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
+
+/// Byte `J` of every 32-bit lane of `v`, as i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn byte_lane<const J: u32>(v: __m512i) -> __m512i {
+    _mm512_and_si512(_mm512_srli_epi32::<J>(v), _mm512_set1_epi32(0xff))
+}
+
+/// Scale `j` (0..8) of each row lane, from the bytes of `lo` (0..4) and
+/// `hi` (4..8).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn scale_of(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
+    match j {
+        0 => byte_lane::<0>(lo),
+        1 => byte_lane::<8>(lo),
+        2 => byte_lane::<16>(lo),
+        3 => byte_lane::<24>(lo),
+        4 => byte_lane::<0>(hi),
+        5 => byte_lane::<8>(hi),
+        6 => byte_lane::<16>(hi),
+        _ => byte_lane::<24>(hi),
+    }
+}
+
+/// Q4_K, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+///
+/// Per super-block and row lane: the 12 scale bytes (lines 0..3) give
+/// the eight 6-bit scales `sc_j` and mins `m_j` (four per 32-bit lane);
+/// `isum_j = Σ q·x` over sub-block `j` (8 `vpdpbusd`); the integer sums
+/// `Σ_j sc_j isum_j` (`vpmulld`) and `Σ_j m_j B_j` (`vpmaddwd` of the mins
+/// with pairs of the 32-element sums `B_j = bsums[2j] + bsums[2j+1]`), then
+/// `d_x (d_w Σ sc isum - dmin_w Σ m B)`, the formula of `Q8KDot` for Q4_K.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one Q4_K group (36 lines per
+/// block); `a` holds `M` rows of `k.nb` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn group_q4k<const M: usize>(
+    k: &GroupRef,
+    a: &[BlockQ8K],
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    const LINES: usize = 36;
+    let nb = k.nb;
+    let (m4, m6, m30) = (
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi8(0x3f),
+        _mm512_set1_epi8(0x30),
+    );
+    let lo16 = _mm512_set1_epi32(0x00ff_00ff);
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let base = unsafe { k.codes.add(b * LINES * 64) };
+        // SAFETY: lines 0..3 (scale bytes) and 35 (d, dmin) of block b.
+        let (q0, q1, q2, dw, dmin) = unsafe {
+            (
+                _mm512_load_si512(base.cast()),
+                _mm512_load_si512(base.add(64).cast()),
+                _mm512_load_si512(base.add(2 * 64).cast()),
+                half16(base.add(35 * 64).cast()),
+                half16(base.add(35 * 64 + 32).cast()),
+            )
+        };
+        // Byte i of each lane: scales 0..4 / 4..8 and mins 0..4 / 4..8.
+        let sc_lo = _mm512_and_si512(q0, m6);
+        let sc_hi = _mm512_or_si512(
+            _mm512_and_si512(q2, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<2>(q0), m30),
+        );
+        let mn_lo = _mm512_and_si512(q1, m6);
+        let mn_hi = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q2), m4),
+            _mm512_and_si512(_mm512_srli_epi16::<2>(q1), m30),
+        );
+        // Mins as i16 pairs per lane: (m0, m2), (m1, m3), (m4, m6), (m5, m7).
+        let mn = [
+            _mm512_and_si512(mn_lo, lo16),
+            _mm512_srli_epi16::<8>(mn_lo),
+            _mm512_and_si512(mn_hi, lo16),
+            _mm512_srli_epi16::<8>(mn_hi),
+        ];
+        let mut isc = [_mm512_setzero_si512(); M];
+        for p in 0..4 {
+            // Lines 3+8p..3+8p+8: low nibbles are sub-block 2p, high 2p + 1.
+            // Four chains per activation row: low/high × even/odd line.
+            let mut s = [[_mm512_setzero_si512(); 4]; M];
+            // Software prefetch 2 KiB ahead, 9 lines per quarter block (36
+            // per block) so the requests spread out: prefetching a whole
+            // block at once cost ~20 points of the read (docs/perf.md §27).
+            // Never faults; wrapping address arithmetic.
+            let ahead = base.wrapping_add(2 * PF_BYTES + 9 * p * 64);
+            for j in 0..9 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+            }
+            for u in 0..8 {
+                // SAFETY: line 3 + 8p + u < 35 of block b.
+                let v = unsafe { _mm512_load_si512(base.add((3 + 8 * p + u) * 64).cast()) };
+                let lo = _mm512_and_si512(v, m4);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                for (c, s_c) in s.iter_mut().enumerate() {
+                    // SAFETY: row c < M, block b < nb (caller's bound); the
+                    // codes 64p + 4u.. and 64p + 32 + 4u.. lie in its 256.
+                    unsafe {
+                        let xq = (*a.as_ptr().add(c * nb + b)).qs.as_ptr().add(64 * p);
+                        let e = u & 1;
+                        s_c[e] = _mm512_dpbusd_epi32(s_c[e], lo, xq4(xq, u));
+                        s_c[2 + e] = _mm512_dpbusd_epi32(s_c[2 + e], hi, xq4(xq, 8 + u));
+                    }
+                }
+            }
+            let (sa, sb) = (
+                scale_of(sc_lo, sc_hi, 2 * p),
+                scale_of(sc_lo, sc_hi, 2 * p + 1),
+            );
+            for (isc_c, s_c) in isc.iter_mut().zip(&s) {
+                let s_lo = _mm512_add_epi32(s_c[0], s_c[1]);
+                let s_hi = _mm512_add_epi32(s_c[2], s_c[3]);
+                *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_lo, sa));
+                *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_hi, sb));
+            }
+        }
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: row c < M, block b < nb.
+            let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+            let bs = |j: usize| i32::from(x.bsums[2 * j]) + i32::from(x.bsums[2 * j + 1]);
+            let pair = |j0: usize, j1: usize| _mm512_set1_epi32((bs(j0) & 0xffff) | (bs(j1) << 16));
+            let msum = _mm512_add_epi32(
+                _mm512_add_epi32(
+                    _mm512_madd_epi16(mn[0], pair(0, 2)),
+                    _mm512_madd_epi16(mn[1], pair(1, 3)),
+                ),
+                _mm512_add_epi32(
+                    _mm512_madd_epi16(mn[2], pair(4, 6)),
+                    _mm512_madd_epi16(mn[3], pair(5, 7)),
+                ),
+            );
+            let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(isc[c]));
+            let t = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(msum), t);
+            *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
+        }
+    }
+    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: o is 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
