@@ -16,8 +16,12 @@
 //! - format table: mat-vec (m = 1) for every weight format at 4096x4096 and
 //!   11008x4096 (llama-7B-like attention and FFN rows; 14336x4096 scaled to
 //!   this machine), cold weights rotated over >= 256 MiB, effective GB/s =
-//!   (weight + activation bytes) / time, and its % of the streaming read
-//!   measured with the same thread count in the same run.
+//!   (weight + activation bytes) / time, and its % of a 64 MiB streaming
+//!   read timed between the calls on the same threads (median over the
+//!   rounds: the VM's bandwidth drifts over a run, so a read measured once
+//!   at the start gave ratios off by ±15 points); packed rows (`+pk`,
+//!   AVX-512 VNNI CPUs) for the formats with a packed kernel; and a hot
+//!   rate (<= 512 KiB of rows, L2-resident): the kernel's compute ceiling.
 //!
 //! Median of many timed calls after a warm-up. Run:
 //! `cargo bench -p kiln-cpu --bench matmul` (`-- quick` for fewer repeats,
@@ -152,19 +156,36 @@ const FORMATS: [DType; 19] = [
 /// Format table shapes `(n, k)`.
 const FORMAT_SHAPES: [(usize, usize); 2] = [(4096, 4096), (11008, 4096)];
 
-/// Mat-vec GB/s of every format and shape against `bw[threads - 1]`, one
-/// table for all thread counts.
-fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
+/// GB/s of one streaming read of `buf` on the context's threads.
+fn read_once(ctx: &CpuContext, buf: &[u64]) -> f64 {
+    let chunk = buf.len().div_ceil(ctx.threads() * 16);
+    let t = Instant::now();
+    let s: u64 = ctx.pool().install(|| {
+        buf.par_chunks(chunk)
+            .map(|c| c.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+            .reduce(|| 0, u64::wrapping_add)
+    });
+    black_box(s);
+    std::mem::size_of_val(buf) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// Mat-vec GB/s of every format and shape, one table for all thread
+/// counts. Each round times the plain kernel, the packed one (where the
+/// CPU has it) and a 64 MiB streaming read, back to back on the same
+/// threads; the ratios are medians over rounds against that interleaved
+/// read, so the VM's drifting bandwidth moves both sides together.
+fn format_table(ctxs: &[CpuContext], stream: &[u64], quick: bool) {
     println!(
-        "\n== mat-vec by format (m = 1, cold weights; % of the streaming read with the same threads) =="
+        "\n== mat-vec by format (m = 1, cold weights; % of a streaming read interleaved with the calls) =="
     );
     println!(
-        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8} {:>9}",
-        "format", "shape", "threads", "MB", "us/call", "GB/s", "of read", "hot GB/s"
+        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}",
+        "format", "shape", "threads", "MB", "us/call", "GB/s", "read", "of read", "hot GB/s"
     );
     let mut r = rng(3);
     let x = rand_f32(&mut r, 4096, -1.0, 1.0);
     let mut out = vec![0.0f32; 11008];
+    let feat = kiln_cpu::CpuFeatures::detect();
     // KILN_BENCH_FORMATS=Q3_K,Q2_K times only those formats.
     let only = std::env::var("KILN_BENCH_FORMATS").unwrap_or_default();
     let wanted = |t: DType| only.is_empty() || only.split(',').any(|f| f == t.to_string());
@@ -177,11 +198,10 @@ fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
             let ws: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
             drop(one);
             let bytes = (ws[0].len() + 4 * k) as f64;
-            let reps = if quick { 10 } else { 2 * copies.max(20) };
+            let rounds = if quick { 10 } else { 2 * copies.max(20) };
             let p = MatmulParams { m: 1, n, k, wtype };
-            // The packed layout (AVX-512 VNNI CPUs; Q4_0, Q4_1, Q8_0), one
-            // packed copy per weight copy.
-            let feat = kiln_cpu::CpuFeatures::detect();
+            // The packed layout (AVX-512 VNNI CPUs; Q4_0, Q4_1, Q8_0, Q4_K),
+            // one packed copy per weight copy.
             let t0 = Instant::now();
             let packed: Vec<PackedWeights> = ws
                 .iter()
@@ -191,43 +211,48 @@ fn format_table(ctxs: &[CpuContext], bw: &[f64], quick: bool) {
                 let gbs = (packed.len() * ws[0].len()) as f64 / t0.elapsed().as_secs_f64() / 1e9;
                 println!("{wtype} {n}x{k}: packing {gbs:.2} GB/s (rayon pool)");
             }
+            // Hot: the first rows, <= 512 KiB, L2-resident and timed again
+            // and again: the kernel's compute-bound rate.
             let row = ws[0].len() / n;
             let nh = ((512usize << 10) / row).clamp(16, n) / 16 * 16;
+            let ph = MatmulParams { n: nh, ..p };
+            let hot_bytes = (nh * row + 4 * k) as f64;
             let packed_hot = PackedWeights::pack(feat, wtype, nh, k, &ws[0][..nh * row]).unwrap();
-            for (ctx, bw) in ctxs.iter().zip(bw) {
-                let t = time(reps, |rep| {
-                    matmul(ctx, &p, &ws[rep % ws.len()], &x[..k], &mut out[..n]).unwrap();
-                });
-                // Hot: the first rows, <= 512 KiB, L2-resident and timed
-                // again and again: the kernel's compute-bound rate.
-                let ph = MatmulParams { n: nh, ..p };
-                let th = time(reps * 10, |_| {
+            let slice = (64usize << 20) / 8;
+            for ctx in ctxs {
+                let (mut tp, mut tk, mut rd) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 0..rounds + 2 {
+                    let i = round % ws.len();
+                    let t = Instant::now();
+                    matmul(ctx, &p, &ws[i], &x[..k], &mut out[..n]).unwrap();
+                    tp.push(t.elapsed().as_secs_f64());
+                    if let Some(pk) = packed.get(i) {
+                        let t = Instant::now();
+                        matmul_packed(ctx, &p, pk, &ws[i], &x[..k], &mut out[..n]).unwrap();
+                        tk.push(t.elapsed().as_secs_f64());
+                    }
+                    let off = (round * slice) % (stream.len() - slice);
+                    rd.push(read_once(ctx, &stream[off..off + slice]));
+                }
+                // The first two rounds warm up.
+                let (tp, tk, rd) = (&tp[2..], tk.get(2..).unwrap_or(&[]), &rd[2..]);
+                let bw = median(rd.to_vec());
+                let th = time(rounds * 10, |_| {
                     matmul(ctx, &ph, &ws[0][..nh * row], &x[..k], &mut out[..nh]).unwrap();
                 });
-                let hot = (nh * row + 4 * k) as f64;
-                print_row(
-                    &wtype.to_string(),
-                    n,
-                    k,
-                    ctx.threads(),
-                    bytes,
-                    t,
-                    *bw,
-                    hot / th,
-                );
+                let t = median(tp.to_vec());
+                let row_of = |name: &str, t: f64, th: f64| {
+                    print_row(name, n, k, ctx.threads(), bytes, t, bw, hot_bytes / th)
+                };
+                row_of(&wtype.to_string(), t, th);
                 let Some(ph_packed) = &packed_hot else {
                     continue;
                 };
-                let t = time(reps, |rep| {
-                    let i = rep % packed.len();
-                    matmul_packed(ctx, &p, &packed[i], &ws[i], &x[..k], &mut out[..n]).unwrap();
-                });
-                let th = time(reps * 10, |_| {
+                let th = time(rounds * 10, |_| {
                     let w = &ws[0][..nh * row];
                     matmul_packed(ctx, &ph, ph_packed, w, &x[..k], &mut out[..nh]).unwrap();
                 });
-                let name = format!("{wtype}+pk");
-                print_row(&name, n, k, ctx.threads(), bytes, t, *bw, hot / th);
+                row_of(&format!("{wtype}+pk"), median(tk.to_vec()), th);
             }
         }
     }
@@ -247,13 +272,14 @@ fn print_row(
 ) {
     let gbs = bytes / t / 1e9;
     println!(
-        "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>7.0}% {:>9.2}",
+        "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>8.2} {:>7.0}% {:>9.2}",
         name,
         format!("{n}x{k}"),
         threads,
         bytes / 1e6,
         t * 1e6,
         gbs,
+        bw,
         100.0 * gbs / bw,
         hot / 1e9
     );
@@ -267,14 +293,14 @@ fn main() {
         let stream_buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect(); // 1 GiB
         let ctxs = [CpuContext::new(1).unwrap(), CpuContext::new(2).unwrap()];
         let bw: Vec<f64> = ctxs.iter().map(|c| stream_read(c, &stream_buf)).collect();
-        drop(stream_buf);
         println!(
             "features: {:?}; streaming read: {:.2} GB/s (1 thread), {:.2} GB/s (2 threads)",
             kiln_cpu::CpuFeatures::detect(),
             bw[0],
             bw[1]
         );
-        format_table(&ctxs, &bw, quick);
+        format_table(&ctxs, &stream_buf, quick);
+        drop(stream_buf);
         if only_formats {
             return;
         }

@@ -1,29 +1,36 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
-//! [`PACK_MAX_M`] activation rows), Q4_0, Q4_1 and Q8_0.
+//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0 and Q4_K.
 //!
-//! Why: the block-by-block kernels (`avx2.rs`) spend ~13 vector operations
-//! per weight block on one row (unpack, two multiplies to i32, a convert, a
-//! scale FMA and the header) and run at ~13 GB/s on one Zen 4 core, about
-//! half the core's streaming read: decode was compute-bound. Here 16 rows
-//! share every per-block step, and `vpdpbusd` multiplies and sums four byte
-//! pairs per lane: ~2 operations per row-block.
+//! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
+//! vector operations per 32 weights of one row (unpack, two multiplies to
+//! i32, a convert, a scale FMA and the header) and run at ~13 GB/s on one
+//! Zen 4 core, about half the core's streaming read: decode was
+//! compute-bound. Here 16 rows share every per-block step, and `vpdpbusd`
+//! multiplies and sums four byte pairs per lane: ~2 operations per 32
+//! weights of a row (40–90 GB/s per core on L2-resident weights).
 //!
-//! Layout, per group of [`PACK_ROWS`] = 16 consecutive rows and block `b`:
+//! Layout, per group of [`PACK_ROWS`] = 16 consecutive rows and block `b`
+//! (groups, then blocks, then lines, contiguous):
 //!
-//! - codes: 64-byte lines; line `j` holds, for rows `r = 0..16`, the four
-//!   code bytes `qs[4j..4j+4]` of row `r`'s block `b` at bytes `4r..4r+4`
-//!   (one i32 lane per row). Q4_0/Q4_1: 4 lines (a byte's low nibble is
+//! - word lines: 64 bytes; line `j` holds, for rows `r = 0..16`, a 4-byte
+//!   word of row `r`'s block `b` at bytes `4r..4r+4` (one i32 lane per
+//!   row). Q4_0/Q4_1: 4 lines, the words of `qs` (a byte's low nibble is
 //!   element `4j + i`, its high nibble element `16 + 4j + i`, as in GGML);
 //!   Q8_0: 8 lines, each code stored as `q + 128` (an unsigned byte, what
-//!   `vpdpbusd` multiplies).
-//! - `d` (and Q4_1's `m`): the 16 rows' f16 bits, contiguous.
+//!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
+//!   the 32 words of `qs`.
+//! - scales: Q4_1 and Q4_K end each block with one line of the 16 rows'
+//!   `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a single
+//!   sequential stream (5 lines = 16 × 20 bytes; 36 lines = 16 × 144);
+//!   Q4_0 and Q8_0 keep the 16 `d` per block in a second array.
 //!
 //! The packed bytes equal the original ones in number (no f32 widening).
 //! Rows past the last whole group stay in the original layout and go
-//! through the tile kernels. The dot per row and block is
+//! through the tile kernels. The dot per row and 32-block is
 //! `d_w * (d_x * Σ c_w c_x - off * s_x)` (+ `m_w * s_x` for Q4_1) with
 //! `off` = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1): the formula of `mod.rs` with the
-//! code offset folded into the activation sum `s_x = d_x Σ c_x`.
+//! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K's is
+//! that of `kquant.rs` (see `packed_vnni::group_q4k`).
 
 #[cfg(target_arch = "x86_64")]
 use super::packed_vnni as vnni;
@@ -62,10 +69,9 @@ pub struct PackedWeights {
     lines: usize,
     /// `[groups][nb][lines]`.
     codes: Vec<Line>,
-    /// f16 bits, `[groups][nb][16]`.
+    /// Q4_0 / Q8_0's `d`, f16 bits, `[groups][nb][16]` (empty for the
+    /// layouts that carry their scales in a code line).
     d: Vec<u16>,
-    /// Q4_1's min, f16 bits, `[groups][nb][16]` (empty otherwise).
-    mins: Vec<u16>,
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -117,7 +123,12 @@ fn layout_of(wtype: DType) -> Option<Layout> {
     };
     Some(match wtype {
         DType::Q4_0 => l(QFormat::Q4_0, 4, |j| 2 + 4 * j, None, 0, QK),
-        DType::Q4_1 => l(QFormat::Q4_1, 4, |j| 4 + 4 * j, Some(2), 0, QK),
+        // Q4_1: 4 words of nibbles, then the line of d and m (5 lines =
+        // 320 bytes = 16 blocks: one stream).
+        DType::Q4_1 => Layout {
+            lines: 5,
+            ..l(QFormat::Q4_1, 4, |j| 4 + 4 * j, Some(2), 0, QK)
+        },
         DType::Q8_0 => l(QFormat::Q8_0, 8, |j| 2 + 4 * j, None, 0x8080_8080, QK),
         // Q4_K: the 3 words of scale bytes (at 4), 32 words of nibbles (qs
         // at 16), then the line of d and dmin (36 lines = 2304 bytes = 16
@@ -166,14 +177,9 @@ impl PackedWeights {
         let mut codes = vec![Line([0; 64]); groups * nb * lines];
         let inline = lay.lines > lay.words;
         let mut d = vec![0u16; if inline { 0 } else { groups * nb * PACK_ROWS }];
-        let mut mins = if lay.min_off.is_some() && !inline {
-            vec![0u16; groups * nb * PACK_ROWS]
-        } else {
-            Vec::new()
-        };
         let f16_at = |blk: &[u8], o: usize| u16::from_le_bytes([blk[o], blk[o + 1]]);
-        // One group: rows 16g..16g+16 into its codes / d / mins slices.
-        let group = |g: usize, codes: &mut [Line], d: &mut [u16], mins: &mut [u16]| {
+        // One group: rows 16g..16g+16 into its codes / d slices.
+        let group = |g: usize, codes: &mut [Line], d: &mut [u16]| {
             for b in 0..nb {
                 for r in 0..PACK_ROWS {
                     let blk = &w[(g * PACK_ROWS + r) * rb + b * bs..][..bs];
@@ -185,10 +191,8 @@ impl PackedWeights {
                         let mv = mv.unwrap_or(0).to_le_bytes();
                         sl[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&mv);
                     } else {
+                        // Non-inline layouts have no second f16 (layout_of).
                         d[b * PACK_ROWS + r] = dv;
-                        if let (Some(m), Some(v)) = (mins.get_mut(b * PACK_ROWS + r), mv) {
-                            *m = v;
-                        }
                     }
                     for (j, line) in bl[..lay.words].iter_mut().enumerate() {
                         let (o, mut q) = ((lay.word)(j), [0u8; 4]);
@@ -206,18 +210,10 @@ impl PackedWeights {
             codes
                 .par_chunks_mut(cl)
                 .enumerate()
-                .for_each(|(g, c)| group(g, c, &mut [], &mut []));
-        } else if mins.is_empty() {
-            let parts = codes.par_chunks_mut(cl).zip(d.par_chunks_mut(dl));
-            parts
-                .enumerate()
-                .for_each(|(g, (c, d))| group(g, c, d, &mut []));
+                .for_each(|(g, c)| group(g, c, &mut []));
         } else {
             let parts = codes.par_chunks_mut(cl).zip(d.par_chunks_mut(dl));
-            parts
-                .zip(mins.par_chunks_mut(dl))
-                .enumerate()
-                .for_each(|(g, ((c, d), m))| group(g, c, d, m));
+            parts.enumerate().for_each(|(g, (c, d))| group(g, c, d));
         }
         Ok(Some(PackedWeights {
             format,
@@ -228,7 +224,6 @@ impl PackedWeights {
             lines,
             codes,
             d,
-            mins,
         }))
     }
 
@@ -274,8 +269,7 @@ impl PackedWeights {
                         let at = |o: usize| u16::from_le_bytes([sl[o], sl[o + 1]]);
                         (at(2 * r), at(32 + 2 * r))
                     } else {
-                        let i = gb * PACK_ROWS + r;
-                        (self.d[i], self.mins.get(i).copied().unwrap_or(0))
+                        (self.d[gb * PACK_ROWS + r], 0)
                     };
                     let o = lay.d_off;
                     blk[o..o + 2].copy_from_slice(&dv.to_le_bytes());
@@ -398,21 +392,16 @@ impl PackedWeights {
             ));
         }
         let (lines, nb) = (self.lines, self.nb);
-        // Empty for the inline layouts (Q4_K: the scales sit in the codes).
+        // Empty for the inline layouts (Q4_1, Q4_K: scales in the codes).
         let d = self
             .d
             .get(g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS)
             .unwrap_or(&[]);
-        let mins = match self.mins.get(g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS) {
-            Some(m) if !m.is_empty() => m,
-            _ => d,
-        };
         Ok(GroupRef {
             codes: self.codes[g * nb * lines..(g + 1) * nb * lines]
                 .as_ptr()
                 .cast(),
             d: d.as_ptr(),
-            mins: mins.as_ptr(),
             nb,
         })
     }
@@ -427,12 +416,10 @@ fn no_kernel() -> Error {
 }
 
 /// One group's packed data, as raw pointers for the kernels: `nb` blocks
-/// of codes (64-byte aligned lines), `nb * 16` f16 scales and mins (mins
-/// = scales for the formats without a second f16; both unused, and empty,
-/// for Q4_K, whose block carries them in its last line).
+/// of codes (64-byte aligned lines) and, for Q4_0 / Q8_0, `nb * 16` f16
+/// scales (Q4_1 and Q4_K carry theirs in a line of each block).
 pub(super) struct GroupRef {
     pub codes: *const u8,
     pub d: *const u16,
-    pub mins: *const u16,
     pub nb: usize,
 }

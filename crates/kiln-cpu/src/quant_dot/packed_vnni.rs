@@ -33,15 +33,21 @@ unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI present; `k` points at one group's `nb` blocks
-/// (codes: `nb * lines` 64-byte lines, 64-byte aligned; `d`/`mins`:
-/// `nb * 16` u16); `a` has `M` rows of `k.nb` blocks.
+/// (codes: `nb * lines` 64-byte lines, 64-byte aligned, Q4_1's fifth line
+/// holding d and m; Q4_0 / Q8_0: `d` holds `nb * 16` u16); `a` has `M`
+/// rows of `k.nb` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn group<const F: u8, const M: usize>(
     k: &GroupRef,
     a: &ActsView<'_>,
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
     let nb = k.nb;
-    let lines = if F == 2 { 8 } else { 4 };
+    // Q4_1 carries d and m in a fifth line; Q4_0 / Q8_0 read `k.d`.
+    let lines = match F {
+        2 => 8,
+        1 => 5,
+        _ => 4,
+    };
     let off = match F {
         0 => -8.0f32,
         2 => -128.0,
@@ -64,13 +70,17 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             for j in 0..lines {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
             }
-            let d_ahead = k.d.wrapping_add((b + PF_BYTES / (lines * 64)) * PACK_ROWS);
-            _mm_prefetch::<_MM_HINT_T0>(d_ahead.cast());
             let mut v = [_mm512_setzero_si512(); 8];
-            for (j, vj) in v.iter_mut().enumerate().take(lines) {
+            for (j, vj) in v.iter_mut().enumerate().take(if F == 2 { 8 } else { 4 }) {
                 *vj = _mm512_load_si512(base.add(64 * j).cast());
             }
-            (v, half16(k.d.add(b * PACK_ROWS)))
+            if F == 1 {
+                (v, half16(base.add(4 * 64).cast()))
+            } else {
+                let d_ahead = k.d.wrapping_add((b + PF_BYTES / (lines * 64)) * PACK_ROWS);
+                _mm_prefetch::<_MM_HINT_T0>(d_ahead.cast());
+                (v, half16(k.d.add(b * PACK_ROWS)))
+            }
         };
         // Q4: low nibbles (elements 4j..) and high nibbles (16 + 4j..).
         let mut c = [_mm512_setzero_si512(); 8];
@@ -102,8 +112,8 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             };
             let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
             if F == 1 {
-                // SAFETY: mins holds nb * 16 u16 for Q4_1.
-                let mw = unsafe { half16(k.mins.add(b * PACK_ROWS)) };
+                // SAFETY: Q4_1's fifth line of block b: 16 d, then 16 m.
+                let mw = unsafe { half16(k.codes.add((b * lines + 4) * 64 + 32).cast()) };
                 let t = _mm512_mul_ps(isum, _mm512_set1_ps(dx));
                 *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
                 *acc_i = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx), *acc_i);
