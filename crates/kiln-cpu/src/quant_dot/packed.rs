@@ -1,5 +1,5 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
-//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0 and Q4_K.
+//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -18,19 +18,22 @@
 //!   element `4j + i`, its high nibble element `16 + 4j + i`, as in GGML);
 //!   Q8_0: 8 lines, each code stored as `q + 128` (an unsigned byte, what
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
-//!   the 32 words of `qs`.
+//!   the 32 words of `qs`; Q6_K: 4 words of its 16 scales, 32 of `ql`, 16
+//!   of `qh`.
 //! - scales: Q4_1 and Q4_K end each block with one line of the 16 rows'
 //!   `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a single
 //!   sequential stream (5 lines = 16 × 20 bytes; 36 lines = 16 × 144);
-//!   Q4_0 and Q8_0 keep the 16 `d` per block in a second array.
+//!   Q4_0, Q8_0 and Q6_K keep the 16 `d` per block in a second array
+//!   (prefetched by the kernels: on its own, a stream that slow left the
+//!   hardware prefetcher behind).
 //!
 //! The packed bytes equal the original ones in number (no f32 widening).
 //! Rows past the last whole group stay in the original layout and go
 //! through the tile kernels. The dot per row and 32-block is
 //! `d_w * (d_x * Σ c_w c_x - off * s_x)` (+ `m_w * s_x` for Q4_1) with
 //! `off` = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1): the formula of `mod.rs` with the
-//! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K's is
-//! that of `kquant.rs` (see `packed_vnni::group_q4k`).
+//! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K's and
+//! Q6_K's are those of `kquant.rs` (`packed_vnni::group_q4k`, `group_q6k`).
 
 #[cfg(target_arch = "x86_64")]
 use super::packed_vnni as vnni;
@@ -141,6 +144,23 @@ fn layout_of(wtype: DType) -> Option<Layout> {
                 35,
                 |j| if j < 3 { 4 + 4 * j } else { 16 + 4 * (j - 3) },
                 Some(2),
+                0,
+                QK_K,
+            )
+        },
+        // Q6_K: 4 words of signed scales (at 192), 32 of `ql`, 16 of `qh`
+        // (52 lines); `d` (at 208) in the second array.
+        DType::Q6_K => Layout {
+            d_off: 208,
+            ..l(
+                QFormat::Q6_K,
+                52,
+                |j| match j {
+                    0..4 => 192 + 4 * j,
+                    4..36 => 4 * (j - 4),
+                    _ => 128 + 4 * (j - 36),
+                },
+                None,
                 0,
                 QK_K,
             )
@@ -332,8 +352,8 @@ impl PackedWeights {
         }
     }
 
-    /// [`PackedWeights::group_dots`] for the super-block format Q4_K, with
-    /// Q8_K activations.
+    /// [`PackedWeights::group_dots`] for the super-block formats Q4_K and
+    /// Q6_K, with Q8_K activations.
     pub fn group_dots_k(
         &self,
         features: CpuFeatures,
@@ -347,11 +367,15 @@ impl PackedWeights {
             let a = acts.all();
             // SAFETY: as in group_dots; `a` holds m rows of nb blocks.
             Ok(unsafe {
-                match m {
-                    1 => vnni::group_q4k::<1>(&k, a),
-                    2 => vnni::group_q4k::<2>(&k, a),
-                    3 => vnni::group_q4k::<3>(&k, a),
-                    _ => vnni::group_q4k::<4>(&k, a),
+                match (self.format, m) {
+                    (QFormat::Q6_K, 1) => vnni::group_q6k::<1>(&k, a),
+                    (QFormat::Q6_K, 2) => vnni::group_q6k::<2>(&k, a),
+                    (QFormat::Q6_K, 3) => vnni::group_q6k::<3>(&k, a),
+                    (QFormat::Q6_K, _) => vnni::group_q6k::<4>(&k, a),
+                    (_, 1) => vnni::group_q4k::<1>(&k, a),
+                    (_, 2) => vnni::group_q4k::<2>(&k, a),
+                    (_, 3) => vnni::group_q4k::<3>(&k, a),
+                    (_, _) => vnni::group_q4k::<4>(&k, a),
                 }
             })
         }

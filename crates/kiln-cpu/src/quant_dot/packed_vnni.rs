@@ -279,3 +279,146 @@ pub(super) unsafe fn group_q4k<const M: usize>(
     }
     out
 }
+
+/// Signed byte `J` of every 32-bit lane of `v`, as i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn sbyte_lane<const SHL: u32>(v: __m512i) -> __m512i {
+    _mm512_srai_epi32::<24>(_mm512_slli_epi32::<SHL>(v))
+}
+
+/// Q6_K's sub-block scale `j` (0..16, signed) of each row lane, from the
+/// four scale words `w` (bytes `4i..4i + 4` in word `i`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn scale6_of(w: &[__m512i; 4], j: usize) -> __m512i {
+    let v = w[j / 4];
+    match j % 4 {
+        0 => sbyte_lane::<24>(v),
+        1 => sbyte_lane::<16>(v),
+        2 => sbyte_lane::<8>(v),
+        _ => sbyte_lane::<0>(v),
+    }
+}
+
+/// Q6_K, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+///
+/// Block lines: 4 words of the 16 signed scales, 32 words of `ql`, 16 of
+/// `qh`; `d` in `k.d`. Element `128n + 32q + l` (half `n`, quarter `q`,
+/// `l < 32`) has the 6-bit code `ql[64n + 32(q&1) + l]`'s nibble `q >> 1`
+/// plus bits `2q..2q+2` of `qh[32n + l]` as bits 4..6; its value is
+/// `code - 32` and its scale `sc[8n + 2q + l/16]`. Per row lane:
+/// `isum_j = Σ code·x` over sub-block `j` (16 elements, 4 `vpdpbusd`), then
+/// `d_x d_w (Σ_j sc_j isum_j - 32 Σ_j sc_j bsums_j)` (`vpmulld`; the offset
+/// term by `vpmaddwd` of the scales with `bsums` pairs), `Q8KDot`'s
+/// formula for Q6_K with the offset folded into the activation sums.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one Q6_K group (52 lines per
+/// block, `nb * 16` d); `a` holds `M` rows of `k.nb` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn group_q6k<const M: usize>(
+    k: &GroupRef,
+    a: &[BlockQ8K],
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    const LINES: usize = 52;
+    let nb = k.nb;
+    let (m4, m30) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let base = unsafe { k.codes.add(b * LINES * 64) };
+        // SAFETY: lines 0..4 of block b and its 16 d.
+        let (w, dw) = unsafe {
+            let l = |i: usize| _mm512_load_si512(base.add(64 * i).cast());
+            ([l(0), l(1), l(2), l(3)], half16(k.d.add(b * PACK_ROWS)))
+        };
+        _mm_prefetch::<_MM_HINT_T0>(k.d.wrapping_add((b + 4) * PACK_ROWS).cast());
+        let mut isc = [_mm512_setzero_si512(); M];
+        for n in 0..2 {
+            // Software prefetch 2 KiB ahead, 13 lines per half-half block
+            // (52 per block), spread as for Q4_K; never faults.
+            for h in 0..2 {
+                let ahead = base.wrapping_add(2 * PF_BYTES + (26 * n + 13 * h) * 64);
+                for j in 0..13 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+                }
+                // Elements l = 16h..16h + 16 of the four quarters: sub-blocks
+                // 8n + 2q + h, one accumulator each per activation row.
+                let mut s = [[_mm512_setzero_si512(); 4]; M];
+                for u in 4 * h..4 * h + 4 {
+                    // SAFETY: ql words 16n + u, 16n + 8 + u (lines 4..36) and
+                    // qh word 8n + u (lines 36..52) of block b.
+                    let (qa, qb, qh) = unsafe {
+                        (
+                            _mm512_load_si512(base.add((4 + 16 * n + u) * 64).cast()),
+                            _mm512_load_si512(base.add((4 + 16 * n + 8 + u) * 64).cast()),
+                            _mm512_load_si512(base.add((36 + 8 * n + u) * 64).cast()),
+                        )
+                    };
+                    let c = [
+                        _mm512_or_si512(
+                            _mm512_and_si512(qa, m4),
+                            _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(qb, m4),
+                            _mm512_and_si512(_mm512_slli_epi16::<2>(qh), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(qa), m4),
+                            _mm512_and_si512(qh, m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(qb), m4),
+                            _mm512_and_si512(_mm512_srli_epi16::<2>(qh), m30),
+                        ),
+                    ];
+                    for (ci, s_c) in s.iter_mut().enumerate() {
+                        // SAFETY: row ci < M, block b < nb; the codes
+                        // 128n + 32q + 4u.. lie in its 256.
+                        unsafe {
+                            let xq = (*a.as_ptr().add(ci * nb + b)).qs.as_ptr().add(128 * n);
+                            for (q, s_q) in s_c.iter_mut().enumerate() {
+                                *s_q = _mm512_dpbusd_epi32(*s_q, c[q], xq4(xq, 8 * q + u));
+                            }
+                        }
+                    }
+                }
+                for (isc_c, s_c) in isc.iter_mut().zip(&s) {
+                    for (q, s_q) in s_c.iter().enumerate() {
+                        let sc = scale6_of(&w, 8 * n + 2 * q + h);
+                        *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(*s_q, sc));
+                    }
+                }
+            }
+        }
+        // Scales as i16 pairs per lane: word i gives (sc[4i], sc[4i+2]) and
+        // (sc[4i+1], sc[4i+3]), sign-extended.
+        let ev = |v: __m512i| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v));
+        let od = |v: __m512i| _mm512_srai_epi16::<8>(v);
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: row c < M, block b < nb.
+            let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+            let pair = |j0: usize, j1: usize| {
+                let lo = i32::from(x.bsums[j0]) & 0xffff;
+                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
+            };
+            let mut off = _mm512_setzero_si512();
+            for (i, wi) in w.iter().enumerate() {
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(ev(*wi), pair(4 * i, 4 * i + 2)));
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(od(*wi), pair(4 * i + 1, 4 * i + 3)));
+            }
+            // Σ sc (code - 32) x = Σ sc·isum - 32 Σ sc·bsums (exact in i32).
+            let tot = _mm512_sub_epi32(isc[c], _mm512_slli_epi32::<5>(off));
+            let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot));
+            *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
+        }
+    }
+    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: o is 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
