@@ -1,5 +1,5 @@
 //! Parity of the packed mat-vec (`quant_dot::packed`, AVX-512 VNNI; Q4_0,
-//! Q4_1, Q8_0, Q4_K, Q6_K) and its layout.
+//! Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) and its layout.
 //!
 //! 1. `PackedWeights::unpack` gives back the original bytes of the packed
 //!    rows (the layout round trip), odd `n` and `k`.
@@ -26,11 +26,12 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 5] = [
+const PACKED: [DType; 6] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
     DType::Q4_K,
+    DType::Q5_K,
     DType::Q6_K,
 ];
 
@@ -56,7 +57,7 @@ fn layout_round_trips() {
     let Some(f) = packed_features() else { return };
     let seed = test_seed();
     for wtype in PACKED {
-        let blk = if matches!(wtype, DType::Q4_K | DType::Q6_K) {
+        let blk = if matches!(wtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
             256
         } else {
             32

@@ -1,5 +1,5 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
-//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
+//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -18,11 +18,12 @@
 //!   element `4j + i`, its high nibble element `16 + 4j + i`, as in GGML);
 //!   Q8_0: 8 lines, each code stored as `q + 128` (an unsigned byte, what
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
-//!   the 32 words of `qs`; Q6_K: 4 words of its 16 scales, 32 of `ql`, 16
-//!   of `qh`.
-//! - scales: Q4_1 and Q4_K end each block with one line of the 16 rows'
-//!   `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a single
-//!   sequential stream (5 lines = 16 × 20 bytes; 36 lines = 16 × 144);
+//!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
+//!   words of its 16 scales, 32 of `ql`, 16 of `qh`.
+//! - scales: Q4_1, Q4_K and Q5_K end each block with one line of the 16
+//!   rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
+//!   single sequential stream (5 lines = 16 × 20 bytes; 36 = 16 × 144;
+//!   44 = 16 × 176);
 //!   Q4_0, Q8_0 and Q6_K keep the 16 `d` per block in a second array
 //!   (prefetched by the kernels: on its own, a stream that slow left the
 //!   hardware prefetcher behind).
@@ -143,6 +144,23 @@ fn layout_of(wtype: DType) -> Option<Layout> {
                 QFormat::Q4_K,
                 35,
                 |j| if j < 3 { 4 + 4 * j } else { 16 + 4 * (j - 3) },
+                Some(2),
+                0,
+                QK_K,
+            )
+        },
+        // Q5_K: the 3 scale words, 8 words of qh (at 16), 32 of qs (at
+        // 48), then the line of d and dmin (44 lines = 16 × 176 bytes).
+        DType::Q5_K => Layout {
+            lines: 44,
+            ..l(
+                QFormat::Q5_K,
+                43,
+                |j| match j {
+                    0..3 => 4 + 4 * j,
+                    3..11 => 16 + 4 * (j - 3),
+                    _ => 48 + 4 * (j - 11),
+                },
                 Some(2),
                 0,
                 QK_K,
@@ -352,8 +370,8 @@ impl PackedWeights {
         }
     }
 
-    /// [`PackedWeights::group_dots`] for the super-block formats Q4_K and
-    /// Q6_K, with Q8_K activations.
+    /// [`PackedWeights::group_dots`] for the super-block formats Q4_K, Q5_K
+    /// and Q6_K, with Q8_K activations.
     pub fn group_dots_k(
         &self,
         features: CpuFeatures,
@@ -372,10 +390,14 @@ impl PackedWeights {
                     (QFormat::Q6_K, 2) => vnni::group_q6k::<2>(&k, a),
                     (QFormat::Q6_K, 3) => vnni::group_q6k::<3>(&k, a),
                     (QFormat::Q6_K, _) => vnni::group_q6k::<4>(&k, a),
-                    (_, 1) => vnni::group_q4k::<1>(&k, a),
-                    (_, 2) => vnni::group_q4k::<2>(&k, a),
-                    (_, 3) => vnni::group_q4k::<3>(&k, a),
-                    (_, _) => vnni::group_q4k::<4>(&k, a),
+                    (QFormat::Q5_K, 1) => vnni::group_q45k::<true, 1>(&k, a),
+                    (QFormat::Q5_K, 2) => vnni::group_q45k::<true, 2>(&k, a),
+                    (QFormat::Q5_K, 3) => vnni::group_q45k::<true, 3>(&k, a),
+                    (QFormat::Q5_K, _) => vnni::group_q45k::<true, 4>(&k, a),
+                    (_, 1) => vnni::group_q45k::<false, 1>(&k, a),
+                    (_, 2) => vnni::group_q45k::<false, 2>(&k, a),
+                    (_, 3) => vnni::group_q45k::<false, 3>(&k, a),
+                    (_, _) => vnni::group_q45k::<false, 4>(&k, a),
                 }
             })
         }

@@ -155,7 +155,12 @@ fn scale_of(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
     }
 }
 
-/// Q4_K, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+/// Q4_K (`Q5 = false`) or Q5_K, `M` activation rows (Q8_K blocks, `a`:
+/// `M` rows of `k.nb`).
+///
+/// Q5_K's block has 8 more word lines after the scales, its `qh`: bit `j`
+/// of `qh[l]` is bit 4 of element `l` of sub-block `j`, added to the
+/// nibble by a masked byte add (`vptestmb`); otherwise the two are alike.
 ///
 /// Per super-block and row lane: the 12 scale bytes (lines 0..3) give
 /// the eight 6-bit scales `sc_j` and mins `m_j` (four per 32-bit lane);
@@ -165,14 +170,17 @@ fn scale_of(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
 /// `d_x (d_w Σ sc isum - dmin_w Σ m B)`, the formula of `Q8KDot` for Q4_K.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI present; `k` points at one Q4_K group (36 lines per
-/// block); `a` holds `M` rows of `k.nb` blocks.
+/// AVX-512 F/BW/VNNI present; `k` points at one Q4_K (36 lines per block)
+/// or Q5_K (44 lines) group; `a` holds `M` rows of `k.nb` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn group_q4k<const M: usize>(
+pub(super) unsafe fn group_q45k<const Q5: bool, const M: usize>(
     k: &GroupRef,
     a: &[BlockQ8K],
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
-    const LINES: usize = 36;
+    // Word lines before the nibbles (scales, then Q5_K's qh); all lines.
+    let qs0 = if Q5 { 11 } else { 3 };
+    let lines = qs0 + 33;
+    let b16 = _mm512_set1_epi8(0x10);
     let nb = k.nb;
     let (m4, m6, m30) = (
         _mm512_set1_epi8(0x0f),
@@ -183,15 +191,15 @@ pub(super) unsafe fn group_q4k<const M: usize>(
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         // SAFETY: block b < nb of this group (caller's bound).
-        let base = unsafe { k.codes.add(b * LINES * 64) };
-        // SAFETY: lines 0..3 (scale bytes) and 35 (d, dmin) of block b.
+        let base = unsafe { k.codes.add(b * lines * 64) };
+        // SAFETY: lines 0..3 (scale bytes) and the last (d, dmin) of block b.
         let (q0, q1, q2, dw, dmin) = unsafe {
             (
                 _mm512_load_si512(base.cast()),
                 _mm512_load_si512(base.add(64).cast()),
                 _mm512_load_si512(base.add(2 * 64).cast()),
-                half16(base.add(35 * 64).cast()),
-                half16(base.add(35 * 64 + 32).cast()),
+                half16(base.add((lines - 1) * 64).cast()),
+                half16(base.add((lines - 1) * 64 + 32).cast()),
             )
         };
         // Byte i of each lane: scales 0..4 / 4..8 and mins 0..4 / 4..8.
@@ -214,22 +222,34 @@ pub(super) unsafe fn group_q4k<const M: usize>(
         ];
         let mut isc = [_mm512_setzero_si512(); M];
         for p in 0..4 {
-            // Lines 3+8p..3+8p+8: low nibbles are sub-block 2p, high 2p + 1.
+            // Lines qs0+8p..qs0+8p+8: low nibbles are sub-block 2p, high 2p + 1.
             // Four chains per activation row: low/high × even/odd line.
             let mut s = [[_mm512_setzero_si512(); 4]; M];
-            // Software prefetch 2 KiB ahead, 9 lines per quarter block (36
-            // per block) so the requests spread out: prefetching a whole
-            // block at once cost ~20 points of the read (docs/perf.md §27).
-            // Never faults; wrapping address arithmetic.
-            let ahead = base.wrapping_add(2 * PF_BYTES + 9 * p * 64);
-            for j in 0..9 {
+            // Software prefetch 2 KiB ahead, a quarter block's lines per
+            // quarter (9 or 11) so the requests spread out: prefetching a
+            // whole block at once cost ~20 points of the read (docs/perf.md
+            // §27). Never faults; wrapping address arithmetic.
+            let q = lines / 4;
+            let ahead = base.wrapping_add(2 * PF_BYTES + q * p * 64);
+            for j in 0..q {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
             }
             for u in 0..8 {
-                // SAFETY: line 3 + 8p + u < 35 of block b.
-                let v = unsafe { _mm512_load_si512(base.add((3 + 8 * p + u) * 64).cast()) };
-                let lo = _mm512_and_si512(v, m4);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                // SAFETY: line qs0 + 8p + u < lines - 1 of block b.
+                let v = unsafe { _mm512_load_si512(base.add((qs0 + 8 * p + u) * 64).cast()) };
+                let mut lo = _mm512_and_si512(v, m4);
+                let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                if Q5 {
+                    // SAFETY: qh word u is line 3 + u of block b.
+                    let qh = unsafe { _mm512_load_si512(base.add((3 + u) * 64).cast()) };
+                    let bit = |j: usize| _mm512_set1_epi8((1u8 << j) as i8);
+                    let (ml, mh) = (
+                        _mm512_test_epi8_mask(qh, bit(2 * p)),
+                        _mm512_test_epi8_mask(qh, bit(2 * p + 1)),
+                    );
+                    lo = _mm512_mask_add_epi8(lo, ml, lo, b16);
+                    hi = _mm512_mask_add_epi8(hi, mh, hi, b16);
+                }
                 for (c, s_c) in s.iter_mut().enumerate() {
                     // SAFETY: row c < M, block b < nb (caller's bound); the
                     // codes 64p + 4u.. and 64p + 32 + 4u.. lie in its 256.
