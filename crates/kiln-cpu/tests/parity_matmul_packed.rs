@@ -1,5 +1,5 @@
 //! Parity of the packed mat-vec (`quant_dot::packed`, AVX-512 VNNI; Q4_0,
-//! Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) and its layout.
+//! Q4_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K) and its layout.
 //!
 //! 1. `PackedWeights::unpack` gives back the original bytes of the packed
 //!    rows (the layout round trip), odd `n` and `k`.
@@ -26,8 +26,9 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 6] = [
+const PACKED: [DType; 7] = [
     DType::Q4_0,
+    DType::IQ4_NL,
     DType::Q4_1,
     DType::Q8_0,
     DType::Q4_K,

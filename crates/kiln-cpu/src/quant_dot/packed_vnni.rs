@@ -29,7 +29,9 @@ unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
     _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(x.add(4 * j).cast::<i32>()) })
 }
 
-/// Format `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0; `M` activation rows.
+/// Format `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = IQ4_NL (Q4_0's layout;
+/// each nibble picks `KVALUES_IQ4NL[q] + 128` from a `vpshufb` table, an
+/// unsigned byte, with Q8_0's offset); `M` activation rows.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI present; `k` points at one group's `nb` blocks
@@ -50,10 +52,18 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
     };
     let off = match F {
         0 => -8.0f32,
-        2 => -128.0,
+        2 | 3 => -128.0,
         _ => 0.0,
     };
     let mask = _mm512_set1_epi8(0x0f);
+    let grid = {
+        let mut t = [0u8; 16];
+        for (o, &v) in t.iter_mut().zip(&kiln_core::quant::KVALUES_IQ4NL) {
+            *o = (i16::from(v) + 128) as u8;
+        }
+        // SAFETY: t is 16 bytes; unaligned load, broadcast to the 4 lanes.
+        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+    };
 
     let mut acc = [_mm512_setzero_ps(); M];
     let qs = a.qs.as_ptr();
@@ -90,6 +100,11 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             for j in 0..4 {
                 c[j] = _mm512_and_si512(v[j], mask);
                 c[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v[j]), mask);
+            }
+            if F == 3 {
+                for cj in c.iter_mut() {
+                    *cj = _mm512_shuffle_epi8(grid, *cj);
+                }
             }
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
