@@ -10,7 +10,9 @@
 //! 3. A decode-sized case (many groups, a 9-row tail, 2 threads) against
 //!    `matmul_ref` with the testkit's per-output bound, and bit-identical
 //!    results for 1 and 2 threads.
-//! 4. Bad input: a short `w`, packed weights of another shape, a group out
+//! 4. Against the plain tile kernels on the same quantized activations,
+//!    to f32 rounding (`PLAIN_REL`): a tight check of the integer terms.
+//! 5. Bad input: a short `w`, packed weights of another shape, a group out
 //!    of range: typed errors.
 //!
 //! On a CPU without AVX-512 VNNI (or with `KILN_CPU_PACK=0`) nothing is
@@ -153,6 +155,60 @@ fn packed_decode_shape_matches_reference() {
                     err <= *b,
                     "{wtype} m={m} out[{i}]: {g} vs {w_} (bound {b:e}), seed {seed}"
                 );
+            }
+        }
+    }
+}
+
+/// Both kernels quantize the activations the same way and compute the same
+/// integer block terms; they differ only in f32 rounding and summation
+/// order, so `|packed - plain| <= PLAIN_REL * Σ_j |w_j| |x_j|` per output.
+/// With at most 24 blocks here, that order costs < 24 * 2^-23 ≈ 3e-6 of
+/// the absolute sum; 1e-5 leaves room for the scale products. (The case
+/// table's bound allows the int8 activation rounding, ~1%, and misses a
+/// code off by one in 128; this one does not.)
+const PLAIN_REL: f64 = 1e-5;
+
+#[test]
+fn packed_matches_plain_kernels_tightly() {
+    let Some(f) = packed_features() else { return };
+    let ctx = CpuContext::with_features(2, f).unwrap();
+    let seed = test_seed();
+    for wtype in PACKED {
+        for m in 1..=4 {
+            let p = MatmulParams {
+                m,
+                n: 16 * 5 + 3,
+                k: 768,
+                wtype,
+            };
+            let mut rng = case_rng(seed, "packed vs plain", m);
+            let w = rand_rows(&mut rng, wtype, p.n, p.k);
+            let x = rand_f32(&mut rng, m * p.k, -2.0, 2.0);
+            let pk = pack(f, &p, &w);
+            let (mut plain, mut got) = (vec![0.0; m * p.n], vec![f32::NAN; m * p.n]);
+            kiln_cpu::matmul::matmul(&ctx, &p, &w, &x, &mut plain).unwrap();
+            matmul_packed(&ctx, &p, &pk, &w, &x, &mut got).unwrap();
+            let rb = wtype.row_bytes("t", p.k).unwrap();
+            let mut wf = vec![0.0f32; p.k];
+            for j in 0..p.n {
+                kiln_core::quant::dequantize_row(wtype, &w[j * rb..(j + 1) * rb], &mut wf).unwrap();
+                for c in 0..m {
+                    let xr = &x[c * p.k..(c + 1) * p.k];
+                    let abs: f64 = wf
+                        .iter()
+                        .zip(xr)
+                        .map(|(a, b)| f64::from((a * b).abs()))
+                        .sum();
+                    let (g, want) = (got[c * p.n + j], plain[c * p.n + j]);
+                    let err = f64::from((g - want).abs());
+                    assert!(
+                        err <= PLAIN_REL * abs,
+                        "{wtype} m={m} row {j} col {c}: packed {g} vs plain {want} \
+                         (|err| {err:e} > {:e}), seed {seed}",
+                        PLAIN_REL * abs
+                    );
+                }
             }
         }
     }
