@@ -179,7 +179,7 @@ fn format_table(ctxs: &[CpuContext], stream: &[u64], quick: bool) {
         "\n== mat-vec by format (m = 1, cold weights; % of a streaming read interleaved with the calls) =="
     );
     println!(
-        "{:<8} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}",
+        "{:<9} {:<11} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}",
         "format", "shape", "threads", "MB", "us/call", "GB/s", "read", "of read", "hot GB/s"
     );
     let mut r = rng(3);
@@ -272,7 +272,7 @@ fn print_row(
 ) {
     let gbs = bytes / t / 1e9;
     println!(
-        "{:<8} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>8.2} {:>7.0}% {:>9.2}",
+        "{:<9} {:<11} {:>7} {:>9.1} {:>10.1} {:>8.2} {:>8.2} {:>7.0}% {:>9.2}",
         name,
         format!("{n}x{k}"),
         threads,

@@ -28,9 +28,11 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 7] = [
+const PACKED: [DType; 9] = [
     DType::Q4_0,
     DType::IQ4_NL,
+    DType::Q5_0,
+    DType::Q5_1,
     DType::Q4_1,
     DType::Q8_0,
     DType::Q4_K,

@@ -1,6 +1,6 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
-//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q8_0, IQ4_NL, Q4_K, Q5_K
-//! and Q6_K.
+//! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
+//! Q4_K, Q5_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -15,17 +15,19 @@
 //!
 //! - word lines: 64 bytes; line `j` holds, for rows `r = 0..16`, a 4-byte
 //!   word of row `r`'s block `b` at bytes `4r..4r+4` (one i32 lane per
-//!   row). Q4_0/Q4_1/IQ4_NL: 4 lines, the words of `qs` (a byte's low nibble is
+//!   row). Q4_0/Q4_1/IQ4_NL: 4 lines, the words of `qs` (Q5_0/Q5_1: and a
+//!   fifth, the `qh` word) (a byte's low nibble is
 //!   element `4j + i`, its high nibble element `16 + 4j + i`, as in GGML);
 //!   Q8_0: 8 lines, each code stored as `q + 128` (an unsigned byte, what
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
 //!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
 //!   words of its 16 scales, 32 of `ql`, 16 of `qh`.
-//! - scales: Q4_1, Q4_K and Q5_K end each block with one line of the 16
+//! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the 16
 //!   rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
-//!   single sequential stream (5 lines = 16 × 20 bytes; 36 = 16 × 144;
-//!   44 = 16 × 176);
-//!   Q4_0, Q8_0, IQ4_NL and Q6_K keep the 16 `d` per block in a second array
+//!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24;
+//!   36 = 16 × 144; 44 = 16 × 176);
+//!   Q4_0, Q5_0, Q8_0, IQ4_NL and Q6_K keep the 16 `d` per block in a second
+//!   array
 //!   (prefetched by the kernels: on its own, a stream that slow left the
 //!   hardware prefetcher behind).
 //!
@@ -33,8 +35,8 @@
 //! Rows past the last whole group stay in the original layout and go
 //! through the tile kernels. The dot per row and 32-block is
 //! `d_w * (d_x * Σ c_w c_x - off * s_x)` (+ `m_w * s_x` for Q4_1) with
-//! `off` = 8 (Q4_0), 128 (Q8_0; IQ4_NL, whose grid values are stored +128),
-//! 0 (Q4_1): the formula of `mod.rs` with the
+//! `off` = 8 (Q4_0), 16 (Q5_0), 128 (Q8_0; IQ4_NL, whose grid values are
+//! stored +128), 0 (Q4_1, Q5_1): the formula of `mod.rs` with the
 //! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K's and
 //! Q6_K's are those of `kquant.rs` (`packed_vnni::group_q4k`, `group_q6k`).
 
@@ -136,6 +138,29 @@ fn layout_of(wtype: DType) -> Option<Layout> {
             ..l(QFormat::Q4_1, 4, |j| 4 + 4 * j, Some(2), 0, QK)
         },
         DType::Q8_0 => l(QFormat::Q8_0, 8, |j| 2 + 4 * j, None, 0x8080_8080, QK),
+        // Q5_0: 4 words of nibbles (qs at 6), then the line of qh words (at
+        // 2); d (at 0) in the second array.
+        DType::Q5_0 => l(
+            QFormat::Q5_0,
+            5,
+            |j| if j < 4 { 6 + 4 * j } else { 2 },
+            None,
+            0,
+            QK,
+        ),
+        // Q5_1: the same (qs at 8, qh at 4), then the line of d and m
+        // (6 lines = 16 × 24 bytes).
+        DType::Q5_1 => Layout {
+            lines: 6,
+            ..l(
+                QFormat::Q5_1,
+                5,
+                |j| if j < 4 { 8 + 4 * j } else { 4 },
+                Some(2),
+                0,
+                QK,
+            )
+        },
         // IQ4_NL: Q4_0's layout (the kernel maps the nibbles through the grid).
         DType::IQ4_NL => l(QFormat::IQ4_NL, 4, |j| 2 + 4 * j, None, 0, QK),
         // Q4_K: the 3 words of scale bytes (at 4), 32 words of nibbles (qs
@@ -364,6 +389,14 @@ impl PackedWeights {
                     (QFormat::IQ4_NL, 2) => vnni::group::<3, 2>(&k, &a),
                     (QFormat::IQ4_NL, 3) => vnni::group::<3, 3>(&k, &a),
                     (QFormat::IQ4_NL, _) => vnni::group::<3, 4>(&k, &a),
+                    (QFormat::Q5_0, 1) => vnni::group::<4, 1>(&k, &a),
+                    (QFormat::Q5_0, 2) => vnni::group::<4, 2>(&k, &a),
+                    (QFormat::Q5_0, 3) => vnni::group::<4, 3>(&k, &a),
+                    (QFormat::Q5_0, _) => vnni::group::<4, 4>(&k, &a),
+                    (QFormat::Q5_1, 1) => vnni::group::<5, 1>(&k, &a),
+                    (QFormat::Q5_1, 2) => vnni::group::<5, 2>(&k, &a),
+                    (QFormat::Q5_1, 3) => vnni::group::<5, 3>(&k, &a),
+                    (QFormat::Q5_1, _) => vnni::group::<5, 4>(&k, &a),
                     (_, 1) => vnni::group::<0, 1>(&k, &a),
                     (_, 2) => vnni::group::<0, 2>(&k, &a),
                     (_, 3) => vnni::group::<0, 3>(&k, &a),

@@ -31,7 +31,11 @@ unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
 
 /// Format `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = IQ4_NL (Q4_0's layout;
 /// each nibble picks `KVALUES_IQ4NL[q] + 128` from a `vpshufb` table, an
-/// unsigned byte, with Q8_0's offset); `M` activation rows.
+/// unsigned byte, with Q8_0's offset), 4 = Q5_0, 5 = Q5_1 (the Q4 nibbles
+/// plus bit `e` of the block's 32-bit `qh` as bit 4 of element `e`, from a
+/// fifth line of `qh` words: a `vpshufb` copies the right `qh` byte to the
+/// 4 bytes of each lane, `vptestmb` picks each byte's bit, a masked add
+/// sets bit 4; Q5_1's sixth line holds d and m); `M` activation rows.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI present; `k` points at one group's `nb` blocks
@@ -44,17 +48,31 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
     a: &ActsView<'_>,
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
     let nb = k.nb;
-    // Q4_1 carries d and m in a fifth line; Q4_0 / Q8_0 read `k.d`.
+    // Q4_1 carries d and m in a fifth line, Q5_1 in a sixth (after qh);
+    // Q4_0 / Q8_0 / IQ4_NL / Q5_0 read `k.d`.
     let lines = match F {
         2 => 8,
-        1 => 5,
+        1 | 4 => 5,
+        5 => 6,
         _ => 4,
     };
+    // The line of d (and m) for the inline layouts.
+    let dline = if F == 5 { 5 } else { 4 };
+    let inline = F == 1 || F == 5;
     let off = match F {
         0 => -8.0f32,
+        4 => -16.0,
         2 | 3 => -128.0,
         _ => 0.0,
     };
+    // Q5: per lane dword r of a 128-bit lane, byte index 4r + s (for s
+    // added), and the bit masks of elements 4j.. (j even / odd).
+    let rep = _mm512_set4_epi32(0x0c0c_0c0c, 0x0808_0808, 0x0404_0404, 0);
+    let (bits_ev, bits_od) = (
+        _mm512_set1_epi32(0x0804_0201),
+        _mm512_set1_epi32(0x8040_2010u32 as i32),
+    );
+    let b16 = _mm512_set1_epi8(0x10);
     let mask = _mm512_set1_epi8(0x0f);
     let grid = {
         let mut t = [0u8; 16];
@@ -84,8 +102,11 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             for (j, vj) in v.iter_mut().enumerate().take(if F == 2 { 8 } else { 4 }) {
                 *vj = _mm512_load_si512(base.add(64 * j).cast());
             }
-            if F == 1 {
-                (v, half16(base.add(4 * 64).cast()))
+            if F == 4 || F == 5 {
+                v[4] = _mm512_load_si512(base.add(4 * 64).cast());
+            }
+            if inline {
+                (v, half16(base.add(dline * 64).cast()))
             } else {
                 let d_ahead = k.d.wrapping_add((b + PF_BYTES / (lines * 64)) * PACK_ROWS);
                 _mm_prefetch::<_MM_HINT_T0>(d_ahead.cast());
@@ -104,6 +125,28 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             if F == 3 {
                 for cj in c.iter_mut() {
                     *cj = _mm512_shuffle_epi8(grid, *cj);
+                }
+            }
+            if F == 4 || F == 5 {
+                // Element 4j + i takes bit 4j + i of qh (byte j/2); element
+                // 16 + 4j + i bit 16 + 4j + i (byte 2 + j/2).
+                let qh = v[4];
+                for j in 0..4 {
+                    let bits = if j % 2 == 0 { bits_ev } else { bits_od };
+                    let lo_b = _mm512_shuffle_epi8(
+                        qh,
+                        _mm512_add_epi8(rep, _mm512_set1_epi8((j / 2) as i8)),
+                    );
+                    let hi_b = _mm512_shuffle_epi8(
+                        qh,
+                        _mm512_add_epi8(rep, _mm512_set1_epi8((2 + j / 2) as i8)),
+                    );
+                    let (ml, mh) = (
+                        _mm512_test_epi8_mask(lo_b, bits),
+                        _mm512_test_epi8_mask(hi_b, bits),
+                    );
+                    c[j] = _mm512_mask_add_epi8(c[j], ml, c[j], b16);
+                    c[4 + j] = _mm512_mask_add_epi8(c[4 + j], mh, c[4 + j], b16);
                 }
             }
         }
@@ -126,9 +169,10 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
                 (s0, s1)
             };
             let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-            if F == 1 {
-                // SAFETY: Q4_1's fifth line of block b: 16 d, then 16 m.
-                let mw = unsafe { half16(k.codes.add((b * lines + 4) * 64 + 32).cast()) };
+            if inline {
+                // SAFETY: Q4_1's fifth / Q5_1's sixth line of block b: 16 d,
+                // then 16 m.
+                let mw = unsafe { half16(k.codes.add((b * lines + dline) * 64 + 32).cast()) };
                 let t = _mm512_mul_ps(isum, _mm512_set1_ps(dx));
                 *acc_i = _mm512_fmadd_ps(t, dw, *acc_i);
                 *acc_i = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx), *acc_i);
