@@ -15,30 +15,28 @@
 //!
 //! - word lines: 64 bytes; line `j` holds, for rows `r = 0..16`, a 4-byte
 //!   word of row `r`'s block `b` at bytes `4r..4r+4` (one i32 lane per
-//!   row). Q4_0/Q4_1/IQ4_NL: 4 lines, the words of `qs` (Q5_0/Q5_1: and a
-//!   fifth, the `qh` word) (a byte's low nibble is
-//!   element `4j + i`, its high nibble element `16 + 4j + i`, as in GGML);
-//!   Q8_0: 8 lines, each code stored as `q + 128` (an unsigned byte, what
+//!   row). Q4_0/Q4_1/IQ4_NL: 4 lines, the words of `qs` (a byte's low
+//!   nibble is element `4j + i`, its high nibble element `16 + 4j + i`, as
+//!   in GGML); Q5_0/Q5_1: the same and a fifth line, the `qh` word; Q8_0:
+//!   8 lines, each code stored as `q + 128` (an unsigned byte, what
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
 //!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
 //!   words of its 16 scales, 32 of `ql`, 16 of `qh`.
-//! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the 16
-//!   rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
-//!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24;
-//!   36 = 16 × 144; 44 = 16 × 176);
-//!   Q4_0, Q5_0, Q8_0, IQ4_NL and Q6_K keep the 16 `d` per block in a second
-//!   array
-//!   (prefetched by the kernels: on its own, a stream that slow left the
-//!   hardware prefetcher behind).
+//! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the
+//!   16 rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
+//!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24; 36 =
+//!   16 × 144; 44 = 16 × 176); Q4_0, Q5_0, Q8_0, IQ4_NL and Q6_K keep the
+//!   16 `d` per block in a second array (prefetched by the kernels: on its
+//!   own, a stream that slow left the hardware prefetcher behind).
 //!
 //! The packed bytes equal the original ones in number (no f32 widening).
 //! Rows past the last whole group stay in the original layout and go
 //! through the tile kernels. The dot per row and 32-block is
-//! `d_w * (d_x * Σ c_w c_x - off * s_x)` (+ `m_w * s_x` for Q4_1) with
+//! `d_w * (d_x * Σ c_w c_x - off * s_x)` (+ `m_w * s_x` for Q4_1, Q5_1) with
 //! `off` = 8 (Q4_0), 16 (Q5_0), 128 (Q8_0; IQ4_NL, whose grid values are
 //! stored +128), 0 (Q4_1, Q5_1): the formula of `mod.rs` with the
-//! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K's and
-//! Q6_K's are those of `kquant.rs` (`packed_vnni::group_q4k`, `group_q6k`).
+//! code offset folded into the activation sum `s_x = d_x Σ c_x`; Q4_K, Q5_K and
+//! Q6_K use those of `kquant.rs` (`packed_vnni::group_q45k`, `group_q6k`).
 
 #[cfg(target_arch = "x86_64")]
 use super::packed_vnni as vnni;
