@@ -33,8 +33,8 @@
 //! block scale of a block holding NaN or ±inf is not meaningful.
 
 use crate::quant_dot::{
-    self, dot_float_row, pack_supported, PackedWeights, Q8Acts, Q8KActs, QFormat, Tile, TileSpec,
-    PACK_MAX_M, PACK_ROWS, TILE_C, TILE_R,
+    self, dot_float_row, pack_supported, Acts, PackedWeights, Q8Acts, Q8KActs, QFormat, Tile,
+    TileSpec, PACK_MAX_M, PACK_ROWS, TILE_C, TILE_R,
 };
 use crate::CpuContext;
 use kiln_core::ops::matmul::MatmulParams;
@@ -173,17 +173,10 @@ pub fn matmul_packed(
         return ACTS_K.with(|cell| {
             let mut run = |acts: &mut Q8KActs| {
                 quantize_activations_k(ctx, x, p.m, p.k, acts)?;
-                run_packed(
-                    ctx,
-                    p,
-                    packed.packed_rows(),
-                    out,
-                    |g| packed.group_dots_k(feat, g, acts, p.m),
-                    |j0, nr| {
-                        let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
-                        quant_dot::dot_tile_k(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
-                    },
-                )
+                run_packed(ctx, p, packed, out, Acts::Q8K(acts), |j0, nr| {
+                    let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+                    quant_dot::dot_tile_k(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+                })
             };
             match cell.try_borrow_mut() {
                 Ok(mut acts) => run(&mut acts),
@@ -194,17 +187,10 @@ pub fn matmul_packed(
     ACTS.with(|cell| {
         let mut run = |acts: &mut Q8Acts| {
             quantize_activations(ctx, x, p.m, p.k, acts)?;
-            run_packed(
-                ctx,
-                p,
-                packed.packed_rows(),
-                out,
-                |g| packed.group_dots(feat, g, acts, p.m),
-                |j0, nr| {
-                    let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
-                    quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
-                },
-            )
+            run_packed(ctx, p, packed, out, Acts::Q8(acts), |j0, nr| {
+                let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+                quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+            })
         };
         match cell.try_borrow_mut() {
             Ok(mut acts) => run(&mut acts),
@@ -213,34 +199,37 @@ pub fn matmul_packed(
     })
 }
 
-/// Strips of whole 16-row groups over threads: `group(g)` computes the
-/// packed rows `16g..16g + 16`, `tile(j0, nr)` the rows `j0..j0 + nr` past
-/// the packed ones (the last strip's tail) from the original bytes.
-fn run_packed<G, T>(
+/// Strips of whole 16-row groups over threads: one packed call per strip
+/// for its groups, then `tile(j0, nr)` for the rows `j0..j0 + nr` past the
+/// packed ones (the last strip's tail) from the original bytes.
+fn run_packed<T>(
     ctx: &CpuContext,
     p: &MatmulParams,
-    full: usize,
+    packed: &PackedWeights,
     out: &mut [f32],
-    group: G,
+    acts: Acts<'_>,
     tile: T,
 ) -> Result<()>
 where
-    G: Fn(usize) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> + Sync,
     T: Fn(usize, usize) -> Result<Tile> + Sync,
 {
-    let plan = Plan::new(ctx, p, PACK_ROWS);
+    let (plan, full, feat) = (
+        Plan::new(ctx, p, PACK_ROWS),
+        packed.packed_rows(),
+        ctx.features(),
+    );
     let sink = OutSink::new(out);
     let m = p.m;
     run_tasks(ctx, &plan, |_rows, cols| {
         // m <= PACK_MAX_M == TILE_C: one row block, rows 0..m.
-        for j0 in (cols.start..cols.end.min(full)).step_by(PACK_ROWS) {
-            let t = group(j0 / PACK_ROWS)?;
-            for (c, tc) in t.iter().enumerate().take(m) {
-                for (r, v) in tc.iter().enumerate() {
-                    // SAFETY: (c, j0+r) lies in this task's rows × cols
-                    // (strips are multiples of 16 rows); tasks are disjoint.
-                    unsafe { sink.write(c * p.n + j0 + r, *v) };
-                }
+        let packed_end = cols.end.min(full);
+        if cols.start < packed_end {
+            let gs = cols.start / PACK_ROWS..packed_end.div_ceil(PACK_ROWS);
+            // SAFETY: the writes go to (c, 16g + r) for c < m and the groups
+            // of this task's columns (strips are multiples of 16 rows, tasks
+            // disjoint); `out` holds m * n >= (m - 1) * n + 16 * gs.end.
+            unsafe {
+                packed.dots_raw(feat, gs, acts, m, sink.ptr.add(cols.start), p.n)?;
             }
         }
         for j0 in (cols.start.max(full)..cols.end).step_by(TILE_R) {
@@ -248,7 +237,7 @@ where
             let t = tile(j0, nr)?;
             for (r, tr) in t.iter().enumerate().take(nr) {
                 for (c, v) in tr.iter().enumerate().take(m) {
-                    // SAFETY: as above.
+                    // SAFETY: (c, j0+r) lies in this task's rows × cols.
                     unsafe { sink.write(c * p.n + j0 + r, *v) };
                 }
             }

@@ -50,6 +50,7 @@ pub use mlx::{
     dequantize_mlx_row, dot_f32_tile, dot_mlx_row, dot_mlx_row_scalar, mlx_group_sums, F32_TILE_C,
     F32_TILE_R,
 };
+pub(crate) use packed::Acts;
 pub use packed::{pack_supported, PackedWeights, PACK_MAX_M, PACK_ROWS};
 
 /// Most weight rows per tile.

@@ -356,10 +356,10 @@ impl PackedWeights {
     }
 
     /// Dots of group `g`'s 16 rows with the first `m` (≤ [`PACK_MAX_M`])
-    /// rows of `acts` (32-element formats: Q4_0, Q4_1, Q8_0): `out[c][r]`
-    /// = row `16g + r` · activation row `c`. Errors (never reads out of
-    /// bounds) when `g`, `m` or the activation shape do not fit, the format
-    /// takes Q8_K activations, or this CPU cannot run the kernel.
+    /// rows of `acts` (32-element formats): `out[c][r]` = row `16g + r` ·
+    /// activation row `c`. Errors (never reads out of bounds) when `g`, `m`
+    /// or the activation shape do not fit, the format takes Q8_K
+    /// activations, or this CPU cannot run the kernel.
     pub fn group_dots(
         &self,
         features: CpuFeatures,
@@ -367,46 +367,20 @@ impl PackedWeights {
         acts: &Q8Acts,
         m: usize,
     ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
-        let k = self.group_ref(features, g, m, acts.m(), acts.blocks_per_row(), false)?;
-        #[cfg(target_arch = "x86_64")]
-        {
-            let a = acts.view();
-            // SAFETY: AVX-512 F/BW/VNNI detected; `k` covers the group's nb
-            // blocks and activation rows 0..m have nb blocks (group_ref).
-            Ok(unsafe {
-                match (self.format, m) {
-                    (QFormat::Q4_1, 1) => vnni::group::<1, 1>(&k, &a),
-                    (QFormat::Q4_1, 2) => vnni::group::<1, 2>(&k, &a),
-                    (QFormat::Q4_1, 3) => vnni::group::<1, 3>(&k, &a),
-                    (QFormat::Q4_1, _) => vnni::group::<1, 4>(&k, &a),
-                    (QFormat::Q8_0, 1) => vnni::group::<2, 1>(&k, &a),
-                    (QFormat::Q8_0, 2) => vnni::group::<2, 2>(&k, &a),
-                    (QFormat::Q8_0, 3) => vnni::group::<2, 3>(&k, &a),
-                    (QFormat::Q8_0, _) => vnni::group::<2, 4>(&k, &a),
-                    (QFormat::IQ4_NL, 1) => vnni::group::<3, 1>(&k, &a),
-                    (QFormat::IQ4_NL, 2) => vnni::group::<3, 2>(&k, &a),
-                    (QFormat::IQ4_NL, 3) => vnni::group::<3, 3>(&k, &a),
-                    (QFormat::IQ4_NL, _) => vnni::group::<3, 4>(&k, &a),
-                    (QFormat::Q5_0, 1) => vnni::group::<4, 1>(&k, &a),
-                    (QFormat::Q5_0, 2) => vnni::group::<4, 2>(&k, &a),
-                    (QFormat::Q5_0, 3) => vnni::group::<4, 3>(&k, &a),
-                    (QFormat::Q5_0, _) => vnni::group::<4, 4>(&k, &a),
-                    (QFormat::Q5_1, 1) => vnni::group::<5, 1>(&k, &a),
-                    (QFormat::Q5_1, 2) => vnni::group::<5, 2>(&k, &a),
-                    (QFormat::Q5_1, 3) => vnni::group::<5, 3>(&k, &a),
-                    (QFormat::Q5_1, _) => vnni::group::<5, 4>(&k, &a),
-                    (_, 1) => vnni::group::<0, 1>(&k, &a),
-                    (_, 2) => vnni::group::<0, 2>(&k, &a),
-                    (_, 3) => vnni::group::<0, 3>(&k, &a),
-                    (_, _) => vnni::group::<0, 4>(&k, &a),
-                }
-            })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = k;
-            Err(no_kernel())
-        }
+        let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+        // SAFETY: `out` is 4 rows of 16 f32, ld 16: every write of groups
+        // g..g+1 (offset 0, rows c < m <= 4) lies inside it.
+        unsafe {
+            self.dots_raw(
+                features,
+                g..g + 1,
+                Acts::Q8(acts),
+                m,
+                out.as_mut_ptr().cast(),
+                PACK_ROWS,
+            )?
+        };
+        Ok(out)
     }
 
     /// [`PackedWeights::group_dots`] for the super-block formats Q4_K, Q5_K
@@ -418,31 +392,98 @@ impl PackedWeights {
         acts: &Q8KActs,
         m: usize,
     ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
-        let k = self.group_ref(features, g, m, acts.m(), acts.blocks_per_row(), true)?;
+        let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+        // SAFETY: as in group_dots.
+        unsafe {
+            self.dots_raw(
+                features,
+                g..g + 1,
+                Acts::Q8K(acts),
+                m,
+                out.as_mut_ptr().cast(),
+                PACK_ROWS,
+            )?
+        };
+        Ok(out)
+    }
+
+    /// Dots of the groups `gs` with the first `m` rows of `acts`: row
+    /// `16g + r` · activation row `c` goes to `out[c * ld + 16 * (g -
+    /// gs.start) + r]`. One call per strip: the per-group work of a short
+    /// row (k = 576: ~10 KB) is too small to carry a checked call each.
+    /// Errors (before any write) as [`PackedWeights::group_dots`].
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at every such index, and nothing
+    /// else may access them during the call.
+    pub(crate) unsafe fn dots_raw(
+        &self,
+        features: CpuFeatures,
+        gs: std::ops::Range<usize>,
+        acts: Acts<'_>,
+        m: usize,
+        out: *mut f32,
+        ld: usize,
+    ) -> Result<()> {
+        let (acts_m, acts_nb, q8k) = match acts {
+            Acts::Q8(a) => (a.m(), a.blocks_per_row(), false),
+            Acts::Q8K(a) => (a.m(), a.blocks_per_row(), true),
+        };
+        let k = self.group_ref(features, gs.clone(), m, acts_m, acts_nb, q8k)?;
+        let ng = gs.len();
         #[cfg(target_arch = "x86_64")]
         {
-            let a = acts.all();
-            // SAFETY: as in group_dots; `a` holds m rows of nb blocks.
-            Ok(unsafe {
-                match (self.format, m) {
-                    (QFormat::Q6_K, 1) => vnni::group_q6k::<1>(&k, a),
-                    (QFormat::Q6_K, 2) => vnni::group_q6k::<2>(&k, a),
-                    (QFormat::Q6_K, 3) => vnni::group_q6k::<3>(&k, a),
-                    (QFormat::Q6_K, _) => vnni::group_q6k::<4>(&k, a),
-                    (QFormat::Q5_K, 1) => vnni::group_q45k::<true, 1>(&k, a),
-                    (QFormat::Q5_K, 2) => vnni::group_q45k::<true, 2>(&k, a),
-                    (QFormat::Q5_K, 3) => vnni::group_q45k::<true, 3>(&k, a),
-                    (QFormat::Q5_K, _) => vnni::group_q45k::<true, 4>(&k, a),
-                    (_, 1) => vnni::group_q45k::<false, 1>(&k, a),
-                    (_, 2) => vnni::group_q45k::<false, 2>(&k, a),
-                    (_, 3) => vnni::group_q45k::<false, 3>(&k, a),
-                    (_, _) => vnni::group_q45k::<false, 4>(&k, a),
+            // SAFETY: AVX-512 F/BW/VNNI detected; `k` covers groups gs of
+            // nb blocks and activation rows 0..m have nb blocks (group_ref);
+            // `out` per the caller's contract.
+            unsafe {
+                match acts {
+                    Acts::Q8(a) => {
+                        let a = a.view();
+                        macro_rules! run {
+                            ($f:literal) => {
+                                match m {
+                                    1 => vnni::groups::<$f, 1>(&k, ng, &a, out, ld),
+                                    2 => vnni::groups::<$f, 2>(&k, ng, &a, out, ld),
+                                    3 => vnni::groups::<$f, 3>(&k, ng, &a, out, ld),
+                                    _ => vnni::groups::<$f, 4>(&k, ng, &a, out, ld),
+                                }
+                            };
+                        }
+                        match self.format {
+                            QFormat::Q4_1 => run!(1),
+                            QFormat::Q8_0 => run!(2),
+                            QFormat::IQ4_NL => run!(3),
+                            QFormat::Q5_0 => run!(4),
+                            QFormat::Q5_1 => run!(5),
+                            _ => run!(0),
+                        }
+                    }
+                    Acts::Q8K(a) => {
+                        let a = a.all();
+                        macro_rules! run {
+                            ($f:literal) => {
+                                match m {
+                                    1 => vnni::groups_k::<$f, 1>(&k, ng, a, out, ld),
+                                    2 => vnni::groups_k::<$f, 2>(&k, ng, a, out, ld),
+                                    3 => vnni::groups_k::<$f, 3>(&k, ng, a, out, ld),
+                                    _ => vnni::groups_k::<$f, 4>(&k, ng, a, out, ld),
+                                }
+                            };
+                        }
+                        match self.format {
+                            QFormat::Q5_K => run!(1),
+                            QFormat::Q6_K => run!(2),
+                            _ => run!(0),
+                        }
+                    }
                 }
-            })
+            }
+            Ok(())
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = k;
+            let _ = (k, ng, out, ld);
             Err(no_kernel())
         }
     }
@@ -451,13 +492,14 @@ impl PackedWeights {
     fn group_ref(
         &self,
         features: CpuFeatures,
-        g: usize,
+        gs: std::ops::Range<usize>,
         m: usize,
         acts_m: usize,
         acts_nb: usize,
         q8k: bool,
     ) -> Result<GroupRef> {
-        let ok = g < self.groups
+        let ok = gs.start < gs.end
+            && gs.end <= self.groups
             && (1..=PACK_MAX_M).contains(&m)
             && m <= acts_m
             && acts_nb == self.nb
@@ -467,7 +509,7 @@ impl PackedWeights {
             return Err(Error::invalid(
                 "matmul::group_dots",
                 format!(
-                    "{:?} group {g} of {}, {m} activation rows of {acts_m} ({acts_nb} {} blocks, want {}), packed kernel {}",
+                    "{:?} groups {gs:?} of {}, {m} activation rows of {acts_m} ({acts_nb} {} blocks, want {}), packed kernel {}",
                     self.format,
                     self.groups,
                     if q8k { "Q8_K" } else { "Q8" },
@@ -476,14 +518,14 @@ impl PackedWeights {
                 ),
             ));
         }
-        let (lines, nb) = (self.lines, self.nb);
+        let (lines, nb, g) = (self.lines, self.nb, gs.start);
         // Empty for the inline layouts (Q4_1, Q4_K: scales in the codes).
         let d = self
             .d
-            .get(g * nb * PACK_ROWS..(g + 1) * nb * PACK_ROWS)
+            .get(g * nb * PACK_ROWS..gs.end * nb * PACK_ROWS)
             .unwrap_or(&[]);
         Ok(GroupRef {
-            codes: self.codes[g * nb * lines..(g + 1) * nb * lines]
+            codes: self.codes[g * nb * lines..gs.end * nb * lines]
                 .as_ptr()
                 .cast(),
             d: d.as_ptr(),
@@ -500,9 +542,19 @@ fn no_kernel() -> Error {
     )
 }
 
-/// One group's packed data, as raw pointers for the kernels: `nb` blocks
-/// of codes (64-byte aligned lines) and, for Q4_0 / Q8_0, `nb * 16` f16
-/// scales (Q4_1 and Q4_K carry theirs in a line of each block).
+/// The activations of a packed call.
+#[derive(Clone, Copy)]
+pub(crate) enum Acts<'a> {
+    /// 32-element formats.
+    Q8(&'a Q8Acts),
+    /// Q4_K, Q5_K, Q6_K.
+    Q8K(&'a Q8KActs),
+}
+
+/// Packed data from a group on (the kernels step by whole groups), as raw
+/// pointers: per group, `nb` blocks of codes (64-byte aligned lines) and,
+/// for the layouts with a second array, `nb * 16` f16 scales (the others
+/// carry theirs in a line of each block; `d` is then not read).
 pub(super) struct GroupRef {
     pub codes: *const u8,
     pub d: *const u16,

@@ -7,6 +7,95 @@ use super::ActsView;
 use kiln_core::quant::BlockQ8K;
 use std::arch::x86_64::*;
 
+/// Store a group's `M` rows of 16 results at `out + c * ld`.
+///
+/// # Safety
+/// `out + c * ld .. + 16` writable for `c < M`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn store<const M: usize>(out: *mut f32, ld: usize, r: &[[f32; PACK_ROWS]; PACK_MAX_M]) {
+    for (c, rc) in r.iter().enumerate().take(M) {
+        // SAFETY: caller's bound; unaligned 64-byte load and store.
+        unsafe { _mm512_storeu_ps(out.add(c * ld), _mm512_loadu_ps(rc.as_ptr())) };
+    }
+}
+
+/// Code lines per block of the 32-element format `F` (see [`group`]).
+const fn lines32(f: u8) -> usize {
+    match f {
+        2 => 8,
+        1 | 4 => 5,
+        5 => 6,
+        _ => 4,
+    }
+}
+
+/// [`group`] for `ng` consecutive groups from `k`, group `g`'s results at
+/// `out + 16 g` (row `c` at `+ c * ld`).
+///
+/// # Safety
+/// As [`group`] for each of the `ng` groups; `out` writable there.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn groups<const F: u8, const M: usize>(
+    k: &GroupRef,
+    ng: usize,
+    a: &ActsView<'_>,
+    out: *mut f32,
+    ld: usize,
+) {
+    let (cs, ds) = (k.nb * lines32(F) * 64, k.nb * PACK_ROWS);
+    for g in 0..ng {
+        let kg = GroupRef {
+            // SAFETY: group g < ng lies in the caller's range.
+            codes: unsafe { k.codes.add(g * cs) },
+            d: k.d.wrapping_add(g * ds),
+            nb: k.nb,
+        };
+        // SAFETY: forwarded contract.
+        unsafe { store::<M>(out.add(PACK_ROWS * g), ld, &group::<F, M>(&kg, a)) };
+    }
+}
+
+/// The super-block kernels for `ng` groups: `K` = 0 (Q4_K), 1 (Q5_K),
+/// 2 (Q6_K); as [`groups`].
+///
+/// # Safety
+/// As [`group_q45k`] / [`group_q6k`] for each of the `ng` groups; `out`
+/// writable there.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
+    k: &GroupRef,
+    ng: usize,
+    a: &[BlockQ8K],
+    out: *mut f32,
+    ld: usize,
+) {
+    let lines = match K {
+        0 => 36,
+        1 => 44,
+        _ => 52,
+    };
+    let (cs, ds) = (k.nb * lines * 64, k.nb * PACK_ROWS);
+    for g in 0..ng {
+        let kg = GroupRef {
+            // SAFETY: group g < ng lies in the caller's range.
+            codes: unsafe { k.codes.add(g * cs) },
+            d: k.d.wrapping_add(g * ds),
+            nb: k.nb,
+        };
+        // SAFETY: forwarded contract.
+        let r = unsafe {
+            match K {
+                0 => group_q45k::<false, M>(&kg, a),
+                1 => group_q45k::<true, M>(&kg, a),
+                _ => group_q6k::<M>(&kg, a),
+            }
+        };
+        // SAFETY: forwarded contract.
+        unsafe { store::<M>(out.add(PACK_ROWS * g), ld, &r) };
+    }
+}
+
 /// 16 f16 at `p` widened to f32.
 ///
 /// # Safety
@@ -42,20 +131,16 @@ unsafe fn xq4(x: *const i8, j: usize) -> __m512i {
 /// (codes: `nb * lines` 64-byte lines, 64-byte aligned, Q4_1's fifth line
 /// holding d and m; Q4_0 / Q8_0: `d` holds `nb * 16` u16); `a` has `M`
 /// rows of `k.nb` blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn group<const F: u8, const M: usize>(
+unsafe fn group<const F: u8, const M: usize>(
     k: &GroupRef,
     a: &ActsView<'_>,
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
     let nb = k.nb;
     // Q4_1 carries d and m in a fifth line, Q5_1 in a sixth (after qh);
     // Q4_0 / Q8_0 / IQ4_NL / Q5_0 read `k.d`.
-    let lines = match F {
-        2 => 8,
-        1 | 4 => 5,
-        5 => 6,
-        _ => 4,
-    };
+    let lines = lines32(F);
     // The line of d (and m) for the inline layouts.
     let dline = if F == 5 { 5 } else { 4 };
     let inline = F == 1 || F == 5;
@@ -94,7 +179,7 @@ pub(super) unsafe fn group<const F: u8, const M: usize>(
             // as many blocks ahead in the scales); never faults, and the
             // address is formed with wrapping arithmetic, so running past
             // the group (into the next, or past the end) is harmless.
-            let ahead = base.wrapping_add(PF_BYTES);
+            let ahead = base.wrapping_add(if F == 2 { 2 * PF_BYTES } else { PF_BYTES });
             for j in 0..lines {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
             }
@@ -231,8 +316,9 @@ fn scale_of(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
 /// # Safety
 /// AVX-512 F/BW/VNNI present; `k` points at one Q4_K (36 lines per block)
 /// or Q5_K (44 lines) group; `a` holds `M` rows of `k.nb` blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn group_q45k<const Q5: bool, const M: usize>(
+unsafe fn group_q45k<const Q5: bool, const M: usize>(
     k: &GroupRef,
     a: &[BlockQ8K],
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
@@ -395,8 +481,9 @@ fn scale6_of(w: &[__m512i; 4], j: usize) -> __m512i {
 /// # Safety
 /// AVX-512 F/BW/VNNI present; `k` points at one Q6_K group (52 lines per
 /// block, `nb * 16` d); `a` holds `M` rows of `k.nb` blocks.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn group_q6k<const M: usize>(
+unsafe fn group_q6k<const M: usize>(
     k: &GroupRef,
     a: &[BlockQ8K],
 ) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
