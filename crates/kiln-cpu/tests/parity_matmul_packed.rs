@@ -28,8 +28,9 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 9] = [
+const PACKED: [DType; 10] = [
     DType::Q4_0,
+    DType::IQ4_XS,
     DType::IQ4_NL,
     DType::Q5_0,
     DType::Q5_1,
@@ -62,7 +63,10 @@ fn layout_round_trips() {
     let Some(f) = packed_features() else { return };
     let seed = test_seed();
     for wtype in PACKED {
-        let blk = if matches!(wtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
+        let blk = if matches!(
+            wtype,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::IQ4_XS
+        ) {
             256
         } else {
             32

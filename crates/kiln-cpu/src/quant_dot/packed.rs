@@ -1,6 +1,6 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
 //! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
-//! Q4_K, Q5_K and Q6_K.
+//! IQ4_XS, Q4_K, Q5_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -21,7 +21,8 @@
 //!   8 lines, each code stored as `q + 128` (an unsigned byte, what
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
 //!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
-//!   words of its 16 scales, 32 of `ql`, 16 of `qh`.
+//!   words of its 16 scales, 32 of `ql`, 16 of `qh`; IQ4_XS: the words of
+//!   `d | scales_h` and `scales_l`, then 32 of `qs` (its `d` travels there).
 //! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the
 //!   16 rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
 //!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24; 36 =
@@ -113,6 +114,9 @@ struct Layout {
     flip: u32,
     /// Elements per block (32, or 256 for the Q8_K formats).
     qk: usize,
+    /// The word lines already carry `d` (IQ4_XS: its first word): no
+    /// separate array, no scale line.
+    d_in_words: bool,
 }
 
 /// The packed layout of `wtype`, for the formats with a packed kernel.
@@ -126,6 +130,7 @@ fn layout_of(wtype: DType) -> Option<Layout> {
         min_off,
         flip,
         qk,
+        d_in_words: false,
     };
     Some(match wtype {
         DType::Q4_0 => l(QFormat::Q4_0, 4, |j| 2 + 4 * j, None, 0, QK),
@@ -193,6 +198,19 @@ fn layout_of(wtype: DType) -> Option<Layout> {
                 QK_K,
             )
         },
+        // IQ4_XS: the word of d and scales_h, the word of scales_l, then 32
+        // words of qs (34 lines = 16 × 136 bytes: d travels in the words).
+        DType::IQ4_XS => Layout {
+            d_in_words: true,
+            ..l(
+                QFormat::IQ4_XS,
+                34,
+                |j| if j < 2 { 4 * j } else { 8 + 4 * (j - 2) },
+                None,
+                0,
+                QK_K,
+            )
+        },
         // Q6_K: 4 words of signed scales (at 192), 32 of `ql`, 16 of `qh`
         // (52 lines); `d` (at 208) in the second array.
         DType::Q6_K => Layout {
@@ -241,7 +259,8 @@ impl PackedWeights {
         let (nb, bs, groups) = (k / lay.qk, wtype.type_size(), n / PACK_ROWS);
         let mut codes = vec![Line([0; 64]); groups * nb * lines];
         let inline = lay.lines > lay.words;
-        let mut d = vec![0u16; if inline { 0 } else { groups * nb * PACK_ROWS }];
+        let own_d = !inline && !lay.d_in_words;
+        let mut d = vec![0u16; if own_d { groups * nb * PACK_ROWS } else { 0 }];
         let f16_at = |blk: &[u8], o: usize| u16::from_le_bytes([blk[o], blk[o + 1]]);
         // One group: rows 16g..16g+16 into its codes / d slices.
         let group = |g: usize, codes: &mut [Line], d: &mut [u16]| {
@@ -255,7 +274,7 @@ impl PackedWeights {
                         sl[2 * r..2 * r + 2].copy_from_slice(&dv.to_le_bytes());
                         let mv = mv.unwrap_or(0).to_le_bytes();
                         sl[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&mv);
-                    } else {
+                    } else if own_d {
                         // Non-inline layouts have no second f16 (layout_of).
                         d[b * PACK_ROWS + r] = dv;
                     }
@@ -271,7 +290,7 @@ impl PackedWeights {
         // Groups in parallel on the current rayon pool (the engine's, when
         // called from its forward pass).
         let (cl, dl) = (nb * lines, nb * PACK_ROWS);
-        if inline {
+        if !own_d {
             codes
                 .par_chunks_mut(cl)
                 .enumerate()
@@ -334,10 +353,12 @@ impl PackedWeights {
                         let at = |o: usize| u16::from_le_bytes([sl[o], sl[o + 1]]);
                         (at(2 * r), at(32 + 2 * r))
                     } else {
-                        (self.d[gb * PACK_ROWS + r], 0)
+                        (self.d.get(gb * PACK_ROWS + r).copied().unwrap_or(0), 0)
                     };
-                    let o = lay.d_off;
-                    blk[o..o + 2].copy_from_slice(&dv.to_le_bytes());
+                    if !lay.d_in_words {
+                        let o = lay.d_off;
+                        blk[o..o + 2].copy_from_slice(&dv.to_le_bytes());
+                    }
                     if let Some(o) = lay.min_off {
                         blk[o..o + 2].copy_from_slice(&mv.to_le_bytes());
                     }
@@ -474,6 +495,7 @@ impl PackedWeights {
                         match self.format {
                             QFormat::Q5_K => run!(1),
                             QFormat::Q6_K => run!(2),
+                            QFormat::IQ4_XS => run!(3),
                             _ => run!(0),
                         }
                     }

@@ -57,10 +57,11 @@ pub(super) unsafe fn groups<const F: u8, const M: usize>(
 }
 
 /// The super-block kernels for `ng` groups: `K` = 0 (Q4_K), 1 (Q5_K),
-/// 2 (Q6_K); as [`groups`].
+/// 2 (Q6_K), 3 (IQ4_XS); as [`groups`].
 ///
 /// # Safety
-/// As [`group_q45k`] / [`group_q6k`] for each of the `ng` groups; `out`
+/// As [`group_q45k`] / [`group_q6k`] / [`group_iq4xs`] for each of the
+/// `ng` groups; `out`
 /// writable there.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
@@ -73,7 +74,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
     let lines = match K {
         0 => 36,
         1 => 44,
-        _ => 52,
+        2 => 52,
+        _ => 34,
     };
     let (cs, ds) = (k.nb * lines * 64, k.nb * PACK_ROWS);
     for g in 0..ng {
@@ -88,7 +90,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
             match K {
                 0 => group_q45k::<false, M>(&kg, a),
                 1 => group_q45k::<true, M>(&kg, a),
-                _ => group_q6k::<M>(&kg, a),
+                2 => group_q6k::<M>(&kg, a),
+                _ => group_iq4xs::<M>(&kg, a),
             }
         };
         // SAFETY: forwarded contract.
@@ -578,6 +581,112 @@ unsafe fn group_q6k<const M: usize>(
             // Σ sc (code - 32) x = Σ sc·isum - 32 Σ sc·bsums (exact in i32).
             let tot = _mm512_sub_epi32(isc[c], _mm512_slli_epi32::<5>(off));
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot));
+            *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
+        }
+    }
+    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: o is 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
+
+/// IQ4_XS, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+///
+/// Block lines: the words `d | scales_h << 16` and `scales_l`, then 32
+/// words of `qs` (sub-block `ib`: words `4ib..4ib + 4`, low nibbles are its
+/// elements `4u + i`, high ones `16 + 4u + i`). Sub-block `ib`'s scale is
+/// `ls - 32`, `ls` = nibble `ib` of `scales_l` | bits `2ib..2ib+2` of
+/// `scales_h` as bits 4..6; codes go through the grid stored `+ 128`
+/// (`vpshufb`), so per row lane `isum_ib = Σ (v + 128) x - 128 B_ib` with
+/// `B_ib` the sub-block's activation sum (two `bsums`), then
+/// `d_x d_w Σ_ib (ls_ib - 32) isum_ib`: `Q8KDot`'s formula for IQ4_XS.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one IQ4_XS group (34 lines
+/// per block); `a` holds `M` rows of `k.nb` blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn group_iq4xs<const M: usize>(
+    k: &GroupRef,
+    a: &[BlockQ8K],
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    const LINES: usize = 34;
+    let nb = k.nb;
+    let m4 = _mm512_set1_epi8(0x0f);
+    let grid = {
+        let mut t = [0u8; 16];
+        for (o, &v) in t.iter_mut().zip(&kiln_core::quant::KVALUES_IQ4NL) {
+            *o = (i16::from(v) + 128) as u8;
+        }
+        // SAFETY: t is 16 bytes; unaligned load, broadcast to the 4 lanes.
+        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+    };
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let base = unsafe { k.codes.add(b * LINES * 64) };
+        // SAFETY: lines 0 and 1 of block b.
+        let (w0, w1) = unsafe {
+            (
+                _mm512_load_si512(base.cast()),
+                _mm512_load_si512(base.add(64).cast()),
+            )
+        };
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(w0));
+        let sh = _mm512_srli_epi32::<16>(w0);
+        let mut tot = [_mm512_setzero_si512(); M];
+        for ib in 0..8 {
+            // Software prefetch 2 KiB ahead, 4 lines per sub-block (34 per
+            // block, the two scale lines with the first); never faults.
+            let ahead = base.wrapping_add(2 * PF_BYTES + (2 + 4 * ib) * 64);
+            for j in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+            }
+            let lo4 = _mm512_and_si512(
+                _mm512_srlv_epi32(w1, _mm512_set1_epi32(4 * ib as i32)),
+                _mm512_set1_epi32(0x0f),
+            );
+            let hi2 = _mm512_and_si512(
+                _mm512_srlv_epi32(sh, _mm512_set1_epi32(2 * ib as i32)),
+                _mm512_set1_epi32(0x03),
+            );
+            let scale = _mm512_sub_epi32(
+                _mm512_or_si512(lo4, _mm512_slli_epi32::<4>(hi2)),
+                _mm512_set1_epi32(32),
+            );
+            let mut s = [[_mm512_setzero_si512(); 2]; M];
+            for u in 0..4 {
+                // SAFETY: line 2 + 4ib + u < 34 of block b.
+                let v = unsafe { _mm512_load_si512(base.add((2 + 4 * ib + u) * 64).cast()) };
+                let lo = _mm512_shuffle_epi8(grid, _mm512_and_si512(v, m4));
+                let hi = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
+                for (c, s_c) in s.iter_mut().enumerate() {
+                    // SAFETY: row c < M, block b < nb (caller's bound); the
+                    // codes 32ib + 4u.. and 32ib + 16 + 4u.. lie in its 256.
+                    unsafe {
+                        let xq = (*a.as_ptr().add(c * nb + b)).qs.as_ptr().add(32 * ib);
+                        s_c[0] = _mm512_dpbusd_epi32(s_c[0], lo, xq4(xq, u));
+                        s_c[1] = _mm512_dpbusd_epi32(s_c[1], hi, xq4(xq, 4 + u));
+                    }
+                }
+            }
+            for (c, (tot_c, s_c)) in tot.iter_mut().zip(&s).enumerate() {
+                // SAFETY: row c < M, block b < nb.
+                let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+                let bsum = i32::from(x.bsums[2 * ib]) + i32::from(x.bsums[2 * ib + 1]);
+                let isum = _mm512_sub_epi32(
+                    _mm512_add_epi32(s_c[0], s_c[1]),
+                    _mm512_set1_epi32(128 * bsum),
+                );
+                *tot_c = _mm512_add_epi32(*tot_c, _mm512_mullo_epi32(isum, scale));
+            }
+        }
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: row c < M, block b < nb.
+            let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+            let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot[c]));
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
