@@ -388,24 +388,11 @@ impl PackedWeights {
         acts: &Q8Acts,
         m: usize,
     ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
-        let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-        // SAFETY: `out` is 4 rows of 16 f32, ld 16: every write of groups
-        // g..g+1 (offset 0, rows c < m <= 4) lies inside it.
-        unsafe {
-            self.dots_raw(
-                features,
-                g..g + 1,
-                Acts::Q8(acts),
-                m,
-                out.as_mut_ptr().cast(),
-                PACK_ROWS,
-            )?
-        };
-        Ok(out)
+        self.one_group(features, g, Acts::Q8(acts), m)
     }
 
-    /// [`PackedWeights::group_dots`] for the super-block formats Q4_K, Q5_K
-    /// and Q6_K, with Q8_K activations.
+    /// [`PackedWeights::group_dots`] for the super-block formats (Q4_K,
+    /// Q5_K, Q6_K, IQ4_XS), with Q8_K activations.
     pub fn group_dots_k(
         &self,
         features: CpuFeatures,
@@ -413,13 +400,24 @@ impl PackedWeights {
         acts: &Q8KActs,
         m: usize,
     ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
+        self.one_group(features, g, Acts::Q8K(acts), m)
+    }
+
+    fn one_group(
+        &self,
+        features: CpuFeatures,
+        g: usize,
+        acts: Acts<'_>,
+        m: usize,
+    ) -> Result<[[f32; PACK_ROWS]; PACK_MAX_M]> {
         let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-        // SAFETY: as in group_dots.
+        // SAFETY: `out` is 4 rows of 16 f32, ld 16: every write of groups
+        // g..g+1 (offset 0, rows c < m <= 4) lies inside it.
         unsafe {
             self.dots_raw(
                 features,
                 g..g + 1,
-                Acts::Q8K(acts),
+                acts,
                 m,
                 out.as_mut_ptr().cast(),
                 PACK_ROWS,

@@ -99,6 +99,31 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
     }
 }
 
+/// The IQ4 grid plus 128 (unsigned bytes, what `vpdpbusd` multiplies) in
+/// each 128-bit lane: a `vpshufb` table for the nibbles.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn iq4_grid_u8() -> __m512i {
+    let mut t = [0u8; 16];
+    for (o, &v) in t.iter_mut().zip(&kiln_core::quant::KVALUES_IQ4NL) {
+        *o = (i16::from(v) + 128) as u8;
+    }
+    // SAFETY: t is 16 bytes; unaligned load, broadcast to the 4 lanes.
+    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+}
+
+/// A kernel's `M` accumulators as rows of 16 results.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn rows_of<const M: usize>(acc: [__m512; M]) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: o is 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
+
 /// 16 f16 at `p` widened to f32.
 ///
 /// # Safety
@@ -162,14 +187,7 @@ unsafe fn group<const F: u8, const M: usize>(
     );
     let b16 = _mm512_set1_epi8(0x10);
     let mask = _mm512_set1_epi8(0x0f);
-    let grid = {
-        let mut t = [0u8; 16];
-        for (o, &v) in t.iter_mut().zip(&kiln_core::quant::KVALUES_IQ4NL) {
-            *o = (i16::from(v) + 128) as u8;
-        }
-        // SAFETY: t is 16 bytes; unaligned load, broadcast to the 4 lanes.
-        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
-    };
+    let grid = iq4_grid_u8();
 
     let mut acc = [_mm512_setzero_ps(); M];
     let qs = a.qs.as_ptr();
@@ -270,12 +288,7 @@ unsafe fn group<const F: u8, const M: usize>(
             }
         }
     }
-    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: o is 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
+    rows_of(acc)
 }
 
 /// Byte `J` of every 32-bit lane of `v`, as i32 lanes.
@@ -440,12 +453,7 @@ unsafe fn group_q45k<const Q5: bool, const M: usize>(
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
-    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: o is 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
+    rows_of(acc)
 }
 
 /// Signed byte `J` of every 32-bit lane of `v`, as i32 lanes.
@@ -584,12 +592,7 @@ unsafe fn group_q6k<const M: usize>(
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
-    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: o is 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
+    rows_of(acc)
 }
 
 /// IQ4_XS, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
@@ -615,14 +618,7 @@ unsafe fn group_iq4xs<const M: usize>(
     const LINES: usize = 34;
     let nb = k.nb;
     let m4 = _mm512_set1_epi8(0x0f);
-    let grid = {
-        let mut t = [0u8; 16];
-        for (o, &v) in t.iter_mut().zip(&kiln_core::quant::KVALUES_IQ4NL) {
-            *o = (i16::from(v) + 128) as u8;
-        }
-        // SAFETY: t is 16 bytes; unaligned load, broadcast to the 4 lanes.
-        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
-    };
+    let grid = iq4_grid_u8();
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         // SAFETY: block b < nb of this group (caller's bound).
@@ -690,10 +686,5 @@ unsafe fn group_iq4xs<const M: usize>(
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
-    let mut out = [[0.0f32; PACK_ROWS]; PACK_MAX_M];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: o is 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
+    rows_of(acc)
 }
