@@ -1,6 +1,6 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
 //! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
-//! IQ4_XS, Q4_K, Q5_K and Q6_K.
+//! IQ4_XS, Q2_K, Q4_K, Q5_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -22,7 +22,8 @@
 //!   `vpdpbusd` multiplies); Q4_K: the 3 words of its 12 scale bytes, then
 //!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
 //!   words of its 16 scales, 32 of `ql`, 16 of `qh`; IQ4_XS: the words of
-//!   `d | scales_h` and `scales_l`, then 32 of `qs` (its `d` travels there).
+//!   `d | scales_h` and `scales_l`, then 32 of `qs` (its `d` travels there);
+//!   Q2_K: 4 words of scale bytes, 16 of `qs`, the word `d | dmin`.
 //! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the
 //!   16 rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
 //!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24; 36 =
@@ -194,6 +195,23 @@ fn layout_of(wtype: DType) -> Option<Layout> {
                     _ => 48 + 4 * (j - 11),
                 },
                 Some(2),
+                0,
+                QK_K,
+            )
+        },
+        // Q2_K: 4 words of scale bytes, 16 words of qs (at 16), then the
+        // word of d and dmin (at 80): 21 lines = 16 × 84 bytes.
+        DType::Q2_K => Layout {
+            d_in_words: true,
+            ..l(
+                QFormat::Q2_K,
+                21,
+                |j| match j {
+                    0..4 => 4 * j,
+                    4..20 => 16 + 4 * (j - 4),
+                    _ => 80,
+                },
+                None,
                 0,
                 QK_K,
             )
@@ -494,6 +512,7 @@ impl PackedWeights {
                             QFormat::Q5_K => run!(1),
                             QFormat::Q6_K => run!(2),
                             QFormat::IQ4_XS => run!(3),
+                            QFormat::Q2_K => run!(4),
                             _ => run!(0),
                         }
                     }

@@ -57,11 +57,11 @@ pub(super) unsafe fn groups<const F: u8, const M: usize>(
 }
 
 /// The super-block kernels for `ng` groups: `K` = 0 (Q4_K), 1 (Q5_K),
-/// 2 (Q6_K), 3 (IQ4_XS); as [`groups`].
+/// 2 (Q6_K), 3 (IQ4_XS), 4 (Q2_K); as [`groups`].
 ///
 /// # Safety
-/// As [`group_q45k`] / [`group_q6k`] / [`group_iq4xs`] for each of the
-/// `ng` groups; `out`
+/// As [`group_q45k`] / [`group_q6k`] / [`group_iq4xs`] / [`group_q2k`]
+/// for each of the `ng` groups; `out`
 /// writable there.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
@@ -75,7 +75,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
         0 => 36,
         1 => 44,
         2 => 52,
-        _ => 34,
+        3 => 34,
+        _ => 21,
     };
     let (cs, ds) = (k.nb * lines * 64, k.nb * PACK_ROWS);
     for g in 0..ng {
@@ -91,7 +92,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
                 0 => group_q45k::<false, M>(&kg, a),
                 1 => group_q45k::<true, M>(&kg, a),
                 2 => group_q6k::<M>(&kg, a),
-                _ => group_iq4xs::<M>(&kg, a),
+                3 => group_iq4xs::<M>(&kg, a),
+                _ => group_q2k::<M>(&kg, a),
             }
         };
         // SAFETY: forwarded contract.
@@ -683,6 +685,113 @@ unsafe fn group_iq4xs<const M: usize>(
             // SAFETY: row c < M, block b < nb.
             let x = unsafe { &*a.as_ptr().add(c * nb + b) };
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot[c]));
+            *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
+        }
+    }
+    rows_of(acc)
+}
+
+/// Q2_K, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+///
+/// Block lines: 4 words of the 16 scale bytes (scale in the low nibble,
+/// min in the high), 16 words of `qs`, then the word `d | dmin << 16`.
+/// Element `128n + 32j + 16h + l` (`l < 16`) is bits `2j..2j+2` of
+/// `qs[32n + 16h + l]`, in sub-block `s = 8n + 2j + h`. Per row lane:
+/// `isum_s = Σ q·x` (4 `vpdpbusd`), then
+/// `d_x (d_w Σ_s sc_s isum_s - dmin_w Σ_s m_s bsums_s)` (`vpmulld`; the
+/// min term by `vpmaddwd` of the mins with `bsums` pairs): `Q8KDot`'s
+/// formula for Q2_K.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one Q2_K group (21 lines per
+/// block); `a` holds `M` rows of `k.nb` blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn group_q2k<const M: usize>(
+    k: &GroupRef,
+    a: &[BlockQ8K],
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    const LINES: usize = 21;
+    let nb = k.nb;
+    let (m3, m4, lo16) = (
+        _mm512_set1_epi8(0x03),
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi32(0x00ff_00ff),
+    );
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let base = unsafe { k.codes.add(b * LINES * 64) };
+        // Software prefetch 2 KiB ahead, the block's 21 lines; never faults.
+        let ahead = base.wrapping_add(2 * PF_BYTES);
+        for j in 0..LINES {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+        }
+        // SAFETY: lines 0..4 (scales) and 20 (d, dmin) of block b.
+        let (w, dd) = unsafe {
+            let l = |i: usize| _mm512_load_si512(base.add(64 * i).cast());
+            ([l(0), l(1), l(2), l(3)], l(20))
+        };
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+        let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
+        let sc = |s: usize| {
+            _mm512_and_si512(
+                _mm512_srlv_epi32(w[s / 4], _mm512_set1_epi32(8 * (s % 4) as i32)),
+                _mm512_set1_epi32(0x0f),
+            )
+        };
+        let mut isc = [_mm512_setzero_si512(); M];
+        for n in 0..2 {
+            // SAFETY: qs words 8n..8n + 8 are lines 4 + 8n.. of block b.
+            let v: [__m512i; 8] = std::array::from_fn(|u| unsafe {
+                _mm512_load_si512(base.add((4 + 8 * n + u) * 64).cast())
+            });
+            for j in 0..4 {
+                let shift = _mm_cvtsi32_si128(2 * j as i32);
+                let mut s = [[_mm512_setzero_si512(); 2]; M];
+                for u in 0..4 {
+                    let c0 = _mm512_and_si512(_mm512_srl_epi16(v[u], shift), m3);
+                    let c1 = _mm512_and_si512(_mm512_srl_epi16(v[4 + u], shift), m3);
+                    for (ci, s_c) in s.iter_mut().enumerate() {
+                        // SAFETY: row ci < M, block b < nb; the codes
+                        // 128n + 32j + 4u.. and + 16 lie in its 256.
+                        unsafe {
+                            let xq = (*a.as_ptr().add(ci * nb + b))
+                                .qs
+                                .as_ptr()
+                                .add(128 * n + 32 * j);
+                            s_c[0] = _mm512_dpbusd_epi32(s_c[0], c0, xq4(xq, u));
+                            s_c[1] = _mm512_dpbusd_epi32(s_c[1], c1, xq4(xq, 4 + u));
+                        }
+                    }
+                }
+                let (sa, sb) = (sc(8 * n + 2 * j), sc(8 * n + 2 * j + 1));
+                for (isc_c, s_c) in isc.iter_mut().zip(&s) {
+                    *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_c[0], sa));
+                    *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_c[1], sb));
+                }
+            }
+        }
+        // Mins as i16 pairs per lane: word i gives (m[4i], m[4i+2]) and
+        // (m[4i+1], m[4i+3]).
+        let mins: [__m512i; 4] =
+            std::array::from_fn(|i| _mm512_and_si512(_mm512_srli_epi16::<4>(w[i]), m4));
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: row c < M, block b < nb.
+            let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+            let pair = |j0: usize, j1: usize| {
+                let lo = i32::from(x.bsums[j0]) & 0xffff;
+                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
+            };
+            let mut msum = _mm512_setzero_si512();
+            for (i, mi) in mins.iter().enumerate() {
+                let ev = _mm512_and_si512(*mi, lo16);
+                let od = _mm512_srli_epi16::<8>(*mi);
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(ev, pair(4 * i, 4 * i + 2)));
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(od, pair(4 * i + 1, 4 * i + 3)));
+            }
+            let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(isc[c]));
+            let t = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(msum), t);
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
