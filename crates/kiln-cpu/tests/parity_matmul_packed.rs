@@ -28,8 +28,9 @@ use kiln_testkit::cases::matmul::{check_matmul_with, error_bounds};
 use kiln_testkit::cases::Options;
 use kiln_testkit::{case_rng, rand_f32, rand_rows, test_seed};
 
-const PACKED: [DType; 11] = [
+const PACKED: [DType; 12] = [
     DType::Q4_0,
+    DType::Q3_K,
     DType::Q2_K,
     DType::IQ4_XS,
     DType::IQ4_NL,
@@ -66,7 +67,7 @@ fn layout_round_trips() {
     for wtype in PACKED {
         let blk = if matches!(
             wtype,
-            DType::Q2_K | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::IQ4_XS
+            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::IQ4_XS
         ) {
             256
         } else {
@@ -94,8 +95,8 @@ fn layout_round_trips() {
             .unwrap()
             .is_none());
     }
-    let w = rand_rows(&mut case_rng(seed, "pack q3k", 0), DType::Q3_K, 16, 256);
-    assert!(PackedWeights::pack(f, DType::Q3_K, 16, 256, &w)
+    let w = rand_rows(&mut case_rng(seed, "pack iq2", 0), DType::IQ2_XXS, 16, 256);
+    assert!(PackedWeights::pack(f, DType::IQ2_XXS, 16, 256, &w)
         .unwrap()
         .is_none());
 }

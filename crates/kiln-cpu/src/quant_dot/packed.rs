@@ -1,6 +1,6 @@
 //! Weight rows repacked for the AVX-512 VNNI mat-vec (decode: `m` ≤
 //! [`PACK_MAX_M`] activation rows): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
-//! IQ4_XS, Q2_K, Q4_K, Q5_K and Q6_K.
+//! IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
 //!
 //! Why: the block-by-block kernels (`avx2.rs`, `avx2_k.rs`) spend ~13
 //! vector operations per 32 weights of one row (unpack, two multiplies to
@@ -23,7 +23,8 @@
 //!   the 32 words of `qs` (Q5_K: its 8 words of `qh` between); Q6_K: 4
 //!   words of its 16 scales, 32 of `ql`, 16 of `qh`; IQ4_XS: the words of
 //!   `d | scales_h` and `scales_l`, then 32 of `qs` (its `d` travels there);
-//!   Q2_K: 4 words of scale bytes, 16 of `qs`, the word `d | dmin`.
+//!   Q2_K: 4 words of scale bytes, 16 of `qs`, the word `d | dmin`; Q3_K:
+//!   its first 27 words (hmask, qs, scales) in order, `d` in the array.
 //! - scales: Q4_1, Q5_1, Q4_K and Q5_K end each block with one line of the
 //!   16 rows' `d` (bytes 0..32) and `m` / `dmin` (32..64), so a group is a
 //!   single sequential stream (5 lines = 16 × 20 bytes; 6 = 16 × 24; 36 =
@@ -215,6 +216,12 @@ fn layout_of(wtype: DType) -> Option<Layout> {
                 0,
                 QK_K,
             )
+        },
+        // Q3_K: 8 words of hmask, 16 of qs (at 32), 3 of scales (at 96);
+        // d (at 108) in the second array (27 lines + 32 bytes = 16 × 110).
+        DType::Q3_K => Layout {
+            d_off: 108,
+            ..l(QFormat::Q3_K, 27, |j| 4 * j, None, 0, QK_K)
         },
         // IQ4_XS: the word of d and scales_h, the word of scales_l, then 32
         // words of qs (34 lines = 16 × 136 bytes: d travels in the words).
@@ -513,6 +520,7 @@ impl PackedWeights {
                             QFormat::Q6_K => run!(2),
                             QFormat::IQ4_XS => run!(3),
                             QFormat::Q2_K => run!(4),
+                            QFormat::Q3_K => run!(5),
                             _ => run!(0),
                         }
                     }

@@ -57,11 +57,11 @@ pub(super) unsafe fn groups<const F: u8, const M: usize>(
 }
 
 /// The super-block kernels for `ng` groups: `K` = 0 (Q4_K), 1 (Q5_K),
-/// 2 (Q6_K), 3 (IQ4_XS), 4 (Q2_K); as [`groups`].
+/// 2 (Q6_K), 3 (IQ4_XS), 4 (Q2_K), 5 (Q3_K); as [`groups`].
 ///
 /// # Safety
-/// As [`group_q45k`] / [`group_q6k`] / [`group_iq4xs`] / [`group_q2k`]
-/// for each of the `ng` groups; `out`
+/// As [`group_q45k`] / [`group_q6k`] / [`group_iq4xs`] / [`group_q2k`] /
+/// [`group_q3k`] for each of the `ng` groups; `out`
 /// writable there.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
@@ -76,7 +76,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
         1 => 44,
         2 => 52,
         3 => 34,
-        _ => 21,
+        4 => 21,
+        _ => 27,
     };
     let (cs, ds) = (k.nb * lines * 64, k.nb * PACK_ROWS);
     for g in 0..ng {
@@ -93,7 +94,8 @@ pub(super) unsafe fn groups_k<const K: u8, const M: usize>(
                 1 => group_q45k::<true, M>(&kg, a),
                 2 => group_q6k::<M>(&kg, a),
                 3 => group_iq4xs::<M>(&kg, a),
-                _ => group_q2k::<M>(&kg, a),
+                4 => group_q2k::<M>(&kg, a),
+                _ => group_q3k::<M>(&kg, a),
             }
         };
         // SAFETY: forwarded contract.
@@ -792,6 +794,140 @@ unsafe fn group_q2k<const M: usize>(
             }
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(isc[c]));
             let t = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(msum), t);
+            *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
+        }
+    }
+    rows_of(acc)
+}
+
+/// Q3_K, `M` activation rows (Q8_K blocks, `a`: `M` rows of `k.nb`).
+///
+/// Block lines: 8 words of `hmask`, 16 of `qs`, 3 of the 12 scale bytes;
+/// `d` in `k.d`. Element `128n + 32j + 16h + l` (`l < 16`) has the 3-bit
+/// code `(qs[32n + 16h + l] >> 2j) & 3`, plus 4 where bit `4n + j` of
+/// `hmask[16h + l]` is set (`vptestmb`, masked add); its value is
+/// `code - 4`, in sub-block `s = 8n + 2j + h` with the 6-bit scale
+/// `sc_s - 32` (low nibbles from the first two words, high bits from the
+/// third, per lane as `unpack_scales_q3k` does per byte). Per row lane:
+/// `d_x d_w (Σ_s (sc_s - 32) isum_s - 4 Σ_s (sc_s - 32) bsums_s)`,
+/// `Q8KDot`'s formula for Q3_K with the offset folded into the sums.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `k` points at one Q3_K group (27 lines per
+/// block, `nb * 16` d); `a` holds `M` rows of `k.nb` blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn group_q3k<const M: usize>(
+    k: &GroupRef,
+    a: &[BlockQ8K],
+) -> [[f32; PACK_ROWS]; PACK_MAX_M] {
+    const LINES: usize = 27;
+    let nb = k.nb;
+    let (m3, m4, m30, four) = (
+        _mm512_set1_epi8(0x03),
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(4),
+    );
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        // SAFETY: block b < nb of this group (caller's bound).
+        let base = unsafe { k.codes.add(b * LINES * 64) };
+        // Software prefetch 2 KiB ahead, the block's 27 lines, and the
+        // separate d four blocks ahead; never faults.
+        let ahead = base.wrapping_add(2 * PF_BYTES);
+        for j in 0..LINES {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * j).cast());
+        }
+        _mm_prefetch::<_MM_HINT_T0>(k.d.wrapping_add((b + 4) * PACK_ROWS).cast());
+        // SAFETY: lines 0..8 (hmask) and 24..27 (scales) of block b; its d.
+        let (hm, w, dw) = unsafe {
+            let l = |i: usize| _mm512_load_si512(base.add(64 * i).cast());
+            (
+                std::array::from_fn::<__m512i, 8, _>(&l),
+                [l(24), l(25), l(26)],
+                half16(k.d.add(b * PACK_ROWS)),
+            )
+        };
+        // Scale bytes 4i..4i+4 per lane (0..=63, stored + 32).
+        let scb = [
+            _mm512_or_si512(
+                _mm512_and_si512(w[0], m4),
+                _mm512_and_si512(_mm512_slli_epi16::<4>(w[2]), m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(w[1], m4),
+                _mm512_and_si512(_mm512_slli_epi16::<2>(w[2]), m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(w[0]), m4),
+                _mm512_and_si512(w[2], m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(w[1]), m4),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(w[2]), m30),
+            ),
+        ];
+        let scale = |s: usize| {
+            let v = _mm512_and_si512(
+                _mm512_srlv_epi32(scb[s / 4], _mm512_set1_epi32(8 * (s % 4) as i32)),
+                _mm512_set1_epi32(0xff),
+            );
+            _mm512_sub_epi32(v, _mm512_set1_epi32(32))
+        };
+        let mut isc = [_mm512_setzero_si512(); M];
+        for n in 0..2 {
+            // SAFETY: qs words 8n..8n + 8 are lines 8 + 8n.. of block b.
+            let v: [__m512i; 8] = std::array::from_fn(|u| unsafe {
+                _mm512_load_si512(base.add((8 + 8 * n + u) * 64).cast())
+            });
+            for j in 0..4 {
+                let shift = _mm_cvtsi32_si128(2 * j as i32);
+                let bit = _mm512_set1_epi8((1u8 << (4 * n + j)) as i8);
+                let mut s = [[_mm512_setzero_si512(); 2]; M];
+                for hu in 0..8 {
+                    let c = _mm512_and_si512(_mm512_srl_epi16(v[hu], shift), m3);
+                    let c = _mm512_mask_add_epi8(c, _mm512_test_epi8_mask(hm[hu], bit), c, four);
+                    for (ci, s_c) in s.iter_mut().enumerate() {
+                        // SAFETY: row ci < M, block b < nb; the codes
+                        // 128n + 32j + 4hu.. lie in its 256.
+                        unsafe {
+                            let xq = (*a.as_ptr().add(ci * nb + b))
+                                .qs
+                                .as_ptr()
+                                .add(128 * n + 32 * j);
+                            s_c[hu / 4] = _mm512_dpbusd_epi32(s_c[hu / 4], c, xq4(xq, hu));
+                        }
+                    }
+                }
+                let (sa, sb) = (scale(8 * n + 2 * j), scale(8 * n + 2 * j + 1));
+                for (isc_c, s_c) in isc.iter_mut().zip(&s) {
+                    *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_c[0], sa));
+                    *isc_c = _mm512_add_epi32(*isc_c, _mm512_mullo_epi32(s_c[1], sb));
+                }
+            }
+        }
+        // Signed scales as i16 pairs per lane: word i gives (sc[4i], sc[4i+2])
+        // and (sc[4i+1], sc[4i+3]), each minus 32.
+        let m32 = _mm512_set1_epi16(32);
+        let lo16 = _mm512_set1_epi32(0x00ff_00ff);
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: row c < M, block b < nb.
+            let x = unsafe { &*a.as_ptr().add(c * nb + b) };
+            let pair = |j0: usize, j1: usize| {
+                let lo = i32::from(x.bsums[j0]) & 0xffff;
+                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
+            };
+            let mut off = _mm512_setzero_si512();
+            for (i, si) in scb.iter().enumerate() {
+                let ev = _mm512_sub_epi16(_mm512_and_si512(*si, lo16), m32);
+                let od = _mm512_sub_epi16(_mm512_srli_epi16::<8>(*si), m32);
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(ev, pair(4 * i, 4 * i + 2)));
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(od, pair(4 * i + 1, 4 * i + 3)));
+            }
+            // Σ (sc - 32)(code - 4) x = Σ (sc - 32) isum - 4 Σ (sc - 32) bsums.
+            let tot = _mm512_sub_epi32(isc[c], _mm512_slli_epi32::<2>(off));
+            let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot));
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
         }
     }
