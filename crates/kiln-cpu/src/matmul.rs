@@ -52,13 +52,9 @@ const ROW_BLOCK: usize = 64;
 
 /// Below this many multiply-adds (`m*n*k`) the call is split into exactly
 /// `threads` tasks; above it, into `STRIPS_PER_THREAD` strips per thread
-/// (`DECODE_STRIPS_PER_THREAD` when `m` ≤ 4) for load balance.
+/// for load balance.
 const SMALL_WORK: usize = 1 << 22;
 const STRIPS_PER_THREAD: usize = 2;
-/// Large decode-sized calls (`m` ≤ 4) are cut finer, so that rayon evens out
-/// threads that run at different speeds (the VM's two vCPUs do, from moment
-/// to moment: with one strip per thread the call waited for the slower).
-const DECODE_STRIPS_PER_THREAD: usize = 8;
 
 /// Called from outside the pool, a call below this many multiply-adds runs
 /// on the calling thread: waking a pool worker (~10 µs median measured on
@@ -545,10 +541,8 @@ impl Plan {
     fn new(ctx: &CpuContext, p: &MatmulParams, align: usize) -> Plan {
         let threads = ctx.threads().max(1);
         let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
-        let strips = if work < SMALL_WORK {
+        let strips = if work < SMALL_WORK || p.m <= TILE_C {
             threads
-        } else if p.m <= TILE_C {
-            threads * DECODE_STRIPS_PER_THREAD
         } else {
             threads * STRIPS_PER_THREAD
         };
