@@ -42,6 +42,8 @@ mod mlx;
 mod packed;
 #[cfg(target_arch = "x86_64")]
 mod packed_vnni;
+#[cfg(target_arch = "x86_64")]
+mod packed_vnni_k;
 mod scalar;
 
 pub use float::dot_float_row;

@@ -43,6 +43,8 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::packed_vnni as vnni;
+#[cfg(target_arch = "x86_64")]
+use super::packed_vnni_k as vnni_k;
 use super::{Q8Acts, Q8KActs, QFormat};
 use crate::CpuFeatures;
 use kiln_core::quant::{QK, QK_K};
@@ -508,10 +510,10 @@ impl PackedWeights {
                         macro_rules! run {
                             ($f:literal) => {
                                 match m {
-                                    1 => vnni::groups_k::<$f, 1>(&k, ng, a, out, ld),
-                                    2 => vnni::groups_k::<$f, 2>(&k, ng, a, out, ld),
-                                    3 => vnni::groups_k::<$f, 3>(&k, ng, a, out, ld),
-                                    _ => vnni::groups_k::<$f, 4>(&k, ng, a, out, ld),
+                                    1 => vnni_k::groups_k::<$f, 1>(&k, ng, a, out, ld),
+                                    2 => vnni_k::groups_k::<$f, 2>(&k, ng, a, out, ld),
+                                    3 => vnni_k::groups_k::<$f, 3>(&k, ng, a, out, ld),
+                                    _ => vnni_k::groups_k::<$f, 4>(&k, ng, a, out, ld),
                                 }
                             };
                         }
