@@ -228,6 +228,24 @@ fn sbyte_lane<const SHL: u32>(v: __m512i) -> __m512i {
     _mm512_srai_epi32::<24>(_mm512_slli_epi32::<SHL>(v))
 }
 
+/// `Σ_s v_s bsums_s` per row lane for 16 per-lane i16 values `v` given
+/// as i16 pairs: `ev[i]` holds `(v[4i], v[4i+2])`, `od[i]` holds
+/// `(v[4i+1], v[4i+3])` (`vpmaddwd` with pairs of `bsums`; exact in i32).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn bsums_dot(ev: &[__m512i; 4], od: &[__m512i; 4], bsums: &[i16; 16]) -> __m512i {
+    let pair = |j0: usize, j1: usize| {
+        let lo = i32::from(bsums[j0]) & 0xffff;
+        _mm512_set1_epi32(lo | (i32::from(bsums[j1]) << 16))
+    };
+    let mut s = _mm512_setzero_si512();
+    for i in 0..4 {
+        s = _mm512_add_epi32(s, _mm512_madd_epi16(ev[i], pair(4 * i, 4 * i + 2)));
+        s = _mm512_add_epi32(s, _mm512_madd_epi16(od[i], pair(4 * i + 1, 4 * i + 3)));
+    }
+    s
+}
+
 /// Q6_K's sub-block scale `j` (0..16, signed) of each row lane, from the
 /// four scale words `w` (bytes `4i..4i + 4` in word `i`).
 #[inline]
@@ -337,20 +355,12 @@ unsafe fn group_q6k<const M: usize>(
         }
         // Scales as i16 pairs per lane: word i gives (sc[4i], sc[4i+2]) and
         // (sc[4i+1], sc[4i+3]), sign-extended.
-        let ev = |v: __m512i| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v));
-        let od = |v: __m512i| _mm512_srai_epi16::<8>(v);
+        let ev = w.map(|v| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v)));
+        let od = w.map(|v| _mm512_srai_epi16::<8>(v));
         for (c, acc_c) in acc.iter_mut().enumerate() {
             // SAFETY: row c < M, block b < nb.
             let x = unsafe { &*a.as_ptr().add(c * nb + b) };
-            let pair = |j0: usize, j1: usize| {
-                let lo = i32::from(x.bsums[j0]) & 0xffff;
-                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
-            };
-            let mut off = _mm512_setzero_si512();
-            for (i, wi) in w.iter().enumerate() {
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(ev(*wi), pair(4 * i, 4 * i + 2)));
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(od(*wi), pair(4 * i + 1, 4 * i + 3)));
-            }
+            let off = bsums_dot(&ev, &od, &x.bsums);
             // Σ sc (code - 32) x = Σ sc·isum - 32 Σ sc·bsums (exact in i32).
             let tot = _mm512_sub_epi32(isc[c], _mm512_slli_epi32::<5>(off));
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot));
@@ -539,20 +549,14 @@ unsafe fn group_q2k<const M: usize>(
         // (m[4i+1], m[4i+3]).
         let mins: [__m512i; 4] =
             std::array::from_fn(|i| _mm512_and_si512(_mm512_srli_epi16::<4>(w[i]), m4));
+        let (ev, od) = (
+            mins.map(|v| _mm512_and_si512(v, lo16)),
+            mins.map(|v| _mm512_srli_epi16::<8>(v)),
+        );
         for (c, acc_c) in acc.iter_mut().enumerate() {
             // SAFETY: row c < M, block b < nb.
             let x = unsafe { &*a.as_ptr().add(c * nb + b) };
-            let pair = |j0: usize, j1: usize| {
-                let lo = i32::from(x.bsums[j0]) & 0xffff;
-                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
-            };
-            let mut msum = _mm512_setzero_si512();
-            for (i, mi) in mins.iter().enumerate() {
-                let ev = _mm512_and_si512(*mi, lo16);
-                let od = _mm512_srli_epi16::<8>(*mi);
-                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(ev, pair(4 * i, 4 * i + 2)));
-                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(od, pair(4 * i + 1, 4 * i + 3)));
-            }
+            let msum = bsums_dot(&ev, &od, &x.bsums);
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(isc[c]));
             let t = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(msum), t);
             *acc_c = _mm512_fmadd_ps(t, _mm512_set1_ps(x.d), *acc_c);
@@ -672,20 +676,14 @@ unsafe fn group_q3k<const M: usize>(
         // and (sc[4i+1], sc[4i+3]), each minus 32.
         let m32 = _mm512_set1_epi16(32);
         let lo16 = _mm512_set1_epi32(0x00ff_00ff);
+        let (ev, od) = (
+            scb.map(|v| _mm512_sub_epi16(_mm512_and_si512(v, lo16), m32)),
+            scb.map(|v| _mm512_sub_epi16(_mm512_srli_epi16::<8>(v), m32)),
+        );
         for (c, acc_c) in acc.iter_mut().enumerate() {
             // SAFETY: row c < M, block b < nb.
             let x = unsafe { &*a.as_ptr().add(c * nb + b) };
-            let pair = |j0: usize, j1: usize| {
-                let lo = i32::from(x.bsums[j0]) & 0xffff;
-                _mm512_set1_epi32(lo | (i32::from(x.bsums[j1]) << 16))
-            };
-            let mut off = _mm512_setzero_si512();
-            for (i, si) in scb.iter().enumerate() {
-                let ev = _mm512_sub_epi16(_mm512_and_si512(*si, lo16), m32);
-                let od = _mm512_sub_epi16(_mm512_srli_epi16::<8>(*si), m32);
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(ev, pair(4 * i, 4 * i + 2)));
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(od, pair(4 * i + 1, 4 * i + 3)));
-            }
+            let off = bsums_dot(&ev, &od, &x.bsums);
             // Σ (sc - 32)(code - 4) x = Σ (sc - 32) isum - 4 Σ (sc - 32) bsums.
             let tot = _mm512_sub_epi32(isc[c], _mm512_slli_epi32::<2>(off));
             let t = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(tot));
