@@ -93,16 +93,21 @@ pub fn matmul(
         return matmul_float(ctx, p, w, x, out);
     };
     if f.uses_q8k() {
-        return ACTS_K.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut acts) => quantize_and_run_k(ctx, p, w, x, &mut acts, out),
-            Err(_) => quantize_and_run_k(ctx, p, w, x, &mut Q8KActs::new(), out),
-        });
+        return with_scratch(&ACTS_K, |acts| quantize_and_run_k(ctx, p, w, x, acts, out));
     }
-    ACTS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut acts) => quantize_and_run(ctx, p, w, x, &mut acts, out),
-        // Re-entered on this thread (cannot happen through this module, but
-        // stay correct): use a one-off buffer.
-        Err(_) => quantize_and_run(ctx, p, w, x, &mut Q8Acts::new(), out),
+    with_scratch(&ACTS, |acts| quantize_and_run(ctx, p, w, x, acts, out))
+}
+
+/// Run `f` with this thread's scratch in `key` (grows, never shrinks); when
+/// it is already borrowed (re-entered on this thread: cannot happen through
+/// this module, but stay correct), with a one-off buffer.
+fn with_scratch<T: Default, R>(
+    key: &'static std::thread::LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut T::default()),
     })
 }
 
@@ -166,32 +171,20 @@ pub fn matmul_packed(
     let row_bytes = p.w_row_bytes()?;
     let (feat, f) = (ctx.features(), packed.format());
     if f.uses_q8k() {
-        return ACTS_K.with(|cell| {
-            let mut run = |acts: &mut Q8KActs| {
-                quantize_activations_k(ctx, x, p.m, p.k, acts)?;
-                run_packed(ctx, p, packed, out, Acts::Q8K(acts), |j0, nr| {
-                    let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
-                    quant_dot::dot_tile_k(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
-                })
-            };
-            match cell.try_borrow_mut() {
-                Ok(mut acts) => run(&mut acts),
-                Err(_) => run(&mut Q8KActs::new()),
-            }
+        return with_scratch(&ACTS_K, |acts| {
+            quantize_activations_k(ctx, x, p.m, p.k, acts)?;
+            run_packed(ctx, p, packed, out, Acts::Q8K(acts), |j0, nr| {
+                let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+                quant_dot::dot_tile_k(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+            })
         });
     }
-    ACTS.with(|cell| {
-        let mut run = |acts: &mut Q8Acts| {
-            quantize_activations(ctx, x, p.m, p.k, acts)?;
-            run_packed(ctx, p, packed, out, Acts::Q8(acts), |j0, nr| {
-                let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
-                quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
-            })
-        };
-        match cell.try_borrow_mut() {
-            Ok(mut acts) => run(&mut acts),
-            Err(_) => run(&mut Q8Acts::new()),
-        }
+    with_scratch(&ACTS, |acts| {
+        quantize_activations(ctx, x, p.m, p.k, acts)?;
+        run_packed(ctx, p, packed, out, Acts::Q8(acts), |j0, nr| {
+            let wt = &w[j0 * row_bytes..(j0 + nr) * row_bytes];
+            quant_dot::dot_tile(feat, f, wt, acts, TileSpec { nr, i0: 0, nc: p.m })
+        })
     })
 }
 
@@ -448,9 +441,8 @@ fn matmul_mlx(
         out.fill(0.0); // empty dots
         return Ok(());
     }
-    MLX_GSUM.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut gsum) => matmul_mlx_with(ctx, p, f, w, x, out, &mut gsum),
-        Err(_) => matmul_mlx_with(ctx, p, f, w, x, out, &mut Vec::new()),
+    with_scratch(&MLX_GSUM, |gsum| {
+        matmul_mlx_with(ctx, p, f, w, x, out, gsum)
     })
 }
 
@@ -519,10 +511,7 @@ fn matmul_mlx_with(
                 }
                 Ok(())
             };
-            MLX_ROW.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => run(&mut buf),
-                Err(_) => run(&mut Vec::new()),
-            })
+            with_scratch(&MLX_ROW, run)
         })
     }
 }

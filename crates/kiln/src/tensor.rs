@@ -555,8 +555,6 @@ impl Tensor {
         }
     }
 
-    /// Raw bytes of a host tensor, for ops.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     /// The packed form of a file-backed 2-D CPU weight matrix, for the
     /// decode mat-vec (`kiln_cpu::matmul::matmul_packed`): built on the
     /// first call (one copy of the packed rows), `None` when the CPU or the
@@ -589,6 +587,8 @@ impl Tensor {
             .as_ref()
     }
 
+    /// Raw bytes of a host tensor, for ops.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn cpu_bytes_for(&self, op: &'static str, what: &'static str) -> Result<&[u8]> {
         match &self.storage {
             Storage::Cpu(c) => Ok(cpu_bytes(c)),
